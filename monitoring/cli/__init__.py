@@ -1,0 +1,26 @@
+"""The one CLI entry point, ``monitoring``: every process role is a sub-command.
+
+Each command group lives in its own module of this package and is registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from monitoring.cli import broker, pipeline, query, store
+
+app = typer.Typer(
+    name="monitoring",
+    help="Streaming monitoring pipeline: Kafka, Faust workers, ClickHouse store.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(broker.app, name="broker")
+app.add_typer(store.app, name="store")
+pipeline.register(app)
+query.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
