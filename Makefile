@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - set up, start the broker, a worker and the store, produce load, print aggregates
+#   make test   - set up, start the broker, run the whole test suite
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup demo test lint broker-up broker-down bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+broker-up: setup
+	$(BIN)/monitoring broker up
+
+broker-down:
+	-$(BIN)/monitoring broker down
+
+demo: broker-up
+	$(BIN)/monitoring demo
+
+test: broker-up
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check monitoring tests
+	$(BIN)/ruff format --check monitoring tests
+	$(BIN)/mypy
+
+bench: broker-up
+	$(BIN)/monitoring bench pipeline
+
+clean: broker-down
+	rm -rf .data .local $(VENV)

@@ -1,0 +1,249 @@
+"""Aggregation agent: samples topic -> event-time windows -> aggregates topic.
+
+Thin wiring around ``monitoring.metrics.aggregator.PartitionAggregator``: per
+assigned samples partition, decode each message (bad ones to the dead-letter topic
+with the reason in headers), feed the samples to that partition's aggregator, and
+publish closed windows and late samples. A timer closes windows of idle
+partitions and checkpoints: outputs are flushed, the changed state goes to the
+compacted ``aggregation.state`` topic (same partition), and only then are the
+source messages acked, so Faust commits offsets no further than the changelog.
+Faust's windowed tables and ``on_window_close`` are not used (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT, TP
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitoring.config import Settings, ms
+from monitoring.log import get_logger
+from monitoring.metrics.aggregator import CHECKPOINT_KEY, PartitionAggregator
+from monitoring.metrics.samples import InvalidSample, Limits, Sample, samples_from_record
+from monitoring.streams import topics
+from monitoring.streams.changelog import read_table
+from monitoring.streams.codec import AvroCodec, DecodeError
+
+log = get_logger("aggregation")
+AGGREGATE = "monitoring.Aggregate"
+SAMPLE = "monitoring.MetricSample"
+SERIES_STATE = "monitoring.state.SeriesWindowState"
+CHECKPOINT = "monitoring.state.PartitionCheckpoint"
+_CHECKPOINT_KEY = CHECKPOINT_KEY.encode()
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "aggregation_messages", "Source messages processed", registry=registry
+        )
+        self.samples = Counter("aggregation_samples", "Samples aggregated", registry=registry)
+        self.dead_letters = Counter(
+            "aggregation_dead_letters", "Messages sent to the dead-letter topic", ["reason"],
+            registry=registry,
+        )
+        self.late = Counter("aggregation_late_samples", "Samples after their window closed",
+                            registry=registry)
+        self.aggregates = Counter("aggregation_aggregates", "Windows closed and published",
+                                  ["closed_by"], registry=registry)
+        self.skipped = Counter("aggregation_replayed_messages",
+                               "Messages skipped as already in the restored state",
+                               registry=registry)
+        self.checkpoint_seconds = Histogram("aggregation_checkpoint_seconds",
+                                            "Time to flush outputs and write a checkpoint",
+                                            registry=registry)
+        self.open_windows = Gauge("aggregation_open_windows", "Open windows", registry=registry)
+        self.partitions = Gauge("aggregation_partitions", "Assigned samples partitions",
+                                registry=registry)
+
+
+@dataclass
+class _Partition:
+    agg: PartitionAggregator
+    pending: list[EventT] = field(default_factory=list)
+    last_event_wall: float = field(default_factory=time.monotonic)
+
+
+class AggregationAgent:
+    """Registers the aggregation agent, its timer and rebalance hooks on ``app``."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        registry: CollectorRegistry,
+        codec: AvroCodec | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.codec = codec or AvroCodec.from_directory()
+        self.metrics = _Metrics(registry)
+        a = settings.aggregation
+        self.limits = Limits(max_future_skew_ms=ms(a.max_future_skew))
+        self._windows_ms = a.windows_ms
+        self._lateness_ms = ms(a.allowed_lateness)
+        self._idle_s = a.idle_timeout.total_seconds()
+        k = settings.kafka
+        self.samples_topic = app.topic(topics.topic_name(k, topics.SAMPLES))
+        self.aggregates_topic = app.topic(topics.topic_name(k, topics.AGGREGATES))
+        self.late_topic = app.topic(topics.topic_name(k, topics.LATE))
+        self.dead_letter_topic = app.topic(topics.topic_name(k, topics.DEAD_LETTER))
+        self.state_topic_name = topics.topic_name(k, topics.AGGREGATION_STATE)
+        self.state_topic = app.topic(self.state_topic_name)
+        self._partitions: dict[int, _Partition] = {}
+        self._restoring: dict[int, asyncio.Task[_Partition]] = {}
+        self._stream: StreamT | None = None
+        self._lock = asyncio.Lock()
+        app.agent(self.samples_topic, name="aggregation")(self._run)
+        app.timer(a.checkpoint_interval.total_seconds())(self._tick)
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    # -- the stream ---------------------------------------------------------------
+    async def _run(self, stream: StreamT) -> None:
+        self._stream = stream = stream.noack()
+        async for event in stream.events():
+            msg = event.message
+            part = self._partitions.get(msg.partition) or await self._partition(msg.partition)
+            part.last_event_wall = time.monotonic()
+            part.pending.append(event)
+            self.metrics.messages.inc()
+            samples = await self._decode(event)
+            result = part.agg.process(msg.offset, samples)
+            if not samples and not result.closed:
+                continue
+            self.metrics.samples.inc(len(samples))
+            for agg in result.closed:
+                await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
+            for late in result.late:
+                self.metrics.late.inc()
+                await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
+
+    async def _decode(self, event: EventT) -> list[Sample]:
+        raw = event.value
+        try:
+            if not isinstance(raw, bytes):
+                raise DecodeError("not-bytes", type(raw).__name__)
+            decoded = self.codec.decode(raw)
+            result = samples_from_record(decoded.name, decoded.record, int(time.time() * 1000),
+                                         self.limits)
+        except (DecodeError, InvalidSample) as e:
+            await self._dead_letter(event, e.reason, str(e))
+            return []
+        if result.rejected:
+            first = result.rejected[0][1]
+            detail = "; ".join(f"#{i}: {e}" for i, e in result.rejected[:20])
+            await self._dead_letter(event, first.reason, detail,
+                                    rejected=",".join(str(i) for i, _ in result.rejected))
+        return result.samples
+
+    async def _dead_letter(self, event: EventT, reason: str, detail: str,
+                           rejected: str | None = None) -> None:
+        msg = event.message
+        headers = [
+            ("x-reason", reason.encode()),
+            ("x-error", detail[:2000].encode("utf-8", "replace")),
+            ("x-source-topic", msg.topic.encode()),
+            ("x-source-partition", str(msg.partition).encode()),
+            ("x-source-offset", str(msg.offset).encode()),
+            ("x-stage", b"aggregation"),
+        ]
+        if rejected is not None:
+            headers.append(("x-rejected-samples", rejected.encode()))
+        self.metrics.dead_letters.labels(reason).inc()
+        log.warning("dead_letter", reason=reason, error=detail[:200], partition=msg.partition,
+                    offset=msg.offset)
+        value = event.value if isinstance(event.value, bytes) else None
+        await self.dead_letter_topic.send(key=msg.key, value=value, headers=headers, force=True)
+
+    async def _publish_aggregate(self, record: dict[str, Any], series: str, reason: str) -> None:
+        self.metrics.aggregates.labels(reason).inc()
+        await self.aggregates_topic.send(
+            key=series.encode(), value=self.codec.encode(AGGREGATE, record), force=True
+        )
+
+    async def _publish_late(self, s: Sample, sizes: tuple[int, ...], watermark_ms: int) -> None:
+        rec = {"name": s.name, "value": s.value, "timestamp_ms": s.timestamp_ms,
+               "labels": dict(s.labels), "kind": s.kind, "unit": s.unit, "source": ""}
+        headers = [("x-window-sizes-ms", ",".join(map(str, sizes)).encode()),
+                   ("x-watermark-ms", str(watermark_ms).encode())]
+        await self.late_topic.send(key=s.series.encode(), value=self.codec.encode(SAMPLE, rec),
+                                   headers=headers, force=True)
+
+    # -- state: restore on assignment, checkpoint on the timer ----------------------
+    async def _partition(self, p: int) -> _Partition:
+        task = self._restoring.get(p)
+        if task is None:
+            task = self._restoring[p] = asyncio.ensure_future(self._restore(p))
+        part = await task
+        self._partitions[p] = part
+        return part
+
+    async def _restore(self, p: int) -> _Partition:
+        started = time.monotonic()
+        table = await asyncio.to_thread(
+            read_table, self.settings.kafka.bootstrap_servers, self.state_topic_name, p
+        )
+        agg = PartitionAggregator(
+            self._windows_ms, self._lateness_ms, self.settings.aggregation.quantile_relative_accuracy
+        )
+        meta_raw = table.pop(_CHECKPOINT_KEY, None)
+        meta = self.codec.decode(meta_raw).record if meta_raw else None
+        agg.restore(meta, (self.codec.decode(v).record for v in table.values()))
+        log.info("partition_restored", partition=p, series=len(table), open_windows=agg.open_windows,
+                 checkpoint_offset=agg.checkpoint_offset,
+                 seconds=round(time.monotonic() - started, 3))
+        return _Partition(agg)
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        mine = [tp.partition for tp in assigned if tp.topic == self.samples_topic.get_topic_name()]
+        for p in mine:
+            if p not in self._partitions:
+                await self._partition(p)
+        self.metrics.partitions.set(len(self._partitions))
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == self.samples_topic.get_topic_name():
+                # Unacked messages will be replayed by the next owner from our last
+                # checkpoint; nothing here may write state any more.
+                self._partitions.pop(tp.partition, None)
+                self._restoring.pop(tp.partition, None)
+        self.metrics.partitions.set(len(self._partitions))
+
+    async def _tick(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            for p, part in list(self._partitions.items()):
+                if now - part.last_event_wall >= self._idle_s and part.agg.open_windows:
+                    closed = part.agg.close_idle()
+                    log.info("idle_close", partition=p, windows=len(closed))
+                    for agg in closed:
+                        await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
+                if part.agg.has_changes and self._partitions.get(p) is part:
+                    await self._checkpoint(p, part)
+            self.metrics.open_windows.set(sum(x.agg.open_windows for x in self._partitions.values()))
+
+    async def _checkpoint(self, p: int, part: _Partition) -> None:
+        started = time.monotonic()
+        cp = part.agg.checkpoint()
+        pending, part.pending = part.pending, []
+        encoded = [(k.encode(), None if v is None else self.codec.encode(SERIES_STATE, v))
+                   for k, v in cp.series]
+        meta = self.codec.encode(CHECKPOINT, cp.meta)
+        producer = self.app.producer
+        await producer.flush()  # outputs up to here are delivered
+        for key, value in encoded:
+            await self.state_topic.send(key=key, value=value, partition=p, force=True)
+        await self.state_topic.send(key=_CHECKPOINT_KEY, value=meta, partition=p, force=True)
+        await producer.flush()
+        if self._partitions.get(p) is not part or self._stream is None:
+            return  # revoked meanwhile: the new owner replays these messages
+        for event in pending:
+            await self._stream.ack(event)
+        self.metrics.checkpoint_seconds.observe(time.monotonic() - started)

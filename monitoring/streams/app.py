@@ -1,0 +1,42 @@
+"""The Faust application every worker runs, configured from Settings.
+
+One consumer group per app id: start more ``monitoring worker`` processes to split
+the samples topic's partitions between them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import faust
+
+from monitoring.config import Settings
+
+
+
+def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
+    """A Faust app on the configured broker, raw bytes in and out (Avro is ours).
+
+    The app id (the consumer group) is ``<topic_prefix>worker`` unless given.
+    """
+    k = settings.kafka
+    app_id = app_id or f"{k.topic_prefix}worker"
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{host}" for host in k.bootstrap_servers.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        # Per-process scratch dir: several workers may run on one machine. Faust keeps
+        # nothing there we rely on: window state lives in our changelog topic.
+        datadir=tempfile.mkdtemp(prefix="monitoring-worker-"),
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        producer_max_request_size=k.max_message_bytes,
+        consumer_max_fetch_size=k.max_message_bytes,
+        producer_acks=-1,
+        producer_linger=0.005,
+        topic_allow_declare=False,
+        topic_partitions=k.samples_partitions,
+        stream_wait_empty=False,
+    )

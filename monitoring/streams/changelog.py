@@ -1,0 +1,59 @@
+"""Read one partition of a compacted changelog topic back into a table.
+
+The aggregation agent writes its window state as keyed records (latest value per
+key wins, ``None`` deletes) to a compacted topic co-partitioned with the samples
+topic; on partition assignment it reads the partition from the beginning to the
+high watermark and rebuilds its state from the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+
+def read_table(
+    bootstrap: str, topic: str, partition: int, timeout_s: float = 60.0
+) -> dict[bytes, bytes]:
+    """Latest value per key in ``topic[partition]`` (deleted keys absent)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "monitoring-changelog-reader",  # never commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        }
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        table: dict[bytes, bytes] = {}
+        if high <= low:
+            return table
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        position = low
+        while position < high:
+            msgs = consumer.consume(10_000, timeout=timeout_s)
+            if not msgs:
+                raise TimeoutError(f"{topic}[{partition}]: no data at {position} < {high}")
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == err._PARTITION_EOF:
+                        position = max(position, m.offset() or high)
+                        if position >= high:
+                            break
+                        continue
+                    raise KafkaException(err)
+                key: Any = m.key()
+                if m.value() is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = m.value()
+                position = m.offset() + 1
+        return table
+    finally:
+        consumer.close()
