@@ -37,4 +37,4 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
 
 def get_logger(name: str) -> Any:
     """A structlog logger bound to ``component=name``."""
-    return structlog.get_logger().bind(component=name)
+    return structlog.get_logger(component=name)

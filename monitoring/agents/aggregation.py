@@ -202,9 +202,7 @@ class AggregationAgent:
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         mine = [tp.partition for tp in assigned if tp.topic == self.samples_topic.get_topic_name()]
-        for p in mine:
-            if p not in self._partitions:
-                await self._partition(p)
+        await asyncio.gather(*(self._partition(p) for p in mine if p not in self._partitions))
         self.metrics.partitions.set(len(self._partitions))
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from monitoring.cli import broker, pipeline, query, store
+from monitoring.cli import bench, broker, pipeline, produce, query, store
 
 app = typer.Typer(
     name="monitoring",
@@ -17,7 +17,9 @@ app = typer.Typer(
 )
 app.add_typer(broker.app, name="broker")
 app.add_typer(store.app, name="store")
+app.add_typer(bench.app, name="bench")
 pipeline.register(app)
+produce.register(app)
 query.register(app)
 
 

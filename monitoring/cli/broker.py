@@ -1,7 +1,262 @@
-"""`monitoring broker ...` commands."""
+"""`monitoring broker ...`: the local single-node Kafka broker and the project's topics.
+
+    monitoring broker up              # fetch Kafka (Maven), start it, create the topics
+    monitoring broker status
+    monitoring broker logs -n 100
+    monitoring broker topics list
+    monitoring broker down
+    monitoring broker reset --yes     # stop and delete all broker data
+
+The broker's address comes from the settings (``kafka.bootstrap_servers``); ``--port``
+picks another local broker, each with its own data directory.
+"""
 
 from __future__ import annotations
 
-import typer
+import time
+from typing import Annotated
 
-app = typer.Typer(help="broker commands", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from monitoring.config import ConfigError, KafkaSettings, Settings
+from monitoring.local_kafka import LOOPBACK, BrokerStatus, LocalKafka, LocalKafkaError
+from monitoring.log import configure_logging
+from monitoring.streams.admin import (
+    BrokerUnavailable,
+    TopicError,
+    describe_topics,
+    ensure_topics,
+    list_topics,
+    wait_for_broker,
+)
+
+app = typer.Typer(help="Local Kafka broker (single-node KRaft) and topics.", no_args_is_help=True)
+topics_app = typer.Typer(help="The project's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+console = Console()
+
+PortOpt = Annotated[
+    int | None,
+    typer.Option("--port", "-p", help="Broker port (default: from kafka.bootstrap_servers)."),
+]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="Settings file (default monitoring.yaml).")
+]
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    configure_logging(log_level.upper())
+
+
+def _settings(config: str | None) -> Settings:
+    try:
+        return Settings.load(config) if config else Settings.load()
+    except ConfigError as e:
+        console.print(f"[red]config error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _default_port(kafka: KafkaSettings) -> int:
+    first = kafka.bootstrap_servers.split(",")[0].strip()
+    _host, _, port = first.rpartition(":")
+    return int(port) if port.isdigit() else 9092
+
+
+def _kafka(settings: Settings, port: int | None) -> KafkaSettings:
+    """Kafka settings, pointed at the local broker on ``port`` when one is given."""
+    if port is None:
+        return settings.kafka
+    return settings.kafka.model_copy(update={"bootstrap_servers": f"{LOOPBACK}:{port}"})
+
+
+def _broker(settings: Settings, port: int | None, heap: str = "512m") -> LocalKafka:
+    return LocalKafka(port=port if port is not None else _default_port(settings.kafka), heap=heap)
+
+
+def _status_table(st: BrokerStatus) -> Table:
+    table = Table(show_header=False, box=None)
+    state = "[green]running[/]" if st.running else "[red]stopped[/]"
+    if st.running and not st.answering:
+        state = "[yellow]starting / not answering[/]"
+    table.add_row("state", state)
+    table.add_row("bootstrap", st.bootstrap)
+    table.add_row("pid", str(st.pid) if st.pid else ("(not managed here)" if st.running else "-"))
+    table.add_row("data", str(st.data_dir))
+    return table
+
+
+def _topics_table(kafka: KafkaSettings, result: dict[str, str] | None = None) -> Table:
+    names = list(list_topics(kafka.bootstrap_servers, prefix=kafka.topic_prefix))
+    info = describe_topics(kafka.bootstrap_servers, names)
+    table = Table(title=f"topics {kafka.topic_prefix}* on {kafka.bootstrap_servers}")
+    table.add_column("topic", no_wrap=True, min_width=max((len(n) for n in names), default=5))
+    table.add_column("partitions", justify="right")
+    table.add_column("rf", justify="right")
+    table.add_column("cleanup")
+    table.add_column("retention")
+    if result is not None:
+        table.add_column("action")
+    for name in names:
+        t = info[name]
+        ret = t.config.get("retention.ms", "")
+        if ret.lstrip("-").isdigit():
+            ret = "forever" if int(ret) < 0 else f"{int(ret) / 86_400_000:g}d"
+        row = [
+            name,
+            str(t.partitions),
+            str(t.replication_factor),
+            t.config.get("cleanup.policy", ""),
+            ret,
+        ]
+        if result is not None:
+            row.append(result.get(name, ""))
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def up(
+    port: PortOpt = None,
+    heap: Annotated[str, typer.Option(help="JVM heap (-Xmx/-Xms).")] = "512m",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 120.0,
+    topics: Annotated[bool, typer.Option(help="Create the project's topics.")] = True,
+    grow: Annotated[bool, typer.Option(help="Add partitions to too-small topics.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Fetch Kafka if needed, start the local broker, create the topics (idempotent)."""
+    settings = _settings(config)
+    broker = _broker(settings, port, heap)
+    kafka = _kafka(settings, broker.port)
+    try:
+        if not broker.is_fetched():
+            with console.status("fetching Kafka from Maven Central..."):
+                broker.fetch()
+        t0 = time.monotonic()
+        with console.status(f"starting Kafka on {broker.bootstrap}..."):
+            st = broker.start(timeout=timeout)
+        took = time.monotonic() - t0
+        if broker.last_start_seconds is not None:
+            console.print(f"[green]Kafka started[/] on {st.bootstrap} in {took:.1f}s")
+        else:
+            console.print(f"Kafka already running on {st.bootstrap}")
+        console.print(_status_table(st))
+        if topics:
+            result = ensure_topics(kafka, timeout=timeout, grow=grow)
+            console.print(_topics_table(kafka, result))
+    except (LocalKafkaError, BrokerUnavailable, TopicError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def down(
+    port: PortOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 60.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop the local broker (controlled shutdown; SIGKILL after --timeout)."""
+    broker = _broker(_settings(config), port)
+    with console.status(f"stopping Kafka on {broker.bootstrap}..."):
+        stopped = broker.stop(timeout=timeout)
+    if stopped:
+        console.print(f"Kafka on {broker.bootstrap} stopped")
+    elif broker.status().running:
+        console.print(f"[yellow]a broker on {broker.bootstrap} is not managed here: left running")
+    else:
+        console.print(f"Kafka on {broker.bootstrap} was not running")
+
+
+@app.command()
+def status(port: PortOpt = None, config: ConfigOpt = None) -> None:
+    """Show whether the local broker runs and answers; exit code 1 if it does not."""
+    st = _broker(_settings(config), port).status()
+    console.print(_status_table(st))
+    if not st.running:
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    port: PortOpt = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show.")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the tail of the broker's server.log (and its stdout)."""
+    broker = _broker(_settings(config), port)
+    if not follow:
+        print(broker.log_tail(lines))
+        return
+    path = broker.server_log
+    if not path.exists():
+        console.print(f"[red]no log at {path}")
+        raise typer.Exit(1)
+    with open(path, errors="replace") as fh:
+        for line in fh.readlines()[-lines:]:
+            print(line, end="")
+        try:
+            while True:
+                line = fh.readline()
+                if line:
+                    print(line, end="", flush=True)
+                else:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def reset(
+    port: PortOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop the local broker and delete its data (all topics and offsets)."""
+    broker = _broker(_settings(config), port)
+    if not yes:
+        typer.confirm(f"Delete all Kafka data in {broker.data_dir}?", abort=True)
+    broker.destroy()
+    console.print(f"Kafka on {broker.bootstrap} stopped and {broker.data_dir} deleted")
+
+
+@topics_app.command("create")
+def topics_create(
+    port: PortOpt = None,
+    grow: Annotated[bool, typer.Option(help="Add partitions to too-small topics.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 30.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Create the project's topics (idempotent); align configs of existing ones."""
+    kafka = _kafka(_settings(config), port)
+    try:
+        result = ensure_topics(kafka, timeout=timeout, grow=grow)
+    except (BrokerUnavailable, TopicError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+    console.print(_topics_table(kafka, result))
+
+
+@topics_app.command("list")
+def topics_list(
+    port: PortOpt = None,
+    all_topics: Annotated[
+        bool, typer.Option("--all", "-a", help="Every topic, not only the prefix's.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List topics with partitions, replication, cleanup policy and retention."""
+    kafka = _kafka(_settings(config), port)
+    if all_topics:
+        kafka = kafka.model_copy(update={"topic_prefix": ""})
+    try:
+        wait_for_broker(kafka.bootstrap_servers, timeout=10.0)
+        console.print(_topics_table(kafka))
+    except BrokerUnavailable as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None

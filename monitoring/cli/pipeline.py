@@ -50,6 +50,65 @@ def worker(
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
+def demo(
+    duration: float = typer.Option(60, help="seconds of load"),
+    series: int = typer.Option(200, help="series the load generator produces"),
+    rate: float = typer.Option(2000, help="samples per second"),
+    keep: bool = typer.Option(False, help="leave the worker and store running at the end"),
+    config: str | None = typer.Option(None, "--config", "-c", help="YAML settings file"),
+) -> None:
+    """Run the pipeline locally: a worker, the store, a load generator; print aggregates.
+
+    Needs a broker (``monitoring broker up``; ``make demo`` starts it). Topics use the
+    prefix ``demo.`` and ClickHouse lives in ``.data/demo/chdb``.
+    """
+    import subprocess
+    import threading
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from monitoring.deploy import BIN, LocalDeployment
+
+    console = Console()
+    settings = load_settings(config)
+    d = LocalDeployment(settings.kafka.bootstrap_servers, Path(".data/demo"), prefix="demo.",
+                        query_port=settings.storage.query_port)
+    console.print(f"[bold]demo[/bold]: store on http://127.0.0.1:{d.query_port}, logs in {d.dir}")
+    d.start_store()
+    d.start("worker", "worker")
+    sql = ("SELECT series, window_ms, window_start, count, round(mean, 2) AS mean, "
+           "round(p99, 2) AS p99, closed_by FROM aggregates FINAL "
+           "ORDER BY window_start DESC, series LIMIT 15")
+
+    def show_when_ready() -> None:
+        try:
+            d.wait(lambda: d.query("SELECT count() FROM aggregates")[0][0] > 0, 90, "aggregates")
+        except (TimeoutError, RuntimeError) as e:
+            console.print(f"[red]{e}[/red]")
+            return
+        console.print("[bold green]first windowed aggregates are in ClickHouse:[/bold green]")
+        subprocess.run([str(BIN), "query", sql], env=d.env, check=False)
+
+    shower = threading.Thread(target=show_when_ready, daemon=True)
+    shower.start()
+    try:
+        subprocess.run([str(BIN), "loadgen", "--series", str(series), "--rate", str(rate),
+                        "--duration", str(duration)], env=d.env, check=False)
+        shower.join(90)
+        console.print("[bold]latest aggregates[/bold] (`monitoring query` goes through the store):")
+        subprocess.run([str(BIN), "query", sql], env=d.env, check=False)
+        counts = d.query("SELECT count() FROM aggregates FINAL")[0][0]
+        raw = d.query("SELECT count() FROM samples FINAL")[0][0]
+        console.print(f"{counts:,} aggregate rows and {raw:,} raw samples stored")
+    finally:
+        if keep:
+            console.print(f"left running: pids {[p.pid for p in d.procs.values()]}")
+        else:
+            d.stop_all()
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.command()(worker)
+    app.command()(demo)

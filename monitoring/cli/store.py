@@ -1,7 +1,125 @@
-"""`monitoring store ...` commands."""
+"""`monitoring store ...`: the ClickHouse store process and its schema.
+
+monitoring store run          # consume Kafka into ClickHouse, serve /query /healthz /metrics
+monitoring store migrate      # apply pending DDL migrations and list them
+monitoring store footprint    # bytes on disk per sample and per aggregate
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import signal
+import threading
+from typing import Annotated, Any
 
-app = typer.Typer(help="store commands", no_args_is_help=True)
+import typer
+from rich.console import Console
+
+from monitoring.config import ConfigError, Settings
+
+app = typer.Typer(help="ClickHouse store: consume Kafka into ClickHouse.", no_args_is_help=True)
+console = Console(stderr=True)
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="Settings file (default monitoring.yaml).")
+]
+
+
+def _settings(config: str | None) -> Settings:
+    try:
+        return Settings.load(config) if config else Settings.load()
+    except ConfigError as e:
+        console.print(f"[red]config error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _client(settings: Settings) -> Any:
+    from monitoring.sinks.clickhouse.connection import StoreLocked, connect
+
+    try:
+        return connect(settings.storage.dsn)
+    except StoreLocked as e:
+        console.print(f"[red]{e}[/]: is a store already running? (`monitoring query` reaches it)")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Consume samples and aggregates into ClickHouse until SIGTERM/SIGINT."""
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.log import configure_logging, get_logger
+    from monitoring.sinks.clickhouse.connection import connect_read_only
+    from monitoring.sinks.clickhouse.migrations import migrate
+    from monitoring.sinks.clickhouse.query_server import QueryServer
+    from monitoring.sinks.clickhouse.store import Store
+    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
+
+    settings = _settings(config)
+    configure_logging(log_level.upper())
+    log = get_logger("store")
+    client = _client(settings)
+    applied = migrate(client, settings.storage)
+    log.info(
+        "migrations",
+        applied=[f"{m.version:03d}_{m.name}" for m in applied],
+        dsn=settings.storage.dsn,
+    )
+    registry = CollectorRegistry()
+    store = Store(settings, Writer(client, StoreMetrics(registry)))
+    server = None
+    st = settings.storage
+    try:
+        server = QueryServer(
+            connect_read_only(st.dsn), registry, st.query_host, st.query_port, store.health
+        ).start()
+        log.info("query_endpoint", url=f"http://{st.query_host}:{st.query_port}")
+    except OSError as e:
+        log.error("query_endpoint_unavailable", port=st.query_port, error=str(e))
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        store.run(stop)
+    finally:
+        if server is not None:
+            server.stop()
+            server.client.close()
+        client.close()
+
+
+@app.command("migrate")
+def migrate_cmd(config: ConfigOpt = None) -> None:
+    """Apply pending migrations (infra/clickhouse/migrations) and list them."""
+    from monitoring.sinks.clickhouse.migrations import migrate
+
+    settings = _settings(config)
+    client = _client(settings)
+    ran = migrate(client, settings.storage)
+    rows = client.query(
+        "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
+    ).result_rows
+    for v, n, c, at in rows:
+        mark = "applied now" if any(m.version == v for m in ran) else "already applied"
+        typer.echo(f"{v:03d}_{n}  {c}  {at:%Y-%m-%d %H:%M:%S}  {mark}")
+    client.close()
+
+
+@app.command()
+def footprint(
+    config: ConfigOpt = None,
+    optimize: Annotated[bool, typer.Option(help="OPTIMIZE ... FINAL first.")] = False,
+) -> None:
+    """Bytes on disk per sample and per aggregate (system.parts), as JSON."""
+    from monitoring.sinks.clickhouse.footprint import storage_footprint
+
+    client = _client(_settings(config))
+    typer.echo(json.dumps(storage_footprint(client, optimize=optimize), indent=2))
+    client.close()

@@ -39,4 +39,7 @@ def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
         topic_allow_declare=False,
         topic_partitions=k.samples_partitions,
         stream_wait_empty=False,
+        # a killed worker's partitions move on after 10 s, not Faust's default 60 s
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )

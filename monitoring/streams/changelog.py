@@ -8,9 +8,10 @@ high watermark and rebuilds its state from the result.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 
 def read_table(
@@ -35,17 +36,16 @@ def read_table(
             return table
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         position = low
+        deadline = time.monotonic() + timeout_s
         while position < high:
-            msgs = consumer.consume(10_000, timeout=timeout_s)
-            if not msgs:
-                raise TimeoutError(f"{topic}[{partition}]: no data at {position} < {high}")
-            for m in msgs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}[{partition}]: stuck at {position} < {high}")
+            # short polls: consume() waits for a full batch until its timeout
+            for m in consumer.consume(10_000, timeout=0.2):
                 err = m.error()
                 if err is not None:
-                    if err.code() == err._PARTITION_EOF:
-                        position = max(position, m.offset() or high)
-                        if position >= high:
-                            break
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        position = max(position, m.offset() or 0)
                         continue
                     raise KafkaException(err)
                 key: Any = m.key()

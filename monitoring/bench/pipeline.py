@@ -1,0 +1,253 @@
+"""``monitoring bench pipeline``: the real pipeline under load, measured.
+
+Phases, each on the local broker with a worker and a store as separate processes:
+
+1. produce a backlog of batched samples (MetricBatch, the high-rate contract), then
+   time the worker draining it: samples/s of wall time and per CPU-second of the
+   worker process (its user+system time from /proc);
+2. the same with one sample per message (MetricSample);
+3. live load at half the measured batched peak (capped by what the producer
+   reaches), with probe samples stamped with the current time: end-to-end latency
+   from event time until the row is queryable in ClickHouse (polled through the
+   store), and from a window's end until its aggregate is queryable;
+4. store rows/s over the whole run, and bytes on disk per raw sample and per
+   aggregate after merges (``OPTIMIZE ... FINAL``).
+
+The last line printed is machine-readable (see ``summary_line``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monitoring.deploy import LocalDeployment, free_port
+from monitoring.metrics.collector import MetricsCollector
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def scrape(port: int, name: str) -> float:
+    """Sum of a metric's samples on a prometheus endpoint (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+@dataclass
+class Result:
+    """Everything the benchmark measured."""
+
+    producer_batch_per_s: float = 0.0
+    producer_single_per_s: float = 0.0
+    worker_batch_per_s: float = 0.0
+    worker_batch_per_cpu_s: float = 0.0
+    worker_single_per_s: float = 0.0
+    worker_single_per_cpu_s: float = 0.0
+    live_rate_per_s: float = 0.0
+    e2e_ms: list[float] = field(default_factory=list)
+    aggregate_ms: list[float] = field(default_factory=list)
+    store_rows_per_s: float = 0.0
+    bytes_per_sample: float = float("nan")
+    bytes_per_aggregate: float = float("nan")
+
+    def summary_line(self) -> str:
+        return (
+            f"samples_per_s={self.worker_batch_per_s:.0f} "
+            f"e2e_p50_ms={percentile(self.e2e_ms, 0.5):.0f} "
+            f"e2e_p99_ms={percentile(self.e2e_ms, 0.99):.0f} "
+            f"store_rows_per_s={self.store_rows_per_s:.0f} "
+            f"bytes_per_sample={self.bytes_per_sample:.3f} "
+            f"bytes_per_aggregate={self.bytes_per_aggregate:.2f}"
+        )
+
+
+class _Series:
+    """Regularly scraped synthetic series: counters, CPU-like gauges, memory bytes."""
+
+    def __init__(self, n: int, seed: int = 1) -> None:
+        rng = random.Random(seed)
+        self.rng = rng
+        self.names = [
+            ("bench_requests_total", "COUNTER"),
+            ("bench_cpu_usage_percent", "GAUGE"),
+            ("bench_memory_used_bytes", "GAUGE"),
+        ]
+        self.series = [
+            (self.names[i % 3], {"host": f"h{i // 30:04d}", "core": str(i % 10)}) for i in range(n)
+        ]
+        self.values = [float(rng.randint(0, 1000)) for _ in range(n)]
+
+    def tick(self, i: int) -> float:
+        kind = i % 3
+        v = self.values[i]
+        if kind == 0:
+            v += self.rng.randint(0, 5)
+        elif kind == 1:
+            v = round(min(100.0, max(0.0, v / 10 + self.rng.uniform(-2, 2))), 2) * 10
+        else:
+            v = max(0.0, v + self.rng.randint(-4096, 4096))
+        self.values[i] = v
+        return v / 10 if kind == 1 else v
+
+
+def _produce(d: LocalDeployment, series: _Series, start_ms: int, ticks: int, interval_ms: int,
+             batch: bool) -> tuple[int, float]:
+    n = 0
+    t0 = time.perf_counter()
+    with MetricsCollector(d.settings, batch=batch, batch_size=3000, linger=0.05) as mc:
+        for t in range(ticks):
+            ts = start_ms + t * interval_ms
+            for i, ((name, kind), labels) in enumerate(series.series):
+                mc.record(name, series.tick(i), labels, timestamp_ms=ts, kind=kind)
+                n += 1
+        mc.flush(120)
+    return n, n / (time.perf_counter() - t0)
+
+
+def _drain(d: LocalDeployment, worker: str, port: int, target: float,
+           progress: Callable[[str], None]) -> tuple[float, float]:
+    """Wait until the worker has aggregated ``target`` samples; (samples/s, per CPU-s)."""
+    pid = d.procs[worker].pid
+    d.wait(lambda: scrape(port, "aggregation_samples_total") > 0, 120, "worker started")
+    t0, c0, s0 = time.perf_counter(), cpu_seconds(pid), scrape(port, "aggregation_samples_total")
+    d.wait(lambda: scrape(port, "aggregation_samples_total") >= target, 900, "worker drained")
+    dt, dc = time.perf_counter() - t0, cpu_seconds(pid) - c0
+    done = scrape(port, "aggregation_samples_total") - s0
+    progress(f"worker: {done:.0f} samples in {dt:.1f} s wall, {dc:.1f} s CPU")
+    return done / dt, done / max(dc, 1e-9)
+
+
+def run(bootstrap: str, n_series: int = 10_000, batch_ticks: int = 200, single_ticks: int = 20,
+        live_seconds: int = 30, progress: Callable[[str], None] = print) -> Result:
+    """Run every phase and return the measurements."""
+    res = Result()
+    directory = Path(tempfile.mkdtemp(prefix="monitoring-bench-"))
+    d = LocalDeployment(bootstrap, directory, aggregation__idle_timeout="10s",
+                        aggregation__checkpoint_interval="1s", storage__flush_interval="250ms")
+    series = _Series(n_series)
+    now = int(time.time() * 1000)
+    interval = 10_000
+    start = now - now % interval - (batch_ticks + single_ticks + 30) * interval
+    try:
+        store_port = d.query_port
+        wport = free_port()
+        progress(f"phase 1: {n_series} series x {batch_ticks} scrapes, batched")
+        n1, res.producer_batch_per_s = _produce(d, series, start, batch_ticks, interval, True)
+        progress(f"producer: {n1} samples at {res.producer_batch_per_s:,.0f}/s")
+        t_store = time.perf_counter()
+        d.start_store()
+        d.start("worker", "worker", worker__metrics_port=str(wport))
+        res.worker_batch_per_s, res.worker_batch_per_cpu_s = _drain(d, "worker", wport, n1,
+                                                                    progress)
+
+        progress(f"phase 2: {n_series} series x {single_ticks} scrapes, one sample per message")
+        start2 = start + batch_ticks * interval
+        n2, res.producer_single_per_s = _produce(d, series, start2, single_ticks, interval, False)
+        progress(f"producer: {n2} samples at {res.producer_single_per_s:,.0f}/s")
+        res.worker_single_per_s, res.worker_single_per_cpu_s = _drain(
+            d, "worker", wport, n1 + n2, progress)
+
+        total = n1 + n2
+        d.wait(lambda: scrape(store_port, 'monitoring_store_rows_inserted_total{table="samples"')
+               >= total, 900, "store caught up")
+        rows = scrape(store_port, "monitoring_store_rows_inserted_total")
+        res.store_rows_per_s = rows / (time.perf_counter() - t_store)
+        progress(f"store: {rows:.0f} rows at {res.store_rows_per_s:,.0f}/s over the run")
+
+        rate = min(res.worker_batch_per_s / 2, res.producer_batch_per_s * 0.8)
+        progress(f"phase 3: live load at {rate:,.0f} samples/s for {live_seconds} s")
+        _live(d, series, rate, live_seconds, res, progress)
+    finally:
+        d.stop_all()
+    _footprint(d, res)
+    return res
+
+
+def _live(d: LocalDeployment, series: _Series, rate: float, seconds: int, res: Result,
+          progress: Callable[[str], None]) -> None:
+    from monitoring.sinks.clickhouse.rows import series_id
+
+    probe = "bench_probe"
+    probe_key = 'bench_probe{probe="1"}'
+    sid = series_id(probe_key)
+    sent: dict[int, float] = {}
+    stop = threading.Event()
+    n_sent = 0
+
+    def producer() -> None:
+        nonlocal n_sent
+        per_tick = max(1, int(rate / 10))
+        with MetricsCollector(d.settings, batch=True, batch_size=3000, linger=0.02) as mc:
+            i = 0
+            t_next = time.perf_counter()
+            while not stop.is_set():
+                ts = int(time.time() * 1000)
+                for _ in range(per_tick):
+                    j = i % len(series.series)
+                    (name, kind), labels = series.series[j]
+                    mc.record(name, series.tick(j), labels, timestamp_ms=ts, kind=kind)
+                    i += 1
+                mc.record(probe, 1.0, {"probe": "1"}, timestamp_ms=ts)
+                sent[ts] = time.time()
+                n_sent += per_tick + 1
+                t_next += 0.1
+                time.sleep(max(0.0, t_next - time.perf_counter()))
+
+    th = threading.Thread(target=producer, daemon=True)
+    t0 = time.perf_counter()
+    th.start()
+    seen: set[int] = set()
+    seen_windows: set[int] = set()
+    while time.perf_counter() - t0 < seconds:
+        now_ms = time.time() * 1000
+        for (ts,) in d.query(f"SELECT toUnixTimestamp64Milli(ts) FROM samples "
+                             f"WHERE series_id = {sid} AND ts > now64(3) - 30"):
+            if ts not in seen:
+                seen.add(ts)
+                res.e2e_ms.append(now_ms - ts)
+        for (end,) in d.query(f"SELECT toUnixTimestamp64Milli(window_end) FROM aggregates "
+                              f"WHERE series_id = {sid} AND window_ms = 10000"):
+            if end not in seen_windows:
+                seen_windows.add(end)
+                res.aggregate_ms.append(now_ms - end)
+        time.sleep(0.05)
+    stop.set()
+    th.join(10)
+    res.live_rate_per_s = n_sent / (time.perf_counter() - t0)
+    progress(f"live: {res.live_rate_per_s:,.0f} samples/s sent, {len(res.e2e_ms)} probes seen")
+
+
+def _footprint(d: LocalDeployment, res: Result) -> None:
+    from monitoring.sinks.clickhouse.connection import connect
+    from monitoring.sinks.clickhouse.footprint import storage_footprint
+
+    client = connect(d.settings.storage.dsn)
+    try:
+        fp = storage_footprint(client, optimize=True)
+    finally:
+        client.close()
+    res.bytes_per_sample = fp["bytes_per_sample"] or float("nan")
+    res.bytes_per_aggregate = fp["bytes_per_aggregate"] or float("nan")

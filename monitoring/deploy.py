@@ -1,0 +1,155 @@
+"""A local deployment of the pipeline's processes, for the demo, benchmarks and tests.
+
+``LocalDeployment`` runs ``monitoring worker`` and ``monitoring store run`` as
+subprocesses configured through MONITORING_* environment variables (a topic prefix
+and a chDB directory of their own), kills or stops them, and queries the store over
+its HTTP endpoint (the process that owns the embedded ClickHouse).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from monitoring.config import Settings
+from monitoring.streams.admin import ensure_topics
+
+BIN = Path(sys.executable).parent / "monitoring"
+ROLES = {"worker": ["worker"], "store": ["store", "run"]}
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_settings(env: dict[str, str]) -> Settings:
+    """Settings as a process started with ``env`` would load them."""
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return Settings.load(None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class LocalDeployment:
+    """Worker and store processes of one pipeline, isolated by topic prefix and data dir.
+
+    >>> d = LocalDeployment("127.0.0.1:9092", Path("/tmp/demo"))  # doctest: +SKIP
+    >>> d.start_store(); d.start("worker", "worker")               # doctest: +SKIP
+    >>> d.query("SELECT count() FROM aggregates FINAL")            # doctest: +SKIP
+    """
+
+    def __init__(self, bootstrap: str, directory: Path, prefix: str | None = None,
+                 query_port: int | None = None, **overrides: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dir = directory
+        self.prefix = prefix or f"e{uuid.uuid4().hex[:10]}."
+        self.query_port = query_port or free_port()
+        (directory / "settings.yaml").write_text("{}\n")
+        self.env = {
+            **os.environ,
+            "MONITORING_CONFIG": str(directory / "settings.yaml"),
+            "MONITORING_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "MONITORING_KAFKA__TOPIC_PREFIX": self.prefix,
+            "MONITORING_STORAGE__DSN": f"chdb://{directory / 'chdb'}",
+            "MONITORING_STORAGE__QUERY_PORT": str(self.query_port),
+            "MONITORING_STORAGE__FLUSH_INTERVAL": "500ms",
+            "MONITORING_WORKER__METRICS_PORT": "0",
+            "MONITORING_AGGREGATION__CHECKPOINT_INTERVAL": "500ms",
+            "MONITORING_AGGREGATION__IDLE_TIMEOUT": "6s",
+        }
+        self.env.update({f"MONITORING_{k.upper()}": v for k, v in overrides.items()})
+        self.settings = env_settings(self.env)
+        ensure_topics(self.settings)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def topic(self, role: str) -> str:
+        """Full name of a topic role (``metrics.late``, ...)."""
+        return self.prefix + role
+
+    def start(self, role: str, name: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start ``monitoring <role>`` as process ``name``; its log is ``<dir>/<name>.log``."""
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        extra = {f"MONITORING_{k.upper()}": v for k, v in env.items()}
+        proc = subprocess.Popen([str(BIN), *ROLES[role]], env={**self.env, **extra},
+                                stdout=log, stderr=log)
+        self.procs[name] = proc
+        return proc
+
+    def start_store(self, name: str = "store", timeout: float = 90) -> subprocess.Popen[bytes]:
+        """Start the store and wait until its query endpoint is healthy."""
+        proc = self.start("store", name)
+        self.wait(self.healthy, timeout, f"store healthy (log: {self.dir / (name + '.log')})")
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal process ``name`` (SIGKILL by default) and wait for it to exit."""
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(60)
+
+    def stop_all(self, timeout: float = 30) -> None:
+        """SIGTERM every process, SIGKILL those that do not exit in time."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+    def healthy(self) -> bool:
+        """Whether the store's query endpoint answers /healthz with 200."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.query_port}/healthz", timeout=2
+            ) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def query(self, sql: str) -> list[list[Any]]:
+        """Rows of a read-only query, answered by the store process."""
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.query_port}/query", data=sql.encode(), method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return list(json.loads(r.read())["rows"])
+
+    def wait(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``cond`` until true; fail early if a process crashed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            for name, p in self.procs.items():
+                if p.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
+                    raise RuntimeError(f"{name} exited with {p.returncode}: see {self.dir}")
+            time.sleep(0.5)
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+    def logs(self, tail: int = 3000) -> str:
+        """The end of every process log, for failure messages."""
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}"
+            for p in sorted(self.dir.glob("*.log"))
+        )

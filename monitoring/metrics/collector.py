@@ -1,0 +1,32 @@
+"""Documented path of the producer SDK: ``monitoring.metrics.collector.MetricsCollector``.
+
+The SDK is an adapter (it talks to Kafka) and lives in ``monitoring.streams.producer``;
+this module re-exports it lazily, so importing the ``monitoring.metrics`` domain
+package never imports Kafka.
+
+>>> from monitoring.metrics.collector import MetricsCollector  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitoring.streams.producer import (
+        BufferFullError,
+        Counter,
+        Gauge,
+        Histogram,
+        MetricsCollector,
+        SeriesHandle,
+    )
+
+__all__ = ["BufferFullError", "Counter", "Gauge", "Histogram", "MetricsCollector", "SeriesHandle"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from monitoring.streams import producer
+
+        return getattr(producer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,88 @@
+"""Open a clickhouse-connect client from the storage DSN (embedded chDB or a server).
+
+``chdb:///.data/chdb`` (the default) and ``chdb:///./dir`` name a directory relative
+to the working directory; ``chdb:///abs/dir`` an absolute one; ``http(s)://host:port``
+a ClickHouse server. chDB lets one process at a time hold a directory, so a second
+process gets :class:`StoreLocked` (the store serves queries over HTTP for that case).
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+_opened: set[Path] = set()  # chDB directories this process has opened
+
+
+class StoreLocked(RuntimeError):
+    """The chDB directory is held by another process (normally the running store)."""
+
+
+def chdb_path(dsn: str) -> Path | None:
+    """The chDB data directory of a ``chdb://`` DSN; None for a server or in-memory DSN.
+
+    >>> str(chdb_path("chdb:///.data/chdb"))
+    '.data/chdb'
+    >>> str(chdb_path("chdb:///var/lib/chdb"))
+    '/var/lib/chdb'
+    """
+    if not dsn.startswith("chdb://"):
+        return None
+    rest = dsn[len("chdb://") :].split("?", 1)[0]
+    if rest in ("", "memory", ":memory:") or rest.startswith("memory/"):
+        return None  # in-memory engine: nothing on disk, nothing to lock
+    if rest.startswith("/."):
+        return Path(rest[1:])  # /.data/x and /./x are relative to the working directory
+    return Path(rest)
+
+
+def connect(dsn: str, **settings: Any) -> Client:
+    """A client for ``dsn``; raises StoreLocked if another process holds the chDB dir."""
+    path = chdb_path(dsn)
+    if path is None:
+        return clickhouse_connect.get_client(dsn=dsn, settings=settings or None)
+    path.mkdir(parents=True, exist_ok=True)
+    resolved = path.resolve()
+    if resolved not in _opened and chdb_locked(path):
+        raise StoreLocked(f"{path} is held by another process (chDB allows one at a time)")
+    try:
+        client = clickhouse_connect.get_client(
+            interface="chdb", path=str(resolved), settings=settings or None
+        )
+    except Exception as e:
+        if "Error initializing EmbeddedServer" in str(e):
+            raise StoreLocked(f"{path} is held by another process: {e}") from e
+        raise
+    _opened.add(resolved)
+    return client
+
+
+def chdb_locked(path: Path) -> bool:
+    """True if another process holds the chDB directory (its ``status`` file lock).
+
+    ClickHouse takes a BSD ``flock`` on that file; probing it from the process that
+    holds the engine would report True, so :func:`connect` skips the probe there.
+    """
+    status = path / "status"
+    if not status.exists():
+        return False
+    with status.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def connect_read_only(dsn: str) -> Client:
+    """A client for queries only: on chDB its handle runs with ``readonly=2``.
+
+    On a server, the server's user and profile decide (and the endpoint's statement
+    check applies in every case).
+    """
+    return connect(dsn, readonly=2) if chdb_path(dsn) is not None else connect(dsn)

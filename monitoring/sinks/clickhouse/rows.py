@@ -1,0 +1,133 @@
+"""Rows for the ClickHouse tables, built column by column from decoded events.
+
+``series_id`` is the table key of a series: the first 8 bytes of blake2b of the series
+key, the same in every process and language (``hashlib.blake2b(key, digest_size=8)``,
+big-endian).
+
+>>> series_id('cpu_usage{host="a"}')
+11714087398754349081
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from monitoring.metrics.samples import Sample
+
+SAMPLE_COLUMNS = ("series_id", "ts", "value")
+SERIES_COLUMNS = (
+    "series_id",
+    "series",
+    "name",
+    "labels",
+    "kind",
+    "unit",
+    "first_seen",
+    "last_seen",
+)
+AGGREGATE_COLUMNS = (
+    "series_id",
+    "series",
+    "name",
+    "labels",
+    "window_ms",
+    "window_start",
+    "window_end",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "mean",
+    "last",
+    "p50",
+    "p90",
+    "p99",
+    "closed_by",
+    "version",
+)
+_AGG_FIELDS = ("count", "sum", "min", "max", "mean", "last", "p50", "p90", "p99")
+
+
+def series_id(series_key: str) -> int:
+    """Stable unsigned 64-bit id of a series key (blake2b, digest_size=8, big-endian)."""
+    return int.from_bytes(hashlib.blake2b(series_key.encode(), digest_size=8).digest(), "big")
+
+
+class Columns:
+    """Column-oriented buffer of one table: ``add`` appends a row, ``take`` empties it."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = tuple(names)
+        self.data: list[list[Any]] = [[] for _ in self.names]
+
+    def __len__(self) -> int:
+        return len(self.data[0])
+
+    def add(self, *row: Any) -> None:
+        for col, v in zip(self.data, row, strict=True):
+            col.append(v)
+
+    def take(self) -> list[list[Any]]:
+        data, self.data = self.data, [[] for _ in self.names]
+        return data
+
+
+class SeriesIds:
+    """Memoised series key -> series_id, remembering which series were written."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self.written: set[int] = set()
+
+    def __call__(self, key: str) -> int:
+        sid = self._ids.get(key)
+        if sid is None:
+            sid = self._ids[key] = series_id(key)
+        return sid
+
+
+def add_samples(
+    samples: Iterable[Sample], ids: SeriesIds, out: Columns, series_out: Columns
+) -> int:
+    """Append samples (and first sightings of their series); return how many."""
+    sid_col, ts_col, val_col = out.data
+    written = ids.written
+    n = 0
+    for s in samples:
+        sid = ids(s.series)
+        sid_col.append(sid)
+        ts_col.append(s.timestamp_ms)
+        val_col.append(s.value)
+        n += 1
+        if sid not in written:
+            written.add(sid)
+            series_out.add(
+                sid,
+                s.series,
+                s.name,
+                dict(s.labels),
+                s.kind,
+                s.unit,
+                s.timestamp_ms,
+                s.timestamp_ms,
+            )
+    return n
+
+
+def add_aggregate(record: Mapping[str, Any], version: int, ids: SeriesIds, out: Columns) -> None:
+    """Append one decoded Aggregate record; ``version`` orders re-emissions of a window."""
+    key = record["series"]
+    out.add(
+        ids(key),
+        key,
+        record["name"],
+        dict(record["labels"]),
+        record["window_ms"],
+        record["window_start_ms"],
+        record["window_end_ms"],
+        *(record[f] for f in _AGG_FIELDS),
+        record["closed_by"],
+        version,
+    )

@@ -1,0 +1,37 @@
+"""Test configuration: fixtures live in tests/fixtures/ and are loaded as plugins.
+
+Tests marked ``integration`` get the session's Kafka broker (``kafka_bootstrap``)
+even if they do not ask for it, so the broker is up before they run; tests also
+marked ``own_broker`` start their own and are left alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:  # makes `fixtures` importable under any --import-mode
+    sys.path.insert(0, _TESTS)
+
+pytest_plugins = ["fixtures.kafka", "fixtures.pipeline"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "own_broker: an integration test that starts its own Kafka broker"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixturenames = getattr(item, "fixturenames", None)
+        if (
+            item.get_closest_marker("integration") is not None
+            and item.get_closest_marker("own_broker") is None
+            and fixturenames is not None
+            and "kafka_bootstrap" not in fixturenames
+        ):
+            fixturenames.insert(0, "kafka_bootstrap")

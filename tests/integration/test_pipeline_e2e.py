@@ -1,0 +1,146 @@
+"""End to end on the real broker and embedded ClickHouse: producer SDK -> samples
+topic -> Faust worker(s) -> aggregates topic -> store -> chDB, checked row by row
+against an oracle computed here."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer
+
+from fixtures.dataset import Expected, Point, generate, oracle
+from monitoring.metrics.collector import MetricsCollector
+from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.metrics.samples import series_key
+from monitoring.streams.codec import AvroCodec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+AGG_SQL = (
+    "SELECT series, window_ms, toUnixTimestamp64Milli(window_start), count, sum, min, max, "
+    "last, p50, p90, p99 FROM aggregates FINAL"
+)
+
+
+def recent_start(ticks: int) -> int:
+    """A start time so that the data ends in the recent past (TTL and skew checks pass)."""
+    now = int(time.time() * 1000)
+    return now - now % 60_000 - (ticks // 60 + 3) * 60_000
+
+
+def produce(p: Pipeline, points: list[Point], batch: bool = True, pace_s: float = 0.0,
+            on_progress: threading.Event | None = None) -> None:
+    """Send points through the SDK; ``pace_s`` spreads them over that many seconds."""
+    with MetricsCollector(p.settings, batch=batch, linger=0.05) as mc:
+        chunk = max(1, len(points) // 50)
+        for i, pt in enumerate(points):
+            mc.record(pt.name, pt.value, pt.labels, timestamp_ms=pt.timestamp_ms)
+            if pace_s and i % chunk == chunk - 1:
+                mc.flush(30)
+                time.sleep(pace_s / 50)
+            if on_progress is not None and i == len(points) // 3:
+                on_progress.set()
+        mc.flush(60)
+
+
+def check_against_oracle(p: Pipeline, expected: dict[tuple[str, int, int], Expected]) -> None:
+    p.wait(lambda: p.query("SELECT count() FROM aggregates FINAL")[0][0] >= len(expected),
+           240, f"{len(expected)} aggregate rows\n{p.logs()}")
+    time.sleep(2)  # anything extra (a wrong window) would arrive now
+    rows = p.query(AGG_SQL)
+    got = {(r[0], r[1], r[2]): r[3:] for r in rows}
+    assert len(rows) == len(got), "duplicate windows in query results"
+    assert set(got) == set(expected)
+    for key, e in expected.items():
+        count, s, lo, hi, last, p50, p90, p99 = got[key]
+        assert (count, s, lo, hi, last) == (e.count, e.sum, e.min, e.max, e.last), key
+        for q, est in ((0.5, p50), (0.9, p90), (0.99, p99)):
+            exact = e.quantile(q)
+            assert math.isclose(est, exact, rel_tol=0.0101, abs_tol=1e-9), (key, q, est, exact)
+
+
+def late_messages(p: Pipeline, expected_n: int, timeout: float = 60) -> list[tuple[str, int]]:
+    codec = AvroCodec.from_directory()
+    c = Consumer({"bootstrap.servers": p.settings.kafka.bootstrap_servers,
+                  "group.id": f"check-{p.prefix}", "auto.offset.reset": "earliest"})
+    c.subscribe([p.topic("metrics.late")])
+    out: list[tuple[str, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(out) < expected_n:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            r = codec.decode(m.value()).record
+            out.append((series_key(r["name"], r["labels"]), r["timestamp_ms"]))
+    c.close()
+    return out
+
+
+def test_pipeline_matches_oracle(pipeline: Pipeline) -> None:
+    points = generate(n_series=200, ticks=520, start_ms=recent_start(520))
+    assert len(points) >= 100_000
+    windows = pipeline.settings.aggregation.windows_ms
+    expected = oracle(points, windows)
+    pipeline.start_store()
+    pipeline.start("worker", "worker")
+    produce(pipeline, points, batch=True)
+    check_against_oracle(pipeline, expected)
+    # late samples were routed, not dropped: exactly the late points, once each
+    late = sorted((series_key(x.name, x.labels), x.timestamp_ms) for x in points if x.late)
+    assert late and sorted(late_messages(pipeline, len(late))) == late
+    # raw samples are stored too, one row per (series, timestamp)
+    distinct = {(series_key(x.name, x.labels), x.timestamp_ms) for x in points}
+    pipeline.wait(lambda: pipeline.query("SELECT count() FROM samples FINAL")[0][0] == len(distinct),
+                  60, "raw samples")
+    assert pipeline.query("SELECT count() FROM series FINAL")[0][0] == 200
+
+
+def test_kill_9_worker_and_store_mid_stream(pipeline: Pipeline) -> None:
+    points = generate(n_series=200, ticks=520, start_ms=recent_start(520), seed=11)
+    expected = oracle(points, pipeline.settings.aggregation.windows_ms)
+    pipeline.start_store()
+    pipeline.start("worker", "worker-a")
+    third = threading.Event()
+    producer = threading.Thread(target=produce, args=(pipeline, points),
+                                kwargs={"pace_s": 40, "on_progress": third})
+    producer.start()
+    assert third.wait(120)
+    time.sleep(3)
+    pipeline.kill("worker-a")  # SIGKILL: no checkpoint, no commit, no goodbye
+    pipeline.start("worker", "worker-b")
+    time.sleep(8)
+    pipeline.kill("store")
+    pipeline.start_store("store-b")
+    producer.join(300)
+    check_against_oracle(pipeline, expected)
+
+
+def test_two_workers_give_the_single_worker_result(pipeline: Pipeline) -> None:
+    points = generate(n_series=200, ticks=200, start_ms=recent_start(200), seed=5)
+    expected = oracle(points, pipeline.settings.aggregation.windows_ms)
+    pipeline.start_store()
+    pipeline.start("worker", "worker-1")
+    pipeline.start("worker", "worker-2")
+    time.sleep(12)  # both in the group before data arrives
+    produce(pipeline, points, batch=False)
+    check_against_oracle(pipeline, expected)
+    logs = [(pipeline.dir / f"worker-{i}.log").read_text() for i in (1, 2)]
+    assert all("partition_restored" in log for log in logs), "a worker got no partition"
+
+
+def test_idle_series_gets_its_final_window(pipeline: Pipeline) -> None:
+    start = recent_start(60)
+    points = [Point("lonely_gauge", {"k": "v"}, start + i * 1000, float(i), False) for i in range(25)]
+    pipeline.start_store()
+    pipeline.start("worker", "worker")
+    t0 = time.monotonic()
+    produce(pipeline, points)
+    expected = oracle(points, pipeline.settings.aggregation.windows_ms)
+    check_against_oracle(pipeline, expected)
+    # the windows after the last sample close by the idle timer (6 s), not by data
+    assert time.monotonic() - t0 < 60
+    closed_by = pipeline.query(
+        "SELECT closed_by, count() FROM aggregates FINAL GROUP BY closed_by ORDER BY closed_by")
+    assert dict((r[0], r[1]) for r in closed_by)["idle"] >= 2
