@@ -93,7 +93,7 @@ class AggregationSettings(_Section):
     windows: list[Duration] = [timedelta(seconds=10), timedelta(minutes=1)]
     allowed_lateness: Duration = timedelta(seconds=5)
     idle_timeout: Duration = timedelta(seconds=30)
-    checkpoint_interval: Duration = timedelta(seconds=1)
+    checkpoint_interval: Duration = timedelta(seconds=5)
     max_future_skew: Duration = timedelta(hours=1)
     quantile_relative_accuracy: float = Field(0.01, gt=0, lt=1)
 
@@ -140,8 +140,6 @@ class StorageSettings(_Section):
 
 class WorkerSettings(_Section):
     metrics_port: int = Field(9310, ge=0, le=65535)
-    web_port: int = Field(6066, ge=1, le=65535)
-    data_dir: str = ".data/worker"
 
 
 class Settings(BaseSettings):

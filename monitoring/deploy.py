@@ -56,8 +56,14 @@ class LocalDeployment:
     >>> d.query("SELECT count() FROM aggregates FINAL")            # doctest: +SKIP
     """
 
-    def __init__(self, bootstrap: str, directory: Path, prefix: str | None = None,
-                 query_port: int | None = None, **overrides: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        directory: Path,
+        prefix: str | None = None,
+        query_port: int | None = None,
+        **overrides: str,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory
         self.prefix = prefix or f"e{uuid.uuid4().hex[:10]}."
@@ -88,8 +94,9 @@ class LocalDeployment:
         """Start ``monitoring <role>`` as process ``name``; its log is ``<dir>/<name>.log``."""
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         extra = {f"MONITORING_{k.upper()}": v for k, v in env.items()}
-        proc = subprocess.Popen([str(BIN), *ROLES[role]], env={**self.env, **extra},
-                                stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [str(BIN), *ROLES[role]], env={**self.env, **extra}, stdout=log, stderr=log
+        )
         self.procs[name] = proc
         return proc
 

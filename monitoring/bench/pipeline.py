@@ -41,9 +41,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def scrape(port: int, name: str) -> float:
-    """Sum of a metric's samples on a prometheus endpoint (0 when absent)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    """Sum of a metric's samples on a prometheus endpoint (0 when absent or not up yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
@@ -113,8 +116,9 @@ class _Series:
         return v / 10 if kind == 1 else v
 
 
-def _produce(d: LocalDeployment, series: _Series, start_ms: int, ticks: int, interval_ms: int,
-             batch: bool) -> tuple[int, float]:
+def _produce(
+    d: LocalDeployment, series: _Series, start_ms: int, ticks: int, interval_ms: int, batch: bool
+) -> tuple[int, float]:
     n = 0
     t0 = time.perf_counter()
     with MetricsCollector(d.settings, batch=batch, batch_size=3000, linger=0.05) as mc:
@@ -127,8 +131,9 @@ def _produce(d: LocalDeployment, series: _Series, start_ms: int, ticks: int, int
     return n, n / (time.perf_counter() - t0)
 
 
-def _drain(d: LocalDeployment, worker: str, port: int, target: float,
-           progress: Callable[[str], None]) -> tuple[float, float]:
+def _drain(
+    d: LocalDeployment, worker: str, port: int, target: float, progress: Callable[[str], None]
+) -> tuple[float, float]:
     """Wait until the worker has aggregated ``target`` samples; (samples/s, per CPU-s)."""
     pid = d.procs[worker].pid
     d.wait(lambda: scrape(port, "aggregation_samples_total") > 0, 120, "worker started")
@@ -140,16 +145,27 @@ def _drain(d: LocalDeployment, worker: str, port: int, target: float,
     return done / dt, done / max(dc, 1e-9)
 
 
-def run(bootstrap: str, n_series: int = 10_000, batch_ticks: int = 200, single_ticks: int = 20,
-        live_seconds: int = 30, progress: Callable[[str], None] = print) -> Result:
+def run(
+    bootstrap: str,
+    n_series: int = 10_000,
+    batch_ticks: int = 200,
+    single_ticks: int = 20,
+    live_seconds: int = 30,
+    progress: Callable[[str], None] = print,
+) -> Result:
     """Run every phase and return the measurements."""
     res = Result()
     directory = Path(tempfile.mkdtemp(prefix="monitoring-bench-"))
-    d = LocalDeployment(bootstrap, directory, aggregation__idle_timeout="10s",
-                        aggregation__checkpoint_interval="1s", storage__flush_interval="250ms")
+    d = LocalDeployment(
+        bootstrap,
+        directory,
+        aggregation__idle_timeout="10s",
+        aggregation__checkpoint_interval="5s",
+        storage__flush_interval="250ms",
+    )
     series = _Series(n_series)
     now = int(time.time() * 1000)
-    interval = 10_000
+    interval = 1_000
     start = now - now % interval - (batch_ticks + single_ticks + 30) * interval
     try:
         store_port = d.query_port
@@ -160,19 +176,26 @@ def run(bootstrap: str, n_series: int = 10_000, batch_ticks: int = 200, single_t
         t_store = time.perf_counter()
         d.start_store()
         d.start("worker", "worker", worker__metrics_port=str(wport))
-        res.worker_batch_per_s, res.worker_batch_per_cpu_s = _drain(d, "worker", wport, n1,
-                                                                    progress)
+        res.worker_batch_per_s, res.worker_batch_per_cpu_s = _drain(
+            d, "worker", wport, n1, progress
+        )
 
         progress(f"phase 2: {n_series} series x {single_ticks} scrapes, one sample per message")
         start2 = start + batch_ticks * interval
         n2, res.producer_single_per_s = _produce(d, series, start2, single_ticks, interval, False)
         progress(f"producer: {n2} samples at {res.producer_single_per_s:,.0f}/s")
         res.worker_single_per_s, res.worker_single_per_cpu_s = _drain(
-            d, "worker", wport, n1 + n2, progress)
+            d, "worker", wport, n1 + n2, progress
+        )
 
         total = n1 + n2
-        d.wait(lambda: scrape(store_port, 'monitoring_store_rows_inserted_total{table="samples"')
-               >= total, 900, "store caught up")
+        d.wait(
+            lambda: (
+                scrape(store_port, 'monitoring_store_rows_inserted_total{table="samples"') >= total
+            ),
+            900,
+            "store caught up",
+        )
         rows = scrape(store_port, "monitoring_store_rows_inserted_total")
         res.store_rows_per_s = rows / (time.perf_counter() - t_store)
         progress(f"store: {rows:.0f} rows at {res.store_rows_per_s:,.0f}/s over the run")
@@ -186,8 +209,14 @@ def run(bootstrap: str, n_series: int = 10_000, batch_ticks: int = 200, single_t
     return res
 
 
-def _live(d: LocalDeployment, series: _Series, rate: float, seconds: int, res: Result,
-          progress: Callable[[str], None]) -> None:
+def _live(
+    d: LocalDeployment,
+    series: _Series,
+    rate: float,
+    seconds: int,
+    res: Result,
+    progress: Callable[[str], None],
+) -> None:
     from monitoring.sinks.clickhouse.rows import series_id
 
     probe = "bench_probe"
@@ -223,13 +252,17 @@ def _live(d: LocalDeployment, series: _Series, rate: float, seconds: int, res: R
     seen_windows: set[int] = set()
     while time.perf_counter() - t0 < seconds:
         now_ms = time.time() * 1000
-        for (ts,) in d.query(f"SELECT toUnixTimestamp64Milli(ts) FROM samples "
-                             f"WHERE series_id = {sid} AND ts > now64(3) - 30"):
+        for (ts,) in d.query(
+            f"SELECT toUnixTimestamp64Milli(ts) FROM samples "
+            f"WHERE series_id = {sid} AND ts > now64(3) - 30"
+        ):
             if ts not in seen:
                 seen.add(ts)
                 res.e2e_ms.append(now_ms - ts)
-        for (end,) in d.query(f"SELECT toUnixTimestamp64Milli(window_end) FROM aggregates "
-                              f"WHERE series_id = {sid} AND window_ms = 10000"):
+        for (end,) in d.query(
+            f"SELECT toUnixTimestamp64Milli(window_end) FROM aggregates "
+            f"WHERE series_id = {sid} AND window_ms = 10000"
+        ):
             if end not in seen_windows:
                 seen_windows.add(end)
                 res.aggregate_ms.append(now_ms - end)

@@ -8,8 +8,9 @@ from rich.table import Table
 
 from monitoring.cli.pipeline import load_settings
 
-app = typer.Typer(help="Benchmarks: run the real pipeline and print what it measured.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: run the real pipeline and print what it measured.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -27,8 +28,14 @@ def pipeline(
     configure_logging("WARNING")
     console = Console(stderr=True)
     settings = load_settings(config)
-    res = run(settings.kafka.bootstrap_servers, series, batch_ticks, single_ticks, live_seconds,
-              progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    res = run(
+        settings.kafka.bootstrap_servers,
+        series,
+        batch_ticks,
+        single_ticks,
+        live_seconds,
+        progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+    )
     t = Table(title="monitoring bench pipeline")
     t.add_column("measure")
     t.add_column("value", justify="right")
@@ -41,10 +48,14 @@ def pipeline(
         ("worker, one per message (per CPU-second)", f"{res.worker_single_per_cpu_s:,.0f}"),
         ("store (rows/s)", f"{res.store_rows_per_s:,.0f}"),
         ("live load (samples/s)", f"{res.live_rate_per_s:,.0f}"),
-        ("e2e sample -> queryable p50/p99 (ms)",
-         f"{percentile(res.e2e_ms, 0.5):.0f} / {percentile(res.e2e_ms, 0.99):.0f}"),
-        ("window end -> aggregate queryable p50/p99 (ms)",
-         f"{percentile(res.aggregate_ms, 0.5):.0f} / {percentile(res.aggregate_ms, 0.99):.0f}"),
+        (
+            "e2e sample -> queryable p50/p99 (ms)",
+            f"{percentile(res.e2e_ms, 0.5):.0f} / {percentile(res.e2e_ms, 0.99):.0f}",
+        ),
+        (
+            "window end -> aggregate queryable p50/p99 (ms)",
+            f"{percentile(res.aggregate_ms, 0.5):.0f} / {percentile(res.aggregate_ms, 0.99):.0f}",
+        ),
         ("bytes per raw sample", f"{res.bytes_per_sample:.3f}"),
         ("bytes per aggregate", f"{res.bytes_per_aggregate:.2f}"),
     ]

@@ -72,14 +72,20 @@ def demo(
 
     console = Console()
     settings = load_settings(config)
-    d = LocalDeployment(settings.kafka.bootstrap_servers, Path(".data/demo"), prefix="demo.",
-                        query_port=settings.storage.query_port)
+    d = LocalDeployment(
+        settings.kafka.bootstrap_servers,
+        Path(".data/demo"),
+        prefix="demo.",
+        query_port=settings.storage.query_port,
+    )
     console.print(f"[bold]demo[/bold]: store on http://127.0.0.1:{d.query_port}, logs in {d.dir}")
     d.start_store()
     d.start("worker", "worker")
-    sql = ("SELECT series, window_ms, window_start, count, round(mean, 2) AS mean, "
-           "round(p99, 2) AS p99, closed_by FROM aggregates FINAL "
-           "ORDER BY window_start DESC, series LIMIT 15")
+    sql = (
+        "SELECT series, window_ms, window_start, count, round(mean, 2) AS mean, "
+        "round(p99, 2) AS p99, closed_by FROM aggregates FINAL "
+        "ORDER BY window_start DESC, series LIMIT 15"
+    )
 
     def show_when_ready() -> None:
         try:
@@ -93,8 +99,20 @@ def demo(
     shower = threading.Thread(target=show_when_ready, daemon=True)
     shower.start()
     try:
-        subprocess.run([str(BIN), "loadgen", "--series", str(series), "--rate", str(rate),
-                        "--duration", str(duration)], env=d.env, check=False)
+        subprocess.run(
+            [
+                str(BIN),
+                "loadgen",
+                "--series",
+                str(series),
+                "--rate",
+                str(rate),
+                "--duration",
+                str(duration),
+            ],
+            env=d.env,
+            check=False,
+        )
         shower.join(90)
         console.print("[bold]latest aggregates[/bold] (`monitoring query` goes through the store):")
         subprocess.run([str(BIN), "query", sql], env=d.env, check=False)

@@ -236,9 +236,7 @@ class PartitionAggregator:
     def has_changes(self) -> bool:
         return bool(self._dirty) or self.last_offset > self.checkpoint_offset
 
-    def restore(
-        self, meta: Mapping[str, Any] | None, series: Iterable[Mapping[str, Any]]
-    ) -> None:
+    def restore(self, meta: Mapping[str, Any] | None, series: Iterable[Mapping[str, Any]]) -> None:
         """Load the latest changelog records (tombstoned keys already removed)."""
         if meta is not None:
             self.checkpoint_offset = meta["checkpoint_offset"]
@@ -276,7 +274,7 @@ def _series_state(key: str, st: _Series) -> dict[str, Any]:
 def _aggregate(
     series: str, st: _Series, w: int, end: int, acc: WindowAccumulator, reason: str
 ) -> Aggregate:
-    p50, p90, p99 = (acc.quantile(q) for q in QUANTILES)
+    p50, p90, p99 = acc.quantiles(QUANTILES)
     return Aggregate(
         series=series,
         name=st.name,

@@ -63,8 +63,7 @@ def series_key(name: str, labels: Mapping[str, str]) -> str:
     if not labels:
         return name
     inner = ",".join(
-        f'{k}="{v}"' if '"' not in v and "\\" not in v and "\n" not in v
-        else f'{k}="{_escape(v)}"'
+        f'{k}="{v}"' if '"' not in v and "\\" not in v and "\n" not in v else f'{k}="{_escape(v)}"'
         for k, v in sorted(labels.items())
     )
     return f"{name}{{{inner}}}"
@@ -77,7 +76,9 @@ def _escape(v: str) -> str:
 def check_series(name: str, labels: Mapping[str, str], limits: Limits) -> None:
     """Raise InvalidSample if the metric name or labels break the contract."""
     if not name or len(name) > limits.max_name_len or not _NAME.match(name):
-        raise InvalidSample("bad-name", f"metric name {name[:80]!r} is not [a-zA-Z_:][a-zA-Z0-9_:]*")
+        raise InvalidSample(
+            "bad-name", f"metric name {name[:80]!r} is not [a-zA-Z_:][a-zA-Z0-9_:]*"
+        )
     if len(labels) > limits.max_labels:
         raise InvalidSample("too-many-labels", f"{len(labels)} labels, limit {limits.max_labels}")
     for k, v in labels.items():
@@ -85,7 +86,8 @@ def check_series(name: str, labels: Mapping[str, str], limits: Limits) -> None:
             raise InvalidSample("bad-label-name", f"label name {k[:80]!r}")
         if len(v) > limits.max_label_value_len:
             raise InvalidSample(
-                "label-too-long", f"label {k} has {len(v)} chars, limit {limits.max_label_value_len}"
+                "label-too-long",
+                f"label {k} has {len(v)} chars, limit {limits.max_label_value_len}",
             )
 
 
@@ -97,7 +99,8 @@ def check_point(timestamp_ms: int, value: float, now_ms: int, limits: Limits) ->
         raise InvalidSample("timestamp-too-old", f"timestamp_ms {timestamp_ms} is before 2000")
     if timestamp_ms > now_ms + limits.max_future_skew_ms:
         raise InvalidSample(
-            "timestamp-in-future", f"timestamp_ms {timestamp_ms} is {timestamp_ms - now_ms} ms ahead"
+            "timestamp-in-future",
+            f"timestamp_ms {timestamp_ms} is {timestamp_ms - now_ms} ms ahead",
         )
 
 
@@ -122,7 +125,9 @@ def samples_from_record(
         check_series(name, labels, limits)
         ts, value = record["timestamp_ms"], record["value"]
         check_point(ts, value, now_ms, limits)
-        s = Sample(series_key(name, labels), name, labels, ts, value, record["kind"], record["unit"])
+        s = Sample(
+            series_key(name, labels), name, labels, ts, value, record["kind"], record["unit"]
+        )
         return BatchResult([s], [])
     if record_name == BATCH:
         return _from_batch(record, now_ms, limits)
@@ -141,7 +146,9 @@ def _from_batch(record: dict[str, Any], now_ms: int, limits: Limits) -> BatchRes
     for d in descriptors:
         try:
             check_series(d["name"], d["labels"], limits)
-            keyed.append((series_key(d["name"], d["labels"]), d["name"], d["labels"], d["kind"], d["unit"]))
+            keyed.append(
+                (series_key(d["name"], d["labels"]), d["name"], d["labels"], d["kind"], d["unit"])
+            )
         except InvalidSample as e:
             keyed.append(e)
     n_series = len(keyed)
@@ -151,7 +158,9 @@ def _from_batch(record: dict[str, Any], now_ms: int, limits: Limits) -> BatchRes
     isfinite = math.isfinite
     for i, (si, ts, v) in enumerate(zip(index, stamps, values, strict=True)):
         if not 0 <= si < n_series:
-            raise InvalidSample("bad-series-index", f"sample {i} points at series {si} of {n_series}")
+            raise InvalidSample(
+                "bad-series-index", f"sample {i} points at series {si} of {n_series}"
+            )
         desc = keyed[si]
         if isinstance(desc, InvalidSample):
             rejected.append((i, desc))

@@ -1,8 +1,12 @@
 """One event-time tumbling window of one series: count, sum, min, max, last, quantiles.
 
-Quantiles come from DDSketch (Datadog's mergeable sketch, package ``ddsketch``):
-with relative accuracy ``a``, a reported quantile ``q`` lies within ``a`` relative
-error of the exact value at rank ``q * (count - 1)``.
+Quantile ``q`` is the value at rank ``floor(q * (count - 1))`` of the window's values.
+Up to ``EXACT_LIMIT`` values the window keeps them (a compact ``array('d')``) and the
+quantiles are exact; past that it moves them into a DDSketch (Datadog's mergeable
+sketch, package ``ddsketch``), whose quantiles lie within ``relative_accuracy`` of the
+exact value. Most windows of scraped metrics hold a handful of values, where a
+sketch costs far more than the values (a new sketch is 5 µs, an add 1.3 µs, a
+quantile up to 20 µs, against 0.05 µs for an append).
 
 >>> w = WindowAccumulator(0.01)
 >>> for t, v in [(1, 3.0), (2, 1.0), (3, 2.0)]:
@@ -14,12 +18,14 @@ error of the exact value at rank ``q * (count - 1)``.
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any
 
 from ddsketch import DDSketch
 from ddsketch.store import DenseStore
 
 QUANTILES = (0.5, 0.9, 0.99)
+EXACT_LIMIT = 256
 
 
 def window_start(timestamp_ms: int, window_ms: int) -> int:
@@ -34,16 +40,18 @@ def window_start(timestamp_ms: int, window_ms: int) -> int:
 class WindowAccumulator:
     """Running statistics of one window; ``to_state``/``from_state`` for checkpoints."""
 
-    __slots__ = ("count", "last", "last_ts", "max", "min", "sketch", "sum")
+    __slots__ = ("accuracy", "count", "last", "last_ts", "max", "min", "sketch", "sum", "values")
 
     def __init__(self, relative_accuracy: float) -> None:
+        self.accuracy = relative_accuracy
         self.count = 0
         self.sum = 0.0
         self.min = math.inf
         self.max = -math.inf
         self.last = math.nan
         self.last_ts = -(2**62)
-        self.sketch = DDSketch(relative_accuracy)
+        self.values: array[float] | None = array("d")
+        self.sketch: DDSketch | None = None
 
     def add(self, timestamp_ms: int, value: float) -> None:
         """Add one sample; ``last`` follows the greatest event time (ties: the later add)."""
@@ -56,29 +64,56 @@ class WindowAccumulator:
         if timestamp_ms >= self.last_ts:
             self.last_ts = timestamp_ms
             self.last = value
-        self.sketch.add(value)
+        values = self.values
+        if values is None:
+            self.sketch.add(value)  # type: ignore[union-attr]
+        else:
+            values.append(value)
+            if len(values) > EXACT_LIMIT:
+                self._to_sketch()
 
-    def quantile(self, q: float) -> float:
-        """Sketch estimate of quantile ``q`` (NaN when empty)."""
-        v = self.sketch.get_quantile_value(q)
-        return math.nan if v is None else float(v)
+    def _to_sketch(self) -> None:
+        sketch = DDSketch(self.accuracy)
+        for v in self.values or ():
+            sketch.add(v)
+        self.sketch, self.values = sketch, None
+
+    def quantiles(self, qs: tuple[float, ...] = QUANTILES) -> tuple[float, ...]:
+        """Quantiles ``qs`` (exact up to EXACT_LIMIT values; NaN when empty)."""
+        if not self.count:
+            return tuple(math.nan for _ in qs)
+        if self.values is not None:
+            ordered = sorted(self.values)
+            top = len(ordered) - 1
+            return tuple(ordered[math.floor(q * top)] for q in qs)
+        sketch = self.sketch
+        assert sketch is not None
+        return tuple(_or_nan(sketch.get_quantile_value(q)) for q in qs)
 
     def to_state(self) -> dict[str, Any]:
         """A plain dict (the Avro WindowState fields, minus window identity)."""
-        s = self.sketch
-        return {
+        d: dict[str, Any] = {
             "count": self.count,
             "sum": self.sum,
             "min": self.min,
             "max": self.max,
             "last": self.last,
             "last_ts": self.last_ts,
-            "zero_count": int(s._zero_count),
-            "pos_offset": _store_offset(s._store),
-            "pos_bins": _store_bins(s._store),
-            "neg_offset": _store_offset(s._negative_store),
-            "neg_bins": _store_bins(s._negative_store),
+            "values": self.values.tolist() if self.values is not None else None,
+            "zero_count": 0,
+            "pos_offset": 0,
+            "pos_bins": [],
+            "neg_offset": 0,
+            "neg_bins": [],
         }
+        s = self.sketch
+        if s is not None:
+            d["zero_count"] = int(s._zero_count)
+            d["pos_offset"] = _store_offset(s._store)
+            d["pos_bins"] = _store_bins(s._store)
+            d["neg_offset"] = _store_offset(s._negative_store)
+            d["neg_bins"] = _store_bins(s._negative_store)
+        return d
 
     @classmethod
     def from_state(cls, state: dict[str, Any], relative_accuracy: float) -> WindowAccumulator:
@@ -90,7 +125,11 @@ class WindowAccumulator:
         w.max = state["max"]
         w.last = state["last"]
         w.last_ts = state["last_ts"]
-        s = w.sketch
+        if state["values"] is not None:
+            w.values = array("d", state["values"])
+            return w
+        w.values = None
+        s = w.sketch = DDSketch(relative_accuracy)
         _load_store(s._store, state["pos_offset"], state["pos_bins"])
         _load_store(s._negative_store, state["neg_offset"], state["neg_bins"])
         s._zero_count = float(state["zero_count"])
@@ -99,6 +138,10 @@ class WindowAccumulator:
         s._min = w.min
         s._max = w.max
         return w
+
+
+def _or_nan(v: float | None) -> float:
+    return math.nan if v is None else float(v)
 
 
 # ddsketch is pinned (==3.0.1) because these three helpers read its DenseStore fields:

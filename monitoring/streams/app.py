@@ -13,7 +13,6 @@ import faust
 from monitoring.config import Settings
 
 
-
 def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """A Faust app on the configured broker, raw bytes in and out (Avro is ours).
 

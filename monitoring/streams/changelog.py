@@ -49,11 +49,12 @@ def read_table(
                         continue
                     raise KafkaException(err)
                 key: Any = m.key()
-                if m.value() is None:
+                value = m.value()
+                if value is None:
                     table.pop(key, None)
                 else:
-                    table[key] = m.value()
-                position = m.offset() + 1
+                    table[key] = value
+                position = (m.offset() or 0) + 1
         return table
     finally:
         consumer.close()

@@ -115,7 +115,7 @@ class AvroCodec:
             if not m:
                 raise ValueError(f"{path}: schema files are named <stem>.v<N>.avsc")
             raw = json.loads(path.read_text())
-            parsed = fastavro.parse_schema(raw)
+            parsed: Any = fastavro.parse_schema(raw)
             canonical = to_parsing_canonical_form(parsed).encode()
             versions.append(
                 SchemaVersion(

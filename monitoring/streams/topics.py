@@ -53,8 +53,12 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         t(
             AGGREGATION_STATE,
             n_in,
-            {"cleanup.policy": "compact", "max.message.bytes": max_bytes,
-             "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
+            {
+                "cleanup.policy": "compact",
+                "max.message.bytes": max_bytes,
+                "min.cleanable.dirty.ratio": "0.1",
+                "segment.ms": "600000",
+            },
         ),
         t(LOGS, n_in, delete),
         t(ANOMALIES, n_out, delete),
@@ -62,7 +66,10 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         t(
             DEAD_LETTER,
             1,
-            {"cleanup.policy": "delete", "retention.ms": str(ms(settings.dead_letter_retention)),
-             "max.message.bytes": max_bytes},
+            {
+                "cleanup.policy": "delete",
+                "retention.ms": str(ms(settings.dead_letter_retention)),
+                "max.message.bytes": max_bytes,
+            },
         ),
     ]

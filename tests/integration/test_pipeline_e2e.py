@@ -10,10 +10,10 @@ import time
 
 import pytest
 from confluent_kafka import Consumer
-
 from fixtures.dataset import Expected, Point, generate, oracle
-from monitoring.metrics.collector import MetricsCollector
+
 from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.metrics.collector import MetricsCollector
 from monitoring.metrics.samples import series_key
 from monitoring.streams.codec import AvroCodec
 
@@ -31,8 +31,13 @@ def recent_start(ticks: int) -> int:
     return now - now % 60_000 - (ticks // 60 + 3) * 60_000
 
 
-def produce(p: Pipeline, points: list[Point], batch: bool = True, pace_s: float = 0.0,
-            on_progress: threading.Event | None = None) -> None:
+def produce(
+    p: Pipeline,
+    points: list[Point],
+    batch: bool = True,
+    pace_s: float = 0.0,
+    on_progress: threading.Event | None = None,
+) -> None:
     """Send points through the SDK; ``pace_s`` spreads them over that many seconds."""
     with MetricsCollector(p.settings, batch=batch, linger=0.05) as mc:
         chunk = max(1, len(points) // 50)
@@ -47,8 +52,11 @@ def produce(p: Pipeline, points: list[Point], batch: bool = True, pace_s: float 
 
 
 def check_against_oracle(p: Pipeline, expected: dict[tuple[str, int, int], Expected]) -> None:
-    p.wait(lambda: p.query("SELECT count() FROM aggregates FINAL")[0][0] >= len(expected),
-           240, f"{len(expected)} aggregate rows\n{p.logs()}")
+    p.wait(
+        lambda: p.query("SELECT count() FROM aggregates FINAL")[0][0] >= len(expected),
+        240,
+        f"{len(expected)} aggregate rows\n{p.logs()}",
+    )
     time.sleep(2)  # anything extra (a wrong window) would arrive now
     rows = p.query(AGG_SQL)
     got = {(r[0], r[1], r[2]): r[3:] for r in rows}
@@ -64,8 +72,13 @@ def check_against_oracle(p: Pipeline, expected: dict[tuple[str, int, int], Expec
 
 def late_messages(p: Pipeline, expected_n: int, timeout: float = 60) -> list[tuple[str, int]]:
     codec = AvroCodec.from_directory()
-    c = Consumer({"bootstrap.servers": p.settings.kafka.bootstrap_servers,
-                  "group.id": f"check-{p.prefix}", "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": p.settings.kafka.bootstrap_servers,
+            "group.id": f"check-{p.prefix}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     c.subscribe([p.topic("metrics.late")])
     out: list[tuple[str, int]] = []
     deadline = time.monotonic() + timeout
@@ -92,8 +105,11 @@ def test_pipeline_matches_oracle(pipeline: Pipeline) -> None:
     assert late and sorted(late_messages(pipeline, len(late))) == late
     # raw samples are stored too, one row per (series, timestamp)
     distinct = {(series_key(x.name, x.labels), x.timestamp_ms) for x in points}
-    pipeline.wait(lambda: pipeline.query("SELECT count() FROM samples FINAL")[0][0] == len(distinct),
-                  60, "raw samples")
+    pipeline.wait(
+        lambda: pipeline.query("SELECT count() FROM samples FINAL")[0][0] == len(distinct),
+        60,
+        "raw samples",
+    )
     assert pipeline.query("SELECT count() FROM series FINAL")[0][0] == 200
 
 
@@ -103,8 +119,9 @@ def test_kill_9_worker_and_store_mid_stream(pipeline: Pipeline) -> None:
     pipeline.start_store()
     pipeline.start("worker", "worker-a")
     third = threading.Event()
-    producer = threading.Thread(target=produce, args=(pipeline, points),
-                                kwargs={"pace_s": 40, "on_progress": third})
+    producer = threading.Thread(
+        target=produce, args=(pipeline, points), kwargs={"pace_s": 40, "on_progress": third}
+    )
     producer.start()
     assert third.wait(120)
     time.sleep(3)
@@ -132,7 +149,9 @@ def test_two_workers_give_the_single_worker_result(pipeline: Pipeline) -> None:
 
 def test_idle_series_gets_its_final_window(pipeline: Pipeline) -> None:
     start = recent_start(60)
-    points = [Point("lonely_gauge", {"k": "v"}, start + i * 1000, float(i), False) for i in range(25)]
+    points = [
+        Point("lonely_gauge", {"k": "v"}, start + i * 1000, float(i), False) for i in range(25)
+    ]
     pipeline.start_store()
     pipeline.start("worker", "worker")
     t0 = time.monotonic()
@@ -142,5 +161,6 @@ def test_idle_series_gets_its_final_window(pipeline: Pipeline) -> None:
     # the windows after the last sample close by the idle timer (6 s), not by data
     assert time.monotonic() - t0 < 60
     closed_by = pipeline.query(
-        "SELECT closed_by, count() FROM aggregates FINAL GROUP BY closed_by ORDER BY closed_by")
+        "SELECT closed_by, count() FROM aggregates FINAL GROUP BY closed_by ORDER BY closed_by"
+    )
     assert dict((r[0], r[1]) for r in closed_by)["idle"] >= 2

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
 from monitoring.metrics.samples import Sample, series_key
-from monitoring.metrics.windows import WindowAccumulator
+from monitoring.metrics.windows import EXACT_LIMIT, WindowAccumulator
 
 ACCURACY = 0.01
 SERIES = [("cpu", {"host": "a"}), ("cpu", {"host": "b"}), ("mem", {}), ("rps", {"svc": "x"})]
@@ -123,18 +123,26 @@ def test_idle_close_makes_later_samples_late():
     assert agg.open_windows == 1
 
 
-def test_window_accumulator_state_round_trip_keeps_sketch():
+@pytest.mark.parametrize("n", [5, EXACT_LIMIT, EXACT_LIMIT + 1, 1000])
+def test_window_accumulator_state_round_trip(n):
     w = WindowAccumulator(ACCURACY)
-    for i in range(1, 300):
+    for i in range(n):
         w.add(i, (i % 37) * 1.5 - 10)
-    w.add(400, 0.0)
     r = WindowAccumulator.from_state(w.to_state(), ACCURACY)
     for i in range(50):
-        w.add(500 + i, i * 100.0)
-        r.add(500 + i, i * 100.0)
-    for q in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0):
-        assert r.quantile(q) == w.quantile(q)
+        w.add(2000 + i, i * 100.0)
+        r.add(2000 + i, i * 100.0)
+    qs = (0.0, 0.1, 0.5, 0.9, 0.99, 1.0)
+    assert r.quantiles(qs) == w.quantiles(qs)
     assert (r.count, r.sum, r.min, r.max, r.last) == (w.count, w.sum, w.min, w.max, w.last)
+
+
+def test_large_windows_use_the_sketch_within_its_accuracy():
+    agg = PartitionAggregator((60_000,), 0, ACCURACY)
+    samples = [mk(0, 1_020_000 + i * 10, float((i * 7919) % 1000 - 300)) for i in range(3000)]
+    agg.process(0, samples)
+    [a] = agg.close_idle()
+    check_aggregate(a, [(s.timestamp_ms, s.value) for s in samples])
 
 
 def _apply(changelog: dict[str, Any], records: list[tuple[str, Any]]) -> None:
@@ -161,7 +169,7 @@ def _restored(changelog: dict[str, Any], windows, lateness) -> PartitionAggregat
 )
 def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, data):
     reference = PartitionAggregator(windows, lateness, ACCURACY)
-    ref_emitted, ref_late = run(reference, messages)
+    ref_emitted, _ = run(reference, messages)
     ref_all = {(a.series, a.window_ms, a.window_start_ms): a for _, a in ref_emitted}
     ref_all.update({(a.series, a.window_ms, a.window_start_ms): a for a in reference.close_idle()})
 
