@@ -37,7 +37,7 @@ class ConfigError(ValueError):
 def parse_duration(value: Any) -> timedelta:
     """Parse ``10s``, ``1m``, ``7d``, ``500ms`` (or a number of seconds) into a timedelta.
 
-    >>> parse_duration("1m30s") if False else parse_duration("90s")
+    >>> parse_duration("90s")
     datetime.timedelta(seconds=90)
     """
     if isinstance(value, timedelta):

@@ -51,9 +51,11 @@ def env_settings(env: dict[str, str]) -> Settings:
 class LocalDeployment:
     """Worker and store processes of one pipeline, isolated by topic prefix and data dir.
 
-    >>> d = LocalDeployment("127.0.0.1:9092", Path("/tmp/demo"))  # doctest: +SKIP
-    >>> d.start_store(); d.start("worker", "worker")               # doctest: +SKIP
-    >>> d.query("SELECT count() FROM aggregates FINAL")            # doctest: +SKIP
+    Example::
+
+        d = LocalDeployment("127.0.0.1:9092", Path("/tmp/demo"))
+        d.start_store(); d.start("worker", "worker")
+        d.query("SELECT count() FROM aggregates FINAL")
     """
 
     def __init__(

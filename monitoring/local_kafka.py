@@ -5,9 +5,11 @@ The broker and its dependencies come from Maven Central (``infra/kafka/pom.xml``
 holding the rendered ``server.properties``, the KRaft log dirs, its logs and a pid file.
 The process is detached (its own session), so it outlives the command that started it:
 
->>> kafka = LocalKafka(port=9092)          # doctest: +SKIP
->>> kafka.fetch(); kafka.start()           # doctest: +SKIP
->>> kafka.stop()                           # doctest: +SKIP
+Example::
+
+    kafka = LocalKafka(port=9092)
+    kafka.fetch(); kafka.start()
+    kafka.stop()
 
 ``start`` and ``stop`` are idempotent and serialised by a file lock, so several
 processes (test sessions, CLI calls) can ask for the same broker at once.

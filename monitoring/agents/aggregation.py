@@ -28,7 +28,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import CHECKPOINT_KEY, PartitionAggregator
-from monitoring.metrics.samples import InvalidSample, Limits, Sample, samples_from_record
+from monitoring.metrics.checkpoint import pack_meta, pack_series, unpack_meta, unpack_series
+from monitoring.metrics.samples import (
+    InvalidSample,
+    Limits,
+    Sample,
+    SampleDecoder,
+    parse_series_key,
+)
 from monitoring.streams import topics
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
@@ -36,8 +43,6 @@ from monitoring.streams.codec import AvroCodec, DecodeError
 log = get_logger("aggregation")
 AGGREGATE = "monitoring.Aggregate"
 SAMPLE = "monitoring.MetricSample"
-SERIES_STATE = "monitoring.state.SeriesWindowState"
-CHECKPOINT = "monitoring.state.PartitionCheckpoint"
 _CHECKPOINT_KEY = CHECKPOINT_KEY.encode()
 
 
@@ -100,7 +105,7 @@ class AggregationAgent:
         self.codec = codec or AvroCodec.from_directory()
         self.metrics = _Metrics(registry)
         a = settings.aggregation
-        self.limits = Limits(max_future_skew_ms=ms(a.max_future_skew))
+        self.decoder = SampleDecoder(Limits(max_future_skew_ms=ms(a.max_future_skew)))
         self._windows_ms = a.windows_ms
         self._lateness_ms = ms(a.allowed_lateness)
         self._idle_s = a.idle_timeout.total_seconds()
@@ -122,6 +127,9 @@ class AggregationAgent:
             }
         )
         self._failed_deliveries = 0
+        self._aggregates_by_reason = {
+            r: self.metrics.aggregates.labels(r) for r in ("watermark", "idle")
+        }
         self._partitions: dict[int, _Partition] = {}
         self._restoring: dict[int, asyncio.Task[_Partition]] = {}
         self._stream: StreamT | None = None
@@ -146,6 +154,7 @@ class AggregationAgent:
             if not samples and not result.closed:
                 continue
             self.metrics.samples.inc(len(samples))
+            self.producer.poll(0)  # serve delivery callbacks once per source message
             for agg in result.closed:
                 await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
             for late in result.late:
@@ -158,9 +167,7 @@ class AggregationAgent:
             if not isinstance(raw, bytes):
                 raise DecodeError("not-bytes", type(raw).__name__)
             decoded = self.codec.decode(raw)
-            result = samples_from_record(
-                decoded.name, decoded.record, int(time.time() * 1000), self.limits
-            )
+            result = self.decoder.samples(decoded.name, decoded.record, int(time.time() * 1000))
         except (DecodeError, InvalidSample) as e:
             await self._dead_letter(event, e.reason, str(e))
             return []
@@ -198,7 +205,7 @@ class AggregationAgent:
         await self._produce(self.dead_letter_topic, msg.key, value, headers=headers)
 
     async def _publish_aggregate(self, record: dict[str, Any], series: str, reason: str) -> None:
-        self.metrics.aggregates.labels(reason).inc()
+        self._aggregates_by_reason[reason].inc()
         await self._produce(
             self.aggregates_topic, series.encode(), self.codec.encode(AGGREGATE, record)
         )
@@ -221,7 +228,6 @@ class AggregationAgent:
             except BufferError:  # librdkafka's queue is full: let it drain
                 self.producer.poll(0)
                 await asyncio.sleep(0.01)
-        self.producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
@@ -274,8 +280,7 @@ class AggregationAgent:
             self.settings.aggregation.quantile_relative_accuracy,
         )
         meta_raw = table.pop(_CHECKPOINT_KEY, None)
-        meta = self.codec.decode(meta_raw).record if meta_raw else None
-        agg.restore(meta, (self.codec.decode(v).record for v in table.values()))
+        agg.restore(unpack_meta(meta_raw) if meta_raw else None, map(_series_record, table.items()))
         log.info(
             "partition_restored",
             partition=p,
@@ -324,10 +329,9 @@ class AggregationAgent:
                     cp = part.agg.checkpoint()
                     pending, part.pending = part.pending, []
                     records = [
-                        (k.encode(), None if v is None else self.codec.encode(SERIES_STATE, v))
-                        for k, v in cp.series
+                        (k.encode(), None if v is None else pack_series(v)) for k, v in cp.series
                     ]
-                    records.append((_CHECKPOINT_KEY, self.codec.encode(CHECKPOINT, cp.meta)))
+                    records.append((_CHECKPOINT_KEY, pack_meta(cp.meta)))
                     batch.append((p, part, records, pending))
             if not batch:
                 return
@@ -342,3 +346,10 @@ class AggregationAgent:
                 for event in pending:
                     await self._stream.ack(event)
             self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+
+
+def _series_record(item: tuple[bytes, bytes]) -> dict[str, Any]:
+    """A changelog record as ``PartitionAggregator.restore`` takes it."""
+    key = item[0].decode()
+    name, labels = parse_series_key(key)
+    return {**unpack_series(item[1]), "series": key, "name": name, "labels": labels}

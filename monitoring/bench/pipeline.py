@@ -147,8 +147,8 @@ def _drain(
 
 def run(
     bootstrap: str,
-    n_series: int = 10_000,
-    batch_ticks: int = 200,
+    n_series: int = 1_000,
+    batch_ticks: int = 2_000,
     single_ticks: int = 20,
     live_seconds: int = 30,
     progress: Callable[[str], None] = print,

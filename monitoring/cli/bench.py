@@ -15,9 +15,9 @@ app = typer.Typer(
 
 @app.command()
 def pipeline(
-    series: int = typer.Option(10_000, help="series in the load"),
-    batch_ticks: int = typer.Option(200, help="scrapes per series, batched phase"),
-    single_ticks: int = typer.Option(20, help="scrapes per series, one sample per message"),
+    series: int = typer.Option(1_000, help="series in the load"),
+    batch_ticks: int = typer.Option(2_000, help="1 s scrapes per series, batched phase"),
+    single_ticks: int = typer.Option(20, help="1 s scrapes per series, one sample per message"),
     live_seconds: int = typer.Option(30, help="duration of the latency phase"),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:
@@ -63,3 +63,15 @@ def pipeline(
         t.add_row(*r)
     Console().print(t)
     print(res.summary_line())
+
+
+@app.command("faust-baseline")
+def faust_baseline(
+    messages: int = typer.Option(30_000, help="messages to consume"),
+    acks: bool = typer.Option(False, "--acks/--noack", help="Faust's automatic acks or none"),
+    config: str | None = typer.Option(None, "--config", "-c"),
+) -> None:
+    """Messages/s of a Faust agent that does nothing: the framework's own cost."""
+    from monitoring.bench.faust_baseline import run
+
+    run(load_settings(config).kafka.bootstrap_servers, messages, acks)

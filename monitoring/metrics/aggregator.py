@@ -90,6 +90,8 @@ class _Series:
     labels: Mapping[str, str]
     applied_offset: int = -1
     windows: dict[tuple[int, int], WindowAccumulator] = field(default_factory=dict)
+    # per window size, the (start, accumulator) the series last added to
+    current: list[tuple[int, WindowAccumulator] | None] = field(default_factory=list)
 
 
 class Checkpoint(NamedTuple):
@@ -109,6 +111,8 @@ class PartitionAggregator:
         if not windows_ms or any(w <= 0 for w in windows_ms):
             raise ValueError("window sizes must be positive")
         self.windows_ms = tuple(sorted(windows_ms))
+        self._slots = range(len(self.windows_ms))
+        self._slot_of = {w: i for i, w in enumerate(self.windows_ms)}
         self.allowed_lateness_ms = allowed_lateness_ms
         self.relative_accuracy = relative_accuracy
         self.max_event_ms = NO_WATERMARK
@@ -139,29 +143,40 @@ class PartitionAggregator:
         replayed = self._restored_offsets
         if replayed and offset > self._restored_max:
             replayed.clear()
+        slots = self._slots
         for s in samples:
-            if replayed and offset <= replayed.get(s.series, -1):
+            key = s.series
+            if replayed and offset <= replayed.get(key, -1):
                 # applied before the crash; its event time still moves the watermark
                 if s.timestamp_ms > max_ts:
                     max_ts = s.timestamp_ms
                 continue
-            st = series_map.get(s.series)
+            st = series_map.get(key)
             if st is None:
-                st = series_map[s.series] = _Series(s.name, s.labels)
+                st = series_map[key] = _Series(s.name, s.labels)
+                st.current = [None] * len(sizes)
             ts = s.timestamp_ms
+            value = s.value
+            current = st.current
             late_sizes: tuple[int, ...] = ()
-            for w in sizes:
+            for i in slots:
+                w = sizes[i]
                 start = ts - ts % w
+                cur = current[i]
+                if cur is not None and cur[0] == start:
+                    cur[1].add(ts, value)  # the series' latest window: no lookup
+                    continue
                 if start + w <= wm:
                     late_sizes += (w,)
                     continue
                 acc = st.windows.get((w, start))
                 if acc is None:
                     acc = st.windows[(w, start)] = WindowAccumulator(self.relative_accuracy)
-                    self._register(start + w, s.series, w)
-                acc.add(ts, s.value)
+                    self._register(start + w, key, w)
+                current[i] = (start, acc)
+                acc.add(ts, value)
             st.applied_offset = offset
-            dirty.add(s.series)
+            dirty.add(key)
             if ts > max_ts:
                 max_ts = ts
             if late_sizes:
@@ -203,6 +218,10 @@ class PartitionAggregator:
             for series, w in by_end.pop(end):
                 st = self._series[series]
                 acc = st.windows.pop((w, end - w))
+                slot = self._slot_of[w]
+                cur = st.current[slot]
+                if cur is not None and cur[1] is acc:
+                    st.current[slot] = None
                 self._dirty.add(series)
                 out.append(_aggregate(series, st, w, end, acc, reason))
         return out
@@ -218,7 +237,7 @@ class PartitionAggregator:
         previous = self.checkpoint_offset
         for key in sorted(self._dirty):
             st = self._series[key]
-            records.append((key, _series_state(key, st)))
+            records.append((key, _series_state(st)))
         for key, st in list(self._series.items()):
             if not st.windows and st.applied_offset <= previous and key not in self._dirty:
                 records.append((key, None))
@@ -245,6 +264,7 @@ class PartitionAggregator:
             self.watermark_ms = meta["watermark_ms"]
         for rec in series:
             st = _Series(rec["name"], dict(rec["labels"]), rec["applied_offset"])
+            st.current = [None] * len(self.windows_ms)
             self._series[rec["series"]] = st
             if st.applied_offset > self.checkpoint_offset:
                 self._restored_offsets[rec["series"]] = st.applied_offset
@@ -255,20 +275,14 @@ class PartitionAggregator:
                 self._register(start + w, rec["series"], w)
 
 
-def _series_state(key: str, st: _Series) -> dict[str, Any]:
+def _series_state(st: _Series) -> dict[str, Any]:
     wins = []
     for (w, start), acc in st.windows.items():
         d = acc.to_state()
         d["window_ms"] = w
         d["start_ms"] = start
         wins.append(d)
-    return {
-        "series": key,
-        "name": st.name,
-        "labels": dict(st.labels),
-        "applied_offset": st.applied_offset,
-        "windows": wins,
-    }
+    return {"applied_offset": st.applied_offset, "windows": wins}
 
 
 def _aggregate(

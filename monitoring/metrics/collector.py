@@ -4,7 +4,9 @@ The SDK is an adapter (it talks to Kafka) and lives in ``monitoring.streams.prod
 this module re-exports it lazily, so importing the ``monitoring.metrics`` domain
 package never imports Kafka.
 
->>> from monitoring.metrics.collector import MetricsCollector  # doctest: +SKIP
+Example::
+
+    from monitoring.metrics.collector import MetricsCollector
 """
 
 from __future__ import annotations

@@ -104,11 +104,139 @@ def check_point(timestamp_ms: int, value: float, now_ms: int, limits: Limits) ->
         )
 
 
+_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|\})')
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
+    """Inverse of ``series_key``: the name and labels of a canonical series key.
+
+    >>> parse_series_key('cpu{core="0",host="a"}')
+    ('cpu', {'core': '0', 'host': 'a'})
+
+    Raises InvalidSample("bad-series-key") unless ``key`` is exactly what
+    ``series_key`` writes (labels sorted, escapes as in Prometheus' text format).
+    """
+    brace = key.find("{")
+    if brace < 0:
+        return key, {}
+    name, pos, labels = key[:brace], brace + 1, {}
+    while True:
+        m = _PAIR.match(key, pos)
+        if m is None:
+            raise InvalidSample("bad-series-key", f"cannot parse labels at {pos} of {key[:120]!r}")
+        value = m.group(2)
+        labels[m.group(1)] = _UNESCAPE.sub(_unescape_one, value) if "\\" in value else value
+        pos = m.end()
+        if m.group(3) == "}":
+            break
+    if pos != len(key) or series_key(name, labels) != key:
+        raise InvalidSample("bad-series-key", f"{key[:120]!r} is not canonical (sorted labels)")
+    return name, labels
+
+
+def _unescape_one(m: re.Match[str]) -> str:
+    return "\n" if m.group(1) == "n" else m.group(1)
+
+
 class BatchResult(NamedTuple):
     """Valid samples of one event, and (index, InvalidSample) for the rejected ones."""
 
     samples: list[Sample]
     rejected: list[tuple[int, InvalidSample]]
+
+
+class SampleDecoder:
+    """Turns decoded MetricSample / MetricBatch records into validated samples.
+
+    Parsed and checked series keys of batches are cached (up to ``max_series``), so a
+    series' name and labels are validated once per process, not once per batch.
+
+    >>> d = SampleDecoder()
+    >>> rec = {"series": ['up{job="api"}'], "kinds": [], "units": [], "series_index": [0],
+    ...        "timestamps_ms": [1_700_000_000_000], "values": [1.0]}
+    >>> d.samples(BATCH, rec, now_ms=1_700_000_000_000).samples[0].labels
+    {'job': 'api'}
+    """
+
+    def __init__(self, limits: Limits = Limits(), max_series: int = 200_000) -> None:
+        self.limits = limits
+        self.max_series = max_series
+        self._series: dict[str, tuple[str, dict[str, str]] | InvalidSample] = {}
+
+    def samples(self, record_name: str, record: dict[str, Any], now_ms: int) -> BatchResult:
+        """Samples of one event; see ``samples_from_record``."""
+        if record_name == SAMPLE:
+            return self._sample(record, now_ms)
+        if record_name == BATCH:
+            return self._batch(record, now_ms)
+        raise InvalidSample("wrong-record", f"{record_name} is not a metric sample or batch")
+
+    def _sample(self, record: dict[str, Any], now_ms: int) -> BatchResult:
+        name, labels = record["name"], record["labels"]
+        check_series(name, labels, self.limits)
+        ts, value = record["timestamp_ms"], record["value"]
+        check_point(ts, value, now_ms, self.limits)
+        s = Sample(
+            series_key(name, labels), name, labels, ts, value, record["kind"], record["unit"]
+        )
+        return BatchResult([s], [])
+
+    def _parse(self, key: str) -> tuple[str, dict[str, str]] | InvalidSample:
+        try:
+            name, labels = parse_series_key(key)
+            check_series(name, labels, self.limits)
+            parsed: tuple[str, dict[str, str]] | InvalidSample = (name, labels)
+        except InvalidSample as e:
+            parsed = e
+        if len(self._series) >= self.max_series:
+            self._series.clear()
+        self._series[key] = parsed
+        return parsed
+
+    def _batch(self, record: dict[str, Any], now_ms: int) -> BatchResult:
+        keys, kinds, units = record["series"], record["kinds"], record["units"]
+        index, stamps, values = record["series_index"], record["timestamps_ms"], record["values"]
+        if not (len(index) == len(stamps) == len(values)):
+            raise InvalidSample(
+                "batch-length-mismatch",
+                f"series_index {len(index)}, timestamps_ms {len(stamps)}, values {len(values)}",
+            )
+        n_series = len(keys)
+        if len(kinds) not in (0, n_series) or len(units) not in (0, n_series):
+            raise InvalidSample(
+                "batch-length-mismatch",
+                f"series {n_series}, kinds {len(kinds)}, units {len(units)}",
+            )
+        cache, parse = self._series, self._parse
+        series: list[tuple[str, str, Mapping[str, str], str, str] | InvalidSample] = []
+        for j, key in enumerate(keys):
+            parsed = cache.get(key) or parse(key)
+            if isinstance(parsed, InvalidSample):
+                series.append(parsed)
+            else:
+                kind = kinds[j] if kinds else "GAUGE"
+                series.append((key, parsed[0], parsed[1], kind, units[j] if units else ""))
+        out: list[Sample] = []
+        rejected: list[tuple[int, InvalidSample]] = []
+        lo, hi = self.limits.min_timestamp_ms, now_ms + self.limits.max_future_skew_ms
+        isfinite = math.isfinite
+        for i, (si, ts, v) in enumerate(zip(index, stamps, values, strict=True)):
+            if not 0 <= si < n_series:
+                raise InvalidSample(
+                    "bad-series-index", f"sample {i} points at series {si} of {n_series}"
+                )
+            desc = series[si]
+            if isinstance(desc, InvalidSample):
+                rejected.append((i, desc))
+            elif lo <= ts <= hi and isfinite(v):
+                out.append(Sample(desc[0], desc[1], desc[2], ts, v, desc[3], desc[4]))
+            else:
+                try:
+                    check_point(ts, v, now_ms, self.limits)
+                except InvalidSample as e:
+                    rejected.append((i, e))
+        return BatchResult(out, rejected)
 
 
 def samples_from_record(
@@ -118,57 +246,7 @@ def samples_from_record(
 
     A batch whose arrays disagree in length, or that points at a missing series, is
     rejected whole (``InvalidSample`` raised); bad points inside a good batch are
-    returned in ``rejected`` and the rest are kept.
+    returned in ``rejected`` and the rest are kept. Long-lived consumers keep a
+    ``SampleDecoder`` instead, which caches parsed series.
     """
-    if record_name == SAMPLE:
-        name, labels = record["name"], record["labels"]
-        check_series(name, labels, limits)
-        ts, value = record["timestamp_ms"], record["value"]
-        check_point(ts, value, now_ms, limits)
-        s = Sample(
-            series_key(name, labels), name, labels, ts, value, record["kind"], record["unit"]
-        )
-        return BatchResult([s], [])
-    if record_name == BATCH:
-        return _from_batch(record, now_ms, limits)
-    raise InvalidSample("wrong-record", f"{record_name} is not a metric sample or batch")
-
-
-def _from_batch(record: dict[str, Any], now_ms: int, limits: Limits) -> BatchResult:
-    descriptors = record["series"]
-    index, stamps, values = record["series_index"], record["timestamps_ms"], record["values"]
-    if not (len(index) == len(stamps) == len(values)):
-        raise InvalidSample(
-            "batch-length-mismatch",
-            f"series_index {len(index)}, timestamps_ms {len(stamps)}, values {len(values)}",
-        )
-    keyed: list[tuple[str, str, Mapping[str, str], str, str] | InvalidSample] = []
-    for d in descriptors:
-        try:
-            check_series(d["name"], d["labels"], limits)
-            keyed.append(
-                (series_key(d["name"], d["labels"]), d["name"], d["labels"], d["kind"], d["unit"])
-            )
-        except InvalidSample as e:
-            keyed.append(e)
-    n_series = len(keyed)
-    out: list[Sample] = []
-    rejected: list[tuple[int, InvalidSample]] = []
-    lo, hi = limits.min_timestamp_ms, now_ms + limits.max_future_skew_ms
-    isfinite = math.isfinite
-    for i, (si, ts, v) in enumerate(zip(index, stamps, values, strict=True)):
-        if not 0 <= si < n_series:
-            raise InvalidSample(
-                "bad-series-index", f"sample {i} points at series {si} of {n_series}"
-            )
-        desc = keyed[si]
-        if isinstance(desc, InvalidSample):
-            rejected.append((i, desc))
-        elif lo <= ts <= hi and isfinite(v):
-            out.append(Sample(desc[0], desc[1], desc[2], ts, v, desc[3], desc[4]))
-        else:
-            try:
-                check_point(ts, v, now_ms, limits)
-            except InvalidSample as e:
-                rejected.append((i, e))
-    return BatchResult(out, rejected)
+    return SampleDecoder(limits).samples(record_name, record, now_ms)

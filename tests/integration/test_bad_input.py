@@ -53,7 +53,7 @@ def batch(
 ) -> dict[str, Any]:
     return {
         "source": "test",
-        "series": [{"name": n, "labels": lb} for n, lb in series],
+        "series": [series_key(n, lb) for n, lb in series],
         "series_index": index,
         "timestamps_ms": stamps,
         "values": values,
@@ -91,7 +91,8 @@ def bad_messages(codec: AvroCodec, mid_ms: int) -> tuple[list[Msg], list[Point]]
         for t, v in zip(stamps, values, strict=True)
         if math.isfinite(v)
     ]
-    # A batch whose second series has a bad label name: its samples are rejected.
+    # A batch whose second series key is not valid (label name "1x"): its samples are
+    # rejected, the first series' are kept.
     name2, labels2 = "batch_gauge", {"src": "batch2"}
     stamps2 = [mid_ms - 400, mid_ms - 300, mid_ms - 200, mid_ms - 100]
     values2 = [7.0, 8.0, 9.0, 10.5]
@@ -107,7 +108,7 @@ def bad_messages(codec: AvroCodec, mid_ms: int) -> tuple[list[Msg], list[Point]]
                     values2,
                 ),
             ),
-            "bad-label-name",
+            "bad-series-key",
             rejected="1,3",
         )
     )

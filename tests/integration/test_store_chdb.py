@@ -89,8 +89,8 @@ def agg_msg(start: int, mean: float, emitted: int) -> Msg:
 
 def batch_msg(points: list[tuple[int, float]], name: str = "cpu") -> Msg:
     rec = {
-        "source": "t", "series": [{"name": name, "labels": {"host": "h"}, "kind": "GAUGE",
-                                   "unit": "percent"}],
+        "source": "t", "series": [f'{name}{{host="h"}}'], "kinds": ["GAUGE"],
+        "units": ["percent"],
         "series_index": [0] * len(points), "timestamps_ms": [t for t, _ in points],
         "values": [v for _, v in points],
     }  # fmt: skip

@@ -34,8 +34,7 @@ def produce(settings: Settings, n_series: int, n_points: int) -> None:
     )
     for i in range(n_series):
         batch = {
-            "source": "t", "series": [{"name": "req", "labels": {"i": str(i)},
-                                       "kind": "COUNTER", "unit": ""}],
+            "source": "t", "series": [f'req{{i="{i}"}}'], "kinds": ["COUNTER"], "units": [""],
             "series_index": [0] * n_points,
             "timestamps_ms": [NOW - 10_000 * k for k in range(n_points)],
             "values": [float(k) for k in range(n_points)],

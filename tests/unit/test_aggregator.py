@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
-from monitoring.metrics.samples import Sample, series_key
+from monitoring.metrics.checkpoint import pack_meta, pack_series, unpack_meta, unpack_series
+from monitoring.metrics.samples import Sample, parse_series_key, series_key
 from monitoring.metrics.windows import EXACT_LIMIT, WindowAccumulator
 
 ACCURACY = 0.01
@@ -128,7 +129,9 @@ def test_window_accumulator_state_round_trip(n):
     w = WindowAccumulator(ACCURACY)
     for i in range(n):
         w.add(i, (i % 37) * 1.5 - 10)
-    r = WindowAccumulator.from_state(w.to_state(), ACCURACY)
+    state = {"applied_offset": 3, "windows": [{**w.to_state(), "window_ms": 10, "start_ms": 0}]}
+    [packed] = unpack_series(pack_series(state))["windows"]
+    r = WindowAccumulator.from_state(packed, ACCURACY)
     for i in range(50):
         w.add(2000 + i, i * 100.0)
         r.add(2000 + i, i * 100.0)
@@ -145,18 +148,24 @@ def test_large_windows_use_the_sketch_within_its_accuracy():
     check_aggregate(a, [(s.timestamp_ms, s.value) for s in samples])
 
 
-def _apply(changelog: dict[str, Any], records: list[tuple[str, Any]]) -> None:
+def _apply(changelog: dict[str, bytes], records: list[tuple[str, Any]]) -> None:
+    """Write records as the agent does: packed bytes, None deletes (compaction)."""
     for key, value in records:
         if value is None:
             changelog.pop(key, None)
         else:
-            changelog[key] = value
+            changelog[key] = pack_series(value)
 
 
-def _restored(changelog: dict[str, Any], windows, lateness) -> PartitionAggregator:
+def _restored(changelog: dict[str, bytes], windows, lateness) -> PartitionAggregator:
     agg = PartitionAggregator(windows, lateness, ACCURACY)
     meta = changelog.get(CHECKPOINT_KEY)
-    agg.restore(meta, [v for k, v in changelog.items() if k != CHECKPOINT_KEY])
+    records = []
+    for key, data in changelog.items():
+        if key != CHECKPOINT_KEY:
+            name, labels = parse_series_key(key)
+            records.append({**unpack_series(data), "series": key, "name": name, "labels": labels})
+    agg.restore(unpack_meta(meta) if meta else None, records)
     return agg
 
 
@@ -174,7 +183,7 @@ def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, d
     ref_all.update({(a.series, a.window_ms, a.window_start_ms): a for a in reference.close_idle()})
 
     n = len(messages)
-    changelog: dict[str, Any] = {}
+    changelog: dict[str, bytes] = {}
     committed = 0  # next offset the consumer resumes from
     versions: dict[tuple[str, int, int], list[Aggregate]] = defaultdict(list)
     agg = PartitionAggregator(windows, lateness, ACCURACY)
@@ -194,7 +203,7 @@ def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, d
                     _apply(changelog, cp.series[:cut])
                     break
                 _apply(changelog, cp.series)
-                changelog[CHECKPOINT_KEY] = cp.meta
+                changelog[CHECKPOINT_KEY] = pack_meta(cp.meta)
                 # offsets are committed some time after the checkpoint, maybe never
                 if data.draw(st.booleans()):
                     committed = data.draw(st.integers(committed, cp.offset + 1))

@@ -17,7 +17,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
-from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, samples_from_record
+from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
 from monitoring.sinks.clickhouse.writer import Writer
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.topics import AGGREGATES, SAMPLES, topic_name
@@ -69,6 +69,9 @@ class Store:
         self.metrics = writer.metrics
         self.consumer = consumer
         self.codec = codec or AvroCodec.from_directory()
+        self.decoder = SampleDecoder(
+            Limits(max_future_skew_ms=ms(settings.aggregation.max_future_skew))
+        )
         self.clock = clock
         self.group_id = group_id
         self.log = get_logger("store")
@@ -97,7 +100,7 @@ class Store:
             return
         if decoded.name in (SAMPLE, BATCH):
             try:
-                result = samples_from_record(decoded.name, decoded.record, int(time.time() * 1000))
+                result = self.decoder.samples(decoded.name, decoded.record, int(time.time() * 1000))
             except InvalidSample as e:
                 self.metrics.invalid.labels(e.reason).inc()
                 return

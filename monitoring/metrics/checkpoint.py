@@ -1,0 +1,122 @@
+"""Binary form of the aggregation agent's changelog records (internal state, not a
+public contract).
+
+A series record holds the series' applied offset and its open windows; the series'
+name and labels are its Kafka key (the series key). Layout, little-endian, version 1:
+
+    u8 version=1, i64 applied_offset, u32 n_windows, then per window:
+    i64 window_ms, i64 start_ms, i64 count, f64 sum, f64 min, f64 max, f64 last,
+    i64 last_ts, u8 mode, then
+      mode 0 (exact): u32 n, n x f64 values
+      mode 1 (sketch): i64 zero_count, i32 pos_offset, u32 n, n x i64 bins,
+                       i32 neg_offset, u32 m, m x i64 bins
+
+A partition record is ``u8 version=1, i64 checkpoint_offset, i64 max_event_ms,
+i64 watermark_ms``. Written with ``struct`` and ``array`` rather than Avro: fastavro
+took about 35 µs per series record, this about 3 µs, and every changed series is
+written at every checkpoint.
+
+>>> state = {"applied_offset": 7, "windows": []}
+>>> unpack_series(pack_series(state)) == state
+True
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from typing import Any
+
+VERSION = 1
+_HEAD = struct.Struct("<BqI")
+_WIN = struct.Struct("<qqqddddqB")
+_U32 = struct.Struct("<I")
+_SKETCH_HEAD = struct.Struct("<qiI")
+_NEG_HEAD = struct.Struct("<iI")
+_META = struct.Struct("<Bqqq")
+
+
+class CheckpointError(ValueError):
+    """A changelog record is not in a format this version reads."""
+
+
+def pack_series(state: dict[str, Any]) -> bytes:
+    """Bytes of a series state dict (``applied_offset``, ``windows``)."""
+    parts = [_HEAD.pack(VERSION, state["applied_offset"], len(state["windows"]))]
+    for w in state["windows"]:
+        values = w["values"]
+        parts.append(
+            _WIN.pack(
+                w["window_ms"], w["start_ms"], w["count"], w["sum"], w["min"], w["max"],
+                w["last"], w["last_ts"], 0 if values is not None else 1,
+            )
+        )  # fmt: skip
+        if values is not None:
+            parts.append(_U32.pack(len(values)))
+            parts.append(array("d", values).tobytes())
+        else:
+            pos, neg = w["pos_bins"], w["neg_bins"]
+            parts.append(_SKETCH_HEAD.pack(w["zero_count"], w["pos_offset"], len(pos)))
+            parts.append(array("q", pos).tobytes())
+            parts.append(_NEG_HEAD.pack(w["neg_offset"], len(neg)))
+            parts.append(array("q", neg).tobytes())
+    return b"".join(parts)
+
+
+def unpack_series(data: bytes) -> dict[str, Any]:
+    """Inverse of ``pack_series``."""
+    version, applied, n = _HEAD.unpack_from(data, 0)
+    if version != VERSION:
+        raise CheckpointError(f"series state version {version}, this code reads {VERSION}")
+    pos = _HEAD.size
+    windows = []
+    for _ in range(n):
+        w_ms, start, count, s, lo, hi, last, last_ts, mode = _WIN.unpack_from(data, pos)
+        pos += _WIN.size
+        win: dict[str, Any] = {
+            "window_ms": w_ms, "start_ms": start, "count": count, "sum": s, "min": lo,
+            "max": hi, "last": last, "last_ts": last_ts, "values": None, "zero_count": 0,
+            "pos_offset": 0, "pos_bins": [], "neg_offset": 0, "neg_bins": [],
+        }  # fmt: skip
+        if mode == 0:
+            (k,) = _U32.unpack_from(data, pos)
+            pos += _U32.size
+            win["values"], pos = _doubles(data, pos, k), pos + 8 * k
+        else:
+            win["zero_count"], win["pos_offset"], k = _SKETCH_HEAD.unpack_from(data, pos)
+            pos += _SKETCH_HEAD.size
+            win["pos_bins"], pos = _longs(data, pos, k), pos + 8 * k
+            win["neg_offset"], k = _NEG_HEAD.unpack_from(data, pos)
+            pos += _NEG_HEAD.size
+            win["neg_bins"], pos = _longs(data, pos, k), pos + 8 * k
+        windows.append(win)
+    if pos != len(data):
+        raise CheckpointError(f"{len(data) - pos} trailing bytes in a series state")
+    return {"applied_offset": applied, "windows": windows}
+
+
+def pack_meta(meta: dict[str, Any]) -> bytes:
+    """Bytes of a partition record (``checkpoint_offset``, ``max_event_ms``, ``watermark_ms``)."""
+    return _META.pack(
+        VERSION, meta["checkpoint_offset"], meta["max_event_ms"], meta["watermark_ms"]
+    )
+
+
+def unpack_meta(data: bytes) -> dict[str, Any]:
+    """Inverse of ``pack_meta``."""
+    version, offset, max_event, watermark = _META.unpack(data)
+    if version != VERSION:
+        raise CheckpointError(f"checkpoint version {version}, this code reads {VERSION}")
+    return {"checkpoint_offset": offset, "max_event_ms": max_event, "watermark_ms": watermark}
+
+
+def _doubles(data: bytes, pos: int, n: int) -> list[float]:
+    a = array("d")
+    a.frombytes(data[pos : pos + 8 * n])
+    return a.tolist()
+
+
+def _longs(data: bytes, pos: int, n: int) -> list[int]:
+    a = array("q")
+    a.frombytes(data[pos : pos + 8 * n])
+    return a.tolist()

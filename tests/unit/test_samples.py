@@ -1,0 +1,174 @@
+"""Sample validation, series keys, the caching batch decoder, checkpoint records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitoring.metrics.checkpoint import (
+    CheckpointError,
+    pack_meta,
+    pack_series,
+    unpack_meta,
+    unpack_series,
+)
+from monitoring.metrics.samples import (
+    BATCH,
+    SAMPLE,
+    InvalidSample,
+    Limits,
+    SampleDecoder,
+    parse_series_key,
+    samples_from_record,
+    series_key,
+)
+
+NOW = 1_800_000_000_000
+label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,8}", fullmatch=True).filter(
+    lambda s: not s.startswith("__")
+)
+labels_st = st.dictionaries(label_names, st.text(max_size=12), max_size=5)
+
+
+@given(st.from_regex(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,20}", fullmatch=True), labels_st)
+def test_series_key_parses_back(name: str, labels: dict[str, str]) -> None:
+    assert parse_series_key(series_key(name, labels)) == (name, labels)
+
+
+@pytest.mark.parametrize(
+    "key", ['m{b="1",a="2"}', 'm{a="1"', "m{a=1}", 'm{a="1"}x', "m{}", 'm{a="1",}']
+)
+def test_non_canonical_keys_are_rejected(key: str) -> None:
+    with pytest.raises(InvalidSample) as e:
+        parse_series_key(key)
+    assert e.value.reason == "bad-series-key"
+
+
+def sample(**over: object) -> dict[str, object]:
+    rec: dict[str, object] = {"name": "up", "value": 1.0, "timestamp_ms": NOW,
+                              "labels": {"job": "x"}, "kind": "GAUGE", "unit": ""}  # fmt: skip
+    rec.update(over)
+    return rec
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"value": math.nan}, "non-finite-value"),
+        ({"value": math.inf}, "non-finite-value"),
+        ({"timestamp_ms": 5}, "timestamp-too-old"),
+        ({"timestamp_ms": NOW + 2 * 3_600_000}, "timestamp-in-future"),
+        ({"name": "bad name"}, "bad-name"),
+        ({"labels": {"__name__": "x"}}, "bad-label-name"),
+        ({"labels": {f"l{i}": "v" for i in range(40)}}, "too-many-labels"),
+        ({"labels": {"big": "x" * 5000}}, "label-too-long"),
+    ],
+)
+def test_invalid_samples_name_the_reason(over: dict[str, object], reason: str) -> None:
+    with pytest.raises(InvalidSample) as e:
+        samples_from_record(SAMPLE, sample(**over), NOW)
+    assert e.value.reason == reason
+
+
+def batch(keys: list[str], index: list[int], values: list[float]) -> dict[str, object]:
+    return {"source": "", "series": keys, "kinds": [], "units": [], "series_index": index,
+            "timestamps_ms": [NOW] * len(index), "values": values}  # fmt: skip
+
+
+def test_batch_keeps_good_samples_and_lists_bad_ones() -> None:
+    rec = batch(['a{x="1"}', 'b{1x="2"}'], [0, 1, 0, 0], [1.0, 2.0, math.nan, 4.0])
+    result = samples_from_record(BATCH, rec, NOW)
+    assert [(s.series, s.name, dict(s.labels), s.value) for s in result.samples] == [
+        ('a{x="1"}', "a", {"x": "1"}, 1.0),
+        ('a{x="1"}', "a", {"x": "1"}, 4.0),
+    ]
+    assert [(i, e.reason) for i, e in result.rejected] == [
+        (1, "bad-series-key"),
+        (2, "non-finite-value"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rec", "reason"),
+    [
+        (batch(["a"], [0, 0], [1.0]), "batch-length-mismatch"),
+        (batch(["a"], [1], [1.0]), "bad-series-index"),
+        ({**batch(["a"], [0], [1.0]), "kinds": ["GAUGE", "GAUGE"]}, "batch-length-mismatch"),
+    ],
+)
+def test_broken_batches_are_rejected_whole(rec: dict[str, object], reason: str) -> None:
+    with pytest.raises(InvalidSample) as e:
+        samples_from_record(BATCH, rec, NOW)
+    assert e.value.reason == reason
+
+
+def test_decoder_caches_parsed_series_within_its_bound() -> None:
+    d = SampleDecoder(Limits(), max_series=2)
+    for keys in (["a", "b"], ["a", "c"], ["d"]):
+        d.samples(BATCH, batch(keys, [0], [1.0]), NOW)
+    assert len(d._series) <= 2
+    kinds = {**batch(["a", "b"], [0, 1], [1.0, 2.0]), "kinds": ["COUNTER", "GAUGE"]}
+    assert [s.kind for s in d.samples(BATCH, kinds, NOW).samples] == ["COUNTER", "GAUGE"]
+
+
+window_st = st.fixed_dictionaries(
+    {
+        "window_ms": st.integers(1, 10**9),
+        "start_ms": st.integers(-(2**62), 2**62),
+        "count": st.integers(0, 2**62),
+        "sum": st.floats(allow_nan=False),
+        "min": st.floats(allow_nan=False),
+        "max": st.floats(allow_nan=False),
+        "last": st.floats(allow_nan=False),
+        "last_ts": st.integers(-(2**62), 2**62),
+    }
+).flatmap(
+    lambda w: st.one_of(
+        st.lists(st.floats(allow_nan=False), max_size=20).map(
+            lambda vs: {
+                **w,
+                "values": vs,
+                "zero_count": 0,
+                "pos_offset": 0,
+                "pos_bins": [],
+                "neg_offset": 0,
+                "neg_bins": [],
+            }
+        ),
+        st.tuples(
+            st.integers(0, 10**6),
+            st.integers(-(2**31), 2**31 - 1),
+            st.lists(st.integers(0, 10**9), max_size=20),
+            st.integers(-(2**31), 2**31 - 1),
+            st.lists(st.integers(0, 10**9), max_size=20),
+        ).map(
+            lambda t: {
+                **w,
+                "values": None,
+                "zero_count": t[0],
+                "pos_offset": t[1],
+                "pos_bins": t[2],
+                "neg_offset": t[3],
+                "neg_bins": t[4],
+            }
+        ),
+    )
+)
+
+
+@given(st.integers(-1, 2**62), st.lists(window_st, max_size=4))
+def test_series_checkpoint_round_trip(offset: int, windows: list[dict[str, object]]) -> None:
+    state = {"applied_offset": offset, "windows": windows}
+    assert unpack_series(pack_series(state)) == state
+
+
+def test_checkpoint_meta_round_trip_and_versions() -> None:
+    meta = {"checkpoint_offset": 42, "max_event_ms": NOW, "watermark_ms": NOW - 5000}
+    assert unpack_meta(pack_meta(meta)) == meta
+    with pytest.raises(CheckpointError):
+        unpack_meta(b"\x02" + pack_meta(meta)[1:])
+    with pytest.raises(CheckpointError):
+        unpack_series(pack_series({"applied_offset": 1, "windows": []}) + b"x")
