@@ -19,7 +19,6 @@ The last line printed is machine-readable (see ``summary_line``).
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import threading
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitoring.deploy import LocalDeployment, free_port
+from monitoring.loadgen import generate
 from monitoring.metrics.collector import MetricsCollector
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -87,46 +87,17 @@ class Result:
         )
 
 
-class _Series:
-    """Regularly scraped synthetic series: counters, CPU-like gauges, memory bytes."""
-
-    def __init__(self, n: int, seed: int = 1) -> None:
-        rng = random.Random(seed)
-        self.rng = rng
-        self.names = [
-            ("bench_requests_total", "COUNTER"),
-            ("bench_cpu_usage_percent", "GAUGE"),
-            ("bench_memory_used_bytes", "GAUGE"),
-        ]
-        self.series = [
-            (self.names[i % 3], {"host": f"h{i // 30:04d}", "core": str(i % 10)}) for i in range(n)
-        ]
-        self.values = [float(rng.randint(0, 1000)) for _ in range(n)]
-
-    def tick(self, i: int) -> float:
-        kind = i % 3
-        v = self.values[i]
-        if kind == 0:
-            v += self.rng.randint(0, 5)
-        elif kind == 1:
-            v = round(min(100.0, max(0.0, v / 10 + self.rng.uniform(-2, 2))), 2) * 10
-        else:
-            v = max(0.0, v + self.rng.randint(-4096, 4096))
-        self.values[i] = v
-        return v / 10 if kind == 1 else v
-
-
 def _produce(
-    d: LocalDeployment, series: _Series, start_ms: int, ticks: int, interval_ms: int, batch: bool
+    d: LocalDeployment, n_series: int, start_ms: int, ticks: int, interval_ms: int, batch: bool
 ) -> tuple[int, float]:
+    """Send ``ticks`` scrapes of the load generator's series; (samples, samples/s)."""
     n = 0
     t0 = time.perf_counter()
     with MetricsCollector(d.settings, batch=batch, batch_size=3000, linger=0.05) as mc:
-        for t in range(ticks):
-            ts = start_ms + t * interval_ms
-            for i, ((name, kind), labels) in enumerate(series.series):
-                mc.record(name, series.tick(i), labels, timestamp_ms=ts, kind=kind)
-                n += 1
+        for tick in generate(n_series, start_ms, interval_ms, seed=1, ticks=ticks):
+            for s in tick:
+                mc.record(s.name, s.value, s.labels, s.timestamp_ms, s.kind, s.unit)
+            n += len(tick)
         mc.flush(120)
     return n, n / (time.perf_counter() - t0)
 
@@ -163,7 +134,6 @@ def run(
         aggregation__checkpoint_interval="5s",
         storage__flush_interval="250ms",
     )
-    series = _Series(n_series)
     now = int(time.time() * 1000)
     interval = 1_000
     start = now - now % interval - (batch_ticks + single_ticks + 30) * interval
@@ -171,7 +141,7 @@ def run(
         store_port = d.query_port
         wport = free_port()
         progress(f"phase 1: {n_series} series x {batch_ticks} scrapes, batched")
-        n1, res.producer_batch_per_s = _produce(d, series, start, batch_ticks, interval, True)
+        n1, res.producer_batch_per_s = _produce(d, n_series, start, batch_ticks, interval, True)
         progress(f"producer: {n1} samples at {res.producer_batch_per_s:,.0f}/s")
         t_store = time.perf_counter()
         d.start_store()
@@ -182,7 +152,7 @@ def run(
 
         progress(f"phase 2: {n_series} series x {single_ticks} scrapes, one sample per message")
         start2 = start + batch_ticks * interval
-        n2, res.producer_single_per_s = _produce(d, series, start2, single_ticks, interval, False)
+        n2, res.producer_single_per_s = _produce(d, n_series, start2, single_ticks, interval, False)
         progress(f"producer: {n2} samples at {res.producer_single_per_s:,.0f}/s")
         res.worker_single_per_s, res.worker_single_per_cpu_s = _drain(
             d, "worker", wport, n1 + n2, progress
@@ -202,7 +172,7 @@ def run(
 
         rate = min(res.worker_batch_per_s / 2, res.producer_batch_per_s * 0.8)
         progress(f"phase 3: live load at {rate:,.0f} samples/s for {live_seconds} s")
-        _live(d, series, rate, live_seconds, res, progress)
+        _live(d, n_series, rate, live_seconds, res, progress)
     finally:
         d.stop_all()
     _footprint(d, res)
@@ -211,7 +181,7 @@ def run(
 
 def _live(
     d: LocalDeployment,
-    series: _Series,
+    n_series: int,
     rate: float,
     seconds: int,
     res: Result,
@@ -230,15 +200,13 @@ def _live(
         nonlocal n_sent
         per_tick = max(1, int(rate / 10))
         with MetricsCollector(d.settings, batch=True, batch_size=3000, linger=0.02) as mc:
-            i = 0
+            load = (s for tick in generate(n_series, 0, 1000, seed=2) for s in tick)
             t_next = time.perf_counter()
             while not stop.is_set():
                 ts = int(time.time() * 1000)
                 for _ in range(per_tick):
-                    j = i % len(series.series)
-                    (name, kind), labels = series.series[j]
-                    mc.record(name, series.tick(j), labels, timestamp_ms=ts, kind=kind)
-                    i += 1
+                    s = next(load)
+                    mc.record(s.name, s.value, s.labels, ts, s.kind, s.unit)
                 mc.record(probe, 1.0, {"probe": "1"}, timestamp_ms=ts)
                 sent[ts] = time.time()
                 n_sent += per_tick + 1
