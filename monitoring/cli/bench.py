@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from monitoring.cli.pipeline import load_settings
+from monitoring.cli.settings import load_settings
 
 app = typer.Typer(
     help="Benchmarks: run the real pipeline and print what it measured.", no_args_is_help=True

@@ -20,7 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from monitoring.config import ConfigError, KafkaSettings, Settings
+from monitoring.cli.settings import load_settings
+from monitoring.config import KafkaSettings, Settings
 from monitoring.local_kafka import LOOPBACK, BrokerStatus, LocalKafka, LocalKafkaError
 from monitoring.log import configure_logging
 from monitoring.streams.admin import (
@@ -52,14 +53,6 @@ def _main(
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     configure_logging(log_level.upper())
-
-
-def _settings(config: str | None) -> Settings:
-    try:
-        return Settings.load(config) if config else Settings.load()
-    except ConfigError as e:
-        console.print(f"[red]config error:[/] {e}")
-        raise typer.Exit(2) from None
 
 
 def _default_port(kafka: KafkaSettings) -> int:
@@ -130,7 +123,7 @@ def up(
     config: ConfigOpt = None,
 ) -> None:
     """Fetch Kafka if needed, start the local broker, create the topics (idempotent)."""
-    settings = _settings(config)
+    settings = load_settings(config)
     broker = _broker(settings, port, heap)
     kafka = _kafka(settings, broker.port)
     try:
@@ -161,7 +154,7 @@ def down(
     config: ConfigOpt = None,
 ) -> None:
     """Stop the local broker (controlled shutdown; SIGKILL after --timeout)."""
-    broker = _broker(_settings(config), port)
+    broker = _broker(load_settings(config), port)
     with console.status(f"stopping Kafka on {broker.bootstrap}..."):
         stopped = broker.stop(timeout=timeout)
     if stopped:
@@ -175,7 +168,7 @@ def down(
 @app.command()
 def status(port: PortOpt = None, config: ConfigOpt = None) -> None:
     """Show whether the local broker runs and answers; exit code 1 if it does not."""
-    st = _broker(_settings(config), port).status()
+    st = _broker(load_settings(config), port).status()
     console.print(_status_table(st))
     if not st.running:
         raise typer.Exit(1)
@@ -189,7 +182,7 @@ def logs(
     config: ConfigOpt = None,
 ) -> None:
     """Print the tail of the broker's server.log (and its stdout)."""
-    broker = _broker(_settings(config), port)
+    broker = _broker(load_settings(config), port)
     if not follow:
         print(broker.log_tail(lines))
         return
@@ -218,7 +211,7 @@ def reset(
     config: ConfigOpt = None,
 ) -> None:
     """Stop the local broker and delete its data (all topics and offsets)."""
-    broker = _broker(_settings(config), port)
+    broker = _broker(load_settings(config), port)
     if not yes:
         typer.confirm(f"Delete all Kafka data in {broker.data_dir}?", abort=True)
     broker.destroy()
@@ -233,7 +226,7 @@ def topics_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create the project's topics (idempotent); align configs of existing ones."""
-    kafka = _kafka(_settings(config), port)
+    kafka = _kafka(load_settings(config), port)
     try:
         result = ensure_topics(kafka, timeout=timeout, grow=grow)
     except (BrokerUnavailable, TopicError) as e:
@@ -251,7 +244,7 @@ def topics_list(
     config: ConfigOpt = None,
 ) -> None:
     """List topics with partitions, replication, cleanup policy and retention."""
-    kafka = _kafka(_settings(config), port)
+    kafka = _kafka(load_settings(config), port)
     if all_topics:
         kafka = kafka.model_copy(update={"topic_prefix": ""})
     try:

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from monitoring.config import ConfigError, Settings
-
-
-def load_settings(config: str | None) -> Settings:
-    """Settings from ``config`` (or the default file), exiting with the reason if bad."""
-    try:
-        return Settings.load(config) if config else Settings.load()
-    except ConfigError as e:
-        typer.secho(f"configuration error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
+from monitoring.cli.settings import load_settings
 
 
 def worker(

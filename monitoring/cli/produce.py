@@ -14,18 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from monitoring.config import ConfigError, Settings
+from monitoring.cli.settings import load_settings
 
 produce_app = typer.Typer(help="Send metric samples to the samples topic.", no_args_is_help=True)
 console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.load()
-    except ConfigError as e:
-        console.print(f"[red]configuration error:[/red] {e}")
-        raise typer.Exit(2) from None
 
 
 def _parse_labels(pairs: list[str]) -> dict[str, str]:
@@ -62,7 +54,7 @@ def sample(
 
     labels = _parse_labels(label or [])
     with MetricsCollector(
-        _settings(),
+        load_settings(),
         bootstrap_servers=bootstrap_servers,
         topic=topic,
         source=source,
@@ -114,7 +106,7 @@ def loadgen(
     from monitoring.loadgen import generate
     from monitoring.streams.producer import MetricsCollector
 
-    settings = _settings()
+    settings = load_settings()
     step = interval_ms or (max(1, round(1000 * series / rate)) if rate else 1000)
     start = start_ms if start_ms is not None else time.time_ns() // 1_000_000
     ticks = generate(series, start, step, seed, late_fraction=late_fraction)

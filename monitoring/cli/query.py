@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from monitoring.cli.store import ConfigOpt, _settings
+from monitoring.cli.settings import load_settings
+from monitoring.cli.store import ConfigOpt
 from monitoring.config import Settings
 
 console = Console()
@@ -148,7 +149,7 @@ def query(
     if sql and (series or name):
         err.print("[red]--series/--name filter the default query; put conditions in your SQL[/]")
         raise typer.Exit(2)
-    settings = _settings(config)
+    settings = load_settings(config)
     try:
         result = execute(settings, sql or latest_sql(series, name, limit))
     except QueryFailed as e:

@@ -15,21 +15,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from monitoring.config import ConfigError, Settings
+from monitoring.cli.settings import load_settings
+from monitoring.config import Settings
 
 app = typer.Typer(help="ClickHouse store: consume Kafka into ClickHouse.", no_args_is_help=True)
 console = Console(stderr=True)
 ConfigOpt = Annotated[
     str | None, typer.Option("--config", "-c", help="Settings file (default monitoring.yaml).")
 ]
-
-
-def _settings(config: str | None) -> Settings:
-    try:
-        return Settings.load(config) if config else Settings.load()
-    except ConfigError as e:
-        console.print(f"[red]config error:[/] {e}")
-        raise typer.Exit(2) from None
 
 
 def _client(settings: Settings) -> Any:
@@ -57,7 +50,7 @@ def run(
     from monitoring.sinks.clickhouse.store import Store
     from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 
-    settings = _settings(config)
+    settings = load_settings(config)
     configure_logging(log_level.upper())
     log = get_logger("store")
     client = _client(settings)
@@ -100,7 +93,7 @@ def migrate_cmd(config: ConfigOpt = None) -> None:
     """Apply pending migrations (infra/clickhouse/migrations) and list them."""
     from monitoring.sinks.clickhouse.migrations import migrate
 
-    settings = _settings(config)
+    settings = load_settings(config)
     client = _client(settings)
     ran = migrate(client, settings.storage)
     rows = client.query(
@@ -120,6 +113,6 @@ def footprint(
     """Bytes on disk per sample and per aggregate (system.parts), as JSON."""
     from monitoring.sinks.clickhouse.footprint import storage_footprint
 
-    client = _client(_settings(config))
+    client = _client(load_settings(config))
     typer.echo(json.dumps(storage_footprint(client, optimize=optimize), indent=2))
     client.close()
