@@ -73,9 +73,10 @@ def demo(
     d.start_store()
     d.start("worker", "worker")
     sql = (
-        "SELECT series, window_ms, window_start, count, round(mean, 2) AS mean, "
-        "round(p99, 2) AS p99, closed_by FROM aggregates FINAL "
-        "ORDER BY window_start DESC, series LIMIT 15"
+        "SELECT series, formatDateTime(window_start, '%T') AS start, count, "
+        "round(mean, 2) AS mean, round(p99, 2) AS p99 FROM aggregates FINAL "
+        "WHERE window_ms = 10000 AND name NOT LIKE '%_bucket' "
+        "ORDER BY window_start DESC, series LIMIT 10"
     )
 
     def show_when_ready() -> None:
