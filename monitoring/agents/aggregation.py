@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from faust.types import TP, EventT, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -86,8 +86,12 @@ class _Metrics:
 @dataclass
 class _Partition:
     agg: PartitionAggregator
-    pending: list[EventT] = field(default_factory=list)
+    pending: list[EventT] = field(default_factory=list)  # processed, not yet checkpointed
     last_event_wall: float = field(default_factory=time.monotonic)
+    # a checkpoint taken but not yet acknowledged by the broker: its changelog records
+    # (the partition record last) and the source messages it covers
+    unwritten: dict[bytes, bytes | None] = field(default_factory=dict)
+    unacked: list[EventT] = field(default_factory=list)
 
 
 class AggregationAgent:
@@ -127,18 +131,33 @@ class AggregationAgent:
             }
         )
         self._failed_deliveries = 0
+        self._offsets_client: Consumer | None = None
         self._aggregates_by_reason = {
             r: self.metrics.aggregates.labels(r) for r in ("watermark", "idle")
         }
         self._partitions: dict[int, _Partition] = {}
         self._restoring: dict[int, asyncio.Task[_Partition]] = {}
         self._stream: StreamT | None = None
-        self._lock = asyncio.Lock()
+        self._idle_lock = asyncio.Lock()
+        self._checkpoint_lock = asyncio.Lock()
+        self._broker_back_at = time.monotonic()
+        self._broker_down = False
         app.agent(self.samples_topic, name="aggregation")(self._run)
         app.timer(min(1.0, self._idle_s / 4))(self._idle_tick)
         app.timer(a.checkpoint_interval.total_seconds())(self._checkpoint_tick)
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    def health(self) -> dict[str, Any]:
+        """For ``GET /healthz``: ``ok`` unless the broker was last found unreachable."""
+        parts = dict(self._partitions)
+        return {
+            "status": "unavailable" if self._broker_down else "ok",
+            "partitions": sorted(parts),
+            "open_windows": sum(x.agg.open_windows for x in parts.values()),
+            "unacked_messages": sum(len(x.pending) + len(x.unacked) for x in parts.values()),
+            "late_samples": sum(x.agg.late_count for x in parts.values()),
+        }
 
     # -- the stream ---------------------------------------------------------------
     async def _run(self, stream: StreamT) -> None:
@@ -234,13 +253,16 @@ class AggregationAgent:
             self._failed_deliveries += 1
             log.error("delivery_failed", error=str(err))
 
-    async def _flush(self) -> None:
-        """Wait until every output so far is acknowledged by the broker, or fail."""
-        left = await asyncio.to_thread(self.producer.flush, 60.0)
-        if left or self._failed_deliveries:
-            # Never ack source messages whose outputs may be lost: crash, and the
-            # restarted worker replays from the last checkpoint.
-            raise RuntimeError(f"{left} outputs unsent, {self._failed_deliveries} failed")
+    async def _flush(self) -> bool:
+        """Wait until every output so far is acknowledged; False if the broker is slow."""
+        left = await asyncio.to_thread(self.producer.flush, 10.0)
+        if self._failed_deliveries:
+            # An output was lost for good (librdkafka gave up): never ack the source
+            # messages; crash, and the restarted worker replays from the last checkpoint.
+            raise RuntimeError(f"{self._failed_deliveries} outputs failed to deliver")
+        if left:
+            log.warning("outputs_pending", messages=left)
+        return not left
 
     async def _publish_late(self, s: Sample, sizes: tuple[int, ...], watermark_ms: int) -> None:
         rec = {
@@ -306,44 +328,96 @@ class AggregationAgent:
         self.metrics.partitions.set(len(self._partitions))
 
     async def _idle_tick(self) -> None:
-        """Close the windows of partitions that have seen no message for idle_timeout."""
-        async with self._lock:
+        """Close the windows of partitions that have seen no message for idle_timeout.
+
+        Only when the broker answers and the partition has nothing left to read, and
+        not before a whole idle timeout after the broker was last found unreachable: an
+        outage must not make the samples that producers held back during it late.
+        """
+        async with self._idle_lock:
             now = time.monotonic()
-            for p, part in list(self._partitions.items()):
-                if now - part.last_event_wall >= self._idle_s and part.agg.open_windows:
-                    closed = part.agg.close_idle()
-                    log.info("idle_close", partition=p, windows=len(closed))
-                    for agg in closed:
-                        await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
+            idle = [
+                (p, part)
+                for p, part in self._partitions.items()
+                if now - max(part.last_event_wall, self._broker_back_at) >= self._idle_s
+                and part.agg.open_windows
+            ]
+            ends = await asyncio.to_thread(self._end_offsets, [p for p, _ in idle]) if idle else {}
+            if ends is None:
+                log.warning("idle_check_skipped", reason="broker unreachable")
+                self._broker_down = True
+                idle = []
+            elif self._broker_down:
+                # back: producers get a whole idle timeout to deliver what they held
+                self._broker_down = False
+                self._broker_back_at = time.monotonic()
+                idle = []
+            for p, part in idle:
+                if ends is not None and ends[p] > part.agg.last_offset + 1:
+                    continue  # messages are waiting: not idle
+                if self._partitions.get(p) is not part:
+                    continue
+                closed = part.agg.close_idle()
+                log.info("idle_close", partition=p, windows=len(closed))
+                for agg in closed:
+                    await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
             self.metrics.open_windows.set(
                 sum(x.agg.open_windows for x in self._partitions.values())
             )
 
+    def _end_offsets(self, partitions: list[int]) -> dict[int, int] | None:
+        """High watermarks of samples partitions, or None if the broker does not answer."""
+        if self._offsets_client is None:
+            self._offsets_client = Consumer(
+                {
+                    "bootstrap.servers": self.settings.kafka.bootstrap_servers,
+                    "group.id": "monitoring-idle-check",  # never subscribes or commits
+                    "enable.auto.commit": False,
+                }
+            )
+        topic = self.samples_topic.get_topic_name()
+        try:
+            self._offsets_client.list_topics(topic, timeout=2.0)  # one probe, not one per partition
+            return {
+                p: self._offsets_client.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=2.0, cached=False
+                )[1]
+                for p in partitions
+            }
+        except KafkaException:
+            return None
+
     async def _checkpoint_tick(self) -> None:
-        """Checkpoint every changed partition: outputs, then state, then acks."""
-        async with self._lock:
+        """Checkpoint every changed partition: outputs, then state, then acks.
+
+        If the broker does not acknowledge in time, the checkpoint is kept and retried
+        at the next tick; nothing is acked meanwhile.
+        """
+        async with self._checkpoint_lock:
             started = time.monotonic()
-            batch = []
-            for p, part in list(self._partitions.items()):
+            for part in self._partitions.values():
                 if part.agg.has_changes:
                     cp = part.agg.checkpoint()
-                    pending, part.pending = part.pending, []
-                    records = [
-                        (k.encode(), None if v is None else pack_series(v)) for k, v in cp.series
-                    ]
-                    records.append((_CHECKPOINT_KEY, pack_meta(cp.meta)))
-                    batch.append((p, part, records, pending))
-            if not batch:
+                    for k, v in cp.series:
+                        part.unwritten[k.encode()] = None if v is None else pack_series(v)
+                    part.unwritten.pop(_CHECKPOINT_KEY, None)  # keep it last
+                    part.unwritten[_CHECKPOINT_KEY] = pack_meta(cp.meta)
+                    part.unacked += part.pending
+                    part.pending = []
+            todo = [(p, part) for p, part in self._partitions.items() if part.unwritten]
+            if not todo or not await self._flush():  # outputs before the state
                 return
-            await self._flush()  # outputs up to here are delivered
-            for p, _, records, _ in batch:
-                for key, value in records:  # the partition record comes last
+            for p, part in todo:
+                for key, value in part.unwritten.items():
                     await self._produce(self.state_topic, key, value, partition=p)
-            await self._flush()
-            for p, part, _, pending in batch:
+            if not await self._flush():
+                return
+            for p, part in todo:
+                part.unwritten.clear()
+                unacked, part.unacked = part.unacked, []
                 if self._partitions.get(p) is not part or self._stream is None:
                     continue  # revoked meanwhile: the new owner replays these messages
-                for event in pending:
+                for event in unacked:
                     await self._stream.ack(event)
             self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
 

@@ -13,10 +13,11 @@ def worker(
 ) -> None:
     """Run a stream worker (aggregation agent). Start more to scale out."""
     from faust.worker import Worker
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from monitoring.agents.aggregation import AggregationAgent
     from monitoring.log import configure_logging, get_logger
+    from monitoring.status_server import StatusServer
     from monitoring.streams.admin import ensure_topics
     from monitoring.streams.app import create_app
 
@@ -25,13 +26,13 @@ def worker(
     ensure_topics(settings)
     registry = CollectorRegistry()
     log = get_logger("worker")
+    app = create_app(settings)
+    agent = AggregationAgent(app, settings, registry)
     if settings.worker.metrics_port:
         try:
-            start_http_server(settings.worker.metrics_port, addr="127.0.0.1", registry=registry)
+            StatusServer(registry, "127.0.0.1", settings.worker.metrics_port, agent.health).start()
         except OSError as e:
             log.warning("metrics_port_unavailable", port=settings.worker.metrics_port, error=str(e))
-    app = create_app(settings)
-    AggregationAgent(app, settings, registry)
     log.info(
         "worker_starting",
         bootstrap=settings.kafka.bootstrap_servers,

@@ -6,6 +6,7 @@ says."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -298,3 +299,8 @@ def test_bad_input_is_dead_lettered_and_good_data_is_exact(pipeline: Pipeline) -
         ) from None
     seen = scrape(port)
     assert {r for (n, r) in seen if n == "aggregation_dead_letters_total"} == set(want_counts)
+    # the worker's health endpoint, next to its metrics: every partition, nothing lost
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+        health = json.loads(r.read())
+    assert health["status"] == "ok"
+    assert health["partitions"] == list(range(pipeline.settings.kafka.samples_partitions))

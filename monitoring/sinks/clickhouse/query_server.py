@@ -8,22 +8,21 @@ queries for everyone else: ``POST /query`` (SQL in the body) -> ``{"columns",
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import threading
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+
+from monitoring.status_server import StatusServer
 
 READ_ONLY = ("SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "WITH", "EXISTS")
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-MAX_BODY = 1 << 20
 
 
 class NotReadOnly(ValueError):
@@ -79,7 +78,7 @@ def run_query(client: Client, sql: str) -> dict[str, Any]:
 
 
 class QueryServer:
-    """ThreadingHTTPServer in a daemon thread; queries are serialised on one client."""
+    """The store's status server plus ``POST /query``, serialised on one client."""
 
     def __init__(
         self,
@@ -90,71 +89,28 @@ class QueryServer:
         health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"},
     ) -> None:
         self.client = client
-        self.registry = registry
-        self.health = health
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, name="query-http", daemon=True
-        )
+        self.server = StatusServer(registry, host, port, health, {"/query": self._post_query})
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self.httpd.server_address[:2]
-        return str(host), int(port)
+        return self.server.address
 
     def start(self) -> QueryServer:
-        self.thread.start()
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
     def query(self, sql: str) -> dict[str, Any]:
         with self.lock:  # one chDB handle: one query at a time
             return run_query(self.client, sql)
 
-
-def _handler(server: QueryServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, obj: Any) -> None:
-            self._send(code, json.dumps(obj).encode())
-
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                h = server.health()
-                self._json(200 if h.get("status") == "ok" else 503, h)
-            elif self.path == "/metrics":
-                self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
-            else:
-                self._json(404, {"error": f"no such path {self.path}"})
-
-        def do_POST(self) -> None:
-            if self.path != "/query":
-                self._json(404, {"error": f"no such path {self.path}"})
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._json(413, {"error": "query too large"})
-                return
-            sql = self.rfile.read(length).decode(errors="replace")
-            try:
-                self._json(200, server.query(sql))
-            except NotReadOnly as e:
-                self._json(403, {"error": str(e)})
-            except Exception as e:
-                self._json(400, {"error": str(e)})
-
-    return Handler
+    def _post_query(self, body: bytes) -> tuple[int, Any]:
+        try:
+            return 200, self.query(body.decode(errors="replace"))
+        except NotReadOnly as e:
+            return 403, {"error": str(e)}
+        except Exception as e:
+            return 400, {"error": str(e)}
