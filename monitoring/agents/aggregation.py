@@ -7,9 +7,8 @@ publish closed windows and late samples. A timer closes windows of idle
 partitions and checkpoints: outputs are flushed, the changed state goes to the
 compacted ``aggregation.state`` topic (same partition), and only then are the
 source messages acked, so Faust commits offsets no further than the changelog.
-Outputs go through a confluent-kafka (librdkafka) producer: about 1 µs per record
-against tens of µs through Faust's aiokafka producer, which matters because a
-scraped series closes about one window per sample.
+Outputs go through ``streams.outputs.Outputs`` (librdkafka), not Faust's producer:
+a scraped series closes about one window per sample.
 Faust's windowed tables and ``on_window_close`` are not used (see ARCHITECTURE.md).
 """
 
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import TP, EventT, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,6 +38,7 @@ from monitoring.metrics.samples import (
 from monitoring.streams import topics
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
+from monitoring.streams.outputs import Outputs, dead_letter_headers
 
 log = get_logger("aggregation")
 AGGREGATE = "monitoring.Aggregate"
@@ -119,18 +119,7 @@ class AggregationAgent:
         self.late_topic = topics.topic_name(k, topics.LATE)
         self.dead_letter_topic = topics.topic_name(k, topics.DEAD_LETTER)
         self.state_topic = topics.topic_name(k, topics.AGGREGATION_STATE)
-        self.producer = Producer(
-            {
-                "bootstrap.servers": k.bootstrap_servers,
-                "partitioner": "murmur2_random",  # Java's placement for keyed records
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "message.max.bytes": k.max_message_bytes,
-            }
-        )
-        self._failed_deliveries = 0
+        self.outputs = Outputs(k)
         self._offsets_client: Consumer | None = None
         self._aggregates_by_reason = {
             r: self.metrics.aggregates.labels(r) for r in ("watermark", "idle")
@@ -173,7 +162,7 @@ class AggregationAgent:
             if not samples and not result.closed:
                 continue
             self.metrics.samples.inc(len(samples))
-            self.producer.poll(0)  # serve delivery callbacks once per source message
+            self.outputs.poll()  # delivery callbacks, once per source message
             for agg in result.closed:
                 await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
             for late in result.late:
@@ -194,75 +183,30 @@ class AggregationAgent:
             first = result.rejected[0][1]
             detail = "; ".join(f"#{i}: {e}" for i, e in result.rejected[:20])
             await self._dead_letter(
-                event, first.reason, detail, rejected=",".join(str(i) for i, _ in result.rejected)
+                event, first.reason, detail, rejected=[i for i, _ in result.rejected]
             )
         return result.samples
 
     async def _dead_letter(
-        self, event: EventT, reason: str, detail: str, rejected: str | None = None
+        self, event: EventT, reason: str, detail: str, rejected: list[int] | None = None
     ) -> None:
         msg = event.message
-        headers = [
-            ("x-reason", reason.encode()),
-            ("x-error", detail[:2000].encode("utf-8", "replace")),
-            ("x-source-topic", msg.topic.encode()),
-            ("x-source-partition", str(msg.partition).encode()),
-            ("x-source-offset", str(msg.offset).encode()),
-            ("x-stage", b"aggregation"),
-        ]
-        if rejected is not None:
-            headers.append(("x-rejected-samples", rejected.encode()))
         self.metrics.dead_letters.labels(reason).inc()
         log.warning(
-            "dead_letter",
-            reason=reason,
-            error=detail[:200],
-            partition=msg.partition,
+            "dead_letter", reason=reason, error=detail[:200], partition=msg.partition,
             offset=msg.offset,
+        )  # fmt: skip
+        headers = dead_letter_headers(
+            reason, detail, msg.topic, msg.partition, msg.offset, "aggregation", rejected
         )
         value = event.value if isinstance(event.value, bytes) else None
-        await self._produce(self.dead_letter_topic, msg.key, value, headers=headers)
+        await self.outputs.send(self.dead_letter_topic, msg.key, value, headers=headers)
 
     async def _publish_aggregate(self, record: dict[str, Any], series: str, reason: str) -> None:
         self._aggregates_by_reason[reason].inc()
-        await self._produce(
+        await self.outputs.send(
             self.aggregates_topic, series.encode(), self.codec.encode(AGGREGATE, record)
         )
-
-    async def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        kwargs: dict[str, Any] = {"headers": headers, "on_delivery": self._on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
-        while True:
-            try:
-                self.producer.produce(topic, value, key, **kwargs)
-                break
-            except BufferError:  # librdkafka's queue is full: let it drain
-                self.producer.poll(0)
-                await asyncio.sleep(0.01)
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self._failed_deliveries += 1
-            log.error("delivery_failed", error=str(err))
-
-    async def _flush(self) -> bool:
-        """Wait until every output so far is acknowledged; False if the broker is slow."""
-        left = await asyncio.to_thread(self.producer.flush, 10.0)
-        if self._failed_deliveries:
-            # An output was lost for good (librdkafka gave up): never ack the source
-            # messages; crash, and the restarted worker replays from the last checkpoint.
-            raise RuntimeError(f"{self._failed_deliveries} outputs failed to deliver")
-        if left:
-            log.warning("outputs_pending", messages=left)
-        return not left
 
     async def _publish_late(self, s: Sample, sizes: tuple[int, ...], watermark_ms: int) -> None:
         rec = {
@@ -278,7 +222,7 @@ class AggregationAgent:
             ("x-window-sizes-ms", ",".join(map(str, sizes)).encode()),
             ("x-watermark-ms", str(watermark_ms).encode()),
         ]
-        await self._produce(
+        await self.outputs.send(
             self.late_topic, s.series.encode(), self.codec.encode(SAMPLE, rec), headers=headers
         )
 
@@ -405,12 +349,12 @@ class AggregationAgent:
                     part.unacked += part.pending
                     part.pending = []
             todo = [(p, part) for p, part in self._partitions.items() if part.unwritten]
-            if not todo or not await self._flush():  # outputs before the state
+            if not todo or not await self.outputs.flush():  # outputs before the state
                 return
             for p, part in todo:
                 for key, value in part.unwritten.items():
-                    await self._produce(self.state_topic, key, value, partition=p)
-            if not await self._flush():
+                    await self.outputs.send(self.state_topic, key, value, partition=p)
+            if not await self.outputs.flush():
                 return
             for p, part in todo:
                 part.unwritten.clear()
