@@ -170,11 +170,8 @@ class AggregationAgent:
                 await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
 
     async def _decode(self, event: EventT) -> list[Sample]:
-        raw = event.value
         try:
-            if not isinstance(raw, bytes):
-                raise DecodeError("not-bytes", type(raw).__name__)
-            decoded = self.codec.decode(raw)
+            decoded = self.codec.decode(event.value)
             result = self.decoder.samples(decoded.name, decoded.record, int(time.time() * 1000))
         except (DecodeError, InvalidSample) as e:
             await self._dead_letter(event, e.reason, str(e))

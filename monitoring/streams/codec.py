@@ -148,12 +148,15 @@ class AvroCodec:
         fastavro.schemaless_writer(buf, sv.parsed, record)
         return buf.getvalue()
 
-    def decode(self, data: bytes) -> Decoded:
+    def decode(self, data: bytes | None) -> Decoded:
         """Decode one event, resolving its writer schema to the newest reader version.
 
-        Raises DecodeError with reason ``truncated``, ``bad-marker``,
-        ``unknown-fingerprint``, ``bad-body`` or ``trailing-bytes``.
+        Raises DecodeError with reason ``not-bytes`` (a null Kafka value),
+        ``truncated``, ``bad-marker``, ``unknown-fingerprint``, ``bad-body`` or
+        ``trailing-bytes``.
         """
+        if not isinstance(data, bytes):
+            raise DecodeError("not-bytes", f"value is {type(data).__name__}, not bytes")
         if len(data) < HEADER_LEN:
             raise DecodeError("truncated", f"{len(data)} bytes, header needs {HEADER_LEN}")
         if data[:2] != MARKER:

@@ -70,13 +70,14 @@ def test_a_writer_in_another_language_needs_only_the_avsc(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
+        (None, "not-bytes"),
         (b"", "truncated"),
         (b"\xc3\x01abc", "truncated"),
         (b"\x00\x01" + bytes(8) + b"x", "bad-marker"),
         (b"\xc3\x01" + bytes(8) + b"x", "unknown-fingerprint"),
     ],
 )
-def test_bad_headers_name_the_problem(data: bytes, reason: str) -> None:
+def test_bad_headers_name_the_problem(data: bytes | None, reason: str) -> None:
     with pytest.raises(DecodeError) as e:
         CODEC.decode(data)
     assert e.value.reason == reason

@@ -186,13 +186,13 @@ def test_chdb_paths() -> None:
 class FakeMessage:
     """The parts of confluent_kafka.Message the store reads."""
 
-    def __init__(self, value: bytes, topic: str = "t", ts: int = 1_000) -> None:
+    def __init__(self, value: bytes | None, topic: str = "t", ts: int = 1_000) -> None:
         self._value, self._topic, self._ts = value, topic, ts
 
     def error(self) -> None:
         return None
 
-    def value(self) -> bytes:
+    def value(self) -> bytes | None:
         return self._value
 
     def topic(self) -> str:
@@ -266,13 +266,14 @@ NOW = 1_700_000_000_000
 def test_bad_events_are_counted_not_fatal() -> None:
     store, _, _, registry = make_store(FlakyClient())
     store.handle(FakeMessage(b"garbage-bytes-here"))
+    store.handle(FakeMessage(None))  # a tombstone: the worker dead-letters it the same way
     store.handle(sample_msg(NOW, float("nan")))
     store.handle(sample_msg(NOW, name="bad name"))
     log = {"timestamp_ms": 1, "service": "a", "message": "m"}
     store.handle(FakeMessage(CODEC.encode("monitoring.LogRecord", log)))
     store.handle(sample_msg(NOW))
     assert store.writer.pending == 2  # one sample plus its series row
-    for reason in ("bad-marker", "non-finite-value", "bad-name", "unexpected-record"):
+    for reason in ("bad-marker", "not-bytes", "non-finite-value", "bad-name", "unexpected-record"):
         value = registry.get_sample_value(
             "monitoring_store_invalid_events_total", {"reason": reason}
         )

@@ -94,7 +94,7 @@ class Store:
         self.metrics.messages.labels(msg.topic() or "").inc()
         data = msg.value()
         try:
-            decoded = self.codec.decode(data or b"")
+            decoded = self.codec.decode(data)
         except DecodeError as e:
             self.metrics.invalid.labels(e.reason).inc()
             return
