@@ -5,6 +5,7 @@ against an oracle computed here."""
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 
@@ -164,3 +165,30 @@ def test_idle_series_gets_its_final_window(pipeline: Pipeline) -> None:
         "SELECT closed_by, count() FROM aggregates FINAL GROUP BY closed_by ORDER BY closed_by"
     )
     assert dict((r[0], r[1]) for r in closed_by)["idle"] >= 2
+
+
+def test_rebalance_after_a_worker_dies_keeps_windows_exact(pipeline: Pipeline) -> None:
+    """Two workers; one is killed mid-stream and not restarted: the survivor takes its
+    partitions over (after the group's session timeout), restores their windows from
+    the changelog and finishes them."""
+    points = generate(n_series=200, ticks=400, start_ms=recent_start(400), seed=13)
+    expected = oracle(points, pipeline.settings.aggregation.windows_ms)
+    pipeline.start_store()
+    pipeline.start("worker", "worker-1")
+    pipeline.start("worker", "worker-2")
+    time.sleep(12)  # both in the group before data arrives
+    third = threading.Event()
+    producer = threading.Thread(
+        target=produce, args=(pipeline, points), kwargs={"pace_s": 40, "on_progress": third}
+    )
+    producer.start()
+    assert third.wait(120)
+    time.sleep(3)
+    pipeline.kill("worker-2")
+    producer.join(300)
+    check_against_oracle(pipeline, expected)
+    survivor = (pipeline.dir / "worker-1.log").read_text()
+    restored = {
+        int(m) for m in re.findall(r'"partition": (\d+), "series": \d+, "open_windows"', survivor)
+    }
+    assert restored == set(range(pipeline.settings.kafka.samples_partitions))
