@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
-from monitoring.metrics.aggregator import CHECKPOINT_KEY, PartitionAggregator
+from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
 from monitoring.metrics.checkpoint import pack_meta, pack_series, unpack_meta, unpack_series
 from monitoring.metrics.samples import (
     InvalidSample,
@@ -36,12 +36,12 @@ from monitoring.metrics.samples import (
     parse_series_key,
 )
 from monitoring.streams import topics
+from monitoring.streams.aggregate_encoding import AggregateEncoder
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import Outputs, dead_letter_headers
 
 log = get_logger("aggregation")
-AGGREGATE = "monitoring.Aggregate"
 SAMPLE = "monitoring.MetricSample"
 _CHECKPOINT_KEY = CHECKPOINT_KEY.encode()
 
@@ -107,6 +107,7 @@ class AggregationAgent:
         self.app = app
         self.settings = settings
         self.codec = codec or AvroCodec.from_directory()
+        self.aggregate_encoder = AggregateEncoder(self.codec)
         self.metrics = _Metrics(registry)
         a = settings.aggregation
         self.decoder = SampleDecoder(Limits(max_future_skew_ms=ms(a.max_future_skew)))
@@ -164,7 +165,7 @@ class AggregationAgent:
             self.metrics.samples.inc(len(samples))
             self.outputs.poll()  # delivery callbacks, once per source message
             for agg in result.closed:
-                await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
+                await self._publish_aggregate(agg)
             for late in result.late:
                 self.metrics.late.inc()
                 await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
@@ -199,10 +200,10 @@ class AggregationAgent:
         value = event.value if isinstance(event.value, bytes) else None
         await self.outputs.send(self.dead_letter_topic, msg.key, value, headers=headers)
 
-    async def _publish_aggregate(self, record: dict[str, Any], series: str, reason: str) -> None:
-        self._aggregates_by_reason[reason].inc()
+    async def _publish_aggregate(self, agg: Aggregate) -> None:
+        self._aggregates_by_reason[agg.closed_by].inc()
         await self.outputs.send(
-            self.aggregates_topic, series.encode(), self.codec.encode(AGGREGATE, record)
+            self.aggregates_topic, agg.series.encode(), self.aggregate_encoder.encode(agg)
         )
 
     async def _publish_late(self, s: Sample, sizes: tuple[int, ...], watermark_ms: int) -> None:
@@ -301,7 +302,7 @@ class AggregationAgent:
                 closed = part.agg.close_idle()
                 log.info("idle_close", partition=p, windows=len(closed))
                 for agg in closed:
-                    await self._publish_aggregate(agg.to_record(), agg.series, agg.closed_by)
+                    await self._publish_aggregate(agg)
             self.metrics.open_windows.set(
                 sum(x.agg.open_windows for x in self._partitions.values())
             )

@@ -13,9 +13,6 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-import fastavro
-from fastavro.schema import to_parsing_canonical_form
-
 from monitoring.metrics.samples import (
     BATCH,
     SAMPLE,
@@ -24,6 +21,7 @@ from monitoring.metrics.samples import (
     check_series,
     series_key,
 )
+from monitoring.streams.avro_bytes import avro_long, avro_string, avro_string_map, same_layout
 from monitoring.streams.codec import AvroCodec
 
 _KIND_SYMBOLS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
@@ -109,47 +107,13 @@ _FAST_SAMPLE_LAYOUT = {
 _DOUBLE = struct.Struct("<d")
 
 
-def _same_layout(layout: dict[str, Any], parsed: Any) -> bool:
-    return bool(
-        to_parsing_canonical_form(fastavro.parse_schema(layout))
-        == to_parsing_canonical_form(parsed)
-    )
-
-
-def _long(n: int) -> bytes:
-    """Avro ``long``: zig-zag, then base-128 varint."""
-    n = (n << 1) ^ (n >> 63)
-    if n >> 35 and not n >> 42:  # every ms timestamp from 1971 to 2109: six bytes
-        return bytes(
-            (n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80,
-             n >> 21 & 0x7F | 0x80, n >> 28 & 0x7F | 0x80, n >> 35)
-        )  # fmt: skip
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _string(s: str) -> bytes:
-    b = s.encode()
-    return _long(len(b)) + b
-
-
 def encode_descriptor(name: str, labels: Mapping[str, str], kind: str, unit: str) -> bytes:
     """Avro bytes of a series' name, labels map, kind enum and unit (MetricSample's
     fields, in its order, with the value and timestamp cut out)."""
-    parts = [_string(name)]
-    if labels:
-        parts.append(_long(len(labels)))
-        for k, v in labels.items():
-            parts.append(_string(k))
-            parts.append(_string(v))
-    parts.append(b"\x00")
-    parts.append(_long(_KIND_INDEX[kind]))
-    parts.append(_string(unit))
-    return b"".join(parts)
+    return b"".join(
+        (avro_string(name), avro_string_map(labels), avro_long(_KIND_INDEX[kind]),
+         avro_string(unit))
+    )  # fmt: skip
 
 
 class BatchEncoder:
@@ -191,8 +155,8 @@ class SampleEncoder:
         self.header = sv.header
         self.source = source
         self._slow = functools.partial(codec.encode, SAMPLE)
-        self._source = _string(source)
-        self.fast = _same_layout(_FAST_SAMPLE_LAYOUT, sv.parsed)
+        self._source = avro_string(source)
+        self.fast = same_layout(_FAST_SAMPLE_LAYOUT, sv.parsed)
         self._parts: dict[bytes, tuple[bytes, bytes]] = {}
 
     def encode(self, s: SeriesRef, timestamp_ms: int, value: float) -> bytes:
@@ -200,11 +164,11 @@ class SampleEncoder:
             return self._slow(sample_record(s, timestamp_ms, value, self.source))
         parts = self._parts.get(s.descriptor)
         if parts is None:
-            n = len(_string(s.name))  # the descriptor starts with the name, as the sample does
+            n = len(avro_string(s.name))  # the descriptor starts with the name, as the sample does
             if len(self._parts) >= SERIES_CACHE_MAX:
                 self._parts.clear()
             parts = self._parts[s.descriptor] = (
                 self.header + s.descriptor[:n],
                 s.descriptor[n:] + self._source,
             )
-        return b"".join((parts[0], _DOUBLE.pack(value), _long(timestamp_ms), parts[1]))
+        return b"".join((parts[0], _DOUBLE.pack(value), avro_long(timestamp_ms), parts[1]))
