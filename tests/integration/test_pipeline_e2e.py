@@ -52,6 +52,18 @@ def produce(
         mc.flush(60)
 
 
+def produce_in_background(p: Pipeline, points: list[Point]) -> threading.Thread:
+    """Produce over about 40 s in a thread; return once a third is out, plus 3 s."""
+    third = threading.Event()
+    producer = threading.Thread(
+        target=produce, args=(p, points), kwargs={"pace_s": 40, "on_progress": third}
+    )
+    producer.start()
+    assert third.wait(120)
+    time.sleep(3)
+    return producer
+
+
 def check_against_oracle(p: Pipeline, expected: dict[tuple[str, int, int], Expected]) -> None:
     p.wait(
         lambda: p.query("SELECT count() FROM aggregates FINAL")[0][0] >= len(expected),
@@ -119,13 +131,7 @@ def test_kill_9_worker_and_store_mid_stream(pipeline: Pipeline) -> None:
     expected = oracle(points, pipeline.settings.aggregation.windows_ms)
     pipeline.start_store()
     pipeline.start("worker", "worker-a")
-    third = threading.Event()
-    producer = threading.Thread(
-        target=produce, args=(pipeline, points), kwargs={"pace_s": 40, "on_progress": third}
-    )
-    producer.start()
-    assert third.wait(120)
-    time.sleep(3)
+    producer = produce_in_background(pipeline, points)
     pipeline.kill("worker-a")  # SIGKILL: no checkpoint, no commit, no goodbye
     pipeline.start("worker", "worker-b")
     time.sleep(8)
@@ -177,13 +183,7 @@ def test_rebalance_after_a_worker_dies_keeps_windows_exact(pipeline: Pipeline) -
     pipeline.start("worker", "worker-1")
     pipeline.start("worker", "worker-2")
     time.sleep(12)  # both in the group before data arrives
-    third = threading.Event()
-    producer = threading.Thread(
-        target=produce, args=(pipeline, points), kwargs={"pace_s": 40, "on_progress": third}
-    )
-    producer.start()
-    assert third.wait(120)
-    time.sleep(3)
+    producer = produce_in_background(pipeline, points)
     pipeline.kill("worker-2")
     producer.join(300)
     check_against_oracle(pipeline, expected)
