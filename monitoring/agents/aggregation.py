@@ -8,7 +8,7 @@ partitions and checkpoints: outputs are flushed, the changed state goes to the
 compacted ``aggregation.state`` topic (same partition), and only then are the
 source messages acked, so Faust commits offsets no further than the changelog.
 Outputs go through ``streams.outputs.Outputs`` (librdkafka), not Faust's producer:
-a scraped series closes about one window per sample.
+a series scraped every 10 s closes a 10 s window with every sample.
 Faust's windowed tables and ``on_window_close`` are not used (see ARCHITECTURE.md).
 """
 
