@@ -8,7 +8,6 @@ its HTTP endpoint (the process that owns the embedded ClickHouse).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from monitoring.config import Settings
+from monitoring.sinks.clickhouse.query_server import query_store
 from monitoring.streams.admin import ensure_topics
 
 BIN = Path(sys.executable).parent / "monitoring"
@@ -138,11 +138,10 @@ class LocalDeployment:
 
     def query(self, sql: str) -> list[list[Any]]:
         """Rows of a read-only query, answered by the store process."""
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.query_port}/query", data=sql.encode(), method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return list(json.loads(r.read())["rows"])
+        result = query_store("127.0.0.1", self.query_port, sql, timeout=60)
+        if result is None:
+            raise ConnectionError(f"no store answers on 127.0.0.1:{self.query_port}")
+        return list(result["rows"])
 
     def wait(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``cond`` until true; fail early if a process crashed."""

@@ -27,13 +27,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
-from monitoring.metrics.checkpoint import pack_meta, pack_series, unpack_meta, unpack_series
+from monitoring.metrics.checkpoint import pack_meta, pack_series, restore_record, unpack_meta
 from monitoring.metrics.samples import (
     InvalidSample,
     Limits,
     Sample,
     SampleDecoder,
-    parse_series_key,
 )
 from monitoring.streams import topics
 from monitoring.streams.aggregate_encoding import AggregateEncoder
@@ -244,7 +243,10 @@ class AggregationAgent:
             self.settings.aggregation.quantile_relative_accuracy,
         )
         meta_raw = table.pop(_CHECKPOINT_KEY, None)
-        agg.restore(unpack_meta(meta_raw) if meta_raw else None, map(_series_record, table.items()))
+        agg.restore(
+            unpack_meta(meta_raw) if meta_raw else None,
+            (restore_record(k.decode(), v) for k, v in table.items()),
+        )
         log.info(
             "partition_restored",
             partition=p,
@@ -362,10 +364,3 @@ class AggregationAgent:
                 for event in unacked:
                     await self._stream.ack(event)
             self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
-
-
-def _series_record(item: tuple[bytes, bytes]) -> dict[str, Any]:
-    """A changelog record as ``PartitionAggregator.restore`` takes it."""
-    key = item[0].decode()
-    name, labels = parse_series_key(key)
-    return {**unpack_series(item[1]), "series": key, "name": name, "labels": labels}

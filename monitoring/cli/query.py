@@ -8,8 +8,6 @@ latest aggregates.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +17,7 @@ from rich.table import Table
 from monitoring.cli.settings import load_settings
 from monitoring.cli.store import ConfigOpt
 from monitoring.config import Settings
+from monitoring.sinks.clickhouse.query_server import QueryFailed, query_store
 
 console = Console()
 err = Console(stderr=True)
@@ -27,10 +26,6 @@ LATEST = (
     "SELECT window_start, window_ms, series, count, mean, min, max, last, p99, closed_by "
     "FROM aggregates FINAL{where} ORDER BY window_start DESC, series LIMIT {limit}"
 )
-
-
-class QueryFailed(RuntimeError):
-    """The query was refused or failed; the message is for the user."""
 
 
 def quote(s: str) -> str:
@@ -56,24 +51,7 @@ def latest_sql(series: str | None, name: str | None, limit: int) -> str:
 def via_store(settings: Settings, sql: str, timeout: float = 30.0) -> dict[str, Any] | None:
     """Ask the running store's endpoint; None if no store answers there."""
     st = settings.storage
-    req = urllib.request.Request(
-        f"http://{st.query_host}:{st.query_port}/query",
-        data=sql.encode(),
-        method="POST",
-        headers={"Content-Type": "text/plain"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read()).get("error", str(e))
-        except ValueError:
-            msg = str(e)
-        raise QueryFailed(msg) from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
+    return query_store(st.query_host, st.query_port, sql, timeout)
 
 
 def direct(settings: Settings, sql: str) -> dict[str, Any]:

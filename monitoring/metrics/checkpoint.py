@@ -27,6 +27,8 @@ import struct
 from array import array
 from typing import Any
 
+from monitoring.metrics.samples import parse_series_key
+
 VERSION = 1
 _HEAD = struct.Struct("<BqI")
 _WIN = struct.Struct("<qqqddddqB")
@@ -93,6 +95,13 @@ def unpack_series(data: bytes) -> dict[str, Any]:
     if pos != len(data):
         raise CheckpointError(f"{len(data) - pos} trailing bytes in a series state")
     return {"applied_offset": applied, "windows": windows}
+
+
+def restore_record(key: str, data: bytes) -> dict[str, Any]:
+    """A changelog record (series key, packed state) as ``PartitionAggregator.restore``
+    takes it: the unpacked state plus ``series``, ``name`` and ``labels``."""
+    name, labels = parse_series_key(key)
+    return {**unpack_series(data), "series": key, "name": name, "labels": labels}
 
 
 def pack_meta(meta: dict[str, Any]) -> bytes:

@@ -12,8 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
-from monitoring.metrics.checkpoint import pack_meta, pack_series, unpack_meta, unpack_series
-from monitoring.metrics.samples import Sample, parse_series_key, series_key
+from monitoring.metrics.checkpoint import (
+    pack_meta,
+    pack_series,
+    restore_record,
+    unpack_meta,
+    unpack_series,
+)
+from monitoring.metrics.samples import Sample, series_key
 from monitoring.metrics.windows import EXACT_LIMIT, WindowAccumulator
 
 ACCURACY = 0.01
@@ -160,11 +166,7 @@ def _apply(changelog: dict[str, bytes], records: list[tuple[str, Any]]) -> None:
 def _restored(changelog: dict[str, bytes], windows, lateness) -> PartitionAggregator:
     agg = PartitionAggregator(windows, lateness, ACCURACY)
     meta = changelog.get(CHECKPOINT_KEY)
-    records = []
-    for key, data in changelog.items():
-        if key != CHECKPOINT_KEY:
-            name, labels = parse_series_key(key)
-            records.append({**unpack_series(data), "series": key, "name": name, "labels": labels})
+    records = [restore_record(k, v) for k, v in changelog.items() if k != CHECKPOINT_KEY]
     agg.restore(unpack_meta(meta) if meta else None, records)
     return agg
 

@@ -8,8 +8,11 @@ queries for everyone else: ``POST /query`` (SQL in the body) -> ``{"columns",
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -114,3 +117,32 @@ class QueryServer:
             return 403, {"error": str(e)}
         except Exception as e:
             return 400, {"error": str(e)}
+
+
+class QueryFailed(RuntimeError):
+    """The query was refused or failed; the message is for the user."""
+
+
+def query_store(host: str, port: int, sql: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """Ask a running store's ``POST /query``; None if no store answers there.
+
+    Raises QueryFailed with the store's message when it refuses or fails the query.
+    """
+    req = urllib.request.Request(
+        f"http://{host}:{port}/query",
+        data=sql.encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            result: dict[str, Any] = json.loads(resp.read())
+            return result
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read()).get("error", str(e))
+        except ValueError:
+            msg = str(e)
+        raise QueryFailed(msg) from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
