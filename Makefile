@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint broker-up broker-down bench clean
+.PHONY: setup demo test lint broker-up broker-down bench clean alertmanager
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -25,8 +25,13 @@ broker-down:
 demo: broker-up
 	$(BIN)/monitoring demo
 
-test: broker-up
+test: broker-up alertmanager
 	$(BIN)/pytest
+
+# The real Prometheus Alertmanager that the notifier tests deliver to (Debian package).
+alertmanager:
+	test -x /usr/bin/prometheus-alertmanager || \
+		(apt-get update -q && apt-get install -y --no-install-recommends prometheus-alertmanager)
 
 lint: setup
 	$(BIN)/ruff check monitoring tests

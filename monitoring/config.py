@@ -117,6 +117,7 @@ class AggregationSettings(_Section):
 class RetentionSettings(_Section):
     samples: Duration = timedelta(days=7)
     aggregates: Duration = timedelta(days=30)
+    logs: Duration = timedelta(days=14)
 
 
 class StorageSettings(_Section):
@@ -142,6 +143,106 @@ class WorkerSettings(_Section):
     metrics_port: int = Field(9310, ge=0, le=65535)
 
 
+class LoggingSettings(_Section):
+    """The project's own log: stderr always; a file too when ``file`` is set, rotated
+    ``rotation`` (``midnight``: daily, UTC; or ``H``: hourly), gzip-compressed, keeping
+    ``backups`` old files."""
+
+    file: str = ""
+    rotation: Literal["midnight", "H"] = "midnight"
+    backups: int = Field(14, ge=0)
+    compress: bool = True
+
+
+class LogsSettings(_Section):
+    """Log agent: counter windows, idle close, checkpoints, record limits."""
+
+    enabled: bool = True
+    window: Duration = timedelta(seconds=10)
+    idle_timeout: Duration = timedelta(seconds=30)
+    checkpoint_interval: Duration = timedelta(seconds=5)
+    max_message_bytes: int = Field(64 * 1024, ge=256)
+    max_attributes: int = Field(64, ge=0)
+    ship_own_logs: bool = False  # the worker's structlog events to the logs topic too
+
+
+class DetectorRoute(_Section):
+    """Detector for the metrics whose name matches ``match`` (a glob, like ``gpu_*``)."""
+
+    match: str
+    detector: str
+
+
+AggregateField = Literal["mean", "last", "min", "max", "sum", "count", "p50", "p90", "p99"]
+
+
+class AnomalySettings(_Section):
+    """Anomaly agent: scores one field of the closed windows of one size, per series.
+
+    ``detector`` is the default detector's name, ``detectors`` picks others per metric
+    name pattern (first match wins). Points before ``warmup`` raise no anomaly events;
+    a score at or above ``threshold`` is an anomaly event. Series with no point for
+    ``idle_eviction`` of event time are evicted. Metrics in ``exclude`` (globs) are
+    not scored; ``anomaly_score`` itself never is.
+    """
+
+    enabled: bool = True
+    window: Duration = timedelta(seconds=10)
+    field: AggregateField = "mean"
+    detector: str = "default"
+    detectors: list[DetectorRoute] = []
+    warmup: int = Field(0, ge=0, description="0: the detector's own default")
+    threshold: float = Field(0.9, gt=0, le=1)
+    idle_eviction: Duration = timedelta(hours=6)
+    exclude: list[str] = []
+    checkpoint_interval: Duration = timedelta(seconds=5)
+
+
+class AlertingSettings(_Section):
+    """Alert evaluator: rule files, the window size rules read, and when to evaluate.
+
+    ``rules`` are Prometheus rule files or the seed's shorthand (globs allowed).
+    An end time is evaluated once every live partition delivered its windows (after
+    ``settle``), or ``grace`` after its first window arrived.
+    """
+
+    rules: list[str] = []
+    window: Duration = timedelta(seconds=10)
+    lookback: Duration = timedelta(minutes=5)
+    grace: Duration = timedelta(seconds=2)
+    settle: Duration = timedelta(milliseconds=50)
+    checkpoint_interval: Duration = timedelta(seconds=1)
+    generator_url: str = ""
+    metrics_port: int = Field(9311, ge=0, le=65535)
+
+
+class NotifierSettings(_Section):
+    """Notifier: the Alertmanager-shaped config file and the HTTP API port."""
+
+    config: str = "infra/alertmanager/monitoring-alertmanager.yml"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(9094, ge=0, le=65535)
+    checkpoint_interval: Duration = timedelta(seconds=1)
+
+
+class ModelMetricsSettings(_Section):
+    """Model metrics agent: joins predictions with labels into model_* series.
+
+    Pending predictions and labels wait at most ``join_horizon`` of event time and
+    ``max_pending`` entries per partition; River's rolling metrics span the last
+    ``rolling_window`` outcomes; ``drift_detector`` (``adwin`` or ``page_hinkley``)
+    watches every feature and reports at least once per ``drift_interval``.
+    """
+
+    enabled: bool = True
+    join_horizon: Duration = timedelta(hours=1)
+    max_pending: int = Field(100_000, ge=1)
+    rolling_window: int = Field(1000, ge=1)
+    drift_detector: Literal["adwin", "page_hinkley"] = "adwin"
+    drift_interval: Duration = timedelta(seconds=5)
+    checkpoint_interval: Duration = timedelta(seconds=5)
+
+
 class Settings(BaseSettings):
     """All settings. Env: ``MONITORING_<SECTION>__<KEY>``; file: ``MONITORING_CONFIG``."""
 
@@ -154,6 +255,12 @@ class Settings(BaseSettings):
     aggregation: AggregationSettings = AggregationSettings()
     storage: StorageSettings = StorageSettings()
     worker: WorkerSettings = WorkerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    logs: LogsSettings = LogsSettings()
+    anomaly: AnomalySettings = AnomalySettings()
+    alerting: AlertingSettings = AlertingSettings()
+    notifier: NotifierSettings = NotifierSettings()
+    model_metrics: ModelMetricsSettings = ModelMetricsSettings()
 
     @classmethod
     def settings_customise_sources(

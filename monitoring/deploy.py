@@ -26,7 +26,12 @@ from monitoring.sinks.clickhouse.query_server import query_store
 from monitoring.streams.admin import ensure_topics
 
 BIN = Path(sys.executable).parent / "monitoring"
-ROLES = {"worker": ["worker"], "store": ["store", "run"]}
+ROLES = {
+    "worker": ["worker"],
+    "store": ["store", "run"],
+    "alerting": ["alerts", "evaluate"],
+    "notifier": ["alerts", "notify"],
+}
 
 
 def free_port() -> int:
@@ -80,8 +85,10 @@ class LocalDeployment:
             "MONITORING_STORAGE__QUERY_PORT": str(self.query_port),
             "MONITORING_STORAGE__FLUSH_INTERVAL": "500ms",
             "MONITORING_WORKER__METRICS_PORT": "0",
+            "MONITORING_ALERTING__METRICS_PORT": "0",
             "MONITORING_AGGREGATION__CHECKPOINT_INTERVAL": "500ms",
             "MONITORING_AGGREGATION__IDLE_TIMEOUT": "6s",
+            "MONITORING_ANOMALY__CHECKPOINT_INTERVAL": "500ms",
         }
         self.env.update({f"MONITORING_{k.upper()}": v for k, v in overrides.items()})
         self.settings = env_settings(self.env)

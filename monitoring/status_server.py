@@ -2,7 +2,8 @@
 
 ``GET /healthz`` answers the process's health dict as JSON (200 when its ``status`` is
 ``ok``, else 503); ``GET /metrics`` the process's own prometheus registry; extra
-``POST`` routes take the request body and answer ``(status, JSON-able)``. A
+``POST`` routes take the request body and extra ``GET`` routes nothing; both answer
+``(status, JSON-able)``. A
 ``ThreadingHTTPServer`` in a daemon thread, on loopback by default.
 
 >>> from prometheus_client import CollectorRegistry
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 MAX_BODY = 1 << 20
 Route = Callable[[bytes], tuple[int, Any]]
+GetRoute = Callable[[], tuple[int, Any]]
 
 
 class StatusServer:
@@ -37,10 +39,12 @@ class StatusServer:
         port: int,
         health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"},
         routes: Mapping[str, Route] | None = None,
+        get_routes: Mapping[str, GetRoute] | None = None,
     ) -> None:
         self.registry = registry
         self.health = health
         self.routes = dict(routes or {})
+        self.get_routes = dict(get_routes or {})
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="status-http",
@@ -81,6 +85,8 @@ def _handler(server: StatusServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200 if h.get("status") == "ok" else 503, h)
             elif self.path == "/metrics":
                 self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
+            elif self.path in server.get_routes:
+                self._json(*server.get_routes[self.path]())
             else:
                 self._json(404, {"error": f"no such path {self.path}"})
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -36,9 +35,9 @@ from monitoring.metrics.samples import (
 )
 from monitoring.streams import topics
 from monitoring.streams.aggregate_encoding import AggregateEncoder
-from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.outputs import Outputs, dead_letter_headers
+from monitoring.streams.outputs import Outputs
+from monitoring.streams.partition_state import PartitionStates, Records, Slot
 
 log = get_logger("aggregation")
 SAMPLE = "monitoring.MetricSample"
@@ -82,17 +81,6 @@ class _Metrics:
         )
 
 
-@dataclass
-class _Partition:
-    agg: PartitionAggregator
-    pending: list[EventT] = field(default_factory=list)  # processed, not yet checkpointed
-    last_event_wall: float = field(default_factory=time.monotonic)
-    # a checkpoint taken but not yet acknowledged by the broker: its changelog records
-    # (the partition record last) and the source messages it covers
-    unwritten: dict[bytes, bytes | None] = field(default_factory=dict)
-    unacked: list[EventT] = field(default_factory=list)
-
-
 class AggregationAgent:
     """Registers the aggregation agent, its timer and rebalance hooks on ``app``."""
 
@@ -124,11 +112,16 @@ class AggregationAgent:
         self._aggregates_by_reason = {
             r: self.metrics.aggregates.labels(r) for r in ("watermark", "idle")
         }
-        self._partitions: dict[int, _Partition] = {}
-        self._restoring: dict[int, asyncio.Task[_Partition]] = {}
+        self.states: PartitionStates[PartitionAggregator] = PartitionStates(
+            source_topic=self.samples_topic.get_topic_name(),
+            state_topic=self.state_topic,
+            bootstrap=k.bootstrap_servers,
+            outputs=self.outputs,
+            restore=self._restore,
+            snapshot=_snapshot,
+        )
         self._stream: StreamT | None = None
         self._idle_lock = asyncio.Lock()
-        self._checkpoint_lock = asyncio.Lock()
         self._broker_back_at = time.monotonic()
         self._broker_down = False
         app.agent(self.samples_topic, name="aggregation")(self._run)
@@ -139,35 +132,38 @@ class AggregationAgent:
 
     def health(self) -> dict[str, Any]:
         """For ``GET /healthz``: ``ok`` unless the broker was last found unreachable."""
-        parts = dict(self._partitions)
+        parts = dict(self.states.slots)
         return {
             "status": "unavailable" if self._broker_down else "ok",
             "partitions": sorted(parts),
-            "open_windows": sum(x.agg.open_windows for x in parts.values()),
+            "open_windows": sum(x.state.open_windows for x in parts.values()),
             "unacked_messages": sum(len(x.pending) + len(x.unacked) for x in parts.values()),
-            "late_samples": sum(x.agg.late_count for x in parts.values()),
+            "late_samples": sum(x.state.late_count for x in parts.values()),
         }
 
     # -- the stream ---------------------------------------------------------------
     async def _run(self, stream: StreamT) -> None:
         self._stream = stream = stream.noack()  # type: ignore[attr-defined]
         async for event in stream.events():
-            msg = event.message
-            part = self._partitions.get(msg.partition) or await self._partition(msg.partition)
-            part.last_event_wall = time.monotonic()
-            part.pending.append(event)
-            self.metrics.messages.inc()
-            samples = await self._decode(event)
-            result = part.agg.process(msg.offset, samples)
-            if not samples and not result.closed:
-                continue
-            self.metrics.samples.inc(len(samples))
-            self.outputs.poll()  # delivery callbacks, once per source message
-            for agg in result.closed:
-                await self._publish_aggregate(agg)
-            for late in result.late:
-                self.metrics.late.inc()
-                await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
+            part = await self.states.get(event.message.partition)
+            async with self.states.lock:  # a checkpoint waits for the outputs
+                await self._handle(event, part)
+
+    async def _handle(self, event: EventT, part: Slot[PartitionAggregator]) -> None:
+        msg = event.message
+        self.states.processed(part, event)
+        self.metrics.messages.inc()
+        samples = await self._decode(event)
+        result = part.state.process(msg.offset, samples)
+        if not samples and not result.closed:
+            return
+        self.metrics.samples.inc(len(samples))
+        self.outputs.poll()  # delivery callbacks, once per source message
+        for agg in result.closed:
+            await self._publish_aggregate(agg)
+        for late in result.late:
+            self.metrics.late.inc()
+            await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
 
     async def _decode(self, event: EventT) -> list[Sample]:
         try:
@@ -187,17 +183,10 @@ class AggregationAgent:
     async def _dead_letter(
         self, event: EventT, reason: str, detail: str, rejected: list[int] | None = None
     ) -> None:
-        msg = event.message
         self.metrics.dead_letters.labels(reason).inc()
-        log.warning(
-            "dead_letter", reason=reason, error=detail[:200], partition=msg.partition,
-            offset=msg.offset,
-        )  # fmt: skip
-        headers = dead_letter_headers(
-            reason, detail, msg.topic, msg.partition, msg.offset, "aggregation", rejected
+        await self.outputs.dead_letter(
+            self.dead_letter_topic, event, reason, detail, "aggregation", rejected
         )
-        value = event.value if isinstance(event.value, bytes) else None
-        await self.outputs.send(self.dead_letter_topic, msg.key, value, headers=headers)
 
     async def _publish_aggregate(self, agg: Aggregate) -> None:
         self._aggregates_by_reason[agg.closed_by].inc()
@@ -224,19 +213,7 @@ class AggregationAgent:
         )
 
     # -- state: restore on assignment, checkpoint on the timer ----------------------
-    async def _partition(self, p: int) -> _Partition:
-        task = self._restoring.get(p)
-        if task is None:
-            task = self._restoring[p] = asyncio.ensure_future(self._restore(p))
-        part = await task
-        self._partitions[p] = part
-        return part
-
-    async def _restore(self, p: int) -> _Partition:
-        started = time.monotonic()
-        table = await asyncio.to_thread(
-            read_table, self.settings.kafka.bootstrap_servers, self.state_topic, p
-        )
+    def _restore(self, p: int, table: dict[bytes, bytes]) -> PartitionAggregator:
         agg = PartitionAggregator(
             self._windows_ms,
             self._lateness_ms,
@@ -248,28 +225,21 @@ class AggregationAgent:
             (restore_record(k.decode(), v) for k, v in table.items()),
         )
         log.info(
-            "partition_restored",
+            "aggregation_restored",
             partition=p,
             series=len(table),
             open_windows=agg.open_windows,
             checkpoint_offset=agg.checkpoint_offset,
-            seconds=round(time.monotonic() - started, 3),
         )
-        return _Partition(agg)
+        return agg
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        mine = [tp.partition for tp in assigned if tp.topic == self.samples_topic.get_topic_name()]
-        await asyncio.gather(*(self._partition(p) for p in mine if p not in self._partitions))
-        self.metrics.partitions.set(len(self._partitions))
+        await self.states.on_assigned(assigned)
+        self.metrics.partitions.set(len(self.states.slots))
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-        for tp in revoked:
-            if tp.topic == self.samples_topic.get_topic_name():
-                # Unacked messages will be replayed by the next owner from our last
-                # checkpoint; nothing here may write state any more.
-                self._partitions.pop(tp.partition, None)
-                self._restoring.pop(tp.partition, None)
-        self.metrics.partitions.set(len(self._partitions))
+        self.states.on_revoked(revoked)
+        self.metrics.partitions.set(len(self.states.slots))
 
     async def _idle_tick(self) -> None:
         """Close the windows of partitions that have seen no message for idle_timeout.
@@ -282,9 +252,9 @@ class AggregationAgent:
             now = time.monotonic()
             idle = [
                 (p, part)
-                for p, part in self._partitions.items()
+                for p, part in self.states.slots.items()
                 if now - max(part.last_event_wall, self._broker_back_at) >= self._idle_s
-                and part.agg.open_windows
+                and part.state.open_windows
             ]
             ends = await asyncio.to_thread(self._end_offsets, [p for p, _ in idle]) if idle else {}
             if ends is None:
@@ -297,16 +267,17 @@ class AggregationAgent:
                 self._broker_back_at = time.monotonic()
                 idle = []
             for p, part in idle:
-                if ends is not None and ends[p] > part.agg.last_offset + 1:
+                if ends is not None and ends[p] > part.state.last_offset + 1:
                     continue  # messages are waiting: not idle
-                if self._partitions.get(p) is not part:
+                if self.states.slots.get(p) is not part:
                     continue
-                closed = part.agg.close_idle()
-                log.info("idle_close", partition=p, windows=len(closed))
-                for agg in closed:
-                    await self._publish_aggregate(agg)
+                async with self.states.lock:
+                    closed = part.state.close_idle()
+                    log.info("idle_close", partition=p, windows=len(closed))
+                    for agg in closed:
+                        await self._publish_aggregate(agg)
             self.metrics.open_windows.set(
-                sum(x.agg.open_windows for x in self._partitions.values())
+                sum(x.state.open_windows for x in self.states.slots.values())
             )
 
     def _end_offsets(self, partitions: list[int]) -> dict[int, int] | None:
@@ -332,35 +303,17 @@ class AggregationAgent:
             return None
 
     async def _checkpoint_tick(self) -> None:
-        """Checkpoint every changed partition: outputs, then state, then acks.
-
-        If the broker does not acknowledge in time, the checkpoint is kept and retried
-        at the next tick; nothing is acked meanwhile.
-        """
-        async with self._checkpoint_lock:
-            started = time.monotonic()
-            for part in self._partitions.values():
-                if part.agg.has_changes:
-                    cp = part.agg.checkpoint()
-                    for k, v in cp.series:
-                        part.unwritten[k.encode()] = None if v is None else pack_series(v)
-                    part.unwritten.pop(_CHECKPOINT_KEY, None)  # keep it last
-                    part.unwritten[_CHECKPOINT_KEY] = pack_meta(cp.meta)
-                    part.unacked += part.pending
-                    part.pending = []
-            todo = [(p, part) for p, part in self._partitions.items() if part.unwritten]
-            if not todo or not await self.outputs.flush():  # outputs before the state
-                return
-            for p, part in todo:
-                for key, value in part.unwritten.items():
-                    await self.outputs.send(self.state_topic, key, value, partition=p)
-            if not await self.outputs.flush():
-                return
-            for p, part in todo:
-                part.unwritten.clear()
-                unacked, part.unacked = part.unacked, []
-                if self._partitions.get(p) is not part or self._stream is None:
-                    continue  # revoked meanwhile: the new owner replays these messages
-                for event in unacked:
-                    await self._stream.ack(event)
+        """Checkpoint every changed partition (see ``streams.partition_state``)."""
+        started = time.monotonic()
+        if await self.states.checkpoint(self._stream):
             self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+
+
+def _snapshot(agg: PartitionAggregator) -> Records | None:
+    """Changelog records of the changes since the last checkpoint, the partition record last."""
+    if not agg.has_changes:
+        return None
+    cp = agg.checkpoint()
+    records: Records = [(k.encode(), None if v is None else pack_series(v)) for k, v in cp.series]
+    records.append((_CHECKPOINT_KEY, pack_meta(cp.meta)))
+    return records

@@ -7,7 +7,18 @@ from __future__ import annotations
 
 import typer
 
-from monitoring.cli import bench, broker, pipeline, produce, query, store
+from monitoring.cli import (
+    alerts,
+    anomaly,
+    bench,
+    broker,
+    logs,
+    pipeline,
+    produce,
+    query,
+    rules,
+    store,
+)
 
 app = typer.Typer(
     name="monitoring",
@@ -18,6 +29,10 @@ app = typer.Typer(
 app.add_typer(broker.app, name="broker")
 app.add_typer(store.app, name="store")
 app.add_typer(bench.app, name="bench")
+app.add_typer(anomaly.app, name="anomaly")
+app.add_typer(rules.app, name="rules")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(logs.app, name="logs")
 pipeline.register(app)
 produce.register(app)
 query.register(app)

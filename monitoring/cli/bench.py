@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -75,3 +78,119 @@ def faust_baseline(
     from monitoring.bench.faust_baseline import run
 
     run(load_settings(config).kafka.bootstrap_servers, messages, acks)
+
+
+@app.command("anomaly")
+def anomaly(
+    nab: Annotated[Path | None, typer.Option(help="NAB dir: data/, labels/, score.py")] = None,
+    detector: Annotated[str | None, typer.Option(help="detector name (default: robust)")] = None,
+) -> None:
+    """Points/s per core and bytes per series of a detector; NAB scores with --nab."""
+    from monitoring.anomaly import DEFAULT_DETECTOR
+    from monitoring.bench.anomaly import run as run_anomaly
+
+    res = run_anomaly(detector or DEFAULT_DETECTOR, nab)
+    t = Table(title=f"monitoring bench anomaly ({res.detector})")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("points/s per core (CPU time, 1 process)", f"{res.points_per_s:,.0f}")
+    t.add_row("bytes per series: nbytes() (memory)", f"{res.nbytes:,}")
+    t.add_row("bytes per series: len(to_bytes()) (checkpoint)", f"{res.checkpoint_bytes:,}")
+    for prof, score in res.nab.items():
+        t.add_row(f"NAB {prof}", f"{score:.2f}")
+    Console().print(t)
+    if res.nab_report:
+        print(res.nab_report)
+    print(res.summary_line())
+
+
+@app.command("alerts")
+def alerts(
+    rules: int = typer.Option(1_000, help="rules loaded"),
+    series: int = typer.Option(10_000, help="series in the load"),
+    seconds: float = typer.Option(90, help="duration of the live phase"),
+    closes: int = typer.Option(20, help="window closes timed in the evaluation phase"),
+    config: str | None = typer.Option(None, "--config", "-c"),
+) -> None:
+    """Window close -> alert on the topic -> webhook latency; rule evaluation cost."""
+    from monitoring.bench.alert_latency import run as run_live
+    from monitoring.bench.alerts import run_eval_bench
+    from monitoring.bench.pipeline import percentile
+    from monitoring.log import configure_logging
+
+    configure_logging("WARNING")
+    console = Console(stderr=True)
+    console.print(f"[dim]evaluation: {rules:,} rules over {series:,} series[/dim]")
+    ev = run_eval_bench(rules, series, closes)
+    live = run_live(
+        load_settings(config).kafka.bootstrap_servers,
+        rules,
+        series,
+        seconds,
+        progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+    )
+    a50, a99 = percentile(live.alert_ms, 0.5), percentile(live.alert_ms, 0.99)
+    d50, d99 = percentile(live.delivery_ms, 0.5), percentile(live.delivery_ms, 0.99)
+    t = Table(title="monitoring bench alerts")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("rules x series", f"{rules:,} x {series:,}")
+    t.add_row("evaluation per window close (ms, wall)", f"{ev.eval_ms_per_close:.1f}")
+    t.add_row("evaluation per window close (ms, CPU)", f"{ev.eval_cpu_ms_per_close:.1f}")
+    t.add_row("evaluation worst close (ms)", f"{ev.eval_ms_max:.1f}")
+    t.add_row("live load (samples/s)", f"{live.samples_per_s:,.0f}")
+    t.add_row("window ends closed / alerts measured", f"{live.closes} / {len(live.alert_ms)}")
+    t.add_row("window close -> alert on topic p50/p99 (ms)", f"{a50:.0f} / {a99:.0f}")
+    t.add_row(
+        f"window close -> webhook p50/p99 (ms, {len(live.delivery_ms)} alerts)",
+        f"{d50:.0f} / {d99:.0f}",
+    )
+    Console().print(t)
+    print(
+        f"alert_p50_ms={a50:.0f} alert_p99_ms={a99:.0f} delivery_p99_ms={d99:.0f} "
+        f"eval_ms_per_close={ev.eval_ms_per_close:.1f}"
+    )
+
+
+@app.command("logs")
+def logs_bench(
+    lines: int = typer.Option(60_000, help="corpus lines through the agent's path"),
+    calls: int = typer.Option(50_000, help="logging calls timed with the Kafka handler"),
+    rows: int = typer.Option(10_000_000, help="stored lines generated for the search"),
+    directory: str | None = typer.Option(None, "--dir", help="where the chDB goes (tmp)"),
+    config: str | None = typer.Option(None, "--config", "-c"),
+) -> None:
+    """Log agent lines/s per core, handler µs per call, token search ms, bytes per line."""
+    from pathlib import Path
+
+    from monitoring.bench.logs import run as run_logs
+
+    console = Console(stderr=True)
+    res = run_logs(
+        load_settings(config).kafka.bootstrap_servers,
+        lines,
+        calls,
+        rows,
+        Path(directory) if directory else None,
+        progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+    )
+    t = Table(title="monitoring bench logs")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("calibration: dict get+set loop iteration (ns)", f"{res.calibration_ns:.0f}")
+    t.add_row("agent path, decode+normalise+mine+count+encode (lines per CPU-s)",
+              f"{res.lines_per_s:,.0f}")  # fmt: skip
+    t.add_row("  of which Avro decode (µs per line)", f"{res.decode_us:.1f}")
+    t.add_row("domain only: normalise+mine+count (lines per CPU-s)",
+              f"{res.domain_lines_per_s:,.0f}")  # fmt: skip
+    t.add_row("logger.info with KafkaLogHandler (µs, calling thread CPU)",
+              f"{res.handler_call_us:.2f}")  # fmt: skip
+    t.add_row("logger.info without handlers (µs)", f"{res.bare_call_us:.2f}")
+    t.add_row("handler overhead per call (µs)", f"{res.handler_us:.2f}")
+    t.add_row(f"insert {res.rows:,} generated lines (s)", f"{res.insert_s:.1f}")
+    t.add_row(f"token search, all services, newest 50 ({res.matches} hits) (ms, median)",
+              f"{res.search_ms:.0f}")  # fmt: skip
+    t.add_row("token + service + level + 6 h range (ms, median)", f"{res.search_service_ms:.0f}")
+    t.add_row("bytes on disk per stored line", f"{res.bytes_per_line:.1f}")
+    Console().print(t)
+    print(res.summary_line())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import typer
 
 from monitoring.cli.settings import load_settings
@@ -11,7 +14,8 @@ def worker(
     config: str | None = typer.Option(None, "--config", "-c", help="YAML settings file"),
     loglevel: str = typer.Option("warning", help="Faust's own log level"),
 ) -> None:
-    """Run a stream worker (aggregation agent). Start more to scale out."""
+    """Run a stream worker: the aggregation agent, and the anomaly agent unless
+    ``anomaly.enabled`` is false. Start more workers to scale out."""
     from faust.worker import Worker
     from prometheus_client import CollectorRegistry
 
@@ -22,20 +26,43 @@ def worker(
     from monitoring.streams.app import create_app
 
     settings = load_settings(config)
-    configure_logging()
+    configure_logging(file=settings.logging)
     ensure_topics(settings)
     registry = CollectorRegistry()
+    if settings.logs.ship_own_logs:
+        from monitoring.streams.log_shipping import ship_own_logs
+
+        ship_own_logs(settings, "monitoring-worker", registry)
     log = get_logger("worker")
     app = create_app(settings)
-    agent = AggregationAgent(app, settings, registry)
+    agents: dict[str, Any] = {"aggregation": AggregationAgent(app, settings, registry)}
+    if settings.anomaly.enabled:
+        from monitoring.agents.anomaly import AnomalyAgent
+
+        agents["anomaly"] = AnomalyAgent(app, settings, registry)
+    if settings.logs.enabled:
+        from monitoring.agents.logs import LogAgent
+
+        agents["logs"] = LogAgent(app, settings, registry)
+    if settings.model_metrics.enabled:
+        from monitoring.agents.model_metrics import ModelMetricsAgent
+
+        agents["model_metrics"] = ModelMetricsAgent(app, settings, registry)
+
+    def health() -> dict[str, Any]:
+        parts = {name: agent.health() for name, agent in agents.items()}
+        worst = "ok" if all(p["status"] == "ok" for p in parts.values()) else "unavailable"
+        return {"status": worst, **parts}
+
     if settings.worker.metrics_port:
         try:
-            StatusServer(registry, "127.0.0.1", settings.worker.metrics_port, agent.health).start()
+            StatusServer(registry, "127.0.0.1", settings.worker.metrics_port, health).start()
         except OSError as e:
             log.warning("metrics_port_unavailable", port=settings.worker.metrics_port, error=str(e))
     log.info(
         "worker_starting",
         bootstrap=settings.kafka.bootstrap_servers,
+        agents=sorted(agents),
         windows_ms=settings.aggregation.windows_ms,
         metrics_port=settings.worker.metrics_port,
     )
@@ -49,10 +76,12 @@ def demo(
     keep: bool = typer.Option(False, help="leave the worker and store running at the end"),
     config: str | None = typer.Option(None, "--config", "-c", help="YAML settings file"),
 ) -> None:
-    """Run the pipeline locally: a worker, the store, a load generator; print aggregates.
+    """Run the pipeline locally: a worker, the store, the alert evaluator and a load
+    generator; print aggregates, then the anomalies and alerts the run produced.
 
     Needs a broker (``monitoring broker up``; ``make demo`` starts it). Topics use the
-    prefix ``demo.`` and ClickHouse lives in ``.data/demo/chdb``.
+    prefix ``demo.`` and ClickHouse lives in ``.data/demo/chdb``; the alert rules are
+    ``infra/rules/demo.rules.yml``.
     """
     import subprocess
     import threading
@@ -64,19 +93,23 @@ def demo(
 
     console = Console()
     settings = load_settings(config)
+    rules = Path(__file__).resolve().parents[2] / "infra" / "rules" / "demo.rules.yml"
     d = LocalDeployment(
         settings.kafka.bootstrap_servers,
         Path(".data/demo"),
         prefix="demo.",
         query_port=settings.storage.query_port,
+        alerting__rules=f'["{rules}"]',
+        anomaly__warmup="5",
     )
     console.print(f"[bold]demo[/bold]: store on http://127.0.0.1:{d.query_port}, logs in {d.dir}")
     d.start_store()
     d.start("worker", "worker")
+    d.start("alerting", "alerting")
     sql = (
         "SELECT series, formatDateTime(window_start, '%T') AS start, count, "
         "round(mean, 2) AS mean, round(p99, 2) AS p99 FROM aggregates FINAL "
-        "WHERE window_ms = 10000 AND name NOT LIKE '%_bucket' "
+        "WHERE window_ms = 10000 AND name NOT LIKE '%_bucket' AND name != 'anomaly_score' "
         "ORDER BY window_start DESC, series LIMIT 10"
     )
 
@@ -112,11 +145,58 @@ def demo(
         counts = d.query("SELECT count() FROM aggregates FINAL")[0][0]
         raw = d.query("SELECT count() FROM samples FINAL")[0][0]
         console.print(f"{counts:,} aggregate rows and {raw:,} raw samples stored")
+        anomalies = (
+            "SELECT series, formatDateTime(ts, '%T') AS at, round(value, 2) AS value, "
+            "round(score, 3) AS score FROM anomalies FINAL ORDER BY score DESC LIMIT 5"
+        )
+        n = d.query("SELECT count() FROM anomalies FINAL")[0][0]
+        scored = d.query("SELECT count() FROM aggregates FINAL WHERE name = 'anomaly_score'")[0][0]
+        console.print(
+            f"[bold]anomaly detection[/bold]: {scored:,} windows scored (the anomaly_score "
+            f"series), {n} anomalies (the detectors learn for 5 windows first)"
+        )
+        subprocess.run([str(BIN), "query", anomalies], env=d.env, check=False)
+        _print_alerts(console, d)
     finally:
         if keep:
             console.print(f"left running: pids {[p.pid for p in d.procs.values()]}")
         else:
             d.stop_all()
+
+
+def _print_alerts(console: Any, d: Any) -> None:
+    """The alert state changes on the demo's alerts topic."""
+    from confluent_kafka import Consumer
+    from rich.table import Table
+
+    from monitoring.streams.codec import AvroCodec
+
+    codec = AvroCodec.from_directory()
+    c = Consumer(
+        {
+            "bootstrap.servers": d.settings.kafka.bootstrap_servers,
+            "group.id": f"demo-show-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    c.subscribe([d.topic("alerts")])
+    rows = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for m in c.consume(1000, timeout=0.5):
+            if m.error() is None:
+                rows.append(codec.decode(m.value()).record)
+    c.close()
+    table = Table(title=f"alerts on {d.topic('alerts')}: {len(rows)} state changes")
+    for col in ("alertname", "status", "labels", "summary"):
+        table.add_column(col)
+    for r in rows[-12:]:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items()) if k != "alertname")
+        table.add_row(
+            r["labels"].get("alertname", ""), r["status"].lower(), labels,
+            r["annotations"].get("summary", ""),
+        )  # fmt: skip
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

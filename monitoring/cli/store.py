@@ -51,7 +51,7 @@ def run(
     from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 
     settings = load_settings(config)
-    configure_logging(log_level.upper())
+    configure_logging(log_level.upper(), file=settings.logging)
     log = get_logger("store")
     client = _client(settings)
     applied = migrate(client, settings.storage)

@@ -5,6 +5,11 @@ series scraped every second), and fastavro takes about 10 µs a record; this wri
 the cached series, name and labels bytes plus four varints and eight doubles in about
 2 µs. Byte-for-byte fastavro's output (a hypothesis test checks it); if the newest
 ``Aggregate`` schema has another layout, it falls back to fastavro.
+
+``AggregateDecoder`` is the reverse for the readers of every window (the alert
+evaluator reads all of them): the series' name and labels are parsed once and then
+recognised by their bytes, about 4 µs a record against fastavro's 20 µs plus the
+``Aggregate`` construction; other schema versions go through the codec.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from typing import Any
 
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.streams.avro_bytes import avro_long, avro_string, avro_string_map, same_layout
-from monitoring.streams.codec import AvroCodec
+from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
 
 AGGREGATE = "monitoring.Aggregate"
 _DOUBLES = struct.Struct("<8d")
+_unpack_doubles = _DOUBLES.unpack_from
 _LAYOUT: dict[str, Any] = {
     "type": "record", "name": "Aggregate", "namespace": "monitoring",
     "fields": [
@@ -69,3 +75,85 @@ class AggregateEncoder:
                 self._closed_by.get(a.closed_by) or avro_string(a.closed_by),
             )
         )
+
+
+def _long(b: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        x = b[i]
+        i += 1
+        n |= (x & 0x7F) << shift
+        if x < 0x80:
+            return (n >> 1) ^ -(n & 1), i
+        shift += 7
+
+
+def _string(b: bytes, i: int) -> tuple[str, int]:
+    n, i = _long(b, i)
+    if n < 0 or i + n > len(b):
+        raise IndexError("string")
+    return b[i : i + n].decode(), i + n
+
+
+class AggregateDecoder:
+    """``decode(bytes) -> Aggregate``; caches up to ``max_series`` series prefixes.
+
+    Raises ``DecodeError`` (the codec's reasons, and ``wrong-record``).
+    """
+
+    def __init__(self, codec: AvroCodec, max_series: int = 100_000) -> None:
+        sv = codec.latest(AGGREGATE)
+        self.header = sv.header
+        self.fast = same_layout(_LAYOUT, sv.parsed)
+        self.codec = codec
+        self.max_series = max_series
+        # series key -> (prefix bytes through the labels, name, labels)
+        self._series: dict[str, tuple[bytes, str, dict[str, str]]] = {}
+
+    def decode(self, data: bytes | None) -> Aggregate:
+        """The ``Aggregate`` of one single-object encoded record."""
+        if self.fast and isinstance(data, bytes) and data[:HEADER_LEN] == self.header:
+            try:
+                return self._fast(data)
+            except (IndexError, UnicodeDecodeError, struct.error) as e:
+                raise DecodeError("bad-body", f"Aggregate body: {e!r}") from None
+        decoded = self.codec.decode(data)
+        if decoded.name != AGGREGATE:
+            raise DecodeError("wrong-record", f"{decoded.name} is not an Aggregate")
+        return Aggregate(**decoded.record)
+
+    def _fast(self, b: bytes) -> Aggregate:
+        series, i = _string(b, HEADER_LEN)
+        labels: dict[str, str]
+        hit = self._series.get(series)
+        if hit is not None and b.startswith(hit[0]):
+            prefix, name, labels = hit
+            i = len(prefix)
+        else:
+            name, i = _string(b, i)
+            labels = {}
+            while True:
+                count, i = _long(b, i)
+                if count == 0:
+                    break
+                if count < 0:  # a block with its size in bytes
+                    count = -count
+                    _, i = _long(b, i)
+                for _ in range(count):
+                    k, i = _string(b, i)
+                    labels[k], i = _string(b, i)
+            if len(self._series) >= self.max_series:
+                self._series.clear()
+            self._series[series] = (b[:i], name, labels)
+        window_ms, i = _long(b, i)
+        start, i = _long(b, i)
+        end, i = _long(b, i)
+        count, i = _long(b, i)
+        d = _unpack_doubles(b, i)
+        closed_by, i = _string(b, i + 64)
+        if i != len(b):
+            raise DecodeError("trailing-bytes", f"{len(b) - i} bytes after an Aggregate body")
+        return Aggregate(
+            series, name, labels, window_ms, start, end, count,
+            d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], closed_by,
+        )  # fmt: skip

@@ -66,6 +66,27 @@ class Outputs:
                 self.producer.poll(0)
                 await asyncio.sleep(0.01)
 
+    async def dead_letter(
+        self,
+        topic: str,
+        event: Any,
+        reason: str,
+        detail: str,
+        stage: str,
+        rejected: list[int] | None = None,
+    ) -> None:
+        """Send a Faust event's original bytes to the dead-letter ``topic``, with why."""
+        msg = event.message
+        log.warning(
+            "dead_letter", stage=stage, reason=reason, error=detail[:200],
+            topic=msg.topic, partition=msg.partition, offset=msg.offset,
+        )  # fmt: skip
+        headers = dead_letter_headers(
+            reason, detail, msg.topic, msg.partition, msg.offset, stage, rejected
+        )
+        value = event.value if isinstance(event.value, bytes) else None
+        await self.send(topic, msg.key, value, headers=headers)
+
     def poll(self) -> None:
         """Serve delivery callbacks; call it regularly (once per source message)."""
         self.producer.poll(0)

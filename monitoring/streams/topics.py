@@ -15,8 +15,19 @@ AGGREGATES = "metrics.aggregates"
 LATE = "metrics.late"
 AGGREGATION_STATE = "aggregation.state"
 LOGS = "logs.records"
+LOG_STORED = "logs.stored"
+LOG_TEMPLATES = "logs.templates"
+LOG_STATE = "logs.state"
 ANOMALIES = "anomalies"
+ANOMALY_STATE = "anomaly.state"
 ALERTS = "alerts"
+ALERTING_STATE = "alerts.state"
+ALERT_COMMANDS = "alerts.commands"
+NOTIFIER_STATE = "alerts.notifier.state"
+NOTIFY_DELIVERIES = "alerts.deliveries"  # the notifiers' delivery log
+PREDICTIONS = "models.predictions"  # model predictions, key = prediction id
+MODEL_LABELS = "models.labels"  # their true outcomes, key = prediction id
+MODEL_STATE = "models.state"  # the model metrics agent's join and River state
 DEAD_LETTER = "dead-letter"
 
 
@@ -40,6 +51,12 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
     max_bytes = str(settings.max_message_bytes)
     delete = {"cleanup.policy": "delete", "retention.ms": retention, "max.message.bytes": max_bytes}
     n_in, n_out = settings.samples_partitions, settings.output_partitions
+    compacted = {
+        "cleanup.policy": "compact",
+        "max.message.bytes": max_bytes,
+        "min.cleanable.dirty.ratio": "0.1",
+        "segment.ms": "600000",
+    }
 
     def t(role: str, partitions: int, config: dict[str, str]) -> TopicSpec:
         return TopicSpec(topic_name(settings, role), partitions, config)
@@ -50,19 +67,30 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         t(LATE, n_out, delete),
         # Changelog of the aggregation agent's window state: compacted, one
         # partition per samples partition (co-partitioned).
-        t(
-            AGGREGATION_STATE,
-            n_in,
-            {
-                "cleanup.policy": "compact",
-                "max.message.bytes": max_bytes,
-                "min.cleanable.dirty.ratio": "0.1",
-                "segment.ms": "600000",
-            },
-        ),
+        t(AGGREGATION_STATE, n_in, compacted),
+        # Detector state of the anomaly agent, co-partitioned with the aggregates.
+        t(ANOMALY_STATE, n_out, compacted),
         t(LOGS, n_in, delete),
+        # Log agent outputs (key = service) and its compacted drain3/counter state,
+        # co-partitioned with the logs topic.
+        t(LOG_STORED, n_in, delete),
+        t(LOG_TEMPLATES, n_in, delete),
+        t(LOG_STATE, n_in, compacted),
         t(ANOMALIES, n_out, delete),
         t(ALERTS, n_out, delete),
+        # The alert evaluator and the notifier see every partition: one-partition state.
+        t(ALERTING_STATE, 1, compacted),
+        t(NOTIFIER_STATE, 1, compacted),
+        # Silences and acknowledgements, keyed by silence id / ack target: compacted,
+        # so every notifier (and `monitoring alerts silence list`) reads them all.
+        t(ALERT_COMMANDS, 1, compacted),
+        t(NOTIFY_DELIVERIES, n_out, delete),
+        # Model predictions and labels, both keyed by prediction id and co-partitioned
+        # with the samples topic (so one worker joins a partition of both), and the
+        # model metrics agent's compacted join state, one partition per source partition.
+        t(PREDICTIONS, n_in, delete),
+        t(MODEL_LABELS, n_in, delete),
+        t(MODEL_STATE, n_in, compacted),
         t(
             DEAD_LETTER,
             1,

@@ -303,4 +303,5 @@ def test_bad_input_is_dead_lettered_and_good_data_is_exact(pipeline: Pipeline) -
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
         health = json.loads(r.read())
     assert health["status"] == "ok"
-    assert health["partitions"] == list(range(pipeline.settings.kafka.samples_partitions))
+    partitions = pipeline.settings.kafka.samples_partitions
+    assert health["aggregation"]["partitions"] == list(range(partitions))

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.config import Settings
 from monitoring.sinks.clickhouse.connection import connect, connect_read_only
 from monitoring.sinks.clickhouse.footprint import storage_footprint
+from monitoring.sinks.clickhouse.migrations import load as load_migrations
 from monitoring.sinks.clickhouse.migrations import migrate
 from monitoring.sinks.clickhouse.query_server import QueryServer
 from monitoring.sinks.clickhouse.rows import series_id
@@ -120,9 +121,12 @@ def rows(client: Any, sql: str) -> list[tuple[Any, ...]]:
 
 def test_migrations_create_tables_once(client: Any, settings: Settings) -> None:
     tables = {r[0] for r in rows(client, "SHOW TABLES")}
-    assert {"series", "samples", "aggregates", "schema_migrations"} <= tables
+    assert {
+        "series", "samples", "aggregates", "anomalies", "deliveries", "logs", "log_templates",
+        "schema_migrations",
+    } <= tables  # fmt: skip
     assert migrate(client, settings.storage) == []
-    assert rows(client, "SELECT count() FROM schema_migrations") == [(3,)]
+    assert rows(client, "SELECT count() FROM schema_migrations") == [(len(load_migrations()),)]
     ddl = rows(client, "SELECT create_table_query FROM system.tables WHERE name = 'samples'")
     assert "toIntervalSecond(604800)" in ddl[0][0] and "ReplacingMergeTree" in ddl[0][0]
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
-from monitoring.streams.aggregate_encoding import AGGREGATE, AggregateEncoder
+from monitoring.streams.aggregate_encoding import AGGREGATE, AggregateDecoder, AggregateEncoder
 from monitoring.streams.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
@@ -37,3 +37,33 @@ def test_matches_fastavro(batch: list[Aggregate]) -> None:
         data = enc.encode(a)
         assert data == CODEC.encode(AGGREGATE, a.to_record())
         assert CODEC.decode(data).record == a.to_record()
+
+
+@settings(max_examples=300)
+@given(st.lists(aggregates, min_size=1, max_size=5))
+def test_decoder_reads_what_fastavro_writes(batch: list[Aggregate]) -> None:
+    dec = AggregateDecoder(CODEC, max_series=3)
+    assert dec.fast
+    for a in batch + batch:  # the second time through the cache
+        assert dec.decode(CODEC.encode(AGGREGATE, a.to_record())) == a
+
+
+def test_decoder_rejects_bad_bodies_and_other_records() -> None:
+    import pytest
+
+    from monitoring.streams.codec import DecodeError
+
+    dec = AggregateDecoder(CODEC)
+    a = Aggregate('m{a="1"}', "m", {"a": "1"}, 10_000, 0, 10_000, 1, *[1.0] * 8)
+    data = CODEC.encode(AGGREGATE, a.to_record())
+    assert dec.decode(data) == a
+    with pytest.raises(DecodeError) as e:
+        dec.decode(data[:-3])
+    assert e.value.reason == "bad-body"
+    with pytest.raises(DecodeError) as e:
+        dec.decode(data + b"x")
+    assert e.value.reason == "trailing-bytes"
+    sample = {"name": "m", "value": 1.0, "timestamp_ms": 5}
+    with pytest.raises(DecodeError) as e:
+        dec.decode(CODEC.encode("monitoring.MetricSample", sample))
+    assert e.value.reason == "wrong-record"

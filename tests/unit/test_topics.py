@@ -16,8 +16,19 @@ ROLES = [
     t.LATE,
     t.AGGREGATION_STATE,
     t.LOGS,
+    t.LOG_STORED,
+    t.LOG_TEMPLATES,
+    t.LOG_STATE,
     t.ANOMALIES,
+    t.ANOMALY_STATE,
     t.ALERTS,
+    t.ALERTING_STATE,
+    t.ALERT_COMMANDS,
+    t.NOTIFIER_STATE,
+    t.NOTIFY_DELIVERIES,
+    t.PREDICTIONS,
+    t.MODEL_LABELS,
+    t.MODEL_STATE,
     t.DEAD_LETTER,
 ]
 
@@ -65,7 +76,32 @@ def test_state_changelog_is_compacted_and_co_partitioned() -> None:
     assert state.partitions == specs[t.SAMPLES].partitions == 9
 
 
-@pytest.mark.parametrize("role", [r for r in ROLES if r != t.AGGREGATION_STATE])
+STATE = (
+    t.AGGREGATION_STATE,
+    t.LOG_STATE,
+    t.ANOMALY_STATE,
+    t.MODEL_STATE,
+    t.ALERTING_STATE,
+    t.NOTIFIER_STATE,
+    t.ALERT_COMMANDS,
+)
+
+
+@pytest.mark.parametrize("role", STATE)
+def test_state_topics_are_compacted(role: str) -> None:
+    spec = by_role(KafkaSettings())[role]
+    assert spec.config["cleanup.policy"] == "compact"
+    assert "retention.ms" not in spec.config
+
+
+def test_single_consumer_state_has_one_partition() -> None:
+    specs = by_role(KafkaSettings())
+    for role in (t.ALERTING_STATE, t.NOTIFIER_STATE, t.ALERT_COMMANDS):
+        assert specs[role].partitions == 1
+    assert specs[t.ANOMALY_STATE].partitions == specs[t.AGGREGATES].partitions
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r not in STATE])
 def test_event_topics_delete_with_retention(role: str) -> None:
     spec = by_role(KafkaSettings())[role]
     assert spec.config["cleanup.policy"] == "delete"

@@ -22,6 +22,7 @@ _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.sql$")
 # ZSTD(3) measured smaller than ZSTD(1) and ZSTD(6) on scraped samples (see footprint).
 CODECS = {"zstd": "ZSTD(3)", "lz4": "LZ4", "none": ""}
 _TTL_TABLES = {"samples": ("ts", "samples"), "aggregates": ("window_start", "aggregates")}
+_TTL_TABLES["logs"] = ("timestamp", "logs")
 
 _CREATE_LOG = """
 CREATE TABLE IF NOT EXISTS schema_migrations
@@ -82,6 +83,7 @@ def params(storage: StorageSettings) -> dict[str, str]:
         "t64": f"CODEC(T64, {c})" if c else "CODEC(NONE)",
         "samples_ttl_seconds": str(int(storage.retention.samples.total_seconds())),
         "aggregates_ttl_seconds": str(int(storage.retention.aggregates.total_seconds())),
+        "logs_ttl_seconds": str(int(storage.retention.logs.total_seconds())),
     }
 
 

@@ -47,6 +47,20 @@ AGGREGATE_COLUMNS = (
     "closed_by",
     "version",
 )
+ANOMALY_COLUMNS = (
+    "series_id",
+    "series",
+    "name",
+    "labels",
+    "window_ms",
+    "ts",
+    "value",
+    "score",
+    "threshold",
+    "detector",
+    "field",
+    "signals",
+)
 _AGG_FIELDS = ("count", "sum", "min", "max", "mean", "last", "p50", "p90", "p99")
 
 
@@ -130,4 +144,117 @@ def add_aggregate(record: Mapping[str, Any], version: int, ids: SeriesIds, out: 
         *(record[f] for f in _AGG_FIELDS),
         record["closed_by"],
         version,
+    )
+
+
+def add_anomaly(record: Mapping[str, Any], ids: SeriesIds, out: Columns) -> None:
+    """Append one decoded Anomaly record."""
+    key = record["series"]
+    out.add(
+        ids(key),
+        key,
+        record["name"],
+        dict(record["labels"]),
+        record["window_ms"],
+        record["timestamp_ms"],
+        record["value"],
+        record["score"],
+        record["threshold"],
+        record["detector"],
+        record["field"],
+        dict(record["signals"]),
+    )
+
+
+DELIVERY_COLUMNS = (
+    "delivery_id",
+    "attempt",
+    "time",
+    "receiver",
+    "integration",
+    "channel",
+    "target",
+    "group_key",
+    "tier",
+    "status",
+    "fingerprints",
+    "outcome",
+    "http_status",
+    "error",
+    "duration_ms",
+    "version",
+)
+
+
+def add_delivery(record: Mapping[str, Any], out: Columns) -> None:
+    """Append one decoded Delivery record (the notifier's delivery log)."""
+    out.add(
+        *(record[c] for c in DELIVERY_COLUMNS[:2]),
+        record["time_ms"],
+        *(record[c] for c in DELIVERY_COLUMNS[3:11]),
+        record["outcome"],
+        record["http_status"],
+        record["error"],
+        record["duration_ms"],
+        record["time_ms"],
+    )
+
+
+LOG_COLUMNS = (
+    "service",
+    "timestamp",
+    "event_id",
+    "observed",
+    "host",
+    "level",
+    "severity",
+    "logger",
+    "message",
+    "trace_id",
+    "span_id",
+    "exception",
+    "attributes",
+    "template_id",
+)
+LOG_TEMPLATE_COLUMNS = (
+    "service",
+    "template_id",
+    "template",
+    "change",
+    "level",
+    "last_event",
+    "first_seen",
+    "first_error",
+    "size",
+)
+
+
+def add_log(record: Mapping[str, Any], out: Columns) -> None:
+    """Append one decoded StoredLog record (the log agent's output)."""
+    out.add(
+        record["service"],
+        record["timestamp_ms"],
+        record["event_id"],
+        record["observed_ms"],
+        record["host"],
+        record["level"],
+        record["severity"],
+        record["logger"],
+        record["message"],
+        record["trace_id"],
+        record["span_id"],
+        record["exception"],
+        dict(record["attributes"]),
+        record["template_id"],
+    )
+
+
+def add_log_template(record: Mapping[str, Any], out: Columns) -> None:
+    """Append one decoded LogTemplate event."""
+    out.add(
+        *(record[c] for c in LOG_TEMPLATE_COLUMNS[:5]),
+        record["timestamp_ms"],
+        record["first_seen_ms"],
+        record["first_error_ms"],
+        record["size"],
     )

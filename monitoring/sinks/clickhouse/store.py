@@ -20,9 +20,21 @@ from monitoring.log import get_logger
 from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
 from monitoring.sinks.clickhouse.writer import Writer
 from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.topics import AGGREGATES, SAMPLES, topic_name
+from monitoring.streams.topics import (
+    AGGREGATES,
+    ANOMALIES,
+    LOG_STORED,
+    LOG_TEMPLATES,
+    NOTIFY_DELIVERIES,
+    SAMPLES,
+    topic_name,
+)
 
 AGGREGATE = "monitoring.Aggregate"
+ANOMALY = "monitoring.Anomaly"
+DELIVERY = "monitoring.Delivery"
+STORED_LOG = "monitoring.StoredLog"
+LOG_TEMPLATE = "monitoring.LogTemplate"
 GROUP_ID = "monitoring-store"
 MAX_BACKOFF_S = 30.0
 
@@ -49,7 +61,8 @@ def consumer_config(settings: Settings, group_id: str = GROUP_ID) -> dict[str, A
 
 def topics(settings: Settings) -> list[str]:
     """The topics the store consumes."""
-    return [topic_name(settings.kafka, SAMPLES), topic_name(settings.kafka, AGGREGATES)]
+    roles = (SAMPLES, AGGREGATES, ANOMALIES, NOTIFY_DELIVERIES, LOG_STORED, LOG_TEMPLATES)
+    return [topic_name(settings.kafka, t) for t in roles]
 
 
 class Store:
@@ -113,6 +126,14 @@ class Store:
                 ts if ts_type != TIMESTAMP_NOT_AVAILABLE and ts > 0 else int(time.time() * 1000)
             )
             self.writer.add_aggregate(decoded.record, version)
+        elif decoded.name == ANOMALY:
+            self.writer.add_anomaly(decoded.record)
+        elif decoded.name == DELIVERY:
+            self.writer.add_delivery(decoded.record)
+        elif decoded.name == STORED_LOG:
+            self.writer.add_log(decoded.record)
+        elif decoded.name == LOG_TEMPLATE:
+            self.writer.add_log_template(decoded.record)
         else:
             self.metrics.invalid.labels("unexpected-record").inc()
 

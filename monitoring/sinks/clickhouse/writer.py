@@ -17,16 +17,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitoring.metrics.samples import Sample
 from monitoring.sinks.clickhouse.rows import (
     AGGREGATE_COLUMNS,
+    ANOMALY_COLUMNS,
+    DELIVERY_COLUMNS,
+    LOG_COLUMNS,
+    LOG_TEMPLATE_COLUMNS,
     SAMPLE_COLUMNS,
     SERIES_COLUMNS,
     Columns,
     SeriesIds,
     add_aggregate,
+    add_anomaly,
+    add_delivery,
+    add_log,
+    add_log_template,
     add_samples,
 )
 
 # Series first: a sample never lands before its series row.
-TABLES = ("series", "samples", "aggregates")
+TABLES = ("series", "samples", "aggregates", "anomalies", "deliveries", "logs", "log_templates")
 
 
 class StoreMetrics:
@@ -73,6 +81,10 @@ class Writer:
             "series": Columns(SERIES_COLUMNS),
             "samples": Columns(SAMPLE_COLUMNS),
             "aggregates": Columns(AGGREGATE_COLUMNS),
+            "anomalies": Columns(ANOMALY_COLUMNS),
+            "deliveries": Columns(DELIVERY_COLUMNS),
+            "logs": Columns(LOG_COLUMNS),
+            "log_templates": Columns(LOG_TEMPLATE_COLUMNS),
         }
 
     @property
@@ -87,6 +99,22 @@ class Writer:
     def add_aggregate(self, record: Mapping[str, Any], version: int) -> None:
         """Buffer one decoded Aggregate record."""
         add_aggregate(record, version, self.ids, self.buffers["aggregates"])
+
+    def add_anomaly(self, record: Mapping[str, Any]) -> None:
+        """Buffer one decoded Anomaly record."""
+        add_anomaly(record, self.ids, self.buffers["anomalies"])
+
+    def add_delivery(self, record: Mapping[str, Any]) -> None:
+        """Buffer one decoded Delivery record (notifier delivery log)."""
+        add_delivery(record, self.buffers["deliveries"])
+
+    def add_log(self, record: Mapping[str, Any]) -> None:
+        """Buffer one decoded StoredLog record."""
+        add_log(record, self.buffers["logs"])
+
+    def add_log_template(self, record: Mapping[str, Any]) -> None:
+        """Buffer one decoded LogTemplate event."""
+        add_log_template(record, self.buffers["log_templates"])
 
     def flush(self) -> int:
         """Insert every non-empty buffer; return rows written. Raises on failure.

@@ -1,0 +1,253 @@
+"""Anomaly agent: aggregates topic -> per-series detectors -> anomaly_score series and events.
+
+Thin wiring around ``monitoring.anomaly.partition.PartitionScorers``: for every closed
+window of the configured size (``anomaly.window``, 10 s by default) it scores the
+configured field (``anomaly.field``, the mean by default) with the series' detector
+and publishes
+
+- the score as the series ``anomaly_score{metric="<name>", <the series' labels>}``: an
+  ``Aggregate`` record for the same window (count 1, every statistic the score,
+  ``closed_by="anomaly"``) on the aggregates topic, so the store keeps it and alert
+  rules see it like any other series;
+- an ``Anomaly`` event (``schemas/anomaly.v2.avsc``) on the anomalies topic when the
+  detector is past its warm-up and the score reaches ``anomaly.threshold``.
+
+Detector state is checkpointed to the compacted ``anomaly.state`` topic with each
+series' applied offset (``streams.partition_state``): a restart restores what every
+detector learned and skips the messages it had already applied, so its scores equal
+those of a run without restart. ``anomaly_score`` series are never scored themselves.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from typing import Any
+
+import faust
+from faust.types import TP, EventT, StreamT
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitoring.anomaly import DEFAULT_DETECTOR, detector_names
+from monitoring.anomaly.partition import PartitionScorers
+from monitoring.anomaly.scorer import Scored, SeriesScorer
+from monitoring.config import AnomalySettings, Settings, ms
+from monitoring.log import get_logger
+from monitoring.metrics.aggregator import Aggregate
+from monitoring.metrics.samples import series_key
+from monitoring.streams import topics
+from monitoring.streams.aggregate_encoding import AggregateEncoder
+from monitoring.streams.codec import AvroCodec, DecodeError
+from monitoring.streams.outputs import Outputs
+from monitoring.streams.partition_state import PartitionStates, Records, Slot
+
+log = get_logger("anomaly")
+AGGREGATE = "monitoring.Aggregate"
+ANOMALY = "monitoring.Anomaly"
+SCORE_METRIC = "anomaly_score"
+
+
+class DetectorChoice:
+    """Which detector a metric gets: the first ``detectors`` route whose glob matches.
+
+    >>> from monitoring.config import AnomalySettings
+    >>> s = AnomalySettings(detectors=[{"match": "gpu_*", "detector": "zscore"}])
+    >>> DetectorChoice(s, validate=False)("gpu_util"), DetectorChoice(s, validate=False)("cpu")
+    ('zscore', 'default')
+    """
+
+    def __init__(self, settings: AnomalySettings, validate: bool = True) -> None:
+        self.routes = [(r.match, r.detector) for r in settings.detectors]
+        self.default = settings.detector
+        self.excluded = [SCORE_METRIC, *settings.exclude]
+        if validate:
+            known = set(detector_names())
+            for name in [self.default, *(d for _, d in self.routes)]:
+                resolved = DEFAULT_DETECTOR if name == "default" else name
+                if resolved not in known:
+                    raise ValueError(
+                        f"anomaly: unknown detector {name!r}; known: {', '.join(sorted(known))}"
+                    )
+
+    def __call__(self, metric: str) -> str:
+        for pattern, detector in self.routes:
+            if fnmatch.fnmatchcase(metric, pattern):
+                return detector
+        return self.default
+
+    def resolved(self, metric: str) -> str:
+        """The registered name of ``metric``'s detector (``default`` resolved)."""
+        name = self(metric)
+        return DEFAULT_DETECTOR if name == "default" else name
+
+    def scored(self, metric: str) -> bool:
+        """False for excluded metrics (and for ``anomaly_score`` itself)."""
+        return not any(fnmatch.fnmatchcase(metric, p) for p in self.excluded)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.points = Counter("anomaly_points", "Points scored", registry=registry)
+        self.anomalies = Counter("anomaly_events", "Anomaly events published", registry=registry)
+        self.dead_letters = Counter(
+            "anomaly_dead_letters", "Messages sent to the dead-letter topic", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.replayed = Counter(
+            "anomaly_replayed_messages", "Messages skipped as already applied", registry=registry
+        )
+        self.series = Gauge("anomaly_series", "Series with a detector", registry=registry)
+        self.state_bytes = Gauge(
+            "anomaly_state_bytes", "Approximate memory of all detectors", registry=registry
+        )
+
+
+class AnomalyAgent:
+    """Registers the anomaly agent, its checkpoint timer and rebalance hooks on ``app``."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        registry: CollectorRegistry,
+        codec: AvroCodec | None = None,
+    ) -> None:
+        self.settings = a = settings.anomaly
+        self.codec = codec or AvroCodec.from_directory()
+        self.encoder = AggregateEncoder(self.codec)
+        self.metrics = _Metrics(registry)
+        self.choice = DetectorChoice(a)
+        self.window_ms = ms(a.window)
+        self.idle_ms = ms(a.idle_eviction)
+        k = settings.kafka
+        self.source = app.topic(topics.topic_name(k, topics.AGGREGATES))
+        self.aggregates_topic = topics.topic_name(k, topics.AGGREGATES)
+        self.anomalies_topic = topics.topic_name(k, topics.ANOMALIES)
+        self.dead_letter_topic = topics.topic_name(k, topics.DEAD_LETTER)
+        self.outputs = Outputs(k)
+        self.states: PartitionStates[PartitionScorers] = PartitionStates(
+            source_topic=self.source.get_topic_name(),
+            state_topic=topics.topic_name(k, topics.ANOMALY_STATE),
+            bootstrap=k.bootstrap_servers,
+            outputs=self.outputs,
+            restore=self._restore,
+            snapshot=_snapshot,
+        )
+        self._stream: StreamT | None = None
+        app.agent(self.source, name="anomaly")(self._run)
+        app.timer(a.checkpoint_interval.total_seconds())(self._checkpoint_tick)
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    def scorer(self, metric: str) -> SeriesScorer:
+        """A fresh scorer for a series of ``metric``."""
+        detector = self.choice.resolved(metric)
+        if self.settings.warmup:
+            return SeriesScorer(detector, warmup=self.settings.warmup)
+        return SeriesScorer(detector)
+
+    def health(self) -> dict[str, Any]:
+        """For ``GET /healthz``."""
+        slots = dict(self.states.slots)
+        return {
+            "status": "ok",
+            "partitions": sorted(slots),
+            "series": sum(len(s.state) for s in slots.values()),
+            "unacked_messages": sum(len(s.pending) + len(s.unacked) for s in slots.values()),
+        }
+
+    # -- the stream ---------------------------------------------------------------
+    async def _run(self, stream: StreamT) -> None:
+        self._stream = stream = stream.noack()  # type: ignore[attr-defined]
+        async for event in stream.events():
+            slot = await self.states.get(event.message.partition)
+            async with self.states.lock:  # a checkpoint waits for the outputs
+                await self._handle(event, slot)
+
+    async def _handle(self, event: EventT, slot: Slot[PartitionScorers]) -> None:
+        msg = event.message
+        self.states.processed(slot, event)
+        try:
+            decoded = self.codec.decode(event.value)
+        except DecodeError as e:
+            await self._dead_letter(event, e.reason, str(e))
+            return
+        if decoded.name != AGGREGATE:
+            await self._dead_letter(event, "unexpected-record", f"{decoded.name} on aggregates")
+            return
+        rec = decoded.record
+        if rec["window_ms"] != self.window_ms or not self.choice.scored(rec["name"]):
+            return
+        scored = slot.state.process(
+            msg.offset,
+            rec["series"],
+            rec["name"],
+            rec["window_start_ms"],
+            float(rec[self.settings.field]),
+        )
+        if scored is None:
+            self.metrics.replayed.inc()
+            return
+        self.metrics.points.inc()
+        self.outputs.poll()
+        await self._publish(rec, scored)
+
+    async def _publish(self, rec: dict[str, Any], scored: Scored) -> None:
+        labels = {**rec["labels"], "metric": rec["name"]}
+        key = series_key(SCORE_METRIC, labels)
+        s = scored.score
+        agg = Aggregate(
+            key, SCORE_METRIC, labels, rec["window_ms"], rec["window_start_ms"],
+            rec["window_end_ms"], 1, s, s, s, s, s, s, s, s, closed_by="anomaly",
+        )  # fmt: skip
+        await self.outputs.send(self.aggregates_topic, key.encode(), self.encoder.encode(agg))
+        if not scored.warm or s < self.settings.threshold:
+            return
+        self.metrics.anomalies.inc()
+        event = {
+            "series": rec["series"],
+            "name": rec["name"],
+            "labels": dict(rec["labels"]),
+            "timestamp_ms": rec["window_start_ms"],
+            "value": scored.value,
+            "score": s,
+            "detector": self.choice.resolved(rec["name"]),
+            "window_ms": rec["window_ms"],
+            "field": self.settings.field,
+            "threshold": self.settings.threshold,
+            "signals": {k: float(v) for k, v in scored.signals.items()},
+        }
+        await self.outputs.send(
+            self.anomalies_topic, rec["series"].encode(), self.codec.encode(ANOMALY, event)
+        )
+
+    async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:
+        self.metrics.dead_letters.labels(reason).inc()
+        await self.outputs.dead_letter(self.dead_letter_topic, event, reason, detail, "anomaly")
+
+    # -- state ---------------------------------------------------------------------
+    def _restore(self, p: int, table: dict[bytes, bytes]) -> PartitionScorers:
+        part = PartitionScorers(self.scorer, self.idle_ms)
+        part.restore({k.decode(): v for k, v in table.items()})
+        log.info("anomaly_restored", partition=p, series=len(part))
+        return part
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        await self.states.on_assigned(assigned)
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        self.states.on_revoked(revoked)
+
+    async def _checkpoint_tick(self) -> None:
+        started = time.monotonic()
+        await self.states.checkpoint(self._stream)
+        slots = list(self.states.slots.values())
+        self.metrics.series.set(sum(len(s.state) for s in slots))
+        self.metrics.state_bytes.set(sum(s.state.nbytes() for s in slots))
+        log.debug("anomaly_checkpoint", seconds=round(time.monotonic() - started, 3))
+
+
+def _snapshot(part: PartitionScorers) -> Records | None:
+    if not part.has_changes:
+        return None
+    return [(k.encode(), v) for k, v in part.checkpoint()]

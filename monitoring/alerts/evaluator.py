@@ -1,0 +1,196 @@
+"""Rules over window history: ``Evaluator`` (expressions) and ``AlertEngine`` (alerts).
+
+The aggregation stream calls ``AlertEngine.add(aggregate)`` for every closed window
+and ``AlertEngine.evaluate(at_ms)`` once every window ending at ``at_ms`` has arrived
+(the agent decides when). ``evaluate`` runs every rule against the history at
+``at_ms`` and returns the alerts whose state changed.
+
+An instance's labels are the expression's output labels without ``__name__``, then
+the rule's (templated) labels, then ``alertname``, as in Prometheus. Templates see
+``$labels`` = the output labels and ``$value`` = the output value.
+
+Cost: expressions are compiled once; a selector reads only its metric's series
+(``WindowHistory`` indexes by name) and remembers which series its matchers accept
+until a series of that metric appears or goes; instant selectors shared by several
+rules are evaluated once per close.
+
+>>> from monitoring.alerts.history import WindowRow
+>>> from monitoring.alerts.rules import load_rules_text
+>>> rules = load_rules_text("rules: [{name: Hot, condition: temp > 30, severity: page}]").rules
+>>> eng = AlertEngine(rules)
+>>> eng.add(WindowRow.of("temp", {"room": "a"}, 10_000, [35.0]))
+True
+>>> [(a.status, dict(a.labels)) for a in eng.evaluate(10_000)]
+[('firing', {'alertname': 'Hot', 'room': 'a', 'severity': 'page'})]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from monitoring.alerts.history import DEFAULT_LOOKBACK_MS, NAME, Labels, Series, WindowHistory
+from monitoring.alerts.model import Alert
+from monitoring.alerts.promql import CompiledExpr, Context, EvalError
+from monitoring.alerts.rules import Rule
+from monitoring.alerts.state import AlertStateMachine, Key, Observation
+
+FORMAT_VERSION = 1
+EXPIRE_EVERY_MS = 60_000
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule's expressions at one time: output labels (no ``__name__``) to values."""
+
+    rule: Rule
+    active: dict[Labels, float]
+    hold: frozenset[Labels] = frozenset()
+    error: str | None = None
+
+
+def _as_map(value: Any, what: str) -> dict[Labels, float]:
+    if isinstance(value, float):
+        return {(): value}
+    out: dict[Labels, float] = {}
+    for labels, v in value:
+        key = tuple(p for p in labels if p[0] != NAME)
+        if key in out:
+            raise EvalError(
+                f"{what}: two series with the labels {dict(key)} after dropping the name"
+            )
+        out[key] = v
+    return out
+
+
+class Evaluator:
+    """Evaluates every rule's expressions against one ``WindowHistory``."""
+
+    def __init__(self, rules: Sequence[Rule], history: WindowHistory) -> None:
+        self.rules = list(rules)
+        self.history = history
+        self._matches: dict[str, tuple[int, list[Series]]] = {}
+
+    def evaluate(self, at_ms: int) -> list[RuleResult]:
+        """Every rule at ``at_ms``.
+
+        An error in one rule (``EvalError`` such as duplicate matches, or any other
+        exception) is reported in its result only; the other rules still run.
+        """
+        ctx = Context(self.history, at_ms, self._matches)
+        out = []
+        for rule in self.rules:
+            try:
+                active = _as_map(rule.compiled.evaluate(self.history, at_ms, ctx), "expr")
+                hold: frozenset[Labels] = frozenset()
+                if rule.recovery_compiled is not None:
+                    rec = _as_map(_eval(rule.recovery_compiled, ctx), "recovery")
+                    hold = frozenset(k for k, v in rec.items() if v == 0.0)
+                out.append(RuleResult(rule, active, hold))
+            except Exception as e:  # one rule never stops the others
+                out.append(RuleResult(rule, {}, frozenset(), f"{type(e).__name__}: {e}"))
+        return out
+
+
+def _eval(expr: CompiledExpr, ctx: Context) -> Any:
+    return expr.evaluate(ctx.history, ctx.t_ms, ctx)
+
+
+def instance_labels(rule: Rule, labels: Labels, value: float) -> dict[str, str]:
+    """An alert instance's labels: output labels, rule labels (templated), alertname."""
+    out = dict(labels)
+    if rule.label_templates:
+        for k, t in rule.label_templates.items():
+            out[k] = t.render(dict(labels), value)
+    out["alertname"] = rule.name
+    return dict(sorted(out.items()))
+
+
+class AlertEngine:
+    """History, evaluator and one state machine per rule: windows in, alert changes out."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        window_ms: int = 10_000,
+        lookback_ms: int = DEFAULT_LOOKBACK_MS,
+        generator_url: str = "",
+    ) -> None:
+        self.history = WindowHistory(window_ms, 0, lookback_ms)
+        self.generator_url = generator_url
+        self.machines: dict[str, AlertStateMachine] = {}
+        self.errors: list[tuple[Rule, str]] = []
+        """Rules whose last evaluation failed, with the reason."""
+        self._last_expire: int | None = None
+        self.set_rules(rules)
+
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        """(Re)load rules; state is kept for rules whose key stays."""
+        self.rules = list(rules)
+        self.evaluator = Evaluator(self.rules, self.history)
+        self.history.retention_ms = max((r.max_range_ms for r in self.rules), default=0)
+        old = self.machines
+        self.machines = {}
+        for r in self.rules:
+            sm = AlertStateMachine(r.for_ms, r.keep_firing_for_ms, self._url(r))
+            if r.key in old:
+                sm.restore_json(old[r.key].to_json())
+            self.machines[r.key] = sm
+
+    def _url(self, rule: Rule) -> str:
+        if not self.generator_url:
+            return ""
+        from urllib.parse import quote
+
+        return f"{self.generator_url.rstrip('/')}/graph?g0.expr={quote(rule.expr)}"
+
+    def add(self, aggregate: Any) -> bool:
+        """Store one closed window (False if it is not of the evaluation size)."""
+        return self.history.add(aggregate)
+
+    def evaluate(self, at_ms: int) -> list[Alert]:
+        """Evaluate every rule at ``at_ms``; the alerts that started firing or resolved."""
+        if self._last_expire is None or at_ms - self._last_expire >= EXPIRE_EVERY_MS:
+            self.history.expire(at_ms)
+            self._last_expire = at_ms
+        out: list[Alert] = []
+        self.errors = []
+        for res in self.evaluator.evaluate(at_ms):
+            rule = res.rule
+            if res.error is not None:
+                self.errors.append((rule, res.error))
+                continue  # as Prometheus: a failed evaluation changes no state
+            active: dict[Key, Observation] = {}
+            for labels, value in res.active.items():
+                final = instance_labels(rule, labels, value)
+                ann = {
+                    k: t.render(dict(labels), value) for k, t in rule.annotation_templates.items()
+                }
+                active[tuple(sorted(final.items()))] = Observation(final, ann, value)
+            hold = {
+                tuple(sorted(instance_labels(rule, labels, 0.0).items())) for labels in res.hold
+            }
+            out.extend(self.machines[rule.key].step(at_ms, active, hold))
+        return out
+
+    def firing(self) -> list[Alert]:
+        """Every firing instance of every rule."""
+        return [a for sm in self.machines.values() for a in sm.firing()]
+
+    def to_bytes(self) -> bytes:
+        """Every rule's state (JSON), keyed by rule key."""
+        d = {"v": FORMAT_VERSION, "rules": {k: sm.to_json() for k, sm in self.machines.items()}}
+        return json.dumps(d, separators=(",", ":"), sort_keys=True).encode()
+
+    def restore(self, data: bytes) -> None:
+        """Restore ``to_bytes`` output; states of rules no longer loaded are dropped."""
+        d = json.loads(data)
+        if d.get("v") != FORMAT_VERSION:
+            raise ValueError(f"unknown alert engine state version {d.get('v')!r}")
+        for key, state in d["rules"].items():
+            sm = self.machines.get(key)
+            if sm is not None:
+                sm.restore_json(state)

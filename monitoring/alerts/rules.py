@@ -1,0 +1,414 @@
+"""Alerting rules: the ``Rule`` value and loading rule files of two shapes.
+
+Prometheus' format (``promtool check rules`` accepts the same files)::
+
+    groups:
+      - name: node
+        interval: 30s            # validated, ignored: rules run as windows close
+        labels: {team: infra}    # optional, added to every rule of the group
+        rules:
+          - alert: HighCPU
+            expr: avg_over_time(cpu_usage[1m]) > 80
+            for: 5m
+            keep_firing_for: 2m
+            recovery: avg_over_time(cpu_usage[1m]) < 70
+            labels: {severity: critical}
+            annotations:
+              summary: "CPU {{ $value | humanize }}% on {{ $labels.host }}"
+
+The seed's shorthand (a top-level ``rules`` list, or inside a group)::
+
+    rules:
+      - name: HighCPU
+        condition: cpu_usage > 80%
+        duration: 5m             # = for
+        severity: critical       # = labels.severity
+        recovery: cpu_usage < 70%
+        summary: ...             # and description: both become annotations
+
+``80%`` in a shorthand expression is the number 80: the percent sign says the metric
+is in percent (0-100, as ``cpu_usage``); it does not divide by 100 (write ``0.8`` for
+a ratio). A ``%`` directly after a number is that sign; write modulo with spaces.
+
+``recovery`` (hysteresis, both shapes) is a comparison such as ``cpu_usage < 70``.
+While an instance fires and ``expr`` no longer returns it, it keeps firing as long as
+the recovery comparison sees its series without holding (evaluated with ``bool``:
+value 0); it resolves once the comparison holds, or when the series is gone. So a
+value hovering around 80 does not flap; it must fall below 70. The recovery
+expression must return the same labels as ``expr`` (same selectors and grouping).
+
+Each problem is a ``RuleError`` naming the file, group, rule and problem. Loading
+returns the good rules and the errors: one bad rule never hides the others.
+
+>>> rs = load_rules_text("rules: [{name: HighCPU, condition: cpu_usage > 80%, duration: 5m}]")
+>>> rs.errors, [(r.name, r.expr, r.for_ms) for r in rs.rules]
+([], [('HighCPU', 'cpu_usage > 80', 300000)])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monitoring.alerts.promql import (
+    Binary,
+    CompiledExpr,
+    UnsupportedExpression,
+    compile_expr,
+)
+from monitoring.alerts.templating import Template, TemplateError
+
+_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)%")
+
+PROM_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations", "recovery"}
+SHORT_KEYS = {
+    "name",
+    "condition",
+    "duration",
+    "severity",
+    "labels",
+    "annotations",
+    "summary",
+    "description",
+    "keep_firing_for",
+    "recovery",
+}
+GROUP_KEYS = {"name", "interval", "rules", "labels"}
+
+
+def parse_duration_ms(value: Any) -> int:
+    """A Prometheus duration (``90s``, ``1h30m``, ``0``) in milliseconds.
+
+    >>> parse_duration_ms("1h30m"), parse_duration_ms("0")
+    (5400000, 0)
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration like 5m, got {value!r}")
+    if value == "0":
+        return 0
+    m = _DURATION.match(value)
+    if not value or m is None:
+        raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 5m, 1h30m")
+    return sum(int(g) * u for g, u in zip(m.groups(), _UNITS_MS, strict=True) if g)
+
+
+class RuleError(ValueError):
+    """A problem in a rule file, naming where it is."""
+
+    def __init__(self, file: str, problem: str, group: str | None = None, rule: str | None = None):
+        self.file, self.group, self.rule, self.problem = file, group, rule, problem
+        where = [file or "<rules>"]
+        if group is not None:
+            where.append(f"group {group!r}")
+        if rule is not None:
+            where.append(f"rule {rule!r}")
+        super().__init__(f"{': '.join(where)}: {problem}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alerting rule, compiled (expressions and templates checked at load)."""
+
+    name: str
+    expr: str
+    for_ms: int = 0
+    keep_firing_for_ms: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    recovery: str | None = None
+    group: str = ""
+    file: str = ""
+    key: str = ""
+    compiled: CompiledExpr = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    recovery_compiled: CompiledExpr | None = field(default=None, compare=False, repr=False)
+    label_templates: Mapping[str, Template] = field(default_factory=dict, compare=False, repr=False)
+    annotation_templates: Mapping[str, Template] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        expr: str,
+        *,
+        for_ms: int = 0,
+        keep_firing_for_ms: int = 0,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        recovery: str | None = None,
+        group: str = "",
+        file: str = "",
+        key: str = "",
+    ) -> Rule:
+        """Check and compile a rule; ``UnsupportedExpression``/``TemplateError``/``ValueError``."""
+        if not name:
+            raise ValueError("the alert name is empty")
+        labels = dict(labels or {})
+        annotations = dict(annotations or {})
+        for k in [*labels, *annotations]:
+            if not _LABEL_NAME.match(k):
+                raise ValueError(f"invalid label/annotation name {k!r}")
+        compiled = compile_expr(expr)
+        rec = None
+        if recovery is not None:
+            try:
+                rec = compile_expr(recovery)
+            except UnsupportedExpression as e:
+                raise UnsupportedExpression(f"recovery: {e}") from None
+            root = rec.root
+            if not isinstance(root, Binary) or root.cmp is None or root.bool or root.is_scalar:
+                raise UnsupportedExpression(
+                    f"recovery must be a comparison on series without bool, like "
+                    f"'cpu_usage < 70', got {recovery!r}"
+                )
+            rec = CompiledExpr(
+                rec.text,
+                Binary(root.op, root.lhs, root.rhs, True, root.matching),
+                rec.max_range_ms,
+                rec.metric_names,
+            )
+        lt = {k: _template(v, f"label {k}") for k, v in labels.items()}
+        at = {k: _template(v, f"annotation {k}") for k, v in annotations.items()}
+        return cls(
+            name,
+            expr,
+            for_ms,
+            keep_firing_for_ms,
+            labels,
+            annotations,
+            recovery,
+            group,
+            file,
+            key or f"{group}/{name}",
+            compiled,
+            rec,
+            lt,
+            at,
+        )
+
+    @property
+    def max_range_ms(self) -> int:
+        """The longest range any expression of the rule reads."""
+        rec = self.recovery_compiled.max_range_ms if self.recovery_compiled else 0
+        return max(self.compiled.max_range_ms, rec)
+
+    @property
+    def severity(self) -> str:
+        """The ``severity`` label ('' when unset)."""
+        return self.labels.get("severity", "")
+
+
+def _template(text: str, what: str) -> Template:
+    try:
+        return Template.compile(text)
+    except TemplateError as e:
+        raise TemplateError(f"{what}: {e}") from None
+
+
+@dataclass
+class RuleSet:
+    """Rules that loaded, and the errors of those that did not."""
+
+    rules: list[Rule] = field(default_factory=list)
+    errors: list[RuleError] = field(default_factory=list)
+
+    def extend(self, other: RuleSet) -> None:
+        self.rules.extend(other.rules)
+        self.errors.extend(other.errors)
+
+
+def load_rule_files(paths: Iterable[str | Path]) -> RuleSet:
+    """Load every file; rule keys are made unique across files."""
+    out = RuleSet()
+    for p in paths:
+        out.extend(load_rule_file(p))
+    seen: dict[str, int] = {}
+    for i, r in enumerate(out.rules):
+        n = seen.get(r.key, 0)
+        seen[r.key] = n + 1
+        if n:
+            out.rules[i] = _rekey(r, f"{r.key}#{n + 1}")
+    return out
+
+
+def _rekey(r: Rule, key: str) -> Rule:
+    from dataclasses import replace
+
+    return replace(r, key=key)
+
+
+def load_rule_file(path: str | Path) -> RuleSet:
+    """Load one file; a missing or unreadable file is one error."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        return RuleSet(errors=[RuleError(str(path), f"cannot read: {e.strerror or e}")])
+    return load_rules_text(text, str(path))
+
+
+def load_rules_text(text: str, file: str = "") -> RuleSet:
+    """Load rules from YAML text (either shape)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        return RuleSet(errors=[RuleError(file, f"invalid YAML: {e}")])
+    if doc is None:
+        return RuleSet()
+    if not isinstance(doc, dict):
+        return RuleSet(errors=[RuleError(file, "expected a mapping with 'groups' or 'rules'")])
+    unknown = set(doc) - {"groups", "rules"}
+    if unknown:
+        return RuleSet(
+            errors=[
+                RuleError(file, f"unknown top-level key(s) {sorted(unknown)}: use groups or rules")
+            ]
+        )
+    out = RuleSet()
+    if "rules" in doc:
+        gname = Path(file).stem if file else "default"
+        out.extend(_load_group({"name": gname, "rules": doc["rules"]}, file, set()))
+    groups = doc.get("groups", [])
+    if not isinstance(groups, list):
+        out.errors.append(RuleError(file, "'groups' must be a list"))
+        return out
+    names: set[str] = set()
+    for g in groups:
+        out.extend(_load_group(g, file, names))
+    return out
+
+
+def _load_group(g: Any, file: str, names: set[str]) -> RuleSet:
+    out = RuleSet()
+    if not isinstance(g, dict):
+        out.errors.append(RuleError(file, f"a group must be a mapping, got {g!r}"))
+        return out
+    gname = g.get("name")
+    if not isinstance(gname, str) or not gname:
+        out.errors.append(RuleError(file, "a group needs a non-empty 'name'"))
+        return out
+    if gname in names:
+        out.errors.append(RuleError(file, "duplicate group name", gname))
+        return out
+    names.add(gname)
+    unknown = set(g) - GROUP_KEYS
+    if unknown:
+        out.errors.append(RuleError(file, f"unknown key(s) {sorted(unknown)}", gname))
+        return out
+    if "interval" in g:
+        try:
+            parse_duration_ms(g["interval"])
+        except ValueError as e:
+            out.errors.append(RuleError(file, f"interval: {e}", gname))
+            return out
+    glabels = g.get("labels") or {}
+    if not isinstance(glabels, dict):
+        out.errors.append(RuleError(file, "'labels' must be a mapping", gname))
+        return out
+    rules = g.get("rules") or []
+    if not isinstance(rules, list):
+        out.errors.append(RuleError(file, "'rules' must be a list", gname))
+        return out
+    for i, r in enumerate(rules):
+        try:
+            out.rules.append(_load_rule(r, i, gname, file, glabels))
+        except RuleError as e:
+            out.errors.append(e)
+    return out
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"'{what}' must be a mapping of names to strings, got {value!r}")
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, (dict, list)) or v is None:
+            raise ValueError(f"{what}.{k} must be a string, got {v!r}")
+        out[str(k)] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return out
+
+
+def _text(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"'{what}' must be a string, got {value!r}")
+    return str(value)
+
+
+def percent_to_number(expr: str) -> str:
+    """The shorthand's ``80%`` -> ``80``.
+
+    >>> percent_to_number("cpu_usage > 80% and mem % 2 > 0.5%")
+    'cpu_usage > 80 and mem % 2 > 0.5'
+    """
+    return _PERCENT.sub(r"\1", expr)
+
+
+def _duration(r: dict[str, Any], key: str) -> int:
+    if r.get(key) is None:
+        return 0
+    try:
+        return parse_duration_ms(r[key])
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+
+
+def _load_rule(r: Any, index: int, group: str, file: str, glabels: dict[str, Any]) -> Rule:
+    if not isinstance(r, dict):
+        raise RuleError(file, f"rule #{index + 1} must be a mapping, got {r!r}", group)
+    if "record" in r:
+        raise RuleError(file, "recording rules are not supported", group, str(r["record"]))
+    short = "alert" not in r
+    name = r.get("name") if short else r.get("alert")
+    if not isinstance(name, str) or not name:
+        raise RuleError(
+            file,
+            f"rule #{index + 1} needs {'name' if short else 'alert'} (a non-empty string)",
+            group,
+        )
+    try:
+        allowed = SHORT_KEYS if short else PROM_KEYS
+        unknown = set(r) - allowed
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+        expr_key = "condition" if short else "expr"
+        if expr_key not in r:
+            raise ValueError(f"missing '{expr_key}'")
+        expr = _text(r[expr_key], expr_key)
+        recovery = _text(r["recovery"], "recovery") if r.get("recovery") is not None else None
+        if short:
+            expr = percent_to_number(expr)
+            recovery = percent_to_number(recovery) if recovery is not None else None
+        labels = {**_str_map(glabels, "group labels"), **_str_map(r.get("labels"), "labels")}
+        annotations = _str_map(r.get("annotations"), "annotations")
+        if short:
+            if r.get("severity") is not None:
+                labels["severity"] = _text(r["severity"], "severity")
+            for k in ("summary", "description"):
+                if r.get(k) is not None:
+                    annotations[k] = _text(r[k], k)
+        for_key = "duration" if short else "for"
+        return Rule.build(
+            name,
+            expr,
+            for_ms=_duration(r, for_key),
+            keep_firing_for_ms=_duration(r, "keep_firing_for"),
+            labels=labels,
+            annotations=annotations,
+            recovery=recovery,
+            group=group,
+            file=file,
+        )
+    except (ValueError, TemplateError) as e:
+        raise RuleError(file, str(e), group, name) from None

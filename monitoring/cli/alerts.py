@@ -1,0 +1,247 @@
+"""`monitoring alerts ...`: the alert evaluator and notifier processes, silences, acks.
+
+monitoring alerts evaluate      # rules over closed windows -> the alerts topic
+monitoring alerts notify        # alerts topic -> routing, grouping -> receivers, HTTP API
+monitoring alerts list          # alerts the notifier knows, silenced/inhibited/acked
+monitoring alerts silence add 'alertname="HighCPU"' --duration 2h --comment maintenance
+monitoring alerts silence list | expire ID
+monitoring alerts ack FINGERPRINT [--group KEY]
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from monitoring.cli.settings import load_settings
+
+app = typer.Typer(help="Alerting: rule evaluation, notifications, silences.", no_args_is_help=True)
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="Settings file (default monitoring.yaml).")
+]
+
+
+def _stop_event(log: Any) -> threading.Event:
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return stop
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt = None,
+    rules: Annotated[
+        list[str] | None, typer.Option("--rules", "-r", help="Rule files (adds to alerting.rules)")
+    ] = None,
+) -> None:
+    """Evaluate alert rules as windows close and send alert changes to the alerts topic."""
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.agents.alerting import AlertingAgent, load_rules, run_forever
+    from monitoring.log import configure_logging, get_logger
+    from monitoring.status_server import StatusServer
+    from monitoring.streams.admin import ensure_topics
+
+    settings = load_settings(config)
+    configure_logging(file=settings.logging)
+    log = get_logger("alerting")
+    ensure_topics(settings)
+    registry = CollectorRegistry()
+    ruleset = load_rules([*settings.alerting.rules, *(rules or [])])
+    agent = AlertingAgent(settings, registry, ruleset)
+    port = settings.alerting.metrics_port
+    if port:
+        try:
+            StatusServer(registry, "127.0.0.1", port, agent.health).start()
+        except OSError as e:
+            log.warning("metrics_port_unavailable", port=port, error=str(e))
+    stop = _stop_event(log)
+    run_forever(agent, stop)
+
+
+@app.command()
+def notify(
+    config: ConfigOpt = None,
+    alertmanager_config: Annotated[
+        str | None, typer.Option("--alertmanager-config", help="Alertmanager-shaped YAML")
+    ] = None,
+) -> None:
+    """Route, group and deliver alerts from the alerts topic; serve the silences API."""
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.agents.notifier import NotifierAgent, run_forever
+    from monitoring.alerts.manager_config import ManagerConfig
+    from monitoring.config import ConfigError
+    from monitoring.log import configure_logging, get_logger
+    from monitoring.status_server import StatusServer
+    from monitoring.streams.admin import ensure_topics
+
+    settings = load_settings(config)
+    configure_logging(file=settings.logging)
+    log = get_logger("notifier")
+    path = alertmanager_config or settings.notifier.config
+    try:
+        am_config = ManagerConfig.load(path)
+    except (ConfigError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    ensure_topics(settings)
+    registry = CollectorRegistry()
+    agent = NotifierAgent(settings, registry, am_config)
+    n = settings.notifier
+    StatusServer(
+        registry,
+        n.api_host,
+        n.api_port,
+        agent.health,
+        routes={
+            "/api/v2/silences": agent.api_post_silence,
+            "/api/v2/silence/expire": agent.api_expire_silence,
+            "/api/v2/acks": agent.api_ack,
+        },
+        get_routes={"/api/v2/silences": agent.api_silences, "/api/v2/alerts": agent.api_alerts},
+    ).start()
+    log.info("notifier_api", url=f"http://{n.api_host}:{n.api_port}")
+    run_forever(agent, _stop_event(log))
+
+
+def _print(table: Any) -> None:
+    """A rich table on a terminal; tab-separated lines (whole values) when piped."""
+    import sys
+
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        Console().print(table)
+        return
+    typer.echo("\t".join(str(c.header) for c in table.columns))
+    for row in zip(*(c.cells for c in table.columns), strict=True):
+        typer.echo("\t".join(str(v) for v in row))
+
+
+silence_app = typer.Typer(help="Silences: add, list, expire.", no_args_is_help=True)
+app.add_typer(silence_app, name="silence")
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Notifier API (default from notifier.api_port)")
+]
+
+
+def _api(url: str | None, config: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    n = load_settings(config).notifier
+    return f"http://{n.api_host}:{n.api_port}"
+
+
+def _call(url: str, path: str, body: Any = None) -> Any:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, method="GET" if data is None else "POST")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        typer.echo(f"error: {e.code}: {e.read().decode(errors='replace')}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as e:
+        typer.echo(f"error: notifier at {url} unreachable: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+@silence_app.command("add")
+def silence_add(
+    matchers: Annotated[list[str], typer.Argument(help='Matchers: name=value, name=~"re", ...')],
+    duration: Annotated[str, typer.Option(help="How long, e.g. 2h")] = "1h",
+    author: Annotated[str, typer.Option(help="Who")] = "cli",
+    comment: Annotated[str, typer.Option(help="Why")] = "",
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Silence the alerts matching every matcher for ``duration``; prints the id."""
+    from datetime import UTC, datetime
+
+    from monitoring.alerts.matchers import parse_matcher
+    from monitoring.config import parse_duration
+
+    try:
+        parsed = [parse_matcher(m) for m in matchers]
+        length = parse_duration(duration)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    start = datetime.now(UTC)
+    body = {
+        "matchers": [m.to_api() for m in parsed],
+        "startsAt": start.isoformat(),
+        "endsAt": (start + length).isoformat(),
+        "createdBy": author,
+        "comment": comment,
+    }
+    typer.echo(_call(_api(url, config), "/api/v2/silences", body)["silenceID"])
+
+
+@silence_app.command("list")
+def silence_list(url: UrlOpt = None, config: ConfigOpt = None) -> None:
+    """List silences (id, state, matchers, ends)."""
+    from rich.table import Table
+
+    table = Table("id", "state", "matchers", "ends", "by", "comment")
+    for s in _call(_api(url, config), "/api/v2/silences"):
+        ms_ = " ".join(
+            f'{m["name"]}{"=" if m["isEqual"] else "!"}{"~" if m["isRegex"] else ""}"{m["value"]}"'
+            for m in s["matchers"]
+        )
+        table.add_row(s["id"], s["status"]["state"], ms_, s["endsAt"], s["createdBy"], s["comment"])
+    _print(table)
+
+
+@silence_app.command("expire")
+def silence_expire(silence_id: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
+    """Expire a silence now."""
+    typer.echo(_call(_api(url, config), "/api/v2/silence/expire", {"id": silence_id}))
+
+
+@app.command()
+def ack(
+    target: Annotated[str, typer.Argument(help="An alert fingerprint (or --group KEY)")] = "",
+    group: Annotated[str | None, typer.Option(help="Acknowledge a group key instead")] = None,
+    by: Annotated[str, typer.Option(help="Who acknowledges")] = "cli",
+    comment: Annotated[str, typer.Option()] = "",
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Acknowledge an alert or group: its escalation stops at the current tier."""
+    body: dict[str, Any] = {"by": by, "comment": comment}
+    if group:
+        body["group_key"] = group
+    else:
+        body["fingerprint"] = target
+    typer.echo(_call(_api(url, config), "/api/v2/acks", body))
+
+
+@app.command("list")
+def list_alerts(url: UrlOpt = None, config: ConfigOpt = None) -> None:
+    """Alerts the notifier knows, with their silenced/inhibited/acknowledged state."""
+    from rich.table import Table
+
+    table = Table("fingerprint", "alertname", "state", "labels", "receivers", "acked by")
+    for a in _call(_api(url, config), "/api/v2/alerts"):
+        labels = ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()))
+        table.add_row(
+            a["fingerprint"], a["labels"].get("alertname", ""), a["status"]["state"], labels,
+            ",".join(r["name"] for r in a["receivers"]), a.get("acknowledgedBy") or "",
+        )  # fmt: skip
+    _print(table)

@@ -1,0 +1,205 @@
+"""The log agent's logic for one logs partition: normalise, mine, count, checkpoint.
+
+Pure Python, no I/O. ``PartitionLogs.process`` takes one decoded record and returns
+the normalised entry with its template id, the template events it caused and the
+counter samples of windows it closed. State is per service (a service lives on one
+partition): its drain3 miner, counters, first-seen times of templates, and the offset
+of the last message applied to it. ``checkpoint`` returns the changed services'
+state and a partition record (``CHECKPOINT_KEY``) with the offset every message up to
+which is covered; ``restore`` rebuilds from them. Replayed messages at or below the
+checkpoint offset, or at or below a service's own applied offset (a checkpoint cut
+short after some services' records), are skipped, so a restart mines and counts every
+message once and gives the same template ids.
+
+Template events: a template that is created or whose text changes, and the first
+record of a template at level ERROR or above (``first_error``: "a template never
+seen before at error level"), produce a ``TemplateEvent``.
+
+>>> p = PartitionLogs(window_ms=10_000)
+>>> r = p.process(0, {"timestamp_ms": 1_700_000_000_000, "service": "api",
+...                   "level": "error", "message": "db timeout after 30 s"}, 1_700_000_000_000)
+>>> r.template_id, [(e.change, e.first_error) for e in r.events]
+(1, [('created', True)])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from monitoring.logs.counts import ServiceCounts
+from monitoring.logs.levels import SEVERITY
+from monitoring.logs.records import LogEntry, LogLimits, normalise
+from monitoring.logs.templates import ServiceTemplates
+from monitoring.metrics.samples import Sample
+
+CHECKPOINT_KEY = "\0checkpoint"
+STATE_VERSION = 1
+ERROR_SEVERITY = SEVERITY["ERROR"]
+DEFAULT_LIMITS = LogLimits()
+
+
+class TemplateEvent(NamedTuple):
+    """A template created or changed, or seen at ERROR or above for the first time."""
+
+    service: str
+    template_id: int
+    template: str
+    change: str  # created, updated or none
+    first_error: bool  # this record is the template's first at ERROR or above
+    level: str  # level of the record that caused the event
+    timestamp_ms: int  # event time of that record
+    first_seen_ms: int
+    first_error_ms: int  # 0 if never seen at ERROR or above
+    size: int  # records of this template so far: orders a template's events
+
+
+class Processed(NamedTuple):
+    """Outcome of one record."""
+
+    entry: LogEntry
+    template_id: int
+    events: list[TemplateEvent]
+    samples: list[Sample]
+
+
+class _Service:
+    __slots__ = ("applied_offset", "counts", "first_error", "first_seen", "templates")
+
+    def __init__(self, templates: ServiceTemplates, counts: ServiceCounts) -> None:
+        self.templates = templates
+        self.counts = counts
+        self.first_seen: dict[int, int] = {}
+        self.first_error: dict[int, int] = {}
+        self.applied_offset = -1
+
+
+class PartitionLogs:
+    """State and processing of one logs partition."""
+
+    def __init__(self, window_ms: int = 10_000, limits: LogLimits = DEFAULT_LIMITS) -> None:
+        self.window_ms = window_ms
+        self.limits = limits
+        self.services: dict[str, _Service] = {}
+        self.checkpoint_offset = -1
+        self.last_offset = -1
+        self._changed: set[str] = set()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changed) or self.last_offset > self.checkpoint_offset
+
+    def skip(self, offset: int) -> bool:
+        """Whether a message at ``offset`` is already in the restored state."""
+        return offset <= self.checkpoint_offset
+
+    def seen(self, offset: int) -> None:
+        """Record that the message at ``offset`` was handled (even if it was invalid)."""
+        if offset > self.last_offset:
+            self.last_offset = offset
+
+    def process(
+        self,
+        offset: int,
+        record: Mapping[str, Any],
+        received_ms: int,
+        utf8_replaced: bool = False,
+    ) -> Processed | None:
+        """Normalise, mine and count one record; None if already applied (replay).
+
+        Raises ``records.InvalidLog`` for a record that cannot be kept.
+        """
+        if offset <= self.checkpoint_offset:
+            return None
+        self.last_offset = max(self.last_offset, offset)
+        entry = normalise(record, received_ms, self.limits, utf8_replaced)
+        svc = self.services.get(entry.service)
+        if svc is None:
+            svc = self.services[entry.service] = _Service(
+                ServiceTemplates(), ServiceCounts(entry.service, self.window_ms)
+            )
+        elif offset <= svc.applied_offset:
+            return None
+        svc.applied_offset = offset
+        self._changed.add(entry.service)
+        mined = svc.templates.add(entry.message or entry.exception)
+        tid = mined.template_id
+        first_error = False
+        if tid not in svc.first_seen:
+            svc.first_seen[tid] = entry.timestamp_ms
+        if entry.severity >= ERROR_SEVERITY and tid not in svc.first_error:
+            svc.first_error[tid] = entry.timestamp_ms
+            first_error = True
+        events = []
+        if mined.change != "none" or first_error:
+            events.append(
+                TemplateEvent(
+                    entry.service, tid, svc.templates.template(tid) or "", mined.change,
+                    first_error,
+                    entry.level, entry.timestamp_ms, svc.first_seen[tid],
+                    svc.first_error.get(tid, 0), mined.size,
+                )
+            )  # fmt: skip
+        samples = svc.counts.add(entry.timestamp_ms, entry.level, tid)
+        return Processed(entry, tid, events, samples)
+
+    def close_services(self, services: Iterable[str]) -> list[Sample]:
+        """Emit the open window of these services now (they went idle)."""
+        out: list[Sample] = []
+        for name in services:
+            svc = self.services.get(name)
+            if svc is not None and svc.counts.has_changes:
+                out += svc.counts.close()
+                self._changed.add(name)
+        return out
+
+    def pending_services(self) -> list[str]:
+        """Services with counts not yet emitted."""
+        return [n for n, s in self.services.items() if s.counts.has_changes]
+
+    # -- state ----------------------------------------------------------------------
+    def checkpoint(self) -> tuple[list[tuple[str, bytes]], bytes]:
+        """State records of the services changed since the last checkpoint, and the
+        partition record (write it last)."""
+        records = [(name, self._pack(name, self.services[name])) for name in sorted(self._changed)]
+        self._changed.clear()
+        self.checkpoint_offset = max(self.checkpoint_offset, self.last_offset)
+        meta = json.dumps({"v": STATE_VERSION, "offset": self.checkpoint_offset}).encode()
+        return records, meta
+
+    def _pack(self, name: str, svc: _Service) -> bytes:
+        return json.dumps(
+            {
+                "v": STATE_VERSION,
+                "applied_offset": svc.applied_offset,
+                "counts": svc.counts.state(),
+                "first_seen": {str(k): v for k, v in svc.first_seen.items()},
+                "first_error": {str(k): v for k, v in svc.first_error.items()},
+                "drain": svc.templates.snapshot().decode("ascii"),
+            }
+        ).encode()
+
+    def restore(self, meta: bytes | None, records: Iterable[tuple[str, bytes]]) -> None:
+        """Rebuild from ``checkpoint`` output (latest record per service)."""
+        if meta is not None:
+            m = json.loads(meta)
+            _check_version(m)
+            self.checkpoint_offset = self.last_offset = int(m["offset"])
+        for name, raw in records:
+            st = json.loads(raw)
+            _check_version(st)
+            svc = _Service(
+                ServiceTemplates.restore(st["drain"].encode("ascii")),
+                ServiceCounts.from_state(name, self.window_ms, st["counts"]),
+            )
+            svc.applied_offset = int(st["applied_offset"])
+            svc.first_seen = {int(k): int(v) for k, v in st["first_seen"].items()}
+            svc.first_error = {int(k): int(v) for k, v in st["first_error"].items()}
+            self.services[name] = svc
+            self.last_offset = max(self.last_offset, svc.applied_offset)
+
+
+def _check_version(state: dict[str, Any]) -> None:
+    if state.get("v") != STATE_VERSION:
+        raise ValueError(f"log agent state version {state.get('v')!r}, expected {STATE_VERSION}")

@@ -1,0 +1,106 @@
+"""Per-service log counts as cumulative counters, published once per event-time window.
+
+For each service: ``log_events_total{level, service}`` and
+``log_template_events_total{service, template_id}``, both ``COUNTER`` samples with the
+cumulative count of records processed so far (Prometheus' counter convention, so a
+replayed emission repeats the same value at the same timestamp and changes nothing
+downstream; the increase over a window is the difference of two samples).
+
+Windows are tumbling, ``window_ms`` long, in the service's event time: when a record
+at or after the open window's end arrives, the series that changed are emitted with
+timestamp ``window_end - 1`` (inside the window they describe, so the aggregation
+agent's window of that size sees the value at its end as ``last``), then the record
+counts towards the next emission. A record older than the open window (late) simply
+counts in the next emission. ``close`` emits the open window without waiting for a
+later record (the agent calls it for services idle on the wall clock).
+
+>>> c = ServiceCounts("api", window_ms=10_000)
+>>> c.add(1_000, "INFO", 1), c.add(2_000, "ERROR", 2)
+([], [])
+>>> [(s.series, s.timestamp_ms, s.value) for s in c.add(12_000, "INFO", 1)][:2]
+[('log_events_total{level="ERROR",service="api"}', 9999, 1.0), \
+('log_events_total{level="INFO",service="api"}', 9999, 1.0)]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monitoring.metrics.samples import Sample, series_key
+
+EVENTS = "log_events_total"
+TEMPLATE_EVENTS = "log_template_events_total"
+
+
+class ServiceCounts:
+    """Cumulative counts of one service and the series changed since the last emission."""
+
+    def __init__(self, service: str, window_ms: int) -> None:
+        self.service = service
+        self.window_ms = window_ms
+        self.open_end = 0  # end of the open window; 0 before the first record
+        self.levels: dict[str, int] = {}
+        self.templates: dict[int, int] = {}
+        self.changed_levels: set[str] = set()
+        self.changed_templates: set[int] = set()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changed_levels or self.changed_templates)
+
+    def add(self, timestamp_ms: int, level: str, template_id: int) -> list[Sample]:
+        """Count one record; returns the samples of a window it closed (often none)."""
+        out: list[Sample] = []
+        if timestamp_ms >= self.open_end:
+            if self.open_end:
+                out = self._emit()
+            self.open_end = timestamp_ms - timestamp_ms % self.window_ms + self.window_ms
+        self.levels[level] = self.levels.get(level, 0) + 1
+        self.templates[template_id] = self.templates.get(template_id, 0) + 1
+        self.changed_levels.add(level)
+        self.changed_templates.add(template_id)
+        return out
+
+    def close(self) -> list[Sample]:
+        """Emit the open window now (idle service); later records count in the next."""
+        if not self.open_end or not self.has_changes:
+            return []
+        out = self._emit()
+        self.open_end += self.window_ms
+        return out
+
+    def _emit(self) -> list[Sample]:
+        ts = self.open_end - 1
+        svc = self.service
+        out = []
+        for level in sorted(self.changed_levels):
+            labels = {"level": level, "service": svc}
+            out.append(Sample(series_key(EVENTS, labels), EVENTS, labels, ts,
+                              float(self.levels[level]), "COUNTER"))  # fmt: skip
+        for tid in sorted(self.changed_templates):
+            labels = {"service": svc, "template_id": str(tid)}
+            out.append(Sample(series_key(TEMPLATE_EVENTS, labels), TEMPLATE_EVENTS, labels, ts,
+                              float(self.templates[tid]), "COUNTER"))  # fmt: skip
+        self.changed_levels.clear()
+        self.changed_templates.clear()
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """JSON-friendly state."""
+        return {
+            "open_end": self.open_end,
+            "levels": self.levels,
+            "templates": {str(k): v for k, v in self.templates.items()},
+            "changed_levels": sorted(self.changed_levels),
+            "changed_templates": sorted(self.changed_templates),
+        }
+
+    @classmethod
+    def from_state(cls, service: str, window_ms: int, st: dict[str, Any]) -> ServiceCounts:
+        c = cls(service, window_ms)
+        c.open_end = int(st["open_end"])
+        c.levels = {str(k): int(v) for k, v in st["levels"].items()}
+        c.templates = {int(k): int(v) for k, v in st["templates"].items()}
+        c.changed_levels = set(st["changed_levels"])
+        c.changed_templates = {int(t) for t in st["changed_templates"]}
+        return c

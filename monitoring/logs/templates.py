@@ -1,0 +1,130 @@
+"""Message templates with drain3, one miner per service, snapshot to bytes and back.
+
+A service's records all land on one partition of the logs topic (key = service), so
+one ``TemplateMiner`` per service gives template ids (drain3's cluster ids, 1, 2, ...)
+that are stable for that service: ``(service, template_id)`` names a template. The
+state is drain3's own snapshot format (jsonpickle of its ``Drain``, zlib-compressed,
+through ``MemoryBufferPersistence``), taken only when asked (``snapshot``), not on
+every change as drain3's persistence handlers do on their own.
+
+Mining uses the first line of a message (at most ``max_chars`` characters): stack
+traces live in ``exception``, and a multi-line message is named by its first line.
+
+>>> m = ServiceTemplates()
+>>> m.add("user 17 logged in").template_id, m.add("user 42 logged in").change
+(1, 'none')
+>>> m.add("user ab7 logged in").change, m.template(1)
+('updated', 'user <:*:> logged in')
+>>> ServiceTemplates.restore(m.snapshot()).add("user 5 logged in").template_id
+1
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+from drain3 import TemplateMiner
+from drain3.masking import MaskingInstruction
+from drain3.memory_buffer_persistence import MemoryBufferPersistence
+from drain3.template_miner_config import TemplateMinerConfig
+
+# One mask, applied before drain: every run of digits (with dots between, so an IPv4
+# address or a decimal is one run) becomes ``<:N:>``. Measured: 4 us a line, against
+# 16 us for separate UUID/IP/hex/number patterns with look-arounds; drain then turns
+# the tokens that still vary (hex ids, words) into ``<*>`` as it merges.
+MASK = r"\d+(?:\.\d+)*"
+MASK_NAME = "N"
+_CACHE_MAX = 20_000
+
+
+def miner_config(
+    sim_th: float = 0.4, depth: int = 4, max_clusters: int | None = None
+) -> TemplateMinerConfig:
+    """drain3 settings: the masks above, ``<:NAME:>`` placeholders, compressed snapshots."""
+    c = TemplateMinerConfig()
+    c.profiling_enabled = False
+    c.drain_sim_th = sim_th
+    c.drain_depth = depth
+    c.drain_max_clusters = max_clusters
+    c.parametrize_numeric_tokens = True
+    c.snapshot_compress_state = True
+    c.masking_instructions = [MaskingInstruction(MASK, MASK_NAME)]
+    c.mask_prefix, c.mask_suffix = "<:", ":>"
+    return c
+
+
+class Mined(NamedTuple):
+    """Result of adding one message: template id and what changed."""
+
+    template_id: int
+    change: str  # "created", "updated" or "none"
+    size: int  # messages in this template so far (including this one)
+
+
+_CHANGES = {"cluster_created": "created", "cluster_template_changed": "updated", "none": "none"}
+
+
+class ServiceTemplates:
+    """One service's drain3 miner, with an exact cache in front of its tree search.
+
+    The cache maps a masked line to the cluster drain matched it to without changing
+    anything; it is emptied whenever drain creates a cluster or changes a template.
+    Between such changes drain's tree and templates are fixed (sizes aside), so its
+    search would return the same cluster: the cache changes speed, not results, and
+    a restored miner (empty cache) mines exactly as the one it was saved from.
+    """
+
+    def __init__(self, miner: TemplateMiner | None = None, max_chars: int = 1000) -> None:
+        self.miner = miner or TemplateMiner(None, miner_config())
+        self.max_chars = max_chars
+        self._mask = re.compile(MASK).sub
+        self._placeholder = (
+            self.miner.config.mask_prefix + MASK_NAME + self.miner.config.mask_suffix
+        )
+        self._cache: dict[str, Any] = {}
+
+    def add(self, message: str) -> Mined:
+        """Mine one message (its first line)."""
+        line = message.split("\n", 1)[0] if "\n" in message else message
+        masked = self._mask(self._placeholder, line[: self.max_chars]).strip()
+        cluster = self._cache.get(masked)
+        if cluster is not None:
+            cluster.size += 1
+            return Mined(cluster.cluster_id, "none", cluster.size)
+        cluster, change = self.miner.drain.add_log_message(masked)
+        if change == "none":
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[masked] = cluster
+        else:
+            self._cache.clear()
+        return Mined(cluster.cluster_id, _CHANGES[change], cluster.size)
+
+    def template(self, template_id: int) -> str | None:
+        """The current text of a template, or None if unknown."""
+        c = self.miner.drain.id_to_cluster.get(template_id)
+        return None if c is None else str(c.get_template())
+
+    def __len__(self) -> int:
+        return len(self.miner.drain.clusters)
+
+    def snapshot(self) -> bytes:
+        """drain3's state as bytes (its own format: zlib + base64 of jsonpickle)."""
+        handler = MemoryBufferPersistence()
+        self.miner.persistence_handler = handler
+        try:
+            self.miner.save_state("checkpoint")
+        finally:
+            self.miner.persistence_handler = None
+        state: bytes = handler.state
+        return state
+
+    @classmethod
+    def restore(cls, state: bytes, max_chars: int = 1000) -> ServiceTemplates:
+        """A miner continuing from ``snapshot()``: same ids, same templates."""
+        handler = MemoryBufferPersistence()
+        handler.state = state
+        miner = TemplateMiner(handler, miner_config())
+        miner.persistence_handler = None  # no automatic snapshots on every change
+        return cls(miner, max_chars)

@@ -1,0 +1,141 @@
+"""Per-partition agent state, restored from a compacted changelog and checkpointed.
+
+The pattern every stateful Faust agent shares (aggregation, anomaly, logs, model
+metrics): the state of source partition ``p`` lives in partition ``p`` of a compacted
+state topic as keyed records (latest wins, ``None`` deletes). On assignment the
+partition's table is read back and handed to ``restore``; the agent processes messages
+with ``noack``, each under ``lock`` (from ``processed`` until its outputs are
+enqueued), so that a checkpoint never sees a state whose outputs are not yet sent.
+``checkpoint`` (called from a timer) takes the changed records of every partition from
+``snapshot`` (``None``: unchanged), flushes the agent's outputs, writes the records,
+flushes again and only then acks the source messages, so Faust commits offsets no
+further than the changelog. A checkpoint the broker did not acknowledge is kept and
+retried at the next call; nothing is acked meanwhile.
+
+``restore`` and ``snapshot`` are the agent's: this module knows nothing of the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from faust.types import TP, EventT, StreamT
+
+from monitoring.log import get_logger
+from monitoring.streams.changelog import read_table
+from monitoring.streams.outputs import Outputs
+
+S = TypeVar("S")
+Records = list[tuple[bytes, bytes | None]]
+log = get_logger("partition_state")
+
+
+@dataclass
+class Slot(Generic[S]):
+    """One assigned partition: its state and the source messages not yet acked."""
+
+    state: S
+    pending: list[EventT] = field(default_factory=list)  # processed, not yet checkpointed
+    last_event_wall: float = field(default_factory=time.monotonic)
+    # a checkpoint taken but not yet acknowledged by the broker: its records (in write
+    # order, the agent's last record last) and the source messages it covers
+    unwritten: dict[bytes, bytes | None] = field(default_factory=dict)
+    unacked: list[EventT] = field(default_factory=list)
+
+
+class PartitionStates(Generic[S]):
+    """The assigned partitions of one source topic and their changelog-backed state."""
+
+    def __init__(
+        self,
+        *,
+        source_topic: str,
+        state_topic: str,
+        bootstrap: str,
+        outputs: Outputs,
+        restore: Callable[[int, dict[bytes, bytes]], S],
+        snapshot: Callable[[S], Records | None],
+    ) -> None:
+        self.source_topic = source_topic
+        self.state_topic = state_topic
+        self.bootstrap = bootstrap
+        self.outputs = outputs
+        self._restore_fn = restore
+        self._snapshot = snapshot
+        self.slots: dict[int, Slot[S]] = {}
+        self._restoring: dict[int, asyncio.Task[Slot[S]]] = {}
+        self.lock = asyncio.Lock()  # held while a message changes state and sends outputs
+        self._checkpointing = asyncio.Lock()
+
+    async def get(self, p: int) -> Slot[S]:
+        """The slot of partition ``p``, restoring it from the changelog on first use."""
+        slot = self.slots.get(p)
+        if slot is not None:
+            return slot
+        task = self._restoring.get(p)
+        if task is None:
+            task = self._restoring[p] = asyncio.ensure_future(self._restore(p))
+        slot = await task
+        self.slots[p] = slot
+        return slot
+
+    async def _restore(self, p: int) -> Slot[S]:
+        started = time.monotonic()
+        table = await asyncio.to_thread(read_table, self.bootstrap, self.state_topic, p)
+        state = self._restore_fn(p, table)
+        log.info(
+            "partition_restored",
+            topic=self.state_topic,
+            partition=p,
+            records=len(table),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return Slot(state)
+
+    def processed(self, slot: Slot[S], event: EventT) -> None:
+        """Record that ``event`` was applied to ``slot``'s state (ack at next checkpoint)."""
+        slot.last_event_wall = time.monotonic()
+        slot.pending.append(event)
+
+    async def on_assigned(self, assigned: Iterable[TP]) -> None:
+        """Restore newly assigned partitions of the source topic."""
+        mine = [tp.partition for tp in assigned if tp.topic == self.source_topic]
+        await asyncio.gather(*(self.get(p) for p in mine if p not in self.slots))
+
+    def on_revoked(self, revoked: Iterable[TP]) -> None:
+        """Forget revoked partitions: the next owner replays their unacked messages."""
+        for tp in revoked:
+            if tp.topic == self.source_topic:
+                self.slots.pop(tp.partition, None)
+                self._restoring.pop(tp.partition, None)
+
+    async def checkpoint(self, stream: StreamT | None) -> bool:
+        """Outputs, then state, then acks for every changed partition; True if written."""
+        async with self._checkpointing:
+            async with self.lock:
+                for slot in self.slots.values():
+                    for k, v in self._snapshot(slot.state) or ():
+                        slot.unwritten.pop(k, None)  # keep the write order of the latest
+                        slot.unwritten[k] = v
+                    slot.unacked += slot.pending  # unchanged state: acked after the flush
+                    slot.pending = []
+            todo = [(p, slot) for p, slot in self.slots.items() if slot.unwritten or slot.unacked]
+            if not todo or not await self.outputs.flush():  # outputs before the state
+                return False
+            for p, slot in todo:
+                for key, value in slot.unwritten.items():
+                    await self.outputs.send(self.state_topic, key, value, partition=p)
+            if not await self.outputs.flush():
+                return False
+            for p, slot in todo:
+                slot.unwritten.clear()
+                unacked, slot.unacked = slot.unacked, []
+                if self.slots.get(p) is not slot or stream is None:
+                    continue  # revoked meanwhile: the new owner replays these messages
+                for event in unacked:
+                    await stream.ack(event)
+            return True
