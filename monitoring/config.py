@@ -118,6 +118,7 @@ class RetentionSettings(_Section):
     samples: Duration = timedelta(days=7)
     aggregates: Duration = timedelta(days=30)
     logs: Duration = timedelta(days=14)
+    deliveries: Duration = timedelta(days=90)
 
 
 class StorageSettings(_Section):

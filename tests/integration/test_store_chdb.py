@@ -306,3 +306,20 @@ def test_query_cli_goes_through_the_running_store(
     out = cli(["query", "--series", 'lat{svc="a"}', "-f", "tsv"], env, tmp_path)  # direct
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.strip().splitlines()) == 4
+
+
+def test_retention_of_deliveries_and_anomalies(client: Any, settings: Settings) -> None:
+    from datetime import timedelta
+
+    from monitoring.sinks.clickhouse.migrations import apply_retention
+
+    def ddl(table: str) -> str:
+        q = f"SELECT create_table_query FROM system.tables WHERE name = '{table}'"
+        return str(rows(client, q)[0][0])
+
+    assert f"toIntervalSecond({90 * 86_400})" in ddl("deliveries")  # set by migrate
+    assert f"toIntervalSecond({30 * 86_400})" in ddl("anomalies")
+    retention = settings.storage.retention.model_copy(update={"aggregates": timedelta(days=9)})
+    changed = apply_retention(client, settings.storage.model_copy(update={"retention": retention}))
+    assert {"aggregates", "anomalies"} <= set(changed) and "deliveries" not in changed
+    assert f"toIntervalSecond({9 * 86_400})" in ddl("anomalies")

@@ -23,6 +23,8 @@ _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.sql$")
 CODECS = {"zstd": "ZSTD(3)", "lz4": "LZ4", "none": ""}
 _TTL_TABLES = {"samples": ("ts", "samples"), "aggregates": ("window_start", "aggregates")}
 _TTL_TABLES["logs"] = ("timestamp", "logs")
+_TTL_TABLES["anomalies"] = ("ts", "aggregates")  # kept as long as the anomaly_score series
+_TTL_TABLES["deliveries"] = ("time", "deliveries")  # 006 has none: set by apply_retention
 
 _CREATE_LOG = """
 CREATE TABLE IF NOT EXISTS schema_migrations
@@ -84,6 +86,7 @@ def params(storage: StorageSettings) -> dict[str, str]:
         "samples_ttl_seconds": str(int(storage.retention.samples.total_seconds())),
         "aggregates_ttl_seconds": str(int(storage.retention.aggregates.total_seconds())),
         "logs_ttl_seconds": str(int(storage.retention.logs.total_seconds())),
+        "deliveries_ttl_seconds": str(int(storage.retention.deliveries.total_seconds())),
     }
 
 
