@@ -19,7 +19,6 @@ status and start).
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import glob
 import json
@@ -257,8 +256,3 @@ class AlertingAgent:
         await self.outputs.send(self.state_topic, STATE_KEY, json.dumps(state).encode())
         if await self.outputs.flush():
             self._dirty = False
-
-
-def run_forever(agent: AlertingAgent, stop: threading.Event) -> None:
-    """Run ``agent`` in this thread's own event loop until ``stop`` is set."""
-    asyncio.run(agent.run(stop))

@@ -36,13 +36,12 @@ from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
 from monitoring.streams import topics
-from monitoring.streams.aggregate_encoding import AggregateEncoder
+from monitoring.streams.aggregate_encoding import AggregateDecoder, AggregateEncoder
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import Outputs
 from monitoring.streams.partition_state import PartitionStates, Records, Slot
 
 log = get_logger("anomaly")
-AGGREGATE = "monitoring.Aggregate"
 ANOMALY = "monitoring.Anomaly"
 SCORE_METRIC = "anomaly_score"
 
@@ -115,6 +114,7 @@ class AnomalyAgent:
         self.settings = a = settings.anomaly
         self.codec = codec or AvroCodec.from_directory()
         self.encoder = AggregateEncoder(self.codec)
+        self.decoder = AggregateDecoder(self.codec)
         self.metrics = _Metrics(registry)
         self.choice = DetectorChoice(a)
         self.window_ms = ms(a.window)
@@ -168,57 +168,49 @@ class AnomalyAgent:
         msg = event.message
         self.states.processed(slot, event)
         try:
-            decoded = self.codec.decode(event.value)
+            agg = self.decoder.decode(event.value)
         except DecodeError as e:
-            await self._dead_letter(event, e.reason, str(e))
+            reason = "unexpected-record" if e.reason == "wrong-record" else e.reason
+            await self._dead_letter(event, reason, str(e))
             return
-        if decoded.name != AGGREGATE:
-            await self._dead_letter(event, "unexpected-record", f"{decoded.name} on aggregates")
+        if agg.window_ms != self.window_ms or not self.choice.scored(agg.name):
             return
-        rec = decoded.record
-        if rec["window_ms"] != self.window_ms or not self.choice.scored(rec["name"]):
-            return
-        scored = slot.state.process(
-            msg.offset,
-            rec["series"],
-            rec["name"],
-            rec["window_start_ms"],
-            float(rec[self.settings.field]),
-        )
+        value = float(getattr(agg, self.settings.field))
+        scored = slot.state.process(msg.offset, agg.series, agg.name, agg.window_start_ms, value)
         if scored is None:
             self.metrics.replayed.inc()
             return
         self.metrics.points.inc()
         self.outputs.poll()
-        await self._publish(rec, scored)
+        await self._publish(agg, scored)
 
-    async def _publish(self, rec: dict[str, Any], scored: Scored) -> None:
-        labels = {**rec["labels"], "metric": rec["name"]}
+    async def _publish(self, src: Aggregate, scored: Scored) -> None:
+        labels = {**src.labels, "metric": src.name}
         key = series_key(SCORE_METRIC, labels)
         s = scored.score
         agg = Aggregate(
-            key, SCORE_METRIC, labels, rec["window_ms"], rec["window_start_ms"],
-            rec["window_end_ms"], 1, s, s, s, s, s, s, s, s, closed_by="anomaly",
+            key, SCORE_METRIC, labels, src.window_ms, src.window_start_ms, src.window_end_ms,
+            1, s, s, s, s, s, s, s, s, closed_by="anomaly",
         )  # fmt: skip
         await self.outputs.send(self.aggregates_topic, key.encode(), self.encoder.encode(agg))
         if not scored.warm or s < self.settings.threshold:
             return
         self.metrics.anomalies.inc()
         event = {
-            "series": rec["series"],
-            "name": rec["name"],
-            "labels": dict(rec["labels"]),
-            "timestamp_ms": rec["window_start_ms"],
+            "series": src.series,
+            "name": src.name,
+            "labels": dict(src.labels),
+            "timestamp_ms": src.window_start_ms,
             "value": scored.value,
             "score": s,
-            "detector": self.choice.resolved(rec["name"]),
-            "window_ms": rec["window_ms"],
+            "detector": self.choice.resolved(src.name),
+            "window_ms": src.window_ms,
             "field": self.settings.field,
             "threshold": self.settings.threshold,
             "signals": {k: float(v) for k, v in scored.signals.items()},
         }
         await self.outputs.send(
-            self.anomalies_topic, rec["series"].encode(), self.codec.encode(ANOMALY, event)
+            self.anomalies_topic, src.series.encode(), self.codec.encode(ANOMALY, event)
         )
 
     async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:

@@ -301,8 +301,3 @@ class NotifierAgent:
             "deliveries_in_flight": len(self._inflight),
             "delivered_keys": len(self.delivered),
         }
-
-
-def run_forever(agent: NotifierAgent, stop: threading.Event) -> None:
-    """Run ``agent`` in this thread's own event loop until ``stop`` is set."""
-    asyncio.run(agent.run(stop))

@@ -10,6 +10,7 @@ monitoring alerts ack FINGERPRINT [--group KEY]
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from typing import Annotated, Any
@@ -46,7 +47,7 @@ def evaluate(
     """Evaluate alert rules as windows close and send alert changes to the alerts topic."""
     from prometheus_client import CollectorRegistry
 
-    from monitoring.agents.alerting import AlertingAgent, load_rules, run_forever
+    from monitoring.agents.alerting import AlertingAgent, load_rules
     from monitoring.log import configure_logging, get_logger
     from monitoring.status_server import StatusServer
     from monitoring.streams.admin import ensure_topics
@@ -65,7 +66,7 @@ def evaluate(
         except OSError as e:
             log.warning("metrics_port_unavailable", port=port, error=str(e))
     stop = _stop_event(log)
-    run_forever(agent, stop)
+    asyncio.run(agent.run(stop))
 
 
 @app.command()
@@ -78,7 +79,7 @@ def notify(
     """Route, group and deliver alerts from the alerts topic; serve the silences API."""
     from prometheus_client import CollectorRegistry
 
-    from monitoring.agents.notifier import NotifierAgent, run_forever
+    from monitoring.agents.notifier import NotifierAgent
     from monitoring.alerts.manager_config import ManagerConfig
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
@@ -111,7 +112,7 @@ def notify(
         get_routes={"/api/v2/silences": agent.api_silences, "/api/v2/alerts": agent.api_alerts},
     ).start()
     log.info("notifier_api", url=f"http://{n.api_host}:{n.api_port}")
-    run_forever(agent, _stop_event(log))
+    asyncio.run(agent.run(_stop_event(log)))
 
 
 def _print(table: Any) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from confluent_kafka import Producer
-from fixtures.notify import free_port
+from fixtures.notify import api_up, free_port
 
 from monitoring.alerts.model import Alert
 from monitoring.deploy import BIN
@@ -71,7 +71,7 @@ def test_unacknowledged_groups_escalate_and_acked_ones_do_not(
     disk = Alert({"alertname": "DiskFull", "host": "a"}, {}, "firing", now)
     cpu = Alert({"alertname": "HighCPU", "host": "b"}, {}, "firing", now)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _up(api):
+    while time.monotonic() < deadline and not api_up(api):
         time.sleep(0.2)
     send(p, disk, cpu)
     deadline = time.monotonic() + 30
@@ -96,13 +96,3 @@ def test_unacknowledged_groups_escalate_and_acked_ones_do_not(
     while time.monotonic() < deadline and len(second.bodies) < 2:
         time.sleep(0.1)
     assert [b["status"] for b in second.bodies] == ["firing", "resolved"]
-
-
-def _up(api: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{api}/healthz", timeout=1) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures.notify import SMTP_PASSWORD, SMTP_USER, free_port
+from fixtures.notify import SMTP_PASSWORD, SMTP_USER, api_up, free_port
 
 from monitoring.deploy import BIN
 from monitoring.deploy import LocalDeployment as Pipeline
@@ -108,7 +108,7 @@ def test_alerts_reach_webhook_smtp_and_alertmanager_once(
     p.start("worker", "worker")
     p.start("alerting", "alerting")
     notifier = p.start("notifier", "notifier")
-    p.wait(lambda: _up(api), 60, "notifier API")
+    p.wait(lambda: api_up(api), 60, "notifier API")
     silence = subprocess.run(
         [str(BIN), "alerts", "silence", "add", 'room="b"', "--duration", "1h", "--url", api,
          "--comment", "b is being fixed"],
@@ -136,7 +136,7 @@ def test_alerts_reach_webhook_smtp_and_alertmanager_once(
     notifier.kill()
     notifier.wait()
     p.start("notifier", "notifier2")
-    p.wait(lambda: _up(api), 60, "notifier API again")
+    p.wait(lambda: api_up(api), 60, "notifier API again")
     produce(p, start, range(15, 30))
     wait_for(lambda: len(hook.bodies) >= 2, 90, f"the resolved notification\n{p.logs()}")
     time.sleep(3)  # a duplicate would arrive now
@@ -157,16 +157,6 @@ def test_alerts_reach_webhook_smtp_and_alertmanager_once(
     delivered = [r for r in rows if r[2] == "delivered"]
     assert len(delivered) == 6, rows
     assert not any(SMTP_PASSWORD in str(r) for r in rows)
-
-
-def _up(api: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{api}/healthz", timeout=1) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 def _deliveries(p: Pipeline) -> int:
