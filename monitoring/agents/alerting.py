@@ -36,6 +36,7 @@ from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.streams import topics
+from monitoring.streams.admin import with_retries
 from monitoring.streams.aggregate_encoding import AggregateDecoder
 from monitoring.streams.alert_encoding import ALERT, to_record
 from monitoring.streams.changelog import read_table
@@ -161,8 +162,12 @@ class AlertingAgent:
         parts = sorted(meta.topics[self.source].partitions)
         horizon = self.engine.history.retention_ms + ms(self.settings.alerting.lookback) + 60_000
         since = (self.clock.last_evaluated_ms or int(time.time() * 1000)) - horizon
-        found = self.consumer.offsets_for_times(
-            [TopicPartition(self.source, p, since) for p in parts], timeout=30
+        consumer = self.consumer
+        found = with_retries(
+            lambda: consumer.offsets_for_times(
+                [TopicPartition(self.source, p, since) for p in parts], timeout=10
+            ),
+            what="alerting offsets_for_times",
         )
         start = [
             TopicPartition(self.source, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)

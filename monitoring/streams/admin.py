@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException
@@ -33,6 +33,7 @@ from monitoring.config import KafkaSettings, Settings
 from monitoring.streams.topics import TopicSpec, topic_specs
 
 _log = structlog.get_logger(component="kafka_admin")
+T = TypeVar("T")
 _rdkafka_log = logging.getLogger("monitoring.rdkafka")
 
 
@@ -90,6 +91,42 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> ClusterMetadata:
             why = f": {last}" if last else ""
             raise BrokerUnavailable(f"no Kafka broker answered at {bootstrap} in {timeout}s{why}")
         time.sleep(0.2)
+
+
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
+
+
+def with_retries(call: Callable[[], T], timeout: float = 30.0, what: str = "kafka call") -> T:
+    """Run ``call``, retrying Kafka's transient errors (leader moves, loading) for ``timeout`` s.
+
+    A freshly created topic can name a leader in the metadata before that broker
+    serves it (``NOT_LEADER_FOR_PARTITION``); offset lookups right after creation
+    hit that window.
+
+    >>> with_retries(lambda: 42)
+    42
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            transient = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _TRANSIENT
+            )
+            if not transient or time.monotonic() >= deadline:
+                raise
+            _log.info("kafka_retry", what=what, error=str(err))
+            time.sleep(0.2)
 
 
 def _error_code(e: KafkaException) -> int | None:

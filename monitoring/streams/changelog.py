@@ -13,6 +13,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from monitoring.streams.admin import with_retries
+
 
 def read_table(
     bootstrap: str, topic: str, partition: int, timeout_s: float = 60.0
@@ -30,7 +32,10 @@ def read_table(
     )
     try:
         tp = TopicPartition(topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        low, high = with_retries(
+            lambda: consumer.get_watermark_offsets(tp, timeout=timeout_s),
+            what=f"watermarks {topic}",
+        )
         table: dict[bytes, bytes] = {}
         if high <= low:
             return table
