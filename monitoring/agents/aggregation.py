@@ -34,7 +34,7 @@ from monitoring.metrics.samples import (
     SampleDecoder,
 )
 from monitoring.streams import topics
-from monitoring.streams.aggregate_encoding import AggregateEncoder
+from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import Outputs
 from monitoring.streams.partition_state import PartitionStates, Records, Slot
@@ -108,6 +108,10 @@ class AggregationAgent:
         self.dead_letter_topic = topics.topic_name(k, topics.DEAD_LETTER)
         self.state_topic = topics.topic_name(k, topics.AGGREGATION_STATE)
         self.outputs = Outputs(k)
+        # equal counts: a series' aggregates go to its samples partition's number (the
+        # murmur2 placement for the SDK's producers), so one partition's close is one
+        # ordered run of records and its last one can say the close is complete
+        self._co_partitioned = k.samples_partitions == k.output_partitions
         self._offsets_client: Consumer | None = None
         self._aggregates_by_reason = {
             r: self.metrics.aggregates.labels(r) for r in ("watermark", "idle")
@@ -159,8 +163,8 @@ class AggregationAgent:
             return
         self.metrics.samples.inc(len(samples))
         self.outputs.poll()  # delivery callbacks, once per source message
-        for agg in result.closed:
-            await self._publish_aggregate(agg)
+        if result.closed:
+            await self._publish_close(msg.partition, result.closed, part.state.watermark_ms)
         for late in result.late:
             self.metrics.late.inc()
             await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
@@ -188,11 +192,22 @@ class AggregationAgent:
             self.dead_letter_topic, event, reason, detail, "aggregation", rejected
         )
 
-    async def _publish_aggregate(self, agg: Aggregate) -> None:
-        self._aggregates_by_reason[agg.closed_by].inc()
-        await self.outputs.send(
-            self.aggregates_topic, agg.series.encode(), self.aggregate_encoder.encode(agg)
-        )
+    async def _publish_close(self, p: int, closed: list[Aggregate], through_ms: int) -> None:
+        """One close step of partition ``p``, in order; co-partitioned, the last record
+        carries the ``x-closed-through`` header (the alert evaluator's completion signal)."""
+        encode, send = self.aggregate_encoder.encode, self.outputs.send
+        topic = self.aggregates_topic
+        by_reason = self._aggregates_by_reason
+        if not self._co_partitioned:
+            for agg in closed:
+                by_reason[agg.closed_by].inc()
+                await send(topic, agg.series.encode(), encode(agg))
+            return
+        last = closed[-1]
+        for agg in closed:
+            by_reason[agg.closed_by].inc()
+            headers = [(CLOSED_THROUGH, str(through_ms).encode())] if agg is last else None
+            await send(topic, agg.series.encode(), encode(agg), p, headers)
 
     async def _publish_late(self, s: Sample, sizes: tuple[int, ...], watermark_ms: int) -> None:
         rec = {
@@ -274,8 +289,8 @@ class AggregationAgent:
                 async with self.states.lock:
                     closed = part.state.close_idle()
                     log.info("idle_close", partition=p, windows=len(closed))
-                    for agg in closed:
-                        await self._publish_aggregate(agg)
+                    if closed:
+                        await self._publish_close(p, closed, part.state.watermark_ms)
             self.metrics.open_windows.set(
                 sum(x.state.open_windows for x in self.states.slots.values())
             )

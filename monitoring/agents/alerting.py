@@ -24,6 +24,7 @@ import glob
 import json
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
@@ -37,7 +38,7 @@ from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.streams import topics
 from monitoring.streams.admin import with_retries
-from monitoring.streams.aggregate_encoding import AggregateDecoder
+from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateDecoder
 from monitoring.streams.alert_encoding import ALERT, to_record
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
@@ -50,6 +51,7 @@ log = get_logger("alerting")
 # with `bench alerts`' 1,000 rules over 10,000 series). Nothing here forms cycles.
 GC_THRESHOLD = (50_000, 20, 100)
 STATE_KEY = b"engine"
+Headers = Sequence[tuple[str, Any]] | dict[str, Any]  # as confluent-kafka types them
 STATE_VERSION = 1
 
 
@@ -122,8 +124,9 @@ class AlertingAgent:
         self.outputs = Outputs(k)
         self.consumer: Consumer | None = None
         self._dirty = False
-        # windows past the last evaluated end wait here, so that evaluating an end
-        # sees the history as it was at that end even when a backlog arrives at once
+        # windows more than one end past the last evaluated one wait here, so that
+        # evaluating an end sees the history as it was at that end even when a backlog
+        # arrives at once (the history trims by the newest window of each series)
         self._ahead: dict[int, list[Aggregate]] = {}
         self._last_checkpoint = time.monotonic()
 
@@ -195,7 +198,7 @@ class AlertingAgent:
             while not stop.is_set():
                 for msg in self.consumer.consume(5000, timeout=0.05):
                     if msg.error() is None:
-                        self.handle(msg.partition() or 0, msg.value())
+                        self.handle(msg.partition() or 0, msg.value(), msg.headers())
                 await self.evaluate_due(int(time.time() * 1000))
                 if self._dirty and time.monotonic() - self._last_checkpoint >= interval_s:
                     await self.checkpoint()
@@ -203,22 +206,40 @@ class AlertingAgent:
         finally:
             self.consumer.close()
 
-    def handle(self, partition: int, value: bytes | None) -> None:
-        """One aggregates message: into the history (or the buffer ahead), and the clock."""
+    def handle(self, partition: int, value: bytes | None, headers: Headers | None = None) -> None:
+        """One aggregates message: into the history (or the buffer ahead), and the clock
+        (with the close's completion mark, if the message carries one)."""
         try:
             agg = self.decoder.decode(value)
         except DecodeError as e:
             self.metrics.invalid.labels(e.reason).inc()
             return
         if agg.window_ms != self.window_ms:
+            if headers:
+                self._mark(partition, headers)
             return
         self.metrics.windows.inc()
         end = agg.window_end_ms
-        if end <= self.clock.last_evaluated_ms:
-            self.engine.add(agg)  # late, or re-read after a restart
+        last = self.clock.last_evaluated_ms
+        if end <= last or (last and end <= last + self.window_ms):
+            # late, re-read after a restart, or the next end: into the history now, so
+            # that evaluating it once due does not start with adding its windows
+            self.engine.add(agg)
         else:
             self._ahead.setdefault(end, []).append(agg)
         self.clock.observe(partition, end, int(time.time() * 1000))
+        if headers:
+            self._mark(partition, headers)
+
+    def _mark(self, partition: int, headers: Headers) -> None:
+        for k, v in headers.items() if isinstance(headers, dict) else headers:
+            if k == CLOSED_THROUGH:
+                try:
+                    through = int(v)
+                except (TypeError, ValueError):
+                    self.metrics.invalid.labels("bad-header").inc()
+                    return
+                self.clock.complete(partition, through, int(time.time() * 1000))
 
     async def evaluate_due(self, now_ms: int) -> None:
         """Evaluate every end that is due and send the alerts whose state changed."""

@@ -23,6 +23,11 @@ from monitoring.streams.avro_bytes import avro_long, avro_string, avro_string_ma
 from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
 
 AGGREGATE = "monitoring.Aggregate"
+CLOSED_THROUGH = "x-closed-through"
+"""Header on the last aggregate of a close step when the aggregates topic is
+co-partitioned with the samples topic: its partition now holds every window ending
+at or before this time (ms, decimal), so a reader need not wait to know the close is
+complete."""
 _DOUBLES = struct.Struct("<8d")
 _unpack_doubles = _DOUBLES.unpack_from
 _LAYOUT: dict[str, Any] = {

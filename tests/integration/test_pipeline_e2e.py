@@ -10,13 +10,15 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from fixtures.dataset import Expected, Point, generate, oracle
 
 from monitoring.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
 from monitoring.metrics.samples import series_key
+from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateDecoder
 from monitoring.streams.codec import AvroCodec
+from monitoring.streams.partitioner import partition_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,6 +107,38 @@ def late_messages(p: Pipeline, expected_n: int, timeout: float = 60) -> list[tup
     return out
 
 
+def check_close_marks(p: Pipeline) -> None:
+    """Every aggregate sits in its samples partition (Kafka's placement of its key); on
+    each partition, once a record is marked ``x-closed-through: H``, no later record
+    holds a window ending at or before H; and every partition was marked."""
+    decoder = AggregateDecoder(AvroCodec.from_directory())
+    n = p.settings.kafka.output_partitions
+    c = Consumer({"bootstrap.servers": p.settings.kafka.bootstrap_servers, "group.id": "m"})
+    topic = p.topic("metrics.aggregates")
+    through: dict[int, int] = {}
+    records = 0
+    for part in range(n):
+        _, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
+        c.assign([TopicPartition(topic, part, 0)])
+        position = 0
+        while position < high:
+            for m in c.consume(1000, timeout=1.0):
+                assert m.error() is None
+                position = m.offset() + 1
+                records += 1
+                agg = decoder.decode(m.value())
+                if agg.name == "anomaly_score":
+                    continue  # the anomaly agent's output, keyed the same way
+                assert partition_for(agg.series, n) == part, agg.series
+                assert agg.window_end_ms > through.get(part, -1), (part, agg)
+                for k, v in m.headers() or []:
+                    if k == CLOSED_THROUGH:
+                        assert int(v) >= agg.window_end_ms
+                        through[part] = int(v)
+    c.close()
+    assert records and set(through) == set(range(n)), through
+
+
 def test_pipeline_matches_oracle(pipeline: Pipeline) -> None:
     points = generate(n_series=200, ticks=520, start_ms=recent_start(520))
     assert len(points) >= 100_000
@@ -125,6 +159,7 @@ def test_pipeline_matches_oracle(pipeline: Pipeline) -> None:
         "raw samples",
     )
     assert pipeline.query("SELECT count() FROM series FINAL")[0][0] == 200
+    check_close_marks(pipeline)
 
 
 def test_kill_9_worker_and_store_mid_stream(pipeline: Pipeline) -> None:

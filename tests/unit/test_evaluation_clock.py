@@ -64,3 +64,60 @@ def test_each_end_is_due_once_in_increasing_order_and_within_grace(
     due += c.due(now + grace)  # the grace has passed for everything pending
     assert due == sorted(set(due))  # increasing, each once
     assert set(due) == expected
+
+
+def test_completion_marks_make_an_end_due_without_settling() -> None:
+    c = EvaluationClock(grace_ms=2_000, settle_ms=500, live_ms=30_000)
+    c.observe(0, W, now_ms=1_000)
+    c.observe(1, W, now_ms=1_000)
+    c.complete(0, W + 5_000, now_ms=1_000)
+    assert c.due(1_001) == []  # partition 1 reached W but has not said it is done
+    c.complete(1, W, now_ms=1_010)
+    assert c.due(1_010) == [W]  # both done: no settle time
+    c.observe(0, 2 * W, now_ms=2_000)
+    c.complete(0, 2 * W, now_ms=2_000)
+    assert c.due(3_999) == []  # partition 1 is live and only through W
+    assert c.due(4_000) == [2 * W]  # the grace still bounds the wait
+
+
+def test_a_marking_partition_is_done_with_an_end_it_has_no_windows_for() -> None:
+    c = EvaluationClock(grace_ms=60_000, settle_ms=0, live_ms=30_000)
+    c.observe(0, W, now_ms=0)
+    c.complete(1, 3 * W, now_ms=0)  # its close through 3W had no window ending at W
+    c.complete(0, W, now_ms=0)
+    assert c.due(0) == [W]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 12), st.booleans(), st.integers(0, 500)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_with_marks_an_end_is_due_only_when_every_live_partition_is_through_it(
+    events: list[tuple[int, int, bool, int]],
+) -> None:
+    """Every partition marks its closes; before the grace passes, an end is due only
+    once every partition seen is marked through it (live_ms spans the whole run)."""
+    grace = 10_000_000
+    c = EvaluationClock(grace_ms=grace, settle_ms=10_000_000, live_ms=10_000_000)
+    now, through, evaluated = 0, {}, 0
+    seen: set[int] = set()
+    ends: set[int] = set()
+    for partition, window, mark, step in events:
+        now += step
+        end = window * W
+        c.observe(partition, end, now)
+        seen.add(partition)
+        ends.add(end)
+        if mark:
+            c.complete(partition, end, now)
+            through[partition] = max(through.get(partition, 0), end)
+        for got in c.due(now):
+            assert got > evaluated
+            evaluated = got
+            assert all(through.get(p, 0) >= got for p in seen)
+        # and nothing that every partition is through is left waiting
+        done = min(through.get(p, 0) for p in seen)
+        assert all(e <= evaluated for e in ends if e <= done)
