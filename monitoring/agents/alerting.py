@@ -266,7 +266,13 @@ class AlertingAgent:
                 )
             if changed:
                 self.outputs.poll()
-                log.info("alerts_sent", at_ms=end, alerts=len(changed))
+            log.info(
+                "evaluated",
+                at_ms=end,
+                alerts=len(changed),
+                lag_ms=int(time.time() * 1000) - end,  # since the window's end, wall clock
+                eval_ms=round((time.perf_counter() - t0) * 1000, 1),
+            )
             self._dirty = True
 
     async def checkpoint(self) -> None:

@@ -199,12 +199,18 @@ class WindowHistory:
             self._by_name.setdefault(agg.name, {})[agg.series] = s
             self._bump(agg.name)
         end = agg.window_end_ms
-        s.insert(
-            WindowRow(
-                end, agg.count, agg.sum, agg.min, agg.max, agg.last, agg.p50, agg.p90, agg.p99
-            )
+        row = WindowRow(
+            end, agg.count, agg.sum, agg.min, agg.max, agg.last, agg.p50, agg.p90, agg.p99
         )
-        s.trim(s.ends[-1] - self.retention_ms)
+        ends = s.ends
+        if ends and end > ends[-1]:  # the live case, inlined: a new newest window
+            s.rows.append(row)
+            ends.append(end)
+            if ends[0] < end - self.retention_ms:
+                s.trim(end - self.retention_ms)
+            return True
+        s.insert(row)
+        s.trim(ends[-1] - self.retention_ms)
         return True
 
     def add_all(self, aggs: Iterable[Any]) -> int:

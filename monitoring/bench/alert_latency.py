@@ -47,6 +47,8 @@ class LatencyResult:
     delivery_ms: list[float] = field(default_factory=list)
     closes: int = 0
     samples_per_s: float = 0.0
+    by_end: dict[int, list[float]] = field(default_factory=dict)
+    """Alert latencies per window end (a slow end shows as one cluster)."""
 
 
 def rules_yaml(n: int, seed: int = 0) -> str:
@@ -201,6 +203,7 @@ def run(
     for fp, status, t, ts in alerts:
         if t in closes:
             res.alert_ms.append(ts - closes[t])
+            res.by_end.setdefault(t, []).append(ts - closes[t])
         first_t.setdefault((fp, status.lower()), t)
     seen: set[tuple[str, str]] = set()
     for arrived, body in hook.got:

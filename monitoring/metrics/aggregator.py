@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from monitoring.metrics.samples import Sample
@@ -41,9 +41,14 @@ NO_WATERMARK = -(2**62)
 CHECKPOINT_KEY = "\x00checkpoint"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Aggregate:
-    """A closed window of one series (the Avro ``monitoring.Aggregate`` record)."""
+    """A closed window of one series (the Avro ``monitoring.Aggregate`` record).
+
+    Not frozen: a frozen dataclass sets its 16 fields through ``object.__setattr__``
+    (3.5 µs against 1 µs), and every reader of the aggregates topic builds one per
+    window. Treat it as immutable.
+    """
 
     series: str
     name: str
@@ -64,9 +69,12 @@ class Aggregate:
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record dict."""
-        d = self.__dict__.copy()
+        d = {f: getattr(self, f) for f in _AGGREGATE_FIELDS}
         d["labels"] = dict(self.labels)
         return d
+
+
+_AGGREGATE_FIELDS = tuple(f.name for f in fields(Aggregate))
 
 
 class Late(NamedTuple):
