@@ -181,6 +181,8 @@ class WindowHistory:
         self.lookback_ms = lookback_ms
         self._series: dict[str, Series] = {}
         self._by_name: dict[str, dict[str, Series]] = {}
+        # (name, label, value) -> series: selectors with an equality matcher start here
+        self._by_label: dict[tuple[str, str, str], dict[str, Series]] = {}
         self._versions: dict[str, int] = {}
         self.version = 0
         """Incremented whenever a series is added or dropped (selector caches key on it)."""
@@ -197,6 +199,8 @@ class WindowHistory:
             s = Series(agg.series, agg.name, agg.labels)
             self._series[agg.series] = s
             self._by_name.setdefault(agg.name, {})[agg.series] = s
+            for k, v in s.labels_key_noname:
+                self._by_label.setdefault((agg.name, k, v), {})[agg.series] = s
             self._bump(agg.name)
         end = agg.window_end_ms
         row = WindowRow(
@@ -232,6 +236,30 @@ class WindowHistory:
         d = self._by_name.get(name)
         return list(d.values()) if d else []
 
+    def candidates(self, name: str | None, equal: Iterable[tuple[str, str]]) -> list[Series]:
+        """The series of metric ``name`` having every ``(label, value)`` in ``equal``
+        (label ``""`` matches a missing label, as in PromQL), or a superset of them:
+        the caller still applies its matchers. Uses the smallest index entry.
+
+        >>> h = WindowHistory(10_000, 60_000)
+        >>> for host in "abc":
+        ...     _ = h.add(WindowRow.of("cpu", {"host": host}, 10_000, [1.0]))
+        >>> [s.key for s in h.candidates("cpu", [("host", "b")])]
+        ['cpu{host="b"}']
+        """
+        if name is None:
+            return self.series_for(None)
+        best: dict[str, Series] | None = None
+        for k, v in equal:
+            if k == NAME or v == "":
+                continue
+            found = self._by_label.get((name, k, v))
+            if found is None:
+                return []
+            if best is None or len(found) < len(best):
+                best = found
+        return self.series_for(name) if best is None else list(best.values())
+
     def expire(self, at_ms: int) -> int:
         """Drop series idle since before ``at_ms - retention_ms - lookback_ms``; how many."""
         horizon = at_ms - self.retention_ms - self.lookback_ms
@@ -242,5 +270,10 @@ class WindowHistory:
             del group[s.key]
             if not group:
                 del self._by_name[s.name]
+            for k, v in s.labels_key_noname:
+                index = self._by_label[(s.name, k, v)]
+                del index[s.key]
+                if not index:
+                    del self._by_label[(s.name, k, v)]
             self._bump(s.name)
         return len(dead)

@@ -195,7 +195,7 @@ class Selector(Node):
         tests = self.tests
         found = [
             s
-            for s in h.series_for(self.name)
+            for s in h.candidates(self.name, self.equal)
             if all(test(s.labels.get(k, "")) for k, test in tests)
         ]
         ctx.matches[self.text] = (version, found)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitoring.alerts.history import WindowHistory, WindowRow
 from monitoring.alerts.promql import EvalError, compile_expr
@@ -375,3 +377,59 @@ def test_selector_cache_sees_new_and_expired_series(cpu: WindowHistory) -> None:
     assert len(expr.evaluate(cpu, 40 * S, Context(cpu, 40 * S, matches))) == 4
     cpu.expire(1000 * S)
     assert expr.evaluate(cpu, 1000 * S, Context(cpu, 1000 * S, matches)) == []
+
+
+_label_st = st.dictionaries(st.sampled_from(["host", "env", "dc"]), st.sampled_from("abc"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["cpu", "mem"]), _label_st, st.integers(1, 40)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["host", "env", "dc"]), st.sampled_from(["=", "!=", "=~"])),
+        max_size=3,
+    ),
+    st.sampled_from(["", "a", "b", "a|c"]),
+    st.integers(1, 60),
+)
+def test_selectors_match_what_brute_force_matches(
+    windows: list[tuple[str, dict[str, str], int]],
+    matchers: list[tuple[str, str]],
+    value: str,
+    expire_at_s: int,
+) -> None:
+    """The history's label index only narrows the candidates: a selector matches the
+    same series as testing every series of the metric, before and after expiry."""
+    import re
+
+    h = WindowHistory(10_000, retention_ms=60_000, lookback_ms=60_000)
+    for name, labels, end_s in windows:
+        h.add(WindowRow.of(name, labels, end_s * 10 * S, [1.0]))
+    ops = [(k, op, value if op == "=~" else value.split("|")[0]) for k, op in matchers]
+    text = "cpu{" + ", ".join(f'{k}{op}"{v}"' for k, op, v in ops) + "}"
+
+    def brute() -> set[str]:
+        def ok(labels: dict[str, str]) -> bool:
+            for k, op, v in ops:
+                got = labels.get(k, "")
+                if (op == "=" and got != v) or (op == "!=" and got == v):
+                    return False
+                if op == "=~" and not re.fullmatch(v, got):
+                    return False
+            return True
+
+        return {s.key for s in h.series_for("cpu") if ok(s.labels)}
+
+    expr = compile_expr(text)
+    for at_s in (500, expire_at_s * 10):
+        h.expire(at_s * S)
+        t = max([s.ends[-1] for s in h.series_for("cpu")], default=0)
+        got = {
+            "cpu{" + ",".join(f'{k}="{v}"' for k, v in labels if k != "__name__") + "}"
+            for labels, _ in expr.evaluate(h, t)
+        }
+        assert got == brute(), text
