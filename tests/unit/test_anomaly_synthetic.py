@@ -3,7 +3,7 @@
 Series: 2000 points 5 min apart, level 100, Gaussian noise sigma 1; anomalies at
 index 1500 (after a 150-point warm-up and long enough to learn the noise). Stated
 numbers, the same for every detector, each with its own ``alert_level`` as the
-detection threshold (robust 0.35, zscore 0.5, hst 0.78, drift 0.45, forecast and
+detection threshold (robust 0.36, zscore 0.5, hst 0.78, drift 0.45, forecast and
 ensemble 0.4; hst's clean-noise maximum is 0.66-0.76 on these seeds, so its margin
 is the thinnest):
 
