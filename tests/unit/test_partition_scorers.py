@@ -49,3 +49,13 @@ def test_idle_series_are_evicted_with_a_tombstone() -> None:
     records = part.checkpoint()
     assert ("old", None) in records and len(part) == 1
     assert not part.has_changes
+
+
+def test_memory_is_estimated_from_a_sample_of_the_series() -> None:
+    part = PartitionScorers(make, idle_ms=10**9)
+    for o, k, t, v in [(i, f"s{i % 40}", 1_000 * (i // 40), float(i % 7)) for i in range(400)]:
+        part.process(o, k, "m", t, v)
+    exact = part.nbytes(sample=40)  # every series measured
+    assert exact == sum(part._series[f"s{i}"].scorer.nbytes() for i in range(40))
+    estimate = part.nbytes(sample=8)
+    assert abs(estimate - exact) <= 0.05 * exact  # series of one detector differ little
