@@ -5,7 +5,10 @@ Thin wiring around ``monitoring.logs.analyzer.PartitionLogs`` through
 message (bad ones to the dead-letter topic with the reason in headers), normalise and
 mine it, and publish
 
-* the ``StoredLog`` record to ``logs.stored`` (the store writes the logs table),
+* the ``StoredLog`` record (or, for a ``LogBatch`` message, one ``StoredLogBatch`` of
+  its kept lines) to ``logs.stored`` (the store writes the logs table); a line of a
+  batch that cannot be kept goes alone to the dead-letter topic, with ``x-batch-index``,
+  and the rest of the batch is kept,
 * ``LogTemplate`` events to ``logs.templates`` (templates table; a template's first
   record at ERROR or above is one of them, ``first_error = true``),
 * ``log_events_total`` / ``log_template_events_total`` counters as ``MetricSample`` to
@@ -40,8 +43,8 @@ from monitoring.logs.analyzer import CHECKPOINT_KEY, PartitionLogs
 from monitoring.logs.records import InvalidLog, LogLimits
 from monitoring.streams import topics
 from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.log_processing import Encoded, LogProcessor
-from monitoring.streams.outputs import Outputs
+from monitoring.streams.log_processing import Encoded, LogProcessor, Rejected
+from monitoring.streams.outputs import Outputs, dead_letter_headers
 from monitoring.streams.partition_state import PartitionStates, Records
 
 log = get_logger("logs")
@@ -161,13 +164,16 @@ class LogAgent:
                 if out is None:
                     self.metrics.skipped.inc()
                     continue
+                for bad in out.rejected:  # lines of a batch: the rest is kept
+                    await self._dead_letter_line(event, bad)
                 part.state.last_wall[out.service] = time.monotonic()
                 await self._publish(out)
             self.outputs.poll()
 
     async def _publish(self, out: Encoded) -> None:
         send = self.outputs.send
-        await send(self.stored_topic, *out.stored)
+        if out.stored is not None:
+            await send(self.stored_topic, *out.stored)
         for key, value in out.templates:
             await send(self.templates_topic, key, value)
         for key, value in out.samples:
@@ -181,6 +187,21 @@ class LogAgent:
     async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:
         self.metrics.dead_letters.labels(reason).inc()
         await self.outputs.dead_letter(self.dead_letter_topic, event, reason, detail, "logs")
+
+    async def _dead_letter_line(self, event: EventT, bad: Rejected) -> None:
+        """One rejected line of a batch: the line alone as a LogRecord, with the reason
+        and its index in the batch (``x-batch-index``)."""
+        msg = event.message
+        self.metrics.dead_letters.labels(bad.reason).inc()
+        log.warning(
+            "dead_letter", stage="logs", reason=bad.reason, error=bad.detail[:200],
+            topic=msg.topic, partition=msg.partition, offset=msg.offset, line=bad.line,
+        )  # fmt: skip
+        headers = dead_letter_headers(
+            bad.reason, bad.detail, msg.topic, msg.partition, msg.offset, "logs"
+        )
+        headers.append(("x-batch-index", str(bad.line).encode()))
+        await self.outputs.send(self.dead_letter_topic, msg.key, bad.value, headers=headers)
 
     # -- state: restore on assignment, checkpoint on the timer ----------------------
     def _restore(self, p: int, table: dict[bytes, bytes]) -> _State:

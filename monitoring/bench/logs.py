@@ -1,9 +1,12 @@
 """``monitoring bench logs``: the log path's four numbers, measured.
 
 1. **lines/s per core** through the log agent's pure path (``LogProcessor.handle``:
-   Avro decode, normalise, drain3 mining, counting, StoredLog encode), over a
-   generated corpus (5 services, 60 templates, tracebacks), per CPU-second of the
-   process (``time.process_time``), so other load on the machine does not count;
+   Avro decode, normalise, drain3 mining, counting, StoredLog/StoredLogBatch encode),
+   over a generated corpus (5 services x 3 hosts, 60 templates, tracebacks), per
+   CPU-second of the process (``time.process_time``), so other load on the machine
+   does not count. The headline is the corpus shipped as ``LogShipper`` does for a
+   busy source, ``LogBatch`` messages of 256 lines; single ``LogRecord`` messages and
+   batches of 16 and 64 are measured too;
 2. **handler overhead per call** (µs): CPU time of the calling thread
    (``time.thread_time``) for ``logger.info(...)`` with the ``KafkaLogHandler`` minus
    the same call with no handler, while the shipper really sends to the broker;
@@ -11,13 +14,14 @@
    ``logs`` table (``INSERT ... SELECT ... FROM numbers()``: 20 services, 60 message
    shapes with variable numbers, IPs and hex ids, tracebacks on half the errors,
    a week of timestamps; one line in 100,000 holds the token ``zebracorn``), then
-   ``monitoring logs search zebracorn`` 's SQL (FINAL, newest first, LIMIT 50):
+   ``monitoring logs search zebracorn`` 's SQL (newest first, LIMIT 50):
    median of 5 runs after one warm-up;
 4. **bytes on disk per stored line**: active parts' bytes (data, marks, primary and
    skip indexes) / rows.
 
 The last line printed is ``lines_per_s=<n> handler_us=<n> search_10m_ms=<n>
-bytes_per_line=<n>``.
+bytes_per_line=<n>`` (``nan`` for the last two with ``--rows 0``, which skips phases 3
+and 4).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 from monitoring.logs.analyzer import PartitionLogs
 from monitoring.logs.corpus import generate
 from monitoring.streams.codec import AvroCodec
+from monitoring.streams.log_batch import LogBatchEncoder
 from monitoring.streams.log_encoding import LOG_RECORD
 from monitoring.streams.log_processing import LogProcessor
 
@@ -45,18 +50,21 @@ RARE_TOKEN = "zebracorn"
 @dataclass
 class LogBench:
     calibration_ns: float = 0.0
-    lines_per_s: float = 0.0
+    lines_per_s: float = 0.0  # LogBatch messages of BATCH_SIZES[-1] lines
+    single_lines_per_s: float = 0.0  # one LogRecord per message
+    batched_lines_per_s: dict[int, float] = field(default_factory=dict)
     domain_lines_per_s: float = 0.0
     decode_us: float = 0.0
+    batch_decode_us: float = 0.0
     handler_us: float = 0.0
     handler_call_us: float = 0.0
     bare_call_us: float = 0.0
-    search_ms: float = 0.0
+    search_ms: float = float("nan")  # nan: search phase skipped
     search_service_ms: float = 0.0
     matches: int = 0
     rows: int = 0
     insert_s: float = 0.0
-    bytes_per_line: float = 0.0
+    bytes_per_line: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary_line(self) -> str:
@@ -76,35 +84,80 @@ def calibration_ns(n: int = 1_000_000) -> float:
     return (time.process_time() - t0) / n * 1e9
 
 
-def agent_path(n_lines: int, rounds: int = 3) -> tuple[float, float, float]:
-    """Lines per CPU-second through ``LogProcessor.handle`` (bytes in, bytes out), µs per
-    line of the Avro decode alone, and lines per CPU-second of the domain alone
-    (``PartitionLogs.process`` on decoded records). Best of ``rounds``: other
-    processes share the cores."""
-    codec = AvroCodec.from_directory()
-    values = [codec.encode(LOG_RECORD, ln.record) for ln in generate(n_lines, seed=3)]
-    proc = LogProcessor(codec)
-    decode = proc.decoder.decode
-    records = [decode(v).record for v in values]
-    full = domain = 0.0
-    decode_us = float("inf")
+BATCH_SIZES = (16, 64, 256)  # 256: LogShipper's default batch_lines
+
+
+def shipped_batches(
+    records: list[dict[str, Any]], batch_lines: int, codec: AvroCodec
+) -> list[bytes]:
+    """The corpus as ``LogShipper`` batches it: consecutive lines of one service and
+    host (one shipping process each), at most ``batch_lines`` a message, in order of
+    each batch's first line."""
+    open_: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    batches: list[list[dict[str, Any]]] = []
+    for r in records:
+        key = (r["service"], r["host"])
+        cur = open_.get(key)
+        if cur is None or len(cur) >= batch_lines:
+            cur = open_[key] = []
+            batches.append(cur)
+        cur.append(r)
+    enc = LogBatchEncoder(codec)
+    fields = ("timestamp_ms", "level", "logger", "message", "trace_id", "span_id", "exception",
+              "attributes")  # fmt: skip
+    return [
+        enc.encode(b[0]["service"], b[0]["host"], [tuple(r[f] for f in fields) for r in b])
+        for b in batches
+    ]
+
+
+def _per_cpu_s(lines: int, values: list[bytes], proc: LogProcessor, rounds: int) -> float:
+    """Lines per CPU-second through ``LogProcessor.handle``, best of ``rounds``."""
+    best = 0.0
     for _ in range(rounds):
         part, handle = PartitionLogs(), proc.handle
         t0 = time.process_time()
         for offset, v in enumerate(values):
             handle(part, 0, offset, v, 1_700_000_000_000)
-        full = max(full, n_lines / (time.process_time() - t0))
+        best = max(best, lines / (time.process_time() - t0))
+    return best
+
+
+def agent_path(n_lines: int, rounds: int = 3) -> dict[str, Any]:
+    """Lines per CPU-second through ``LogProcessor.handle`` (bytes in, bytes out): as
+    single ``LogRecord`` messages and as ``LogBatch`` messages of each of
+    ``BATCH_SIZES``; µs per line of the Avro decode alone (both contracts); lines per
+    CPU-second of the domain alone (``PartitionLogs.process`` on decoded records). Best
+    of ``rounds``: other processes share the cores."""
+    codec = AvroCodec.from_directory()
+    records = [ln.record for ln in generate(n_lines, seed=3)]
+    values = [codec.encode(LOG_RECORD, r) for r in records]
+    proc = LogProcessor(codec)
+    out: dict[str, Any] = {"single": _per_cpu_s(n_lines, values, proc, rounds), "batched": {}}
+    for size in BATCH_SIZES:
+        batches = shipped_batches(records, size, codec)
+        out["batched"][size] = _per_cpu_s(n_lines, batches, proc, rounds)
+    decode, decode_batch = proc.decoder.decode, proc.batches.decode
+    decoded = [decode(v).record for v in values]
+    domain = 0.0
+    decode_us = batch_decode_us = float("inf")
+    for _ in range(rounds):
         part = PartitionLogs()
         process = part.process
         t0 = time.process_time()
-        for offset, r in enumerate(records):
+        for offset, r in enumerate(decoded):
             process(offset, r, 1_700_000_000_000)
         domain = max(domain, n_lines / (time.process_time() - t0))
         t0 = time.process_time()
         for v in values:
             decode(v)
         decode_us = min(decode_us, (time.process_time() - t0) / n_lines * 1e6)
-    return full, decode_us, domain
+        t0 = time.process_time()
+        for v in batches:
+            decode_batch(v)
+        batch_decode_us = min(batch_decode_us, (time.process_time() - t0) / n_lines * 1e6)
+    out.update(domain=domain, decode_us=decode_us, batch_decode_us=batch_decode_us)
+    return out
 
 
 def handler_overhead(bootstrap: str, calls: int) -> tuple[float, float]:
@@ -242,10 +295,20 @@ def run(
     res = LogBench()
     res.calibration_ns = calibration_ns()
     progress(f"agent path over {lines:,} corpus lines ...")
-    res.lines_per_s, res.decode_us, res.domain_lines_per_s = agent_path(lines)
+    a = agent_path(lines)
+    res.lines_per_s = a["batched"][BATCH_SIZES[-1]]
+    res.single_lines_per_s, res.batched_lines_per_s = a["single"], a["batched"]
+    res.decode_us, res.batch_decode_us, res.domain_lines_per_s = (
+        a["decode_us"],
+        a["batch_decode_us"],
+        a["domain"],
+    )
     progress(f"handler overhead over {handler_calls:,} calls ...")
     res.handler_call_us, res.bare_call_us = handler_overhead(bootstrap, handler_calls)
     res.handler_us = max(0.0, res.handler_call_us - res.bare_call_us)
+    if search_rows <= 0:
+        progress("search phase skipped (--rows 0)")
+        return res
     s = token_search(search_rows, directory, progress)
     res.search_ms, res.search_service_ms = s["search_ms"], s["service_ms"]
     res.matches, res.rows, res.insert_s = int(s["matches"]), int(s["rows"]), s["insert_s"]

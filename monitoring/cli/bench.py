@@ -178,9 +178,13 @@ def logs_bench(
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_row("calibration: dict get+set loop iteration (ns)", f"{res.calibration_ns:.0f}")
-    t.add_row("agent path, decode+normalise+mine+count+encode (lines per CPU-s)",
+    t.add_row("agent path, decode+normalise+mine+count+encode, 256-line batches (lines/CPU-s)",
               f"{res.lines_per_s:,.0f}")  # fmt: skip
-    t.add_row("  of which Avro decode (µs per line)", f"{res.decode_us:.1f}")
+    t.add_row("  LogRecord decode (µs per line)", f"{res.decode_us:.1f}")
+    t.add_row("  single LogRecord messages (lines per CPU-s)", f"{res.single_lines_per_s:,.0f}")
+    for size, v in res.batched_lines_per_s.items():
+        t.add_row(f"  LogBatch messages of {size} lines (lines per CPU-s)", f"{v:,.0f}")
+    t.add_row("  LogBatch decode (µs per line)", f"{res.batch_decode_us:.1f}")
     t.add_row("domain only: normalise+mine+count (lines per CPU-s)",
               f"{res.domain_lines_per_s:,.0f}")  # fmt: skip
     t.add_row("logger.info with KafkaLogHandler (µs, calling thread CPU)",

@@ -28,9 +28,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from monitoring.logs.batch import LogColumns, StoredColumns
 from monitoring.logs.counts import ServiceCounts
-from monitoring.logs.levels import SEVERITY
-from monitoring.logs.records import LogEntry, LogLimits, normalise
+from monitoring.logs.levels import SEVERITY, normalise_level
+from monitoring.logs.records import MIN_TIMESTAMP_MS, InvalidLog, LogEntry, LogLimits, normalise
 from monitoring.logs.templates import ServiceTemplates
 from monitoring.metrics.samples import Sample
 
@@ -62,6 +63,46 @@ class Processed(NamedTuple):
     template_id: int
     events: list[TemplateEvent]
     samples: list[Sample]
+
+
+class BatchProcessed(NamedTuple):
+    """Outcome of a batch: the stored lines (None if none was kept), template events,
+    counter samples, and the rejected lines' indexes with the reason."""
+
+    stored: StoredColumns | None
+    events: list[TemplateEvent]
+    samples: list[Sample]
+    rejected: list[tuple[int, InvalidLog]]
+
+
+class _KnownLevels(dict[str, tuple[str, int]]):
+    """raw level -> (canonical level, severity), for spellings ``normalise_level`` knows."""
+
+    def __missing__(self, raw: str) -> tuple[str, int] | None:
+        level, known = normalise_level(raw)
+        if not known:
+            return None
+        if len(self) < 10_000:
+            self[raw] = (level, SEVERITY[level])
+        return (level, SEVERITY[level])
+
+
+_KNOWN_LEVELS = _KnownLevels()
+
+
+def _without(s: StoredColumns, bad: set[int]) -> StoredColumns:
+    """``s`` without the lines at positions ``bad`` (positions are line indexes here)."""
+    keep = [i for i in s.line_indexes if i not in bad]
+
+    def pick(col: list[Any]) -> list[Any]:
+        return [col[i] for i in keep]
+
+    return StoredColumns(
+        s.service, s.host, keep, pick(s.timestamps_ms), pick(s.levels), pick(s.severities),
+        pick(s.loggers), pick(s.messages), pick(s.trace_ids), pick(s.span_ids),
+        pick(s.exceptions), {p: s.attributes[i] for p, i in enumerate(keep) if i in s.attributes},
+        pick(s.template_ids),
+    )  # fmt: skip
 
 
 class _Service:
@@ -123,26 +164,117 @@ class PartitionLogs:
             return None
         svc.applied_offset = offset
         self._changed.add(entry.service)
-        mined = svc.templates.add(entry.message or entry.exception)
+        tid, event, samples = self._mine(
+            svc, entry.service, entry.timestamp_ms, entry.level, entry.severity,
+            entry.message or entry.exception,
+        )  # fmt: skip
+        return Processed(entry, tid, [event] if event else [], samples)
+
+    def process_batch(
+        self, offset: int, batch: LogColumns, received_ms: int
+    ) -> BatchProcessed | None:
+        """``process`` for every line of a batch (one message at ``offset``); None if
+        already applied. Lines that cannot be kept are in ``rejected`` with the reason
+        (``normalise`` decides, exactly as for single records); the rest are stored.
+
+        A line that needs no normalisation but its level's spelling (a known level,
+        a plausible timestamp, short texts, few attributes, valid UTF-8) takes a fast
+        path with the same result as ``normalise``; any other goes through it.
+        """
+        if offset <= self.checkpoint_offset:
+            return None
+        self.last_offset = max(self.last_offset, offset)
+        n, service = batch.lines, batch.service
+        if not service.strip():
+            err = InvalidLog("missing-service", "the batch has no service name")
+            return BatchProcessed(None, [], [], [(i, err) for i in range(n)])
+        svc = self.services.get(service)
+        if svc is None:
+            svc = self.services[service] = _Service(
+                ServiceTemplates(), ServiceCounts(service, self.window_ms)
+            )
+        elif offset <= svc.applied_offset:
+            return None
+        svc.applied_offset = offset
+        self._changed.add(service)
+        limits = self.limits
+        lo, hi = MIN_TIMESTAMP_MS, received_ms + limits.max_future_skew_ms
+        max_chars, max_attrs = limits.max_message_bytes // 4, limits.max_attributes
+        timestamps, messages, exceptions = batch.timestamps_ms, batch.messages, batch.exceptions
+        raw_levels, attrs, replaced = batch.levels, batch.attributes, batch.utf8_replaced
+        known = _KNOWN_LEVELS
+        levels: list[str] = []
+        severities: list[int] = []
+        tids: list[int] = []
+        events: list[TemplateEvent] = []
+        samples: list[Sample] = []
+        rejected: list[tuple[int, InvalidLog]] = []
+        copied = False  # timestamps, messages, exceptions, attrs copied before a change
+        mine = self._mine
+        for i in range(n):
+            ts, msg, exc = timestamps[i], messages[i], exceptions[i]
+            lv = known[raw_levels[i]]
+            if (
+                lv is not None and (msg or exc) and lo <= ts <= hi and len(msg) <= max_chars
+                and len(exc) <= max_chars and (i not in attrs or len(attrs[i]) <= max_attrs)
+                and i not in replaced
+            ):  # fmt: skip
+                level, severity = lv
+            else:
+                try:
+                    e = normalise(batch.record(i), received_ms, limits, i in replaced)
+                except InvalidLog as err:
+                    rejected.append((i, err))
+                    levels.append("")
+                    severities.append(0)
+                    tids.append(0)
+                    continue
+                if not copied:
+                    timestamps, messages = list(timestamps), list(messages)
+                    exceptions, attrs, copied = list(exceptions), dict(attrs), True
+                ts = timestamps[i] = e.timestamp_ms
+                msg = messages[i] = e.message
+                exc = exceptions[i] = e.exception
+                if e.attributes:
+                    attrs[i] = e.attributes
+                level, severity = e.level, e.severity
+            tid, event, new = mine(svc, service, ts, level, severity, msg or exc)
+            levels.append(level)
+            severities.append(severity)
+            tids.append(tid)
+            if event is not None:
+                events.append(event)
+            if new:
+                samples += new
+        if len(rejected) == n:
+            return BatchProcessed(None, events, samples, rejected)
+        stored = StoredColumns(
+            service, batch.host, list(range(n)), timestamps, levels, severities, batch.loggers,
+            messages, batch.trace_ids, batch.span_ids, exceptions, attrs, tids,
+        )  # fmt: skip
+        if rejected:
+            stored = _without(stored, {i for i, _ in rejected})
+        return BatchProcessed(stored, events, samples, rejected)
+
+    def _mine(
+        self, svc: _Service, service: str, ts: int, level: str, severity: int, text: str
+    ) -> tuple[int, TemplateEvent | None, list[Sample]]:
+        """Template, template event and counter samples of one normalised record."""
+        mined = svc.templates.add(text)
         tid = mined.template_id
         first_error = False
         if tid not in svc.first_seen:
-            svc.first_seen[tid] = entry.timestamp_ms
-        if entry.severity >= ERROR_SEVERITY and tid not in svc.first_error:
-            svc.first_error[tid] = entry.timestamp_ms
+            svc.first_seen[tid] = ts
+        if severity >= ERROR_SEVERITY and tid not in svc.first_error:
+            svc.first_error[tid] = ts
             first_error = True
-        events = []
+        event = None
         if mined.change != "none" or first_error:
-            events.append(
-                TemplateEvent(
-                    entry.service, tid, svc.templates.template(tid) or "", mined.change,
-                    first_error,
-                    entry.level, entry.timestamp_ms, svc.first_seen[tid],
-                    svc.first_error.get(tid, 0), mined.size,
-                )
+            event = TemplateEvent(
+                service, tid, svc.templates.template(tid) or "", mined.change, first_error,
+                level, ts, svc.first_seen[tid], svc.first_error.get(tid, 0), mined.size,
             )  # fmt: skip
-        samples = svc.counts.add(entry.timestamp_ms, entry.level, tid)
-        return Processed(entry, tid, events, samples)
+        return tid, event, svc.counts.add(ts, level, tid)
 
     def close_services(self, services: Iterable[str]) -> list[Sample]:
         """Emit the open window of these services now (they went idle)."""

@@ -2,9 +2,13 @@
 
 ``LogShipper`` is the send path: ``submit`` appends a tuple to a bounded
 ``collections.deque`` (under a lock, a microsecond or so: when the buffer is full the
-oldest record is dropped and counted), and a daemon thread encodes
-``LogRecord`` v1 (single-object Avro) and hands records to librdkafka, keyed by service
-(Java's murmur2 placement). The thread keeps at most ``max_in_flight`` records inside
+oldest record is dropped and counted), and a daemon thread encodes what is waiting and
+hands it to librdkafka, keyed by service (Java's murmur2 placement): consecutive
+records of one service and host as one ``LogBatch`` message (up to ``batch_lines``
+lines and about ``max_record_bytes`` of text: a busy application), a record waiting
+alone as a ``LogRecord`` v1 (a quiet one); ``batch_lines=1`` sends only ``LogRecord``.
+The log agent decodes a batch once, which is what lets one worker keep up with busy
+sources. The thread keeps at most ``max_in_flight`` records inside
 librdkafka, so memory is bounded by ``buffer_size + max_in_flight`` records whatever
 the broker does; while the broker is unreachable the buffer fills and then drops its
 oldest records; when it returns, what is buffered is delivered. Nothing here raises
@@ -28,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Producer
@@ -35,8 +40,10 @@ from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitoring.config import Settings
+from monitoring.logs.batch import MAX_BATCH_LINES
 from monitoring.logs.records import FLAG_ORIGINAL_BYTES, FLAG_TRUNCATED, truncate_utf8
 from monitoring.streams.codec import AvroCodec
+from monitoring.streams.log_batch import LogBatchEncoder
 from monitoring.streams.log_encoding import LOG_RECORD
 
 # (timestamp_ms, service, host, level, logger, message, trace_id, span_id, exception, attrs)
@@ -59,6 +66,7 @@ class LogShipper:
         max_in_flight: int = 1_000,
         max_record_bytes: int = 512 * 1024,
         linger_s: float = 0.05,
+        batch_lines: int = 256,
         registry: CollectorRegistry | None = None,
         codec: AvroCodec | None = None,
         producer_config: Mapping[str, Any] | None = None,
@@ -70,7 +78,11 @@ class LogShipper:
         self.max_in_flight = max_in_flight
         self.max_record_bytes = max_record_bytes
         self.linger_s = linger_s
+        if not 1 <= batch_lines <= MAX_BATCH_LINES:
+            raise ValueError(f"batch_lines {batch_lines}: between 1 and {MAX_BATCH_LINES}")
+        self.batch_lines = batch_lines
         self.codec = codec or AvroCodec.from_directory()
+        self._batch_encoder = LogBatchEncoder(self.codec)
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
             "partitioner": "murmur2_random",
@@ -119,52 +131,81 @@ class LogShipper:
     def _pump(self) -> int:
         """Move buffered records into librdkafka while it holds fewer than max_in_flight."""
         moved = 0
-        buf, produce, encode = self.buffer, self.producer.produce, self._encode
+        buf, produce = self.buffer, self.producer.produce
         while buf and self.in_flight < self.max_in_flight:
-            try:
-                entry = buf.popleft()
-            except IndexError:
+            group = self._take(min(self.batch_lines, self.max_in_flight - self.in_flight))
+            if not group:
                 break
             try:
-                value = encode(entry)
+                value = self._encode(group[0]) if len(group) == 1 else self._encode_batch(group)
             except Exception as e:
-                self._log_error(f"log shipper cannot encode a record: {e!r}")
+                self._log_error(f"log shipper cannot encode {len(group)} records: {e!r}")
                 with self._lock:
-                    self.failed += 1
+                    self.failed += len(group)
                 continue
+            n = len(group)
+            done = partial(self._on_delivery, n=n)
             try:
-                produce(self.topic, value, entry[1].encode(), on_delivery=self._on_delivery)
+                produce(self.topic, value, group[0][1].encode(), on_delivery=done)
             except BufferError:
-                buf.appendleft(entry)
+                buf.extendleft(reversed(group))
                 break
             with self._lock:
-                self.in_flight += 1
-            moved += 1
+                self.in_flight += n
+            moved += n
         return moved
 
-    def _encode(self, e: Entry) -> bytes:
-        rec: dict[str, Any] = {f: v for f, v in zip(_FIELDS, e, strict=True)}
-        limit = self.max_record_bytes
-        cut = []
-        for f in ("message", "exception"):
-            text, n = truncate_utf8(rec[f], limit)
-            if n > limit:
-                rec[f] = text
-                cut.append((f, n))
-        if cut:
-            attrs = dict(rec["attributes"])
-            attrs[FLAG_TRUNCATED] = ",".join(f for f, _ in cut)
-            attrs[FLAG_ORIGINAL_BYTES] = ",".join(f"{f}={n}" for f, n in cut)
-            rec["attributes"] = attrs
-        return self.codec.encode(LOG_RECORD, rec)
+    def _take(self, limit: int) -> list[Entry]:
+        """Up to ``limit`` records from the buffer's head: consecutive ones of the first
+        record's service and host, about ``max_record_bytes`` of text at most."""
+        buf = self.buffer
+        group: list[Entry] = []
+        size = 0
+        while buf and len(group) < limit:
+            try:
+                e = buf.popleft()
+            except IndexError:
+                break
+            if group and (
+                e[1] != group[0][1] or e[2] != group[0][2]
+                or size + len(e[5]) + len(e[8]) > self.max_record_bytes
+            ):  # fmt: skip
+                buf.appendleft(e)
+                break
+            group.append(e)
+            size += len(e[5]) + len(e[8]) + 64
+        return group
 
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
+    def _limited(self, e: Entry) -> Entry:
+        """The record with message and exception cut to ``max_record_bytes``, flagged."""
+        limit = self.max_record_bytes
+        message, n_msg = truncate_utf8(e[5], limit)
+        exception, n_exc = truncate_utf8(e[8], limit)
+        if n_msg <= limit and n_exc <= limit:
+            return e
+        cut = [(f, n) for f, n in (("message", n_msg), ("exception", n_exc)) if n > limit]
+        attrs = dict(e[9])
+        attrs[FLAG_TRUNCATED] = ",".join(f for f, _ in cut)
+        attrs[FLAG_ORIGINAL_BYTES] = ",".join(f"{f}={n}" for f, n in cut)
+        return (*e[:5], message, e[6], e[7], exception, attrs)
+
+    def _encode(self, e: Entry) -> bytes:
+        """One record as a ``LogRecord``."""
+        e = self._limited(e)
+        return self.codec.encode(LOG_RECORD, dict(zip(_FIELDS, e, strict=True)))
+
+    def _encode_batch(self, group: list[Entry]) -> bytes:
+        """Records of one service and host as a ``LogBatch``."""
+        lines = [self._limited(e) for e in group]
+        return self._batch_encoder.encode(group[0][1], group[0][2], [(e[0], *e[3:]) for e in lines])
+
+    def _on_delivery(self, err: Any, _msg: Any, n: int = 1) -> None:
         with self._lock:
-            self.in_flight -= 1
+            self.in_flight -= n
             if err is None:
-                self.delivered += 1
+                self.delivered += n
             else:
-                self.failed += 1
+                self.failed += n
         if err is not None:
             self._log_error(f"log shipper delivery failed: {err}")
 

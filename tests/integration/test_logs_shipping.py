@@ -83,13 +83,19 @@ def consume_messages(
     while time.monotonic() < deadline and len(out) < n:
         m = c.poll(0.5)
         if m is not None and not m.error():
-            out.append(CODEC.decode(m.value()).record["message"])
+            out += messages(m.value())
     time.sleep(1)
     for m in c.consume(1000, timeout=2):  # anything extra would show up now
         if not m.error():
-            out.append(CODEC.decode(m.value()).record["message"])
+            out += messages(m.value())
     c.close()
     return out
+
+
+def messages(value: bytes) -> list[str]:
+    """The messages of a LogRecord (one) or a LogBatch (many)."""
+    rec = CODEC.decode(value).record
+    return list(rec["messages"]) if "messages" in rec else [rec["message"]]
 
 
 def wait_until(cond, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]

@@ -249,6 +249,36 @@ def add_log(record: Mapping[str, Any], out: Columns) -> None:
     )
 
 
+_LOG_BATCH_COLUMNS = ("levels", "severities", "loggers", "messages", "trace_ids", "span_ids",
+                      "exceptions")  # fmt: skip
+
+
+def add_log_batch(record: Mapping[str, Any], out: Columns) -> None:
+    """Append the rows of one decoded StoredLogBatch (one row per kept line; see
+    schemas/log_stored_batch.v1.avsc). Raises ValueError if its arrays disagree."""
+    n = len(record["line_indexes"])
+    for f in ("timestamp_offsets_ms", "template_ids", *_LOG_BATCH_COLUMNS):
+        if len(record[f]) != n:
+            raise ValueError(f"StoredLogBatch: {len(record[f])} {f} for {n} rows")
+    attrs: dict[int, dict[str, str]] = {}
+    for line, k, v in zip(
+        record["attribute_lines"], record["attribute_keys"], record["attribute_values"],
+        strict=True,
+    ):  # fmt: skip
+        attrs.setdefault(line, {})[k] = v
+    base, ids = record["timestamp_ms"], record["event_id_base"]
+    data = out.data  # LOG_COLUMNS order
+    data[0] += [record["service"]] * n
+    data[1] += [base + d for d in record["timestamp_offsets_ms"]]
+    data[2] += [ids | i for i in record["line_indexes"]]
+    data[3] += [record["observed_ms"]] * n
+    data[4] += [record["host"]] * n
+    for col, f in zip(data[5:12], _LOG_BATCH_COLUMNS, strict=True):
+        col += record[f]
+    data[12] += [attrs.get(i, {}) for i in range(n)]
+    data[13] += record["template_ids"]
+
+
 def add_log_template(record: Mapping[str, Any], out: Columns) -> None:
     """Append one decoded LogTemplate event."""
     out.add(

@@ -34,6 +34,7 @@ AGGREGATE = "monitoring.Aggregate"
 ANOMALY = "monitoring.Anomaly"
 DELIVERY = "monitoring.Delivery"
 STORED_LOG = "monitoring.StoredLog"
+STORED_LOG_BATCH = "monitoring.StoredLogBatch"
 LOG_TEMPLATE = "monitoring.LogTemplate"
 GROUP_ID = "monitoring-store"
 MAX_BACKOFF_S = 30.0
@@ -132,6 +133,11 @@ class Store:
             self.writer.add_delivery(decoded.record)
         elif decoded.name == STORED_LOG:
             self.writer.add_log(decoded.record)
+        elif decoded.name == STORED_LOG_BATCH:
+            try:
+                self.writer.add_log_batch(decoded.record)
+            except ValueError:
+                self.metrics.invalid.labels("bad-batch").inc()
         elif decoded.name == LOG_TEMPLATE:
             self.writer.add_log_template(decoded.record)
         else:

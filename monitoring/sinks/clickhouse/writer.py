@@ -29,6 +29,7 @@ from monitoring.sinks.clickhouse.rows import (
     add_anomaly,
     add_delivery,
     add_log,
+    add_log_batch,
     add_log_template,
     add_samples,
 )
@@ -111,6 +112,10 @@ class Writer:
     def add_log(self, record: Mapping[str, Any]) -> None:
         """Buffer one decoded StoredLog record."""
         add_log(record, self.buffers["logs"])
+
+    def add_log_batch(self, record: Mapping[str, Any]) -> None:
+        """Buffer the rows of one decoded StoredLogBatch."""
+        add_log_batch(record, self.buffers["logs"])
 
     def add_log_template(self, record: Mapping[str, Any]) -> None:
         """Buffer one decoded LogTemplate event."""
