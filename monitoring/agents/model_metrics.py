@@ -212,14 +212,14 @@ class ModelMetricsAgent:
         # Checkpoint first: the next owner (perhaps this worker again) restores this
         # state and skips the messages it covers, so a rebalance emits no sample twice
         # (the samples are not idempotent downstream: a window counts each one).
-        await self.states.checkpoint(self._stream)
+        await self.states.checkpoint(self._stream, force=True)
         self.states.on_revoked(revoked)
 
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
         # Faust has stopped consuming: write the state of everything applied (no acks,
         # the consumer is gone), so a restart skips those messages instead of
         # emitting their samples again.
-        await self.states.checkpoint(None)
+        await self.states.checkpoint(None, force=True)
         log.info("model_metrics_shutdown_checkpoint", partitions=sorted(self.states.slots))
 
     async def _checkpoint_tick(self) -> None:

@@ -31,6 +31,7 @@ from monitoring.streams.outputs import Outputs
 
 S = TypeVar("S")
 Records = list[tuple[bytes, bytes | None]]
+MAX_CHECKPOINT_DUTY = 0.1  # share of the worker's time checkpoints may take
 log = get_logger("partition_state")
 
 
@@ -70,6 +71,8 @@ class PartitionStates(Generic[S]):
         self._restoring: dict[int, asyncio.Task[Slot[S]]] = {}
         self.lock = asyncio.Lock()  # held while a message changes state and sends outputs
         self._checkpointing = asyncio.Lock()
+        self.max_duty = MAX_CHECKPOINT_DUTY
+        self._next_at = 0.0  # monotonic time before which a timer's checkpoint is skipped
 
     async def get(self, p: int) -> Slot[S]:
         """The slot of partition ``p``, restoring it from the changelog on first use."""
@@ -113,8 +116,25 @@ class PartitionStates(Generic[S]):
                 self.slots.pop(tp.partition, None)
                 self._restoring.pop(tp.partition, None)
 
-    async def checkpoint(self, stream: StreamT | None) -> bool:
-        """Outputs, then state, then acks for every changed partition; True if written."""
+    async def checkpoint(self, stream: StreamT | None, force: bool = False) -> bool:
+        """Outputs, then state, then acks for every changed partition; True if written.
+
+        Unless ``force``d (a rebalance, a shutdown), a checkpoint that follows the last
+        one sooner than ``max_duty`` allows is skipped: catching up on a backlog, state
+        changes many times faster than live and its checkpoints would take over the
+        worker; spacing them only means more to replay after a crash (applied messages
+        are skipped, so the result is the same).
+        """
+        if not force and time.monotonic() < self._next_at:
+            return False
+        started = time.monotonic()
+        try:
+            return await self._checkpoint(stream)
+        finally:
+            took = time.monotonic() - started
+            self._next_at = time.monotonic() + took * (1 / self.max_duty - 1)
+
+    async def _checkpoint(self, stream: StreamT | None) -> bool:
         async with self._checkpointing:
             async with self.lock:
                 for slot in self.slots.values():

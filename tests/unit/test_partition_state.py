@@ -1,0 +1,54 @@
+"""PartitionStates' checkpoint pacing, with a stand-in producer (no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from monitoring.streams.partition_state import PartitionStates, Slot
+
+
+class SlowOutputs:
+    """Records what is sent; each flush takes ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.sent: list[tuple[str, bytes, Any]] = []
+
+    async def flush(self) -> bool:
+        await asyncio.sleep(self.delay)
+        return True
+
+    async def send(self, topic: str, key: bytes, value: Any, partition: int | None = None) -> None:
+        self.sent.append((topic, key, value))
+
+
+def states(outputs: SlowOutputs) -> PartitionStates[dict[bytes, bytes]]:
+    ps: PartitionStates[dict[bytes, bytes]] = PartitionStates(
+        source_topic="src",
+        state_topic="state",
+        bootstrap="unused",
+        outputs=outputs,  # type: ignore[arg-type]
+        restore=lambda p, table: dict(table),
+        snapshot=lambda st: list(st.items()) or None,
+    )
+    ps.slots[0] = Slot({b"k": b"1"})
+    return ps
+
+
+def test_checkpoints_take_at_most_their_duty_share_unless_forced() -> None:
+    async def run() -> list[bool]:
+        out = SlowOutputs(0.05)  # two flushes: about 0.1 s a checkpoint
+        ps = states(out)
+        ps.max_duty = 0.5  # the next may start about 0.1 s after one ends
+        first = await ps.checkpoint(None)
+        ps.slots[0].state[b"k"] = b"2"
+        too_soon = await ps.checkpoint(None)
+        forced = await ps.checkpoint(None, force=True)
+        ps.slots[0].state[b"k"] = b"3"
+        await asyncio.sleep(0.15)
+        later = await ps.checkpoint(None)
+        assert [v for _, _, v in out.sent] == [b"1", b"2", b"3"]
+        return [first, too_soon, forced, later]
+
+    assert asyncio.run(run()) == [True, False, True, True]
