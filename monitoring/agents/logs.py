@@ -54,6 +54,8 @@ _CHECKPOINT_KEY = CHECKPOINT_KEY.encode()
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages = Counter("logs_messages", "Log messages processed", registry=registry)
+        self.lines = Counter("logs_lines", "Log lines processed (a batch holds many)",
+                             registry=registry)  # fmt: skip
         self.dead_letters = Counter(
             "logs_dead_letters", "Log messages sent to the dead-letter topic", ["reason"],
             registry=registry,
@@ -167,6 +169,7 @@ class LogAgent:
                 for bad in out.rejected:  # lines of a batch: the rest is kept
                     await self._dead_letter_line(event, bad)
                 part.state.last_wall[out.service] = time.monotonic()
+                self.metrics.lines.inc(out.lines)
                 await self._publish(out)
             self.outputs.poll()
 

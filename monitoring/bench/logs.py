@@ -17,7 +17,10 @@
    ``monitoring logs search zebracorn`` 's SQL (newest first, LIMIT 50):
    median of 5 runs after one warm-up;
 4. **bytes on disk per stored line**: active parts' bytes (data, marks, primary and
-   skip indexes) / rows.
+   skip indexes) / rows;
+5. (shown, not in the last line) a real ``monitoring worker``, every agent running,
+   working off a backlog of 256-line batches on the broker: lines per second of wall
+   time and per CPU-second of the worker process (``--worker-lines 0`` skips it).
 
 The last line printed is ``lines_per_s=<n> handler_us=<n> search_10m_ms=<n>
 bytes_per_line=<n>`` (``nan`` for the last two with ``--rows 0``, which skips phases 3
@@ -59,6 +62,9 @@ class LogBench:
     handler_us: float = 0.0
     handler_call_us: float = 0.0
     bare_call_us: float = 0.0
+    worker_lines: int = 0
+    worker_lines_per_s: float = float("nan")  # wall; nan: worker phase skipped
+    worker_lines_per_cpu_s: float = float("nan")
     search_ms: float = float("nan")  # nan: search phase skipped
     search_service_ms: float = 0.0
     matches: int = 0
@@ -283,6 +289,43 @@ def token_search(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def worker_rate(
+    bootstrap: str, n_lines: int, progress: Callable[[str], None] = print
+) -> tuple[float, float]:
+    """A real ``monitoring worker`` (every agent) working off ``n_lines`` corpus lines
+    in 256-line ``LogBatch`` messages on the broker: lines per second of wall time and
+    per CPU-second of the worker process, from its first processed line to the last."""
+    from confluent_kafka import Producer
+
+    from monitoring.bench.pipeline import drain
+    from monitoring.deploy import LocalDeployment, free_port
+    from monitoring.streams.topics import LOGS
+
+    now = int(time.time() * 1000)
+    records = [ln.record for ln in generate(n_lines, seed=3, start_ms=now - 600_000,
+                                            step_ms=max(1, 600_000 // n_lines))]  # fmt: skip
+    codec = AvroCodec.from_directory()
+    values = shipped_batches(records, BATCH_SIZES[-1], codec)
+    d = LocalDeployment(bootstrap, Path(tempfile.mkdtemp(prefix="bench-logs-worker-")))
+    try:
+        p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+                      "linger.ms": 20})  # fmt: skip
+        for v in values:
+            key = codec.decode(v).record["service"].encode()
+            while True:
+                try:
+                    p.produce(d.topic(LOGS), v, key)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        p.flush(60)
+        port = free_port()
+        d.start("worker", "worker", worker__metrics_port=str(port))
+        return drain(d, "worker", port, n_lines, progress, metric="logs_lines_total")
+    finally:
+        d.stop_all()
+
+
 def run(
     bootstrap: str,
     lines: int = 60_000,
@@ -290,6 +333,7 @@ def run(
     search_rows: int = 10_000_000,
     directory: Path | None = None,
     progress: Callable[[str], None] = print,
+    worker_lines: int = 240_000,
 ) -> LogBench:
     """Every phase; see the module doc."""
     res = LogBench()
@@ -306,6 +350,12 @@ def run(
     progress(f"handler overhead over {handler_calls:,} calls ...")
     res.handler_call_us, res.bare_call_us = handler_overhead(bootstrap, handler_calls)
     res.handler_us = max(0.0, res.handler_call_us - res.bare_call_us)
+    if worker_lines > 0:
+        progress(f"a worker working off {worker_lines:,} lines in 256-line batches ...")
+        res.worker_lines = worker_lines
+        res.worker_lines_per_s, res.worker_lines_per_cpu_s = worker_rate(
+            bootstrap, worker_lines, progress
+        )
     if search_rows <= 0:
         progress("search phase skipped (--rows 0)")
         return res

@@ -5,7 +5,8 @@ Phases, each on the local broker with a worker and a store as separate processes
 1. produce a backlog of batched samples (MetricBatch, the high-rate contract), then
    time the worker draining it: samples/s of wall time and per CPU-second of the
    worker process (its user+system time from /proc);
-2. the same with one sample per message (MetricSample);
+2. once the worker is idle again (its anomaly agent has scored phase 1's aggregates),
+   the same with one sample per message (MetricSample);
 3. live load at half the measured batched peak (capped by what the producer
    reaches), with probe samples stamped with the current time: end-to-end latency
    from event time until the row is queryable in ClickHouse (polled through the
@@ -102,17 +103,39 @@ def _produce(
     return n, n / (time.perf_counter() - t0)
 
 
-def _drain(
-    d: LocalDeployment, worker: str, port: int, target: float, progress: Callable[[str], None]
-) -> tuple[float, float]:
-    """Wait until the worker has aggregated ``target`` samples; (samples/s, per CPU-s)."""
+def _wait_idle(
+    d: LocalDeployment, worker: str, progress: Callable[[str], None], timeout: float = 300
+) -> None:
+    """Wait until the worker uses under 20 % of a core over a second: the agents that
+    read the aggregates (anomaly detection) have caught up too, so the next phase does
+    not share the worker with the last one's leftovers."""
     pid = d.procs[worker].pid
-    d.wait(lambda: scrape(port, "aggregation_samples_total") > 0, 120, "worker started")
-    t0, c0, s0 = time.perf_counter(), cpu_seconds(pid), scrape(port, "aggregation_samples_total")
-    d.wait(lambda: scrape(port, "aggregation_samples_total") >= target, 900, "worker drained")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        c0 = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - c0 < 0.2:
+            break
+    progress(f"worker idle after {time.perf_counter() - t0:.1f} s")
+
+
+def drain(
+    d: LocalDeployment,
+    worker: str,
+    port: int,
+    target: float,
+    progress: Callable[[str], None],
+    metric: str = "aggregation_samples_total",
+) -> tuple[float, float]:
+    """Wait until the worker's counter ``metric`` reaches ``target``; its increase per
+    second of wall time and per CPU-second of the worker, from the first count on."""
+    pid = d.procs[worker].pid
+    d.wait(lambda: scrape(port, metric) > 0, 120, "worker started")
+    t0, c0, s0 = time.perf_counter(), cpu_seconds(pid), scrape(port, metric)
+    d.wait(lambda: scrape(port, metric) >= target, 900, "worker drained")
     dt, dc = time.perf_counter() - t0, cpu_seconds(pid) - c0
-    done = scrape(port, "aggregation_samples_total") - s0
-    progress(f"worker: {done:.0f} samples in {dt:.1f} s wall, {dc:.1f} s CPU")
+    done = scrape(port, metric) - s0
+    progress(f"worker: {metric} +{done:.0f} in {dt:.1f} s wall, {dc:.1f} s CPU")
     return done / dt, done / max(dc, 1e-9)
 
 
@@ -146,15 +169,14 @@ def run(
         t_store = time.perf_counter()
         d.start_store()
         d.start("worker", "worker", worker__metrics_port=str(wport))
-        res.worker_batch_per_s, res.worker_batch_per_cpu_s = _drain(
-            d, "worker", wport, n1, progress
-        )
+        res.worker_batch_per_s, res.worker_batch_per_cpu_s = drain(d, "worker", wport, n1, progress)
 
+        _wait_idle(d, "worker", progress)
         progress(f"phase 2: {n_series} series x {single_ticks} scrapes, one sample per message")
         start2 = start + batch_ticks * interval
         n2, res.producer_single_per_s = _produce(d, n_series, start2, single_ticks, interval, False)
         progress(f"producer: {n2} samples at {res.producer_single_per_s:,.0f}/s")
-        res.worker_single_per_s, res.worker_single_per_cpu_s = _drain(
+        res.worker_single_per_s, res.worker_single_per_cpu_s = drain(
             d, "worker", wport, n1 + n2, progress
         )
 
@@ -171,6 +193,7 @@ def run(
         progress(f"store: {rows:.0f} rows at {res.store_rows_per_s:,.0f}/s over the run")
 
         rate = min(res.worker_batch_per_s / 2, res.producer_batch_per_s * 0.8)
+        _wait_idle(d, "worker", progress)
         progress(f"phase 3: live load at {rate:,.0f} samples/s for {live_seconds} s")
         _live(d, n_series, rate, live_seconds, res, progress)
     finally:

@@ -157,6 +157,7 @@ def logs_bench(
     lines: int = typer.Option(60_000, help="corpus lines through the agent's path"),
     calls: int = typer.Option(50_000, help="logging calls timed with the Kafka handler"),
     rows: int = typer.Option(10_000_000, help="stored lines generated for the search"),
+    worker_lines: int = typer.Option(240_000, help="lines a real worker works off (0: skip)"),
     directory: str | None = typer.Option(None, "--dir", help="where the chDB goes (tmp)"),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:
@@ -173,6 +174,7 @@ def logs_bench(
         rows,
         Path(directory) if directory else None,
         progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+        worker_lines=worker_lines,
     )
     t = Table(title="monitoring bench logs")
     t.add_column("measure")
@@ -187,6 +189,10 @@ def logs_bench(
     t.add_row("  LogBatch decode (µs per line)", f"{res.batch_decode_us:.1f}")
     t.add_row("domain only: normalise+mine+count (lines per CPU-s)",
               f"{res.domain_lines_per_s:,.0f}")  # fmt: skip
+    if res.worker_lines:
+        t.add_row(f"a worker (every agent) working off {res.worker_lines:,} batched lines: "
+                  "lines/s wall, per worker CPU-s",
+                  f"{res.worker_lines_per_s:,.0f} / {res.worker_lines_per_cpu_s:,.0f}")  # fmt: skip
     t.add_row("logger.info with KafkaLogHandler (µs, calling thread CPU)",
               f"{res.handler_call_us:.2f}")  # fmt: skip
     t.add_row("logger.info without handlers (µs)", f"{res.bare_call_us:.2f}")

@@ -54,7 +54,7 @@ class Rejected(NamedTuple):
 class Encoded(NamedTuple):
     """What one message produces: the stored log or batch (None if no line was kept),
     template events and counter samples, each as (key, value); the service and
-    template events themselves; the rejected lines of a batch."""
+    template events themselves; the rejected lines of a batch; how many lines it held."""
 
     stored: Record | None
     templates: list[Record]
@@ -62,6 +62,7 @@ class Encoded(NamedTuple):
     service: str
     events: list[TemplateEvent]
     rejected: Sequence[Rejected] = ()
+    lines: int = 1
 
 
 def event_id(partition: int, offset: int) -> int:
@@ -138,7 +139,7 @@ class LogProcessor:
             Rejected(i, e.reason, str(e), self.codec.encode(LOG_RECORD, cols.record(i)))
             for i, e in r.rejected
         ]
-        return Encoded(stored, templates, samples, cols.service, r.events, rejected)
+        return Encoded(stored, templates, samples, cols.service, r.events, rejected, cols.lines)
 
     def encode_template(self, t: TemplateEvent) -> bytes:
         return self.codec.encode(LOG_TEMPLATE, t._asdict())
