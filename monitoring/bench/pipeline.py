@@ -146,6 +146,7 @@ def run(
     single_ticks: int = 20,
     live_seconds: int = 30,
     progress: Callable[[str], None] = print,
+    anomaly: bool = True,
 ) -> Result:
     """Run every phase and return the measurements."""
     res = Result()
@@ -156,6 +157,7 @@ def run(
         aggregation__idle_timeout="10s",
         aggregation__checkpoint_interval="5s",
         storage__flush_interval="250ms",
+        anomaly__enabled=str(anomaly).lower(),  # off: the aggregation pipeline alone
     )
     now = int(time.time() * 1000)
     interval = 1_000

@@ -22,6 +22,7 @@ def pipeline(
     batch_ticks: int = typer.Option(2_000, help="1 s scrapes per series, batched phase"),
     single_ticks: int = typer.Option(20, help="1 s scrapes per series, one sample per message"),
     live_seconds: int = typer.Option(30, help="duration of the latency phase"),
+    anomaly: bool = typer.Option(True, help="the worker's anomaly agent on (the default)"),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Producer rate, worker samples/s, store rows/s, e2e latency, bytes on disk."""
@@ -38,6 +39,7 @@ def pipeline(
         single_ticks,
         live_seconds,
         progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+        anomaly=anomaly,
     )
     t = Table(title="monitoring bench pipeline")
     t.add_column("measure")
