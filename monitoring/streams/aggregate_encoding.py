@@ -19,7 +19,13 @@ import struct
 from typing import Any
 
 from monitoring.metrics.aggregator import Aggregate
-from monitoring.streams.avro_bytes import avro_long, avro_string, avro_string_map, same_layout
+from monitoring.streams.avro_bytes import (
+    avro_long,
+    avro_string,
+    avro_string_map,
+    read_long,
+    same_layout,
+)
 from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
 
 AGGREGATE = "monitoring.Aggregate"
@@ -82,19 +88,8 @@ class AggregateEncoder:
         )
 
 
-def _long(b: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        x = b[i]
-        i += 1
-        n |= (x & 0x7F) << shift
-        if x < 0x80:
-            return (n >> 1) ^ -(n & 1), i
-        shift += 7
-
-
 def _string(b: bytes, i: int) -> tuple[str, int]:
-    n, i = _long(b, i)
+    n, i = read_long(b, i)
     if n < 0 or i + n > len(b):
         raise IndexError("string")
     return b[i : i + n].decode(), i + n
@@ -138,22 +133,22 @@ class AggregateDecoder:
             name, i = _string(b, i)
             labels = {}
             while True:
-                count, i = _long(b, i)
+                count, i = read_long(b, i)
                 if count == 0:
                     break
                 if count < 0:  # a block with its size in bytes
                     count = -count
-                    _, i = _long(b, i)
+                    _, i = read_long(b, i)
                 for _ in range(count):
                     k, i = _string(b, i)
                     labels[k], i = _string(b, i)
             if len(self._series) >= self.max_series:
                 self._series.clear()
             self._series[series] = (b[:i], name, labels)
-        window_ms, i = _long(b, i)
-        start, i = _long(b, i)
-        end, i = _long(b, i)
-        count, i = _long(b, i)
+        window_ms, i = read_long(b, i)
+        start, i = read_long(b, i)
+        end, i = read_long(b, i)
+        count, i = read_long(b, i)
         d = _unpack_doubles(b, i)
         closed_by, i = _string(b, i + 64)
         if i != len(b):

@@ -8,6 +8,8 @@ tests compare its bytes with fastavro's.
 
 >>> avro_long(-1), avro_long(64), avro_string("hi")
 (b'\\x01', b'\\x80\\x01', b'\\x04hi')
+>>> read_long(avro_long(1_700_000_000_000) + b"x", 0)
+(1700000000000, 6)
 """
 
 from __future__ import annotations
@@ -25,6 +27,23 @@ def same_layout(layout: dict[str, Any], parsed: Any) -> bool:
         to_parsing_canonical_form(fastavro.parse_schema(layout))
         == to_parsing_canonical_form(parsed)
     )
+
+
+def read_long(b: bytes, i: int) -> tuple[int, int]:
+    """Avro ``long``/``int`` at ``b[i]``: the value and the index after it (IndexError
+    if ``b`` ends inside it)."""
+    x = b[i]
+    i += 1
+    if x < 0x80:
+        return (x >> 1) ^ -(x & 1), i
+    n, shift = x & 0x7F, 7
+    while True:
+        x = b[i]
+        i += 1
+        n |= (x & 0x7F) << shift
+        if x < 0x80:
+            return (n >> 1) ^ -(n & 1), i
+        shift += 7
 
 
 def avro_long(n: int) -> bytes:

@@ -29,9 +29,8 @@ from typing import Any, NamedTuple
 import fastavro
 
 from monitoring.logs.batch import LogColumns, StoredColumns
-from monitoring.streams.avro_bytes import avro_long, avro_string, same_layout
+from monitoring.streams.avro_bytes import avro_long, avro_string, read_long, same_layout
 from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
-from monitoring.streams.log_encoding import _long
 
 LOG_BATCH = "monitoring.LogBatch"
 STORED_LOG_BATCH = "monitoring.StoredLogBatch"
@@ -89,12 +88,12 @@ def _longs(b: bytes, i: int) -> tuple[list[int], int]:
     append = out.append
     end = len(b)
     while True:
-        count, i = _long(b, i)
+        count, i = read_long(b, i)
         if count == 0:
             return out, i
         if count < 0:  # a block with its size in bytes
             count = -count
-            _, i = _long(b, i)
+            _, i = read_long(b, i)
         if count > end - i:  # every item takes a byte at least
             raise IndexError("array")
         for _ in range(count):
@@ -123,12 +122,12 @@ def _strings(b: bytes, text: str, i: int, ascii: bool, bad: list[int]) -> tuple[
     end = len(b)
     k = 0
     while True:
-        count, i = _long(b, i)
+        count, i = read_long(b, i)
         if count == 0:
             return out, i
         if count < 0:
             count = -count
-            _, i = _long(b, i)
+            _, i = read_long(b, i)
         if count > end - i:
             raise IndexError("array")
         if b[i : i + count] == _ZEROS[:count]:  # all empty (common: span ids, exceptions)
@@ -142,7 +141,7 @@ def _strings(b: bytes, text: str, i: int, ascii: bool, bad: list[int]) -> tuple[
                 n = (n >> 1) ^ -(n & 1)
                 i += 1
             else:
-                n, i = _long(b, i)
+                n, i = read_long(b, i)
             j = i + n
             if n < 0 or j > end:
                 raise IndexError("string")
@@ -159,7 +158,7 @@ def _strings(b: bytes, text: str, i: int, ascii: bool, bad: list[int]) -> tuple[
 
 
 def _string(b: bytes, text: str, i: int, bad: list[int]) -> tuple[str, int]:
-    n, i = _long(b, i)
+    n, i = read_long(b, i)
     j = i + n
     if n < 0 or j > len(b):
         raise IndexError("string")
@@ -223,7 +222,7 @@ class LogBatchDecoder:
         host, i = _string(b, text, i, bad)
         everywhere = bool(bad)
         at = [i]  # where each part starts: time, levels, loggers, ..., attributes
-        base, i = _long(b, i)
+        base, i = read_long(b, i)
         offsets, i = _longs(b, i)
         timestamps = [base + d for d in offsets]
         at.append(i)

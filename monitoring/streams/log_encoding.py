@@ -22,7 +22,13 @@ from typing import Any, NamedTuple
 
 import fastavro
 
-from monitoring.streams.avro_bytes import avro_long, avro_string, avro_string_map, same_layout
+from monitoring.streams.avro_bytes import (
+    avro_long,
+    avro_string,
+    avro_string_map,
+    read_long,
+    same_layout,
+)
 from monitoring.streams.codec import HEADER_LEN, MARKER, AvroCodec, DecodeError
 
 LOG_RECORD = "monitoring.LogRecord"
@@ -55,27 +61,12 @@ class DecodedLog(NamedTuple):
     utf8_replaced: bool
 
 
-def _long(b: bytes, i: int) -> tuple[int, int]:
-    x = b[i]
-    i += 1
-    if x < 0x80:
-        return (x >> 1) ^ -(x & 1), i
-    n, shift = x & 0x7F, 7
-    while True:
-        x = b[i]
-        i += 1
-        n |= (x & 0x7F) << shift
-        if x < 0x80:
-            return (n >> 1) ^ -(n & 1), i
-        shift += 7
-
-
 def _decode_v1(b: bytes, errors: str) -> dict[str, Any]:
     """Decode a v1 body. The whole message is decoded once as latin-1 (one character
     per byte, so offsets agree); a field that is ASCII (most are) is then one slice,
     any other is decoded from its bytes as UTF-8."""
     text = b.decode("latin-1")
-    ts, i = _long(b, HEADER_LEN)
+    ts, i = read_long(b, HEADER_LEN)
     rec: dict[str, Any] = {"timestamp_ms": ts}
     end = len(b)
     for name in _STRINGS:
@@ -84,7 +75,7 @@ def _decode_v1(b: bytes, errors: str) -> dict[str, Any]:
             n = (n >> 1) ^ -(n & 1)
             i += 1
         else:
-            n, i = _long(b, i)
+            n, i = read_long(b, i)
         if n < 0 or i + n > end:
             raise IndexError(name)
         v = text[i : i + n]
@@ -92,21 +83,21 @@ def _decode_v1(b: bytes, errors: str) -> dict[str, Any]:
         i += n
     attrs: dict[str, str] = {}
     while True:
-        count, i = _long(b, i)
+        count, i = read_long(b, i)
         if count == 0:
             break
         if count < 0:  # a block with its size in bytes
             count = -count
-            _, i = _long(b, i)
+            _, i = read_long(b, i)
         for _ in range(count):
-            n, i = _long(b, i)
+            n, i = read_long(b, i)
             if n < 0 or i + n > end:
                 raise IndexError("attributes")
             k = text[i : i + n]
             if not k.isascii():
                 k = b[i : i + n].decode("utf-8", errors)
             i += n
-            n, i = _long(b, i)
+            n, i = read_long(b, i)
             if n < 0 or i + n > end:
                 raise IndexError("attributes")
             v = text[i : i + n]
