@@ -38,6 +38,7 @@ from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateEncod
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import Outputs
 from monitoring.streams.partition_state import PartitionStates, Records, Slot
+from monitoring.streams.sample_encoding import sample_record
 
 log = get_logger("aggregation")
 SAMPLE = "monitoring.MetricSample"
@@ -210,15 +211,7 @@ class AggregationAgent:
             await send(topic, agg.series.encode(), encode(agg), p, headers)
 
     async def _publish_late(self, s: Sample, sizes: tuple[int, ...], watermark_ms: int) -> None:
-        rec = {
-            "name": s.name,
-            "value": s.value,
-            "timestamp_ms": s.timestamp_ms,
-            "labels": dict(s.labels),
-            "kind": s.kind,
-            "unit": s.unit,
-            "source": "",
-        }
+        rec = sample_record(s, s.timestamp_ms, s.value)
         headers = [
             ("x-window-sizes-ms", ",".join(map(str, sizes)).encode()),
             ("x-watermark-ms", str(watermark_ms).encode()),

@@ -38,7 +38,7 @@ from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.streams import topics
 from monitoring.streams.admin import with_retries
-from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateDecoder
+from monitoring.streams.aggregate_encoding import AggregateDecoder, closed_through
 from monitoring.streams.alert_encoding import ALERT, to_record
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
@@ -232,14 +232,13 @@ class AlertingAgent:
             self._mark(partition, headers)
 
     def _mark(self, partition: int, headers: Headers) -> None:
-        for k, v in headers.items() if isinstance(headers, dict) else headers:
-            if k == CLOSED_THROUGH:
-                try:
-                    through = int(v)
-                except (TypeError, ValueError):
-                    self.metrics.invalid.labels("bad-header").inc()
-                    return
-                self.clock.complete(partition, through, int(time.time() * 1000))
+        try:
+            through = closed_through(headers)
+        except ValueError:
+            self.metrics.invalid.labels("bad-header").inc()
+            return
+        if through is not None:
+            self.clock.complete(partition, through, int(time.time() * 1000))
 
     async def evaluate_due(self, now_ms: int) -> None:
         """Evaluate every end that is due and send the alerts whose state changed."""

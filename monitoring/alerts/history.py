@@ -29,6 +29,8 @@ import bisect
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from monitoring.metrics.aggregator import Aggregate
+
 Labels = tuple[tuple[str, str], ...]
 """A label set as sorted ``(name, value)`` pairs (hashable)."""
 
@@ -56,8 +58,8 @@ class WindowRow(NamedTuple):
         end_ms: int,
         values: list[float],
         window_ms: int = 10_000,
-    ) -> Any:
-        """A tiny test helper: an aggregate-like object of ``values`` (last = the last one).
+    ) -> Aggregate:
+        """A tiny test helper: an ``Aggregate`` of ``values`` (last = the last one).
 
         Quantiles are the value at rank ``floor(q (n-1))`` as the aggregator computes them.
         """
@@ -67,7 +69,7 @@ class WindowRow(NamedTuple):
         def rank(q: float) -> float:
             return s[int(q * (n - 1))]
 
-        return _AggLike(
+        return Aggregate(
             series_key(name, labels),
             name,
             dict(labels),
@@ -84,24 +86,6 @@ class WindowRow(NamedTuple):
             rank(0.9),
             rank(0.99),
         )
-
-
-class _AggLike(NamedTuple):
-    series: str
-    name: str
-    labels: dict[str, str]
-    window_ms: int
-    window_start_ms: int
-    window_end_ms: int
-    count: int  # type: ignore[assignment]  # shadows tuple.count, as the Avro field
-    sum: float
-    min: float
-    max: float
-    mean: float
-    last: float
-    p50: float
-    p90: float
-    p99: float
 
 
 def series_key(name: str, labels: Mapping[str, str]) -> str:

@@ -36,7 +36,7 @@ from confluent_kafka import Consumer
 from monitoring.bench.alerts import METRICS, PHI, make_rules, make_series
 from monitoring.deploy import LocalDeployment, free_port
 from monitoring.metrics.collector import MetricsCollector
-from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateDecoder
+from monitoring.streams.aggregate_encoding import AggregateDecoder, closed_through
 from monitoring.streams.codec import AvroCodec
 
 WINDOW_MS = 10_000
@@ -91,13 +91,6 @@ class _Webhook:
     def url(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host!s}:{port}/hook"
-
-
-def _closed_through(headers: Any) -> int | None:
-    for k, v in headers or ():
-        if k == CLOSED_THROUGH:
-            return int(v)
-    return None
 
 
 def _produce(d: LocalDeployment, series: int, seconds: float, stop: threading.Event) -> int:
@@ -198,7 +191,7 @@ def run(
                     alerts.append((rec["fingerprint"], rec["status"], rec["evaluated_at_ms"], ts))
                     continue
                 part = m.partition() or 0
-                mark = _closed_through(m.headers())
+                mark = closed_through(m.headers())
                 if mark is not None:
                     prev = marked.get(part, mark - mark % WINDOW_MS - WINDOW_MS)
                     for end in range(prev - prev % WINDOW_MS + WINDOW_MS, mark + 1, WINDOW_MS):

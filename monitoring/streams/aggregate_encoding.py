@@ -34,6 +34,23 @@ CLOSED_THROUGH = "x-closed-through"
 co-partitioned with the samples topic: its partition now holds every window ending
 at or before this time (ms, decimal), so a reader need not wait to know the close is
 complete."""
+
+
+def closed_through(headers: Any) -> int | None:
+    """The ``x-closed-through`` mark among a record's headers (as confluent-kafka gives
+    them: a list of pairs, a dict or None); None if absent. ValueError if malformed.
+
+    >>> closed_through([("x-closed-through", b"20000")]), closed_through(None)
+    (20000, None)
+    """
+    for k, v in headers.items() if isinstance(headers, dict) else headers or ():
+        if k == CLOSED_THROUGH:
+            if not isinstance(v, (bytes, str)):
+                raise ValueError(f"{CLOSED_THROUGH}: {v!r}")
+            return int(v)
+    return None
+
+
 _DOUBLES = struct.Struct("<8d")
 _unpack_doubles = _DOUBLES.unpack_from
 _LAYOUT: dict[str, Any] = {

@@ -36,6 +36,7 @@ from monitoring.streams.log_encoding import (
     LogDecoder,
     StoredLogEncoder,
 )
+from monitoring.streams.sample_encoding import sample_record
 
 SOURCE = "log-agent"
 Record = tuple[bytes, bytes]  # (key, value)
@@ -149,18 +150,7 @@ class LogProcessor:
         return [
             (
                 s.series.encode(),
-                self.codec.encode(
-                    SAMPLE,
-                    {
-                        "name": s.name,
-                        "value": s.value,
-                        "timestamp_ms": s.timestamp_ms,
-                        "labels": dict(s.labels),
-                        "kind": s.kind,
-                        "unit": s.unit,
-                        "source": SOURCE,
-                    },
-                ),
+                self.codec.encode(SAMPLE, sample_record(s, s.timestamp_ms, s.value, SOURCE)),
             )
             for s in samples
         ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from monitoring.metrics.samples import (
     BATCH,
@@ -76,8 +76,21 @@ def batch_record(items: Sequence[Item], source: str = "") -> dict[str, Any]:
     }
 
 
+class Described(Protocol):
+    """What a ``MetricSample`` says of its series (a ``SeriesRef``, a ``Sample``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+
+
 def sample_record(
-    s: SeriesRef, timestamp_ms: int, value: float, source: str = ""
+    s: Described, timestamp_ms: int, value: float, source: str = ""
 ) -> dict[str, Any]:
     """The ``MetricSample`` record of one sample."""
     return {
