@@ -6,7 +6,10 @@ quantiles are exact; past that it moves them into a DDSketch (Datadog's mergeabl
 sketch, package ``ddsketch``), whose quantiles lie within ``relative_accuracy`` of the
 exact value. Most windows of scraped metrics hold a handful of values, where a
 sketch costs far more than the values (a new sketch is 5 µs, an add 1.3 µs, a
-quantile up to 20 µs, against 0.05 µs for an append).
+quantile up to 20 µs, against 0.05 µs for an append). Past the limit, values still go
+into an array first and enter the sketch ``SKETCH_CHUNK`` at a time (``add_many``:
+bucket keys computed with numpy, one store update per distinct key), so a busy
+series costs about an append per value instead of a sketch add.
 
 >>> w = WindowAccumulator(0.01)
 >>> for t, v in [(1, 3.0), (2, 1.0), (3, 2.0)]:
@@ -21,11 +24,14 @@ import math
 from array import array
 from typing import Any
 
+import numpy as np
 from ddsketch import DDSketch
 from ddsketch.store import DenseStore
 
 QUANTILES = (0.5, 0.9, 0.99)
 EXACT_LIMIT = 256
+SKETCH_CHUNK = 512
+_LN2 = math.log(2)
 
 
 def window_start(timestamp_ms: int, window_ms: int) -> int:
@@ -40,7 +46,9 @@ def window_start(timestamp_ms: int, window_ms: int) -> int:
 class WindowAccumulator:
     """Running statistics of one window; ``to_state``/``from_state`` for checkpoints."""
 
-    __slots__ = ("accuracy", "count", "last", "last_ts", "max", "min", "sketch", "sum", "values")
+    __slots__ = (
+        "accuracy", "count", "last", "last_ts", "max", "min", "pending", "sketch", "sum", "values",
+    )  # fmt: skip
 
     def __init__(self, relative_accuracy: float) -> None:
         self.accuracy = relative_accuracy
@@ -52,6 +60,7 @@ class WindowAccumulator:
         self.last_ts = -(2**62)
         self.values: array[float] | None = array("d")
         self.sketch: DDSketch | None = None
+        self.pending: array[float] | None = None  # on the way into the sketch
 
     def add(self, timestamp_ms: int, value: float) -> None:
         """Add one sample; ``last`` follows the greatest event time (ties: the later add)."""
@@ -66,17 +75,24 @@ class WindowAccumulator:
             self.last = value
         values = self.values
         if values is None:
-            self.sketch.add(value)  # type: ignore[union-attr]
+            pending = self.pending
+            pending.append(value)  # type: ignore[union-attr]
+            if len(pending) >= SKETCH_CHUNK:  # type: ignore[arg-type]
+                self._flush()
         else:
             values.append(value)
             if len(values) > EXACT_LIMIT:
                 self._to_sketch()
 
     def _to_sketch(self) -> None:
-        sketch = DDSketch(self.accuracy)
-        for v in self.values or ():
-            sketch.add(v)
-        self.sketch, self.values = sketch, None
+        self.sketch, self.pending, self.values = DDSketch(self.accuracy), self.values, None
+        self._flush()
+
+    def _flush(self) -> None:
+        """Move the pending values into the sketch."""
+        if self.pending:
+            add_many(self.sketch, self.pending)  # type: ignore[arg-type]
+            self.pending = array("d")
 
     def quantiles(self, qs: tuple[float, ...] = QUANTILES) -> tuple[float, ...]:
         """Quantiles ``qs`` (exact up to EXACT_LIMIT values; NaN when empty)."""
@@ -86,6 +102,7 @@ class WindowAccumulator:
             ordered = sorted(self.values)
             top = len(ordered) - 1
             return tuple(ordered[math.floor(q * top)] for q in qs)
+        self._flush()
         sketch = self.sketch
         assert sketch is not None
         return tuple(_or_nan(sketch.get_quantile_value(q)) for q in qs)
@@ -106,6 +123,7 @@ class WindowAccumulator:
             "neg_offset": 0,
             "neg_bins": [],
         }
+        self._flush()
         s = self.sketch
         if s is not None:
             d["zero_count"] = int(s._zero_count)
@@ -129,6 +147,7 @@ class WindowAccumulator:
             w.values = array("d", state["values"])
             return w
         w.values = None
+        w.pending = array("d")
         s = w.sketch = DDSketch(relative_accuracy)
         _load_store(s._store, state["pos_offset"], state["pos_bins"])
         _load_store(s._negative_store, state["neg_offset"], state["neg_bins"])
@@ -138,6 +157,36 @@ class WindowAccumulator:
         s._min = w.min
         s._max = w.max
         return w
+
+
+def add_many(sketch: DDSketch, values: array[float]) -> None:
+    """Add ``values`` to a DDSketch (logarithmic mapping) as ``sketch.add`` one at a
+    time would: the same bucket key per value (numpy computes ddsketch's
+    ``ceil(log(v, 2) * multiplier) + offset``), one store update per distinct key.
+
+    >>> s, one = DDSketch(0.01), DDSketch(0.01)
+    >>> xs = array("d", [0.0, 1.5, -2.0, 1.5, 1e6])
+    >>> add_many(s, xs)
+    >>> for x in xs:
+    ...     one.add(x)
+    >>> (s.count, s.get_quantile_value(0.5) == one.get_quantile_value(0.5))
+    (5.0, True)
+    """
+    v = np.frombuffer(values, dtype=np.float64)
+    mapping = sketch._mapping
+    low = mapping.min_possible
+    pos, neg = v[v > low], -v[v < -low]
+    for part, store in ((pos, sketch._store), (neg, sketch._negative_store)):
+        if len(part):
+            keys = np.ceil(np.log(part) / _LN2 * mapping._multiplier) + mapping._offset
+            unique, counts = np.unique(keys.astype(np.int64), return_counts=True)
+            for key, n in zip(unique.tolist(), counts.tolist(), strict=True):
+                store.add(key, float(n))
+    sketch._zero_count += float(len(v) - len(pos) - len(neg))
+    sketch._count += float(len(v))
+    sketch._sum += float(v.sum())
+    sketch._min = min(sketch._min, float(v.min()))
+    sketch._max = max(sketch._max, float(v.max()))
 
 
 def _or_nan(v: float | None) -> float:

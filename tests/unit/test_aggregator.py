@@ -4,10 +4,12 @@ idle closing, and crash/restore from checkpoints written part-way."""
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict
 from typing import Any
 
 import pytest
+from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -152,6 +154,33 @@ def test_large_windows_use_the_sketch_within_its_accuracy():
     agg.process(0, samples)
     [a] = agg.close_idle()
     check_aggregate(a, [(s.timestamp_ms, s.value) for s in samples])
+
+
+def test_chunked_sketch_adds_match_one_at_a_time_adds():
+    """Values past EXACT_LIMIT enter the sketch in numpy chunks: every bucket, the zero
+    count, the totals and so every quantile equal ddsketch's own one-by-one adds."""
+    rng = random.Random(5)
+    values = [0.0, 1e-300, -1e-300, 1.0, -1.0, 2.0**40]
+    values += [rng.choice((-1, 1)) * rng.lognormvariate(0, 6) for _ in range(5000)]
+    values += [float(rng.randint(-50, 50)) for _ in range(2000)]
+    w = WindowAccumulator(ACCURACY)
+    one = DDSketch(ACCURACY)
+    for i, v in enumerate(values):
+        w.add(i, v)
+        one.add(v)
+    qs = (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0)
+    assert w.quantiles(qs) == tuple(one.get_quantile_value(q) for q in qs)
+    s = w.sketch
+    for mine, theirs in ((s._store, one._store), (s._negative_store, one._negative_store)):
+        assert (mine.min_key, mine.max_key, mine.count) == (
+            theirs.min_key,
+            theirs.max_key,
+            theirs.count,
+        )
+        lo, hi = mine.min_key - mine.offset, mine.max_key - mine.offset
+        tlo, thi = theirs.min_key - theirs.offset, theirs.max_key - theirs.offset
+        assert mine.bins[lo : hi + 1] == theirs.bins[tlo : thi + 1]
+    assert (s._zero_count, s._count) == (one._zero_count, one._count)
 
 
 def _apply(changelog: dict[str, bytes], records: list[tuple[str, Any]]) -> None:
