@@ -99,7 +99,9 @@ class LogAgent:
     ) -> None:
         self.app = app
         self.settings = settings
-        self.processor = LogProcessor(codec or AvroCodec.from_directory())
+        self.processor = LogProcessor(
+            codec or AvroCodec.from_directory(), settings.kafka.samples_partitions
+        )
         self.metrics = _Metrics(registry)
         cfg = settings.logs
         self.window_ms = ms(cfg.window)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monitoring.config import KafkaSettings
 from monitoring.logs.analyzer import PartitionLogs
 from monitoring.logs.corpus import generate
 from monitoring.streams.codec import AvroCodec
@@ -138,7 +139,7 @@ def agent_path(n_lines: int, rounds: int = 3) -> dict[str, Any]:
     codec = AvroCodec.from_directory()
     records = [ln.record for ln in generate(n_lines, seed=3)]
     values = [codec.encode(LOG_RECORD, r) for r in records]
-    proc = LogProcessor(codec)
+    proc = LogProcessor(codec, KafkaSettings().samples_partitions)
     out: dict[str, Any] = {"single": _per_cpu_s(n_lines, values, proc, rounds), "batched": {}}
     for size in BATCH_SIZES:
         batches = shipped_batches(records, size, codec)
@@ -333,7 +334,7 @@ def run(
     search_rows: int = 10_000_000,
     directory: Path | None = None,
     progress: Callable[[str], None] = print,
-    worker_lines: int = 240_000,
+    worker_lines: int = 600_000,
 ) -> LogBench:
     """Every phase; see the module doc."""
     res = LogBench()

@@ -159,7 +159,7 @@ def logs_bench(
     lines: int = typer.Option(60_000, help="corpus lines through the agent's path"),
     calls: int = typer.Option(50_000, help="logging calls timed with the Kafka handler"),
     rows: int = typer.Option(10_000_000, help="stored lines generated for the search"),
-    worker_lines: int = typer.Option(240_000, help="lines a real worker works off (0: skip)"),
+    worker_lines: int = typer.Option(600_000, help="lines a real worker works off (0: skip)"),
     directory: str | None = typer.Option(None, "--dir", help="where the chDB goes (tmp)"),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:

@@ -5,8 +5,10 @@
 (``LogDecoder``) gives one ``StoredLog`` record; a ``LogBatch`` (``LogBatchDecoder``)
 gives one ``StoredLogBatch`` with its kept lines, and each line that cannot be kept
 as a ``Rejected`` (the line alone as a ``LogRecord``, for the dead-letter topic).
-Both give ``LogTemplate`` events and ``MetricSample`` counters. The agent sends them;
-the benchmark times exactly this path.
+Both give ``LogTemplate`` events and counter samples, sent as one ``MetricBatch`` per
+samples partition (each series in the partition its key hashes to, as the SDK places
+them: the aggregation agent reads a few batches instead of a message per counter).
+The agent sends them; the benchmark times exactly this path.
 
 Row identity (``event_id``, UInt64 in the logs table, unique per stored line):
 
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from monitoring.logs.analyzer import PartitionLogs, TemplateEvent
-from monitoring.metrics.samples import SAMPLE, Sample
+from monitoring.metrics.samples import BATCH, Sample
 from monitoring.streams.codec import AvroCodec
 from monitoring.streams.log_batch import LogBatchDecoder, StoredLogBatchEncoder
 from monitoring.streams.log_encoding import (
@@ -36,7 +38,8 @@ from monitoring.streams.log_encoding import (
     LogDecoder,
     StoredLogEncoder,
 )
-from monitoring.streams.sample_encoding import sample_record
+from monitoring.streams.partitioner import group_by_partition
+from monitoring.streams.sample_encoding import SeriesRef, batch_record
 
 SOURCE = "log-agent"
 Record = tuple[bytes, bytes]  # (key, value)
@@ -94,8 +97,10 @@ def batch_event_id(partition: int, offset: int, index: int = 0) -> int:
 class LogProcessor:
     """Decode, process and encode; one instance per agent (codec caches shared)."""
 
-    def __init__(self, codec: AvroCodec) -> None:
+    def __init__(self, codec: AvroCodec, samples_partitions: int) -> None:
         self.codec = codec
+        self.samples_partitions = samples_partitions
+        self._partition_of: dict[str, int] = {}
         self.decoder = LogDecoder(codec)
         self.stored = StoredLogEncoder(codec)
         self.batches = LogBatchDecoder(codec)
@@ -146,11 +151,16 @@ class LogProcessor:
         return self.codec.encode(LOG_TEMPLATE, t._asdict())
 
     def encode_samples(self, samples: list[Sample]) -> list[Record]:
-        """MetricSample records keyed by series key (Java placement by the producer)."""
-        return [
-            (
-                s.series.encode(),
-                self.codec.encode(SAMPLE, sample_record(s, s.timestamp_ms, s.value, SOURCE)),
-            )
+        """One ``MetricBatch`` per samples partition, keyed by its first series' key (so
+        the producer's murmur2 placement puts it on that partition)."""
+        items = [
+            (SeriesRef(s.series, s.name, s.labels, s.kind, s.unit), s.timestamp_ms, s.value)
             for s in samples
+        ]
+        if len(self._partition_of) > 100_000:
+            self._partition_of.clear()
+        groups = group_by_partition(items, self.samples_partitions, self._partition_of)
+        return [
+            (group[0][0].key.encode(), self.codec.encode(BATCH, batch_record(group, SOURCE)))
+            for _, group in sorted(groups.items())
         ]

@@ -67,7 +67,7 @@ def client(settings: Settings) -> Iterator[Any]:
 
 def outputs(lines: list[Line]) -> tuple[list[bytes], dict[tuple[str, int], int]]:
     """The log agent's stored and template records for ``lines`` (partition 0)."""
-    proc, part = LogProcessor(CODEC), PartitionLogs()
+    proc, part = LogProcessor(CODEC, 6), PartitionLogs()
     out, tid = [], {}
     for offset, ln in enumerate(lines):
         enc = proc.handle(part, 0, offset, CODEC.encode(LOG_RECORD, ln.record), NOW)

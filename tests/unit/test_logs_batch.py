@@ -221,7 +221,7 @@ def test_processor_handles_batches_and_single_records_alike() -> None:
         (NOW + 1, "info", "web", "", "", "", "", {}),  # no message: dead letter
         (NOW + 2, "err", "web", "user 8 logged in", "", "", "boom", {}),
     ]
-    proc = LogProcessor(CODEC)
+    proc = LogProcessor(CODEC, 6)
     part = PartitionLogs()
     out = proc.handle(part, 3, 9, ENCODER.encode("api", "h1", lines), NOW + 5)
     assert out is not None and out.stored is not None
@@ -259,7 +259,7 @@ def test_event_ids_of_batches_and_single_records_never_collide() -> None:
 
 def test_batch_rows_equal_the_rows_of_single_stored_records() -> None:
     records = [ln.record for ln in generate(40, seed=5) if ln.record["service"] == "api"]
-    proc = LogProcessor(CODEC)
+    proc = LogProcessor(CODEC, 6)
     fields = ("timestamp_ms", "level", "logger", "message", "trace_id", "span_id",
               "exception", "attributes")  # fmt: skip
     batch = ENCODER.encode("api", "h", [tuple(r[f] for f in fields) for r in records])
@@ -341,7 +341,7 @@ def test_header_of_every_batch_version_is_recognised() -> None:
 def test_columns_passed_through_are_copied_as_encoding_them_would_write(lines: list[Any]) -> None:
     data = ENCODER.encode("api", "h", [(ln[0], ln[1], "lg", ln[2], "t", "", ln[3], ln[4])
                                        for ln in lines])  # fmt: skip
-    proc = LogProcessor(CODEC)
+    proc = LogProcessor(CODEC, 6)
     out = proc.handle(PartitionLogs(10_000, LIMITS), 2, 7, data, NOW)
     assert out is not None
     r = PartitionLogs(10_000, LIMITS).process_batch(7, DECODER.decode(data), NOW)

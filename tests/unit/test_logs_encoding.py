@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.logs.analyzer import PartitionLogs
+from monitoring.metrics.samples import Sample, series_key
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.log_encoding import (
     LOG_RECORD,
@@ -17,6 +19,7 @@ from monitoring.streams.log_encoding import (
     StoredLogEncoder,
 )
 from monitoring.streams.log_processing import LogProcessor, event_id
+from monitoring.streams.partitioner import partition_for
 
 CODEC = AvroCodec.from_directory()
 DECODER = LogDecoder(CODEC)
@@ -129,7 +132,7 @@ def test_processor_outputs_decode_to_the_normalised_record() -> None:
     value = CODEC.encode(
         LOG_RECORD, {"timestamp_ms": now, "service": "api", "level": "3", "message": "job 7 failed"}
     )
-    out = LogProcessor(CODEC).handle(PartitionLogs(), 2, 41, value, now + 3)
+    out = LogProcessor(CODEC, 6).handle(PartitionLogs(), 2, 41, value, now + 3)
     assert out is not None
     stored = CODEC.decode(out.stored[1]).record
     assert out.stored[0] == b"api"
@@ -142,3 +145,33 @@ def test_processor_outputs_decode_to_the_normalised_record() -> None:
         True,
         "job <:N:> failed",
     )
+
+
+@pytest.mark.parametrize("partitions", [1, 6])
+def test_counter_samples_go_as_one_batch_per_partition(partitions: int) -> None:
+    """Every counter sample arrives once, in a MetricBatch written to the partition its
+    series key hashes to (the batch's key hashes there too), in order within a series."""
+    rng = random.Random(partitions)
+    samples = [
+        Sample(series_key("log_events_total", {"service": f"s{i % 9}", "level": lv}),
+               "log_events_total", {"service": f"s{i % 9}", "level": lv}, 1_000 * i,
+               float(rng.randint(1, 50)), "COUNTER")
+        for i, lv in enumerate(rng.choice(["INFO", "ERROR", "WARN"]) for _ in range(60))
+    ]  # fmt: skip
+    out = LogProcessor(CODEC, partitions).encode_samples(samples)
+    assert len(out) == len({partition_for(s.series, partitions) for s in samples})
+    got = []
+    for key, value in out:
+        batch = CODEC.decode(value).record
+        part = partition_for(key, partitions)
+        cols = (batch["series_index"], batch["timestamps_ms"], batch["values"])
+        for i, ts, v in zip(*cols, strict=True):
+            series = batch["series"][i]
+            assert partition_for(series, partitions) == part
+            assert batch["kinds"][i] == "COUNTER"
+            got.append((series, ts, v))
+    assert sorted(got) == sorted((s.series, s.timestamp_ms, s.value) for s in samples)
+    for series in {s.series for s in samples}:
+        assert [g for g in got if g[0] == series] == [
+            (s.series, s.timestamp_ms, s.value) for s in samples if s.series == series
+        ]
