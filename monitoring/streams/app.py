@@ -36,6 +36,11 @@ def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
         producer_acks=-1,
         producer_linger=0.005,
         topic_allow_declare=False,
+        # Faust's leader election uses a topic of its own, which we never create (we
+        # declare topics ourselves) and nothing here needs: without this the worker
+        # logs that topic as missing at start and rebalances once more five minutes
+        # later, when the consumer's metadata refresh (metadata_max_age) misses it again
+        topic_disable_leader=True,
         topic_partitions=k.samples_partitions,
         stream_wait_empty=False,
         # a killed worker's partitions move on after 10 s, not Faust's default 60 s
