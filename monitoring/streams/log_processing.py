@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from monitoring.logs.analyzer import PartitionLogs, TemplateEvent
-from monitoring.metrics.samples import BATCH, Sample
+from monitoring.metrics.samples import Sample
 from monitoring.streams.codec import AvroCodec
 from monitoring.streams.log_batch import LogBatchDecoder, StoredLogBatchEncoder
 from monitoring.streams.log_encoding import (
@@ -39,7 +39,7 @@ from monitoring.streams.log_encoding import (
     StoredLogEncoder,
 )
 from monitoring.streams.partitioner import group_by_partition
-from monitoring.streams.sample_encoding import SeriesRef, batch_record
+from monitoring.streams.sample_encoding import BatchEncoder, SeriesRef
 
 SOURCE = "log-agent"
 Record = tuple[bytes, bytes]  # (key, value)
@@ -100,7 +100,7 @@ class LogProcessor:
     def __init__(self, codec: AvroCodec, samples_partitions: int) -> None:
         self.codec = codec
         self.samples_partitions = samples_partitions
-        self._partition_of: dict[str, int] = {}
+        self.sample_batch = BatchEncoder(codec)
         self.decoder = LogDecoder(codec)
         self.stored = StoredLogEncoder(codec)
         self.batches = LogBatchDecoder(codec)
@@ -157,10 +157,8 @@ class LogProcessor:
             (SeriesRef(s.series, s.name, s.labels, s.kind, s.unit), s.timestamp_ms, s.value)
             for s in samples
         ]
-        if len(self._partition_of) > 100_000:
-            self._partition_of.clear()
-        groups = group_by_partition(items, self.samples_partitions, self._partition_of)
+        groups = group_by_partition(items, self.samples_partitions)
+        encode = self.sample_batch.encode
         return [
-            (group[0][0].key.encode(), self.codec.encode(BATCH, batch_record(group, SOURCE)))
-            for _, group in sorted(groups.items())
+            (group[0][0].key.encode(), encode(group, SOURCE)) for _, group in sorted(groups.items())
         ]
