@@ -61,8 +61,13 @@ class BrokerStatus:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: a random UUID, base64url without padding (22 chars)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: a random UUID, base64url without padding (22 chars). Like
+    Kafka's ``Uuid.randomUuid`` it never starts with ``-``, which command-line tools
+    would read as an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -362,7 +367,7 @@ class LocalKafka:
             self._java(), "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
             f"-Dkafka.logs.dir={self.logs_dir}", f"-Dlog4j2.configurationFile={self.log4j_config}",
             "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(self.properties_file), "--ignore-formatted",
+            f"--cluster-id={cluster_id}", "-c", str(self.properties_file), "--ignore-formatted",
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:

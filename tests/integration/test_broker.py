@@ -44,6 +44,17 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
     assert len(cid) == 22
     assert len(base64.urlsafe_b64decode(cid + "==")) == 16
     assert cid != new_cluster_id()
+    # one in 64 random ids starts with "-", which the storage tool read as an option
+    assert not any(new_cluster_id().startswith("-") for _ in range(2_000))
+
+
+@pytest.mark.integration
+def test_storage_format_takes_a_cluster_id_starting_with_a_dash(tmp_path: Path) -> None:
+    k = LocalKafka(port=_free_port_pair(), data_dir=tmp_path / "k")
+    k.render_config()
+    assert k.format_storage("-RGXU-gpQjuHMKno-Eox3A") == "-RGXU-gpQjuHMKno-Eox3A"
+    meta = (tmp_path / "k" / "data" / "meta.properties").read_text()
+    assert "cluster.id=-RGXU-gpQjuHMKno-Eox3A" in meta
 
 
 def test_config_is_rendered_per_port(tmp_path: Path) -> None:
