@@ -116,15 +116,17 @@ def _longs(b: bytes, i: int) -> tuple[list[int], int]:
 def _strings(b: bytes, text: str, i: int, ascii: bool, bad: list[int]) -> tuple[list[str], int]:
     """An Avro array of strings at ``i``; indexes of items with invalid UTF-8 (decoded
     with U+FFFD) are appended to ``bad``. ``text`` is ``b`` as latin-1: one character
-    per byte, so an ASCII item is one slice of it."""
+    per byte, so every item is first one slice of it, and the items that are not
+    ASCII (none, if ``ascii``: all of ``b`` is) are decoded again as UTF-8 after the
+    loop. An item that runs past the end leaves ``i`` past it, and the next read (at
+    least the array's closing block count) raises IndexError."""
     out: list[str] = []
     append = out.append
     end = len(b)
-    k = 0
     while True:
         count, i = read_long(b, i)
         if count == 0:
-            return out, i
+            break
         if count < 0:
             count = -count
             _, i = read_long(b, i)
@@ -133,28 +135,37 @@ def _strings(b: bytes, text: str, i: int, ascii: bool, bad: list[int]) -> tuple[
         if b[i : i + count] == _ZEROS[:count]:  # all empty (common: span ids, exceptions)
             out += [""] * count
             i += count
-            k += count
             continue
         for _ in range(count):
             n = b[i]
             if n < 0x80:  # lengths below 64: one byte, the common case
-                n = (n >> 1) ^ -(n & 1)
+                if n & 1:
+                    raise IndexError("negative string length")
                 i += 1
+                j = i + (n >> 1)
+            elif b[i + 1] < 0x80:  # below 8192: two bytes
+                n = (n & 0x7F) | b[i + 1] << 7
+                if n & 1:
+                    raise IndexError("negative string length")
+                i += 2
+                j = i + (n >> 1)
             else:
                 n, i = read_long(b, i)
-            j = i + n
-            if n < 0 or j > end:
-                raise IndexError("string")
-            v = text[i:j]
-            if not ascii and not v.isascii():
-                try:
-                    v = b[i:j].decode("utf-8")
-                except UnicodeDecodeError:
-                    v = b[i:j].decode("utf-8", "replace")
-                    bad.append(k)
-            append(v)
+                if n < 0:
+                    raise IndexError("negative string length")
+                j = i + n
+            append(text[i:j])
             i = j
-            k += 1
+    if not ascii and not "".join(out).isascii():
+        for k, v in enumerate(out):
+            if not v.isascii():
+                raw = v.encode("latin-1")  # the item's bytes again
+                try:
+                    out[k] = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    out[k] = raw.decode("utf-8", "replace")
+                    bad.append(k)
+    return out, i
 
 
 def _string(b: bytes, text: str, i: int, bad: list[int]) -> tuple[str, int]:

@@ -127,6 +127,31 @@ def test_bad_batches() -> None:
     assert e.value.reason == "bad-batch" and "4097 lines" in str(e.value)
 
 
+def test_every_length_encoding_decodes_and_every_cut_is_truncated() -> None:
+    """Item lengths of one byte (< 64), two (< 8192) and three, ASCII and not: the
+    decoder reads what fastavro wrote; every strict prefix is an error, never rows."""
+    msgs = ["short", "x" * 63, "y" * 64, "z" * 8191, "w" * 8192 + "é", "日本語" * 30, ""]
+    lines = [(NOW + i, "info", "lg", m, "", "", m[:70], {"k": m[:100]}) for i, m in enumerate(msgs)]
+    data = ENCODER.encode("svc", "h", lines)
+    assert data == fastavro_batch("svc", "h", lines)
+    cols = DECODER.decode(data)
+    assert cols.messages == msgs and cols.exceptions == [m[:70] for m in msgs]
+    assert cols.attributes == {i: {"k": m[:100]} for i, m in enumerate(msgs)}
+    for cut in range(HEADER_LEN, len(data)):
+        with pytest.raises(DecodeError) as e:
+            DECODER.decode(data[:cut])
+        assert e.value.reason == "truncated", cut
+
+
+def test_a_negative_string_length_is_a_decode_error() -> None:
+    data = ENCODER.encode("svc", "h", [(NOW, "info", "", "QQ", "", "", "", {})])
+    at = data.index(b"\x04QQ")  # the message: length 2 (zig-zag 4)
+    for bad in (b"\x03", b"\x81\x01"):  # -2 in one byte; -65 in two
+        with pytest.raises(DecodeError) as e:
+            DECODER.decode(data[:at] + bad + data[at + 1 :])
+        assert e.value.reason == "truncated"
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     text, text, st.lists(st.integers(-5, 2**31), max_size=40),

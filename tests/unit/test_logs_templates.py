@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from monitoring.logs.corpus import generate
 from monitoring.logs.templates import ServiceTemplates, miner_config
 
-WORDS = ["alpha", "beta", "gamma", "user", "login", "failed", "ok", "db", "17", "0x1f", "x9"]
+WORDS = ["alpha", "beta", "gamma", "user", "login", "failed", "ok", "db", "17", "0x1f", "x9",
+         "c9c1b6d13089", "a1b2", "fe80", "3.5e2", "deadbeef", "1.2.3a4"]  # fmt: skip
 lines_st = st.lists(
     st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join),
     min_size=1,
@@ -69,6 +70,18 @@ def test_variable_parts_are_masked() -> None:
     r = m.add("connect to 192.168.1.20 took 7 ms")
     assert (r.template_id, r.change) == (1, "none")
     assert m.template(1) == "connect to <:N:> took <:N:> ms"
+
+
+def test_hex_ids_are_masked_and_lines_holding_them_hit_the_cache() -> None:
+    m = ServiceTemplates()
+    m.add("config reloaded checksum 5a7e0c9d1b2f")
+    r = m.add("config reloaded checksum c9c1b6d13089")
+    assert (r.template_id, r.change) == (1, "none")
+    assert m.template(1) == "config reloaded checksum <:ID:>"
+    assert m._cache == {"config reloaded checksum <:ID:>": m.miner.drain.id_to_cluster[1]}
+    # one digit run among hex letters is a word with a number, not an id
+    assert m.add("link fe80 down").template_id == 2
+    assert m.template(2) == "link fe<:N:> down"
 
 
 def test_corpus_templates_are_found_one_to_one() -> None:
