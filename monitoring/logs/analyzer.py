@@ -164,10 +164,11 @@ class PartitionLogs:
             return None
         svc.applied_offset = offset
         self._changed.add(entry.service)
-        tid, event, samples = self._mine(
-            svc, entry.service, entry.timestamp_ms, entry.level, entry.severity,
-            entry.message or entry.exception,
-        )  # fmt: skip
+        e = entry
+        cluster = svc.templates.cluster_of(e.message or e.exception)
+        tid = cluster.cluster_id
+        event = self._event(svc, e.service, tid, cluster.size, e.timestamp_ms, e.level, e.severity)
+        samples = svc.counts.add(e.timestamp_ms, e.level, tid)
         return Processed(entry, tid, [event] if event else [], samples)
 
     def process_batch(
@@ -207,10 +208,10 @@ class PartitionLogs:
         severities: list[int] = []
         tids: list[int] = []
         events: list[TemplateEvent] = []
-        samples: list[Sample] = []
         rejected: list[tuple[int, InvalidLog]] = []
         copied = False  # timestamps, messages, exceptions, attrs copied before a change
-        mine = self._mine
+        templates, first_seen, first_error = svc.templates, svc.first_seen, svc.first_error
+        cluster_of, event_of = templates.cluster_of, self._event
         for i in range(n):
             ts, msg, exc = timestamps[i], messages[i], exceptions[i]
             lv = known[raw_levels[i]]
@@ -238,14 +239,26 @@ class PartitionLogs:
                 if e.attributes:
                     attrs[i] = e.attributes
                 level, severity = e.level, e.severity
-            tid, event, new = mine(svc, service, ts, level, severity, msg or exc)
+            cluster = cluster_of(msg or exc)
+            tid = cluster.cluster_id
+            if (
+                templates.change != "none" or tid not in first_seen
+                or (severity >= ERROR_SEVERITY and tid not in first_error)
+            ):  # fmt: skip
+                event = event_of(svc, service, tid, cluster.size, ts, level, severity)
+                if event is not None:
+                    events.append(event)
             levels.append(level)
             severities.append(severity)
             tids.append(tid)
-            if event is not None:
-                events.append(event)
-            if new:
-                samples += new
+        if rejected:
+            gone = {i for i, _ in rejected}
+            kept = [i for i in range(n) if i not in gone]
+            samples = svc.counts.add_many(
+                [timestamps[i] for i in kept], [levels[i] for i in kept], [tids[i] for i in kept]
+            )
+        else:
+            samples = svc.counts.add_many(timestamps, levels, tids)
         if len(rejected) == n:
             return BatchProcessed(None, events, samples, rejected)
         stored = StoredColumns(
@@ -256,25 +269,25 @@ class PartitionLogs:
             stored = _without(stored, {i for i, _ in rejected})
         return BatchProcessed(stored, events, samples, rejected)
 
-    def _mine(
-        self, svc: _Service, service: str, ts: int, level: str, severity: int, text: str
-    ) -> tuple[int, TemplateEvent | None, list[Sample]]:
-        """Template, template event and counter samples of one normalised record."""
-        mined = svc.templates.add(text)
-        tid = mined.template_id
+    def _event(
+        self, svc: _Service, service: str, tid: int, size: int, ts: int, level: str, severity: int
+    ) -> TemplateEvent | None:
+        """After mining a record into ``tid`` (``svc.templates.change`` says what drain
+        changed, ``size`` is the template's count): first-seen bookkeeping and the
+        template event, if the template is new or changed or first seen at error level."""
+        change = svc.templates.change
         first_error = False
         if tid not in svc.first_seen:
             svc.first_seen[tid] = ts
         if severity >= ERROR_SEVERITY and tid not in svc.first_error:
             svc.first_error[tid] = ts
             first_error = True
-        event = None
-        if mined.change != "none" or first_error:
-            event = TemplateEvent(
-                service, tid, svc.templates.template(tid) or "", mined.change, first_error,
-                level, ts, svc.first_seen[tid], svc.first_error.get(tid, 0), mined.size,
-            )  # fmt: skip
-        return tid, event, svc.counts.add(ts, level, tid)
+        if change == "none" and not first_error:
+            return None
+        return TemplateEvent(
+            service, tid, svc.templates.template(tid) or "", change, first_error, level, ts,
+            svc.first_seen[tid], svc.first_error.get(tid, 0), size,
+        )  # fmt: skip
 
     def close_services(self, services: Iterable[str]) -> list[Sample]:
         """Emit the open window of these services now (they went idle)."""

@@ -24,6 +24,8 @@ later record (the agent calls it for services idle on the wall clock).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from monitoring.metrics.samples import Sample, series_key
@@ -60,6 +62,42 @@ class ServiceCounts:
         self.changed_levels.add(level)
         self.changed_templates.add(template_id)
         return out
+
+    def add_many(
+        self, timestamps_ms: Sequence[int], levels: Sequence[str], template_ids: Sequence[int]
+    ) -> list[Sample]:
+        """``add`` for each record in order, the samples concatenated; the runs between
+        window ends are counted at once (one ``Counter`` each: most batches are one run).
+
+        >>> a, b = ServiceCounts("api", 10_000), ServiceCounts("api", 10_000)
+        >>> recs = [(1_000, "INFO", 1), (12_000, "WARN", 2), (13_000, "INFO", 1)]
+        >>> a.add_many(*zip(*recs)) == [s for r in recs for s in b.add(*r)]
+        True
+        """
+        out: list[Sample] = []
+        n, start, end, w = len(timestamps_ms), 0, self.open_end, self.window_ms
+        if n and max(timestamps_ms) >= end:  # a window end inside: find each
+            for i, ts in enumerate(timestamps_ms):
+                if ts >= end:
+                    if i > start:
+                        self._count(levels[start:i], template_ids[start:i])
+                    if end:
+                        out += self._emit()
+                    end = self.open_end = ts - ts % w + w
+                    start = i
+        if start < n:
+            self._count(levels[start:], template_ids[start:])
+        return out
+
+    def _count(self, levels: Sequence[str], template_ids: Sequence[int]) -> None:
+        counts = self.levels
+        for level, k in Counter(levels).items():
+            counts[level] = counts.get(level, 0) + k
+            self.changed_levels.add(level)
+        tcounts = self.templates
+        for tid, k in Counter(template_ids).items():
+            tcounts[tid] = tcounts.get(tid, 0) + k
+            self.changed_templates.add(tid)
 
     def close(self) -> list[Sample]:
         """Emit the open window now (idle service); later records count in the next."""

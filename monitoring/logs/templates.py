@@ -24,9 +24,10 @@ traces live in ``exception``, and a multi-line message is named by its first lin
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from drain3 import TemplateMiner
+from drain3.drain import LogCluster
 from drain3.masking import MaskingInstruction
 from drain3.memory_buffer_persistence import MemoryBufferPersistence
 from drain3.template_miner_config import TemplateMinerConfig
@@ -104,10 +105,17 @@ class ServiceTemplates:
         prefix, suffix = self.miner.config.mask_prefix, self.miner.config.mask_suffix
         self._placeholder = prefix + MASK_NAME + suffix
         self._id_placeholder = prefix + ID_MASK_NAME + suffix
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, LogCluster] = {}
+        self.change = "none"  # what the last add or cluster_of changed: "created", ...
 
     def add(self, message: str) -> Mined:
         """Mine one message (its first line)."""
+        c = self.cluster_of(message)
+        return Mined(c.cluster_id, self.change, c.size)
+
+    def cluster_of(self, message: str) -> LogCluster:
+        """``add`` for hot loops: drain's cluster of the message (its ``cluster_id`` and
+        ``size`` after counting this message); ``change`` says what drain changed."""
         line = message.split("\n", 1)[0] if "\n" in message else message
         line = line[: self.max_chars]
         mask = self._ascii_mask if line.isascii() else self._mask
@@ -118,20 +126,22 @@ class ServiceTemplates:
             both = self._id_mask(self._id_placeholder, masked)
             cluster = cache.get(both) if both != masked else None
             if cluster is None:
-                return self._search(masked, both)
+                return self._search(both)
         cluster.size += 1
-        return Mined(cluster.cluster_id, "none", cluster.size)
+        self.change = "none"
+        return cluster
 
-    def _search(self, masked: str, both: str) -> Mined:
+    def _search(self, masked: str) -> LogCluster:
         """drain's tree search (it may create or change a cluster)."""
-        cluster, change = self.miner.drain.add_log_message(both)
+        cluster, change = self.miner.drain.add_log_message(masked)
         if change == "none":
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
-            self._cache[both] = cluster  # the line itself when the id mask changed nothing
+            self._cache[masked] = cluster  # the line itself when the id mask changed nothing
         else:
             self._cache.clear()
-        return Mined(cluster.cluster_id, _CHANGES[change], cluster.size)
+        self.change = _CHANGES[change]
+        return cluster
 
     def template(self, template_id: int) -> str | None:
         """The current text of a template, or None if unknown."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from monitoring.logs.counts import ServiceCounts
 
 
@@ -49,3 +54,26 @@ def test_state_round_trip() -> None:
         c.add(t, "INFO", 3)
     d = ServiceCounts.from_state("s", 1_000, c.state())
     assert emitted(d.add(5_000, "INFO", 3)) == emitted(c.add(5_000, "INFO", 3))
+
+
+RECORD = st.tuples(st.integers(0, 60_000), st.sampled_from(["INFO", "WARN", "ERROR"]),
+                   st.integers(1, 4))  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(RECORD, max_size=40), st.lists(st.integers(0, 40), max_size=4))
+def test_add_many_equals_add_one_at_a_time(
+    recs: list[tuple[int, str, int]], cuts: list[int]
+) -> None:
+    """Any records cut into any batches: the same samples, in the same order, and the
+    same state as adding them one by one."""
+    one, many = ServiceCounts("api", 10_000), ServiceCounts("api", 10_000)
+    expected = [emitted([s]) for r in recs for s in one.add(*r)]
+    got = []
+    bounds = sorted({0, len(recs), *(c for c in cuts if c < len(recs))})
+    for a, b in itertools.pairwise(bounds):
+        part = recs[a:b]
+        got += [emitted([s]) for s in many.add_many(*(list(c) for c in zip(*part, strict=True)))]
+    assert got == expected
+    assert many.state() == one.state()
+    assert many.add_many([], [], []) == []
