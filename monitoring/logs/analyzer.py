@@ -25,8 +25,10 @@ seen before at error level"), produce a ``TemplateEvent``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
+
+from drain3.drain import LogCluster
 
 from monitoring.logs.batch import LogColumns, StoredColumns
 from monitoring.logs.counts import ServiceCounts
@@ -167,7 +169,8 @@ class PartitionLogs:
         e = entry
         cluster = svc.templates.cluster_of(e.message or e.exception)
         tid = cluster.cluster_id
-        event = self._event(svc, e.service, tid, cluster.size, e.timestamp_ms, e.level, e.severity)
+        event = self._event(svc, e.service, tid, svc.templates.change, cluster.size,
+                            e.timestamp_ms, e.level, e.severity)  # fmt: skip
         samples = svc.counts.add(e.timestamp_ms, e.level, tid)
         return Processed(entry, tid, [event] if event else [], samples)
 
@@ -206,12 +209,9 @@ class PartitionLogs:
         known = _KNOWN_LEVELS
         levels: list[str] = []
         severities: list[int] = []
-        tids: list[int] = []
-        events: list[TemplateEvent] = []
+        texts: list[str] = []  # what each kept line is mined by
         rejected: list[tuple[int, InvalidLog]] = []
         copied = False  # timestamps, messages, exceptions, attrs copied before a change
-        templates, first_seen, first_error = svc.templates, svc.first_seen, svc.first_error
-        cluster_of, event_of = templates.cluster_of, self._event
         for i in range(n):
             ts, msg, exc = timestamps[i], messages[i], exceptions[i]
             lv = known[raw_levels[i]]
@@ -228,7 +228,6 @@ class PartitionLogs:
                     rejected.append((i, err))
                     levels.append("")
                     severities.append(0)
-                    tids.append(0)
                     continue
                 if not copied:
                     timestamps, messages = list(timestamps), list(messages)
@@ -239,26 +238,24 @@ class PartitionLogs:
                 if e.attributes:
                     attrs[i] = e.attributes
                 level, severity = e.level, e.severity
-            cluster = cluster_of(msg or exc)
-            tid = cluster.cluster_id
-            if (
-                templates.change != "none" or tid not in first_seen
-                or (severity >= ERROR_SEVERITY and tid not in first_error)
-            ):  # fmt: skip
-                event = event_of(svc, service, tid, cluster.size, ts, level, severity)
-                if event is not None:
-                    events.append(event)
             levels.append(level)
             severities.append(severity)
-            tids.append(tid)
+            texts.append(msg or exc)
         if rejected:
             gone = {i for i, _ in rejected}
             kept = [i for i in range(n) if i not in gone]
-            samples = svc.counts.add_many(
-                [timestamps[i] for i in kept], [levels[i] for i in kept], [tids[i] for i in kept]
-            )
+            k_ts, k_levels = [timestamps[i] for i in kept], [levels[i] for i in kept]
+            k_sevs = [severities[i] for i in kept]
         else:
-            samples = svc.counts.add_many(timestamps, levels, tids)
+            kept, k_ts, k_levels, k_sevs = list(range(n)), timestamps, levels, severities
+        k_tids, events = self._mine_batch(svc, service, texts, k_ts, k_levels, k_sevs)
+        samples = svc.counts.add_many(k_ts, k_levels, k_tids)
+        if rejected:
+            tids = [0] * n
+            for i, tid in zip(kept, k_tids, strict=True):
+                tids[i] = tid
+        else:
+            tids = k_tids
         if len(rejected) == n:
             return BatchProcessed(None, events, samples, rejected)
         stored = StoredColumns(
@@ -269,13 +266,51 @@ class PartitionLogs:
             stored = _without(stored, {i for i, _ in rejected})
         return BatchProcessed(stored, events, samples, rejected)
 
+    def _mine_batch(
+        self, svc: _Service, service: str, texts: list[str], timestamps: Sequence[int],
+        levels: Sequence[str], severities: Sequence[int],
+    ) -> tuple[list[int], list[TemplateEvent]]:  # fmt: skip
+        """Template ids and template events of normalised records, as ``_event`` after
+        each would give them. One mask call for all; the lines the cache knows are
+        mined in runs (drain changes nothing there, so one check covers a run), each
+        line it does not know alone."""
+        templates = svc.templates
+        masked = templates.masked(texts)
+        clusters: list[LogCluster] = []
+        events: list[TemplateEvent] = []
+        first_seen, first_error = svc.first_seen, svc.first_error
+        start, n = 0, len(masked)
+        while start < n:
+            end = templates.clusters_from(masked, start, clusters)
+            if any(clusters[p].cluster_id not in first_seen for p in range(start, end)) or any(
+                severities[p] >= ERROR_SEVERITY and clusters[p].cluster_id not in first_error
+                for p in range(start, end)
+            ):
+                for p in range(start, end):
+                    c = clusters[p]
+                    size = c.size - sum(1 for q in range(p + 1, end) if clusters[q] is c)
+                    event = self._event(svc, service, c.cluster_id, "none", size,
+                                        timestamps[p], levels[p], severities[p])  # fmt: skip
+                    if event is not None:
+                        events.append(event)
+            if end < n:  # a line the cache does not know: drain's tree search
+                c = templates.mine_masked(masked[end])
+                clusters.append(c)
+                event = self._event(svc, service, c.cluster_id, templates.change, c.size,
+                                    timestamps[end], levels[end], severities[end])  # fmt: skip
+                if event is not None:
+                    events.append(event)
+                end += 1
+            start = end
+        return [c.cluster_id for c in clusters], events
+
     def _event(
-        self, svc: _Service, service: str, tid: int, size: int, ts: int, level: str, severity: int
-    ) -> TemplateEvent | None:
-        """After mining a record into ``tid`` (``svc.templates.change`` says what drain
-        changed, ``size`` is the template's count): first-seen bookkeeping and the
-        template event, if the template is new or changed or first seen at error level."""
-        change = svc.templates.change
+        self, svc: _Service, service: str, tid: int, change: str, size: int, ts: int,
+        level: str, severity: int,
+    ) -> TemplateEvent | None:  # fmt: skip
+        """After mining a record into ``tid`` (``change``: what drain changed, ``size``:
+        the template's count then): first-seen bookkeeping and the template event, if
+        the template is new or changed or first seen at error level."""
         first_error = False
         if tid not in svc.first_seen:
             svc.first_seen[tid] = ts

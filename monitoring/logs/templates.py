@@ -24,6 +24,7 @@ traces live in ``exception``, and a multi-line message is named by its first lin
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from drain3 import TemplateMiner
@@ -114,22 +115,50 @@ class ServiceTemplates:
         return Mined(c.cluster_id, self.change, c.size)
 
     def cluster_of(self, message: str) -> LogCluster:
-        """``add`` for hot loops: drain's cluster of the message (its ``cluster_id`` and
-        ``size`` after counting this message); ``change`` says what drain changed."""
-        line = message.split("\n", 1)[0] if "\n" in message else message
-        line = line[: self.max_chars]
-        mask = self._ascii_mask if line.isascii() else self._mask
-        masked = mask(self._placeholder, line).strip()
-        cache = self._cache
-        cluster = cache.get(masked)
+        """``add`` without the tuple: drain's cluster of the message (its ``cluster_id``
+        and ``size`` after counting this message); ``change`` says what drain changed."""
+        return self.mine_masked(self.masked([message])[0])
+
+    def masked(self, messages: Sequence[str]) -> list[str]:
+        """The first lines of ``messages`` after the digit mask, the cache's keys (one
+        regex call for all: the mask never matches the newlines between them)."""
+        if not messages:
+            return []
+        mc = self.max_chars
+        lines = "\n".join([(m.split("\n", 1)[0] if "\n" in m else m)[:mc] for m in messages])
+        mask = self._ascii_mask if lines.isascii() else self._mask
+        return [x.strip() for x in mask(self._placeholder, lines).split("\n")]
+
+    def mine_masked(self, masked: str) -> LogCluster:
+        """``cluster_of`` a line already through ``masked``."""
+        cluster = self._cache.get(masked)
         if cluster is None:
             both = self._id_mask(self._id_placeholder, masked)
-            cluster = cache.get(both) if both != masked else None
+            cluster = self._cache.get(both) if both != masked else None
             if cluster is None:
                 return self._search(both)
         cluster.size += 1
         self.change = "none"
         return cluster
+
+    def clusters_from(self, masked: Sequence[str], start: int, out: list[LogCluster]) -> int:
+        """Mine ``masked[start:]`` (from ``masked``) in order while the cache knows each
+        line, appending its cluster to ``out`` (nothing changes in drain). Returns the
+        index of the first line the cache does not know (not mined: ``mine_masked`` it,
+        drain may change) or ``len(masked)``."""
+        cache, id_mask, id_placeholder = self._cache, self._id_mask, self._id_placeholder
+        append = out.append
+        for j in range(start, len(masked)):
+            m = masked[j]
+            cluster = cache.get(m)
+            if cluster is None:
+                both = id_mask(id_placeholder, m)
+                cluster = cache.get(both) if both != m else None
+                if cluster is None:
+                    return j
+            cluster.size += 1
+            append(cluster)
+        return len(masked)
 
     def _search(self, masked: str) -> LogCluster:
         """drain's tree search (it may create or change a cluster)."""

@@ -187,7 +187,8 @@ LIMITS = LogLimits(max_message_bytes=40, max_attributes=2)
 level = st.sampled_from(["info", "ERROR", "warning", "3", "LOUD", "", "fatal", " Debug "])
 ts = st.sampled_from([NOW, NOW + 7, NOW - 20_000, 0, NOW + 10**9, 123])
 msg = st.sampled_from(["", "db timeout after 30 s", "db timeout after 31 s", "user 7 left",
-                       "é" * 15, "x" * 41, "user 8 left"])  # fmt: skip
+                       "é" * 15, "x" * 41, "user 8 left", "user 9 joined", "db retry after 2 s",
+                       "sum c9c1b6d13089 ok", "sum 5a7e0c9d1b2f ok"])  # fmt: skip
 exc = st.sampled_from(["", "", "Traceback\nValueError: x", "y" * 50])
 battrs = st.dictionaries(st.sampled_from("abc"), st.sampled_from(["1", "2"]), max_size=3)
 bline = st.tuples(ts, level, msg, exc, battrs, st.booleans())
