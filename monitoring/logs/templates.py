@@ -107,7 +107,7 @@ class ServiceTemplates:
         self._placeholder = prefix + MASK_NAME + suffix
         self._id_placeholder = prefix + ID_MASK_NAME + suffix
         self._cache: dict[str, LogCluster] = {}
-        self.change = "none"  # what the last add or cluster_of changed: "created", ...
+        self.change = "none"  # what mining the last line changed: "created", "updated"
 
     def add(self, message: str) -> Mined:
         """Mine one message (its first line)."""
@@ -148,7 +148,7 @@ class ServiceTemplates:
         drain may change) or ``len(masked)``."""
         cache, id_mask, id_placeholder = self._cache, self._id_mask, self._id_placeholder
         append = out.append
-        for j in range(start, len(masked)):
+        for j in range(start, len(masked)):  # mine_masked's lookup, inlined: no call a line
             m = masked[j]
             cluster = cache.get(m)
             if cluster is None:
