@@ -241,29 +241,29 @@ class PartitionLogs:
             levels.append(level)
             severities.append(severity)
             texts.append(msg or exc)
-        if rejected:
-            gone = {i for i, _ in rejected}
+        gone = {i for i, _ in rejected}
+        kept: list[int] = []
+        if gone:
             kept = [i for i in range(n) if i not in gone]
             k_ts, k_levels = [timestamps[i] for i in kept], [levels[i] for i in kept]
             k_sevs = [severities[i] for i in kept]
         else:
-            kept, k_ts, k_levels, k_sevs = list(range(n)), timestamps, levels, severities
+            k_ts, k_levels, k_sevs = timestamps, levels, severities
         k_tids, events = self._mine_batch(svc, service, texts, k_ts, k_levels, k_sevs)
         samples = svc.counts.add_many(k_ts, k_levels, k_tids)
-        if rejected:
+        tids = k_tids
+        if gone:
             tids = [0] * n
             for i, tid in zip(kept, k_tids, strict=True):
                 tids[i] = tid
-        else:
-            tids = k_tids
         if len(rejected) == n:
             return BatchProcessed(None, events, samples, rejected)
         stored = StoredColumns(
             service, batch.host, list(range(n)), timestamps, levels, severities, batch.loggers,
             messages, batch.trace_ids, batch.span_ids, exceptions, attrs, tids,
         )  # fmt: skip
-        if rejected:
-            stored = _without(stored, {i for i, _ in rejected})
+        if gone:
+            stored = _without(stored, gone)
         return BatchProcessed(stored, events, samples, rejected)
 
     def _mine_batch(
@@ -282,14 +282,19 @@ class PartitionLogs:
         start, n = 0, len(masked)
         while start < n:
             end = templates.clusters_from(masked, start, clusters)
-            if any(clusters[p].cluster_id not in first_seen for p in range(start, end)) or any(
-                severities[p] >= ERROR_SEVERITY and clusters[p].cluster_id not in first_error
+            if any(
+                clusters[p].cluster_id not in first_seen
+                or (severities[p] >= ERROR_SEVERITY and clusters[p].cluster_id not in first_error)
                 for p in range(start, end)
-            ):
-                for p in range(start, end):
+            ):  # a line of the run gives an event: each line's template size at its turn
+                sizes, later = [0] * (end - start), dict[int, int]()
+                for p in range(end - 1, start - 1, -1):
                     c = clusters[p]
-                    size = c.size - sum(1 for q in range(p + 1, end) if clusters[q] is c)
-                    event = self._event(svc, service, c.cluster_id, "none", size,
+                    sizes[p - start] = c.size - later.get(c.cluster_id, 0)
+                    later[c.cluster_id] = later.get(c.cluster_id, 0) + 1
+                for p in range(start, end):
+                    tid = clusters[p].cluster_id
+                    event = self._event(svc, service, tid, "none", sizes[p - start],
                                         timestamps[p], levels[p], severities[p])  # fmt: skip
                     if event is not None:
                         events.append(event)

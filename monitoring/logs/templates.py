@@ -130,16 +130,13 @@ class ServiceTemplates:
         return [x.strip() for x in mask(self._placeholder, lines).split("\n")]
 
     def mine_masked(self, masked: str) -> LogCluster:
-        """``cluster_of`` a line already through ``masked``."""
-        cluster = self._cache.get(masked)
-        if cluster is None:
-            both = self._id_mask(self._id_placeholder, masked)
-            cluster = self._cache.get(both) if both != masked else None
-            if cluster is None:
-                return self._search(both)
-        cluster.size += 1
-        self.change = "none"
-        return cluster
+        """``cluster_of`` a line already through ``masked``: the cache's cluster, or
+        drain's tree search (which may create or change one)."""
+        out: list[LogCluster] = []
+        if self.clusters_from((masked,), 0, out):
+            self.change = "none"
+            return out[0]
+        return self._search(self._id_mask(self._id_placeholder, masked))
 
     def clusters_from(self, masked: Sequence[str], start: int, out: list[LogCluster]) -> int:
         """Mine ``masked[start:]`` (from ``masked``) in order while the cache knows each
@@ -148,7 +145,7 @@ class ServiceTemplates:
         drain may change) or ``len(masked)``."""
         cache, id_mask, id_placeholder = self._cache, self._id_mask, self._id_placeholder
         append = out.append
-        for j in range(start, len(masked)):  # mine_masked's lookup, inlined: no call a line
+        for j in range(start, len(masked)):
             m = masked[j]
             cluster = cache.get(m)
             if cluster is None:
