@@ -28,15 +28,20 @@ from monitoring.log import get_logger
 from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
 from monitoring.metrics.checkpoint import pack_meta, pack_series, restore_record, unpack_meta
 from monitoring.metrics.samples import (
+    BATCH,
+    BatchResult,
+    ColumnsResult,
     InvalidSample,
     Limits,
     Sample,
+    SampleBatch,
     SampleDecoder,
 )
 from monitoring.streams import topics
 from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
 from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.outputs import Outputs
+from monitoring.streams.metric_batch import MetricBatchDecoder
+from monitoring.streams.outputs import Headers, Outputs
 from monitoring.streams.partition_state import PartitionStates, Records, Slot
 from monitoring.streams.sample_encoding import sample_record
 
@@ -96,6 +101,7 @@ class AggregationAgent:
         self.settings = settings
         self.codec = codec or AvroCodec.from_directory()
         self.aggregate_encoder = AggregateEncoder(self.codec)
+        self.batch_decoder = MetricBatchDecoder(self.codec)
         self.metrics = _Metrics(registry)
         a = settings.aggregation
         self.decoder = SampleDecoder(Limits(max_future_skew_ms=ms(a.max_future_skew)))
@@ -160,9 +166,10 @@ class AggregationAgent:
         self.metrics.messages.inc()
         samples = await self._decode(event)
         result = part.state.process(msg.offset, samples)
-        if not samples and not result.closed:
+        n = len(samples.series_index) if isinstance(samples, SampleBatch) else len(samples)
+        if not n and not result.closed:
             return
-        self.metrics.samples.inc(len(samples))
+        self.metrics.samples.inc(n)
         self.outputs.poll()  # delivery callbacks, once per source message
         if result.closed:
             await self._publish_close(msg.partition, result.closed, part.state.watermark_ms)
@@ -170,10 +177,18 @@ class AggregationAgent:
             self.metrics.late.inc()
             await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
 
-    async def _decode(self, event: EventT) -> list[Sample]:
+    async def _decode(self, event: EventT) -> SampleBatch | list[Sample]:
+        """The message's valid samples: columns for a ``MetricBatch`` of the current
+        version, ``Sample`` values otherwise (a ``MetricSample``, older versions)."""
+        now_ms = int(time.time() * 1000)
+        result: ColumnsResult | BatchResult
         try:
-            decoded = self.codec.decode(event.value)
-            result = self.decoder.samples(decoded.name, decoded.record, int(time.time() * 1000))
+            if self.batch_decoder.accepts(event.value):
+                columns = self.batch_decoder.decode(event.value)._asdict()
+                result = self.decoder.columns(BATCH, columns, now_ms)
+            else:
+                decoded = self.codec.decode(event.value)
+                result = self.decoder.samples(decoded.name, decoded.record, now_ms)
         except (DecodeError, InvalidSample) as e:
             await self._dead_letter(event, e.reason, str(e))
             return []
@@ -183,7 +198,7 @@ class AggregationAgent:
             await self._dead_letter(
                 event, first.reason, detail, rejected=[i for i, _ in result.rejected]
             )
-        return result.samples
+        return result.batch if isinstance(result, ColumnsResult) else result.samples
 
     async def _dead_letter(
         self, event: EventT, reason: str, detail: str, rejected: list[int] | None = None
@@ -196,23 +211,18 @@ class AggregationAgent:
     async def _publish_close(self, p: int, closed: list[Aggregate], through_ms: int) -> None:
         """One close step of partition ``p``, in order; co-partitioned, the last record
         carries the ``x-closed-through`` header (the alert evaluator's completion signal)."""
-        encode, send = self.aggregate_encoder.encode, self.outputs.send
-        topic = self.aggregates_topic
-        by_reason = self._aggregates_by_reason
+        self._aggregates_by_reason[closed[0].closed_by].inc(len(closed))  # one reason a step
+        values = self.aggregate_encoder.encode_all(closed)
+        records = list(zip([a.series.encode() for a in closed], values, strict=True))
         if not self._co_partitioned:
-            for agg in closed:
-                by_reason[agg.closed_by].inc()
-                await send(topic, agg.series.encode(), encode(agg))
+            await self.outputs.send_many(self.aggregates_topic, records)
             return
-        last = closed[-1]
-        for agg in closed:
-            by_reason[agg.closed_by].inc()
-            headers = [(CLOSED_THROUGH, str(through_ms).encode())] if agg is last else None
-            await send(topic, agg.series.encode(), encode(agg), p, headers)
+        mark: Headers = [(CLOSED_THROUGH, str(through_ms).encode())]
+        await self.outputs.send_many(self.aggregates_topic, records, p, mark)
 
     async def _publish_late(self, s: Sample, sizes: tuple[int, ...], watermark_ms: int) -> None:
         rec = sample_record(s, s.timestamp_ms, s.value)
-        headers = [
+        headers: Headers = [
             ("x-window-sizes-ms", ",".join(map(str, sizes)).encode()),
             ("x-watermark-ms", str(watermark_ms).encode()),
         ]

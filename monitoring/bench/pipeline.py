@@ -89,14 +89,21 @@ class Result:
 
 
 def _produce(
-    d: LocalDeployment, n_series: int, start_ms: int, ticks: int, interval_ms: int, batch: bool
+    d: LocalDeployment,
+    n_series: int,
+    start_ms: int,
+    ticks: int,
+    interval_ms: int,
+    batch: bool,
+    batch_samples: int = 500,
 ) -> tuple[int, float]:
     """Send ``ticks`` scrapes of the load generator's series; (samples the broker
     acknowledged, samples/s). Samples that were not acknowledged are reported, and the
     worker is then only waited for up to what arrived."""
     n = 0
     t0 = time.perf_counter()
-    with MetricsCollector(d.settings, batch=batch, batch_size=3000, linger=0.05) as mc:
+    size = batch_samples * d.settings.kafka.samples_partitions  # split by partition
+    with MetricsCollector(d.settings, batch=batch, batch_size=size, linger=0.05) as mc:
         for tick in generate(n_series, start_ms, interval_ms, seed=1, ticks=ticks):
             for s in tick:
                 mc.record(s.name, s.value, s.labels, s.timestamp_ms, s.kind, s.unit)
@@ -152,8 +159,10 @@ def run(
     live_seconds: int = 30,
     progress: Callable[[str], None] = print,
     anomaly: bool = True,
+    batch_samples: int = 500,
 ) -> Result:
-    """Run every phase and return the measurements."""
+    """Run every phase and return the measurements; batched messages carry about
+    ``batch_samples`` samples each."""
     res = Result()
     directory = Path(tempfile.mkdtemp(prefix="monitoring-bench-"))
     d = LocalDeployment(
@@ -171,7 +180,9 @@ def run(
         store_port = d.query_port
         wport = free_port()
         progress(f"phase 1: {n_series} series x {batch_ticks} scrapes, batched")
-        n1, res.producer_batch_per_s = _produce(d, n_series, start, batch_ticks, interval, True)
+        n1, res.producer_batch_per_s = _produce(
+            d, n_series, start, batch_ticks, interval, True, batch_samples
+        )
         progress(f"producer: {n1} samples at {res.producer_batch_per_s:,.0f}/s")
         t_store = time.perf_counter()
         d.start_store()
@@ -202,7 +213,7 @@ def run(
         rate = min(res.worker_batch_per_s / 2, res.producer_batch_per_s * 0.8)
         _wait_idle(d, "worker", progress)
         progress(f"phase 3: live load at {rate:,.0f} samples/s for {live_seconds} s")
-        _live(d, n_series, rate, live_seconds, res, progress)
+        _live(d, n_series, rate, live_seconds, res, progress, batch_samples)
     finally:
         d.stop_all()
     _footprint(d, res)
@@ -216,6 +227,7 @@ def _live(
     seconds: int,
     res: Result,
     progress: Callable[[str], None],
+    batch_samples: int = 500,
 ) -> None:
     from monitoring.sinks.clickhouse.rows import series_id
 
@@ -229,7 +241,8 @@ def _live(
     def producer() -> None:
         nonlocal n_sent
         per_tick = max(1, int(rate / 10))
-        with MetricsCollector(d.settings, batch=True, batch_size=3000, linger=0.02) as mc:
+        size = batch_samples * d.settings.kafka.samples_partitions
+        with MetricsCollector(d.settings, batch=True, batch_size=size, linger=0.02) as mc:
             load = (s for tick in generate(n_series, 0, 1000, seed=2) for s in tick)
             t_next = time.perf_counter()
             while not stop.is_set():

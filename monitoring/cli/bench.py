@@ -23,6 +23,7 @@ def pipeline(
     single_ticks: int = typer.Option(20, help="1 s scrapes per series, one sample per message"),
     live_seconds: int = typer.Option(30, help="duration of the latency phase"),
     anomaly: bool = typer.Option(True, help="the worker's anomaly agent on (the default)"),
+    batch_samples: int = typer.Option(500, help="samples per batched message"),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Producer rate, worker samples/s, store rows/s, e2e latency, bytes on disk."""
@@ -40,6 +41,7 @@ def pipeline(
         live_seconds,
         progress=lambda m: console.print(f"[dim]{m}[/dim]"),
         anomaly=anomaly,
+        batch_samples=batch_samples,
     )
     t = Table(title="monitoring bench pipeline")
     t.add_column("measure")

@@ -29,16 +29,19 @@ Exactly-once state across restarts (checkpoints into a compacted changelog):
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from itertools import repeat
 from typing import Any, NamedTuple
 
-from monitoring.metrics.samples import Sample
-from monitoring.metrics.windows import QUANTILES, WindowAccumulator
+import numpy as np
+
+from monitoring.metrics.samples import Sample, SampleBatch
+from monitoring.metrics.window_columns import WindowColumns
 
 NO_WATERMARK = -(2**62)
 CHECKPOINT_KEY = "\x00checkpoint"
+VECTOR_MIN = 32  # samples in a message from which numpy's per-call cost pays off
 
 
 @dataclass(slots=True)
@@ -92,16 +95,6 @@ class Result(NamedTuple):
     late: list[Late]
 
 
-@dataclass
-class _Series:
-    name: str
-    labels: Mapping[str, str]
-    applied_offset: int = -1
-    windows: dict[tuple[int, int], WindowAccumulator] = field(default_factory=dict)
-    # per window size, the (start, accumulator) the series last added to
-    current: list[tuple[int, WindowAccumulator] | None] = field(default_factory=list)
-
-
 class Checkpoint(NamedTuple):
     """State records to write, in order: series records (None = tombstone), then meta."""
 
@@ -111,127 +104,246 @@ class Checkpoint(NamedTuple):
 
 
 class PartitionAggregator:
-    """Window state of one source partition. Pure: no I/O, no clock."""
+    """Window state of one source partition. Pure: no I/O, no clock.
+
+    Each series gets a slot, an index into the columns of every open window
+    (``WindowColumns``, one per window size and start). A message's samples update
+    each window they fall in with a few numpy calls, however many series they name;
+    messages of fewer than ``vector_min`` samples take a scalar path to the same
+    results (numpy's per-call cost dominates there).
+    """
 
     def __init__(
-        self, windows_ms: Sequence[int], allowed_lateness_ms: int, relative_accuracy: float = 0.01
+        self,
+        windows_ms: Sequence[int],
+        allowed_lateness_ms: int,
+        relative_accuracy: float = 0.01,
+        vector_min: int = VECTOR_MIN,
     ) -> None:
         if not windows_ms or any(w <= 0 for w in windows_ms):
             raise ValueError("window sizes must be positive")
         self.windows_ms = tuple(sorted(windows_ms))
-        self._slots = range(len(self.windows_ms))
-        self._slot_of = {w: i for i, w in enumerate(self.windows_ms)}
+        self._size_index = {w: i for i, w in enumerate(self.windows_ms)}
         self.allowed_lateness_ms = allowed_lateness_ms
         self.relative_accuracy = relative_accuracy
+        self.vector_min = vector_min
         self.max_event_ms = NO_WATERMARK
         self.watermark_ms = NO_WATERMARK
         self.checkpoint_offset = -1
         self.last_offset = -1
         self.late_count = 0
         self.skipped_count = 0
-        self._series: dict[str, _Series] = {}
-        self._ends: list[int] = []  # heap of distinct open window ends
-        self._by_end: dict[int, list[tuple[str, int]]] = {}
-        self._dirty: set[str] = set()
+        # series slots: key -> slot, and per slot its key, name, labels
+        self._slot_of: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._names: list[str] = []
+        self._labels: list[Mapping[str, str]] = []
+        self._free: list[int] = []
+        self._cap = 0
+        self._used = np.zeros(0, bool)
+        self._applied = np.zeros(0, np.int64)  # offset of the last message applied
+        self._dirty = np.zeros(0, bool)  # changed since the last checkpoint
         # applied offsets read by restore(), for messages a checkpoint half-covered
-        self._restored_offsets: dict[str, int] = {}
+        self._restored = np.zeros(0, np.int64)
         self._restored_max = -1
+        self._windows: list[dict[int, WindowColumns]] = [{} for _ in self.windows_ms]
+        self._next_end = _NEVER  # the earliest end of an open window
 
     # -- processing ---------------------------------------------------------------
-    def process(self, offset: int, samples: Iterable[Sample]) -> Result:
-        """Apply one message's samples; return windows the new watermark closed."""
+    def process(self, offset: int, samples: Sequence[Sample] | SampleBatch) -> Result:
+        """Apply one message's samples (``Sample`` values, or columns from
+        ``SampleDecoder.columns``); return windows the new watermark closed."""
         if offset <= self.checkpoint_offset:
             self.skipped_count += 1
             return Result([], [])
-        late: list[Late] = []
-        wm = self.watermark_ms
-        max_ts = self.max_event_ms
-        series_map, dirty = self._series, self._dirty
-        sizes = self.windows_ms
-        replayed = self._restored_offsets
-        if replayed and offset > self._restored_max:
-            replayed.clear()
-        slots = self._slots
-        for s in samples:
-            key = s.series
-            if replayed and offset <= replayed.get(key, -1):
-                # applied before the crash; its event time still moves the watermark
-                if s.timestamp_ms > max_ts:
-                    max_ts = s.timestamp_ms
-                continue
-            st = series_map.get(key)
-            if st is None:
-                st = series_map[key] = _Series(s.name, s.labels)
-                st.current = [None] * len(sizes)
-            ts = s.timestamp_ms
-            value = s.value
-            current = st.current
-            late_sizes: tuple[int, ...] = ()
-            for i in slots:
-                w = sizes[i]
-                start = ts - ts % w
-                cur = current[i]
-                if cur is not None and cur[0] == start:
-                    cur[1].add(ts, value)  # the series' latest window: no lookup
-                    continue
-                if start + w <= wm:
-                    late_sizes += (w,)
-                    continue
-                acc = st.windows.get((w, start))
-                if acc is None:
-                    acc = st.windows[(w, start)] = WindowAccumulator(self.relative_accuracy)
-                    self._register(start + w, key, w)
-                current[i] = (start, acc)
-                acc.add(ts, value)
-            st.applied_offset = offset
-            dirty.add(key)
-            if ts > max_ts:
-                max_ts = ts
-            if late_sizes:
-                late.append(Late(s, late_sizes, wm))
+        self._forget_restored(offset)
+        if isinstance(samples, SampleBatch):
+            if len(samples.series_index) < self.vector_min:
+                return self._step(offset, *self._scalar(offset, samples.samples()))
+            return self._step(offset, *self._vector(offset, samples))
+        if len(samples) < self.vector_min:
+            return self._step(offset, *self._scalar(offset, samples))
+        return self._step(offset, *self._vector(offset, SampleBatch.from_samples(samples)))
+
+    def _forget_restored(self, offset: int) -> None:
+        if self._restored_max >= 0 and offset > self._restored_max:
+            self._restored[:] = -1
+            self._restored_max = -1
+
+    def _step(self, offset: int, late: list[Late], max_ts: int) -> Result:
+        """Advance the watermark after a message; close the windows it passed."""
         self.late_count += len(late)
         self.last_offset = offset
         self.max_event_ms = max_ts
         closed: list[Aggregate] = []
-        if max_ts != NO_WATERMARK and max_ts - self.allowed_lateness_ms > wm:
+        if max_ts != NO_WATERMARK and max_ts - self.allowed_lateness_ms > self.watermark_ms:
             self.watermark_ms = max_ts - self.allowed_lateness_ms
             closed = self._close_through(self.watermark_ms, "watermark")
         return Result(closed, late)
 
+    def _scalar(self, offset: int, samples: Sequence[Sample]) -> tuple[list[Late], int]:
+        slots = [self._slot(s.series, s.name, s.labels) for s in samples]  # may grow arrays
+        wm, max_ts = self.watermark_ms, self.max_event_ms
+        sizes, windows = self.windows_ms, self._windows
+        applied, dirty, restored = self._applied, self._dirty, self._restored
+        replaying = self._restored_max >= 0
+        late: list[Late] = []
+        for s, slot in zip(samples, slots, strict=True):
+            ts, v = s.timestamp_ms, s.value
+            if replaying and offset <= restored[slot]:
+                # applied before the crash; its event time still moves the watermark
+                max_ts = max(max_ts, ts)
+                continue
+            late_sizes: tuple[int, ...] = ()
+            for k, w in enumerate(sizes):
+                start = ts - ts % w
+                if start + w <= wm:
+                    late_sizes += (w,)
+                    continue
+                win = windows[k].get(start) or self._window(k, start)
+                win.add_one(slot, ts, v)
+            applied[slot] = offset
+            dirty[slot] = True
+            max_ts = max(max_ts, ts)
+            if late_sizes:
+                late.append(Late(s, late_sizes, wm))
+        return late, max_ts
+
+    def _vector(self, offset: int, batch: SampleBatch) -> tuple[list[Late], int]:
+        wm, max_ts = self.watermark_ms, self.max_event_ms
+        get = self._slot_of.get
+        slots_of = [-1 if d is None else get(d.key, -1) for d in batch.series]
+        if -1 in slots_of:
+            for j, d in enumerate(batch.series):
+                if d is not None and slots_of[j] < 0:
+                    slots_of[j] = self._slot(d.key, d.name, d.labels)
+        slots = np.array(slots_of, np.int64)[batch.series_index]
+        ts, values, index = batch.timestamps_ms, batch.values, batch.series_index
+        if self._restored_max >= 0:
+            replayed = self._restored[slots] >= offset
+            if replayed.any():
+                # applied before the crash; their event times still move the watermark
+                max_ts = max(max_ts, int(ts[replayed].max()))
+                keep = ~replayed
+                slots, ts, values, index = slots[keep], ts[keep], values[keep], index[keep]
+                if not len(slots):
+                    return [], max_ts
+        late_masks: list[tuple[int, np.ndarray]] = []
+        for k, w in enumerate(self.windows_ms):
+            starts = ts - ts % w
+            is_late = starts + w <= wm
+            sl, st_, t_, v_ = slots, starts, ts, values
+            if is_late.any():
+                late_masks.append((w, is_late))
+                ok = ~is_late
+                sl, st_, t_, v_ = slots[ok], starts[ok], ts[ok], values[ok]
+                if not len(sl):
+                    continue
+            first = int(st_[0])
+            if (st_ == first).all():
+                self._window(k, first).add(sl, t_, v_)
+                continue
+            for start in np.unique(st_).tolist():
+                m = st_ == start
+                self._window(k, start).add(sl[m], t_[m], v_[m])
+        self._applied[slots] = offset
+        self._dirty[slots] = True
+        max_ts = max(max_ts, int(ts.max()))
+        late: list[Late] = []
+        if late_masks:
+            any_late = np.logical_or.reduce([m for _, m in late_masks])
+            for j in np.flatnonzero(any_late).tolist():
+                sizes = tuple(w for w, m in late_masks if m[j])
+                sample = _sample(batch, int(index[j]), int(ts[j]), float(values[j]))
+                late.append(Late(sample, sizes, wm))
+        return late, max_ts
+
     def close_idle(self) -> list[Aggregate]:
         """Close every open window (the partition has been idle); see module doc."""
-        if not self._ends:
+        ends = [win.end for wins in self._windows for win in wins.values()]
+        if not ends:
             return []
-        last_end = max(self._ends)
+        last_end = max(ends)
         self.watermark_ms = max(self.watermark_ms, last_end)
         return self._close_through(last_end, "idle")
 
     @property
     def open_windows(self) -> int:
-        return sum(len(v) for v in self._by_end.values())
+        """Open windows, counted per series."""
+        return sum(
+            int(np.count_nonzero(win.count)) for wins in self._windows for win in wins.values()
+        )
 
-    def _register(self, end: int, series: str, w: int) -> None:
-        bucket = self._by_end.get(end)
-        if bucket is None:
-            self._by_end[end] = [(series, w)]
-            heapq.heappush(self._ends, end)
+    def _slot(self, key: str, name: str, labels: Mapping[str, str]) -> int:
+        slot = self._slot_of.get(key)
+        return self._new_slot(key, name, labels) if slot is None else slot
+
+    def _new_slot(self, key: str, name: str, labels: Mapping[str, str]) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self._keys[slot], self._names[slot], self._labels[slot] = key, name, labels
         else:
-            bucket.append((series, w))
+            slot = len(self._keys)
+            self._keys.append(key)
+            self._names.append(name)
+            self._labels.append(labels)
+            if slot >= self._cap:
+                self._grow(max(64, 2 * self._cap))
+        self._slot_of[key] = slot
+        self._used[slot] = True
+        self._applied[slot] = -1
+        self._restored[slot] = -1
+        self._dirty[slot] = False
+        return slot
+
+    def _grow(self, cap: int) -> None:
+        extra = cap - self._cap
+        self._used = np.concatenate([self._used, np.zeros(extra, bool)])
+        self._applied = np.concatenate([self._applied, np.full(extra, -1, np.int64)])
+        self._dirty = np.concatenate([self._dirty, np.zeros(extra, bool)])
+        self._restored = np.concatenate([self._restored, np.full(extra, -1, np.int64)])
+        for wins in self._windows:
+            for win in wins.values():
+                win.grow(cap)
+        self._cap = cap
+
+    def _window(self, k: int, start: int) -> WindowColumns:
+        """The open window of size ``windows_ms[k]`` starting at ``start``, made if new."""
+        win = self._windows[k].get(start)
+        if win is None:
+            w = self.windows_ms[k]
+            win = self._windows[k][start] = WindowColumns(
+                w, start, self._cap, self.relative_accuracy
+            )
+            self._next_end = min(self._next_end, win.end)
+        return win
 
     def _close_through(self, until: int, reason: str) -> list[Aggregate]:
+        if self._next_end > until:
+            return []
+        due = sorted(
+            (win.end, k, win.start)
+            for k, wins in enumerate(self._windows)
+            for win in wins.values()
+            if win.end <= until
+        )
         out: list[Aggregate] = []
-        ends, by_end = self._ends, self._by_end
-        while ends and ends[0] <= until:
-            end = heapq.heappop(ends)
-            for series, w in by_end.pop(end):
-                st = self._series[series]
-                acc = st.windows.pop((w, end - w))
-                slot = self._slot_of[w]
-                cur = st.current[slot]
-                if cur is not None and cur[1] is acc:
-                    st.current[slot] = None
-                self._dirty.add(series)
-                out.append(_aggregate(series, st, w, end, acc, reason))
+        keys, names, labels = self._keys, self._names, self._labels
+        for end, k, start in due:
+            win = self._windows[k].pop(start)
+            self._dirty |= win.count > 0
+            c = win.close()
+            n = len(c.slots)
+            out += map(
+                Aggregate,
+                [keys[i] for i in c.slots], [names[i] for i in c.slots],
+                [labels[i] for i in c.slots], repeat(win.size, n), repeat(start, n),
+                repeat(end, n), c.n, c.sum, c.min, c.max, c.mean, c.last, c.p50, c.p90, c.p99,
+                repeat(reason, n),
+            )  # fmt: skip
+        self._next_end = min(
+            (win.end for wins in self._windows for win in wins.values()), default=_NEVER
+        )
         return out
 
     # -- checkpoints ----------------------------------------------------------------
@@ -239,18 +351,34 @@ class PartitionAggregator:
         """Records for the changelog since the last checkpoint; see module doc.
 
         Series without open windows that were already covered by the previous
-        checkpoint are tombstoned and dropped from memory.
+        checkpoint are tombstoned and their slots freed.
         """
-        records: list[tuple[str, dict[str, Any] | None]] = []
         previous = self.checkpoint_offset
-        for key in sorted(self._dirty):
-            st = self._series[key]
-            records.append((key, _series_state(st)))
-        for key, st in list(self._series.items()):
-            if not st.windows and st.applied_offset <= previous and key not in self._dirty:
-                records.append((key, None))
-                del self._series[key]
-        self._dirty.clear()
+        dirty = np.flatnonzero(self._dirty)
+        windows: dict[int, list[dict[str, Any]]] = {slot: [] for slot in dirty.tolist()}
+        has_open = np.zeros(self._cap, bool)
+        for wins in self._windows:
+            for start in sorted(wins):
+                win = wins[start]
+                has_open |= win.count > 0
+                for slot, state in win.states(dirty):
+                    windows[slot].append(state)
+        applied = self._applied
+        records: list[tuple[str, dict[str, Any] | None]] = sorted(
+            (
+                (self._keys[slot], {"applied_offset": int(applied[slot]), "windows": ws})
+                for slot, ws in windows.items()
+            ),
+            key=lambda r: r[0],
+        )
+        gone = self._used & ~has_open & (applied <= previous) & ~self._dirty
+        for slot in np.flatnonzero(gone).tolist():
+            key = self._keys[slot]
+            records.append((key, None))
+            del self._slot_of[key]
+            self._used[slot] = False
+            self._free.append(slot)
+        self._dirty[:] = False
         self.checkpoint_offset = max(self.checkpoint_offset, self.last_offset)
         meta = {
             "checkpoint_offset": self.checkpoint_offset,
@@ -261,7 +389,7 @@ class PartitionAggregator:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self._dirty) or self.last_offset > self.checkpoint_offset
+        return bool(self._dirty.any()) or self.last_offset > self.checkpoint_offset
 
     def restore(self, meta: Mapping[str, Any] | None, series: Iterable[Mapping[str, Any]]) -> None:
         """Load the latest changelog records (tombstoned keys already removed)."""
@@ -271,47 +399,20 @@ class PartitionAggregator:
             self.max_event_ms = meta["max_event_ms"]
             self.watermark_ms = meta["watermark_ms"]
         for rec in series:
-            st = _Series(rec["name"], dict(rec["labels"]), rec["applied_offset"])
-            st.current = [None] * len(self.windows_ms)
-            self._series[rec["series"]] = st
-            if st.applied_offset > self.checkpoint_offset:
-                self._restored_offsets[rec["series"]] = st.applied_offset
-                self._restored_max = max(self._restored_max, st.applied_offset)
+            slot = self._new_slot(rec["series"], rec["name"], dict(rec["labels"]))
+            applied = self._applied[slot] = rec["applied_offset"]
+            if applied > self.checkpoint_offset:
+                self._restored[slot] = applied
+                self._restored_max = max(self._restored_max, applied)
             for win in rec["windows"]:
-                w, start = win["window_ms"], win["start_ms"]
-                st.windows[(w, start)] = WindowAccumulator.from_state(win, self.relative_accuracy)
-                self._register(start + w, rec["series"], w)
+                k = self._size_index[win["window_ms"]]
+                self._window(k, win["start_ms"]).restore(slot, win)
 
 
-def _series_state(st: _Series) -> dict[str, Any]:
-    wins = []
-    for (w, start), acc in st.windows.items():
-        d = acc.to_state()
-        d["window_ms"] = w
-        d["start_ms"] = start
-        wins.append(d)
-    return {"applied_offset": st.applied_offset, "windows": wins}
+_NEVER = 2**63 - 1
 
 
-def _aggregate(
-    series: str, st: _Series, w: int, end: int, acc: WindowAccumulator, reason: str
-) -> Aggregate:
-    p50, p90, p99 = acc.quantiles(QUANTILES)
-    return Aggregate(
-        series=series,
-        name=st.name,
-        labels=st.labels,
-        window_ms=w,
-        window_start_ms=end - w,
-        window_end_ms=end,
-        count=acc.count,
-        sum=acc.sum,
-        min=acc.min,
-        max=acc.max,
-        mean=acc.sum / acc.count,
-        last=acc.last,
-        p50=p50,
-        p90=p90,
-        p99=p99,
-        closed_by=reason,
-    )
+def _sample(batch: SampleBatch, i: int, ts: int, value: float) -> Sample:
+    d = batch.series[i]
+    assert d is not None
+    return Sample(d.key, d.name, d.labels, ts, value, d.kind, d.unit)

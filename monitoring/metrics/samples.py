@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import numpy as np
 
 SAMPLE = "monitoring.MetricSample"
 BATCH = "monitoring.MetricBatch"
@@ -41,6 +43,68 @@ class Sample(NamedTuple):
     value: float
     kind: str = "GAUGE"
     unit: str = ""
+
+
+class SeriesInfo(NamedTuple):
+    """A validated series as a message names it."""
+
+    key: str
+    name: str
+    labels: Mapping[str, str]
+    kind: str = "GAUGE"
+    unit: str = ""
+
+
+class SampleBatch(NamedTuple):
+    """Validated samples of one message as columns: sample ``i`` is
+    ``series[index[i]]`` at ``timestamps_ms[i]`` with ``values[i]`` (int64, int64,
+    float64 arrays). Entries of ``series`` that no sample points at may be None.
+
+    >>> b = SampleBatch.from_samples([Sample("up", "up", {}, 5, 1.0)])
+    >>> (b.series[0].key, b.series_index.tolist(), b.samples()[0].value)
+    ('up', [0], 1.0)
+    """
+
+    series: list[SeriesInfo | None]
+    series_index: np.ndarray
+    timestamps_ms: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[Sample]) -> SampleBatch:
+        """Columns of ``Sample`` values (a series' first sample gives its kind and unit)."""
+        series: list[SeriesInfo | None] = []
+        position: dict[str, int] = {}
+        index: list[int] = []
+        stamps: list[int] = []
+        values: list[float] = []
+        for s in samples:
+            i = position.get(s.series)
+            if i is None:
+                i = position[s.series] = len(series)
+                series.append(SeriesInfo(s.series, s.name, s.labels, s.kind, s.unit))
+            index.append(i)
+            stamps.append(s.timestamp_ms)
+            values.append(s.value)
+        return cls(series, _ints(index), _ints(stamps), np.array(values, np.float64))
+
+    def samples(self) -> list[Sample]:
+        """The batch as ``Sample`` values, in order."""
+        out = []
+        for i, ts, v in zip(
+            self.series_index.tolist(),
+            self.timestamps_ms.tolist(),
+            self.values.tolist(),
+            strict=True,
+        ):
+            d = self.series[i]
+            assert d is not None
+            out.append(Sample(d.key, d.name, d.labels, ts, v, d.kind, d.unit))
+        return out
+
+
+def _ints(items: list[int]) -> np.ndarray:
+    return np.array(items, np.int64) if items else np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)
@@ -146,6 +210,13 @@ class BatchResult(NamedTuple):
     rejected: list[tuple[int, InvalidSample]]
 
 
+class ColumnsResult(NamedTuple):
+    """``BatchResult`` as columns: the valid samples, and the rejected ones by index."""
+
+    batch: SampleBatch
+    rejected: list[tuple[int, InvalidSample]]
+
+
 class SampleDecoder:
     """Turns decoded MetricSample / MetricBatch records into validated samples.
 
@@ -162,7 +233,8 @@ class SampleDecoder:
     def __init__(self, limits: Limits = Limits(), max_series: int = 200_000) -> None:
         self.limits = limits
         self.max_series = max_series
-        self._series: dict[str, tuple[str, dict[str, str]] | InvalidSample] = {}
+        # parsed and checked series keys (the last kind and unit seen), or why not valid
+        self._series: dict[str, SeriesInfo | InvalidSample] = {}
 
     def samples(self, record_name: str, record: dict[str, Any], now_ms: int) -> BatchResult:
         """Samples of one event; see ``samples_from_record``."""
@@ -172,31 +244,62 @@ class SampleDecoder:
             return self._batch(record, now_ms)
         raise InvalidSample("wrong-record", f"{record_name} is not a metric sample or batch")
 
-    def _sample(self, record: dict[str, Any], now_ms: int) -> BatchResult:
-        name, labels = record["name"], record["labels"]
-        check_series(name, labels, self.limits)
-        ts, value = record["timestamp_ms"], record["value"]
-        check_point(ts, value, now_ms, self.limits)
-        s = Sample(
-            series_key(name, labels), name, labels, ts, value, record["kind"], record["unit"]
-        )
-        return BatchResult([s], [])
-
-    def _parse(self, key: str) -> tuple[str, dict[str, str]] | InvalidSample:
-        try:
-            name, labels = parse_series_key(key)
-            check_series(name, labels, self.limits)
-            parsed: tuple[str, dict[str, str]] | InvalidSample = (name, labels)
-        except InvalidSample as e:
-            parsed = e
-        if len(self._series) >= self.max_series:
-            self._series.clear()
-        self._series[key] = parsed
-        return parsed
-
-    def _batch(self, record: dict[str, Any], now_ms: int) -> BatchResult:
+    def columns(self, record_name: str, record: Mapping[str, Any], now_ms: int) -> ColumnsResult:
+        """``samples`` as a ``SampleBatch``, the same samples accepted and rejected. A
+        batch's arrays may be lists or numpy arrays (``streams.metric_batch``); the
+        checks on timestamps and values run over whole arrays."""
+        if record_name == SAMPLE:
+            return ColumnsResult(SampleBatch.from_samples(self._sample(record, now_ms).samples), [])
+        if record_name != BATCH:
+            raise InvalidSample("wrong-record", f"{record_name} is not a metric sample or batch")
         keys, kinds, units = record["series"], record["kinds"], record["units"]
-        index, stamps, values = record["series_index"], record["timestamps_ms"], record["values"]
+        index = np.asarray(record["series_index"], np.int64)
+        stamps = np.asarray(record["timestamps_ms"], np.int64)
+        values = np.asarray(record["values"], np.float64)
+        n_series = self._check_lengths(keys, kinds, units, index, stamps, values)
+        if len(index):
+            wrong = (index < 0) | (index >= n_series)
+            if wrong.any():
+                i = int(np.flatnonzero(wrong)[0])
+                raise InvalidSample(
+                    "bad-series-index", f"sample {i} points at series {index[i]} of {n_series}"
+                )
+        cache, parse = self._series, self._parse
+        series: list[SeriesInfo | None] = []
+        invalid: dict[int, InvalidSample] = {}
+        for j, key in enumerate(keys):
+            info = cache.get(key) or parse(key)
+            if isinstance(info, InvalidSample):
+                series.append(None)
+                invalid[j] = info
+                continue
+            kind, unit = kinds[j] if kinds else "GAUGE", units[j] if units else ""
+            if info.kind != kind or info.unit != unit:
+                info = cache[key] = info._replace(kind=kind, unit=unit)
+            series.append(info)
+        lo, hi = self.limits.min_timestamp_ms, now_ms + self.limits.max_future_skew_ms
+        ok = (stamps >= lo) & (stamps <= hi) & np.isfinite(values)
+        if invalid:
+            bad_series = np.zeros(n_series, bool)
+            bad_series[list(invalid)] = True
+            ok &= ~bad_series[index]
+        rejected: list[tuple[int, InvalidSample]] = []
+        if not ok.all():
+            for i in np.flatnonzero(~ok).tolist():
+                reason = invalid.get(int(index[i]))
+                if reason is None:
+                    try:
+                        check_point(int(stamps[i]), float(values[i]), now_ms, self.limits)
+                    except InvalidSample as e:
+                        reason = e
+                assert reason is not None
+                rejected.append((i, reason))
+            index, stamps, values = index[ok], stamps[ok], values[ok]
+        return ColumnsResult(SampleBatch(series, index, stamps, values), rejected)
+
+    @staticmethod
+    def _check_lengths(keys: Sized, kinds: Sized, units: Sized,
+                       index: Sized, stamps: Sized, values: Sized) -> int:  # fmt: skip
         if not (len(index) == len(stamps) == len(values)):
             raise InvalidSample(
                 "batch-length-mismatch",
@@ -208,6 +311,34 @@ class SampleDecoder:
                 "batch-length-mismatch",
                 f"series {n_series}, kinds {len(kinds)}, units {len(units)}",
             )
+        return n_series
+
+    def _sample(self, record: Mapping[str, Any], now_ms: int) -> BatchResult:
+        name, labels = record["name"], record["labels"]
+        check_series(name, labels, self.limits)
+        ts, value = record["timestamp_ms"], record["value"]
+        check_point(ts, value, now_ms, self.limits)
+        s = Sample(
+            series_key(name, labels), name, labels, ts, value, record["kind"], record["unit"]
+        )
+        return BatchResult([s], [])
+
+    def _parse(self, key: str) -> SeriesInfo | InvalidSample:
+        try:
+            name, labels = parse_series_key(key)
+            check_series(name, labels, self.limits)
+            parsed: SeriesInfo | InvalidSample = SeriesInfo(key, name, labels)
+        except InvalidSample as e:
+            parsed = e
+        if len(self._series) >= self.max_series:
+            self._series.clear()
+        self._series[key] = parsed
+        return parsed
+
+    def _batch(self, record: dict[str, Any], now_ms: int) -> BatchResult:
+        keys, kinds, units = record["series"], record["kinds"], record["units"]
+        index, stamps, values = record["series_index"], record["timestamps_ms"], record["values"]
+        n_series = self._check_lengths(keys, kinds, units, index, stamps, values)
         cache, parse = self._series, self._parse
         series: list[tuple[str, str, Mapping[str, str], str, str] | InvalidSample] = []
         for j, key in enumerate(keys):
@@ -216,7 +347,7 @@ class SampleDecoder:
                 series.append(parsed)
             else:
                 kind = kinds[j] if kinds else "GAUGE"
-                series.append((key, parsed[0], parsed[1], kind, units[j] if units else ""))
+                series.append((key, parsed.name, parsed.labels, kind, units[j] if units else ""))
         out: list[Sample] = []
         rejected: list[tuple[int, InvalidSample]] = []
         lo, hi = self.limits.min_timestamp_ms, now_ms + self.limits.max_future_skew_ms

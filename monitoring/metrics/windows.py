@@ -127,10 +127,10 @@ class WindowAccumulator:
         s = self.sketch
         if s is not None:
             d["zero_count"] = int(s._zero_count)
-            d["pos_offset"] = _store_offset(s._store)
-            d["pos_bins"] = _store_bins(s._store)
-            d["neg_offset"] = _store_offset(s._negative_store)
-            d["neg_bins"] = _store_bins(s._negative_store)
+            d["pos_offset"] = store_offset(s._store)
+            d["pos_bins"] = store_bins(s._store)
+            d["neg_offset"] = store_offset(s._negative_store)
+            d["neg_bins"] = store_bins(s._negative_store)
         return d
 
     @classmethod
@@ -159,7 +159,7 @@ class WindowAccumulator:
         return w
 
 
-def add_many(sketch: DDSketch, values: array[float]) -> None:
+def add_many(sketch: DDSketch, values: array[float] | np.ndarray) -> None:
     """Add ``values`` to a DDSketch (logarithmic mapping) as ``sketch.add`` one at a
     time would: the same bucket key per value (numpy computes ddsketch's
     ``ceil(log(v, 2) * multiplier) + offset``), one store update per distinct key.
@@ -172,7 +172,7 @@ def add_many(sketch: DDSketch, values: array[float]) -> None:
     >>> (s.count, s.get_quantile_value(0.5) == one.get_quantile_value(0.5))
     (5.0, True)
     """
-    v = np.frombuffer(values, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
     mapping = sketch._mapping
     low = mapping.min_possible
     pos, neg = v[v > low], -v[v < -low]
@@ -195,11 +195,11 @@ def _or_nan(v: float | None) -> float:
 
 # ddsketch is pinned (==3.0.1) because these three helpers read its DenseStore fields:
 # its protobuf form stores every dense bin as a double and drops the sum.
-def _store_offset(store: DenseStore) -> int:
+def store_offset(store: DenseStore) -> int:
     return int(store.min_key) if store.count else 0
 
 
-def _store_bins(store: DenseStore) -> list[int]:
+def store_bins(store: DenseStore) -> list[int]:
     if not store.count:
         return []
     lo = store.min_key - store.offset

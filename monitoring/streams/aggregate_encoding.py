@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from monitoring.metrics.aggregator import Aggregate
@@ -82,27 +83,44 @@ class AggregateEncoder:
 
     def encode(self, a: Aggregate) -> bytes:
         """The single-object encoded ``Aggregate`` record of ``a``."""
+        return self.encode_all((a,))[0]
+
+    def encode_all(self, aggregates: Sequence[Aggregate]) -> list[bytes]:
+        """``encode`` of each aggregate; a close step's windows share their sizes and
+        bounds, so their varints are written once per window rather than per record."""
         if not self.fast:
-            return self._slow(a.to_record())
-        prefix = self._prefix.get(a.series)
-        if prefix is None:
-            if len(self._prefix) >= self.max_series:
-                self._prefix.clear()
-            prefix = self._prefix[a.series] = b"".join(
-                (self.header, avro_string(a.series), avro_string(a.name),
-                 avro_string_map(a.labels))
-            )  # fmt: skip
-        return b"".join(
-            (
-                prefix,
-                avro_long(a.window_ms),
-                avro_long(a.window_start_ms),
-                avro_long(a.window_end_ms),
-                avro_long(a.count),
-                _DOUBLES.pack(a.sum, a.min, a.max, a.mean, a.last, a.p50, a.p90, a.p99),
-                self._closed_by.get(a.closed_by) or avro_string(a.closed_by),
+            return [self._slow(a.to_record()) for a in aggregates]
+        prefixes: dict[str, bytes] = self._prefix
+        bounds: dict[tuple[int, int, int], bytes] = {}
+        closed_by = self._closed_by
+        pack = _DOUBLES.pack
+        out: list[bytes] = []
+        for a in aggregates:
+            prefix = prefixes.get(a.series) or self._series_prefix(a)
+            window = (a.window_ms, a.window_start_ms, a.window_end_ms)
+            bound = bounds.get(window)
+            if bound is None:
+                bound = bounds[window] = b"".join(map(avro_long, window))
+            out.append(
+                b"".join(
+                    (
+                        prefix,
+                        bound,
+                        avro_long(a.count),
+                        pack(a.sum, a.min, a.max, a.mean, a.last, a.p50, a.p90, a.p99),
+                        closed_by.get(a.closed_by) or avro_string(a.closed_by),
+                    )
+                )
             )
+        return out
+
+    def _series_prefix(self, a: Aggregate) -> bytes:
+        if len(self._prefix) >= self.max_series:
+            self._prefix.clear()
+        prefix = self._prefix[a.series] = b"".join(
+            (self.header, avro_string(a.series), avro_string(a.name), avro_string_map(a.labels))
         )
+        return prefix
 
 
 def _string(b: bytes, i: int) -> tuple[str, int]:

@@ -13,6 +13,7 @@ under the original key, and why, where from and at which stage in headers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -21,7 +22,7 @@ from monitoring.config import KafkaSettings
 from monitoring.log import get_logger
 
 log = get_logger("outputs")
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka types them
 
 
 class OutputsLost(RuntimeError):
@@ -41,6 +42,9 @@ class Outputs:
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "message.max.bytes": kafka.max_message_bytes,
+                # reports for failures only: a success costs no Python call in poll()
+                "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery,
             }
         )
         self.flush_timeout_s = flush_timeout_s
@@ -55,16 +59,36 @@ class Outputs:
         headers: Headers | None = None,
     ) -> None:
         """Enqueue one record; waits (without blocking the loop) only if the queue is full."""
-        kwargs: dict[str, Any] = {"headers": headers, "on_delivery": self._on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
         while True:
             try:
-                self.producer.produce(topic, value, key, **kwargs)
+                if partition is None:
+                    self.producer.produce(topic, value, key, headers=headers)
+                else:
+                    self.producer.produce(topic, value, key, partition, headers=headers)
                 return
             except BufferError:  # librdkafka's queue is full: let it drain
                 self.producer.poll(0)
                 await asyncio.sleep(0.01)
+
+    async def send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+        last_headers: Headers | None = None,
+    ) -> None:
+        """``send`` each (key, value) in order, ``last_headers`` on the last one; one
+        call for a run of records, awaiting only when librdkafka's queue is full."""
+        produce, last = self.producer.produce, len(records) - 1
+        for i, (key, value) in enumerate(records):
+            headers = last_headers if i == last else None
+            try:
+                if partition is None:
+                    produce(topic, value, key, headers=headers)
+                else:
+                    produce(topic, value, key, partition, headers=headers)
+            except BufferError:
+                await self.send(topic, key, value, partition, headers)
 
     async def dead_letter(
         self,
@@ -124,7 +148,7 @@ def dead_letter_headers(
     >>> dict(dead_letter_headers("truncated", "3 bytes", "t", 1, 7, "aggregation"))["x-reason"]
     b'truncated'
     """
-    headers = [
+    headers: Headers = [
         ("x-reason", reason.encode()),
         ("x-error", detail[:2000].encode("utf-8", "replace")),
         ("x-source-topic", topic.encode()),

@@ -37,6 +37,8 @@ def test_matches_fastavro(batch: list[Aggregate]) -> None:
         data = enc.encode(a)
         assert data == CODEC.encode(AGGREGATE, a.to_record())
         assert CODEC.decode(data).record == a.to_record()
+    expected = [CODEC.encode(AGGREGATE, a.to_record()) for a in batch + batch]
+    assert AggregateEncoder(CODEC, max_series=3).encode_all(batch + batch) == expected
 
 
 @settings(max_examples=300)

@@ -40,6 +40,8 @@ sample_st = st.builds(
     st.integers(-500, 5000).map(lambda v: v / 4),  # dyadic: sums are exact in any order
 )
 messages_st = st.lists(st.lists(sample_st, min_size=1, max_size=5), min_size=1, max_size=60)
+# samples per message from which the aggregator takes its numpy path: always, mixed, never
+vector_min_st = st.sampled_from([1, 3, 10**9])
 windows_st = st.sampled_from([(10_000,), (10_000, 60_000), (5_000, 15_000), (7_000,)])
 lateness_st = st.sampled_from([0, 1_000, 5_000, 30_000])
 
@@ -95,10 +97,10 @@ def run(agg: PartitionAggregator, messages: list[list[Sample]], first_offset: in
 
 
 @settings(max_examples=300, deadline=None)
-@given(messages_st, windows_st, lateness_st)
-def test_windows_match_oracle(messages, windows, lateness):
+@given(messages_st, windows_st, lateness_st, vector_min_st)
+def test_windows_match_oracle(messages, windows, lateness, vector_min):
     expected = oracle(messages, windows, lateness)
-    agg = PartitionAggregator(windows, lateness, ACCURACY)
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
     emitted, late = run(agg, messages)
     # windows close at the step where the watermark passes their end, once each
     got_closed = {(a.series, a.window_ms, a.window_start_ms): step for step, a in emitted}
@@ -192,8 +194,8 @@ def _apply(changelog: dict[str, bytes], records: list[tuple[str, Any]]) -> None:
             changelog[key] = pack_series(value)
 
 
-def _restored(changelog: dict[str, bytes], windows, lateness) -> PartitionAggregator:
-    agg = PartitionAggregator(windows, lateness, ACCURACY)
+def _restored(changelog: dict[str, bytes], windows, lateness, vector_min) -> PartitionAggregator:
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
     meta = changelog.get(CHECKPOINT_KEY)
     records = [restore_record(k, v) for k, v in changelog.items() if k != CHECKPOINT_KEY]
     agg.restore(unpack_meta(meta) if meta else None, records)
@@ -205,9 +207,10 @@ def _restored(changelog: dict[str, bytes], windows, lateness) -> PartitionAggreg
     messages_st,
     windows_st,
     lateness_st,
+    vector_min_st,
     st.data(),
 )
-def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, data):
+def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, vector_min, data):
     reference = PartitionAggregator(windows, lateness, ACCURACY)
     ref_emitted, _ = run(reference, messages)
     ref_all = {(a.series, a.window_ms, a.window_start_ms): a for _, a in ref_emitted}
@@ -217,7 +220,7 @@ def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, d
     changelog: dict[str, bytes] = {}
     committed = 0  # next offset the consumer resumes from
     versions: dict[tuple[str, int, int], list[Aggregate]] = defaultdict(list)
-    agg = PartitionAggregator(windows, lateness, ACCURACY)
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
     offset = 0
     crashes = data.draw(st.integers(0, 3))
     for _ in range(crashes + 1):
@@ -239,7 +242,7 @@ def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, d
                 if data.draw(st.booleans()):
                     committed = data.draw(st.integers(committed, cp.offset + 1))
         # crash: in-memory state is lost; restart from the changelog and the commit
-        agg = _restored(changelog, windows, lateness)
+        agg = _restored(changelog, windows, lateness, vector_min)
         offset = committed
     while offset < n:
         for a in agg.process(offset, messages[offset]).closed:
@@ -269,3 +272,94 @@ def test_rejects_bad_window_sizes():
         PartitionAggregator((), 0)
     with pytest.raises(ValueError):
         PartitionAggregator((0,), 0)
+
+
+@pytest.mark.parametrize("compact_min", [64, 1 << 18])
+@pytest.mark.parametrize("vector_min", [1, 10**9])
+def test_busy_series_through_sketches_compaction_and_restore(monkeypatch, compact_min, vector_min):
+    """Series past EXACT_LIMIT values per window move into DDSketches (when a window's
+    buffer passes its compaction point, and at checkpoints); a checkpoint taken half-way
+    and restored gives the windows an uninterrupted run gives, quantiles included."""
+    monkeypatch.setattr("monitoring.metrics.window_columns.COMPACT_MIN", compact_min)
+    rng = random.Random(11)
+    messages = [
+        [mk(rng.randrange(3), 1_020_000 + m * 300 + j, rng.lognormvariate(0, 2) - 1.0)
+         for j in range(40)]
+        for m in range(300)
+    ]  # fmt: skip
+    reference = PartitionAggregator((60_000,), 1_000, ACCURACY, vector_min)
+    ref, _ = run(reference, messages)
+    ref_all = {(a.series, a.window_start_ms): a for _, a in ref} | {
+        (a.series, a.window_start_ms): a for a in reference.close_idle()
+    }
+    agg = PartitionAggregator((60_000,), 1_000, ACCURACY, vector_min)
+    got, _ = run(agg, messages[:150])
+    changelog: dict[str, bytes] = {}
+    cp = agg.checkpoint()
+    _apply(changelog, cp.series)
+    changelog[CHECKPOINT_KEY] = pack_meta(cp.meta)
+    assert any(unpack_series(v)["windows"][0]["values"] is None for v in changelog.values()
+               if len(v) > 30)  # fmt: skip
+    restored = _restored(changelog, (60_000,), 1_000, vector_min)
+    more, _ = run(restored, messages[150:], first_offset=150)
+    got_all = {(a.series, a.window_start_ms): a for _, a in got + more} | {
+        (a.series, a.window_start_ms): a for a in restored.close_idle()
+    }
+    assert set(got_all) == set(ref_all) and len(ref_all) == 3 * 2
+    points = defaultdict(list)
+    for s in (s for msg in messages for s in msg):
+        points[(s.series, s.timestamp_ms - s.timestamp_ms % 60_000)].append(
+            (s.timestamp_ms, s.value)
+        )
+    for key, a in got_all.items():
+        r = ref_all[key]
+        assert (a.count, a.min, a.max, a.last, a.p50, a.p90, a.p99) == (
+            r.count, r.min, r.max, r.last, r.p50, r.p90, r.p99,
+        )  # fmt: skip
+        assert a.sum == pytest.approx(r.sum, rel=1e-12)
+        assert a.count > EXACT_LIMIT
+        check_aggregate_approx(a, points[key])
+
+
+def check_aggregate_approx(a: Aggregate, points: list[tuple[int, float]]) -> None:
+    """``check_aggregate`` for values whose float sum depends on the order of adds."""
+    values = [v for _, v in points]
+    assert (a.count, a.min, a.max) == (len(values), min(values), max(values))
+    assert a.sum == pytest.approx(math.fsum(values), rel=1e-9)
+    ordered = sorted(values)
+    for q, est in ((0.5, a.p50), (0.9, a.p90), (0.99, a.p99)):
+        exact = ordered[math.floor(q * (len(ordered) - 1))]
+        assert abs(est - exact) <= ACCURACY * abs(exact) + 1e-9, (q, est, exact)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(-20, 20).map(lambda v: v / 2), min_size=0, max_size=30),
+        min_size=1,
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_group_quantiles_padded_matrix_and_sort_agree_with_sorted(groups, dense):
+    """Both ways of ``window_columns._group_quantiles`` give each group's exact ranks."""
+    import numpy as np
+
+    from monitoring.metrics import window_columns as wc
+
+    sizes = np.array([len(g) for g in groups], np.int64)
+    lo = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    values = np.array([v for g in groups for v in g], float)
+    exact = sizes <= 25
+    saved = wc._DENSE_FACTOR, wc._DENSE_SLACK
+    wc._DENSE_FACTOR, wc._DENSE_SLACK = (10**6, 10**6) if dense else (0, -1)
+    try:
+        got = wc._group_quantiles(values, lo, sizes, exact)
+    finally:
+        wc._DENSE_FACTOR, wc._DENSE_SLACK = saved
+    for g, (group, is_exact) in enumerate(zip(groups, exact.tolist(), strict=True)):
+        if not is_exact or not group:
+            continue
+        ordered = sorted(group)
+        for row, q in enumerate((0.5, 0.9, 0.99)):
+            assert got[row, g] == ordered[math.floor(q * (len(group) - 1))]

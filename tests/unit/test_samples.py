@@ -103,6 +103,43 @@ def test_broken_batches_are_rejected_whole(rec: dict[str, object], reason: str) 
     with pytest.raises(InvalidSample) as e:
         samples_from_record(BATCH, rec, NOW)
     assert e.value.reason == reason
+    with pytest.raises(InvalidSample) as e:
+        SampleDecoder().columns(BATCH, rec, NOW)
+    assert e.value.reason == reason
+
+
+def _batch_record(keys: list[str], points: list[tuple[int, int, float]]) -> dict[str, object]:
+    return {"source": "", "series": keys, "kinds": [], "units": [],
+            "series_index": [i % len(keys) for i, _, _ in points],
+            "timestamps_ms": [t for _, t, _ in points],
+            "values": [v for _, _, v in points]}  # fmt: skip
+
+
+batch_st = st.builds(
+    _batch_record,
+    st.lists(st.sampled_from(['a{x="1"}', "b", 'b{1x="2"}', "9c", 'd{y="z"}']), min_size=1),
+    st.lists(
+        st.tuples(
+            st.integers(0, 10),
+            st.sampled_from([NOW, NOW - 5, 0, NOW + 10**9, Limits().min_timestamp_ms]),
+            st.sampled_from([1.5, -0.0, math.nan, math.inf, -math.inf, 1e300]),
+        ),
+        max_size=40,
+    ),
+)
+
+
+@given(batch_st)
+def test_columns_accept_and_reject_what_samples_do(rec: dict[str, object]) -> None:
+    """The array checks of ``columns`` give the samples and rejections of ``samples``."""
+    expected = SampleDecoder().samples(BATCH, rec, NOW)
+    got = SampleDecoder().columns(BATCH, rec, NOW)
+    assert got.batch.samples() == expected.samples
+    assert [(i, str(e)) for i, e in got.rejected] == [(i, str(e)) for i, e in expected.rejected]
+    single = sample()
+    assert SampleDecoder().columns(SAMPLE, single, NOW).batch.samples() == (
+        SampleDecoder().samples(SAMPLE, single, NOW).samples
+    )
 
 
 def test_decoder_caches_parsed_series_within_its_bound() -> None:
@@ -172,3 +209,18 @@ def test_checkpoint_meta_round_trip_and_versions() -> None:
         unpack_meta(b"\x02" + pack_meta(meta)[1:])
     with pytest.raises(CheckpointError):
         unpack_series(pack_series({"applied_offset": 1, "windows": []}) + b"x")
+
+
+def test_columns_give_each_batch_its_own_kind_and_unit() -> None:
+    """The decoder caches a parsed series with the kind and unit it last saw; a batch
+    that says otherwise gets its own."""
+    d = SampleDecoder()
+    plain = batch(["a", "b"], [0, 1], [1.0, 2.0])
+    typed = {**plain, "kinds": ["COUNTER", "GAUGE"], "units": ["s", ""]}
+    for rec, kinds, units in (
+        (plain, ["GAUGE", "GAUGE"], ["", ""]),
+        (typed, ["COUNTER", "GAUGE"], ["s", ""]),
+        (plain, ["GAUGE", "GAUGE"], ["", ""]),
+    ):
+        got = d.columns(BATCH, rec, NOW).batch.samples()
+        assert [(s.kind, s.unit) for s in got] == list(zip(kinds, units, strict=True))
