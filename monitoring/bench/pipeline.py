@@ -7,8 +7,9 @@ Phases, each on the local broker with a worker and a store as separate processes
    worker process (its user+system time from /proc);
 2. once the worker is idle again (its anomaly agent has scored phase 1's aggregates),
    the same with one sample per message (MetricSample);
-3. live load at half the measured batched peak (capped by what the producer
-   reaches), with probe samples stamped with the current time: end-to-end latency
+3. live load at half the measured batched peak (one thread replaying pre-generated
+   scrapes through the SDK's series handles, about 280 k samples/s alone; the rate
+   it reached is printed), with probe samples stamped with the current time: end-to-end latency
    from event time until the row is queryable in ClickHouse (polled through the
    store), and from a window's end until its aggregate is queryable;
 4. store rows/s over the whole run, and bytes on disk per raw sample and per
@@ -19,6 +20,7 @@ The last line printed is machine-readable (see ``summary_line``).
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import threading
@@ -31,6 +33,7 @@ from pathlib import Path
 from monitoring.deploy import LocalDeployment, free_port
 from monitoring.loadgen import generate
 from monitoring.metrics.collector import MetricsCollector
+from monitoring.streams.producer import SeriesHandle
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -210,7 +213,7 @@ def run(
         res.store_rows_per_s = rows / (time.perf_counter() - t_store)
         progress(f"store: {rows:.0f} rows at {res.store_rows_per_s:,.0f}/s over the run")
 
-        rate = min(res.worker_batch_per_s / 2, res.producer_batch_per_s * 0.8)
+        rate = res.worker_batch_per_s / 2  # the live producer reports what it reached
         _wait_idle(d, "worker", progress)
         progress(f"phase 3: live load at {rate:,.0f} samples/s for {live_seconds} s")
         _live(d, n_series, rate, live_seconds, res, progress, batch_samples)
@@ -243,14 +246,26 @@ def _live(
         per_tick = max(1, int(rate / 10))
         size = batch_samples * d.settings.kafka.samples_partitions
         with MetricsCollector(d.settings, batch=True, batch_size=size, linger=0.02) as mc:
-            load = (s for tick in generate(n_series, 0, 1000, seed=2) for s in tick)
+            # twenty scrapes of the load generated up front, then replayed in a cycle
+            # with the current time, through per-series handles: the generator and
+            # the name-and-labels lookup would cap the rate of this one thread
+            handles: dict[tuple[str, str], SeriesHandle] = {}
+            replay = []
+            for tick in generate(n_series, 0, 1000, seed=2, ticks=20):
+                for s in tick:
+                    key = (s.name, repr(sorted(s.labels.items())))
+                    h = handles.get(key) or handles.setdefault(
+                        key, mc.series(s.name, s.labels, s.kind, s.unit)
+                    )
+                    replay.append((h.record, s.value))
+            load = itertools.cycle(replay)
+            probe_record = mc.series(probe, {"probe": "1"}).record
             t_next = time.perf_counter()
             while not stop.is_set():
                 ts = int(time.time() * 1000)
-                for _ in range(per_tick):
-                    s = next(load)
-                    mc.record(s.name, s.value, s.labels, ts, s.kind, s.unit)
-                mc.record(probe, 1.0, {"probe": "1"}, timestamp_ms=ts)
+                for record, value in itertools.islice(load, per_tick):
+                    record(value, ts)
+                probe_record(1.0, ts)
                 sent[ts] = time.time()
                 n_sent += per_tick + 1
                 t_next += 0.1

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from monitoring.metrics.samples import BATCH
-from monitoring.streams.avro_bytes import same_layout
+from monitoring.streams.avro_bytes import read_long, same_layout
 from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
 
 KIND_SYMBOLS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
@@ -76,21 +76,11 @@ def _bad(detail: str) -> DecodeError:
 
 # -- scalars ------------------------------------------------------------------------
 def _read_long(b: bytes, i: int) -> tuple[int, int]:
-    """A varint at ``b[i]`` (IndexError past the end): the value and the index after."""
-    x = b[i]
-    i += 1
-    if x < 0x80:
-        return (x >> 1) ^ -(x & 1), i
-    n, shift = x & 0x7F, 7
-    while True:
-        x = b[i]
-        i += 1
-        n |= (x & 0x7F) << shift
-        if x < 0x80:
-            return (n >> 1) ^ -(n & 1), i
-        shift += 7
-        if shift > 63:
-            raise _bad(f"varint longer than 10 bytes at byte {i - 10}")
+    """``avro_bytes.read_long``, refusing varints longer than 10 bytes."""
+    n, j = read_long(b, i)
+    if j - i > 10:
+        raise _bad(f"varint longer than 10 bytes at byte {i}")
+    return n, j
 
 
 def _block_count(b: bytes, i: int, field: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
 
 from monitoring.config import KafkaSettings, Settings
 from monitoring.local_kafka import LocalKafka, broker_answers, new_cluster_id
@@ -152,10 +152,17 @@ def test_ensure_topics_creates_the_layout(private_kafka: LocalKafka) -> None:
     ks = _kafka(private_kafka.bootstrap, retention="2d")
     specs = topic_specs(ks)
     result = ensure_topics(ks)
+    admin = AdminClient({"bootstrap.servers": private_kafka.bootstrap})
+    # every partition's log exists on return: ListOffsets answers at once (straight
+    # after creation the broker says NOT_LEADER_FOR_PARTITION for a few tenths of a second)
+    request = {
+        TopicPartition(s.name, p): OffsetSpec.latest() for s in specs for p in range(s.partitions)
+    }
+    offsets = [f.result() for f in admin.list_offsets(request, request_timeout=5).values()]
+    assert [o.offset for o in offsets] == [0] * len(request)
     assert result == {s.name: "created" for s in specs}
     assert ensure_topics(ks) == {s.name: "exists" for s in specs}  # idempotent
 
-    admin = AdminClient({"bootstrap.servers": private_kafka.bootstrap})
     md = admin.list_topics(timeout=10)
     for spec in specs:
         assert len(md.topics[spec.name].partitions) == spec.partitions
