@@ -14,7 +14,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from monitoring.metrics.samples import Sample
+import numpy as np
+
+from monitoring.metrics.samples import Sample, SampleBatch
 
 SAMPLE_COLUMNS = ("series_id", "ts", "value")
 SERIES_COLUMNS = (
@@ -87,6 +89,66 @@ class Columns:
         data, self.data = self.data, [[] for _ in self.names]
         return data
 
+    def columns(self) -> list[Any]:
+        """The buffered columns as ``Client.insert(column_oriented=True)`` takes them."""
+        return self.data
+
+
+class SampleColumns(Columns):
+    """The samples table's buffer: rows added one at a time (``data``, as ``Columns``)
+    and numpy chunks of whole batches (``add_chunk``), kept in arrival order.
+
+    >>> out = SampleColumns()
+    >>> out.add(7, 1_000, 0.5)
+    >>> out.add_chunk(np.array([9], np.uint64), np.array([2_000]), np.array([1.5]))
+    >>> sid, ts, val = out.columns()
+    >>> len(out), sid.tolist(), ts, val.tolist()
+    (2, [7, 9], [1000, 2000], [0.5, 1.5])
+    """
+
+    def __init__(self) -> None:
+        super().__init__(SAMPLE_COLUMNS)
+        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.chunk_rows = 0
+
+    def __len__(self) -> int:
+        return self.chunk_rows + len(self.data[0])
+
+    def add_chunk(self, series_ids: np.ndarray, timestamps_ms: np.ndarray,
+                  values: np.ndarray) -> None:  # fmt: skip
+        """Append rows as uint64, int64 and float64 arrays of one length (not copied)."""
+        if len(self.data[0]):
+            self._seal()
+        self.chunks.append((series_ids, timestamps_ms, values))
+        self.chunk_rows += len(series_ids)
+
+    def _seal(self) -> None:
+        """Turn the rows added one at a time into a chunk (after the earlier chunks)."""
+        sid, ts, val = super().take()
+        self.chunks.append(
+            (np.array(sid, np.uint64), np.array(ts, np.int64), np.array(val, np.float64))
+        )
+        self.chunk_rows += len(sid)
+
+    def columns(self) -> list[Any]:
+        """Lists while no chunk was added (as ``Columns``); else series_id and value as
+        numpy arrays and ts as a list of ints (what clickhouse-connect's DateTime64
+        writer takes), every row in the order it was added."""
+        if not self.chunks:
+            return self.data
+        if len(self.data[0]):
+            self._seal()
+        if len(self.chunks) > 1:  # once: a retried flush reuses the joined chunk
+            sid, ts, val = (np.concatenate(c) for c in zip(*self.chunks, strict=True))
+            self.chunks = [(sid, ts, val)]
+        sid, ts, val = self.chunks[0]
+        return [sid, ts.tolist(), val]
+
+    def take(self) -> list[list[Any]]:
+        """Empty the buffer; returns the rows added one at a time since the last chunk."""
+        self.chunks, self.chunk_rows = [], 0
+        return super().take()
+
 
 class SeriesIds:
     """Memoised series key -> series_id, remembering which series were written."""
@@ -100,6 +162,11 @@ class SeriesIds:
         if sid is None:
             sid = self._ids[key] = series_id(key)
         return sid
+
+    def many(self, keys: Iterable[str]) -> list[int]:
+        """The ids of ``keys``, in order."""
+        get = self._ids.get
+        return [get(k) or self(k) for k in keys]
 
 
 def add_samples(
@@ -128,6 +195,40 @@ def add_samples(
                 s.timestamp_ms,
             )
     return n
+
+
+def add_sample_batch(
+    batch: SampleBatch, ids: SeriesIds, out: SampleColumns, series_out: Columns
+) -> int:
+    """``add_samples`` for a batch as columns: the same rows, with a series id looked up
+    once per series of the batch, not once per sample; return how many samples."""
+    index = batch.series_index
+    if not len(index):
+        return 0
+    used = np.zeros(len(batch.series), bool)
+    used[index] = True
+    slots = np.flatnonzero(used).tolist()
+    infos = [info for s in slots if (info := batch.series[s]) is not None]
+    if len(infos) != len(slots):
+        slot = next(s for s in slots if batch.series[s] is None)
+        at = int(np.flatnonzero(index == slot)[0])
+        raise ValueError(f"sample {at} points at series {slot}, which is not valid")
+    sid_list = ids.many([info.key for info in infos])
+    sids = np.zeros(len(batch.series), np.uint64)
+    sids[slots] = np.array(sid_list, np.uint64)
+    stamps = np.asarray(batch.timestamps_ms, np.int64)
+    written = ids.written
+    if not written.issuperset(sid_list):  # series rows, in the order of first samples
+        first = np.unique(index, return_index=True)[1]  # per slot of ``slots``
+        for k in np.argsort(first).tolist():
+            sid = sid_list[k]
+            if sid not in written:
+                written.add(sid)
+                info, ts = infos[k], int(stamps[first[k]])
+                series_out.add(sid, info.key, info.name, dict(info.labels), info.kind,
+                               info.unit, ts, ts)  # fmt: skip
+    out.add_chunk(sids[index], stamps, np.asarray(batch.values, np.float64))
+    return len(index)
 
 
 def add_aggregate(record: Mapping[str, Any], version: int, ids: SeriesIds, out: Columns) -> None:

@@ -14,16 +14,16 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitoring.metrics.samples import Sample
+from monitoring.metrics.samples import Sample, SampleBatch
 from monitoring.sinks.clickhouse.rows import (
     AGGREGATE_COLUMNS,
     ANOMALY_COLUMNS,
     DELIVERY_COLUMNS,
     LOG_COLUMNS,
     LOG_TEMPLATE_COLUMNS,
-    SAMPLE_COLUMNS,
     SERIES_COLUMNS,
     Columns,
+    SampleColumns,
     SeriesIds,
     add_aggregate,
     add_anomaly,
@@ -31,6 +31,7 @@ from monitoring.sinks.clickhouse.rows import (
     add_log,
     add_log_batch,
     add_log_template,
+    add_sample_batch,
     add_samples,
 )
 
@@ -78,9 +79,10 @@ class Writer:
         self.client = client
         self.metrics = metrics
         self.ids = SeriesIds()
-        self.buffers = {
+        self.samples = SampleColumns()
+        self.buffers: dict[str, Columns] = {
             "series": Columns(SERIES_COLUMNS),
-            "samples": Columns(SAMPLE_COLUMNS),
+            "samples": self.samples,
             "aggregates": Columns(AGGREGATE_COLUMNS),
             "anomalies": Columns(ANOMALY_COLUMNS),
             "deliveries": Columns(DELIVERY_COLUMNS),
@@ -95,7 +97,11 @@ class Writer:
 
     def add_samples(self, samples: Iterable[Sample]) -> int:
         """Buffer samples (and the series row of each series new to this process)."""
-        return add_samples(samples, self.ids, self.buffers["samples"], self.buffers["series"])
+        return add_samples(samples, self.ids, self.samples, self.buffers["series"])
+
+    def add_sample_batch(self, batch: SampleBatch) -> int:
+        """Buffer a validated batch as columns: the rows of ``add_samples``, faster."""
+        return add_sample_batch(batch, self.ids, self.samples, self.buffers["series"])
 
     def add_aggregate(self, record: Mapping[str, Any], version: int) -> None:
         """Buffer one decoded Aggregate record."""
@@ -135,7 +141,9 @@ class Writer:
                 continue
             t0 = time.perf_counter()
             try:
-                self.client.insert(table, buf.data, column_names=buf.names, column_oriented=True)
+                self.client.insert(
+                    table, buf.columns(), column_names=buf.names, column_oriented=True
+                )
             except Exception:
                 self.metrics.insert_failures.labels(table).inc()
                 raise
