@@ -1,5 +1,10 @@
 """One event-time tumbling window of one series: count, sum, min, max, last, quantiles.
 
+The aggregator keeps its windows in columns (``window_columns.WindowColumns``, every
+series of a window at once) with these semantics; ``WindowAccumulator`` is the
+one-series form, whose ``to_state`` dict is the checkpoint record of a window and
+whose ``from_state`` rebuilds a restored window's sketch.
+
 Quantile ``q`` is the value at rank ``floor(q * (count - 1))`` of the window's values.
 Up to ``EXACT_LIMIT`` values the window keeps them (a compact ``array('d')``) and the
 quantiles are exact; past that it moves them into a DDSketch (Datadog's mergeable
