@@ -363,3 +363,40 @@ def test_group_quantiles_padded_matrix_and_sort_agree_with_sorted(groups, dense)
         ordered = sorted(group)
         for row, q in enumerate((0.5, 0.9, 0.99)):
             assert got[row, g] == ordered[math.floor(q * (len(group) - 1))]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), vector_min_st)
+def test_many_series_grow_the_slots_and_reuse_freed_ones(seed, vector_min):
+    """Hundreds of series that come and go: the per-slot arrays grow while windows are
+    open, checkpoints tombstone series without windows and free their slots, and new
+    series reuse them; every window still equals the oracle."""
+    rng = random.Random(seed)
+    names = [("up", {"job": f"j{i}"}) for i in range(400)]
+    messages = []
+    for m in range(120):  # each series lives for a stretch of event time, then stops
+        t = 1_000_000 + m * 2_000
+        live = [i for i in range(400) if (i * 7) % 400 <= m * 4 < (i * 7) % 400 + 120]
+        picked = rng.sample(live, min(len(live), rng.randint(1, 60))) if live else []
+        messages.append(
+            [Sample(series_key(*names[i]), *names[i], t + rng.randrange(2_000), float(i))
+             for i in picked]
+        )  # fmt: skip
+    messages = [msg for msg in messages if msg]
+    windows, lateness = (10_000, 60_000), 1_000
+    expected = oracle(messages, windows, lateness)
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
+    emitted = []
+    for i, msg in enumerate(messages):
+        emitted += agg.process(i, msg).closed
+        if i % 5 == 4:
+            agg.checkpoint()
+    emitted += agg.close_idle()
+    got = {(a.series, a.window_ms, a.window_start_ms): a for a in emitted}
+    assert len(got) == len(emitted)
+    assert set(got) == set(expected["accepted"])
+    for key, a in got.items():
+        check_aggregate(a, expected["accepted"][key])
+    distinct = len({s.series for msg in messages for s in msg})
+    assert agg._cap > 64  # grew while windows were open
+    assert len(agg._keys) < distinct  # freed slots were reused
