@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME
+from fixtures.store import StoreMessage
 from prometheus_client import CollectorRegistry
 
 from monitoring.cli.logs import growth_sql, search_sql, tokens, top_sql, where_clause
 from monitoring.config import Settings
 from monitoring.logs.analyzer import PartitionLogs
 from monitoring.logs.corpus import Line, generate
-from monitoring.sinks.clickhouse.connection import connect
-from monitoring.sinks.clickhouse.migrations import apply_retention, migrate
+from monitoring.sinks.clickhouse.migrations import apply_retention
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 from monitoring.streams.codec import AvroCodec
@@ -31,38 +28,6 @@ pytestmark = [pytest.mark.integration]
 CODEC = AvroCodec.from_directory()
 NOW = int(time.time() * 1000)
 START = NOW - 3_600_000
-
-
-class Msg:
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return "t.logs.stored"
-
-    def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_CREATE_TIME, NOW
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    base = Settings.load(None)
-    storage = base.storage.model_copy(update={"dsn": f"chdb://{tmp_path / 'chdb'}"})
-    return base.model_copy(update={"storage": storage})
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[Any]:
-    c = connect(settings.storage.dsn)
-    migrate(c, settings.storage)
-    yield c
-    c.close()
 
 
 def outputs(lines: list[Line]) -> tuple[list[bytes], dict[tuple[str, int], int]]:
@@ -78,46 +43,48 @@ def outputs(lines: list[Line]) -> tuple[list[bytes], dict[tuple[str, int], int]]
     return out, tid
 
 
-def ingest(settings: Settings, client: Any, values: list[bytes]) -> None:
-    store = Store(settings, Writer(client, StoreMetrics(CollectorRegistry())), None, CODEC)
+def ingest(chdb_settings: Settings, chdb_client: Any, values: list[bytes]) -> None:
+    store = Store(
+        chdb_settings, Writer(chdb_client, StoreMetrics(CollectorRegistry())), None, CODEC
+    )
     for v in values:
-        store.handle(Msg(v))
+        store.handle(StoreMessage(v, NOW))
     store.flush_and_commit()
 
 
-def q(client: Any, sql: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in client.query(sql).result_rows]
+def q(chdb_client: Any, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in chdb_client.query(sql).result_rows]
 
 
 LINES = generate(2_000, seed=5, start_ms=START, step_ms=1_500)
 
 
-def test_replayed_outputs_collapse(settings: Settings, client: Any) -> None:
+def test_replayed_outputs_collapse(chdb_settings: Settings, chdb_client: Any) -> None:
     values, _ = outputs(LINES)
-    ingest(settings, client, values)
-    ingest(settings, client, values[:700])  # a crash between insert and commit, replayed
-    assert q(client, "SELECT count() FROM logs FINAL") == [(2_000,)]
+    ingest(chdb_settings, chdb_client, values)
+    ingest(chdb_settings, chdb_client, values[:700])  # a crash between insert and commit, replayed
+    assert q(chdb_client, "SELECT count() FROM logs FINAL") == [(2_000,)]
     # search shows a replayed line once, without FINAL (the duplicates sit in other parts)
-    assert q(client, "SELECT count() FROM logs")[0][0] > 2_000
-    shown = q(client, search_sql(where_clause(), 100_000))
+    assert q(chdb_client, "SELECT count() FROM logs")[0][0] > 2_000
+    shown = q(chdb_client, search_sql(where_clause(), 100_000))
     assert len(shown) == len({(r[1], r[9]) for r in shown}) == 2_000
-    n_templates = q(client, "SELECT count() FROM log_templates FINAL")[0][0]
+    n_templates = q(chdb_client, "SELECT count() FROM log_templates FINAL")[0][0]
     assert n_templates == len({(ln.record["service"], ln.template) for ln in LINES})
 
 
-def test_retention_ttl_follows_settings(settings: Settings, client: Any) -> None:
-    ddl = q(client, "SELECT create_table_query FROM system.tables WHERE name = 'logs'")[0][0]
+def test_retention_ttl_follows_settings(chdb_settings: Settings, chdb_client: Any) -> None:
+    ddl = q(chdb_client, "SELECT create_table_query FROM system.tables WHERE name = 'logs'")[0][0]
     assert f"toIntervalSecond({14 * 86_400})" in ddl and "tokenbf_v1" in ddl
-    retention = settings.storage.retention.model_copy(update={"logs": timedelta(days=3)})
-    storage = settings.storage.model_copy(update={"retention": retention})
-    assert "logs" in apply_retention(client, storage)
-    ddl = q(client, "SELECT create_table_query FROM system.tables WHERE name = 'logs'")[0][0]
+    retention = chdb_settings.storage.retention.model_copy(update={"logs": timedelta(days=3)})
+    storage = chdb_settings.storage.model_copy(update={"retention": retention})
+    assert "logs" in apply_retention(chdb_client, storage)
+    ddl = q(chdb_client, "SELECT create_table_query FROM system.tables WHERE name = 'logs'")[0][0]
     assert f"toIntervalSecond({3 * 86_400})" in ddl
 
 
-def test_search_and_top_sql_against_python(settings: Settings, client: Any) -> None:
+def test_search_and_top_sql_against_python(chdb_settings: Settings, chdb_client: Any) -> None:
     values, tid = outputs(LINES)
-    ingest(settings, client, values)
+    ingest(chdb_settings, chdb_client, values)
 
     def matches(
         ln: Line, text: str, service: str | None, min_sev: int, since: int, region: str | None
@@ -144,7 +111,7 @@ def test_search_and_top_sql_against_python(settings: Settings, client: Any) -> N
         where = where_clause(
             text, service, level, since, None, [f"region={region}"] if region else None
         )
-        got = q(client, search_sql(where, 10_000))
+        got = q(chdb_client, search_sql(where, 10_000))
         want = [ln for ln in LINES if matches(ln, text, service, min_sev, since, region)]
         assert want, text
         assert [r[0] for r in got] == sorted(
@@ -157,7 +124,7 @@ def test_search_and_top_sql_against_python(settings: Settings, client: Any) -> N
             )
         )
     # top templates by count over the whole range
-    rows = q(client, top_sql(where_clause(since_ms=START), 5))
+    rows = q(chdb_client, top_sql(where_clause(since_ms=START), 5))
     truth = Counter(
         (ln.record["service"], tid[(ln.record["service"], i)]) for i, ln in enumerate(LINES)
     )
@@ -167,7 +134,7 @@ def test_search_and_top_sql_against_python(settings: Settings, client: Any) -> N
     assert all(r[3] for r in rows)  # template text joined in
 
 
-def test_growth_ranks_a_burst_first(settings: Settings, client: Any) -> None:
+def test_growth_ranks_a_burst_first(chdb_settings: Settings, chdb_client: Any) -> None:
     now = NOW - NOW % 1000
     base = [generate(1, seed=i, start_ms=now - 3_000_000 + i * 10_000)[0] for i in range(290)]
     burst_rec = {
@@ -185,8 +152,8 @@ def test_growth_ranks_a_burst_first(settings: Settings, client: Any) -> None:
         Line({**burst_rec, "timestamp_ms": now - 60_000 + i * 100}, -1, "ERROR") for i in range(50)
     ]
     values, _ = outputs(base + burst)
-    ingest(settings, client, values)
-    rows = q(client, growth_sql("1", now + 1, 600_000, 2_400_000, 3))
+    ingest(chdb_settings, chdb_client, values)
+    rows = q(chdb_client, growth_sql("1", now + 1, 600_000, 2_400_000, 3))
     service, _, current, baseline, growth, template = rows[0]
     assert (service, current, baseline, growth) == ("api", 50, 0.0, 51.0)
     assert template == "disk quota exceeded on volume <:N:>"

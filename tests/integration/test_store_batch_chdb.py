@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME
+from fixtures.store import StoreMessage
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
 from monitoring.loadgen import generate
-from monitoring.sinks.clickhouse.connection import connect
-from monitoring.sinks.clickhouse.migrations import migrate
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 from monitoring.streams.codec import AvroCodec
@@ -26,44 +21,12 @@ CODEC = AvroCodec.from_directory()
 NOW = int(time.time() * 1000) // 10_000 * 10_000
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    base = Settings.load(None)
-    storage = base.storage.model_copy(update={"dsn": f"chdb://{tmp_path / 'chdb'}"})
-    return base.model_copy(update={"storage": storage})
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[Any]:
-    c = connect(settings.storage.dsn)
-    migrate(c, settings.storage)
-    yield c
-    c.close()
-
-
-class Msg:
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return "monitoring.samples"
-
-    def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_CREATE_TIME, NOW
-
-
-def messages() -> tuple[list[Msg], int]:
+def messages() -> tuple[list[StoreMessage], int]:
     """Loadgen batches (late samples, a replayed batch, bad points, a bad series key,
     a cut body) and single samples between them; and how many samples are valid."""
     refs: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesRef] = {}
     batches, samples = BatchEncoder(CODEC), SampleEncoder(CODEC)
-    out: list[Msg] = []
+    out: list[StoreMessage] = []
     valid = 0
     ticks = generate(150, NOW - 600_000, 10_000, seed=3, ticks=40, late_fraction=0.1)
     for t, tick in enumerate(ticks):
@@ -77,23 +40,27 @@ def messages() -> tuple[list[Msg], int]:
             items[1] = (items[1][0], items[1][1], math.nan)
             items[2] = (items[2][0], 5, items[2][2])
         valid += sum(1 for _, ts, v in items if ts > 5 and math.isfinite(v))
-        out.append(Msg(batches.encode(items, "loadgen")))
+        out.append(StoreMessage(batches.encode(items, "loadgen"), NOW))
         if t % 5 == 0:  # a MetricSample of a series new to the store, between batches
             ref = make_series("single_gauge", {"t": str(t)}, "GAUGE", "ratio")
-            out.append(Msg(samples.encode(ref, NOW - 1_000 + t, 0.25 * t)))
+            out.append(StoreMessage(samples.encode(ref, NOW - 1_000 + t, 0.25 * t), NOW))
             valid += 1
     out.append(out[5])  # a batch replayed: its rows twice, FINAL keeps one of each
     bad_key = {"source": "t", "series": ['x{b="1",a="2"}', "ok"], "kinds": [], "units": [],
                "series_index": [0, 1], "timestamps_ms": [NOW, NOW],
                "values": [1.0, 2.0]}  # fmt: skip
-    out.append(Msg(CODEC.encode("monitoring.MetricBatch", bad_key)))
+    out.append(StoreMessage(CODEC.encode("monitoring.MetricBatch", bad_key), NOW))
     valid += 1
-    out.append(Msg(out[0].value()[:-5]))  # truncated
+    out.append(StoreMessage(out[0].value()[:-5], NOW))  # truncated
     return out, valid
 
 
-def store_all(settings: Settings, client: Any, msgs: list[Msg], columnar: bool) -> Store:
-    store = Store(settings, Writer(client, StoreMetrics(CollectorRegistry())), None, CODEC)
+def store_all(
+    chdb_settings: Settings, chdb_client: Any, msgs: list[StoreMessage], columnar: bool
+) -> Store:
+    store = Store(
+        chdb_settings, Writer(chdb_client, StoreMetrics(CollectorRegistry())), None, CODEC
+    )
     if not columnar:  # today's path: fastavro and a Sample per row
         store.batch_decoder.accepts = lambda data: False  # type: ignore[method-assign]
     for i, m in enumerate(msgs):
@@ -106,7 +73,7 @@ def store_all(settings: Settings, client: Any, msgs: list[Msg], columnar: bool) 
     return store
 
 
-def snapshot(client: Any) -> dict[str, list[tuple[Any, ...]]]:
+def snapshot(chdb_client: Any) -> dict[str, list[tuple[Any, ...]]]:
     queries = {
         "samples": "SELECT series_id, toUnixTimestamp64Milli(ts), value FROM samples "
                    "ORDER BY series_id, ts, value",
@@ -119,7 +86,7 @@ def snapshot(client: Any) -> dict[str, list[tuple[Any, ...]]]:
                         "toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_seen) "
                         "FROM series FINAL ORDER BY series_id",
     }  # fmt: skip
-    return {k: [tuple(r) for r in client.query(q).result_rows] for k, q in queries.items()}
+    return {k: [tuple(r) for r in chdb_client.query(q).result_rows] for k, q in queries.items()}
 
 
 def invalid(store: Store) -> dict[str, float]:
@@ -132,15 +99,15 @@ def invalid(store: Store) -> dict[str, float]:
 
 
 def test_columnar_batches_store_the_rows_of_the_sample_path(
-    client: Any, settings: Settings
+    chdb_client: Any, chdb_settings: Settings
 ) -> None:
     msgs, valid = messages()
-    old = store_all(settings, client, msgs, columnar=False)
-    before = snapshot(client)
-    client.command("TRUNCATE TABLE samples")
-    client.command("TRUNCATE TABLE series")
-    new = store_all(settings, client, msgs, columnar=True)
-    after = snapshot(client)
+    old = store_all(chdb_settings, chdb_client, msgs, columnar=False)
+    before = snapshot(chdb_client)
+    chdb_client.command("TRUNCATE TABLE samples")
+    chdb_client.command("TRUNCATE TABLE series")
+    new = store_all(chdb_settings, chdb_client, msgs, columnar=True)
+    after = snapshot(chdb_client)
     assert len(before["samples_final"]) == valid  # independent count of valid samples
     assert len(before["samples"]) > valid  # the replayed batch is there twice
     assert len(before["series_final"]) == len(before["series"]) > 150  # a row per series

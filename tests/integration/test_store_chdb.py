@@ -16,17 +16,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME
+from fixtures.store import StoreMessage
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
-from monitoring.sinks.clickhouse.connection import connect, connect_read_only
+from monitoring.sinks.clickhouse.connection import connect_read_only
 from monitoring.sinks.clickhouse.footprint import storage_footprint
 from monitoring.sinks.clickhouse.migrations import load as load_migrations
 from monitoring.sinks.clickhouse.migrations import migrate
@@ -41,40 +40,6 @@ NOW = int(time.time() * 1000) // 10_000 * 10_000
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    base = Settings.load(None)
-    storage = base.storage.model_copy(update={"dsn": f"chdb://{tmp_path / 'chdb'}"})
-    return base.model_copy(update={"storage": storage})
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[Any]:
-    c = connect(settings.storage.dsn)
-    migrate(c, settings.storage)
-    yield c
-    c.close()
-
-
-class Msg:
-    """A Kafka message as the store reads it."""
-
-    def __init__(self, value: bytes, ts: int) -> None:
-        self._value, self._ts = value, ts
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return "monitoring.test"
-
-    def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_CREATE_TIME, self._ts
-
-
 def aggregate(start: int, mean: float, series: str = 'lat{svc="a"}') -> dict[str, Any]:
     return {
         "series": series, "name": "lat", "labels": {"svc": "a"}, "window_ms": 10_000,
@@ -84,18 +49,18 @@ def aggregate(start: int, mean: float, series: str = 'lat{svc="a"}') -> dict[str
     }  # fmt: skip
 
 
-def agg_msg(start: int, mean: float, emitted: int) -> Msg:
-    return Msg(CODEC.encode("monitoring.Aggregate", aggregate(start, mean)), emitted)
+def agg_msg(start: int, mean: float, emitted: int) -> StoreMessage:
+    return StoreMessage(CODEC.encode("monitoring.Aggregate", aggregate(start, mean)), emitted)
 
 
-def batch_msg(points: list[tuple[int, float]], name: str = "cpu") -> Msg:
+def batch_msg(points: list[tuple[int, float]], name: str = "cpu") -> StoreMessage:
     rec = {
         "source": "t", "series": [f'{name}{{host="h"}}'], "kinds": ["GAUGE"],
         "units": ["percent"],
         "series_index": [0] * len(points), "timestamps_ms": [t for t, _ in points],
         "values": [v for _, v in points],
     }  # fmt: skip
-    return Msg(CODEC.encode("monitoring.MetricBatch", rec), NOW)
+    return StoreMessage(CODEC.encode("monitoring.MetricBatch", rec), NOW)
 
 
 class Consumer:
@@ -111,50 +76,54 @@ class Consumer:
         self.commits += 1
 
 
-def new_store(settings: Settings, client: Any, consumer: Any) -> Store:
-    return Store(settings, Writer(client, StoreMetrics(CollectorRegistry())), consumer, CODEC)
+def new_store(chdb_settings: Settings, chdb_client: Any, consumer: Any) -> Store:
+    return Store(
+        chdb_settings, Writer(chdb_client, StoreMetrics(CollectorRegistry())), consumer, CODEC
+    )
 
 
-def rows(client: Any, sql: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in client.query(sql).result_rows]
+def rows(chdb_client: Any, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in chdb_client.query(sql).result_rows]
 
 
-def test_migrations_create_tables_once(client: Any, settings: Settings) -> None:
-    tables = {r[0] for r in rows(client, "SHOW TABLES")}
+def test_migrations_create_tables_once(chdb_client: Any, chdb_settings: Settings) -> None:
+    tables = {r[0] for r in rows(chdb_client, "SHOW TABLES")}
     assert {
         "series", "samples", "aggregates", "anomalies", "deliveries", "logs", "log_templates",
         "schema_migrations",
     } <= tables  # fmt: skip
-    assert migrate(client, settings.storage) == []
-    assert rows(client, "SELECT count() FROM schema_migrations") == [(len(load_migrations()),)]
-    ddl = rows(client, "SELECT create_table_query FROM system.tables WHERE name = 'samples'")
+    assert migrate(chdb_client, chdb_settings.storage) == []
+    assert rows(chdb_client, "SELECT count() FROM schema_migrations") == [(len(load_migrations()),)]
+    ddl = rows(chdb_client, "SELECT create_table_query FROM system.tables WHERE name = 'samples'")
     assert "toIntervalSecond(604800)" in ddl[0][0] and "ReplacingMergeTree" in ddl[0][0]
 
 
-def test_crash_between_insert_and_commit_is_invisible(client: Any, settings: Settings) -> None:
+def test_crash_between_insert_and_commit_is_invisible(
+    chdb_client: Any, chdb_settings: Settings
+) -> None:
     msgs = [agg_msg(NOW - 60_000 + 10_000 * i, float(i), NOW + i) for i in range(5)]
     msgs.append(batch_msg([(NOW - 30_000 + 10_000 * i, 50.0 + i) for i in range(3)]))
-    crashed = new_store(settings, client, Consumer(crash_on_commit=True))
+    crashed = new_store(chdb_settings, chdb_client, Consumer(crash_on_commit=True))
     for m in msgs:
         crashed.handle(m)
     with pytest.raises(SystemExit):
         crashed.flush_and_commit()  # rows are in ClickHouse, offsets are not committed
-    replay = new_store(settings, client, Consumer())  # a restarted store re-reads them
+    replay = new_store(chdb_settings, chdb_client, Consumer())  # a restarted store re-reads them
     for m in msgs:
         replay.handle(m)
     replay.flush_and_commit()
-    assert rows(client, "SELECT count() FROM aggregates") == [(10,)]  # physically twice
-    assert rows(client, "SELECT count() FROM aggregates FINAL") == [(5,)]
-    assert rows(client, "SELECT count() FROM samples FINAL") == [(3,)]
+    assert rows(chdb_client, "SELECT count() FROM aggregates") == [(10,)]  # physically twice
+    assert rows(chdb_client, "SELECT count() FROM aggregates FINAL") == [(5,)]
+    assert rows(chdb_client, "SELECT count() FROM samples FINAL") == [(3,)]
     # one series row per series (samples define series; aggregates carry their labels)
-    assert rows(client, "SELECT count() FROM series") == [(2,)]
-    got = rows(client, "SELECT name, kind, unit, toUnixTimestamp64Milli(first_seen) "
+    assert rows(chdb_client, "SELECT count() FROM series") == [(2,)]
+    got = rows(chdb_client, "SELECT name, kind, unit, toUnixTimestamp64Milli(first_seen) "
                        "FROM series FINAL")  # fmt: skip
     assert got == [("cpu", "GAUGE", "percent", NOW - 30_000)]
 
 
-def test_last_emitted_version_of_a_window_wins(client: Any, settings: Settings) -> None:
-    store = new_store(settings, client, Consumer())
+def test_last_emitted_version_of_a_window_wins(chdb_client: Any, chdb_settings: Settings) -> None:
+    store = new_store(chdb_settings, chdb_client, Consumer())
     start = NOW - 20_000
     store.handle(agg_msg(start, 1.0, emitted=NOW + 1))
     store.flush_and_commit()
@@ -162,22 +131,22 @@ def test_last_emitted_version_of_a_window_wins(client: Any, settings: Settings) 
     store.handle(agg_msg(start, 0.5, emitted=NOW + 3))  # an older emission replayed late
     store.flush_and_commit()
     sid = series_id('lat{svc="a"}')
-    assert rows(client, f"SELECT mean, version FROM aggregates FINAL WHERE series_id = {sid}") == [
-        (2.0, NOW + 5)
-    ]
+    assert rows(
+        chdb_client, f"SELECT mean, version FROM aggregates FINAL WHERE series_id = {sid}"
+    ) == [(2.0, NOW + 5)]
 
 
-def test_duplicate_samples_collapse(client: Any, settings: Settings) -> None:
-    store = new_store(settings, client, Consumer())
+def test_duplicate_samples_collapse(chdb_client: Any, chdb_settings: Settings) -> None:
+    store = new_store(chdb_settings, chdb_client, Consumer())
     points = [(NOW - 10_000 * i, float(i)) for i in range(10)]
     for _ in range(3):
         store.handle(batch_msg(points))
         store.flush_and_commit()
-    assert rows(client, "SELECT count() FROM samples") == [(30,)]
-    assert rows(client, "SELECT count(), sum(value) FROM samples FINAL") == [(10, 45.0)]
-    client.command("OPTIMIZE TABLE samples FINAL")
-    assert rows(client, "SELECT count() FROM samples") == [(10,)]
-    assert rows(client, "SELECT count() FROM series FINAL") == [(1,)]
+    assert rows(chdb_client, "SELECT count() FROM samples") == [(30,)]
+    assert rows(chdb_client, "SELECT count(), sum(value) FROM samples FINAL") == [(10, 45.0)]
+    chdb_client.command("OPTIMIZE TABLE samples FINAL")
+    assert rows(chdb_client, "SELECT count() FROM samples") == [(10,)]
+    assert rows(chdb_client, "SELECT count() FROM series FINAL") == [(1,)]
 
 
 def scraped_day(n_series: int, jitter_ms: int = 0, seed: int = 7) -> tuple[Any, Any, Any]:
@@ -203,11 +172,11 @@ def scraped_day(n_series: int, jitter_ms: int = 0, seed: int = 7) -> tuple[Any, 
 
 
 @pytest.mark.slow
-def test_bytes_per_sample_of_regular_scrapes(client: Any) -> None:
+def test_bytes_per_sample_of_regular_scrapes(chdb_client: Any) -> None:
     sids, ts, vals = scraped_day(300)
-    client.insert("samples", [sids.tolist(), ts.tolist(), vals.tolist()],
+    chdb_client.insert("samples", [sids.tolist(), ts.tolist(), vals.tolist()],
                   column_names=["series_id", "ts", "value"], column_oriented=True)  # fmt: skip
-    fp = storage_footprint(client, optimize=True)
+    fp = storage_footprint(chdb_client, optimize=True)
     print("footprint", json.dumps(fp))
     assert fp["tables"]["samples"]["rows"] == 300 * 8640
     assert fp["bytes_per_sample"] <= 1.3
@@ -228,12 +197,14 @@ def post(url: str, body: str) -> tuple[int, Any]:
         return e.code, json.loads(e.read())
 
 
-def test_http_endpoint_answers_select_rejects_insert(client: Any, settings: Settings) -> None:
+def test_http_endpoint_answers_select_rejects_insert(
+    chdb_client: Any, chdb_settings: Settings
+) -> None:
     registry = CollectorRegistry()
-    store = new_store(settings, client, Consumer())
+    store = new_store(chdb_settings, chdb_client, Consumer())
     store.handle(agg_msg(NOW - 10_000, 3.0, NOW))
     store.flush_and_commit()
-    q = connect_read_only(settings.storage.dsn)  # a second handle on the same directory
+    q = connect_read_only(chdb_settings.storage.dsn)  # a second handle on the same directory
     server = QueryServer(q, registry, "127.0.0.1", 0, store.health).start()
     base = "http://{}:{}".format(*server.address)
     try:
@@ -251,7 +222,7 @@ def test_http_endpoint_answers_select_rejects_insert(client: Any, settings: Sett
     finally:
         server.stop()
         q.close()
-    assert rows(client, "SELECT count() FROM samples") == [(0,)]
+    assert rows(chdb_client, "SELECT count() FROM samples") == [(0,)]
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -261,15 +232,15 @@ def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 
 
 def test_query_cli_goes_through_the_running_store(
-    client: Any, settings: Settings, tmp_path: Path
+    chdb_client: Any, chdb_settings: Settings, tmp_path: Path
 ) -> None:
-    store = new_store(settings, client, Consumer())
+    store = new_store(chdb_settings, chdb_client, Consumer())
     for i in range(3):
         store.handle(agg_msg(NOW - 10_000 * (i + 1), float(i), NOW))
     store.flush_and_commit()
-    client.close()  # hand the directory over to the store process
+    chdb_client.close()  # hand the directory over to the store process
     port = free_port()
-    env = {**os.environ, "MONITORING_STORAGE__DSN": settings.storage.dsn,
+    env = {**os.environ, "MONITORING_STORAGE__DSN": chdb_settings.storage.dsn,
            "MONITORING_STORAGE__QUERY_PORT": str(port),
            "MONITORING_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",  # no broker: still serves
            "PYTHONPATH": str(REPO)}  # fmt: skip
@@ -308,18 +279,20 @@ def test_query_cli_goes_through_the_running_store(
     assert len(out.stdout.strip().splitlines()) == 4
 
 
-def test_retention_of_deliveries_and_anomalies(client: Any, settings: Settings) -> None:
+def test_retention_of_deliveries_and_anomalies(chdb_client: Any, chdb_settings: Settings) -> None:
     from datetime import timedelta
 
     from monitoring.sinks.clickhouse.migrations import apply_retention
 
     def ddl(table: str) -> str:
         q = f"SELECT create_table_query FROM system.tables WHERE name = '{table}'"
-        return str(rows(client, q)[0][0])
+        return str(rows(chdb_client, q)[0][0])
 
     assert f"toIntervalSecond({90 * 86_400})" in ddl("deliveries")  # set by migrate
     assert f"toIntervalSecond({30 * 86_400})" in ddl("anomalies")
-    retention = settings.storage.retention.model_copy(update={"aggregates": timedelta(days=9)})
-    changed = apply_retention(client, settings.storage.model_copy(update={"retention": retention}))
+    retention = chdb_settings.storage.retention.model_copy(update={"aggregates": timedelta(days=9)})
+    changed = apply_retention(
+        chdb_client, chdb_settings.storage.model_copy(update={"retention": retention})
+    )
     assert {"aggregates", "anomalies"} <= set(changed) and "deliveries" not in changed
     assert f"toIntervalSecond({9 * 86_400})" in ddl("anomalies")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME
+from fixtures.store import StoreMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -182,23 +182,6 @@ def test_a_sample_pointing_at_no_series_is_an_error() -> None:
 
 
 # -- through Store.handle and Writer.flush ---------------------------------------------
-class Message:
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def error(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return "samples"
-
-    def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_CREATE_TIME, NOW
-
-
 class RecordingClient:
     """Keeps what each insert was given, as plain lists; ``failures`` inserts of a
     table fail first."""
@@ -249,7 +232,7 @@ def test_store_inserts_the_same_data_either_way(ops: list[tuple[str, Any]]) -> N
             if kind == "flush":
                 store.writer.flush()
             else:
-                store.handle(Message(encode(kind, rec)))
+                store.handle(StoreMessage(encode(kind, rec), NOW))
         pending = store.writer.pending
         store.writer.flush()
         runs.append((client.inserts, invalid_counts(registry), pending))
@@ -268,15 +251,15 @@ def test_handle_counts_rejected_samples_and_bad_batches() -> None:
     rec = {"source": "t", "series": ['cpu{host="a"}', "bad name"], "kinds": [], "units": [],
            "series_index": [0, 0, 1, 0, 0], "timestamps_ms": [NOW, NOW + 1, NOW, 5, NOW + 2],
            "values": [1.0, math.nan, 2.0, 3.0, 4.0]}  # fmt: skip
-    store.handle(Message(encode("batch", rec)))
+    store.handle(StoreMessage(encode("batch", rec), NOW))
     assert store.writer.pending == 3  # two samples and their series row
     assert store.writer.samples.chunk_rows == 2  # through the columnar path
     assert invalid_counts(registry) == {"non-finite-value": 1, "bad-name": 1,
                                         "timestamp-too-old": 1}  # fmt: skip
     data = encode("batch", rec)
-    store.handle(Message(data[:-3]))  # a body cut short
-    store.handle(Message(encode("batch", {**rec, "series_index": [0, 2, 0, 0, 0]})))
-    store.handle(Message(encode("batch", {**rec, "values": [1.0]})))
+    store.handle(StoreMessage(data[:-3], NOW))  # a body cut short
+    store.handle(StoreMessage(encode("batch", {**rec, "series_index": [0, 2, 0, 0, 0]}), NOW))
+    store.handle(StoreMessage(encode("batch", {**rec, "values": [1.0]}), NOW))
     counts = invalid_counts(registry)
     assert counts["truncated"] == 1 and counts["bad-series-index"] == 1
     assert counts["batch-length-mismatch"] == 1 and store.writer.pending == 3
@@ -290,9 +273,9 @@ def test_failed_flush_keeps_mixed_rows_for_the_retry() -> None:
              "values": [1.0, 2.0]}  # fmt: skip
     sample = {"name": "up", "labels": {}, "timestamp_ms": NOW - 3, "value": 3.0,
               "kind": "GAUGE", "unit": "", "source": ""}  # fmt: skip
-    store.handle(Message(encode("sample", sample)))
-    store.handle(Message(encode("batch", batch)))
-    store.handle(Message(encode("sample", {**sample, "timestamp_ms": NOW})))
+    store.handle(StoreMessage(encode("sample", sample), NOW))
+    store.handle(StoreMessage(encode("batch", batch), NOW))
+    store.handle(StoreMessage(encode("sample", {**sample, "timestamp_ms": NOW}), NOW))
     assert store.writer.pending == 5  # four samples, one series row
     for _ in range(2):
         with pytest.raises(ConnectionError):
