@@ -40,6 +40,7 @@ from monitoring.metrics.windows import (
 )
 
 NO_TS = -(2**62)
+_EMPTY_SLOTS, _EMPTY_VALUES = np.zeros(0, np.int64), np.zeros(0)
 COMPACT_MIN = 1 << 18  # buffered values before a window first moves big series to sketches
 
 
@@ -59,8 +60,22 @@ class Closed(NamedTuple):
     p99: list[float]
 
 
+# the per-slot columns: name, value of an empty slot, dtype
+_COLUMNS = (
+    ("count", 0, np.int64), ("sum", 0.0, np.float64), ("min", math.inf, np.float64),
+    ("max", -math.inf, np.float64), ("last", math.nan, np.float64), ("last_ts", NO_TS, np.int64),
+)  # fmt: skip
+
+
 class WindowColumns:
     """Window ``[start, start + size)`` of every series slot of one partition."""
+
+    count: np.ndarray
+    sum: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    last: np.ndarray
+    last_ts: np.ndarray
 
     __slots__ = (
         "_compact_at", "accuracy", "buffered", "chunks", "count", "end", "few_slots",
@@ -70,12 +85,8 @@ class WindowColumns:
     def __init__(self, size: int, start: int, capacity: int, accuracy: float) -> None:
         self.size, self.start, self.end = size, start, start + size
         self.accuracy = accuracy  # the sketches' relative accuracy
-        self.count = np.zeros(capacity, np.int64)
-        self.sum = np.zeros(capacity)
-        self.min = np.full(capacity, math.inf)
-        self.max = np.full(capacity, -math.inf)
-        self.last = np.full(capacity, math.nan)
-        self.last_ts = np.full(capacity, NO_TS, np.int64)
+        for name, fill, dtype in _COLUMNS:
+            setattr(self, name, np.full(capacity, fill, dtype))
         self.chunks: list[tuple[np.ndarray, np.ndarray]] = []  # (slots, values) of batches
         self.few_slots: list[int] = []  # add_one's values, until the next consolidation
         self.few_values: list[float] = []
@@ -85,16 +96,11 @@ class WindowColumns:
 
     def grow(self, capacity: int) -> None:
         """Make room for slots below ``capacity``."""
-        n = len(self.count)
-        if capacity <= n:
+        extra = capacity - len(self.count)
+        if extra <= 0:
             return
-        extra = capacity - n
-        self.count = np.concatenate([self.count, np.zeros(extra, np.int64)])
-        self.sum = np.concatenate([self.sum, np.zeros(extra)])
-        self.min = np.concatenate([self.min, np.full(extra, math.inf)])
-        self.max = np.concatenate([self.max, np.full(extra, -math.inf)])
-        self.last = np.concatenate([self.last, np.full(extra, math.nan)])
-        self.last_ts = np.concatenate([self.last_ts, np.full(extra, NO_TS, np.int64)])
+        for name, fill, dtype in _COLUMNS:
+            setattr(self, name, np.concatenate([getattr(self, name), np.full(extra, fill, dtype)]))
 
     def add(self, slots: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
         """Add samples (parallel int64 slots, int64 event times, float64 values), in order."""
@@ -140,9 +146,11 @@ class WindowColumns:
             chunks.append((np.array(self.few_slots, np.int64), np.array(self.few_values)))
             self.few_slots, self.few_values = [], []
         if not chunks:
-            return np.zeros(0, np.int64), np.zeros(0)
+            return _EMPTY_SLOTS, _EMPTY_VALUES
         if len(chunks) == 1:
             slots, values = chunks[0]
+            if not len(slots) or (slots[1:] >= slots[:-1]).all():
+                return slots, values  # grouped already (by the last consolidation)
         else:
             slots = np.concatenate([c[0] for c in chunks])
             values = np.concatenate([c[1] for c in chunks])
@@ -176,20 +184,16 @@ class WindowColumns:
 
     def close(self) -> Closed:
         """Every present series' statistics (the window is spent afterwards)."""
+        self.compact()  # a series past EXACT_LIMIT now has every value in its sketch
         present = self.present()
-        slots, values = self._consolidated()
+        slots, values = self.chunks[0] if self.chunks else (_EMPTY_SLOTS, _EMPTY_VALUES)
         lo = np.searchsorted(slots, present, "left")
         n_buffered = np.searchsorted(slots, present, "right") - lo
         counts = self.count[present]
         sums = self.sum[present]
         quantiles = _group_quantiles(values, lo, n_buffered, counts <= EXACT_LIMIT).tolist()
         for j in np.flatnonzero(counts > EXACT_LIMIT).tolist():
-            slot, a, n = int(present[j]), int(lo[j]), int(n_buffered[j])
-            sketch = self.sketches.pop(slot, None)
-            if sketch is None:
-                sketch = DDSketch(self.accuracy)
-            if n:
-                add_many(sketch, values[a : a + n])
+            sketch = self.sketches.pop(int(present[j]))
             for q, column in zip(QUANTILES, quantiles, strict=True):
                 column[j] = _quantile(sketch, q)
         return Closed(
@@ -206,7 +210,7 @@ class WindowColumns:
         mine = slots[self.count[slots] > 0]
         if not len(mine):
             return
-        buf_slots, buf_values = self.chunks[0] if self.chunks else (np.zeros(0, np.int64), None)
+        buf_slots, buf_values = self.chunks[0] if self.chunks else (_EMPTY_SLOTS, _EMPTY_VALUES)
         lo = np.searchsorted(buf_slots, mine, "left").tolist()
         hi = np.searchsorted(buf_slots, mine, "right").tolist()
         rows = zip(
@@ -229,7 +233,7 @@ class WindowColumns:
             }  # fmt: skip
             sketch = self.sketches.get(slot)
             if sketch is None:
-                d["values"] = buf_values[a:b].tolist() if buf_values is not None else []
+                d["values"] = buf_values[a:b].tolist()
             else:
                 d["zero_count"] = int(sketch._zero_count)
                 d["pos_offset"] = store_offset(sketch._store)
