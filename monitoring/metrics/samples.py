@@ -241,7 +241,8 @@ class SampleDecoder:
         if record_name == SAMPLE:
             return self._sample(record, now_ms)
         if record_name == BATCH:
-            return self._batch(record, now_ms)
+            result = self.columns(BATCH, record, now_ms)
+            return BatchResult(result.batch.samples(), result.rejected)
         raise InvalidSample("wrong-record", f"{record_name} is not a metric sample or batch")
 
     def columns(self, record_name: str, record: Mapping[str, Any], now_ms: int) -> ColumnsResult:
@@ -334,40 +335,6 @@ class SampleDecoder:
             self._series.clear()
         self._series[key] = parsed
         return parsed
-
-    def _batch(self, record: dict[str, Any], now_ms: int) -> BatchResult:
-        keys, kinds, units = record["series"], record["kinds"], record["units"]
-        index, stamps, values = record["series_index"], record["timestamps_ms"], record["values"]
-        n_series = self._check_lengths(keys, kinds, units, index, stamps, values)
-        cache, parse = self._series, self._parse
-        series: list[tuple[str, str, Mapping[str, str], str, str] | InvalidSample] = []
-        for j, key in enumerate(keys):
-            parsed = cache.get(key) or parse(key)
-            if isinstance(parsed, InvalidSample):
-                series.append(parsed)
-            else:
-                kind = kinds[j] if kinds else "GAUGE"
-                series.append((key, parsed.name, parsed.labels, kind, units[j] if units else ""))
-        out: list[Sample] = []
-        rejected: list[tuple[int, InvalidSample]] = []
-        lo, hi = self.limits.min_timestamp_ms, now_ms + self.limits.max_future_skew_ms
-        isfinite = math.isfinite
-        for i, (si, ts, v) in enumerate(zip(index, stamps, values, strict=True)):
-            if not 0 <= si < n_series:
-                raise InvalidSample(
-                    "bad-series-index", f"sample {i} points at series {si} of {n_series}"
-                )
-            desc = series[si]
-            if isinstance(desc, InvalidSample):
-                rejected.append((i, desc))
-            elif lo <= ts <= hi and isfinite(v):
-                out.append(Sample(desc[0], desc[1], desc[2], ts, v, desc[3], desc[4]))
-            else:
-                try:
-                    check_point(ts, v, now_ms, self.limits)
-                except InvalidSample as e:
-                    rejected.append((i, e))
-        return BatchResult(out, rejected)
 
 
 def samples_from_record(
