@@ -61,10 +61,7 @@ class Outputs:
         """Enqueue one record; waits (without blocking the loop) only if the queue is full."""
         while True:
             try:
-                if partition is None:
-                    self.producer.produce(topic, value, key, headers=headers)
-                else:
-                    self.producer.produce(topic, value, key, partition, headers=headers)
+                self._produce(topic, key, value, partition, headers)
                 return
             except BufferError:  # librdkafka's queue is full: let it drain
                 self.producer.poll(0)
@@ -79,16 +76,26 @@ class Outputs:
     ) -> None:
         """``send`` each (key, value) in order, ``last_headers`` on the last one; one
         call for a run of records, awaiting only when librdkafka's queue is full."""
-        produce, last = self.producer.produce, len(records) - 1
+        last = len(records) - 1
         for i, (key, value) in enumerate(records):
             headers = last_headers if i == last else None
             try:
-                if partition is None:
-                    produce(topic, value, key, headers=headers)
-                else:
-                    produce(topic, value, key, partition, headers=headers)
+                self._produce(topic, key, value, partition, headers)
             except BufferError:
                 await self.send(topic, key, value, partition, headers)
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: Headers | None,
+    ) -> None:
+        if partition is None:
+            self.producer.produce(topic, value, key, headers=headers)
+        else:
+            self.producer.produce(topic, value, key, partition, headers=headers)
 
     async def dead_letter(
         self,
