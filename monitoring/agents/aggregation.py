@@ -1,9 +1,11 @@
 """Aggregation agent: samples topic -> event-time windows -> aggregates topic.
 
-Thin wiring around ``monitoring.metrics.aggregator.PartitionAggregator``: per
-assigned samples partition, decode each message (bad ones to the dead-letter topic
-with the reason in headers), feed the samples to that partition's aggregator, and
-publish closed windows and late samples. A timer closes windows of idle
+Thin wiring around ``monitoring.metrics.aggregator.PartitionAggregator``: the samples
+topic is delivered in bulk (``streams.bulk``: Faust's consumer, group and commits, but
+one handler call per fetched run instead of Faust's per-event stream). Per assigned
+partition, in offset order, each message is decoded (bad ones to the dead-letter
+topic with the reason in headers), its samples fed to that partition's aggregator,
+and closed windows and late samples published. A timer closes windows of idle
 partitions and checkpoints: outputs are flushed, the changed state goes to the
 compacted ``aggregation.state`` topic (same partition), and only then are the
 source messages acked, so Faust commits offsets no further than the changelog.
@@ -16,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
-import faust
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, Message
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.config import Settings, ms
@@ -39,8 +41,10 @@ from monitoring.metrics.samples import (
 )
 from monitoring.streams import topics
 from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
+from monitoring.streams.bulk import BulkApp
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.metric_batch import MetricBatchDecoder
+from monitoring.streams.metric_sample import MetricSampleDecoder
 from monitoring.streams.outputs import Headers, Outputs
 from monitoring.streams.partition_state import PartitionStates, Records, Slot
 from monitoring.streams.sample_encoding import sample_record
@@ -92,7 +96,7 @@ class AggregationAgent:
 
     def __init__(
         self,
-        app: faust.App,
+        app: BulkApp,
         settings: Settings,
         registry: CollectorRegistry,
         codec: AvroCodec | None = None,
@@ -104,7 +108,9 @@ class AggregationAgent:
         self.batch_decoder = MetricBatchDecoder(self.codec)
         self.metrics = _Metrics(registry)
         a = settings.aggregation
-        self.decoder = SampleDecoder(Limits(max_future_skew_ms=ms(a.max_future_skew)))
+        limits = Limits(max_future_skew_ms=ms(a.max_future_skew))
+        self.decoder = SampleDecoder(limits)
+        self.sample_decoder = MetricSampleDecoder(self.codec, limits)
         self._windows_ms = a.windows_ms
         self._lateness_ms = ms(a.allowed_lateness)
         self._idle_s = a.idle_timeout.total_seconds()
@@ -131,11 +137,10 @@ class AggregationAgent:
             restore=self._restore,
             snapshot=_snapshot,
         )
-        self._stream: StreamT | None = None
         self._idle_lock = asyncio.Lock()
         self._broker_back_at = time.monotonic()
         self._broker_down = False
-        app.agent(self.samples_topic, name="aggregation")(self._run)
+        app.bulk(self.samples_topic, self._run)
         app.timer(min(1.0, self._idle_s / 4))(self._idle_tick)
         app.timer(a.checkpoint_interval.total_seconds())(self._checkpoint_tick)
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -153,59 +158,57 @@ class AggregationAgent:
         }
 
     # -- the stream ---------------------------------------------------------------
-    async def _run(self, stream: StreamT) -> None:
-        self._stream = stream = stream.noack()  # type: ignore[attr-defined]
-        async for event in stream.events():
-            part = await self.states.get(event.message.partition)
-            async with self.states.lock:  # a checkpoint waits for the outputs
-                await self._handle(event, part)
+    async def _run(self, messages: Sequence[Message]) -> None:
+        """One fetched run (``streams.bulk``), message by message."""
+        await self.states.apply(messages, self._handle)
+        self.metrics.messages.inc(len(messages))
+        self.outputs.poll()  # delivery callbacks, once per run
 
-    async def _handle(self, event: EventT, part: Slot[PartitionAggregator]) -> None:
-        msg = event.message
-        self.states.processed(part, event)
-        self.metrics.messages.inc()
-        samples = await self._decode(event)
+    async def _handle(self, msg: Message, part: Slot[PartitionAggregator]) -> None:
+        self.states.processed(part, msg)
+        samples = await self._decode(msg)
         result = part.state.process(msg.offset, samples)
         n = len(samples.series_index) if isinstance(samples, SampleBatch) else len(samples)
-        if not n and not result.closed:
-            return
-        self.metrics.samples.inc(n)
-        self.outputs.poll()  # delivery callbacks, once per source message
+        if n:
+            self.metrics.samples.inc(n)
         if result.closed:
             await self._publish_close(msg.partition, result.closed, part.state.watermark_ms)
         for late in result.late:
             self.metrics.late.inc()
             await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
 
-    async def _decode(self, event: EventT) -> SampleBatch | list[Sample]:
+    async def _decode(self, msg: Message) -> SampleBatch | list[Sample]:
         """The message's valid samples: columns for a ``MetricBatch`` of the current
         version, ``Sample`` values otherwise (a ``MetricSample``, older versions)."""
         now_ms = int(time.time() * 1000)
+        value = msg.value
         result: ColumnsResult | BatchResult
         try:
-            if self.batch_decoder.accepts(event.value):
-                columns = self.batch_decoder.decode(event.value)._asdict()
+            if self.sample_decoder.accepts(value):
+                return [self.sample_decoder.decode(value, now_ms)]
+            if self.batch_decoder.accepts(value):
+                columns = self.batch_decoder.decode(value)._asdict()
                 result = self.decoder.columns(BATCH, columns, now_ms)
             else:
-                decoded = self.codec.decode(event.value)
+                decoded = self.codec.decode(value)
                 result = self.decoder.samples(decoded.name, decoded.record, now_ms)
         except (DecodeError, InvalidSample) as e:
-            await self._dead_letter(event, e.reason, str(e))
+            await self._dead_letter(msg, e.reason, str(e))
             return []
         if result.rejected:
             first = result.rejected[0][1]
             detail = "; ".join(f"#{i}: {e}" for i, e in result.rejected[:20])
             await self._dead_letter(
-                event, first.reason, detail, rejected=[i for i, _ in result.rejected]
+                msg, first.reason, detail, rejected=[i for i, _ in result.rejected]
             )
         return result.batch if isinstance(result, ColumnsResult) else result.samples
 
     async def _dead_letter(
-        self, event: EventT, reason: str, detail: str, rejected: list[int] | None = None
+        self, msg: Message, reason: str, detail: str, rejected: list[int] | None = None
     ) -> None:
         self.metrics.dead_letters.labels(reason).inc()
         await self.outputs.dead_letter(
-            self.dead_letter_topic, event, reason, detail, "aggregation", rejected
+            self.dead_letter_topic, msg, reason, detail, "aggregation", rejected
         )
 
     async def _publish_close(self, p: int, closed: list[Aggregate], through_ms: int) -> None:
@@ -323,7 +326,7 @@ class AggregationAgent:
     async def _checkpoint_tick(self) -> None:
         """Checkpoint every changed partition (see ``streams.partition_state``)."""
         started = time.monotonic()
-        if await self.states.checkpoint(self._stream):
+        if await self.states.checkpoint(self.app.ack):
             self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
 
 

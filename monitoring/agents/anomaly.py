@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Sequence
 from typing import Any
 
-import faust
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, Message
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitoring.anomaly import DEFAULT_DETECTOR, detector_names
@@ -37,6 +37,7 @@ from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
 from monitoring.streams import topics
 from monitoring.streams.aggregate_encoding import AggregateDecoder, AggregateEncoder
+from monitoring.streams.bulk import BulkApp
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import Outputs
 from monitoring.streams.partition_state import PartitionStates, Records, Slot
@@ -107,11 +108,12 @@ class AnomalyAgent:
 
     def __init__(
         self,
-        app: faust.App,
+        app: BulkApp,
         settings: Settings,
         registry: CollectorRegistry,
         codec: AvroCodec | None = None,
     ) -> None:
+        self.app = app
         self.settings = a = settings.anomaly
         self.codec = codec or AvroCodec.from_directory()
         self.encoder = AggregateEncoder(self.codec)
@@ -134,9 +136,8 @@ class AnomalyAgent:
             restore=self._restore,
             snapshot=_snapshot,
         )
-        self._stream: StreamT | None = None
         self._sized_at = -STATE_BYTES_EVERY_S
-        app.agent(self.source, name="anomaly")(self._run)
+        app.bulk(self.source, self._run)
         app.timer(a.checkpoint_interval.total_seconds())(self._checkpoint_tick)
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -159,21 +160,18 @@ class AnomalyAgent:
         }
 
     # -- the stream ---------------------------------------------------------------
-    async def _run(self, stream: StreamT) -> None:
-        self._stream = stream = stream.noack()  # type: ignore[attr-defined]
-        async for event in stream.events():
-            slot = await self.states.get(event.message.partition)
-            async with self.states.lock:  # a checkpoint waits for the outputs
-                await self._handle(event, slot)
+    async def _run(self, messages: Sequence[Message]) -> None:
+        """One fetched run of aggregates (``streams.bulk``), message by message."""
+        await self.states.apply(messages, self._handle)
+        self.outputs.poll()  # delivery callbacks, once per run
 
-    async def _handle(self, event: EventT, slot: Slot[PartitionScorers]) -> None:
-        msg = event.message
-        self.states.processed(slot, event)
+    async def _handle(self, msg: Message, slot: Slot[PartitionScorers]) -> None:
+        self.states.processed(slot, msg)
         try:
-            agg = self.decoder.decode(event.value)
+            agg = self.decoder.decode(msg.value)
         except DecodeError as e:
             reason = "unexpected-record" if e.reason == "wrong-record" else e.reason
-            await self._dead_letter(event, reason, str(e))
+            await self._dead_letter(msg, reason, str(e))
             return
         if agg.window_ms != self.window_ms or not self.choice.scored(agg.name):
             return
@@ -183,7 +181,6 @@ class AnomalyAgent:
             self.metrics.replayed.inc()
             return
         self.metrics.points.inc()
-        self.outputs.poll()
         await self._publish(agg, scored)
 
     async def _publish(self, src: Aggregate, scored: Scored) -> None:
@@ -215,9 +212,9 @@ class AnomalyAgent:
             self.anomalies_topic, src.series.encode(), self.codec.encode(ANOMALY, event)
         )
 
-    async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:
+    async def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         self.metrics.dead_letters.labels(reason).inc()
-        await self.outputs.dead_letter(self.dead_letter_topic, event, reason, detail, "anomaly")
+        await self.outputs.dead_letter(self.dead_letter_topic, msg, reason, detail, "anomaly")
 
     # -- state ---------------------------------------------------------------------
     def _restore(self, p: int, table: dict[bytes, bytes]) -> PartitionScorers:
@@ -234,7 +231,7 @@ class AnomalyAgent:
 
     async def _checkpoint_tick(self) -> None:
         started = time.monotonic()
-        await self.states.checkpoint(self._stream)
+        await self.states.checkpoint(self.app.ack)
         slots = list(self.states.slots.values())
         self.metrics.series.set(sum(len(s.state) for s in slots))
         if time.monotonic() - self._sized_at >= STATE_BYTES_EVERY_S:  # a deep walk: rarely

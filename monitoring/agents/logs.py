@@ -45,7 +45,7 @@ from monitoring.streams import topics
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.log_processing import Encoded, LogProcessor, Rejected
 from monitoring.streams.outputs import Outputs, dead_letter_headers
-from monitoring.streams.partition_state import PartitionStates, Records
+from monitoring.streams.partition_state import Ack, PartitionStates, Records
 
 log = get_logger("logs")
 _CHECKPOINT_KEY = CHECKPOINT_KEY.encode()
@@ -127,7 +127,7 @@ class LogAgent:
             restore=self._restore,
             snapshot=_snapshot,
         )
-        self._stream: StreamT | None = None
+        self._ack: Ack | None = None  # the stream's, once the agent runs
         app.agent(self.logs_topic, name="logs")(self._run)
         app.timer(min(1.0, self._idle_s / 4))(self._idle_tick)
         app.timer(cfg.checkpoint_interval.total_seconds())(self._checkpoint_tick)
@@ -146,7 +146,8 @@ class LogAgent:
 
     # -- the stream ---------------------------------------------------------------
     async def _run(self, stream: StreamT) -> None:
-        self._stream = stream = stream.noack()  # type: ignore[attr-defined]
+        stream = stream.noack()  # type: ignore[attr-defined]
+        self._ack = stream.ack
         async for event in stream.events():
             msg = event.message
             part = await self.states.get(msg.partition)
@@ -191,7 +192,9 @@ class LogAgent:
 
     async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:
         self.metrics.dead_letters.labels(reason).inc()
-        await self.outputs.dead_letter(self.dead_letter_topic, event, reason, detail, "logs")
+        await self.outputs.dead_letter(
+            self.dead_letter_topic, event.message, reason, detail, "logs"
+        )
 
     async def _dead_letter_line(self, event: EventT, bad: Rejected) -> None:
         """One rejected line of a batch: the line alone as a LogRecord, with the reason
@@ -249,7 +252,7 @@ class LogAgent:
     async def _checkpoint_tick(self) -> None:
         """Outputs flushed, then state written, then sources acked (see module doc)."""
         started = time.monotonic()
-        if await self.states.checkpoint(self._stream):
+        if await self.states.checkpoint(self._ack):
             self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
 
 

@@ -47,7 +47,7 @@ from monitoring.mlops.monitor import ModelMonitor, MonitorConfig, Records
 from monitoring.streams import topics
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import Outputs
-from monitoring.streams.partition_state import PartitionStates, Slot
+from monitoring.streams.partition_state import Ack, PartitionStates, Slot
 from monitoring.streams.sample_encoding import SampleEncoder, SeriesRef, make_series
 
 log = get_logger("model_metrics")
@@ -121,7 +121,7 @@ class ModelMetricsAgent:
             snapshot=_snapshot,
         )
         self._series: dict[str, SeriesRef] = {}
-        self._stream: StreamT | None = None
+        self._ack: Ack | None = None  # the stream's, once the agent runs
         self._by_topic = {
             self.predictions_topic: self.metrics.messages.labels("predictions"),
             self.labels_topic: self.metrics.messages.labels("labels"),
@@ -144,7 +144,8 @@ class ModelMetricsAgent:
 
     # -- the stream ---------------------------------------------------------------
     async def _run(self, stream: StreamT) -> None:
-        self._stream = stream = stream.noack()  # type: ignore[attr-defined]
+        stream = stream.noack()  # type: ignore[attr-defined]
+        self._ack = stream.ack
         async for event in stream.events():
             slot = await self.states.get(event.message.partition)
             async with self.states.lock:  # a checkpoint waits for the outputs
@@ -185,7 +186,7 @@ class ModelMetricsAgent:
         except (DecodeError, InvalidModelEvent, InvalidSample) as e:
             self.metrics.dead_letters.labels(e.reason).inc()
             await self.outputs.dead_letter(
-                self.dead_letter_topic, event, e.reason, str(e), "model_metrics"
+                self.dead_letter_topic, event.message, e.reason, str(e), "model_metrics"
             )
             return None
         return ev
@@ -212,7 +213,7 @@ class ModelMetricsAgent:
         # Checkpoint first: the next owner (perhaps this worker again) restores this
         # state and skips the messages it covers, so a rebalance emits no sample twice
         # (the samples are not idempotent downstream: a window counts each one).
-        await self.states.checkpoint(self._stream, force=True)
+        await self.states.checkpoint(self._ack, force=True)
         self.states.on_revoked(revoked)
 
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
@@ -223,7 +224,7 @@ class ModelMetricsAgent:
         log.info("model_metrics_shutdown_checkpoint", partitions=sorted(self.states.slots))
 
     async def _checkpoint_tick(self) -> None:
-        await self.states.checkpoint(self._stream)
+        await self.states.checkpoint(self._ack)
         monitors = [s.state for s in self.states.slots.values()]
         self.metrics.pending.set(sum(m.pending for m in monitors))
         totals: dict[str, int] = {}

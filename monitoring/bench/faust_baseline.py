@@ -1,10 +1,11 @@
 """``monitoring bench faust-baseline``: what Faust itself costs per message here.
 
 Fills a fresh 6-partition topic with small messages, then runs a Faust worker whose
-agent only counts them (``noack`` as the aggregation agent does, or with Faust's
-automatic acks), and prints messages/s from the first message to the last. The gap
-between this and the aggregation worker's one-sample-per-message rate is our code;
-the rest is the framework's per-message cost on this machine.
+agent only counts them (``noack``, or with Faust's automatic acks), or whose bulk
+handler (``streams.bulk``, as the aggregation agent reads samples) counts and acks
+them, and prints messages/s from the first message to the last and the CPU time per
+message. The gap between this and the aggregation worker's one-sample-per-message
+rate is our code; the rest is the framework's per-message cost on this machine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from confluent_kafka import Producer
 from monitoring.config import KafkaSettings
 from monitoring.streams.admin import ensure_topics
 from monitoring.streams.topics import TopicSpec
+
+MODES = ("noack", "auto-ack", "bulk")
 
 
 def fill(bootstrap: str, topic: str, n: int, size: int = 100) -> None:
@@ -37,14 +40,18 @@ def fill(bootstrap: str, topic: str, n: int, size: int = 100) -> None:
     p.flush(60)
 
 
-def run(bootstrap: str, n: int, acks: bool) -> None:
-    """Fill a topic, consume it with a counting agent, print the rate, exit the process."""
-    import faust
+def run(bootstrap: str, n: int, mode: str) -> None:
+    """Fill a topic, consume it (``mode``: noack, auto-ack or bulk), print the rate and
+    exit the process."""
     from faust.worker import Worker
 
+    from monitoring.streams.bulk import BulkApp
+
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
     topic = f"bench-faust-{uuid.uuid4().hex[:8]}"
     fill(bootstrap, topic, n)
-    app = faust.App(
+    app = BulkApp(
         topic,
         broker=f"kafka://{bootstrap}",
         key_serializer="raw",
@@ -53,19 +60,36 @@ def run(bootstrap: str, n: int, acks: bool) -> None:
         datadir=tempfile.mkdtemp(prefix="faust-baseline-"),
         consumer_auto_offset_reset="earliest",
     )
-    state: dict[str, Any] = {"n": 0, "t0": 0.0}
+    state: dict[str, float] = {"n": 0, "t0": 0.0, "cpu0": 0.0}
 
-    @app.agent(app.topic(topic))
-    async def count(stream: Any) -> None:
-        source = stream if acks else stream.noack()
-        async for _ in source.events():
-            if state["n"] == 0:
-                state["t0"] = time.perf_counter()
-            state["n"] += 1
-            if state["n"] == n:
-                rate = (n - 1) / (time.perf_counter() - state["t0"])
-                mode = "auto-ack" if acks else "noack"
-                print(f"faust_baseline messages={n} mode={mode} msgs_per_s={rate:.0f}", flush=True)
-                os._exit(0)  # the measurement is done; skip the worker's slow shutdown
+    def counted(k: int) -> None:
+        if state["n"] == 0:
+            state["t0"], state["cpu0"] = time.perf_counter(), time.process_time()
+        state["n"] += k
+        if state["n"] >= n:
+            wall = time.perf_counter() - state["t0"]
+            cpu_us = (time.process_time() - state["cpu0"]) / n * 1e6
+            print(
+                f"faust_baseline messages={n} mode={mode} msgs_per_s={(n - 1) / wall:.0f} "
+                f"cpu_us_per_msg={cpu_us:.1f}",
+                flush=True,
+            )
+            os._exit(0)  # the measurement is done; skip the worker's slow shutdown
+
+    if mode == "bulk":
+
+        async def handle(messages: Any) -> None:
+            for m in messages:
+                await app.ack(m)
+            counted(len(messages))
+
+        app.bulk(app.topic(topic), handle)
+    else:
+
+        @app.agent(app.topic(topic))
+        async def count(stream: Any) -> None:
+            source = stream if mode == "auto-ack" else stream.noack()
+            async for _ in source.events():
+                counted(1)
 
     Worker(app, loglevel="error", quiet=True, redirect_stdouts=False).execute_from_commandline()

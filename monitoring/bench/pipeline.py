@@ -6,7 +6,8 @@ Phases, each on the local broker with a worker and a store as separate processes
    time the worker draining it: samples/s of wall time and per CPU-second of the
    worker process (its user+system time from /proc);
 2. once the worker is idle again (its anomaly agent has scored phase 1's aggregates),
-   the same with one sample per message (MetricSample);
+   the same with one sample per message (MetricSample), produced while the worker is
+   paused (SIGSTOP) so that it too is a backlog;
 3. live load at half the measured batched peak (one thread replaying pre-generated
    scrapes through the SDK's series handles, about 280 k samples/s alone; the rate
    it reached is printed), with probe samples stamped with the current time: end-to-end latency
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -158,7 +160,7 @@ def run(
     bootstrap: str,
     n_series: int = 1_000,
     batch_ticks: int = 2_000,
-    single_ticks: int = 20,
+    single_ticks: int = 100,
     live_seconds: int = 30,
     progress: Callable[[str], None] = print,
     anomaly: bool = True,
@@ -195,7 +197,17 @@ def run(
         _wait_idle(d, "worker", progress)
         progress(f"phase 2: {n_series} series x {single_ticks} scrapes, one sample per message")
         start2 = start + batch_ticks * interval
-        n2, res.producer_single_per_s = _produce(d, n_series, start2, single_ticks, interval, False)
+        # a backlog, as in phase 1: the worker is paused while the producer writes (it
+        # would otherwise keep pace with it, and only the tail would be measured);
+        # its group session (10 s) outlasts the pause at the producer's rates
+        worker_pid = d.procs["worker"].pid
+        os.kill(worker_pid, signal.SIGSTOP)
+        try:
+            n2, res.producer_single_per_s = _produce(
+                d, n_series, start2, single_ticks, interval, False
+            )
+        finally:
+            os.kill(worker_pid, signal.SIGCONT)
         progress(f"producer: {n2} samples at {res.producer_single_per_s:,.0f}/s")
         res.worker_single_per_s, res.worker_single_per_cpu_s = drain(
             d, "worker", wport, n1 + n2, progress

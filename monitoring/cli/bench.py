@@ -20,7 +20,7 @@ app = typer.Typer(
 def pipeline(
     series: int = typer.Option(1_000, help="series in the load"),
     batch_ticks: int = typer.Option(2_000, help="1 s scrapes per series, batched phase"),
-    single_ticks: int = typer.Option(20, help="1 s scrapes per series, one sample per message"),
+    single_ticks: int = typer.Option(100, help="1 s scrapes per series, one sample per message"),
     live_seconds: int = typer.Option(30, help="duration of the latency phase"),
     anomaly: bool = typer.Option(True, help="the worker's anomaly agent on (the default)"),
     batch_samples: int = typer.Option(500, help="samples per batched message"),
@@ -75,13 +75,15 @@ def pipeline(
 @app.command("faust-baseline")
 def faust_baseline(
     messages: int = typer.Option(30_000, help="messages to consume"),
-    acks: bool = typer.Option(False, "--acks/--noack", help="Faust's automatic acks or none"),
+    mode: str = typer.Option(
+        "noack", help="noack / auto-ack: a Faust agent's stream; bulk: streams.bulk"
+    ),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Messages/s of a Faust agent that does nothing: the framework's own cost."""
     from monitoring.bench.faust_baseline import run
 
-    run(load_settings(config).kafka.bootstrap_servers, messages, acks)
+    run(load_settings(config).kafka.bootstrap_servers, messages, mode)
 
 
 @app.command("anomaly")

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import tempfile
 
-import faust
-
 from monitoring.config import Settings
+from monitoring.streams.bulk import BulkApp
 
 
-def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
-    """A Faust app on the configured broker, raw bytes in and out (Avro is ours).
+def create_app(settings: Settings, app_id: str | None = None) -> BulkApp:
+    """A Faust app on the configured broker, raw bytes in and out (Avro is ours); its
+    topics can be delivered in bulk (``streams.bulk``).
 
     The app id (the consumer group) is ``<topic_prefix>worker`` unless given.
     """
     k = settings.kafka
     app_id = app_id or f"{k.topic_prefix}worker"
-    return faust.App(
+    return BulkApp(
         app_id,
         broker=[f"kafka://{host}" for host in k.bootstrap_servers.split(",")],
         key_serializer="raw",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import fastavro
 
@@ -200,7 +200,7 @@ class LogBatchDecoder:
         )
         self._by_header = {v.header: v for v in versions}
 
-    def accepts(self, data: Any) -> bool:
+    def accepts(self, data: Any) -> TypeGuard[bytes]:
         """Whether ``data`` is a LogBatch (of any registered version) by its header."""
         return isinstance(data, bytes) and data[:HEADER_LEN] in self.headers
 

@@ -26,7 +26,7 @@ finite values): the caller does that on the arrays.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
@@ -305,7 +305,7 @@ class MetricBatchDecoder:
             else None
         )
 
-    def accepts(self, data: Any) -> bool:
+    def accepts(self, data: Any) -> TypeGuard[bytes]:
         """Whether ``data`` is bytes whose header names a MetricBatch version."""
         return isinstance(data, bytes) and data[:HEADER_LEN] in self.headers
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
+from faust.types import Message
 
 from monitoring.config import KafkaSettings
 from monitoring.log import get_logger
@@ -100,14 +101,13 @@ class Outputs:
     async def dead_letter(
         self,
         topic: str,
-        event: Any,
+        msg: Message,
         reason: str,
         detail: str,
         stage: str,
         rejected: list[int] | None = None,
     ) -> None:
-        """Send a Faust event's original bytes to the dead-letter ``topic``, with why."""
-        msg = event.message
+        """Send a consumed message's original bytes to the dead-letter ``topic``, with why."""
         log.warning(
             "dead_letter", stage=stage, reason=reason, error=detail[:200],
             topic=msg.topic, partition=msg.partition, offset=msg.offset,
@@ -115,7 +115,7 @@ class Outputs:
         headers = dead_letter_headers(
             reason, detail, msg.topic, msg.partition, msg.offset, stage, rejected
         )
-        value = event.value if isinstance(event.value, bytes) else None
+        value = msg.value if isinstance(msg.value, bytes) else None
         await self.send(topic, msg.key, value, headers=headers)
 
     def poll(self) -> None:

@@ -3,14 +3,15 @@
 The pattern every stateful Faust agent shares (aggregation, anomaly, logs, model
 metrics): the state of source partition ``p`` lives in partition ``p`` of a compacted
 state topic as keyed records (latest wins, ``None`` deletes). On assignment the
-partition's table is read back and handed to ``restore``; the agent processes messages
-with ``noack``, each under ``lock`` (from ``processed`` until its outputs are
-enqueued), so that a checkpoint never sees a state whose outputs are not yet sent.
-``checkpoint`` (called from a timer) takes the changed records of every partition from
-``snapshot`` (``None``: unchanged), flushes the agent's outputs, writes the records,
-flushes again and only then acks the source messages, so Faust commits offsets no
-further than the changelog. A checkpoint the broker did not acknowledge is kept and
-retried at the next call; nothing is acked meanwhile.
+partition's table is read back and handed to ``restore``. The agent processes
+messages unacked (a ``noack`` stream, or bulk delivery), each under ``lock`` (from
+``processed`` until its outputs are enqueued), so that a checkpoint never sees a state
+whose outputs are not yet sent. ``checkpoint`` (called from a timer) takes the
+changed records of every partition from ``snapshot`` (``None``: unchanged), flushes
+the agent's outputs, writes the records, flushes again and only then acks the source
+messages, so Faust commits offsets no further than the changelog. A checkpoint the
+broker did not acknowledge is kept and retried at the next call; nothing is acked
+meanwhile.
 
 ``restore`` and ``snapshot`` are the agent's: this module knows nothing of the state.
 """
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, Message
 
 from monitoring.log import get_logger
 from monitoring.streams.changelog import read_table
@@ -31,6 +32,8 @@ from monitoring.streams.outputs import Outputs
 
 S = TypeVar("S")
 Records = list[tuple[bytes, bytes | None]]
+Ack = Callable[[Any], Awaitable[Any]]
+"""Acks one processed source message or event (``Stream.ack``, ``BulkApp.ack``)."""
 MAX_CHECKPOINT_DUTY = 0.1  # share of the worker's time checkpoints may take
 log = get_logger("partition_state")
 
@@ -40,12 +43,12 @@ class Slot(Generic[S]):
     """One assigned partition: its state and the source messages not yet acked."""
 
     state: S
-    pending: list[EventT] = field(default_factory=list)  # processed, not yet checkpointed
+    pending: list[Any] = field(default_factory=list)  # processed, not yet checkpointed
     last_event_wall: float = field(default_factory=time.monotonic)
     # a checkpoint taken but not yet acknowledged by the broker: its records (in write
     # order, the agent's last record last) and the source messages it covers
     unwritten: dict[bytes, bytes | None] = field(default_factory=dict)
-    unacked: list[EventT] = field(default_factory=list)
+    unacked: list[Any] = field(default_factory=list)
 
 
 class PartitionStates(Generic[S]):
@@ -99,10 +102,25 @@ class PartitionStates(Generic[S]):
         )
         return Slot(state)
 
-    def processed(self, slot: Slot[S], event: EventT) -> None:
-        """Record that ``event`` was applied to ``slot``'s state (ack at next checkpoint)."""
+    async def apply(
+        self, messages: Sequence[Message], handle: Callable[[Message, Slot[S]], Awaitable[None]]
+    ) -> None:
+        """A bulk-delivered run (``streams.bulk``): ``handle`` each message with its
+        partition's slot, each partition's messages in offset order under ``lock``."""
+        runs: dict[int, list[Message]] = {}
+        for m in messages:
+            runs.setdefault(m.partition, []).append(m)
+        for p, run in runs.items():
+            slot = await self.get(p)
+            async with self.lock:  # a checkpoint waits for the outputs
+                for m in run:
+                    await handle(m, slot)
+
+    def processed(self, slot: Slot[S], message: Any) -> None:
+        """Record that ``message`` (a Faust event or message) was applied to ``slot``'s
+        state: acked after the next checkpoint."""
         slot.last_event_wall = time.monotonic()
-        slot.pending.append(event)
+        slot.pending.append(message)
 
     async def on_assigned(self, assigned: Iterable[TP]) -> None:
         """Restore newly assigned partitions of the source topic."""
@@ -116,7 +134,7 @@ class PartitionStates(Generic[S]):
                 self.slots.pop(tp.partition, None)
                 self._restoring.pop(tp.partition, None)
 
-    async def checkpoint(self, stream: StreamT | None, force: bool = False) -> bool:
+    async def checkpoint(self, ack: Ack | None, force: bool = False) -> bool:
         """Outputs, then state, then acks for every changed partition; True if written.
 
         Unless ``force``d (a rebalance, a shutdown), a checkpoint that follows the last
@@ -129,12 +147,12 @@ class PartitionStates(Generic[S]):
             return False
         started = time.monotonic()
         try:
-            return await self._checkpoint(stream)
+            return await self._checkpoint(ack)
         finally:
             took = time.monotonic() - started
             self._next_at = time.monotonic() + took * (1 / self.max_duty - 1)
 
-    async def _checkpoint(self, stream: StreamT | None) -> bool:
+    async def _checkpoint(self, ack: Ack | None) -> bool:
         async with self._checkpointing:
             async with self.lock:
                 for slot in self.slots.values():
@@ -154,8 +172,8 @@ class PartitionStates(Generic[S]):
             for p, slot in todo:
                 slot.unwritten.clear()
                 unacked, slot.unacked = slot.unacked, []
-                if self.slots.get(p) is not slot or stream is None:
+                if self.slots.get(p) is not slot or ack is None:
                     continue  # revoked meanwhile: the new owner replays these messages
-                for event in unacked:
-                    await stream.ack(event)
+                for message in unacked:
+                    await ack(message)
             return True

@@ -104,7 +104,7 @@ def sample_record(
     }
 
 
-_FAST_SAMPLE_LAYOUT = {
+SAMPLE_LAYOUT: dict[str, Any] = {  # MetricSample v2, which the fast paths read and write
     "type": "record", "name": "MetricSample", "namespace": "monitoring",
     "fields": [
         {"name": "name", "type": "string"},
@@ -169,7 +169,7 @@ class SampleEncoder:
         self.source = source
         self._slow = functools.partial(codec.encode, SAMPLE)
         self._source = avro_string(source)
-        self.fast = same_layout(_FAST_SAMPLE_LAYOUT, sv.parsed)
+        self.fast = same_layout(SAMPLE_LAYOUT, sv.parsed)
         self._parts: dict[bytes, tuple[bytes, bytes]] = {}
 
     def encode(self, s: SeriesRef, timestamp_ms: int, value: float) -> bytes:
