@@ -160,22 +160,21 @@ class AggregationAgent:
     # -- the stream ---------------------------------------------------------------
     async def _run(self, messages: Sequence[Message]) -> None:
         """One fetched run (``streams.bulk``), message by message."""
-        await self.states.apply(messages, self._handle)
+        self.metrics.samples.inc(await self.states.apply(messages, self._handle))
         self.metrics.messages.inc(len(messages))
         self.outputs.poll()  # delivery callbacks, once per run
 
-    async def _handle(self, msg: Message, part: Slot[PartitionAggregator]) -> None:
+    async def _handle(self, msg: Message, part: Slot[PartitionAggregator]) -> int:
+        """Apply one message; the number of samples it added."""
         self.states.processed(part, msg)
         samples = await self._decode(msg)
         result = part.state.process(msg.offset, samples)
-        n = len(samples.series_index) if isinstance(samples, SampleBatch) else len(samples)
-        if n:
-            self.metrics.samples.inc(n)
         if result.closed:
             await self._publish_close(msg.partition, result.closed, part.state.watermark_ms)
         for late in result.late:
             self.metrics.late.inc()
             await self._publish_late(late.sample, late.window_sizes_ms, late.watermark_ms)
+        return len(samples.series_index) if isinstance(samples, SampleBatch) else len(samples)
 
     async def _decode(self, msg: Message) -> SampleBatch | list[Sample]:
         """The message's valid samples: columns for a ``MetricBatch`` of the current

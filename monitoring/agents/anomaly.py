@@ -162,26 +162,27 @@ class AnomalyAgent:
     # -- the stream ---------------------------------------------------------------
     async def _run(self, messages: Sequence[Message]) -> None:
         """One fetched run of aggregates (``streams.bulk``), message by message."""
-        await self.states.apply(messages, self._handle)
+        self.metrics.points.inc(await self.states.apply(messages, self._handle))
         self.outputs.poll()  # delivery callbacks, once per run
 
-    async def _handle(self, msg: Message, slot: Slot[PartitionScorers]) -> None:
+    async def _handle(self, msg: Message, slot: Slot[PartitionScorers]) -> int:
+        """Score one aggregate; 1 if it was scored."""
         self.states.processed(slot, msg)
         try:
             agg = self.decoder.decode(msg.value)
         except DecodeError as e:
             reason = "unexpected-record" if e.reason == "wrong-record" else e.reason
             await self._dead_letter(msg, reason, str(e))
-            return
+            return 0
         if agg.window_ms != self.window_ms or not self.choice.scored(agg.name):
-            return
+            return 0
         value = float(getattr(agg, self.settings.field))
         scored = slot.state.process(msg.offset, agg.series, agg.name, agg.window_start_ms, value)
         if scored is None:
             self.metrics.replayed.inc()
-            return
-        self.metrics.points.inc()
+            return 0
         await self._publish(agg, scored)
+        return 1
 
     async def _publish(self, src: Aggregate, scored: Scored) -> None:
         labels = {**src.labels, "metric": src.name}

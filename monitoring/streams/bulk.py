@@ -35,7 +35,6 @@ from mode import Service
 
 BulkHandler = Callable[[Sequence[Message]], Awaitable[None]]
 MAX_RUN = 5_000  # messages per handler call, at most
-_YIELD_EVERY = 100  # messages for other topics between event-loop turns, as Faust does
 
 
 class BulkConsumer(faust_aiokafka.Consumer):
@@ -43,47 +42,14 @@ class BulkConsumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the fetcher's loop
         app = cast(BulkApp, self.app)
-        handlers = app.bulk_handlers
-        if not handlers:
+        if not app.bulk_handlers:
             await super()._drain_messages(fetcher)
             return
-        callback = self.callback
-        read_offset = self._read_offset
-        acks_enabled_for = app.topics.acks_enabled_for
         consumer_stopped = cast(Service, self)._stopped.is_set
         fetcher_stopped = cast(Service, fetcher)._stopped.is_set
-        runs: dict[str, list[Message]] = {}
-        since_yield = 0
         try:
             while not (consumer_stopped() or fetcher_stopped()):
-                ait = self.getmany(timeout=1.0)
-                await self.sleep(0)
-                if self.should_stop:
-                    continue
-                async for tp, message in ait:
-                    offset = message.offset
-                    last = read_offset[tp]
-                    if last is not None and offset < last:
-                        continue  # already read: Faust drops these too
-                    if last and offset - last > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, last + 1, offset)  # lets commits pass it
-                    if tp.topic in handlers:
-                        run = runs.setdefault(tp.topic, [])
-                        run.append(message)
-                        # as Faust's loop does per message: getmany stops yielding once
-                        # a rebalance begins, and the seek that ends it resets this
-                        read_offset[tp] = offset
-                        if len(run) >= MAX_RUN:
-                            await self._deliver(runs)
-                        continue
-                    since_yield += 1
-                    if since_yield > _YIELD_EVERY:
-                        await asyncio.sleep(0)
-                        since_yield = 0
-                    await self.wait_first(callback(message), self.suspend_flow.wait())
-                    read_offset[tp] = offset
-                await self._deliver(runs)
-                await self._commit_if_due()
+                await self._drain_once()
         except self.consumer_stopped_errors:
             if app.should_stop:
                 return
@@ -93,35 +59,67 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
-    async def _deliver(self, runs: dict[str, list[Message]]) -> None:
-        """Hand each topic's run to its handler, without the messages fetched before a
-        rebalance (flow stopped, or an older generation: Faust's streams skip these
-        too). Faust's seek to the committed offsets, which comes after, fetches them
-        again (and resets the read offsets they moved: see ``_drain_messages``)."""
+    async def _drain_once(self) -> None:
+        """One fetch, as ``Consumer.getmany`` and ``_drain_messages`` take it, but a
+        partition's records at a time: messages of bulk topics are collected into runs,
+        the others go to Faust's conductor one by one."""
         app = cast(BulkApp, self.app)
-        pending = [(topic, run) for topic, run in runs.items() if run]
-        runs.clear()
-        inbound = app.monitor.stream_inbound_time if app.monitor is not None else None
-        for topic, run in pending:
-            if not self.flow_active:
-                return
-            generation = app.consumer_generation_id
-            # generations only grow along a run: equal ends mean all equal
-            if run[0].generation_id != generation or run[-1].generation_id != generation:
-                run = [m for m in run if m.generation_id == generation]
-                if not run:
+        records, active = await self._wait_next_records(1.0)
+        if not records or self.should_stop:
+            return
+        if not self.flow_active:
+            await self.perform_seek()  # as getmany does: fetched before a rebalance
+            return
+        handlers, read_offset = app.bulk_handlers, self._read_offset
+        to_message = self._to_message
+        runs: dict[str, list[Message]] = {}
+        for tp, recs in records.items():
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            last = read_offset[tp]
+            if last is not None:
+                recs = [r for r in recs if r.offset >= last]  # already read: Faust drops these
+                if not recs:
                     continue
-            if inbound is not None:  # Faust's "stream is slow" check reads this
-                now = time.monotonic()
-                for tp in {m.tp for m in run}:
-                    inbound[tp] = now
-            await app.bulk_handlers[topic](run)
-
-    async def _commit_if_due(self) -> None:
+                if last and recs[0].offset - last > 1 and app.topics.acks_enabled_for(tp.topic):
+                    await self._add_gap(tp, last + 1, recs[0].offset)  # lets commits pass it
+            messages = [to_message(tp, r) for r in recs]
+            read_offset[tp] = messages[-1].offset  # the seek after a rebalance resets it
+            if tp.topic in handlers:
+                runs.setdefault(tp.topic, []).extend(messages)
+                continue
+            for message in messages:  # Faust's own path for the other topics
+                if not self.flow_active:
+                    break
+                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+        for topic, run in runs.items():
+            for i in range(0, len(run), MAX_RUN):
+                await self._deliver(topic, run[i : i + MAX_RUN])
         every = self._commit_every
         if every is not None and self._n_acked >= every:
             self._n_acked = 0
             await self.commit()
+
+    async def _deliver(self, topic: str, run: list[Message]) -> None:
+        """Hand a run to its topic's handler, without the messages fetched before a
+        rebalance (flow stopped, or an older generation: Faust's streams skip these
+        too). Faust's seek to the committed offsets, which comes after, fetches them
+        again (and resets the read offsets they moved)."""
+        app = cast(BulkApp, self.app)
+        if not self.flow_active:
+            return
+        generation = app.consumer_generation_id
+        # generations only grow along a run: equal ends mean all equal
+        if run[0].generation_id != generation or run[-1].generation_id != generation:
+            run = [m for m in run if m.generation_id == generation]
+            if not run:
+                return
+        inbound = app.monitor.stream_inbound_time  # Faust's "stream is slow" check
+        now = time.monotonic()
+        for tp in {m.tp for m in run}:
+            inbound[tp] = now
+        await app.bulk_handlers[topic](run)
 
 
 class BulkTransport(faust_aiokafka.Transport):

@@ -103,18 +103,21 @@ class PartitionStates(Generic[S]):
         return Slot(state)
 
     async def apply(
-        self, messages: Sequence[Message], handle: Callable[[Message, Slot[S]], Awaitable[None]]
-    ) -> None:
+        self, messages: Sequence[Message], handle: Callable[[Message, Slot[S]], Awaitable[int]]
+    ) -> int:
         """A bulk-delivered run (``streams.bulk``): ``handle`` each message with its
-        partition's slot, each partition's messages in offset order under ``lock``."""
+        partition's slot, each partition's messages in offset order under ``lock``.
+        Returns the sum of what ``handle`` returned (a count for the agent's metrics)."""
         runs: dict[int, list[Message]] = {}
         for m in messages:
             runs.setdefault(m.partition, []).append(m)
+        total = 0
         for p, run in runs.items():
             slot = await self.get(p)
             async with self.lock:  # a checkpoint waits for the outputs
                 for m in run:
-                    await handle(m, slot)
+                    total += await handle(m, slot)
+        return total
 
     def processed(self, slot: Slot[S], message: Any) -> None:
         """Record that ``message`` (a Faust event or message) was applied to ``slot``'s

@@ -19,7 +19,7 @@ def message(offset: int, generation: int, partition: int = 0) -> Any:
     )
 
 
-def deliver(runs: dict[str, list[Any]], generation: int, flow_active: bool = True) -> list[Any]:
+def deliver(run: list[Any], generation: int, flow_active: bool = True) -> list[Any]:
     got: list[Any] = []
 
     async def handler(messages: list[Any]) -> None:
@@ -31,8 +31,7 @@ def deliver(runs: dict[str, list[Any]], generation: int, flow_active: bool = Tru
         bulk_handlers={"samples": handler},
     )
     consumer = SimpleNamespace(app=app, flow_active=flow_active)
-    asyncio.run(BulkConsumer._deliver(consumer, runs))  # type: ignore[arg-type]
-    assert runs == {}  # taken, delivered or not
+    asyncio.run(BulkConsumer._deliver(consumer, "samples", run))  # type: ignore[arg-type]
     if got:
         assert set(app.monitor.stream_inbound_time) == {m.tp for m in got}
     return got
@@ -40,7 +39,7 @@ def deliver(runs: dict[str, list[Any]], generation: int, flow_active: bool = Tru
 
 def test_a_run_of_the_current_generation_is_delivered_whole_and_in_order() -> None:
     run = [message(i, 3, partition=i % 2) for i in range(10)]
-    assert deliver({"samples": list(run)}, generation=3) == run
+    assert deliver(list(run), generation=3) == run
 
 
 def test_messages_fetched_before_a_rebalance_are_left_to_be_fetched_again() -> None:
@@ -48,9 +47,9 @@ def test_messages_fetched_before_a_rebalance_are_left_to_be_fetched_again() -> N
     those fetched after it (the new generation) must be delivered, not dropped."""
     old = [message(i, 3) for i in range(5)]
     new = [message(i, 4) for i in range(5)]
-    assert deliver({"samples": old + new}, generation=4) == new
-    assert deliver({"samples": list(old)}, generation=4) == []
+    assert deliver(old + new, generation=4) == new
+    assert deliver(list(old), generation=4) == []
 
 
 def test_nothing_is_delivered_while_the_flow_is_stopped() -> None:
-    assert deliver({"samples": [message(0, 4)]}, generation=4, flow_active=False) == []
+    assert deliver([message(0, 4)], generation=4, flow_active=False) == []
