@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.types import TP
 
-from monitoring.streams.bulk import BulkConsumer
+from monitoring.streams.bulk import MAX_RUN, MAX_RUN_BYTES, BulkConsumer, split_runs
 
 
 def message(offset: int, generation: int, partition: int = 0) -> Any:
@@ -53,3 +53,15 @@ def test_messages_fetched_before_a_rebalance_are_left_to_be_fetched_again() -> N
 
 def test_nothing_is_delivered_while_the_flow_is_stopped() -> None:
     assert deliver([message(0, 4)], generation=4, flow_active=False) == []
+
+
+def test_runs_are_cut_by_count_and_bytes_in_order() -> None:
+    small = [SimpleNamespace(value=b"x" * 10) for _ in range(MAX_RUN * 2 + 5)]
+    runs = split_runs(small)  # type: ignore[arg-type]
+    assert [len(r) for r in runs] == [MAX_RUN, MAX_RUN, 5]
+    assert [m for r in runs for m in r] == small
+    big = [SimpleNamespace(value=b"x" * (MAX_RUN_BYTES // 3 + 1)) for _ in range(7)]
+    assert [len(r) for r in split_runs(big)] == [3, 3, 1]  # type: ignore[arg-type]
+    huge = [SimpleNamespace(value=b"x" * MAX_RUN_BYTES * 2), SimpleNamespace(value=None)]
+    assert [len(r) for r in split_runs(huge)] == [1, 1]  # type: ignore[arg-type]
+    assert split_runs([]) == []
