@@ -25,6 +25,7 @@ fetched again from the committed offsets.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -77,7 +78,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
             return
         handlers, read_offset = app.bulk_handlers, self._read_offset
         to_message = self._to_message
-        runs: dict[str, list[Message]] = {}
+        runs: dict[str, list[list[Message]]] = {}
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
@@ -89,17 +90,17 @@ class BulkConsumer(faust_aiokafka.Consumer):
                     continue
                 if last and recs[0].offset - last > 1 and app.topics.acks_enabled_for(tp.topic):
                     await self._add_gap(tp, last + 1, recs[0].offset)  # lets commits pass it
-            messages = [to_message(tp, r) for r in recs]
+            messages: list[Message] = [to_message(tp, r) for r in recs]
             read_offset[tp] = messages[-1].offset  # the seek after a rebalance resets it
             if tp.topic in handlers:
-                runs.setdefault(tp.topic, []).extend(messages)
+                runs.setdefault(tp.topic, []).append(messages)
                 continue
             for message in messages:  # Faust's own path for the other topics
                 if not self.flow_active:
                     break
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
-        for topic, run in runs.items():
-            for part in split_runs(run):
+        for topic, per_partition in runs.items():
+            for part in split_runs(interleave(per_partition)):
                 await self._deliver(topic, part)
                 await asyncio.sleep(0)
         every = self._commit_every
@@ -126,6 +127,15 @@ class BulkConsumer(faust_aiokafka.Consumer):
         for tp in {m.tp for m in run}:
             inbound[tp] = now
         await app.bulk_handlers[topic](run)
+
+
+def interleave(per_partition: list[list[Message]]) -> list[Message]:
+    """One message of each partition in turn, as Faust's scheduler hands them out, so
+    that partitions progress together (the alert evaluator's close marks rely on it:
+    it evaluates once every partition it hears from is complete)."""
+    if len(per_partition) == 1:
+        return per_partition[0]
+    return [m for turn in itertools.zip_longest(*per_partition) for m in turn if m is not None]
 
 
 def split_runs(messages: list[Message]) -> list[list[Message]]:

@@ -105,18 +105,14 @@ class PartitionStates(Generic[S]):
     async def apply(
         self, messages: Sequence[Message], handle: Callable[[Message, Slot[S]], Awaitable[int]]
     ) -> int:
-        """A bulk-delivered run (``streams.bulk``): ``handle`` each message with its
-        partition's slot, each partition's messages in offset order under ``lock``.
-        Returns the sum of what ``handle`` returned (a count for the agent's metrics)."""
-        runs: dict[int, list[Message]] = {}
-        for m in messages:
-            runs.setdefault(m.partition, []).append(m)
+        """A bulk-delivered run (``streams.bulk``): ``handle`` each message, in the
+        run's order, with its partition's slot, under ``lock``. Returns the sum of what
+        ``handle`` returned (a count for the agent's metrics)."""
+        slots = {p: await self.get(p) for p in {m.partition for m in messages}}
         total = 0
-        for p, run in runs.items():
-            slot = await self.get(p)
-            async with self.lock:  # a checkpoint waits for the outputs
-                for m in run:
-                    total += await handle(m, slot)
+        async with self.lock:  # a checkpoint waits for the outputs
+            for m in messages:
+                total += await handle(m, slots[m.partition])
         return total
 
     def processed(self, slot: Slot[S], message: Any) -> None:

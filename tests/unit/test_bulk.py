@@ -10,7 +10,13 @@ from typing import Any
 
 from faust.types import TP
 
-from monitoring.streams.bulk import MAX_RUN, MAX_RUN_BYTES, BulkConsumer, split_runs
+from monitoring.streams.bulk import (
+    MAX_RUN,
+    MAX_RUN_BYTES,
+    BulkConsumer,
+    interleave,
+    split_runs,
+)
 
 
 def message(offset: int, generation: int, partition: int = 0) -> Any:
@@ -65,3 +71,11 @@ def test_runs_are_cut_by_count_and_bytes_in_order() -> None:
     huge = [SimpleNamespace(value=b"x" * MAX_RUN_BYTES * 2), SimpleNamespace(value=None)]
     assert [len(r) for r in split_runs(huge)] == [1, 1]  # type: ignore[arg-type]
     assert split_runs([]) == []
+
+
+def test_partitions_take_turns_each_in_its_own_order() -> None:
+    a = [message(i, 1, partition=0) for i in range(3)]
+    b = [message(i, 1, partition=1) for i in range(1)]
+    c = [message(i, 1, partition=2) for i in range(2)]
+    assert interleave([a, b, c]) == [a[0], b[0], c[0], a[1], c[1], a[2]]
+    assert interleave([a]) == a
