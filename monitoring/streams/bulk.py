@@ -88,8 +88,9 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 recs = [r for r in recs if r.offset >= last]  # already read: Faust drops these
                 if not recs:
                     continue
-                if last and recs[0].offset - last > 1 and app.topics.acks_enabled_for(tp.topic):
-                    await self._add_gap(tp, last + 1, recs[0].offset)  # lets commits pass it
+            if app.topics.acks_enabled_for(tp.topic):
+                for start, end in offset_gaps(last, [r.offset for r in recs]):
+                    await self._add_gap(tp, start, end)  # lets commits pass them, as Faust does
             messages: list[Message] = [to_message(tp, r) for r in recs]
             read_offset[tp] = messages[-1].offset  # the seek after a rebalance resets it
             if tp.topic in handlers:
@@ -127,6 +128,18 @@ class BulkConsumer(faust_aiokafka.Consumer):
         for tp in {m.tp for m in run}:
             inbound[tp] = now
         await app.bulk_handlers[topic](run)
+
+
+def offset_gaps(last: int | None, offsets: list[int]) -> list[tuple[int, int]]:
+    """Offsets missing before and between ``offsets`` (each ``(first, end)``, end
+    exclusive), after the last read offset ``last``: Faust's consumer loop records these
+    (compacted or transactional topics have them) so that commits can pass them."""
+    gaps = []
+    for offset in offsets:
+        if last and offset - last > 1:
+            gaps.append((last + 1, offset))
+        last = offset
+    return gaps
 
 
 def interleave(per_partition: list[list[Message]]) -> list[Message]:

@@ -15,6 +15,7 @@ from monitoring.streams.bulk import (
     MAX_RUN_BYTES,
     BulkConsumer,
     interleave,
+    offset_gaps,
     split_runs,
 )
 
@@ -79,3 +80,10 @@ def test_partitions_take_turns_each_in_its_own_order() -> None:
     c = [message(i, 1, partition=2) for i in range(2)]
     assert interleave([a, b, c]) == [a[0], b[0], c[0], a[1], c[1], a[2]]
     assert interleave([a]) == a
+
+
+def test_offset_gaps_as_faust_records_them() -> None:
+    assert offset_gaps(None, [0, 1, 2]) == []
+    assert offset_gaps(4, [5, 6, 9, 10, 13]) == [(7, 9), (11, 13)]
+    assert offset_gaps(4, [8]) == [(5, 8)]
+    assert offset_gaps(0, [5]) == []  # Faust skips a read offset of 0 too
