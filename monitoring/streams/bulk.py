@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import Message, TopicT
+from faust.types import TP, Message, TopicT
 from mode import Service
 
 BulkHandler = Callable[[Sequence[Message]], Awaitable[None]]
@@ -79,6 +79,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
         handlers, read_offset = app.bulk_handlers, self._read_offset
         to_message = self._to_message
         runs: dict[str, list[list[Message]]] = {}
+        others: dict[TP, list[Message]] = {}
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
@@ -95,11 +96,15 @@ class BulkConsumer(faust_aiokafka.Consumer):
             read_offset[tp] = messages[-1].offset  # the seek after a rebalance resets it
             if tp.topic in handlers:
                 runs.setdefault(tp.topic, []).append(messages)
-                continue
-            for message in messages:  # Faust's own path for the other topics
-                if not self.flow_active:
-                    break
-                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            else:
+                others[tp] = messages
+        # the other topics: Faust's own path, one message at a time in its scheduler's
+        # round-robin order over topics and partitions (an agent joining two topics,
+        # such as predictions and labels, relies on them advancing together)
+        for _, message in self.scheduler.iterate(others):
+            if not self.flow_active:
+                break
+            await self.wait_first(self.callback(message), self.suspend_flow.wait())
         for topic, per_partition in runs.items():
             for part in split_runs(interleave(per_partition)):
                 await self._deliver(topic, part)

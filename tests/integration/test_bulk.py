@@ -74,6 +74,12 @@ def fill(bootstrap: str, topic: str, n: int) -> dict[int, list[int]]:
     return {k: list(range(k, n, PARTITIONS)) for k in range(PARTITIONS)}
 
 
+def fresh_topic(bootstrap: str, n: int) -> tuple[str, str, dict[int, list[int]]]:
+    """A new topic filled with ``n`` messages, a new group, the values per partition."""
+    topic, group = f"bulk-{uuid.uuid4().hex[:8]}", f"bulk-{uuid.uuid4().hex[:8]}"
+    return topic, group, fill(bootstrap, topic, n)
+
+
 def by_partition(seen: list[list[int]]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = defaultdict(list)
     for part, offset, value in seen:
@@ -94,9 +100,8 @@ def committed(bootstrap: str, topic: str, group: str) -> dict[int, int]:
 def test_every_message_once_in_order_and_acks_committed(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic, group = f"bulk-{uuid.uuid4().hex[:8]}", f"bulk-{uuid.uuid4().hex[:8]}"
     n = 30_000
-    expected = fill(kafka_bootstrap, topic, n)
+    topic, group, expected = fresh_topic(kafka_bootstrap, n)
     result = run_worker(tmp_path, kafka_bootstrap, topic, group, n, ack_upto=n)
     assert by_partition(result["seen"]) == expected  # type: ignore[arg-type]
     assert result["calls"] < n / 10  # type: ignore[operator]  # runs, not messages
@@ -107,9 +112,8 @@ def test_a_restarted_worker_resumes_after_the_acked_messages(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """Only the first half is acked: the next worker of the group reads the rest."""
-    topic, group = f"bulk-{uuid.uuid4().hex[:8]}", f"bulk-{uuid.uuid4().hex[:8]}"
     n = 6_000
-    expected = fill(kafka_bootstrap, topic, n)
+    topic, group, expected = fresh_topic(kafka_bootstrap, n)
     first = run_worker(tmp_path, kafka_bootstrap, topic, group, n, ack_upto=n // 2)
     assert by_partition(first["seen"]) == expected  # type: ignore[arg-type]
     assert committed(kafka_bootstrap, topic, group) == {p: n // 2 // PARTITIONS for p in expected}
