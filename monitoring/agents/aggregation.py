@@ -2,13 +2,13 @@
 
 Thin wiring around ``monitoring.metrics.aggregator.PartitionAggregator``: the samples
 topic is delivered in bulk (``streams.bulk``: Faust's consumer, group and commits, but
-one handler call per fetched run instead of Faust's per-event stream). Per assigned
-partition, in offset order, each message is decoded (bad ones to the dead-letter
-topic with the reason in headers), its samples fed to that partition's aggregator,
-and closed windows and late samples published. A timer closes windows of idle
-partitions and checkpoints: outputs are flushed, the changed state goes to the
-compacted ``aggregation.state`` topic (same partition), and only then are the
-source messages acked, so Faust commits offsets no further than the changelog.
+one handler call per fetched run instead of Faust's per-event stream). In the run's
+order (each partition's messages in offset order), each message is decoded (bad ones
+to the dead-letter topic with the reason in headers), its samples fed to its
+partition's aggregator, and closed windows and late samples published. A timer
+closes windows of idle partitions and checkpoints: outputs are flushed, the changed
+state goes to the compacted ``aggregation.state`` topic (same partition), and only
+then are the source messages acked, so Faust commits offsets no further than the changelog.
 Outputs go through ``streams.outputs.Outputs`` (librdkafka), not Faust's producer:
 a series scraped every 10 s closes a 10 s window with every sample.
 Faust's windowed tables and ``on_window_close`` are not used (see ARCHITECTURE.md).
