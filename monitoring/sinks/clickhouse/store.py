@@ -22,6 +22,7 @@ from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, Sam
 from monitoring.sinks.clickhouse.writer import Writer
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.metric_batch import MetricBatchDecoder
+from monitoring.streams.metric_sample import MetricSampleDecoder
 from monitoring.streams.topics import (
     AGGREGATES,
     ANOMALIES,
@@ -86,9 +87,9 @@ class Store:
         self.consumer = consumer
         self.codec = codec or AvroCodec.from_directory()
         self.batch_decoder = MetricBatchDecoder(self.codec)
-        self.decoder = SampleDecoder(
-            Limits(max_future_skew_ms=ms(settings.aggregation.max_future_skew))
-        )
+        limits = Limits(max_future_skew_ms=ms(settings.aggregation.max_future_skew))
+        self.decoder = SampleDecoder(limits)
+        self.sample_decoder = MetricSampleDecoder(self.codec, limits)
         self.clock = clock
         self.group_id = group_id
         self.log = get_logger("store")
@@ -110,7 +111,15 @@ class Store:
             return
         self.metrics.messages.labels(msg.topic() or "").inc()
         data = msg.value()
-        if isinstance(data, bytes) and self.batch_decoder.accepts(data):
+        if self.sample_decoder.accepts(data):  # as the aggregation agent reads them
+            try:
+                sample = self.sample_decoder.decode(data, int(time.time() * 1000))
+            except (DecodeError, InvalidSample) as e:
+                self.metrics.invalid.labels(e.reason).inc()
+                return
+            self.writer.add_samples([sample])
+            return
+        if self.batch_decoder.accepts(data):
             self._handle_batch(data)
             return
         try:
