@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -53,12 +63,37 @@ def parse_duration(value: Any) -> timedelta:
     raise ValueError(f"invalid duration {value!r}: use a number with ms, s, m, h, d or w")
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def _positive(d: timedelta) -> timedelta:
+    if d <= timedelta(0):
+        raise ValueError("must be greater than 0")
+    return d
+
+
+def _not_negative(d: timedelta) -> timedelta:
+    if d < timedelta(0):
+        raise ValueError("must not be negative")
+    return d
+
+
+# Every duration is greater than 0 unless the field says 0 makes sense (DurationOrZero)
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+DurationOrZero = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)
+]
 
 
 def ms(d: timedelta) -> int:
     """Whole milliseconds of a timedelta."""
     return int(d.total_seconds() * 1000)
+
+
+def _fmt(d: timedelta) -> str:
+    """A duration as it would be written: ``10s``, ``1m``, ``1500ms``."""
+    n = ms(d)
+    for unit in ("w", "d", "h", "m", "s"):
+        if n % _UNIT_MS[unit] == 0:
+            return f"{n // _UNIT_MS[unit]}{unit}"
+    return f"{n}ms"
 
 
 class _Section(BaseModel):
@@ -71,7 +106,7 @@ class CollectionSettings(_Section):
     interval: Duration = timedelta(seconds=10)
     batch_size: int = Field(500, ge=1, le=100_000)
     buffer_size: int = Field(100_000, ge=1)
-    linger: Duration = timedelta(milliseconds=100)
+    linger: DurationOrZero = timedelta(milliseconds=100)
 
 
 class KafkaSettings(_Section):
@@ -86,15 +121,42 @@ class KafkaSettings(_Section):
     dead_letter_retention: Duration = timedelta(days=14)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_valid(cls, v: str) -> str:
+        servers = v.split(",")
+        if not v.strip() or any(not s.strip() or any(c.isspace() for c in s) for s in servers):
+            raise ValueError(f"{v!r} is not a comma-separated list of host:port")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_valid(cls, v: str) -> str:
+        if not _TOPIC_PREFIX.match(v):
+            raise ValueError(
+                f"{v[:80]!r} must be at most {MAX_TOPIC_PREFIX} characters of [a-zA-Z0-9._-]"
+            )
+        return v
+
+
+# Kafka topic names are at most 249 characters of [a-zA-Z0-9._-]; the longest role
+# (streams/topics.py) is 21, so a prefix leaves room for it and a few more
+MAX_TOPIC_PREFIX = 200
+_TOPIC_PREFIX = re.compile(rf"^[a-zA-Z0-9._-]{{0,{MAX_TOPIC_PREFIX}}}$")
+
 
 class AggregationSettings(_Section):
     """Event-time tumbling windows per series."""
 
     windows: list[Duration] = [timedelta(seconds=10), timedelta(minutes=1)]
-    allowed_lateness: Duration = timedelta(seconds=5)
+    allowed_lateness: DurationOrZero = timedelta(seconds=5)
     idle_timeout: Duration = timedelta(seconds=30)
     checkpoint_interval: Duration = timedelta(seconds=5)
     max_future_skew: Duration = timedelta(hours=1)
+    # how far a sample's event time may be ahead of its Kafka record's timestamp (when
+    # the record was produced): further ahead it is dead-lettered, not allowed to move
+    # its partition's watermark (deterministic on replay: the record keeps its timestamp)
+    max_record_skew: Duration = timedelta(seconds=10)
     quantile_relative_accuracy: float = Field(0.01, gt=0, lt=1)
 
     @field_validator("windows")
@@ -211,7 +273,7 @@ class AlertingSettings(_Section):
     window: Duration = timedelta(seconds=10)
     lookback: Duration = timedelta(minutes=5)
     grace: Duration = timedelta(seconds=2)
-    settle: Duration = timedelta(milliseconds=50)
+    settle: DurationOrZero = timedelta(milliseconds=50)
     checkpoint_interval: Duration = timedelta(seconds=1)
     generator_url: str = ""
     metrics_port: int = Field(9311, ge=0, le=65535)
@@ -275,6 +337,23 @@ class Settings(BaseSettings):
         # Explicit values (the YAML file, passed as init kwargs) lose to the environment.
         return env_settings, init_settings
 
+    @model_validator(mode="after")
+    def _windows_agree(self) -> Settings:
+        """Readers of closed windows read a size the aggregation agent closes: any
+        other size would be silently never evaluated (or never scored)."""
+        sizes = self.aggregation.windows
+        readers = [("alerting.window", self.alerting.window)]
+        if self.anomaly.enabled:
+            readers.append(("anomaly.window", self.anomaly.window))
+        for key, w in readers:
+            if w not in sizes:
+                raise PydanticCustomError(
+                    "window_not_aggregated",
+                    "{key}: {window} is not one of aggregation.windows ({sizes})",
+                    {"key": key, "window": _fmt(w), "sizes": ", ".join(map(_fmt, sizes))},
+                )
+        return self
+
     @classmethod
     def load(cls, path: str | Path | None = "monitoring.yaml") -> Settings:
         """Load ``path`` (if it exists) under env overrides; raise ConfigError naming the key."""
@@ -297,7 +376,9 @@ class Settings(BaseSettings):
             return cls(**data)
         except ValidationError as e:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                if err["loc"]
+                else err["msg"]  # a check across sections names its keys itself
                 for err in e.errors()
             )
             raise ConfigError(f"{where}: {problems}") from None

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitoring.alerts.evaluator import AlertEngine
 from monitoring.alerts.rules import RuleSet, load_rule_files
 from monitoring.alerts.watermark import EvaluationClock
-from monitoring.config import Settings, ms
+from monitoring.config import ConfigError, Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.streams import topics
@@ -56,11 +56,25 @@ STATE_VERSION = 1
 
 
 def load_rules(patterns: list[str]) -> RuleSet:
-    """Load the rule files matching ``patterns`` (globs); bad rules are logged, not fatal."""
+    """Load the rule files matching ``patterns`` (globs), as a whole or not at all.
+
+    Raises ``ConfigError`` naming every problem (file, group, rule, reason) when a file
+    is missing (a glob matching nothing is a missing file), unreadable or holds a bad
+    rule, or when no rule loads at all: an evaluator with fewer rules than configured
+    would look healthy while it alerts on less.
+    """
+    if not patterns:
+        raise ConfigError("alerting.rules: no rule files (set alerting.rules or pass --rules)")
     paths = sorted({p for pat in patterns for p in (glob.glob(pat) or [pat])})
     ruleset = load_rule_files(paths)
-    for err in ruleset.errors:
-        log.error("rule_rejected", error=str(err))
+    if ruleset.errors:
+        problems = "; ".join(str(e) for e in ruleset.errors[:20])
+        more = len(ruleset.errors) - 20
+        raise ConfigError(
+            f"alerting.rules: {problems}" + (f"; and {more} more" if more > 0 else "")
+        )
+    if not ruleset.rules:
+        raise ConfigError(f"alerting.rules: no rules in {', '.join(paths)}")
     return ruleset
 
 
@@ -81,6 +95,11 @@ class _Metrics:
             "alerting_rule_errors", "Rules whose last evaluation failed", registry=registry
         )
         self.rules = Gauge("alerting_rules", "Rules loaded", registry=registry)
+        self.reload_ok = Gauge(
+            "alerting_rules_last_reload_successful",
+            "1 if the last rule reload loaded every file (else the previous rules run on)",
+            registry=registry,
+        )
         self.failures = Counter(
             "alerting_evaluation_failures", "Evaluations that raised", registry=registry
         )
@@ -99,6 +118,7 @@ class AlertingAgent:
         registry: CollectorRegistry,
         ruleset: RuleSet | None = None,
         codec: AvroCodec | None = None,
+        rule_patterns: list[str] | None = None,
     ) -> None:
         self.settings = settings
         a = settings.alerting
@@ -106,7 +126,11 @@ class AlertingAgent:
         self.codec = codec or AvroCodec.from_directory()
         self.decoder = AggregateDecoder(self.codec)
         self.metrics = _Metrics(registry)
-        self.ruleset = ruleset if ruleset is not None else load_rules(a.rules)
+        self.rule_patterns = list(a.rules if rule_patterns is None else rule_patterns)
+        self.ruleset = ruleset if ruleset is not None else load_rules(self.rule_patterns)
+        self.metrics.reload_ok.set(1)
+        self._reload_requested = False
+        self._reload_error: str | None = None
         self.engine = AlertEngine(
             self.ruleset.rules,
             window_ms=ms(a.window),
@@ -136,10 +160,35 @@ class AlertingAgent:
             "status": "ok",
             "rules": len(self.ruleset.rules),
             "rejected_rules": len(self.ruleset.errors),
+            "last_reload_error": self._reload_error,
             "rule_errors": [f"{r.name}: {e}" for r, e in self.engine.errors][:20],
             "last_evaluated_ms": self.clock.last_evaluated_ms,
             "firing": len(self.engine.firing()),
         }
+
+    # -- rules: reload as a whole or keep the old ones ---------------------------------
+    def request_reload(self) -> None:
+        """Reload the rule files at the next turn of the loop (safe in a signal handler)."""
+        self._reload_requested = True
+
+    def reload_rules(self) -> bool:
+        """Load ``rule_patterns`` again; switch only if every file loads, as Prometheus
+        does: otherwise the running rules stay and the log says why."""
+        self._reload_requested = False
+        try:
+            ruleset = load_rules(self.rule_patterns)
+        except ConfigError as e:
+            self._reload_error = str(e)
+            self.metrics.reload_ok.set(0)
+            log.error("rules_reload_failed", error=str(e), kept_rules=len(self.ruleset.rules))
+            return False
+        self.ruleset = ruleset
+        self.engine.set_rules(ruleset.rules)
+        self._reload_error = None
+        self.metrics.reload_ok.set(1)
+        self.metrics.rules.set(len(ruleset.rules))
+        log.info("rules_reloaded", rules=len(ruleset.rules))
+        return True
 
     # -- start: restore and position -------------------------------------------------
     def start(self) -> None:
@@ -196,6 +245,8 @@ class AlertingAgent:
         interval_s = self.settings.alerting.checkpoint_interval.total_seconds()
         try:
             while not stop.is_set():
+                if self._reload_requested:
+                    self.reload_rules()
                 for msg in self.consumer.consume(5000, timeout=0.05):
                     if msg.error() is None:
                         self.handle(msg.partition() or 0, msg.value(), msg.headers())

@@ -44,10 +44,14 @@ def evaluate(
         list[str] | None, typer.Option("--rules", "-r", help="Rule files (adds to alerting.rules)")
     ] = None,
 ) -> None:
-    """Evaluate alert rules as windows close and send alert changes to the alerts topic."""
+    """Evaluate alert rules as windows close and send alert changes to the alerts topic.
+
+    Every rule file must load (else exit 2 naming file, rule and reason); SIGHUP reloads
+    them, keeping the running rules unless the new set loads as a whole."""
     from prometheus_client import CollectorRegistry
 
     from monitoring.agents.alerting import AlertingAgent, load_rules
+    from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
     from monitoring.status_server import StatusServer
     from monitoring.streams.admin import ensure_topics
@@ -55,10 +59,16 @@ def evaluate(
     settings = load_settings(config)
     configure_logging(file=settings.logging)
     log = get_logger("alerting")
+    patterns = [*settings.alerting.rules, *(rules or [])]
+    try:
+        ruleset = load_rules(patterns)
+    except ConfigError as e:
+        log.error("rules_invalid", error=str(e))
+        typer.secho(f"configuration error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     ensure_topics(settings)
     registry = CollectorRegistry()
-    ruleset = load_rules([*settings.alerting.rules, *(rules or [])])
-    agent = AlertingAgent(settings, registry, ruleset)
+    agent = AlertingAgent(settings, registry, ruleset, rule_patterns=patterns)
     port = settings.alerting.metrics_port
     if port:
         try:
@@ -66,6 +76,7 @@ def evaluate(
         except OSError as e:
             log.warning("metrics_port_unavailable", port=port, error=str(e))
     stop = _stop_event(log)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
     asyncio.run(agent.run(stop))
 
 

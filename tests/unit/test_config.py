@@ -78,3 +78,100 @@ def test_missing_file_named_by_env_is_an_error(
     monkeypatch.setenv("MONITORING_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="file not found"):
         Settings.load()
+
+
+# --- values that would start a process that does nothing, or the wrong thing ----------
+
+# every Duration field where 0 makes no sense; the others (linger, allowed_lateness,
+# settle) take 0 and refuse negatives
+POSITIVE_DURATIONS = [
+    "collection.interval", "kafka.retention", "kafka.dead_letter_retention",
+    "aggregation.idle_timeout", "aggregation.checkpoint_interval",
+    "aggregation.max_future_skew", "aggregation.max_record_skew",
+    "storage.flush_interval", "storage.retention.samples", "storage.retention.aggregates",
+    "storage.retention.logs", "storage.retention.deliveries",
+    "logs.window", "logs.idle_timeout", "logs.checkpoint_interval",
+    "anomaly.idle_eviction", "anomaly.checkpoint_interval",
+    "alerting.lookback", "alerting.grace", "alerting.checkpoint_interval",
+    "notifier.checkpoint_interval",
+    "model_metrics.join_horizon", "model_metrics.drift_interval",
+    "model_metrics.checkpoint_interval",
+]  # fmt: skip
+ZERO_OK_DURATIONS = ["collection.linger", "aggregation.allowed_lateness", "alerting.settle"]
+
+
+def nested(key: str, value: object) -> str:
+    """YAML setting one dotted key."""
+    *sections, last = key.split(".")
+    lines = [f"{'  ' * i}{s}:" for i, s in enumerate(sections)]
+    return "\n".join([*lines, f"{'  ' * len(sections)}{last}: {value}"]) + "\n"
+
+
+@pytest.mark.parametrize("key", POSITIVE_DURATIONS)
+@pytest.mark.parametrize("value", ["0s", "0", -5])
+def test_zero_or_negative_durations_are_refused(tmp_path: Path, key: str, value: object) -> None:
+    path = write(tmp_path, nested(key, value))
+    with pytest.raises(ConfigError) as e:
+        Settings.load(path)
+    assert f"{key}: " in str(e.value)
+    assert "greater than 0" in str(e.value)
+
+
+@pytest.mark.parametrize("key", ZERO_OK_DURATIONS)
+def test_zero_is_fine_where_it_means_none_but_negatives_are_not(tmp_path: Path, key: str) -> None:
+    s = Settings.load(write(tmp_path, nested(key, "0s")))
+    section, field = key.split(".")
+    assert getattr(getattr(s, section), field) == timedelta(0)
+    with pytest.raises(ConfigError, match=f"{key}: .*must not be negative"):
+        Settings.load(write(tmp_path, nested(key, -1)))
+
+
+def test_every_duration_field_is_checked() -> None:
+    """A new Duration field gets a decision: listed above, or it fails here."""
+
+    def durations(model: type, prefix: str) -> list[str]:
+        out = []
+        for name, f in model.model_fields.items():  # type: ignore[attr-defined]
+            if f.annotation is timedelta:
+                out.append(prefix + name)
+            elif isinstance(f.annotation, type) and hasattr(f.annotation, "model_fields"):
+                out += durations(f.annotation, f"{prefix}{name}.")
+        return out
+
+    mine = set(POSITIVE_DURATIONS) | set(ZERO_OK_DURATIONS) | {"anomaly.window", "alerting.window"}
+    listed = {k for k in durations(Settings, "") if not k.startswith(("api.", "storage.query."))}
+    assert listed == mine  # (window sizes: checked against aggregation.windows below)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("alerting:\n  window: 15s\n", "alerting.window: 15s is not one of aggregation.windows "
+         "(10s, 1m)"),
+        ("aggregation:\n  windows: [1m]\nalerting:\n  window: 1m\n",
+         "anomaly.window: 10s is not one of aggregation.windows (1m)"),
+        ("kafka:\n  bootstrap_servers: ''\n", "kafka.bootstrap_servers: "),
+        ("kafka:\n  bootstrap_servers: ' '\n", "kafka.bootstrap_servers: "),
+        ("kafka:\n  bootstrap_servers: 'a:9092,'\n", "kafka.bootstrap_servers: "),
+        ("kafka:\n  topic_prefix: 'my prefix.'\n", "kafka.topic_prefix: "),
+        ("kafka:\n  topic_prefix: 'a/b.'\n", "kafka.topic_prefix: "),
+        ("kafka:\n  topic_prefix: 'ünicode.'\n", "kafka.topic_prefix: "),
+        (f"kafka:\n  topic_prefix: '{'x' * 201}'\n", "at most 200 characters"),
+    ],
+)  # fmt: skip
+def test_settings_that_would_silently_do_nothing_fail_at_load(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        Settings.load(write(tmp_path, text))
+    assert fragment in str(e.value)
+
+
+def test_good_kafka_and_window_settings_load(tmp_path: Path) -> None:
+    text = (
+        "kafka:\n  bootstrap_servers: 'a:9092,b:9093'\n  topic_prefix: 'team-a_1.'\n"
+        "aggregation:\n  windows: [1m]\nalerting:\n  window: 1m\nanomaly:\n  enabled: false\n"
+    )
+    s = Settings.load(write(tmp_path, text))
+    assert s.alerting.window == timedelta(minutes=1)
+    assert Settings.load(write(tmp_path, "kafka:\n  topic_prefix: ''\n")).kafka.topic_prefix == ""
