@@ -29,7 +29,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -183,8 +185,41 @@ class RetentionSettings(_Section):
     deliveries: Duration = timedelta(days=90)
 
 
+class QueryLimits(_Section):
+    """What one read-only query may take (enforced by the engine): wall time, result rows
+    and bytes, memory; ``concurrency`` queries run at once and ``queue`` more may wait."""
+
+    timeout: Duration = timedelta(seconds=30)
+    max_result_rows: int = Field(100_000, ge=1)
+    max_result_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_memory_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)
+    max_sql_bytes: int = Field(64 * 1024, ge=64)
+    concurrency: int = Field(1, ge=1, le=64)
+    queue: int = Field(8, ge=0, le=1024)
+
+
+class ApiSettings(_Section):
+    """Every HTTP surface (store queries, notifier API, health and metrics).
+
+    ``token`` (env ``MONITORING_API__TOKEN``) is required as ``Authorization: Bearer``
+    on every route but ``/healthz`` when set, and must be set for any server bound off
+    loopback. ``allowed_hosts`` extends the Host/Origin names accepted besides loopback
+    and the bound address (DNS-rebinding protection).
+    """
+
+    token: SecretStr = SecretStr("")
+    allowed_hosts: list[str] = []
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    read_timeout: Duration = timedelta(seconds=10)
+    max_connections: int = Field(64, ge=1)
+
+
 class StorageSettings(_Section):
-    """ClickHouse store: DSN (embedded chDB by default), batching, retention."""
+    """ClickHouse store: DSN (embedded chDB by default), batching, retention.
+
+    Users' read-only queries go to ``query_dsn`` when set (a read-only user on a
+    ClickHouse server), else to ``dsn``, within the ``query`` limits.
+    """
 
     dsn: str = "chdb:///.data/chdb"
     batch_size: int = Field(50_000, ge=1)
@@ -193,10 +228,14 @@ class StorageSettings(_Section):
     compression: Literal["zstd", "lz4", "none"] = "zstd"
     query_host: str = "127.0.0.1"
     query_port: int = Field(8124, ge=1, le=65535)
+    query_dsn: str = ""
+    query: QueryLimits = QueryLimits()
 
-    @field_validator("dsn")
+    @field_validator("dsn", "query_dsn")
     @classmethod
-    def _dsn_valid(cls, v: str) -> str:
+    def _dsn_valid(cls, v: str, info: ValidationInfo) -> str:
+        if info.field_name == "query_dsn" and not v:
+            return v
         if not v.startswith(("chdb://", "http://", "https://")):
             raise ValueError("must start with chdb://, http:// or https://")
         return v
@@ -324,6 +363,7 @@ class Settings(BaseSettings):
     alerting: AlertingSettings = AlertingSettings()
     notifier: NotifierSettings = NotifierSettings()
     model_metrics: ModelMetricsSettings = ModelMetricsSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

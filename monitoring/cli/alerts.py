@@ -51,9 +51,9 @@ def evaluate(
     from prometheus_client import CollectorRegistry
 
     from monitoring.agents.alerting import AlertingAgent, load_rules
+    from monitoring.api.server import serve
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
-    from monitoring.status_server import StatusServer
     from monitoring.streams.admin import ensure_topics
 
     settings = load_settings(config)
@@ -72,7 +72,7 @@ def evaluate(
     port = settings.alerting.metrics_port
     if port:
         try:
-            StatusServer(registry, "127.0.0.1", port, agent.health).start()
+            serve(settings.api, registry, "127.0.0.1", port, agent.health)
         except OSError as e:
             log.warning("metrics_port_unavailable", port=port, error=str(e))
     stop = _stop_event(log)
@@ -92,9 +92,9 @@ def notify(
 
     from monitoring.agents.notifier import NotifierAgent
     from monitoring.alerts.manager_config import ManagerConfig
+    from monitoring.api.server import serve
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
-    from monitoring.status_server import StatusServer
     from monitoring.streams.admin import ensure_topics
 
     settings = load_settings(config)
@@ -110,18 +110,23 @@ def notify(
     registry = CollectorRegistry()
     agent = NotifierAgent(settings, registry, am_config)
     n = settings.notifier
-    StatusServer(
-        registry,
-        n.api_host,
-        n.api_port,
-        agent.health,
-        routes={
-            "/api/v2/silences": agent.api_post_silence,
-            "/api/v2/silence/expire": agent.api_expire_silence,
-            "/api/v2/acks": agent.api_ack,
-        },
-        get_routes={"/api/v2/silences": agent.api_silences, "/api/v2/alerts": agent.api_alerts},
-    ).start()
+    try:
+        serve(
+            settings.api,
+            registry,
+            n.api_host,
+            n.api_port,
+            agent.health,
+            routes={
+                "/api/v2/silences": agent.api_post_silence,
+                "/api/v2/silence/expire": agent.api_expire_silence,
+                "/api/v2/acks": agent.api_ack,
+            },
+            get_routes={"/api/v2/silences": agent.api_silences, "/api/v2/alerts": agent.api_alerts},
+        )
+    except (ConfigError, OSError) as e:
+        typer.echo(f"error: notifier API: {e}", err=True)
+        raise typer.Exit(2) from None
     log.info("notifier_api", url=f"http://{n.api_host}:{n.api_port}")
     asyncio.run(agent.run(_stop_event(log)))
 
@@ -147,21 +152,27 @@ UrlOpt = Annotated[
 ]
 
 
-def _api(url: str | None, config: str | None) -> str:
+def _api(url: str | None, config: str | None) -> tuple[str, str]:
+    """The notifier API's base URL and the bearer token (``api.token``) to send it."""
+    settings = load_settings(config)
+    token = settings.api.token.get_secret_value()
     if url:
-        return url.rstrip("/")
-    n = load_settings(config).notifier
-    return f"http://{n.api_host}:{n.api_port}"
+        return url.rstrip("/"), token
+    n = settings.notifier
+    return f"http://{n.api_host}:{n.api_port}", token
 
 
-def _call(url: str, path: str, body: Any = None) -> Any:
+def _call(api: tuple[str, str], path: str, body: Any = None) -> Any:
     import json
     import urllib.error
     import urllib.request
 
+    url, token = api
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url + path, data=data, method="GET" if data is None else "POST")
     req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=15) as r:
             return json.load(r)

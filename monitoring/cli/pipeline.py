@@ -20,8 +20,8 @@ def worker(
     from prometheus_client import CollectorRegistry
 
     from monitoring.agents.aggregation import AggregationAgent
+    from monitoring.api.server import serve
     from monitoring.log import configure_logging, get_logger
-    from monitoring.status_server import StatusServer
     from monitoring.streams.admin import ensure_topics
     from monitoring.streams.app import create_app
 
@@ -56,7 +56,7 @@ def worker(
 
     if settings.worker.metrics_port:
         try:
-            StatusServer(registry, "127.0.0.1", settings.worker.metrics_port, health).start()
+            serve(settings.api, registry, "127.0.0.1", settings.worker.metrics_port, health)
         except OSError as e:
             log.warning("metrics_port_unavailable", port=settings.worker.metrics_port, error=str(e))
     log.info(

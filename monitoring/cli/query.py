@@ -51,26 +51,27 @@ def latest_sql(series: str | None, name: str | None, limit: int) -> str:
 def via_store(settings: Settings, sql: str, timeout: float = 30.0) -> dict[str, Any] | None:
     """Ask the running store's endpoint; None if no store answers there."""
     st = settings.storage
-    return query_store(st.query_host, st.query_port, sql, timeout)
+    token = settings.api.token.get_secret_value()
+    return query_store(st.query_host, st.query_port, sql, timeout, token)
 
 
 def direct(settings: Settings, sql: str) -> dict[str, Any]:
     """Open the DSN in this process (chDB when no store runs, or a server)."""
     from monitoring.sinks.clickhouse.connection import StoreLocked, chdb_path, connect_read_only
-    from monitoring.sinks.clickhouse.query_server import NotReadOnly, run_query
+    from monitoring.sinks.clickhouse.read_only import NotReadOnly, ReadOnlyQueries
 
     st = settings.storage
     path = chdb_path(st.dsn)
     if path is not None and not (path / "metadata").exists():
         raise QueryFailed(f"no data at {path} yet: start `monitoring store run`")
     try:
-        client = connect_read_only(st.dsn)
+        client = connect_read_only(st.query_dsn or st.dsn)
     except StoreLocked as e:
         raise QueryFailed(
             f"{e}; its query endpoint http://{st.query_host}:{st.query_port} did not answer"
         ) from None
     try:
-        return run_query(client, sql)
+        return ReadOnlyQueries(client, st.query).run(sql)
     except NotReadOnly as e:
         raise QueryFailed(str(e)) from None
     except Exception as e:

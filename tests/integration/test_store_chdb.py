@@ -29,7 +29,7 @@ from monitoring.sinks.clickhouse.connection import connect_read_only
 from monitoring.sinks.clickhouse.footprint import storage_footprint
 from monitoring.sinks.clickhouse.migrations import load as load_migrations
 from monitoring.sinks.clickhouse.migrations import migrate
-from monitoring.sinks.clickhouse.query_server import QueryServer
+from monitoring.sinks.clickhouse.query_server import QueryFailed, QueryServer, query_store
 from monitoring.sinks.clickhouse.rows import series_id
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
@@ -188,15 +188,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def post(url: str, body: str) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=body.encode(), method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_http_endpoint_answers_select_rejects_insert(
     chdb_client: Any, chdb_settings: Settings
 ) -> None:
@@ -208,13 +199,14 @@ def test_http_endpoint_answers_select_rejects_insert(
     server = QueryServer(q, registry, "127.0.0.1", 0, store.health).start()
     base = "http://{}:{}".format(*server.address)
     try:
-        code, body = post(base + "/query", "SELECT series, mean, window_start FROM aggregates")
-        assert code == 200 and body["columns"] == ["series", "mean", "window_start"]
+        host, port = server.address
+        body = query_store(host, port, "SELECT series, mean, window_start FROM aggregates")
+        assert body is not None and body["columns"] == ["series", "mean", "window_start"]
         assert body["rows"][0][:2] == ['lat{svc="a"}', 3.0]
-        code, body = post(base + "/query", "INSERT INTO samples VALUES (1, now(), 1)")
-        assert code == 403 and "INSERT is not allowed" in body["error"]
-        code, body = post(base + "/query", "SELECT nope FROM nowhere")
-        assert code == 400 and "nowhere" in body["error"]
+        with pytest.raises(QueryFailed, match="only SELECT"):
+            query_store(host, port, "INSERT INTO samples VALUES (1, now(), 1)")
+        with pytest.raises(QueryFailed, match="nowhere"):
+            query_store(host, port, "SELECT nope FROM nowhere")
         with urllib.request.urlopen(base + "/healthz", timeout=5) as r:
             assert json.loads(r.read())["status"] == "ok"
         with urllib.request.urlopen(base + "/metrics", timeout=5) as r:

@@ -14,7 +14,6 @@ from monitoring.config import RetentionSettings, Settings, StorageSettings
 from monitoring.metrics.samples import Sample
 from monitoring.sinks.clickhouse import migrations
 from monitoring.sinks.clickhouse.connection import chdb_path
-from monitoring.sinks.clickhouse.query_server import NotReadOnly, check_read_only, jsonable
 from monitoring.sinks.clickhouse.rows import (
     AGGREGATE_COLUMNS,
     SAMPLE_COLUMNS,
@@ -143,35 +142,6 @@ def test_aggregate_row_has_every_schema_field() -> None:
     assert {renamed.get(f, f) for f in fields} <= set(row)
     assert row["series_id"] == series_id('m{a="1"}') and row["version"] == 7
     assert row["window_start"] == 20_000 and row["window_end"] == 30_000
-
-
-# -- read-only endpoint rules -------------------------------------------------------
-@pytest.mark.parametrize(
-    "sql",
-    ["SELECT 1", " select 1 ;", "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW TABLES",
-     "DESCRIBE samples", "EXPLAIN SELECT 1", "-- hi\nSELECT ';'", "(SELECT 1)"],
-)  # fmt: skip
-def test_read_only_statements_pass(sql: str) -> None:
-    check_read_only(sql)
-
-
-@pytest.mark.parametrize(
-    "sql",
-    ["INSERT INTO samples VALUES (1, 2, 3)", "DROP TABLE samples", "SELECT 1; DROP TABLE x",
-     "/* SELECT */ ALTER TABLE x DELETE WHERE 1", "OPTIMIZE TABLE samples", "", "  ;  "],
-)  # fmt: skip
-def test_writes_are_refused(sql: str) -> None:
-    with pytest.raises(NotReadOnly):
-        check_read_only(sql)
-
-
-def test_jsonable_values() -> None:
-    import datetime as dt
-
-    assert jsonable({"t": dt.datetime(2024, 1, 1), "n": float("nan")}) == {
-        "t": "2024-01-01T00:00:00",
-        "n": None,
-    }
 
 
 def test_chdb_paths() -> None:

@@ -9,6 +9,7 @@ process gets :class:`StoreLocked` (the store serves queries over HTTP for that c
 from __future__ import annotations
 
 import fcntl
+import re
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,21 @@ def chdb_locked(path: Path) -> bool:
 
 
 def connect_read_only(dsn: str) -> Client:
-    """A client for queries only: on chDB its handle runs with ``readonly=2``.
+    """A client for users' queries.
 
-    On a server, the server's user and profile decide (and the endpoint's statement
-    check applies in every case).
+    Read-only is per statement: :class:`~monitoring.sinks.clickhouse.read_only.
+    ReadOnlyQueries` runs each with the query limits and then ``readonly=1`` (a handle
+    opened with ``readonly`` set could not apply the limits). On a server, give
+    ``storage.query_dsn`` a read-only user as well.
     """
-    return connect(dsn, readonly=2) if chdb_path(dsn) is not None else connect(dsn)
+    return connect(dsn)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for logs and errors.
+
+    >>> redact_dsn("http://writer:s3cret@ch:8123/db?password=x&secure=1")
+    'http://writer:***@ch:8123/db?password=***&secure=1'
+    """
+    out = re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", dsn)
+    return re.sub(r"(?i)([?&](?:password|pass|pwd)=)[^&]*", r"\1***", out)

@@ -1,87 +1,36 @@
 """The store's HTTP endpoint: read-only SQL, health and self-metrics.
 
 chDB lets one process hold its directory, so the store (which holds it) answers
-queries for everyone else: ``POST /query`` (SQL in the body) -> ``{"columns",
-"types", "rows"}``; ``GET /healthz``; ``GET /metrics`` (Prometheus text format).
+queries for everyone else: ``POST /query`` with ``{"sql": "..."}`` (JSON, so that a
+cross-site form cannot send it) -> ``{"columns", "types", "rows"}``; ``GET /healthz``;
+``GET /metrics``. Statements go through :class:`ReadOnlyQueries`; at most
+``storage.query.concurrency`` run at once and ``storage.query.queue`` more wait, the
+rest are answered 503 at once.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
 import threading
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Callable
-from decimal import Decimal
-from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+import httpx
 from clickhouse_connect.driver.client import Client
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
-from monitoring.status_server import StatusServer
-
-READ_ONLY = ("SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "WITH", "EXISTS")
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-
-
-class NotReadOnly(ValueError):
-    """The statement is not a single read-only query."""
+from monitoring.api.guard import Guard
+from monitoring.api.server import ApiServer
+from monitoring.config import QueryLimits
+from monitoring.sinks.clickhouse.read_only import NotReadOnly, ReadOnlyQueries
 
 
-def check_read_only(sql: str) -> str:
-    """The statement without comments and trailing ``;``; raises NotReadOnly otherwise.
-
-    >>> check_read_only("select 1;")
-    'select 1'
-    """
-    stmt = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
-    if not stmt:
-        raise NotReadOnly("empty query")
-    if ";" in _strip_strings(stmt):
-        raise NotReadOnly("one statement per request")
-    first = stmt.split(None, 1)[0].upper().lstrip("(")
-    if first not in READ_ONLY:
-        raise NotReadOnly(f"{first} is not allowed: only {', '.join(READ_ONLY)} statements")
-    return stmt
-
-
-def _strip_strings(sql: str) -> str:
-    return re.sub(r"'(?:[^'\\]|\\.)*'|`[^`]*`|\"[^\"]*\"", "''", sql)
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-friendly form of a ClickHouse value."""
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, Decimal | uuid.UUID | IPv4Address | IPv6Address):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def run_query(client: Client, sql: str) -> dict[str, Any]:
-    """Run a read-only query; the result as ``{columns, types, rows}``."""
-    result = client.query(check_read_only(sql))
-    return {
-        "columns": list(result.column_names),
-        "types": [t.name for t in result.column_types],
-        "rows": [[jsonable(v) for v in row] for row in result.result_rows],
-    }
+class Busy(RuntimeError):
+    """Every query slot and queue place is taken."""
 
 
 class QueryServer:
-    """The store's status server plus ``POST /query``, serialised on one client."""
+    """The store's API server plus ``POST /query`` over a bounded queue."""
 
     def __init__(
         self,
@@ -90,10 +39,22 @@ class QueryServer:
         host: str,
         port: int,
         health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"},
+        limits: QueryLimits | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.client = client
+        self.limits = limits or QueryLimits()
+        self.queries = ReadOnlyQueries(client, self.limits)
+        self.slots = threading.BoundedSemaphore(self.limits.concurrency)
         self.lock = threading.Lock()
-        self.server = StatusServer(registry, host, port, health, {"/query": self._post_query})
+        self.waiting = 0
+        self.outcomes = Counter(
+            "monitoring_store_queries", "Read-only queries by outcome", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
+        self.server = ApiServer(
+            registry, host, port, health, {"/query": self._post_query}, guard=guard
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -107,42 +68,74 @@ class QueryServer:
         self.server.stop()
 
     def query(self, sql: str) -> dict[str, Any]:
-        with self.lock:  # one chDB handle: one query at a time
-            return run_query(self.client, sql)
+        """Run one read-only statement; Busy when the queue is full."""
+        with self.lock:
+            if self.waiting >= self.limits.concurrency + self.limits.queue:
+                raise Busy(f"{self.waiting} queries running or waiting: try again later")
+            self.waiting += 1
+        try:
+            timeout = self.limits.timeout.total_seconds()
+            if not self.slots.acquire(timeout=timeout):
+                raise Busy(f"no query slot within {timeout:g}s: try again later")
+            try:
+                return self.queries.run(sql)
+            finally:
+                self.slots.release()
+        finally:
+            with self.lock:
+                self.waiting -= 1
 
     def _post_query(self, body: bytes) -> tuple[int, Any]:
         try:
-            return 200, self.query(body.decode(errors="replace"))
+            request = json.loads(body)
+            sql = request["sql"] if isinstance(request, dict) else None
+            if not isinstance(sql, str):
+                raise ValueError
+        except (ValueError, KeyError):
+            self.outcomes.labels("bad_request").inc()
+            return 400, {"error": 'the body must be JSON {"sql": "<statement>"}'}
+        try:
+            result = 200, self.query(sql)
         except NotReadOnly as e:
+            self.outcomes.labels("refused").inc()
             return 403, {"error": str(e)}
+        except Busy as e:
+            self.outcomes.labels("busy").inc()
+            return 503, {"error": str(e)}
         except Exception as e:
-            return 400, {"error": str(e)}
+            self.outcomes.labels("failed").inc()
+            return 400, {"error": str(e).strip().split("\n")[0][:1000]}
+        self.outcomes.labels("ok").inc()
+        return result
 
 
 class QueryFailed(RuntimeError):
     """The query was refused or failed; the message is for the user."""
 
 
-def query_store(host: str, port: int, sql: str, timeout: float = 30.0) -> dict[str, Any] | None:
+def query_store(
+    host: str, port: int, sql: str, timeout: float = 30.0, token: str = ""
+) -> dict[str, Any] | None:
     """Ask a running store's ``POST /query``; None if no store answers there.
 
     Raises QueryFailed with the store's message when it refuses or fails the query.
     """
-    req = urllib.request.Request(
-        f"http://{host}:{port}/query",
-        data=sql.encode(),
-        method="POST",
-        headers={"Content-Type": "text/plain"},
-    )
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read()).get("error", str(e))
-        except ValueError:
-            msg = str(e)
-        raise QueryFailed(msg) from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        resp = httpx.post(
+            f"http://{host}:{port}/query", json={"sql": sql}, headers=headers, timeout=timeout
+        )
+    except (httpx.ConnectError, httpx.ConnectTimeout):
         return None
+    except httpx.HTTPError as e:
+        raise QueryFailed(f"store at {host}:{port}: {e}") from None
+    try:
+        result: Any = resp.json()
+    except ValueError:
+        raise QueryFailed(f"store answered {resp.status_code}: {resp.text[:200]}") from None
+    if resp.status_code != 200:
+        msg = result.get("error") if isinstance(result, dict) else None
+        raise QueryFailed(str(msg or f"store answered {resp.status_code}"))
+    if not isinstance(result, dict):
+        raise QueryFailed("store answered an unexpected shape")
+    return result

@@ -1,0 +1,186 @@
+"""Read-only SQL for users, enforced by the engine rather than by string matching.
+
+A statement goes through four gates before it runs:
+
+1. Size: at most ``storage.query.max_sql_bytes``, no NUL byte.
+2. The engine parses it: ``formatQuery`` (bound as a parameter, never spliced into SQL)
+   returns ClickHouse's canonical text of one statement, with comments gone and every
+   string and identifier escaped onto one line. More than one statement, an unclosed
+   comment or any syntax error is refused here, and only the canonical text runs.
+3. The engine's AST of that text (``EXPLAIN AST``) must be a SELECT, SHOW, DESCRIBE,
+   EXISTS, SHOW CREATE or EXPLAIN of a SELECT, with no ``INTO OUTFILE``, no
+   ``SETTINGS`` clause, no table function outside :data:`TABLE_FUNCTIONS_ALLOWED` (an
+   allow-list: ``file``, ``url``, ``s3``, ``remote``, ``mysql``, ``executable``,
+   ``input``... reach files, URLs, hosts or programs) and no function in
+   :data:`FUNCTIONS_REFUSED` (``file()`` also reads files as a scalar function).
+4. It runs with the query limits (wall time, result rows and bytes, memory) and then
+   ``readonly=1``, which the engine applies last: no write, no DDL, and no setting
+   can be changed after it, by the statement or anyone else.
+
+On a ClickHouse server, point ``storage.query_dsn`` at a user whose profile has
+``readonly=2`` (it may set the limits, and the statement still runs as ``readonly=1``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from decimal import Decimal
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from monitoring.config import QueryLimits
+
+TABLE_FUNCTIONS_ALLOWED = frozenset(
+    {"numbers", "numbers_mt", "zeros", "zeros_mt", "generateseries", "generate_series",
+     "values", "view", "null"}
+)  # fmt: skip
+FUNCTIONS_REFUSED = frozenset({"file", "catboostevaluate", "getclienthttpheader"})
+ROOTS = {
+    "SelectWithUnionQuery": "SELECT",
+    "ShowTables": "SHOW",
+    "DescribeQuery": "DESCRIBE",
+    "ExistsTableQuery": "EXISTS",
+    "ShowCreateTableQuery": "SHOW CREATE",
+    "Explain": "EXPLAIN",
+}
+_FUNCTION = re.compile(r"^\s*Function (\S+)")
+_OUTFILE = re.compile(r"^INTO OUTFILE", re.M)
+
+
+class NotReadOnly(ValueError):
+    """The statement is refused: not one read-only query of what users may reach."""
+
+
+class ResultTooLarge(RuntimeError):
+    """The result is over ``storage.query.max_result_bytes``."""
+
+
+class ReadOnlyQueries:
+    """Runs users' statements on ``client`` through the gates above.
+
+    >>> ReadOnlyQueries.limit_settings(QueryLimits())["readonly"]
+    1
+    """
+
+    def __init__(self, client: Client, limits: QueryLimits | None = None) -> None:
+        self.client = client
+        self.limits = limits or QueryLimits()
+        self.settings = self.limit_settings(self.limits)
+        self._table_functions: frozenset[str] | None = None
+
+    @staticmethod
+    def limit_settings(limits: QueryLimits) -> dict[str, Any]:
+        """The per-query settings: limits first, ``readonly=1`` last (order matters)."""
+        return {
+            "max_execution_time": max(1, int(limits.timeout.total_seconds())),
+            "timeout_overflow_mode": "throw",
+            "max_result_rows": limits.max_result_rows,
+            "max_result_bytes": limits.max_result_bytes,
+            "result_overflow_mode": "throw",
+            "max_memory_usage": limits.max_memory_bytes,
+            "readonly": 1,
+        }
+
+    def table_functions(self) -> frozenset[str]:
+        """Every table function the engine knows (lower-cased), asked once."""
+        if self._table_functions is None:
+            rows = self.client.query(
+                "SELECT name FROM system.table_functions", settings=self.settings
+            ).result_rows
+            self._table_functions = frozenset(str(r[0]).lower() for r in rows)
+        return self._table_functions
+
+    def canonical(self, sql: str) -> str:
+        """The engine's canonical text of ``sql``; NotReadOnly if any gate refuses it."""
+        if len(sql.encode()) > self.limits.max_sql_bytes:
+            raise NotReadOnly(f"query longer than {self.limits.max_sql_bytes} bytes")
+        if "\0" in sql:
+            raise NotReadOnly("query contains a NUL byte")
+        if not sql.strip().rstrip(";").strip():
+            raise NotReadOnly("empty query")
+        try:
+            text = str(
+                self.client.query(
+                    "SELECT formatQuery({q:String})", parameters={"q": sql}, settings=self.settings
+                ).result_rows[0][0]
+            )
+        except Exception as e:
+            raise NotReadOnly(f"not one valid statement: {_first_line(e)}") from None
+        if _OUTFILE.search(text):
+            raise NotReadOnly("INTO OUTFILE is not allowed")
+        try:
+            # Parsing only; settings would show in the tree as this statement's own.
+            ast = [str(r[0]) for r in self.client.query(f"EXPLAIN AST {text}").result_rows]
+        except Exception as e:
+            raise NotReadOnly(f"not one valid statement: {_first_line(e)}") from None
+        self._check_ast(ast, text.split(None, 1)[0].upper())
+        return text
+
+    def _check_ast(self, ast: list[str], keyword: str) -> None:
+        root = ast[0].split(None, 1)[0] if ast else ""
+        if root not in ROOTS:
+            raise NotReadOnly(
+                f"{keyword} is not allowed: only {', '.join(ROOTS.values())} statements"
+            )
+        if root == "Explain" and not (len(ast) > 1 and ast[1].strip().startswith("Select")):
+            raise NotReadOnly("only EXPLAIN of a SELECT is allowed")
+        table_functions = self.table_functions()
+        for line in ast[1:]:
+            node = line.strip()
+            depth = len(line) - len(line.lstrip(" "))
+            if depth == 1 and node.startswith("Literal"):
+                raise NotReadOnly("INTO OUTFILE is not allowed")
+            if node == "Set" or node.startswith("Set "):
+                raise NotReadOnly("SETTINGS clauses are not allowed: limits are fixed")
+            m = _FUNCTION.match(line)
+            if m:
+                name = m.group(1).lower()
+                if name in FUNCTIONS_REFUSED or (
+                    name in table_functions and name not in TABLE_FUNCTIONS_ALLOWED
+                ):
+                    raise NotReadOnly(
+                        f"function {m.group(1)} is not allowed: it reaches outside the database"
+                    )
+
+    def run(self, sql: str) -> dict[str, Any]:
+        """Run a refused-unless-read-only statement; the result as ``{columns, types, rows}``."""
+        result = self.client.query(self.canonical(sql), settings=self.settings)
+        rows = [[jsonable(v) for v in row] for row in result.result_rows]
+        # The engine checks result bytes per block; one large block can pass its check.
+        size = len(json.dumps(rows, default=str))
+        if size > self.limits.max_result_bytes:
+            raise ResultTooLarge(
+                f"Limit for result exceeded: {size} bytes, max {self.limits.max_result_bytes}"
+            )
+        return {
+            "columns": list(result.column_names),
+            "types": [t.name for t in result.column_types],
+            "rows": rows,
+        }
+
+
+def _first_line(e: Exception) -> str:
+    msg = str(e).strip().split("\n")[0]
+    return msg.split(": In scope", 1)[0][:500]
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly form of a ClickHouse value."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal | uuid.UUID | IPv4Address | IPv6Address):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
