@@ -4,8 +4,10 @@ Thin wiring around ``monitoring.metrics.aggregator.PartitionAggregator``: the sa
 topic is delivered in bulk (``streams.bulk``: Faust's consumer, group and commits, but
 one handler call per fetched run instead of Faust's per-event stream). In the run's
 order (each partition's messages in offset order), each message is decoded (bad ones
-to the dead-letter topic with the reason in headers), its samples fed to its
-partition's aggregator, and closed windows and late samples published. A timer
+to the dead-letter topic with the reason in headers; so are samples whose event time
+is more than ``aggregation.max_record_skew`` ahead of their Kafka record's timestamp,
+which would otherwise move the partition's watermark into the future), its samples fed
+to its partition's aggregator, and closed windows and late samples published. A timer
 closes windows of idle partitions and checkpoints: outputs are flushed, the changed
 state goes to the compacted ``aggregation.state`` topic (same partition), and only
 then are the source messages acked, so Faust commits offsets no further than the changelog.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import TP, Message
@@ -52,6 +54,59 @@ from monitoring.streams.sample_encoding import sample_record
 log = get_logger("aggregation")
 SAMPLE = "monitoring.MetricSample"
 _CHECKPOINT_KEY = CHECKPOINT_KEY.encode()
+
+
+class Decoded(NamedTuple):
+    """One samples message: its valid samples; ``error`` if it is rejected whole, else
+    the rejected samples of a batch by index (each with its reason)."""
+
+    samples: SampleBatch | list[Sample]
+    error: InvalidSample | DecodeError | None = None
+    rejected: list[tuple[int, InvalidSample]] = []
+
+
+class SampleMessages:
+    """Decodes and checks the messages of the samples topic. Pure: no I/O, no clock.
+
+    A sample's event time may be at most ``max_record_skew_ms`` ahead of the timestamp
+    of the Kafka record that carried it (when it was produced, as the broker keeps
+    it). A sample stamped in the future would raise its partition's watermark: every
+    on-time sample after it would be late until the clock caught up, and its window
+    would close (and be marked complete for the alert evaluator) ahead of time. The
+    record's timestamp rather than the wall clock decides, so a replay gets the same
+    verdicts. In a ``MetricBatch`` only the offending samples are rejected.
+    """
+
+    def __init__(self, codec: AvroCodec, max_record_skew_ms: int) -> None:
+        limits = Limits(max_future_skew_ms=max_record_skew_ms, reference="its record's timestamp")
+        self.codec = codec
+        self.decoder = SampleDecoder(limits)
+        self.sample_decoder = MetricSampleDecoder(codec, limits)
+        self.batch_decoder = MetricBatchDecoder(codec)
+
+    def decode(self, value: Any, record_ms: int) -> Decoded:
+        """Columns for a ``MetricBatch`` of the current version, ``Sample`` values
+        otherwise (a ``MetricSample``, older versions)."""
+        result: ColumnsResult | BatchResult
+        try:
+            if self.sample_decoder.accepts(value):
+                return Decoded([self.sample_decoder.decode(value, record_ms)])
+            if self.batch_decoder.accepts(value):
+                columns = self.batch_decoder.decode(value)._asdict()
+                result = self.decoder.columns(BATCH, columns, record_ms)
+            else:
+                decoded = self.codec.decode(value)
+                result = self.decoder.samples(decoded.name, decoded.record, record_ms)
+        except (DecodeError, InvalidSample) as e:
+            return Decoded([], e)
+        samples = result.batch if isinstance(result, ColumnsResult) else result.samples
+        return Decoded(samples, None, result.rejected)
+
+
+def record_ms(msg: Message) -> int:
+    """The Kafka timestamp of ``msg`` in ms (the wall clock if the record has none)."""
+    ts = msg.timestamp
+    return round(ts * 1000) if ts is not None and ts > 0 else int(time.time() * 1000)
 
 
 class _Metrics:
@@ -105,12 +160,9 @@ class AggregationAgent:
         self.settings = settings
         self.codec = codec or AvroCodec.from_directory()
         self.aggregate_encoder = AggregateEncoder(self.codec)
-        self.batch_decoder = MetricBatchDecoder(self.codec)
         self.metrics = _Metrics(registry)
         a = settings.aggregation
-        limits = Limits(max_future_skew_ms=ms(a.max_future_skew))
-        self.decoder = SampleDecoder(limits)
-        self.sample_decoder = MetricSampleDecoder(self.codec, limits)
+        self.messages = SampleMessages(self.codec, ms(a.max_record_skew))
         self._windows_ms = a.windows_ms
         self._lateness_ms = ms(a.allowed_lateness)
         self._idle_s = a.idle_timeout.total_seconds()
@@ -177,30 +229,15 @@ class AggregationAgent:
         return len(samples.series_index) if isinstance(samples, SampleBatch) else len(samples)
 
     async def _decode(self, msg: Message) -> SampleBatch | list[Sample]:
-        """The message's valid samples: columns for a ``MetricBatch`` of the current
-        version, ``Sample`` values otherwise (a ``MetricSample``, older versions)."""
-        now_ms = int(time.time() * 1000)
-        value = msg.value
-        result: ColumnsResult | BatchResult
-        try:
-            if self.sample_decoder.accepts(value):
-                return [self.sample_decoder.decode(value, now_ms)]
-            if self.batch_decoder.accepts(value):
-                columns = self.batch_decoder.decode(value)._asdict()
-                result = self.decoder.columns(BATCH, columns, now_ms)
-            else:
-                decoded = self.codec.decode(value)
-                result = self.decoder.samples(decoded.name, decoded.record, now_ms)
-        except (DecodeError, InvalidSample) as e:
-            await self._dead_letter(msg, e.reason, str(e))
-            return []
-        if result.rejected:
-            first = result.rejected[0][1]
-            detail = "; ".join(f"#{i}: {e}" for i, e in result.rejected[:20])
-            await self._dead_letter(
-                msg, first.reason, detail, rejected=[i for i, _ in result.rejected]
-            )
-        return result.batch if isinstance(result, ColumnsResult) else result.samples
+        """The message's valid samples (``SampleMessages``); the rest dead-lettered."""
+        d = self.messages.decode(msg.value, record_ms(msg))
+        if d.error is not None:
+            await self._dead_letter(msg, d.error.reason, str(d.error))
+        elif d.rejected:
+            first = d.rejected[0][1]
+            detail = "; ".join(f"#{i}: {e}" for i, e in d.rejected[:20])
+            await self._dead_letter(msg, first.reason, detail, rejected=[i for i, _ in d.rejected])
+        return d.samples
 
     async def _dead_letter(
         self, msg: Message, reason: str, detail: str, rejected: list[int] | None = None

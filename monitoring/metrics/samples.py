@@ -111,7 +111,10 @@ def _ints(items: list[int]) -> np.ndarray:
 class Limits:
     """What a sample may carry; beyond these it goes to the dead-letter topic.
 
-    Timestamps must lie in [min_timestamp_ms, now + max_future_skew_ms].
+    Timestamps must lie in [min_timestamp_ms, now + max_future_skew_ms], where ``now``
+    is what the caller passes as ``now_ms`` (``reference`` names it in the reason): the
+    wall clock, or, for the aggregation agent, the timestamp of the Kafka record that
+    carried the sample, so that the same record gets the same verdict on replay.
     """
 
     max_labels: int = 32
@@ -120,6 +123,7 @@ class Limits:
     max_name_len: int = 256
     min_timestamp_ms: int = 946_684_800_000  # 2000-01-01
     max_future_skew_ms: int = 3_600_000
+    reference: str = "now"
 
 
 def series_key(name: str, labels: Mapping[str, str]) -> str:
@@ -164,7 +168,8 @@ def check_point(timestamp_ms: int, value: float, now_ms: int, limits: Limits) ->
     if timestamp_ms > now_ms + limits.max_future_skew_ms:
         raise InvalidSample(
             "timestamp-in-future",
-            f"timestamp_ms {timestamp_ms} is {timestamp_ms - now_ms} ms ahead",
+            f"timestamp_ms {timestamp_ms} is {timestamp_ms - now_ms} ms ahead of "
+            f"{limits.reference} (limit {limits.max_future_skew_ms} ms)",
         )
 
 
