@@ -15,6 +15,13 @@ start the agent re-reads the aggregates of the rules' longest range plus the loo
 neither re-fires nor forgets an alert. Alerts emitted after the last checkpoint may be
 emitted again after a crash; the notifier de-duplicates them (same fingerprint,
 status and start).
+
+Start-up: the end offset of every partition is taken at start, and until each
+partition has been read that far the clock is catching up (``EvaluationClock``): every
+partition with a backlog counts and no end is due by the grace, so that the backlog is
+evaluated end by end with every partition's windows. Windows ending more than one
+window after the wall clock are not taken (nor is a checkpointed position that far
+ahead): a sample from the future must not move the evaluation past every real end.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
@@ -140,8 +148,12 @@ class AlertingAgent:
         self.metrics.rules.set(len(self.ruleset.rules))
         self.window_ms = ms(a.window)
         self.clock = EvaluationClock(
-            ms(a.grace), ms(a.settle), live_ms=max(3 * self.window_ms, 30_000)
+            ms(a.grace),
+            ms(a.settle),
+            live_ms=max(3 * self.window_ms, 30_000),
+            max_ahead_ms=self.window_ms,
         )
+        self._catch_up: dict[int, int] = {}  # partition -> end offset taken at start
         self.source = topics.topic_name(k, topics.AGGREGATES)
         self.alerts_topic = topics.topic_name(k, topics.ALERTS)
         self.state_topic = topics.topic_name(k, topics.ALERTING_STATE)
@@ -201,7 +213,7 @@ class AlertingAgent:
             if state.get("v") != STATE_VERSION:
                 raise ValueError(f"{self.state_topic}: unknown state version {state.get('v')}")
             self.engine.restore(state["engine"].encode())
-            self.clock.last_evaluated_ms = state["last_evaluated_ms"]
+            self.clock.last_evaluated_ms = self._sane_position(state["last_evaluated_ms"])
         self.consumer = Consumer(
             {
                 "bootstrap.servers": k.bootstrap_servers,
@@ -225,7 +237,15 @@ class AlertingAgent:
             TopicPartition(self.source, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
             for tp in found
         ]
+
+        # the backlog: what each partition holds now, read before the clock leaves catch-up
+        def end_offset(p: int) -> int:
+            tp = TopicPartition(self.source, p)
+            return int(consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1])
+
+        ends = {p: with_retries(partial(end_offset, p), what="alerting end offsets") for p in parts}
         self.consumer.assign(start)
+        self.begin_catch_up({tp.partition: tp.offset for tp in start}, ends)
         log.info(
             "alerting_started",
             rules=len(self.ruleset.rules),
@@ -233,7 +253,45 @@ class AlertingAgent:
             partitions=len(parts),
             last_evaluated_ms=self.clock.last_evaluated_ms,
             replay_from_ms=since,
+            catching_up=sorted(self._catch_up),
         )
+
+    def _sane_position(self, last_evaluated_ms: int) -> int:
+        """A checkpointed position more than a window ahead of the clock (written by a
+        version that took windows from the future) is pulled back to now: kept, the
+        evaluator would evaluate nothing until the clock got there."""
+        now = int(time.time() * 1000)
+        if last_evaluated_ms <= now + self.window_ms:
+            return last_evaluated_ms
+        sane = now - now % self.window_ms
+        log.warning("position_in_future", last_evaluated_ms=last_evaluated_ms, reset_to_ms=sane)
+        return sane
+
+    def begin_catch_up(self, start: dict[int, int], ends: dict[int, int]) -> None:
+        """Partitions starting below their end offset (``start``: the first offset to
+        read, negative for the end) catch up before the clock leaves catch-up."""
+        self._catch_up = {p: end for p, end in ends.items() if 0 <= start.get(p, OFFSET_END) < end}
+        self.clock.begin_catch_up(self._catch_up)
+
+    def progress(self, partition: int, next_offset: int, now_ms: int) -> None:
+        """``partition`` was read up to ``next_offset`` (exclusive)."""
+        end = self._catch_up.get(partition)
+        if end is not None and next_offset >= end:
+            del self._catch_up[partition]
+            self.clock.caught_up(partition, now_ms)
+            if not self._catch_up:
+                log.info("alerting_caught_up", last_evaluated_ms=self.clock.last_evaluated_ms)
+
+    def _check_positions(self) -> None:
+        """Catch-up by the consumer's positions (a partition's last records may be
+        transaction markers, never delivered)."""
+        if not self._catch_up or self.consumer is None:
+            return
+        now = int(time.time() * 1000)
+        tps = [TopicPartition(self.source, p) for p in self._catch_up]
+        for tp in self.consumer.position(tps):
+            if tp.offset >= 0:
+                self.progress(tp.partition, tp.offset, now)
 
     # -- the loop --------------------------------------------------------------------
     async def run(self, stop: threading.Event) -> None:
@@ -249,7 +307,8 @@ class AlertingAgent:
                     self.reload_rules()
                 for msg in self.consumer.consume(5000, timeout=0.05):
                     if msg.error() is None:
-                        self.handle(msg.partition() or 0, msg.value(), msg.headers())
+                        self.handle(msg.partition() or 0, msg.value(), msg.headers(), msg.offset())
+                self._check_positions()
                 await self.evaluate_due(int(time.time() * 1000))
                 if self._dirty and time.monotonic() - self._last_checkpoint >= interval_s:
                     await self.checkpoint()
@@ -257,9 +316,18 @@ class AlertingAgent:
         finally:
             self.consumer.close()
 
-    def handle(self, partition: int, value: bytes | None, headers: Headers | None = None) -> None:
+    def handle(
+        self,
+        partition: int,
+        value: bytes | None,
+        headers: Headers | None = None,
+        offset: int | None = None,
+    ) -> None:
         """One aggregates message: into the history (or the buffer ahead), and the clock
         (with the close's completion mark, if the message carries one)."""
+        now = int(time.time() * 1000)
+        if offset is not None:
+            self.progress(partition, offset + 1, now)
         try:
             agg = self.decoder.decode(value)
         except DecodeError as e:
@@ -271,14 +339,17 @@ class AlertingAgent:
             return
         self.metrics.windows.inc()
         end = agg.window_end_ms
-        last = self.clock.last_evaluated_ms
-        if end <= last or (last and end <= last + self.window_ms):
-            # late, re-read after a restart, or the next end: into the history now, so
-            # that evaluating it once due does not start with adding its windows
-            self.engine.add(agg)
+        if not self.clock.observe(partition, end, now):
+            # from the future: evaluating it would skip every end before it
+            self.metrics.invalid.labels("window-in-future").inc()
         else:
-            self._ahead.setdefault(end, []).append(agg)
-        self.clock.observe(partition, end, int(time.time() * 1000))
+            last = self.clock.last_evaluated_ms
+            if end <= last or (last and end <= last + self.window_ms):
+                # late, re-read after a restart, or the next end: into the history now,
+                # so that evaluating it once due does not start with adding its windows
+                self.engine.add(agg)
+            else:
+                self._ahead.setdefault(end, []).append(agg)
         if headers:
             self._mark(partition, headers)
 

@@ -121,3 +121,60 @@ def test_with_marks_an_end_is_due_only_when_every_live_partition_is_through_it(
         # and nothing that every partition is through is left waiting
         done = min(through.get(p, 0) for p in seen)
         assert all(e <= evaluated for e in ends if e <= done)
+
+
+# --- catch-up after a restart, and ends from the future -----------------------------
+
+
+def test_in_catch_up_a_partition_counts_before_it_delivers_and_there_is_no_grace() -> None:
+    c = EvaluationClock(grace_ms=2_000, settle_ms=0, live_ms=5_000)
+    c.begin_catch_up([0, 1, 2])
+    for end in (W, 2 * W, 3 * W):  # partition 0's whole backlog arrives first
+        c.observe(0, end, now_ms=0)
+        c.complete(0, end, now_ms=0)
+    assert c.due(60_000) == []  # 1 and 2 have not delivered; no grace, however long
+    c.complete(1, 3 * W, now_ms=60_000)
+    c.caught_up(1, now_ms=60_000)
+    c.complete(2, W, now_ms=60_000)
+    assert c.due(60_000) == [W]
+    c.caught_up(0, now_ms=61_000)
+    assert c.due(120_000) == []  # 2 still reads its backlog (and is through W only)
+    c.caught_up(2, now_ms=130_000)  # 2 had nothing more: catch-up is over
+    assert c.catching_up == frozenset()
+    assert c.due(130_000) == []  # 2 is live and through W: the grace counts from now
+    assert c.due(132_000) == [2 * W, 3 * W]
+
+
+@given(st.data())
+def test_in_catch_up_an_end_is_due_only_once_every_partition_marked_it(data: st.DataObject) -> None:
+    partitions = data.draw(st.integers(1, 4))
+    n = data.draw(st.integers(1, 15))
+    c = EvaluationClock(grace_ms=1_000, settle_ms=0, live_ms=5_000)
+    c.begin_catch_up(range(partitions))
+    read, now, due = [0] * partitions, 0, []
+    while any(r < n for r in read):
+        p = data.draw(st.sampled_from([p for p in range(partitions) if read[p] < n]))
+        read[p] += 1
+        now += data.draw(st.integers(0, 10_000))  # past the grace and the liveness
+        c.observe(p, read[p] * W, now)
+        c.complete(p, read[p] * W, now)
+        if read[p] == n:
+            c.caught_up(p, now)
+        got = c.due(now)
+        assert all(min(read) * W >= end for end in got)  # every partition is through
+        due += got
+    due += c.due(now + 1_000)
+    assert due == [(i + 1) * W for i in range(n)]
+
+
+def test_an_end_from_the_future_is_not_taken_and_moves_nothing() -> None:
+    c = EvaluationClock(grace_ms=0, settle_ms=0, live_ms=30_000, max_ahead_ms=W)
+    now = 1_000 * W
+    assert c.observe(0, now + 360 * W, now) is False  # an hour ahead
+    c.complete(0, now + 360 * W, now)  # its mark counts up to one window ahead only
+    assert c.due(now) == []
+    assert c.last_evaluated_ms == 0
+    assert c.observe(0, now - W, now) and c.observe(0, now + W, now)  # one window: fine
+    assert c.due(now) == [now - W, now + W]
+    c.observe(1, now + 2 * W, now + W)
+    assert c.due(now + W) == [now + 2 * W]
