@@ -284,7 +284,9 @@ class AnomalySettings(_Section):
     ``detector`` is the default detector's name, ``detectors`` picks others per metric
     name pattern (first match wins). Points before ``warmup`` raise no anomaly events;
     a score at or above ``threshold`` is an anomaly event. Series with no point for
-    ``idle_eviction`` of event time are evicted. Metrics in ``exclude`` (globs) are
+    ``idle_eviction`` of event time are evicted. At most ``max_series`` series of a
+    partition have a detector (tens of kilobytes each); a new series beyond that is not
+    scored, and counted, until idle ones are evicted. Metrics in ``exclude`` (globs) are
     not scored; ``anomaly_score`` itself never is.
     """
 
@@ -296,6 +298,7 @@ class AnomalySettings(_Section):
     warmup: int = Field(0, ge=0, description="0: the detector's own default")
     threshold: float = Field(0.9, gt=0, le=1)
     idle_eviction: Duration = timedelta(hours=6)
+    max_series: int = Field(5_000, ge=1, description="series with a detector, per partition")
     exclude: list[str] = []
     checkpoint_interval: Duration = timedelta(seconds=5)
 

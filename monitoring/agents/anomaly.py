@@ -98,6 +98,16 @@ class _Metrics:
             "anomaly_replayed_messages", "Messages skipped as already applied", registry=registry
         )
         self.series = Gauge("anomaly_series", "Series with a detector", registry=registry)
+        self.refused = Counter(
+            "anomaly_series_refused",
+            "Points of new series not scored: anomaly.max_series reached",
+            registry=registry,
+        )
+        self.undecodable_state = Counter(
+            "anomaly_state_undecodable",
+            "Checkpointed detectors that no longer decode (their series start afresh)",
+            registry=registry,
+        )
         self.state_bytes = Gauge(
             "anomaly_state_bytes", "Approximate memory of all detectors", registry=registry
         )
@@ -176,6 +186,9 @@ class AnomalyAgent:
             return 0
         if agg.window_ms != self.window_ms or not self.choice.scored(agg.name):
             return 0
+        if not slot.state.admits(agg.series):
+            self.metrics.refused.inc()
+            return 0
         value = float(getattr(agg, self.settings.field))
         scored = slot.state.process(msg.offset, agg.series, agg.name, agg.window_start_ms, value)
         if scored is None:
@@ -219,9 +232,10 @@ class AnomalyAgent:
 
     # -- state ---------------------------------------------------------------------
     def _restore(self, p: int, table: dict[bytes, bytes]) -> PartitionScorers:
-        part = PartitionScorers(self.scorer, self.idle_ms)
-        part.restore({k.decode(): v for k, v in table.items()})
-        log.info("anomaly_restored", partition=p, series=len(part))
+        part = PartitionScorers(self.scorer, self.idle_ms, self.settings.max_series)
+        part.restore({k.decode(errors="replace"): v for k, v in table.items()})
+        self.metrics.undecodable_state.inc(part.undecodable)
+        log.info("anomaly_restored", partition=p, series=len(part), dropped=part.undecodable)
         return part
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:

@@ -9,7 +9,11 @@ and its last event time (two little-endian i64) followed by the scorer's own byt
 (``SeriesScorer.to_bytes``).
 A series whose last point is older, in event time, than the newest point of the
 partition minus ``idle_ms`` is evicted at the next checkpoint (a tombstone), so memory
-is bounded by the series active in the eviction horizon.
+is bounded by the series active in the eviction horizon, and by ``max_series``: a new
+series beyond it is refused (:meth:`PartitionScorers.admits` says so before any state
+is made), so a producer that puts a request id in a label cannot grow the detectors.
+A checkpoint record that no longer decodes (a detector library changed its format)
+is dropped at restore, counted in ``undecodable``, and that series starts afresh.
 
 >>> from monitoring.anomaly.scorer import SeriesScorer
 >>> part = PartitionScorers(lambda name: SeriesScorer(), idle_ms=60_000)
@@ -40,15 +44,29 @@ class _Series:
 class PartitionScorers:
     """Scorers of the series of one partition, with changelog checkpoints."""
 
-    def __init__(self, make: Callable[[str], SeriesScorer], idle_ms: int) -> None:
+    def __init__(
+        self, make: Callable[[str], SeriesScorer], idle_ms: int, max_series: int = 0
+    ) -> None:
         self._make = make
         self.idle_ms = idle_ms
+        self.max_series = max_series
         self._series: dict[str, _Series] = {}
         self._dirty: set[str] = set()
         self.max_ts_ms = 0
+        self.undecodable = 0
 
     def __len__(self) -> int:
         return len(self._series)
+
+    def admits(self, series: str) -> bool:
+        """Whether ``series`` has, or may get, a detector (``max_series``; 0: no bound).
+
+        >>> part = PartitionScorers(lambda name: SeriesScorer(), idle_ms=60_000, max_series=1)
+        >>> _ = part.process(0, "a", "a", 1_000, 1.0)
+        >>> part.admits("a"), part.admits("b")
+        (True, False)
+        """
+        return not self.max_series or len(self._series) < self.max_series or series in self._series
 
     def process(
         self, offset: int, series: str, name: str, timestamp_ms: int, value: float
@@ -88,8 +106,14 @@ class PartitionScorers:
     def restore(self, table: Mapping[str, bytes]) -> None:
         """Load the latest changelog records (tombstoned keys already removed)."""
         for key, raw in table.items():
-            offset, last_ts = _HEAD.unpack_from(raw)
-            scorer = SeriesScorer.from_bytes(raw[_HEAD.size :])
+            try:
+                offset, last_ts = _HEAD.unpack_from(raw)
+                scorer = SeriesScorer.from_bytes(raw[_HEAD.size :])
+            except Exception:  # a foreign, truncated or older-format record: start afresh
+                self.undecodable += 1
+                continue
+            if self.max_series and len(self._series) >= self.max_series:
+                break
             self._series[key] = _Series(scorer, offset, last_ts)
             self.max_ts_ms = max(self.max_ts_ms, last_ts)
 

@@ -59,3 +59,31 @@ def test_memory_is_estimated_from_a_sample_of_the_series() -> None:
     assert exact == sum(part._series[f"s{i}"].scorer.nbytes() for i in range(40))
     estimate = part.nbytes(sample=8)
     assert abs(estimate - exact) <= 0.05 * exact  # series of one detector differ little
+
+
+def test_series_beyond_max_series_are_refused_and_idle_ones_make_room() -> None:
+    """A label per request id: 100,000 distinct series, at most ``max_series`` detectors."""
+    part = PartitionScorers(make, idle_ms=60_000, max_series=50)
+    admitted = 0
+    for i in range(100_000):
+        key = f'req{{id="{i}"}}'
+        if part.admits(key):
+            admitted += 1
+            assert part.process(i, key, "req", 1_000, 1.0) is not None
+    assert admitted == 50 and len(part) == 50
+    assert part.admits('req{id="7"}') and not part.admits('req{id="99999"}')
+    part.process(100_000, "later", "m", 120_000, 1.0)  # the first 50 are idle now
+    assert sum(v is None for _, v in part.checkpoint()) == 50
+    assert part.admits('req{id="99999"}')
+
+
+def test_restore_drops_undecodable_records_and_keeps_the_rest() -> None:
+    part = PartitionScorers(make, idle_ms=10**9)
+    for o, k, t, v in stream(30):
+        part.process(o, k, "m", t, v)
+    table = {k: v for k, v in part.checkpoint() if v is not None}
+    table["garbage"] = b"\x00\x01not a detector"
+    table["short"] = b"\x01"
+    restored = PartitionScorers(make, idle_ms=10**9)
+    restored.restore(table)
+    assert len(restored) == 3 and restored.undecodable == 2
