@@ -28,6 +28,7 @@ from monitoring.alerts.receivers import Receiver
 
 REDACTED = "<redacted>"
 MAX_ERROR_CHARS = 300
+MAX_RESPONSE_BYTES = 64 * 1024  # of a receiver's answer: only its head is kept
 
 
 class DeliveryError(Exception):
@@ -209,11 +210,25 @@ def _retry_after(r: httpx.Response) -> float | None:
         return None
 
 
+async def _read_head(r: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a streamed response body; the rest is not read."""
+    out = bytearray()
+    try:
+        async for chunk in r.aiter_raw():
+            out += chunk[: limit - len(out)]
+            if len(out) >= limit:
+                break
+    except httpx.StreamConsumed:  # a transport that answered from memory
+        return r.content[:limit]
+    return bytes(out)
+
+
 async def post_json(ctx: Context, url: str, payload: Any) -> int:
     """POST JSON; return the 2xx status. Timeouts, transport errors, 5xx and 429 are
     retryable DeliveryErrors, other statuses permanent. Messages never hold the URL."""
     try:
-        r = await ctx.http.post(url, json=payload, timeout=ctx.timeout_s)
+        async with ctx.http.stream("POST", url, json=payload, timeout=ctx.timeout_s) as r:
+            head = await _read_head(r, MAX_RESPONSE_BYTES)  # a receiver cannot flood us
     except httpx.TimeoutException as e:
         raise DeliveryError(
             f"timeout after {ctx.timeout_s:g}s ({type(e).__name__})", retryable=True
@@ -226,7 +241,7 @@ async def post_json(ctx: Context, url: str, payload: Any) -> int:
         return r.status_code
     retryable = r.status_code >= 500 or r.status_code == 429
     raise DeliveryError(
-        f"HTTP {r.status_code}: {r.text[:MAX_ERROR_CHARS]}",
+        f"HTTP {r.status_code}: {head.decode(errors='replace')[:MAX_ERROR_CHARS]}",
         retryable=retryable,
         status=r.status_code,
         retry_after_s=_retry_after(r),
