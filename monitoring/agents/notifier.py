@@ -64,6 +64,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; ``ValueError`` (a 400) otherwise."""
+    data = json.loads(body or b"{}")
+    if not isinstance(data, dict):
+        raise ValueError(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
 class NotifierAgent:
     """Consumes alerts and commands, flushes due groups, delivers, checkpoints."""
 
@@ -109,6 +117,9 @@ class NotifierAgent:
         if restored:
             am = {k.decode()[len(_AM) :]: v for k, v in table.items() if k.startswith(b"am:")}
             self.manager = AlertManager.from_records(self.config, am)
+            for sid, why in self.manager.silences.dropped:  # e.g. a regex RE2 refuses
+                self.invalid.labels("bad-silence").inc()
+                log.warning("silence_dropped", silence=sid[:100], error=why[:300])
             self.delivered = DeliveredKeys.from_bytes(table[_DELIVERED], DELIVERED_CAPACITY)
             saved = json.loads(table[_POSITIONS])
             if saved.get("v") != STATE_VERSION:
@@ -253,7 +264,7 @@ class NotifierAgent:
     def api_post_silence(self, body: bytes) -> tuple[int, Any]:
         """``POST /api/v2/silences``: Alertmanager's PostableSilence; answers the id."""
         try:
-            data = json.loads(body or b"{}")
+            data = _json_object(body)
             sid = data.pop("id", None) or new_silence_id()
             cmd = parse_command({"kind": "create_silence", "id": sid, "silence": data})
         except (ValueError, CommandError) as e:
@@ -265,7 +276,7 @@ class NotifierAgent:
     def api_expire_silence(self, body: bytes) -> tuple[int, Any]:
         """``POST /api/v2/silence/expire`` with ``{"id": ...}`` (DELETE in Alertmanager)."""
         try:
-            cmd = parse_command({"kind": "expire_silence", **json.loads(body or b"{}")})
+            cmd = parse_command({"kind": "expire_silence", **_json_object(body)})
         except (ValueError, CommandError) as e:
             return 400, {"error": str(e)}
         assert isinstance(cmd, ExpireSilence)
@@ -275,7 +286,7 @@ class NotifierAgent:
     def api_ack(self, body: bytes) -> tuple[int, Any]:
         """``POST /api/v2/acks`` with ``{"fingerprint"|"group_key", "by", "comment"}``."""
         try:
-            cmd = parse_command({"kind": "acknowledge", **json.loads(body or b"{}")})
+            cmd = parse_command({"kind": "acknowledge", **_json_object(body)})
         except (ValueError, CommandError) as e:
             return 400, {"error": str(e)}
         target = getattr(cmd, "fingerprint", None) or getattr(cmd, "group_key", "")

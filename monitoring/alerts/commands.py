@@ -19,9 +19,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from monitoring.alerts.silences import SilenceSpec
+from monitoring.alerts.silences import (
+    MAX_COMMENT_LENGTH,
+    MAX_CREATED_BY_LENGTH,
+    MAX_ID_LENGTH,
+    SilenceSpec,
+    check_length,
+)
 
 
 class CommandError(ValueError):
@@ -32,12 +46,18 @@ class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _id_length(v: str) -> str:
+    return check_length("id", v, MAX_ID_LENGTH)
+
+
 class CreateSilence(_Command):
     """Create a silence, or update the one with this id (v2 ``PostableSilence`` body)."""
 
     kind: Literal["create_silence"] = "create_silence"
     id: str = Field(min_length=1)
     silence: SilenceSpec
+
+    _id_valid = field_validator("id")(_id_length)
 
     @model_validator(mode="after")
     def _same_id(self) -> CreateSilence:
@@ -52,6 +72,8 @@ class ExpireSilence(_Command):
     kind: Literal["expire_silence"] = "expire_silence"
     id: str = Field(min_length=1)
 
+    _id_valid = field_validator("id")(_id_length)
+
 
 class Acknowledge(_Command):
     """Acknowledge one alert (``fingerprint``) or a whole group (``group_key``)."""
@@ -61,6 +83,16 @@ class Acknowledge(_Command):
     group_key: str | None = None
     by: str = Field(min_length=1)
     comment: str = ""
+
+    @field_validator("by")
+    @classmethod
+    def _by_length(cls, v: str) -> str:
+        return check_length("by", v, MAX_CREATED_BY_LENGTH)
+
+    @field_validator("comment")
+    @classmethod
+    def _comment_length(cls, v: str) -> str:
+        return check_length("comment", v, MAX_COMMENT_LENGTH)
 
     @model_validator(mode="after")
     def _one_target(self) -> Acknowledge:

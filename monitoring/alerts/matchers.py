@@ -11,6 +11,21 @@ written ``{a="1", b=~"x|y"}`` (braces optional, commas inside quotes kept).
 True
 >>> parse_matcher('env=""').matches({})  # absent label equals the empty string
 True
+
+Every user-supplied label regex (matchers of routes, inhibition rules and silences, and
+the selectors of alert rules) is compiled by ``compile_matcher_regex`` with RE2, the
+engine Alertmanager and Prometheus use: matching takes time linear in the label's
+length whatever the pattern, so a silence like ``(a|a)*b`` cannot stall the notifier.
+RE2 has no backreferences or lookaround; such patterns are refused with
+``MatcherError`` where they enter (config load, silence creation).
+
+>>> compile_matcher_regex("(a|a)*b").matches("a" * 100)
+False
+>>> try:
+...     parse_matcher('a=~"(?=x)"')
+... except MatcherError as e:
+...     print(e)  # doctest: +ELLIPSIS
+invalid regex in matcher a=~"(?=x)": invalid perl operator: (?= (RE2: no lookaround...)
 """
 
 from __future__ import annotations
@@ -20,14 +35,67 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+import re2
+
 Op = Literal["=", "!=", "=~", "!~"]
 
 _MATCHER = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|=|!=|!~)\s*(.*?)\s*$", re.DOTALL)
 
 
+def _regex_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # the error goes into MatcherError, not to stderr
+    options.never_capture = True  # only "does it match" is asked: groups cost time
+    return options
+
+
+_RE2_OPTIONS = _regex_options()
+
+
+class MatcherError(ValueError):
+    """A matcher string or object cannot be parsed; the message quotes it."""
+
+
+class LabelRegex:
+    """A label regex compiled by RE2, matched against a whole value (``^(?:re)$``)."""
+
+    __slots__ = ("_compiled", "pattern")
+
+    def __init__(self, pattern: str, compiled: Any) -> None:
+        self.pattern = pattern
+        self._compiled = compiled
+
+    def matches(self, value: str) -> bool:
+        """Whether the regex matches all of ``value`` (time linear in its length)."""
+        return self._compiled.fullmatch(value.encode("utf-8", "surrogatepass")) is not None
+
+    def __repr__(self) -> str:
+        return f"LabelRegex({self.pattern!r})"
+
+
+def compile_matcher_regex(pattern: str, where: str = "") -> LabelRegex:
+    """Compile a user-supplied label regex with RE2, anchored at both ends.
+
+    The one place such regexes are compiled. ``MatcherError`` (a ``ValueError``) when
+    RE2 refuses the pattern (bad syntax, backreferences, lookaround, a program too big);
+    its message names ``where`` (e.g. ``matcher job=~"x"``), else the pattern.
+    """
+    try:
+        compiled = re2.compile(f"(?:{pattern})", _RE2_OPTIONS)
+    except (re2.error, UnicodeError) as e:
+        reason = e.args[0] if e.args else e
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise MatcherError(
+            f"invalid regex in {where or repr(pattern)}: {reason}"
+            " (RE2: no lookaround or backreferences)"
+        ) from None
+    return LabelRegex(pattern, compiled)
+
+
 def _regex_match(m: Matcher, value: str) -> bool:
     assert m.regex is not None
-    return m.regex.fullmatch(value) is not None
+    return m.regex.matches(value)
 
 
 _OPS: dict[str, Callable[[Matcher, str], bool]] = {
@@ -45,10 +113,6 @@ _API_FLAGS: dict[str, tuple[bool, bool]] = {  # op -> (isRegex, isEqual)
 _API_OPS = {flags: op for op, flags in _API_FLAGS.items()}
 
 
-class MatcherError(ValueError):
-    """A matcher string or object cannot be parsed; the message quotes it."""
-
-
 @dataclass(frozen=True)
 class Matcher:
     """One label matcher; ``matches(labels)`` tests a label set."""
@@ -56,16 +120,13 @@ class Matcher:
     name: str
     op: Op
     value: str
-    regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    regex: LabelRegex | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.op not in _OPS:
             raise MatcherError(f"unknown match operator {self.op!r}")
         if self.op in ("=~", "!~") and self.regex is None:
-            try:
-                compiled = re.compile(f"(?:{self.value})")
-            except re.error as e:
-                raise MatcherError(f"invalid regex in matcher {self}: {e}") from None
+            compiled = compile_matcher_regex(self.value, where=f"matcher {self}")
             object.__setattr__(self, "regex", compiled)
 
     def matches(self, labels: Mapping[str, str]) -> bool:

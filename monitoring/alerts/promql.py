@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +79,7 @@ import promql_parser as pp
 
 from monitoring.alerts.functions import RANGE_FUNCTIONS, RangeFunction
 from monitoring.alerts.history import NAME, Labels, Series, WindowHistory
+from monitoring.alerts.matchers import MatcherError, compile_matcher_regex
 
 Vector = list[tuple[Labels, float]]
 Value = float | Vector
@@ -223,12 +223,12 @@ def _matcher(op: str, value: str, where: str) -> Callable[[str], bool]:
     if op == "!=":
         return lambda v: v != value
     try:
-        rx = re.compile(value)
-    except re.error as e:
-        raise UnsupportedExpression(f"bad regex {value!r} in {where}: {e}") from None
+        rx = compile_matcher_regex(value, where=f"{value!r} in {where}")  # RE2: linear time
+    except MatcherError as e:
+        raise UnsupportedExpression(str(e)) from None
     if op == "=~":
-        return lambda v: rx.fullmatch(v) is not None
-    return lambda v: rx.fullmatch(v) is None
+        return rx.matches
+    return lambda v: not rx.matches(v)
 
 
 class RangeCall(Node):

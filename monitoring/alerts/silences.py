@@ -24,17 +24,40 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from monitoring.alerts.matchers import Matcher, matches_all
+from monitoring.alerts.matchers import Matcher, MatcherError, matches_all
 from monitoring.alerts.model import rfc3339
 
 SilenceState = Literal["pending", "active", "expired"]
 DEFAULT_RETENTION_MS = 120 * 3_600_000  # Alertmanager's --data.retention
+MAX_MATCHERS = 64  # matchers per silence (Alertmanager's examples use one to five)
+MAX_MATCHER_LENGTH = 1024  # characters of a matcher's name or value (pattern)
+MAX_COMMENT_LENGTH = 4096  # characters: room for a paragraph and a few ticket links
+MAX_CREATED_BY_LENGTH = 256  # characters: a user name or an e-mail address
+MAX_ID_LENGTH = 256  # characters of a silence id (ours are 36-character UUIDs)
 
 
 class SilenceError(ValueError):
     """A silence cannot be created, updated or expired; the message says why."""
+
+
+class SilenceLimitError(SilenceError):
+    """A silence exceeds one of the bounds above; the message names it."""
+
+
+def check_length(what: str, value: str, limit: int) -> str:
+    """``value``, or ``SilenceLimitError`` when it is longer than ``limit``."""
+    if len(value) > limit:
+        raise SilenceLimitError(f"{what} has {len(value)} characters, at most {limit} allowed")
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,6 +137,11 @@ class ApiMatcher(BaseModel):
     isRegex: bool = False
     isEqual: bool = True
 
+    @field_validator("name", "value")
+    @classmethod
+    def _length(cls, v: str, info: ValidationInfo) -> str:
+        return check_length(f"matcher {info.field_name}", v, MAX_MATCHER_LENGTH)
+
     def to_matcher(self) -> Matcher:
         """The matcher (regexes are checked here)."""
         return Matcher.from_api(self.model_dump())
@@ -130,6 +158,28 @@ class SilenceSpec(BaseModel):
     endsAt: datetime
     createdBy: str = Field(min_length=1)
     comment: str = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id_length(cls, v: str | None) -> str | None:
+        return v if v is None else check_length("id", v, MAX_ID_LENGTH)
+
+    @field_validator("createdBy")
+    @classmethod
+    def _created_by_length(cls, v: str) -> str:
+        return check_length("createdBy", v, MAX_CREATED_BY_LENGTH)
+
+    @field_validator("comment")
+    @classmethod
+    def _comment_length(cls, v: str) -> str:
+        return check_length("comment", v, MAX_COMMENT_LENGTH)
+
+    @field_validator("matchers", mode="before")
+    @classmethod
+    def _matchers_count(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple) and len(v) > MAX_MATCHERS:
+            raise SilenceLimitError(f"{len(v)} matchers, at most {MAX_MATCHERS} allowed")
+        return v
 
     @field_validator("matchers")
     @classmethod
@@ -177,6 +227,7 @@ class Silences:
 
     def __init__(self, silences: Mapping[str, Silence] | None = None) -> None:
         self._by_id: dict[str, Silence] = dict(silences or {})
+        self.dropped: builtins.list[tuple[str, str]] = []  # (id, why): see from_json
 
     def upsert(self, silence: Silence, now_ms: int) -> Silence:
         """Add a silence, or replace the one with its id unless that one has expired."""
@@ -229,5 +280,21 @@ class Silences:
 
     @classmethod
     def from_json(cls, items: builtins.list[dict[str, Any]]) -> Silences:
-        """Inverse of ``to_json``."""
-        return cls({s.id: s for s in (Silence.from_json(o) for o in items)})
+        """Inverse of ``to_json``.
+
+        A silence whose matchers no longer compile (a pattern an older version took,
+        such as a backreference, which RE2 refuses) is left out, with its id and the
+        reason in ``dropped``, rather than failing the whole restore.
+        """
+        by_id: dict[str, Silence] = {}
+        dropped: builtins.list[tuple[str, str]] = []
+        for obj in items:
+            try:
+                silence = Silence.from_json(obj)
+            except MatcherError as e:
+                dropped.append((str(obj.get("id")), str(e)))
+                continue
+            by_id[silence.id] = silence
+        out = cls(by_id)
+        out.dropped = dropped
+        return out

@@ -129,6 +129,37 @@ async def test_email_bad_password_is_a_permanent_failure(smtp_server: SmtpSink) 
     )
 
 
+async def test_email_with_line_breaks_in_label_values_is_delivered(
+    smtp_server: SmtpSink,
+) -> None:
+    """A CR/LF in a label value reaches the subject: folded to a space, not a new header."""
+    host = "db1\r\nBcc: evil@example.com"
+    alert = Alert({**cpu_alert("x").labels, "host": host}, {}, "firing", ENDS_MS)
+    group = {"alertname": "HighCPU", "host": host}
+    n = Notification("mail", '{}:{host="db1\r\n"}', group, (alert,), "firing")
+    receivers = [
+        {
+            "name": "mail",
+            "email_configs": [
+                {
+                    "to": "oncall@example.com",
+                    "from": "monitoring@example.com",
+                    "smarthost": f"{smtp_server.host}:{smtp_server.port}",
+                    "require_tls": False,
+                }
+            ],
+        }
+    ]
+    d, records = dispatcher(receivers)
+    async with d:
+        await d.deliver(n)
+    assert [r.outcome for r in records] == ["delivered"]
+    ((_, to, msg),) = smtp_server.envelopes
+    assert to == ["oncall@example.com"]
+    assert msg["Subject"] == "[FIRING:1] HighCPU db1 Bcc: evil@example.com"
+    assert msg["Bcc"] is None and msg["X-Monitoring-Group-Key"] == '{}:{host="db1 "}'
+
+
 async def test_slack_pagerduty_webhook_exact_payloads(http_receiver_factory: HttpFactory) -> None:
     srv = http_receiver_factory()
     receivers = [

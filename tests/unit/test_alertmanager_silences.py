@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from monitoring.alerts.alert_manager import AlertManager
 from monitoring.alerts.commands import CommandError, CreateSilence, ExpireSilence, parse_command
 from monitoring.alerts.model import Alert, rfc3339
-from monitoring.alerts.silences import Silences, SilenceSpec
+from monitoring.alerts.silences import (
+    MAX_COMMENT_LENGTH,
+    MAX_CREATED_BY_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_MATCHER_LENGTH,
+    MAX_MATCHERS,
+    SilenceLimitError,
+    Silences,
+    SilenceSpec,
+)
 
 S = 1000
 M = 60 * S
@@ -194,3 +205,92 @@ def test_expired_silences_are_forgotten_after_retention() -> None:
     assert silences.gc(H + 5 * H - 1, retention_ms=5 * H) == 0
     assert silences.gc(H + 5 * H, retention_ms=5 * H) == 1
     assert silences.list(0) == []
+
+
+@pytest.mark.timeout(60)  # Python's backtracking re takes ~2**100 steps per label here
+@pytest.mark.parametrize(
+    ("pattern", "silenced_host", "active_host"),
+    [
+        ("(a|a)*b", "a" * 99 + "b", "a" * 100),
+        ("(a+)+$", "a" * 100, "a" * 99 + "!"),
+        ("(x+x+)+y", "x" * 99 + "y", "x" * 100),
+    ],
+)
+def test_a_pathological_regex_silence_does_not_stall_the_flush(
+    pattern: str, silenced_host: str, active_host: str
+) -> None:
+    am = AlertManager.from_yaml(CONFIG)
+    silence = am.apply(create("s1", [m("host", pattern, regex=True)], 0, H), 0).silence
+    assert silence is not None
+    (matcher,) = silence.matchers
+    assert type(matcher.regex).__name__ == "LabelRegex"  # RE2, linear in the label's length
+    am.receive(fire(silenced_host), 0)
+    am.receive(fire(active_host), 0)
+    (n,) = am.flush_due(30 * S)
+    assert [a.labels["host"] for a in n.alerts] == [active_host]
+    assert {s.alert.labels["host"]: s.silenced_by for s in am.alerts(30 * S)} == {
+        silenced_host: ("s1",),
+        active_host: (),
+    }
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"db(?=-)", r"(?<!x)db", r"(?P<x>a)(?P=x)"])
+def test_patterns_re2_refuses_are_refused_when_the_silence_is_created(pattern: str) -> None:
+    body = spec([m("host", pattern, regex=True)], 0, H)
+    with pytest.raises(
+        CommandError, match=r"invalid regex in matcher host=~.*\(RE2: no lookaround"
+    ):
+        parse_command({"kind": "create_silence", "id": "x", "silence": body})
+
+
+def _limit_cases() -> list[tuple[dict[str, Any], str]]:
+    ok = spec([m("host", "a")], 0, H)
+    many = [m(f"l{i}", "a") for i in range(MAX_MATCHERS + 1)]
+    return [
+        ({**ok, "matchers": many}, f"{MAX_MATCHERS + 1} matchers, at most {MAX_MATCHERS}"),
+        (spec([m("host", "a" * 1025, regex=True)], 0, H), "matcher value has 1025 characters"),
+        (spec([m("h" * 1025, "a")], 0, H), "matcher name has 1025 characters, at most 1024"),
+        ({**ok, "comment": "c" * 4097}, "comment has 4097 characters, at most 4096 allowed"),
+        ({**ok, "createdBy": "b" * 257}, "createdBy has 257 characters, at most 256 allowed"),
+        ({**ok, "id": "i" * 257}, "silence.id: Value error, id has 257 characters"),
+    ]
+
+
+@pytest.mark.parametrize(("body", "message"), _limit_cases())
+def test_silence_limits_are_refused_with_a_clear_message(
+    body: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        parse_command({"kind": "create_silence", "id": body.get("id", "x"), "silence": body})
+    with pytest.raises(ValidationError) as info:
+        SilenceSpec.model_validate(body)
+    assert isinstance(info.value.errors()[0]["ctx"]["error"], SilenceLimitError)
+
+
+def test_silence_limits_are_inclusive() -> None:
+    body = {
+        **spec([m(f"l{i}", "a" * MAX_MATCHER_LENGTH) for i in range(MAX_MATCHERS)], 0, H),
+        "comment": "c" * MAX_COMMENT_LENGTH,
+        "createdBy": "b" * MAX_CREATED_BY_LENGTH,
+    }
+    sid = "i" * MAX_ID_LENGTH
+    cmd = parse_command({"kind": "create_silence", "id": sid, "silence": {**body, "id": sid}})
+    assert isinstance(cmd, CreateSilence) and len(cmd.silence.matchers) == MAX_MATCHERS
+    with pytest.raises(CommandError, match=r"expire_silence\.id: Value error, id has 257"):
+        parse_command({"kind": "expire_silence", "id": "i" * 257})
+
+
+def test_a_snapshot_silence_re2_refuses_is_dropped_not_fatal() -> None:
+    """A silence an older version (Python's re) accepted comes back from the snapshot."""
+    am = AlertManager.from_yaml(CONFIG)
+    am.apply(create("good", [m("host", "db.*", regex=True)], 0, H), 0)
+    state = json.loads(am.to_bytes())
+    bad = {**state["silences"][0], "id": "bad"}
+    bad["matchers"] = [{"name": "host", "value": r"(a)\1", "isRegex": True, "isEqual": True}]
+    state["silences"].append(bad)
+    restored = AlertManager.from_bytes(am.config, json.dumps(state).encode())
+    assert [s.id for s in restored.silences.list(0)] == ["good"]
+    ((sid, why),) = restored.silences.dropped
+    assert sid == "bad" and "invalid regex" in why and "RE2" in why
+    restored.receive(fire("db1"), 0)
+    assert restored.flush_due(30 * S) == []  # the good silence still mutes

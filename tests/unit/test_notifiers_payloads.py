@@ -271,3 +271,47 @@ async def test_http_channels_succeed_on_2xx_and_send_resolved_filter(key: str) -
     resolved = cpu_notification("r", ("resolved",))
     default_send_resolved = {"slack_configs": False, "email_configs": False}.get(key, True)
     assert integ.wants(resolved) is default_send_resolved
+
+
+def _hostile_notification() -> Notification:
+    """A firing alert whose label values try Slack mentions/links and header injection."""
+    labels = {
+        "alertname": "HighCPU <!channel>",
+        "host": "db1\r\nBcc: evil@example.com",
+        "team": "<!here> <@U123> <http://evil.example|click> & co",
+    }
+    a = Alert(labels, {"summary": "ping <!everyone>"}, "firing", 0)
+    group = {"host": labels["host"], "team": labels["team"]}
+    key = "{}:{" + ",".join(f'{k}="{v}"' for k, v in group.items()) + "}"  # unescaped
+    return Notification("ops", key, group, (a,), "firing")
+
+
+def test_slack_escapes_mentions_and_links_from_label_values() -> None:
+    n = _hostile_notification()
+    att = slack.payload(n, SlackConfig(api_url="https://h/x"), n.alerts)["attachments"][0]
+    for key in ("title", "fallback", "text"):
+        assert "<" not in att[key] and ">" not in att[key], (key, att[key])
+    assert att["title"] == (
+        "[FIRING:1] db1\r\nBcc: evil@example.com "
+        "&lt;!here&gt; &lt;@U123&gt; &lt;http://evil.example|click&gt; &amp; co"
+    )
+    assert "alertname=HighCPU &lt;!channel&gt;" in att["text"]
+    assert "summary=ping &lt;!everyone&gt;" in att["text"]
+    # Fields substituted into a configured title/text are escaped; the template is not.
+    cfg = SlackConfig(api_url="https://h/x", title="<!here> {alertname}", text="{group_labels}")
+    att = slack.payload(n, cfg, n.alerts)["attachments"][0]
+    assert att["title"] == "<!here> HighCPU &lt;!channel&gt;"
+    assert "<" not in att["text"] and "&lt;@U123&gt;" in att["text"]
+
+
+def test_email_headers_fold_line_breaks_of_label_values() -> None:
+    n = _hostile_notification()
+    cfg = EmailConfig.model_validate({"to": "a@x.org", "from": "m@x.org", "smarthost": "h:25"})
+    msg = email.message(n, cfg, n.alerts)
+    assert msg["Subject"] == (
+        "[FIRING:1] db1 Bcc: evil@example.com <!here> <@U123> <http://evil.example|click> & co"
+    )
+    assert msg["Bcc"] is None
+    assert msg["X-Monitoring-Group-Key"].startswith('{}:{host="db1 Bcc: evil@example.com"')
+    head = msg.as_bytes().split(b"\n\n", 1)[0]
+    assert b"\nBcc:" not in head and b"\r" not in head

@@ -4,6 +4,10 @@ STARTTLS when the server offers it (required when ``require_tls``), implicit TLS
 port 465, AUTH when ``auth_username`` is set. SMTP 4xx answers, disconnects, refused
 connections and timeouts are retryable; 5xx answers and a missing STARTTLS are not.
 
+Header values (the subject holds label values, ``X-Monitoring-Group-Key`` the group
+key) go through ``header_value``: line breaks and other control characters become a
+space, so a label value cannot add a header (``Bcc:``) nor make the message unsendable.
+
 >>> from monitoring.alerts.model import Alert, Notification
 >>> from monitoring.alerts.receivers import EmailConfig
 >>> a = Alert({"alertname": "HighCPU"}, {}, "firing", 0)
@@ -11,11 +15,14 @@ connections and timeouts are retryable; 5xx answers and a missing STARTTLS are n
 >>> msg = message(Notification("ops", "{}:{}", {}, (a,), "firing"), cfg, (a,))
 >>> msg["Subject"], msg["To"]
 ('[FIRING:1] HighCPU', 'a@x, b@x')
+>>> header_value("db1\\r\\nBcc: evil@example.com")
+'db1 Bcc: evil@example.com'
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -25,6 +32,14 @@ from monitoring.alerts.model import Alert, Notification
 from monitoring.alerts.receivers import EmailConfig
 from monitoring.sinks.notifiers.base import DeliveryError, Integration, body_text, register, title
 
+# C0 controls, DEL, and what str.splitlines() also breaks at (NEL, LS, PS)
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def header_value(value: str) -> str:
+    """``value`` on one line: runs of control characters (CR, LF, tab...) -> a space."""
+    return _CONTROLS.sub(" ", value)
+
 
 def message(n: Notification, cfg: EmailConfig, alerts: tuple[Alert, ...]) -> EmailMessage:
     """The plain-text message; ``headers`` of the config override Subject/To/From."""
@@ -32,10 +47,10 @@ def message(n: Notification, cfg: EmailConfig, alerts: tuple[Alert, ...]) -> Ema
     headers = {"Subject": title(n, alerts), "To": ", ".join(cfg.recipients), "From": cfg.from_}
     headers.update(cfg.headers)
     for k, v in headers.items():
-        msg[k] = v
+        msg[k] = header_value(v)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain=cfg.hello)
-    msg["X-Monitoring-Group-Key"] = n.group_key
+    msg["X-Monitoring-Group-Key"] = header_value(n.group_key)
     msg.set_content(f"{body_text(alerts)}\n")
     return msg
 

@@ -1,5 +1,14 @@
 """Slack incoming webhook: one attachment per notification (Alertmanager's layout).
 
+Every text that comes from alerts (label and annotation values, the receiver, the
+default title and body, the ``{fields}`` of a configured ``title``/``text``) is escaped
+as Slack documents (``&`` ``<`` ``>``), so a label value such as ``<!channel>``,
+``<@U123>`` or ``<http://evil|click>`` shows as written instead of notifying everyone
+or hiding a link. The configured ``title``/``text`` templates themselves are not
+escaped: the operator may put mentions and links there on purpose.
+
+>>> escape("<!channel> & <http://evil|click>")
+'&lt;!channel&gt; &amp; &lt;http://evil|click&gt;'
 >>> from monitoring.alerts.model import Alert, Notification
 >>> from monitoring.alerts.receivers import SlackConfig
 >>> a = Alert({"alertname": "HighCPU"}, {}, "firing", 0)
@@ -26,6 +35,11 @@ from monitoring.sinks.notifiers.base import (
 )
 
 
+def escape(text: str) -> str:
+    """Slack's escaping of its control characters: ``&`` ``<`` ``>`` as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class _Fields(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
@@ -33,16 +47,15 @@ class _Fields(dict[str, str]):
 
 def payload(n: Notification, cfg: SlackConfig, alerts: tuple[Alert, ...]) -> dict[str, Any]:
     """The JSON body for an incoming webhook."""
-    default_title = title(n, alerts)
     fields = _Fields(
         status=n.status,
-        alertname=n.common_labels.get("alertname", ""),
+        alertname=escape(n.common_labels.get("alertname", "")),
         count=str(len(alerts)),
-        receiver=n.receiver,
-        group_labels=pairs(n.group_labels),
+        receiver=escape(n.receiver),
+        group_labels=escape(pairs(n.group_labels)),
     )
-    head = cfg.title.format_map(fields) if cfg.title else default_title
-    text = cfg.text.format_map(fields) if cfg.text else body_text(alerts)
+    head = cfg.title.format_map(fields) if cfg.title else escape(title(n, alerts))
+    text = cfg.text.format_map(fields) if cfg.text else escape(body_text(alerts))
     out: dict[str, Any] = {
         "username": cfg.username,
         "attachments": [
