@@ -41,6 +41,7 @@ close) sees, per series, the windows ending at or before ``T``.
     ``(end, last)`` points in ``(T - d, T]``, as Prometheus over samples (slope per
     second; ``predict_linear`` is the line's value ``t`` seconds after ``T``). Need two
     windows.
+  - ``vector(s)``: the number ``s`` as one element without labels.
   - ``absent(v)``: ``1`` with the selector's equality-matcher labels when ``v`` is empty,
     else nothing; ``absent_over_time(m[d])``: the same when no matching series has a
     window in ``(T - d, T]``.
@@ -270,6 +271,16 @@ class Absent(Node):
         else:
             present = bool(self.inner.value(ctx))
         return [] if present else [(self.labels, 1.0)]
+
+
+class VectorOf(Node):
+    """``vector(s)``: one element without labels (``vector(1)`` is the Watchdog's rule)."""
+
+    def __init__(self, inner: Node) -> None:
+        self.inner = inner
+
+    def eval(self, ctx: Context) -> Vector:
+        return [((), float(self.inner.value(ctx)))]
 
 
 def _absent_labels(node: Node) -> Labels:
@@ -633,9 +644,11 @@ class _Compiler:
         if name == "absent_over_time":
             sel, rng = self.matrix(args[0], name)
             return Absent(sel, _absent_labels(sel), sel, rng)
+        if name == "vector":
+            return VectorOf(self.scalar(args[0], name))
         fn = RANGE_FUNCTIONS.get(name)
         if fn is None:
-            supported = sorted([*RANGE_FUNCTIONS, "absent", "absent_over_time"])
+            supported = sorted([*RANGE_FUNCTIONS, "absent", "absent_over_time", "vector"])
             raise UnsupportedExpression(
                 f"function '{name}' is not supported (supported: {', '.join(supported)})"
             )

@@ -220,6 +220,13 @@ def test_absent(cpu: WindowHistory) -> None:
 # --- operators --------------------------------------------------------------------------
 
 
+def test_vector_is_one_unlabelled_element(cpu: WindowHistory) -> None:
+    """``vector(1)`` is the Watchdog's expression: it fires at every evaluation."""
+    assert ev(cpu, "vector(1)", 30) == {(): 1.0}
+    assert ev(cpu, "vector(2) * 3", 30) == {(): 6.0}
+    assert ev(cpu, "vector(1) and absent(nothing)", 30) == {(): 1.0}
+
+
 def test_comparisons_with_scalars(cpu: WindowHistory) -> None:
     assert ev(cpu, "cpu > 40", 30) == {cpu_l(host="c"): 95.0}
     assert ev(cpu, "cpu >= 40", 30) == {cpu_l(host="b", env="dev"): 40.0, cpu_l(host="c"): 95.0}
