@@ -7,13 +7,20 @@ sources. A record librdkafka gives up on makes the next flush raise: an agent mu
 stop rather than ack, so that a restart replays it.
 
 ``dead_letter_headers`` is the one format of the dead-letter topic: the original bytes
-under the original key, and why, where from and at which stage in headers.
+under the original key, and why, where from and at which stage in headers. A dead
+letter always fits the message limit (``fit_dead_letter``): each header value is capped
+at ``MAX_HEADER_BYTES``, and a payload that would not fit beside its key and headers is
+cut to its head, with ``x-truncated: <original size>`` and ``x-payload-sha256`` (of the
+whole payload). Sending one never raises: a dead letter the producer refuses or the
+broker fails is logged and counted (``dead_letters_failed``), and processing goes on,
+as the message is invalid either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -24,6 +31,10 @@ from monitoring.log import get_logger
 
 log = get_logger("outputs")
 Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka types them
+MAX_HEADER_BYTES = 4096  # each dead-letter header value at most
+# Kept free beside key, value and headers: record and batch framing, and what lz4 adds
+# to an incompressible payload (n/255 + 16), which the broker counts against its limit.
+RECORD_OVERHEAD_BYTES = 1024
 
 
 class OutputsLost(RuntimeError):
@@ -49,7 +60,9 @@ class Outputs:
             }
         )
         self.flush_timeout_s = flush_timeout_s
+        self.max_message_bytes = kafka.max_message_bytes
         self.failed = 0
+        self.dead_letters_failed = 0  # dead letters refused or lost: counted, never fatal
 
     async def send(
         self,
@@ -92,11 +105,13 @@ class Outputs:
         value: bytes | None,
         partition: int | None,
         headers: Headers | None,
+        on_delivery: Callable[[KafkaError | None, Any], None] | None = None,
     ) -> None:
+        extra: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
         if partition is None:
-            self.producer.produce(topic, value, key, headers=headers)
+            self.producer.produce(topic, value, key, headers=headers, **extra)
         else:
-            self.producer.produce(topic, value, key, partition, headers=headers)
+            self.producer.produce(topic, value, key, partition, headers=headers, **extra)
 
     async def dead_letter(
         self,
@@ -107,16 +122,33 @@ class Outputs:
         stage: str,
         rejected: list[int] | None = None,
     ) -> None:
-        """Send a consumed message's original bytes to the dead-letter ``topic``, with why."""
-        log.warning(
-            "dead_letter", stage=stage, reason=reason, error=detail[:200],
-            topic=msg.topic, partition=msg.partition, offset=msg.offset,
-        )  # fmt: skip
-        headers = dead_letter_headers(
-            reason, detail, msg.topic, msg.partition, msg.offset, stage, rejected
-        )
-        value = msg.value if isinstance(msg.value, bytes) else None
-        await self.send(topic, msg.key, value, headers=headers)
+        """Send a consumed message's original bytes to the dead-letter ``topic``, with why.
+
+        Never raises: the record is cut to fit the message limit (``fit_dead_letter``),
+        and a dead letter librdkafka refuses, now or at delivery, is logged and counted
+        in ``dead_letters_failed`` (it does not fail ``flush``)."""
+        try:
+            log.warning(
+                "dead_letter", stage=stage, reason=reason, error=detail[:200],
+                topic=msg.topic, partition=msg.partition, offset=msg.offset,
+            )  # fmt: skip
+            headers = dead_letter_headers(
+                reason, detail, msg.topic, msg.partition, msg.offset, stage, rejected
+            )
+            raw_key = msg.key.encode() if isinstance(msg.key, str) else msg.key
+            raw = msg.value if isinstance(msg.value, bytes) else None
+            key, value, headers = fit_dead_letter(raw_key, raw, headers, self.max_message_bytes)
+            while True:
+                try:
+                    self._produce(topic, key, value, None, headers, self._on_dead_letter)
+                    return
+                except BufferError:  # librdkafka's queue is full: let it drain
+                    self.producer.poll(0)
+                    await asyncio.sleep(0.01)
+        except Exception as e:
+            self.dead_letters_failed += 1
+            log.error("dead_letter_failed", stage=stage, reason=reason, error=repr(e)[:300],
+                      topic=msg.topic, partition=msg.partition, offset=msg.offset)  # fmt: skip
 
     def poll(self) -> None:
         """Serve delivery callbacks; call it regularly (once per source message)."""
@@ -138,6 +170,11 @@ class Outputs:
         if err is not None:
             self.failed += 1
             log.error("delivery_failed", error=str(err))
+
+    def _on_dead_letter(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.dead_letters_failed += 1
+            log.error("dead_letter_failed", error=str(err))
 
 
 def dead_letter_headers(
@@ -164,5 +201,140 @@ def dead_letter_headers(
         ("x-stage", stage.encode()),
     ]
     if rejected is not None:
-        headers.append(("x-rejected-samples", ",".join(map(str, rejected)).encode()))
-    return headers
+        headers.append(("x-rejected-samples", _index_list(rejected)))
+    return cap_headers(headers)
+
+
+def _index_list(indices: list[int], cap: int = MAX_HEADER_BYTES) -> bytes:
+    """Comma-separated indices within ``cap`` bytes: whole numbers only, then ``,...``.
+
+    >>> _index_list([1, 22, 333], cap=7)
+    b'1,...'
+    """
+    text = ",".join(map(str, indices)).encode()
+    if len(text) <= cap:
+        return text
+    return text[: text.rfind(b",", 0, cap - 3)] + b",..."
+
+
+def cap_headers(headers: Headers, cap: int = MAX_HEADER_BYTES) -> Headers:
+    """Each header value as bytes of at most ``cap`` bytes (the head of a longer one)."""
+    out: Headers = []
+    for name, value in headers:
+        if isinstance(value, str):
+            value = value.encode("utf-8", "replace")
+        out.append((name, value if value is None else value[:cap]))
+    return out
+
+
+def headers_size(headers: Headers) -> int:
+    """Bytes the headers take in a record (names, values, their varint lengths)."""
+    return sum(len(n.encode()) + len(v or b"") + 10 for n, v in cap_headers(headers, 1 << 62))
+
+
+def fit_dead_letter(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    max_message_bytes: int,
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """(key, value, headers) of a dead letter that fits ``max_message_bytes``.
+
+    Header values are capped (``MAX_HEADER_BYTES``); a value that does not fit beside
+    key, headers and ``RECORD_OVERHEAD_BYTES`` keeps its head, and ``x-truncated`` (the
+    original size) and ``x-payload-sha256`` (of the original) are added; a key that
+    leaves no room is cut the same way (``x-key-truncated``).
+
+    >>> k, v, h = fit_dead_letter(b"k", b"x" * 5000, [("x-reason", b"r")], 4096)
+    >>> len(v) < 4096 - 1024, dict(h)["x-truncated"]
+    (True, b'5000')
+    """
+    headers = cap_headers(headers)
+    limit = max_message_bytes - RECORD_OVERHEAD_BYTES - max_message_bytes // 128
+    room = limit - len(key or b"") - headers_size(headers)
+    if value is not None and len(value) > room:
+        extra: Headers = [
+            ("x-truncated", str(len(value)).encode()),
+            ("x-payload-sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        room -= headers_size(extra)
+        headers += extra
+        value = value[: max(room, 0)]
+    if key is not None and room < 0:  # the key alone is too large: keep its head too
+        cut = ("x-key-truncated", str(len(key)).encode())
+        headers.append(cut)
+        key = key[: max(0, len(key) + room - headers_size([cut]))]
+    return key, value, headers
+
+
+class DeadLetters:
+    """Dead letters from a process outside Faust (the store): ``send`` enqueues and never
+    raises, ``flush`` waits for the broker and never raises either; what failed is logged
+    and counted in ``failed``."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, stage: str, producer: Any = None) -> None:
+        self.producer = producer or Producer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "message.max.bytes": kafka.max_message_bytes,
+                "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery,
+            }
+        )
+        self.topic = topic
+        self.stage = stage
+        self.max_message_bytes = kafka.max_message_bytes
+        self.sent = self.failed = 0
+
+    def send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        detail: str,
+        source: tuple[str, int, int],
+    ) -> bool:
+        """Enqueue the dead letter of the message at ``source`` (topic, partition, offset);
+        False (logged, counted) if the producer refused it."""
+        topic, partition, offset = source
+        log.warning("dead_letter", stage=self.stage, reason=reason, error=detail[:200],
+                    topic=topic, partition=partition, offset=offset)  # fmt: skip
+        try:
+            headers = dead_letter_headers(reason, detail, topic, partition, offset, self.stage)
+            key, value, headers = fit_dead_letter(key, value, headers, self.max_message_bytes)
+            for _ in range(100):
+                try:
+                    self.producer.produce(self.topic, value, key, headers=headers)
+                    self.sent += 1
+                    return True
+                except BufferError:  # the queue is full: let it drain
+                    self.producer.poll(0.1)
+            raise BufferError("dead-letter queue stayed full")
+        except Exception as e:
+            self.failed += 1
+            log.error("dead_letter_failed", stage=self.stage, reason=reason, error=repr(e)[:300],
+                      topic=topic, partition=partition, offset=offset)  # fmt: skip
+            return False
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """True once every dead letter sent so far was acknowledged or failed for good."""
+        try:
+            left = int(self.producer.flush(timeout_s))
+        except Exception as e:
+            log.error("dead_letter_flush_failed", error=repr(e)[:300])
+            return False
+        if left:
+            log.warning("dead_letters_pending", messages=left)
+        return not left
+
+    def close(self) -> None:
+        self.flush()
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            log.error("dead_letter_failed", stage=self.stage, error=str(err))

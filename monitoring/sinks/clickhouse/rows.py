@@ -10,6 +10,7 @@ big-endian).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -66,17 +67,127 @@ ANOMALY_COLUMNS = (
 _AGG_FIELDS = ("count", "sum", "min", "max", "mean", "last", "p50", "p90", "p99")
 
 
+# -- what a column can hold ------------------------------------------------------------
+# Avro ints are signed 32 or 64 bits; the columns they feed (infra/clickhouse/migrations)
+# are narrower or unsigned, and DateTime64(3) holds 1900-01-01 .. 2299-12-31 only (a
+# value beyond is stored but breaks every read of it). Inclusive bounds:
+UINT8 = ("UInt8", 0, 2**8 - 1)
+UINT16 = ("UInt16", 0, 2**16 - 1)
+UINT32 = ("UInt32", 0, 2**32 - 1)
+UINT64 = ("UInt64", 0, 2**64 - 1)
+DATETIME64 = ("DateTime64(3)", -2_208_988_800_000, 10_413_791_999_999)
+# time_ms of a delivery is both its `time` and its UInt64 `version`
+DATETIME64_VERSION = ("DateTime64(3) and UInt64", 0, DATETIME64[2])
+Bound = tuple[str, int, int]
+
+# record field -> bound, per record name, for every int field the store writes; an
+# array field is checked element-wise. StoredLogBatch's derived values (timestamp +
+# offsets, event_id_base | index) are checked by ``check_log_batch``.
+RANGES: dict[str, dict[str, Bound]] = {
+    "monitoring.Aggregate": {
+        "window_ms": UINT32,
+        "window_start_ms": DATETIME64,
+        "window_end_ms": DATETIME64,
+        "count": UINT64,
+    },
+    "monitoring.Anomaly": {"window_ms": UINT32, "timestamp_ms": DATETIME64},
+    "monitoring.Delivery": {
+        "attempt": UINT16,
+        "time_ms": DATETIME64_VERSION,
+        "tier": UINT16,
+        "http_status": UINT16,
+    },
+    "monitoring.StoredLog": {
+        "event_id": UINT64,
+        "timestamp_ms": DATETIME64,
+        "observed_ms": DATETIME64,
+        "severity": UINT8,
+        "template_id": UINT32,
+    },
+    "monitoring.StoredLogBatch": {
+        "observed_ms": DATETIME64,
+        "event_id_base": UINT64,
+        "line_indexes": UINT64,
+        "severities": UINT8,
+        "template_ids": UINT32,
+    },
+    "monitoring.LogTemplate": {
+        "template_id": UINT32,
+        "timestamp_ms": DATETIME64,
+        "first_seen_ms": DATETIME64,
+        "first_error_ms": DATETIME64,
+        "size": UINT64,
+    },
+}
+
+
+class OutOfRange(ValueError):
+    """A field whose value its column cannot hold (reason ``out-of-range``).
+
+    >>> str(OutOfRange("count", -1, UINT64))
+    'count = -1 does not fit UInt64 [0, 18446744073709551615]'
+    """
+
+    reason = "out-of-range"
+
+    def __init__(self, field: str, value: int, bound: Bound) -> None:
+        kind, lo, hi = bound
+        super().__init__(f"{field} = {value} does not fit {kind} [{lo}, {hi}]")
+        self.field = field
+
+
+def check_ranges(name: str, record: Mapping[str, Any]) -> None:
+    """Raise OutOfRange for the first int field of ``record`` (an Avro record called
+    ``name``) that its column cannot hold; records without int columns pass."""
+    for field, bound in RANGES.get(name, {}).items():
+        value = record.get(field)
+        if value is None:  # a null of a nullable column
+            continue
+        _, lo, hi = bound
+        if isinstance(value, list):
+            if value and not (lo <= min(value) and max(value) <= hi):
+                bad = next(v for v in value if not lo <= v <= hi)
+                raise OutOfRange(f"{field}[{value.index(bad)}]", bad, bound)
+        elif not lo <= value <= hi:
+            raise OutOfRange(field, value, bound)
+    if name == "monitoring.StoredLogBatch":
+        check_log_batch(record)
+
+
+def check_log_batch(record: Mapping[str, Any]) -> None:
+    """The columns a StoredLogBatch's rows derive: timestamp_ms + each offset, and
+    event_id_base | each line index."""
+    base, offsets = record["timestamp_ms"], record["timestamp_offsets_ms"]
+    _, lo, hi = DATETIME64
+    stamps = [base + d for d in offsets] if offsets else []
+    if stamps and not (lo <= min(stamps) and max(stamps) <= hi):
+        i = next(i for i, t in enumerate(stamps) if not lo <= t <= hi)
+        raise OutOfRange(f"timestamp_ms + timestamp_offsets_ms[{i}]", stamps[i], DATETIME64)
+
+
 def series_id(series_key: str) -> int:
     """Stable unsigned 64-bit id of a series key (blake2b, digest_size=8, big-endian)."""
     return int.from_bytes(hashlib.blake2b(series_key.encode(), digest_size=8).digest(), "big")
 
 
 class Columns:
-    """Column-oriented buffer of one table: ``add`` appends a row, ``take`` empties it."""
+    """Column-oriented buffer of one table: ``add`` appends a row, ``take`` empties it.
+
+    ``mark(source)`` attributes the rows added since the last mark to ``source`` (the
+    message they came from), which ``source_of(row)`` gives back: a row the table
+    refuses is dead-lettered as its message.
+
+    >>> b = Columns(("a",))
+    >>> b.add(1); b.mark("m1"); b.add(2); b.add(3); b.mark("m2")
+    >>> [b.source_of(i) for i in range(3)], b.rows(1, 3)
+    (['m1', 'm2', 'm2'], [[2, 3]])
+    """
 
     def __init__(self, names: Iterable[str]) -> None:
         self.names = tuple(names)
         self.data: list[list[Any]] = [[] for _ in self.names]
+        self.ends: list[int] = []  # row count after each marked source
+        self.sources: list[Any] = []
 
     def __len__(self) -> int:
         return len(self.data[0])
@@ -85,9 +196,29 @@ class Columns:
         for col, v in zip(self.data, row, strict=True):
             col.append(v)
 
-    def take(self) -> list[list[Any]]:
+    def mark(self, source: Any) -> None:
+        """The rows added since the last mark came from ``source``."""
+        n = len(self)
+        if n > (self.ends[-1] if self.ends else 0):
+            self.ends.append(n)
+            self.sources.append(source)
+
+    def source_of(self, row: int) -> Any:
+        """The source marked for ``row``; None if it was never marked."""
+        i = bisect.bisect_right(self.ends, row)
+        return self.sources[i] if i < len(self.sources) else None
+
+    def rows(self, lo: int, hi: int) -> list[Any]:
+        """Rows ``lo`` to ``hi`` (excluded) in the form of ``columns()``."""
+        return [c[lo:hi] for c in self.columns()]
+
+    def _swap(self) -> list[list[Any]]:
         data, self.data = self.data, [[] for _ in self.names]
         return data
+
+    def take(self) -> list[list[Any]]:
+        self.ends, self.sources = [], []
+        return self._swap()
 
     def columns(self) -> list[Any]:
         """The buffered columns as ``Client.insert(column_oriented=True)`` takes them."""
@@ -124,7 +255,7 @@ class SampleColumns(Columns):
 
     def _seal(self) -> None:
         """Turn the rows added one at a time into a chunk (after the earlier chunks)."""
-        sid, ts, val = super().take()
+        sid, ts, val = self._swap()
         self.chunks.append(
             (np.array(sid, np.uint64), np.array(ts, np.int64), np.array(val, np.float64))
         )

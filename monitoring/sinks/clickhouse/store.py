@@ -4,28 +4,49 @@ At-least-once with idempotent tables: offsets are committed synchronously only a
 the buffered rows were inserted; a crash in between replays rows that
 ReplacingMergeTree (read with FINAL) collapses. ``handle`` (one message) and
 ``maybe_flush`` are separate from the loop so that tests can drive them directly.
+
+One bad row never stops the store: a record with an int its column cannot hold
+(``rows.check_ranges``) is dead-lettered on decode (reason ``out-of-range``, the field
+in ``x-error``), and a row a table still refuses is split out of its batch by the
+writer and its message dead-lettered (``insert-rejected``) before the commit. Only
+transient errors (connection, timeouts: ``writer.transient``) are retried, with
+backoff, consumption paused (partitions assigned meanwhile too) and the buffer bounded
+(``MAX_PENDING_BATCHES`` batches; beyond it the rest of a fetch is sought back).
+Health turns not-ok while a flush keeps failing or hangs past ``FLUSH_STUCK_S``.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
-from monitoring.sinks.clickhouse.writer import Writer
+from monitoring.sinks.clickhouse.rows import OutOfRange, check_ranges
+from monitoring.sinks.clickhouse.writer import Writer, transient
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.metric_batch import MetricBatchDecoder
 from monitoring.streams.metric_sample import MetricSampleDecoder
+from monitoring.streams.outputs import DeadLetters
 from monitoring.streams.topics import (
     AGGREGATES,
     ANOMALIES,
+    DEAD_LETTER,
     LOG_STORED,
     LOG_TEMPLATES,
     NOTIFY_DELIVERIES,
@@ -41,15 +62,112 @@ STORED_LOG_BATCH = "monitoring.StoredLogBatch"
 LOG_TEMPLATE = "monitoring.LogTemplate"
 GROUP_ID = "monitoring-store"
 MAX_BACKOFF_S = 30.0
+# Buffered rows at most, in batches (storage.batch_size): past it, consumption pauses
+# and the rest of a fetch is sought back, to be read again after a successful flush.
+MAX_PENDING_BATCHES = 2
+# Health is not ok while a flush has been running this long (an insert hanging) ...
+FLUSH_STUCK_S = 60.0
+# ... or rows have waited this long without a successful flush.
+FLUSH_STALE_S = 120.0
+DEAD_LETTER_FLUSH_S = 10.0
+T = TypeVar("T")
 
 
 class Message(Protocol):
-    """What the store reads of a Kafka message (confluent_kafka.Message)."""
+    """What the store reads of a Kafka message (confluent_kafka.Message); ``key``,
+    ``partition`` and ``offset`` are read too when it is dead-lettered, if present."""
 
     def error(self) -> Any: ...
     def value(self) -> bytes | None: ...
     def topic(self) -> str | None: ...
     def timestamp(self) -> tuple[int, int]: ...
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:@/\s]*):[^@/\s]*@", re.I)
+_SECRET_PARAM = re.compile(r"([?&](?:password|passwd|pwd|access_token|token)=)[^&\s]*", re.I)
+
+
+def redact(text: str) -> str:
+    """``text`` (a DSN, an error) with URL passwords and secret parameters masked.
+
+    >>> redact("http://default:s3cret@ch:8123/db?password=x&send_receive_timeout=30")
+    'http://default:***@ch:8123/db?password=***&send_receive_timeout=30'
+    """
+    return _SECRET_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
+def _call(msg: Any, attr: str) -> Any:
+    """``msg.attr()`` if the message has it (test fakes may not), else None."""
+    f = getattr(msg, attr, None)
+    return f() if callable(f) else None
+
+
+class StartupHealth:
+    """``GET /healthz`` -> 503 and ``state`` as JSON, on the query port while the store
+    waits for ClickHouse (the query endpoint needs a client, so it starts after)."""
+
+    def __init__(self, host: str, port: int, state: dict[str, Any]) -> None:
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            body = json.dumps(state).encode()
+            handler.send_response(503 if handler.path == "/healthz" else 404)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+
+        handler = type(
+            "StartupHandler",
+            (BaseHTTPRequestHandler,),
+            {"do_GET": answer, "log_message": lambda *_: None},
+        )
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, name="store-startup-health", daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def open_with_retry(
+    open_client: Callable[[], T],
+    stop: threading.Event,
+    dsn: str,
+    state: dict[str, Any] | None = None,
+    max_backoff_s: float = MAX_BACKOFF_S,
+) -> T | None:
+    """``open_client()`` retried with backoff while it fails transiently (ClickHouse
+    not up yet); each retry logged, ``state`` (served as health) updated. None if
+    ``stop`` is set first; a non-transient error is raised."""
+    log = get_logger("store")
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            client = open_client()
+        except Exception as e:
+            if not transient(e):
+                raise
+            error = redact(str(e).split("\n")[0])[:300]
+            log.warning("clickhouse_unavailable", dsn=redact(dsn), attempt=attempt,
+                        retry_in_s=delay, error=error)  # fmt: skip
+            if state is not None:
+                state.update(status="starting", clickhouse="unavailable",
+                             attempts=attempt, last_error=error)  # fmt: skip
+            if stop.wait(delay):
+                return None
+            delay = min(delay * 2, max_backoff_s)
+            continue
+        if state is not None:
+            state.update(status="ok", clickhouse="connected", attempts=attempt)
+        return client
 
 
 def consumer_config(settings: Settings, group_id: str = GROUP_ID) -> dict[str, Any]:
@@ -80,6 +198,7 @@ class Store:
         codec: AvroCodec | None = None,
         clock: Callable[[], float] = time.monotonic,
         group_id: str = GROUP_ID,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self.settings = settings
         self.writer = writer
@@ -99,6 +218,11 @@ class Store:
         self.backoff = 0.0
         self.retry_at = 0.0
         self.paused = False
+        self.dead_letters = dead_letters  # made by ``run`` when not given
+        self.max_pending = MAX_PENDING_BATCHES * settings.storage.batch_size
+        self.flush_started: float | None = None  # wall time of the flush in progress
+        self.failing_since: float | None = None  # wall time of the first failed flush
+        self.last_error = ""
 
     # -- one message ---------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -110,6 +234,7 @@ class Store:
                 self.log.warning("consume_error", error=str(err))
             return
         self.metrics.messages.labels(msg.topic() or "").inc()
+        self.writer.source = msg
         data = msg.value()
         if self.sample_decoder.accepts(data):  # as the aggregation agent reads them
             try:
@@ -126,6 +251,12 @@ class Store:
             decoded = self.codec.decode(data)
         except DecodeError as e:
             self.metrics.invalid.labels(e.reason).inc()
+            return
+        try:
+            check_ranges(decoded.name, decoded.record)
+        except OutOfRange as e:
+            self.metrics.invalid.labels(e.reason).inc()
+            self.dead_letter(msg, e.reason, f"{decoded.name}: {e}")
             return
         if decoded.name in (SAMPLE, BATCH):
             try:
@@ -172,6 +303,45 @@ class Store:
                 self.metrics.invalid.labels(reason).inc(n)
         self.writer.add_sample_batch(result.batch)
 
+    def dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+        """Send ``msg`` to the dead-letter topic with why; never raises (a failure is
+        logged and counted)."""
+        self.metrics.dead_letters.labels(reason).inc()
+        if self.dead_letters is None:  # no producer (tests driving ``handle``)
+            self.log.warning("dead_letter_dropped", reason=reason, error=detail[:200])
+            return
+        source = (msg.topic() or "", _call(msg, "partition") or 0, _call(msg, "offset") or 0)
+        if not self.dead_letters.send(_call(msg, "key"), msg.value(), reason, detail, source):
+            self.metrics.dead_letter_failures.inc()
+
+    def handle_many(self, msgs: Sequence[Message]) -> int:
+        """``handle`` each message while the buffer has room; past ``max_pending`` rows,
+        seek the rest back (read again after the next successful flush) and pause.
+        Returns how many were handled."""
+        bounded = self.consumer is not None
+        for i, msg in enumerate(msgs):
+            if bounded and self.writer.pending >= self.max_pending:
+                if self._rewind(msgs[i:]):
+                    return i
+                bounded = False  # could not seek: keep them rather than skip them
+            self.handle(msg)
+        return len(msgs)
+
+    def _rewind(self, rest: Sequence[Message]) -> bool:
+        first: dict[tuple[str, Any], Any] = {}
+        for m in rest:
+            if m.error() is None:
+                first.setdefault((m.topic() or "", _call(m, "partition")), _call(m, "offset"))
+        try:
+            for (topic, partition), offset in first.items():
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        except Exception as e:
+            self.log.warning("buffer_full_seek_failed", error=str(e)[:300])
+            return False
+        self.log.info("buffer_full", pending=self.writer.pending, sought_back=len(rest))
+        self._pause(True)
+        return True
+
     # -- flush and commit ----------------------------------------------------------
     def due(self) -> bool:
         """A flush is due: a full batch, or buffered work older than flush_interval."""
@@ -182,8 +352,22 @@ class Store:
         return bool(busy) and waited >= self.settings.storage.flush_interval.total_seconds()
 
     def flush_and_commit(self) -> None:
-        """Insert the buffers, then commit consumed offsets synchronously. Raises on failure."""
-        self.writer.flush()
+        """Insert the buffers, dead-letter the rows refused, then commit consumed offsets
+        synchronously. Raises on a transient failure."""
+        self.flush_started = time.time()
+        try:
+            self.writer.flush()
+        finally:
+            self.flush_started = None
+        refused = self.writer.take_rejected()
+        seen: set[int] = set()
+        for r in refused:
+            if r.source is not None and id(r.source) not in seen:
+                seen.add(id(r.source))
+                self.metrics.invalid.labels("insert-rejected").inc()
+                self.dead_letter(r.source, "insert-rejected", f"{r.table}: {r.error}")
+        if self.dead_letters is not None and self.dead_letters.sent:
+            self.dead_letters.flush(DEAD_LETTER_FLUSH_S)
         self.last_flush = self.clock()
         self.last_success = time.time()
         if self.consumer is not None and self.uncommitted:
@@ -205,9 +389,11 @@ class Store:
         except Exception as e:
             self.backoff = min(MAX_BACKOFF_S, self.backoff * 2 or 0.5)
             self.retry_at = now + self.backoff
+            self.failing_since = self.failing_since or time.time()
+            self.last_error = redact(str(e))[:500]
             self.log.error(
                 "flush_failed",
-                error=str(e)[:500],
+                error=self.last_error,
                 retry_in_s=self.backoff,
                 pending=self.writer.pending,
             )
@@ -216,6 +402,8 @@ class Store:
         if self.backoff:
             self.log.info("flush_recovered", pending=self.writer.pending)
         self.backoff = self.retry_at = 0.0
+        self.failing_since = None
+        self.last_error = ""
         self._pause(False)
         return True
 
@@ -228,28 +416,60 @@ class Store:
         self.paused = pause
 
     def health(self) -> dict[str, Any]:
-        """Health summary for /healthz."""
-        return {
-            "status": "degraded" if self.backoff else "ok",
+        """Health summary for /healthz (served from another thread): ``stuck`` while a
+        flush has run longer than FLUSH_STUCK_S, ``degraded`` while flushes fail,
+        ``stalled`` when rows waited FLUSH_STALE_S without a successful flush."""
+        now = time.time()
+        started, failing = self.flush_started, self.failing_since
+        in_flush = 0.0 if started is None else now - started
+        since = now - self.last_success
+        if in_flush > FLUSH_STUCK_S:
+            status = "stuck"
+        elif self.backoff or failing is not None:
+            status = "degraded"
+        elif since > FLUSH_STALE_S and self.writer.pending:
+            status = "stalled"
+        else:
+            status = "ok"
+        out = {
+            "status": status,
             "pending_rows": self.writer.pending,
-            "seconds_since_flush": round(time.time() - self.last_success, 3),
+            "seconds_since_flush": round(since, 3),
             "retry_backoff_s": self.backoff,
+            "flush_running_s": round(in_flush, 3),
+            "failing_for_s": 0.0 if failing is None else round(now - failing, 3),
+            "paused": self.paused,
         }
+        if self.last_error:
+            out["last_error"] = self.last_error
+        return out
 
     # -- the loop ------------------------------------------------------------------
+    def on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        """Partitions given by a rebalance: paused too while ClickHouse is failing."""
+        consumer.assign(partitions)
+        if self.paused and partitions:
+            consumer.pause(partitions)
+            self.log.info("assigned_paused", partitions=len(partitions))
+
     def on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Before partitions move to another store: flush and commit what we have."""
         try:
             self.flush_and_commit()
         except Exception as e:
-            self.log.warning("revoke_flush_failed", error=str(e)[:300])
+            self.log.warning("revoke_flush_failed", error=redact(str(e))[:300])
 
     def run(self, stop: threading.Event, shutdown_timeout: float = 30.0) -> None:
         """Consume until ``stop`` is set, then flush, commit and close the consumer."""
         consumer = self.consumer
         if consumer is None:
             consumer = self.consumer = Consumer(consumer_config(self.settings, self.group_id))
-        consumer.subscribe(topics(self.settings), on_revoke=self.on_revoke)
+        if self.dead_letters is None:
+            k = self.settings.kafka
+            self.dead_letters = DeadLetters(k, topic_name(k, DEAD_LETTER), "store")
+        consumer.subscribe(
+            topics(self.settings), on_assign=self.on_assign, on_revoke=self.on_revoke
+        )
         self.log.info(
             "store_started",
             topics=topics(self.settings),
@@ -258,12 +478,13 @@ class Store:
         )
         try:
             while not stop.is_set():
-                for msg in consumer.consume(num_messages=5000, timeout=0.2):
-                    self.handle(msg)
+                self.handle_many(consumer.consume(num_messages=5000, timeout=0.2))
                 self.maybe_flush()
             self._drain(shutdown_timeout)
         finally:
             consumer.close()
+            if self.dead_letters is not None:
+                self.dead_letters.close()
             self.log.info("store_stopped", pending=self.writer.pending)
 
     def _drain(self, timeout: float) -> None:
@@ -277,7 +498,7 @@ class Store:
                 if time.monotonic() + delay > deadline:
                     self.log.error(
                         "shutdown_flush_failed",
-                        error=str(e)[:300],
+                        error=redact(str(e))[:300],
                         uncommitted_rows_replay_on_restart=self.writer.pending,
                     )
                     return

@@ -3,15 +3,25 @@
 The sink model of quix-streams: nothing reaches ClickHouse until ``flush``; a table's
 buffer is emptied only after its insert succeeded, so a failed flush can be retried
 as is. Inserts are column-oriented (clickhouse-connect native format).
+
+A failed insert is retried as a whole only if the error is transient (``transient``:
+the connection, a timeout, or a server error about the server rather than the rows).
+Any other error is a row the table cannot hold: the batch is split in halves until
+the rows it refuses are alone (``log2(rows)`` inserts per bad row), the others are
+stored, and the refused rows are listed in ``rejected`` with the message each came
+from (``Columns.mark``), for the store to dead-letter.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, InternalError, OperationalError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.metrics.samples import Sample, SampleBatch
@@ -37,6 +47,65 @@ from monitoring.sinks.clickhouse.rows import (
 
 # Series first: a sample never lands before its series row.
 TABLES = ("series", "samples", "aggregates", "anomalies", "deliveries", "logs", "log_templates")
+# clickhouse-connect waits 300 s for an answer by default, as long as the consumer's
+# max.poll.interval.ms: a hung insert would look healthy until the group dropped us.
+SEND_RECEIVE_TIMEOUT_S = 30
+# Server error codes about the server, not the rows: retried, never split. Timeouts,
+# network, memory, too many parts, read-only or full disks, access, a missing table or
+# column (a schema not migrated yet), keeper, cancelled queries.
+RETRY_CODES = frozenset({
+    8, 16, 32, 47, 60, 81, 159, 164, 173, 192, 194, 202, 203, 209, 210, 225, 236, 241,
+    242, 243, 252, 279, 319, 373, 394, 425, 497, 516, 999,
+})  # fmt: skip
+_CODE = re.compile(r"(?:\bCode: |error code )(\d+)")
+
+
+def transient(e: BaseException) -> bool:
+    """An insert error worth retrying as is: the connection or a timeout, an internal
+    error of the client, or a server error in ``RETRY_CODES``. Any other error
+    (a value a column cannot hold, a row the server cannot parse) is about rows.
+
+    >>> transient(OperationalError("connection refused")), transient(ValueError("x"))
+    (True, False)
+    >>> transient(DatabaseError("Code: 241. DB::Exception: Memory limit exceeded"))
+    True
+    >>> transient(DatabaseError("Code: 53. DB::Exception: Type mismatch"))
+    False
+    """
+    if isinstance(e, OperationalError | InternalError | OSError | TimeoutError):
+        return True
+    if isinstance(e, DatabaseError):
+        m = _CODE.search(str(e))
+        return m is not None and int(m.group(1)) in RETRY_CODES
+    return False
+
+
+def writer_dsn(dsn: str, timeout_s: int = SEND_RECEIVE_TIMEOUT_S) -> str:
+    """``dsn`` with ``send_receive_timeout`` for an HTTP server (unless it sets one);
+    clickhouse-connect takes a DSN's query parameters as client options. chDB runs
+    in-process and has no such timeout.
+
+    >>> writer_dsn("http://u:p@ch:8123/db")
+    'http://u:p@ch:8123/db?send_receive_timeout=30'
+    >>> writer_dsn("chdb:///.data/chdb")
+    'chdb:///.data/chdb'
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https"):
+        return dsn
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "send_receive_timeout" for k, _ in query):
+        return dsn
+    query.append(("send_receive_timeout", str(timeout_s)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class Rejected(NamedTuple):
+    """A row a table refused: its table, the message it came from, the error."""
+
+    table: str
+    source: Any
+    error: str
 
 
 class StoreMetrics:
@@ -70,6 +139,23 @@ class StoreMetrics:
         )
         self.pending = Gauge("monitoring_store_pending_rows", "Buffered rows", registry=registry)
         self.commits = Counter("monitoring_store_commits", "Offset commits", registry=registry)
+        self.rejected = Counter(
+            "monitoring_store_rows_rejected",
+            "Rows a table refused (their messages dead-lettered)",
+            ["table"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "monitoring_store_dead_letters",
+            "Messages sent to the dead-letter topic",
+            ["reason"],
+            registry=registry,
+        )
+        self.dead_letter_failures = Counter(
+            "monitoring_store_dead_letter_failures",
+            "Dead letters the producer refused (logged, then skipped)",
+            registry=registry,
+        )
 
 
 class Writer:
@@ -89,6 +175,8 @@ class Writer:
             "logs": Columns(LOG_COLUMNS),
             "log_templates": Columns(LOG_TEMPLATE_COLUMNS),
         }
+        self.source: Any = None  # the message the rows being added come from
+        self.rejected: list[Rejected] = []  # rows refused by flushes, until taken
 
     @property
     def pending(self) -> int:
@@ -97,38 +185,58 @@ class Writer:
 
     def add_samples(self, samples: Iterable[Sample]) -> int:
         """Buffer samples (and the series row of each series new to this process)."""
-        return add_samples(samples, self.ids, self.samples, self.buffers["series"])
+        n = add_samples(samples, self.ids, self.samples, self.buffers["series"])
+        self._mark("samples", "series")
+        return n
 
     def add_sample_batch(self, batch: SampleBatch) -> int:
         """Buffer a validated batch as columns: the rows of ``add_samples``, faster."""
-        return add_sample_batch(batch, self.ids, self.samples, self.buffers["series"])
+        n = add_sample_batch(batch, self.ids, self.samples, self.buffers["series"])
+        self._mark("samples", "series")
+        return n
 
     def add_aggregate(self, record: Mapping[str, Any], version: int) -> None:
         """Buffer one decoded Aggregate record."""
         add_aggregate(record, version, self.ids, self.buffers["aggregates"])
+        self._mark("aggregates")
 
     def add_anomaly(self, record: Mapping[str, Any]) -> None:
         """Buffer one decoded Anomaly record."""
         add_anomaly(record, self.ids, self.buffers["anomalies"])
+        self._mark("anomalies")
 
     def add_delivery(self, record: Mapping[str, Any]) -> None:
         """Buffer one decoded Delivery record (notifier delivery log)."""
         add_delivery(record, self.buffers["deliveries"])
+        self._mark("deliveries")
 
     def add_log(self, record: Mapping[str, Any]) -> None:
         """Buffer one decoded StoredLog record."""
         add_log(record, self.buffers["logs"])
+        self._mark("logs")
 
     def add_log_batch(self, record: Mapping[str, Any]) -> None:
         """Buffer the rows of one decoded StoredLogBatch."""
         add_log_batch(record, self.buffers["logs"])
+        self._mark("logs")
 
     def add_log_template(self, record: Mapping[str, Any]) -> None:
         """Buffer one decoded LogTemplate event."""
         add_log_template(record, self.buffers["log_templates"])
+        self._mark("log_templates")
+
+    def _mark(self, *tables: str) -> None:
+        for t in tables:
+            self.buffers[t].mark(self.source)
+
+    def take_rejected(self) -> list[Rejected]:
+        """The rows refused since the last call (their tables hold the others)."""
+        out, self.rejected = self.rejected, []
+        return out
 
     def flush(self) -> int:
-        """Insert every non-empty buffer; return rows written. Raises on failure.
+        """Insert every non-empty buffer; return rows written. Raises on a transient
+        failure (``transient``); rows refused for what they hold go to ``rejected``.
 
         A table whose insert failed keeps its rows; tables already written are not
         written again on retry.
@@ -140,13 +248,19 @@ class Writer:
             if not n:
                 continue
             t0 = time.perf_counter()
+            cols = buf.columns()
             try:
-                self.client.insert(
-                    table, buf.columns(), column_names=buf.names, column_oriented=True
-                )
-            except Exception:
+                self._insert(table, buf.names, cols)
+            except Exception as e:
                 self.metrics.insert_failures.labels(table).inc()
-                raise
+                if transient(e):
+                    raise
+                refused = self._split(table, buf.names, cols, 0, n, e)
+                self.rejected += [
+                    Rejected(table, buf.source_of(i), repr(err)) for i, err in refused
+                ]
+                self.metrics.rejected.labels(table).inc(len(refused))
+                n -= len(refused)
             self.metrics.insert_seconds.labels(table).observe(time.perf_counter() - t0)
             self.metrics.rows.labels(table).inc(n)
             self.metrics.batches.labels(table).inc()
@@ -154,3 +268,26 @@ class Writer:
             total += n
         self.metrics.pending.set(self.pending)
         return total
+
+    def _insert(self, table: str, names: tuple[str, ...], cols: list[Any]) -> None:
+        self.client.insert(table, cols, column_names=names, column_oriented=True)
+
+    def _split(
+        self, table: str, names: tuple[str, ...], cols: list[Any], lo: int, hi: int,
+        error: Exception,
+    ) -> list[tuple[int, Exception]]:  # fmt: skip
+        """Rows lo..hi failed with ``error``: insert each half, splitting again the
+        halves that fail, down to single rows; return the refused rows. Raises a
+        transient error as it comes (the buffer, still whole, is retried later)."""
+        if hi - lo == 1:
+            return [(lo, error)]
+        mid = (lo + hi) // 2
+        refused: list[tuple[int, Exception]] = []
+        for a, b in ((lo, mid), (mid, hi)):
+            try:
+                self._insert(table, names, [c[a:b] for c in cols])
+            except Exception as e:
+                if transient(e):
+                    raise
+                refused += self._split(table, names, cols, a, b, e)
+        return refused
