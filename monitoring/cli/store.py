@@ -25,11 +25,11 @@ ConfigOpt = Annotated[
 ]
 
 
-def _client(settings: Settings) -> Any:
+def _client(settings: Settings, dsn: str | None = None) -> Any:
     from monitoring.sinks.clickhouse.connection import StoreLocked, connect
 
     try:
-        return connect(settings.storage.dsn)
+        return connect(dsn or settings.storage.dsn)
     except StoreLocked as e:
         console.print(f"[red]{e}[/]: is a store already running? (`monitoring query` reaches it)")
         raise typer.Exit(1) from None
@@ -47,18 +47,57 @@ def run(
     from monitoring.sinks.clickhouse.connection import connect_read_only
     from monitoring.sinks.clickhouse.migrations import migrate
     from monitoring.sinks.clickhouse.query_server import QueryServer
-    from monitoring.sinks.clickhouse.store import Store
-    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
+    from monitoring.sinks.clickhouse.store import (
+        StartupHealth,
+        Store,
+        open_with_retry,
+        redact,
+    )
+    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer, writer_dsn
 
     settings = load_settings(config)
     configure_logging(log_level.upper(), file=settings.logging)
     log = get_logger("store")
-    client = _client(settings)
-    applied = migrate(client, settings.storage)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    def _open() -> tuple[Any, Any]:
+        # the writer's client gives up on an answer after SEND_RECEIVE_TIMEOUT_S
+        client = _client(settings, writer_dsn(settings.storage.dsn))
+        try:
+            return client, migrate(client, settings.storage)
+        except BaseException:
+            client.close()
+            raise
+
+    # A server that is not up yet (or restarting) is waited for, each retry logged;
+    # /healthz answers 503 "starting" meanwhile.
+    state: dict[str, Any] = {"status": "starting", "clickhouse": "connecting"}
+    try:
+        starting: StartupHealth | None = StartupHealth(
+            settings.storage.query_host, settings.storage.query_port, state
+        )
+    except OSError:
+        starting = None
+    try:
+        opened = open_with_retry(_open, stop, settings.storage.dsn, state)
+    finally:
+        if starting is not None:
+            starting.stop()
+    if opened is None:
+        log.info("stopped_before_clickhouse_answered")
+        return
+    client, applied = opened
     log.info(
         "migrations",
         applied=[f"{m.version:03d}_{m.name}" for m in applied],
-        dsn=settings.storage.dsn,
+        dsn=redact(settings.storage.dsn),
     )
     registry = CollectorRegistry()
     store = Store(settings, Writer(client, StoreMetrics(registry)))
@@ -71,14 +110,6 @@ def run(
         log.info("query_endpoint", url=f"http://{st.query_host}:{st.query_port}")
     except OSError as e:
         log.error("query_endpoint_unavailable", port=st.query_port, error=str(e))
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
         store.run(stop)
     finally:
