@@ -12,10 +12,18 @@ Commands (create/expire silence, acknowledge) travel on the compacted
 them, every notifier applies them in order, and a restart replays them.
 
 State: the manager's records (one per aggregation group, written when it changed), the
-delivered-notification keys and the positions in both topics go to the compacted
-``alerts.notifier.state`` topic, written only when no
-delivery is in flight, so a restart neither loses a notification (it re-flushes from
-the previous snapshot) nor sends one twice (its delivery key is in the snapshot).
+delivered-notification keys, the notifications still in flight and the positions in
+both topics go to the compacted ``alerts.notifier.state`` topic every
+``checkpoint_interval``, deliveries in flight or not: a restart re-sends the
+notifications that were in flight (a receiver down for hours does not hold checkpoints
+back) and skips those whose delivery key is in the snapshot. Records larger than the
+message limit (a group of 50,000 alerts, silences with long comments) are written in
+chunks (``streams.state_chunks``). A state that no longer reads is logged and counted,
+and the notifier starts afresh from the beginning of its topics rather than crash-loop.
+
+Every record on the alerts topic that is not an ``Alert`` this version reads (garbage,
+another record type, a schema version it does not know, an empty value) goes to the
+dead-letter topic with the reason; bad commands are skipped and counted.
 Every delivery attempt's outcome goes to the ``alerts.deliveries`` topic, which the
 store keeps in the ``deliveries`` table (secrets redacted).
 """
@@ -40,6 +48,7 @@ from monitoring.alerts.commands import (
     new_silence_id,
     parse_command,
 )
+from monitoring.alerts.grouping import notification_from_json, notification_to_json
 from monitoring.alerts.manager_config import ManagerConfig
 from monitoring.alerts.model import Notification
 from monitoring.alerts.receivers import parse_receivers
@@ -50,12 +59,14 @@ from monitoring.streams import topics
 from monitoring.streams.alert_encoding import from_record
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.outputs import Outputs
+from monitoring.streams.outputs import DeadLetters, Outputs
+from monitoring.streams.state_chunks import ChunkedRecords, join
 
 log = get_logger("notifier")
 DELIVERY = "monitoring.Delivery"
+ALERT = "monitoring.Alert"
 STATE_VERSION = 1
-_DELIVERED, _POSITIONS = b"delivered", b"positions"
+_DELIVERED, _POSITIONS, _INFLIGHT = b"delivered", b"positions", b"inflight"
 _AM = "am:"  # prefix of the alert manager's own records (meta, one per group)
 DELIVERED_CAPACITY = 100_000  # 1.6 MB of keys: the state record stays under 4 MB
 
@@ -94,13 +105,16 @@ class NotifierAgent:
         self.state_topic = topics.topic_name(k, topics.NOTIFIER_STATE)
         self.deliveries_topic = topics.topic_name(k, topics.NOTIFY_DELIVERIES)
         self.outputs = Outputs(k)
+        self.chunks = ChunkedRecords(k.max_message_bytes)
+        self.dead_letters = DeadLetters(k, topics.topic_name(k, topics.DEAD_LETTER), "notifier")
         self.commands = Producer({"bootstrap.servers": k.bootstrap_servers, "acks": "all"})
         self.positions: dict[str, dict[int, int]] = {}
         self.delivered = DeliveredKeys(DELIVERED_CAPACITY)
         self.dispatcher: Dispatcher | None = None
         self.consumer: Consumer | None = None
         self.lock = threading.Lock()  # the HTTP API reads the manager from its own thread
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._inflight: dict[asyncio.Task[Any], Notification] = {}
+        self._resend: list[Notification] = []  # in flight at the restored checkpoint
         self._dirty = False
         # checkpoint records not yet acknowledged: resent with the next checkpoint
         self._unwritten: dict[bytes, bytes | None] = {}
@@ -112,19 +126,23 @@ class NotifierAgent:
     def start(self) -> None:
         """Restore the snapshot and assign both topics from the saved positions."""
         k = self.settings.kafka
-        table = read_table(k.bootstrap_servers, self.state_topic, 0)
-        restored = _POSITIONS in table
+        raw = read_table(k.bootstrap_servers, self.state_topic, 0)
+        self.chunks.learn(raw)
+        joined = join(raw)
+        restored = _POSITIONS in joined.table and not joined.broken
+        if joined.broken:
+            log.error("state_chunks_broken", keys=[b[:100].decode("utf-8", "replace")
+                                                   for b in joined.broken[:10]])  # fmt: skip
         if restored:
-            am = {k.decode()[len(_AM) :]: v for k, v in table.items() if k.startswith(b"am:")}
-            self.manager = AlertManager.from_records(self.config, am)
-            for sid, why in self.manager.silences.dropped:  # e.g. a regex RE2 refuses
-                self.invalid.labels("bad-silence").inc()
-                log.warning("silence_dropped", silence=sid[:100], error=why[:300])
-            self.delivered = DeliveredKeys.from_bytes(table[_DELIVERED], DELIVERED_CAPACITY)
-            saved = json.loads(table[_POSITIONS])
-            if saved.get("v") != STATE_VERSION:
-                raise ValueError(f"{self.state_topic}: unknown state version {saved.get('v')}")
-            self.positions = {t: {int(p): o for p, o in ps.items()} for t, ps in saved["p"].items()}
+            try:
+                self._restore(joined.table)
+            except Exception as e:  # an unreadable state must not crash-loop the notifier
+                restored = False
+                self.invalid.labels("bad-state").inc()
+                log.error("state_unreadable", topic=self.state_topic, error=repr(e)[:300])
+                self.manager = AlertManager(self.config)
+                self.delivered = DeliveredKeys(DELIVERED_CAPACITY)
+                self.positions, self._resend = {}, []
         self.consumer = Consumer(
             {
                 "bootstrap.servers": k.bootstrap_servers,
@@ -147,6 +165,19 @@ class NotifierAgent:
             delivered_keys=len(self.delivered),
         )
 
+    def _restore(self, table: dict[bytes, bytes]) -> None:
+        am = {k.decode()[len(_AM) :]: v for k, v in table.items() if k.startswith(b"am:")}
+        self.manager = AlertManager.from_records(self.config, am)
+        for sid, why in self.manager.silences.dropped:  # e.g. a regex RE2 refuses
+            self.invalid.labels("bad-silence").inc()
+            log.warning("silence_dropped", silence=sid[:100], error=why[:300])
+        self.delivered = DeliveredKeys.from_bytes(table[_DELIVERED], DELIVERED_CAPACITY)
+        saved = json.loads(table[_POSITIONS])
+        if saved.get("v") != STATE_VERSION:
+            raise ValueError(f"{self.state_topic}: unknown state version {saved.get('v')}")
+        self.positions = {t: {int(p): o for p, o in ps.items()} for t, ps in saved["p"].items()}
+        self._resend = [notification_from_json(n) for n in json.loads(table.get(_INFLIGHT, b"[]"))]
+
     # -- the loop ----------------------------------------------------------------------
     async def run(self, stop: threading.Event) -> None:
         """Consume, flush due groups, deliver, checkpoint; until ``stop`` is set."""
@@ -162,6 +193,9 @@ class NotifierAgent:
             registry=self.registry,
         ) as self.dispatcher:
             try:
+                for n in self._resend:  # in flight when the restored state was written
+                    self._start_delivery(n)
+                self._resend = []
                 while not stop.is_set():
                     msgs = await asyncio.to_thread(self.consumer.consume, 1000, 0.05)
                     with self.lock:
@@ -170,22 +204,25 @@ class NotifierAgent:
                                 self.handle(m.topic() or "", m.partition() or 0, m)
                         due = self._due(now_ms())
                     for n in due:
-                        task = asyncio.create_task(self._deliver(n))
-                        self._inflight.add(task)
-                        task.add_done_callback(self._inflight.discard)
-                    if (
-                        self._dirty
-                        and not self._inflight
-                        and time.monotonic() - last_checkpoint >= interval_s
-                    ):
+                        self._start_delivery(n)
+                    if self._dirty and time.monotonic() - last_checkpoint >= interval_s:
                         last_checkpoint = time.monotonic()
                         await self.checkpoint()
                 if self._inflight:
                     await asyncio.wait(self._inflight, timeout=30)
-                if not self._inflight:
-                    await self.checkpoint()
+                await self.checkpoint()
+                self.dead_letters.flush()
             finally:
                 self.consumer.close()
+
+    def _start_delivery(self, n: Notification) -> None:
+        task = asyncio.create_task(self._deliver(n))
+        self._inflight[task] = n
+        task.add_done_callback(self._delivery_done)
+
+    def _delivery_done(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.pop(task, None)
+        self._dirty = True  # delivered keys changed
 
     def handle(self, topic: str, partition: int, msg: Any) -> None:
         """One alert state change or one command."""
@@ -196,16 +233,29 @@ class NotifierAgent:
                 return  # a compacted-away command
             try:
                 self.manager.apply(msg.value(), msg.timestamp()[1])
-            except CommandError as e:
+            except (CommandError, ValueError, KeyError, TypeError) as e:
                 self.invalid.labels("bad-command").inc()
                 log.warning("command_rejected", error=str(e)[:300])
             return
         try:
-            decoded = self.codec.decode(msg.value())
+            decoded = self.codec.decode(msg.value() or b"")
+            if decoded.name != ALERT:
+                raise DecodeError("unexpected-record", f"{decoded.name} on the alerts topic")
+            alert = from_record(decoded.record)
         except DecodeError as e:
-            self.invalid.labels(e.reason).inc()
+            self._dead_letter(msg, e.reason, str(e))
             return
-        self.manager.receive(from_record(decoded.record), now_ms())
+        except (KeyError, TypeError, ValueError) as e:  # decodes, but is no valid alert
+            self._dead_letter(msg, "invalid-alert", repr(e))
+            return
+        self.manager.receive(alert, now_ms())
+
+    def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
+        self.invalid.labels(reason).inc()
+        self.dead_letters.send(
+            msg.key(), msg.value(), reason, detail, (msg.topic() or "", msg.partition() or 0,
+                                                     msg.offset() or 0)
+        )  # fmt: skip
 
     def _due(self, now: int) -> list[Notification]:
         deadline = self.manager.next_deadline()
@@ -229,7 +279,7 @@ class NotifierAgent:
         self.outputs.poll()
 
     async def checkpoint(self) -> None:
-        """Snapshot manager, delivered keys and positions (no delivery may be in flight)."""
+        """Snapshot manager, delivered keys, notifications in flight and positions."""
         with self.lock:
             records: list[tuple[bytes, bytes | None]] = [
                 ((_AM + k).encode(), v) for k, v in self.manager.checkpoint().items()
@@ -238,17 +288,20 @@ class NotifierAgent:
                 "v": STATE_VERSION,
                 "p": {t: {str(p): o for p, o in ps.items()} for t, ps in self.positions.items()},
             }
+            inflight = [notification_to_json(n) for n in self._inflight.values()]
             self._dirty = False
         if not await self.outputs.flush():
             self._dirty = True
             return
         records += [
             (_DELIVERED, self.delivered.to_bytes()),
+            (_INFLIGHT, json.dumps(inflight).encode()),
             (_POSITIONS, json.dumps(positions).encode()),  # last: the snapshot is complete
         ]
         self._unwritten.update(records)
         for key, value in list(self._unwritten.items()):
-            await self.outputs.send(self.state_topic, key, value)
+            for k, v in self.chunks.expand(key, value):
+                await self.outputs.send(self.state_topic, k, v)
         if await self.outputs.flush():
             self._unwritten.clear()
         else:

@@ -215,3 +215,29 @@ def alert_from_json(obj: Mapping[str, Any]) -> Alert:
         severity=obj["severity"],
         fingerprint=obj["fingerprint"],
     )
+
+
+def notification_to_json(n: Notification) -> dict[str, Any]:
+    """A notification as a JSON object (every field, so it restores equal)."""
+    return {
+        "receiver": n.receiver,
+        "group_key": n.group_key,
+        "group_labels": dict(n.group_labels),
+        "alerts": [alert_to_json(a) for a in n.alerts],
+        "status": n.status,
+        "tier": n.tier,
+        "previous_ms": n.previous_ms,
+    }
+
+
+def notification_from_json(obj: Mapping[str, Any]) -> Notification:
+    """Inverse of ``notification_to_json``."""
+    return Notification(
+        receiver=obj["receiver"],
+        group_key=obj["group_key"],
+        group_labels=dict(obj["group_labels"]),
+        alerts=tuple(alert_from_json(a) for a in obj["alerts"]),
+        status=obj["status"],
+        tier=obj["tier"],
+        previous_ms=obj["previous_ms"],
+    )
