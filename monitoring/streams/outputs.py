@@ -135,20 +135,34 @@ class Outputs:
             headers = dead_letter_headers(
                 reason, detail, msg.topic, msg.partition, msg.offset, stage, rejected
             )
-            raw_key = msg.key.encode() if isinstance(msg.key, str) else msg.key
-            raw = msg.value if isinstance(msg.value, bytes) else None
-            key, value, headers = fit_dead_letter(raw_key, raw, headers, self.max_message_bytes)
+            key = msg.key.encode() if isinstance(msg.key, str) else msg.key
+            value = msg.value if isinstance(msg.value, bytes) else None
+        except Exception as e:
+            self.dead_letters_failed += 1
+            log.error("dead_letter_failed", stage=stage, reason=reason, error=repr(e)[:300])
+            return
+        await self.send_dead_letter(topic, key, value, headers)
+
+    async def send_dead_letter(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> bool:
+        """Send a dead letter (headers from ``dead_letter_headers`` plus any): cut to fit
+        the message limit (``fit_dead_letter``), never raising. A dead letter librdkafka
+        refuses, now or at delivery, is logged and counted in ``dead_letters_failed``
+        and does not fail ``flush``. False if it was refused now."""
+        try:
+            key, value, headers = fit_dead_letter(key, value, headers, self.max_message_bytes)
             while True:
                 try:
                     self._produce(topic, key, value, None, headers, self._on_dead_letter)
-                    return
+                    return True
                 except BufferError:  # librdkafka's queue is full: let it drain
                     self.producer.poll(0)
                     await asyncio.sleep(0.01)
         except Exception as e:
             self.dead_letters_failed += 1
-            log.error("dead_letter_failed", stage=stage, reason=reason, error=repr(e)[:300],
-                      topic=msg.topic, partition=msg.partition, offset=msg.offset)  # fmt: skip
+            log.error("dead_letter_failed", topic=topic, error=repr(e)[:300])
+            return False
 
     def poll(self) -> None:
         """Serve delivery callbacks; call it regularly (once per source message)."""

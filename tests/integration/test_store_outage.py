@@ -1,0 +1,96 @@
+"""A ClickHouse outage with the real broker and chDB: the store stops buffering at
+its bound (the rest of each fetch sought back, partitions paused), and once inserts
+work again it stores every message exactly once more and commits."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.exceptions import OperationalError
+from confluent_kafka import Producer
+from fixtures.store_records import AGGREGATE, good
+from prometheus_client import CollectorRegistry
+
+from monitoring.config import Settings
+from monitoring.sinks.clickhouse.connection import connect
+from monitoring.sinks.clickhouse.migrations import migrate
+from monitoring.sinks.clickhouse.store import Store
+from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
+from monitoring.streams.codec import AvroCodec
+from monitoring.streams.topics import AGGREGATES, topic_name
+
+pytestmark = pytest.mark.integration
+CODEC = AvroCodec.from_directory()
+
+
+class Outage:
+    """A client whose inserts fail as a refused connection while ``down`` is set."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.down = threading.Event()
+        self.refused = 0
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down.is_set():
+            self.refused += 1
+            raise OperationalError("Connection refused")
+        return self.client.insert(*args, **kwargs)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_outage_bounds_the_buffer_then_stores_everything_once(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    base = settings_factory()
+    storage = base.storage.model_copy(
+        update={"dsn": f"chdb://{tmp_path / 'chdb'}", "batch_size": 5}  # bound: 10 rows
+    )
+    settings = base.model_copy(update={"storage": storage})
+    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topic = topic_name(settings.kafka, AGGREGATES)
+    for i in range(60):
+        p.produce(topic, CODEC.encode(AGGREGATE, good(AGGREGATE, i)), key=f"k{i}")
+    assert p.flush(30) == 0
+    client = connect(settings.storage.dsn)
+    migrate(client, settings.storage)
+    outage = Outage(client)
+    outage.down.set()
+    store = Store(settings, Writer(outage, StoreMetrics(CollectorRegistry())),  # type: ignore[arg-type]
+                  codec=CODEC, group_id=f"store-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    handled = store.metrics.messages.labels(topic)
+    stop = threading.Event()
+    thread = threading.Thread(target=store.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: outage.refused >= 2 and store.paused)
+        # at most the bound is buffered (10 rows, one per message): the rest of each
+        # fetch was sought back, and nothing more is fetched while paused
+        assert 0 < store.writer.pending <= store.max_pending == 10
+        assert handled._value.get() == store.writer.pending
+        assert store.health()["status"] == "degraded"
+        outage.down.clear()
+        wait_for(lambda: store.metrics.rows.labels("aggregates")._value.get() >= 60)
+        wait_for(lambda: store.writer.pending == 0 and not store.paused)
+    finally:
+        stop.set()
+        thread.join(60)
+    try:
+        assert not thread.is_alive()
+        assert handled._value.get() == 60  # each message read once more, none skipped
+        rows = client.query("SELECT count(), uniqExact(series) FROM aggregates").result_rows
+        assert tuple(rows[0]) == (60, 60)
+    finally:
+        client.close()
