@@ -271,6 +271,7 @@ class AlertingAgent:
         """Partitions starting below their end offset (``start``: the first offset to
         read, negative for the end) catch up before the clock leaves catch-up."""
         self._catch_up = {p: end for p, end in ends.items() if 0 <= start.get(p, OFFSET_END) < end}
+        self.clock.assign(ends, int(time.time() * 1000))
         self.clock.begin_catch_up(self._catch_up)
 
     def progress(self, partition: int, next_offset: int, now_ms: int) -> None:

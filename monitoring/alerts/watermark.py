@@ -22,7 +22,8 @@ window) is ignored: ``observe`` returns False, the end is never pending and a co
 counts only up to that bound. A window from the future (a sample stamped ahead that got
 through) must not make the evaluator evaluate that end and skip every end before it.
 
-Catch-up (``begin_catch_up``): after a restart the evaluator re-reads a backlog; until
+Every assigned partition counts as live from the start (``assign``). Catch-up
+(``begin_catch_up``): after a restart the evaluator re-reads a backlog; until
 each partition read up to the end offset it had at start (``caught_up``), that
 partition counts whether or not it delivered lately, and no end is due by the grace:
 the first messages of one partition would otherwise make every end of the backlog due
@@ -101,6 +102,13 @@ class EvaluationClock:
             through_ms = min(through_ms, now_ms + self.max_ahead_ms)
         if through_ms > self._through.get(partition, 0):
             self._through[partition] = through_ms
+
+    def assign(self, partitions: Iterable[int], now_ms: int) -> None:
+        """Every partition read counts as live from the start (as if it had delivered
+        at ``now_ms``), not only once its first window arrived: else the first partition
+        to deliver would make its ends due alone."""
+        for p in partitions:
+            self._seen_at.setdefault(p, now_ms)
 
     def begin_catch_up(self, partitions: Iterable[int]) -> None:
         """``partitions`` have a backlog to read: they count, with no grace, until caught up."""

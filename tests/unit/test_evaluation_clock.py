@@ -178,3 +178,15 @@ def test_an_end_from_the_future_is_not_taken_and_moves_nothing() -> None:
     assert c.due(now) == [now - W, now + W]
     c.observe(1, now + 2 * W, now + W)
     assert c.due(now + W) == [now + 2 * W]
+
+
+def test_every_assigned_partition_counts_from_the_start() -> None:
+    c = EvaluationClock(grace_ms=2_000, settle_ms=0, live_ms=30_000)
+    c.assign([0, 1], now_ms=0)
+    c.observe(0, W, now_ms=100)
+    c.complete(0, W, now_ms=100)
+    assert c.due(1_000) == []  # partition 1 has said nothing yet, but it is read
+    c.complete(1, W, now_ms=1_500)
+    assert c.due(1_500) == [W]
+    c.observe(0, 2 * W, now_ms=2_000)
+    assert c.due(4_000) == [2 * W]  # the grace still bounds the wait
