@@ -362,7 +362,9 @@ class Store:
         refused = self.writer.take_rejected()
         seen: set[int] = set()
         for r in refused:
-            if r.source is not None and id(r.source) not in seen:
+            if r.source is None:  # a row no message was marked for: nothing to send
+                self.log.error("row_rejected", table=r.table, error=r.error[:300])
+            elif id(r.source) not in seen:
                 seen.add(id(r.source))
                 self.metrics.invalid.labels("insert-rejected").inc()
                 self.dead_letter(r.source, "insert-rejected", f"{r.table}: {r.error}")
