@@ -265,6 +265,10 @@ class LogsSettings(_Section):
     checkpoint_interval: Duration = timedelta(seconds=5)
     max_message_bytes: int = Field(64 * 1024, ge=256)
     max_attributes: int = Field(64, ge=0)
+    # templates kept per service (least recently matched evicted), and the characters
+    # of a message's first line that are mined: bound the state and the series
+    max_templates: int = Field(1000, ge=1)
+    max_template_chars: int = Field(1000, ge=16)
     ship_own_logs: bool = False  # the worker's structlog events to the logs topic too
 
 

@@ -18,7 +18,14 @@ The aggregation agent's pattern for state (``streams.partition_state``): a timer
 checkpoints (outputs flushed, then the changed services' drain3 snapshots and counters
 to the compacted ``logs.state`` topic, same partition, then the partition record), and
 only then are the source messages acked; on assignment the partition's state is read
-back first.
+back first. A service's state is written in chunks under a generation and a manifest
+(``logs.analyzer``), each record well under ``kafka.max_message_bytes``; templates
+are bounded per service (``logs.max_templates``, least recently matched evicted,
+``logs_templates_evicted``). A state record the producer refuses (a produce error)
+is logged and counted (``logs_state_write_failures``) and the checkpoint, kept
+whole, is tried again at the next tick; nothing is acked meanwhile. A record the
+broker fails for good still stops the worker (``OutputsLost``: its sources must be
+replayed).
 Replayed messages are skipped by offset, so template ids and counts survive restarts.
 Services whose counts wait for a later record are closed on the wall clock after
 ``logs.idle_timeout``.
@@ -44,7 +51,7 @@ from monitoring.logs.records import InvalidLog, LogLimits
 from monitoring.streams import topics
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.log_processing import Encoded, LogProcessor, Rejected
-from monitoring.streams.outputs import Outputs, dead_letter_headers
+from monitoring.streams.outputs import Outputs, OutputsLost, dead_letter_headers
 from monitoring.streams.partition_state import Ack, PartitionStates, Records
 
 log = get_logger("logs")
@@ -79,12 +86,29 @@ class _Metrics:
             registry=registry,
         )  # fmt: skip
         self.partitions = Gauge("logs_partitions", "Assigned logs partitions", registry=registry)
+        self.evicted = Counter(
+            "logs_templates_evicted", "Templates evicted (logs.max_templates per service)",
+            registry=registry,
+        )  # fmt: skip
+        self.state_failures = Counter(
+            "logs_state_write_failures", "Checkpoints whose state records could not be sent",
+            registry=registry,
+        )  # fmt: skip
+        self.state_record_bytes = Gauge(
+            "logs_state_largest_record_bytes", "Largest state record (key + value) written",
+            registry=registry,
+        )  # fmt: skip
+        self.restore_errors = Counter(
+            "logs_state_restore_errors", "Services whose state could not be restored",
+            registry=registry,
+        )  # fmt: skip
 
 
 @dataclass
 class _State:
     logs: PartitionLogs
     last_wall: dict[str, float] = field(default_factory=dict)  # service -> last record
+    evictions: int = 0  # of logs.evictions, those already counted in the metric
 
 
 class LogAgent:
@@ -100,7 +124,9 @@ class LogAgent:
         self.app = app
         self.settings = settings
         self.processor = LogProcessor(
-            codec or AvroCodec.from_directory(), settings.kafka.samples_partitions
+            codec or AvroCodec.from_directory(),
+            settings.kafka.samples_partitions,
+            settings.kafka.max_message_bytes,
         )
         self.metrics = _Metrics(registry)
         cfg = settings.logs
@@ -112,6 +138,11 @@ class LogAgent:
         )
         self._idle_s = cfg.idle_timeout.total_seconds()
         k = settings.kafka
+        self.max_templates = cfg.max_templates
+        self.max_template_chars = cfg.max_template_chars
+        # chunks well under the message limit: room for the key (a service name is at
+        # most 256 bytes) and the record's framing
+        self.state_chunk_bytes = min(512 * 1024, k.max_message_bytes // 4)
         self.logs_topic = app.topic(topics.topic_name(k, topics.LOGS))
         self.stored_topic = topics.topic_name(k, topics.LOG_STORED)
         self.templates_topic = topics.topic_name(k, topics.LOG_TEMPLATES)
@@ -125,9 +156,10 @@ class LogAgent:
             bootstrap=k.bootstrap_servers,
             outputs=self.outputs,
             restore=self._restore,
-            snapshot=_snapshot,
+            snapshot=self._snapshot,
         )
         self._ack: Ack | None = None  # the stream's, once the agent runs
+        self._largest_state_record = 0
         app.agent(self.logs_topic, name="logs")(self._run)
         app.timer(min(1.0, self._idle_s / 4))(self._idle_tick)
         app.timer(cfg.checkpoint_interval.total_seconds())(self._checkpoint_tick)
@@ -169,6 +201,10 @@ class LogAgent:
                 if out is None:
                     self.metrics.skipped.inc()
                     continue
+                self._count_evictions(part.state)
+                if out.oversized:  # mined and counted, but the stored rows cannot be sent
+                    detail = f"stored output of {out.oversized} bytes exceeds the limit"
+                    await self._dead_letter(event, "oversized", detail)
                 for bad in out.rejected:  # lines of a batch: the rest is kept
                     await self._dead_letter_line(event, bad)
                 part.state.last_wall[out.service] = time.monotonic()
@@ -189,6 +225,12 @@ class LogAgent:
             if ev.first_error:
                 self.metrics.error_templates.inc()
         self.metrics.samples.inc(len(out.samples))
+
+    def _count_evictions(self, st: _State) -> None:
+        n = st.logs.evictions - st.evictions
+        if n:
+            self.metrics.evicted.inc(n)
+            st.evictions = st.logs.evictions
 
     async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:
         self.metrics.dead_letters.labels(reason).inc()
@@ -213,16 +255,25 @@ class LogAgent:
 
     # -- state: restore on assignment, checkpoint on the timer ----------------------
     def _restore(self, p: int, table: dict[bytes, bytes]) -> _State:
-        logs = PartitionLogs(self.window_ms, self.limits)
+        logs = PartitionLogs(
+            self.window_ms, self.limits, self.max_templates, self.max_template_chars,
+            self.state_chunk_bytes,
+        )  # fmt: skip
         meta = table.pop(_CHECKPOINT_KEY, None)
         logs.restore(meta, ((k.decode(), v) for k, v in table.items()))
+        for error in logs.restore_errors:
+            self.metrics.restore_errors.inc()
+            log.error("logs_state_restore_failed", partition=p, error=error[:300])
         log.info(
             "logs_partition_restored", partition=p, services=len(logs.services),
-            checkpoint_offset=logs.checkpoint_offset,
+            checkpoint_offset=logs.checkpoint_offset, records=len(table),
+            bytes=sum(len(k) + len(v) for k, v in table.items()),
         )  # fmt: skip
         # restored services get a whole idle timeout for their replayed records before
         # the idle timer may close their open windows
-        return _State(logs, dict.fromkeys(logs.services, time.monotonic()))
+        st = _State(logs, dict.fromkeys(logs.services, time.monotonic()))
+        self._count_evictions(st)  # a lower max_templates than the state's
+        return st
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         await self.states.on_assigned(assigned)
@@ -252,13 +303,28 @@ class LogAgent:
     async def _checkpoint_tick(self) -> None:
         """Outputs flushed, then state written, then sources acked (see module doc)."""
         started = time.monotonic()
-        if await self.states.checkpoint(self._ack):
+        try:
+            written = await self.states.checkpoint(self._ack)
+        except OutputsLost:
+            raise  # delivery failed for good: stop, so that a restart replays
+        except Exception as e:  # a record refused at produce: the next tick tries again
+            self.metrics.state_failures.inc()
+            log.error("logs_checkpoint_failed", error=repr(e)[:300])
+            return
+        if written:
             self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+            for slot in self.states.slots.values():  # superseded chunks may go now
+                slot.state.logs.confirm()
 
-
-def _snapshot(st: _State) -> Records | None:
-    """The changed services' records, then the partition record (written last)."""
-    if not st.logs.has_changes:
-        return None
-    records, meta = st.logs.checkpoint()
-    return [*((k.encode(), v) for k, v in records), (_CHECKPOINT_KEY, meta)]
+    def _snapshot(self, st: _State) -> Records | None:
+        """The changed services' records, then the partition record (written last)."""
+        if not st.logs.has_changes:
+            return None
+        records, meta = st.logs.checkpoint()
+        out: Records = [(k.encode(), v) for k, v in records]
+        out.append((_CHECKPOINT_KEY, meta))
+        largest = max(len(k) + len(v or b"") for k, v in out)
+        if largest > self._largest_state_record:
+            self._largest_state_record = largest
+            self.metrics.state_record_bytes.set(largest)
+        return out

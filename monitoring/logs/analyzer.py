@@ -15,6 +15,31 @@ Template events: a template that is created or whose text changes, and the first
 record of a template at level ERROR or above (``first_error``: "a template never
 seen before at error level"), produce a ``TemplateEvent``.
 
+Bounded state: each service keeps at most ``max_templates`` templates (the least
+recently matched is evicted, ``templates.TemplateLRU``); an evicted template's
+first-seen times and counter go with it (``counts.ServiceCounts.evict``), and
+``evictions`` counts them. A service's state is one JSON blob (drain3's snapshot,
+counters, first-seen times), written as
+
+==========================  =====================================================
+key                         value
+==========================  =====================================================
+``\0s\0<service>\0<gen>\0<i>``  chunk ``i`` of generation ``gen`` of the blob, at
+                            most ``state_chunk_bytes`` (below the message limit)
+``<service>``               the manifest: ``gen``, chunk count, size and CRC-32
+                            of the blob, the service's applied offset
+``\0checkpoint``            the partition record, written last
+==========================  =====================================================
+
+A checkpoint writes a changed service's chunks under a new generation, then its
+manifest; chunks of older generations are tombstoned only once a later manifest is
+known to be written (``confirm``, after the broker acknowledged a checkpoint), so
+whatever prefix of the records reached the topic, every manifest in it points at
+chunks that are there: a restore reads one consistent snapshot per service. Chunks
+no manifest points at (a checkpoint cut short) are tombstoned at the next
+checkpoint, and generations are never reused. Version-1 records (the whole state
+under ``<service>``) are still read.
+
 >>> p = PartitionLogs(window_ms=10_000)
 >>> r = p.process(0, {"timestamp_ms": 1_700_000_000_000, "service": "api",
 ...                   "level": "error", "message": "db timeout after 30 s"}, 1_700_000_000_000)
@@ -25,6 +50,7 @@ seen before at error level"), produce a ``TemplateEvent``.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -33,12 +59,24 @@ from drain3.drain import LogCluster
 from monitoring.logs.batch import LogColumns, StoredColumns
 from monitoring.logs.counts import ServiceCounts
 from monitoring.logs.levels import SEVERITY, normalise_level
-from monitoring.logs.records import MIN_TIMESTAMP_MS, InvalidLog, LogEntry, LogLimits, normalise
+from monitoring.logs.records import (
+    MIN_TIMESTAMP_MS,
+    InvalidLog,
+    LogEntry,
+    LogLimits,
+    check_service,
+    normalise,
+)
 from monitoring.logs.templates import ServiceTemplates
 from monitoring.metrics.samples import Sample
 
 CHECKPOINT_KEY = "\0checkpoint"
-STATE_VERSION = 1
+CHUNK_PREFIX = "\0s\0"  # + service \0 generation \0 index
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+DEFAULT_MAX_TEMPLATES = 1000
+DEFAULT_CHUNK_BYTES = 512 * 1024
+StateRecords = list[tuple[str, bytes | None]]  # (key, value); None deletes
 ERROR_SEVERITY = SEVERITY["ERROR"]
 DEFAULT_LIMITS = LogLimits()
 
@@ -107,8 +145,29 @@ def _without(s: StoredColumns, bad: set[int]) -> StoredColumns:
     )  # fmt: skip
 
 
+def chunk_key(service: str, gen: int, index: int) -> str:
+    """Key of chunk ``index`` of generation ``gen`` of a service's state."""
+    return f"{CHUNK_PREFIX}{service}\0{gen}\0{index}"
+
+
+def parse_chunk_key(key: str) -> tuple[str, int, int] | None:
+    """(service, generation, index) of a chunk key, None for another key.
+
+    >>> parse_chunk_key(chunk_key("api", 3, 0))
+    ('api', 3, 0)
+    """
+    if not key.startswith(CHUNK_PREFIX):
+        return None
+    try:
+        service, gen, index = key[len(CHUNK_PREFIX) :].rsplit("\0", 2)
+        return service, int(gen), int(index)
+    except ValueError:
+        return None
+
+
 class _Service:
-    __slots__ = ("applied_offset", "counts", "first_error", "first_seen", "templates")
+    __slots__ = ("applied_offset", "chunks", "counts", "deletable", "first_error",
+                 "first_seen", "gen", "next_gen", "superseded", "templates")  # fmt: skip
 
     def __init__(self, templates: ServiceTemplates, counts: ServiceCounts) -> None:
         self.templates = templates
@@ -116,22 +175,64 @@ class _Service:
         self.first_seen: dict[int, int] = {}
         self.first_error: dict[int, int] = {}
         self.applied_offset = -1
+        self.gen = -1  # generation of the last manifest written (-1: none)
+        self.chunks = 0  # its chunk count
+        self.next_gen = 0
+        self.superseded: list[str] = []  # chunk keys of older generations, to confirm
+        self.deletable: list[str] = []  # chunk keys no written manifest points at
 
 
 class PartitionLogs:
     """State and processing of one logs partition."""
 
-    def __init__(self, window_ms: int = 10_000, limits: LogLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        window_ms: int = 10_000,
+        limits: LogLimits = DEFAULT_LIMITS,
+        max_templates: int | None = DEFAULT_MAX_TEMPLATES,
+        max_template_chars: int = 1000,
+        state_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
         self.window_ms = window_ms
         self.limits = limits
+        self.max_templates = max_templates
+        self.max_template_chars = max_template_chars
+        self.state_chunk_bytes = state_chunk_bytes
         self.services: dict[str, _Service] = {}
         self.checkpoint_offset = -1
         self.last_offset = -1
+        self.evictions = 0  # templates evicted so far (max_templates)
+        self.restore_errors: list[str] = []  # services whose state could not be read
         self._changed: set[str] = set()
+        self._orphans: list[str] = []  # chunk keys of services without a manifest
+        self._gen_floor: dict[str, int] = {}  # first generation free for such a service
 
     @property
     def has_changes(self) -> bool:
-        return bool(self._changed) or self.last_offset > self.checkpoint_offset
+        return (
+            bool(self._changed)
+            or self.last_offset > self.checkpoint_offset
+            or bool(self._orphans)
+            or any(s.deletable for s in self.services.values())
+        )
+
+    def _new_service(self, name: str) -> _Service:
+        svc = self.services[name] = _Service(
+            ServiceTemplates(None, self.max_template_chars, self.max_templates),
+            ServiceCounts(name, self.window_ms),
+        )
+        svc.next_gen = self._gen_floor.pop(name, 0)
+        return svc
+
+    def _evicted(self, svc: _Service) -> None:
+        """Forget what the miner evicted (after the record's counting)."""
+        gone = svc.templates.take_evicted()
+        if gone:
+            for tid in gone:
+                svc.first_seen.pop(tid, None)
+                svc.first_error.pop(tid, None)
+            svc.counts.evict(gone)
+            self.evictions += len(gone)
 
     def skip(self, offset: int) -> bool:
         """Whether a message at ``offset`` is already in the restored state."""
@@ -159,9 +260,7 @@ class PartitionLogs:
         entry = normalise(record, received_ms, self.limits, utf8_replaced)
         svc = self.services.get(entry.service)
         if svc is None:
-            svc = self.services[entry.service] = _Service(
-                ServiceTemplates(), ServiceCounts(entry.service, self.window_ms)
-            )
+            svc = self._new_service(entry.service)
         elif offset <= svc.applied_offset:
             return None
         svc.applied_offset = offset
@@ -172,6 +271,7 @@ class PartitionLogs:
         event = self._event(svc, e.service, tid, svc.templates.change, cluster.size,
                             e.timestamp_ms, e.level, e.severity)  # fmt: skip
         samples = svc.counts.add(e.timestamp_ms, e.level, tid)
+        self._evicted(svc)
         return Processed(entry, tid, [event] if event else [], samples)
 
     def process_batch(
@@ -189,14 +289,13 @@ class PartitionLogs:
             return None
         self.last_offset = max(self.last_offset, offset)
         n, service = batch.lines, batch.service
-        if not service.strip():
-            err = InvalidLog("missing-service", "the batch has no service name")
+        try:
+            check_service(service, self.limits)
+        except InvalidLog as err:
             return BatchProcessed(None, [], [], [(i, err) for i in range(n)])
         svc = self.services.get(service)
         if svc is None:
-            svc = self.services[service] = _Service(
-                ServiceTemplates(), ServiceCounts(service, self.window_ms)
-            )
+            svc = self._new_service(service)
         elif offset <= svc.applied_offset:
             return None
         svc.applied_offset = offset
@@ -251,6 +350,7 @@ class PartitionLogs:
             k_ts, k_levels, k_sevs = timestamps, levels, severities
         k_tids, events = self._mine_batch(svc, service, texts, k_ts, k_levels, k_sevs)
         samples = svc.counts.add_many(k_ts, k_levels, k_tids)
+        self._evicted(svc)
         tids = k_tids
         if gone:
             tids = [0] * n
@@ -344,47 +444,118 @@ class PartitionLogs:
         return [n for n, s in self.services.items() if s.counts.has_changes]
 
     # -- state ----------------------------------------------------------------------
-    def checkpoint(self) -> tuple[list[tuple[str, bytes]], bytes]:
-        """State records of the services changed since the last checkpoint, and the
-        partition record (write it last)."""
-        records = [(name, self._pack(name, self.services[name])) for name in sorted(self._changed)]
+    def checkpoint(self) -> tuple[StateRecords, bytes]:
+        """State records (in write order) of the services changed since the last
+        checkpoint and tombstones of chunks no written manifest needs, and the
+        partition record (write it last). Every record is at most
+        ``state_chunk_bytes`` plus its key and a small manifest."""
+        records: StateRecords = []
+        for name in sorted(self._changed):
+            records += self._pack(name, self.services[name])
         self._changed.clear()
+        for svc in self.services.values():
+            if svc.deletable:
+                records += [(k, None) for k in svc.deletable]
+                svc.deletable = []
+        records += [(k, None) for k in self._orphans]
+        self._orphans = []
         self.checkpoint_offset = max(self.checkpoint_offset, self.last_offset)
         meta = json.dumps({"v": STATE_VERSION, "offset": self.checkpoint_offset}).encode()
         return records, meta
 
-    def _pack(self, name: str, svc: _Service) -> bytes:
-        return json.dumps(
+    def confirm(self) -> None:
+        """Every checkpoint so far reached the topic: the chunks their manifests
+        superseded may go (tombstoned by the next ``checkpoint``)."""
+        for svc in self.services.values():
+            if svc.superseded:
+                svc.deletable += svc.superseded
+                svc.superseded = []
+
+    def _pack(self, name: str, svc: _Service) -> StateRecords:
+        blob = json.dumps(
             {
                 "v": STATE_VERSION,
-                "applied_offset": svc.applied_offset,
                 "counts": svc.counts.state(),
                 "first_seen": {str(k): v for k, v in svc.first_seen.items()},
                 "first_error": {str(k): v for k, v in svc.first_error.items()},
                 "drain": svc.templates.snapshot().decode("ascii"),
             }
         ).encode()
+        gen, size = svc.next_gen, self.state_chunk_bytes
+        parts = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
+        out: StateRecords = [(chunk_key(name, gen, i), p) for i, p in enumerate(parts)]
+        manifest = {
+            "v": STATE_VERSION, "gen": gen, "chunks": len(parts), "bytes": len(blob),
+            "crc32": zlib.crc32(blob), "applied_offset": svc.applied_offset,
+        }  # fmt: skip
+        out.append((name, json.dumps(manifest).encode()))
+        svc.superseded += [chunk_key(name, svc.gen, i) for i in range(svc.chunks)]
+        svc.gen, svc.chunks, svc.next_gen = gen, len(parts), gen + 1
+        return out
 
     def restore(self, meta: bytes | None, records: Iterable[tuple[str, bytes]]) -> None:
-        """Rebuild from ``checkpoint`` output (latest record per service)."""
+        """Rebuild from ``checkpoint`` output (the latest record per key, tombstoned
+        keys absent). A service whose chunks do not match its manifest (which the
+        write order rules out) starts empty and is named in ``restore_errors``."""
         if meta is not None:
             m = json.loads(meta)
             _check_version(m)
             self.checkpoint_offset = self.last_offset = int(m["offset"])
-        for name, raw in records:
+        manifests: dict[str, bytes] = {}
+        chunks: dict[str, dict[tuple[int, int], bytes]] = {}
+        for key, raw in records:
+            parsed = parse_chunk_key(key)
+            if parsed is None:
+                manifests[key] = raw
+            else:
+                chunks.setdefault(parsed[0], {})[parsed[1:]] = raw
+        for name, raw in manifests.items():
             st = json.loads(raw)
             _check_version(st)
-            svc = _Service(
-                ServiceTemplates.restore(st["drain"].encode("ascii")),
-                ServiceCounts.from_state(name, self.window_ms, st["counts"]),
-            )
-            svc.applied_offset = int(st["applied_offset"])
-            svc.first_seen = {int(k): int(v) for k, v in st["first_seen"].items()}
-            svc.first_error = {int(k): int(v) for k, v in st["first_error"].items()}
+            mine = chunks.pop(name, {})
+            gens = [g for g, _ in mine]
+            try:
+                svc = self._restore_service(name, st, mine)
+            except (ValueError, KeyError) as e:
+                self.restore_errors.append(f"{name}: {e}")
+                svc = self._new_service(name)
+                svc.applied_offset = int(st.get("applied_offset", -1))
+            svc.deletable = [chunk_key(name, g, i) for g, i in mine if g != svc.gen]
+            svc.next_gen = max([svc.gen, *gens]) + 1
             self.services[name] = svc
             self.last_offset = max(self.last_offset, svc.applied_offset)
+        for name, mine in chunks.items():  # no manifest: a first checkpoint cut short
+            self._orphans += [chunk_key(name, g, i) for g, i in mine]
+            self._gen_floor[name] = max(g for g, _ in mine) + 1
+
+    def _restore_service(
+        self, name: str, st: dict[str, Any], chunks: dict[tuple[int, int], bytes]
+    ) -> _Service:
+        gen = -1
+        if st["v"] >= 2:
+            gen, n = int(st["gen"]), int(st["chunks"])
+            blob = b"".join(chunks[(gen, i)] for i in range(n))
+            if len(blob) != st["bytes"] or zlib.crc32(blob) != st["crc32"]:
+                raise ValueError(f"generation {gen}: {len(blob)} bytes, CRC does not match")
+            data = json.loads(blob)
+            data["applied_offset"] = st["applied_offset"]
+        else:
+            data = st
+        svc = _Service(
+            ServiceTemplates.restore(
+                data["drain"].encode("ascii"), self.max_template_chars, self.max_templates
+            ),
+            ServiceCounts.from_state(name, self.window_ms, data["counts"]),
+        )
+        svc.applied_offset = int(data["applied_offset"])
+        svc.first_seen = {int(k): int(v) for k, v in data["first_seen"].items()}
+        svc.first_error = {int(k): int(v) for k, v in data["first_error"].items()}
+        if gen >= 0:
+            svc.gen, svc.chunks = gen, int(st["chunks"])
+        self._evicted(svc)  # a lower max_templates than the snapshot's
+        return svc
 
 
 def _check_version(state: dict[str, Any]) -> None:
-    if state.get("v") != STATE_VERSION:
+    if state.get("v") not in READABLE_VERSIONS:
         raise ValueError(f"log agent state version {state.get('v')!r}, expected {STATE_VERSION}")

@@ -119,3 +119,26 @@ def generate(
         }
         out.append(Line(rec, k, level))
     return out
+
+
+def distinct_messages(n: int, seed: int = 0) -> list[str]:
+    """``n`` messages of ``n`` distinct templates (words of letters g-z: no digits or hex
+    for the masks, 3-22 words so that drain's tree spreads them): the worst case for
+    the template bound (``logs.max_templates``).
+
+    >>> distinct_messages(2, seed=1)
+    ['rwhi otvhgwovg lwrimg', 'qynkogko rmtvzy wrsjzx uxz']
+    """
+    rng = random.Random(seed)
+    letters = "ghijklmnopqrstuvwxyz"
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        words = [
+            "".join(rng.choices(letters, k=rng.randint(3, 9))) for _ in range(3 + len(out) % 20)
+        ]
+        msg = " ".join(words)
+        if msg not in seen:
+            seen.add(msg)
+            out.append(msg)
+    return out

@@ -14,6 +14,16 @@ counts towards the next emission. A record older than the open window (late) sim
 counts in the next emission. ``close`` emits the open window without waiting for a
 later record (the agent calls it for services idle on the wall clock).
 
+Cardinality: one ``log_events_total`` series per level (six at most) and one
+``log_template_events_total`` series per live template of the service: the counters
+held, and the series of one emission, are at most ``logs.max_templates`` per service.
+A template the miner evicts is ``evict``-ed here at once: its counter is dropped and
+its series gets no sample after that; the id is never reused (a template that comes
+back is a new series, counting from 1). The price: increments of an evicted template
+not yet emitted (it was counted in the open window, then evicted in the same window,
+which takes more than ``max_templates`` new templates in one window) are not
+published; ``log_events_total`` stays exact.
+
 >>> c = ServiceCounts("api", window_ms=10_000)
 >>> c.add(1_000, "INFO", 1), c.add(2_000, "ERROR", 2)
 ([], [])
@@ -98,6 +108,19 @@ class ServiceCounts:
         for tid, k in Counter(template_ids).items():
             tcounts[tid] = tcounts.get(tid, 0) + k
             self.changed_templates.add(tid)
+
+    def evict(self, template_ids: Sequence[int]) -> None:
+        """Forget these templates (the miner evicted them): no sample of their series
+        from now on (see the module doc).
+
+        >>> c = ServiceCounts("api", 10_000)
+        >>> _ = c.add(1_000, "INFO", 1), c.add(2_000, "INFO", 2); c.evict([1])
+        >>> [s.labels.get("template_id") for s in c.close()], sorted(c.templates)
+        ([None, '2'], [2])
+        """
+        for tid in template_ids:
+            self.templates.pop(tid, None)
+            self.changed_templates.discard(tid)
 
     def close(self) -> list[Sample]:
         """Emit the open window now (idle service); later records count in the next."""

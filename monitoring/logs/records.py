@@ -8,6 +8,9 @@ once and applied by the log agent:
 input                       outcome
 ==========================  ===========================================================
 ``service`` empty           rejected: ``InvalidLog("missing-service")`` (dead letter)
+``service`` over            rejected: ``InvalidLog("bad-service")`` (dead letter): the
+``max_service_bytes``       name keys the state, the outputs and the series
+(256) or holding NUL
 ``message`` and             rejected: ``InvalidLog("missing-message")`` (dead letter)
 ``exception`` both empty
 ``timestamp_ms`` <= 0,      replaced by ``received_ms`` (the Kafka timestamp); the
@@ -68,6 +71,7 @@ class LogLimits:
     max_message_bytes: int = 64 * 1024
     max_attributes: int = 64
     max_future_skew_ms: int = 3_600_000
+    max_service_bytes: int = 256
 
 
 class LogEntry(NamedTuple):
@@ -102,6 +106,26 @@ def truncate_utf8(text: str, limit: int) -> tuple[str, int]:
     return raw[:limit].decode("utf-8", "ignore"), len(raw)
 
 
+def check_service(service: str, limits: LogLimits) -> None:
+    """Raises ``InvalidLog`` for a service name the agent cannot key state by.
+
+    >>> check_service("x" * 300, LogLimits())
+    Traceback (most recent call last):
+    ...
+    monitoring.logs.records.InvalidLog: bad-service: service name of 300 bytes, at most 256
+    """
+    if not service.strip():
+        raise InvalidLog("missing-service", "the record has no service name")
+    if len(service) * 4 > limits.max_service_bytes:
+        n = len(service.encode("utf-8", "surrogatepass"))
+        if n > limits.max_service_bytes:
+            raise InvalidLog(
+                "bad-service", f"service name of {n} bytes, at most {limits.max_service_bytes}"
+            )
+    if "\0" in service:
+        raise InvalidLog("bad-service", "the service name holds a NUL character")
+
+
 def normalise(
     record: Mapping[str, Any],
     received_ms: int,
@@ -112,8 +136,7 @@ def normalise(
     service = record.get("service") or ""
     message = record.get("message") or ""
     exception = record.get("exception") or ""
-    if not service.strip():
-        raise InvalidLog("missing-service", "the record has no service name")
+    check_service(service, limits)
     if not message and not exception:
         raise InvalidLog("missing-message", f"service {service[:80]!r}: no message or exception")
     attrs_in = record.get("attributes") or {}

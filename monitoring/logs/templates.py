@@ -9,6 +9,19 @@ every change as drain3's persistence handlers do on their own.
 
 Mining uses the first line of a message (at most ``max_chars`` characters): stack
 traces live in ``exception``, and a multi-line message is named by its first line.
+A template is therefore at most ``max_chars / 2`` tokens and, as a mask can lengthen
+a token (``7`` -> ``<:N:>``), at most 5 x ``max_chars`` characters.
+
+Templates are bounded per service (``max_templates``): drain3's ``max_clusters``
+policy (the least recently matched template is evicted when a new one would exceed
+the bound) in ``TemplateLRU``, a dict in LRU order that keeps its order through a
+snapshot (drain3's ``LogClusterCache`` does not survive jsonpickle in order: a
+restored miner evicted another template than the one it was saved from) and reports
+what it evicted (``take_evicted``), so that the caller drops their counters. An
+evicted id is never reused: a template whose text comes back is a new template.
+drain3's prefix tree keeps the nodes of evicted templates (a leaf drops its stale
+ids when a template is added to it), bounded by the tree's own limits (token counts
+x ``max_children`` leaves), not by the number of templates ever seen.
 
 >>> m = ServiceTemplates()
 >>> m.add("user 17 logged in").template_id, m.add("user 42 logged in").change
@@ -54,6 +67,47 @@ ID_MASK_NAME = "ID"
 _CACHE_MAX = 20_000
 
 
+class TemplateLRU(dict[int, LogCluster]):
+    """drain3's ``id_to_cluster`` bounded to ``maxsize`` clusters, the least recently
+    used evicted first, as drain3's ``LogClusterCache``: ``get`` and ``in`` are not a
+    use, ``[]`` is (drain "touches" a matched cluster so), and so is ``touch``.
+    Iteration is in LRU order, oldest first; evicted ids are appended to ``evicted``.
+
+    >>> c = TemplateLRU(2)
+    >>> c[1] = c[2] = c[3] = LogCluster(["a"], 0)
+    >>> list(c), c.evicted
+    ([2, 3], [1])
+    >>> _ = c[2]; c.touch([3, 2, 3]); c[4] = LogCluster(["b"], 4); list(c), c.evicted
+    ([3, 4], [1, 2])
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+        self.evicted: list[int] = []
+
+    def __getitem__(self, key: int) -> LogCluster:
+        value = dict.pop(self, key)
+        dict.__setitem__(self, key, value)
+        return value
+
+    def __setitem__(self, key: int, value: LogCluster) -> None:
+        dict.pop(self, key, None)
+        dict.__setitem__(self, key, value)
+        while len(self) > self.maxsize:
+            oldest = next(iter(self))
+            dict.__delitem__(self, oldest)
+            self.evicted.append(oldest)
+
+    def touch(self, keys: Sequence[int]) -> None:
+        """``[]`` each of ``keys`` in order: each distinct key, in the order of its
+        last use, moves to the end."""
+        order = list(dict.fromkeys(reversed(keys))) if len(keys) > 1 else list(keys)
+        pop, put = dict.pop, dict.__setitem__
+        for k in reversed(order):
+            put(self, k, pop(self, k))
+
+
 def miner_config(
     sim_th: float = 0.4, depth: int = 4, max_clusters: int | None = None
 ) -> TemplateMinerConfig:
@@ -97,9 +151,23 @@ class ServiceTemplates:
     unique, and such keys would crowd out the others.
     """
 
-    def __init__(self, miner: TemplateMiner | None = None, max_chars: int = 1000) -> None:
+    def __init__(
+        self,
+        miner: TemplateMiner | None = None,
+        max_chars: int = 1000,
+        max_templates: int | None = None,
+    ) -> None:
         self.miner = miner or TemplateMiner(None, miner_config())
         self.max_chars = max_chars
+        self.max_templates = max_templates
+        self._lru: TemplateLRU | None = None
+        if max_templates is not None:  # the clusters as they are, least recently used first
+            drain = self.miner.drain
+            lru = self._lru = TemplateLRU(max_templates)
+            for cid, cluster in drain.id_to_cluster.items():
+                lru[cid] = cluster
+            drain.id_to_cluster = lru
+            drain.max_clusters = max_templates
         self._mask = re.compile(MASK).sub
         self._ascii_mask = re.compile(_ASCII_MASK).sub
         self._id_mask = re.compile(ID_MASK).sub
@@ -145,6 +213,8 @@ class ServiceTemplates:
         drain may change) or ``len(masked)``."""
         cache, id_mask, id_placeholder = self._cache, self._id_mask, self._id_placeholder
         append = out.append
+        first = len(out)
+        end = len(masked)
         for j in range(start, len(masked)):
             m = masked[j]
             cluster = cache.get(m)
@@ -152,10 +222,13 @@ class ServiceTemplates:
                 both = id_mask(id_placeholder, m)
                 cluster = cache.get(both) if both != m else None
                 if cluster is None:
-                    return j
+                    end = j
+                    break
             cluster.size += 1
             append(cluster)
-        return len(masked)
+        if self._lru is not None and len(out) > first:  # drain would have touched each
+            self._lru.touch([c.cluster_id for c in out[first:]])
+        return end
 
     def _search(self, masked: str) -> LogCluster:
         """drain's tree search (it may create or change a cluster)."""
@@ -169,6 +242,13 @@ class ServiceTemplates:
         self.change = _CHANGES[change]
         return cluster
 
+    def take_evicted(self) -> list[int]:
+        """Ids of the templates evicted since the last call (oldest first)."""
+        if self._lru is None or not self._lru.evicted:
+            return []
+        out, self._lru.evicted = self._lru.evicted, []
+        return out
+
     def template(self, template_id: int) -> str | None:
         """The current text of a template, or None if unknown."""
         c = self.miner.drain.id_to_cluster.get(template_id)
@@ -180,19 +260,27 @@ class ServiceTemplates:
     def snapshot(self) -> bytes:
         """drain3's state as bytes (its own format: zlib + base64 of jsonpickle)."""
         handler = MemoryBufferPersistence()
+        drain = self.miner.drain
+        lru = drain.id_to_cluster
         self.miner.persistence_handler = handler
+        drain.id_to_cluster = dict(lru)  # a plain dict, in LRU order: jsonpickle keeps it
         try:
             self.miner.save_state("checkpoint")
         finally:
             self.miner.persistence_handler = None
+            drain.id_to_cluster = lru
         state: bytes = handler.state
         return state
 
     @classmethod
-    def restore(cls, state: bytes, max_chars: int = 1000) -> ServiceTemplates:
-        """A miner continuing from ``snapshot()``: same ids, same templates."""
+    def restore(
+        cls, state: bytes, max_chars: int = 1000, max_templates: int | None = None
+    ) -> ServiceTemplates:
+        """A miner continuing from ``snapshot()``: same ids, same templates, same LRU
+        order. If ``max_templates`` is below the snapshot's count, the least recently
+        used are evicted now (``take_evicted``)."""
         handler = MemoryBufferPersistence()
         handler.state = state
         miner = TemplateMiner(handler, miner_config())
         miner.persistence_handler = None  # no automatic snapshots on every change
-        return cls(miner, max_chars)
+        return cls(miner, max_chars, max_templates)

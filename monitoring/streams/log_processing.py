@@ -7,8 +7,20 @@ gives one ``StoredLogBatch`` with its kept lines, and each line that cannot be k
 as a ``Rejected`` (the line alone as a ``LogRecord``, for the dead-letter topic).
 Both give ``LogTemplate`` events and counter samples, sent as one ``MetricBatch`` per
 samples partition (each series in the partition its key hashes to, as the SDK places
-them: the aggregation agent reads a few batches instead of a message per counter).
-The agent sends them; the benchmark times exactly this path.
+them: the aggregation agent reads a few batches instead of a message per counter),
+of at most ``MAX_BATCH_SAMPLES`` samples each. The agent sends them; the benchmark
+times exactly this path.
+
+Every output fits the message limit (``max_message_bytes``, the agent's
+``kafka.max_message_bytes``), so that a produce never fails on size: a value over
+``input_limit`` (the limit less ``OUTPUT_MARGIN_BYTES``) is rejected before it
+changes any state (``DecodeError("oversized")``, dead-lettered); template events (a
+template is at most 5 x ``max_template_chars``) and sample batches are bounded; a
+stored record or batch is its input plus a few bytes per line, except for a batch
+of thousands of lines that each gain flags (``monitoring.level_original`` and the
+like): a stored output over ``output_limit`` is not sent, ``Encoded.oversized`` is
+set and the agent dead-letters the message (reason ``oversized``), its lines still
+counted and mined.
 
 Row identity (``event_id``, UInt64 in the logs table, unique per stored line):
 
@@ -30,7 +42,7 @@ from typing import NamedTuple
 
 from monitoring.logs.analyzer import PartitionLogs, TemplateEvent
 from monitoring.metrics.samples import Sample
-from monitoring.streams.codec import AvroCodec
+from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.log_batch import LogBatchDecoder, StoredLogBatchEncoder
 from monitoring.streams.log_encoding import (
     LOG_RECORD,
@@ -43,6 +55,27 @@ from monitoring.streams.sample_encoding import BatchEncoder, SeriesRef
 
 SOURCE = "log-agent"
 Record = tuple[bytes, bytes]  # (key, value)
+MAX_BATCH_SAMPLES = 1000  # per MetricBatch: a few hundred bytes a series at most
+OUTPUT_MARGIN_BYTES = 128 * 1024
+
+
+def input_limit(max_message_bytes: int) -> int:
+    """The largest logs-topic value the agent processes.
+
+    >>> input_limit(4 * 1024 * 1024)
+    4063232
+    """
+    return max_message_bytes - OUTPUT_MARGIN_BYTES
+
+
+def output_limit(max_message_bytes: int) -> int:
+    """The largest key + value the agent sends: room left for the record's framing and
+    headers, and what lz4 adds to an incompressible value (as ``outputs.fit_dead_letter``).
+
+    >>> output_limit(4 * 1024 * 1024)
+    4160512
+    """
+    return max_message_bytes - 1024 - max_message_bytes // 128
 
 
 class Rejected(NamedTuple):
@@ -67,6 +100,7 @@ class Encoded(NamedTuple):
     events: list[TemplateEvent]
     rejected: Sequence[Rejected] = ()
     lines: int = 1
+    oversized: int = 0  # bytes of a stored output too large to send (then ``stored`` None)
 
 
 def event_id(partition: int, offset: int) -> int:
@@ -97,8 +131,14 @@ def batch_event_id(partition: int, offset: int, index: int = 0) -> int:
 class LogProcessor:
     """Decode, process and encode; one instance per agent (codec caches shared)."""
 
-    def __init__(self, codec: AvroCodec, samples_partitions: int) -> None:
+    def __init__(
+        self, codec: AvroCodec, samples_partitions: int, max_message_bytes: int | None = None
+    ) -> None:
         self.codec = codec
+        self.max_value_bytes = None if max_message_bytes is None else input_limit(max_message_bytes)
+        self.max_output_bytes = (
+            1 << 62 if max_message_bytes is None else output_limit(max_message_bytes)
+        )
         self.samples_partitions = samples_partitions
         self.sample_batch = BatchEncoder(codec)
         self.decoder = LogDecoder(codec)
@@ -113,6 +153,9 @@ class LogProcessor:
         if logs.skip(offset):
             return None
         logs.seen(offset)
+        limit = self.max_value_bytes
+        if limit is not None and isinstance(value, bytes) and len(value) > limit:
+            raise DecodeError("oversized", f"{len(value)} bytes, at most {limit}")
         if self.batches.accepts(value):
             assert isinstance(value, bytes)
             return self._handle_batch(logs, partition, offset, value, kafka_ms)
@@ -125,6 +168,8 @@ class LogProcessor:
         stored = self.stored.encode_entry(event_id(partition, offset), kafka_ms, r.template_id, *e)
         templates = [(key, self.encode_template(t)) for t in r.events] if r.events else []
         samples = self.encode_samples(r.samples) if r.samples else []
+        if len(key) + len(stored) > self.max_output_bytes:
+            return Encoded(None, templates, samples, e.service, r.events, (), 1, len(stored))
         return Encoded((key, stored), templates, samples, e.service, r.events)
 
     def _handle_batch(
@@ -135,30 +180,41 @@ class LogProcessor:
         if r is None:
             return None
         key = cols.service.encode()
-        stored = None
+        stored: Record | None = None
+        oversized = 0
         if r.stored is not None:
             base = batch_event_id(partition, offset)
-            stored = (key, self.stored_batch.encode(r.stored, base, kafka_ms, raw))
+            value = self.stored_batch.encode(r.stored, base, kafka_ms, raw)
+            if len(key) + len(value) > self.max_output_bytes:
+                oversized = len(value)
+            else:
+                stored = (key, value)
         templates = [(key, self.encode_template(t)) for t in r.events] if r.events else []
         samples = self.encode_samples(r.samples) if r.samples else []
         rejected = [
             Rejected(i, e.reason, str(e), self.codec.encode(LOG_RECORD, cols.record(i)))
             for i, e in r.rejected
         ]
-        return Encoded(stored, templates, samples, cols.service, r.events, rejected, cols.lines)
+        return Encoded(
+            stored, templates, samples, cols.service, r.events, rejected, cols.lines, oversized
+        )
 
     def encode_template(self, t: TemplateEvent) -> bytes:
         return self.codec.encode(LOG_TEMPLATE, t._asdict())
 
     def encode_samples(self, samples: list[Sample]) -> list[Record]:
-        """One ``MetricBatch`` per samples partition, keyed by its first series' key (so
-        the producer's murmur2 placement puts it on that partition)."""
+        """One ``MetricBatch`` per samples partition (per ``MAX_BATCH_SAMPLES`` samples of
+        it), keyed by its first series' key (so the producer's murmur2 placement puts
+        it on that partition)."""
         items = [
             (SeriesRef(s.series, s.name, s.labels, s.kind, s.unit), s.timestamp_ms, s.value)
             for s in samples
         ]
         groups = group_by_partition(items, self.samples_partitions)
         encode = self.sample_batch.encode
+        n = MAX_BATCH_SAMPLES
         return [
-            (group[0][0].key.encode(), encode(group, SOURCE)) for _, group in sorted(groups.items())
+            (group[i][0].key.encode(), encode(group[i : i + n], SOURCE))
+            for _, group in sorted(groups.items())
+            for i in range(0, len(group), n)
         ]

@@ -97,3 +97,59 @@ def test_corpus_templates_are_found_one_to_one() -> None:
     for (svc, _), ids in seen.items():
         per_service.setdefault(svc, set()).update(ids)
     assert all(len(ids) == 12 for ids in per_service.values())
+
+
+def mine_bounded_without_cache(lines: list[str], max_clusters: int) -> list[tuple[int, str]]:
+    """drain3 with its own ``max_clusters`` LRU (``LogClusterCache``), no cache."""
+    from drain3 import TemplateMiner
+
+    m = TemplateMiner(None, miner_config(max_clusters=max_clusters))
+    return [(r["cluster_id"], r["change_type"]) for r in map(m.add_log_message, lines)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(lines_st, st.integers(1, 5))
+def test_bounded_templates_are_drain3s_max_clusters(lines: list[str], bound: int) -> None:
+    m = ServiceTemplates(max_templates=bound)
+    got = [(r.template_id, r.change) for r in map(m.add, lines)]
+    assert got == [(cid, _CHANGE[c]) for cid, c in mine_bounded_without_cache(lines, bound)]
+    assert len(m) <= bound
+    evicted = m.take_evicted()
+    assert len(evicted) == len({cid for cid, _ in got}) - len(m)
+    assert not set(evicted) & set(m.miner.drain.id_to_cluster)
+
+
+@settings(max_examples=80, deadline=None)
+@given(lines_st, st.integers(1, 5), st.data())
+def test_bounded_restore_continues_exactly(
+    lines: list[str], bound: int, data: st.DataObject
+) -> None:
+    """Same ids and the same evictions after a restore: the LRU order is kept."""
+    cut = data.draw(st.integers(0, len(lines)))
+    whole = ServiceTemplates(max_templates=bound)
+    expected = [tuple(whole.add(x)) for x in lines]
+    first = ServiceTemplates(max_templates=bound)
+    got = [tuple(first.add(x)) for x in lines[:cut]]
+    second = ServiceTemplates.restore(first.snapshot(), max_templates=bound)
+    got += [tuple(second.add(x)) for x in lines[cut:]]
+    assert got == expected
+    assert list(second.miner.drain.id_to_cluster) == list(whole.miner.drain.id_to_cluster)
+
+
+def test_restore_with_a_lower_bound_evicts_the_least_recently_used() -> None:
+    m = ServiceTemplates(max_templates=10)
+    for line in ["alpha one", "beta two three", "gamma", "alpha one", "delta x y z"]:
+        m.add(line)
+    r = ServiceTemplates.restore(m.snapshot(), max_templates=2)
+    assert r.take_evicted() == [2, 3]
+    assert sorted(r.miner.drain.id_to_cluster) == [1, 4]
+    assert r.add("epsilon").template_id == 5 and r.take_evicted() == [1]
+
+
+def test_a_cache_hit_counts_as_a_use_for_eviction() -> None:
+    lines = ["alpha one", "beta two three", "alpha one", "beta two three", "alpha one",
+             "gamma", "beta two three", "alpha one"]  # fmt: skip
+    m = ServiceTemplates(max_templates=2)
+    got = [(r.template_id, r.change) for r in map(m.add, lines)]
+    assert got == [(cid, _CHANGE[c]) for cid, c in mine_bounded_without_cache(lines, 2)]
+    assert got[5:] == [(3, "created"), (4, "created"), (5, "created")]
