@@ -281,6 +281,14 @@ class AggregationAgent:
             unpack_meta(meta_raw) if meta_raw else None,
             (restore_record(k.decode(), v) for k, v in table.items()),
         )
+        limit = int(time.time() * 1000) + ms(self.settings.aggregation.max_record_skew)
+        if agg.max_event_ms > limit:  # a checkpoint from before samples were bounded
+            ahead = agg.max_event_ms
+            dropped = agg.pull_back(limit)
+            log.warning(
+                "watermark_in_future", partition=p, max_event_ms=ahead, reset_to_ms=limit,
+                windows_dropped=dropped,
+            )  # fmt: skip
         log.info(
             "aggregation_restored",
             partition=p,

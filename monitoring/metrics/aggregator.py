@@ -267,6 +267,28 @@ class PartitionAggregator:
         self.watermark_ms = max(self.watermark_ms, last_end)
         return self._close_through(last_end, "idle")
 
+    def pull_back(self, limit_ms: int) -> int:
+        """Undo event time past ``limit_ms``, for a state restored from a checkpoint
+        written before samples were bounded by their record's timestamp: a sample from
+        the future had raised the watermark, and every on-time sample would be late
+        until the clock got there. Windows starting after ``limit_ms`` are dropped (they
+        hold nothing else); the greatest event time and the watermark come back to it.
+        Returns the windows dropped, counted per series (0 if nothing was ahead)."""
+        if self.max_event_ms <= limit_ms:
+            return 0
+        dropped = 0
+        for wins in self._windows:
+            for start in [s for s in wins if s > limit_ms]:
+                win = wins.pop(start)
+                self._dirty |= win.count > 0  # their series are written again
+                dropped += int(np.count_nonzero(win.count))
+        self.max_event_ms = limit_ms
+        self.watermark_ms = min(self.watermark_ms, limit_ms - self.allowed_lateness_ms)
+        self._next_end = min(
+            (win.end for wins in self._windows for win in wins.values()), default=_NEVER
+        )
+        return dropped
+
     @property
     def open_windows(self) -> int:
         """Open windows, counted per series."""
