@@ -173,6 +173,7 @@ class AlertingAgent:
             "rules": len(self.ruleset.rules),
             "rejected_rules": len(self.ruleset.errors),
             "last_reload_error": self._reload_error,
+            "catching_up": sorted(self.clock.catching_up),  # partitions reading their backlog
             "rule_errors": [f"{r.name}: {e}" for r, e in self.engine.errors][:20],
             "last_evaluated_ms": self.clock.last_evaluated_ms,
             "firing": len(self.engine.firing()),

@@ -194,6 +194,7 @@ def test_partitions_without_backlog_do_not_hold_the_catch_up(tmp_path: Path) -> 
     # start, so it holds ends by the grace only, not until it delivers
     a.begin_catch_up({**dict.fromkeys(range(5), 0), 5: -1}, {p: len(m) for p, m in msgs.items()})
     assert a.clock.catching_up == frozenset(range(5))
+    assert a.health()["catching_up"] == [0, 1, 2, 3, 4]
     del msgs[5]
     feed(a, backlog_batches(msgs, "one partition after another", 500))
     assert a.clock.catching_up == frozenset()
