@@ -43,6 +43,8 @@ def run(
     """Consume samples and aggregates into ClickHouse until SIGTERM/SIGINT."""
     from prometheus_client import CollectorRegistry
 
+    from monitoring.api.guard import Guard
+    from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
     from monitoring.sinks.clickhouse.connection import connect_read_only
     from monitoring.sinks.clickhouse.migrations import migrate
@@ -58,6 +60,11 @@ def run(
     settings = load_settings(config)
     configure_logging(log_level.upper(), file=settings.logging)
     log = get_logger("store")
+    try:
+        guard = Guard.from_settings(settings.api, settings.storage.query_host)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -105,7 +112,13 @@ def run(
     st = settings.storage
     try:
         server = QueryServer(
-            connect_read_only(st.dsn), registry, st.query_host, st.query_port, store.health
+            connect_read_only(st.query_dsn or st.dsn),
+            registry,
+            st.query_host,
+            st.query_port,
+            store.health,
+            limits=st.query,
+            guard=guard,
         ).start()
         log.info("query_endpoint", url=f"http://{st.query_host}:{st.query_port}")
     except OSError as e:
