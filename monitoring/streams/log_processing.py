@@ -60,12 +60,13 @@ OUTPUT_MARGIN_BYTES = 128 * 1024
 
 
 def input_limit(max_message_bytes: int) -> int:
-    """The largest logs-topic value the agent processes.
+    """The largest logs-topic value the agent processes: the limit less
+    ``OUTPUT_MARGIN_BYTES`` (an eighth of it, for a limit under 1 MiB).
 
-    >>> input_limit(4 * 1024 * 1024)
-    4063232
+    >>> input_limit(4 * 1024 * 1024), input_limit(64 * 1024)
+    (4063232, 57344)
     """
-    return max_message_bytes - OUTPUT_MARGIN_BYTES
+    return max_message_bytes - min(OUTPUT_MARGIN_BYTES, max_message_bytes // 8)
 
 
 def output_limit(max_message_bytes: int) -> int:
