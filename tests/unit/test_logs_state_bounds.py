@@ -9,6 +9,7 @@ with their template (finding 13).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -151,3 +152,39 @@ def test_a_manifest_without_its_chunks_is_an_error_not_a_crash() -> None:
     q.restore(saved.pop(CHECKPOINT_KEY), saved.items())
     assert q.restore_errors and q.restore_errors[0].startswith("api: ")
     assert q.services["api"].applied_offset == 19  # replayed messages are still skipped
+
+
+def test_version_1_state_is_read_and_replaced() -> None:
+    """A partition checkpointed by the previous version (the whole state of a service
+    in one record under its name) restores, continues alike, and its next checkpoint
+    overwrites that record with a manifest."""
+    from monitoring.logs.corpus import generate
+
+    lines = generate(300, seed=4)
+    p = PartitionLogs(200)
+    for i, ln in enumerate(lines[:200]):
+        p.process(i, ln.record, ln.record["timestamp_ms"])
+    table = {
+        name: json.dumps({
+            "v": 1, "applied_offset": svc.applied_offset, "counts": svc.counts.state(),
+            "first_seen": {str(k): v for k, v in svc.first_seen.items()},
+            "first_error": {str(k): v for k, v in svc.first_error.items()},
+            "drain": svc.templates.snapshot().decode("ascii"),
+        }).encode()
+        for name, svc in p.services.items()
+    }  # fmt: skip
+    q = PartitionLogs(200)
+    q.restore(json.dumps({"v": 1, "offset": 199}).encode(), table.items())
+    assert q.restore_errors == [] and q.checkpoint_offset == 199
+    for i, ln in enumerate(lines[200:], 200):
+        assert p.process(i, ln.record, 0) == q.process(i, ln.record, 0)
+    records, meta = q.checkpoint()
+    apply(table, records, meta)
+    assert all(json.loads(table[name])["v"] == 2 for name in q.services)
+    r = PartitionLogs(200)
+    saved = dict(table)
+    r.restore(saved.pop(CHECKPOINT_KEY), saved.items())
+    assert r.restore_errors == []
+    assert {n: s.counts.state() for n, s in r.services.items()} == {
+        n: s.counts.state() for n, s in p.services.items()
+    }
