@@ -1,6 +1,7 @@
 """A ClickHouse outage with the real broker and chDB: the store stops buffering at
-its bound (the rest of each fetch sought back, partitions paused), and once inserts
-work again it stores every message exactly once more and commits."""
+its bound (the rest of each fetch sought back, partitions paused), keeps partitions a
+rebalance assigns paused, and once inserts work again stores every message and
+commits."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
+from confluent_kafka import Consumer as ConfluentConsumer
 from confluent_kafka import Producer
 from fixtures.store_records import AGGREGATE, good
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
+from monitoring.sinks.clickhouse import store as store_module
 from monitoring.sinks.clickhouse.connection import connect
 from monitoring.sinks.clickhouse.migrations import migrate
-from monitoring.sinks.clickhouse.store import Store
+from monitoring.sinks.clickhouse.store import Store, consumer_config, topics
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 from monitoring.streams.codec import AvroCodec
 from monitoring.streams.topics import AGGREGATES, topic_name
@@ -94,3 +97,86 @@ def test_outage_bounds_the_buffer_then_stores_everything_once(
         assert tuple(rows[0]) == (60, 60)
     finally:
         client.close()
+
+
+class CountingConsumer:
+    """A confluent-kafka consumer that counts its ``consume`` calls."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.polls = 0
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        self.polls += 1
+        return self.consumer.consume(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)
+
+
+def test_partitions_assigned_by_a_rebalance_during_an_outage_are_paused(
+    settings_factory: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another member holds half the partitions; ClickHouse goes down and the store
+    pauses its half; the other member leaves, and its partitions go to the store. The
+    store pauses them too (it reads nothing of them into the buffer during the outage)
+    and stores everything once inserts work again."""
+    monkeypatch.setattr(store_module, "MAX_BACKOFF_S", 1.0)  # retries every second
+    base = settings_factory()
+    storage = base.storage.model_copy(update={"dsn": f"chdb://{tmp_path / 'chdb'}"})
+    settings = base.model_copy(update={"storage": storage})
+    k = settings.kafka
+    topic = topic_name(k, AGGREGATES)
+    n_parts = len(topics(settings)) * k.output_partitions
+    p = Producer({"bootstrap.servers": k.bootstrap_servers})
+    for i in range(24):
+        p.produce(topic, CODEC.encode(AGGREGATE, good(AGGREGATE, i)), key=f"k{i}")
+    assert p.flush(30) == 0
+    client = connect(settings.storage.dsn)
+    migrate(client, settings.storage)
+    outage = Outage(client)
+    outage.down.set()
+    group = f"store-{uuid.uuid4().hex[:8]}"
+    # the other member: in the group first, never committing
+    other = ConfluentConsumer({**consumer_config(settings, group), "client.id": "other"})
+    other.subscribe(topics(settings))
+    deadline = time.monotonic() + 60
+    while len(other.assignment()) < n_parts:
+        assert time.monotonic() < deadline
+        other.poll(0.1)
+    consumer = CountingConsumer(ConfluentConsumer(consumer_config(settings, group)))
+    store = Store(settings, Writer(outage, StoreMetrics(CollectorRegistry())),  # type: ignore[arg-type]
+                  consumer, CODEC, group_id=group)  # fmt: skip
+    handled = store.metrics.messages.labels(topic)
+    stop = threading.Event()
+    thread = threading.Thread(target=store.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (
+            store.paused and outage.refused >= 1 and consumer.assignment()
+            and len(other.assignment()) < n_parts
+        ):  # fmt: skip
+            assert time.monotonic() < deadline, "the store got no partitions, or no outage"
+            other.poll(0.1)  # the other member takes part in the rebalance
+        assert len(consumer.assignment()) + len(other.assignment()) == n_parts
+        before = handled._value.get()
+        other.close()  # its partitions go to the store, mid-outage
+        wait_for(lambda: len(consumer.assignment()) == n_parts)
+        polls = consumer.polls
+        wait_for(lambda: consumer.polls >= polls + 15)  # ~3 s of fetching, were it on
+        assert handled._value.get() == before  # nothing of the new partitions read
+        assert store.paused and store.writer.pending == before
+        outage.down.clear()
+        wait_for(lambda: count(client, "aggregates FINAL") == 24 and store.writer.pending == 0)
+    finally:
+        stop.set()
+        thread.join(60)
+    try:
+        assert not thread.is_alive()
+    finally:
+        client.close()
+
+
+def count(client: Any, table: str) -> int:
+    return int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
