@@ -19,25 +19,24 @@ Bounded state: each service keeps at most ``max_templates`` templates (the least
 recently matched is evicted, ``templates.TemplateLRU``); an evicted template's
 first-seen times and counter go with it (``counts.ServiceCounts.evict``), and
 ``evictions`` counts them. A service's state is one JSON blob (drain3's snapshot,
-counters, first-seen times), written as
+counters, first-seen times), written as records of at most ``state_chunk_bytes``
+(the agent keeps them well under the message limit) plus their key:
 
-==========================  =====================================================
-key                         value
-==========================  =====================================================
-``\0s\0<service>\0<gen>\0<i>``  chunk ``i`` of generation ``gen`` of the blob, at
-                            most ``state_chunk_bytes`` (below the message limit)
-``<service>``               the manifest: ``gen``, chunk count, size and CRC-32
-                            of the blob, the service's applied offset
-``\0checkpoint``            the partition record, written last
-==========================  =====================================================
+* ``\\0s\\0<service>\\0<gen>\\0<i>``: chunk ``i`` of generation ``gen`` of the blob;
+* ``<service>``: the manifest (``gen``, chunk count, size and CRC-32 of the blob,
+  the service's applied offset);
+* ``\\0checkpoint``: the partition record, written last.
 
 A checkpoint writes a changed service's chunks under a new generation, then its
-manifest; chunks of older generations are tombstoned only once a later manifest is
-known to be written (``confirm``, after the broker acknowledged a checkpoint), so
-whatever prefix of the records reached the topic, every manifest in it points at
-chunks that are there: a restore reads one consistent snapshot per service. Chunks
-no manifest points at (a checkpoint cut short) are tombstoned at the next
-checkpoint, and generations are never reused. Version-1 records (the whole state
+manifest. Chunks of older generations are tombstoned only once a later manifest is
+known to be written (``confirm``, after the broker acknowledged a checkpoint), not in
+the same checkpoint: ``PartitionStates`` retries an unacknowledged checkpoint merged
+into the next one, where a key written again moves to the end, so a tombstone could
+otherwise land before the manifest that replaces the one it breaks. So whatever
+prefix of the records reaches the topic, every manifest in it points at chunks that
+are there: a restore reads one consistent snapshot per service (and checks its size
+and CRC). Chunks no manifest points at (a checkpoint cut short) are tombstoned at the
+next checkpoint, and generations are never reused. Version-1 records (the whole state
 under ``<service>``) are still read.
 
 >>> p = PartitionLogs(window_ms=10_000)
