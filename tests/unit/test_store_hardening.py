@@ -367,3 +367,36 @@ def test_dead_letter_failures_are_counted_never_raised() -> None:
     store.dead_letters = dl
     store.handle(agg(1, count=-1))  # the failure is counted, the store goes on
     assert registry.get_sample_value("monitoring_store_dead_letter_failures_total") == 1
+
+
+def test_the_writer_client_gives_up_on_a_server_that_does_not_answer() -> None:
+    """clickhouse-connect takes send_receive_timeout from the DSN: a server that
+    accepts and never answers fails the call after it (not 300 s), as a transient
+    error the store retries."""
+    import socket
+
+    from monitoring.sinks.clickhouse.connection import connect
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])  # and never answer
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = server.getsockname()[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError, match="timed out") as e:
+            connect(writer_dsn(f"http://u:pw@127.0.0.1:{port}/", timeout_s=1))
+        assert transient(e.value) and time.monotonic() - started < 30
+    finally:
+        server.close()
+        for s in accepted:
+            s.close()
