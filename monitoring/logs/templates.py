@@ -73,12 +73,13 @@ class TemplateLRU(dict[int, LogCluster]):
     use, ``[]`` is (drain "touches" a matched cluster so), and so is ``touch``.
     Iteration is in LRU order, oldest first; evicted ids are appended to ``evicted``.
 
+    >>> a, b, x, d = (LogCluster([w], i) for i, w in enumerate("abxd", 1))
     >>> c = TemplateLRU(2)
-    >>> c[1] = c[2] = c[3] = LogCluster(["a"], 0)
-    >>> list(c), c.evicted
-    ([2, 3], [1])
-    >>> _ = c[2]; c.touch([3, 2, 3]); c[4] = LogCluster(["b"], 4); list(c), c.evicted
-    ([3, 4], [1, 2])
+    >>> c[1], c[2] = a, b
+    >>> _ = c[1]; c[3] = x; list(c), c.evicted
+    ([1, 3], [2])
+    >>> c.touch([x, a, x]); c[4] = d; list(c), c.evicted
+    ([3, 4], [2, 1])
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -99,12 +100,14 @@ class TemplateLRU(dict[int, LogCluster]):
             dict.__delitem__(self, oldest)
             self.evicted.append(oldest)
 
-    def touch(self, keys: Sequence[int]) -> None:
-        """``[]`` each of ``keys`` in order: each distinct key, in the order of its
-        last use, moves to the end."""
-        order = list(dict.fromkeys(reversed(keys))) if len(keys) > 1 else list(keys)
+    def touch(self, clusters: Sequence[LogCluster]) -> None:
+        """``[]`` the id of each of ``clusters`` in order: each distinct one, in the
+        order of its last use, moves to the end (clusters hash by identity: one
+        object per id)."""
+        recent = list(dict.fromkeys(reversed(clusters))) if len(clusters) > 1 else clusters
         pop, put = dict.pop, dict.__setitem__
-        for k in reversed(order):
+        for c in reversed(recent):
+            k = c.cluster_id
             put(self, k, pop(self, k))
 
 
@@ -227,7 +230,7 @@ class ServiceTemplates:
             cluster.size += 1
             append(cluster)
         if self._lru is not None and len(out) > first:  # drain would have touched each
-            self._lru.touch([c.cluster_id for c in out[first:]])
+            self._lru.touch(out[first:])
         return end
 
     def _search(self, masked: str) -> LogCluster:
