@@ -51,6 +51,7 @@ from monitoring.streams.alert_encoding import ALERT, to_record
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import Outputs
+from monitoring.streams.state_chunks import ChunkedRecords, join
 
 log = get_logger("alerting")
 # The window history is hundreds of thousands of small objects: with Python's default
@@ -139,12 +140,7 @@ class AlertingAgent:
         self.metrics.reload_ok.set(1)
         self._reload_requested = False
         self._reload_error: str | None = None
-        self.engine = AlertEngine(
-            self.ruleset.rules,
-            window_ms=ms(a.window),
-            lookback_ms=ms(a.lookback),
-            generator_url=a.generator_url,
-        )
+        self.engine = self._new_engine()
         self.metrics.rules.set(len(self.ruleset.rules))
         self.window_ms = ms(a.window)
         self.clock = EvaluationClock(
@@ -158,6 +154,7 @@ class AlertingAgent:
         self.alerts_topic = topics.topic_name(k, topics.ALERTS)
         self.state_topic = topics.topic_name(k, topics.ALERTING_STATE)
         self.outputs = Outputs(k)
+        self.chunks = ChunkedRecords(k.max_message_bytes)
         self.consumer: Consumer | None = None
         self._dirty = False
         # windows more than one end past the last evaluated one wait here, so that
@@ -165,6 +162,15 @@ class AlertingAgent:
         # arrives at once (the history trims by the newest window of each series)
         self._ahead: dict[int, list[Aggregate]] = {}
         self._last_checkpoint = time.monotonic()
+
+    def _new_engine(self) -> AlertEngine:
+        a = self.settings.alerting
+        return AlertEngine(
+            self.ruleset.rules,
+            window_ms=ms(a.window),
+            lookback_ms=ms(a.lookback),
+            generator_url=a.generator_url,
+        )
 
     def health(self) -> dict[str, Any]:
         """For ``GET /healthz``."""
@@ -204,17 +210,31 @@ class AlertingAgent:
         return True
 
     # -- start: restore and position -------------------------------------------------
+    def _restore(self, raw: bytes) -> None:
+        state = json.loads(raw)
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"{self.state_topic}: unknown state version {state.get('v')}")
+        self.engine.restore(state["engine"].encode())
+        self.clock.last_evaluated_ms = self._sane_position(state["last_evaluated_ms"])
+
     def start(self) -> None:
         """Restore the checkpoint and assign every aggregates partition from the horizon."""
         k = self.settings.kafka
         table = read_table(k.bootstrap_servers, self.state_topic, 0)
-        raw = table.get(STATE_KEY)
+        self.chunks.learn(table)
+        joined = join(table)
+        raw = joined.table.get(STATE_KEY)
+        if joined.broken:
+            self.metrics.invalid.labels("bad-state").inc()
+            log.error("state_chunks_broken", topic=self.state_topic)
         if raw is not None:
-            state = json.loads(raw)
-            if state.get("v") != STATE_VERSION:
-                raise ValueError(f"{self.state_topic}: unknown state version {state.get('v')}")
-            self.engine.restore(state["engine"].encode())
-            self.clock.last_evaluated_ms = self._sane_position(state["last_evaluated_ms"])
+            try:
+                self._restore(raw)
+            except Exception as e:  # an unreadable state must not crash-loop the evaluator
+                self.metrics.invalid.labels("bad-state").inc()
+                log.error("state_unreadable", topic=self.state_topic, error=repr(e)[:300])
+                self.engine = self._new_engine()
+                self.clock.last_evaluated_ms = 0
         self.consumer = Consumer(
             {
                 "bootstrap.servers": k.bootstrap_servers,
@@ -409,6 +429,7 @@ class AlertingAgent:
             "engine": self.engine.to_bytes().decode(),
             "last_evaluated_ms": self.clock.last_evaluated_ms,
         }
-        await self.outputs.send(self.state_topic, STATE_KEY, json.dumps(state).encode())
+        for key, value in self.chunks.expand(STATE_KEY, json.dumps(state).encode()):
+            await self.outputs.send(self.state_topic, key, value)  # chunks when over the limit
         if await self.outputs.flush():
             self._dirty = False

@@ -56,7 +56,7 @@ from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.sinks.notifiers.dispatcher import DeliveredKeys, DeliveryRecord, Dispatcher
 from monitoring.streams import topics
-from monitoring.streams.alert_encoding import from_record
+from monitoring.streams.alert_encoding import ALERT, from_record
 from monitoring.streams.changelog import read_table
 from monitoring.streams.codec import AvroCodec, DecodeError
 from monitoring.streams.outputs import DeadLetters, Outputs
@@ -64,7 +64,6 @@ from monitoring.streams.state_chunks import ChunkedRecords, join
 
 log = get_logger("notifier")
 DELIVERY = "monitoring.Delivery"
-ALERT = "monitoring.Alert"
 STATE_VERSION = 1
 _DELIVERED, _POSITIONS, _INFLIGHT = b"delivered", b"positions", b"inflight"
 _AM = "am:"  # prefix of the alert manager's own records (meta, one per group)
