@@ -522,7 +522,10 @@ class PartitionLogs:
             svc.deletable = [chunk_key(name, g, i) for g, i in mine if g != svc.gen]
             svc.next_gen = max([svc.gen, *gens]) + 1
             self.services[name] = svc
-            self.last_offset = max(self.last_offset, svc.applied_offset)
+            # not last_offset: a service's applied offset covers its own messages only
+            # (a checkpoint cut short); raising the partition's from it made the next
+            # checkpoint claim the other services' messages below it before they were
+            # replayed, and they were skipped for good
         for name, mine in chunks.items():  # no manifest: a first checkpoint cut short
             self._orphans += [chunk_key(name, g, i) for g, i in mine]
             self._gen_floor[name] = max(g for g, _ in mine) + 1

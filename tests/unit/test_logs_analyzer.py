@@ -11,6 +11,7 @@ written again moves to the end) and written again, maybe only in part.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -183,3 +184,25 @@ def test_replayed_offsets_are_skipped() -> None:
     assert p.process(5, rec, 0) is not None
     p.checkpoint()
     assert p.skip(5) and p.process(5, rec, 0) is None
+
+
+def test_a_checkpoint_during_replay_claims_only_what_was_replayed() -> None:
+    """A checkpoint cut short left service b's record (applied offset 2) but not a's
+    nor the partition record; a checkpoint taken after replaying offset 0 must cover
+    offset 0 only, not b's 2: a's message at 1 is still to be replayed."""
+    base = {"timestamp_ms": 1_700_000_000_000, "level": "info"}
+    recs = [{**base, "service": s, "message": m}
+            for s, m in [("a", "alpha one"), ("a", "beta two three"), ("b", "gamma")]]  # fmt: skip
+    p = PartitionLogs()
+    for i, r in enumerate(recs):
+        p.process(i, r, 0)
+    records, _ = p.checkpoint()
+    table = {k: v for k, v in records if k == "b" or k.startswith("\0s\0b\0")}
+    q = PartitionLogs()
+    q.restore(None, table.items())
+    assert q.process(0, recs[0], 0) is not None
+    records, meta = q.checkpoint()
+    assert json.loads(meta)["offset"] == 0
+    r1 = q.process(1, recs[1], 0)
+    assert r1 is not None and r1.template_id == 2
+    assert q.process(2, recs[2], 0) is None  # b's own: in its restored state
