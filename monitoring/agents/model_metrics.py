@@ -9,16 +9,32 @@ as ``MetricSample`` records keyed by series key, so each series stays on one sam
 partition and the aggregation agent windows them like any other series (then the
 anomaly agent and alert rules see them).
 
-State (pending joins, River metrics and detectors, the applied offset of each topic)
-is checkpointed to the compacted ``models.state`` topic through
+State (pending joins, River metrics and detectors, counters, the applied offset of each
+topic) is checkpointed to the compacted ``models.state`` topic through
 ``streams.partition_state``: outputs flushed, then the state, then the source acks.
 Replayed messages already in the restored state are skipped, and the agent
 checkpoints before it gives partitions up in a rebalance and when the worker stops
-(SIGTERM), so scaling out and restarts emit nothing twice. A worker that dies
-(SIGKILL) emits the samples of the messages since its last
-checkpoint again when they are replayed: at least once, and the windows then count
-those samples twice (exactly once would need Kafka transactions around the samples,
-the state and the offsets).
+(SIGTERM), so scaling out and restarts emit nothing twice.
+
+A worker that dies (SIGKILL) replays the messages since its last checkpoint and
+publishes their samples again; without Kafka transactions that cannot be avoided, so
+the counts are made so that a repeat changes nothing. Tagging each per-event sample
+with its source (partition, offset) would not do: the aggregation agent counts every
+record of the samples topic in its window, a byte-identical repeat included (only the
+``samples`` table collapses a repeated ``(series, ts)``), so the counts are cumulative
+``COUNTER`` series instead (``mlops.counters``), published once per window of the
+smallest aggregation size, with values that depend only on each topic's own order:
+a replay rewrites the same value at the same timestamp, the windows' ``last`` and
+``max`` do not move, and ``increase()`` gives exact counts end to end (tested with a
+SIGKILL mid-stream against the counts of the produced events). The per-event samples
+that remain (latency for its percentiles, drift, the rolling River estimates) are
+published again after a SIGKILL: their window counts are not counts of anything. When
+one of a partition's topics has been quiet for ``aggregation.idle_timeout`` on the wall
+clock, the counts waiting for it are published at once, then the agent checkpoints.
+
+Poison input (not Avro, a schema this worker does not know, such as a newer version, an
+empty or null value, a record of another type, an invalid event, or an error while
+applying it) goes to the dead-letter topic with the reason in headers; the stream goes on.
 """
 
 from __future__ import annotations
@@ -100,7 +116,9 @@ class ModelMetricsAgent:
             rolling_window=m.rolling_window,
             drift_detector=m.drift_detector,
             drift_interval_ms=ms(m.drift_interval),
+            counter_window_ms=min(settings.aggregation.windows_ms),
         )
+        self._idle_s = settings.aggregation.idle_timeout.total_seconds()
         self.codec = codec or AvroCodec.from_directory()
         self.encoder = SampleEncoder(self.codec, source="model_metrics")
         self.metrics = _Metrics(registry)
@@ -121,6 +139,7 @@ class ModelMetricsAgent:
             snapshot=_snapshot,
         )
         self._series: dict[str, SeriesRef] = {}
+        self._last_wall: dict[tuple[int, int], float] = {}  # (partition, topic) -> monotonic
         self._ack: Ack | None = None  # the stream's, once the agent runs
         self._by_topic = {
             self.predictions_topic: self.metrics.messages.labels("predictions"),
@@ -128,6 +147,7 @@ class ModelMetricsAgent:
         }
         app.agent(self.source, name="model_metrics")(self._run)
         app.timer(m.checkpoint_interval.total_seconds())(self._checkpoint_tick)
+        app.timer(min(1.0, self._idle_s / 4))(self._idle_tick)
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
@@ -155,17 +175,27 @@ class ModelMetricsAgent:
         msg = event.message
         self.states.processed(slot, event)
         self._by_topic[msg.topic].inc()
+        topic = 0 if msg.topic == self.predictions_topic else 1
+        self._last_wall[(msg.partition, topic)] = slot.last_event_wall
         ev = await self._decode(event)
         if ev is None:
             return
-        if isinstance(ev, Prediction):
-            out = slot.state.apply_prediction(msg.offset, ev)
-        else:
-            out = slot.state.apply_label(msg.offset, ev)
+        try:
+            if isinstance(ev, Prediction):
+                out = slot.state.apply_prediction(msg.offset, ev)
+            else:
+                out = slot.state.apply_label(msg.offset, ev)
+        except Exception as e:  # a bug must not stop the stream: keep the input
+            log.exception("model_event_failed", partition=msg.partition, offset=msg.offset)
+            await self._dead_letter(event, "processing-error", repr(e))
+            return
         if out is None:
             self.metrics.replayed.inc()
             return
         self.outputs.poll()
+        await self._publish(out)
+
+    async def _publish(self, out: list[Sample]) -> None:
         for s in out:
             await self.outputs.send(self.samples_topic, s.series.encode(), self._encode(s))
         self.metrics.samples.inc(len(out))
@@ -184,12 +214,19 @@ class ModelMetricsAgent:
             )
             check_point(ev.timestamp_ms, 0.0, int(time.time() * 1000), self.limits)
         except (DecodeError, InvalidModelEvent, InvalidSample) as e:
-            self.metrics.dead_letters.labels(e.reason).inc()
-            await self.outputs.dead_letter(
-                self.dead_letter_topic, event.message, e.reason, str(e), "model_metrics"
-            )
+            await self._dead_letter(event, e.reason, str(e))
+            return None
+        except Exception as e:  # e.g. a record that breaks an assumption of the reader
+            log.exception("model_event_undecodable", offset=event.message.offset)
+            await self._dead_letter(event, "decode-error", repr(e))
             return None
         return ev
+
+    async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:
+        self.metrics.dead_letters.labels(reason).inc()
+        await self.outputs.dead_letter(
+            self.dead_letter_topic, event.message, reason, detail, "model_metrics"
+        )
 
     def _encode(self, s: Sample) -> bytes:
         ref = self._series.get(s.series)
@@ -215,6 +252,9 @@ class ModelMetricsAgent:
         # (the samples are not idempotent downstream: a window counts each one).
         await self.states.checkpoint(self._ack, force=True)
         self.states.on_revoked(revoked)
+        for tp in revoked:
+            for t in (0, 1):
+                self._last_wall.pop((tp.partition, t), None)
 
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
         # Faust has stopped consuming: write the state of everything applied (no acks,
@@ -222,6 +262,23 @@ class ModelMetricsAgent:
         # emitting their samples again.
         await self.states.checkpoint(None, force=True)
         log.info("model_metrics_shutdown_checkpoint", partitions=sorted(self.states.slots))
+
+    async def _idle_tick(self) -> None:
+        """Publish the counts that wait for a topic quiet for the idle timeout (of a
+        partition's two), then checkpoint at once (a close is the one step a replay may
+        not repeat alike)."""
+        now = time.monotonic()
+        closed = False
+        async with self.states.lock:
+            for p, slot in list(self.states.slots.items()):
+                # a restored partition gets a whole idle timeout for its replay
+                since = [self._last_wall.setdefault((p, t), now) for t in (0, 1)]
+                quiet = [t for t in (0, 1) if now - since[t] >= self._idle_s]
+                if quiet and slot.state.waiting_for(quiet):
+                    await self._publish(slot.state.close(quiet))
+                    closed = True
+        if closed:
+            await self.states.checkpoint(self._ack, force=True)
 
     async def _checkpoint_tick(self) -> None:
         await self.states.checkpoint(self._ack)

@@ -5,31 +5,36 @@ the same partition of their two topics; either may arrive first. Each waits in a
 pending table until its partner arrives, at most ``join_horizon_ms`` of event time (the
 partition's clock is the greatest event time seen on either topic) and at most
 ``max_pending`` entries (the oldest goes first); what expires is counted, and an expired
-prediction is published as ``model_predictions_unlabelled``.
+prediction is counted in ``model_predictions_unlabelled_total``.
 
 Samples (``monitoring.metrics.samples.Sample``) go to the samples topic, where the
 aggregation agent windows them like any series; labels are ``model``, ``version`` and
-the prediction's extra labels:
+the prediction's extra labels. Counts are cumulative ``COUNTER`` series of each
+partition (label ``partition``: sum over it) published once per ``counter_window_ms``
+(``mlops.counters``: a replay after a crash rewrites the same values at the same
+timestamps, so they stay exact); the rest are per-event gauges, published again for the
+events a crashed worker replays:
 
-=================================  =========================================================
-``model_predictions``              1.0 per prediction (window sum = predictions)
-``model_latency_ms``               latency per prediction (window p50/p90/p99)
-``model_correct``                  1.0 or 0.0 per joined classification (window mean =
-                                   accuracy), at the label's event time
-``model_abs_error``                abs(true - predicted) per joined regression (window
-                                   mean = MAE), at the label's event time
-``model_accuracy_rolling``         River ``Rolling(Accuracy)`` over the last
-                                   ``rolling_window`` outcomes *of this partition*
-                                   (label ``partition``)
-``model_mae_rolling``              the same with ``Rolling(MAE)``
-``model_feature_drift``            per feature (label ``feature``): 1.0 when the feature's
-                                   River drift detector fires, else 0.0 once per
-                                   ``drift_interval_ms`` of event time: window max = drift
-``model_predictions_unlabelled``   1.0 per prediction whose label never came (expiry time)
-=================================  =========================================================
+======================================  ====================================================
+``model_predictions_total``             predictions (counter)
+``model_correct_sum`` / ``_count``      correct / all joined classifications (counters:
+                                        accuracy = ``increase(sum) / increase(count)``)
+``model_abs_error_sum`` / ``_count``    sum of abs(true - predicted) / joined regressions
+                                        (counters: MAE = ``increase(sum) / increase(count)``)
+``model_predictions_unlabelled_total``  predictions whose label never came (counter)
+``model_latency_ms``                    latency per prediction (window p50/p90/p99)
+``model_accuracy_rolling``              River ``Rolling(Accuracy)`` over the last
+                                        ``rolling_window`` outcomes *of this partition*
+                                        (label ``partition``), at the label's event time
+``model_mae_rolling``                   the same with ``Rolling(MAE)``
+``model_feature_drift``                 per feature (label ``feature``): 1.0 when the
+                                        feature's River drift detector fires, else 0.0 once
+                                        per ``drift_interval_ms`` of event time: window max
+                                        = drift (a repeat changes no max)
+======================================  ====================================================
 
-The window means of ``model_correct`` and ``model_abs_error`` are exact over all
-partitions; the rolling River metrics are per partition because each partition's
+The counters' sums over partitions are exact; the rolling River metrics are
+estimates per partition because each partition's
 monitor sees only its share of the ids (a uniform random subset, since ids hash across
 partitions). The same holds for drift: every partition's detector sees a uniform
 sample of the feature's values, which has the same distribution, so a shift shows up in
@@ -52,6 +57,7 @@ from typing import Any
 from river import metrics, utils
 
 from monitoring.metrics.samples import Sample, series_key
+from monitoring.mlops.counters import ModelCounters
 from monitoring.mlops.drift import DEFAULT_DRIFT_DETECTOR, make_detector
 from monitoring.mlops.events import Label, Prediction
 from monitoring.mlops.state import pack_json, pack_pickle, unpack_json, unpack_pickle
@@ -75,13 +81,14 @@ class MonitorConfig:
     drift_detector: str = DEFAULT_DRIFT_DETECTOR
     drift_interval_ms: int = 5_000
     partition: int = 0  # the value of the rolling series' ``partition`` label
+    counter_window_ms: int = 10_000  # counters are published once per such window
 
     def __post_init__(self) -> None:
         make_detector(self.drift_detector)  # raises on an unknown name
         if self.join_horizon_ms <= 0 or self.max_pending <= 0 or self.rolling_window <= 0:
             raise ValueError("join_horizon_ms, max_pending and rolling_window must be positive")
-        if self.drift_interval_ms <= 0:
-            raise ValueError("drift_interval_ms must be positive")
+        if self.drift_interval_ms <= 0 or self.counter_window_ms <= 0:
+            raise ValueError("drift_interval_ms and counter_window_ms must be positive")
 
 
 @dataclass
@@ -92,14 +99,15 @@ class _Pending:
     labels: dict[str, str]  # series labels of the prediction; {} for a label
     cls: str | None
     value: float | None
+    offset: int = -1  # of its message in its topic (-1: restored from an older state)
 
     def pack(self) -> bytes:
-        return pack_json([self.timestamp_ms, self.labels, self.cls, self.value])
+        return pack_json([self.timestamp_ms, self.labels, self.cls, self.value, self.offset])
 
     @classmethod
     def unpack(cls, data: bytes) -> _Pending:
-        ts, labels, c, v = unpack_json(data)
-        return cls(ts, labels, c, v)
+        ts, labels, c, v, *offset = unpack_json(data)
+        return cls(ts, labels, c, v, *offset)
 
 
 @dataclass
@@ -123,6 +131,7 @@ class ModelMonitor:
         self.predictions: dict[str, _Pending] = {}
         self.labels: dict[str, _Pending] = {}
         self.series: dict[str, _SeriesState] = {}
+        self.counters = ModelCounters(self.config.counter_window_ms, self.config.partition)
         self._heap: list[tuple[int, str, str]] = []  # (timestamp, kind p/l, id), lazy
         self._dirty_pending: set[bytes] = set()
         self._dirty_series: set[str] = set()
@@ -138,17 +147,32 @@ class ModelMonitor:
     def has_changes(self) -> bool:
         return self._changed
 
+    @property
+    def has_unpublished_counts(self) -> bool:
+        """Whether counts wait for a window to close (the agent ``close``s quiet ones)."""
+        return self.counters.has_pending
+
+    def waiting_for(self, topics: Iterable[int]) -> bool:
+        """Whether ``close(topics)`` could publish counts (0 predictions, 1 labels)."""
+        return self.counters.waiting(topics)
+
+    def close(self, topics: Iterable[int] = (0, 1)) -> list[Sample]:
+        """Publish the counts waiting for the window of these quiet topics (0
+        predictions, 1 labels) to close; both: everything."""
+        self._changed = True
+        nxt = (self.offsets[PREDICTIONS_SOURCE] + 1, self.offsets[LABELS_SOURCE] + 1)
+        return self.counters.close(nxt, topics)
+
     # -- events ------------------------------------------------------------------
     def apply_prediction(self, offset: int, p: Prediction) -> list[Sample] | None:
         """Samples for prediction ``p`` at ``offset``; None if already applied (replay)."""
         if not self._advance(PREDICTIONS_SOURCE, offset):
             return None
-        out: list[Sample] = []
         labels = p.series_labels
         key = series_key("", labels)
         st = self._series(key)
         ts = p.timestamp_ms
-        out.append(self._sample("model_predictions", key, labels, ts, 1.0))
+        out = self.counters.prediction(offset, ts, key, labels)
         if p.latency_ms is not None:
             out.append(self._sample("model_latency_ms", key, labels, ts, p.latency_ms, "ms"))
         out.extend(self._drift(st, key, labels, ts, p.features))
@@ -156,29 +180,31 @@ class ModelMonitor:
         label = self.labels.pop(pid, None)
         if label is not None:
             self._dirty_pending.add(_LABEL + pid.encode())
-            out.extend(self._outcome(key, labels, p.predicted_class, p.predicted_value, label))
+            mine = _Pending(ts, labels, p.predicted_class, p.predicted_value, offset)
+            out.extend(self._outcome(key, mine, label))
         elif pid in self.predictions:
             self.counts["duplicate_predictions"] += 1
         else:
-            self.predictions[pid] = _Pending(ts, labels, p.predicted_class, p.predicted_value)
+            self.predictions[pid] = _Pending(
+                ts, labels, p.predicted_class, p.predicted_value, offset
+            )
             self._dirty_pending.add(_PRED + pid.encode())
             heapq.heappush(self._heap, (ts, "p", pid))
         self.counts["predictions"] += 1
-        out.extend(self._expire(ts))
+        self._expire(ts)
         return out
 
     def apply_label(self, offset: int, label: Label) -> list[Sample] | None:
         """Samples for ``label`` at ``offset`` (none until its prediction is here)."""
         if not self._advance(LABELS_SOURCE, offset):
             return None
-        out: list[Sample] = []
+        out = self.counters.label(offset, label.timestamp_ms)
         pid = label.prediction_id
-        mine = _Pending(label.timestamp_ms, {}, label.true_class, label.true_value)
+        mine = _Pending(label.timestamp_ms, {}, label.true_class, label.true_value, offset)
         pred = self.predictions.pop(pid, None)
         if pred is not None:
             self._dirty_pending.add(_PRED + pid.encode())
-            key = series_key("", pred.labels)
-            out.extend(self._outcome(key, pred.labels, pred.cls, pred.value, mine))
+            out.extend(self._outcome(series_key("", pred.labels), pred, mine))
         elif pid in self.labels:
             self.counts["duplicate_labels"] += 1
         else:
@@ -186,7 +212,7 @@ class ModelMonitor:
             self._dirty_pending.add(_LABEL + pid.encode())
             heapq.heappush(self._heap, (label.timestamp_ms, "l", pid))
         self.counts["labels"] += 1
-        out.extend(self._expire(label.timestamp_ms))
+        self._expire(label.timestamp_ms)
         return out
 
     def _advance(self, source: str, offset: int) -> bool:
@@ -202,22 +228,17 @@ class ModelMonitor:
             st = self.series[key] = _SeriesState()
         return st
 
-    def _outcome(
-        self,
-        key: str,
-        labels: dict[str, str],
-        cls: str | None,
-        value: float | None,
-        truth: _Pending,
-    ) -> list[Sample]:
-        """Samples of one joined prediction; at the label's event time."""
+    def _outcome(self, key: str, pred: _Pending, truth: _Pending) -> list[Sample]:
+        """One joined prediction: counted (``counters``), and the rolling metrics'
+        samples at the label's event time."""
         st = self._series(key)
         self._dirty_series.add(key)
         ts, out = truth.timestamp_ms, []
+        labels, cls, value = pred.labels, pred.cls, pred.value
         part = ("partition", str(self.config.partition))
+        correct = err = None
         if cls is not None and truth.cls is not None:
-            hit = 1.0 if cls == truth.cls else 0.0
-            out.append(self._sample("model_correct", key, labels, ts, hit))
+            correct = cls == truth.cls
             if st.accuracy is None:
                 st.accuracy = utils.Rolling(
                     metrics.Accuracy, window_size=self.config.rolling_window
@@ -227,13 +248,16 @@ class ModelMonitor:
             out.append(self._sample("model_accuracy_rolling", key, labels, ts, acc, extra=part))
         if value is not None and truth.value is not None:
             err = abs(truth.value - value)
-            out.append(self._sample("model_abs_error", key, labels, ts, err))
             if st.mae is None:
                 st.mae = utils.Rolling(metrics.MAE, window_size=self.config.rolling_window)
             st.mae.update(truth.value, value)
             mae = float(st.mae.get())
             out.append(self._sample("model_mae_rolling", key, labels, ts, mae, extra=part))
-        self.counts["joined" if out else "incomparable"] += 1
+        if correct is None and err is None:
+            self.counts["incomparable"] += 1
+        else:
+            self.counts["joined"] += 1
+            self.counters.outcome(pred.offset, truth.offset, key, labels, correct, err)
         return out
 
     def _drift(
@@ -265,11 +289,10 @@ class ModelMonitor:
             )
         return out
 
-    def _expire(self, ts: int) -> list[Sample]:
+    def _expire(self, ts: int) -> None:
         """Drop pending entries past the horizon or beyond ``max_pending`` (oldest first)."""
         self.clock_ms = max(self.clock_ms, ts)
         cutoff = self.clock_ms - self.config.join_horizon_ms
-        out: list[Sample] = []
         heap = self._heap
         while heap and (heap[0][0] < cutoff or self.pending > self.config.max_pending):
             t, kind, pid = heapq.heappop(heap)
@@ -283,14 +306,12 @@ class ModelMonitor:
                 self._dirty_pending.add(_PRED + pid.encode())
                 self.counts["unlabelled_predictions"] += 1
                 key = series_key("", entry.labels)
-                name = "model_predictions_unlabelled"
-                out.append(self._sample(name, key, entry.labels, self.clock_ms, 1.0))
+                self.counters.unlabelled(entry.offset, key, entry.labels)
             else:
                 self._dirty_pending.add(_LABEL + pid.encode())
                 self.counts["unmatched_labels"] += 1
         if len(heap) > 2 * self.pending + 1024:
             self._rebuild_heap()
-        return out
 
     def _rebuild_heap(self) -> None:
         self._heap = [(e.timestamp_ms, "p", k) for k, e in self.predictions.items()]
@@ -334,7 +355,12 @@ class ModelMonitor:
         for key in sorted(self._dirty_series):
             st = self.series.get(key)
             records.append((_SERIES + key.encode(), pack_pickle(st) if st else None))
-        meta = {"offsets": self.offsets, "clock_ms": self.clock_ms, "counts": dict(self.counts)}
+        meta = {
+            "offsets": self.offsets,
+            "clock_ms": self.clock_ms,
+            "counts": dict(self.counts),
+            "counters": self.counters.state(),
+        }
         records.append((META_KEY, pack_json(meta)))
         self._dirty_pending.clear()
         self._dirty_series.clear()
@@ -349,6 +375,8 @@ class ModelMonitor:
                 self.offsets = {s: int(o) for s, o in meta["offsets"].items()}
                 self.clock_ms = int(meta["clock_ms"])
                 self.counts = Counter(meta["counts"])
+                if "counters" in meta:  # absent in a state written before the counters
+                    self.counters = ModelCounters.from_state(meta["counters"])
             elif k.startswith(_PRED):
                 self.predictions[k[2:].decode()] = _Pending.unpack(v)
             elif k.startswith(_LABEL):

@@ -9,27 +9,33 @@ in a locally shuffled order, and 5 % never come.
 
 Checked from ``aggregates FINAL``, against values computed here:
 
-- ``model_correct``: every 10 s and 1 min window's count and mean equal the number of
-  labels and the accuracy of that window (by label time) exactly;
+- the counters (``model_predictions_total``, ``model_correct_sum``/``_count``), per
+  partition: every 10 s window holds one value (min = max = last) and it is exactly
+  the count ``mlops.counters`` defines for that window's end (the events before each
+  topic's first event at or after it, partitions from murmur2 of the prediction id,
+  offsets from the production order), and the totals over partitions are the number of
+  predictions, labels and correct predictions;
 - ``model_latency_ms``: 10 s windows (at most 256 values) have the exact p50 / p99
   (rank floor(q (n - 1))), 1 min windows within the sketch's 1 % relative accuracy;
-- ``model_predictions``: window sums equal the predictions per window;
 - ``model_feature_drift{feature="x1"}``: max 0 in every window before the drift, 1 in a
   window starting no later than DRIFT_DELAY_MS after it; ``x2`` never reaches 1;
-- the alert evaluator (``monitoring alerts evaluate``) with the rule
-  ``avg_over_time(model_correct[1m]) < 0.7`` (over at least 100 labels) fires exactly
-  once, at the first window end where the last minute's accuracy (computed here) is
-  below 0.7, after the drift;
-- the three bad events of ``produce_bad`` are dead letters with their reasons.
+- the alert evaluator (``monitoring alerts evaluate``) with the rule on the accuracy of
+  the last minute from the counters' increases (over at least 100 labels) below 0.7
+  fires once, after the drift and within DRIFT_DELAY_MS of it;
+- the bad events of ``produce_bad`` are dead letters with their reasons.
 
 The second test adds a worker at a third of the stream and stops the first (SIGTERM)
-at two thirds: the same checks hold exactly.
+at two thirds; the third kills the worker (SIGKILL) mid-stream, with poison between
+the events, and starts another, which replays and publishes some counter windows again:
+the same checks hold exactly (and the latency per prediction, published again, is
+not a count).
 """
 
 from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -45,6 +51,7 @@ from monitoring.streams.admin import ensure_topics
 from monitoring.streams.alert_encoding import from_record
 from monitoring.streams.codec import AvroCodec
 from monitoring.streams.model_events import ModelEventsProducer
+from monitoring.streams.partitioner import partition_for
 from monitoring.streams.topics import ALERTS, DEAD_LETTER, MODEL_LABELS, PREDICTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,8 +70,10 @@ groups:
     rules:
       - alert: ModelAccuracyLow
         expr: >-
-          avg_over_time(model_correct[1m]) < {ACCURACY_THRESHOLD}
-          and count_over_time(model_correct[1m]) >= {MIN_LABELS}
+          sum without (partition) (increase(model_correct_sum[1m]))
+            / sum without (partition) (increase(model_correct_count[1m]))
+            < {ACCURACY_THRESHOLD}
+          and sum without (partition) (increase(model_correct_count[1m])) >= {MIN_LABELS}
         labels: {{severity: page}}
 """
 
@@ -105,19 +114,69 @@ def simulate(start_ms: int) -> tuple[list[tuple[str, dict]], int]:
     return events, start_ms + DRIFT_AT * STEP_MS
 
 
-def accuracy_by_window(
-    events: list[tuple[str, dict]], window_ms: int
-) -> dict[int, tuple[int, float]]:
-    """(labels, accuracy) per window start, by label time: what model_correct's mean is."""
-    guess = {kw["prediction_id"]: kw["predicted_class"] for k, kw in events if k == "p"}
-    hits: dict[int, list[float]] = defaultdict(list)
-    for k, kw in events:
-        if k == "l":
-            ts = kw["timestamp_ms"]
-            hits[ts - ts % window_ms].append(
-                1.0 if guess[kw["prediction_id"]] == kw["true_class"] else 0.0
-            )
-    return {w: (len(v), sum(v) / len(v)) for w, v in hits.items()}
+class CounterOracle:
+    """What ``mlops.counters`` publishes for a window end, per partition: the events
+    before each topic's first event at or after that end (by production order, which
+    is each partition's offset order), and the totals."""
+
+    def __init__(self, events: list[tuple[str, dict]], partitions: int) -> None:
+        self.preds: dict[int, list[int]] = defaultdict(list)  # event times, offset order
+        self.labels: dict[int, list[int]] = defaultdict(list)
+        self.pairs: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)
+        where: dict[str, tuple[int, str]] = {}
+        for kind, kw in events:
+            pid = kw["prediction_id"]
+            part = partition_for(pid, partitions)
+            if kind == "p":
+                where[pid] = (len(self.preds[part]), kw["predicted_class"])
+                self.preds[part].append(kw["timestamp_ms"])
+            else:
+                self.labels[part].append(kw["timestamp_ms"])
+        labels_seen: dict[int, int] = defaultdict(int)
+        for kind, kw in events:
+            if kind == "l":  # every label has its prediction (and no expiry: 1 h horizon)
+                part = partition_for(kw["prediction_id"], partitions)
+                i, guess = where[kw["prediction_id"]]
+                self.pairs[part].append((i, labels_seen[part], guess == kw["true_class"]))
+                labels_seen[part] += 1
+        self.totals = {
+            "model_predictions_total": sum(len(v) for v in self.preds.values()),
+            "model_correct_count": sum(len(v) for v in self.pairs.values()),
+            "model_correct_sum": sum(h for v in self.pairs.values() for _, _, h in v),
+        }
+
+    def value(self, name: str, part: int, end_ms: int) -> int:
+        op = next((k for k, ts in enumerate(self.preds[part]) if ts >= end_ms), None)
+        op = len(self.preds[part]) if op is None else op
+        if name == "model_predictions_total":
+            return op
+        ol = next((k for k, ts in enumerate(self.labels[part]) if ts >= end_ms), None)
+        ol = len(self.labels[part]) if ol is None else ol
+        due = [hit for i, j, hit in self.pairs[part] if i < op and j < ol]
+        return sum(due) if name == "model_correct_sum" else len(due)
+
+
+COUNTERS = ("model_predictions_total", "model_correct_count", "model_correct_sum")
+
+
+def counter_windows(p: Pipeline, name: str) -> list[list]:
+    """(partition, window end, count, min, max, last) of every 10 s window of ``name``."""
+    return p.query(
+        "SELECT toUInt32(labels['partition']), toUnixTimestamp64Milli(window_end), count, "
+        f"min, max, last FROM aggregates FINAL WHERE name = '{name}' AND window_ms = {W10} "
+        f"AND labels['model'] = 'churn' AND labels['version'] = '7'"
+    )
+
+
+def counter_totals(p: Pipeline) -> dict[str, float]:
+    """Each counter's greatest value per partition, summed over the partitions."""
+    out = {}
+    for name in COUNTERS:
+        best: dict[int, float] = defaultdict(float)
+        for part, _, _, _, mx, _ in counter_windows(p, name):
+            best[part] = max(best[part], mx)
+        out[name] = sum(best.values())
+    return out
 
 
 def latencies_by_window(events: list[tuple[str, dict]], window_ms: int) -> dict[int, list[float]]:
@@ -204,9 +263,11 @@ def start_pipeline(
     """``lateness`` must cover the event-time skew between the agent's source partitions
     (a sample older than the samples partition's watermark would be late)."""
     p = factory(
-        aggregation__allowed_lateness=lateness,
-        model_metrics__checkpoint_interval="500ms",
-        **overrides,
+        **{
+            "aggregation__allowed_lateness": lateness,
+            "model_metrics__checkpoint_interval": "500ms",
+            **overrides,
+        }
     )
     now = int(time.time() * 1000)
     start = now - now % W60 - N_PREDICTIONS * STEP_MS - 5 * W60
@@ -217,45 +278,60 @@ def start_pipeline(
     return p, events, drift_ms
 
 
-def check_metrics(p: Pipeline, events: list[tuple[str, dict]], drift_ms: int) -> None:
-    """Every assertion of the module docstring, from aggregates FINAL."""
-    acc10, acc60 = accuracy_by_window(events, W10), accuracy_by_window(events, W60)
-    before = [a for w, (_, a) in acc60.items() if w + W60 <= drift_ms]
-    after = [a for w, (_, a) in acc60.items() if w >= drift_ms + W60]
+def accuracy_by_minute(events: list[tuple[str, dict]]) -> dict[int, float]:
+    """The accuracy of the labels of each minute (by label time)."""
+    guess = {kw["prediction_id"]: kw["predicted_class"] for k, kw in events if k == "p"}
+    hits: dict[int, list[bool]] = defaultdict(list)
+    for k, kw in events:
+        if k == "l":
+            ts = kw["timestamp_ms"]
+            hits[ts - ts % W60].append(guess[kw["prediction_id"]] == kw["true_class"])
+    return {w: sum(v) / len(v) for w, v in hits.items()}
+
+
+def check_metrics(
+    p: Pipeline, events: list[tuple[str, dict]], drift_ms: int, replayed: bool = False
+) -> None:
+    """Every assertion of the module docstring, from aggregates FINAL. ``replayed``: a
+    worker was killed, so the per-event latency samples of its replay are in twice."""
+    acc60 = accuracy_by_minute(events)
+    before = [a for w, a in acc60.items() if w + W60 <= drift_ms]
+    after = [a for w, a in acc60.items() if w >= drift_ms + W60]
     assert min(before) > max(after) + 0.15, "the simulated model must degrade"
+    oracle = CounterOracle(events, p.settings.kafka.samples_partitions)
     p.wait(
-        lambda: (
-            len(stored(p, "model_correct", W10)) >= len(acc10)
-            and len(stored(p, "model_correct", W60)) >= len(acc60)
-        ),
+        lambda: counter_totals(p) == oracle.totals,
         240,
-        f"{len(acc10)} model_correct windows\n{p.logs()}",
+        f"counter totals {oracle.totals}\n{p.logs()}",
     )
     time.sleep(3)  # anything extra would arrive now
+    assert counter_totals(p) == oracle.totals
 
-    # accuracy: exact per window, at both sizes
-    for size, expected in ((W10, acc10), (W60, acc60)):
-        got = stored(p, "model_correct", size)
-        assert set(got) == set(expected)
-        wrong = {
-            w: (got[w][0], got[w][2], e) for w, e in expected.items() if (got[w][0], got[w][2]) != e
-        }
-        assert not wrong, f"{len(wrong)} {size} ms windows differ, e.g. {list(wrong.items())[:3]}"
+    # counters: one value per window and partition, exactly the oracle's
+    for name in COUNTERS:
+        rows = counter_windows(p, name)
+        assert len(rows) >= 6 * 100, f"{name}: {len(rows)} windows"
+        wrong = [
+            (part, end, mn, mx, last, oracle.value(name, part, end))
+            for part, end, _, mn, mx, last in rows
+            if not mn == mx == last == oracle.value(name, part, end)
+        ]
+        assert not wrong, f"{name}: {len(wrong)} of {len(rows)} windows differ: {wrong[:5]}"
 
-    # predictions and latency percentiles
+    # latency percentiles
     lat10, lat60 = latencies_by_window(events, W10), latencies_by_window(events, W60)
-    preds = stored(p, "model_predictions", W10)
-    assert {w: r[1] for w, r in preds.items()} == {w: float(len(v)) for w, v in lat10.items()}
     got10 = stored(p, "model_latency_ms", W10)
     assert set(got10) == set(lat10)
-    for w, vals in lat10.items():
-        assert len(vals) <= 256
-        exact = (vals[int(0.5 * (len(vals) - 1))], vals[int(0.99 * (len(vals) - 1))])
-        assert (got10[w][4], got10[w][5]) == exact, f"window {w}"
     got60 = stored(p, "model_latency_ms", W60)
-    for w, vals in lat60.items():
-        for got, q in ((got60[w][4], 0.5), (got60[w][5], 0.99)):
-            assert got == pytest.approx(vals[int(q * (len(vals) - 1))], rel=0.0101)
+    if not replayed:
+        assert {w: r[0] for w, r in got10.items()} == {w: len(v) for w, v in lat10.items()}
+        for w, vals in lat10.items():
+            assert len(vals) <= 256
+            exact = (vals[int(0.5 * (len(vals) - 1))], vals[int(0.99 * (len(vals) - 1))])
+            assert (got10[w][4], got10[w][5]) == exact, f"window {w}"
+        for w, vals in lat60.items():
+            for got, q in ((got60[w][4], 0.5), (got60[w][5], 0.99)):
+                assert got == pytest.approx(vals[int(q * (len(vals) - 1))], rel=0.0101)
 
     # drift: quiet before, an alarm within DRIFT_DELAY_MS after; x2 never
     x1 = stored(p, "model_feature_drift", W10, "AND labels['feature'] = 'x1'")
@@ -268,19 +344,6 @@ def check_metrics(p: Pipeline, events: list[tuple[str, dict]], drift_ms: int) ->
     assert drift_ms - W10 < alarms[0] <= drift_ms + DRIFT_DELAY_MS, alarms[0] - drift_ms
     assert all(r[3] == 0.0 for r in x2.values()), "alarm on the stationary feature x2"
     print(f"first x1 drift alarm {alarms[0] - drift_ms} ms after the drift")
-
-
-def expected_accuracy_alert(events: list[tuple[str, dict]]) -> tuple[int, float]:
-    """(T, value) of the first evaluation where RULES' expression holds: the accuracy of
-    the six 10 s windows ending in (T - 1m, T], as avg_over_time computes it."""
-    acc = accuracy_by_window(events, W10)
-    for end in sorted(w + W10 for w in acc):
-        inside = [acc[w] for w in acc if end - W60 < w + W10 <= end]
-        n = sum(c for c, _ in inside)
-        hits = sum(round(c * a) for c, a in inside)
-        if hits / n < ACCURACY_THRESHOLD and n >= MIN_LABELS:
-            return end, hits / n
-    raise AssertionError("the accuracy never falls below the threshold")
 
 
 def alerts(p: Pipeline, timeout: float) -> list[Alert]:
@@ -312,7 +375,7 @@ def test_model_metrics_accuracy_latency_drift_alert_and_dead_letters(
     # producer keeps the partitions within a chunk (30 s of event time) of each other
     # The stream runs 60 times faster than event time, so the evaluator's grace for a
     # lagging aggregates partition (2 s of wall time = 2 min of event time here) would
-    # evaluate ends before the model_correct windows arrive: give it 30 s.
+    # evaluate ends before the model_correct_* windows arrive: give it 30 s.
     p, events, drift_ms = start_pipeline(
         pipeline_factory, lateness="3m", alerting__rules=f'["{rules}"]', alerting__grace="30s"
     )
@@ -321,15 +384,13 @@ def test_model_metrics_accuracy_latency_drift_alert_and_dead_letters(
     produce(p, events, pace_s=20)
     check_metrics(p, events, drift_ms)
 
-    # the alert rule on the accuracy series fires once, at the first window end where
-    # the last minute's accuracy is below the threshold, after the drift
-    fire_at, value = expected_accuracy_alert(events)
-    assert drift_ms < fire_at <= drift_ms + DRIFT_DELAY_MS
+    # the alert rule on the accuracy of the counters fires once, after the drift
     got = alerts(p, 20)
-    assert [(a.status, dict(a.labels), a.starts_at_ms) for a in got] == [
-        ("firing", {"alertname": "ModelAccuracyLow", "severity": "page", **MODEL}, fire_at)
+    assert [(a.status, dict(a.labels)) for a in got] == [
+        ("firing", {"alertname": "ModelAccuracyLow", "severity": "page", **MODEL})
     ], p.logs()
-    assert got[0].value == pytest.approx(value, rel=1e-12)
+    assert drift_ms < got[0].starts_at_ms <= drift_ms + DRIFT_DELAY_MS
+    assert got[0].value < ACCURACY_THRESHOLD
     assert dead_letter_reasons(p, 3) == {
         b"bad-0": "bad-marker",
         b"bad-1": "missing-prediction",
@@ -354,3 +415,77 @@ def test_scale_out_and_restart_double_count_nothing(
     check_metrics(p, events, drift_ms)
     assert "model_metrics_restored" in (p.dir / "worker2.log").read_text()
     assert "model_metrics_shutdown_checkpoint" in (p.dir / "worker.log").read_text()
+
+
+def produce_poison(p: Pipeline) -> None:
+    """Poison on both topics: garbage, empty and null values, a valid Avro record of
+    another schema, a newer schema version of Prediction this worker does not know, a
+    truncated record."""
+    codec = AvroCodec.from_directory()
+    now = int(time.time() * 1000)
+    pred = codec.encode(PREDICTION, {"prediction_id": "poison-p", "model": "churn",
+                                     "version": "7", "timestamp_ms": now,
+                                     "predicted_class": "pos"})  # fmt: skip
+    future = pred[:2] + bytes(8) + pred[10:]  # a fingerprint of no kept schema version
+    sample = codec.encode(
+        "monitoring.MetricSample",
+        {"name": "x", "labels": {}, "value": 1.0, "timestamp_ms": now, "kind": "GAUGE"},
+    )
+    out = Producer({"bootstrap.servers": p.settings.kafka.bootstrap_servers})
+    for topic in (p.topic(PREDICTIONS), p.topic(MODEL_LABELS)):
+        short = topic.rsplit(".", 1)[-1][:1]
+        out.produce(topic, b"\x00\xff is not Avro at all", f"garbage-{short}".encode())
+        out.produce(topic, b"", f"empty-{short}".encode())
+        out.produce(topic, None, f"null-{short}".encode())
+        out.produce(topic, sample, f"sample-{short}".encode())
+        out.produce(topic, future, f"future-{short}".encode())
+        out.produce(topic, pred[:-3], f"truncated-{short}".encode())
+    assert out.flush(30) == 0
+
+
+POISON_REASONS = {
+    "garbage": "bad-marker",
+    "empty": "truncated",
+    "null": "not-bytes",
+    "sample": "unexpected-record",
+    "future": "unknown-fingerprint",
+    "truncated": "bad-body",
+}
+
+
+def test_kill_9_mid_stream_counts_exactly(pipeline_factory: Callable[..., Pipeline]) -> None:
+    """SIGKILL the worker once counters of part of the stream are stored, start another:
+    it replays the messages since the last checkpoint (5 s) and publishes their counter
+    windows again, with the same values, so every window and every total is exact.
+    Poison on both topics, mid-stream, is dead-lettered and the stream goes on."""
+    p, events, drift_ms = start_pipeline(
+        pipeline_factory, lateness="30m", model_metrics__checkpoint_interval="5s"
+    )
+    first_stored = (
+        "SELECT count() FROM samples WHERE series_id IN "
+        "(SELECT series_id FROM series WHERE name = 'model_predictions_total')"
+    )
+    sending = threading.Thread(
+        target=produce,
+        args=(p, events),
+        kwargs={"pace_s": 40, "at": {0.5: lambda: produce_poison(p)}},
+    )
+    sending.start()
+    try:
+        p.wait(lambda: p.query(first_stored)[0][0] >= 150, 120, f"first counters\n{p.logs()}")
+        p.kill("worker")  # SIGKILL: no checkpoint, no commit, no goodbye
+        p.start("worker", "worker2")
+    finally:
+        sending.join(180)
+    check_metrics(p, events, drift_ms, replayed=True)
+    assert "model_metrics_restored" in (p.dir / "worker2.log").read_text()
+    # the replay did publish counter windows a second time (same values: checked above)
+    repeats = p.query(
+        f"SELECT count() FROM aggregates FINAL WHERE name = 'model_predictions_total' "
+        f"AND window_ms = {W10} AND count > 1"
+    )[0][0]
+    assert repeats > 0, "the kill left nothing to replay: the test proved nothing"
+    reasons = dead_letter_reasons(p, len(POISON_REASONS) * 2)
+    assert reasons == {
+        f"{name}-{t}".encode(): reason for name, reason in POISON_REASONS.items() for t in "pl"
+    }

@@ -1,4 +1,4 @@
-"""ModelMonitor: the join in both orders, expiry, exact accuracy / MAE samples, drift
+"""ModelMonitor: the join in both orders, expiry, exact accuracy / MAE counters, drift
 samples, replay skipping, and a checkpoint round trip equal to an uninterrupted run."""
 
 from __future__ import annotations
@@ -34,23 +34,31 @@ def by_name(samples: list[Sample], name: str) -> list[tuple[int, float]]:
     return [(s.timestamp_ms, s.value) for s in samples if s.name == name]
 
 
+def totals(feed: Feed) -> dict[str, float]:
+    """The counters' last values once the partition is closed (everything published)."""
+    return {s.name: s.value for s in feed.sent + feed.m.close() if s.kind == "COUNTER"}
+
+
 class Feed:
     """Gives each topic increasing offsets, as Kafka does."""
 
     def __init__(self, monitor: ModelMonitor) -> None:
         self.m = monitor
         self.offsets = {"p": 0, "l": 0}
+        self.sent: list[Sample] = []
 
     def p(self, p: Prediction) -> list[Sample]:
         self.offsets["p"] += 1
         out = self.m.apply_prediction(self.offsets["p"], p)
         assert out is not None
+        self.sent += out
         return out
 
     def l(self, label: Label) -> list[Sample]:  # noqa: E743
         self.offsets["l"] += 1
         out = self.m.apply_label(self.offsets["l"], label)
         assert out is not None
+        self.sent += out
         return out
 
 
@@ -58,19 +66,22 @@ def test_join_prediction_first_and_label_first_give_the_same_outcome() -> None:
     a, b = Feed(ModelMonitor()), Feed(ModelMonitor())
     p, lab = pred("x1", T0, "yes", latency=12.5), Label("x1", T0 + 30_000, "no")
     first = a.p(p)
-    assert by_name(first, "model_predictions") == [(T0, 1.0)]
     assert by_name(first, "model_latency_ms") == [(T0, 12.5)]
-    assert by_name(first, "model_correct") == []
-    out_a = a.l(lab)
+    assert [s.name for s in a.l(lab)] == ["model_accuracy_rolling"]  # counts wait
     assert b.l(lab) == []  # waits for its prediction
-    out_b = b.p(p)
-    assert (
-        by_name(out_a, "model_correct") == by_name(out_b, "model_correct") == [(T0 + 30_000, 0.0)]
-    )
+    b.p(p)
     assert a.m.pending == b.m.pending == 0
     assert a.m.counts["joined"] == b.m.counts["joined"] == 1
-    s = next(s for s in out_a if s.name == "model_correct")
-    assert s.series == 'model_correct{model="churn",version="2"}'
+    out_a, out_b = a.m.close(), b.m.close()
+    assert sorted((s.series, s.timestamp_ms, s.value, s.kind) for s in out_a) == [
+        ('model_correct_count{model="churn",partition="0",version="2"}', T0 + 39_999, 1.0,
+         "COUNTER"),
+        ('model_correct_sum{model="churn",partition="0",version="2"}', T0 + 39_999, 0.0,
+         "COUNTER"),
+        ('model_predictions_total{model="churn",partition="0",version="2"}', T0 + 9_999, 1.0,
+         "COUNTER"),
+    ]  # fmt: skip
+    assert sorted(out_b) == sorted(out_a)
 
 
 def test_pending_entries_expire_after_the_horizon_in_event_time() -> None:
@@ -78,10 +89,9 @@ def test_pending_entries_expire_after_the_horizon_in_event_time() -> None:
     f.p(pred("old", T0, "a"))
     f.l(Label("orphan", T0 + 1_000, "a"))
     assert f.m.pending == 2
-    out = f.p(pred("new", T0 + 10_000, "a"))  # cutoff T0: nothing strictly older yet
-    assert f.m.pending == 3 and by_name(out, "model_predictions_unlabelled") == []
-    out = f.p(pred("newer", T0 + 10_001, "a"))  # "old" (T0) is now past the horizon
-    assert by_name(out, "model_predictions_unlabelled") == [(T0 + 10_001, 1.0)]
+    f.p(pred("new", T0 + 10_000, "a"))  # cutoff T0: nothing strictly older yet
+    assert f.m.pending == 3 and f.m.counts["unlabelled_predictions"] == 0
+    f.p(pred("newer", T0 + 10_001, "a"))  # "old" (T0) is now past the horizon
     assert f.m.counts["unlabelled_predictions"] == 1 and "old" not in f.m.predictions
     f.l(Label("late-ts", T0 + 11_002, "b"))  # clock T0+11002: the orphan label (T0+1000) expires
     assert f.m.counts["unmatched_labels"] == 1 and "orphan" not in f.m.labels
@@ -89,6 +99,7 @@ def test_pending_entries_expire_after_the_horizon_in_event_time() -> None:
     f.l(Label("old", T0 + 11_003, "a"))
     assert f.m.counts["joined"] == 0 and "old" in f.m.labels
     assert f.m.counts["expired"] == 2
+    assert totals(f)["model_predictions_unlabelled_total"] == 1.0
 
 
 def test_max_pending_evicts_the_oldest() -> None:
@@ -103,19 +114,17 @@ def test_exact_accuracy_and_rolling_accuracy() -> None:
     f = Feed(ModelMonitor(MonitorConfig(rolling_window=3, partition=4)))
     truth = ["a", "b", "a", "a", "b"]
     guess = ["a", "a", "a", "a", "a"]
-    correct = [1.0, 0.0, 1.0, 1.0, 0.0]
     # rolling accuracy over the last 3 outcomes, by hand
     rolling = [1.0, 1 / 2, 2 / 3, 2 / 3, 2 / 3]
-    got_correct, got_rolling = [], []
+    got_rolling = []
     for i, (t, g) in enumerate(zip(truth, guess, strict=True)):
         f.p(pred(f"id{i}", T0 + i, g))
         out = f.l(Label(f"id{i}", T0 + 100 + i, t))
-        got_correct += by_name(out, "model_correct")
         got_rolling += [s for s in out if s.name == "model_accuracy_rolling"]
-    assert got_correct == [(T0 + 100 + i, c) for i, c in enumerate(correct)]
     assert [s.value for s in got_rolling] == pytest.approx(rolling, abs=1e-12)
     assert got_rolling[0].labels == {**M, "partition": "4"}
-    assert sum(correct) / len(correct) == 0.6  # what the window mean of model_correct is
+    got = totals(f)
+    assert (got["model_correct_sum"], got["model_correct_count"]) == (3.0, 5.0)  # 0.6
 
 
 def test_exact_absolute_error_and_rolling_mae() -> None:
@@ -126,20 +135,22 @@ def test_exact_absolute_error_and_rolling_mae() -> None:
     out: list[Sample] = []
     for i in range(3):
         out += f.p(pred(f"r{i}", T0 + i, value=yhat[i]))
-    assert by_name(out, "model_abs_error") == [(T0 + 50, 0.5), (T0 + 51, 2.0), (T0 + 52, 0.0)]
     assert [v for _, v in by_name(out, "model_mae_rolling")] == [0.5, 1.25, 1.0]
-    assert by_name(out, "model_correct") == []
+    got = totals(f)
+    assert (got["model_abs_error_sum"], got["model_abs_error_count"]) == (2.5, 3.0)
+    assert "model_correct_count" not in got
 
 
 def test_class_and_score_give_both_metrics_and_mismatched_shapes_are_counted() -> None:
     f = Feed(ModelMonitor())
     f.p(pred("s", T0, "1", 0.8))
-    out = f.l(Label("s", T0 + 1, "1", 1.0))
-    assert by_name(out, "model_correct") == [(T0 + 1, 1.0)]
-    assert by_name(out, "model_abs_error") == [(T0 + 1, pytest.approx(0.2))]
+    f.l(Label("s", T0 + 1, "1", 1.0))
     f.p(pred("c", T0, "1"))
     assert f.l(Label("c", T0 + 1, true_value=3.0)) == []
     assert f.m.counts["incomparable"] == 1
+    got = totals(f)
+    assert (got["model_correct_sum"], got["model_correct_count"]) == (1.0, 1.0)
+    assert got["model_abs_error_sum"] == pytest.approx(0.2) and got["model_abs_error_count"] == 1
 
 
 def test_replayed_offsets_are_skipped() -> None:
@@ -200,7 +211,8 @@ def test_checkpoint_round_trip_equals_an_uninterrupted_run() -> None:
     whole = ModelMonitor(config)
     expected = run(whole, events, {"p": -1, "l": -1})
     assert any(s.name == "model_feature_drift" and s.value == 1.0 for s in expected)
-    assert any(s.name == "model_predictions_unlabelled" for s in expected)
+    assert whole.counts["unlabelled_predictions"] > 0
+    assert any(s.name == "model_correct_sum" for s in expected)
 
     first = ModelMonitor(config)
     table: dict[bytes, bytes] = {}
