@@ -88,7 +88,7 @@ def run(
     state: dict[str, Any] = {"status": "starting", "clickhouse": "connecting"}
     try:
         starting: StartupHealth | None = StartupHealth(
-            settings.storage.query_host, settings.storage.query_port, state
+            settings.storage.query_host, settings.storage.query_port, state, guard
         )
     except OSError:
         starting = None

@@ -14,6 +14,10 @@ broker did not acknowledge is kept and retried at the next call; nothing is acke
 meanwhile.
 
 ``restore`` and ``snapshot`` are the agent's: this module knows nothing of the state.
+A table ``restore`` cannot read (garbage written to the state topic, a format from a
+future version) is logged as an error, its partition listed in ``unreadable``, and the
+partition starts from an empty state rather than crash-loop the worker; agents that can
+tell records apart drop only the bad ones themselves (the anomaly agent does).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class PartitionStates(Generic[S]):
         self._checkpointing = asyncio.Lock()
         self.max_duty = MAX_CHECKPOINT_DUTY
         self._next_at = 0.0  # monotonic time before which a timer's checkpoint is skipped
+        self.unreadable: list[int] = []  # partitions whose state did not restore
 
     async def get(self, p: int) -> Slot[S]:
         """The slot of partition ``p``, restoring it from the changelog on first use."""
@@ -92,7 +97,18 @@ class PartitionStates(Generic[S]):
     async def _restore(self, p: int) -> Slot[S]:
         started = time.monotonic()
         table = await asyncio.to_thread(read_table, self.bootstrap, self.state_topic, p)
-        state = self._restore_fn(p, table)
+        try:
+            state = self._restore_fn(p, table)
+        except Exception as e:  # garbage on the state topic must not crash-loop the worker
+            self.unreadable.append(p)
+            log.error(
+                "state_unreadable_starting_afresh",
+                topic=self.state_topic,
+                partition=p,
+                records=len(table),
+                error=repr(e)[:300],
+            )
+            state = self._restore_fn(p, {})
         log.info(
             "partition_restored",
             topic=self.state_topic,

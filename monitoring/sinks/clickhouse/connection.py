@@ -9,7 +9,6 @@ process gets :class:`StoreLocked` (the store serves queries over HTTP for that c
 from __future__ import annotations
 
 import fcntl
-import re
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +89,3 @@ def connect_read_only(dsn: str) -> Client:
     """
     return connect(dsn)
 
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for logs and errors.
-
-    >>> redact_dsn("http://writer:s3cret@ch:8123/db?password=x&secure=1")
-    'http://writer:***@ch:8123/db?password=***&secure=1'
-    """
-    out = re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", dsn)
-    return re.sub(r"(?i)([?&](?:password|pass|pwd)=)[^&]*", r"\1***", out)

@@ -17,13 +17,11 @@ Health turns not-ok while a flush keeps failing or hangs past ``FLUSH_STUCK_S``.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import (
@@ -33,7 +31,10 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
+from prometheus_client import CollectorRegistry
 
+from monitoring.api.guard import Guard
+from monitoring.api.server import ApiServer
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
@@ -106,34 +107,19 @@ class StartupHealth:
     """``GET /healthz`` -> 503 and ``state`` as JSON, on the query port while the store
     waits for ClickHouse (the query endpoint needs a client, so it starts after)."""
 
-    def __init__(self, host: str, port: int, state: dict[str, Any]) -> None:
-        def answer(handler: BaseHTTPRequestHandler) -> None:
-            body = json.dumps(state).encode()
-            handler.send_response(503 if handler.path == "/healthz" else 404)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-
-        handler = type(
-            "StartupHandler",
-            (BaseHTTPRequestHandler,),
-            {"do_GET": answer, "log_message": lambda *_: None},
-        )
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, name="store-startup-health", daemon=True
-        )
-        self.thread.start()
+    def __init__(
+        self, host: str, port: int, state: dict[str, Any], guard: Guard | None = None
+    ) -> None:
+        self.server = ApiServer(
+            CollectorRegistry(), host, port, lambda: dict(state), guard=guard
+        ).start()
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        return self.server.address[1]
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
 
 def open_with_retry(
@@ -223,6 +209,16 @@ class Store:
         self.flush_started: float | None = None  # wall time of the flush in progress
         self.failing_since: float | None = None  # wall time of the first failed flush
         self.last_error = ""
+        k = settings.kafka
+        self.expected = {  # what each topic carries; anything else is rejected
+            topic_name(k, SAMPLES): frozenset({SAMPLE, BATCH}),
+            topic_name(k, AGGREGATES): frozenset({AGGREGATE}),
+            topic_name(k, ANOMALIES): frozenset({ANOMALY}),
+            topic_name(k, NOTIFY_DELIVERIES): frozenset({DELIVERY}),
+            topic_name(k, LOG_STORED): frozenset({STORED_LOG, STORED_LOG_BATCH}),
+            topic_name(k, LOG_TEMPLATES): frozenset({LOG_TEMPLATE}),
+        }
+        self.worker_checked = {topic_name(k, SAMPLES), topic_name(k, AGGREGATES)}
 
     # -- one message ---------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -236,7 +232,9 @@ class Store:
         self.metrics.messages.labels(msg.topic() or "").inc()
         self.writer.source = msg
         data = msg.value()
-        if self.sample_decoder.accepts(data):  # as the aggregation agent reads them
+        kinds = self.expected.get(msg.topic() or "")
+        samples_topic = kinds is None or SAMPLE in kinds  # fast paths: samples topic only
+        if samples_topic and self.sample_decoder.accepts(data):  # as the worker reads them
             try:
                 sample = self.sample_decoder.decode(data, int(time.time() * 1000))
             except (DecodeError, InvalidSample) as e:
@@ -244,13 +242,16 @@ class Store:
                 return
             self.writer.add_samples([sample])
             return
-        if self.batch_decoder.accepts(data):
+        if samples_topic and self.batch_decoder.accepts(data):
             self._handle_batch(data)
             return
         try:
             decoded = self.codec.decode(data)
         except DecodeError as e:
-            self.metrics.invalid.labels(e.reason).inc()
+            self._reject(msg, e.reason, str(e))
+            return
+        if kinds is not None and decoded.name not in kinds:
+            self._reject(msg, "unexpected-record", f"{decoded.name} on {msg.topic()}")
             return
         try:
             check_ranges(decoded.name, decoded.record)
@@ -302,6 +303,13 @@ class Store:
             for reason, n in Counter(bad.reason for _, bad in result.rejected).items():
                 self.metrics.invalid.labels(reason).inc(n)
         self.writer.add_sample_batch(result.batch)
+
+    def _reject(self, msg: Message, reason: str, detail: str) -> None:
+        """Count a record that is not what its topic carries; dead-letter it unless a
+        worker reads that topic too and dead-letters it already (samples, aggregates)."""
+        self.metrics.invalid.labels(reason).inc()
+        if (msg.topic() or "") not in self.worker_checked:
+            self.dead_letter(msg, reason, detail)
 
     def dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         """Send ``msg`` to the dead-letter topic with why; never raises (a failure is
