@@ -251,7 +251,8 @@ class LogAgent:
             bad.reason, bad.detail, msg.topic, msg.partition, msg.offset, "logs"
         )
         headers.append(("x-batch-index", str(bad.line).encode()))
-        await self.outputs.send(self.dead_letter_topic, msg.key, bad.value, headers=headers)
+        key = msg.key.encode() if isinstance(msg.key, str) else msg.key
+        await self.outputs.send_dead_letter(self.dead_letter_topic, key, bad.value, headers)
 
     # -- state: restore on assignment, checkpoint on the timer ----------------------
     def _restore(self, p: int, table: dict[bytes, bytes]) -> _State:
