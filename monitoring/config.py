@@ -312,7 +312,10 @@ class AlertingSettings(_Section):
 
     ``rules`` are Prometheus rule files or the seed's shorthand (globs allowed).
     An end time is evaluated once every live partition delivered its windows (after
-    ``settle``), or ``grace`` after its first window arrived.
+    ``settle``), or ``grace`` after its first window arrived. Firing alerts are sent
+    again every ``resend_interval`` of evaluation time, each valid for four intervals
+    (Prometheus' ``resend_delay`` and ``endsAt``); ``watchdog`` adds the always-firing
+    ``Watchdog`` rule (``monitoring/alerts/watchdog.py``).
     """
 
     rules: list[str] = []
@@ -320,6 +323,8 @@ class AlertingSettings(_Section):
     lookback: Duration = timedelta(minutes=5)
     grace: Duration = timedelta(seconds=2)
     settle: DurationOrZero = timedelta(milliseconds=50)
+    resend_interval: Duration = timedelta(minutes=1)
+    watchdog: bool = True
     checkpoint_interval: Duration = timedelta(seconds=1)
     generator_url: str = ""
     metrics_port: int = Field(9311, ge=0, le=65535)

@@ -16,6 +16,10 @@ neither re-fires nor forgets an alert. Alerts emitted after the last checkpoint 
 emitted again after a crash; the notifier de-duplicates them (same fingerprint,
 status and start).
 
+Firing alerts are re-sent every ``alerting.resend_interval`` of evaluation time with
+a horizon (``ends_at_ms``) four intervals ahead, and ``alerting.watchdog`` adds the
+always-firing ``Watchdog`` rule: if evaluations stop, the notifier resolves it.
+
 Start-up: the end offset of every partition is taken at start, and until each
 partition has been read that far the clock is catching up (``EvaluationClock``): every
 partition with a backlog counts and no end is due by the grace, so that the backlog is
@@ -39,7 +43,8 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.alerts.evaluator import AlertEngine
-from monitoring.alerts.rules import RuleSet, load_rule_files
+from monitoring.alerts.rules import Rule, RuleSet, load_rule_files
+from monitoring.alerts.watchdog import with_watchdog
 from monitoring.alerts.watermark import EvaluationClock
 from monitoring.config import ConfigError, Settings, ms
 from monitoring.log import get_logger
@@ -70,7 +75,8 @@ def load_rules(patterns: list[str]) -> RuleSet:
     Raises ``ConfigError`` naming every problem (file, group, rule, reason) when a file
     is missing (a glob matching nothing is a missing file), unreadable or holds a bad
     rule, or when no rule loads at all: an evaluator with fewer rules than configured
-    would look healthy while it alerts on less.
+    would look healthy while it alerts on less. (The built-in Watchdog is added later
+    and does not count: alone, it is not a rule set anyone configured.)
     """
     if not patterns:
         raise ConfigError("alerting.rules: no rule files (set alerting.rules or pass --rules)")
@@ -98,7 +104,10 @@ class _Metrics:
             registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )  # fmt: skip
         self.alerts = Counter(
-            "alerting_alerts", "Alert state changes sent", ["status"], registry=registry
+            "alerting_alerts",
+            "Alerts sent (state changes, re-sends)",
+            ["status"],
+            registry=registry,
         )
         self.rule_errors = Gauge(
             "alerting_rule_errors", "Rules whose last evaluation failed", registry=registry
@@ -163,13 +172,19 @@ class AlertingAgent:
         self._ahead: dict[int, list[Aggregate]] = {}
         self._last_checkpoint = time.monotonic()
 
+    def _rules(self) -> list[Rule]:
+        """The loaded rules, and the built-in Watchdog (``alerting.watchdog``)."""
+        rules = self.ruleset.rules
+        return with_watchdog(rules) if self.settings.alerting.watchdog else list(rules)
+
     def _new_engine(self) -> AlertEngine:
         a = self.settings.alerting
         return AlertEngine(
-            self.ruleset.rules,
+            self._rules(),
             window_ms=ms(a.window),
             lookback_ms=ms(a.lookback),
             generator_url=a.generator_url,
+            resend_ms=ms(a.resend_interval),
         )
 
     def health(self) -> dict[str, Any]:
@@ -183,6 +198,7 @@ class AlertingAgent:
             "rule_errors": [f"{r.name}: {e}" for r, e in self.engine.errors][:20],
             "last_evaluated_ms": self.clock.last_evaluated_ms,
             "firing": len(self.engine.firing()),
+            "watchdog": self.settings.alerting.watchdog,
         }
 
     # -- rules: reload as a whole or keep the old ones ---------------------------------
@@ -202,7 +218,7 @@ class AlertingAgent:
             log.error("rules_reload_failed", error=str(e), kept_rules=len(self.ruleset.rules))
             return False
         self.ruleset = ruleset
-        self.engine.set_rules(ruleset.rules)
+        self.engine.set_rules(self._rules())
         self._reload_error = None
         self.metrics.reload_ok.set(1)
         self.metrics.rules.set(len(ruleset.rules))

@@ -11,7 +11,8 @@ aggregation group plus ``meta`` for silences and acks, ``None`` for a removed gr
 
 Silences and inhibition are applied when a group is flushed, as in Alertmanager: a
 muted alert is left out of the notification, and a group whose alerts are all muted
-sends nothing.
+sends nothing. So is expiry: a firing alert whose ``ends_at_ms`` horizon passed
+without a refresh is resolved at its group's next flush (``grouping.py``).
 
 >>> am = AlertManager.from_yaml('''
 ... route: {receiver: team, group_by: [alertname], group_wait: 30s, group_interval: 5m}
@@ -46,7 +47,7 @@ from monitoring.alerts.escalation import Acknowledgement, EscalationPolicy
 from monitoring.alerts.grouping import AggregationGroup, Muted, alert_order
 from monitoring.alerts.inhibition import InhibitionIndex, Inhibitor
 from monitoring.alerts.manager_config import ManagerConfig
-from monitoring.alerts.model import Alert, Notification
+from monitoring.alerts.model import Alert, Notification, rfc3339
 from monitoring.alerts.routing import Route, build_routes, group_key
 from monitoring.alerts.silences import DEFAULT_RETENTION_MS, Silence, SilenceError, Silences
 
@@ -83,9 +84,11 @@ class AlertStatus:
         return "suppressed" if self.silenced_by or self.inhibited_by else "active"
 
     def to_api(self) -> dict[str, Any]:
-        """Alertmanager's v2 ``GettableAlert`` (plus ``acknowledgedBy``)."""
+        """Alertmanager's v2 ``GettableAlert`` (plus ``acknowledgedBy``); unlike in
+        notifications, a firing alert's ``endsAt`` is its horizon, as there."""
         return {
             **self.alert.to_alertmanager(),
+            "endsAt": rfc3339(self.alert.ends_at_ms),
             "receivers": [{"name": r} for r in self.receivers],
             "status": {
                 "state": self.state,
@@ -210,6 +213,7 @@ class AlertManager:
             if group.next_flush_ms > now_ms and not group.escalation.due(now_ms):
                 continue
             self._dirty.add(gid)
+            group.expire(now_ms)  # past their horizon without a refresh: resolved
             policy = self._policy(group)
             if group.next_flush_ms <= now_ms:
                 sent = group.flush(self._receivers(group), muted, now_ms)
@@ -262,16 +266,16 @@ class AlertManager:
             hit = cache.get(alert.fingerprint)
             if hit is None:
                 if not index:
-                    index.append(self.inhibitor.index(self._firing_alerts()))
+                    index.append(self.inhibitor.index(self._firing_alerts(now_ms)))
                 hit = bool(active.silenced_by(alert.labels)) or bool(index[0].inhibited_by(alert))
                 cache[alert.fingerprint] = hit
             return hit
 
         return muted
 
-    def _firing_alerts(self) -> list[Alert]:
+    def _firing_alerts(self, now_ms: int) -> list[Alert]:
         latest = self._latest()
-        return [a for a in latest.values() if a.status == "firing"]
+        return [a for a in latest.values() if a.at(now_ms).status == "firing"]
 
     def _latest(self) -> dict[str, Alert]:
         return {fp: a for g in self._groups.values() for fp, a in g.alerts.items()}
@@ -280,13 +284,14 @@ class AlertManager:
 
     def alerts(self, now_ms: int) -> list[AlertStatus]:
         """Every alert the manager holds, with its state at ``now_ms``."""
-        index = self.inhibitor.index(self._firing_alerts())
+        index = self.inhibitor.index(self._firing_alerts(now_ms))
         receivers: dict[str, set[str]] = {}
         for g in self._groups.values():
             for fp in g.alerts:
                 receivers.setdefault(fp, set()).update(r for r, _ in self._receivers(g))
         out = []
-        for fp, alert in self._latest().items():
+        for fp, latest in self._latest().items():
+            alert = latest.at(now_ms)
             ack = self._acks.get(fp)
             out.append(
                 AlertStatus(

@@ -3,7 +3,10 @@
 The aggregation stream calls ``AlertEngine.add(aggregate)`` for every closed window
 and ``AlertEngine.evaluate(at_ms)`` once every window ending at ``at_ms`` has arrived
 (the agent decides when). ``evaluate`` runs every rule against the history at
-``at_ms`` and returns the alerts whose state changed.
+``at_ms`` and returns the alerts whose state changed, and with ``resend_ms`` the
+re-sends of firing alerts that are due (``state.py``); a firing alert's horizon
+(``ends_at_ms``) is ``T + 4 * max(resend_ms, window_ms)``, as Prometheus uses
+``4 * max(resend_delay, evaluation interval)``.
 
 An instance's labels are the expression's output labels without ``__name__``, then
 the rule's (templated) labels, then ``alertname``, as in Prometheus. Templates see
@@ -118,9 +121,12 @@ class AlertEngine:
         window_ms: int = 10_000,
         lookback_ms: int = DEFAULT_LOOKBACK_MS,
         generator_url: str = "",
+        resend_ms: int | None = None,
     ) -> None:
         self.history = WindowHistory(window_ms, 0, lookback_ms)
         self.generator_url = generator_url
+        self.resend_ms = resend_ms
+        self.valid_for_ms = 4 * max(resend_ms, window_ms) if resend_ms is not None else None
         self.machines: dict[str, AlertStateMachine] = {}
         self.errors: list[tuple[Rule, str]] = []
         """Rules whose last evaluation failed, with the reason."""
@@ -135,7 +141,13 @@ class AlertEngine:
         old = self.machines
         self.machines = {}
         for r in self.rules:
-            sm = AlertStateMachine(r.for_ms, r.keep_firing_for_ms, self._url(r))
+            sm = AlertStateMachine(
+                r.for_ms,
+                r.keep_firing_for_ms,
+                self._url(r),
+                resend_ms=self.resend_ms,
+                valid_for_ms=self.valid_for_ms,
+            )
             if r.key in old:
                 sm.restore_json(old[r.key].to_json())
             self.machines[r.key] = sm
@@ -152,7 +164,8 @@ class AlertEngine:
         return self.history.add(aggregate)
 
     def evaluate(self, at_ms: int) -> list[Alert]:
-        """Evaluate every rule at ``at_ms``; the alerts that started firing or resolved."""
+        """Evaluate every rule at ``at_ms``; the alerts that started firing or resolved,
+        and the re-sends due."""
         if self._last_expire is None or at_ms - self._last_expire >= EXPIRE_EVERY_MS:
             self.history.expire(at_ms)
             self._last_expire = at_ms

@@ -18,6 +18,13 @@ A notification carries every unmuted alert of the group; when all are muted noth
 sent and the logs stay as they were. Resolved alerts are dropped after the flush that
 saw them, and an empty group is removed.
 
+Expiry, as Alertmanager's ``Alert.Resolved()``: a firing alert whose horizon
+(``ends_at_ms``) has passed at a flush without a refresh counts as resolved at that
+horizon (``expire``), and the resolution goes out by the rules above. A refresh (same
+fingerprint, later horizon) replaces the stored alert; as the firing set is unchanged
+it sends nothing by itself, only ``repeat_interval`` does. A refresh arriving with an
+earlier horizon than the stored one (a replay) keeps the later horizon.
+
 >>> needs_update(None, frozenset({"a"}), frozenset(), repeat_ms=60_000, now_ms=0)
 True
 >>> entry = LogEntry(frozenset({"a"}), frozenset(), at_ms=0)
@@ -30,7 +37,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from monitoring.alerts.escalation import Acknowledgement, EscalationState
@@ -99,9 +106,26 @@ class AggregationGroup:
 
     def insert(self, alert: Alert, now_ms: int) -> None:
         """Add or replace an alert; before the first flush an old alert flushes at once."""
+        old = self.alerts.get(alert.fingerprint)
+        if (
+            old is not None
+            and old.status == alert.status == "firing"
+            and old.starts_at_ms == alert.starts_at_ms
+            and old.ends_at_ms is not None
+            and alert.ends_at_ms is not None
+            and alert.ends_at_ms < old.ends_at_ms
+        ):
+            alert = replace(alert, ends_at_ms=old.ends_at_ms)
         self.alerts[alert.fingerprint] = alert
         if not self.flushed and alert.starts_at_ms + self.route.group_wait_ms < now_ms:
             self.next_flush_ms = min(self.next_flush_ms, now_ms)
+
+    def expire(self, now_ms: int) -> bool:
+        """Firing alerts past their horizon become resolved; whether any did."""
+        expired = [a for a in self.alerts.values() if a.at(now_ms) is not a]
+        for a in expired:
+            self.alerts[a.fingerprint] = a.at(now_ms)
+        return bool(expired)
 
     def visible(self, muted: Muted) -> list[Alert]:
         """The unmuted alerts, in notification order."""

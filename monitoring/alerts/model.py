@@ -16,7 +16,7 @@ digits, so it equals what Alertmanager shows for the same labels.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -51,8 +51,10 @@ def rfc3339(ms: int | None) -> str:
 class Alert:
     """One state change of one alert instance (labels identify the instance).
 
-    ``status`` is ``firing`` or ``resolved``; ``ends_at_ms`` is set when resolved.
-    ``labels`` include ``alertname`` and the rule's extra labels (``severity``...).
+    ``status`` is ``firing`` or ``resolved``; ``ends_at_ms`` is when it resolved, or
+    for a firing alert its validity horizon (as Prometheus' ``endsAt``: the evaluator
+    re-sends it before then; if no refresh comes, it counts as resolved at that time,
+    see ``at``). ``labels`` include ``alertname`` and the rule's extra labels.
     """
 
     labels: Mapping[str, str]
@@ -74,13 +76,28 @@ class Alert:
         """The ``alertname`` label."""
         return self.labels.get("alertname", "")
 
+    def at(self, now_ms: int) -> Alert:
+        """The alert as it stands at ``now_ms``: firing past its horizon is resolved.
+
+        >>> a = Alert({"alertname": "A"}, {}, "firing", 0, ends_at_ms=240_000)
+        >>> a.at(239_999).status, a.at(240_000).status, a.at(240_000).ends_at_ms
+        ('firing', 'resolved', 240000)
+        """
+        if self.status == "firing" and self.ends_at_ms is not None and now_ms >= self.ends_at_ms:
+            return replace(self, status="resolved")
+        return self
+
     def to_alertmanager(self) -> dict[str, Any]:
-        """The alert as Alertmanager's v2 API and webhook payloads spell it."""
+        """The alert as Alertmanager's webhook payloads spell it.
+
+        A firing alert's horizon is not shown (Go's zero time), as Alertmanager's
+        ``types.Alerts`` hides an end that has not come yet.
+        """
         return {
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
             "startsAt": rfc3339(self.starts_at_ms),
-            "endsAt": rfc3339(self.ends_at_ms),
+            "endsAt": rfc3339(self.ends_at_ms if self.status == "resolved" else None),
             "generatorURL": self.generator_url,
             "fingerprint": self.fingerprint,
             "status": self.status,

@@ -14,9 +14,18 @@ Per instance (identified by its final label set):
   held step in between clears ``keep_since``. Resolving emits one ``resolved`` alert
   (``ends_at = T``, last value and annotations) and forgets the instance.
 
-Re-sending firing alerts is the alert manager's job. Steps at or before the last
-step's time are ignored (a replay after a restart re-evaluates old window closes), so
-restoring a checkpoint and replaying neither re-fires nor forgets anything.
+Re-sends (``resend_ms``, as Prometheus' ``resend_delay``): a firing instance is sent
+again at the first step with ``T - sent_at >= resend_ms`` (``sent_at``: the step of its
+last send), so while steps come it is sent at least every ``resend_ms`` of evaluation
+time and never twice within it. Every firing alert sent then carries
+``ends_at = T + valid_for_ms`` (by default ``4 * resend_ms``), a validity horizon: the
+alert manager resolves a firing alert whose horizon passed without a refresh. Both
+depend on ``T`` only, never on the wall clock. Without ``resend_ms`` only state
+changes are sent, with no horizon.
+
+Steps at or before the last step's time are ignored (a replay after a restart
+re-evaluates old window closes), so restoring a checkpoint and replaying neither
+re-fires, re-sends early nor forgets anything (``sent_at`` is part of the state).
 
 State is serialised as JSON (``to_bytes`` / ``from_bytes``), not pickle; values are
 kept as ``repr`` strings so NaN and infinities round-trip exactly.
@@ -30,6 +39,9 @@ kept as ``repr`` strings so NaN and infinities round-trip exactly.
 [('firing', 20000)]
 >>> [(a.status, a.ends_at_ms) for a in sm.step(30_000, {})]
 [('resolved', 30000)]
+>>> rs = AlertStateMachine(resend_ms=60_000)
+>>> [[(a.status, a.ends_at_ms) for a in rs.step(t, obs)] for t in (0, 50_000, 60_000)]
+[[('firing', 240000)], [], [('firing', 300000)]]
 """
 
 from __future__ import annotations
@@ -69,6 +81,7 @@ class Instance:
     active_at_ms: int
     fired_at_ms: int | None = None
     keep_since_ms: int | None = None
+    sent_at_ms: int | None = None  # the step of the last firing send
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +92,7 @@ class Instance:
             "active_at_ms": self.active_at_ms,
             "fired_at_ms": self.fired_at_ms,
             "keep_since_ms": self.keep_since_ms,
+            "sent_at_ms": self.sent_at_ms,
         }
 
     @classmethod
@@ -93,29 +107,48 @@ class Instance:
             int(d["active_at_ms"]),
             d["fired_at_ms"],
             d["keep_since_ms"],
+            d.get("sent_at_ms", d["fired_at_ms"]),  # states written before re-sends
         )
 
 
 class AlertStateMachine:
     """Pending/firing instances of one rule, advanced by ``step``."""
 
-    def __init__(self, for_ms: int = 0, keep_firing_for_ms: int = 0, generator_url: str = ""):
+    def __init__(
+        self,
+        for_ms: int = 0,
+        keep_firing_for_ms: int = 0,
+        generator_url: str = "",
+        *,
+        resend_ms: int | None = None,
+        valid_for_ms: int | None = None,
+    ):
         if for_ms < 0 or keep_firing_for_ms < 0:
             raise ValueError("for and keep_firing_for must not be negative")
+        if resend_ms is not None and resend_ms <= 0:
+            raise ValueError("resend_ms must be positive")
         self.for_ms = for_ms
         self.keep_firing_for_ms = keep_firing_for_ms
         self.generator_url = generator_url
+        self.resend_ms = resend_ms
+        self.valid_for_ms = valid_for_ms
+        if resend_ms is not None and valid_for_ms is None:
+            self.valid_for_ms = 4 * resend_ms
         self.instances: dict[Key, Instance] = {}
         self.last_step_ms: int | None = None
 
     def _alert(self, inst: Instance, resolved_at: int | None) -> Alert:
         assert inst.fired_at_ms is not None
+        ends = resolved_at
+        if resolved_at is None and self.valid_for_ms is not None:
+            sent = inst.sent_at_ms if inst.sent_at_ms is not None else inst.fired_at_ms
+            ends = sent + self.valid_for_ms
         return Alert(
             labels=dict(inst.labels),
             annotations=dict(inst.annotations),
             status="resolved" if resolved_at is not None else "firing",
             starts_at_ms=inst.fired_at_ms,
-            ends_at_ms=resolved_at,
+            ends_at_ms=ends,
             generator_url=self.generator_url,
             value=inst.value,
             severity=inst.labels.get("severity", ""),
@@ -127,7 +160,8 @@ class AlertStateMachine:
         active: Mapping[Key, Observation],
         hold: Set[Key] = frozenset(),
     ) -> list[Alert]:
-        """Advance to ``at_ms``; returns the alerts whose state changed (firing/resolved)."""
+        """Advance to ``at_ms``; the alerts whose state changed (firing/resolved), then
+        the re-sends of those still firing that are due."""
         if self.last_step_ms is not None and at_ms <= self.last_step_ms:
             return []
         self.last_step_ms = at_ms
@@ -145,7 +179,7 @@ class AlertStateMachine:
                 inst.keep_since_ms = None
             if inst.state == "pending" and at_ms - inst.active_at_ms >= self.for_ms:
                 inst.state = "firing"
-                inst.fired_at_ms = at_ms
+                inst.fired_at_ms = inst.sent_at_ms = at_ms
                 out.append(self._alert(inst, None))
         for key in [k for k in self.instances if k not in active]:
             inst = self.instances[key]
@@ -160,10 +194,16 @@ class AlertStateMachine:
             if at_ms - inst.keep_since_ms >= self.keep_firing_for_ms:
                 del self.instances[key]
                 out.append(self._alert(inst, at_ms))
+        if self.resend_ms is not None:
+            for inst in self.instances.values():
+                sent = inst.sent_at_ms
+                if inst.state == "firing" and sent is not None and at_ms - sent >= self.resend_ms:
+                    inst.sent_at_ms = at_ms
+                    out.append(self._alert(inst, None))
         return out
 
     def firing(self) -> list[Alert]:
-        """The currently firing instances as ``firing`` alerts (for re-sends)."""
+        """The currently firing instances as ``firing`` alerts (as last sent)."""
         return [self._alert(i, None) for i in self.instances.values() if i.state == "firing"]
 
     def to_json(self) -> dict[str, Any]:
@@ -190,9 +230,22 @@ class AlertStateMachine:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, for_ms: int = 0, keep_firing_for_ms: int = 0, generator_url: str = ""
+        cls,
+        data: bytes,
+        for_ms: int = 0,
+        keep_firing_for_ms: int = 0,
+        generator_url: str = "",
+        *,
+        resend_ms: int | None = None,
+        valid_for_ms: int | None = None,
     ) -> AlertStateMachine:
         """Restore ``to_bytes`` output under the (possibly reloaded) rule's settings."""
-        sm = cls(for_ms, keep_firing_for_ms, generator_url)
+        sm = cls(
+            for_ms,
+            keep_firing_for_ms,
+            generator_url,
+            resend_ms=resend_ms,
+            valid_for_ms=valid_for_ms,
+        )
         sm.restore_json(json.loads(data))
         return sm

@@ -111,13 +111,15 @@ def test_alerts_fire_and_resolve_once_across_an_evaluator_kill(
         (a.name, a.status, dict(a.labels), a.starts_at_ms, a.ends_at_ms, a.value, at)
         for a, at in got
     )
+    horizon = 4 * 3_600_000  # four re-send intervals (the fixture's: 1h)
     assert summary == sorted(
         [
-            ("DcHot", "firing", {"alertname": "DcHot", "dc": "x"}, end(30), None, 70.0, end(30)),
+            ("DcHot", "firing", {"alertname": "DcHot", "dc": "x"}, end(30), end(30) + horizon,
+             70.0, end(30)),
             ("DcHot", "resolved", {"alertname": "DcHot", "dc": "x"}, end(30), end(50), 70.0,
              end(50)),
             ("HighTemp", "firing", {"alertname": "HighTemp", "dc": "x", "room": "a",
-             "severity": "page"}, end(32), None, 90.0, end(32)),
+             "severity": "page"}, end(32), end(32) + horizon, 90.0, end(32)),
             ("HighTemp", "resolved", {"alertname": "HighTemp", "dc": "x", "room": "a",
              "severity": "page"}, end(32), end(50), 90.0, end(50)),
         ]

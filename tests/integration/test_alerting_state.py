@@ -32,9 +32,8 @@ def evaluator(settings: Settings, tmp_path: Path) -> AlertingAgent:
         "groups:\n  - name: g\n    rules:\n      - alert: Down\n        expr: up == 0\n"
         "        annotations: {summary: '{{ $labels.instance }} is down'}\n"
     )
-    s = settings.model_copy(
-        update={"alerting": settings.alerting.model_copy(update={"rules": [str(rules)]})}
-    )
+    alerting = settings.alerting.model_copy(update={"rules": [str(rules)], "watchdog": False})
+    s = settings.model_copy(update={"alerting": alerting})
     return AlertingAgent(s, CollectorRegistry())
 
 

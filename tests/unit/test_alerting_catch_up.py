@@ -70,8 +70,10 @@ class Sent:
 def agent(tmp_path: Path) -> tuple[AlertingAgent, Sent, list[int]]:
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
+    # these tests count state changes: no Watchdog, no re-sends within the backlog
+    alerting = {"rules": [str(rules)], "watchdog": False, "resend_interval": "1h"}
     a = AlertingAgent(
-        Settings(alerting={"rules": [str(rules)]}),  # type: ignore[arg-type]
+        Settings(alerting=alerting),  # type: ignore[arg-type]
         CollectorRegistry(),
     )
     sent = Sent()

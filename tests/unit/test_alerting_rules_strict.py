@@ -72,12 +72,12 @@ def test_a_reload_that_does_not_load_keeps_the_running_rules(tmp_path: Path) -> 
     registry = CollectorRegistry()
     agent = AlertingAgent(Settings(alerting={"rules": [path]}), registry)  # type: ignore[arg-type]
     reload_ok = lambda: registry.get_sample_value("alerting_rules_last_reload_successful")  # noqa: E731
-    assert [r.name for r in agent.engine.rules] == ["Hot"] and reload_ok() == 1
+    assert [r.name for r in agent.engine.rules] == ["Hot", "Watchdog"] and reload_ok() == 1
 
     Path(path).write_text(TWO.replace("temp < 5", "'rate(temp[1m] offset 5m)'"))
     with capture_logs() as logs:
         assert agent.reload_rules() is False
-    assert [r.name for r in agent.engine.rules] == ["Hot"]  # the old set runs on
+    assert [r.name for r in agent.engine.rules] == ["Hot", "Watchdog"]  # the old set runs on
     assert reload_ok() == 0
     (failed,) = [e for e in logs if e["event"] == "rules_reload_failed"]
     assert "rule 'Cold'" in failed["error"] and failed["kept_rules"] == 1
@@ -85,11 +85,11 @@ def test_a_reload_that_does_not_load_keeps_the_running_rules(tmp_path: Path) -> 
 
     Path(path).unlink()
     assert agent.reload_rules() is False
-    assert [r.name for r in agent.engine.rules] == ["Hot"]
+    assert [r.name for r in agent.engine.rules] == ["Hot", "Watchdog"]
 
     Path(path).write_text(TWO)
     agent.request_reload()  # as SIGHUP does; the loop calls reload_rules
     assert agent.reload_rules() is True
-    assert [r.name for r in agent.engine.rules] == ["Hot", "Cold"]
+    assert [r.name for r in agent.engine.rules] == ["Hot", "Cold", "Watchdog"]
     assert reload_ok() == 1 and agent.health()["last_reload_error"] is None
     assert registry.get_sample_value("alerting_rules") == 2

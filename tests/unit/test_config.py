@@ -93,6 +93,7 @@ POSITIVE_DURATIONS = [
     "logs.window", "logs.idle_timeout", "logs.checkpoint_interval",
     "anomaly.idle_eviction", "anomaly.checkpoint_interval",
     "alerting.lookback", "alerting.grace", "alerting.checkpoint_interval",
+    "alerting.resend_interval",
     "notifier.checkpoint_interval",
     "model_metrics.join_horizon", "model_metrics.drift_interval",
     "model_metrics.checkpoint_interval",

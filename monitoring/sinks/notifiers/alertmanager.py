@@ -1,8 +1,9 @@
 """Forward alerts to a real Prometheus Alertmanager: ``POST <url>/api/v2/alerts``.
 
-Firing alerts are posted without ``endsAt`` (Alertmanager then keeps them active for
-its ``resolve_timeout`` after the last post); resolved ones carry ``endsAt``, which
-resolves them there. Alertmanager computes the same fingerprint from the labels.
+Firing alerts carry their horizon as ``endsAt``, as Prometheus posts them (without one,
+Alertmanager keeps them active for its ``resolve_timeout`` after the last post);
+resolved ones carry ``endsAt``, which resolves them there. Alertmanager computes the
+same fingerprint from the labels.
 
 >>> from monitoring.alerts.model import Alert
 >>> payload((Alert({"alertname": "A"}, {}, "resolved", 0, 2000),))[0]["endsAt"]
@@ -39,6 +40,8 @@ def payload(alerts: tuple[Alert, ...]) -> list[dict[str, Any]]:
             # A resolved alert without an end time ends now (zero time would not resolve).
             ends = a.ends_at_ms if a.ends_at_ms is not None else int(time.time() * 1000)
             item["endsAt"] = rfc3339(ends)
+        elif a.ends_at_ms is not None:
+            item["endsAt"] = rfc3339(a.ends_at_ms)
         out.append(item)
     return out
 

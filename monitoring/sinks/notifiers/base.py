@@ -190,7 +190,7 @@ def alert_text(a: Alert) -> str:
     if a.value is not None:
         lines.append(f"  value: {a.value:g}")
     lines.append(f"  starts: {rfc3339(a.starts_at_ms)}")
-    if a.ends_at_ms is not None:
+    if a.status == "resolved" and a.ends_at_ms is not None:  # not a firing one's horizon
         lines.append(f"  ends: {rfc3339(a.ends_at_ms)}")
     if a.generator_url:
         lines.append(f"  source: {a.generator_url}")
