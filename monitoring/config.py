@@ -148,7 +148,12 @@ _TOPIC_PREFIX = re.compile(rf"^[a-zA-Z0-9._-]{{0,{MAX_TOPIC_PREFIX}}}$")
 
 
 class AggregationSettings(_Section):
-    """Event-time tumbling windows per series."""
+    """Event-time tumbling windows per series.
+
+    At most ``max_series`` series (``max_series_per_metric`` of one metric name) have
+    open windows in one samples partition; the samples of a new series beyond that are
+    dead-lettered with reason ``cardinality`` and counted until older series close.
+    """
 
     windows: list[Duration] = [timedelta(seconds=10), timedelta(minutes=1)]
     allowed_lateness: DurationOrZero = timedelta(seconds=5)
@@ -160,6 +165,8 @@ class AggregationSettings(_Section):
     # its partition's watermark (deterministic on replay: the record keeps its timestamp)
     max_record_skew: Duration = timedelta(seconds=10)
     quantile_relative_accuracy: float = Field(0.01, gt=0, lt=1)
+    max_series: int = Field(200_000, ge=1, description="series with open windows, per partition")
+    max_series_per_metric: int = Field(50_000, ge=1, description="of one metric, per partition")
 
     @field_validator("windows")
     @classmethod

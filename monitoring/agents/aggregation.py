@@ -207,6 +207,8 @@ class AggregationAgent:
             "open_windows": sum(x.state.open_windows for x in parts.values()),
             "unacked_messages": sum(len(x.pending) + len(x.unacked) for x in parts.values()),
             "late_samples": sum(x.state.late_count for x in parts.values()),
+            "series": sum(x.state.series_count for x in parts.values()),
+            "series_refused_samples": sum(x.state.refused_count for x in parts.values()),
         }
 
     # -- the stream ---------------------------------------------------------------
@@ -219,7 +221,10 @@ class AggregationAgent:
     async def _handle(self, msg: Message, part: Slot[PartitionAggregator]) -> int:
         """Apply one message; the number of samples it added."""
         self.states.processed(part, msg)
-        samples = await self._decode(msg)
+        samples, refused = part.state.admit(await self._decode(msg))
+        if refused:
+            detail = f"{len(refused)} new series over the series limits: " + ", ".join(refused[:5])
+            await self._dead_letter(msg, "cardinality", detail[:2000])
         result = part.state.process(msg.offset, samples)
         if result.closed:
             await self._publish_close(msg.partition, result.closed, part.state.watermark_ms)
@@ -271,10 +276,13 @@ class AggregationAgent:
 
     # -- state: restore on assignment, checkpoint on the timer ----------------------
     def _restore(self, p: int, table: dict[bytes, bytes]) -> PartitionAggregator:
+        a = self.settings.aggregation
         agg = PartitionAggregator(
             self._windows_ms,
             self._lateness_ms,
-            self.settings.aggregation.quantile_relative_accuracy,
+            a.quantile_relative_accuracy,
+            max_series=a.max_series,
+            max_series_per_metric=a.max_series_per_metric,
         )
         meta_raw = table.pop(_CHECKPOINT_KEY, None)
         agg.restore(

@@ -25,6 +25,13 @@ Exactly-once state across restarts (checkpoints into a compacted changelog):
   its own applied offset (a crash part-way through writing a checkpoint). The
   watermark comes from the partition record only, so replayed messages see the
   same watermark they saw the first time and the same samples are late.
+
+Cardinality: at most ``max_series`` series, and ``max_series_per_metric`` of one
+metric name, hold a slot at once (0: no bound). ``admit`` drops the samples of a new
+series beyond either bound before they make any state, and names the series it
+refused (the agent dead-letters them with reason ``cardinality``); a series frees its
+place when a checkpoint tombstones it (no open window left). So a producer that puts a
+request id in a label costs the partition at most the bound, however many ids it sends.
 """
 
 from __future__ import annotations
@@ -119,6 +126,8 @@ class PartitionAggregator:
         allowed_lateness_ms: int,
         relative_accuracy: float = 0.01,
         vector_min: int = VECTOR_MIN,
+        max_series: int = 0,
+        max_series_per_metric: int = 0,
     ) -> None:
         if not windows_ms or any(w <= 0 for w in windows_ms):
             raise ValueError("window sizes must be positive")
@@ -133,6 +142,10 @@ class PartitionAggregator:
         self.last_offset = -1
         self.late_count = 0
         self.skipped_count = 0
+        self.max_series = max_series
+        self.max_series_per_metric = max_series_per_metric
+        self._per_metric: dict[str, int] = {}  # series holding a slot, by metric name
+        self.refused_count = 0  # samples dropped by ``admit``
         # series slots: key -> slot, and per slot its key, name, labels
         self._slot_of: dict[str, int] = {}
         self._keys: list[str] = []
@@ -150,6 +163,68 @@ class PartitionAggregator:
         self._next_end = _NEVER  # the earliest end of an open window
 
     # -- processing ---------------------------------------------------------------
+    def admit(
+        self, samples: Sequence[Sample] | SampleBatch
+    ) -> tuple[Sequence[Sample] | SampleBatch, list[str]]:
+        """The samples of series that hold a slot or may get one, and the keys of the new
+        series refused by ``max_series`` / ``max_series_per_metric`` (in message order).
+
+        >>> agg = PartitionAggregator([10_000], 0, max_series=1)
+        >>> kept, refused = agg.admit([Sample("a", "a", {}, 1, 1.0), Sample("b", "b", {}, 1, 1.0)])
+        >>> [s.series for s in kept], refused
+        (['a'], ['b'])
+        """
+        if not self.max_series and not self.max_series_per_metric:
+            return samples, []
+        if isinstance(samples, SampleBatch):
+            infos = [(d.key, d.name) if d is not None else None for d in samples.series]
+        else:
+            infos = [(s.series, s.name) for s in samples]
+        refused = self._refuse([i for i in infos if i is not None])
+        if not refused:
+            return samples, []
+        if isinstance(samples, SampleBatch):
+            keep = np.array([i is not None and i[0] not in refused for i in infos], bool)
+            mask = keep[samples.series_index]
+            self.refused_count += int(len(mask) - np.count_nonzero(mask))
+            series = [d if k else None for d, k in zip(samples.series, keep, strict=True)]
+            batch = SampleBatch(
+                series,
+                samples.series_index[mask],
+                samples.timestamps_ms[mask],
+                samples.values[mask],
+            )
+            return batch, list(refused)
+        kept = [s for s in samples if s.series not in refused]
+        self.refused_count += len(samples) - len(kept)
+        return kept, list(refused)
+
+    def _refuse(self, infos: Iterable[tuple[str, str]]) -> dict[str, None]:
+        """The new series (in order, once each) that would pass a bound."""
+        total = len(self._slot_of)
+        per_metric = self._per_metric
+        added: dict[str, int] = {}
+        seen: set[str] = set()
+        refused: dict[str, None] = {}
+        for key, name in infos:
+            if key in self._slot_of or key in seen:
+                continue
+            seen.add(key)
+            n = per_metric.get(name, 0) + added.get(name, 0)
+            if (self.max_series and total >= self.max_series) or (
+                self.max_series_per_metric and n >= self.max_series_per_metric
+            ):
+                refused[key] = None
+                continue
+            total += 1
+            added[name] = added.get(name, 0) + 1
+        return refused
+
+    @property
+    def series_count(self) -> int:
+        """Series holding a slot."""
+        return len(self._slot_of)
+
     def process(self, offset: int, samples: Sequence[Sample] | SampleBatch) -> Result:
         """Apply one message's samples (``Sample`` values, or columns from
         ``SampleDecoder.columns``); return windows the new watermark closed."""
@@ -312,6 +387,7 @@ class PartitionAggregator:
             if slot >= self._cap:
                 self._grow(max(64, 2 * self._cap))
         self._slot_of[key] = slot
+        self._per_metric[name] = self._per_metric.get(name, 0) + 1
         self._used[slot] = True
         self._applied[slot] = -1
         self._restored[slot] = -1
@@ -398,6 +474,12 @@ class PartitionAggregator:
             key = self._keys[slot]
             records.append((key, None))
             del self._slot_of[key]
+            name = self._names[slot]
+            left = self._per_metric[name] - 1
+            if left:
+                self._per_metric[name] = left
+            else:
+                del self._per_metric[name]
             self._used[slot] = False
             self._free.append(slot)
         self._dirty[:] = False

@@ -45,6 +45,9 @@ class Sample(NamedTuple):
     unit: str = ""
 
 
+CACHE_ENTRY_BYTES = 400  # a cached series' fixed cost (entry, SeriesInfo, labels dict)
+
+
 class SeriesInfo(NamedTuple):
     """A validated series as a message names it."""
 
@@ -225,8 +228,9 @@ class ColumnsResult(NamedTuple):
 class SampleDecoder:
     """Turns decoded MetricSample / MetricBatch records into validated samples.
 
-    Parsed and checked series keys of batches are cached (up to ``max_series``), so a
-    series' name and labels are validated once per process, not once per batch.
+    Parsed and checked series keys of batches are cached (up to ``max_series`` keys and
+    about ``max_cache_bytes``; the cache is emptied when full), so a series' name and
+    labels are validated once per process, not once per batch.
 
     >>> d = SampleDecoder()
     >>> rec = {"series": ['up{job="api"}'], "kinds": [], "units": [], "series_index": [0],
@@ -235,9 +239,13 @@ class SampleDecoder:
     {'job': 'api'}
     """
 
-    def __init__(self, limits: Limits = Limits(), max_series: int = 200_000) -> None:
+    def __init__(
+        self, limits: Limits = Limits(), max_series: int = 200_000, max_cache_bytes: int = 32 << 20
+    ) -> None:
         self.limits = limits
         self.max_series = max_series
+        self.max_cache_bytes = max_cache_bytes
+        self._cache_bytes = 0  # estimated: keys are the variable part
         # parsed and checked series keys (the last kind and unit seen), or why not valid
         self._series: dict[str, SeriesInfo | InvalidSample] = {}
 
@@ -336,9 +344,14 @@ class SampleDecoder:
             parsed: SeriesInfo | InvalidSample = SeriesInfo(key, name, labels)
         except InvalidSample as e:
             parsed = e
-        if len(self._series) >= self.max_series:
-            self._series.clear()
+        cost = CACHE_ENTRY_BYTES + 2 * len(key)  # the key, and name and labels from it
+        if len(self._series) >= self.max_series or (
+            self._cache_bytes + cost > self.max_cache_bytes
+        ):
+            self._series.clear()  # an accelerator: a miss costs one parse
+            self._cache_bytes = 0
         self._series[key] = parsed
+        self._cache_bytes += cost
         return parsed
 
 

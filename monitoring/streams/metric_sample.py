@@ -26,6 +26,7 @@ import struct
 from typing import TypeGuard
 
 from monitoring.metrics.samples import (
+    CACHE_ENTRY_BYTES,
     SAMPLE,
     InvalidSample,
     Limits,
@@ -47,12 +48,18 @@ class MetricSampleDecoder:
     """Reads current-version ``MetricSample`` messages into ``Sample`` values."""
 
     def __init__(
-        self, codec: AvroCodec, limits: Limits = _LIMITS, max_series: int = 200_000
+        self,
+        codec: AvroCodec,
+        limits: Limits = _LIMITS,
+        max_series: int = 200_000,
+        max_cache_bytes: int = 32 << 20,
     ) -> None:
         sv = codec.latest(SAMPLE)
         self.codec = codec
         self.limits = limits
         self.max_series = max_series
+        self.max_cache_bytes = max_cache_bytes
+        self._cache_bytes = 0
         self.header = sv.header if same_layout(SAMPLE_LAYOUT, sv.parsed) else None
         self._series: dict[bytes, SeriesInfo | InvalidSample] = {}
 
@@ -97,9 +104,14 @@ class MetricSampleDecoder:
         except InvalidSample as e:
             info = e
         if key:
-            if len(self._series) >= self.max_series:
-                self._series.clear()
+            cost = CACHE_ENTRY_BYTES + 3 * len(key)  # the bytes, and the key, name, labels
+            if len(self._series) >= self.max_series or (
+                self._cache_bytes + cost > self.max_cache_bytes
+            ):
+                self._series.clear()  # an accelerator: a miss costs one codec decode
+                self._cache_bytes = 0
             self._series[key] = info
+            self._cache_bytes += cost
         if isinstance(info, InvalidSample):
             raise InvalidSample(info.reason, info.detail)
         ts, value = record["timestamp_ms"], record["value"]

@@ -282,16 +282,28 @@ class SampleColumns(Columns):
 
 
 class SeriesIds:
-    """Memoised series key -> series_id, remembering which series were written."""
+    """Memoised series key -> series_id, remembering which series were written.
 
-    def __init__(self) -> None:
+    Both are emptied when they pass ``max_bytes`` (estimated): a forgotten id is hashed
+    again, a forgotten series row written again (the ``series`` table merges it).
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
         self._ids: dict[str, int] = {}
         self.written: set[int] = set()
+        self.max_bytes = max_bytes
+        self._bytes = 0
 
     def __call__(self, key: str) -> int:
         sid = self._ids.get(key)
         if sid is None:
+            cost = 200 + len(key)  # the entry and its key, the id in ``written``
+            if self._bytes + cost > self.max_bytes:
+                self._ids.clear()
+                self.written.clear()
+                self._bytes = 0
             sid = self._ids[key] = series_id(key)
+            self._bytes += cost
         return sid
 
     def many(self, keys: Iterable[str]) -> list[int]:
