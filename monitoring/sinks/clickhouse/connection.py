@@ -88,4 +88,3 @@ def connect_read_only(dsn: str) -> Client:
     ``storage.query_dsn`` a read-only user as well.
     """
     return connect(dsn)
-
