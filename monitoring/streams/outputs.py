@@ -37,6 +37,23 @@ MAX_HEADER_BYTES = 4096  # each dead-letter header value at most
 RECORD_OVERHEAD_BYTES = 1024
 
 
+def producer_config(kafka: KafkaSettings, on_delivery: Callable[..., Any]) -> dict[str, Any]:
+    """The librdkafka settings of every output producer: idempotent, ``acks=all``, lz4,
+    Java's murmur2 placement for keyed records, delivery reports for failures only (a
+    success costs no Python call in ``poll``)."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "partitioner": "murmur2_random",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": kafka.max_message_bytes,
+        "delivery.report.only.error": True,
+        "on_delivery": on_delivery,
+    }
+
+
 class OutputsLost(RuntimeError):
     """The broker refused or timed out records for good; sources must not be acked."""
 
@@ -45,20 +62,7 @@ class Outputs:
     """An agent's producer: keyed records with Java's murmur2 placement, idempotent."""
 
     def __init__(self, kafka: KafkaSettings, flush_timeout_s: float = 10.0) -> None:
-        self.producer = Producer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "partitioner": "murmur2_random",  # Java's placement for keyed records
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "message.max.bytes": kafka.max_message_bytes,
-                # reports for failures only: a success costs no Python call in poll()
-                "delivery.report.only.error": True,
-                "on_delivery": self._on_delivery,
-            }
-        )
+        self.producer = Producer(producer_config(kafka, self._on_delivery))
         self.flush_timeout_s = flush_timeout_s
         self.max_message_bytes = kafka.max_message_bytes
         self.failed = 0
@@ -287,18 +291,7 @@ class DeadLetters:
     and counted in ``failed``."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, stage: str, producer: Any = None) -> None:
-        self.producer = producer or Producer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "message.max.bytes": kafka.max_message_bytes,
-                "delivery.report.only.error": True,
-                "on_delivery": self._on_delivery,
-            }
-        )
+        self.producer = producer or Producer(producer_config(kafka, self._on_delivery))
         self.topic = topic
         self.stage = stage
         self.max_message_bytes = kafka.max_message_bytes

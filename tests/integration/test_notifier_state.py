@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
+from fixtures.agents import Running, wait_for
 from fixtures.notify import HttpReceiver, api_up, cpu_alert, free_port
 from prometheus_client import CollectorRegistry
 
@@ -47,35 +47,6 @@ def manager_config(tmp_path: Path, urls: list[str], group_wait: str = "50ms") ->
     receivers = [{"name": "ops", "webhook_configs": hooks}]
     path.write_text(yaml.safe_dump({"route": route, "receivers": receivers}))
     return path
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Running:
-    """A NotifierAgent run in a thread of its own until ``stop``."""
-
-    def __init__(self, agent: NotifierAgent) -> None:
-        self.agent = agent
-        self.stop_event = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self.agent.run(self.stop_event))
-        except BaseException as e:
-            self.error = e
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(60)
 
 
 def alert_bytes(alert: Alert) -> bytes:

@@ -7,7 +7,6 @@ the horizon of a firing alert as Prometheus posts it."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import yaml
 from confluent_kafka import Producer
+from fixtures.agents import Running, wait_for
 from fixtures.notify import Alertmanager, HttpReceiver
 from prometheus_client import CollectorRegistry
 
@@ -39,36 +39,6 @@ CODEC = AvroCodec.from_directory()
 W = 1_000  # the evaluation window
 RESEND = 2_000
 VALID_FOR = 4 * RESEND  # 4 * max(resend_interval, window)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Running:
-    """An agent's ``run(stop)`` in a thread of its own until ``stop``."""
-
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-        self.stop_event = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self.agent.run(self.stop_event))
-        except BaseException as e:
-            self.error = e
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive() and self.error is None, self.error
 
 
 class Windows:
