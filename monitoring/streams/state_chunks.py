@@ -72,8 +72,15 @@ class ChunkedRecords:
     def learn(self, table: Mapping[bytes, bytes]) -> None:
         """Take the slots in force from a table read back (after a restart)."""
         for key, value in table.items():
-            if not is_chunk_key(key) and value.startswith(MAGIC):
+            if is_chunk_key(key) or not value.startswith(MAGIC):
+                continue
+            try:
                 slot, n, _ = _HEAD.unpack_from(value, len(MAGIC))
+            except struct.error:
+                continue
+            # a manifest whose chunks are not there (garbage written to the topic) would
+            # make the next write tombstone up to 2^32 keys: trust only one that is whole
+            if 0 < n <= len(table) and slot in (0, 1) and chunk_key(key, slot, n - 1) in table:
                 self.in_force[key] = (slot, n)
 
 

@@ -79,3 +79,16 @@ def test_missing_chunks_are_reported_not_returned() -> None:
     del table[produced[0][0]]
     read = join(table)
     assert read.table == {} and read.broken == [b"k"]
+
+
+def test_a_forged_manifest_is_not_trusted() -> None:
+    """Garbage posing as a manifest of 2^32 chunks: reported broken, and the next write
+    does not try to tombstone four billion keys."""
+    from monitoring.streams.state_chunks import _HEAD, MAGIC
+
+    forged = {b"k": MAGIC + _HEAD.pack(0, 2**32 - 1, 10) + b"\x00" * 32, b"j": MAGIC + b"\x01"}
+    assert sorted(join(forged).broken) == [b"j", b"k"]
+    w = ChunkedRecords(MAX, overhead=0)
+    w.learn(forged)
+    assert w.in_force == {}
+    assert len(w.expand(b"k", b"x" * 1000)) < 10
