@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from monitoring.alerts.model import Alert
 from monitoring.deploy import LocalDeployment as Pipeline
@@ -52,7 +52,14 @@ from monitoring.streams.alert_encoding import from_record
 from monitoring.streams.codec import AvroCodec
 from monitoring.streams.model_events import ModelEventsProducer
 from monitoring.streams.partitioner import partition_for
-from monitoring.streams.topics import ALERTS, DEAD_LETTER, MODEL_LABELS, PREDICTIONS
+from monitoring.streams.topics import (
+    ALERTS,
+    DEAD_LETTER,
+    MODEL_LABELS,
+    MODEL_STATE,
+    PREDICTIONS,
+    SAMPLES,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -453,17 +460,58 @@ POISON_REASONS = {
 }
 
 
-def test_kill_9_mid_stream_counts_exactly(pipeline_factory: Callable[..., Pipeline]) -> None:
-    """SIGKILL the worker once counters of part of the stream are stored, start another:
-    it replays the messages since the last checkpoint (5 s) and publishes their counter
-    windows again, with the same values, so every window and every total is exact.
-    Poison on both topics, mid-stream, is dead-lettered and the stream goes on."""
-    p, events, drift_ms = start_pipeline(
-        pipeline_factory, lateness="30m", model_metrics__checkpoint_interval="5s"
+def kill_after_unsaved_counter(p: Pipeline, timeout: float = 120) -> None:
+    """SIGKILL the worker once it has published a ``model_predictions_total`` sample
+    after its latest checkpoint (the last ``models.state`` record, the ``models.state``
+    topic read to its end just before the kill): the replay must publish that sample
+    again. A checkpoint lands every 10 s; this one waits for a condition, not for luck."""
+    codec = AvroCodec.from_directory()
+    state, samples = p.topic(MODEL_STATE), p.topic(SAMPLES)
+    c = Consumer(
+        {
+            "bootstrap.servers": p.settings.kafka.bootstrap_servers,
+            "group.id": f"kill-{p.prefix}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
     )
-    first_stored = (
-        "SELECT count() FROM samples WHERE series_id IN "
-        "(SELECT series_id FROM series WHERE name = 'model_predictions_total')"
+    c.subscribe([state, samples])
+    saved_ms = 0  # the newest checkpoint record's timestamp
+    state_seen: dict[int, int] = {}  # partition -> next offset read
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            ts = m.timestamp()[1]
+            if m.topic() == state:
+                saved_ms = max(saved_ms, ts)
+                state_seen[m.partition()] = m.offset() + 1
+                continue
+            if not saved_ms or ts <= saved_ms:
+                continue
+            if codec.decode(m.value()).record.get("name") != "model_predictions_total":
+                continue
+            parts = c.list_topics(state, timeout=10).topics[state].partitions
+            ends = {
+                n: c.get_watermark_offsets(TopicPartition(state, n), timeout=10)[1] for n in parts
+            }
+            if all(state_seen.get(n, 0) >= end for n, end in ends.items() if end):
+                p.kill("worker")  # SIGKILL: no checkpoint, no commit, no goodbye
+                return
+    finally:
+        c.close()
+    raise AssertionError(f"no counter published after a checkpoint\n{p.logs()}")
+
+
+def test_kill_9_mid_stream_counts_exactly(pipeline_factory: Callable[..., Pipeline]) -> None:
+    """SIGKILL the worker once it has published counters after its last checkpoint,
+    start another: it replays the messages since that checkpoint and publishes their
+    counter windows again, with the same values, so every window and every total is
+    exact. Poison on both topics, mid-stream, is dead-lettered and the stream goes on."""
+    p, events, drift_ms = start_pipeline(
+        pipeline_factory, lateness="30m", model_metrics__checkpoint_interval="10s"
     )
     sending = threading.Thread(
         target=produce,
@@ -472,8 +520,7 @@ def test_kill_9_mid_stream_counts_exactly(pipeline_factory: Callable[..., Pipeli
     )
     sending.start()
     try:
-        p.wait(lambda: p.query(first_stored)[0][0] >= 150, 120, f"first counters\n{p.logs()}")
-        p.kill("worker")  # SIGKILL: no checkpoint, no commit, no goodbye
+        kill_after_unsaved_counter(p)
         p.start("worker", "worker2")
     finally:
         sending.join(180)
