@@ -28,7 +28,7 @@ class DetectorSpec:
     """
 
     name: str
-    build: Callable[[int], Detector]  # seed -> detector
+    build: Callable[..., Detector]  # (seed, **options) -> detector
     restore: Callable[[bytes], Detector]
     alert_level: float
     suppress: int
@@ -41,7 +41,7 @@ _SPECS: dict[str, DetectorSpec] = {
     for s in [
         DetectorSpec(
             "robust",
-            lambda seed: RobustEnsemble(seed=seed),
+            lambda seed, **o: RobustEnsemble(seed=seed, **o),
             RobustEnsemble.from_state,
             alert_level=0.36,  # NAB 76.64; 0.35/0.38/0.40: 75.74/76.50/76.32
             suppress=20,
@@ -50,7 +50,7 @@ _SPECS: dict[str, DetectorSpec] = {
         ),
         DetectorSpec(
             "zscore",
-            lambda seed: RollingZScore(seed=seed),
+            lambda seed, **o: RollingZScore(seed=seed, **o),
             RollingZScore.from_state,
             alert_level=0.5,  # z >= 4
             suppress=0,
@@ -59,7 +59,7 @@ _SPECS: dict[str, DetectorSpec] = {
         ),
         DetectorSpec(
             "hst",
-            lambda seed: HalfSpaceTreesDetector(seed=seed),
+            lambda seed, **o: HalfSpaceTreesDetector(seed=seed, **o),
             HalfSpaceTreesDetector.from_state,
             alert_level=0.78,
             suppress=20,
@@ -68,7 +68,7 @@ _SPECS: dict[str, DetectorSpec] = {
         ),
         DetectorSpec(
             "drift",
-            lambda seed: DriftDetector(seed=seed),
+            lambda seed, **o: DriftDetector(seed=seed, **o),
             DriftDetector.from_state,
             alert_level=0.45,
             suppress=20,
@@ -77,7 +77,7 @@ _SPECS: dict[str, DetectorSpec] = {
         ),
         DetectorSpec(
             "forecast",
-            lambda seed: ForecastResidual(seed=seed),
+            lambda seed, **o: ForecastResidual(seed=seed, **o),
             ForecastResidual.from_state,
             alert_level=0.4,
             suppress=20,
@@ -86,7 +86,7 @@ _SPECS: dict[str, DetectorSpec] = {
         ),
         DetectorSpec(
             "ensemble",
-            lambda seed: MaxEnsemble(seed=seed),
+            lambda seed, **o: MaxEnsemble(seed=seed, **o),
             MaxEnsemble.from_state,
             alert_level=0.4,
             suppress=20,

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from monitoring.anomaly.registry import DEFAULT_DETECTOR, get_spec
 from monitoring.anomaly.state import StateError
@@ -54,12 +56,19 @@ class SeriesScorer:
     """One series' detector with warm-up, suppression and protection (module docstring)."""
 
     def __init__(
-        self, detector: str = DEFAULT_DETECTOR, *, warmup: int = DEFAULT_WARMUP, seed: int = 0
+        self,
+        detector: str = DEFAULT_DETECTOR,
+        *,
+        warmup: int = DEFAULT_WARMUP,
+        seed: int = 0,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``options``: keyword arguments of the detector's constructor (its settings;
+        a checkpoint keeps them)."""
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.spec = get_spec(detector)
-        self.detector = self.spec.build(seed)
+        self.detector = self.spec.build(seed, **(options or {}))
         self.warmup = warmup
         self.seed = seed
         self.seen = 0

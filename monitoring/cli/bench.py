@@ -90,11 +90,40 @@ def faust_baseline(
 def anomaly(
     nab: Annotated[Path | None, typer.Option(help="NAB dir: data/, labels/, score.py")] = None,
     detector: Annotated[str | None, typer.Option(help="detector name (default: robust)")] = None,
+    cv: Annotated[
+        bool, typer.Option("--cv", help="leave-one-category-out cross-validation (needs --nab)")
+    ] = False,
+    files_per_category: Annotated[
+        int, typer.Option(help="with --cv: only the first N files of each category (0: all)")
+    ] = 0,
 ) -> None:
-    """Points/s per core and bytes per series of a detector; NAB scores with --nab."""
+    """Points/s per core and bytes per series of a detector; NAB scores with --nab.
+
+    With ``--cv``: every setting of the grid chosen on three categories, scored on the
+    fourth; one line per fold, then ``cv_mean= cv_worst= points_per_s= bytes_per_series=``.
+    """
     from monitoring.anomaly import DEFAULT_DETECTOR
+    from monitoring.bench.anomaly import measure_speed
     from monitoring.bench.anomaly import run as run_anomaly
 
+    if cv:
+        from monitoring.bench.anomaly_cv import GRID, cross_validate, format_report
+
+        if nab is None:
+            raise typer.BadParameter("--cv needs --nab DIR", param_hint="--cv")
+        err = Console(stderr=True)
+        res_cv = cross_validate(
+            nab, GRID, files_per_category=files_per_category,
+            progress=lambda m: err.print(f"[dim]{m}[/dim]"),
+        )  # fmt: skip
+        for line in format_report(res_cv, GRID):
+            print(line)
+        pps, nbytes, _ = measure_speed(detector or DEFAULT_DETECTOR)
+        print(
+            f"cv_mean={res_cv.mean:.2f} cv_worst={res_cv.worst:.2f} "
+            f"points_per_s={pps:.0f} bytes_per_series={nbytes}"
+        )
+        return
     res = run_anomaly(detector or DEFAULT_DETECTOR, nab)
     t = Table(title=f"monitoring bench anomaly ({res.detector})")
     t.add_column("measure")
@@ -210,3 +239,29 @@ def logs_bench(
     t.add_row("bytes on disk per stored line", f"{res.bytes_per_line:.1f}")
     Console().print(t)
     print(res.summary_line())
+
+
+@app.command("codecs")
+def codecs_bench(
+    number: int = typer.Option(20_000, help="calls per timed run (batch records: a 50th)"),
+    repeat: int = typer.Option(5, help="timed runs; the best counts"),
+) -> None:
+    """µs per record of each hand-written Avro codec against fastavro, same schema.
+
+    Exits 1 if a hand codec's bytes or values differ from fastavro's.
+    """
+    from monitoring.bench.codecs import run as run_codecs
+    from monitoring.bench.codecs import summary_line
+
+    rows = run_codecs(number, repeat)
+    t = Table(title="monitoring bench codecs (µs per record, best of runs)")
+    for col, justify in (("codec", "left"), ("items/record", "right"), ("hand", "right"),
+                         ("fastavro", "right"), ("speed-up", "right"), ("same as fastavro", "left")):  # fmt: skip
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        t.add_row(r.name, str(r.items), f"{r.hand_us:.2f}", f"{r.fastavro_us:.2f}",
+                  f"{r.speedup:.1f}x", "yes" if r.agree else "NO")  # fmt: skip
+    Console().print(t)
+    print(summary_line(rows))
+    if not all(r.agree for r in rows):
+        raise typer.Exit(1)
