@@ -237,6 +237,8 @@ class StorageSettings(_Section):
     query_port: int = Field(8124, ge=1, le=65535)
     query_dsn: str = ""
     query: QueryLimits = QueryLimits()
+    # a series' row (first/last seen) is written again at most this often (event time)
+    series_refresh: Duration = timedelta(minutes=1)
 
     @field_validator("dsn", "query_dsn")
     @classmethod

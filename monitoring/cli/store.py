@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from monitoring.cli.settings import load_settings
-from monitoring.config import Settings
+from monitoring.config import Settings, ms
 
 app = typer.Typer(help="ClickHouse store: consume Kafka into ClickHouse.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -107,7 +107,8 @@ def run(
         dsn=redact(settings.storage.dsn),
     )
     registry = CollectorRegistry()
-    store = Store(settings, Writer(client, StoreMetrics(registry)))
+    refresh_ms = ms(settings.storage.series_refresh)
+    store = Store(settings, Writer(client, StoreMetrics(registry), refresh_ms))
     server = None
     st = settings.storage
     try:

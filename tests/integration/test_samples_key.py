@@ -1,6 +1,7 @@
 """The ``samples`` table's key against chDB: a replayed sample collapses, two distinct
 values of one series in the same millisecond do not (issue 13, finding 12), on a fresh
-store and on one created before migration 008 with rows in it."""
+store and on one created before migration 008 with rows in it; and ``series.last_seen``
+follows the samples."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fixtures.store import StoreMessage
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
+from monitoring.metrics.samples import Sample, SampleBatch
 from monitoring.sinks.clickhouse.connection import connect
 from monitoring.sinks.clickhouse.migrations import default_dir, migrate
 from monitoring.sinks.clickhouse.rows import series_id
@@ -84,7 +86,7 @@ def test_a_store_from_before_migration_008_keeps_its_rows_and_gets_the_key(
         assert [m.version for m in migrate(old, chdb_settings.storage, old_dir)][-1] == 7
         store_points(chdb_settings, old, [(T0 - 5, 0.5), *SAME_MS])
         assert stored(old) == [(T0 - 5, 0.5), (T0, 2.0), (T0 + 1, 3.0)]  # 1.0 collapsed
-        assert [m.version for m in migrate(old, chdb_settings.storage)] == [8]
+        assert migrate(old, chdb_settings.storage)[0].version == 8
         ddl = old.query(
             "SELECT sorting_key, primary_key FROM system.tables "
             "WHERE database = currentDatabase() AND name = 'samples'"
@@ -98,3 +100,19 @@ def test_a_store_from_before_migration_008_keeps_its_rows_and_gets_the_key(
         assert migrate(old, chdb_settings.storage) == []
     finally:
         old.close()
+
+
+def test_last_seen_in_chdb_follows_the_samples(chdb_client: Any, chdb_settings: Settings) -> None:
+    now = int(time.time() * 1000) - 600_000
+    writer = Writer(chdb_client, StoreMetrics(CollectorRegistry()))  # refresh 1 min
+    for minute in range(5):
+        writer.add_sample_batch(
+            SampleBatch.from_samples([Sample("cpu", "cpu", {}, now + minute * 60_000, 1.0)])
+        )
+        writer.flush()
+    first, last = chdb_client.query(
+        "SELECT toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_seen) "
+        "FROM series FINAL WHERE series_id = {s:UInt64}",
+        parameters={"s": series_id("cpu")},
+    ).result_rows[0]
+    assert (first, last) == (now, now + 4 * 60_000)

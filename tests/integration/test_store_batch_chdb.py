@@ -81,7 +81,7 @@ def snapshot(chdb_client: Any) -> dict[str, list[tuple[Any, ...]]]:
                          "FROM samples FINAL ORDER BY series_id, ts",
         "series": "SELECT series_id, series, name, labels, kind, unit, "
                   "toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_seen) "
-                  "FROM series ORDER BY series_id, first_seen",
+                  "FROM series ORDER BY series_id, first_seen, last_seen",
         "series_final": "SELECT series_id, series, name, labels, kind, unit, "
                         "toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_seen) "
                         "FROM series FINAL ORDER BY series_id",

@@ -118,7 +118,7 @@ def test_samples_become_columns_and_series_rows_once() -> None:
     assert out.data == [[sid, sid], [1_000, 2_000], [1.5, 2.5]]
     assert len(series) == 1
     assert [c[0] for c in series.data] == [sid, 'm{a="1"}', "m", {"a": "1"}, "COUNTER",
-                                           "bytes", 1_000, 1_000]  # fmt: skip
+                                           "bytes", 1_000, 2_000]  # fmt: skip
     add_samples([s1], ids, out, series)
     assert len(series) == 1 and len(out) == 3
     assert out.take()[0] == [sid] * 3 and len(out) == 0

@@ -63,6 +63,10 @@ ANOMALY_COLUMNS = (
     "detector",
     "field",
     "signals",
+    "expected",
+    "lower",
+    "upper",
+    "components",
 )
 _AGG_FIELDS = ("count", "sum", "min", "max", "mean", "last", "p50", "p90", "p99")
 
@@ -282,25 +286,31 @@ class SampleColumns(Columns):
 
 
 class SeriesIds:
-    """Memoised series key -> series_id, remembering which series were written.
+    """Memoised series key -> series_id, and when each series' row is due again.
 
-    Both are emptied when they pass ``max_bytes`` (estimated): a forgotten id is hashed
-    again, a forgotten series row written again (the ``series`` table merges it).
+    A series row (``series`` table: first and last seen) is written for the first sample
+    of a series this process sees, and again for its first sample at least
+    ``refresh_ms`` (event time) after the last row written, with the latest timestamp
+    of its batch as ``last_seen``: the table's ``max(last_seen)`` then lags a live
+    series by at most ``refresh_ms`` plus a batch. Both maps are emptied when they pass
+    ``max_bytes`` (estimated): a forgotten id is hashed again, a forgotten series row
+    written again (the ``series`` table merges it).
     """
 
-    def __init__(self, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_bytes: int = 64 << 20, refresh_ms: int = 60_000) -> None:
         self._ids: dict[str, int] = {}
-        self.written: set[int] = set()
+        self.due: dict[int, int] = {}  # series_id -> event time its row is due again
         self.max_bytes = max_bytes
+        self.refresh_ms = refresh_ms
         self._bytes = 0
 
     def __call__(self, key: str) -> int:
         sid = self._ids.get(key)
         if sid is None:
-            cost = 200 + len(key)  # the entry and its key, the id in ``written``
+            cost = 200 + len(key)  # the entry and its key, the id in ``due``
             if self._bytes + cost > self.max_bytes:
                 self._ids.clear()
-                self.written.clear()
+                self.due.clear()
                 self._bytes = 0
             sid = self._ids[key] = series_id(key)
             self._bytes += cost
@@ -315,28 +325,31 @@ class SeriesIds:
 def add_samples(
     samples: Iterable[Sample], ids: SeriesIds, out: Columns, series_out: Columns
 ) -> int:
-    """Append samples (and first sightings of their series); return how many."""
+    """Append samples (and the series rows due, as ``add_sample_batch`` writes them:
+    see ``SeriesIds``); return how many."""
     sid_col, ts_col, val_col = out.data
-    written = ids.written
+    span: dict[int, list[Any]] = {}  # series_id -> [first sample, min ts, max ts]
     n = 0
     for s in samples:
         sid = ids(s.series)
+        ts = s.timestamp_ms
         sid_col.append(sid)
-        ts_col.append(s.timestamp_ms)
+        ts_col.append(ts)
         val_col.append(s.value)
         n += 1
-        if sid not in written:
-            written.add(sid)
-            series_out.add(
-                sid,
-                s.series,
-                s.name,
-                dict(s.labels),
-                s.kind,
-                s.unit,
-                s.timestamp_ms,
-                s.timestamp_ms,
-            )
+        seen = span.get(sid)
+        if seen is None:
+            span[sid] = [s, ts, ts]
+        elif ts < seen[1]:
+            seen[1] = ts
+        elif ts > seen[2]:
+            seen[2] = ts
+    due = ids.due
+    for sid, (s, lo, hi) in span.items():
+        d = due.get(sid)
+        if d is None or hi >= d:
+            due[sid] = hi + ids.refresh_ms
+            series_out.add(sid, s.series, s.name, dict(s.labels), s.kind, s.unit, lo, hi)
     return n
 
 
@@ -360,16 +373,23 @@ def add_sample_batch(
     sids = np.zeros(len(batch.series), np.uint64)
     sids[slots] = np.array(sid_list, np.uint64)
     stamps = np.asarray(batch.timestamps_ms, np.int64)
-    written = ids.written
-    if not written.issuperset(sid_list):  # series rows, in the order of first samples
+    due = ids.due
+    dues = [due.get(sid) for sid in sid_list]
+    latest = int(stamps.max())
+    if any(d is None or latest >= d for d in dues):  # series rows due, by first sample
         first = np.unique(index, return_index=True)[1]  # per slot of ``slots``
+        lo = np.full(len(batch.series), np.iinfo(np.int64).max)
+        hi = np.full(len(batch.series), np.iinfo(np.int64).min)
+        np.minimum.at(lo, index, stamps)
+        np.maximum.at(hi, index, stamps)
         for k in np.argsort(first).tolist():
-            sid = sid_list[k]
-            if sid not in written:
-                written.add(sid)
-                info, ts = infos[k], int(stamps[first[k]])
+            sid, d, slot = sid_list[k], dues[k], slots[k]
+            last = int(hi[slot])
+            if d is None or last >= d:
+                due[sid] = last + ids.refresh_ms
+                info = infos[k]
                 series_out.add(sid, info.key, info.name, dict(info.labels), info.kind,
-                               info.unit, ts, ts)  # fmt: skip
+                               info.unit, int(lo[slot]), last)  # fmt: skip
     out.add_chunk(sids[index], stamps, np.asarray(batch.values, np.float64))
     return len(index)
 
@@ -392,7 +412,8 @@ def add_aggregate(record: Mapping[str, Any], version: int, ids: SeriesIds, out: 
 
 
 def add_anomaly(record: Mapping[str, Any], ids: SeriesIds, out: Columns) -> None:
-    """Append one decoded Anomaly record."""
+    """Append one decoded Anomaly record (any version: the codec resolves older ones to
+    the newest, whose defaults give an old event no band and no components)."""
     key = record["series"]
     out.add(
         ids(key),
@@ -407,6 +428,10 @@ def add_anomaly(record: Mapping[str, Any], ids: SeriesIds, out: Columns) -> None
         record["detector"],
         record["field"],
         dict(record["signals"]),
+        record["expected"],
+        record["lower"],
+        record["upper"],
+        list(record["components"]),
     )
 
 

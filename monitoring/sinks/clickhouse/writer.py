@@ -161,10 +161,12 @@ class StoreMetrics:
 class Writer:
     """Row buffers of the three tables and their batched inserts."""
 
-    def __init__(self, client: Client, metrics: StoreMetrics) -> None:
+    def __init__(
+        self, client: Client, metrics: StoreMetrics, series_refresh_ms: int = 60_000
+    ) -> None:
         self.client = client
         self.metrics = metrics
-        self.ids = SeriesIds()
+        self.ids = SeriesIds(refresh_ms=series_refresh_ms)
         self.samples = SampleColumns()
         self.buffers: dict[str, Columns] = {
             "series": Columns(SERIES_COLUMNS),
@@ -184,7 +186,7 @@ class Writer:
         return sum(len(b) for b in self.buffers.values())
 
     def add_samples(self, samples: Iterable[Sample]) -> int:
-        """Buffer samples (and the series row of each series new to this process)."""
+        """Buffer samples (and the series rows due: ``rows.SeriesIds``)."""
         n = add_samples(samples, self.ids, self.samples, self.buffers["series"])
         self._mark("samples", "series")
         return n
