@@ -9,8 +9,10 @@ and publishes
   ``Aggregate`` record for the same window (count 1, every statistic the score,
   ``closed_by="anomaly"``) on the aggregates topic, so the store keeps it and alert
   rules see it like any other series;
-- an ``Anomaly`` event (``schemas/anomaly.v2.avsc``) on the anomalies topic when the
-  detector is past its warm-up and the score reaches ``anomaly.threshold``.
+- an ``Anomaly`` event (``schemas/anomaly.v3.avsc``) on the anomalies topic when the
+  detector is past its warm-up and the score reaches ``anomaly.threshold``, with the
+  value the detector expected, the band it judged against and the components that
+  fired (``value 812, expected 120-310``).
 
 Detector state is checkpointed to the compacted ``anomaly.state`` topic with each
 series' applied offset (``streams.partition_state``): a restart restores what every
@@ -221,6 +223,10 @@ class AnomalyAgent:
             "field": self.settings.field,
             "threshold": self.settings.threshold,
             "signals": {k: float(v) for k, v in scored.signals.items()},
+            "expected": scored.expected,
+            "lower": scored.lower,
+            "upper": scored.upper,
+            "components": list(scored.components),
         }
         await self.outputs.send(
             self.anomalies_topic, src.series.encode(), self.codec.encode(ANOMALY, event)

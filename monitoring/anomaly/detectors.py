@@ -3,96 +3,44 @@
 A detector sees one series, one finite value at a time (the scorer filters NaN/inf
 and clips huge values first), scores before it learns, and returns a score in
 [0, 1]. ``score_one`` does not change what the detector has learned; ``signals()``
-names the components of the last score, each normalised to [0, 1].
+names the components of the last score, each normalised to [0, 1], and
+``explain(alert_level)`` gives the expected value, the band of values the detector
+would not have flagged, and the components that fired.
 
-* :class:`RobustEnsemble` (the default, ``robust``): three forecast-residual views of
-  the series, each scored as a robust z-score against its own recent residuals
-  (median and IQR over a rolling window): the value against the window's median
-  (level), the change from the previous value (persistence forecast), and the
-  difference from the last value seen in the same 10-minute bucket of the day
-  (seasonal forecast; used only while it predicts better than persistence, measured
-  by an exponentially weighted mean absolute error). A point is anomalous when no model
-  explains it: ``min(max(level, change), seasonal)``. That raw surprise goes through
-  :class:`Likelihood` (Numenta's anomaly-likelihood idea): its tail probability
-  under the long-run distribution of the series' own surprises, on a log scale, so
-  that one threshold means the same on every series. A surprise no more than 2%
-  above the largest of the previous 100 is halved, so a burst of anomalous points fires
-  on its first and largest ones rather than on every point (the 2% margin: after a
-  burst the scale estimates relax, and without it every later repeat of the same spike
-  was a new record by a hair); one no larger than 1.4 times the largest seen in the
-  hour after this time of day on the previous day is scaled by 0.6 (a daily job's
-  spike is less surprising the second time), and halved again when, within the same
-  1.4 margin, it was also seen within an hour either side of this time of day on each
-  of the two previous days (a job that recurs daily with some jitter). A value outside the
-  range seen so far (widened by 10% of it on each side; the range relaxes towards the
-  data with rate 1e-4 per point, and needs 300 points) scores at least 0.5: Numenta's
-  "spatial anomaly" idea. NAB standard, 41 files: 67.02 before these changes (with
-  likelihood alpha 1/500, alert level 0.4), 67.51 with alpha 1/1000, 67.93 with alert
-  level 0.35, 68.57 with the daily damping (0.7), 71.48 with the range novelty, 72.08
-  with daily damping 0.6 (0.5/0.55/0.65/0.7: 70.85/72.16/71.82/71.48), and 73.06 with
-  the margin 1.4 (0.8/1.0/1.25/1.5/2.0: 71.54/72.08/72.72/72.97/70.40). Then 74.86
-  with the record margin 1.02 (1.01/1.03/1.05/1.1/1.2: 74.40/74.13/74.21/72.65/72.98),
-  75.62 with alert level 0.38 (0.355/0.36/0.37/0.40: 74.86/75.76/75.62/75.44; the
-  scorer's suppression starts at the alert level, and 0.35 started it on points below
-  the searched threshold, 0.38), 76.50 with the two-day recurrence (3 buckets either
-  side: 76.24, three days: 76.47, one day: 71.91, damping 0.3: 76.58), and 76.64 with
-  alert level 0.36 (0.35/0.38/0.40: 75.74/76.50/76.32; 0.36 also keeps a 6-sigma
-  level shift on a daily cycle, which scores 0.375, detected at once). Without the
-  record margin, recurrence and level 0.38 give 74.95.
-
-  Tried on NAB (standard profile, 41 files) and not kept; the score with each, then
-  without it at that stage of tuning: River's ``drift.ADWIN`` / ``drift.PageHinkley``
-  on the robustly scaled value, forcing a detection on drift (52.5 / 42.4 vs 67.0);
-  nearest-neighbour distance of the last 8 values, a discord (65.7 vs 67.0, and ten
-  times slower); a second, 64-point level window (64.2 vs 67.0); an exponentially
-  weighted seasonal profile (63.1 vs 67.0); rank-based novelty (51.1 vs 62.7); an
-  empirical tail instead of the normal one (57.8 vs 62.7); a volatility component
-  (59.6 vs 62.7); a likelihood per component (56.0 vs 62.7). Later, from 67.0-71.5:
-  suppression of 0/8/12/30/50/100 points instead of 20 (62.9/66.7/66.9/65.7/60.2/59.3
-  vs 67.0); a record of 200 points (62.1) or damping 0.3 (65.7); likelihood alpha
-  1/2000 or 1/4000 (65.9/66.4 vs 67.5); a 1000-point window (66.3); 288 seasonal
-  buckets (64.0); mae_floor 1.0 (65.5); alert level 0.3/0.37/0.45 (65.3/67.8/67.1 vs
-  67.9); the seasonal residual against the nearest profile value within +-30/60/120
-  minutes (56.4/54.5/52.2 vs 67.9); daily damping 0.5 or within +-30 minutes (67.95/
-  67.6 vs 68.57); trusting the seasonal residual alone when it predicts 2-10 times
-  better than persistence (no change); range novelty without tolerance (67.9), with
-  score 0.3 (68.6, below the threshold), faster range decay 5e-4 (68.7 vs 71.5); a
-  new largest absolute change as novelty (71.1-71.5); damping values seen at least
-  2-3 times in the window within 5-10% of its range (66.7-70.6 vs 71.5); a value
-  outside the 600-point window's range as a weaker novelty (70.1-71.2 vs 71.5);
-  suppression 12 or 30 (71.4/71.6 vs 71.5); record damping 0.6 (72.19 vs 72.08);
-  the ungated seasonal z times 0.2/0.25/0.3/0.4/0.5 as a floor of the raw surprise
-  (72.96/72.79/73.89/73.57/73.06 vs 73.06: noise, and art_daily_nojump stays missed).
-  From 74.86-75.62: the change residual as the smaller of lag 1 and lag 2 (a spike's
-  way back not a second surprise: 68.83 vs 74.86); a sustained seasonal deviation
-  (z of an EWMA, alpha 0.1, of the seasonal residual) as a second path, weight 0.3/
-  0.6 (72.90/70.33 vs 74.86; art_daily_nojump stays missed because the seasonal gate
-  closes within three points of the missing peak); Huber-clipped mean absolute errors
-  at 4/10 times their value (61.1-67.7); the previous day looked up both ways with the
-  0.6 damping (73.92 vs 75.62: loses two windows); the daily damping over 12 or 72
-  buckets (72.31/68.70 vs 74.86); a CAD-OSE-like context novelty (surprises
-  discretised into 3 classes at z 3 and 10, contexts of the last 6/8 classes in a
-  bitset, the record damping lifted for a large surprise in an unseen context:
-  75.74/75.48 vs 75.62; it finds art_increase_spike_density's denser spikes at once,
-  but costs 7 false positives on bursts elsewhere).
+* :class:`RobustEnsemble` (the default, ``robust``). Three simple forecasters of the
+  next value: the recent median (level), the previous value (persistence: the change)
+  and the value seen at this time of day (a daily seasonal baseline, in 10-minute
+  buckets, used only while it forecasts better than persistence). Each residual is a
+  robust z-score against that forecaster's own recent residuals (median and IQR over
+  a rolling window), so spikes, level shifts and slow drifts are measured in the
+  series' own noise. A point is surprising when no forecaster explains it:
+  ``min(max(level, change), seasonal)``. That raw surprise is scored by
+  :class:`Likelihood` (Numenta's anomaly likelihood): its tail probability under the
+  long-run distribution of the series' own surprises, on a log scale, so that one
+  threshold means the same on every series. A surprise that is not new is damped,
+  because production series repeat themselves: one no larger than the largest of the
+  last 100 (a burst of events alerts once, on its first and largest points), one no
+  larger than what the series did in the hour after this time of day yesterday (a
+  daily job), or one seen around this time on each of the last two days (a daily job
+  with jitter). A value outside the range seen so far (plus 10% of it) scores at least
+  0.5: Numenta's "spatial anomaly", for level shifts to values never seen and for
+  sensors stuck at a rail. The settings, the reason for each and their
+  cross-validated score are in docs/anomaly.md.
 * :class:`RollingZScore` (``zscore``): the calibration baseline, z-score over the
-  previous 288 points (35.9 on NAB's standard profile).
+  previous 288 points.
 
 Detectors built on River (HalfSpaceTrees, ADWIN/PageHinkley, HoltWinters, and a max
-ensemble) are in :mod:`monitoring.anomaly.river_detectors`. River's HalfSpaceTrees
-with default settings (min-max scaled value and change, 10 trees of height 8, window
-250) scores about 0.9 on every point of a noisy series and 0.993 on an 8-sigma spike
-against 0.996 on ordinary points, uses about 1.3 MB per series, and scores about 7 on
-NAB (the issue's calibration); the registered ``hst`` uses 4 trees of height 4 on
-robustly scaled features instead.
+ensemble) are in :mod:`monitoring.anomaly.river_detectors`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from array import array
-from typing import Any, ClassVar, Protocol
+from statistics import NormalDist
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from monitoring.anomaly.memory import deep_sizeof
 from monitoring.anomaly.state import pack_explicit, unpack_explicit
@@ -103,6 +51,23 @@ _SQRT2 = math.sqrt(2.0)
 _NAN = math.nan
 
 
+class Explanation(NamedTuple):
+    """What the last scored point was judged against.
+
+    ``expected`` and the band ``[lower, upper]`` are in the series' unit (``None`` when
+    the detector has no forecast yet, or none at all); ``components`` names the parts
+    whose own surprise reached the alert level.
+    """
+
+    expected: float | None
+    lower: float | None
+    upper: float | None
+    components: tuple[str, ...]
+
+
+NO_BAND = Explanation(None, None, None, ())
+
+
 class Detector(Protocol):
     """What :class:`monitoring.anomaly.scorer.SeriesScorer` drives."""
 
@@ -111,6 +76,10 @@ class Detector(Protocol):
     def learn_one(self, x: float, t_ms: int) -> None: ...
 
     def signals(self) -> dict[str, float]: ...
+
+    def explain(self, alert_level: float) -> Explanation:
+        """The band and components of the point last passed to ``score_one``."""
+        ...
 
     def to_state(self) -> bytes: ...
 
@@ -124,6 +93,16 @@ def normalised(z: float) -> float:
     (0.0, 0.95)
     """
     return math.erf(z / _SQRT2) if z < 40.0 else 1.0
+
+
+_STD_NORMAL = NormalDist()
+
+
+@functools.lru_cache(maxsize=64)
+def _score_z(score: float) -> float:
+    """The z whose upper normal tail probability scores ``score`` (``tail = 10^-10s``)."""
+    tail = 10.0 ** (-10.0 * min(score, 1.0))
+    return _STD_NORMAL.inv_cdf(1.0 - tail) if tail < 1.0 else -math.inf
 
 
 class Likelihood:
@@ -157,6 +136,20 @@ class Likelihood:
             return -math.log10(0.5) / 10.0
         tail = 0.5 * math.erfc(z / _SQRT2)
         return min(1.0, -math.log10(tail if tail > 1e-300 else 1e-300) / 10.0)
+
+    def raw_at(self, score: float) -> float:
+        """The raw surprise that scores ``score`` (the inverse of :meth:`score`).
+
+        >>> lk = Likelihood()
+        >>> for raw in [1.0, 2.0, 1.0, 2.0]:
+        ...     lk.learn(raw)
+        >>> round(lk.score(lk.raw_at(0.4)), 6)
+        0.4
+        """
+        z = _score_z(score)
+        sd = math.sqrt(self.v)
+        r = self.m + z * (sd if sd > self.sd_floor else self.sd_floor)
+        return math.expm1(r) if r > 0.0 else 0.0
 
     def learn(self, raw: float) -> None:
         r = math.log1p(raw)
@@ -266,10 +259,7 @@ class RobustEnsemble:
         level = change = 0.0
         seasonal = math.inf
         if len(self.values) >= self.min_count:
-            floor = (
-                max(self.rel_floor * abs(self.values.median()), self.mae_floor * self.mae_change)
-                + 1e-9
-            )
+            floor = self._floor()
             level = self.values.robust_z(x, floor)
             if d == d and len(self.changes) >= self.min_count:
                 change = self.changes.robust_z(d, floor)
@@ -284,6 +274,45 @@ class RobustEnsemble:
         self._key = (x, t_ms)
         self._parts = (b, d, e, level, change, seasonal, raw)
         return self._parts
+
+    def _floor(self) -> float:
+        """The least scale of a residual (the class docstring); values not empty."""
+        return (
+            max(self.rel_floor * abs(self.values.median()), self.mae_floor * self.mae_change) + 1e-9
+        )
+
+    def explain(self, alert_level: float) -> Explanation:
+        """The band of values no model finds surprising at ``alert_level`` (before the
+        damping of recurring surprises), around the best forecast.
+
+        Each residual model accepts ``forecast ± r * scale``, ``r`` the raw surprise that
+        the likelihood scores ``alert_level``; level and change must both accept a value
+        (their intersection; the change's band alone when they do not overlap), the
+        seasonal model alone suffices (the hull of the two bands). The expected value is
+        the seasonal forecast when that model is in use, else the band's middle.
+        """
+        b, d, _, level, change, seasonal, _ = self._parts
+        fired: tuple[str, ...] = ("range",) if self._outside else ()
+        if len(self.values) < self.min_count:
+            return Explanation(None, None, None, fired)
+        r = self.lik.raw_at(alert_level)
+        floor = self._floor()
+        vals = self.values
+        sl = r * vals.scale(floor)
+        lo, hi = vals.median() - sl, vals.median() + sl
+        if d == d and len(self.changes) >= self.min_count:
+            cc = self.prev + self.changes.median()
+            sc = r * self.changes.scale(floor)
+            lo2, hi2 = max(lo, cc - sc), min(hi, cc + sc)
+            lo, hi = (lo2, hi2) if lo2 <= hi2 else (cc - sc, cc + sc)
+        expected = 0.5 * (lo + hi)
+        if seasonal != math.inf:
+            expected = self.profile[b] + self.seasonal.median()
+            ss = r * self.seasonal.scale(floor)
+            lo, hi = min(lo, expected - ss), max(hi, expected + ss)
+        parts = (("level", level), ("change", change), ("seasonal", seasonal))
+        fired = tuple(n for n, z in parts if r <= z < math.inf) + fired
+        return Explanation(expected, lo, hi, fired)
 
     def score_one(self, x: float, t_ms: int) -> float:
         raw = self._compute(x, t_ms)[6]
@@ -328,8 +357,7 @@ class RobustEnsemble:
         """Largest raw surprise within ``daily_tol`` buckets of ``b`` whose last update
         was on an earlier calendar day. Each bucket keeps only its last day, so in a
         regular series this is the previous day from this time to ``daily_tol``
-        buckets later (the buckets before ``b`` already hold today's points); keeping
-        the day before as well, to look both ways, measured 71.8 vs 73.1 on NAB."""
+        buckets later (the buckets before ``b`` already hold today's points)."""
         nb, idx, raws = self.buckets, self.day_index, self.day_raw
         m = 0.0
         for k in range(b - self.daily_tol, b + self.daily_tol + 1):
@@ -506,6 +534,18 @@ class RollingZScore:
 
     def signals(self) -> dict[str, float]:
         return {"zscore": normalised(self._z)}
+
+    def explain(self, alert_level: float) -> Explanation:
+        """``mean ± z * sd`` of the window, ``z`` the z-score that scores ``alert_level``."""
+        ring = self.ring
+        n = len(ring)
+        z_alert = 4.0 * alert_level / (1.0 - alert_level) if alert_level < 1.0 else math.inf
+        fired = ("zscore",) if self._z >= z_alert else ()
+        if n < 2:
+            return Explanation(None, None, None, fired)
+        mean = math.fsum(ring) / n
+        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in ring) / n)
+        return Explanation(mean, mean - z_alert * sd, mean + z_alert * sd, fired)
 
     def learn_one(self, x: float, t_ms: int) -> None:
         if len(self.ring) < self.window:

@@ -43,9 +43,9 @@ _SPECS: dict[str, DetectorSpec] = {
             "robust",
             lambda seed, **o: RobustEnsemble(seed=seed, **o),
             RobustEnsemble.from_state,
-            alert_level=0.36,  # NAB 76.64; 0.35/0.38/0.40: 75.74/76.50/76.32
+            alert_level=0.36,  # a tail probability of about 2.5e-4 (docs/anomaly.md)
             suppress=20,
-            protect=0,  # median/IQR windows already resist outliers; protect=1 cost ~10 NAB
+            protect=0,  # median/IQR windows already resist outliers
             description="level/change/seasonal robust residuals, anomaly likelihood",
         ),
         DetectorSpec(
@@ -54,7 +54,7 @@ _SPECS: dict[str, DetectorSpec] = {
             RollingZScore.from_state,
             alert_level=0.5,  # z >= 4
             suppress=0,
-            protect=0,  # protect=3 measured 0.0 on NAB instead of 35.9
+            protect=0,
             description="z-score over the previous 288 points (baseline)",
         ),
         DetectorSpec(

@@ -39,7 +39,12 @@ from typing import Any, ClassVar
 
 from river import anomaly, drift, time_series
 
-from monitoring.anomaly.detectors import Likelihood, RobustEnsemble, normalised
+from monitoring.anomaly.detectors import (
+    Explanation,
+    Likelihood,
+    RobustEnsemble,
+    normalised,
+)
 from monitoring.anomaly.memory import deep_sizeof
 from monitoring.anomaly.state import pack_pickle, unpack_pickle
 from monitoring.anomaly.windows import IQR_TO_SIGMA, RollingWindow
@@ -115,6 +120,15 @@ class _Pickled:
     """``to_state``/``from_state``/``nbytes`` for detectors holding River objects."""
 
     kind: ClassVar[str]
+
+    def signals(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def explain(self, alert_level: float) -> Explanation:
+        """No band (River's models give no forecast interval); the signals at or above
+        ``alert_level`` as the components."""
+        fired = tuple(k for k, v in self.signals().items() if v >= alert_level)
+        return Explanation(None, None, None, fired)
 
     def to_state(self) -> bytes:
         return pack_pickle(self)

@@ -50,6 +50,10 @@ class Scored:
     score: float  # in [0, 1]; 0.0 during warm-up
     signals: dict[str, float]  # contributing signals (component -> its normalised score)
     warm: bool  # False while in warm-up (no alerts)
+    expected: float | None = None  # what the detector expected (None: no forecast)
+    lower: float | None = None  # the band of values it would not have flagged
+    upper: float | None = None
+    components: tuple[str, ...] = ()  # the parts whose surprise reached the alert level
 
 
 class SeriesScorer:
@@ -88,6 +92,7 @@ class SeriesScorer:
         det = self.detector
         raw = det.score_one(x, timestamp_ms)
         signals = det.signals()
+        expl = det.explain(self.spec.alert_level)
         score = raw if warm else 0.0
         spec = self.spec
         if self.cool > 0:
@@ -101,7 +106,7 @@ class SeriesScorer:
             det.learn_one(x, timestamp_ms)
             self.protected = 0
         self.seen += 1
-        return Scored(timestamp_ms, value, score, signals, warm)
+        return Scored(timestamp_ms, value, score, signals, warm, *expl)
 
     def to_bytes(self) -> bytes:
         """Checkpoint of the whole scorer."""

@@ -54,6 +54,13 @@ class RollingWindow:
     def median(self) -> float:
         return self.srt[len(self.srt) // 2]
 
+    def scale(self, floor: float) -> float:
+        """``max(IQR / 1.349, floor)``: a robust standard deviation; not empty."""
+        srt = self.srt
+        n = len(srt)
+        scale = (srt[(3 * n) // 4] - srt[n // 4]) / IQR_TO_SIGMA
+        return scale if scale > floor else floor
+
     def robust_z(self, x: float, floor: float) -> float:
         """``|x - median| / max(IQR / 1.349, floor)``; the window must not be empty."""
         srt = self.srt

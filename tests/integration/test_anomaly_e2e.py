@@ -108,6 +108,7 @@ def test_anomaly_scores_survive_kill_and_match_oracle_and_replay(
     # the oracle: one uninterrupted scorer per series over its window means
     expected: dict[tuple[str, int], float] = {}
     anomalies: set[tuple[str, int]] = set()
+    bands: dict[tuple[str, int], tuple] = {}  # what each anomaly was judged against
     threshold = pipeline.settings.anomaly.threshold
     for key, seq in means.items():
         scorer = SeriesScorer(DEFAULT_DETECTOR)
@@ -116,6 +117,7 @@ def test_anomaly_scores_survive_kill_and_match_oracle_and_replay(
             expected[(key, ts)] = s.score
             if s.warm and s.score >= threshold:
                 anomalies.add((key, ts))
+                bands[(key, ts)] = (s.expected, s.lower, s.upper, list(s.components))
     spiked = series_key(*SERIES[0])
     assert (spiked, start + SPIKE_WINDOW * WINDOW_MS) in anomalies, "the detector misses the spike"
     clean = {series_key(*s) for s in SERIES[2:]}
@@ -140,13 +142,19 @@ def test_anomaly_scores_survive_kill_and_match_oracle_and_replay(
     wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
     assert not wrong, f"{len(wrong)} scores differ from the oracle, e.g. {list(wrong.items())[:3]}"
 
-    rows = pipeline.query("SELECT series, toUnixTimestamp64Milli(ts), score FROM anomalies FINAL")
+    rows = pipeline.query(
+        "SELECT series, toUnixTimestamp64Milli(ts), expected, lower, upper, components "
+        "FROM anomalies FINAL"
+    )
     assert {(r[0], r[1]) for r in rows} == anomalies
+    assert {(r[0], r[1]): (r[2], r[3], r[4], list(r[5])) for r in rows} == bands
     events = anomaly_events(pipeline, len(anomalies))
     assert {(e["series"], e["timestamp_ms"]) for e in events} >= anomalies
     spike_event = next(e for e in events if e["series"] == spiked)
     assert spike_event["detector"] == DEFAULT_DETECTOR
     assert 0 <= spike_event["score"] <= 1 and spike_event["window_ms"] == WINDOW_MS
+    assert spike_event["value"] > spike_event["upper"] > spike_event["expected"]
+    assert spike_event["components"]
 
     # the replay CLI over the same window means gives the agent's scores
     src, out = tmp_path / "in.csv", tmp_path / "out.csv"
