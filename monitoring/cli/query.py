@@ -48,9 +48,15 @@ def latest_sql(series: str | None, name: str | None, limit: int) -> str:
     return LATEST.format(where=where, limit=int(limit))
 
 
-def via_store(settings: Settings, sql: str, timeout: float = 30.0) -> dict[str, Any] | None:
-    """Ask the running store's endpoint; None if no store answers there."""
+def via_store(settings: Settings, sql: str, timeout: float | None = None) -> dict[str, Any] | None:
+    """Ask the running store's endpoint; None if no store answers there. By default
+    the client waits as long as the store may take: a query slot (up to the query
+    timeout), then the query (stopped by the engine at it), plus a margin."""
+    from monitoring.sinks.clickhouse.connection import read_only_timeout_s
+
     st = settings.storage
+    if timeout is None:
+        timeout = st.query.timeout.total_seconds() + read_only_timeout_s(st.query)
     token = settings.api.token.get_secret_value()
     return query_store(st.query_host, st.query_port, sql, timeout, token)
 
@@ -65,7 +71,7 @@ def direct(settings: Settings, sql: str) -> dict[str, Any]:
     if path is not None and not (path / "metadata").exists():
         raise QueryFailed(f"no data at {path} yet: start `monitoring store run`")
     try:
-        client = connect_read_only(st.query_dsn or st.dsn)
+        client = connect_read_only(st.query_dsn or st.dsn, st.query)
     except StoreLocked as e:
         raise QueryFailed(
             f"{e}; its query endpoint http://{st.query_host}:{st.query_port} did not answer"

@@ -113,7 +113,7 @@ def run(
     st = settings.storage
     try:
         server = QueryServer(
-            connect_read_only(st.query_dsn or st.dsn),
+            connect_read_only(st.query_dsn or st.dsn, st.query),
             registry,
             st.query_host,
             st.query_port,

@@ -11,9 +11,12 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+
+from monitoring.config import QueryLimits
 
 _opened: set[Path] = set()  # chDB directories this process has opened
 
@@ -79,12 +82,47 @@ def chdb_locked(path: Path) -> bool:
     return False
 
 
-def connect_read_only(dsn: str) -> Client:
-    """A client for users' queries.
+def with_receive_timeout(dsn: str, timeout_s: int) -> str:
+    """``dsn`` with ``send_receive_timeout`` for an HTTP server (unless it sets one);
+    clickhouse-connect takes a DSN's query parameters as client options (its default
+    is 300 s, as long as a consumer's max.poll.interval.ms). chDB runs in-process and
+    has no such timeout.
+
+    >>> with_receive_timeout("http://u:p@ch:8123/db", 35)
+    'http://u:p@ch:8123/db?send_receive_timeout=35'
+    >>> with_receive_timeout("chdb:///.data/chdb", 35)
+    'chdb:///.data/chdb'
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https"):
+        return dsn
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "send_receive_timeout" for k, _ in query):
+        return dsn
+    query.append(("send_receive_timeout", str(timeout_s)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+QUERY_TIMEOUT_MARGIN_S = 5  # the engine's answer after max_execution_time, the network
+
+
+def read_only_timeout_s(limits: QueryLimits) -> int:
+    """How long a client waits for a user's query: the engine stops it after
+    ``limits.timeout`` (``max_execution_time``), plus a margin for its answer.
+
+    >>> read_only_timeout_s(QueryLimits())
+    35
+    """
+    return max(1, int(limits.timeout.total_seconds())) + QUERY_TIMEOUT_MARGIN_S
+
+
+def connect_read_only(dsn: str, limits: QueryLimits | None = None) -> Client:
+    """A client for users' queries, which gives up on a server's answer after
+    ``read_only_timeout_s(limits)`` (not clickhouse-connect's 300 s).
 
     Read-only is per statement: :class:`~monitoring.sinks.clickhouse.read_only.
     ReadOnlyQueries` runs each with the query limits and then ``readonly=1`` (a handle
     opened with ``readonly`` set could not apply the limits). On a server, give
     ``storage.query_dsn`` a read-only user as well.
     """
-    return connect(dsn)
+    return connect(with_receive_timeout(dsn, read_only_timeout_s(limits or QueryLimits())))

@@ -18,13 +18,13 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, InternalError, OperationalError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.metrics.samples import Sample, SampleBatch
+from monitoring.sinks.clickhouse.connection import with_receive_timeout
 from monitoring.sinks.clickhouse.rows import (
     AGGREGATE_COLUMNS,
     ANOMALY_COLUMNS,
@@ -82,22 +82,14 @@ def transient(e: BaseException) -> bool:
 
 def writer_dsn(dsn: str, timeout_s: int = SEND_RECEIVE_TIMEOUT_S) -> str:
     """``dsn`` with ``send_receive_timeout`` for an HTTP server (unless it sets one);
-    clickhouse-connect takes a DSN's query parameters as client options. chDB runs
-    in-process and has no such timeout.
+    see ``connection.with_receive_timeout``.
 
     >>> writer_dsn("http://u:p@ch:8123/db")
     'http://u:p@ch:8123/db?send_receive_timeout=30'
     >>> writer_dsn("chdb:///.data/chdb")
     'chdb:///.data/chdb'
     """
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("http", "https"):
-        return dsn
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(k == "send_receive_timeout" for k, _ in query):
-        return dsn
-    query.append(("send_receive_timeout", str(timeout_s)))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return with_receive_timeout(dsn, timeout_s)
 
 
 class Rejected(NamedTuple):
