@@ -278,6 +278,9 @@ class LogsSettings(_Section):
     # of a message's first line that are mined: bound the state and the series
     max_templates: int = Field(1000, ge=1)
     max_template_chars: int = Field(1000, ge=16)
+    # services holding state in one logs partition; a new one beyond is dead-lettered
+    # (reason cardinality) and counted
+    max_services: int = Field(1000, ge=1)
     ship_own_logs: bool = False  # the worker's structlog events to the logs topic too
 
 
@@ -346,6 +349,9 @@ class NotifierSettings(_Section):
     api_host: str = "127.0.0.1"
     api_port: int = Field(9094, ge=0, le=65535)
     checkpoint_interval: Duration = timedelta(seconds=1)
+    # active and pending silences at once (a new one beyond is refused with 400), and
+    # expired ones kept (Alertmanager's --silences.max-silences)
+    max_silences: int = Field(1000, ge=1)
 
 
 class ModelMetricsSettings(_Section):

@@ -207,7 +207,8 @@ class LogAgent:
                     await self._dead_letter(event, "oversized", detail)
                 for bad in out.rejected:  # lines of a batch: the rest is kept
                     await self._dead_letter_line(event, bad)
-                part.state.last_wall[out.service] = time.monotonic()
+                if out.service in part.state.logs.services:  # not a refused one
+                    part.state.last_wall[out.service] = time.monotonic()
                 self.metrics.lines.inc(out.lines)
                 await self._publish(out)
             self.outputs.poll()
@@ -258,7 +259,7 @@ class LogAgent:
     def _restore(self, p: int, table: dict[bytes, bytes]) -> _State:
         logs = PartitionLogs(
             self.window_ms, self.limits, self.max_templates, self.max_template_chars,
-            self.state_chunk_bytes,
+            self.state_chunk_bytes, self.settings.logs.max_services,
         )  # fmt: skip
         meta = table.pop(_CHECKPOINT_KEY, None)
         logs.restore(meta, ((k.decode(), v) for k, v in table.items()))

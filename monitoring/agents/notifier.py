@@ -52,6 +52,7 @@ from monitoring.alerts.grouping import notification_from_json, notification_to_j
 from monitoring.alerts.manager_config import ManagerConfig
 from monitoring.alerts.model import Notification
 from monitoring.alerts.receivers import parse_receivers
+from monitoring.alerts.silences import SilenceLimitError
 from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.sinks.notifiers.dispatcher import DeliveredKeys, DeliveryRecord, Dispatcher
@@ -96,7 +97,8 @@ class NotifierAgent:
         k = settings.kafka
         self.config = config
         self.codec = codec or AvroCodec.from_directory()
-        self.manager = AlertManager(config)
+        self.max_silences = settings.notifier.max_silences
+        self.manager = AlertManager(config, max_silences=self.max_silences)
         self.receivers = parse_receivers(list(config.receivers))
         self.registry = registry
         self.alerts_topic = topics.topic_name(k, topics.ALERTS)
@@ -139,7 +141,7 @@ class NotifierAgent:
                 restored = False
                 self.invalid.labels("bad-state").inc()
                 log.error("state_unreadable", topic=self.state_topic, error=repr(e)[:300])
-                self.manager = AlertManager(self.config)
+                self.manager = AlertManager(self.config, max_silences=self.max_silences)
                 self.delivered = DeliveredKeys(DELIVERED_CAPACITY)
                 self.positions, self._resend = {}, []
         self.consumer = Consumer(
@@ -166,7 +168,7 @@ class NotifierAgent:
 
     def _restore(self, table: dict[bytes, bytes]) -> None:
         am = {k.decode()[len(_AM) :]: v for k, v in table.items() if k.startswith(b"am:")}
-        self.manager = AlertManager.from_records(self.config, am)
+        self.manager = AlertManager.from_records(self.config, am, max_silences=self.max_silences)
         for sid, why in self.manager.silences.dropped:  # e.g. a regex RE2 refuses
             self.invalid.labels("bad-silence").inc()
             log.warning("silence_dropped", silence=sid[:100], error=why[:300])
@@ -322,6 +324,12 @@ class NotifierAgent:
         except (ValueError, CommandError) as e:
             return 400, {"error": str(e)}
         assert isinstance(cmd, CreateSilence)
+        with self.lock:  # refused here with the reason; the command would be skipped
+            try:
+                self.manager.silences.check_room(sid, now_ms())
+            except SilenceLimitError as e:
+                self.invalid.labels("silence-limit").inc()
+                return 400, {"error": str(e)}
         self._command(f"silence:{sid}", cmd)
         return 200, {"silenceID": sid}
 

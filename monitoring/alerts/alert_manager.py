@@ -49,7 +49,13 @@ from monitoring.alerts.inhibition import InhibitionIndex, Inhibitor
 from monitoring.alerts.manager_config import ManagerConfig
 from monitoring.alerts.model import Alert, Notification, rfc3339
 from monitoring.alerts.routing import Route, build_routes, group_key
-from monitoring.alerts.silences import DEFAULT_RETENTION_MS, Silence, SilenceError, Silences
+from monitoring.alerts.silences import (
+    DEFAULT_MAX_SILENCES,
+    DEFAULT_RETENTION_MS,
+    Silence,
+    SilenceError,
+    Silences,
+)
 
 SNAPSHOT_VERSION = 1
 GroupId = tuple[tuple[int, ...], str]
@@ -103,13 +109,17 @@ class AlertManager:
     """Alertmanager's dispatcher, notification log, silences and inhibitor, plus escalation."""
 
     def __init__(
-        self, config: ManagerConfig, *, silence_retention_ms: int = DEFAULT_RETENTION_MS
+        self,
+        config: ManagerConfig,
+        *,
+        silence_retention_ms: int = DEFAULT_RETENTION_MS,
+        max_silences: int = DEFAULT_MAX_SILENCES,
     ) -> None:
         self.config = config
         self.routes: Route = build_routes(config.route)
         self.policies: dict[str, EscalationPolicy] = config.policies
         self.inhibitor = Inhibitor([r.build() for r in config.inhibit_rules])
-        self.silences = Silences()
+        self.silences = Silences(max_silences=max_silences)
         self.silence_retention_ms = silence_retention_ms
         self._groups: dict[GroupId, AggregationGroup] = {}
         self._acks: dict[str, Acknowledgement] = {}
@@ -374,6 +384,7 @@ class AlertManager:
         records: Mapping[str, bytes | None],
         *,
         silence_retention_ms: int = DEFAULT_RETENTION_MS,
+        max_silences: int = DEFAULT_MAX_SILENCES,
     ) -> AlertManager:
         """A manager restored from the latest record per key (tombstones ignored)."""
         if records.get(META_KEY) is None:
@@ -384,7 +395,7 @@ class AlertManager:
             for k, v in sorted(records.items())
             if k.startswith(GROUP_KEY_PREFIX) and v is not None
         ]
-        return cls._from_state(config, meta, groups, silence_retention_ms)
+        return cls._from_state(config, meta, groups, silence_retention_ms, max_silences)
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -400,10 +411,11 @@ class AlertManager:
         meta: Mapping[str, Any],
         groups: list[Any],
         silence_retention_ms: int,
+        max_silences: int = DEFAULT_MAX_SILENCES,
     ) -> AlertManager:
-        manager = cls(config, silence_retention_ms=silence_retention_ms)
+        manager = cls(config, silence_retention_ms=silence_retention_ms, max_silences=max_silences)
         try:
-            manager.silences = Silences.from_json(meta["silences"])
+            manager.silences = Silences.from_json(meta["silences"], max_silences)
             manager._acks = {fp: Acknowledgement.from_json(a) for fp, a in meta["acks"].items()}
             orphans = []
             for obj in groups:

@@ -43,6 +43,9 @@ MAX_MATCHER_LENGTH = 1024  # characters of a matcher's name or value (pattern)
 MAX_COMMENT_LENGTH = 4096  # characters: room for a paragraph and a few ticket links
 MAX_CREATED_BY_LENGTH = 256  # characters: a user name or an e-mail address
 MAX_ID_LENGTH = 256  # characters of a silence id (ours are 36-character UUIDs)
+# active and pending silences at once (Alertmanager's --silences.max-silences); as many
+# expired ones are kept (the oldest forgotten first) until their retention ends
+DEFAULT_MAX_SILENCES = 1000
 
 
 class SilenceError(ValueError):
@@ -223,19 +226,50 @@ class ActiveSilences:
 
 
 class Silences:
-    """The set of silences by id: create/update, list, expire, mute checks, GC."""
+    """The set of silences by id: create/update, list, expire, mute checks, GC.
 
-    def __init__(self, silences: Mapping[str, Silence] | None = None) -> None:
+    At most ``max_silences`` are active or pending at once (a new one beyond is refused
+    with ``SilenceLimitError``; updating one is not a new one), and at most as many
+    expired ones are kept, the earliest ended forgotten first.
+    """
+
+    def __init__(
+        self,
+        silences: Mapping[str, Silence] | None = None,
+        max_silences: int = DEFAULT_MAX_SILENCES,
+    ) -> None:
         self._by_id: dict[str, Silence] = dict(silences or {})
+        self.max_silences = max_silences
         self.dropped: builtins.list[tuple[str, str]] = []  # (id, why): see from_json
+
+    def check_room(self, silence_id: str, now_ms: int) -> None:
+        """``SilenceLimitError`` if creating ``silence_id`` would pass ``max_silences``."""
+        old = self._by_id.get(silence_id)
+        if old is not None and old.state(now_ms) != "expired":
+            return  # an update
+        live = sum(1 for s in self._by_id.values() if s.state(now_ms) != "expired")
+        if live >= self.max_silences:
+            raise SilenceLimitError(
+                f"{live} silences are active or pending, at most {self.max_silences} "
+                "(notifier.max_silences): expire some first"
+            )
 
     def upsert(self, silence: Silence, now_ms: int) -> Silence:
         """Add a silence, or replace the one with its id unless that one has expired."""
         old = self._by_id.get(silence.id)
         if old is not None and old.state(now_ms) == "expired":
             raise SilenceError(f"silence {silence.id} has expired and cannot be updated")
+        self.check_room(silence.id, now_ms)
         self._by_id[silence.id] = silence
         return silence
+
+    def _trim_expired(self, now_ms: int) -> None:
+        """Forget the earliest ended expired silences beyond ``max_silences``."""
+        expired = [s for s in self._by_id.values() if s.state(now_ms) == "expired"]
+        if len(expired) > self.max_silences:
+            expired.sort(key=lambda s: (s.ends_at_ms, s.id))
+            for s in expired[: len(expired) - self.max_silences]:
+                del self._by_id[s.id]
 
     def expire(self, silence_id: str, now_ms: int) -> Silence:
         """End a silence now (a pending one never starts); error if unknown or expired."""
@@ -248,6 +282,7 @@ class Silences:
         starts = now_ms if state == "pending" else old.starts_at_ms
         new = replace(old, starts_at_ms=starts, ends_at_ms=now_ms, updated_at_ms=now_ms)
         self._by_id[silence_id] = new
+        self._trim_expired(now_ms)
         return new
 
     def get(self, silence_id: str) -> Silence | None:
@@ -279,12 +314,15 @@ class Silences:
         return [self._by_id[i].to_json() for i in sorted(self._by_id)]
 
     @classmethod
-    def from_json(cls, items: builtins.list[dict[str, Any]]) -> Silences:
+    def from_json(
+        cls, items: builtins.list[dict[str, Any]], max_silences: int = DEFAULT_MAX_SILENCES
+    ) -> Silences:
         """Inverse of ``to_json``.
 
         A silence whose matchers no longer compile (a pattern an older version took,
         such as a backreference, which RE2 refuses) is left out, with its id and the
-        reason in ``dropped``, rather than failing the whole restore.
+        reason in ``dropped``, rather than failing the whole restore. Silences over a
+        lowered ``max_silences`` are all kept: only new ones are refused.
         """
         by_id: dict[str, Silence] = {}
         dropped: builtins.list[tuple[str, str]] = []
@@ -295,6 +333,6 @@ class Silences:
                 dropped.append((str(obj.get("id")), str(e)))
                 continue
             by_id[silence.id] = silence
-        out = cls(by_id)
+        out = cls(by_id, max_silences)
         out.dropped = dropped
         return out

@@ -15,8 +15,11 @@ Template events: a template that is created or whose text changes, and the first
 record of a template at level ERROR or above (``first_error``: "a template never
 seen before at error level"), produce a ``TemplateEvent``.
 
-Bounded state: each service keeps at most ``max_templates`` templates (the least
-recently matched is evicted, ``templates.TemplateLRU``); an evicted template's
+Bounded state: a partition holds at most ``max_services`` services; a record of a new
+service beyond it raises ``InvalidLog("cardinality")`` (the agent dead-letters it) and
+makes no state. A service keeps its place for good (its templates are state): places
+come back only with a higher limit. Each service keeps at most ``max_templates``
+templates (the least recently matched is evicted, ``templates.TemplateLRU``); an evicted template's
 first-seen times and counter go with it (``counts.ServiceCounts.evict``), and
 ``evictions`` counts them. A service's state is one JSON blob (drain3's snapshot,
 counters, first-seen times), written as records of at most ``state_chunk_bytes``
@@ -74,6 +77,7 @@ CHUNK_PREFIX = "\0s\0"  # + service \0 generation \0 index
 STATE_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 DEFAULT_MAX_TEMPLATES = 1000
+DEFAULT_MAX_SERVICES = 1000
 DEFAULT_CHUNK_BYTES = 512 * 1024
 StateRecords = list[tuple[str, bytes | None]]  # (key, value); None deletes
 ERROR_SEVERITY = SEVERITY["ERROR"]
@@ -191,8 +195,10 @@ class PartitionLogs:
         max_templates: int | None = DEFAULT_MAX_TEMPLATES,
         max_template_chars: int = 1000,
         state_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_services: int | None = DEFAULT_MAX_SERVICES,
     ) -> None:
         self.window_ms = window_ms
+        self.max_services = max_services
         self.limits = limits
         self.max_templates = max_templates
         self.max_template_chars = max_template_chars
@@ -214,6 +220,15 @@ class PartitionLogs:
             or bool(self._orphans)
             or any(s.deletable for s in self.services.values())
         )
+
+    def _admit(self, name: str) -> None:
+        """Raise ``InvalidLog("cardinality")`` if a new service would pass ``max_services``."""
+        if self.max_services is not None and len(self.services) >= self.max_services:
+            raise InvalidLog(
+                "cardinality",
+                f"service {name[:100]!r} would be service {len(self.services) + 1} of this "
+                f"partition, at most {self.max_services} (logs.max_services)",
+            )
 
     def _new_service(self, name: str) -> _Service:
         svc = self.services[name] = _Service(
@@ -259,6 +274,7 @@ class PartitionLogs:
         entry = normalise(record, received_ms, self.limits, utf8_replaced)
         svc = self.services.get(entry.service)
         if svc is None:
+            self._admit(entry.service)
             svc = self._new_service(entry.service)
         elif offset <= svc.applied_offset:
             return None
@@ -288,11 +304,13 @@ class PartitionLogs:
             return None
         self.last_offset = max(self.last_offset, offset)
         n, service = batch.lines, batch.service
+        svc = self.services.get(service)
         try:
-            check_service(service, self.limits)
+            if svc is None:
+                check_service(service, self.limits)
+                self._admit(service)
         except InvalidLog as err:
             return BatchProcessed(None, [], [], [(i, err) for i in range(n)])
-        svc = self.services.get(service)
         if svc is None:
             svc = self._new_service(service)
         elif offset <= svc.applied_offset:
