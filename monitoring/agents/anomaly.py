@@ -1,6 +1,7 @@
 """Anomaly agent: aggregates topic -> per-series detectors -> anomaly_score series and events.
 
-Thin wiring around ``monitoring.anomaly.partition.PartitionScorers``: for every closed
+The pure parts around ``monitoring.anomaly.partition.PartitionScorers``, run by
+``monitoring.runtime``: for every closed
 window of the configured size (``anomaly.window``, 10 s by default) it scores the
 configured field (``anomaly.field``, the mean by default) with the series' detector
 and publishes
@@ -15,7 +16,7 @@ and publishes
   fired (``value 812, expected 120-310``).
 
 Detector state is checkpointed to the compacted ``anomaly.state`` topic with each
-series' applied offset (``streams.partition_state``): a restart restores what every
+series' applied offset: a restart restores what every
 detector learned and skips the messages it had already applied, so its scores equal
 those of a run without restart. ``anomaly_score`` series are never scored themselves.
 """
@@ -24,10 +25,9 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from faust.types import TP, Message
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitoring.anomaly import DEFAULT_DETECTOR, detector_names
@@ -37,12 +37,10 @@ from monitoring.config import AnomalySettings, Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
+from monitoring.runtime.agent import Emit, Record, Records, StreamAgent
 from monitoring.streams import topics
 from monitoring.streams.aggregate_encoding import AggregateDecoder, AggregateEncoder
-from monitoring.streams.bulk import BulkApp
 from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.outputs import Outputs
-from monitoring.streams.partition_state import PartitionStates, Records, Slot
 
 log = get_logger("anomaly")
 STATE_BYTES_EVERY_S = 30.0  # the memory gauge walks detectors' objects: not every checkpoint
@@ -90,15 +88,7 @@ class DetectorChoice:
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.points = Counter("anomaly_points", "Points scored", registry=registry)
         self.anomalies = Counter("anomaly_events", "Anomaly events published", registry=registry)
-        self.dead_letters = Counter(
-            "anomaly_dead_letters", "Messages sent to the dead-letter topic", ["reason"],
-            registry=registry,
-        )  # fmt: skip
-        self.replayed = Counter(
-            "anomaly_replayed_messages", "Messages skipped as already applied", registry=registry
-        )
         self.series = Gauge("anomaly_series", "Series with a detector", registry=registry)
         self.refused = Counter(
             "anomaly_series_refused",
@@ -115,17 +105,14 @@ class _Metrics:
         )
 
 
-class AnomalyAgent:
-    """Registers the anomaly agent, its checkpoint timer and rebalance hooks on ``app``."""
+class AnomalyAgent(StreamAgent[PartitionScorers]):
+    """Scores closed windows per aggregates partition (see the module docstring)."""
+
+    name = "anomaly"
 
     def __init__(
-        self,
-        app: BulkApp,
-        settings: Settings,
-        registry: CollectorRegistry,
-        codec: AvroCodec | None = None,
+        self, settings: Settings, registry: CollectorRegistry, codec: AvroCodec | None = None
     ) -> None:
-        self.app = app
         self.settings = a = settings.anomaly
         self.codec = codec or AvroCodec.from_directory()
         self.encoder = AggregateEncoder(self.codec)
@@ -134,25 +121,13 @@ class AnomalyAgent:
         self.choice = DetectorChoice(a)
         self.window_ms = ms(a.window)
         self.idle_ms = ms(a.idle_eviction)
+        self.checkpoint_interval_s = a.checkpoint_interval.total_seconds()
         k = settings.kafka
-        self.source = app.topic(topics.topic_name(k, topics.AGGREGATES))
         self.aggregates_topic = topics.topic_name(k, topics.AGGREGATES)
+        self.sources = (self.aggregates_topic,)
+        self.state_topic = topics.topic_name(k, topics.ANOMALY_STATE)
         self.anomalies_topic = topics.topic_name(k, topics.ANOMALIES)
-        self.dead_letter_topic = topics.topic_name(k, topics.DEAD_LETTER)
-        self.outputs = Outputs(k)
-        self.states: PartitionStates[PartitionScorers] = PartitionStates(
-            source_topic=self.source.get_topic_name(),
-            state_topic=topics.topic_name(k, topics.ANOMALY_STATE),
-            bootstrap=k.bootstrap_servers,
-            outputs=self.outputs,
-            restore=self._restore,
-            snapshot=_snapshot,
-        )
         self._sized_at = -STATE_BYTES_EVERY_S
-        app.bulk(self.source, self._run)
-        app.timer(a.checkpoint_interval.total_seconds())(self._checkpoint_tick)
-        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
-        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
 
     def scorer(self, metric: str) -> SeriesScorer:
         """A fresh scorer for a series of ``metric``."""
@@ -161,45 +136,33 @@ class AnomalyAgent:
             return SeriesScorer(detector, warmup=self.settings.warmup)
         return SeriesScorer(detector)
 
-    def health(self) -> dict[str, Any]:
-        """For ``GET /healthz``."""
-        slots = dict(self.states.slots)
-        return {
-            "status": "ok",
-            "partitions": sorted(slots),
-            "series": sum(len(s.state) for s in slots.values()),
-            "unacked_messages": sum(len(s.pending) + len(s.unacked) for s in slots.values()),
-        }
+    def health(self, states: Mapping[int, PartitionScorers]) -> dict[str, Any]:
+        """The number of series with a detector."""
+        return {"series": sum(len(s) for s in states.values())}
 
     # -- the stream ---------------------------------------------------------------
-    async def _run(self, messages: Sequence[Message]) -> None:
-        """One fetched run of aggregates (``streams.bulk``), message by message."""
-        self.metrics.points.inc(await self.states.apply(messages, self._handle))
-        self.outputs.poll()  # delivery callbacks, once per run
-
-    async def _handle(self, msg: Message, slot: Slot[PartitionScorers]) -> int:
+    def handle(self, msg: Record, state: PartitionScorers, out: Emit) -> int:
         """Score one aggregate; 1 if it was scored."""
-        self.states.processed(slot, msg)
         try:
             agg = self.decoder.decode(msg.value)
         except DecodeError as e:
             reason = "unexpected-record" if e.reason == "wrong-record" else e.reason
-            await self._dead_letter(msg, reason, str(e))
+            out.dead_letter(reason, str(e))
             return 0
         if agg.window_ms != self.window_ms or not self.choice.scored(agg.name):
             return 0
-        if not slot.state.admits(agg.series):
+        if not state.admits(agg.series):
             self.metrics.refused.inc()
             return 0
         value = float(getattr(agg, self.settings.field))
-        scored = slot.state.process(msg.offset, agg.series, agg.name, agg.window_start_ms, value)
+        scored = state.process(msg.offset, agg.series, agg.name, agg.window_start_ms, value)
         if scored is None:
-            self.metrics.replayed.inc()
+            out.skip_replayed()
             return 0
-        await self._publish(agg, scored)
+        self._publish(out, agg, scored)
         return 1
 
-    async def _publish(self, src: Aggregate, scored: Scored) -> None:
+    def _publish(self, out: Emit, src: Aggregate, scored: Scored) -> None:
         labels = {**src.labels, "metric": src.name}
         key = series_key(SCORE_METRIC, labels)
         s = scored.score
@@ -207,7 +170,7 @@ class AnomalyAgent:
             key, SCORE_METRIC, labels, src.window_ms, src.window_start_ms, src.window_end_ms,
             1, s, s, s, s, s, s, s, s, closed_by="anomaly",
         )  # fmt: skip
-        await self.outputs.send(self.aggregates_topic, key.encode(), self.encoder.encode(agg))
+        out.send(self.aggregates_topic, key.encode(), self.encoder.encode(agg))
         if not scored.warm or s < self.settings.threshold:
             return
         self.metrics.anomalies.inc()
@@ -228,40 +191,28 @@ class AnomalyAgent:
             "upper": scored.upper,
             "components": list(scored.components),
         }
-        await self.outputs.send(
-            self.anomalies_topic, src.series.encode(), self.codec.encode(ANOMALY, event)
-        )
+        out.send(self.anomalies_topic, src.series.encode(), self.codec.encode(ANOMALY, event))
 
-    async def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
-        self.metrics.dead_letters.labels(reason).inc()
-        await self.outputs.dead_letter(self.dead_letter_topic, msg, reason, detail, "anomaly")
+    def observe(self, states: Mapping[int, PartitionScorers]) -> None:
+        """Series and (every ``STATE_BYTES_EVERY_S``: a deep walk) memory gauges."""
+        self.metrics.series.set(sum(len(s) for s in states.values()))
+        if time.monotonic() - self._sized_at >= STATE_BYTES_EVERY_S:
+            self._sized_at = time.monotonic()
+            self.metrics.state_bytes.set(sum(s.nbytes() for s in states.values()))
 
     # -- state ---------------------------------------------------------------------
-    def _restore(self, p: int, table: dict[bytes, bytes]) -> PartitionScorers:
+    def restore(self, partition: int, table: dict[bytes, bytes]) -> PartitionScorers:
+        """The detectors of ``partition``; those that no longer decode start afresh."""
         part = PartitionScorers(self.scorer, self.idle_ms, self.settings.max_series)
         part.restore({k.decode(errors="replace"): v for k, v in table.items()})
         self.metrics.undecodable_state.inc(part.undecodable)
-        log.info("anomaly_restored", partition=p, series=len(part), dropped=part.undecodable)
+        log.info(
+            "anomaly_restored", partition=partition, series=len(part), dropped=part.undecodable
+        )
         return part
 
-    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        await self.states.on_assigned(assigned)
-
-    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-        self.states.on_revoked(revoked)
-
-    async def _checkpoint_tick(self) -> None:
-        started = time.monotonic()
-        await self.states.checkpoint(self.app.ack)
-        slots = list(self.states.slots.values())
-        self.metrics.series.set(sum(len(s.state) for s in slots))
-        if time.monotonic() - self._sized_at >= STATE_BYTES_EVERY_S:  # a deep walk: rarely
-            self._sized_at = time.monotonic()
-            self.metrics.state_bytes.set(sum(s.state.nbytes() for s in slots))
-        log.debug("anomaly_checkpoint", seconds=round(time.monotonic() - started, 3))
-
-
-def _snapshot(part: PartitionScorers) -> Records | None:
-    if not part.has_changes:
-        return None
-    return [(k.encode(), v) for k, v in part.checkpoint()]
+    def snapshot(self, state: PartitionScorers) -> Records | None:
+        """The detectors changed since the last checkpoint."""
+        if not state.has_changes:
+            return None
+        return [(k.encode(), v) for k, v in state.checkpoint()]

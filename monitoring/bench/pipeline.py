@@ -142,7 +142,7 @@ def drain(
     port: int,
     target: float,
     progress: Callable[[str], None],
-    metric: str = "aggregation_samples_total",
+    metric: str = 'agent_items_total{agent="aggregation"}',
 ) -> tuple[float, float]:
     """Wait until the worker's counter ``metric`` reaches ``target``; its increase per
     second of wall time and per CPU-second of the worker, from the first count on."""

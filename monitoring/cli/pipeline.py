@@ -22,6 +22,7 @@ def worker(
     from monitoring.agents.aggregation import AggregationAgent
     from monitoring.api.server import serve
     from monitoring.log import configure_logging, get_logger
+    from monitoring.runtime.faust_app import run_on
     from monitoring.streams.admin import ensure_topics
     from monitoring.streams.app import create_app
 
@@ -35,11 +36,13 @@ def worker(
         ship_own_logs(settings, "monitoring-worker", registry)
     log = get_logger("worker")
     app = create_app(settings)
-    agents: dict[str, Any] = {"aggregation": AggregationAgent(app, settings, registry)}
+    agents: dict[str, Any] = {
+        "aggregation": run_on(app, AggregationAgent(settings, registry), settings, registry)
+    }
     if settings.anomaly.enabled:
         from monitoring.agents.anomaly import AnomalyAgent
 
-        agents["anomaly"] = AnomalyAgent(app, settings, registry)
+        agents["anomaly"] = run_on(app, AnomalyAgent(settings, registry), settings, registry)
     if settings.logs.enabled:
         from monitoring.agents.logs import LogAgent
 

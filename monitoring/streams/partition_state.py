@@ -26,13 +26,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from faust.types import TP, Message
 
 from monitoring.log import get_logger
 from monitoring.streams.changelog import read_table
-from monitoring.streams.outputs import Outputs
+from monitoring.streams.outputs import Headers
 
 S = TypeVar("S")
 Records = list[tuple[bytes, bytes | None]]
@@ -40,6 +40,21 @@ Ack = Callable[[Any], Awaitable[Any]]
 """Acks one processed source message or event (``Stream.ack``, ``BulkApp.ack``)."""
 MAX_CHECKPOINT_DUTY = 0.1  # share of the worker's time checkpoints may take
 log = get_logger("partition_state")
+
+
+class StateSink(Protocol):
+    """Where checkpoints go: ``streams.outputs.Outputs``, or memory in tests."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None: ...
+
+    async def flush(self) -> bool: ...
 
 
 @dataclass
@@ -64,13 +79,16 @@ class PartitionStates(Generic[S]):
         source_topic: str,
         state_topic: str,
         bootstrap: str,
-        outputs: Outputs,
+        outputs: StateSink,
         restore: Callable[[int, dict[bytes, bytes]], S],
         snapshot: Callable[[S], Records | None],
+        read_state: Callable[[str, int], dict[bytes, bytes]] | None = None,
     ) -> None:
         self.source_topic = source_topic
         self.state_topic = state_topic
         self.bootstrap = bootstrap
+        # the table of a state partition (``changelog.read_table``; in memory in tests)
+        self._read_state = read_state or (lambda t, p: read_table(bootstrap, t, p))
         self.outputs = outputs
         self._restore_fn = restore
         self._snapshot = snapshot
@@ -96,7 +114,7 @@ class PartitionStates(Generic[S]):
 
     async def _restore(self, p: int) -> Slot[S]:
         started = time.monotonic()
-        table = await asyncio.to_thread(read_table, self.bootstrap, self.state_topic, p)
+        table = await asyncio.to_thread(self._read_state, self.state_topic, p)
         try:
             state = self._restore_fn(p, table)
         except Exception as e:  # garbage on the state topic must not crash-loop the worker
@@ -144,10 +162,13 @@ class PartitionStates(Generic[S]):
 
     def on_revoked(self, revoked: Iterable[TP]) -> None:
         """Forget revoked partitions: the next owner replays their unacked messages."""
-        for tp in revoked:
-            if tp.topic == self.source_topic:
-                self.slots.pop(tp.partition, None)
-                self._restoring.pop(tp.partition, None)
+        self.forget(tp.partition for tp in revoked if tp.topic == self.source_topic)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the state of ``partitions`` (given up: their next owner restores it)."""
+        for p in partitions:
+            self.slots.pop(p, None)
+            self._restoring.pop(p, None)
 
     async def checkpoint(self, ack: Ack | None, force: bool = False) -> bool:
         """Outputs, then state, then acks for every changed partition; True if written.

@@ -196,7 +196,7 @@ def test_a_sample_from_the_future_loses_nothing_and_skips_no_end(
     p.wait(lambda: any(e["at_ms"] == end(29) for e in events(p, "alerting", "evaluated")), 60,
            "the last end evaluated")  # fmt: skip
     assert aggregates_closed(port) == want
-    assert scrape(port, "aggregation_dead_letters_total", "timestamp-in-future") == 1
+    assert scrape(port, 'agent_dead_letters_total{agent="aggregation"', "timestamp-in-future") == 1
     assert scrape(port, "aggregation_late_samples_total") == 0
     assert [e["at_ms"] for e in events(p, "alerting", "evaluated")] == [end(w) for w in range(30)]
     got = alerts(p)

@@ -206,10 +206,12 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     out: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        m = re.match(r'^(\w+)(?:\{(?:reason="([^"]*)")?[^}]*\})? (\S+)$', line)
-        if m:
-            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    for line in text.splitlines():  # the aggregation agent's: (name, reason) -> value
+        m = re.match(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", line)
+        labels = (m.group(2) or "") if m else ""
+        if m and ('agent="' not in labels or 'agent="aggregation"' in labels):
+            reason = re.search(r'reason="([^"]*)"', labels)
+            out[(m.group(1), reason.group(1) if reason else "")] = float(m.group(3))
     return out
 
 
@@ -284,10 +286,10 @@ def test_bad_input_is_dead_lettered_and_good_data_is_exact(pipeline: Pipeline) -
     def counted() -> bool:
         now = scrape(port)
         return all(
-            now.get(("aggregation_dead_letters_total", r)) == n for r, n in want_counts.items()
+            now.get(("agent_dead_letters_total", r)) == n for r, n in want_counts.items()
         ) and (
-            now.get(("aggregation_messages_total", "")) == len(msgs)
-            and now.get(("aggregation_samples_total", "")) == want_samples
+            now.get(("agent_messages_total", "")) == len(msgs)
+            and now.get(("agent_items_total", "")) == want_samples
         )
 
     try:
@@ -295,10 +297,10 @@ def test_bad_input_is_dead_lettered_and_good_data_is_exact(pipeline: Pipeline) -
     except TimeoutError:
         seen = scrape(port)
         raise AssertionError(
-            {k: v for k, v in seen.items() if k[0].startswith("aggregation_")}
+            {k: v for k, v in seen.items() if k[0].startswith(("aggregation_", "agent_"))}
         ) from None
     seen = scrape(port)
-    assert {r for (n, r) in seen if n == "aggregation_dead_letters_total"} == set(want_counts)
+    assert {r for (n, r) in seen if n == "agent_dead_letters_total"} == set(want_counts)
     # the worker's health endpoint, next to its metrics: every partition, nothing lost
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
         health = json.loads(r.read())

@@ -64,7 +64,9 @@ def test_a_million_series_at_a_worker(kafka_bootstrap: str, tmp_path: Path) -> N
 
         def done() -> bool:
             text = scrape(port, "/metrics")
-            return f"aggregation_messages_total {N_SERIES // PER_MESSAGE}.0" in text
+            return (
+                f'agent_messages_total{{agent="aggregation"}} {N_SERIES // PER_MESSAGE}.0' in text
+            )
 
         deadline = time.monotonic() + 240
         while not done():
@@ -81,8 +83,8 @@ def test_a_million_series_at_a_worker(kafka_bootstrap: str, tmp_path: Path) -> N
         assert health["status"] == "ok" and agg["partitions"] == list(range(6))
         assert agg["series"] == MAX_SERIES
         assert agg["series_refused_samples"] == N_SERIES - MAX_SERIES
-        assert 'aggregation_dead_letters_total{reason="cardinality"}' in text
-        assert f"aggregation_samples_total {float(MAX_SERIES)}" in text
+        assert 'agent_dead_letters_total{agent="aggregation",reason="cardinality"}' in text
+        assert f'agent_items_total{{agent="aggregation"}} {float(MAX_SERIES)}' in text
         assert peak - baseline < 512, (baseline, peak)
     finally:
         p.stop_all()

@@ -1,0 +1,1 @@
+"""One runtime for the partitioned, stateful stream agents (see ``runtime.driver``)."""

@@ -1,0 +1,320 @@
+"""The runtime's core: one ``StreamAgent`` driven over its assigned partitions.
+
+I/O comes in through three small parts, so that the same code runs on Faust and the
+broker (``runtime.faust_app``) and in memory with a manual clock (``runtime.memory``):
+a ``Sink`` (``streams.outputs.Outputs``) for records, dead letters and checkpoints, a
+function reading a state partition's table, and one giving the end offsets of source
+partitions (None while the broker does not answer).
+
+For each run of messages, under the state lock: each message's partition state is
+restored on first use, the agent ``handle``s it, and what it asked for is sent (an
+exception in ``handle`` dead-letters that message with reason ``processing-error``;
+errors of the sink, such as ``OutputsLost``, stop the process). Checkpoints follow
+``streams.partition_state``: outputs flushed, then the changed state, then the source
+messages acked. A partition is checkpointed before it is given up in a rebalance and
+at shutdown, so neither replays anything.
+
+Idle partitions: a source topic of a partition that has had no message for the agent's
+``idle_timeout_s`` on the wall clock and has nothing left to read is *quiet*; the agent
+may then close what waits for it. Not while the broker does not answer, and not before
+a whole idle timeout after it answers again: an outage must not make late the records
+that producers held back during it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitoring.log import get_logger
+from monitoring.runtime.agent import Emit, Record, S, StreamAgent
+from monitoring.streams.outputs import Headers
+from monitoring.streams.partition_state import PartitionStates, Slot
+
+log = get_logger("runtime")
+EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
+"""High watermarks of ``topic``'s given partitions; None if the broker does not answer."""
+
+
+class Sink(Protocol):
+    """Where an agent's records go (``streams.outputs.Outputs``)."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None: ...
+
+    async def send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+        last_headers: Headers | None = None,
+    ) -> None: ...
+
+    async def dead_letter(
+        self,
+        topic: str,
+        msg: Any,
+        reason: str,
+        detail: str,
+        stage: str,
+        rejected: list[int] | None = None,
+    ) -> None: ...
+
+    def poll(self) -> None: ...
+
+    async def flush(self) -> bool: ...
+
+
+class RuntimeMetrics:
+    """The self-metrics every agent has, labelled by agent (one set per registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "agent_messages", "Source messages processed", ["agent"], registry=registry
+        )
+        self.items = Counter(
+            "agent_items", "Items processed (samples, points, lines)", ["agent"],
+            registry=registry,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "agent_dead_letters", "Messages sent to the dead-letter topic", ["agent", "reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.replayed = Counter(
+            "agent_replayed_messages", "Messages skipped as already in the restored state",
+            ["agent"], registry=registry,
+        )  # fmt: skip
+        self.checkpoint_seconds = Histogram(
+            "agent_checkpoint_seconds", "Time to flush outputs and write a checkpoint",
+            ["agent"], registry=registry,
+        )  # fmt: skip
+        self.partitions = Gauge(
+            "agent_partitions", "Assigned source partitions", ["agent"], registry=registry
+        )
+        self.unreadable = Counter(
+            "agent_state_unreadable", "State partitions that did not restore (started afresh)",
+            ["agent"], registry=registry,
+        )  # fmt: skip
+
+
+_metrics: weakref.WeakKeyDictionary[CollectorRegistry, RuntimeMetrics] = weakref.WeakKeyDictionary()
+
+
+def metrics_for(registry: CollectorRegistry) -> RuntimeMetrics:
+    """The registry's one ``RuntimeMetrics`` (every agent of a process shares it)."""
+    m = _metrics.get(registry)
+    if m is None:
+        m = _metrics[registry] = RuntimeMetrics(registry)
+    return m
+
+
+class AgentDriver(Generic[S]):
+    """Runs ``agent`` over its partitions (see the module docstring)."""
+
+    def __init__(
+        self,
+        agent: StreamAgent[S],
+        sink: Sink,
+        *,
+        dead_letter_topic: str,
+        read_state: Callable[[str, int], dict[bytes, bytes]],
+        end_offsets: EndOffsets,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.agent = agent
+        self.sink = sink
+        self.dead_letter_topic = dead_letter_topic
+        self.end_offsets = end_offsets
+        self.clock = clock
+        self.states: PartitionStates[S] = PartitionStates(
+            source_topic=agent.sources[0],
+            state_topic=agent.state_topic,
+            bootstrap="",
+            outputs=sink,
+            restore=agent.restore,
+            snapshot=agent.snapshot,
+            read_state=read_state,
+        )
+        m = metrics_for(registry)
+        name = agent.name
+        self._messages = m.messages.labels(name)
+        self._items = m.items.labels(name)
+        self._replayed = m.replayed.labels(name)
+        self._checkpoint_seconds = m.checkpoint_seconds.labels(name)
+        self._partitions = m.partitions.labels(name)
+        self._unreadable = m.unreadable.labels(name)
+        self._dead = m.dead_letters
+        self._heard: dict[tuple[int, str], float] = {}  # (partition, topic) -> clock
+        self._positions: dict[tuple[int, str], int] = {}  # the offset after the last handled
+        self._idle_lock = asyncio.Lock()
+        self._broker_down = False
+        self._broker_back_at = clock()
+        self.ack: Callable[[Any], Any] | None = None  # acks a source message once stored
+
+    # -- messages ------------------------------------------------------------------
+    async def process(self, messages: Sequence[Record]) -> None:
+        """One run of messages, each partition's in offset order."""
+        slots = {p: await self.slot(p) for p in {m.partition for m in messages}}
+        items = 0
+        now = self.clock()
+        async with self.states.lock:  # a checkpoint waits for the outputs
+            for msg in messages:
+                slot = slots[msg.partition]
+                self.states.processed(slot, msg)
+                slot.last_event_wall = now
+                self._heard[(msg.partition, msg.topic)] = now
+                self._positions[(msg.partition, msg.topic)] = msg.offset + 1
+                out = Emit()
+                try:
+                    items += self.agent.handle(msg, slot.state, out)
+                except Exception as e:  # a bug or an input it did not expect: keep going
+                    log.exception(
+                        "handle_failed", agent=self.agent.name, topic=msg.topic,
+                        partition=msg.partition, offset=msg.offset,
+                    )  # fmt: skip
+                    out = Emit()
+                    out.dead_letter("processing-error", repr(e)[:2000])
+                await self._publish(out, msg)
+        self._messages.inc(len(messages))
+        self._items.inc(items)
+        self.sink.poll()  # delivery callbacks, once per run
+
+    async def slot(self, p: int) -> Slot[S]:
+        """Partition ``p``'s slot, restored from its changelog on first use."""
+        slot = self.states.slots.get(p)
+        if slot is not None:
+            return slot
+        known = len(self.states.unreadable)
+        slot = await self.states.get(p)
+        if len(self.states.unreadable) > known:
+            self._unreadable.inc(len(self.states.unreadable) - known)
+        now = self.clock()
+        slot.last_event_wall = now  # a restored partition gets a whole idle timeout
+        for t in self.agent.sources:
+            self._heard.setdefault((p, t), now)
+        return slot
+
+    async def _publish(self, out: Emit, msg: Record | None) -> None:
+        for send in out.sends:
+            await self.sink.send_many(send.topic, send.records, send.partition, send.last_headers)
+        if out.replayed:
+            self._replayed.inc()
+        for d in out.dead:
+            self._dead.labels(self.agent.name, d.reason).inc()
+            await self.sink.dead_letter(
+                self.dead_letter_topic, msg, d.reason, d.detail, self.agent.name, d.rejected
+            )
+
+    # -- timers --------------------------------------------------------------------
+    async def checkpoint_tick(self) -> None:
+        """Checkpoint every changed partition, at most as often as the duty cycle allows."""
+        started = time.monotonic()
+        if await self.states.checkpoint(self.ack):
+            self._checkpoint_seconds.observe(time.monotonic() - started)
+        self.agent.observe(self.view())
+
+    async def idle_tick(self) -> None:
+        """Let the agent close what waits on its quiet source topics (module docstring)."""
+        idle_s = self.agent.idle_timeout_s
+        if idle_s is None:
+            return
+        async with self._idle_lock:
+            now = self.clock()
+            since = max(self._broker_back_at, 0.0)
+            candidates = [
+                (p, slot)
+                for p, slot in self.states.slots.items()
+                if now - max(slot.last_event_wall, since) >= idle_s
+                and self.agent.wants_idle(slot.state)
+            ]
+            if not candidates:
+                return
+            ends = await self._ends([p for p, _ in candidates])
+            if ends is None:
+                if not self._broker_down:
+                    log.warning("idle_check_skipped", agent=self.agent.name, reason="broker down")
+                self._broker_down = True
+                return
+            if self._broker_down:  # back: producers get a whole idle timeout to deliver
+                self._broker_down = False
+                self._broker_back_at = self.clock()
+                return
+            checkpoint = False
+            for p, slot in candidates:
+                quiet = frozenset(
+                    t
+                    for t in self.agent.sources
+                    if now - max(self._heard.get((p, t), now), since) >= idle_s
+                    and ends[t].get(p, 0) <= self._next_offset(p, slot.state, t)
+                )
+                if not quiet or self.states.slots.get(p) is not slot:
+                    continue
+                async with self.states.lock:
+                    out = Emit()
+                    checkpoint |= self.agent.idle(p, slot.state, quiet, out)
+                    await self._publish(out, None)
+            if checkpoint:
+                await self.states.checkpoint(self.ack, force=True)
+
+    async def _ends(self, partitions: list[int]) -> dict[str, dict[int, int]] | None:
+        ends = {}
+        for topic in self.agent.sources:
+            got = await asyncio.to_thread(self.end_offsets, topic, partitions)
+            if got is None:
+                return None
+            ends[topic] = got
+        return ends
+
+    def _next_offset(self, p: int, state: S, topic: str) -> int:
+        """The offset after the last message of ``topic[p]`` applied to ``state``."""
+        known = self.agent.next_offset(state, topic)
+        return max(self._positions.get((p, topic), 0), -1 if known is None else known)
+
+    # -- rebalance and shutdown ----------------------------------------------------
+    async def assigned(self, partitions: Sequence[int]) -> None:
+        """Restore newly assigned source partitions."""
+        await asyncio.gather(*(self.slot(p) for p in partitions if p not in self.states.slots))
+        self._partitions.set(len(self.states.slots))
+
+    async def revoked(self, partitions: Sequence[int]) -> None:
+        """Checkpoint first (the next owner, perhaps this worker, restores the state and
+        skips what it covers), then forget the partitions."""
+        await self.states.checkpoint(self.ack, force=True)
+        self.states.forget(partitions)
+        for p in partitions:
+            for t in self.agent.sources:
+                self._heard.pop((p, t), None)
+                self._positions.pop((p, t), None)
+        self._partitions.set(len(self.states.slots))
+
+    async def shutdown(self) -> None:
+        """Write the state of everything applied; no acks (the consumer is gone)."""
+        await self.states.checkpoint(None, force=True)
+        log.info("shutdown_checkpoint", agent=self.agent.name, partitions=sorted(self.states.slots))
+
+    # -- views ---------------------------------------------------------------------
+    def view(self) -> Mapping[int, S]:
+        """The state of each assigned partition."""
+        return {p: s.state for p, s in self.states.slots.items()}
+
+    def health(self) -> dict[str, Any]:
+        """``ok`` unless the broker was last found unreachable, and the agent's fields."""
+        slots = dict(self.states.slots)
+        return {
+            "status": "unavailable" if self._broker_down else "ok",
+            "partitions": sorted(slots),
+            "unacked_messages": sum(len(s.pending) + len(s.unacked) for s in slots.values()),
+            **self.agent.health(self.view()),
+        }

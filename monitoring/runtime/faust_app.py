@@ -1,0 +1,92 @@
+"""An agent on the worker's Faust app: bulk delivery, timers, rebalance and shutdown hooks.
+
+``run_on(app, agent, settings, registry)`` is all the wiring an agent needs: its source
+topics are consumed in bulk (``streams.bulk``: Faust's consumer group, fetcher and
+commits, one handler call per fetched run), its records go out through
+``streams.outputs.Outputs``, its state is read back with ``streams.changelog``, and
+the ``AgentDriver`` does the rest.
+
+>>> from monitoring.config import Settings
+>>> from monitoring.streams.app import create_app
+>>> settings = Settings()
+>>> # driver = run_on(create_app(settings), MyAgent(settings), settings, registry)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from monitoring.config import Settings
+from monitoring.runtime.agent import S, StreamAgent
+from monitoring.runtime.driver import AgentDriver
+from monitoring.streams import topics
+from monitoring.streams.bulk import BulkApp
+from monitoring.streams.changelog import read_table
+from monitoring.streams.outputs import Outputs
+
+
+class BrokerOffsets:
+    """High watermarks from the broker, on a consumer that never joins a group."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._client: Consumer | None = None
+
+    def __call__(self, topic: str, partitions: list[int]) -> dict[int, int] | None:
+        if self._client is None:
+            self._client = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": "monitoring-idle-check",  # never subscribes or commits
+                    "enable.auto.commit": False,
+                }
+            )
+        try:
+            self._client.list_topics(topic, timeout=2.0)  # one probe, not one per partition
+            return {
+                p: self._client.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=2.0, cached=False
+                )[1]
+                for p in partitions
+            }
+        except KafkaException:
+            return None
+
+
+def run_on(
+    app: BulkApp, agent: StreamAgent[S], settings: Settings, registry: CollectorRegistry
+) -> AgentDriver[S]:
+    """Register ``agent`` on ``app``; the driver (for health and tests)."""
+    k = settings.kafka
+    driver = AgentDriver(
+        agent,
+        Outputs(k),
+        dead_letter_topic=topics.topic_name(k, topics.DEAD_LETTER),
+        read_state=lambda topic, p: read_table(k.bootstrap_servers, topic, p),
+        end_offsets=BrokerOffsets(k.bootstrap_servers),
+        registry=registry,
+    )
+    driver.ack = app.ack
+    app.bulk(app.topic(*agent.sources), driver.process)
+    app.timer(agent.checkpoint_interval_s)(driver.checkpoint_tick)
+    if agent.idle_timeout_s is not None:
+        app.timer(min(1.0, agent.idle_timeout_s / 4))(driver.idle_tick)
+    sources = set(agent.sources)
+
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        await driver.assigned(sorted({tp.partition for tp in assigned if tp.topic in sources}))
+
+    async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        await driver.revoked(sorted({tp.partition for tp in revoked if tp.topic in sources}))
+
+    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        await driver.shutdown()
+
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(on_shutdown)  # type: ignore[arg-type]
+    return driver
