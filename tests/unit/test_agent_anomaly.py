@@ -35,26 +35,11 @@ def make() -> MemoryRuntime[Any]:
 def window(name: str, room: str, i: int, value: float, window_ms: int = W) -> bytes:
     labels = {"room": room}
     start = BASE + i * window_ms
-    v = value
-    return ENCODER.encode(
-        Aggregate(
-            series_key(name, labels),
-            name,
-            labels,
-            window_ms,
-            start,
-            start + window_ms,
-            1,
-            v,
-            v,
-            v,
-            v,
-            v,
-            v,
-            v,
-            v,
-        )  # fmt: skip
+    stats = [value] * 8  # sum, min, max, mean, last, p50, p90, p99 of one point
+    agg = Aggregate(
+        series_key(name, labels), name, labels, window_ms, start, start + window_ms, 1, *stats
     )
+    return ENCODER.encode(agg)
 
 
 def produce(rt: MemoryRuntime[Any]) -> None:
