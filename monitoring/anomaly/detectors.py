@@ -213,7 +213,7 @@ class RobustEnsemble:
         record_margin: float = 1.02,
         recur_days: int = 2,
         recur_tol: int = 6,
-        recur_damp: float = 0.5,
+        recur_damp: float = 0.3,
         daily_tol: int = 6,
         daily_damp: float = 0.6,
         daily_margin: float = 1.4,

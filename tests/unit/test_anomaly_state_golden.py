@@ -2,7 +2,8 @@
 
 ``data/robust_scorer_state_v1.bin``: ``SeriesScorer.to_bytes()`` (scorer checkpoint
 version 1, ``robust`` detector state in the explicit layout) of a small detector
-(``window=40, buckets=24, record=10``, warm-up 50) after 300 points of
+(``window=40, buckets=24, record=10``, and ``recur_damp=0.5``, the default then; warm-up
+50) after 300 points of
 ``generate(300, seed=21, daily_amplitude=5.0)``. If the format changes, bump the
 version, keep this file and add one for the new version.
 """
@@ -28,7 +29,8 @@ def test_robust_v1_checkpoint_restores_and_continues_like_the_original() -> None
     assert (det.window, det.buckets, det.record, len(det.values)) == (40, 24, 10, 40)
     # the same detector rebuilt from the same points continues identically
     s = generate(400, seed=21, daily_amplitude=5.0)
-    fresh = SeriesScorer("robust", warmup=50, options={"window": 40, "buckets": 24, "record": 10})
+    opts = {"window": 40, "buckets": 24, "record": 10, "recur_damp": 0.5}  # v1 default 0.5
+    fresh = SeriesScorer("robust", warmup=50, options=opts)
     for t, v in zip(s.timestamps_ms[:300], s.values[:300], strict=True):
         fresh.update(t, v)
     assert fresh.to_bytes() == blob
