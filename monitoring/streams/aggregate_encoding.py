@@ -21,10 +21,13 @@ from typing import Any
 
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.streams.avro_bytes import (
+    Malformed,
     avro_long,
     avro_string,
     avro_string_map,
     read_long,
+    read_string,
+    read_string_map,
     same_layout,
 )
 from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
@@ -123,13 +126,6 @@ class AggregateEncoder:
         return prefix
 
 
-def _string(b: bytes, i: int) -> tuple[str, int]:
-    n, i = read_long(b, i)
-    if n < 0 or i + n > len(b):
-        raise IndexError("string")
-    return b[i : i + n].decode(), i + n
-
-
 class AggregateDecoder:
     """``decode(bytes) -> Aggregate``; caches up to ``max_series`` series prefixes.
 
@@ -150,7 +146,7 @@ class AggregateDecoder:
         if self.fast and isinstance(data, bytes) and data[:HEADER_LEN] == self.header:
             try:
                 return self._fast(data)
-            except (IndexError, UnicodeDecodeError, struct.error) as e:
+            except (IndexError, Malformed, UnicodeDecodeError, struct.error) as e:
                 raise DecodeError("bad-body", f"Aggregate body: {e!r}") from None
         decoded = self.codec.decode(data)
         if decoded.name != AGGREGATE:
@@ -158,25 +154,15 @@ class AggregateDecoder:
         return Aggregate(**decoded.record)
 
     def _fast(self, b: bytes) -> Aggregate:
-        series, i = _string(b, HEADER_LEN)
+        series, i = read_string(b, HEADER_LEN)
         labels: dict[str, str]
         hit = self._series.get(series)
         if hit is not None and b.startswith(hit[0]):
             prefix, name, labels = hit
             i = len(prefix)
         else:
-            name, i = _string(b, i)
-            labels = {}
-            while True:
-                count, i = read_long(b, i)
-                if count == 0:
-                    break
-                if count < 0:  # a block with its size in bytes
-                    count = -count
-                    _, i = read_long(b, i)
-                for _ in range(count):
-                    k, i = _string(b, i)
-                    labels[k], i = _string(b, i)
+            name, i = read_string(b, i)
+            labels, i, _ = read_string_map(b, b.decode("latin-1"), i)
             if len(self._series) >= self.max_series:
                 self._series.clear()
             self._series[series] = (b[:i], name, labels)
@@ -185,7 +171,7 @@ class AggregateDecoder:
         end, i = read_long(b, i)
         count, i = read_long(b, i)
         d = _unpack_doubles(b, i)
-        closed_by, i = _string(b, i + 64)
+        closed_by, i = read_string(b, i + 64)
         if i != len(b):
             raise DecodeError("trailing-bytes", f"{len(b) - i} bytes after an Aggregate body")
         return Aggregate(

@@ -22,14 +22,25 @@ listed in ``LogColumns.utf8_replaced`` (all lines if it is the service or host).
 from __future__ import annotations
 
 import io
-import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, TypeGuard
 
 import fastavro
 
 from monitoring.logs.batch import LogColumns, StoredColumns
-from monitoring.streams.avro_bytes import avro_long, avro_string, read_long, same_layout
+from monitoring.streams.avro_bytes import (
+    Malformed,
+    avro_long,
+    avro_long_array,
+    avro_string,
+    avro_string_array,
+    decode_utf8,
+    read_long,
+    read_long_array,
+    read_string_array,
+    read_texts,
+    same_layout,
+)
 from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
 
 LOG_BATCH = "monitoring.LogBatch"
@@ -82,105 +93,13 @@ class RawArrays(NamedTuple):
 
 
 # -- reading ------------------------------------------------------------------------
-def _longs(b: bytes, i: int) -> tuple[list[int], int]:
-    """An Avro array of long/int at ``i``."""
-    out: list[int] = []
-    append = out.append
-    end = len(b)
-    while True:
-        count, i = read_long(b, i)
-        if count == 0:
-            return out, i
-        if count < 0:  # a block with its size in bytes
-            count = -count
-            _, i = read_long(b, i)
-        if count > end - i:  # every item takes a byte at least
-            raise IndexError("array")
-        for _ in range(count):  # read_long inlined: a call per item doubles the cost
-            x = b[i]
-            i += 1
-            if x < 0x80:
-                append((x >> 1) ^ -(x & 1))
-                continue
-            n, shift = x & 0x7F, 7
-            while True:
-                x = b[i]
-                i += 1
-                n |= (x & 0x7F) << shift
-                if x < 0x80:
-                    break
-                shift += 7
-            append((n >> 1) ^ -(n & 1))
-
-
 def _strings(b: bytes, text: str, i: int, ascii: bool, bad: list[int]) -> tuple[list[str], int]:
     """An Avro array of strings at ``i``; indexes of items with invalid UTF-8 (decoded
-    with U+FFFD) are appended to ``bad``. ``text`` is ``b`` as latin-1: one character
-    per byte, so every item is first one slice of it, and the items that are not
-    ASCII (none, if ``ascii``: all of ``b`` is) are decoded again as UTF-8 after the
-    loop. An item that runs past the end leaves ``i`` past it, and the next read (at
-    least the array's closing block count) raises IndexError."""
-    out: list[str] = []
-    append = out.append
-    end = len(b)
-    while True:
-        count, i = read_long(b, i)
-        if count == 0:
-            break
-        if count < 0:
-            count = -count
-            _, i = read_long(b, i)
-        if count > end - i:
-            raise IndexError("array")
-        if b[i : i + count] == _ZEROS[:count]:  # all empty (common: span ids, exceptions)
-            out += [""] * count
-            i += count
-            continue
-        for _ in range(count):
-            n = b[i]
-            if n < 0x80:  # lengths below 64: one byte, the common case
-                if n & 1:
-                    raise IndexError("negative string length")
-                i += 1
-                j = i + (n >> 1)
-            elif b[i + 1] < 0x80:  # below 8192: two bytes
-                n = (n & 0x7F) | b[i + 1] << 7
-                if n & 1:
-                    raise IndexError("negative string length")
-                i += 2
-                j = i + (n >> 1)
-            else:
-                n, i = read_long(b, i)
-                if n < 0:
-                    raise IndexError("negative string length")
-                j = i + n
-            append(text[i:j])
-            i = j
-    if not ascii and not "".join(out).isascii():
-        for k, v in enumerate(out):
-            if not v.isascii():
-                raw = v.encode("latin-1")  # the item's bytes again
-                try:
-                    out[k] = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    out[k] = raw.decode("utf-8", "replace")
-                    bad.append(k)
+    with U+FFFD) are appended to ``bad``. None is if ``ascii``: all of ``b`` is."""
+    out, i = read_string_array(b, text, i)
+    if not ascii:
+        bad += decode_utf8(out, replace=True)
     return out, i
-
-
-def _string(b: bytes, text: str, i: int, bad: list[int]) -> tuple[str, int]:
-    n, i = read_long(b, i)
-    j = i + n
-    if n < 0 or j > len(b):
-        raise IndexError("string")
-    v = text[i:j]
-    if not v.isascii():
-        try:
-            v = b[i:j].decode("utf-8")
-        except UnicodeDecodeError:
-            v = b[i:j].decode("utf-8", "replace")
-            bad.append(-1)
-    return v, j
 
 
 class LogBatchDecoder:
@@ -218,6 +137,8 @@ class LogBatchDecoder:
                 cols, raw = self._decode_v1(data)
             except IndexError:
                 raise DecodeError("truncated", "the LogBatch body ends early") from None
+            except Malformed as e:
+                raise DecodeError("bad-body", f"LogBatch: {e}") from None
         else:
             cols, raw = self._fallback(data), None
         problem = cols.check()
@@ -228,13 +149,13 @@ class LogBatchDecoder:
     def _decode_v1(self, b: bytes) -> tuple[LogColumns, RawArrays | None]:
         text = b.decode("latin-1")
         ascii = text.isascii() or text[HEADER_LEN:].isascii()
+        resource, i = read_texts(b, text, HEADER_LEN, 2)
+        everywhere = bool(decode_utf8(resource, replace=True))
+        service, host = resource
         bad: list[int] = []
-        service, i = _string(b, text, HEADER_LEN, bad)
-        host, i = _string(b, text, i, bad)
-        everywhere = bool(bad)
         at = [i]  # where each part starts: time, levels, loggers, ..., attributes
         base, i = read_long(b, i)
-        offsets, i = _longs(b, i)
+        offsets, i = read_long_array(b, i)
         timestamps = [base + d for d in offsets]
         at.append(i)
         levels, i = _strings(b, text, i, ascii, bad)
@@ -249,7 +170,7 @@ class LogBatchDecoder:
         at.append(i)
         exceptions, i = _strings(b, text, i, ascii, bad)
         at.append(i)
-        lines, i = _longs(b, i)
+        lines, i = read_long_array(b, i)
         bad_keys: list[int] = []
         bad_values: list[int] = []
         keys, i = _strings(b, text, i, ascii, bad_keys)
@@ -323,72 +244,12 @@ def _attributes(
 
 
 # -- writing ------------------------------------------------------------------------
-_SMALL = [avro_long(n) for n in range(64)]
-_ZEROS = bytes(1 << 16)
-_SMALL_Z = [bytes((z,)) for z in range(128)]  # by zig-zag value
-_SMALL_CHARS = [b.decode("latin-1") for b in _SMALL]
-_RANGE = b"".join(avro_long(n) for n in range(4096))  # 0..4095: 1 byte below 64, then 2
-
-
-def _range_bytes(n: int) -> bytes:
-    """Encoded items 0..n-1 (n <= 4096)."""
-    return _RANGE[: n if n <= 64 else 64 + 2 * (n - 64)]
-
-
-def _enc_strings(items: Sequence[str]) -> bytes:
-    """Avro array of strings, one block (what fastavro writes)."""
-    if not items:
-        return b"\x00"
-    count = _SMALL[len(items)] if len(items) < 64 else avro_long(len(items))
-    if "".join(items).isascii():  # one byte per character: lengths from len(), one encode
-        parts: list[str] = []
-        append = parts.append
-        for s in items:
-            n = len(s)
-            append(_SMALL_CHARS[n] if n < 64 else avro_long(n).decode("latin-1"))
-            append(s)
-        return b"".join((count, "".join(parts).encode("latin-1"), b"\x00"))
-    out = [count]
-    for s in items:
-        e = s.encode()
-        n = len(e)
-        out.append(_SMALL[n] if n < 64 else avro_long(n))
-        out.append(e)
-    out.append(b"\x00")
-    return b"".join(out)
-
-
-def _enc_longs(items: Sequence[int]) -> bytes:
-    """Avro array of long/int, one block."""
-    if not items:
-        return b"\x00"
-    n = len(items)
-    if n <= 4096 and items[0] == 0 and items[-1] == n - 1 and _ascending(items):
-        body = _range_bytes(n)
-    else:
-        body = b"".join([_int_bytes(x) for x in items])
-    return b"".join((_SMALL[n] if n < 64 else avro_long(n), body, b"\x00"))
-
-
-def _int_bytes(x: int) -> bytes:
-    z = (x << 1) ^ (x >> 63)
-    if z < 0x80:
-        return _SMALL_Z[z]
-    if z < 0x4000:
-        return bytes((z & 0x7F | 0x80, z >> 7))
-    return avro_long(x)
-
-
-def _ascending(items: Sequence[int]) -> bool:
-    return isinstance(items, range) or all(a < b for a, b in itertools.pairwise(items))
-
-
 def _enc_attributes(attrs: Mapping[int, Mapping[str, str]]) -> bytes:
     """The three sparse attribute arrays, lines ascending."""
     lines, keys, values = _sparse_lists(attrs)
     if not lines:
         return b"\x00\x00\x00"
-    return b"".join((_enc_longs(lines), _enc_strings(keys), _enc_strings(values)))
+    return b"".join((avro_long_array(lines), avro_string_array(keys), avro_string_array(values)))
 
 
 class LogBatchEncoder:
@@ -421,9 +282,9 @@ class LogBatchEncoder:
             )  # fmt: skip
         return b"".join(
             (self.header, avro_string(service), avro_string(host), avro_long(base),
-             _enc_longs(offsets),
-             _enc_strings(levels), _enc_strings(loggers), _enc_strings(messages),
-             _enc_strings(traces), _enc_strings(spans), _enc_strings(excs),
+             avro_long_array(offsets),
+             avro_string_array(levels), avro_string_array(loggers), avro_string_array(messages),
+             avro_string_array(traces), avro_string_array(spans), avro_string_array(excs),
              _enc_attributes(sparse))
         )  # fmt: skip
 
@@ -484,20 +345,20 @@ class StoredLogBatchEncoder:
             time_bytes = source.time
         else:
             base = ts[0] if ts else 0
-            time_bytes = avro_long(base) + _enc_longs([t - base for t in ts])
+            time_bytes = avro_long(base) + avro_long_array([t - base for t in ts])
 
         def strings(name: str, values: list[str]) -> bytes:
             if source is not None and values is getattr(c, name):
                 return getattr(source, name)
-            return _enc_strings(values)
+            return avro_string_array(values)
 
         return b"".join(
             (self.header, resource, avro_long(observed_ms), avro_long(event_id_base),
-             _enc_longs(s.line_indexes), time_bytes, _enc_strings(s.levels),
-             _enc_longs(s.severities), strings("loggers", s.loggers),
+             avro_long_array(s.line_indexes), time_bytes, avro_string_array(s.levels),
+             avro_long_array(s.severities), strings("loggers", s.loggers),
              strings("messages", s.messages), strings("trace_ids", s.trace_ids),
              strings("span_ids", s.span_ids), strings("exceptions", s.exceptions),
-             _enc_longs(s.template_ids),
+             avro_long_array(s.template_ids),
              source.attributes if source is not None and s.attributes is source.cols.attributes
              else _enc_attributes(s.attributes))
         )  # fmt: skip

@@ -5,8 +5,8 @@ costs 8-17 µs a record for each because of its per-call overhead, these about 3
 Both check (``same_layout``) that the schemas still have the layout they handle and
 otherwise fall back to fastavro; tests compare them with fastavro on random records.
 
-Invalid UTF-8 in a string: strict decoding fails, so the record is decoded again with
-U+FFFD replacement characters and ``DecodedLog.utf8_replaced`` says so.
+Invalid UTF-8 in a string is decoded with U+FFFD replacement characters, and
+``DecodedLog.utf8_replaced`` says so.
 
 >>> codec = AvroCodec.from_directory()
 >>> data = codec.encode(LOG_RECORD, {"timestamp_ms": 5, "service": "api", "message": "hi"})
@@ -23,10 +23,15 @@ from typing import Any, NamedTuple
 import fastavro
 
 from monitoring.streams.avro_bytes import (
+    SMALL_LONGS,
+    Malformed,
     avro_long,
     avro_string,
     avro_string_map,
+    decode_utf8,
     read_long,
+    read_string_map,
+    read_texts,
     same_layout,
 )
 from monitoring.streams.codec import HEADER_LEN, MARKER, AvroCodec, DecodeError
@@ -61,52 +66,21 @@ class DecodedLog(NamedTuple):
     utf8_replaced: bool
 
 
-def _decode_v1(b: bytes, errors: str) -> dict[str, Any]:
-    """Decode a v1 body. The whole message is decoded once as latin-1 (one character
-    per byte, so offsets agree); a field that is ASCII (most are) is then one slice,
-    any other is decoded from its bytes as UTF-8."""
+def _decode_v1(b: bytes) -> DecodedLog:
+    """Decode a v1 body: ``read_texts`` over one latin-1 view of the message, invalid
+    UTF-8 decoded with U+FFFD."""
     text = b.decode("latin-1")
-    ts, i = read_long(b, HEADER_LEN)
-    rec: dict[str, Any] = {"timestamp_ms": ts}
-    end = len(b)
-    for name in _STRINGS:
-        n = b[i]
-        if n < 0x80:  # lengths below 64: one byte, the common case
-            n = (n >> 1) ^ -(n & 1)
-            i += 1
-        else:
-            n, i = read_long(b, i)
-        if n < 0 or i + n > end:
-            raise IndexError(name)
-        v = text[i : i + n]
-        rec[name] = v if v.isascii() else b[i : i + n].decode("utf-8", errors)
-        i += n
-    attrs: dict[str, str] = {}
-    while True:
-        count, i = read_long(b, i)
-        if count == 0:
-            break
-        if count < 0:  # a block with its size in bytes
-            count = -count
-            _, i = read_long(b, i)
-        for _ in range(count):
-            n, i = read_long(b, i)
-            if n < 0 or i + n > end:
-                raise IndexError("attributes")
-            k = text[i : i + n]
-            if not k.isascii():
-                k = b[i : i + n].decode("utf-8", errors)
-            i += n
-            n, i = read_long(b, i)
-            if n < 0 or i + n > end:
-                raise IndexError("attributes")
-            v = text[i : i + n]
-            attrs[k] = v if v.isascii() else b[i : i + n].decode("utf-8", errors)
-            i += n
-    rec["attributes"] = attrs
-    if i != end:
-        raise DecodeError("trailing-bytes", f"{end - i} bytes after a LogRecord body")
-    return rec
+    ts, start = read_long(b, HEADER_LEN)
+    strings, i = read_texts(b, text, start, 8)
+    replaced = not text[start:i].isascii() and bool(decode_utf8(strings, replace=True))
+    attrs, i, replaced_attrs = read_string_map(b, text, i, replace=True)
+    if i != len(b):
+        raise DecodeError("trailing-bytes", f"{len(b) - i} bytes after a LogRecord body")
+    service, host, level, logger, message, trace_id, span_id, exception = strings
+    rec = {"timestamp_ms": ts, "service": service, "host": host, "level": level,
+           "logger": logger, "message": message, "trace_id": trace_id, "span_id": span_id,
+           "exception": exception, "attributes": attrs}  # fmt: skip
+    return DecodedLog(rec, replaced or replaced_attrs)
 
 
 class LogDecoder:
@@ -128,12 +102,11 @@ class LogDecoder:
         """Raises DecodeError (reasons as ``AvroCodec.decode``, plus ``wrong-record``)."""
         if isinstance(data, bytes) and data[:HEADER_LEN] == self._fast_header:
             try:
-                try:
-                    return DecodedLog(_decode_v1(data, "strict"), False)
-                except UnicodeDecodeError:
-                    return DecodedLog(_decode_v1(data, "replace"), True)
+                return _decode_v1(data)
             except IndexError:
                 raise DecodeError("truncated", "the LogRecord body ends early") from None
+            except Malformed as e:
+                raise DecodeError("bad-body", f"LogRecord: {e}") from None
         try:
             decoded = self.codec.decode(data)
         except DecodeError as e:
@@ -231,22 +204,11 @@ class StoredLogEncoder:
                 avro_long(timestamp_ms),
                 avro_long(observed_ms),
                 middle,
-                _string(message),
-                _string(trace_id),
-                _string(span_id),
-                _string(exception),
+                avro_string(message),
+                avro_string(trace_id),
+                avro_string(span_id),
+                avro_string(exception),
                 self._map(attributes) if attributes else b"\x00",
-                _SMALL[template_id] if 0 <= template_id < 64 else avro_long(template_id),
+                SMALL_LONGS[template_id] if 0 <= template_id < 64 else avro_long(template_id),
             )
         )
-
-
-_SMALL = [avro_long(n) for n in range(64)]
-
-
-def _string(s: str) -> bytes:
-    if not s:
-        return b"\x00"
-    b = s.encode()
-    n = len(b)
-    return (_SMALL[n] if n < 64 else avro_long(n)) + b

@@ -31,10 +31,17 @@ from typing import Any, NamedTuple, TypeGuard
 import numpy as np
 
 from monitoring.metrics.samples import BATCH
-from monitoring.streams.avro_bytes import read_long, same_layout
+from monitoring.streams.avro_bytes import (
+    Malformed,
+    decode_utf8,
+    read_block_count,
+    read_string_array,
+    read_texts,
+    same_layout,
+)
 from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
+from monitoring.streams.sample_encoding import KIND_SYMBOLS
 
-KIND_SYMBOLS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
 _STRS = {"type": "array", "items": "string"}
 _LAYOUT: dict[str, Any] = {
     "type": "record", "name": "MetricBatch", "namespace": "monitoring",
@@ -47,7 +54,6 @@ _LAYOUT: dict[str, Any] = {
                {"name": "values", "type": {"type": "array", "items": "double"}}],
 }  # fmt: skip
 _SYMBOLS = np.array(KIND_SYMBOLS, dtype=object)
-_ZEROS = bytes(1 << 16)
 _EMPTY_I64 = np.empty(0, np.int64)
 _EMPTY_F64 = np.empty(0, np.float64)
 
@@ -66,97 +72,27 @@ class MetricColumns(NamedTuple):
     values: np.ndarray  # float64
 
 
-class _Truncated(Exception):
-    """The body ends inside an item (turned into DecodeError ``truncated``)."""
-
-
 def _bad(detail: str) -> DecodeError:
     return DecodeError("bad-body", f"MetricBatch: {detail}")
 
 
-# -- scalars ------------------------------------------------------------------------
-def _read_long(b: bytes, i: int) -> tuple[int, int]:
-    """``avro_bytes.read_long``, refusing varints longer than 10 bytes."""
-    n, j = read_long(b, i)
-    if j - i > 10:
-        raise _bad(f"varint longer than 10 bytes at byte {i}")
-    return n, j
-
-
 def _block_count(b: bytes, i: int, field: str) -> tuple[int, int]:
-    """An array block's item count (a negative count is followed by a byte size,
-    which is skipped as fastavro does)."""
-    count, i = _read_long(b, i)
-    if count < 0:
-        count = -count
-        _, i = _read_long(b, i)
-    if count > len(b) - i:  # every item takes a byte at least
-        raise _Truncated(f"{field}: a block of {count} items, {len(b) - i} bytes left")
-    return count, i
-
-
-def _string(b: bytes, text: str, i: int, field: str) -> tuple[str, int]:
-    n, i = _read_long(b, i)
-    j = i + n
-    if n < 0:
-        raise _bad(f"{field}: negative string length {n}")
-    if j > len(b):
-        raise _Truncated(field)
-    v = text[i:j]
-    if not v.isascii():
-        v = _utf8(b[i:j], field)
-    return v, j
-
-
-def _utf8(raw: bytes, field: str) -> str:
+    """``read_block_count``, naming the field if the block runs past the end."""
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _bad(f"{field}: invalid UTF-8 ({e.reason} at {e.start})") from None
+        return read_block_count(b, i)
+    except IndexError as e:
+        raise IndexError(f"{field}: {e}") from None
 
 
-# -- arrays -------------------------------------------------------------------------
-def _strings(b: bytes, text: str, i: int, ascii: bool, field: str) -> tuple[list[str], int]:
-    """An array of strings at ``i``. ``text`` is ``b`` as latin-1 (a character per
-    byte), so each item is a slice of it; items that are not ASCII (none if
-    ``ascii``) are decoded again as UTF-8 after the loop."""
-    out: list[str] = []
-    append = out.append
-    end = len(b)
-    while True:
-        count, i = _block_count(b, i, field)
-        if count == 0:
-            break
-        if b[i : i + count] == _ZEROS[:count]:  # all empty (units, often)
-            out += [""] * count
-            i += count
-            continue
-        for _ in range(count):
-            n = b[i]
-            if n < 0x80:  # lengths below 64: one byte
-                i += 1
-            elif b[i + 1] < 0x80:  # below 8192: two bytes
-                n = (n & 0x7F) | b[i + 1] << 7
-                i += 2
-            else:
-                n, i = _read_long(b, i)
-                if n < 0:
-                    raise _bad(f"{field}: negative string length {n}")
-                n <<= 1  # back to zig-zag, as the short lengths are
-            if n & 1:
-                raise _bad(f"{field}: negative string length {(n >> 1) ^ -1}")
-            j = i + (n >> 1)
-            append(text[i:j])
-            i = j
-        if i > end:
-            raise _Truncated(field)
-    if not ascii and not "".join(out).isascii():
-        for k, v in enumerate(out):
-            if not v.isascii():
-                out[k] = _utf8(v.encode("latin-1"), f"{field}[{k}]")
+def _strings(b: bytes, text: str, i: int, ascii: bool) -> tuple[list[str], int]:
+    """An array of strings at ``i`` (none to decode again as UTF-8 if ``ascii``)."""
+    out, i = read_string_array(b, text, i)
+    if not ascii:
+        decode_utf8(out)
     return out, i
 
 
+# -- numpy arrays -------------------------------------------------------------------
 def _varint_block(b: bytes, i: int, n: int, field: str) -> tuple[np.ndarray, int]:
     """``n`` (>= 1) zig-zag varints at ``b[i]`` as int64, and the index after them.
 
@@ -190,7 +126,7 @@ def _varint_block(b: bytes, i: int, n: int, field: str) -> tuple[np.ndarray, int
     if longest > 10 or (len(ends) < n and w < avail):  # (10 n bytes hold n varints)
         raise _bad(f"{field}: varint longer than 10 bytes")
     if len(ends) < n:
-        raise _Truncated(field)
+        raise IndexError(field)
     size = int(ends[-1]) + 1
     if longest <= 8:
         if size + 8 <= avail:  # 8 bytes from each offset
@@ -262,7 +198,7 @@ def _doubles(b: bytes, i: int, field: str) -> tuple[np.ndarray, int]:
         if count == 0:
             break
         if 8 * count > len(b) - i:
-            raise _Truncated(field)
+            raise IndexError(field)
         parts.append(np.frombuffer(b, "<f8", count, i))
         i += 8 * count
     if not parts:
@@ -316,24 +252,28 @@ class MetricBatchDecoder:
         if isinstance(data, bytes) and data[:HEADER_LEN] == self._fast_header:
             try:
                 return self._decode_v1(data)
-            except (_Truncated, IndexError) as e:
-                detail = f" ({e})" if isinstance(e, _Truncated) and str(e) else ""
-                raise DecodeError("truncated", f"the MetricBatch body ends early{detail}") from None
+            except IndexError as e:
+                raise DecodeError("truncated", f"the MetricBatch body ends early ({e})") from None
+            except Malformed as e:
+                raise _bad(str(e)) from None
+            except UnicodeDecodeError as e:
+                raise _bad(f"invalid UTF-8 ({e.reason} at {e.start})") from None
         return self._fallback(data)
 
     def _decode_v1(self, b: bytes) -> MetricColumns:
         text = b.decode("latin-1")
         ascii = text.isascii() or text[HEADER_LEN:].isascii()
-        source, i = _string(b, text, HEADER_LEN, "source")
-        series, i = _strings(b, text, i, ascii, "series")
+        source, i = read_texts(b, text, HEADER_LEN, 1)
+        decode_utf8(source)
+        series, i = _strings(b, text, i, ascii)
         kinds, i = _kinds(b, i)
-        units, i = _strings(b, text, i, ascii, "units")
+        units, i = _strings(b, text, i, ascii)
         series_index, i = _varints(b, i, "series_index")
         timestamps, i = _varints(b, i, "timestamps_ms")
         values, i = _doubles(b, i, "values")
         if i != len(b):
             raise DecodeError("trailing-bytes", f"{len(b) - i} bytes after a MetricBatch body")
-        return MetricColumns(source, series, kinds, units, series_index, timestamps, values)
+        return MetricColumns(source[0], series, kinds, units, series_index, timestamps, values)
 
     def _fallback(self, data: bytes) -> MetricColumns:
         """fastavro (another version or layout), resolved to the newest version."""

@@ -36,11 +36,10 @@ from monitoring.metrics.samples import (
     check_series,
     series_key,
 )
-from monitoring.streams.avro_bytes import read_long, same_layout
+from monitoring.streams.avro_bytes import DOUBLE, Malformed, read_long, same_layout
 from monitoring.streams.codec import HEADER_LEN, AvroCodec
 from monitoring.streams.sample_encoding import SAMPLE_LAYOUT
 
-_DOUBLE = struct.Struct("<d")
 _LIMITS = Limits()
 
 
@@ -78,9 +77,9 @@ class MetricSampleDecoder:
             if n < 0:
                 raise IndexError
             j = i + n
-            value = _DOUBLE.unpack_from(data, j)[0]
+            value = DOUBLE.unpack_from(data, j)[0]
             ts, k = read_long(data, j + 8)
-        except (IndexError, struct.error):
+        except (IndexError, Malformed, struct.error):
             return self._first(b"", data, now_ms)  # the codec says what is wrong
         key = data[HEADER_LEN:j] + data[k:]
         info = self._series.get(key)

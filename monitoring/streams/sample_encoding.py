@@ -9,7 +9,6 @@ byte fastavro's output, and falls back to fastavro if the schema's layout change
 from __future__ import annotations
 
 import functools
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -21,12 +20,18 @@ from monitoring.metrics.samples import (
     check_series,
     series_key,
 )
-from monitoring.streams.avro_bytes import avro_long, avro_string, avro_string_map, same_layout
+from monitoring.streams.avro_bytes import (
+    DOUBLE,
+    avro_long,
+    avro_string,
+    avro_string_map,
+    same_layout,
+)
 from monitoring.streams.codec import AvroCodec
 
-_KIND_SYMBOLS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
-_KIND_INDEX = {k: i for i, k in enumerate(_KIND_SYMBOLS)}
-KINDS = frozenset(_KIND_SYMBOLS)
+KIND_SYMBOLS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
+_KIND_INDEX = {k: i for i, k in enumerate(KIND_SYMBOLS)}
+KINDS = frozenset(KIND_SYMBOLS)
 DEFAULT_LIMITS = Limits()
 SERIES_CACHE_MAX = 100_000  # series whose bytes an encoder (or a collector) caches
 
@@ -112,12 +117,11 @@ SAMPLE_LAYOUT: dict[str, Any] = {  # MetricSample v2, which the fast paths read 
         {"name": "timestamp_ms", "type": "long"},
         {"name": "labels", "type": {"type": "map", "values": "string"}},
         {"name": "kind", "type": {"type": "enum", "name": "MetricKind",
-                                  "symbols": list(_KIND_SYMBOLS)}},
+                                  "symbols": list(KIND_SYMBOLS)}},
         {"name": "unit", "type": "string"},
         {"name": "source", "type": "string"},
     ],
 }  # fmt: skip
-_DOUBLE = struct.Struct("<d")
 
 
 def encode_descriptor(name: str, labels: Mapping[str, str], kind: str, unit: str) -> bytes:
@@ -184,4 +188,4 @@ class SampleEncoder:
                 self.header + s.descriptor[:n],
                 s.descriptor[n:] + self._source,
             )
-        return b"".join((parts[0], _DOUBLE.pack(value), avro_long(timestamp_ms), parts[1]))
+        return b"".join((parts[0], DOUBLE.pack(value), avro_long(timestamp_ms), parts[1]))
