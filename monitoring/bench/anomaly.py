@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitoring.anomaly.replay import replay_tree
 from monitoring.anomaly.scorer import SeriesScorer
 from monitoring.anomaly.synthetic import generate
+from monitoring.bench.replay_files import replay_tree
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 

@@ -20,7 +20,8 @@ def replay(
 ) -> None:
     """Score every row with the agent's code path; write timestamp,value,anomaly_score."""
     from monitoring.anomaly import DEFAULT_DETECTOR, detector_names
-    from monitoring.anomaly.replay import ReplayError, replay_file, replay_tree
+    from monitoring.anomaly.replay import ReplayError
+    from monitoring.bench.replay_files import replay_file, replay_tree
 
     name = detector or DEFAULT_DETECTOR
     if name not in detector_names():
