@@ -32,6 +32,12 @@ series beyond either bound before they make any state, and names the series it
 refused (the agent dead-letters them with reason ``cardinality``); a series frees its
 place when a checkpoint tombstones it (no open window left). So a producer that puts a
 request id in a label costs the partition at most the bound, however many ids it sends.
+The refused samples are counted (``refused_count``, checkpointed, so cumulative across
+restarts and the same after a replay) and ``refused_sample`` makes the count a COUNTER
+series, ``monitoring_series_refused_total{partition}``, for the agent to publish on the
+samples topic, where rules can alert on it (infra/rules/pipeline.rules.yml); that
+metric is admitted whatever the bounds (one series per partition), or a full partition
+would refuse its own counter.
 """
 
 from __future__ import annotations
@@ -43,11 +49,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from monitoring.metrics.samples import Sample, SampleBatch
+from monitoring.metrics.samples import Sample, SampleBatch, series_key
 from monitoring.metrics.window_columns import WindowColumns
 
 NO_WATERMARK = -(2**62)
 CHECKPOINT_KEY = "\x00checkpoint"
+REFUSED_TOTAL = "monitoring_series_refused_total"  # admitted whatever the bounds
 VECTOR_MIN = 32  # samples in a message from which numpy's per-call cost pays off
 
 
@@ -145,7 +152,10 @@ class PartitionAggregator:
         self.max_series = max_series
         self.max_series_per_metric = max_series_per_metric
         self._per_metric: dict[str, int] = {}  # series holding a slot, by metric name
-        self.refused_count = 0  # samples dropped by ``admit``
+        self.refused_count = 0  # samples dropped by ``admit`` (checkpointed: cumulative)
+        self._refused_published_ms: int | None = None  # time of ``refused_sample``
+        self._refused_published = 0  # the count it published last
+        self._refused_every_ms = 0
         # series slots: key -> slot, and per slot its key, name, labels
         self._slot_of: dict[str, int] = {}
         self._keys: list[str] = []
@@ -207,7 +217,7 @@ class PartitionAggregator:
         seen: set[str] = set()
         refused: dict[str, None] = {}
         for key, name in infos:
-            if key in self._slot_of or key in seen:
+            if key in self._slot_of or key in seen or name == REFUSED_TOTAL:
                 continue
             seen.add(key)
             n = per_metric.get(name, 0) + added.get(name, 0)
@@ -224,6 +234,39 @@ class PartitionAggregator:
     def series_count(self) -> int:
         """Series holding a slot."""
         return len(self._slot_of)
+
+    @property
+    def refused_unpublished(self) -> int | None:
+        """If samples were refused since ``refused_sample`` last published the count:
+        the time of its next slot (the last time plus ``every_ms``), else None."""
+        last = self._refused_published_ms
+        if last is None or self.refused_count == self._refused_published:
+            return None
+        return last + self._refused_every_ms
+
+    def refused_sample(self, partition: int, now_ms: int, every_ms: int) -> Sample | None:
+        """``refused_count`` as a sample of the COUNTER series
+        ``monitoring_series_refused_total{partition="<partition>"}`` at ``now_ms``, at
+        most once per ``every_ms`` (None in between). Published while messages flow, the
+        series has a point in every window, so ``increase()`` sees each refusal.
+
+        >>> agg = PartitionAggregator([10_000], 0, max_series=1)
+        >>> _ = agg.admit([Sample("a", "a", {}, 1, 1.0), Sample("b", "b", {}, 1, 1.0)])
+        >>> s = agg.refused_sample(3, 5_000, 10_000)
+        >>> s.series, s.value, s.kind, agg.refused_sample(3, 14_999, 10_000)
+        ('monitoring_series_refused_total{partition="3"}', 1.0, 'COUNTER', None)
+        >>> agg.refused_sample(3, 15_000, 10_000).timestamp_ms
+        15000
+        """
+        last = self._refused_published_ms
+        if last is not None and now_ms < last + every_ms:
+            return None
+        self._refused_published_ms = now_ms
+        self._refused_published = self.refused_count
+        self._refused_every_ms = every_ms
+        labels = {"partition": str(partition)}
+        return Sample(series_key(REFUSED_TOTAL, labels), REFUSED_TOTAL, labels, now_ms,
+                      float(self.refused_count), "COUNTER", "")  # fmt: skip
 
     def process(self, offset: int, samples: Sequence[Sample] | SampleBatch) -> Result:
         """Apply one message's samples (``Sample`` values, or columns from
@@ -488,6 +531,7 @@ class PartitionAggregator:
             "checkpoint_offset": self.checkpoint_offset,
             "max_event_ms": self.max_event_ms,
             "watermark_ms": self.watermark_ms,
+            "refused_count": self.refused_count,
         }
         return Checkpoint(self.checkpoint_offset, records, meta)
 
@@ -502,6 +546,7 @@ class PartitionAggregator:
             self.last_offset = self.checkpoint_offset
             self.max_event_ms = meta["max_event_ms"]
             self.watermark_ms = meta["watermark_ms"]
+            self.refused_count = meta.get("refused_count", 0)
         for rec in series:
             slot = self._new_slot(rec["series"], rec["name"], dict(rec["labels"]))
             applied = self._applied[slot] = rec["applied_offset"]
