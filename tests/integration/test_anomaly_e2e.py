@@ -73,7 +73,7 @@ def stored_scores(p: Pipeline) -> dict[tuple[str, int], float]:
     rows = p.query(
         "SELECT labels['metric'], mapFilter((k, v) -> k != 'metric', labels), "
         "toUnixTimestamp64Milli(window_start), mean FROM aggregates FINAL "
-        "WHERE name = 'anomaly_score'"
+        "WHERE name = 'anomaly_score' AND labels['metric'] = 'gpu_util'"  # not self-metrics
     )
     return {(series_key(r[0], r[1]), r[2]): r[3] for r in rows}
 
@@ -144,7 +144,7 @@ def test_anomaly_scores_survive_kill_and_match_oracle_and_replay(
 
     rows = pipeline.query(
         "SELECT series, toUnixTimestamp64Milli(ts), expected, lower, upper, components "
-        "FROM anomalies FINAL"
+        "FROM anomalies FINAL WHERE name = 'gpu_util'"
     )
     assert {(r[0], r[1]) for r in rows} == anomalies
     assert {(r[0], r[1]): (r[2], r[3], r[4], list(r[5])) for r in rows} == bands
