@@ -131,7 +131,7 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
         self.messages = SampleMessages(self.codec, ms(a.max_record_skew))
         self._windows_ms = a.windows_ms
         self._lateness_ms = ms(a.allowed_lateness)
-        self._refused_every_ms = min(self._windows_ms)  # a point in every window
+        self._every_ms = min(self._windows_ms)  # refused counts: at most one change a window
         self.idle_timeout_s = a.idle_timeout.total_seconds()
         self.checkpoint_interval_s = a.checkpoint_interval.total_seconds()
         k = settings.kafka
@@ -168,10 +168,10 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
             detail = f"{len(refused)} new series over the series limits: " + ", ".join(refused[:5])
             out.dead_letter("cardinality", detail[:2000])
         result = state.process(msg.offset, samples)
-        # the refused-samples counter, at the record time: a replay publishes the counts
-        # of the same messages (cumulative, restored with the partition record)
+        # a change of the refused-samples counter, at the record time: a replay publishes
+        # the counts of the same messages (cumulative, restored with the partition record)
         now = min(record_ms(msg), int(time.time() * 1000))
-        self._publish_refused(out, state.refused_sample(msg.partition, now, self._refused_every_ms))
+        self._publish_refused(out, state.refused_samples(msg.partition, now, self._every_ms))
         if result.closed:
             self._publish_close(out, msg.partition, result.closed, state.watermark_ms)
         for late in result.late:
@@ -202,9 +202,9 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
         mark: Headers = [(CLOSED_THROUGH, str(through_ms).encode())]
         out.send_many(self.aggregates_topic, records, p, mark)
 
-    def _publish_refused(self, out: Emit, s: Sample | None) -> None:
+    def _publish_refused(self, out: Emit, samples: list[Sample]) -> None:
         """``monitoring_series_refused_total{partition}`` to the samples topic."""
-        if s is not None:
+        for s in samples:
             rec = sample_record(s, s.timestamp_ms, s.value)
             out.send(self.sources[0], s.series.encode(), self.codec.encode(SAMPLE, rec))
 
@@ -237,9 +237,9 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
         log.info("idle_close", partition=partition, windows=len(closed))
         if closed:
             self._publish_close(out, partition, closed, state.watermark_ms)
-        at = state.refused_unpublished  # refusals after the count last published
+        at = state.refused_due(self._every_ms)  # refused after the count last published
         if at is not None:  # in its next slot: no message will publish them now
-            self._publish_refused(out, state.refused_sample(partition, at, self._refused_every_ms))
+            self._publish_refused(out, state.refused_samples(partition, at, self._every_ms))
         return False
 
     def observe(self, states: Mapping[int, PartitionAggregator]) -> None:

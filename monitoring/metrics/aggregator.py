@@ -33,11 +33,11 @@ refused (the agent dead-letters them with reason ``cardinality``); a series free
 place when a checkpoint tombstones it (no open window left). So a producer that puts a
 request id in a label costs the partition at most the bound, however many ids it sends.
 The refused samples are counted (``refused_count``, checkpointed, so cumulative across
-restarts and the same after a replay) and ``refused_sample`` makes the count a COUNTER
-series, ``monitoring_series_refused_total{partition}``, for the agent to publish on the
-samples topic, where rules can alert on it (infra/rules/pipeline.rules.yml); that
-metric is admitted whatever the bounds (one series per partition), or a full partition
-would refuse its own counter.
+restarts and the same after a replay) and ``refused_samples`` publishes each change of
+the count as the COUNTER series ``monitoring_series_refused_total{partition}`` for the
+agent to send to the samples topic, where rules can alert on it
+(infra/rules/pipeline.rules.yml); that metric is admitted whatever the bounds (one
+series per partition), or a full partition would refuse its own counter.
 """
 
 from __future__ import annotations
@@ -153,9 +153,8 @@ class PartitionAggregator:
         self.max_series_per_metric = max_series_per_metric
         self._per_metric: dict[str, int] = {}  # series holding a slot, by metric name
         self.refused_count = 0  # samples dropped by ``admit`` (checkpointed: cumulative)
-        self._refused_published_ms: int | None = None  # time of ``refused_sample``
-        self._refused_published = 0  # the count it published last
-        self._refused_every_ms = 0
+        self.refused_published = 0  # the count ``refused_samples`` published last
+        self._refused_published_ms: int | None = None  # and when
         # series slots: key -> slot, and per slot its key, name, labels
         self._slot_of: dict[str, int] = {}
         self._keys: list[str] = []
@@ -235,38 +234,45 @@ class PartitionAggregator:
         """Series holding a slot."""
         return len(self._slot_of)
 
-    @property
-    def refused_unpublished(self) -> int | None:
-        """If samples were refused since ``refused_sample`` last published the count:
-        the time of its next slot (the last time plus ``every_ms``), else None."""
-        last = self._refused_published_ms
-        if last is None or self.refused_count == self._refused_published:
-            return None
-        return last + self._refused_every_ms
-
-    def refused_sample(self, partition: int, now_ms: int, every_ms: int) -> Sample | None:
-        """``refused_count`` as a sample of the COUNTER series
-        ``monitoring_series_refused_total{partition="<partition>"}`` at ``now_ms``, at
-        most once per ``every_ms`` (None in between). Published while messages flow, the
-        series has a point in every window, so ``increase()`` sees each refusal.
+    def refused_samples(self, partition: int, now_ms: int, every_ms: int) -> list[Sample]:
+        """The change of ``refused_count`` since it was last published, as two samples of
+        the COUNTER ``monitoring_series_refused_total{partition="<partition>"}`` at
+        ``now_ms``: the count published before, then the count now. A window holding
+        them shows the change on its own (``max - min``), as ``increase()`` does across
+        windows. At most once per ``every_ms``; nothing while the count is unchanged.
 
         >>> agg = PartitionAggregator([10_000], 0, max_series=1)
-        >>> _ = agg.admit([Sample("a", "a", {}, 1, 1.0), Sample("b", "b", {}, 1, 1.0)])
-        >>> s = agg.refused_sample(3, 5_000, 10_000)
-        >>> s.series, s.value, s.kind, agg.refused_sample(3, 14_999, 10_000)
-        ('monitoring_series_refused_total{partition="3"}', 1.0, 'COUNTER', None)
-        >>> agg.refused_sample(3, 15_000, 10_000).timestamp_ms
-        15000
+        >>> kept, _ = agg.admit([Sample("a", "a", {}, 1, 1.0), Sample("b", "b", {}, 1, 1.0)])
+        >>> _ = agg.process(0, kept)  # "a" holds the one slot
+        >>> before, now = agg.refused_samples(3, 5_000, 10_000)
+        >>> now.series, now.kind, (before.timestamp_ms, before.value), (now.timestamp_ms, now.value)
+        ('monitoring_series_refused_total{partition="3"}', 'COUNTER', (5000, 0.0), (5000, 1.0))
+        >>> _ = agg.admit([Sample("c", "c", {}, 2, 1.0)])
+        >>> agg.refused_samples(3, 14_999, 10_000), agg.refused_samples(3, 15_000, 10_000)[1].value
+        ([], 2.0)
         """
         last = self._refused_published_ms
-        if last is not None and now_ms < last + every_ms:
-            return None
+        if self.refused_count == self.refused_published or (
+            last is not None and now_ms < last + every_ms
+        ):
+            return []
+        before, self.refused_published = self.refused_published, self.refused_count
         self._refused_published_ms = now_ms
-        self._refused_published = self.refused_count
-        self._refused_every_ms = every_ms
         labels = {"partition": str(partition)}
-        return Sample(series_key(REFUSED_TOTAL, labels), REFUSED_TOTAL, labels, now_ms,
-                      float(self.refused_count), "COUNTER", "")  # fmt: skip
+        key = series_key(REFUSED_TOTAL, labels)
+        return [
+            Sample(key, REFUSED_TOTAL, labels, now_ms, float(v), "COUNTER", "")
+            for v in (before, self.refused_count)
+        ]
+
+    def refused_due(self, every_ms: int) -> int | None:
+        """When an unpublished change of ``refused_count`` may be published: the slot
+        after the last publication; None if there is none (or nothing was published
+        since the start: the next message publishes it)."""
+        last = self._refused_published_ms
+        if last is None or self.refused_count == self.refused_published:
+            return None
+        return last + every_ms
 
     def process(self, offset: int, samples: Sequence[Sample] | SampleBatch) -> Result:
         """Apply one message's samples (``Sample`` values, or columns from
@@ -532,6 +538,7 @@ class PartitionAggregator:
             "max_event_ms": self.max_event_ms,
             "watermark_ms": self.watermark_ms,
             "refused_count": self.refused_count,
+            "refused_published": self.refused_published,
         }
         return Checkpoint(self.checkpoint_offset, records, meta)
 
@@ -547,6 +554,7 @@ class PartitionAggregator:
             self.max_event_ms = meta["max_event_ms"]
             self.watermark_ms = meta["watermark_ms"]
             self.refused_count = meta.get("refused_count", 0)
+            self.refused_published = meta.get("refused_published", 0)
         for rec in series:
             slot = self._new_slot(rec["series"], rec["name"], dict(rec["labels"]))
             applied = self._applied[slot] = rec["applied_offset"]

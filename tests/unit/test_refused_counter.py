@@ -54,10 +54,14 @@ def counters(rt: MemoryRuntime[Any]) -> list[tuple[int, float]]:
 
 
 def exact(points: list[tuple[int, float]]) -> bool:
-    """Each value counts the refused samples up to its message: second ``s`` refuses
-    one sample, in its third message, so a point stamped in second ``s`` says ``s``
-    (published before the refusal) or ``s + 1``."""
-    return all((ts - BASE) // 1000 <= v <= (ts - BASE) // 1000 + 1 for ts, v in points)
+    """Pairs (count before, count now) at one timestamp; second ``s`` refuses one
+    sample, in its third message, so a count published in second ``s`` is ``s``
+    (published at its first message) or ``s + 1`` (at its third)."""
+    pairs = list(zip(points[::2], points[1::2], strict=True))
+    return all(
+        t0 == t1 and v0 < v1 and (t1 - BASE) // 1000 <= v1 <= (t1 - BASE) // 1000 + 1
+        for (t0, v0), (t1, v1) in pairs
+    )
 
 
 def load(rt: MemoryRuntime[Any], seconds: range) -> None:
@@ -67,16 +71,30 @@ def load(rt: MemoryRuntime[Any], seconds: range) -> None:
             produce(rt, host, BASE + s * 1000)
 
 
-async def test_the_counter_is_published_every_window_and_cumulative() -> None:
+async def test_each_change_is_published_once_a_window_as_before_and_after() -> None:
     rt = make()
     load(rt, range(30))
     await rt.run_until_idle()
-    # one point per 10 s of record time, at the first message of its slot
-    assert counters(rt) == [(BASE, 0.0), (BASE + 10_000, 10.0), (BASE + 20_000, 20.0)]
+    assert counters(rt) == [
+        (BASE, 0.0), (BASE, 1.0),  # the first refusal, in second 0's third message
+        (BASE + 10_000, 1.0), (BASE + 10_000, 10.0),  # then at most once per 10 s
+        (BASE + 20_000, 10.0), (BASE + 20_000, 20.0),
+    ]  # fmt: skip
     await rt.advance(SETTINGS.aggregation.idle_timeout.total_seconds() + 1)
     await rt.checkpoint()
-    assert counters(rt)[-1] == (BASE + 30_000, 30.0)  # the rest, in its next slot
+    assert counters(rt)[-2:] == [(BASE + 30_000, 20.0), (BASE + 30_000, 30.0)]  # when idle
     assert len(rt.dead_letters()) == 30  # the refused samples themselves
+
+
+async def test_nothing_is_published_while_nothing_is_refused() -> None:
+    rt = make()
+    for s in range(30):
+        for host in (0, 1):
+            produce(rt, host, BASE + s * 1000)
+    await rt.run_until_idle()
+    await rt.advance(SETTINGS.aggregation.idle_timeout.total_seconds() + 1)
+    await rt.checkpoint()
+    assert counters(rt) == []
 
 
 async def test_a_crash_and_replay_neither_restart_nor_double_the_count() -> None:
@@ -90,27 +108,31 @@ async def test_a_crash_and_replay_neither_restart_nor_double_the_count() -> None
     await rt.advance(SETTINGS.aggregation.idle_timeout.total_seconds() + 1)
     await rt.checkpoint()
     points = counters(rt)
-    assert exact(points[:-1])  # published with messages
+    assert exact(points[:-2])  # published with messages
     assert points[-1][1] == 60.0 and points[-1][0] > BASE + 59_000  # the rest, when idle
-    after = points[[ts for ts, _ in points].index(BASE + 20_000) + 1 :]
-    assert min(v for _, v in after) >= 25.0  # restored, not restarted at 0
+    after = points[[ts for ts, _ in points].index(BASE + 20_000) + 2 :]
+    assert min(v for _, v in after) >= 20.0  # restored, not restarted at 0
 
 
-def test_the_count_survives_the_partition_record() -> None:
+def test_the_count_and_what_was_published_survive_the_partition_record() -> None:
     agg = PartitionAggregator([10_000], 0, max_series=1)
-    agg.admit([Sample("a", "a", {}, 1, 1.0), Sample("b", "b", {}, 1, 1.0)])
+    kept, _ = agg.admit([Sample("a", "a", {}, 1, 1.0), Sample("b", "b", {}, 1, 1.0)])
+    agg.process(0, kept)
+    assert len(agg.refused_samples(0, 1, 10_000)) == 2
+    agg.admit([Sample("c", "c", {}, 2, 1.0)])  # refused, not yet published
     meta = unpack_meta(pack_meta(agg.checkpoint().meta))
     again = PartitionAggregator([10_000], 0, max_series=1)
     again.restore(meta, [])
-    assert again.refused_count == 1
+    assert (again.refused_count, again.refused_published) == (2, 1)
+    assert [s.value for s in again.refused_samples(0, 2, 10_000)] == [1.0, 2.0]
 
 
 def test_the_counter_is_admitted_when_the_partition_is_full() -> None:
     agg = PartitionAggregator([10_000], 0, max_series=1, max_series_per_metric=1)
     kept, refused = agg.admit([Sample("a", "a", {}, 1, 1.0)])
     agg.process(0, kept)
-    counter = agg.refused_sample(0, 5, 10_000)
-    assert counter is not None
+    agg.admit([Sample("c", "c", {}, 1, 1.0)])
+    counter = agg.refused_samples(0, 5, 10_000)[1]
     kept, refused = agg.admit([counter, Sample("b", "b", {}, 1, 1.0)])
     assert refused == ["b"] and [s.name for s in kept] == [REFUSED_TOTAL]  # type: ignore[union-attr]
 
@@ -121,8 +143,14 @@ def test_the_default_rule_fires_when_the_counter_increases() -> None:
     expr = compile_expr(rule["expr"])
     h = WindowHistory(10_000, retention_ms=600_000)
     labels = {"partition": "0"}
-    for end_s, value in [(10, 5.0), (20, 5.0), (30, 5.0), (40, 9.0), (50, 9.0)]:
-        h.add(WindowRow.of(REFUSED_TOTAL, labels, end_s * 1000, [value]))
-    assert list(expr.evaluate(h, 30_000)) == []  # steady: nothing new refused
-    fired = list(expr.evaluate(h, 40_000))
-    assert [(dict(lb), v) for lb, v in fired] == [({"partition": "0"}, 4.0)]
+    # a first change alone in its window (0 -> 5), then a change 0:50 later (5 -> 9)
+    for end_s, values in [(10, [0.0, 5.0]), (60, [5.0, 9.0])]:
+        h.add(WindowRow.of(REFUSED_TOTAL, labels, end_s * 1000, values))
+
+    def fired(t_s: int) -> list[tuple[dict[str, str], float]]:
+        return [(dict(lb), v) for lb, v in expr.evaluate(h, t_s * 1000)]
+
+    assert fired(10) == [({"partition": "0"}, 5.0)]  # the first refusals alert at once
+    assert fired(50) == [({"partition": "0"}, 5.0)]  # for a minute
+    assert fired(60) == [({"partition": "0"}, 9.0)]  # both changes in the last minute
+    assert fired(130) == []
