@@ -311,6 +311,8 @@ MAKERS = {  # name: (agent, variant of the version's layout, maker)
     "aggregation_refused": ("aggregation", "refused", make_aggregation_refused),
     "logs": ("logs", "", make_logs),
     "model_metrics": ("model_metrics", "", make_model_metrics),
+    # the partition record before it held the counters (code of 6dc76d8^)
+    "model_metrics_no_counters": ("model_metrics", "no_counters", make_model_metrics),
     "alerting": ("alerting", "", make_alerting),
     "notifier": ("notifier", "", make_notifier),
 }
