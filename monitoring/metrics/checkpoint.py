@@ -14,7 +14,8 @@ name and labels are its Kafka key (the series key). Layout, little-endian, versi
 A partition record is ``u8 version=1, i64 checkpoint_offset, i64 max_event_ms,
 i64 watermark_ms``, then ``i64 refused_count, i64 refused_published`` (samples
 refused by the series limits so far, a cumulative counter, and the count published
-last) when the count is not 0. Written with ``struct`` and ``array``
+last) when the count is not 0 (a record written at 3e9719c holds the count alone,
+read with nothing published). Written with ``struct`` and ``array``
 rather than Avro: fastavro took about 35 µs per series record, this about 3 µs, and
 every changed series is written at every checkpoint.
 
@@ -39,6 +40,7 @@ _SKETCH_HEAD = struct.Struct("<qiI")
 _NEG_HEAD = struct.Struct("<iI")
 _META = struct.Struct("<Bqqq")
 _REFUSED = struct.Struct("<qq")
+_REFUSED_ALONE = struct.Struct("<q")  # the layout of 3e9719c (tests/golden/aggregation)
 
 
 class CheckpointError(ValueError):
@@ -127,14 +129,16 @@ def pack_meta(meta: dict[str, Any]) -> bytes:
 
 def unpack_meta(data: bytes) -> dict[str, Any]:
     """Inverse of ``pack_meta``."""
-    if len(data) not in (_META.size, _META.size + _REFUSED.size):
+    if len(data) - _META.size not in (0, _REFUSED_ALONE.size, _REFUSED.size):
         raise CheckpointError(f"a partition record of {len(data)} bytes")
     version, offset, max_event, watermark = _META.unpack_from(data)
     if version != VERSION:
         raise CheckpointError(f"checkpoint version {version}, this code reads {VERSION}")
     meta = {"checkpoint_offset": offset, "max_event_ms": max_event, "watermark_ms": watermark}
-    if len(data) > _META.size:
+    if len(data) == _META.size + _REFUSED.size:
         meta["refused_count"], meta["refused_published"] = _REFUSED.unpack_from(data, _META.size)
+    elif len(data) > _META.size:
+        meta["refused_count"] = _REFUSED_ALONE.unpack_from(data, _META.size)[0]
     return meta
 
 

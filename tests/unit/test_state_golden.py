@@ -69,6 +69,7 @@ def test_aggregation_v1_with_a_refused_count_restores_it() -> None:
     restored = make.aggregation_agent(**make.REFUSING).restore(0, dict(table))
     fresh = make.aggregation_state(make.aggregation_agent(**make.REFUSING))
     assert restored.refused_count == fresh.refused_count == 10  # r2's ten samples
+    assert restored.refused_published == 0  # this layout held the count alone
     assert restored.series_count == 2
     assert [a.to_record() for a in restored.close_idle()] == [
         a.to_record() for a in fresh.close_idle()
