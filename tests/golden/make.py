@@ -82,6 +82,22 @@ def make_aggregation_refused() -> tuple[int, dict[bytes, bytes]]:
     return make_aggregation(**REFUSING)
 
 
+def make_aggregation_refused_published() -> tuple[int, dict[bytes, bytes]]:
+    """The partition record with ``refused_count`` and the count published last (the
+    counter published once, after the message at offset 24, as the agent does)."""
+    from monitoring.metrics.checkpoint import VERSION
+
+    agent = aggregation_agent(**REFUSING)
+    state = agent.restore(0, {})
+    for offset, samples in aggregation_inputs():
+        kept, _ = state.admit(samples)
+        state.process(offset, kept)
+        if offset == 24:
+            state.refused_samples(0, BASE_MS + 12_000, 10_000)
+    records = agent.snapshot(state)
+    return VERSION, {k: v for k, v in records if v is not None}
+
+
 # -- logs -----------------------------------------------------------------------------
 def log_inputs() -> list[dict[str, Any]]:
     """LogRecords of two services: a few templates, an error with a traceback."""
@@ -308,7 +324,12 @@ def make_notifier() -> tuple[int, dict[bytes, bytes]]:
 
 MAKERS = {  # name: (agent, variant of the version's layout, maker)
     "aggregation": ("aggregation", "", make_aggregation),
-    "aggregation_refused": ("aggregation", "refused", make_aggregation_refused),
+    "aggregation_refused": ("aggregation", "refused", make_aggregation_refused),  # 3e9719c
+    "aggregation_refused_published": (
+        "aggregation",
+        "refused_published",
+        make_aggregation_refused_published,
+    ),  # cb6aaa5
     "logs": ("logs", "", make_logs),
     "model_metrics": ("model_metrics", "", make_model_metrics),
     # the partition record before it held the counters (code of 6dc76d8^)

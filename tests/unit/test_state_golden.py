@@ -76,6 +76,18 @@ def test_aggregation_v1_with_a_refused_count_restores_it() -> None:
     ]
 
 
+def test_aggregation_v1_with_the_published_count_goes_on_publishing() -> None:
+    table = read("aggregation", 1, "refused_published")
+    restored = make.aggregation_agent(**make.REFUSING).restore(0, dict(table))
+    assert (restored.refused_count, restored.refused_published) == (10, 5)
+    before, now = restored.refused_samples(0, make.BASE_MS + 30_000, 10_000)
+    assert (before.value, now.value) == (5.0, 10.0)  # the change since the snapshot's
+    fresh = make.aggregation_state(make.aggregation_agent(**make.REFUSING))
+    assert [a.to_record() for a in restored.close_idle()] == [
+        a.to_record() for a in fresh.close_idle()
+    ]
+
+
 # -- logs -----------------------------------------------------------------------------
 def restore_logs(version: int) -> PartitionLogs:
     """As the log agent restores a partition."""
