@@ -41,6 +41,7 @@ from monitoring.streams.codec import HEADER_LEN, AvroCodec
 from monitoring.streams.sample_encoding import SAMPLE_LAYOUT
 
 _LIMITS = Limits()
+_unpack_double = DOUBLE.unpack_from
 
 
 class MetricSampleDecoder:
@@ -77,7 +78,7 @@ class MetricSampleDecoder:
             if n < 0:
                 raise IndexError
             j = i + n
-            value = DOUBLE.unpack_from(data, j)[0]
+            value = _unpack_double(data, j)[0]
             ts, k = read_long(data, j + 8)
         except (IndexError, Malformed, struct.error):
             return self._first(b"", data, now_ms)  # the codec says what is wrong

@@ -33,6 +33,7 @@ KIND_SYMBOLS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
 _KIND_INDEX = {k: i for i, k in enumerate(KIND_SYMBOLS)}
 KINDS = frozenset(KIND_SYMBOLS)
 DEFAULT_LIMITS = Limits()
+_pack_double = DOUBLE.pack
 SERIES_CACHE_MAX = 100_000  # series whose bytes an encoder (or a collector) caches
 
 
@@ -188,4 +189,4 @@ class SampleEncoder:
                 self.header + s.descriptor[:n],
                 s.descriptor[n:] + self._source,
             )
-        return b"".join((parts[0], DOUBLE.pack(value), avro_long(timestamp_ms), parts[1]))
+        return b"".join((parts[0], _pack_double(value), avro_long(timestamp_ms), parts[1]))
