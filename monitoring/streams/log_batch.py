@@ -93,15 +93,6 @@ class RawArrays(NamedTuple):
 
 
 # -- reading ------------------------------------------------------------------------
-def _strings(b: bytes, text: str, i: int, ascii: bool, bad: list[int]) -> tuple[list[str], int]:
-    """An Avro array of strings at ``i``; indexes of items with invalid UTF-8 (decoded
-    with U+FFFD) are appended to ``bad``. None is if ``ascii``: all of ``b`` is."""
-    out, i = read_string_array(b, text, i)
-    if not ascii:
-        bad += decode_utf8(out, replace=True)
-    return out, i
-
-
 class LogBatchDecoder:
     """Decodes LogBatch messages of any registered version into ``LogColumns``."""
 
@@ -152,29 +143,34 @@ class LogBatchDecoder:
         resource, i = read_texts(b, text, HEADER_LEN, 2)
         everywhere = bool(decode_utf8(resource, replace=True))
         service, host = resource
-        bad: list[int] = []
         at = [i]  # where each part starts: time, levels, loggers, ..., attributes
         base, i = read_long(b, i)
         offsets, i = read_long_array(b, i)
         timestamps = [base + d for d in offsets]
         at.append(i)
-        levels, i = _strings(b, text, i, ascii, bad)
+        levels, i = read_string_array(b, text, i)
         at.append(i)
-        loggers, i = _strings(b, text, i, ascii, bad)
+        loggers, i = read_string_array(b, text, i)
         at.append(i)
-        messages, i = _strings(b, text, i, ascii, bad)
+        messages, i = read_string_array(b, text, i)
         at.append(i)
-        traces, i = _strings(b, text, i, ascii, bad)
+        traces, i = read_string_array(b, text, i)
         at.append(i)
-        spans, i = _strings(b, text, i, ascii, bad)
+        spans, i = read_string_array(b, text, i)
         at.append(i)
-        exceptions, i = _strings(b, text, i, ascii, bad)
+        exceptions, i = read_string_array(b, text, i)
         at.append(i)
         lines, i = read_long_array(b, i)
+        keys, i = read_string_array(b, text, i)
+        values, i = read_string_array(b, text, i)
+        bad: list[int] = []  # lines with invalid UTF-8, decoded with U+FFFD
         bad_keys: list[int] = []
         bad_values: list[int] = []
-        keys, i = _strings(b, text, i, ascii, bad_keys)
-        values, i = _strings(b, text, i, ascii, bad_values)
+        if not ascii:  # items that are not ASCII decoded again, as UTF-8
+            for column in (levels, loggers, messages, traces, spans, exceptions):
+                bad += decode_utf8(column, replace=True)
+            bad_keys = decode_utf8(keys, replace=True)
+            bad_values = decode_utf8(values, replace=True)
         if i != len(b):
             raise DecodeError("trailing-bytes", f"{len(b) - i} bytes after a LogBatch body")
         attrs = _attributes(service, lines, keys, values)
