@@ -26,6 +26,7 @@ finite values): the caller does that on the arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
@@ -176,34 +177,30 @@ def _zigzag(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _varints(b: bytes, i: int, field: str) -> tuple[np.ndarray, int]:
-    """An array of int/long/enum at ``i``, as int64."""
+def _double_block(b: bytes, i: int, n: int, field: str) -> tuple[np.ndarray, int]:
+    """``n`` doubles at ``b[i]`` (a contiguous, aligned copy), and the index after them."""
+    if 8 * n > len(b) - i:
+        raise IndexError(field)
+    return np.frombuffer(b, "<f8", n, i).astype(np.float64), i + 8 * n
+
+
+BlockReader = Callable[[bytes, int, int, str], tuple[np.ndarray, int]]
+
+
+def _array(
+    b: bytes, i: int, field: str, read: BlockReader, empty: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """An array at ``i`` as one numpy array, each block's items read by ``read``."""
     parts = []
     while True:
         count, i = _block_count(b, i, field)
         if count == 0:
             break
-        part, i = _varint_block(b, i, count, field)
+        part, i = read(b, i, count, field)
         parts.append(part)
     if not parts:
-        return _EMPTY_I64, i
+        return empty, i
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)), i
-
-
-def _doubles(b: bytes, i: int, field: str) -> tuple[np.ndarray, int]:
-    """An array of double at ``i`` (a contiguous, aligned copy)."""
-    parts = []
-    while True:
-        count, i = _block_count(b, i, field)
-        if count == 0:
-            break
-        if 8 * count > len(b) - i:
-            raise IndexError(field)
-        parts.append(np.frombuffer(b, "<f8", count, i))
-        i += 8 * count
-    if not parts:
-        return _EMPTY_F64, i
-    return (parts[0].astype(np.float64) if len(parts) == 1 else np.concatenate(parts)), i
 
 
 def _kinds(b: bytes, i: int) -> tuple[list[str], int]:
@@ -268,9 +265,9 @@ class MetricBatchDecoder:
         series, i = _strings(b, text, i, ascii)
         kinds, i = _kinds(b, i)
         units, i = _strings(b, text, i, ascii)
-        series_index, i = _varints(b, i, "series_index")
-        timestamps, i = _varints(b, i, "timestamps_ms")
-        values, i = _doubles(b, i, "values")
+        series_index, i = _array(b, i, "series_index", _varint_block, _EMPTY_I64)
+        timestamps, i = _array(b, i, "timestamps_ms", _varint_block, _EMPTY_I64)
+        values, i = _array(b, i, "values", _double_block, _EMPTY_F64)
         if i != len(b):
             raise DecodeError("trailing-bytes", f"{len(b) - i} bytes after a MetricBatch body")
         return MetricColumns(source[0], series, kinds, units, series_index, timestamps, values)
