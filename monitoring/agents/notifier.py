@@ -132,6 +132,7 @@ class NotifierAgent:
         joined = join(raw)
         restored = _POSITIONS in joined.table and not joined.broken
         if joined.broken:
+            self.invalid.labels("bad-state").inc()
             log.error("state_chunks_broken", keys=[b[:100].decode("utf-8", "replace")
                                                    for b in joined.broken[:10]])  # fmt: skip
         if restored:

@@ -215,13 +215,15 @@ def alert_aggregates(end_ms: int) -> list[Any]:
     return out
 
 
-def alerting_agent() -> Any:
+def alerting_agent(registry: CollectorRegistry | None = None) -> Any:
     from monitoring.agents.alerting import AlertingAgent
     from monitoring.alerts.rules import load_rules_text
     from monitoring.config import Settings
 
     settings = Settings(alerting={"watchdog": False, "resend_interval": timedelta(minutes=1)})
-    return AlertingAgent(settings, CollectorRegistry(), ruleset=load_rules_text(ALERT_RULES))
+    return AlertingAgent(
+        settings, registry or CollectorRegistry(), ruleset=load_rules_text(ALERT_RULES)
+    )
 
 
 ALERT_ENDS = [BASE_MS + 10_000 * k for k in range(1, 6)]
@@ -267,13 +269,14 @@ receivers: [{name: team}]
 DELIVERED = [bytes([k]) * 16 for k in range(3)]
 
 
-def notifier_agent() -> Any:
+def notifier_agent(registry: CollectorRegistry | None = None) -> Any:
     from monitoring.agents.notifier import NotifierAgent
     from monitoring.alerts.manager_config import ManagerConfig
     from monitoring.config import Settings
 
     settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:1"})
-    return NotifierAgent(settings, CollectorRegistry(), ManagerConfig.from_yaml(NOTIFIER_CONFIG))
+    config = ManagerConfig.from_yaml(NOTIFIER_CONFIG)
+    return NotifierAgent(settings, registry or CollectorRegistry(), config)
 
 
 def notifier_alert(name: str, host: str, starts_ms: int) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 from golden import make, read
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from monitoring.agents import alerting, notifier
@@ -98,51 +99,55 @@ class FakeConsumer:
         self.assigned = list(tps)
 
 
-def broken_chunk(table: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    first = next(k for k in table if k != alerting.STATE_KEY and k.startswith(b"engine"))
-    return {**table, first: b"x" + table[first][1:]}
-
-
-@pytest.mark.parametrize("how", ["future-version", "broken-chunks", "garbage"])
-def test_the_evaluator_starts_empty_on_an_unreadable_state(
-    how: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    table = dict(read("alerting", 1))
+def corrupted(name: str, how: str) -> dict[bytes, bytes]:
+    """The golden state of the evaluator or the notifier, spoilt ``how``."""
+    table = dict(read(name, 1))
+    if how == "garbage":
+        key = alerting.STATE_KEY if name == "alerting" else notifier._POSITIONS
+        return {**table, key: b"\x00\xff not json"}
     if how == "future-version":
-        table = {k: v.replace(b'{"v": 1,', b'{"v": 7,') for k, v in table.items()}
-    elif how == "broken-chunks":
-        table = broken_chunk(table)
-    else:
-        table = {alerting.STATE_KEY: b"\x00\xff not json"}
-    monkeypatch.setattr(alerting, "read_table", lambda *_: table)
-    monkeypatch.setattr(alerting, "Consumer", FakeConsumer)
-    agent = make.alerting_agent()
+        return {k: v.replace(b'"v": 1', b'"v": 7') for k, v in table.items()}
+    if how == "broken-chunks":  # a chunk's bytes changed, or a manifest without chunks
+        if name == "alerting":
+            first = next(k for k in table if k != alerting.STATE_KEY)
+            return {**table, first: b"x" + table[first][1:]}
+        return {**table, b"am:meta": b"\x00\xffchunked-state-v1\x00" + b"\x00" * 13}
+    assert how == "garbage-delivered"
+    return {**table, notifier._DELIVERED: b"\x07\x00"}
+
+
+def start(name: str, how: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, float, set[str]]:
+    """The agent started over a spoilt state: it, its ``bad-state`` count, the events
+    it logged."""
+    module = {"alerting": alerting, "notifier": notifier}[name]
+    table = corrupted(name, how)
+    monkeypatch.setattr(module, "read_table", lambda *_: table)
+    monkeypatch.setattr(module, "Consumer", FakeConsumer)
+    registry = CollectorRegistry()
+    agent = (make.alerting_agent if name == "alerting" else make.notifier_agent)(registry)
     with capture_logs() as logs:
         agent.start()
-    bad = agent.metrics.invalid.labels("bad-state")._value.get()
+    bad = registry.get_sample_value(f"{name}_invalid_messages_total", {"reason": "bad-state"})
+    return agent, bad or 0.0, {e["event"] for e in logs}
+
+
+@pytest.mark.parametrize(
+    ("name", "how"),
+    [
+        (n, h)
+        for n in ("alerting", "notifier")
+        for h in ("garbage", "future-version", "broken-chunks")
+    ]
+    + [("notifier", "garbage-delivered")],
+)
+def test_the_evaluator_and_the_notifier_start_empty_on_an_unreadable_state(
+    name: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent, bad, events = start(name, how, monkeypatch)
     assert bad == 1
-    events = {e["event"] for e in logs}
     assert events & {"state_unreadable", "state_chunks_broken"}
-    assert agent.engine.firing() == [] and agent.clock.last_evaluated_ms == 0
-
-
-@pytest.mark.parametrize("how", ["future-version", "garbage-delivered", "broken-chunks"])
-def test_the_notifier_starts_empty_on_an_unreadable_state(
-    how: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    table = dict(read("notifier", 1))
-    if how == "future-version":
-        table[notifier._POSITIONS] = table[notifier._POSITIONS].replace(b'"v": 1', b'"v": 5')
-    elif how == "garbage-delivered":
-        table[notifier._DELIVERED] = b"\x07\x00"
+    if name == "alerting":
+        assert agent.engine.firing() == [] and agent.clock.last_evaluated_ms == 0
     else:
-        table = {**table, b"am:meta": b"\x00\xffchunked-state-v1\x00" + b"\x00" * 13}
-    monkeypatch.setattr(notifier, "read_table", lambda *_: table)
-    monkeypatch.setattr(notifier, "Consumer", FakeConsumer)
-    agent = make.notifier_agent()
-    with capture_logs() as logs:
-        agent.start()
-    assert agent.invalid.labels("bad-state")._value.get() == (0 if how == "broken-chunks" else 1)
-    assert {e["event"] for e in logs} & {"state_unreadable", "state_chunks_broken"}
-    assert agent.positions == {agent.alerts_topic: {}, agent.commands_topic: {}}
-    assert len(agent.delivered) == 0 and agent.manager.groups() == []
+        assert agent.positions == {agent.alerts_topic: {}, agent.commands_topic: {}}
+        assert len(agent.delivered) == 0 and agent.manager.groups() == []
