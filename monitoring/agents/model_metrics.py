@@ -1,20 +1,20 @@
 """Model metrics agent: predictions + labels -> model_* samples on the samples topic.
 
-Thin wiring around ``monitoring.mlops.monitor.ModelMonitor``, one per partition: the
-agent reads ``models.predictions`` and ``models.labels`` (both keyed by prediction id,
-same partition count; Faust's assignor gives partition p of both topics to the same
-worker, since every worker subscribes to both), decodes and validates each event (bad
-ones to the dead-letter topic with the reason), and publishes the monitor's samples
+The pure parts around ``monitoring.mlops.monitor.ModelMonitor``, one per partition, run
+by ``monitoring.runtime``: the agent reads ``models.predictions`` and ``models.labels``
+(both keyed by prediction id, same partition count; Faust's assignor gives partition p
+of both topics to the same worker, since every worker subscribes to both), decodes and
+validates each event (bad ones to the dead-letter topic with the reason), and publishes
+the monitor's samples
 as ``MetricSample`` records keyed by series key, so each series stays on one samples
 partition and the aggregation agent windows them like any other series (then the
 anomaly agent and alert rules see them).
 
 State (pending joins, River metrics and detectors, counters, the applied offset of each
-topic) is checkpointed to the compacted ``models.state`` topic through
-``streams.partition_state``: outputs flushed, then the state, then the source acks.
-Replayed messages already in the restored state are skipped, and the agent
-checkpoints before it gives partitions up in a rebalance and when the worker stops
-(SIGTERM), so scaling out and restarts emit nothing twice.
+topic) is checkpointed to the compacted ``models.state`` topic. Replayed messages
+already in the restored state are skipped, and the runtime checkpoints before it gives
+partitions up in a rebalance and when the worker stops (SIGTERM), so scaling out and
+restarts emit nothing twice.
 
 A worker that dies (SIGKILL) replays the messages since its last checkpoint and
 publishes their samples again; without Kafka transactions that cannot be avoided, so
@@ -29,8 +29,10 @@ a replay rewrites the same value at the same timestamp, the windows' ``last`` an
 SIGKILL mid-stream against the counts of the produced events). The per-event samples
 that remain (latency for its percentiles, drift, the rolling River estimates) are
 published again after a SIGKILL: their window counts are not counts of anything. When
-one of a partition's topics has been quiet for ``aggregation.idle_timeout`` on the wall
-clock, the counts waiting for it are published at once, then the agent checkpoints.
+one of a partition's topics has been quiet for half ``aggregation.idle_timeout`` on the
+wall clock (so that they reach the samples topic before an idle samples partition closes
+its windows), the counts waiting for it are published at once, then the agent
+checkpoints.
 
 Poison input (not Avro, a schema this worker does not know, such as a newer version, an
 empty or null value, a record of another type, an invalid event, or an error while
@@ -41,10 +43,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 
-import faust
-from faust.types import TP, EventT, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitoring.config import Settings, ms
@@ -59,11 +60,16 @@ from monitoring.mlops.events import (
     label_from_record,
     prediction_from_record,
 )
-from monitoring.mlops.monitor import ModelMonitor, MonitorConfig, Records
+from monitoring.mlops.monitor import (
+    LABELS_SOURCE,
+    PREDICTIONS_SOURCE,
+    ModelMonitor,
+    MonitorConfig,
+    Records,
+)
+from monitoring.runtime.agent import Emit, Record, StreamAgent
 from monitoring.streams import topics
 from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.outputs import Outputs
-from monitoring.streams.partition_state import Ack, PartitionStates, Slot
 from monitoring.streams.sample_encoding import SampleEncoder, SeriesRef, make_series
 
 log = get_logger("model_metrics")
@@ -78,14 +84,6 @@ class _Metrics:
         self.samples = Counter(
             "model_metrics_samples", "Samples published to the samples topic", registry=registry
         )
-        self.dead_letters = Counter(
-            "model_metrics_dead_letters", "Events sent to the dead-letter topic", ["reason"],
-            registry=registry,
-        )  # fmt: skip
-        self.replayed = Counter(
-            "model_metrics_replayed_messages", "Events skipped as already applied",
-            registry=registry,
-        )  # fmt: skip
         self.pending = Gauge(
             "model_metrics_pending", "Predictions and labels waiting for their partner",
             registry=registry,
@@ -99,15 +97,13 @@ class _Metrics:
         )
 
 
-class ModelMetricsAgent:
-    """Registers the model metrics agent, its checkpoint timer and rebalance hooks."""
+class ModelMetricsAgent(StreamAgent[ModelMonitor]):
+    """Predictions and labels to model_* samples, per partition (module docstring)."""
+
+    name = "model_metrics"
 
     def __init__(
-        self,
-        app: faust.App,
-        settings: Settings,
-        registry: CollectorRegistry,
-        codec: AvroCodec | None = None,
+        self, settings: Settings, registry: CollectorRegistry, codec: AvroCodec | None = None
     ) -> None:
         m = settings.model_metrics
         self.config = MonitorConfig(
@@ -118,7 +114,10 @@ class ModelMetricsAgent:
             drift_interval_ms=ms(m.drift_interval),
             counter_window_ms=min(settings.aggregation.windows_ms),
         )
-        self._idle_s = settings.aggregation.idle_timeout.total_seconds()
+        # half the aggregation agent's: the counts closed here reach the samples topic
+        # before an idle samples partition closes its windows (they would be late then)
+        self.idle_timeout_s = settings.aggregation.idle_timeout.total_seconds() / 2
+        self.checkpoint_interval_s = m.checkpoint_interval.total_seconds()
         self.codec = codec or AvroCodec.from_directory()
         self.encoder = SampleEncoder(self.codec, source="model_metrics")
         self.metrics = _Metrics(registry)
@@ -126,87 +125,50 @@ class ModelMetricsAgent:
         k = settings.kafka
         self.predictions_topic = topics.topic_name(k, topics.PREDICTIONS)
         self.labels_topic = topics.topic_name(k, topics.MODEL_LABELS)
+        # co-partitioned: partition p of both feeds the monitor of partition p
+        self.sources = (self.predictions_topic, self.labels_topic)
+        self.state_topic = topics.topic_name(k, topics.MODEL_STATE)
         self.samples_topic = topics.topic_name(k, topics.SAMPLES)
-        self.dead_letter_topic = topics.topic_name(k, topics.DEAD_LETTER)
-        self.source = app.topic(self.predictions_topic, self.labels_topic)
-        self.outputs = Outputs(k)
-        self.states: PartitionStates[ModelMonitor] = PartitionStates(
-            source_topic=self.predictions_topic,  # co-partitioned with the labels topic
-            state_topic=topics.topic_name(k, topics.MODEL_STATE),
-            bootstrap=k.bootstrap_servers,
-            outputs=self.outputs,
-            restore=self._restore,
-            snapshot=_snapshot,
-        )
+        self._index = {self.predictions_topic: 0, self.labels_topic: 1}  # the monitor's
         self._series: dict[str, SeriesRef] = {}
-        self._last_wall: dict[tuple[int, int], float] = {}  # (partition, topic) -> monotonic
-        self._ack: Ack | None = None  # the stream's, once the agent runs
         self._by_topic = {
             self.predictions_topic: self.metrics.messages.labels("predictions"),
             self.labels_topic: self.metrics.messages.labels("labels"),
         }
-        app.agent(self.source, name="model_metrics")(self._run)
-        app.timer(m.checkpoint_interval.total_seconds())(self._checkpoint_tick)
-        app.timer(min(1.0, self._idle_s / 4))(self._idle_tick)
-        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
-        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
 
-    def health(self) -> dict[str, Any]:
-        """For ``GET /healthz``."""
-        slots = dict(self.states.slots)
-        return {
-            "status": "ok",
-            "partitions": sorted(slots),
-            "pending_joins": sum(s.state.pending for s in slots.values()),
-            "unacked_messages": sum(len(s.pending) + len(s.unacked) for s in slots.values()),
-        }
+    def health(self, states: Mapping[int, ModelMonitor]) -> dict[str, Any]:
+        """Predictions and labels waiting for their partner."""
+        return {"pending_joins": sum(s.pending for s in states.values())}
 
     # -- the stream ---------------------------------------------------------------
-    async def _run(self, stream: StreamT) -> None:
-        stream = stream.noack()  # type: ignore[attr-defined]
-        self._ack = stream.ack
-        async for event in stream.events():
-            slot = await self.states.get(event.message.partition)
-            async with self.states.lock:  # a checkpoint waits for the outputs
-                await self._handle(event, slot)
-
-    async def _handle(self, event: EventT, slot: Slot[ModelMonitor]) -> None:
-        msg = event.message
-        self.states.processed(slot, event)
+    def handle(self, msg: Record, state: ModelMonitor, out: Emit) -> int:
+        """Apply one prediction or label; the number of samples it published."""
         self._by_topic[msg.topic].inc()
-        topic = 0 if msg.topic == self.predictions_topic else 1
-        self._last_wall[(msg.partition, topic)] = slot.last_event_wall
-        ev = await self._decode(event)
+        ev = self._decode(msg, out)
         if ev is None:
-            return
-        try:
-            if isinstance(ev, Prediction):
-                out = slot.state.apply_prediction(msg.offset, ev)
-            else:
-                out = slot.state.apply_label(msg.offset, ev)
-        except Exception as e:  # a bug must not stop the stream: keep the input
-            log.exception("model_event_failed", partition=msg.partition, offset=msg.offset)
-            await self._dead_letter(event, "processing-error", repr(e))
-            return
-        if out is None:
-            self.metrics.replayed.inc()
-            return
-        self.outputs.poll()
-        await self._publish(out)
+            return 0
+        if isinstance(ev, Prediction):
+            samples = state.apply_prediction(msg.offset, ev)
+        else:
+            samples = state.apply_label(msg.offset, ev)
+        if samples is None:
+            out.skip_replayed()
+            return 0
+        self._publish(out, samples)
+        return len(samples)
 
-    async def _publish(self, out: list[Sample]) -> None:
-        for s in out:
-            await self.outputs.send(self.samples_topic, s.series.encode(), self._encode(s))
-        self.metrics.samples.inc(len(out))
+    def _publish(self, out: Emit, samples: list[Sample]) -> None:
+        if samples:
+            records = [(s.series.encode(), self._encode(s)) for s in samples]
+            out.send_many(self.samples_topic, records)
+            self.metrics.samples.inc(len(samples))
 
-    async def _decode(self, event: EventT) -> Prediction | Label | None:
-        topic = event.message.topic
-        want = PREDICTION if topic == self.predictions_topic else LABEL
+    def _decode(self, msg: Record, out: Emit) -> Prediction | Label | None:
+        want = PREDICTION if msg.topic == self.predictions_topic else LABEL
         try:
-            decoded = self.codec.decode(event.value)
+            decoded = self.codec.decode(msg.value)
             if decoded.name != want:
-                raise InvalidModelEvent("unexpected-record", f"{decoded.name} on {topic}")
+                raise InvalidModelEvent("unexpected-record", f"{decoded.name} on {msg.topic}")
             ev: Prediction | Label = (
                 prediction_from_record(decoded.record)
                 if want == PREDICTION
@@ -214,19 +176,9 @@ class ModelMetricsAgent:
             )
             check_point(ev.timestamp_ms, 0.0, int(time.time() * 1000), self.limits)
         except (DecodeError, InvalidModelEvent, InvalidSample) as e:
-            await self._dead_letter(event, e.reason, str(e))
-            return None
-        except Exception as e:  # e.g. a record that breaks an assumption of the reader
-            log.exception("model_event_undecodable", offset=event.message.offset)
-            await self._dead_letter(event, "decode-error", repr(e))
+            out.dead_letter(e.reason, str(e))
             return None
         return ev
-
-    async def _dead_letter(self, event: EventT, reason: str, detail: str) -> None:
-        self.metrics.dead_letters.labels(reason).inc()
-        await self.outputs.dead_letter(
-            self.dead_letter_topic, event.message, reason, detail, "model_metrics"
-        )
 
     def _encode(self, s: Sample) -> bytes:
         ref = self._series.get(s.series)
@@ -236,53 +188,28 @@ class ModelMetricsAgent:
             ref = self._series[s.series] = make_series(s.name, s.labels, s.kind, s.unit)
         return self.encoder.encode(ref, s.timestamp_ms, s.value)
 
-    # -- state ---------------------------------------------------------------------
-    def _restore(self, p: int, table: dict[bytes, bytes]) -> ModelMonitor:
-        monitor = ModelMonitor(dataclasses.replace(self.config, partition=p))
-        monitor.restore(table)
-        log.info("model_metrics_restored", partition=p, pending=monitor.pending)
-        return monitor
+    # -- idleness ------------------------------------------------------------------
+    def next_offset(self, state: ModelMonitor, topic: str) -> int:
+        """The offset after the last applied event of ``topic`` (restored ones included)."""
+        source = PREDICTIONS_SOURCE if topic == self.predictions_topic else LABELS_SOURCE
+        return state.offsets[source] + 1
 
-    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        await self.states.on_assigned(assigned)
+    def wants_idle(self, state: ModelMonitor) -> bool:
+        """Counts wait for a window of either topic."""
+        return state.waiting_for((0, 1))
 
-    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-        # Checkpoint first: the next owner (perhaps this worker again) restores this
-        # state and skips the messages it covers, so a rebalance emits no sample twice
-        # (the samples are not idempotent downstream: a window counts each one).
-        await self.states.checkpoint(self._ack, force=True)
-        self.states.on_revoked(revoked)
-        for tp in revoked:
-            for t in (0, 1):
-                self._last_wall.pop((tp.partition, t), None)
+    def idle(self, partition: int, state: ModelMonitor, quiet: frozenset[str], out: Emit) -> bool:
+        """Publish the counts that wait for the quiet topics, then checkpoint at once (a
+        close is the one step a replay may not repeat alike)."""
+        which = [self._index[t] for t in quiet]
+        if not state.waiting_for(which):
+            return False
+        self._publish(out, state.close(which))
+        return True
 
-    async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
-        # Faust has stopped consuming: write the state of everything applied (no acks,
-        # the consumer is gone), so a restart skips those messages instead of
-        # emitting their samples again.
-        await self.states.checkpoint(None, force=True)
-        log.info("model_metrics_shutdown_checkpoint", partitions=sorted(self.states.slots))
-
-    async def _idle_tick(self) -> None:
-        """Publish the counts that wait for a topic quiet for the idle timeout (of a
-        partition's two), then checkpoint at once (a close is the one step a replay may
-        not repeat alike)."""
-        now = time.monotonic()
-        closed = False
-        async with self.states.lock:
-            for p, slot in list(self.states.slots.items()):
-                # a restored partition gets a whole idle timeout for its replay
-                since = [self._last_wall.setdefault((p, t), now) for t in (0, 1)]
-                quiet = [t for t in (0, 1) if now - since[t] >= self._idle_s]
-                if quiet and slot.state.waiting_for(quiet):
-                    await self._publish(slot.state.close(quiet))
-                    closed = True
-        if closed:
-            await self.states.checkpoint(self._ack, force=True)
-
-    async def _checkpoint_tick(self) -> None:
-        await self.states.checkpoint(self._ack)
-        monitors = [s.state for s in self.states.slots.values()]
+    def observe(self, states: Mapping[int, ModelMonitor]) -> None:
+        """Pending joins and join totals of the assigned partitions."""
+        monitors = list(states.values())
         self.metrics.pending.set(sum(m.pending for m in monitors))
         totals: dict[str, int] = {}
         for m in monitors:
@@ -291,6 +218,14 @@ class ModelMetricsAgent:
         for kind, n in totals.items():
             self.metrics.join.labels(kind).set(n)
 
+    # -- state ---------------------------------------------------------------------
+    def restore(self, partition: int, table: dict[bytes, bytes]) -> ModelMonitor:
+        """The monitor of ``partition`` from its changelog table."""
+        monitor = ModelMonitor(dataclasses.replace(self.config, partition=partition))
+        monitor.restore(table)
+        log.info("model_metrics_restored", partition=partition, pending=monitor.pending)
+        return monitor
 
-def _snapshot(monitor: ModelMonitor) -> Records | None:
-    return monitor.checkpoint() if monitor.has_changes else None
+    def snapshot(self, state: ModelMonitor) -> Records | None:
+        """The monitor's changed records."""
+        return state.checkpoint() if state.has_changes else None

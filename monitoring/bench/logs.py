@@ -322,7 +322,7 @@ def worker_rate(
         p.flush(60)
         port = free_port()
         d.start("worker", "worker", worker__metrics_port=str(port))
-        return drain(d, "worker", port, n_lines, progress, metric="logs_lines_total")
+        return drain(d, "worker", port, n_lines, progress, metric='agent_items_total{agent="logs"}')
     finally:
         d.stop_all()
 

@@ -46,11 +46,13 @@ def worker(
     if settings.logs.enabled:
         from monitoring.agents.logs import LogAgent
 
-        agents["logs"] = LogAgent(app, settings, registry)
+        agents["logs"] = run_on(app, LogAgent(settings, registry), settings, registry)
     if settings.model_metrics.enabled:
         from monitoring.agents.model_metrics import ModelMetricsAgent
 
-        agents["model_metrics"] = ModelMetricsAgent(app, settings, registry)
+        agents["model_metrics"] = run_on(
+            app, ModelMetricsAgent(settings, registry), settings, registry
+        )
 
     def health() -> dict[str, Any]:
         parts = {name: agent.health() for name, agent in agents.items()}

@@ -25,8 +25,9 @@ protocol, assignment and revocation, timers, dead letters, self-metrics and heal
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from monitoring.streams.outputs import Headers
@@ -59,11 +60,14 @@ class Send(NamedTuple):
 
 class DeadLetter(NamedTuple):
     """The current message goes to the dead-letter topic with why (and, for a batch,
-    the indices of the rejected items)."""
+    the indices of the rejected items); or, with ``value``, that value in its stead
+    (one bad line of a batch, say), with ``headers`` added."""
 
     reason: str
     detail: str
     rejected: list[int] | None = None
+    value: bytes | None = None
+    headers: Headers | None = None
 
 
 class Emit:
@@ -102,6 +106,11 @@ class Emit:
         """Send the message being handled to the dead-letter topic, with the reason."""
         self.dead.append(DeadLetter(reason, detail, rejected))
 
+    def dead_letter_part(self, reason: str, detail: str, value: bytes, headers: Headers) -> None:
+        """Send ``value`` (a part of the message being handled) to the dead-letter topic,
+        with the message's key and source headers, the reason, and ``headers``."""
+        self.dead.append(DeadLetter(reason, detail, None, value, headers))
+
     def skip_replayed(self) -> None:
         """The message was already in the restored state (counted, nothing published)."""
         self.replayed = True
@@ -132,6 +141,7 @@ class StreamAgent(ABC, Generic[S]):
     state_topic: str
     checkpoint_interval_s: float = 10.0
     idle_timeout_s: float | None = None  # None: the agent never reacts to idleness
+    clock: Callable[[], float] = staticmethod(time.monotonic)  # the runtime's (seconds)
 
     @abstractmethod
     def restore(self, partition: int, table: dict[bytes, bytes]) -> S:
@@ -160,6 +170,13 @@ class StreamAgent(ABC, Generic[S]):
         """``quiet`` source topics of ``partition`` have had no message for
         ``idle_timeout_s`` and nothing is waiting in them. True: checkpoint at once."""
         return False
+
+    def tick(self, partition: int, state: S, out: Emit) -> None:
+        """Called for every partition at the idle timer (``idle_timeout_s`` / 4, at most
+        every second): for finer idleness than the partition's, on ``clock``."""
+
+    def checkpointed(self, state: S) -> None:
+        """The state's last snapshot is on the broker."""
 
     def observe(self, states: Mapping[int, S]) -> None:
         """Update the agent's own gauges (called at each checkpoint tick)."""

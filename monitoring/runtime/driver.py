@@ -32,8 +32,8 @@ from typing import Any, Generic, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.log import get_logger
-from monitoring.runtime.agent import Emit, Record, S, StreamAgent
-from monitoring.streams.outputs import Headers
+from monitoring.runtime.agent import DeadLetter, Emit, Record, S, StreamAgent
+from monitoring.streams.outputs import Headers, OutputsLost, dead_letter_headers
 from monitoring.streams.partition_state import PartitionStates, Slot
 
 log = get_logger("runtime")
@@ -71,6 +71,10 @@ class Sink(Protocol):
         rejected: list[int] | None = None,
     ) -> None: ...
 
+    async def send_dead_letter(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> bool: ...
+
     def poll(self) -> None: ...
 
     async def flush(self) -> bool: ...
@@ -102,6 +106,10 @@ class RuntimeMetrics:
         self.partitions = Gauge(
             "agent_partitions", "Assigned source partitions", ["agent"], registry=registry
         )
+        self.checkpoint_failures = Counter(
+            "agent_checkpoint_failures", "Checkpoints a refused record made fail (retried)",
+            ["agent"], registry=registry,
+        )  # fmt: skip
         self.unreadable = Counter(
             "agent_state_unreadable", "State partitions that did not restore (started afresh)",
             ["agent"], registry=registry,
@@ -134,6 +142,7 @@ class AgentDriver(Generic[S]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.agent = agent
+        agent.clock = clock
         self.sink = sink
         self.dead_letter_topic = dead_letter_topic
         self.end_offsets = end_offsets
@@ -155,6 +164,7 @@ class AgentDriver(Generic[S]):
         self._checkpoint_seconds = m.checkpoint_seconds.labels(name)
         self._partitions = m.partitions.labels(name)
         self._unreadable = m.unreadable.labels(name)
+        self._checkpoint_failures = m.checkpoint_failures.labels(name)
         self._dead = m.dead_letters
         self._heard: dict[tuple[int, str], float] = {}  # (partition, topic) -> clock
         self._positions: dict[tuple[int, str], int] = {}  # the offset after the last handled
@@ -213,35 +223,82 @@ class AgentDriver(Generic[S]):
             self._replayed.inc()
         for d in out.dead:
             self._dead.labels(self.agent.name, d.reason).inc()
-            await self.sink.dead_letter(
-                self.dead_letter_topic, msg, d.reason, d.detail, self.agent.name, d.rejected
-            )
+            if msg is None:
+                log.error("dead_letter_without_message", agent=self.agent.name, reason=d.reason)
+            elif d.value is None:
+                await self.sink.dead_letter(
+                    self.dead_letter_topic, msg, d.reason, d.detail, self.agent.name, d.rejected
+                )
+            else:
+                await self._dead_letter_part(msg, d)
+
+    async def _dead_letter_part(self, msg: Record, d: DeadLetter) -> None:
+        log.warning(
+            "dead_letter", stage=self.agent.name, reason=d.reason, error=d.detail[:200],
+            topic=msg.topic, partition=msg.partition, offset=msg.offset,
+        )  # fmt: skip
+        headers = dead_letter_headers(
+            d.reason, d.detail, msg.topic, msg.partition, msg.offset, self.agent.name
+        )
+        key = msg.key.encode() if isinstance(msg.key, str) else msg.key
+        await self.sink.send_dead_letter(
+            self.dead_letter_topic, key, d.value, headers + list(d.headers or [])
+        )
 
     # -- timers --------------------------------------------------------------------
     async def checkpoint_tick(self) -> None:
-        """Checkpoint every changed partition, at most as often as the duty cycle allows."""
+        """Checkpoint every changed partition, at most as often as the duty cycle allows.
+
+        A record the producer refuses (not ``OutputsLost``: that stops the process, so
+        that a restart replays) is logged and counted, and the whole checkpoint is
+        tried again at the next tick; nothing is acked meanwhile."""
         started = time.monotonic()
-        if await self.states.checkpoint(self.ack):
+        try:
+            written = await self.checkpoint()
+        except OutputsLost:
+            raise
+        except Exception as e:
+            self._checkpoint_failures.inc()
+            log.error("checkpoint_failed", agent=self.agent.name, error=repr(e)[:300])
+            return
+        if written:
             self._checkpoint_seconds.observe(time.monotonic() - started)
         self.agent.observe(self.view())
+
+    async def checkpoint(self, force: bool = False, ack: bool = True) -> bool:
+        """Outputs, then state, then acks (``streams.partition_state``); True if written."""
+        written = await self.states.checkpoint(self.ack if ack else None, force=force)
+        if written:
+            for slot in self.states.slots.values():
+                self.agent.checkpointed(slot.state)
+        return written
 
     async def idle_tick(self) -> None:
         """Let the agent close what waits on its quiet source topics (module docstring)."""
         idle_s = self.agent.idle_timeout_s
         if idle_s is None:
             return
+        async with self.states.lock:
+            for p, slot in list(self.states.slots.items()):
+                out = Emit()
+                self.agent.tick(p, slot.state, out)
+                await self._publish(out, None)
         async with self._idle_lock:
             now = self.clock()
-            since = max(self._broker_back_at, 0.0)
-            candidates = [
-                (p, slot)
+            since = self._broker_back_at
+            silent = {  # partition -> its source topics with no message for idle_s
+                p: [
+                    t
+                    for t in self.agent.sources
+                    if now - max(self._heard.get((p, t), now), since) >= idle_s
+                ]
                 for p, slot in self.states.slots.items()
-                if now - max(slot.last_event_wall, since) >= idle_s
-                and self.agent.wants_idle(slot.state)
-            ]
-            if not candidates:
+                if self.agent.wants_idle(slot.state)
+            }
+            silent = {p: ts for p, ts in silent.items() if ts}
+            if not silent:
                 return
-            ends = await self._ends([p for p, _ in candidates])
+            ends = await self._ends(sorted(silent))
             if ends is None:
                 if not self._broker_down:
                     log.warning("idle_check_skipped", agent=self.agent.name, reason="broker down")
@@ -252,21 +309,21 @@ class AgentDriver(Generic[S]):
                 self._broker_back_at = self.clock()
                 return
             checkpoint = False
-            for p, slot in candidates:
+            for p, topics in silent.items():
+                owned = self.states.slots.get(p)
+                if owned is None:
+                    continue  # revoked meanwhile
                 quiet = frozenset(
-                    t
-                    for t in self.agent.sources
-                    if now - max(self._heard.get((p, t), now), since) >= idle_s
-                    and ends[t].get(p, 0) <= self._next_offset(p, slot.state, t)
+                    t for t in topics if ends[t].get(p, 0) <= self._next_offset(p, owned.state, t)
                 )
-                if not quiet or self.states.slots.get(p) is not slot:
-                    continue
+                if not quiet:
+                    continue  # messages are waiting: not idle
                 async with self.states.lock:
                     out = Emit()
-                    checkpoint |= self.agent.idle(p, slot.state, quiet, out)
+                    checkpoint |= self.agent.idle(p, owned.state, quiet, out)
                     await self._publish(out, None)
             if checkpoint:
-                await self.states.checkpoint(self.ack, force=True)
+                await self.checkpoint(force=True)
 
     async def _ends(self, partitions: list[int]) -> dict[str, dict[int, int]] | None:
         ends = {}
@@ -291,7 +348,7 @@ class AgentDriver(Generic[S]):
     async def revoked(self, partitions: Sequence[int]) -> None:
         """Checkpoint first (the next owner, perhaps this worker, restores the state and
         skips what it covers), then forget the partitions."""
-        await self.states.checkpoint(self.ack, force=True)
+        await self.checkpoint(force=True)
         self.states.forget(partitions)
         for p in partitions:
             for t in self.agent.sources:
@@ -301,7 +358,7 @@ class AgentDriver(Generic[S]):
 
     async def shutdown(self) -> None:
         """Write the state of everything applied; no acks (the consumer is gone)."""
-        await self.states.checkpoint(None, force=True)
+        await self.checkpoint(force=True, ack=False)
         log.info("shutdown_checkpoint", agent=self.agent.name, partitions=sorted(self.states.slots))
 
     # -- views ---------------------------------------------------------------------

@@ -57,12 +57,12 @@ class BrokerOffsets:
             return None
 
 
-def run_on(
-    app: BulkApp, agent: StreamAgent[S], settings: Settings, registry: CollectorRegistry
+def broker_driver(
+    agent: StreamAgent[S], settings: Settings, registry: CollectorRegistry
 ) -> AgentDriver[S]:
-    """Register ``agent`` on ``app``; the driver (for health and tests)."""
+    """A driver of ``agent`` on the configured broker (records, state, end offsets)."""
     k = settings.kafka
-    driver = AgentDriver(
+    return AgentDriver(
         agent,
         Outputs(k),
         dead_letter_topic=topics.topic_name(k, topics.DEAD_LETTER),
@@ -70,6 +70,13 @@ def run_on(
         end_offsets=BrokerOffsets(k.bootstrap_servers),
         registry=registry,
     )
+
+
+def run_on(
+    app: BulkApp, agent: StreamAgent[S], settings: Settings, registry: CollectorRegistry
+) -> AgentDriver[S]:
+    """Register ``agent`` on ``app``; the driver (for health and tests)."""
+    driver = broker_driver(agent, settings, registry)
     driver.ack = app.ack
     app.bulk(app.topic(*agent.sources), driver.process)
     app.timer(agent.checkpoint_interval_s)(driver.checkpoint_tick)

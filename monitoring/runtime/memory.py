@@ -122,6 +122,15 @@ class MemorySink:
             Delivered(topic, msg.key, value, None, None, reason, detail, msg, rejected)
         )
 
+    async def send_dead_letter(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> bool:
+        """Enqueue a dead letter of a part of a message (headers say why)."""
+        h = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers}
+        reason, detail = h.get("x-reason", ""), h.get("x-error", "")
+        self.pending.append(Delivered(topic, key, value, None, headers, reason, detail))
+        return True
+
     def poll(self) -> None:
         """Nothing to serve in memory."""
 
@@ -248,7 +257,7 @@ class MemoryRuntime(Generic[S]):
 
     async def checkpoint(self) -> bool:
         """A forced checkpoint (as the timer would take it, without the duty cycle)."""
-        return await self.driver.states.checkpoint(self.driver.ack, force=True)
+        return await self.driver.checkpoint(force=True)
 
     async def crash_in_checkpoint(self, flush: int, delivered: int | Sequence[int]) -> None:
         """Start a checkpoint and die in its ``flush``-th flush (1: the outputs, 2: the

@@ -1,6 +1,6 @@
 """Bad log input end to end: each case handled as documented in monitoring/logs/records.py,
 the undecodable or unusable ones in the dead-letter topic once with their reason and
-counted (``logs_dead_letters_total{reason}``), and nothing else lost: garbage bytes, a
+counted (``agent_dead_letters_total{agent="logs",reason}``), and nothing else lost: garbage bytes, a
 truncated body, an empty value, a tombstone, another schema's record (a MetricSample),
 a record of a future LogRecord version (a fingerprint the worker does not know), a
 record too large for its outputs to fit the message limit, an unusable service name."""
@@ -128,7 +128,11 @@ def test_bad_log_input(pipeline_factory: Callable[..., Pipeline]) -> None:
         120,
         f"stored logs\n{p.logs()}",
     )
-    p.wait(lambda: metric(port, "logs_messages_total") == len(msgs), 30, "all messages handled")
+    p.wait(
+        lambda: metric(port, "agent_messages_total", agent="logs") == len(msgs),
+        30,
+        "all messages handled",
+    )
     rows = p.query(
         "SELECT toUnixTimestamp64Milli(timestamp), level, message, attributes, "
         "toUnixTimestamp64Milli(observed) FROM logs FINAL ORDER BY event_id"
@@ -165,5 +169,7 @@ def test_bad_log_input(pipeline_factory: Callable[..., Pipeline]) -> None:
     letters = [d for d in dead_letters(p, sum(expected.values())) if d.get("x-stage") == "logs"]
     assert Counter(d["x-reason"] for d in letters) == expected
     assert all(d["x-source-topic"] == p.topic(LOGS) for d in letters)
-    counted = {r: metric(port, "logs_dead_letters_total", reason=r) for r in expected}
+    counted = {
+        r: metric(port, "agent_dead_letters_total", agent="logs", reason=r) for r in expected
+    }
     assert counted == {r: float(n) for r, n in expected.items()}

@@ -18,10 +18,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from fixtures.kafka import SettingsFactory
 from prometheus_client import CollectorRegistry
 
-from monitoring.agents.logs import LogAgent
+from monitoring.agents.logs import LogAgent, LogState
 from monitoring.config import Settings
 from monitoring.logs.corpus import distinct_messages
-from monitoring.streams.app import create_app
+from monitoring.runtime.driver import AgentDriver
+from monitoring.runtime.faust_app import broker_driver
+from monitoring.streams.outputs import Outputs
 from monitoring.streams.topics import LOG_STATE, topic_name
 
 pytestmark = [pytest.mark.integration]
@@ -30,11 +32,12 @@ N = 100_000
 T0 = 1_700_000_000_000
 
 
-def agent_for(settings: Settings) -> tuple[LogAgent, CollectorRegistry]:
+def agent_for(settings: Settings) -> tuple[LogAgent, AgentDriver[LogState], CollectorRegistry]:
     registry = CollectorRegistry()
-    agent = LogAgent(create_app(settings), settings, registry)
-    agent.states.max_duty = 1.0  # no checkpoint skipped for being too soon
-    return agent, registry
+    agent = LogAgent(settings, registry)
+    driver = broker_driver(agent, settings, registry)
+    driver.states.max_duty = 1.0  # no checkpoint skipped for being too soon
+    return agent, driver, registry
 
 
 def state_records(settings: Settings, partition: int) -> list[tuple[bytes, bytes | None]]:
@@ -67,13 +70,15 @@ async def test_100k_templates_checkpoint_and_restore_through_the_broker(
     settings = settings_factory()
     limit = settings.kafka.max_message_bytes
     bound = settings.logs.max_templates
-    agent, registry = agent_for(settings)
-    slot = await agent.states.get(0)
+    agent, driver, registry = agent_for(settings)
+    slot = await driver.slot(0)
     logs = slot.state.logs
     messages = distinct_messages(N, seed=11)
 
     refused = 0
-    produce = agent.outputs._produce
+    outputs = driver.sink
+    assert isinstance(outputs, Outputs)
+    produce = outputs._produce
 
     def refuse_once(topic: str, *args: Any, **kw: Any) -> None:
         nonlocal refused
@@ -82,16 +87,17 @@ async def test_100k_templates_checkpoint_and_restore_through_the_broker(
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "refused in test"))
         produce(topic, *args, **kw)
 
-    agent.outputs._produce = refuse_once  # type: ignore[method-assign]
+    outputs._produce = refuse_once  # type: ignore[method-assign]
     for i, msg in enumerate(messages):
         rec = {"timestamp_ms": T0 + i * 10, "service": "api", "level": "info", "message": msg}
         assert logs.process(i, rec, T0 + i * 10) is not None
-        agent.states.processed(slot, i)
+        driver.states.processed(slot, i)
         if (i + 1) % 25_000 == 0:
-            await agent._checkpoint_tick()  # the first one refused: kept, tried again
+            await driver.checkpoint_tick()  # the first one refused: kept, tried again
     assert refused == 1
-    assert registry.get_sample_value("logs_state_write_failures_total") == 1.0
-    await agent._checkpoint_tick()  # the last generation's predecessors tombstoned
+    failures = registry.get_sample_value("agent_checkpoint_failures_total", {"agent": "logs"})
+    assert failures == 1.0
+    await driver.checkpoint_tick()  # the last generation's predecessors tombstoned
     assert not slot.unwritten and not slot.pending
     svc = logs.services["api"]
     assert logs.evictions == N - bound
@@ -102,8 +108,8 @@ async def test_100k_templates_checkpoint_and_restore_through_the_broker(
     assert registry.get_sample_value("logs_state_largest_record_bytes") == largest
 
     started = time.perf_counter()
-    second, _ = agent_for(settings)
-    restored = (await second.states.get(0)).state.logs
+    _, second, _ = agent_for(settings)
+    restored = (await second.slot(0)).state.logs
     restore_s = time.perf_counter() - started
     print(f"\n{len(records)} state records written, largest {largest} bytes; "
           f"restore {restore_s:.3f} s")  # fmt: skip
