@@ -1,5 +1,5 @@
 """A ClickHouse outage with the real broker and chDB: the store stops buffering at
-its bound (the rest of each fetch sought back, partitions paused), keeps partitions a
+its bound (the rest of each fetch held, partitions paused), keeps partitions a
 rebalance assigns paused, and once inserts work again stores every message and
 commits."""
 
@@ -80,7 +80,7 @@ def test_outage_bounds_the_buffer_then_stores_everything_once(
     try:
         wait_for(lambda: outage.refused >= 2 and store.paused)
         # at most the bound is buffered (10 rows, one per message): the rest of each
-        # fetch was sought back, and nothing more is fetched while paused
+        # fetch was held, and nothing more is fetched while paused
         assert 0 < store.writer.pending <= store.max_pending == 10
         assert handled._value.get() == store.writer.pending
         assert store.health()["status"] == "degraded"

@@ -104,9 +104,11 @@ class Consumer:
         self.assigned: list[Any] = []
         self.paused: set[Any] = set()
         self.seeks: list[Any] = []
+        self.committed: list[Any] = []
 
-    def commit(self, asynchronous: bool = True) -> None:
+    def commit(self, offsets: list[Any] | None = None, asynchronous: bool = True) -> None:
         self.commits += 1
+        self.committed = sorted((tp.topic, tp.partition, tp.offset) for tp in offsets or [])
 
     def assignment(self) -> list[Any]:
         return list(self.assigned)
@@ -234,17 +236,20 @@ def test_partitions_assigned_during_an_outage_are_paused() -> None:
     assert store.maybe_flush() and not consumer.paused
 
 
-def test_the_buffer_is_bounded_the_rest_sought_back() -> None:
+def test_the_buffer_is_bounded_the_rest_held() -> None:
     store, client, consumer, _letters, clock, _ = make(batch_size=5)  # at most 10 rows
     client.down = True
     msgs = [agg(i, partition=i % 2, offset=100 + i) for i in range(30)]
     assert store.handle_many(msgs) == 10
-    assert store.writer.pending == 10 and store.paused
-    assert sorted(consumer.seeks) == [("t", 0, 110), ("t", 1, 111)]
-    assert store.handle_many(msgs[10:]) == 0  # paused and full: nothing more is taken
+    assert store.writer.pending == 10 and store.paused and store.held == msgs[10:]
+    assert store.handle_many([]) == 0  # paused and full: nothing more is taken
+    assert store.held == msgs[10:] and consumer.seeks == []
     client.down = False
     clock.t = 5.0
     assert store.maybe_flush() and not store.paused and store.writer.pending == 0
+    # the offsets after the messages handled, not the consumer's position
+    assert consumer.committed == [("t", 0, 109), ("t", 1, 110)]
+    assert store.handle_many([]) == 10 and store.held == msgs[20:]  # in order
 
 
 def test_health_is_not_ok_while_a_flush_hangs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,11 @@ in ``x-error``), and a row a table still refuses is split out of its batch by th
 writer and its message dead-lettered (``insert-rejected``) before the commit. Only
 transient errors (connection, timeouts: ``writer.transient``) are retried, with
 backoff, consumption paused (partitions assigned meanwhile too) and the buffer bounded
-(``MAX_PENDING_BATCHES`` batches; beyond it the rest of a fetch is sought back).
+(``MAX_PENDING_BATCHES`` batches; beyond it the rest of a fetch is held, undecoded,
+and consumption paused until a flush makes room). Commits name the offsets of the
+messages handled, never the consumer's position, so a held message is never committed
+unstored. (Seeking the rest of a fetch back, as this did before, lost the rest of some
+partitions' backlogs in ``bench pipeline``: committed, never stored.)
 Health turns not-ok while a flush keeps failing or hangs past ``FLUSH_STUCK_S``.
 """
 
@@ -64,7 +68,7 @@ LOG_TEMPLATE = "monitoring.LogTemplate"
 GROUP_ID = "monitoring-store"
 MAX_BACKOFF_S = 30.0
 # Buffered rows at most, in batches (storage.batch_size): past it, consumption pauses
-# and the rest of a fetch is sought back, to be read again after a successful flush.
+# and the rest of a fetch is held (as fetched) until a successful flush makes room.
 MAX_PENDING_BATCHES = 2
 # Health is not ok while a flush has been running this long (an insert hanging) ...
 FLUSH_STUCK_S = 60.0
@@ -199,6 +203,9 @@ class Store:
         self.group_id = group_id
         self.log = get_logger("store")
         self.uncommitted = 0
+        # (topic, partition) -> offset after the last message handled, to commit
+        self.positions: dict[tuple[str, int], int] = {}
+        self.held: list[Message] = []  # fetched, not handled: the buffer was full
         self.last_flush = clock()
         self.last_success = time.time()
         self.backoff = 0.0
@@ -229,6 +236,9 @@ class Store:
             if err.code() != KafkaError._PARTITION_EOF:
                 self.log.warning("consume_error", error=str(err))
             return
+        partition, offset = _call(msg, "partition"), _call(msg, "offset")
+        if partition is not None and offset is not None:
+            self.positions[(msg.topic() or "", partition)] = offset + 1
         self.metrics.messages.labels(msg.topic() or "").inc()
         self.writer.source = msg
         data = msg.value()
@@ -323,32 +333,20 @@ class Store:
             self.metrics.dead_letter_failures.inc()
 
     def handle_many(self, msgs: Sequence[Message]) -> int:
-        """``handle`` each message while the buffer has room; past ``max_pending`` rows,
-        seek the rest back (read again after the next successful flush) and pause.
-        Returns how many were handled."""
+        """``handle`` the held messages, then ``msgs``, while the buffer has room; past
+        ``max_pending`` rows, hold the rest (handled after the next successful flush)
+        and pause consumption. Returns how many were handled."""
+        if self.held:
+            msgs, self.held = [*self.held, *msgs], []
         bounded = self.consumer is not None
         for i, msg in enumerate(msgs):
             if bounded and self.writer.pending >= self.max_pending:
-                if self._rewind(msgs[i:]):
-                    return i
-                bounded = False  # could not seek: keep them rather than skip them
+                self.held = list(msgs[i:])
+                self.log.info("buffer_full", pending=self.writer.pending, held=len(self.held))
+                self._pause(True)
+                return i
             self.handle(msg)
         return len(msgs)
-
-    def _rewind(self, rest: Sequence[Message]) -> bool:
-        first: dict[tuple[str, Any], Any] = {}
-        for m in rest:
-            if m.error() is None:
-                first.setdefault((m.topic() or "", _call(m, "partition")), _call(m, "offset"))
-        try:
-            for (topic, partition), offset in first.items():
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-        except Exception as e:
-            self.log.warning("buffer_full_seek_failed", error=str(e)[:300])
-            return False
-        self.log.info("buffer_full", pending=self.writer.pending, sought_back=len(rest))
-        self._pause(True)
-        return True
 
     # -- flush and commit ----------------------------------------------------------
     def due(self) -> bool:
@@ -381,11 +379,16 @@ class Store:
         self.last_flush = self.clock()
         self.last_success = time.time()
         if self.consumer is not None and self.uncommitted:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
             try:
-                self.consumer.commit(asynchronous=False)
+                if offsets:  # what was handled, not the position (held messages)
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                else:
+                    self.consumer.commit(asynchronous=False)
             except KafkaException as e:
                 if e.args[0].code() != KafkaError._NO_OFFSET:
                     raise
+            self.positions.clear()
             self.metrics.commits.inc()
         self.uncommitted = 0
 
@@ -463,11 +466,16 @@ class Store:
             self.log.info("assigned_paused", partitions=len(partitions))
 
     def on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        """Before partitions move to another store: flush and commit what we have."""
+        """Before partitions move to another store: flush and commit what we have; their
+        held messages are dropped (the next owner reads them from the commit)."""
         try:
             self.flush_and_commit()
         except Exception as e:
             self.log.warning("revoke_flush_failed", error=redact(str(e))[:300])
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self.held = [m for m in self.held if (m.topic(), _call(m, "partition")) not in gone]
+        for key in gone:
+            self.positions.pop(key, None)
 
     def run(self, stop: threading.Event, shutdown_timeout: float = 30.0) -> None:
         """Consume until ``stop`` is set, then flush, commit and close the consumer."""
@@ -488,7 +496,10 @@ class Store:
         )
         try:
             while not stop.is_set():
-                self.handle_many(consumer.consume(num_messages=5000, timeout=0.2))
+                if self.held and self.writer.pending < self.max_pending:
+                    self.handle_many([])  # room again: the held messages first
+                else:
+                    self.handle_many(consumer.consume(num_messages=5000, timeout=0.2))
                 self.maybe_flush()
             self._drain(shutdown_timeout)
         finally:
