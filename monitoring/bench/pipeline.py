@@ -46,6 +46,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+SAMPLE_ROWS = 'monitoring_store_rows_inserted_total{table="samples"'
+
+
 def scrape(port: int, name: str) -> float:
     """Sum of a metric's samples on a prometheus endpoint (0 when absent or not up yet)."""
     try:
@@ -79,7 +82,15 @@ class Result:
     e2e_ms: list[float] = field(default_factory=list)
     aggregate_ms: list[float] = field(default_factory=list)
     store_rows_per_s: float = 0.0
-    bytes_per_sample: float = float("nan")
+    live_sent: int = 0
+    # from the end of the live phase until the store holds every sample sent: the
+    # footprint is measured on the same rows whatever the store's lag (a store that
+    # is behind keeps the rest in Kafka, not in memory)
+    store_live_catchup_s: float = float("nan")
+    bytes_per_sample: float = float("nan")  # every stored row, the live phase's too
+    # the two scrape phases alone (one value per series and second, the same rows in
+    # every run): what to compare across versions
+    bytes_per_scraped_sample: float = float("nan")
     bytes_per_aggregate: float = float("nan")
 
     def summary_line(self) -> str:
@@ -88,7 +99,9 @@ class Result:
             f"e2e_p50_ms={percentile(self.e2e_ms, 0.5):.0f} "
             f"e2e_p99_ms={percentile(self.e2e_ms, 0.99):.0f} "
             f"store_rows_per_s={self.store_rows_per_s:.0f} "
+            f"store_live_catchup_s={self.store_live_catchup_s:.1f} "
             f"bytes_per_sample={self.bytes_per_sample:.3f} "
+            f"bytes_per_scraped_sample={self.bytes_per_scraped_sample:.3f} "
             f"bytes_per_aggregate={self.bytes_per_aggregate:.2f}"
         )
 
@@ -215,9 +228,7 @@ def run(
 
         total = n1 + n2
         d.wait(
-            lambda: (
-                scrape(store_port, 'monitoring_store_rows_inserted_total{table="samples"') >= total
-            ),
+            lambda: scrape(store_port, SAMPLE_ROWS) >= total,
             900,
             "store caught up",
         )
@@ -229,9 +240,17 @@ def run(
         _wait_idle(d, "worker", progress)
         progress(f"phase 3: live load at {rate:,.0f} samples/s for {live_seconds} s")
         _live(d, n_series, rate, live_seconds, res, progress, batch_samples)
+        t_live = time.perf_counter()
+        want = total + res.live_sent
+        try:
+            d.wait(lambda: scrape(store_port, SAMPLE_ROWS) >= want, 600, "store caught up")
+            res.store_live_catchup_s = time.perf_counter() - t_live
+            progress(f"store: every live sample stored {res.store_live_catchup_s:.1f} s later")
+        except TimeoutError:
+            progress(f"store: {scrape(store_port, SAMPLE_ROWS):.0f} of {want} rows after 600 s")
     finally:
         d.stop_all()
-    _footprint(d, res)
+    _footprint(d, res, start + (batch_ticks + single_ticks) * interval)
     return res
 
 
@@ -307,17 +326,19 @@ def _live(
         time.sleep(0.05)
     stop.set()
     th.join(10)
+    res.live_sent = n_sent
     res.live_rate_per_s = n_sent / (time.perf_counter() - t0)
     progress(f"live: {res.live_rate_per_s:,.0f} samples/s sent, {len(res.e2e_ms)} probes seen")
 
 
-def _footprint(d: LocalDeployment, res: Result) -> None:
+def _footprint(d: LocalDeployment, res: Result, scrapes_end_ms: int) -> None:
     from monitoring.sinks.clickhouse.connection import connect
-    from monitoring.sinks.clickhouse.footprint import storage_footprint
+    from monitoring.sinks.clickhouse.footprint import samples_before, storage_footprint
 
     client = connect(d.settings.storage.dsn)
     try:
         fp = storage_footprint(client, optimize=True)
+        res.bytes_per_scraped_sample = samples_before(client, scrapes_end_ms) or float("nan")
     finally:
         client.close()
     res.bytes_per_sample = fp["bytes_per_sample"] or float("nan")

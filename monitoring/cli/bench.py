@@ -63,7 +63,9 @@ def pipeline(
             "window end -> aggregate queryable p50/p99 (ms)",
             f"{percentile(res.aggregate_ms, 0.5):.0f} / {percentile(res.aggregate_ms, 0.99):.0f}",
         ),
-        ("bytes per raw sample", f"{res.bytes_per_sample:.3f}"),
+        ("store: every live sample stored after (s)", f"{res.store_live_catchup_s:.1f}"),
+        ("bytes per raw sample (every row)", f"{res.bytes_per_sample:.3f}"),
+        ("bytes per raw sample (the scrape phases)", f"{res.bytes_per_scraped_sample:.3f}"),
         ("bytes per aggregate", f"{res.bytes_per_aggregate:.2f}"),
     ]
     for r in rows:

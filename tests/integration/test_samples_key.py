@@ -116,3 +116,17 @@ def test_last_seen_in_chdb_follows_the_samples(chdb_client: Any, chdb_settings: 
         parameters={"s": series_id("cpu")},
     ).result_rows[0]
     assert (first, last) == (now, now + 4 * 60_000)
+
+
+def test_the_footprint_of_a_time_range_alone(chdb_client: Any) -> None:
+    """``samples_before``: bytes per row of the rows before a time, the rest ignored."""
+    from monitoring.sinks.clickhouse.footprint import samples_before
+
+    rows = [[series_id(f"m{i % 10}"), T0 + i * 1000, float(i % 7)] for i in range(2_000)]
+    chdb_client.insert("samples", list(map(list, zip(*rows, strict=True))),
+                       column_names=["series_id", "ts", "value"], column_oriented=True)  # fmt: skip
+    per_row = samples_before(chdb_client, T0 + 1_000_000)
+    assert per_row is not None and 0 < per_row < 30
+    assert samples_before(chdb_client, T0) is None  # no row before
+    tables = {r[0] for r in chdb_client.query("SHOW TABLES").result_rows}
+    assert "samples_footprint" not in tables

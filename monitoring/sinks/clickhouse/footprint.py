@@ -39,3 +39,26 @@ def storage_footprint(client: Client, optimize: bool = False) -> dict[str, Any]:
         "bytes_per_aggregate": per_row("aggregates"),
         "tables": tables,
     }
+
+
+def samples_before(client: Client, end_ms: int) -> float | None:
+    """Bytes on disk per row of the samples stamped before ``end_ms``, alone: copied
+    into a scratch table of the same definition and merged (``OPTIMIZE ... FINAL``),
+    so that a run's phases can be compared whatever else the table holds."""
+    client.command("DROP TABLE IF EXISTS samples_footprint")
+    client.command("CREATE TABLE samples_footprint AS samples")
+    try:
+        client.command(
+            "INSERT INTO samples_footprint SELECT * FROM samples "
+            "WHERE ts < fromUnixTimestamp64Milli({end:Int64}) "
+            "SETTINGS max_partitions_per_insert_block = 0",
+            parameters={"end": end_ms},
+        )
+        client.command("OPTIMIZE TABLE samples_footprint FINAL")
+        rows, size = client.query(
+            "SELECT sum(rows), sum(bytes_on_disk) FROM system.parts WHERE active "
+            "AND database = currentDatabase() AND table = 'samples_footprint'"
+        ).result_rows[0]
+    finally:
+        client.command("DROP TABLE IF EXISTS samples_footprint")
+    return int(size) / int(rows) if rows else None
