@@ -1,11 +1,12 @@
 """An undecodable state snapshot starts afresh, counted and logged, never raising: a
 library upgrade or a format from a future version must not crash-loop a worker.
 
-The stream agents' partitions go through the runtime (``PartitionStates``: a restore
-that raises starts the partition empty, ``agent_state_unreadable_total`` counts it);
-the aggregation agent is driven through it here, the other agents' restores are shown
-to raise rather than return a wrong state. The evaluator and the notifier restore one
-state of their own at start: each counts ``bad-state`` and starts empty.
+Every stream agent (aggregation, logs, model metrics) is driven on the in-memory
+runtime over a spoilt golden table: the partition starts empty
+(``agent_state_unreadable_total``, ``state_unreadable_starting_afresh``) and its
+message is applied. The logs and model monitor restores are also shown to raise on
+other spoilt tables rather than return a wrong state. The evaluator and the notifier
+restore one state of their own at start: each counts ``bad-state`` and starts empty.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def stream_agents() -> dict[str, tuple[Callable[[], Any], str, Any, bytes]]:
 
 
 @pytest.mark.parametrize("how", ["garbage", "future-version"])
-@pytest.mark.parametrize("name", ["aggregation"])  # logs, model_metrics: on the runtime next
+@pytest.mark.parametrize("name", ["aggregation", "logs", "model_metrics"])
 async def test_a_stream_partition_with_unreadable_state_starts_afresh(name: str, how: str) -> None:
     factory, golden, key, message = stream_agents()[name]
     table = dict(read(golden, 2 if golden == "logs" else 1))
