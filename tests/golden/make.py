@@ -120,9 +120,8 @@ def log_inputs() -> list[dict[str, Any]]:
     return out
 
 
-def log_state(cls: Any) -> Any:
-    """A ``PartitionLogs`` (10 s count windows) with the inputs applied."""
-    logs = cls(10_000)
+def log_state(logs: Any) -> Any:
+    """``logs`` (a ``PartitionLogs`` with 10 s count windows) with the inputs applied."""
     for offset, rec in enumerate(log_inputs()):
         logs.process(offset, rec, rec["timestamp_ms"] + 50)
     return logs
@@ -131,7 +130,7 @@ def log_state(cls: Any) -> Any:
 def make_logs() -> tuple[int, dict[bytes, bytes]]:
     from monitoring.logs import analyzer
 
-    records, meta = log_state(analyzer.PartitionLogs).checkpoint()
+    records, meta = log_state(analyzer.PartitionLogs(10_000)).checkpoint()
     table = {k.encode(): v for k, v in records if v is not None}
     table[analyzer.CHECKPOINT_KEY.encode()] = meta
     return analyzer.STATE_VERSION, table
@@ -267,6 +266,22 @@ route:
 receivers: [{name: team}]
 """
 DELIVERED = [bytes([k]) * 16 for k in range(3)]
+
+
+def log_agent() -> Any:
+    """The log agent with default settings (10 s count windows)."""
+    from monitoring.agents.logs import LogAgent
+    from monitoring.config import Settings
+
+    return LogAgent(Settings(), CollectorRegistry())
+
+
+def model_agent() -> Any:
+    """The model metrics agent with default settings."""
+    from monitoring.agents.model_metrics import ModelMetricsAgent
+    from monitoring.config import Settings
+
+    return ModelMetricsAgent(Settings(), CollectorRegistry())
 
 
 def notifier_agent(registry: CollectorRegistry | None = None) -> Any:

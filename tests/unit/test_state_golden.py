@@ -19,7 +19,7 @@ import pytest
 from golden import make, read
 
 from monitoring.agents.alerting import STATE_KEY
-from monitoring.logs.analyzer import CHECKPOINT_KEY, PartitionLogs
+from monitoring.logs.analyzer import PartitionLogs
 from monitoring.metrics.checkpoint import pack_series, unpack_series
 from monitoring.mlops.events import Label, Prediction
 from monitoring.mlops.monitor import ModelMonitor
@@ -91,10 +91,7 @@ def test_aggregation_v1_with_the_published_count_goes_on_publishing() -> None:
 # -- logs -----------------------------------------------------------------------------
 def restore_logs(version: int) -> PartitionLogs:
     """As the log agent restores a partition."""
-    table = dict(read("logs", version))
-    meta = table.pop(CHECKPOINT_KEY.encode())
-    logs = PartitionLogs(10_000)
-    logs.restore(meta, ((k.decode(), v) for k, v in table.items()))
+    logs: PartitionLogs = make.log_agent().restore(0, read("logs", version)).logs
     assert logs.restore_errors == []
     return logs
 
@@ -102,7 +99,7 @@ def restore_logs(version: int) -> PartitionLogs:
 @pytest.mark.parametrize("version", [1, 2])
 def test_logs_state_restores_templates_counts_and_offsets(version: int) -> None:
     restored = restore_logs(version)
-    fresh = make.log_state(PartitionLogs)
+    fresh = make.log_state(make.log_agent().restore(0, {}).logs)
     assert restored.checkpoint_offset == 39
     assert sorted(restored.services) == ["api", "db"]
     inputs = make.log_inputs()
@@ -149,9 +146,8 @@ def apply_model(monitor: ModelMonitor, step: tuple[int, int, Any]) -> Any:
 def test_model_metrics_v1_restores_pending_entries_and_river_state(variant: str) -> None:
     """``no_counters``: the partition record before it held the cumulative counters
     (they start from zero then; the rest is the same)."""
-    restored = ModelMonitor()
-    restored.restore(read("model_metrics", 1, variant))
-    fresh = make.model_state(ModelMonitor())
+    restored = make.model_agent().restore(0, read("model_metrics", 1, variant))
+    fresh = make.model_state(make.model_agent().restore(0, {}))
     assert restored.pending == fresh.pending > 0
     assert restored.offsets == fresh.offsets
     assert apply_model(restored, make.model_inputs()[0]) is None  # applied before
