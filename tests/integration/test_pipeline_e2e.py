@@ -151,8 +151,9 @@ def test_pipeline_matches_oracle(pipeline: Pipeline) -> None:
     # late samples were routed, not dropped: exactly the late points, once each
     late = sorted((series_key(x.name, x.labels), x.timestamp_ms) for x in points if x.late)
     assert late and sorted(late_messages(pipeline, len(late))) == late
-    # raw samples are stored too, one row per (series, timestamp)
-    distinct = {(series_key(x.name, x.labels), x.timestamp_ms) for x in points}
+    # raw samples are stored too, one row per (series, timestamp, value): two values of
+    # a series in one millisecond are two samples (migration 008)
+    distinct = {(series_key(x.name, x.labels), x.timestamp_ms, x.value) for x in points}
     pipeline.wait(
         lambda: pipeline.query("SELECT count() FROM samples FINAL")[0][0] == len(distinct),
         60,

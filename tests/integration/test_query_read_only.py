@@ -206,7 +206,7 @@ def test_http_store_queries_use_their_own_dsn() -> None:
     )
     opened: list[str] = []
 
-    def fake_connect(dsn: str) -> Any:
+    def fake_connect(dsn: str, limits: Any = None) -> Any:
         opened.append(dsn)
         raise RuntimeError("no server here")
 
