@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from monitoring.runtime.agent import S, StreamAgent
 from monitoring.runtime.driver import AgentDriver
+from monitoring.runtime.shadow import Shadow
 from monitoring.streams.outputs import Headers
 
 DEAD_LETTER_TOPIC = "dead-letter"
@@ -305,6 +306,10 @@ class MemoryRuntime(Generic[S]):
         if not self.broker_up:
             return None
         return {p: len(self.logs.get((topic, p), [])) for p in partitions}
+
+    def state(self, partition: int) -> dict[bytes, bytes]:
+        """The committed state table of ``partition`` (what a restore reads)."""
+        return Shadow.load(self.tables.get(partition, {}))[1]
 
     # -- what came out -----------------------------------------------------------------
     def records(self, topic: str) -> list[Delivered]:

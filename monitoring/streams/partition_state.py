@@ -13,6 +13,9 @@ messages, so Faust commits offsets no further than the changelog. A checkpoint t
 broker did not acknowledge is kept and retried at the next call; nothing is acked
 meanwhile.
 
+A checkpoint counts whole or not at all (``runtime.shadow``: two slots per key and a
+commit record), so a crash in the middle of writing one restores the previous one.
+
 ``restore`` and ``snapshot`` are the agent's: this module knows nothing of the state.
 A table ``restore`` cannot read (garbage written to the state topic, a format from a
 future version) is logged as an error, its partition listed in ``unreadable``, and the
@@ -31,6 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from faust.types import TP, Message
 
 from monitoring.log import get_logger
+from monitoring.runtime.shadow import Shadow
 from monitoring.streams.changelog import read_table
 from monitoring.streams.outputs import Headers
 
@@ -68,6 +72,7 @@ class Slot(Generic[S]):
     # order, the agent's last record last) and the source messages it covers
     unwritten: dict[bytes, bytes | None] = field(default_factory=dict)
     unacked: list[Any] = field(default_factory=list)
+    shadow: Shadow = field(default_factory=Shadow)  # which slot holds each key's value
 
 
 class PartitionStates(Generic[S]):
@@ -114,8 +119,9 @@ class PartitionStates(Generic[S]):
 
     async def _restore(self, p: int) -> Slot[S]:
         started = time.monotonic()
-        table = await asyncio.to_thread(self._read_state, self.state_topic, p)
+        physical = await asyncio.to_thread(self._read_state, self.state_topic, p)
         try:
+            shadow, table = Shadow.load(physical)
             state = self._restore_fn(p, table)
         except Exception as e:  # garbage on the state topic must not crash-loop the worker
             self.unreadable.append(p)
@@ -123,10 +129,13 @@ class PartitionStates(Generic[S]):
                 "state_unreadable_starting_afresh",
                 topic=self.state_topic,
                 partition=p,
-                records=len(table),
+                records=len(physical),
                 error=repr(e)[:300],
             )
             state = self._restore_fn(p, {})
+            shadow = Shadow()
+            shadow.purge = list(physical)  # else the next restore would read them again
+            table = {}
         log.info(
             "partition_restored",
             topic=self.state_topic,
@@ -134,7 +143,7 @@ class PartitionStates(Generic[S]):
             records=len(table),
             seconds=round(time.monotonic() - started, 3),
         )
-        return Slot(state)
+        return Slot(state, shadow=shadow)
 
     async def apply(
         self, messages: Sequence[Message], handle: Callable[[Message, Slot[S]], Awaitable[int]]
@@ -200,12 +209,18 @@ class PartitionStates(Generic[S]):
             todo = [(p, slot) for p, slot in self.slots.items() if slot.unwritten or slot.unacked]
             if not todo or not await self.outputs.flush():  # outputs before the state
                 return False
+            attempts = {}
             for p, slot in todo:
-                for key, value in slot.unwritten.items():
+                if not (slot.unwritten or slot.shadow.doomed or slot.shadow.purge):
+                    continue
+                records, attempts[p] = slot.shadow.records(slot.unwritten)
+                for key, value in records:
                     await self.outputs.send(self.state_topic, key, value, partition=p)
             if not await self.outputs.flush():
                 return False
             for p, slot in todo:
+                if p in attempts:
+                    slot.shadow.committed(attempts[p])
                 slot.unwritten.clear()
                 unacked, slot.unacked = slot.unacked, []
                 if self.slots.get(p) is not slot or ack is None:

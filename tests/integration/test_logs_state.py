@@ -23,6 +23,7 @@ from monitoring.config import Settings
 from monitoring.logs.corpus import distinct_messages
 from monitoring.runtime.driver import AgentDriver
 from monitoring.runtime.faust_app import broker_driver
+from monitoring.runtime.shadow import OVERHEAD
 from monitoring.streams.outputs import Outputs
 from monitoring.streams.topics import LOG_STATE, topic_name
 
@@ -105,7 +106,8 @@ async def test_100k_templates_checkpoint_and_restore_through_the_broker(
     records = state_records(settings, 0)
     largest = max(len(k) + len(v or b"") for k, v in records)
     assert largest <= agent.state_chunk_bytes + 1024 < limit
-    assert registry.get_sample_value("logs_state_largest_record_bytes") == largest
+    logical = registry.get_sample_value("logs_state_largest_record_bytes") or 0
+    assert logical <= largest <= logical + OVERHEAD  # the runtime's header and slot suffix
 
     started = time.perf_counter()
     _, second, _ = agent_for(settings)

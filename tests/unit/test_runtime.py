@@ -81,11 +81,11 @@ async def test_outputs_then_state_then_acks() -> None:
     assert rt.values("sums") == [] and rt.committed == {}  # nothing flushed yet
     rt.sink.flush_ok = False  # the broker is slow: no state written, nothing acked
     assert not await rt.checkpoint()
-    assert rt.tables == {} and rt.committed == {}
+    assert rt.state(0) == {} and rt.committed == {}
     rt.sink.flush_ok = True
     assert await rt.checkpoint()
     assert rt.values("sums") == [b"1", b"3", b"6"]
-    assert rt.tables[0][b"state"] == b"6,1,2" and rt.committed == {("numbers", 0): 3}
+    assert rt.state(0)[b"state"] == b"6,1,2" and rt.committed == {("numbers", 0): 3}
     assert rt.metric("agent_messages_total") == 3 and rt.metric("agent_items_total") == 3
 
 
@@ -205,4 +205,4 @@ async def test_shutdown_writes_the_state_without_acks(flush_ok: bool) -> None:
     rt.sink.flush_ok = flush_ok
     await rt.driver.shutdown()
     assert rt.committed == {}
-    assert (rt.tables.get(0, {}).get(b"state") == b"7,1,0") is flush_ok
+    assert (rt.state(0).get(b"state") == b"7,1,0") is flush_ok
