@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint broker-up broker-down bench clean alertmanager
+.PHONY: setup demo test test-unit lint broker-up broker-down bench clean alertmanager
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: broker-up
 
 test: broker-up alertmanager
 	$(BIN)/pytest
+
+# The fast lane: everything outside tests/integration, with no broker (a test that
+# reaches for one fails instead of starting it).
+test-unit: setup
+	MONITORING_TEST_KAFKA_BOOTSTRAP=127.0.0.1:1 $(BIN)/pytest -m "not integration"
 
 # The real Prometheus Alertmanager that the notifier tests deliver to (Debian package).
 alertmanager:

@@ -1,6 +1,7 @@
 """Test configuration: fixtures live in tests/fixtures/ and are loaded as plugins.
 
-Tests marked ``integration`` get the session's Kafka broker (``kafka_bootstrap``)
+Everything under ``tests/integration`` is marked ``integration`` (``make test-unit``
+runs the rest, without a broker). Tests marked ``integration`` get the session's Kafka broker (``kafka_bootstrap``)
 even if they do not ask for it, so the broker is up before they run; tests also
 marked ``own_broker`` start their own and are left alone.
 """
@@ -25,8 +26,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+_INTEGRATION = Path(_TESTS) / "integration"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if _INTEGRATION in Path(str(item.path)).parents:  # the folder is the tier
+            item.add_marker(pytest.mark.integration)
         fixturenames = getattr(item, "fixturenames", None)
         if (
             item.get_closest_marker("integration") is not None
