@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from fixtures.agents import crash_plans, run_with_crashes
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from monitoring.agents.aggregation import AggregationAgent
@@ -160,15 +160,7 @@ async def test_new_series_over_the_limit_are_refused_and_counted() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    cuts=st.lists(
-        st.tuples(
-            st.integers(0, 240), st.lists(st.integers(0, 400), max_size=8), st.integers(0, 3)
-        ),
-        min_size=1,
-        max_size=3,
-    )
-)
+@given(cuts=crash_plans(240, 400))
 async def test_a_crash_anywhere_gives_the_same_windows(
     cuts: list[tuple[int, list[int], int]],
 ) -> None:
@@ -178,13 +170,6 @@ async def test_a_crash_anywhere_gives_the_same_windows(
     points = stream()
     rt = make()
     produce(rt, points)
-    for at, delivered, how in sorted(cuts):
-        await rt.poll(max(0, at - sum(rt.read.values())))
-        if how == 1:
-            await rt.checkpoint()
-        if how >= 2:  # in the checkpoint's first (outputs) or second (state) flush
-            await rt.crash_in_checkpoint(how - 1, delivered)
-        else:
-            await rt.crash(delivered)
+    await run_with_crashes(rt, cuts)
     await finish(rt)
     assert summary(latest(rt)) == oracle(points)

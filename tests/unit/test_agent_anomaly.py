@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fixtures.agents import crash_plans, run_with_crashes
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from monitoring.agents.anomaly import AnomalyAgent
@@ -102,15 +102,7 @@ async def test_poison_is_dead_lettered_and_scoring_goes_on() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(
-    cuts=st.lists(
-        st.tuples(
-            st.integers(0, 260), st.lists(st.integers(0, 300), max_size=4), st.integers(0, 3)
-        ),
-        min_size=1,
-        max_size=3,
-    )
-)
+@given(cuts=crash_plans(260, 300))
 async def test_a_crash_anywhere_gives_the_same_scores(
     cuts: list[tuple[int, list[int], int]],
 ) -> None:
@@ -119,13 +111,6 @@ async def test_a_crash_anywhere_gives_the_same_scores(
     await clean.run_until_idle()
     rt = make()
     produce(rt)
-    for at, delivered, how in sorted(cuts):
-        await rt.poll(max(0, at - sum(rt.read.values())))
-        if how == 1:
-            await rt.checkpoint()
-        if how >= 2:
-            await rt.crash_in_checkpoint(how - 1, delivered)
-        else:
-            await rt.crash(delivered)
+    await run_with_crashes(rt, cuts)
     await rt.run_until_idle()
     assert scores(rt) == scores(clean)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from fixtures.agents import crash_plans, run_with_crashes
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from monitoring.agents.logs import LogAgent
@@ -120,13 +120,7 @@ async def test_poison_is_dead_lettered_and_the_rest_stored() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(
-    cuts=st.lists(
-        st.tuples(st.integers(0, N), st.lists(st.integers(0, 60), max_size=4), st.integers(0, 3)),
-        min_size=1,
-        max_size=3,
-    )
-)
+@given(cuts=crash_plans(N, 60))
 async def test_a_crash_anywhere_gives_the_same_outputs(
     cuts: list[tuple[int, list[int], int]],
 ) -> None:
@@ -135,13 +129,6 @@ async def test_a_crash_anywhere_gives_the_same_outputs(
     await finish(clean)
     rt = make()
     produce(rt)
-    for at, delivered, how in sorted(cuts):
-        await rt.poll(max(0, at - sum(rt.read.values())))
-        if how == 1:
-            await rt.checkpoint()
-        if how >= 2:
-            await rt.crash_in_checkpoint(how - 1, delivered)
-        else:
-            await rt.crash(delivered)
+    await run_with_crashes(rt, cuts)
     await finish(rt)
     assert outputs(rt) == outputs(clean)

@@ -7,8 +7,8 @@ import random
 import time
 from typing import Any
 
+from fixtures.agents import crash_plans, run_with_crashes
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from monitoring.agents.model_metrics import ModelMetricsAgent
@@ -127,15 +127,7 @@ async def test_poison_is_dead_lettered_and_the_counts_stay_exact() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(
-    cuts=st.lists(
-        st.tuples(
-            st.integers(0, 380), st.lists(st.integers(0, 100), max_size=4), st.integers(0, 3)
-        ),
-        min_size=1,
-        max_size=3,
-    )
-)
+@given(cuts=crash_plans(380, 100))
 async def test_a_crash_anywhere_gives_the_same_counters(
     cuts: list[tuple[int, list[int], int]],
 ) -> None:
@@ -145,14 +137,7 @@ async def test_a_crash_anywhere_gives_the_same_counters(
     await finish(clean)
     rt = make()
     produce(rt, evs)
-    for at, delivered, how in sorted(cuts):
-        await rt.poll(max(0, at - sum(rt.read.values())))
-        if how == 1:
-            await rt.checkpoint()
-        if how >= 2:
-            await rt.crash_in_checkpoint(how - 1, delivered)
-        else:
-            await rt.crash(delivered)
+    await run_with_crashes(rt, cuts)
     await finish(rt)
     assert counters(rt) == counters(clean)
     assert totals(counters(rt)) == want

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from fixtures.agents import crash_plans, run_with_crashes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,10 +164,7 @@ async def test_a_crash_inside_a_checkpoint_loses_no_output(flush: int) -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     values=st.lists(st.integers(-5, 5), min_size=1, max_size=30),
-    cuts=st.lists(
-        st.tuples(st.integers(0, 30), st.lists(st.integers(0, 40), max_size=4), st.integers(0, 3)),
-        max_size=4,
-    ),
+    cuts=crash_plans(30, 40, min_size=0),
 )
 async def test_a_crash_anywhere_changes_no_result(
     values: list[int], cuts: list[tuple[int, list[int], int]]
@@ -182,14 +180,7 @@ async def test_a_crash_anywhere_changes_no_result(
     rt = MemoryRuntime(Summer)
     for v in values:
         rt.produce("numbers", str(v).encode())
-    for at, delivered, how in sorted(cuts):
-        await rt.poll(max(0, at - sum(rt.read.values())))
-        if how == 1:
-            await rt.checkpoint()
-        if how >= 2:  # in the checkpoint's first (outputs) or second (state) flush
-            await rt.crash_in_checkpoint(how - 1, delivered)
-        else:
-            await rt.crash(delivered)
+    await run_with_crashes(rt, cuts)
     await rt.run_until_idle()
     assert latest(rt) == latest(clean)
     seen: dict[Any, Any] = {}
