@@ -142,7 +142,7 @@ class KafkaSettings(_Section):
 
 
 # Kafka topic names are at most 249 characters of [a-zA-Z0-9._-]; the longest role
-# (streams/topics.py) is 21, so a prefix leaves room for it and a few more
+# (runtime/topics.py) is 21, so a prefix leaves room for it and a few more
 MAX_TOPIC_PREFIX = 200
 _TOPIC_PREFIX = re.compile(rf"^[a-zA-Z0-9._-]{{0,{MAX_TOPIC_PREFIX}}}$")
 

@@ -1,17 +1,20 @@
 """Test configuration: fixtures live in tests/fixtures/ and are loaded as plugins.
 
 Everything under ``tests/integration`` is marked ``integration`` (``make test-unit``
-runs the rest, without a broker). Tests marked ``integration`` get the session's Kafka broker (``kafka_bootstrap``)
-even if they do not ask for it, so the broker is up before they run; tests also
-marked ``own_broker`` start their own and are left alone.
+runs the rest, without a broker). Tests marked ``integration`` get the session's Kafka
+broker (``kafka_bootstrap``) even if they do not ask for it, so the broker is up before
+they run; tests also marked ``own_broker`` start their own and are left alone.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:  # makes `fixtures` importable under any --import-mode
@@ -41,3 +44,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             and "kafka_bootstrap" not in fixturenames
         ):
             fixturenames.insert(0, "kafka_bootstrap")
+
+
+@pytest.fixture(autouse=True)
+def _uncached_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that configures logging (a CLI command) must not leave loggers cached on
+    its configuration: ``structlog.testing.capture_logs`` in later tests would miss them."""
+    configure = structlog.configure
+
+    def uncached(*args: Any, **kwargs: Any) -> None:
+        configure(*args, **{**kwargs, "cache_logger_on_first_use": False})
+
+    monkeypatch.setattr(structlog, "configure", uncached)
+    yield
+    structlog.reset_defaults()

@@ -34,14 +34,14 @@ from monitoring.metrics.samples import (
     SampleBatch,
     SampleDecoder,
 )
+from monitoring.runtime import topics
 from monitoring.runtime.agent import Emit, Record, Records, StreamAgent
-from monitoring.streams import topics
-from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.metric_batch import MetricBatchDecoder
-from monitoring.streams.metric_sample import MetricSampleDecoder
-from monitoring.streams.outputs import Headers
-from monitoring.streams.sample_encoding import sample_record
+from monitoring.runtime.outputs import Headers
+from monitoring.wire.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
+from monitoring.wire.codec import AvroCodec, DecodeError
+from monitoring.wire.metric_batch import MetricBatchDecoder
+from monitoring.wire.metric_sample import MetricSampleDecoder
+from monitoring.wire.sample_encoding import sample_record
 
 log = get_logger("aggregation")
 SAMPLE = "monitoring.MetricSample"

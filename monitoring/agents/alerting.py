@@ -49,14 +49,14 @@ from monitoring.alerts.watermark import EvaluationClock
 from monitoring.config import ConfigError, Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
-from monitoring.streams import topics
-from monitoring.streams.admin import with_retries
-from monitoring.streams.aggregate_encoding import AggregateDecoder, closed_through
-from monitoring.streams.alert_encoding import ALERT, to_record
-from monitoring.streams.changelog import read_table
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.outputs import Outputs
-from monitoring.streams.state_chunks import ChunkedRecords, join
+from monitoring.runtime import topics
+from monitoring.runtime.admin import with_retries
+from monitoring.runtime.changelog import read_table
+from monitoring.runtime.outputs import Outputs
+from monitoring.runtime.state_chunks import ChunkedRecords, join
+from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
+from monitoring.wire.alert_encoding import ALERT, to_record
+from monitoring.wire.codec import AvroCodec, DecodeError
 
 log = get_logger("alerting")
 # The window history is hundreds of thousands of small objects: with Python's default

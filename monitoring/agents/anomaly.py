@@ -37,10 +37,10 @@ from monitoring.config import AnomalySettings, Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
+from monitoring.runtime import topics
 from monitoring.runtime.agent import Emit, Record, Records, StreamAgent
-from monitoring.streams import topics
-from monitoring.streams.aggregate_encoding import AggregateDecoder, AggregateEncoder
-from monitoring.streams.codec import AvroCodec, DecodeError
+from monitoring.wire.aggregate_encoding import AggregateDecoder, AggregateEncoder
+from monitoring.wire.codec import AvroCodec, DecodeError
 
 log = get_logger("anomaly")
 STATE_BYTES_EVERY_S = 30.0  # the memory gauge walks detectors' objects: not every checkpoint

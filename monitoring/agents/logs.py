@@ -1,7 +1,7 @@
 """Log agent: logs topic -> normalised, templated records, template events, counters.
 
 The pure parts around ``monitoring.logs.analyzer.PartitionLogs`` and
-``streams.log_processing.LogProcessor``, run by ``monitoring.runtime``: per assigned
+``agents.log_processing.LogProcessor``, run by ``monitoring.runtime``: per assigned
 logs partition, decode each
 message (bad ones to the dead-letter topic with the reason in headers), normalise and
 mine it, and publish
@@ -40,14 +40,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from monitoring.agents.log_processing import Encoded, LogProcessor
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.logs.analyzer import CHECKPOINT_KEY, PartitionLogs
 from monitoring.logs.records import InvalidLog, LogLimits
+from monitoring.runtime import topics
 from monitoring.runtime.agent import Emit, Record, Records, StreamAgent
-from monitoring.streams import topics
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.log_processing import Encoded, LogProcessor
+from monitoring.wire.codec import AvroCodec, DecodeError
 
 log = get_logger("logs")
 _CHECKPOINT_KEY = CHECKPOINT_KEY.encode()

@@ -67,10 +67,10 @@ from monitoring.mlops.monitor import (
     MonitorConfig,
     Records,
 )
+from monitoring.runtime import topics
 from monitoring.runtime.agent import Emit, Record, StreamAgent
-from monitoring.streams import topics
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.sample_encoding import SampleEncoder, SeriesRef, make_series
+from monitoring.wire.codec import AvroCodec, DecodeError
+from monitoring.wire.sample_encoding import SampleEncoder, SeriesRef, make_series
 
 log = get_logger("model_metrics")
 _SERIES_CACHE_MAX = 100_000

@@ -18,7 +18,7 @@ both topics go to the compacted ``alerts.notifier.state`` topic every
 notifications that were in flight (a receiver down for hours does not hold checkpoints
 back) and skips those whose delivery key is in the snapshot. Records larger than the
 message limit (a group of 50,000 alerts, silences with long comments) are written in
-chunks (``streams.state_chunks``). A state that no longer reads is logged and counted,
+chunks (``runtime.state_chunks``). A state that no longer reads is logged and counted,
 and the notifier starts afresh from the beginning of its topics rather than crash-loop.
 
 Every record on the alerts topic that is not an ``Alert`` this version reads (garbage,
@@ -55,13 +55,13 @@ from monitoring.alerts.receivers import parse_receivers
 from monitoring.alerts.silences import SilenceLimitError
 from monitoring.config import Settings
 from monitoring.log import get_logger
+from monitoring.runtime import topics
+from monitoring.runtime.changelog import read_table
+from monitoring.runtime.outputs import DeadLetters, Outputs
+from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.sinks.notifiers.dispatcher import DeliveredKeys, DeliveryRecord, Dispatcher
-from monitoring.streams import topics
-from monitoring.streams.alert_encoding import ALERT, from_record
-from monitoring.streams.changelog import read_table
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.outputs import DeadLetters, Outputs
-from monitoring.streams.state_chunks import ChunkedRecords, join
+from monitoring.wire.alert_encoding import ALERT, from_record
+from monitoring.wire.codec import AvroCodec, DecodeError
 
 log = get_logger("notifier")
 DELIVERY = "monitoring.Delivery"

@@ -34,10 +34,10 @@ import yaml
 from confluent_kafka import Consumer
 
 from monitoring.bench.alerts import METRICS, PHI, make_rules, make_series
-from monitoring.deploy import LocalDeployment, free_port
+from monitoring.dev.deploy import LocalDeployment, free_port
 from monitoring.metrics.collector import MetricsCollector
-from monitoring.streams.aggregate_encoding import AggregateDecoder, closed_through
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
+from monitoring.wire.codec import AvroCodec
 
 WINDOW_MS = 10_000
 

@@ -1,6 +1,6 @@
 """``monitoring bench codecs``: each hand-written Avro codec against fastavro.
 
-For every hand codec (``monitoring.streams``: sample, metric batch, aggregate, log
+For every hand codec (``monitoring.wire``: sample, metric batch, aggregate, log
 record, stored log, log batch, stored log batch) one representative record is encoded
 or decoded ``number`` times, best of ``repeat`` runs, and the same job is done with
 fastavro's ``schemaless_writer``/``schemaless_reader`` and the same schema: from the
@@ -34,19 +34,19 @@ from monitoring.metrics.samples import (
     check_series,
     series_key,
 )
-from monitoring.streams.aggregate_encoding import AGGREGATE, AggregateDecoder, AggregateEncoder
-from monitoring.streams.codec import HEADER_LEN, AvroCodec
-from monitoring.streams.log_batch import (
+from monitoring.wire.aggregate_encoding import AGGREGATE, AggregateDecoder, AggregateEncoder
+from monitoring.wire.codec import HEADER_LEN, AvroCodec
+from monitoring.wire.log_batch import (
     LOG_BATCH,
     STORED_LOG_BATCH,
     LogBatchDecoder,
     LogBatchEncoder,
     StoredLogBatchEncoder,
 )
-from monitoring.streams.log_encoding import LOG_RECORD, STORED_LOG, LogDecoder, StoredLogEncoder
-from monitoring.streams.metric_batch import MetricBatchDecoder, MetricColumns
-from monitoring.streams.metric_sample import MetricSampleDecoder
-from monitoring.streams.sample_encoding import SampleEncoder, make_series, sample_record
+from monitoring.wire.log_encoding import LOG_RECORD, STORED_LOG, LogDecoder, StoredLogEncoder
+from monitoring.wire.metric_batch import MetricBatchDecoder, MetricColumns
+from monitoring.wire.metric_sample import MetricSampleDecoder
+from monitoring.wire.sample_encoding import SampleEncoder, make_series, sample_record
 
 NOW_MS = 1_700_000_000_000
 BATCH_SAMPLES = 500

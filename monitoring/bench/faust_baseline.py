@@ -2,7 +2,7 @@
 
 Fills a fresh 6-partition topic with small messages, then runs a Faust worker whose
 agent only counts them (``noack``, or with Faust's automatic acks), or whose bulk
-handler (``streams.bulk``, as the aggregation agent reads samples) counts and acks
+handler (``runtime.bulk``, as the aggregation agent reads samples) counts and acks
 them, and prints messages/s from the first message to the last and the CPU time per
 message. The gap between this and the aggregation worker's one-sample-per-message
 rate is our code; the rest is the framework's per-message cost on this machine.
@@ -19,8 +19,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from monitoring.config import KafkaSettings
-from monitoring.streams.admin import ensure_topics
-from monitoring.streams.topics import TopicSpec
+from monitoring.runtime.admin import ensure_topics
+from monitoring.runtime.topics import TopicSpec
 
 MODES = ("noack", "auto-ack", "bulk")
 
@@ -45,7 +45,7 @@ def run(bootstrap: str, n: int, mode: str) -> None:
     exit the process."""
     from faust.worker import Worker
 
-    from monitoring.streams.bulk import BulkApp
+    from monitoring.runtime.bulk import BulkApp
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")

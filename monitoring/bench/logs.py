@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monitoring.agents.log_processing import LogProcessor
 from monitoring.config import KafkaSettings
 from monitoring.logs.analyzer import PartitionLogs
 from monitoring.logs.corpus import generate
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.log_batch import LogBatchEncoder
-from monitoring.streams.log_encoding import LOG_RECORD
-from monitoring.streams.log_processing import LogProcessor
+from monitoring.wire.codec import AvroCodec
+from monitoring.wire.log_batch import LogBatchEncoder
+from monitoring.wire.log_encoding import LOG_RECORD
 
 RARE_TOKEN = "zebracorn"
 
@@ -172,7 +172,7 @@ def handler_overhead(bootstrap: str, calls: int) -> tuple[float, float]:
     from confluent_kafka.admin import AdminClient, NewTopic
     from prometheus_client import CollectorRegistry
 
-    from monitoring.streams.log_shipping import KafkaLogHandler, LogShipper
+    from monitoring.sdk.log_shipping import KafkaLogHandler, LogShipper
 
     topic = f"bench-logs-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -299,8 +299,8 @@ def worker_rate(
     from confluent_kafka import Producer
 
     from monitoring.bench.pipeline import drain
-    from monitoring.deploy import LocalDeployment, free_port
-    from monitoring.streams.topics import LOGS
+    from monitoring.dev.deploy import LocalDeployment, free_port
+    from monitoring.runtime.topics import LOGS
 
     now = int(time.time() * 1000)
     records = [ln.record for ln in generate(n_lines, seed=3, start_ms=now - 600_000,

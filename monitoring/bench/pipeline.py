@@ -32,10 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitoring.deploy import LocalDeployment, free_port
-from monitoring.loadgen import generate
+from monitoring.dev.deploy import LocalDeployment, free_port
+from monitoring.dev.loadgen import generate
 from monitoring.metrics.collector import MetricsCollector
-from monitoring.streams.producer import SeriesHandle
+from monitoring.sdk.producer import SeriesHandle
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

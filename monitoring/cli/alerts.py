@@ -54,7 +54,7 @@ def evaluate(
     from monitoring.api.server import serve
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
-    from monitoring.streams.admin import ensure_topics
+    from monitoring.runtime.admin import ensure_topics
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
@@ -95,7 +95,7 @@ def notify(
     from monitoring.api.server import serve
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
-    from monitoring.streams.admin import ensure_topics
+    from monitoring.runtime.admin import ensure_topics
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)

@@ -78,7 +78,7 @@ def pipeline(
 def faust_baseline(
     messages: int = typer.Option(30_000, help="messages to consume"),
     mode: str = typer.Option(
-        "noack", help="noack / auto-ack: a Faust agent's stream; bulk: streams.bulk"
+        "noack", help="noack / auto-ack: a Faust agent's stream; bulk: runtime.bulk"
     ),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:

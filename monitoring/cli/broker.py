@@ -22,9 +22,9 @@ from rich.table import Table
 
 from monitoring.cli.settings import load_settings
 from monitoring.config import KafkaSettings, Settings
-from monitoring.local_kafka import LOOPBACK, BrokerStatus, LocalKafka, LocalKafkaError
+from monitoring.dev.local_kafka import LOOPBACK, BrokerStatus, LocalKafka, LocalKafkaError
 from monitoring.log import configure_logging
-from monitoring.streams.admin import (
+from monitoring.runtime.admin import (
     BrokerUnavailable,
     TopicError,
     describe_topics,

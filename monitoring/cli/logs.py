@@ -296,9 +296,9 @@ def ship(
     config: ConfigOpt = None,
 ) -> None:
     """Follow files (across rotation and truncation) and ship their lines as log records."""
-    from monitoring.streams.log_shipping import LogShipper
-    from monitoring.streams.log_tail import FileFollower, MultilineJoiner, parse_line
-    from monitoring.streams.topics import LOGS, topic_name
+    from monitoring.runtime.topics import LOGS, topic_name
+    from monitoring.sdk.log_shipping import LogShipper
+    from monitoring.sdk.log_tail import FileFollower, MultilineJoiner, parse_line
 
     settings = load_settings(config)
     shipper = LogShipper(

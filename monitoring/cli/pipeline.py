@@ -22,16 +22,16 @@ def worker(
     from monitoring.agents.aggregation import AggregationAgent
     from monitoring.api.server import serve
     from monitoring.log import configure_logging, get_logger
+    from monitoring.runtime.admin import ensure_topics
+    from monitoring.runtime.app import create_app
     from monitoring.runtime.faust_app import run_on
-    from monitoring.streams.admin import ensure_topics
-    from monitoring.streams.app import create_app
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
     ensure_topics(settings)
     registry = CollectorRegistry()
     if settings.logs.ship_own_logs:
-        from monitoring.streams.log_shipping import ship_own_logs
+        from monitoring.sdk.log_shipping import ship_own_logs
 
         ship_own_logs(settings, "monitoring-worker", registry)
     log = get_logger("worker")
@@ -94,7 +94,7 @@ def demo(
 
     from rich.console import Console
 
-    from monitoring.deploy import BIN, LocalDeployment
+    from monitoring.dev.deploy import BIN, LocalDeployment
 
     console = Console()
     settings = load_settings(config)
@@ -174,7 +174,7 @@ def _print_alerts(console: Any, d: Any) -> None:
     from confluent_kafka import Consumer
     from rich.table import Table
 
-    from monitoring.streams.codec import AvroCodec
+    from monitoring.wire.codec import AvroCodec
 
     codec = AvroCodec.from_directory()
     c = Consumer(

@@ -1,7 +1,7 @@
 """`monitoring produce sample ...` and `monitoring loadgen ...`: send metric samples.
 
 ``produce sample`` sends one sample through the producer SDK; ``loadgen`` drives the
-SDK with the deterministic generator of ``monitoring.loadgen`` at a target rate
+SDK with the deterministic generator of ``monitoring.dev.loadgen`` at a target rate
 (token bucket) and prints the achieved rate and the cost of ``record()``.
 """
 
@@ -50,7 +50,7 @@ def sample(
 ) -> None:
     """Send one sample and wait for the broker's acknowledgement."""
     from monitoring.metrics.samples import InvalidSample
-    from monitoring.streams.producer import MetricsCollector
+    from monitoring.sdk.producer import MetricsCollector
 
     labels = _parse_labels(label or [])
     with MetricsCollector(
@@ -103,8 +103,8 @@ def loadgen(
     topic: Annotated[str | None, typer.Option(help="override the samples topic")] = None,
 ) -> None:
     """Generate realistic metrics for N series at a target rate; print the achieved rate."""
-    from monitoring.loadgen import generate
-    from monitoring.streams.producer import MetricsCollector
+    from monitoring.dev.loadgen import generate
+    from monitoring.sdk.producer import MetricsCollector
 
     settings = load_settings()
     step = interval_ms or (max(1, round(1000 * series / rate)) if rate else 1000)

@@ -1,6 +1,6 @@
 """Documented path of the producer SDK: ``monitoring.metrics.collector.MetricsCollector``.
 
-The SDK is an adapter (it talks to Kafka) and lives in ``monitoring.streams.producer``;
+The SDK is an adapter (it talks to Kafka) and lives in ``monitoring.sdk.producer``;
 this module re-exports it lazily, so importing the ``monitoring.metrics`` domain
 package never imports Kafka.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from monitoring.streams.producer import (
+    from monitoring.sdk.producer import (
         BufferFullError,
         Counter,
         Gauge,
@@ -28,7 +28,7 @@ __all__ = ["BufferFullError", "Counter", "Gauge", "Histogram", "MetricsCollector
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from monitoring.streams import producer
+        from monitoring.sdk import producer
 
         return getattr(producer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

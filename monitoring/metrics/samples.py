@@ -260,7 +260,7 @@ class SampleDecoder:
 
     def columns(self, record_name: str, record: Mapping[str, Any], now_ms: int) -> ColumnsResult:
         """``samples`` as a ``SampleBatch``, the same samples accepted and rejected. A
-        batch's arrays may be lists or numpy arrays (``streams.metric_batch``); the
+        batch's arrays may be lists or numpy arrays (``wire.metric_batch``); the
         checks on timestamps and values run over whole arrays."""
         if record_name == SAMPLE:
             return ColumnsResult(SampleBatch.from_samples(self._sample(record, now_ms).samples), [])

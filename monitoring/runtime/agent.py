@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
-from monitoring.streams.outputs import Headers
+from monitoring.runtime.outputs import Headers
 
 S = TypeVar("S")
 Records = list[tuple[bytes, bytes | None]]

@@ -2,7 +2,7 @@
 
 I/O comes in through three small parts, so that the same code runs on Faust and the
 broker (``runtime.faust_app``) and in memory with a manual clock (``runtime.memory``):
-a ``Sink`` (``streams.outputs.Outputs``) for records, dead letters and checkpoints, a
+a ``Sink`` (``runtime.outputs.Outputs``) for records, dead letters and checkpoints, a
 function reading a state partition's table, and one giving the end offsets of source
 partitions (None while the broker does not answer).
 
@@ -10,7 +10,7 @@ For each run of messages, under the state lock: each message's partition state i
 restored on first use, the agent ``handle``s it, and what it asked for is sent (an
 exception in ``handle`` dead-letters that message with reason ``processing-error``;
 errors of the sink, such as ``OutputsLost``, stop the process). Checkpoints follow
-``streams.partition_state``: outputs flushed, then the changed state, then the source
+``runtime.partition_state``: outputs flushed, then the changed state, then the source
 messages acked. A partition is checkpointed before it is given up in a rebalance and
 at shutdown, so neither replays anything.
 
@@ -33,8 +33,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.log import get_logger
 from monitoring.runtime.agent import DeadLetter, Emit, Record, S, StreamAgent
-from monitoring.streams.outputs import Headers, OutputsLost, dead_letter_headers
-from monitoring.streams.partition_state import PartitionStates, Slot
+from monitoring.runtime.outputs import Headers, OutputsLost, dead_letter_headers
+from monitoring.runtime.partition_state import PartitionStates, Slot
 
 log = get_logger("runtime")
 EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
@@ -42,7 +42,7 @@ EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
 
 
 class Sink(Protocol):
-    """Where an agent's records go (``streams.outputs.Outputs``)."""
+    """Where an agent's records go (``runtime.outputs.Outputs``)."""
 
     async def send(
         self,
@@ -266,7 +266,7 @@ class AgentDriver(Generic[S]):
         self.agent.observe(self.view())
 
     async def checkpoint(self, force: bool = False, ack: bool = True) -> bool:
-        """Outputs, then state, then acks (``streams.partition_state``); True if written."""
+        """Outputs, then state, then acks (``runtime.partition_state``); True if written."""
         written = await self.states.checkpoint(self.ack if ack else None, force=force)
         if written:
             for slot in self.states.slots.values():

@@ -1,13 +1,13 @@
 """An agent on the worker's Faust app: bulk delivery, timers, rebalance and shutdown hooks.
 
 ``run_on(app, agent, settings, registry)`` is all the wiring an agent needs: its source
-topics are consumed in bulk (``streams.bulk``: Faust's consumer group, fetcher and
+topics are consumed in bulk (``runtime.bulk``: Faust's consumer group, fetcher and
 commits, one handler call per fetched run), its records go out through
-``streams.outputs.Outputs``, its state is read back with ``streams.changelog``, and
+``runtime.outputs.Outputs``, its state is read back with ``runtime.changelog``, and
 the ``AgentDriver`` does the rest.
 
 >>> from monitoring.config import Settings
->>> from monitoring.streams.app import create_app
+>>> from monitoring.runtime.app import create_app
 >>> settings = Settings()
 >>> # driver = run_on(create_app(settings), MyAgent(settings), settings, registry)
 """
@@ -21,12 +21,12 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
+from monitoring.runtime import topics
 from monitoring.runtime.agent import S, StreamAgent
+from monitoring.runtime.bulk import BulkApp
+from monitoring.runtime.changelog import read_table
 from monitoring.runtime.driver import AgentDriver
-from monitoring.streams import topics
-from monitoring.streams.bulk import BulkApp
-from monitoring.streams.changelog import read_table
-from monitoring.streams.outputs import Outputs
+from monitoring.runtime.outputs import Outputs
 
 
 class BrokerOffsets:

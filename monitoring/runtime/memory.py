@@ -36,8 +36,8 @@ from prometheus_client import CollectorRegistry
 
 from monitoring.runtime.agent import S, StreamAgent
 from monitoring.runtime.driver import AgentDriver
+from monitoring.runtime.outputs import Headers
 from monitoring.runtime.shadow import Shadow
-from monitoring.streams.outputs import Headers
 
 DEAD_LETTER_TOPIC = "dead-letter"
 

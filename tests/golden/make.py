@@ -241,7 +241,7 @@ def alerting_run(agent: Any, ends: list[int]) -> list[Any]:
 
 def make_alerting() -> tuple[int, dict[bytes, bytes]]:
     from monitoring.agents import alerting
-    from monitoring.streams.state_chunks import ChunkedRecords
+    from monitoring.runtime.state_chunks import ChunkedRecords
 
     agent = alerting_agent()
     alerting_run(agent, ALERT_ENDS)

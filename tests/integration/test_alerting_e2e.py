@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import Consumer
 
 from monitoring.alerts.model import Alert
-from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
-from monitoring.streams.alert_encoding import from_record
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.alert_encoding import from_record
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

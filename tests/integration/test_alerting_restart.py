@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from monitoring.deploy import LocalDeployment as Pipeline
-from monitoring.deploy import free_port
+from monitoring.dev.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import free_port
 from monitoring.metrics.collector import MetricsCollector
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

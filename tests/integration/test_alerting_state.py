@@ -17,9 +17,9 @@ from monitoring.agents.alerting import STATE_KEY, AlertingAgent
 from monitoring.config import Settings
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
-from monitoring.streams import topics
-from monitoring.streams.changelog import read_table
-from monitoring.streams.state_chunks import join
+from monitoring.runtime import topics
+from monitoring.runtime.changelog import read_table
+from monitoring.runtime.state_chunks import join
 
 pytestmark = [pytest.mark.integration]
 W = 10_000

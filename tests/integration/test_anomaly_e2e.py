@@ -20,11 +20,11 @@ from confluent_kafka import Consumer
 
 from monitoring.anomaly import DEFAULT_DETECTOR
 from monitoring.anomaly.scorer import SeriesScorer
-from monitoring.deploy import BIN
-from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import BIN
+from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
 from monitoring.metrics.samples import series_key
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,10 +21,10 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from fixtures.dataset import Point, generate, oracle
 
 from integration.test_pipeline_e2e import check_against_oracle, recent_start
-from monitoring.deploy import LocalDeployment as Pipeline
-from monitoring.deploy import free_port
+from monitoring.dev.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import free_port
 from monitoring.metrics.samples import series_key
-from monitoring.streams.codec import MARKER, AvroCodec
+from monitoring.wire.codec import MARKER, AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,14 +20,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
 
 from monitoring.config import KafkaSettings, Settings
-from monitoring.local_kafka import LocalKafka, broker_answers, new_cluster_id
-from monitoring.streams.admin import (
+from monitoring.dev.local_kafka import LocalKafka, broker_answers, new_cluster_id
+from monitoring.runtime.admin import (
     TopicError,
     describe_topics,
     ensure_topics,
     list_topics,
 )
-from monitoring.streams.topics import (
+from monitoring.runtime.topics import (
     AGGREGATION_STATE,
     DEAD_LETTER,
     SAMPLES,

@@ -14,8 +14,8 @@ from fixtures.dataset import Point, generate, oracle
 
 from integration.test_broker import _free_port_pair
 from integration.test_pipeline_e2e import check_against_oracle, recent_start
-from monitoring.deploy import LocalDeployment
-from monitoring.local_kafka import LocalKafka
+from monitoring.dev.deploy import LocalDeployment
+from monitoring.dev.local_kafka import LocalKafka
 from monitoring.metrics.collector import MetricsCollector
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_broker, pytest.mark.slow]

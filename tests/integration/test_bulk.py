@@ -1,4 +1,4 @@
-"""Bulk delivery (``streams.bulk``) on the real broker, in a real Faust worker: every
+"""Bulk delivery (``runtime.bulk``) on the real broker, in a real Faust worker: every
 message once, in offset order per partition, and acks become committed offsets that a
 restarted worker resumes from."""
 
@@ -15,15 +15,15 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from monitoring.config import KafkaSettings
-from monitoring.streams.admin import ensure_topics
-from monitoring.streams.topics import TopicSpec
+from monitoring.runtime.admin import ensure_topics
+from monitoring.runtime.topics import TopicSpec
 
 PARTITIONS = 6
 
 WORKER = textwrap.dedent(
     """
     import asyncio, json, os, sys, tempfile
-    from monitoring.streams.bulk import BulkApp
+    from monitoring.runtime.bulk import BulkApp
     from faust.worker import Worker
 
     bootstrap, topic, group, stop_after, ack_upto = sys.argv[1:6]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from monitoring.deploy import LocalDeployment, free_port
+from monitoring.dev.deploy import LocalDeployment, free_port
 from monitoring.metrics.samples import series_key
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_SERIES = 1_000_000

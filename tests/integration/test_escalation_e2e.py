@@ -15,10 +15,10 @@ from confluent_kafka import Producer
 from fixtures.notify import api_up, free_port
 
 from monitoring.alerts.model import Alert
-from monitoring.deploy import BIN
-from monitoring.deploy import LocalDeployment as Pipeline
-from monitoring.streams.alert_encoding import ALERT, to_record
-from monitoring.streams.codec import AvroCodec
+from monitoring.dev.deploy import BIN
+from monitoring.dev.deploy import LocalDeployment as Pipeline
+from monitoring.wire.alert_encoding import ALERT, to_record
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

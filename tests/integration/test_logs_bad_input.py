@@ -20,11 +20,11 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from fastavro.schema import to_parsing_canonical_form
 
-from monitoring.deploy import LocalDeployment as Pipeline
-from monitoring.deploy import free_port
-from monitoring.streams.codec import MARKER, AvroCodec, default_schema_dir, rabin_fingerprint
-from monitoring.streams.log_processing import input_limit
-from monitoring.streams.topics import DEAD_LETTER, LOGS
+from monitoring.agents.log_processing import input_limit
+from monitoring.dev.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import free_port
+from monitoring.runtime.topics import DEAD_LETTER, LOGS
+from monitoring.wire.codec import MARKER, AvroCodec, default_schema_dir, rabin_fingerprint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

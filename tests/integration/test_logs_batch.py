@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.agents.log_processing import batch_event_id, event_id
+from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.logs.corpus import Line, generate
-from monitoring.streams.codec import HEADER_LEN, AvroCodec
-from monitoring.streams.log_batch import LOG_BATCH, LogBatchDecoder, LogBatchEncoder
-from monitoring.streams.log_encoding import LOG_RECORD
-from monitoring.streams.log_processing import batch_event_id, event_id
-from monitoring.streams.log_shipping import LogShipper
-from monitoring.streams.topics import DEAD_LETTER, LOGS
+from monitoring.runtime.topics import DEAD_LETTER, LOGS
+from monitoring.sdk.log_shipping import LogShipper
+from monitoring.wire.codec import HEADER_LEN, AvroCodec
+from monitoring.wire.log_batch import LOG_BATCH, LogBatchDecoder, LogBatchEncoder
+from monitoring.wire.log_encoding import LOG_RECORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

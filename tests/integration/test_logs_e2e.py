@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 import pytest
 
-from monitoring.deploy import BIN
-from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import BIN
+from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.logs.corpus import Line, generate
-from monitoring.streams.log_shipping import LogShipper
-from monitoring.streams.topics import LOGS
+from monitoring.runtime.topics import LOGS
+from monitoring.sdk.log_shipping import LogShipper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

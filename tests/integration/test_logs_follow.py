@@ -16,10 +16,10 @@ from typing import IO
 
 import pytest
 
-from monitoring.deploy import BIN
-from monitoring.deploy import LocalDeployment as Pipeline
-from monitoring.streams.log_shipping import LogShipper
-from monitoring.streams.topics import LOGS
+from monitoring.dev.deploy import BIN
+from monitoring.dev.deploy import LocalDeployment as Pipeline
+from monitoring.runtime.topics import LOGS
+from monitoring.sdk.log_shipping import LogShipper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

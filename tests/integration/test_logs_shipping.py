@@ -21,11 +21,11 @@ from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
-from monitoring.deploy import BIN, free_port
-from monitoring.deploy import LocalDeployment as Pipeline
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.log_shipping import KafkaLogHandler, LogShipper
-from monitoring.streams.topics import LOGS, topic_name
+from monitoring.dev.deploy import BIN, free_port
+from monitoring.dev.deploy import LocalDeployment as Pipeline
+from monitoring.runtime.topics import LOGS, topic_name
+from monitoring.sdk.log_shipping import KafkaLogHandler, LogShipper
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration]
 CODEC = AvroCodec.from_directory()

@@ -23,9 +23,9 @@ from monitoring.config import Settings
 from monitoring.logs.corpus import distinct_messages
 from monitoring.runtime.driver import AgentDriver
 from monitoring.runtime.faust_app import broker_driver
+from monitoring.runtime.outputs import Outputs
 from monitoring.runtime.shadow import OVERHEAD
-from monitoring.streams.outputs import Outputs
-from monitoring.streams.topics import LOG_STATE, topic_name
+from monitoring.runtime.topics import LOG_STATE, topic_name
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,6 +13,7 @@ import pytest
 from fixtures.store import StoreMessage
 from prometheus_client import CollectorRegistry
 
+from monitoring.agents.log_processing import LogProcessor
 from monitoring.cli.logs import growth_sql, search_sql, tokens, top_sql, where_clause
 from monitoring.config import Settings
 from monitoring.logs.analyzer import PartitionLogs
@@ -20,9 +21,8 @@ from monitoring.logs.corpus import Line, generate
 from monitoring.sinks.clickhouse.migrations import apply_retention
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.log_encoding import LOG_RECORD
-from monitoring.streams.log_processing import LogProcessor
+from monitoring.wire.codec import AvroCodec
+from monitoring.wire.log_encoding import LOG_RECORD
 
 pytestmark = [pytest.mark.integration]
 CODEC = AvroCodec.from_directory()

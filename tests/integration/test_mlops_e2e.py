@@ -45,14 +45,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from monitoring.alerts.model import Alert
-from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.mlops.events import PREDICTION
-from monitoring.streams.admin import ensure_topics
-from monitoring.streams.alert_encoding import from_record
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.model_events import ModelEventsProducer
-from monitoring.streams.partitioner import partition_for
-from monitoring.streams.topics import (
+from monitoring.runtime.admin import ensure_topics
+from monitoring.runtime.topics import (
     ALERTS,
     DEAD_LETTER,
     MODEL_LABELS,
@@ -60,6 +56,10 @@ from monitoring.streams.topics import (
     PREDICTIONS,
     SAMPLES,
 )
+from monitoring.sdk.model_events import ModelEventsProducer
+from monitoring.wire.alert_encoding import from_record
+from monitoring.wire.codec import AvroCodec
+from monitoring.wire.partitioner import partition_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

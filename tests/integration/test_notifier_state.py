@@ -27,13 +27,13 @@ from monitoring.alerts.commands import CreateSilence, command_to_bytes
 from monitoring.alerts.manager_config import ManagerConfig
 from monitoring.alerts.model import Alert
 from monitoring.config import Settings
-from monitoring.deploy import LocalDeployment
+from monitoring.dev.deploy import LocalDeployment
+from monitoring.runtime import topics
+from monitoring.runtime.changelog import read_table
+from monitoring.runtime.state_chunks import join
 from monitoring.sinks.notifiers.dispatcher import DeliveredKeys
-from monitoring.streams import topics
-from monitoring.streams.alert_encoding import to_record
-from monitoring.streams.changelog import read_table
-from monitoring.streams.codec import MARKER, AvroCodec
-from monitoring.streams.state_chunks import join
+from monitoring.wire.alert_encoding import to_record
+from monitoring.wire.codec import MARKER, AvroCodec
 
 pytestmark = [pytest.mark.integration]
 CODEC = AvroCodec.from_directory()

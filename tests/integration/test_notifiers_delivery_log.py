@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from monitoring.alerts.receivers import parse_receivers
 from monitoring.config import Settings
+from monitoring.runtime.topics import NOTIFY_DELIVERIES, topic_name
 from monitoring.sinks.clickhouse.connection import connect
 from monitoring.sinks.clickhouse.migrations import migrate
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 from monitoring.sinks.notifiers.dispatcher import DeliveryRecord, Dispatcher, RetryPolicy
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.topics import NOTIFY_DELIVERIES, topic_name
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = pytest.mark.integration
 CODEC = AvroCodec.from_directory()

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from fixtures.notify import SMTP_PASSWORD, SMTP_USER, api_up, free_port
 
-from monitoring.deploy import BIN
-from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import BIN
+from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""The agents' producer (``streams.outputs.Outputs``) against the real broker."""
+"""The agents' producer (``runtime.outputs.Outputs``) against the real broker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from monitoring.config import KafkaSettings
-from monitoring.streams.outputs import Outputs, OutputsLost
+from monitoring.runtime.outputs import Outputs, OutputsLost
 
 
 @pytest.mark.integration

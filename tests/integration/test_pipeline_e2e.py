@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fixtures.dataset import Expected, Point, generate, oracle
 
-from monitoring.deploy import LocalDeployment as Pipeline
+from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
 from monitoring.metrics.samples import series_key
-from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateDecoder
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.partitioner import partition_for
+from monitoring.wire.aggregate_encoding import CLOSED_THROUGH, AggregateDecoder
+from monitoring.wire.codec import AvroCodec
+from monitoring.wire.partitioner import partition_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,9 +20,9 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, Producer
 from fixtures.notify import HttpReceiver, api_up
 
-from monitoring.deploy import LocalDeployment, free_port
+from monitoring.dev.deploy import LocalDeployment, free_port
 from monitoring.metrics.collector import MetricsCollector
-from monitoring.streams.codec import MARKER, AvroCodec
+from monitoring.wire.codec import MARKER, AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CODEC = AvroCodec.from_directory()

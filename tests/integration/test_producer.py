@@ -16,11 +16,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaError
 
 from monitoring.config import Settings
-from monitoring.loadgen import generate
+from monitoring.dev.loadgen import generate
 from monitoring.metrics.samples import BATCH, SAMPLE, samples_from_record, series_key
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.producer import MetricsCollector, partition_for
-from monitoring.streams.topics import SAMPLES, topic_name
+from monitoring.runtime.topics import SAMPLES, topic_name
+from monitoring.sdk.producer import MetricsCollector, partition_for
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def test_short_script_loses_nothing_without_close(
     settings = settings_factory()
     t0 = time.time_ns() // 10**6 - 5000
     script = (
-        "from monitoring.streams.producer import MetricsCollector\n"
+        "from monitoring.sdk.producer import MetricsCollector\n"
         "mc = MetricsCollector(linger=60)\n"  # no linger flush: only the exit hook sends
         "jobs = mc.counter('jobs_total')\n"
         "for i in range(1000):\n"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from monitoring.deploy import LocalDeployment
+from monitoring.dev.deploy import LocalDeployment
 from monitoring.metrics.samples import series_key
 from monitoring.sinks.clickhouse.rows import series_id
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration]
 MAX_SERIES = 5

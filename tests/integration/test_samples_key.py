@@ -20,7 +20,7 @@ from monitoring.sinks.clickhouse.migrations import default_dir, migrate
 from monitoring.sinks.clickhouse.rows import series_id
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 T0 = int(time.time() * 1000) // 1000 * 1000 - 60_000  # inside the retention

@@ -27,13 +27,13 @@ from fixtures.store_records import (
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
+from monitoring.runtime.topics import AGGREGATES, DEAD_LETTER, LOG_STORED, topic_name
 from monitoring.sinks.clickhouse import store as store_module
 from monitoring.sinks.clickhouse.connection import connect
 from monitoring.sinks.clickhouse.migrations import migrate
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.topics import AGGREGATES, DEAD_LETTER, LOG_STORED, topic_name
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 

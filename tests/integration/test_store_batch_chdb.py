@@ -11,11 +11,11 @@ from fixtures.store import StoreMessage
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
-from monitoring.loadgen import generate
+from monitoring.dev.loadgen import generate
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.sample_encoding import BatchEncoder, SampleEncoder, SeriesRef, make_series
+from monitoring.wire.codec import AvroCodec
+from monitoring.wire.sample_encoding import BatchEncoder, SampleEncoder, SeriesRef, make_series
 
 CODEC = AvroCodec.from_directory()
 NOW = int(time.time() * 1000) // 10_000 * 10_000

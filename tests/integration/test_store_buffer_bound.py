@@ -15,12 +15,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
+from monitoring.runtime.topics import SAMPLES, topic_name
 from monitoring.sinks.clickhouse.connection import connect
 from monitoring.sinks.clickhouse.migrations import migrate
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.topics import SAMPLES, topic_name
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = pytest.mark.integration
 CODEC = AvroCodec.from_directory()

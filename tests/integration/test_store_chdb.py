@@ -33,7 +33,7 @@ from monitoring.sinks.clickhouse.query_server import QueryFailed, QueryServer, q
 from monitoring.sinks.clickhouse.rows import series_id
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 NOW = int(time.time() * 1000) // 10_000 * 10_000

@@ -29,10 +29,10 @@ from monitoring.alerts.model import Alert
 from monitoring.config import AlertingSettings, Settings
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
+from monitoring.runtime import topics
 from monitoring.sinks.notifiers import alertmanager as am_channel
-from monitoring.streams import topics
-from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
+from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration]
 CODEC = AvroCodec.from_directory()

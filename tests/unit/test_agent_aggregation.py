@@ -15,8 +15,8 @@ from monitoring.config import Settings
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
 from monitoring.runtime.memory import MemoryRuntime
-from monitoring.streams.aggregate_encoding import AggregateDecoder
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.aggregate_encoding import AggregateDecoder
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 DECODER = AggregateDecoder(CODEC)

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.agents.logs import LogAgent
 from monitoring.config import Settings
 from monitoring.runtime.memory import MemoryRuntime
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 LOG = "monitoring.LogRecord"

@@ -15,7 +15,7 @@ from monitoring.agents.model_metrics import ModelMetricsAgent
 from monitoring.config import Settings
 from monitoring.mlops.events import LABEL, PREDICTION
 from monitoring.runtime.memory import MemoryRuntime
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 PREDICTIONS, LABELS = "monitoring.models.predictions", "monitoring.models.labels"

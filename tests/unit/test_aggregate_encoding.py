@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
-from monitoring.streams.aggregate_encoding import AGGREGATE, AggregateDecoder, AggregateEncoder
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.aggregate_encoding import AGGREGATE, AggregateDecoder, AggregateEncoder
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 longs = st.integers(-(2**63), 2**63 - 1)
@@ -53,7 +53,7 @@ def test_decoder_reads_what_fastavro_writes(batch: list[Aggregate]) -> None:
 def test_decoder_rejects_bad_bodies_and_other_records() -> None:
     import pytest
 
-    from monitoring.streams.codec import DecodeError
+    from monitoring.wire.codec import DecodeError
 
     dec = AggregateDecoder(CODEC)
     a = Aggregate('m{a="1"}', "m", {"a": "1"}, 10_000, 0, 10_000, 1, *[1.0] * 8)

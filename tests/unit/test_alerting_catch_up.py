@@ -23,8 +23,8 @@ from monitoring.agents.alerting import AlertingAgent
 from monitoring.config import Settings
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
-from monitoring.streams.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
+from monitoring.wire.codec import AvroCodec
 
 W = 10_000
 PARTITIONS = 6

@@ -12,7 +12,7 @@ import pytest
 from monitoring.anomaly import SeriesScorer, detector_names, get_spec
 from monitoring.anomaly.synthetic import generate
 from monitoring.sinks.clickhouse.rows import ANOMALY_COLUMNS, Columns, add_anomaly
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 ANOMALY = "monitoring.Anomaly"
 # codec.encode(ANOMALY, record, version=2) of the record below, by the v2 schema

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.streams.avro_bytes import (
+from monitoring.wire.avro_bytes import (
     DOUBLE,
     SMALL_LONGS,
     Malformed,

@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.types import TP
 
-from monitoring.streams.bulk import (
+from monitoring.runtime.bulk import (
     MAX_RUN,
     MAX_RUN_BYTES,
     BulkConsumer,

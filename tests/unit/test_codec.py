@@ -12,7 +12,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.streams.codec import MARKER, AvroCodec, DecodeError, rabin_fingerprint
+from monitoring.wire.codec import MARKER, AvroCodec, DecodeError, rabin_fingerprint
 
 CODEC = AvroCodec.from_directory()
 SAMPLE = "monitoring.MetricSample"

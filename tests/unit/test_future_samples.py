@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from monitoring.agents.aggregation import SampleMessages
 from monitoring.metrics.aggregator import Aggregate, PartitionAggregator
 from monitoring.metrics.samples import Sample, SampleBatch, series_key
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 BATCH, SAMPLE = "monitoring.MetricBatch", "monitoring.MetricSample"

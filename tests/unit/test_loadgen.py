@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.loadgen import GeneratedSample, generate
+from monitoring.dev.loadgen import GeneratedSample, generate
 from monitoring.metrics.samples import Limits, check_series, series_key
 
 T0 = 1_700_000_000_000

@@ -12,23 +12,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from monitoring.deploy import free_port
+from monitoring.agents.log_processing import LogProcessor, batch_event_id, event_id
+from monitoring.dev.deploy import free_port
 from monitoring.logs.analyzer import PartitionLogs
 from monitoring.logs.batch import LogColumns, StoredColumns
 from monitoring.logs.corpus import generate
 from monitoring.logs.records import InvalidLog, LogLimits
+from monitoring.sdk.log_shipping import LogShipper
 from monitoring.sinks.clickhouse.rows import LOG_COLUMNS, Columns, add_log, add_log_batch
-from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
-from monitoring.streams.log_batch import (
+from monitoring.wire.codec import HEADER_LEN, AvroCodec, DecodeError
+from monitoring.wire.log_batch import (
     LOG_BATCH,
     STORED_LOG_BATCH,
     LogBatchDecoder,
     LogBatchEncoder,
     StoredLogBatchEncoder,
 )
-from monitoring.streams.log_encoding import LOG_RECORD
-from monitoring.streams.log_processing import LogProcessor, batch_event_id, event_id
-from monitoring.streams.log_shipping import LogShipper
+from monitoring.wire.log_encoding import LOG_RECORD
 
 CODEC = AvroCodec.from_directory()
 ENCODER = LogBatchEncoder(CODEC)

@@ -9,17 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitoring.agents.log_processing import LogProcessor, event_id
 from monitoring.logs.analyzer import PartitionLogs
 from monitoring.metrics.samples import Sample, series_key
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.log_encoding import (
+from monitoring.wire.codec import AvroCodec, DecodeError
+from monitoring.wire.log_encoding import (
     LOG_RECORD,
     STORED_LOG,
     LogDecoder,
     StoredLogEncoder,
 )
-from monitoring.streams.log_processing import LogProcessor, event_id
-from monitoring.streams.partitioner import partition_for
+from monitoring.wire.partitioner import partition_for
 
 CODEC = AvroCodec.from_directory()
 DECODER = LogDecoder(CODEC)

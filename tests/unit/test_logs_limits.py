@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.logs.analyzer import PartitionLogs
-from monitoring.logs.records import InvalidLog, LogLimits, check_service
-from monitoring.metrics.samples import Sample, series_key
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.log_batch import LogBatchDecoder, LogBatchEncoder
-from monitoring.streams.log_encoding import LOG_RECORD
-from monitoring.streams.log_processing import (
+from monitoring.agents.log_processing import (
     MAX_BATCH_SAMPLES,
     LogProcessor,
     input_limit,
     output_limit,
 )
-from monitoring.streams.partitioner import partition_for
+from monitoring.logs.analyzer import PartitionLogs
+from monitoring.logs.records import InvalidLog, LogLimits, check_service
+from monitoring.metrics.samples import Sample, series_key
+from monitoring.wire.codec import AvroCodec, DecodeError
+from monitoring.wire.log_batch import LogBatchDecoder, LogBatchEncoder
+from monitoring.wire.log_encoding import LOG_RECORD
+from monitoring.wire.partitioner import partition_for
 
 CODEC = AvroCodec.from_directory()
 NOW = 1_700_000_000_000

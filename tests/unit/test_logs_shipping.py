@@ -9,9 +9,9 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
-from monitoring.deploy import free_port
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.log_shipping import KafkaLogHandler, LogShipper, StructlogShipper
+from monitoring.dev.deploy import free_port
+from monitoring.sdk.log_shipping import KafkaLogHandler, LogShipper, StructlogShipper
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 
@@ -108,7 +108,7 @@ def test_install_keeps_the_renderer_last(shipper: LogShipper) -> None:
     import io
 
     from monitoring.log import configure_logging
-    from monitoring.streams.log_shipping import install_structlog_shipper
+    from monitoring.sdk.log_shipping import install_structlog_shipper
 
     out = io.StringIO()
     configure_logging(json=True)

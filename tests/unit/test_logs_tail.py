@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitoring.streams.log_tail import FileFollower, MultilineJoiner, parse_line
+from monitoring.sdk.log_tail import FileFollower, MultilineJoiner, parse_line
 
 
 def texts(lines: list) -> list[str]:  # type: ignore[type-arg]

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitoring.streams.avro_bytes import avro_long, avro_string
-from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError, default_schema_dir
-from monitoring.streams.metric_batch import (
+from monitoring.wire.avro_bytes import avro_long, avro_string
+from monitoring.wire.codec import HEADER_LEN, AvroCodec, DecodeError, default_schema_dir
+from monitoring.wire.metric_batch import (
     KIND_SYMBOLS,
     MetricBatchDecoder,
     MetricColumns,

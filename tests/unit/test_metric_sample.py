@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.metrics.samples import SAMPLE, InvalidSample, Limits, Sample, SampleDecoder
-from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
-from monitoring.streams.metric_sample import MetricSampleDecoder
-from monitoring.streams.sample_encoding import KINDS, SampleEncoder, make_series, sample_record
+from monitoring.wire.codec import HEADER_LEN, AvroCodec, DecodeError
+from monitoring.wire.metric_sample import MetricSampleDecoder
+from monitoring.wire.sample_encoding import KINDS, SampleEncoder, make_series, sample_record
 
 CODEC = AvroCodec.from_directory()
 NOW = 1_700_000_000_000

@@ -12,8 +12,8 @@ from monitoring.mlops.events import (
     label_from_record,
     prediction_from_record,
 )
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.model_events import ModelEventsProducer
+from monitoring.sdk.model_events import ModelEventsProducer
+from monitoring.wire.codec import AvroCodec
 
 T0 = 1_700_000_000_000
 

@@ -343,7 +343,7 @@ async def test_sends_per_receiver_are_bounded_and_backoff_holds_no_slot() -> Non
 
 async def test_records_round_trip_through_the_delivery_avro_contract() -> None:
     from monitoring.sinks.clickhouse.rows import DELIVERY_COLUMNS
-    from monitoring.streams.codec import AvroCodec
+    from monitoring.wire.codec import AvroCodec
 
     h = Harness([503, 200])
     await h.dispatcher.deliver(cpu_notification("ops"))

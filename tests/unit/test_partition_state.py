@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from monitoring.runtime.partition_state import PartitionStates, Slot
 from monitoring.runtime.shadow import COMMIT_KEY
-from monitoring.streams.partition_state import PartitionStates, Slot
 
 
 class SlowOutputs:

@@ -15,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.metrics.samples import InvalidSample, samples_from_record, series_key
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.producer import (
+from monitoring.sdk.producer import (
     BatchEncoder,
     BufferFullError,
     MetricsCollector,
@@ -29,6 +28,7 @@ from monitoring.streams.producer import (
     partition_for,
     sample_record,
 )
+from monitoring.wire.codec import AvroCodec
 
 NO_BROKER = "127.0.0.1:1"  # nothing listens on port 1: deliveries never complete
 T0 = 1_700_000_000_000
@@ -270,10 +270,11 @@ def test_close_reports_undelivered_and_rejects_more(offline: list[MetricsCollect
 
 def test_metrics_package_does_not_import_kafka() -> None:
     code = (
-        "import sys, monitoring.metrics, monitoring.metrics.collector as c, monitoring.loadgen\n"
+        "import sys, monitoring.metrics, monitoring.metrics.collector as c\n"
+        "import monitoring.dev.loadgen\n"
         "assert 'confluent_kafka' not in sys.modules\n"
         "from monitoring.metrics.collector import MetricsCollector\n"
-        "from monitoring.streams.producer import MetricsCollector as M\n"
+        "from monitoring.sdk.producer import MetricsCollector as M\n"
         "assert MetricsCollector is M and 'confluent_kafka' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -19,7 +19,7 @@ from monitoring.metrics.aggregator import REFUSED_TOTAL, PartitionAggregator
 from monitoring.metrics.checkpoint import pack_meta, unpack_meta
 from monitoring.metrics.samples import Sample, series_key
 from monitoring.runtime.memory import MemoryRuntime
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 SAMPLES = "monitoring.metrics.samples"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.streams.state_chunks import ChunkedRecords, is_chunk_key, join
+from monitoring.runtime.state_chunks import ChunkedRecords, is_chunk_key, join
 
 MAX = 300
 
@@ -84,7 +84,7 @@ def test_missing_chunks_are_reported_not_returned() -> None:
 def test_a_forged_manifest_is_not_trusted() -> None:
     """Garbage posing as a manifest of 2^32 chunks: reported broken, and the next write
     does not try to tombstone four billion keys."""
-    from monitoring.streams.state_chunks import _HEAD, MAGIC
+    from monitoring.runtime.state_chunks import _HEAD, MAGIC
 
     forged = {b"k": MAGIC + _HEAD.pack(0, 2**32 - 1, 10) + b"\x00" * 32, b"j": MAGIC + b"\x01"}
     assert sorted(join(forged).broken) == [b"j", b"k"]

@@ -23,7 +23,7 @@ from monitoring.logs.analyzer import PartitionLogs
 from monitoring.metrics.checkpoint import pack_series, unpack_series
 from monitoring.mlops.events import Label, Prediction
 from monitoring.mlops.monitor import ModelMonitor
-from monitoring.streams.state_chunks import join
+from monitoring.runtime.state_chunks import join
 
 
 # -- aggregation ----------------------------------------------------------------------

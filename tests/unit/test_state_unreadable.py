@@ -26,7 +26,7 @@ from monitoring.agents import alerting, notifier
 from monitoring.logs.analyzer import CHECKPOINT_KEY, PartitionLogs
 from monitoring.mlops.monitor import ModelMonitor
 from monitoring.runtime.memory import MemoryRuntime
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 

@@ -36,7 +36,7 @@ from monitoring.sinks.clickhouse.rows import (
 )
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 KINDS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
@@ -153,7 +153,7 @@ def test_batch_path_gives_the_rows_of_the_sample_path(ops: list[tuple[str, Any]]
         assert len(new) == len(old) and len(new_series) == len(old_series)
     assert_same_samples(old, new)
     assert new_series.data == old_series.data
-    assert new_ids.written == old_ids.written
+    assert new_ids.due == old_ids.due
 
 
 def test_series_rows_follow_first_samples_and_chunks_keep_order() -> None:
@@ -167,7 +167,7 @@ def test_series_rows_follow_first_samples_and_chunks_keep_order() -> None:
     out.add(2, 2, 2.0)
     sa, sb = series_id('a{x="1"}'), series_id("b")
     assert series.data == [[sb, sa], ["b", 'a{x="1"}'], ["b", "a"], [{}, {"x": "1"}],
-                           ["GAUGE", "COUNTER"], ["", "s"], [5, 6], [5, 6]]  # fmt: skip
+                           ["GAUGE", "COUNTER"], ["", "s"], [5, 6], [7, 6]]  # fmt: skip
     sid, ts, val = out.columns()
     assert sid.tolist() == [1, sb, sa, sb, 2] and ts == [1, 5, 6, 7, 2]
     assert val.tolist() == [1.0, 0.5, 1.5, 2.5, 2.0] and len(out) == 5

@@ -21,6 +21,13 @@ from fixtures.store_records import AGGREGATE, bad
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import KafkaSettings, Settings
+from monitoring.runtime.outputs import (
+    MAX_HEADER_BYTES,
+    DeadLetters,
+    Outputs,
+    dead_letter_headers,
+    fit_dead_letter,
+)
 from monitoring.sinks.clickhouse import store as store_module
 from monitoring.sinks.clickhouse.rows import AGGREGATE_COLUMNS
 from monitoring.sinks.clickhouse.store import (
@@ -30,14 +37,7 @@ from monitoring.sinks.clickhouse.store import (
     redact,
 )
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer, transient, writer_dsn
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.outputs import (
-    MAX_HEADER_BYTES,
-    DeadLetters,
-    Outputs,
-    dead_letter_headers,
-    fit_dead_letter,
-)
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 COUNT = AGGREGATE_COLUMNS.index("count")

@@ -26,7 +26,7 @@ from monitoring.sinks.clickhouse.rows import (
 )
 from monitoring.sinks.clickhouse.store import Store
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 CODEC = AvroCodec.from_directory()
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from monitoring.config import KafkaSettings, Settings
-from monitoring.streams import topics as t
-from monitoring.streams.topics import TopicSpec, topic_name, topic_specs
+from monitoring.runtime import topics as t
+from monitoring.runtime.topics import TopicSpec, topic_name, topic_specs
 
 ROLES = [
     t.SAMPLES,

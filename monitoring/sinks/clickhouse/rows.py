@@ -382,14 +382,21 @@ def add_sample_batch(
         hi = np.full(len(batch.series), np.iinfo(np.int64).min)
         np.minimum.at(lo, index, stamps)
         np.maximum.at(hi, index, stamps)
-        for k in np.argsort(first).tolist():
-            sid, d, slot = sid_list[k], dues[k], slots[k]
-            last = int(hi[slot])
+        span: dict[int, list[int]] = {}  # series_id -> [k, min ts, max ts], first seen first
+        for k in np.argsort(first).tolist():  # a key listed twice in a batch: one series
+            sid, slot = sid_list[k], slots[k]
+            seen = span.get(sid)
+            if seen is None:
+                span[sid] = [k, int(lo[slot]), int(hi[slot])]
+            else:
+                seen[1], seen[2] = min(seen[1], int(lo[slot])), max(seen[2], int(hi[slot]))
+        for sid, (k, first_ts, last) in span.items():
+            d = due.get(sid)
             if d is None or last >= d:
                 due[sid] = last + ids.refresh_ms
                 info = infos[k]
                 series_out.add(sid, info.key, info.name, dict(info.labels), info.kind,
-                               info.unit, int(lo[slot]), last)  # fmt: skip
+                               info.unit, first_ts, last)  # fmt: skip
     out.add_chunk(sids[index], stamps, np.asarray(batch.values, np.float64))
     return len(index)
 

@@ -42,13 +42,8 @@ from monitoring.api.server import ApiServer
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
-from monitoring.sinks.clickhouse.rows import OutOfRange, check_ranges
-from monitoring.sinks.clickhouse.writer import Writer, transient
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.metric_batch import MetricBatchDecoder
-from monitoring.streams.metric_sample import MetricSampleDecoder
-from monitoring.streams.outputs import DeadLetters
-from monitoring.streams.topics import (
+from monitoring.runtime.outputs import DeadLetters
+from monitoring.runtime.topics import (
     AGGREGATES,
     ANOMALIES,
     DEAD_LETTER,
@@ -58,6 +53,11 @@ from monitoring.streams.topics import (
     SAMPLES,
     topic_name,
 )
+from monitoring.sinks.clickhouse.rows import OutOfRange, check_ranges
+from monitoring.sinks.clickhouse.writer import Writer, transient
+from monitoring.wire.codec import AvroCodec, DecodeError
+from monitoring.wire.metric_batch import MetricBatchDecoder
+from monitoring.wire.metric_sample import MetricSampleDecoder
 
 AGGREGATE = "monitoring.Aggregate"
 ANOMALY = "monitoring.Anomaly"

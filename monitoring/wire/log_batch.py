@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, TypeGuard
 import fastavro
 
 from monitoring.logs.batch import LogColumns, StoredColumns
-from monitoring.streams.avro_bytes import (
+from monitoring.wire.avro_bytes import (
     Malformed,
     avro_long,
     avro_long_array,
@@ -41,7 +41,7 @@ from monitoring.streams.avro_bytes import (
     read_texts,
     same_layout,
 )
-from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
+from monitoring.wire.codec import HEADER_LEN, AvroCodec, DecodeError
 
 LOG_BATCH = "monitoring.LogBatch"
 STORED_LOG_BATCH = "monitoring.StoredLogBatch"

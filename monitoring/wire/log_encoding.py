@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import fastavro
 
-from monitoring.streams.avro_bytes import (
+from monitoring.wire.avro_bytes import (
     SMALL_LONGS,
     Malformed,
     avro_long,
@@ -34,7 +34,7 @@ from monitoring.streams.avro_bytes import (
     read_texts,
     same_layout,
 )
-from monitoring.streams.codec import HEADER_LEN, MARKER, AvroCodec, DecodeError
+from monitoring.wire.codec import HEADER_LEN, MARKER, AvroCodec, DecodeError
 
 LOG_RECORD = "monitoring.LogRecord"
 STORED_LOG = "monitoring.StoredLog"

@@ -44,7 +44,8 @@ from prometheus_client import CollectorRegistry
 from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.metrics.samples import InvalidSample, Limits
-from monitoring.streams.instruments import (
+from monitoring.runtime.topics import SAMPLES, topic_name
+from monitoring.sdk.instruments import (
     DEFAULT_BUCKETS,
     Counter,
     CounterChild,
@@ -54,8 +55,9 @@ from monitoring.streams.instruments import (
     HistogramChild,
     Instruments,
 )
-from monitoring.streams.partitioner import group_by_partition, murmur2, partition_for
-from monitoring.streams.sample_encoding import (
+from monitoring.sdk.sender import BufferFullError, ProducerClosedError, Sender
+from monitoring.wire.partitioner import group_by_partition, murmur2, partition_for
+from monitoring.wire.sample_encoding import (
     DEFAULT_LIMITS,
     KINDS,
     SERIES_CACHE_MAX,
@@ -68,8 +70,6 @@ from monitoring.streams.sample_encoding import (
     make_series,
     sample_record,
 )
-from monitoring.streams.sender import BufferFullError, ProducerClosedError, Sender
-from monitoring.streams.topics import SAMPLES, topic_name
 
 __all__ = [
     "DEFAULT_BUCKETS",

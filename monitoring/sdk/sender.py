@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitoring.log import get_logger
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.partitioner import group_by_partition
-from monitoring.streams.sample_encoding import BatchEncoder, Item, SampleEncoder, SeriesRef
+from monitoring.wire.codec import AvroCodec
+from monitoring.wire.partitioner import group_by_partition
+from monitoring.wire.sample_encoding import BatchEncoder, Item, SampleEncoder, SeriesRef
 
 _PARTITION_CACHE_MAX = 1_000_000
 _METADATA_TTL_S = 300.0

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitoring.metrics.aggregator import Aggregate
-from monitoring.streams.avro_bytes import (
+from monitoring.wire.avro_bytes import (
     Malformed,
     avro_long,
     avro_string,
@@ -30,7 +30,7 @@ from monitoring.streams.avro_bytes import (
     read_string_map,
     same_layout,
 )
-from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
+from monitoring.wire.codec import HEADER_LEN, AvroCodec, DecodeError
 
 AGGREGATE = "monitoring.Aggregate"
 CLOSED_THROUGH = "x-closed-through"

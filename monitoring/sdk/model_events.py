@@ -26,8 +26,8 @@ from confluent_kafka import KafkaError, Producer
 
 from monitoring.config import Settings
 from monitoring.mlops.events import LABEL, PREDICTION, label_from_record, prediction_from_record
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.topics import MODEL_LABELS, PREDICTIONS, topic_name
+from monitoring.runtime.topics import MODEL_LABELS, PREDICTIONS, topic_name
+from monitoring.wire.codec import AvroCodec
 
 
 class ModelEventsProducer:

@@ -20,14 +20,14 @@ from monitoring.metrics.samples import (
     check_series,
     series_key,
 )
-from monitoring.streams.avro_bytes import (
+from monitoring.wire.avro_bytes import (
     DOUBLE,
     avro_long,
     avro_string,
     avro_string_map,
     same_layout,
 )
-from monitoring.streams.codec import AvroCodec
+from monitoring.wire.codec import AvroCodec
 
 KIND_SYMBOLS = ("GAUGE", "COUNTER", "HISTOGRAM_BUCKET", "SUMMARY", "UNTYPED")
 _KIND_INDEX = {k: i for i, k in enumerate(KIND_SYMBOLS)}

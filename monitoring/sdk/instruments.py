@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.utils import floatToGoString
 
 from monitoring.metrics.samples import InvalidSample
-from monitoring.streams.sample_encoding import SeriesRef, make_series
+from monitoring.wire.sample_encoding import SeriesRef, make_series
 
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005,

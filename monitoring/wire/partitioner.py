@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from monitoring.streams.sample_encoding import Item
+    from monitoring.wire.sample_encoding import Item
 
 
 def murmur2(data: bytes) -> int:

@@ -35,7 +35,7 @@ from string import Template
 
 import structlog
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra" / "kafka"
 DEFAULT_ROOT = REPO_ROOT / ".local" / "kafka"
 LOOPBACK = "127.0.0.1"
@@ -84,7 +84,7 @@ def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     host, _, port = bootstrap.rpartition(":")
     if not port_open(host or LOOPBACK, int(port), timeout=min(timeout, 1.0)):
         return False
-    from monitoring.streams.admin import admin_client
+    from monitoring.runtime.admin import admin_client
 
     try:
         md = admin_client(bootstrap).list_topics(timeout=timeout)

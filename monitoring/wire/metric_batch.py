@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, TypeGuard
 import numpy as np
 
 from monitoring.metrics.samples import BATCH
-from monitoring.streams.avro_bytes import (
+from monitoring.wire.avro_bytes import (
     Malformed,
     decode_utf8,
     read_block_count,
@@ -40,8 +40,8 @@ from monitoring.streams.avro_bytes import (
     read_texts,
     same_layout,
 )
-from monitoring.streams.codec import HEADER_LEN, AvroCodec, DecodeError
-from monitoring.streams.sample_encoding import KIND_SYMBOLS
+from monitoring.wire.codec import HEADER_LEN, AvroCodec, DecodeError
+from monitoring.wire.sample_encoding import KIND_SYMBOLS
 
 _STRS = {"type": "array", "items": "string"}
 _LAYOUT: dict[str, Any] = {

@@ -42,16 +42,16 @@ from typing import NamedTuple
 
 from monitoring.logs.analyzer import PartitionLogs, TemplateEvent
 from monitoring.metrics.samples import Sample
-from monitoring.streams.codec import AvroCodec, DecodeError
-from monitoring.streams.log_batch import LogBatchDecoder, StoredLogBatchEncoder
-from monitoring.streams.log_encoding import (
+from monitoring.wire.codec import AvroCodec, DecodeError
+from monitoring.wire.log_batch import LogBatchDecoder, StoredLogBatchEncoder
+from monitoring.wire.log_encoding import (
     LOG_RECORD,
     LOG_TEMPLATE,
     LogDecoder,
     StoredLogEncoder,
 )
-from monitoring.streams.partitioner import group_by_partition
-from monitoring.streams.sample_encoding import BatchEncoder, SeriesRef
+from monitoring.wire.partitioner import group_by_partition
+from monitoring.wire.sample_encoding import BatchEncoder, SeriesRef
 
 SOURCE = "log-agent"
 Record = tuple[bytes, bytes]  # (key, value)

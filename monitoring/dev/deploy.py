@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from monitoring.config import Settings
+from monitoring.runtime.admin import ensure_topics
 from monitoring.sinks.clickhouse.query_server import query_store
-from monitoring.streams.admin import ensure_topics
 
 BIN = Path(sys.executable).parent / "monitoring"
 ROLES = {

@@ -42,9 +42,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from monitoring.config import Settings
 from monitoring.logs.batch import MAX_BATCH_LINES
 from monitoring.logs.records import FLAG_ORIGINAL_BYTES, FLAG_TRUNCATED, truncate_utf8
-from monitoring.streams.codec import AvroCodec
-from monitoring.streams.log_batch import LogBatchEncoder
-from monitoring.streams.log_encoding import LOG_RECORD
+from monitoring.wire.codec import AvroCodec
+from monitoring.wire.log_batch import LogBatchEncoder
+from monitoring.wire.log_encoding import LOG_RECORD
 
 # (timestamp_ms, service, host, level, logger, message, trace_id, span_id, exception, attrs)
 Entry = tuple[int, str, str, str, str, str, str, str, str, Mapping[str, str]]
@@ -372,7 +372,7 @@ def ship_own_logs(
     settings: Settings, service: str, registry: CollectorRegistry | None = None
 ) -> LogShipper:
     """Ship this process's structlog events to the configured logs topic as well."""
-    from monitoring.streams.topics import LOGS, topic_name
+    from monitoring.runtime.topics import LOGS, topic_name
 
     shipper = LogShipper(
         settings.kafka.bootstrap_servers, topic_name(settings.kafka, LOGS), service,

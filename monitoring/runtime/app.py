@@ -9,12 +9,12 @@ from __future__ import annotations
 import tempfile
 
 from monitoring.config import Settings
-from monitoring.streams.bulk import BulkApp
+from monitoring.runtime.bulk import BulkApp
 
 
 def create_app(settings: Settings, app_id: str | None = None) -> BulkApp:
     """A Faust app on the configured broker, raw bytes in and out (Avro is ours); its
-    topics can be delivered in bulk (``streams.bulk``).
+    topics can be delivered in bulk (``runtime.bulk``).
 
     The app id (the consumer group) is ``<topic_prefix>worker`` unless given.
     """

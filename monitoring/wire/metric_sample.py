@@ -11,7 +11,7 @@ bytes. Later messages cost a varint, a double and a dictionary lookup.
 What it accepts and rejects, and the samples it returns, are those of
 ``AvroCodec.decode`` followed by ``SampleDecoder.samples`` (tested with hypothesis).
 
->>> from monitoring.streams.sample_encoding import SampleEncoder, make_series
+>>> from monitoring.wire.sample_encoding import SampleEncoder, make_series
 >>> codec = AvroCodec.from_directory()
 >>> series = make_series("up", {"job": "api"})
 >>> data = SampleEncoder(codec).encode(series, 1_700_000_000_000, 1.0)
@@ -36,9 +36,9 @@ from monitoring.metrics.samples import (
     check_series,
     series_key,
 )
-from monitoring.streams.avro_bytes import DOUBLE, Malformed, read_long, same_layout
-from monitoring.streams.codec import HEADER_LEN, AvroCodec
-from monitoring.streams.sample_encoding import SAMPLE_LAYOUT
+from monitoring.wire.avro_bytes import DOUBLE, Malformed, read_long, same_layout
+from monitoring.wire.codec import HEADER_LEN, AvroCodec
+from monitoring.wire.sample_encoding import SAMPLE_LAYOUT
 
 _LIMITS = Limits()
 _unpack_double = DOUBLE.unpack_from

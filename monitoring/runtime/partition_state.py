@@ -34,9 +34,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from faust.types import TP, Message
 
 from monitoring.log import get_logger
+from monitoring.runtime.changelog import read_table
+from monitoring.runtime.outputs import Headers
 from monitoring.runtime.shadow import Shadow
-from monitoring.streams.changelog import read_table
-from monitoring.streams.outputs import Headers
 
 S = TypeVar("S")
 Records = list[tuple[bytes, bytes | None]]
@@ -47,7 +47,7 @@ log = get_logger("partition_state")
 
 
 class StateSink(Protocol):
-    """Where checkpoints go: ``streams.outputs.Outputs``, or memory in tests."""
+    """Where checkpoints go: ``runtime.outputs.Outputs``, or memory in tests."""
 
     async def send(
         self,
@@ -148,7 +148,7 @@ class PartitionStates(Generic[S]):
     async def apply(
         self, messages: Sequence[Message], handle: Callable[[Message, Slot[S]], Awaitable[int]]
     ) -> int:
-        """A bulk-delivered run (``streams.bulk``): ``handle`` each message, in the
+        """A bulk-delivered run (``runtime.bulk``): ``handle`` each message, in the
         run's order, with its partition's slot, under ``lock``. Returns the sum of what
         ``handle`` returned (a count for the agent's metrics)."""
         slots = {p: await self.get(p) for p in {m.partition for m in messages}}

@@ -1,7 +1,7 @@
 """Kafka administration: wait for the broker, create the project's topics, describe them.
 
 ``ensure_topics`` is idempotent: it creates what is missing with explicit partition
-counts, replication factor and configs (``monitoring.streams.topics.topic_specs``),
+counts, replication factor and configs (``monitoring.runtime.topics.topic_specs``),
 brings the configs of existing topics in line (retention, cleanup policy, ...) and
 refuses, with a clear error, a topic that has fewer partitions than the settings ask
 for: growing a keyed topic remaps keys to partitions, so that is an explicit choice
@@ -31,7 +31,7 @@ from confluent_kafka.admin import (
 )
 
 from monitoring.config import KafkaSettings, Settings
-from monitoring.streams.topics import TopicSpec, topic_specs
+from monitoring.runtime.topics import TopicSpec, topic_specs
 
 _log = structlog.get_logger(component="kafka_admin")
 T = TypeVar("T")

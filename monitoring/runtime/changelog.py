@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from monitoring.streams.admin import with_retries
+from monitoring.runtime.admin import with_retries
 
 
 def read_table(

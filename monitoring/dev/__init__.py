@@ -1,0 +1,2 @@
+"""Developer tooling: the local broker, the load generator, local deployments (tests,
+benchmarks, the demo)."""
