@@ -34,24 +34,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitoring.log import get_logger
 from monitoring.runtime.agent import DeadLetter, Emit, Record, S, StreamAgent
 from monitoring.runtime.outputs import Headers, OutputsLost, dead_letter_headers
-from monitoring.runtime.partition_state import PartitionStates, Slot
+from monitoring.runtime.partition_state import PartitionStates, Slot, StateSink
 
 log = get_logger("runtime")
 EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
 """High watermarks of ``topic``'s given partitions; None if the broker does not answer."""
 
 
-class Sink(Protocol):
+class Sink(StateSink, Protocol):
     """Where an agent's records go (``runtime.outputs.Outputs``)."""
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> None: ...
 
     async def send_many(
         self,
@@ -76,8 +67,6 @@ class Sink(Protocol):
     ) -> bool: ...
 
     def poll(self) -> None: ...
-
-    async def flush(self) -> bool: ...
 
 
 class RuntimeMetrics:
