@@ -10,6 +10,11 @@ path: the consumer takes each fetch a partition at a time, as ``Consumer.getmany
 would yield it, and awaits the handler once per run of messages (``split_runs``),
 about 9 µs a message.
 
+This module is the project's one use of Faust internals (``_drain_messages``,
+``_wait_next_records``, ``_to_message``, ``_read_offset``, ``_add_gap``, ...); each name
+and behaviour it relies on is pinned by ``tests/unit/test_faust_contract.py``, and
+Faust's version is pinned exactly.
+
 Everything else stays Faust's: the consumer group, rebalances, the fetcher, acks
 (``BulkApp.ack``, Faust's own bookkeeping) and offset commits. A run fetched before a
 rebalance is dropped, as Faust drops its streams' buffers then: its messages are
