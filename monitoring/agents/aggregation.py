@@ -9,7 +9,7 @@ series limits, reason ``cardinality``), its samples fed to its partition's aggre
 and closed windows and late samples published. An idle partition (nothing read for
 ``aggregation.idle_timeout``, nothing left to read) closes its open windows. State goes
 to the compacted ``aggregation.state`` topic: the changed series, then the partition
-record. Faust's windowed tables and ``on_window_close`` are not used (see ARCHITECTURE.md).
+record. Faust's windowed tables and ``on_window_close`` are not used (see docs/aggregation.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Read one partition of a compacted changelog topic back into a table.
 
-The aggregation agent writes its window state as keyed records (latest value per
-key wins, ``None`` deletes) to a compacted topic co-partitioned with the samples
-topic; on partition assignment it reads the partition from the beginning to the
-high watermark and rebuilds its state from the result.
+Every stateful process keeps its state as keyed records (latest value per key wins,
+``None`` deletes) in a compacted topic: the stream agents one partition per source
+partition (``runtime.partition_state``), the alert evaluator and the notifier one
+partition (``runtime.state_chunks``). At start or on assignment the partition is read
+from the beginning to the high watermark, committed records only, into a table.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """Per-partition agent state, restored from a compacted changelog and checkpointed.
 
-The pattern every stateful Faust agent shares (aggregation, anomaly, logs, model
-metrics): the state of source partition ``p`` lives in partition ``p`` of a compacted
-state topic as keyed records (latest wins, ``None`` deletes). On assignment the
-partition's table is read back and handed to ``restore``. The agent processes
-messages unacked (a ``noack`` stream, or bulk delivery), each under ``lock`` (from
-``processed`` until its outputs are enqueued), so that a checkpoint never sees a state
+The state half of the runtime (``runtime.driver``), for every stream agent: the state
+of source partition ``p`` lives in partition ``p`` of a compacted state topic as keyed
+records (latest wins, ``None`` deletes). On assignment the partition's table is read
+back and handed to ``restore``. The driver applies messages unacked, each run under
+``lock`` (until its outputs are enqueued), so that a checkpoint never sees a state
 whose outputs are not yet sent. ``checkpoint`` (called from a timer) takes the
 changed records of every partition from ``snapshot`` (``None``: unchanged), flushes
 the agent's outputs, writes the records, flushes again and only then acks the source
@@ -27,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
-
-from faust.types import TP, Message
 
 from monitoring.log import get_logger
 from monitoring.runtime.changelog import read_table
@@ -145,33 +142,11 @@ class PartitionStates(Generic[S]):
         )
         return Slot(state, shadow=shadow)
 
-    async def apply(
-        self, messages: Sequence[Message], handle: Callable[[Message, Slot[S]], Awaitable[int]]
-    ) -> int:
-        """A bulk-delivered run (``runtime.bulk``): ``handle`` each message, in the
-        run's order, with its partition's slot, under ``lock``. Returns the sum of what
-        ``handle`` returned (a count for the agent's metrics)."""
-        slots = {p: await self.get(p) for p in {m.partition for m in messages}}
-        total = 0
-        async with self.lock:  # a checkpoint waits for the outputs
-            for m in messages:
-                total += await handle(m, slots[m.partition])
-        return total
-
     def processed(self, slot: Slot[S], message: Any) -> None:
         """Record that ``message`` (a Faust event or message) was applied to ``slot``'s
         state: acked after the next checkpoint."""
         slot.last_event_wall = time.monotonic()
         slot.pending.append(message)
-
-    async def on_assigned(self, assigned: Iterable[TP]) -> None:
-        """Restore newly assigned partitions of the source topic."""
-        mine = [tp.partition for tp in assigned if tp.topic == self.source_topic]
-        await asyncio.gather(*(self.get(p) for p in mine if p not in self.slots))
-
-    def on_revoked(self, revoked: Iterable[TP]) -> None:
-        """Forget revoked partitions: the next owner replays their unacked messages."""
-        self.forget(tp.partition for tp in revoked if tp.topic == self.source_topic)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the state of ``partitions`` (given up: their next owner restores it)."""
