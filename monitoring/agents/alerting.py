@@ -52,7 +52,7 @@ from monitoring.metrics.aggregator import Aggregate
 from monitoring.runtime import topics
 from monitoring.runtime.admin import with_retries
 from monitoring.runtime.changelog import read_table
-from monitoring.runtime.outputs import Outputs
+from monitoring.runtime.outputs import Outputs, consumer_config
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
 from monitoring.wire.alert_encoding import ALERT, to_record
@@ -251,14 +251,9 @@ class AlertingAgent:
                 log.error("state_unreadable", topic=self.state_topic, error=repr(e)[:300])
                 self.engine = self._new_engine()
                 self.clock.last_evaluated_ms = 0
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": k.bootstrap_servers,
-                "group.id": f"{k.topic_prefix}alerting",  # never commits: state has positions
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 20,
-            }
-        )
+        # never commits: the state has the positions
+        group = f"{k.topic_prefix}alerting"
+        self.consumer = Consumer(consumer_config(k, group, **{"fetch.wait.max.ms": 20}))
         meta = self.consumer.list_topics(self.source, timeout=30)
         parts = sorted(meta.topics[self.source].partitions)
         horizon = self.engine.history.retention_ms + ms(self.settings.alerting.lookback) + 60_000

@@ -57,7 +57,7 @@ from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.runtime import topics
 from monitoring.runtime.changelog import read_table
-from monitoring.runtime.outputs import DeadLetters, Outputs
+from monitoring.runtime.outputs import DeadLetters, Outputs, consumer_config
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.sinks.notifiers.dispatcher import DeliveredKeys, DeliveryRecord, Dispatcher
 from monitoring.wire.alert_encoding import ALERT, from_record
@@ -145,14 +145,9 @@ class NotifierAgent:
                 self.manager = AlertManager(self.config, max_silences=self.max_silences)
                 self.delivered = DeliveredKeys(DELIVERED_CAPACITY)
                 self.positions, self._resend = {}, []
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": k.bootstrap_servers,
-                "group.id": f"{k.topic_prefix}notifier",  # never commits: state has positions
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 20,
-            }
-        )
+        # never commits: the state has the positions
+        group = f"{k.topic_prefix}notifier"
+        self.consumer = Consumer(consumer_config(k, group, **{"fetch.wait.max.ms": 20}))
         assignment = []
         for topic in (self.alerts_topic, self.commands_topic):
             parts = self.consumer.list_topics(topic, timeout=30).topics[topic].partitions

@@ -54,6 +54,22 @@ def producer_config(kafka: KafkaSettings, on_delivery: Callable[..., Any]) -> di
     }
 
 
+def consumer_config(kafka: KafkaSettings, group: str, **extra: Any) -> dict[str, Any]:
+    """The librdkafka settings of every plain consumer of the project (the store, the
+    alert evaluator, the notifier, state readers, offset probes): no auto-commit (each
+    commits what it stored, or keeps its positions in its state), then ``extra``.
+
+    >>> consumer_config(KafkaSettings(), "g", **{"fetch.wait.max.ms": 20})["group.id"]
+    'g'
+    """
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "group.id": group,
+        "enable.auto.commit": False,
+        **extra,
+    }
+
+
 class OutputsLost(RuntimeError):
     """The broker refused or timed out records for good; sources must not be acked."""
 

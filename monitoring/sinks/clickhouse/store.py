@@ -43,6 +43,7 @@ from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
 from monitoring.runtime.outputs import DeadLetters
+from monitoring.runtime.outputs import consumer_config as outputs_consumer_config
 from monitoring.runtime.topics import (
     AGGREGATES,
     ANOMALIES,
@@ -162,13 +163,8 @@ def open_with_retry(
 
 def consumer_config(settings: Settings, group_id: str = GROUP_ID) -> dict[str, Any]:
     """confluent-kafka settings of the store's consumer group."""
-    return {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "client.id": "monitoring-store",
-    }
+    extra = {"auto.offset.reset": "earliest", "client.id": "monitoring-store"}
+    return outputs_consumer_config(settings.kafka, group_id, **extra)
 
 
 def topics(settings: Settings) -> list[str]:
