@@ -35,6 +35,7 @@ COMMIT_KEY = b"\xff\xfecommit"
 SLOT1 = b"\xff1"  # 0xff never occurs in UTF-8: no agent's key ends with it
 _HEADER = struct.Struct(">4sqc")  # magic, sequence number, b"v" value / b"d" deleted
 _COMMIT = struct.Struct(">4sq")
+MAX_SEQ = 1 << 62  # a forged commit record beyond this would overflow every next checkpoint
 OVERHEAD = _HEADER.size + len(SLOT1)  # bytes a physical record adds to a logical one
 Physical = list[tuple[bytes, bytes | None]]
 
@@ -74,6 +75,8 @@ class Shadow:
             if len(commit) != _COMMIT.size or commit[:4] != MAGIC:
                 raise ValueError("not a commit record")
             _, shadow.seq = _COMMIT.unpack(commit)
+            if not 0 <= shadow.seq < MAX_SEQ:
+                raise ValueError(f"commit record number out of range: {shadow.seq}")
         best: dict[bytes, tuple[int, int, bytes, bytes]] = {}  # key -> seq, slot, kind, value
         for k, v in physical.items():
             if k == COMMIT_KEY:

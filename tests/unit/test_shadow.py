@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.runtime.shadow import COMMIT_KEY, SLOT1, Shadow
+from monitoring.runtime.shadow import COMMIT_KEY, MAGIC, MAX_SEQ, SLOT1, Shadow
 
 KEYS = [b"a", b"b", b"p\x00id#1", b"\x00meta"]
 changes = st.dictionaries(st.sampled_from(KEYS), st.none() | st.binary(max_size=3), max_size=4)
@@ -72,3 +72,6 @@ def test_records_it_did_not_write_are_refused() -> None:
         Shadow.load({b"a" + SLOT1: b"no header"})
     with pytest.raises(ValueError):
         Shadow.load({COMMIT_KEY: b"garbage-garbage!"})
+    for forged in (-1, MAX_SEQ, (1 << 63) - 1):  # the next checkpoint could not be numbered
+        with pytest.raises(ValueError):
+            Shadow.load({COMMIT_KEY: MAGIC + forged.to_bytes(8, "big", signed=True)})
