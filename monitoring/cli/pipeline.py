@@ -118,9 +118,15 @@ def demo(
         "ORDER BY window_start DESC, series LIMIT 10"
     )
 
+    def aggregates_in() -> bool:
+        try:
+            return bool(d.query("SELECT count() FROM aggregates")[0][0] > 0)
+        except ConnectionError:  # the store is busy or still starting: not yet
+            return False
+
     def show_when_ready() -> None:
         try:
-            d.wait(lambda: d.query("SELECT count() FROM aggregates")[0][0] > 0, 90, "aggregates")
+            d.wait(aggregates_in, 90, "aggregates")
         except (TimeoutError, RuntimeError) as e:
             console.print(f"[red]{e}[/red]")
             return
