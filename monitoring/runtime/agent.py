@@ -19,8 +19,8 @@ protocol, assignment and revocation, timers, dead letters, self-metrics and heal
 ...         out.send("out", None, str(state[0]).encode())
 ...         return 1
 >>> out = Emit()
->>> Count().handle(None, [41], out), out.records[0].value
-(1, b'42')
+>>> Count().handle(None, [41], out), out.sends[0].records
+(1, [(None, b'42')])
 """
 
 from __future__ import annotations
@@ -114,17 +114,6 @@ class Emit:
     def skip_replayed(self) -> None:
         """The message was already in the restored state (counted, nothing published)."""
         self.replayed = True
-
-    @property
-    def records(self) -> list[Any]:
-        """Every record asked for, flattened: ``(topic, key, value)`` with ``.value``."""
-        return [_Flat(s.topic, k, v) for s in self.sends for k, v in s.records]
-
-
-class _Flat(NamedTuple):
-    topic: str
-    key: bytes | None
-    value: bytes | None
 
 
 class StreamAgent(ABC, Generic[S]):
