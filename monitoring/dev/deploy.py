@@ -147,8 +147,22 @@ class LocalDeployment:
         """Rows of a read-only query, answered by the store process."""
         result = query_store("127.0.0.1", self.query_port, sql, timeout=60)
         if result is None:
-            raise ConnectionError(f"no store answers on 127.0.0.1:{self.query_port}")
+            raise ConnectionError(
+                f"no store answers on 127.0.0.1:{self.query_port}: {self._stores()}"
+            )
         return list(result["rows"])
+
+    def _stores(self) -> str:
+        """What became of the store processes, with the end of their logs."""
+        out = []
+        for name, p in self.procs.items():
+            if p.args[1:3] == ROLES["store"]:
+                code = p.poll()
+                state = "running" if code is None else f"exited with {code}"
+                log = self.dir / f"{name}.log"
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                out.append(f"{name} (pid {p.pid}) {state}; its log ends:\n{tail}")
+        return "\n".join(out) or "no store started"
 
     def wait(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``cond`` until true; fail early if a process crashed."""
