@@ -94,6 +94,7 @@ class LocalDeployment:
         self.settings = env_settings(self.env)
         ensure_topics(self.settings)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.stores: set[str] = set()
 
     def topic(self, role: str) -> str:
         """Full name of a topic role (``metrics.late``, ...)."""
@@ -107,6 +108,8 @@ class LocalDeployment:
             [str(BIN), *ROLES[role]], env={**self.env, **extra}, stdout=log, stderr=log
         )
         self.procs[name] = proc
+        if role == "store":
+            self.stores.add(name)
         return proc
 
     def start_store(self, name: str = "store", timeout: float = 90) -> subprocess.Popen[bytes]:
@@ -156,7 +159,7 @@ class LocalDeployment:
         """What became of the store processes, with the end of their logs."""
         out = []
         for name, p in self.procs.items():
-            if p.args[1:3] == ROLES["store"]:
+            if name in self.stores:
                 code = p.poll()
                 state = "running" if code is None else f"exited with {code}"
                 log = self.dir / f"{name}.log"
