@@ -4,6 +4,8 @@
 else 503); ``GET /metrics`` the process's own prometheus registry. Extra JSON routes:
 a POST route takes the request body (bytes, already checked by the :class:`Guard`),
 a GET route nothing; both answer ``(status, JSON-able)`` and run in a worker thread.
+``mounts`` are Starlette routes of a whole protocol (their own request parsing and
+response formats), behind the same guard.
 
 >>> from prometheus_client import CollectorRegistry
 >>> s = ApiServer(CollectorRegistry(), "127.0.0.1", 0).start()
@@ -19,7 +21,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -28,6 +30,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
 from monitoring.api.guard import Guard, Refused
@@ -53,11 +56,12 @@ class ApiServer:
         get_routes: Mapping[str, GetRoute] | None = None,
         guard: Guard | None = None,
         max_connections: int = 64,
+        mounts: Sequence[BaseRoute] = (),
     ) -> None:
         self.registry = registry
         self.health = health
         self.guard = guard or Guard.for_bind(host)
-        routes_ = [
+        routes_: list[BaseRoute] = [
             StarletteRoute("/healthz", self._healthz, methods=["GET"]),
             StarletteRoute("/metrics", self._metrics, methods=["GET"]),
         ]
@@ -69,6 +73,7 @@ class ApiServer:
             StarletteRoute(path, self._get(fn), methods=["GET"])
             for path, fn in (get_routes or {}).items()
         ]
+        routes_ += list(mounts)
         self.app = Starlette(routes=routes_, exception_handlers={Refused: _refused})
         self.app.add_middleware(_GuardMiddleware, guard=self.guard)
         config = uvicorn.Config(

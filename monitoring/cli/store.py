@@ -46,6 +46,7 @@ def run(
     from monitoring.api.guard import Guard
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
+    from monitoring.query import clickhouse_http, prometheus_api
     from monitoring.sinks.clickhouse.connection import connect_read_only
     from monitoring.sinks.clickhouse.migrations import migrate
     from monitoring.sinks.clickhouse.query_server import QueryServer
@@ -120,6 +121,7 @@ def run(
             store.health,
             limits=st.query,
             guard=guard,
+            protocols=[clickhouse_http.routes, prometheus_api.routes],
         ).start()
         log.info("query_endpoint", url=f"http://{st.query_host}:{st.query_port}")
     except OSError as e:

@@ -5,28 +5,35 @@ queries for everyone else: ``POST /query`` with ``{"sql": "..."}`` (JSON, so tha
 cross-site form cannot send it) -> ``{"columns", "types", "rows"}``; ``GET /healthz``;
 ``GET /metrics``. Statements go through :class:`ReadOnlyQueries`; at most
 ``storage.query.concurrency`` run at once and ``storage.query.queue`` more wait, the
-rest are answered 503 at once.
+rest are answered 503 at once. Each of ``protocols`` adds the routes of a standard
+query protocol (``monitoring.query``) served from the same port, on the same queue.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter
+from starlette.routing import BaseRoute
 
 from monitoring.api.guard import Guard
 from monitoring.api.server import ApiServer
 from monitoring.config import QueryLimits
 from monitoring.sinks.clickhouse.read_only import NotReadOnly, ReadOnlyQueries
 
+T = TypeVar("T")
+
 
 class Busy(RuntimeError):
     """Every query slot and queue place is taken."""
+
+
+Protocol = Callable[["QueryServer"], list[BaseRoute]]
 
 
 class QueryServer:
@@ -41,6 +48,7 @@ class QueryServer:
         health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"},
         limits: QueryLimits | None = None,
         guard: Guard | None = None,
+        protocols: Sequence[Protocol] = (),
     ) -> None:
         self.client = client
         self.limits = limits or QueryLimits()
@@ -53,7 +61,13 @@ class QueryServer:
             registry=registry,
         )  # fmt: skip
         self.server = ApiServer(
-            registry, host, port, health, {"/query": self._post_query}, guard=guard
+            registry,
+            host,
+            port,
+            health,
+            {"/query": self._post_query},
+            guard=guard,
+            mounts=[route for protocol in protocols for route in protocol(self)],
         )
 
     @property
@@ -69,6 +83,10 @@ class QueryServer:
 
     def query(self, sql: str) -> dict[str, Any]:
         """Run one read-only statement; Busy when the queue is full."""
+        return self.queued(lambda: self.queries.run(sql))
+
+    def queued(self, fn: Callable[[], T]) -> T:
+        """``fn()`` once a query slot is free; Busy when the queue is full."""
         with self.lock:
             if self.waiting >= self.limits.concurrency + self.limits.queue:
                 raise Busy(f"{self.waiting} queries running or waiting: try again later")
@@ -78,7 +96,7 @@ class QueryServer:
             if not self.slots.acquire(timeout=timeout):
                 raise Busy(f"no query slot within {timeout:g}s: try again later")
             try:
-                return self.queries.run(sql)
+                return fn()
             finally:
                 self.slots.release()
         finally:
