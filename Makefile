@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test test-unit lint broker-up broker-down bench clean alertmanager
+.PHONY: setup demo test test-unit lint broker-up broker-down bench clean alertmanager prometheus
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -25,7 +25,7 @@ broker-down:
 demo: broker-up
 	$(BIN)/monitoring demo
 
-test: broker-up alertmanager
+test: broker-up alertmanager prometheus
 	$(BIN)/pytest
 
 # The fast lane: everything outside tests/integration, with no broker (a test that
@@ -37,6 +37,12 @@ test-unit: setup
 alertmanager:
 	test -x /usr/bin/prometheus-alertmanager || \
 		(apt-get update -q && apt-get install -y --no-install-recommends prometheus-alertmanager)
+
+# The real Prometheus (and promtool) that the Prometheus API tests use as client and as
+# oracle (Debian package: 2.42, the version the API follows).
+prometheus:
+	test -x /usr/bin/prometheus -a -x /usr/bin/promtool || \
+		(apt-get update -q && apt-get install -y --no-install-recommends prometheus)
 
 lint: setup
 	$(BIN)/ruff check monitoring tests
