@@ -49,6 +49,7 @@ from monitoring.alerts.watermark import EvaluationClock
 from monitoring.config import ConfigError, Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
+from monitoring.metrics.samples import InvalidSample
 from monitoring.runtime import topics
 from monitoring.runtime.admin import with_retries
 from monitoring.runtime.changelog import read_table
@@ -57,6 +58,7 @@ from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
 from monitoring.wire.alert_encoding import ALERT, to_record
 from monitoring.wire.codec import AvroCodec, DecodeError
+from monitoring.wire.sample_encoding import SampleEncoder, SeriesRef, make_series
 
 log = get_logger("alerting")
 # The window history is hundreds of thousands of small objects: with Python's default
@@ -67,6 +69,8 @@ GC_THRESHOLD = (50_000, 20, 100)
 STATE_KEY = b"engine"
 Headers = Sequence[tuple[str, Any]] | dict[str, Any]  # as confluent-kafka types them
 STATE_VERSION = 1
+RECORDING_SOURCE = "recording-rules"  # the samples' source field
+SERIES_CACHE_MAX = 100_000
 
 
 def load_rules(patterns: list[str]) -> RuleSet:
@@ -88,7 +92,7 @@ def load_rules(patterns: list[str]) -> RuleSet:
         raise ConfigError(
             f"alerting.rules: {problems}" + (f"; and {more} more" if more > 0 else "")
         )
-    if not ruleset.rules:
+    if not ruleset.rules and not ruleset.recordings:
         raise ConfigError(f"alerting.rules: no rules in {', '.join(paths)}")
     return ruleset
 
@@ -125,6 +129,20 @@ class _Metrics:
             "alerting_invalid_messages", "Undecodable messages skipped", ["reason"],
             registry=registry,
         )  # fmt: skip
+        self.recorded = Counter(
+            "alerting_recorded_samples", "Samples written by recording rules", registry=registry
+        )
+        self.not_recorded = Counter(
+            "alerting_recorded_dropped",
+            "Recording rule outputs not written (non-finite value, invalid series)",
+            ["reason"],
+            registry=registry,
+        )
+        self.recording_errors = Gauge(
+            "alerting_recording_rule_errors",
+            "Recording rules whose last evaluation failed",
+            registry=registry,
+        )
 
 
 class AlertingAgent:
@@ -161,6 +179,9 @@ class AlertingAgent:
         self._catch_up: dict[int, int] = {}  # partition -> end offset taken at start
         self.source = topics.topic_name(k, topics.AGGREGATES)
         self.alerts_topic = topics.topic_name(k, topics.ALERTS)
+        self.samples_topic = topics.topic_name(k, topics.SAMPLES)
+        self.encode_sample = SampleEncoder(self.codec, RECORDING_SOURCE).encode
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesRef] = {}
         self.state_topic = topics.topic_name(k, topics.ALERTING_STATE)
         self.outputs = Outputs(k)
         self.chunks = ChunkedRecords(k.max_message_bytes)
@@ -181,6 +202,7 @@ class AlertingAgent:
         a = self.settings.alerting
         return AlertEngine(
             self._rules(),
+            recordings=self.ruleset.recordings,
             window_ms=ms(a.window),
             lookback_ms=ms(a.lookback),
             generator_url=a.generator_url,
@@ -192,10 +214,14 @@ class AlertingAgent:
         return {
             "status": "ok",
             "rules": len(self.ruleset.rules),
+            "recording_rules": len(self.ruleset.recordings),
             "rejected_rules": len(self.ruleset.errors),
             "last_reload_error": self._reload_error,
             "catching_up": sorted(self.clock.catching_up),  # partitions reading their backlog
             "rule_errors": [f"{r.name}: {e}" for r, e in self.engine.errors][:20],
+            "recording_rule_errors": [f"{r.record}: {e}" for r, e in self.engine.recording_errors][
+                :20
+            ],
             "last_evaluated_ms": self.clock.last_evaluated_ms,
             "firing": len(self.engine.firing()),
             "watchdog": self.settings.alerting.watchdog,
@@ -218,7 +244,7 @@ class AlertingAgent:
             log.error("rules_reload_failed", error=str(e), kept_rules=len(self.ruleset.rules))
             return False
         self.ruleset = ruleset
-        self.engine.set_rules(self._rules())
+        self.engine.set_rules(self._rules(), ruleset.recordings)
         self._reload_error = None
         self.metrics.reload_ok.set(1)
         self.metrics.rules.set(len(ruleset.rules))
@@ -418,6 +444,7 @@ class AlertingAgent:
                     alert.name.encode(),
                     self.codec.encode(ALERT, to_record(alert, evaluated_at_ms=end)),
                 )
+            await self._record(end)
             if changed:
                 self.outputs.poll()
             log.info(
@@ -429,6 +456,35 @@ class AlertingAgent:
                 cpu_ms=round((time.thread_time() - c0) * 1000, 1),  # this thread's CPU
             )
             self._dirty = True
+
+    async def _record(self, end: int) -> None:
+        """Write the recording rules' output at ``end`` to the samples topic."""
+        if not self.engine.recordings:
+            return
+        dropped = self.engine.dropped
+        recorded = self.engine.record(end)
+        if self.engine.dropped > dropped:
+            self.metrics.not_recorded.labels("non-finite").inc(self.engine.dropped - dropped)
+        self.metrics.recording_errors.set(len(self.engine.recording_errors))
+        for r in recorded:
+            try:
+                series = self._series_ref(r.name, r.labels)
+            except InvalidSample as e:
+                self.metrics.not_recorded.labels(e.reason).inc()
+                continue
+            await self.outputs.send(
+                self.samples_topic, series.key.encode(), self.encode_sample(series, end, r.value)
+            )
+            self.metrics.recorded.inc()
+
+    def _series_ref(self, name: str, labels: dict[str, str]) -> SeriesRef:
+        key = (name, tuple(labels.items()))
+        ref = self._series.get(key)
+        if ref is None:
+            if len(self._series) >= SERIES_CACHE_MAX:
+                self._series.clear()
+            ref = self._series[key] = make_series(name, labels)
+        return ref
 
     async def checkpoint(self) -> None:
         """Alerts acknowledged first, then the state; retried at the next interval."""

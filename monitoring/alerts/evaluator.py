@@ -25,11 +25,19 @@ rules are evaluated once per close.
 True
 >>> [(a.status, dict(a.labels)) for a in eng.evaluate(10_000)]
 [('firing', {'alertname': 'Hot', 'room': 'a', 'severity': 'page'})]
+
+Recording rules run at the same ends: ``record(at_ms)`` gives their output samples,
+labelled as Prometheus labels them (the output's labels, ``__name__`` set to the
+record name, then the rule's labels, an empty one removing the label; a scalar result
+is one sample without labels). A rule whose output has two samples with one label set
+fails that evaluation, as in Prometheus. Values that are not finite are not recorded
+(the samples contract refuses them); they are counted in ``dropped``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +45,7 @@ from typing import Any
 from monitoring.alerts.history import DEFAULT_LOOKBACK_MS, NAME, Labels, Series, WindowHistory
 from monitoring.alerts.model import Alert
 from monitoring.alerts.promql import CompiledExpr, Context, EvalError
-from monitoring.alerts.rules import Rule
+from monitoring.alerts.rules import RecordingRule, Rule
 from monitoring.alerts.state import AlertStateMachine, Key, Observation
 
 FORMAT_VERSION = 1
@@ -68,13 +76,44 @@ def _as_map(value: Any, what: str) -> dict[Labels, float]:
     return out
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One sample a recording rule wrote: its series and value at the evaluation time."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def recorded_samples(rule: RecordingRule, value: Any) -> list[Recorded]:
+    """``expr``'s output as the rule records it; EvalError on a duplicate label set."""
+    pairs: list[tuple[Labels, float]] = [((), value)] if isinstance(value, float) else value
+    out: list[Recorded] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    for labels, v in pairs:
+        final = {k: lv for k, lv in labels if k != NAME}
+        for k, lv in rule.labels.items():
+            if lv:
+                final[k] = lv
+            else:
+                final.pop(k, None)
+        key = tuple(sorted(final.items()))
+        if key in seen:
+            raise EvalError(
+                "vector contains metrics with the same labelset after applying rule labels"
+            )
+        seen.add(key)
+        out.append(Recorded(rule.record, dict(key), v))
+    return out
+
+
 class Evaluator:
     """Evaluates every rule's expressions against one ``WindowHistory``."""
 
     def __init__(self, rules: Sequence[Rule], history: WindowHistory) -> None:
         self.rules = list(rules)
         self.history = history
-        self._matches: dict[str, tuple[int, list[Series]]] = {}
+        self.matches: dict[str, tuple[int, list[Series]]] = {}
 
     def evaluate(self, at_ms: int) -> list[RuleResult]:
         """Every rule at ``at_ms``.
@@ -82,7 +121,7 @@ class Evaluator:
         An error in one rule (``EvalError`` such as duplicate matches, or any other
         exception) is reported in its result only; the other rules still run.
         """
-        ctx = Context(self.history, at_ms, self._matches)
+        ctx = Context(self.history, at_ms, self.matches)
         out = []
         for rule in self.rules:
             try:
@@ -118,6 +157,7 @@ class AlertEngine:
         self,
         rules: Sequence[Rule],
         *,
+        recordings: Sequence[RecordingRule] = (),
         window_ms: int = 10_000,
         lookback_ms: int = DEFAULT_LOOKBACK_MS,
         generator_url: str = "",
@@ -130,14 +170,21 @@ class AlertEngine:
         self.machines: dict[str, AlertStateMachine] = {}
         self.errors: list[tuple[Rule, str]] = []
         """Rules whose last evaluation failed, with the reason."""
+        self.recording_errors: list[tuple[RecordingRule, str]] = []
+        """Recording rules whose last evaluation failed, with the reason."""
+        self.dropped = 0
+        """Recorded values not written because they were not finite (NaN, ±Inf)."""
         self._last_expire: int | None = None
-        self.set_rules(rules)
+        self.set_rules(rules, recordings)
 
-    def set_rules(self, rules: Sequence[Rule]) -> None:
+    def set_rules(self, rules: Sequence[Rule], recordings: Sequence[RecordingRule] = ()) -> None:
         """(Re)load rules; state is kept for rules whose key stays."""
         self.rules = list(rules)
+        self.recordings = list(recordings)
         self.evaluator = Evaluator(self.rules, self.history)
-        self.history.retention_ms = max((r.max_range_ms for r in self.rules), default=0)
+        ranges = [r.max_range_ms for r in self.rules]
+        ranges += [r.max_range_ms for r in self.recordings]
+        self.history.retention_ms = max(ranges, default=0)
         old = self.machines
         self.machines = {}
         for r in self.rules:
@@ -187,6 +234,24 @@ class AlertEngine:
                 tuple(sorted(instance_labels(rule, labels, 0.0).items())) for labels in res.hold
             }
             out.extend(self.machines[rule.key].step(at_ms, active, hold))
+        return out
+
+    def record(self, at_ms: int) -> list[Recorded]:
+        """Every recording rule at ``at_ms`` (after ``evaluate`` of the same end)."""
+        ctx = Context(self.history, at_ms, self.evaluator.matches)
+        out: list[Recorded] = []
+        self.recording_errors = []
+        for rule in self.recordings:
+            try:
+                samples = recorded_samples(rule, _eval(rule.compiled, ctx))
+            except Exception as e:  # one rule never stops the others
+                self.recording_errors.append((rule, f"{type(e).__name__}: {e}"))
+                continue
+            for r in samples:
+                if math.isfinite(r.value):
+                    out.append(r)
+                else:
+                    self.dropped += 1
         return out
 
     def firing(self) -> list[Alert]:

@@ -30,6 +30,19 @@ The seed's shorthand (a top-level ``rules`` list, or inside a group)::
 is in percent (0-100, as ``cpu_usage``); it does not divide by 100 (write ``0.8`` for
 a ratio). A ``%`` directly after a number is that sign; write modulo with spaces.
 
+Recording rules (Prometheus' shape, in any group)::
+
+    groups:
+      - name: jobs
+        rules:
+          - record: job:cpu_usage:avg1m
+            expr: avg by (job) (avg_over_time(cpu_usage[1m]))
+            labels: {team: infra}
+
+evaluate like alert rules, as windows close, and their output is written back to the
+samples topic as ordinary series named ``record`` (see ``monitoring.agents.alerting``):
+aggregated, stored and alertable like any other.
+
 ``recovery`` (hysteresis, both shapes) is a comparison such as ``cpu_usage < 70``.
 While an instance fires and ``expr`` no longer returns it, it keeps firing as long as
 the recovery comparison sees its series without holding (evaluated with ``bool``:
@@ -68,9 +81,11 @@ _DURATION = re.compile(
 )
 _UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_METRIC_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
 _PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)%")
 
 PROM_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations", "recovery"}
+RECORD_KEYS = {"record", "expr", "labels"}
 SHORT_KEYS = {
     "name",
     "condition",
@@ -209,6 +224,46 @@ class Rule:
         return self.labels.get("severity", "")
 
 
+@dataclass(frozen=True)
+class RecordingRule:
+    """One recording rule: ``expr``'s output, renamed ``record``, with ``labels`` set."""
+
+    record: str
+    expr: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    group: str = ""
+    file: str = ""
+    compiled: CompiledExpr = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    @classmethod
+    def build(
+        cls,
+        record: str,
+        expr: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        group: str = "",
+        file: str = "",
+    ) -> RecordingRule:
+        """Check and compile; ``UnsupportedExpression``/``ValueError`` when invalid.
+
+        >>> RecordingRule.build("job:up:sum", "sum by (job) (up)").record
+        'job:up:sum'
+        """
+        if not _METRIC_NAME.match(record):
+            raise ValueError(f"invalid metric name {record!r}: use [a-zA-Z_:][a-zA-Z0-9_:]*")
+        labels = dict(labels or {})
+        for k in labels:
+            if not _LABEL_NAME.match(k) or k.startswith("__"):
+                raise ValueError(f"invalid label name {k!r}")
+        return cls(record, expr, labels, group, file, compile_expr(expr))
+
+    @property
+    def max_range_ms(self) -> int:
+        """The longest range the expression reads."""
+        return self.compiled.max_range_ms
+
+
 def _template(text: str, what: str) -> Template:
     try:
         return Template.compile(text)
@@ -222,10 +277,12 @@ class RuleSet:
 
     rules: list[Rule] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
+    recordings: list[RecordingRule] = field(default_factory=list)
 
     def extend(self, other: RuleSet) -> None:
         self.rules.extend(other.rules)
         self.errors.extend(other.errors)
+        self.recordings.extend(other.recordings)
 
 
 def load_rule_files(paths: Iterable[str | Path]) -> RuleSet:
@@ -321,10 +378,31 @@ def _load_group(g: Any, file: str, names: set[str]) -> RuleSet:
         return out
     for i, r in enumerate(rules):
         try:
-            out.rules.append(_load_rule(r, i, gname, file, glabels))
+            if isinstance(r, dict) and "record" in r:
+                out.recordings.append(_load_recording(r, gname, file, glabels))
+            else:
+                out.rules.append(_load_rule(r, i, gname, file, glabels))
         except RuleError as e:
             out.errors.append(e)
     return out
+
+
+def _load_recording(
+    r: dict[str, Any], group: str, file: str, glabels: dict[str, Any]
+) -> RecordingRule:
+    name = str(r["record"])
+    try:
+        unknown = set(r) - RECORD_KEYS
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} (allowed: {sorted(RECORD_KEYS)})")
+        if "expr" not in r:
+            raise ValueError("missing 'expr'")
+        labels = {**_str_map(glabels, "group labels"), **_str_map(r.get("labels"), "labels")}
+        return RecordingRule.build(
+            name, _text(r["expr"], "expr"), labels=labels, group=group, file=file
+        )
+    except ValueError as e:
+        raise RuleError(file, str(e), group, name) from None
 
 
 def _str_map(value: Any, what: str) -> dict[str, str]:
@@ -367,8 +445,6 @@ def _duration(r: dict[str, Any], key: str) -> int:
 def _load_rule(r: Any, index: int, group: str, file: str, glabels: dict[str, Any]) -> Rule:
     if not isinstance(r, dict):
         raise RuleError(file, f"rule #{index + 1} must be a mapping, got {r!r}", group)
-    if "record" in r:
-        raise RuleError(file, "recording rules are not supported", group, str(r["record"]))
     short = "alert" not in r
     name = r.get("name") if short else r.get("alert")
     if not isinstance(name, str) or not name:

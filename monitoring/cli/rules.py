@@ -1,4 +1,5 @@
-"""`monitoring rules check FILE...`: validate alerting rule files, like `promtool check rules`.
+"""`monitoring rules check FILE...`: validate rule files (alerting and recording), like
+`promtool check rules`.
 
 Prints, per file, ``SUCCESS: N rules found`` or ``FAILED:`` followed by one line per
 problem (file, group, rule and reason, on stderr); exits 1 if any file failed.
@@ -36,8 +37,9 @@ def check(
             for e in rs.errors:
                 typer.echo(f"  {e}", err=True)
         else:
-            groups = len({r.group for r in rs.rules})
-            typer.echo(f"  SUCCESS: {len(rs.rules)} rules found in {groups} group(s)")
+            groups = len({r.group for r in rs.rules} | {r.group for r in rs.recordings})
+            n = len(rs.rules) + len(rs.recordings)
+            typer.echo(f"  SUCCESS: {n} rules found in {groups} group(s)")
     if failed:
         typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
         raise typer.Exit(1)

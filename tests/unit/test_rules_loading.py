@@ -153,8 +153,21 @@ def errors(text: str) -> list[str]:
         ("groups: [{name: g, rules: [{expr: x}]}]", "rule #1 needs name"),
         ("groups: [{name: g, rules: [{alert: A}]}]", "rule 'A': missing 'expr'"),
         (
-            "groups: [{name: g, rules: [{record: r, expr: x}]}]",
-            "rule 'r': recording rules are not supported",
+            "groups: [{name: g, rules: [{record: 'a-b', expr: x}]}]",
+            "rule 'a-b': invalid metric name 'a-b'",
+        ),
+        (
+            "groups: [{name: g, rules: [{record: r, expr: x, for: 5m}]}]",
+            "rule 'r': unknown key(s) ['for']",
+        ),
+        ("groups: [{name: g, rules: [{record: r}]}]", "rule 'r': missing 'expr'"),
+        (
+            "groups: [{name: g, rules: [{record: r, expr: x, labels: {__x: y}}]}]",
+            "rule 'r': invalid label name '__x'",
+        ),
+        (
+            "groups: [{name: g, rules: [{record: r, expr: 'topk(1, x)'}]}]",
+            "rule 'r': aggregation 'topk' is not supported",
         ),
         (
             "groups: [{name: g, rules: [{alert: A, expr: x, severity: page}]}]",

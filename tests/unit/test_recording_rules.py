@@ -1,0 +1,152 @@
+"""Recording rules: loaded from Prometheus-shaped files, evaluated as windows close,
+labelled as Prometheus labels them, and written by the alert evaluator to the samples
+topic as ordinary MetricSample records (keyed by series, so they partition and
+aggregate like any other series)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from monitoring.agents.alerting import RECORDING_SOURCE, AlertingAgent
+from monitoring.alerts.evaluator import AlertEngine, Recorded
+from monitoring.alerts.history import WindowRow
+from monitoring.alerts.rules import load_rules_text
+from monitoring.config import Settings
+from monitoring.metrics.aggregator import Aggregate
+from monitoring.metrics.samples import series_key
+from monitoring.wire.aggregate_encoding import CLOSED_THROUGH, AggregateEncoder
+from monitoring.wire.codec import AvroCodec
+
+W = 10_000
+CODEC = AvroCodec.from_directory()
+ROOMS = {"a": ("x", [50.0, 90.0]), "b": ("x", [20.0, 30.0]), "c": ("y", [10.0])}
+RULES = """
+groups:
+  - name: dc
+    labels: {team: ops}
+    rules:
+      - record: dc:temp:sum
+        expr: sum by (dc) (temp)
+      - record: room:temp:max1m
+        expr: max_over_time(temp[1m])
+        labels: {source: rec, team: ""}
+      - record: temp:rooms
+        expr: count(temp) + 0
+      - record: broken
+        expr: temp
+        labels: {room: ""}
+      - record: hot
+        expr: temp / 0
+      - alert: DcHot
+        expr: dc:temp:sum > 100
+"""
+
+
+def engine() -> AlertEngine:
+    rs = load_rules_text(RULES, "f.yml")
+    assert rs.errors == [] and len(rs.recordings) == 5 and len(rs.rules) == 1
+    eng = AlertEngine(rs.rules, recordings=rs.recordings)
+    for room, (dc, values) in ROOMS.items():
+        eng.add(WindowRow.of("temp", {"room": room, "dc": dc}, W, values))
+    return eng
+
+
+def test_outputs_are_named_and_labelled_as_prometheus_records_them() -> None:
+    eng = engine()
+    eng.evaluate(W)
+    got = sorted(eng.record(W), key=lambda r: (r.name, sorted(r.labels.items())))
+    last = {room: values[-1] for room, (_, values) in ROOMS.items()}
+    biggest = {room: max(values) for room, (_, values) in ROOMS.items()}
+    expected = [
+        Recorded("dc:temp:sum", {"dc": "x", "team": "ops"}, last["a"] + last["b"]),
+        Recorded("dc:temp:sum", {"dc": "y", "team": "ops"}, last["c"]),
+        *(
+            Recorded("room:temp:max1m", {"dc": dc, "room": room, "source": "rec"}, biggest[room])
+            for room, (dc, _) in sorted(ROOMS.items())
+        ),
+        Recorded("temp:rooms", {"team": "ops"}, float(len(ROOMS))),
+    ]
+    assert got == sorted(expected, key=lambda r: (r.name, sorted(r.labels.items())))
+
+
+def test_a_failing_rule_is_reported_and_the_others_still_record() -> None:
+    eng = engine()
+    eng.evaluate(W)
+    names = {r.name for r in eng.record(W)}
+    assert "broken" not in names and "dc:temp:sum" in names
+    assert [(r.record, e) for r, e in eng.recording_errors] == [
+        (
+            "broken",
+            "EvalError: vector contains metrics with the same labelset after applying rule labels",
+        )
+    ]
+    assert eng.dropped == len(ROOMS)  # temp / 0: +Inf for every room, not recorded
+
+
+def test_a_file_of_recording_rules_alone_loads() -> None:
+    rs = load_rules_text("groups: [{name: g, rules: [{record: 'a:b', expr: 'sum(x)'}]}]")
+    assert rs.errors == [] and rs.rules == [] and rs.recordings[0].record == "a:b"
+
+
+class Sent:
+    """Stands in for ``Outputs``: keeps what the agent sends."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, **_: Any) -> None:
+        self.records.append((topic, key, value))
+
+    def poll(self) -> None:
+        pass
+
+    async def flush(self) -> bool:
+        return True
+
+
+def test_the_evaluator_writes_recorded_series_to_the_samples_topic(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    a = AlertingAgent(
+        Settings(alerting={"rules": [str(rules)], "watchdog": False}),  # type: ignore[arg-type]
+        CollectorRegistry(),
+    )
+    sent = Sent()
+    a.outputs = sent  # type: ignore[assignment]
+    now = int(time.time() * 1000)
+    end = now - now % W - 3 * W
+    enc = AggregateEncoder(CODEC)
+    aggs = [
+        Aggregate(series_key("temp", {"dc": dc, "room": room}), "temp", {"dc": dc, "room": room},
+                  W, end - W, end, 1, v[-1], v[-1], v[-1], v[-1], v[-1], v[-1], v[-1], v[-1])
+        for room, (dc, v) in ROOMS.items()
+    ]  # fmt: skip
+    values = enc.encode_all(aggs)
+    for i, v in enumerate(values):
+        mark = [(CLOSED_THROUGH, str(end).encode())] if i == len(values) - 1 else None
+        a.handle(0, v, mark, i)
+    asyncio.run(a.evaluate_due(now))
+
+    samples = [(k, CODEC.decode(v).record) for t, k, v in sent.records if t == a.samples_topic]
+    by_key = {k.decode(): r for k, r in samples}
+    sums = {k: r for k, r in by_key.items() if k.startswith("dc:temp:sum")}
+    assert sums.keys() == {
+        series_key("dc:temp:sum", {"dc": "x", "team": "ops"}),
+        series_key("dc:temp:sum", {"dc": "y", "team": "ops"}),
+    }
+    x = by_key[series_key("dc:temp:sum", {"dc": "x", "team": "ops"})]
+    assert (x["name"], dict(x["labels"]), x["timestamp_ms"], x["value"]) == (
+        "dc:temp:sum",
+        {"dc": "x", "team": "ops"},
+        end,
+        ROOMS["a"][1][-1] + ROOMS["b"][1][-1],
+    )
+    assert x["source"] == RECORDING_SOURCE
+    assert len(samples) == 2 + len(ROOMS) + 1  # sums, max1m per room, temp:rooms
+    assert a.health()["recording_rules"] == 5
+    assert a.health()["recording_rule_errors"][0].startswith("broken: EvalError")
