@@ -150,3 +150,71 @@ def test_the_evaluator_writes_recorded_series_to_the_samples_topic(tmp_path: Pat
     assert len(samples) == 2 + len(ROOMS) + 1  # sums, max1m per room, temp:rooms
     assert a.health()["recording_rules"] == 5
     assert a.health()["recording_rule_errors"][0].startswith("broken: EvalError")
+
+
+async def test_recorded_series_are_aggregated_and_alertable_like_any_other(
+    tmp_path: Path,
+) -> None:
+    """Worker (in process) -> evaluator -> recorded samples back into the worker -> their
+    windows -> an alert rule over the recorded series fires."""
+    from monitoring.agents.aggregation import AggregationAgent
+    from monitoring.runtime.memory import MemoryRuntime
+    from monitoring.wire.aggregate_encoding import AggregateDecoder
+
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    settings = Settings(alerting={"rules": [str(rules)], "watchdog": False})  # type: ignore[arg-type]
+    evaluator = AlertingAgent(settings, CollectorRegistry())
+    sent = Sent()
+    evaluator.outputs = sent  # type: ignore[assignment]
+    worker: MemoryRuntime[Any] = MemoryRuntime(
+        lambda: AggregationAgent(settings, CollectorRegistry(), CODEC)
+    )
+    samples_topic = evaluator.samples_topic
+    aggregates = AggregateDecoder(CODEC)
+    now = int(time.time() * 1000)
+    base = now - now % 60_000 - 5 * 60_000
+    fed = 0
+
+    def temp(ts: int) -> None:
+        for room, (dc, values) in ROOMS.items():
+            labels = {"room": room, "dc": dc}
+            rec = {"name": "temp", "labels": labels, "timestamp_ms": ts, "value": values[-1]}
+            key = series_key("temp", labels).encode()
+            worker.produce(samples_topic, CODEC.encode("monitoring.MetricSample", rec), 0, key)
+
+    async def evaluate() -> list[tuple[str, str, dict[str, str]]]:
+        nonlocal fed
+        await worker.run_until_idle()
+        out = worker.records(evaluator.source)
+        for r in out[fed:]:
+            evaluator.handle(0, r.value, r.headers, fed)
+            fed += 1
+        before = len(sent.records)
+        await evaluator.evaluate_due(int(time.time() * 1000))
+        alerts = []
+        for topic, key, value in sent.records[before:]:
+            if topic == samples_topic:  # recorded samples go back to the worker
+                worker.produce(samples_topic, value, 0, key)
+            else:
+                rec = CODEC.decode(value).record
+                alerts.append((rec["labels"]["alertname"], rec["status"], dict(rec["labels"])))
+        return alerts
+
+    for ts in range(base, base + 20_000, 2_500):  # windows 0 and 1
+        temp(ts)
+    temp(base + 22_500)  # watermark base + 17.5 s: window 0 closes, window 1 is open
+    assert await evaluate() == []  # end 0: dc:temp:sum recorded at base + 10 s
+    temp(base + 35_000)  # windows 1 and 2 close, the recorded sample's among them
+    await worker.run_until_idle()
+    recorded = [
+        a
+        for r in worker.records(evaluator.source)
+        if (a := aggregates.decode(r.value)).name == "dc:temp:sum" and a.window_ms == W
+    ]
+    x = [a for a in recorded if a.labels["dc"] == "x"]
+    assert [(a.window_start_ms, a.count, a.last) for a in x] == [
+        (base + 10_000, 1, ROOMS["a"][1][-1] + ROOMS["b"][1][-1])
+    ]
+    fired = await evaluate()
+    assert ("DcHot", "FIRING", {"alertname": "DcHot", "dc": "x", "team": "ops"}) in fired
