@@ -14,6 +14,26 @@ Semantics (the property tests hold this class to a brute-force oracle):
   decision) and raises the watermark to the greatest end it closed, so samples for
   those windows arriving afterwards are late rather than reopening them.
 
+Counter fields (``first``, ``increase``, ``resets``; docs/aggregation.md):
+
+* A series' *counter sequence* is its samples in arrival order, less those older than
+  the newest event time already in it (out of order: Prometheus' TSDB refuses them).
+  Each sample of it has a *step* from the one before: ``v - prev``, or ``v`` when
+  ``v < prev`` (a reset: the counter restarted from 0); the series' first sample has
+  step 0. The series' previous value and its time (the *carry*) are kept per slot,
+  across windows and checkpoints.
+* A window's ``increase`` is the sum of the steps of its samples, so it includes the
+  step from the previous window's last value into its first one, and the increases of
+  consecutive windows add up to the counter's increase over them. ``resets`` counts
+  the resets among those steps, ``first`` is the first of those samples' values. A
+  window with none of them (every sample out of order) has all three None. Late
+  samples move the carry but their step is lost to the sizes they are late for.
+* The carry is kept for ``counter_horizon_ms`` (the largest window size unless given)
+  behind the watermark a message sees, past its windows: a previous sample older than
+  that is forgotten (the next sample starts the sequence afresh, step 0) and the series
+  may free its slot. Forgetting depends only on the watermark, not on when
+  checkpoints tombstone, so a replay computes the same steps.
+
 Exactly-once state across restarts (checkpoints into a compacted changelog):
 
 * Every message carries its source offset. ``checkpoint()`` returns one record per
@@ -42,6 +62,7 @@ series per partition), or a full partition would refuse its own counter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import repeat
@@ -50,7 +71,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from monitoring.metrics.samples import Sample, SampleBatch, series_key
-from monitoring.metrics.window_columns import WindowColumns
+from monitoring.metrics.window_columns import NO_TS, WindowColumns
 
 NO_WATERMARK = -(2**62)
 CHECKPOINT_KEY = "\x00checkpoint"
@@ -83,6 +104,9 @@ class Aggregate:
     p90: float
     p99: float
     closed_by: str = "watermark"
+    first: float | None = None  # the counter fields; None: not computed (Aggregate v1)
+    increase: float | None = None
+    resets: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record dict."""
@@ -135,10 +159,14 @@ class PartitionAggregator:
         vector_min: int = VECTOR_MIN,
         max_series: int = 0,
         max_series_per_metric: int = 0,
+        counter_horizon_ms: int | None = None,
     ) -> None:
         if not windows_ms or any(w <= 0 for w in windows_ms):
             raise ValueError("window sizes must be positive")
         self.windows_ms = tuple(sorted(windows_ms))
+        self.counter_horizon_ms = (
+            self.windows_ms[-1] if counter_horizon_ms is None else counter_horizon_ms
+        )
         self._size_index = {w: i for i, w in enumerate(self.windows_ms)}
         self.allowed_lateness_ms = allowed_lateness_ms
         self.relative_accuracy = relative_accuracy
@@ -165,6 +193,9 @@ class PartitionAggregator:
         self._used = np.zeros(0, bool)
         self._applied = np.zeros(0, np.int64)  # offset of the last message applied
         self._dirty = np.zeros(0, bool)  # changed since the last checkpoint
+        # the carry: value and event time of the newest sample of each counter sequence
+        self._carry = np.zeros(0)
+        self._carry_ts = np.zeros(0, np.int64)
         # applied offsets read by restore(), for messages a checkpoint half-covered
         self._restored = np.zeros(0, np.int64)
         self._restored_max = -1
@@ -310,6 +341,8 @@ class PartitionAggregator:
         wm, max_ts = self.watermark_ms, self.max_event_ms
         sizes, windows = self.windows_ms, self._windows
         applied, dirty, restored = self._applied, self._dirty, self._restored
+        carry, carry_ts = self._carry, self._carry_ts
+        horizon = wm - self.counter_horizon_ms
         replaying = self._restored_max >= 0
         late: list[Late] = []
         for s, slot in zip(samples, slots, strict=True):
@@ -318,6 +351,16 @@ class PartitionAggregator:
                 # applied before the crash; its event time still moves the watermark
                 max_ts = max(max_ts, ts)
                 continue
+            prev_ts = int(carry_ts[slot])
+            fresh = prev_ts >= horizon  # an older carry is forgotten, as if tombstoned
+            in_order = ts >= prev_ts or not fresh
+            step, reset = 0.0, False
+            if in_order:
+                prev = float(carry[slot])
+                if fresh and prev == prev:  # not the series' first sample (NaN)
+                    reset = v < prev
+                    step = v if reset else v - prev
+                carry[slot], carry_ts[slot] = v, ts
             late_sizes: tuple[int, ...] = ()
             for k, w in enumerate(sizes):
                 start = ts - ts % w
@@ -325,7 +368,7 @@ class PartitionAggregator:
                     late_sizes += (w,)
                     continue
                 win = windows[k].get(start) or self._window(k, start)
-                win.add_one(slot, ts, v)
+                win.add_one(slot, ts, v, step, reset, in_order)
             applied[slot] = offset
             dirty[slot] = True
             max_ts = max(max_ts, ts)
@@ -352,24 +395,28 @@ class PartitionAggregator:
                 slots, ts, values, index = slots[keep], ts[keep], values[keep], index[keep]
                 if not len(slots):
                     return [], max_ts
+        steps, resets, in_order = self._counter_steps(slots, ts, values, wm)
         late_masks: list[tuple[int, np.ndarray]] = []
         for k, w in enumerate(self.windows_ms):
             starts = ts - ts % w
             is_late = starts + w <= wm
-            sl, st_, t_, v_ = slots, starts, ts, values
+            sl, st_, t_, v_, sp, rs, io = slots, starts, ts, values, steps, resets, in_order
             if is_late.any():
                 late_masks.append((w, is_late))
                 ok = ~is_late
-                sl, st_, t_, v_ = slots[ok], starts[ok], ts[ok], values[ok]
+                sl, st_, t_, v_, sp, rs = slots[ok], starts[ok], ts[ok], values[ok], sp[ok], rs[ok]
+                io = None if io is None else io[ok]
                 if not len(sl):
                     continue
             first = int(st_[0])
             if (st_ == first).all():
-                self._window(k, first).add(sl, t_, v_)
+                self._window(k, first).add(sl, t_, v_, sp, rs, io)
                 continue
             for start in np.unique(st_).tolist():
                 m = st_ == start
-                self._window(k, start).add(sl[m], t_[m], v_[m])
+                self._window(k, start).add(
+                    sl[m], t_[m], v_[m], sp[m], rs[m], None if io is None else io[m]
+                )
         self._applied[slots] = offset
         self._dirty[slots] = True
         max_ts = max(max_ts, int(ts.max()))
@@ -381,6 +428,62 @@ class PartitionAggregator:
                 sample = _sample(batch, int(index[j]), int(ts[j]), float(values[j]))
                 late.append(Late(sample, sizes, wm))
         return late, max_ts
+
+    def _counter_steps(
+        self, slots: np.ndarray, ts: np.ndarray, values: np.ndarray, wm: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Per sample (arrival order): its counter step, whether it is a reset, and
+        whether it is in the counter sequence (None: every one is, the usual case).
+        Moves the carry to each series' newest sample. A previous sample older than
+        ``wm - counter_horizon_ms`` is forgotten (as ``_scalar`` does)."""
+        n = len(slots)
+        horizon = wm - self.counter_horizon_ms
+        carry, carry_ts = self._carry, self._carry_ts
+        keys = slots.astype(np.uint16) if self._cap <= 1 << 16 else slots
+        order = np.argsort(keys, kind="stable")  # by series, arrival order within
+        s, t, v = slots[order], ts[order], values[order]
+        head = np.empty(n, bool)
+        head[0] = True
+        np.not_equal(s[1:], s[:-1], out=head[1:])
+        prev_t = np.empty(n, np.int64)
+        prev_t[1:] = t[:-1]
+        prev_t[head] = carry_ts[s[head]]
+        in_order: np.ndarray | None = None
+        fresh = prev_t >= horizon
+        if ((t >= prev_t) | ~fresh).all():
+            prev = np.empty(n)
+            prev[1:] = v[:-1]
+            prev[head] = carry[s[head]]
+            prev[~fresh] = math.nan
+            with np.errstate(invalid="ignore"):
+                reset = v < prev  # False against NaN (no previous sample)
+                step = np.where(reset, v, v - prev)
+            step[np.isnan(prev)] = 0.0
+            tail = np.empty(n, bool)
+            tail[-1] = True
+            tail[:-1] = head[1:]
+            carry[s[tail]] = v[tail]
+            carry_ts[s[tail]] = t[tail]
+        else:  # some series out of order: walk them (rare)
+            step, reset, kept = np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
+            for j, (slot, tj, vj) in enumerate(
+                zip(s.tolist(), t.tolist(), v.tolist(), strict=True)
+            ):
+                prev_ts = int(carry_ts[slot])
+                if tj < prev_ts and prev_ts >= horizon:
+                    continue
+                kept[j] = True
+                prev_v = float(carry[slot])
+                if prev_v == prev_v and prev_ts >= horizon:
+                    reset[j] = vj < prev_v
+                    step[j] = vj if vj < prev_v else vj - prev_v
+                carry[slot], carry_ts[slot] = vj, tj
+            in_order = np.empty(n, bool)
+            in_order[order] = kept
+        out_step, out_reset = np.empty(n), np.empty(n, bool)
+        out_step[order] = step
+        out_reset[order] = reset
+        return out_step, out_reset, in_order
 
     def close_idle(self) -> list[Aggregate]:
         """Close every open window (the partition has been idle); see module doc."""
@@ -406,6 +509,9 @@ class PartitionAggregator:
                 win = wins.pop(start)
                 self._dirty |= win.count > 0  # their series are written again
                 dropped += int(np.count_nonzero(win.count))
+        future = self._carry_ts > limit_ms  # the counter sequence restarts after them
+        self._carry[future] = math.nan
+        self._carry_ts[future] = NO_TS
         self.max_event_ms = limit_ms
         self.watermark_ms = min(self.watermark_ms, limit_ms - self.allowed_lateness_ms)
         self._next_end = min(
@@ -441,6 +547,8 @@ class PartitionAggregator:
         self._applied[slot] = -1
         self._restored[slot] = -1
         self._dirty[slot] = False
+        self._carry[slot] = math.nan
+        self._carry_ts[slot] = NO_TS
         return slot
 
     def _grow(self, cap: int) -> None:
@@ -449,6 +557,8 @@ class PartitionAggregator:
         self._applied = np.concatenate([self._applied, np.full(extra, -1, np.int64)])
         self._dirty = np.concatenate([self._dirty, np.zeros(extra, bool)])
         self._restored = np.concatenate([self._restored, np.full(extra, -1, np.int64)])
+        self._carry = np.concatenate([self._carry, np.full(extra, math.nan)])
+        self._carry_ts = np.concatenate([self._carry_ts, np.full(extra, NO_TS, np.int64)])
         for wins in self._windows:
             for win in wins.values():
                 win.grow(cap)
@@ -486,7 +596,7 @@ class PartitionAggregator:
                 [keys[i] for i in c.slots], [names[i] for i in c.slots],
                 [labels[i] for i in c.slots], repeat(win.size, n), repeat(start, n),
                 repeat(end, n), c.n, c.sum, c.min, c.max, c.mean, c.last, c.p50, c.p90, c.p99,
-                repeat(reason, n),
+                repeat(reason, n), c.first, c.increase, c.resets,
             )  # fmt: skip
         self._next_end = min(
             (win.end for wins in self._windows for win in wins.values()), default=_NEVER
@@ -510,15 +620,25 @@ class PartitionAggregator:
                 has_open |= win.count > 0
                 for slot, state in win.states(dirty):
                     windows[slot].append(state)
-        applied = self._applied
+        applied, carry, carry_ts = self._applied, self._carry, self._carry_ts
         records: list[tuple[str, dict[str, Any] | None]] = sorted(
             (
-                (self._keys[slot], {"applied_offset": int(applied[slot]), "windows": ws})
+                (
+                    self._keys[slot],
+                    {
+                        "applied_offset": int(applied[slot]),
+                        "carry": float(carry[slot]),
+                        "carry_ts": int(carry_ts[slot]),
+                        "windows": ws,
+                    },
+                )
                 for slot, ws in windows.items()
             ),
             key=lambda r: r[0],
         )
-        gone = self._used & ~has_open & (applied <= previous) & ~self._dirty
+        # a series keeps its slot while its carry is within the horizon
+        carry_gone = (carry_ts == NO_TS) | (carry_ts < self.watermark_ms - self.counter_horizon_ms)
+        gone = self._used & ~has_open & (applied <= previous) & ~self._dirty & carry_gone
         for slot in np.flatnonzero(gone).tolist():
             key = self._keys[slot]
             records.append((key, None))
@@ -558,6 +678,8 @@ class PartitionAggregator:
         for rec in series:
             slot = self._new_slot(rec["series"], rec["name"], dict(rec["labels"]))
             applied = self._applied[slot] = rec["applied_offset"]
+            self._carry[slot] = rec.get("carry", math.nan)
+            self._carry_ts[slot] = rec.get("carry_ts", NO_TS)
             if applied > self.checkpoint_offset:
                 self._restored[slot] = applied
                 self._restored_max = max(self._restored_max, applied)

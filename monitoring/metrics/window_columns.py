@@ -2,8 +2,9 @@
 
 ``WindowColumns`` is ``WindowAccumulator`` turned sideways: instead of one object per
 series and window, one object per window holds numpy arrays indexed by the series'
-slot (count, sum, min, max, last, the event time of last) and the window's values as
-chunks of (slot, value) arrays. A batch of samples updates it with a handful of numpy
+slot (count, sum, min, max, last, the event time of last, and the counter columns
+first, its event time, increase and resets) and the window's values as chunks of
+(slot, value) arrays. A batch of samples updates it with a handful of numpy
 calls (``add``), whatever the number of series; ``add_one`` is the scalar form for
 messages of a few samples. The results equal ``WindowAccumulator``'s exactly:
 
@@ -11,14 +12,21 @@ messages of a few samples. The results equal ``WindowAccumulator``'s exactly:
 * ``last`` follows the greatest event time, ties going to the later sample;
 * quantile ``q`` is the value at rank ``floor(q * (count - 1))`` while a series has at
   most ``EXACT_LIMIT`` values in the window; past that its values go into a DDSketch
-  (``compact``, ``windows.add_many``), whose buckets do not depend on the order of adds.
+  (``compact``, ``windows.add_many``), whose buckets do not depend on the order of adds;
+* the counter columns take what the caller (``PartitionAggregator``, which holds each
+  series' previous value) computed per sample: its ``step`` (the increase since the
+  series' previous sample) and whether it was a reset are added up; ``first`` is the
+  value of the first sample of the counter sequence (``in_order``) the window gets.
+  A window with no such sample, or restored without counter state (``increase`` NaN),
+  closes with the three as None.
 
 >>> w = WindowColumns(10_000, 0, capacity=4, accuracy=0.01)
->>> w.add(np.array([0, 2, 0]), np.array([5, 6, 7]), np.array([3.0, 1.0, 2.0]))
->>> w.add_one(2, 4, 9.0)
+>>> w.add(np.array([0, 2, 0]), np.array([5, 6, 7]), np.array([3.0, 1.0, 2.0]),
+...       np.array([0.0, 0.0, 2.0]), np.array([False, False, True]))
+>>> w.add_one(2, 8, 9.0, 8.0, False)
 >>> c = w.close()
->>> (c.slots, c.n, c.sum, c.last)
-([0, 2], [2, 2], [5.0, 10.0], [2.0, 1.0])
+>>> (c.slots, c.n, c.sum, c.last, c.first, c.increase, c.resets)
+([0, 2], [2, 2], [5.0, 10.0], [2.0, 9.0], [3.0, 1.0], [2.0, 8.0], [1, 0])
 """
 
 from __future__ import annotations
@@ -58,12 +66,17 @@ class Closed(NamedTuple):
     p50: list[float]
     p90: list[float]
     p99: list[float]
+    first: list[float | None]
+    increase: list[float | None]
+    resets: list[int | None]
 
 
 # the per-slot columns: name, value of an empty slot, dtype
 _COLUMNS = (
     ("count", 0, np.int64), ("sum", 0.0, np.float64), ("min", math.inf, np.float64),
     ("max", -math.inf, np.float64), ("last", math.nan, np.float64), ("last_ts", NO_TS, np.int64),
+    ("first", math.nan, np.float64), ("first_ts", NO_TS, np.int64),
+    ("increase", 0.0, np.float64), ("resets", 0, np.int64),
 )  # fmt: skip
 
 
@@ -76,10 +89,15 @@ class WindowColumns:
     max: np.ndarray
     last: np.ndarray
     last_ts: np.ndarray
+    first: np.ndarray
+    first_ts: np.ndarray
+    increase: np.ndarray
+    resets: np.ndarray
 
     __slots__ = (
         "_compact_at", "accuracy", "buffered", "chunks", "count", "end", "few_slots",
-        "few_values", "last", "last_ts", "max", "min", "size", "sketches", "start", "sum",
+        "few_values", "first", "first_ts", "increase", "last", "last_ts", "max", "min",
+        "resets", "size", "sketches", "start", "sum",
     )  # fmt: skip
 
     def __init__(self, size: int, start: int, capacity: int, accuracy: float) -> None:
@@ -102,8 +120,18 @@ class WindowColumns:
         for name, fill, dtype in _COLUMNS:
             setattr(self, name, np.concatenate([getattr(self, name), np.full(extra, fill, dtype)]))
 
-    def add(self, slots: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
-        """Add samples (parallel int64 slots, int64 event times, float64 values), in order."""
+    def add(
+        self,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        steps: np.ndarray,
+        resets: np.ndarray,
+        in_order: np.ndarray | None = None,
+    ) -> None:
+        """Add samples (parallel int64 slots, int64 event times, float64 values), in
+        order, with their counter steps, reset flags and which samples are in the
+        counter sequence (None: all)."""
         np.add.at(self.count, slots, 1)
         np.add.at(self.sum, slots, values)
         np.minimum.at(self.min, slots, values)
@@ -113,12 +141,24 @@ class WindowColumns:
         newest = ts == last_ts[slots]
         # repeated slots: numpy assigns in order, so the later of equal times wins
         self.last[slots[newest]] = values[newest]
+        np.add.at(self.increase, slots, steps)
+        if resets.any():
+            np.add.at(self.resets, slots[resets], 1)
+        new = self.first_ts[slots] == NO_TS
+        if in_order is not None:
+            new &= in_order
+        if new.any():  # reversed: of repeated slots, the earliest sample is assigned last
+            firsts = slots[new][::-1]
+            self.first[firsts] = values[new][::-1]
+            self.first_ts[firsts] = ts[new][::-1]
         self.chunks.append((slots, values))
         self.buffered += len(slots)
         if self.buffered > self._compact_at:
             self.compact()
 
-    def add_one(self, slot: int, ts: int, value: float) -> None:
+    def add_one(
+        self, slot: int, ts: int, value: float, step: float, reset: bool, in_order: bool = True
+    ) -> None:
         """Add one sample: ``add`` for a single value, without numpy's per-call cost."""
         self.count[slot] += 1
         self.sum[slot] += value
@@ -129,6 +169,13 @@ class WindowColumns:
         if ts >= self.last_ts[slot]:
             self.last_ts[slot] = ts
             self.last[slot] = value
+        if in_order:
+            self.increase[slot] += step
+            if reset:
+                self.resets[slot] += 1
+            if self.first_ts[slot] == NO_TS:
+                self.first_ts[slot] = ts
+                self.first[slot] = value
         self.few_slots.append(slot)
         self.few_values.append(value)
         self.buffered += 1
@@ -196,10 +243,20 @@ class WindowColumns:
             sketch = self.sketches.pop(int(present[j]))
             for q, column in zip(QUANTILES, quantiles, strict=True):
                 column[j] = _quantile(sketch, q)
+        increase = self.increase[present]
+        counter: list[list[Any]] = [
+            self.first[present].tolist(),
+            increase.tolist(),
+            self.resets[present].tolist(),
+        ]
+        unknown = (self.first_ts[present] == NO_TS) | np.isnan(increase)
+        for j in np.flatnonzero(unknown).tolist():
+            for column in counter:
+                column[j] = None
         return Closed(
             present.tolist(), counts.tolist(), sums.tolist(), (sums / counts).tolist(),
             self.last[present].tolist(), self.min[present].tolist(), self.max[present].tolist(),
-            *quantiles,
+            *quantiles, *counter,
         )  # fmt: skip
 
     # -- checkpoints ------------------------------------------------------------------
@@ -223,13 +280,22 @@ class WindowColumns:
             self.last_ts[mine].tolist(),
             lo,
             hi,
+            zip(
+                self.first[mine].tolist(),
+                self.first_ts[mine].tolist(),
+                self.increase[mine].tolist(),
+                self.resets[mine].tolist(),
+                strict=True,
+            ),
             strict=True,
         )
-        for slot, count, total, lo_v, hi_v, last, last_ts, a, b in rows:
+        for slot, count, total, lo_v, hi_v, last, last_ts, a, b, counter in rows:
             d: dict[str, Any] = {
                 "window_ms": self.size, "start_ms": self.start, "count": count, "sum": total,
-                "min": lo_v, "max": hi_v, "last": last, "last_ts": last_ts, "values": None,
-                "zero_count": 0, "pos_offset": 0, "pos_bins": [], "neg_offset": 0, "neg_bins": [],
+                "min": lo_v, "max": hi_v, "last": last, "last_ts": last_ts, "first": counter[0],
+                "first_ts": counter[1], "increase": counter[2], "resets": counter[3],
+                "values": None, "zero_count": 0, "pos_offset": 0, "pos_bins": [], "neg_offset": 0,
+                "neg_bins": [],
             }  # fmt: skip
             sketch = self.sketches.get(slot)
             if sketch is None:
@@ -250,6 +316,14 @@ class WindowColumns:
         self.max[slot] = state["max"]
         self.last[slot] = state["last"]
         self.last_ts[slot] = state["last_ts"]
+        if "increase" in state:
+            self.first[slot] = state["first"]
+            self.first_ts[slot] = state["first_ts"]
+            self.increase[slot] = state["increase"]
+            self.resets[slot] = state["resets"]
+        else:  # a state from before counter columns: unknown, closed as None
+            self.first_ts[slot] = state["last_ts"]
+            self.increase[slot] = math.nan
         values = state["values"]
         if values is None:
             sketch = WindowAccumulator.from_state(state, self.accuracy).sketch

@@ -25,6 +25,7 @@ aggregates = series.flatmap(lambda s: st.builds(
     sum=doubles, min=doubles, max=doubles, mean=doubles, last=doubles,
     p50=doubles, p90=doubles, p99=doubles,
     closed_by=st.sampled_from(["watermark", "idle", "other"]),
+    first=st.none() | doubles, increase=st.none() | doubles, resets=st.none() | longs,
 ))  # fmt: skip
 
 

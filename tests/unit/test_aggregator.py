@@ -72,6 +72,46 @@ def oracle(messages: list[list[Sample]], windows: tuple[int, ...], lateness: int
     return {"accepted": accepted, "late": late, "closed_at": closed_at}
 
 
+def counter_oracle(
+    messages: list[list[Sample]], windows: tuple[int, ...], lateness: int
+) -> dict[tuple[str, int, int], tuple[float, float, int]]:
+    """Brute force of the counter fields, (first, increase, resets) per window holding a
+    sample of its series' counter sequence (module doc of ``aggregator``): samples in
+    arrival order less those older than the series' newest, each stepping from the one
+    before (a drop counts from 0) unless that one is older than the watermark the
+    message saw minus the horizon (the largest window)."""
+    wm = max_ts = -math.inf
+    horizon = max(windows)
+    carry: dict[str, tuple[int, float]] = {}
+    out: dict[tuple[str, int, int], list[Any]] = {}
+    for msg in messages:
+        for s in msg:
+            ts, v = s.timestamp_ms, s.value
+            max_ts = max(max_ts, ts)
+            prev = carry.get(s.series)
+            fresh = prev is not None and prev[0] >= wm - horizon
+            if prev is not None and fresh and ts < prev[0]:
+                continue  # out of order
+            step, reset = 0.0, False
+            if prev is not None and fresh:
+                reset = v < prev[1]
+                step = v if reset else v - prev[1]
+            carry[s.series] = (ts, v)
+            for w in windows:
+                start = ts - ts % w
+                if start + w > wm:
+                    c = out.setdefault((s.series, w, start), [v, 0.0, 0])
+                    c[1] += step
+                    c[2] += reset
+        wm = max(wm, max_ts - lateness)
+    return {k: (c[0], c[1], c[2]) for k, c in out.items()}
+
+
+def check_counter(a: Aggregate, expected: dict[tuple[str, int, int], tuple[float, float, int]]):
+    want = expected.get((a.series, a.window_ms, a.window_start_ms), (None, None, None))
+    assert (a.first, a.increase, a.resets) == want
+
+
 def check_aggregate(a: Aggregate, points: list[tuple[int, float]]) -> None:
     values = [v for _, v in points]
     assert a.count == len(values)
@@ -118,9 +158,11 @@ def test_windows_match_oracle(messages, windows, lateness, vector_min):
     assert {(a.series, a.window_ms, a.window_start_ms) for a in everything} == set(
         expected["accepted"]
     )
+    counters = counter_oracle(messages, windows, lateness)
     for a in everything:
         assert a.window_end_ms == a.window_start_ms + a.window_ms
         check_aggregate(a, expected["accepted"][(a.series, a.window_ms, a.window_start_ms)])
+        check_counter(a, counters)
     assert agg.open_windows == 0
 
 
@@ -139,7 +181,9 @@ def test_window_accumulator_state_round_trip(n):
     w = WindowAccumulator(ACCURACY)
     for i in range(n):
         w.add(i, (i % 37) * 1.5 - 10)
-    state = {"applied_offset": 3, "windows": [{**w.to_state(), "window_ms": 10, "start_ms": 0}]}
+    counter = {"first": 0.0, "first_ts": 0, "increase": 0.0, "resets": 0}
+    window = {**w.to_state(), **counter, "window_ms": 10, "start_ms": 0}
+    state = {"applied_offset": 3, "carry": 1.0, "carry_ts": 1, "windows": [window]}
     [packed] = unpack_series(pack_series(state))["windows"]
     r = WindowAccumulator.from_state(packed, ACCURACY)
     for i in range(50):
@@ -255,6 +299,11 @@ def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, v
     for key, vs in versions.items():
         expected = ref_all[key]
         for v in vs:  # re-emitted after a crash: identical, so the store keeps one row
+            assert (v.first, v.increase, v.resets) == (
+                expected.first,
+                expected.increase,
+                expected.resets,
+            )
             assert (v.count, v.sum, v.min, v.max, v.last, v.p50, v.p90, v.p99) == (
                 expected.count,
                 expected.sum,
@@ -395,8 +444,10 @@ def test_many_series_grow_the_slots_and_reuse_freed_ones(seed, vector_min):
     got = {(a.series, a.window_ms, a.window_start_ms): a for a in emitted}
     assert len(got) == len(emitted)
     assert set(got) == set(expected["accepted"])
+    counters = counter_oracle(messages, windows, lateness)
     for key, a in got.items():
         check_aggregate(a, expected["accepted"][key])
+        check_counter(a, counters)
     distinct = len({s.series for msg in messages for s in msg})
     assert agg._cap > 64  # grew while windows were open
     assert len(agg._keys) < distinct  # freed slots were reused

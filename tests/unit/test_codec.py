@@ -64,7 +64,9 @@ def test_a_writer_in_another_language_needs_only_the_avsc(tmp_path: Path) -> Non
     with path.open("wb") as f:
         f.write(b"\xc3\x01" + bytes.fromhex(fp))
         fastavro.schemaless_writer(f, parsed, rec)
-    assert CODEC.decode(path.read_bytes()).record == rec
+    # resolved to the newest version: the fields v1 lacks (Aggregate v2's) are null
+    nulls = {"first": None, "increase": None, "resets": None}
+    assert CODEC.decode(path.read_bytes()).record == {**rec, **nulls}
 
 
 @pytest.mark.parametrize(

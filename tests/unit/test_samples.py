@@ -187,6 +187,10 @@ window_st = st.fixed_dictionaries(
         "max": st.floats(allow_nan=False),
         "last": st.floats(allow_nan=False),
         "last_ts": st.integers(-(2**62), 2**62),
+        "first": st.floats(allow_nan=False),
+        "first_ts": st.integers(-(2**62), 2**62),
+        "increase": st.floats(allow_nan=False),
+        "resets": st.integers(0, 2**62),
     }
 ).flatmap(
     lambda w: st.one_of(
@@ -222,9 +226,16 @@ window_st = st.fixed_dictionaries(
 )
 
 
-@given(st.integers(-1, 2**62), st.lists(window_st, max_size=4))
-def test_series_checkpoint_round_trip(offset: int, windows: list[dict[str, object]]) -> None:
-    state = {"applied_offset": offset, "windows": windows}
+@given(
+    st.integers(-1, 2**62),
+    st.floats(allow_nan=False),
+    st.integers(-(2**62), 2**62),
+    st.lists(window_st, max_size=4),
+)
+def test_series_checkpoint_round_trip(
+    offset: int, carry: float, carry_ts: int, windows: list[dict[str, object]]
+) -> None:
+    state = {"applied_offset": offset, "carry": carry, "carry_ts": carry_ts, "windows": windows}
     assert unpack_series(pack_series(state)) == state
 
 
@@ -234,7 +245,11 @@ def test_checkpoint_meta_round_trip_and_versions() -> None:
     with pytest.raises(CheckpointError):
         unpack_meta(b"\x02" + pack_meta(meta)[1:])
     with pytest.raises(CheckpointError):
-        unpack_series(pack_series({"applied_offset": 1, "windows": []}) + b"x")
+        unpack_series(
+            pack_series({"applied_offset": 1, "carry": 0.0, "carry_ts": 0, "windows": []}) + b"x"
+        )
+    with pytest.raises(CheckpointError):
+        unpack_series(b"\x03" + bytes(28))
 
 
 def test_columns_give_each_batch_its_own_kind_and_unit() -> None:

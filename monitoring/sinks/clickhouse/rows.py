@@ -49,6 +49,9 @@ AGGREGATE_COLUMNS = (
     "p99",
     "closed_by",
     "version",
+    "first",
+    "increase",
+    "resets",
 )
 ANOMALY_COLUMNS = (
     "series_id",
@@ -93,6 +96,7 @@ RANGES: dict[str, dict[str, Bound]] = {
         "window_start_ms": DATETIME64,
         "window_end_ms": DATETIME64,
         "count": UINT64,
+        "resets": UINT64,
     },
     "monitoring.Anomaly": {"window_ms": UINT32, "timestamp_ms": DATETIME64},
     "monitoring.Delivery": {
@@ -402,7 +406,8 @@ def add_sample_batch(
 
 
 def add_aggregate(record: Mapping[str, Any], version: int, ids: SeriesIds, out: Columns) -> None:
-    """Append one decoded Aggregate record; ``version`` orders re-emissions of a window."""
+    """Append one decoded Aggregate record; ``version`` orders re-emissions of a window.
+    The counter fields (v2) are None (NULL) in a v1 record the codec resolved, or absent."""
     key = record["series"]
     out.add(
         ids(key),
@@ -415,6 +420,9 @@ def add_aggregate(record: Mapping[str, Any], version: int, ids: SeriesIds, out: 
         *(record[f] for f in _AGG_FIELDS),
         record["closed_by"],
         version,
+        record.get("first"),
+        record.get("increase"),
+        record.get("resets"),
     )
 
 
