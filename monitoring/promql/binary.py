@@ -81,10 +81,9 @@ def set_op(node: Binary, lhs: Vec, rhs: Vec) -> Vec:
     none = np.zeros(steps, dtype=bool)
     if node.op == "or":
         left = present(lhs)
-        ok = np.array(
-            [r & ~left.get(sig(lab), none) for lab, r in zip(rhs.labels, rhs.ok, strict=True)]
-        )
-        ok = ok.reshape(len(rhs.labels), steps)
+        ok = np.zeros(rhs.ok.shape, dtype=bool)
+        for i, lab in enumerate(rhs.labels):
+            ok[i] = rhs.ok[i] & ~left.get(sig(lab), none)
         both = Vec(
             lhs.labels + rhs.labels,
             np.concatenate([lhs.vals, rhs.vals]),
@@ -92,7 +91,9 @@ def set_op(node: Binary, lhs: Vec, rhs: Vec) -> Vec:
         )
         return both.compact().merge_same()
     right = present(rhs)
-    mask = np.array([right.get(sig(lab), none) for lab in lhs.labels]).reshape(lhs.ok.shape)
+    mask = np.zeros(lhs.ok.shape, dtype=bool)
+    for i, lab in enumerate(lhs.labels):
+        mask[i] = right.get(sig(lab), none)
     keep = lhs.ok & mask if node.op == "and" else lhs.ok & ~mask
     return Vec(lhs.labels, lhs.vals, keep, lhs.ts).compact()
 

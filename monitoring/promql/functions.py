@@ -75,7 +75,8 @@ def clamp(vec: Vec, lo: np.ndarray | None, hi: np.ndarray | None) -> Vec:
         vals = np.minimum(vals, hi[None, :])
     if lo is not None and hi is not None:
         ok = ok & ~(hi < lo)[None, :]
-    return Vec(vec.labels, vals, ok).compact().relabel([drop_name(x) for x in vec.labels])
+    out = Vec(vec.labels, vals, ok).compact()
+    return out.relabel([drop_name(x) for x in out.labels])
 
 
 _DATE_FNS = (

@@ -35,7 +35,9 @@ def _at(arr: np.ndarray, idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 def _pair_counts(w: Windows, flags: np.ndarray) -> np.ndarray:
     """How many positions i in (lo, hi) of each window have ``flags[i]`` (pairs i-1, i)."""
-    c = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))  # c[p]: flags at 1..p
+    full = np.zeros(len(w.v) + 1, dtype=np.int64)
+    full[1 : len(flags) + 1] = flags
+    c = np.cumsum(full)  # c[p]: flagged positions in 1..p
     return c[np.maximum(w.hi - 1, w.lo)] - c[w.lo]
 
 
