@@ -67,15 +67,30 @@ def _nan_min(values: object) -> float:
 def increase(rows: Rows, t_ms: int) -> float | None:
     """Counter increase across the windows ending in ``[T-d, T]`` (one more than the others).
 
-    Per consecutive pair, ``cur.last - prev.last``; a reset (``cur.min < prev.last``)
-    counts ``cur.last`` instead, as if the counter restarted from 0. Needs two windows.
+    Per window after the first, its own ``increase`` when it has one (Aggregate v2: exact,
+    resets inside the window included, from the previous window's last sample on);
+    otherwise inferred from the pair: ``cur.last - prev.last``, or ``cur.last`` when
+    ``cur.min < prev.last`` (a reset: the counter restarted from 0). Needs two windows.
+
+    >>> from monitoring.alerts.history import WindowRow
+    >>> def row(end, lo, last, inc=None):
+    ...     return WindowRow(end, 3, 0.0, lo, last, last, last, last, last, inc)
+    >>> # 8 -> 10, reset to 0, -> 4 inside the second window: min and last see 10 -> 4
+    >>> increase([row(10_000, 5.0, 8.0), row(20_000, 0.0, 4.0)], 20_000)
+    4.0
+    >>> increase([row(10_000, 5.0, 8.0, 3.0), row(20_000, 0.0, 4.0, 6.0)], 20_000)
+    6.0
     """
     if len(rows) < 2:
         return None
     total = 0.0
     prev = rows[0].last
     for r in rows[1:]:
-        total += r.last if r.min < prev else r.last - prev
+        inc = r.increase
+        if inc is not None:
+            total += inc
+        else:
+            total += r.last if r.min < prev else r.last - prev
         prev = r.last
     return total
 

@@ -50,6 +50,7 @@ class WindowRow(NamedTuple):
     p50: float
     p90: float
     p99: float
+    increase: float | None = None  # the counter increase (Aggregate v2; None: inferred)
 
     @staticmethod
     def of(
@@ -58,10 +59,12 @@ class WindowRow(NamedTuple):
         end_ms: int,
         values: list[float],
         window_ms: int = 10_000,
+        increase: float | None = None,
     ) -> Aggregate:
         """A tiny test helper: an ``Aggregate`` of ``values`` (last = the last one).
 
-        Quantiles are the value at rank ``floor(q (n-1))`` as the aggregator computes them.
+        Quantiles are the value at rank ``floor(q (n-1))`` as the aggregator computes them;
+        ``increase`` is the counter field (None: an Aggregate v1).
         """
         s = sorted(values)
         n = len(s)
@@ -85,6 +88,7 @@ class WindowRow(NamedTuple):
             rank(0.5),
             rank(0.9),
             rank(0.99),
+            increase=increase,
         )
 
 
@@ -188,8 +192,9 @@ class WindowHistory:
             self._bump(agg.name)
         end = agg.window_end_ms
         row = WindowRow(
-            end, agg.count, agg.sum, agg.min, agg.max, agg.last, agg.p50, agg.p90, agg.p99
-        )
+            end, agg.count, agg.sum, agg.min, agg.max, agg.last, agg.p50, agg.p90, agg.p99,
+            agg.increase,
+        )  # fmt: skip
         ends = s.ends
         if ends and end > ends[-1]:  # the live case, inlined: a new newest window
             s.rows.append(row)

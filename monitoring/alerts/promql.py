@@ -31,10 +31,13 @@ close) sees, per series, the windows ending at or before ``T``.
   - ``rate`` / ``increase`` (counters): boundary rule: they read the windows ending
     in ``[T - d, T]``, one more than the other functions, so with aligned windows
     ``increase(c[1m])`` is ``last(T) - last(T - 1m)``: the change over exactly ``d``,
-    no extrapolation. Per consecutive pair of windows the increase is
-    ``cur.last - prev.last``, or, when ``cur.min < prev.last`` (a reset inside or
-    before that window), ``cur.last`` (the counter restarted at 0; what it gained
-    before the reset inside that window is not visible). ``rate`` divides by the span
+    no extrapolation. Each window after the first adds its own ``increase`` field
+    (Aggregate v2: the counter's increase from the previous window's last sample
+    through its own samples, a drop counting from 0, so resets inside a window are
+    exact). A window without it (written by Aggregate v1, or every sample out of
+    order) is inferred from the pair instead: ``cur.last - prev.last``, or, when
+    ``cur.min < prev.last`` (a reset inside or before that window), ``cur.last``
+    (what it gained before the reset is not visible then). ``rate`` divides by the span
     between the first and last window end (``d`` once the series has that much
     history). Both need two windows; a younger series has no output.
   - ``deriv`` / ``predict_linear(m[d], t)``: least squares through the windows'

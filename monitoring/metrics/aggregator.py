@@ -28,11 +28,12 @@ Counter fields (``first``, ``increase``, ``resets``; docs/aggregation.md):
   the resets among those steps, ``first`` is the first of those samples' values. A
   window with none of them (every sample out of order) has all three None. Late
   samples move the carry but their step is lost to the sizes they are late for.
-* The carry is kept for ``counter_horizon_ms`` (the largest window size unless given)
-  behind the watermark a message sees, past its windows: a previous sample older than
-  that is forgotten (the next sample starts the sequence afresh, step 0) and the series
-  may free its slot. Forgetting depends only on the watermark, not on when
-  checkpoints tombstone, so a replay computes the same steps.
+* The carry is kept for ``counter_horizon_ms`` (5 minutes, Prometheus' lookback, or the
+  largest window if longer, unless given) behind the watermark a message sees, past
+  its windows, so counters scraped up to that far apart chain their windows. A
+  previous sample older than that is forgotten (the next sample starts the sequence
+  afresh, step 0) and the series may free its slot. Forgetting depends only on the
+  watermark, not on when checkpoints tombstone, so a replay computes the same steps.
 
 Exactly-once state across restarts (checkpoints into a compacted changelog):
 
@@ -77,6 +78,7 @@ NO_WATERMARK = -(2**62)
 CHECKPOINT_KEY = "\x00checkpoint"
 REFUSED_TOTAL = "monitoring_series_refused_total"  # admitted whatever the bounds
 VECTOR_MIN = 32  # samples in a message from which numpy's per-call cost pays off
+COUNTER_HORIZON_MS = 300_000  # Prometheus' lookback: a counter's carry outlives its windows
 
 
 @dataclass(slots=True)
@@ -165,7 +167,9 @@ class PartitionAggregator:
             raise ValueError("window sizes must be positive")
         self.windows_ms = tuple(sorted(windows_ms))
         self.counter_horizon_ms = (
-            self.windows_ms[-1] if counter_horizon_ms is None else counter_horizon_ms
+            max(COUNTER_HORIZON_MS, self.windows_ms[-1])
+            if counter_horizon_ms is None
+            else counter_horizon_ms
         )
         self._size_index = {w: i for i, w in enumerate(self.windows_ms)}
         self.allowed_lateness_ms = allowed_lateness_ms

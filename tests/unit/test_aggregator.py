@@ -13,7 +13,12 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
+from monitoring.metrics.aggregator import (
+    CHECKPOINT_KEY,
+    COUNTER_HORIZON_MS,
+    Aggregate,
+    PartitionAggregator,
+)
 from monitoring.metrics.checkpoint import (
     pack_meta,
     pack_series,
@@ -44,6 +49,8 @@ messages_st = st.lists(st.lists(sample_st, min_size=1, max_size=5), min_size=1, 
 vector_min_st = st.sampled_from([1, 3, 10**9])
 windows_st = st.sampled_from([(10_000,), (10_000, 60_000), (5_000, 15_000), (7_000,)])
 lateness_st = st.sampled_from([0, 1_000, 5_000, 30_000])
+# how long a counter's previous value is kept behind the watermark (None: the default)
+horizon_st = st.sampled_from([None, 0, 5_000, 20_000])
 
 
 def oracle(messages: list[list[Sample]], windows: tuple[int, ...], lateness: int) -> dict[str, Any]:
@@ -73,15 +80,19 @@ def oracle(messages: list[list[Sample]], windows: tuple[int, ...], lateness: int
 
 
 def counter_oracle(
-    messages: list[list[Sample]], windows: tuple[int, ...], lateness: int
+    messages: list[list[Sample]],
+    windows: tuple[int, ...],
+    lateness: int,
+    horizon: int | None = None,
 ) -> dict[tuple[str, int, int], tuple[float, float, int]]:
     """Brute force of the counter fields, (first, increase, resets) per window holding a
     sample of its series' counter sequence (module doc of ``aggregator``): samples in
     arrival order less those older than the series' newest, each stepping from the one
     before (a drop counts from 0) unless that one is older than the watermark the
-    message saw minus the horizon (the largest window)."""
+    message saw minus the horizon (by default 5 minutes or the largest window)."""
     wm = max_ts = -math.inf
-    horizon = max(windows)
+    if horizon is None:
+        horizon = max(COUNTER_HORIZON_MS, *windows)
     carry: dict[str, tuple[int, float]] = {}
     out: dict[tuple[str, int, int], list[Any]] = {}
     for msg in messages:
@@ -137,10 +148,10 @@ def run(agg: PartitionAggregator, messages: list[list[Sample]], first_offset: in
 
 
 @settings(max_examples=300, deadline=None)
-@given(messages_st, windows_st, lateness_st, vector_min_st)
-def test_windows_match_oracle(messages, windows, lateness, vector_min):
+@given(messages_st, windows_st, lateness_st, vector_min_st, horizon_st)
+def test_windows_match_oracle(messages, windows, lateness, vector_min, horizon):
     expected = oracle(messages, windows, lateness)
-    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min, counter_horizon_ms=horizon)
     emitted, late = run(agg, messages)
     # windows close at the step where the watermark passes their end, once each
     got_closed = {(a.series, a.window_ms, a.window_start_ms): step for step, a in emitted}
@@ -158,7 +169,7 @@ def test_windows_match_oracle(messages, windows, lateness, vector_min):
     assert {(a.series, a.window_ms, a.window_start_ms) for a in everything} == set(
         expected["accepted"]
     )
-    counters = counter_oracle(messages, windows, lateness)
+    counters = counter_oracle(messages, windows, lateness, horizon)
     for a in everything:
         assert a.window_end_ms == a.window_start_ms + a.window_ms
         check_aggregate(a, expected["accepted"][(a.series, a.window_ms, a.window_start_ms)])
@@ -238,8 +249,10 @@ def _apply(changelog: dict[str, bytes], records: list[tuple[str, Any]]) -> None:
             changelog[key] = pack_series(value)
 
 
-def _restored(changelog: dict[str, bytes], windows, lateness, vector_min) -> PartitionAggregator:
-    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
+def _restored(
+    changelog: dict[str, bytes], windows, lateness, vector_min, horizon=None
+) -> PartitionAggregator:
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min, counter_horizon_ms=horizon)
     meta = changelog.get(CHECKPOINT_KEY)
     records = [restore_record(k, v) for k, v in changelog.items() if k != CHECKPOINT_KEY]
     agg.restore(unpack_meta(meta) if meta else None, records)
@@ -252,10 +265,13 @@ def _restored(changelog: dict[str, bytes], windows, lateness, vector_min) -> Par
     windows_st,
     lateness_st,
     vector_min_st,
+    horizon_st,
     st.data(),
 )
-def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, vector_min, data):
-    reference = PartitionAggregator(windows, lateness, ACCURACY)
+def test_crash_and_restore_gives_the_same_windows(
+    messages, windows, lateness, vector_min, horizon, data
+):
+    reference = PartitionAggregator(windows, lateness, ACCURACY, counter_horizon_ms=horizon)
     ref_emitted, _ = run(reference, messages)
     ref_all = {(a.series, a.window_ms, a.window_start_ms): a for _, a in ref_emitted}
     ref_all.update({(a.series, a.window_ms, a.window_start_ms): a for a in reference.close_idle()})
@@ -264,7 +280,7 @@ def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, v
     changelog: dict[str, bytes] = {}
     committed = 0  # next offset the consumer resumes from
     versions: dict[tuple[str, int, int], list[Aggregate]] = defaultdict(list)
-    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min, counter_horizon_ms=horizon)
     offset = 0
     crashes = data.draw(st.integers(0, 3))
     for _ in range(crashes + 1):
@@ -286,7 +302,7 @@ def test_crash_and_restore_gives_the_same_windows(messages, windows, lateness, v
                 if data.draw(st.booleans()):
                     committed = data.draw(st.integers(committed, cp.offset + 1))
         # crash: in-memory state is lost; restart from the changelog and the commit
-        agg = _restored(changelog, windows, lateness, vector_min)
+        agg = _restored(changelog, windows, lateness, vector_min, horizon)
         offset = committed
     while offset < n:
         for a in agg.process(offset, messages[offset]).closed:
@@ -434,7 +450,8 @@ def test_many_series_grow_the_slots_and_reuse_freed_ones(seed, vector_min):
     messages = [msg for msg in messages if msg]
     windows, lateness = (10_000, 60_000), 1_000
     expected = oracle(messages, windows, lateness)
-    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min)
+    # a horizon shorter than the series' lifetimes: past it they free their slots
+    agg = PartitionAggregator(windows, lateness, ACCURACY, vector_min, counter_horizon_ms=60_000)
     emitted = []
     for i, msg in enumerate(messages):
         emitted += agg.process(i, msg).closed
@@ -444,7 +461,7 @@ def test_many_series_grow_the_slots_and_reuse_freed_ones(seed, vector_min):
     got = {(a.series, a.window_ms, a.window_start_ms): a for a in emitted}
     assert len(got) == len(emitted)
     assert set(got) == set(expected["accepted"])
-    counters = counter_oracle(messages, windows, lateness)
+    counters = counter_oracle(messages, windows, lateness, 60_000)
     for key, a in got.items():
         check_aggregate(a, expected["accepted"][key])
         check_counter(a, counters)

@@ -63,7 +63,8 @@ def test_bounds_hold_and_admitted_series_are_exact(
 
 
 def test_a_checkpoint_frees_closed_series_for_new_ones() -> None:
-    agg = PartitionAggregator([W], 0, max_series=2)
+    # a counter's previous value is kept a horizon past its windows: one window here
+    agg = PartitionAggregator([W], 0, max_series=2, counter_horizon_ms=W)
     kept, refused = agg.admit([sample(0, i, 1_000_000, 1.0) for i in range(3)])
     assert len(kept) == 2 and refused == [series_key("m0", {"id": "2"})]
     agg.process(0, kept)

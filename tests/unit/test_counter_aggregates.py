@@ -162,8 +162,8 @@ def test_forgetting_does_not_depend_on_checkpoints() -> None:
         [sample(1, BASE + 95_000, 1.0)],
         [sample(0, BASE + 100_000, 9.0), sample(0, BASE + 101_000, 4.0)],
     ]
-    plain = PartitionAggregator(WINDOWS, 0)
-    checkpointed = PartitionAggregator(WINDOWS, 0)
+    plain = PartitionAggregator(WINDOWS, 0, counter_horizon_ms=60_000)
+    checkpointed = PartitionAggregator(WINDOWS, 0, counter_horizon_ms=60_000)
     want = run_all(plain, messages)
     got: list[Aggregate] = []
     for offset, msg in enumerate(messages):
