@@ -1,8 +1,12 @@
 """What every HTTP request must pass before a route sees it.
 
-- **Token**: with ``api.token`` set, every route but ``/healthz`` wants
-  ``Authorization: Bearer <token>`` (compared in constant time). A server bound off
-  loopback refuses to start without one.
+- **Token**: with ``api.token`` set, every route but ``/healthz`` wants the token
+  (compared in constant time), sent as ``Authorization: Bearer <token>`` or the way
+  ClickHouse clients send a password: HTTP basic auth (any user name, the token as
+  password) or ``X-ClickHouse-Key``. Never in the URL (``?password=`` is refused: URLs
+  end up in proxy logs and shell history). A server bound off loopback refuses to start
+  without a token. Refusals of ClickHouse's interface (``/``) answer as a ClickHouse
+  server does: ``Code: N. DB::Exception: ...`` with ``X-ClickHouse-Exception-Code``.
 - **Host and Origin**: the ``Host`` header must name loopback, the bound address or an
   ``api.allowed_hosts`` entry, and so must ``Origin`` when a browser sends one; a page
   on another site cannot post to the API (CSRF) nor reach it through a rebound DNS name.
@@ -18,26 +22,42 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from monitoring.config import ApiSettings, ConfigError
 
 OPEN_PATHS = frozenset({"/healthz"})
+CLICKHOUSE_PATHS = frozenset({"/"})  # refusals there answer in ClickHouse's error shape
+_CODE_NAMES = {194: "REQUIRED_PASSWORD", 516: "AUTHENTICATION_FAILED", 497: "ACCESS_DENIED"}
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
 
 class Refused(Exception):
     """A request the guard turns away: ``status`` and a message for the client."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, clickhouse_code: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.clickhouse_code = clickhouse_code
+
+    def response(self) -> Response:
+        """JSON ``{"error"}``, or ClickHouse's text and header when it has a code."""
+        code = self.clickhouse_code
+        if code is None:
+            return JSONResponse({"error": self.message}, status_code=self.status)
+        text = f"Code: {code}. DB::Exception: {self.message}. ({_CODE_NAMES.get(code, 'ERROR')})\n"
+        return PlainTextResponse(
+            text, self.status, headers={"X-ClickHouse-Exception-Code": str(code)}
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -116,18 +136,30 @@ class Guard:
 
     def check(self, request: Request) -> None:
         """Raise Refused unless the request's host, origin and credentials pass."""
+        ch = request.url.path in CLICKHOUSE_PATHS
         if not self.host_allowed(request.headers.get("host", "")):
-            raise Refused(421, "Host header does not name this server")
+            raise Refused(421, "Host header does not name this server", 497 if ch else None)
         origin = request.headers.get("origin")
         if origin is not None and (origin == "null" or not self.host_allowed(_origin_host(origin))):
-            raise Refused(403, "cross-origin requests are not allowed")
+            raise Refused(403, "cross-origin requests are not allowed", 497 if ch else None)
         if self.token and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            scheme, _, credential = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                credential.strip().encode(), self.token.encode()
-            ):
-                raise Refused(401, "missing or wrong bearer token")
+            given = credential(request)
+            if given is None:
+                if "password" in request.query_params:
+                    raise Refused(
+                        401,
+                        "the token is not accepted in the URL: send it as the basic auth "
+                        "password or X-ClickHouse-Key",
+                        194 if ch else None,
+                    )
+                raise Refused(
+                    401,
+                    "missing token: send Authorization: Bearer, basic auth or X-ClickHouse-Key",
+                    194 if ch else None,
+                )
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                # ClickHouse answers a wrong password 403; the JSON API keeps 401.
+                raise Refused(403 if ch else 401, "wrong token", 516 if ch else None)
 
     async def body(self, request: Request, json: bool = True) -> bytes:
         """The request body within the size and time limits (Refused otherwise)."""
@@ -153,6 +185,34 @@ class Guard:
         except TimeoutError:
             raise Refused(408, "request body not received in time") from None
         return b"".join(chunks)
+
+
+def credential(request: Request) -> str | None:
+    """The secret a request carries: a bearer token, a basic auth password or
+    ``X-ClickHouse-Key``; None when it carries none.
+
+    >>> from starlette.requests import Request
+    >>> def req(*headers: tuple[bytes, bytes]) -> Request:
+    ...     return Request({"type": "http", "headers": list(headers), "query_string": b""})
+    >>> credential(req((b"authorization", b"Basic " + base64.b64encode(b"default:s3"))))
+    's3'
+    >>> credential(req((b"x-clickhouse-user", b"u"), (b"x-clickhouse-key", b"k")))
+    'k'
+    >>> credential(req((b"authorization", b"Bearer t")))
+    't'
+    >>> credential(req()) is None
+    True
+    """
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2]
+    return request.headers.get("x-clickhouse-key")
 
 
 def _origin_host(origin: str) -> str:

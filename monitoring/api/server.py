@@ -181,8 +181,9 @@ class _GuardMiddleware:
 
 
 def _refused(_request: Request, exc: Exception) -> Response:
-    status = exc.status if isinstance(exc, Refused) else 400
-    return JSONResponse({"error": str(exc)}, status_code=status)
+    if isinstance(exc, Refused):
+        return exc.response()
+    return JSONResponse({"error": str(exc)}, status_code=400)
 
 
 def serve(

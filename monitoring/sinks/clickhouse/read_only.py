@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
@@ -52,8 +53,20 @@ _FUNCTION = re.compile(r"^\s*Function (\S+)")
 _OUTFILE = re.compile(r"^INTO OUTFILE", re.M)
 
 
+# ClickHouse's error codes for the refusals, as its HTTP interface reports them.
+SYNTAX_ERROR, READONLY, QUERY_IS_TOO_LARGE, ACCESS_DENIED = 62, 164, 229, 497
+_CODE = re.compile(r"Code: (\d+)\.")
+
+
 class NotReadOnly(ValueError):
-    """The statement is refused: not one read-only query of what users may reach."""
+    """The statement is refused: not one read-only query of what users may reach.
+
+    ``code`` is the ClickHouse error code a server would answer (READONLY by default).
+    """
+
+    def __init__(self, message: str, code: int = READONLY) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ResultTooLarge(RuntimeError):
@@ -95,14 +108,21 @@ class ReadOnlyQueries:
             self._table_functions = frozenset(str(r[0]).lower() for r in rows)
         return self._table_functions
 
-    def canonical(self, sql: str) -> str:
-        """The engine's canonical text of ``sql``; NotReadOnly if any gate refuses it."""
+    def canonical(self, sql: str, parameters: Mapping[str, str] | None = None) -> str:
+        """The engine's canonical text of ``sql``; NotReadOnly if any gate refuses it.
+
+        ``parameters`` are the values of ``{name:Type}`` placeholders in ClickHouse's
+        text form (as ``param_<name>`` carries them over HTTP): the engine substitutes
+        them before it shows the tree, and takes them as they are.
+        """
         if len(sql.encode()) > self.limits.max_sql_bytes:
-            raise NotReadOnly(f"query longer than {self.limits.max_sql_bytes} bytes")
+            raise NotReadOnly(
+                f"query longer than {self.limits.max_sql_bytes} bytes", QUERY_IS_TOO_LARGE
+            )
         if "\0" in sql:
-            raise NotReadOnly("query contains a NUL byte")
+            raise NotReadOnly("query contains a NUL byte", SYNTAX_ERROR)
         if not sql.strip().rstrip(";").strip():
-            raise NotReadOnly("empty query")
+            raise NotReadOnly("empty query", SYNTAX_ERROR)
         try:
             text = str(
                 self.client.query(
@@ -110,14 +130,16 @@ class ReadOnlyQueries:
                 ).result_rows[0][0]
             )
         except Exception as e:
-            raise NotReadOnly(f"not one valid statement: {_first_line(e)}") from None
+            raise NotReadOnly(f"not one valid statement: {_first_line(e)}", _code(e)) from None
         if _OUTFILE.search(text):
-            raise NotReadOnly("INTO OUTFILE is not allowed")
+            raise NotReadOnly("INTO OUTFILE is not allowed", ACCESS_DENIED)
         try:
             # Parsing only; settings would show in the tree as this statement's own.
-            ast = [str(r[0]) for r in self.client.query(f"EXPLAIN AST {text}").result_rows]
+            bound = {k: _Verbatim(v) for k, v in (parameters or {}).items()}
+            rows = self.client.query(f"EXPLAIN AST {text}", parameters=bound or None).result_rows
+            ast = [str(r[0]) for r in rows]
         except Exception as e:
-            raise NotReadOnly(f"not one valid statement: {_first_line(e)}") from None
+            raise NotReadOnly(f"not one valid statement: {_first_line(e)}", _code(e)) from None
         self._check_ast(ast, text.split(None, 1)[0].upper())
         return text
 
@@ -134,7 +156,7 @@ class ReadOnlyQueries:
             node = line.strip()
             depth = len(line) - len(line.lstrip(" "))
             if depth == 1 and node.startswith("Literal"):
-                raise NotReadOnly("INTO OUTFILE is not allowed")
+                raise NotReadOnly("INTO OUTFILE is not allowed", ACCESS_DENIED)
             if node == "Set" or node.startswith("Set "):
                 raise NotReadOnly("SETTINGS clauses are not allowed: limits are fixed")
             m = _FUNCTION.match(line)
@@ -144,7 +166,8 @@ class ReadOnlyQueries:
                     name in table_functions and name not in TABLE_FUNCTIONS_ALLOWED
                 ):
                     raise NotReadOnly(
-                        f"function {m.group(1)} is not allowed: it reaches outside the database"
+                        f"function {m.group(1)} is not allowed: it reaches outside the database",
+                        ACCESS_DENIED,
                     )
 
     def run(self, sql: str) -> dict[str, Any]:
@@ -162,6 +185,22 @@ class ReadOnlyQueries:
             "types": [t.name for t in result.column_types],
             "rows": rows,
         }
+
+
+class _Verbatim:
+    """A parameter value clickhouse-connect sends as it is (it escapes ``str`` values)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _code(e: Exception) -> int:
+    """The engine's error code in ``e``'s message (SYNTAX_ERROR when it names none)."""
+    m = _CODE.search(str(e))
+    return int(m.group(1)) if m else SYNTAX_ERROR
 
 
 def _first_line(e: Exception) -> str:
