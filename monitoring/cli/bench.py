@@ -268,3 +268,38 @@ def codecs_bench(
     print(summary_line(rows))
     if not all(r.agree for r in rows):
         raise typer.Exit(1)
+
+
+@app.command("query")
+def query_bench(
+    series: int = typer.Option(250, help="series in the store (>= 120: 100 counters, 20 buckets)"),
+    days: float = typer.Option(7.0, help="days of raw samples (the raw retention is 7)"),
+    scrape: int = typer.Option(15, help="seconds between samples"),
+    repeat: int = typer.Option(30, help="timed runs of each query (after one warm-up)"),
+) -> None:
+    """Prometheus API and ClickHouse-protocol latency on a store of >= 10 M samples."""
+    from monitoring.bench.query import run
+    from monitoring.log import configure_logging
+
+    configure_logging("WARNING")
+    console = Console(stderr=True)
+    res = run(series, days, scrape, repeat, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    t = Table(title="monitoring bench query")
+    t.add_column("measure")
+    t.add_column("p50 (ms)", justify="right")
+    t.add_column("p99 (ms)", justify="right")
+    labels = {
+        "range_1h": "query_range 1 h, step 15 s, 100 series (raw)",
+        "range_7d": "query_range 7 d, step 10 min, 100 series (1 min aggregates)",
+        "histogram_quantile": "histogram_quantile, 20 buckets, 1 h at 15 s",
+        "ch_http": f"SQL over HTTP ({res.ch_path})",
+        "ch_inproc": "SQL in-process (read-only gate)",
+    }
+    for key, label in labels.items():
+        t.add_row(label, f"{res.p(key, 0.5):.1f}", f"{res.p(key, 0.99):.1f}")
+    Console().print(t)
+    console.print(
+        f"[dim]{res.samples:,} raw samples, {res.aggregates:,} aggregates, "
+        f"built in {res.build_s:.0f} s[/dim]"
+    )
+    print(res.summary_line())

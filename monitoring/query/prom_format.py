@@ -1,0 +1,157 @@
+"""Prometheus HTTP API conventions, as Prometheus 2.42 parses and prints them (pure).
+
+Times are RFC 3339 or Unix seconds (a float, rounded to the millisecond); durations
+are seconds (a float) or Prometheus durations (``1h30m``); values print as Go's
+``strconv.FormatFloat(v, 'f', -1, 64)`` (``"1"``, ``"0.5"``, ``"NaN"``, ``"+Inf"``);
+timestamps as seconds with up to three decimals.
+
+>>> parse_time("1700000000.5", "time"), parse_time("2023-11-14T22:13:20.5Z", "time")
+(1700000000500, 1700000000500)
+>>> parse_duration("1m30s", "step"), parse_duration("15", "step")
+(90000, 15000)
+>>> [format_value(v) for v in (1.0, 0.25, 1e21, float("nan"), float("-inf"))]
+['1', '0.25', '1000000000000000000000', 'NaN', '-Inf']
+>>> format_ts(1700000000500), format_ts(1700000000000)
+('1700000000.5', '1700000000')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+# Prometheus's minTime/maxTime, the defaults of series and labels' start and end.
+MIN_TIME_MS = (-9_223_372_036_854_775 + 62_135_596_801) * 1000
+MAX_TIME_MS = (9_223_372_036_854_775 - 62_135_596_801) * 1000 + 999
+_MIN_TIME_TEXT = "-292273086-05-16T16:47:06Z"
+_MAX_TIME_TEXT = "292277025-08-18T07:12:54.999999999Z"
+_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class BadParam(ValueError):
+    """A request parameter Prometheus would refuse (``bad_data``)."""
+
+
+def parse_time(text: str, name: str) -> int:
+    """Milliseconds since the epoch of ``text`` (Unix seconds or RFC 3339)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is not None and math.isfinite(seconds):
+        whole = math.trunc(seconds)
+        return whole * 1000 + round((seconds - whole) * 1000)
+    m = _RFC3339.match(text)
+    if m:
+        y, mo, d, h, mi, s, frac, zone = m.groups()
+        tz = dt.UTC if zone in ("Z", "z") else dt.datetime.strptime(zone, "%z").tzinfo
+        try:
+            when = dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=tz)
+        except ValueError:
+            when = None
+        if when is not None:
+            ms = int((frac or ".0")[1:4].ljust(3, "0"))
+            return int(when.timestamp()) * 1000 + ms
+    if text == _MIN_TIME_TEXT:
+        return MIN_TIME_MS
+    if text == _MAX_TIME_TEXT:
+        return MAX_TIME_MS
+    raise BadParam(f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp')
+
+
+def parse_duration(text: str, name: str) -> int:
+    """Milliseconds of ``text`` (seconds as a float, or a Prometheus duration)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds) or abs(seconds) * 1e9 > 2**63:
+            raise BadParam(
+                f'invalid parameter "{name}": cannot parse "{text}" to a valid duration. '
+                "It overflows int64"
+            )
+        return round(seconds * 1000)
+    m = _DURATION.match(text)
+    if text and text != "" and m and any(m.groups()):
+        return sum(int(g) * u for g, u in zip(m.groups(), _UNITS_MS, strict=True) if g)
+    if text == "0":
+        return 0
+    raise BadParam(f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
+
+
+def format_value(v: float) -> str:
+    """``v`` as Go's ``FormatFloat(v, 'f', -1, 64)``: shortest exact, no exponent."""
+    s = repr(v)
+    if "e" in s or "n" in s:
+        if v != v:
+            return "NaN"
+        if math.isinf(v):
+            return "+Inf" if v > 0 else "-Inf"
+        return str(np.format_float_positional(v, trim="-"))
+    return s[:-2] if s.endswith(".0") else s
+
+
+def format_ts(t_ms: int) -> str:
+    """A timestamp in ms as Prometheus prints it: seconds, up to three decimals."""
+    whole, frac = divmod(t_ms, 1000)
+    if not frac:
+        return str(whole)
+    return f"{whole}.{frac:03d}".rstrip("0")
+
+
+def _points(t_ms: np.ndarray, values: np.ndarray) -> str:
+    return ",".join(
+        f'[{format_ts(t)},"{format_value(v)}"]'
+        for t, v in zip(t_ms.tolist(), values.tolist(), strict=True)
+    )
+
+
+def matrix_json(series: Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]) -> str:
+    """The ``result`` of a matrix, as JSON text (built directly: it can be large)."""
+    return (
+        "["
+        + ",".join(
+            f'{{"metric":{json.dumps(labels)},"values":[{_points(t, v)}]}}'
+            for labels, t, v in series
+        )
+        + "]"
+    )
+
+
+def vector_json(series: Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]) -> str:
+    """The ``result`` of a vector (each series' last point), as JSON text."""
+    return (
+        "["
+        + ",".join(
+            f'{{"metric":{json.dumps(labels)},"value":'
+            f'[{format_ts(int(t[-1]))},"{format_value(float(v[-1]))}"]}}'
+            for labels, t, v in series
+            if len(t)
+        )
+        + "]"
+    )
+
+
+def envelope(data_json: str, warnings: Sequence[str] = ()) -> str:
+    """The success envelope around already-encoded ``data``."""
+    tail = f',"warnings":{json.dumps(list(warnings))}' if warnings else ""
+    return f'{{"status":"success","data":{data_json}{tail}}}'
+
+
+def error_body(error_type: str, message: str) -> dict[str, Any]:
+    """The error envelope."""
+    return {"status": "error", "errorType": error_type, "error": message}

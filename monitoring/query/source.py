@@ -1,0 +1,358 @@
+"""The PromQL engine's :class:`~monitoring.promql.Source` over the store's tables.
+
+A selector is answered in two read-only statements, every user string bound as a
+server-side parameter (never spliced into SQL):
+
+1. **Series**: ``series`` grouped by ``series_id``, filtered by the matchers
+   (``__name__`` is the ``name`` column, a label is ``labels['x']``, which is ``''`` when
+   absent, as Prometheus treats a missing label), kept when its first/last seen overlap
+   the interval. Regex matchers run in ClickHouse's RE2 (the engine Prometheus's Go
+   regexps share their syntax with) anchored as Prometheus anchors them,
+   ``^(?-s:re)$`` (``.`` does not match a newline, as in Go). At most ``max_series + 1``
+   rows come back: more is :class:`TooLarge` before any sample is read.
+2. **Samples**: one statement for every chosen series, in the table's key order,
+   columnar (Arrow -> numpy), split per series; a sample stored twice (a replay not
+   merged yet) counts once. The engine counts: the statement runs with
+   ``max_result_rows`` = what is left of the query's sample budget and stops past it
+   (:class:`TooLarge`), so an oversized answer is never fetched nor held.
+
+**Raw samples or aggregates** (:meth:`StoreSource.plan`): raw samples keep
+``storage.retention.samples`` (the ``samples`` TTL, 7 days by default), the windowed
+aggregates 30 days.
+
+- When the query's ``step`` is at least :data:`DOWNSAMPLE_FACTOR` windows of an
+  aggregate size the series have, the largest such window is read instead of raw
+  samples: each window's ``last`` value stamped at its ``window_end``. A range selector
+  as long as the step (Grafana's ``$__rate_interval`` is) still sees at least ten
+  points of each series.
+- Else raw samples; the part of the interval older than the raw retention is read
+  from the smallest window size.
+
+Either way the response says so in its warnings. Limitation until counter-aware
+aggregate columns land: a counter's window ``last`` is a sample of the counter, so
+``rate``/``increase`` over it handle resets between windows, but a reset followed by a
+climb above the previous window's last, inside one window, is not seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from clickhouse_connect.driver.client import Client
+
+from monitoring.promql import Matcher, SeriesData, TooLarge
+from monitoring.promql.engine import TOO_MANY_SAMPLES
+
+DOWNSAMPLE_FACTOR = 10  # aggregates once the step spans this many windows
+SERIES_MARGIN_MS = 3_600_000  # series.last_seen lags a live series (storage.series_refresh)
+DEFAULT_RAW_RETENTION_MS = 7 * 86_400_000
+WINDOW_PROBE = 8  # series asked which window sizes are stored
+MIN_MS = 0  # DateTime64(3) holds 1900-2299; the store holds nothing before 1970
+MAX_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
+_TTL = re.compile(r"toIntervalSecond\((\d+)\)")
+_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One read of a plan: raw samples (``window_ms`` 0) or one aggregate window size,
+    over ``[start_ms, end_ms]``."""
+
+    window_ms: int
+    start_ms: int
+    end_ms: int
+
+
+def raw_retention_ms(client: Client, settings: dict[str, Any] | None = None) -> int:
+    """The ``samples`` table's TTL in ms (storage.retention.samples at migration time).
+
+    Read from the table's DDL, so a store serving queries needs no other settings; the
+    default retention when the table or its TTL cannot be read.
+    """
+    try:
+        rows = client.query(
+            "SELECT create_table_query FROM system.tables "
+            "WHERE database = currentDatabase() AND name = 'samples'",
+            settings=settings,
+        ).result_rows
+    except Exception:
+        return DEFAULT_RAW_RETENTION_MS
+    m = _TTL.search(str(rows[0][0])) if rows else None
+    return int(m.group(1)) * 1000 if m else DEFAULT_RAW_RETENTION_MS
+
+
+def settings_clause(settings: dict[str, Any]) -> str:
+    """A SETTINGS clause of our own settings (integers and plain words only).
+
+    >>> settings_clause({"max_result_rows": 5, "result_overflow_mode": "throw", "readonly": 1})
+    "max_result_rows = 5, result_overflow_mode = 'throw', readonly = 1"
+    """
+    out = []
+    for k, v in settings.items():
+        if not _WORD.match(k) or not (isinstance(v, int) or _WORD.match(str(v))):
+            raise ValueError(f"setting {k}={v!r} is not a plain value")
+        out.append(f"{k} = {v}" if isinstance(v, int) else f"{k} = '{v}'")
+    return ", ".join(out)
+
+
+def _drain(client: Client) -> None:
+    """After a failed Arrow query, chDB hands its leftover bytes to the next query
+    (which fails to decode them): let a throw-away query take them."""
+    with contextlib.suppress(Exception):
+        client.query("SELECT 1")
+
+
+def clamp_ms(t_ms: int) -> int:
+    """``t_ms`` within what DateTime64(3) holds (and the store keeps)."""
+    return min(max(int(t_ms), MIN_MS), MAX_MS)
+
+
+def _ms(t_ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_ms / 1000))
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def series_filter(matchers: Sequence[Matcher], params: dict[str, Any]) -> str:
+    """The WHERE condition of ``matchers`` on ``series``, binding values into ``params``.
+
+    >>> p: dict[str, Any] = {}
+    >>> series_filter([Matcher("__name__", "=", "up"), Matcher("job", "=~", "a|b")], p)
+    'name = {p0:String} AND match(labels[{p1:String}], {p2:String})'
+    >>> p["p2"]
+    '^(?-s:a|b)$'
+    """
+    conds: list[str] = []
+    for m in matchers:
+        if m.name == "__name__":
+            column = "name"
+        else:
+            key = f"p{len(params)}"
+            params[key] = m.name
+            column = f"labels[{{{key}:String}}]"
+        key = f"p{len(params)}"
+        if m.op in ("=~", "!~"):
+            params[key] = f"^(?-s:{m.value})$"
+            cond = f"match({column}, {{{key}:String}})"
+            conds.append(cond if m.op == "=~" else f"NOT {cond}")
+        else:
+            params[key] = m.value
+            conds.append(f"{column} {m.op} {{{key}:String}}")
+    return " AND ".join(conds) or "1"
+
+
+class StoreSource:
+    """Series and samples of one query (a fresh source per query: it counts the
+    query's samples against ``max_samples`` and collects its warnings)."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: dict[str, Any] | None = None,
+        *,
+        step_ms: int = 0,
+        now_ms: int | None = None,
+        raw_retention_ms: int = DEFAULT_RAW_RETENTION_MS,
+        max_series: int = 10_000,
+        max_samples: int = 50_000_000,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.step_ms = step_ms
+        self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.raw_retention_ms = raw_retention_ms
+        self.max_series = max_series
+        self.max_samples = max_samples
+        self.samples_loaded = 0
+        self.warnings: list[str] = []
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def series(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, limit: int | None = None
+    ) -> dict[int, dict[str, str]]:
+        """``series_id -> labels`` (with ``__name__``) of the series the matchers select
+        and that were seen in ``[start_ms, end_ms]``; TooLarge past ``limit`` series."""
+        limit = self.max_series if limit is None else limit
+        params: dict[str, Any] = {}
+        where = series_filter(matchers, params)
+        params |= {
+            "lo": clamp_ms(start_ms - SERIES_MARGIN_MS),
+            "hi": clamp_ms(end_ms),
+            "limit": limit + 1,
+        }
+        rows = self._query(
+            "SELECT series_id, any(name), any(labels) FROM series "
+            f"WHERE {where} GROUP BY series_id "
+            "HAVING max(last_seen) >= fromUnixTimestamp64Milli({lo:Int64}) "
+            "AND min(first_seen) <= fromUnixTimestamp64Milli({hi:Int64}) "
+            "LIMIT {limit:UInt64}",
+            params,
+        ).result_rows
+        if len(rows) > limit:
+            raise TooLarge(f"the query selects more than {limit} series: narrow its label matchers")
+        out: dict[int, dict[str, str]] = {}
+        for sid, name, labels in rows:
+            named = {str(k): str(v) for k, v in labels.items() if v != ""}
+            named["__name__"] = str(name)
+            out[int(sid)] = named
+        return out
+
+    def select(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        """The series ``matchers`` select with their samples in ``[start_ms, end_ms]``."""
+        found = self.series(matchers, start_ms, end_ms)
+        if not found:
+            return []
+        ids = sorted(found)
+        cols = Columns.concat([self._fetch(ids, part) for part in self.plan(ids, start_ms, end_ms)])
+        return cols.split(found)
+
+    def plan(self, ids: list[int], start_ms: int, end_ms: int) -> list[Part]:
+        """Which reads answer ``[start_ms, end_ms]`` for ``ids`` (see the module doc)."""
+        horizon = self.now_ms - self.raw_retention_ms
+        wants_windows = self.step_ms >= DOWNSAMPLE_FACTOR * 1000 or start_ms < horizon
+        windows = self.windows(ids, start_ms, end_ms) if wants_windows else []
+        coarse = [w for w in windows if w * DOWNSAMPLE_FACTOR <= self.step_ms]
+        if coarse:
+            w = max(coarse)
+            self._warn(
+                f"step {_duration(self.step_ms)} spans at least {DOWNSAMPLE_FACTOR} windows "
+                f"of {_duration(w)}: values are the stored aggregates (the last value of each "
+                f"{_duration(w)} window, at its end), not raw samples"
+            )
+            return [Part(w, start_ms, end_ms)]
+        parts = []
+        if start_ms < horizon and windows:
+            w = min(windows)
+            parts.append(Part(w, start_ms, min(end_ms, horizon - 1)))
+            self._warn(
+                f"raw samples are kept {_duration(self.raw_retention_ms)}: before "
+                f"{_ms(horizon)} values are the stored aggregates (the last value of each "
+                f"{_duration(w)} window, at its end)"
+            )
+        if end_ms >= horizon or not windows:
+            parts.append(Part(0, max(start_ms, horizon) if windows else start_ms, end_ms))
+        return parts
+
+    def windows(self, ids: list[int], start_ms: int, end_ms: int) -> list[int]:
+        """The aggregate window sizes stored in the interval, asked of a few of ``ids``
+        (every series gets the same sizes: ``aggregation.windows``) on the table's key."""
+        rows = self._query(
+            "SELECT DISTINCT window_ms FROM aggregates WHERE series_id IN {ids:Array(UInt64)} "
+            "AND window_start >= fromUnixTimestamp64Milli({lo:Int64}) - INTERVAL 1 DAY "
+            "AND window_start <= fromUnixTimestamp64Milli({hi:Int64})",
+            {"ids": ids[:WINDOW_PROBE], "lo": clamp_ms(start_ms), "hi": clamp_ms(end_ms)},
+        ).result_rows
+        return sorted(int(r[0]) for r in rows)
+
+    def _query(self, sql: str, params: dict[str, Any]) -> Any:
+        return self.client.query(sql, parameters=params, settings=self.settings)
+
+    def _fetch(self, ids: list[int], part: Part) -> Columns:
+        """One read of ``part``, in key order, at most the rest of the sample budget: the
+        engine stops the statement past it (``max_result_rows``), before it is fetched."""
+        w = part.window_ms
+        if w:  # a window's point is its last value at its end: window_start + w
+            sql = (
+                "SELECT series_id, toUnixTimestamp64Milli(window_start) + {w:Int64} AS t, "
+                "last AS v, version FROM aggregates WHERE series_id IN {ids:Array(UInt64)} "
+                "AND window_ms = {w:UInt32} "
+                "AND window_start >= fromUnixTimestamp64Milli({lo:Int64} - {w:Int64}) "
+                "AND window_start <= fromUnixTimestamp64Milli({hi:Int64} - {w:Int64}) "
+                "ORDER BY series_id, window_start"
+            )
+        else:
+            sql = (
+                "SELECT series_id, toUnixTimestamp64Milli(ts) AS t, value AS v FROM samples "
+                "WHERE series_id IN {ids:Array(UInt64)} "
+                "AND ts >= fromUnixTimestamp64Milli({lo:Int64}) "
+                "AND ts <= fromUnixTimestamp64Milli({hi:Int64}) ORDER BY series_id, ts"
+            )
+        budget = self.max_samples - self.samples_loaded
+        params = {"ids": ids, "lo": clamp_ms(part.start_ms), "hi": clamp_ms(part.end_ms), "w": w}
+        settings = {k: v for k, v in (self.settings or {}).items() if k != "readonly"}
+        settings |= {
+            "max_result_rows": budget + 1,
+            "max_result_bytes": (budget + 1) * 32,
+            "result_overflow_mode": "throw",
+            "readonly": 1,  # last: the limits are set before it
+        }
+        try:
+            # The settings go in the statement: clickhouse-connect's chDB backend applies
+            # a raw query's settings with SET and cannot restore them after readonly=1.
+            table = self.client.query_arrow(f"{sql} SETTINGS {settings_clause(settings)}", params)
+        except Exception as e:
+            _drain(self.client)
+            if "TOO_MANY_ROWS_OR_BYTES" in str(e) or "Limit for result exceeded" in str(e):
+                raise TooLarge(
+                    f"{TOO_MANY_SAMPLES} (more than {self.max_samples}): shorten its range "
+                    "or narrow its selectors"
+                ) from None
+            raise
+        self.samples_loaded += table.num_rows
+        cols = Columns(
+            table.column("series_id").to_numpy().astype(np.uint64, copy=False),
+            table.column("t").to_numpy().astype(np.int64, copy=False),
+            table.column("v").to_numpy().astype(np.float64, copy=False),
+        )
+        if w:
+            cols = cols.latest_version(table.column("version").to_numpy())
+        return cols
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Fetched samples of many series: ids, timestamps (ms), values."""
+
+    sid: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[Columns]) -> Columns:
+        """Parts of one plan, in series then time order."""
+        if len(parts) == 1:
+            return parts[0]
+        sid = np.concatenate([p.sid for p in parts])
+        ts = np.concatenate([p.ts for p in parts])
+        order = np.lexsort((ts, sid))
+        return Columns(sid[order], ts[order], np.concatenate([p.values for p in parts])[order])
+
+    def _same_as_next(self) -> np.ndarray:
+        return (self.sid[1:] == self.sid[:-1]) & (self.ts[1:] == self.ts[:-1])
+
+    def latest_version(self, version: np.ndarray) -> Columns:
+        """Of a window stored more than once (re-emitted), the last emitted version."""
+        if not self._same_as_next().any():
+            return self
+        order = np.lexsort((version, self.ts, self.sid))
+        return Columns(self.sid[order], self.ts[order], self.values[order])
+
+    def split(self, found: dict[int, dict[str, str]]) -> list[SeriesData]:
+        """Per-series data; of equal timestamps the last one is kept (a replayed sample
+        not merged yet, or the later version of a window)."""
+        if not len(self.sid):
+            return []
+        keep = np.ones(len(self.sid), bool)
+        keep[:-1] = ~self._same_as_next()
+        sid, ts, vals = self.sid[keep], self.ts[keep], self.values[keep]
+        bounds = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+        starts = np.concatenate(([0], bounds)).tolist()
+        ends = np.concatenate((bounds, [len(sid)])).tolist()
+        return [
+            SeriesData(dict(found[int(sid[a])]), ts[a:b], vals[a:b])
+            for a, b in zip(starts, ends, strict=True)
+        ]
