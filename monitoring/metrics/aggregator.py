@@ -200,6 +200,7 @@ class PartitionAggregator:
         # the carry: value and event time of the newest sample of each counter sequence
         self._carry = np.zeros(0)
         self._carry_ts = np.zeros(0, np.int64)
+        self._mark = np.zeros(0, np.int64)  # scratch: a message's last index per slot
         # applied offsets read by restore(), for messages a checkpoint half-covered
         self._restored = np.zeros(0, np.int64)
         self._restored_max = -1
@@ -442,32 +443,47 @@ class PartitionAggregator:
         ``wm - counter_horizon_ms`` is forgotten (as ``_scalar`` does)."""
         n = len(slots)
         horizon = wm - self.counter_horizon_ms
-        carry, carry_ts = self._carry, self._carry_ts
-        keys = slots.astype(np.uint16) if self._cap <= 1 << 16 else slots
-        order = np.argsort(keys, kind="stable")  # by series, arrival order within
-        s, t, v = slots[order], ts[order], values[order]
-        head = np.empty(n, bool)
-        head[0] = True
-        np.not_equal(s[1:], s[:-1], out=head[1:])
-        prev_t = np.empty(n, np.int64)
-        prev_t[1:] = t[:-1]
-        prev_t[head] = carry_ts[s[head]]
-        in_order: np.ndarray | None = None
-        fresh = prev_t >= horizon
-        if ((t >= prev_t) | ~fresh).all():
-            prev = np.empty(n)
-            prev[1:] = v[:-1]
-            prev[head] = carry[s[head]]
-            prev[~fresh] = math.nan
-            with np.errstate(invalid="ignore"):
-                reset = v < prev  # False against NaN (no previous sample)
-                step = np.where(reset, v, v - prev)
-            step[np.isnan(prev)] = 0.0
+        carry, carry_ts, mark = self._carry, self._carry_ts, self._mark
+        index = np.arange(n)
+        mark[slots] = index
+        order: np.ndarray | None = None
+        tail: np.ndarray | None = None
+        if (mark[slots] == index).all():  # each series once (a scrape): no grouping
+            s, t, v = slots, ts, values
+            prev_t, prev = carry_ts[slots], carry[slots]
+        else:  # grouped by series, arrival order within: the predecessor is the one before
+            keys = slots.astype(np.uint16) if self._cap <= 1 << 16 else slots
+            order = np.argsort(keys, kind="stable")
+            s, t, v = slots[order], ts[order], values[order]
+            head = np.empty(n, bool)
+            head[0] = True
+            np.not_equal(s[1:], s[:-1], out=head[1:])
             tail = np.empty(n, bool)
             tail[-1] = True
             tail[:-1] = head[1:]
-            carry[s[tail]] = v[tail]
-            carry_ts[s[tail]] = t[tail]
+            prev_t, prev = np.empty(n, np.int64), np.empty(n)
+            prev_t[1:], prev[1:] = t[:-1], v[:-1]
+            prev_t[head], prev[head] = carry_ts[s[head]], carry[s[head]]
+        fresh = prev_t >= horizon
+        stale = None if fresh.all() else ~fresh
+        ordered = t >= prev_t
+        if stale is not None:
+            ordered |= stale
+        in_order: np.ndarray | None = None
+        if ordered.all():
+            if stale is not None:
+                prev[stale] = math.nan
+            step = v - prev  # NaN: no previous sample
+            reset = step < 0
+            if reset.any():
+                step[reset] = v[reset]  # the counter restarted from 0
+            unknown = np.isnan(step)
+            if unknown.any():
+                step[unknown] = 0.0
+            if tail is None:
+                carry[s], carry_ts[s] = v, t
+            else:
+                carry[s[tail]], carry_ts[s[tail]] = v[tail], t[tail]
         else:  # some series out of order: walk them (rare)
             step, reset, kept = np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
             for j, (slot, tj, vj) in enumerate(
@@ -482,11 +498,14 @@ class PartitionAggregator:
                     reset[j] = vj < prev_v
                     step[j] = vj if vj < prev_v else vj - prev_v
                 carry[slot], carry_ts[slot] = vj, tj
+            in_order = kept
+        if order is None:
+            return step, reset, in_order
+        out_step, out_reset = np.empty(n), np.empty(n, bool)
+        out_step[order], out_reset[order] = step, reset
+        if in_order is not None:
             in_order = np.empty(n, bool)
             in_order[order] = kept
-        out_step, out_reset = np.empty(n), np.empty(n, bool)
-        out_step[order] = step
-        out_reset[order] = reset
         return out_step, out_reset, in_order
 
     def close_idle(self) -> list[Aggregate]:
@@ -563,6 +582,7 @@ class PartitionAggregator:
         self._restored = np.concatenate([self._restored, np.full(extra, -1, np.int64)])
         self._carry = np.concatenate([self._carry, np.full(extra, math.nan)])
         self._carry_ts = np.concatenate([self._carry_ts, np.full(extra, NO_TS, np.int64)])
+        self._mark = np.zeros(cap, np.int64)
         for wins in self._windows:
             for win in wins.values():
                 win.grow(cap)
