@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from monitoring.config import ApiSettings, ConfigError
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/ping"})  # liveness probes, as ClickHouse's /ping
 CLICKHOUSE_PATHS = frozenset({"/"})  # refusals there answer in ClickHouse's error shape
 _CODE_NAMES = {194: "REQUIRED_PASSWORD", 516: "AUTHENTICATION_FAILED", 497: "ACCESS_DENIED"}
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
