@@ -169,8 +169,13 @@ def routes(server: QueryServer) -> list[BaseRoute]:
         text = _one(params, "timeout")
         if not text:
             return limit_s()
-        asked = parse_duration(text, "timeout") / 1000
-        return min(asked, limit_s()) if asked > 0 else limit_s()
+        try:
+            asked = float(text)  # seconds, below the millisecond too
+        except ValueError:
+            asked = parse_duration(text, "timeout") / 1000
+        if not math.isfinite(asked):
+            asked = parse_duration(text, "timeout") / 1000  # Prometheus's error text
+        return min(max(asked, 1e-9), limit_s())
 
     def source(timeout: float, step_ms: int = 0) -> StoreSource:
         if not retention:

@@ -28,10 +28,12 @@ aggregates 30 days.
 - Else raw samples; the part of the interval older than the raw retention is read
   from the smallest window size.
 
-Either way the response says so in its warnings. Limitation until counter-aware
-aggregate columns land: a counter's window ``last`` is a sample of the counter, so
-``rate``/``increase`` over it handle resets between windows, but a reset followed by a
-climb above the previous window's last, inside one window, is not seen.
+Either way the response says so in its warnings. Counters (kind ``COUNTER`` or
+``HISTOGRAM_BUCKET``) whose windows carry Aggregate v2's ``increase`` are read as a
+counter without resets ending at the last window's ``last`` (``Columns.
+counters_from_increase``), so ``rate``/``increase`` count a reset inside a window too.
+Windows without it (Aggregate v1) give their ``last``: a reset between windows is seen,
+one followed by a climb above the previous window's last inside one window is not.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ DOWNSAMPLE_FACTOR = 10  # aggregates once the step spans this many windows
 SERIES_MARGIN_MS = 3_600_000  # series.last_seen lags a live series (storage.series_refresh)
 DEFAULT_RAW_RETENTION_MS = 7 * 86_400_000
 WINDOW_PROBE = 8  # series asked which window sizes are stored
+COUNTER_KINDS = frozenset({"COUNTER", "HISTOGRAM_BUCKET"})
 MIN_MS = 0  # DateTime64(3) holds 1900-2299; the store holds nothing before 1970
 MAX_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
 _TTL = re.compile(r"toIntervalSecond\((\d+)\)")
@@ -176,6 +179,7 @@ class StoreSource:
         self.max_samples = max_samples
         self.samples_loaded = 0
         self.warnings: list[str] = []
+        self.counters: set[int] = set()  # series ids whose kind is a counter
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -195,7 +199,7 @@ class StoreSource:
             "limit": limit + 1,
         }
         rows = self._query(
-            "SELECT series_id, any(name), any(labels) FROM series "
+            "SELECT series_id, any(name), any(labels), anyLast(kind) FROM series "
             f"WHERE {where} GROUP BY series_id "
             "HAVING max(last_seen) >= fromUnixTimestamp64Milli({lo:Int64}) "
             "AND min(first_seen) <= fromUnixTimestamp64Milli({hi:Int64}) "
@@ -205,10 +209,12 @@ class StoreSource:
         if len(rows) > limit:
             raise TooLarge(f"the query selects more than {limit} series: narrow its label matchers")
         out: dict[int, dict[str, str]] = {}
-        for sid, name, labels in rows:
+        for sid, name, labels, kind in rows:
             named = {str(k): str(v) for k, v in labels.items() if v != ""}
             named["__name__"] = str(name)
             out[int(sid)] = named
+            if kind in COUNTER_KINDS:
+                self.counters.add(int(sid))
         return out
 
     def select(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
@@ -268,7 +274,8 @@ class StoreSource:
         if w:  # a window's point is its last value at its end: window_start + w
             sql = (
                 "SELECT series_id, toUnixTimestamp64Milli(window_start) + {w:Int64} AS t, "
-                "last AS v, version FROM aggregates WHERE series_id IN {ids:Array(UInt64)} "
+                "last AS v, version, increase FROM aggregates "
+                "WHERE series_id IN {ids:Array(UInt64)} "
                 "AND window_ms = {w:UInt32} "
                 "AND window_start >= fromUnixTimestamp64Milli({lo:Int64} - {w:Int64}) "
                 "AND window_start <= fromUnixTimestamp64Milli({hi:Int64} - {w:Int64}) "
@@ -309,17 +316,21 @@ class StoreSource:
             table.column("v").to_numpy().astype(np.float64, copy=False),
         )
         if w:
-            cols = cols.latest_version(table.column("version").to_numpy())
+            increase = table.column("increase").to_numpy(zero_copy_only=False)
+            cols = cols.latest_version(table.column("version").to_numpy(), increase)
+            cols = cols.counters_from_increase(self.counters)
         return cols
 
 
 @dataclass(frozen=True)
 class Columns:
-    """Fetched samples of many series: ids, timestamps (ms), values."""
+    """Fetched samples of many series: ids, timestamps (ms), values; for aggregates
+    also each window's counter ``increase`` (NaN where the row has none)."""
 
     sid: np.ndarray
     ts: np.ndarray
     values: np.ndarray
+    increase: np.ndarray | None = None
 
     @staticmethod
     def concat(parts: list[Columns]) -> Columns:
@@ -334,12 +345,34 @@ class Columns:
     def _same_as_next(self) -> np.ndarray:
         return (self.sid[1:] == self.sid[:-1]) & (self.ts[1:] == self.ts[:-1])
 
-    def latest_version(self, version: np.ndarray) -> Columns:
-        """Of a window stored more than once (re-emitted), the last emitted version."""
+    def latest_version(self, version: np.ndarray, increase: np.ndarray) -> Columns:
+        """Of a window stored more than once (re-emitted), the last emitted version
+        last (``split`` keeps it)."""
+        inc = np.asarray(increase, dtype=np.float64)
         if not self._same_as_next().any():
-            return self
+            return Columns(self.sid, self.ts, self.values, inc)
         order = np.lexsort((version, self.ts, self.sid))
-        return Columns(self.sid[order], self.ts[order], self.values[order])
+        return Columns(self.sid[order], self.ts[order], self.values[order], inc[order])
+
+    def counters_from_increase(self, counters: set[int]) -> Columns:
+        """Counters whose windows all carry ``increase`` (Aggregate v2) as a counter
+        without resets that ends at the last window's ``last``: point k is
+        ``last[-1] - sum(increase[k+1:])``. ``rate``/``increase`` over it count every
+        reset, even one inside a window; a counter's value shown after a reset reads
+        higher than it was. Other series keep each window's ``last``."""
+        if self.increase is None or not counters or not len(self.sid):
+            return self
+        values = self.values.copy()
+        bounds = np.flatnonzero(self.sid[1:] != self.sid[:-1]) + 1
+        starts = np.concatenate(([0], bounds)).tolist()
+        ends = np.concatenate((bounds, [len(self.sid)])).tolist()
+        for a, b in zip(starts, ends, strict=True):
+            inc = self.increase[a:b]
+            if int(self.sid[a]) not in counters or np.isnan(inc).any():
+                continue
+            cs = np.cumsum(inc)
+            values[a:b] = values[b - 1] - (cs[-1] - cs)
+        return Columns(self.sid, self.ts, values, self.increase)
 
     def split(self, found: dict[int, dict[str, str]]) -> list[SeriesData]:
         """Per-series data; of equal timestamps the last one is kept (a replayed sample

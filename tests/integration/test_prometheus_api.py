@@ -45,6 +45,7 @@ T_LATE = BASE_MS + 100 * 60_000 + 7_000  # off the 15 s grid
 T_STALE = BASE_MS + 62 * 60_000  # node_temperature_celsius{instance="i5"} stopped at 60 m
 RANGE = (BASE_MS + 5 * 60_000, BASE_MS + 125 * 60_000, 60_000)  # runs past the data's end
 ARCHIVE_MS = BASE_MS - 10 * 24 * HOUR  # only aggregates reach back this far
+RESET_WINDOW = 100  # archived_total resets inside this window: last 1000, increase 500
 TOKEN = "prom-t0ken-9d1c"
 LIMITS = QueryLimits(timeout="20s", max_result_rows=1_000_000, max_result_bytes=256 << 20)
 
@@ -65,7 +66,9 @@ def _write(client: Any, base_ms: int) -> None:
         )
     writer.flush()
     aggregate_samples(client, 60_000)
-    # A counter kept only as aggregates (its raw samples are past the retention).
+    # A counter kept only as aggregates (its raw samples are past the retention), with
+    # Aggregate v2's increase: window n ends at n + 1 min, last 10 n, increase 10, but
+    # one window hides a reset (its last alone cannot show it).
     day = 24 * 60
     client.command(
         "INSERT INTO series (series_id, series, name, labels, kind, unit, first_seen, "
@@ -75,11 +78,13 @@ def _write(client: Any, base_ms: int) -> None:
     )
     client.command(
         "INSERT INTO aggregates (series_id, series, name, labels, window_ms, window_start, "
-        "window_end, count, sum, min, max, mean, last, p50, p90, p99, closed_by, version) "
+        "window_end, count, sum, min, max, mean, last, p50, p90, p99, closed_by, version, "
+        "increase) "
         "SELECT 42, 'archived_total{job=\"old\"}', 'archived_total', map('job', 'old'), 60000, "
         f"fromUnixTimestamp64Milli({ARCHIVE_MS} + number * 60000), "
         f"fromUnixTimestamp64Milli({ARCHIVE_MS} + (number + 1) * 60000), 4, 0, 0, 0, 0, "
-        f"number * 10, 0, 0, 0, 'watermark', 1 FROM numbers({day})"
+        f"number * 10, 0, 0, 0, 'watermark', 1, if(number = {RESET_WINDOW}, 500, 10) "
+        f"FROM numbers({day})"
     )  # fmt: skip
 
 
@@ -308,6 +313,14 @@ def test_ranges_past_the_raw_retention_read_aggregates(world: World) -> None:
     assert float(rate["data"]["result"][0]["value"][1]) == pytest.approx(10 / 60)
 
 
+def test_counter_aggregates_count_a_reset_inside_a_window(world: World) -> None:
+    # window ends at 98..103 min are windows 97..102: increases 10 x 4 + 500
+    t = ARCHIVE_MS + (RESET_WINDOW + 3) * 60_000
+    body = ok(world.store, "/api/v1/query", query="increase(archived_total[5m])", time=t / 1000)
+    assert float(body["data"]["result"][0]["value"][1]) == pytest.approx(540.0)
+    assert any("aggregates" in w for w in body["warnings"])
+
+
 # -- promtool as the client ---------------------------------------------------------
 
 
@@ -363,6 +376,19 @@ def test_promtool_shows_a_parse_error(world: World) -> None:
     done = promtool("instant", world.store, "sum(rate(http_requests_total[5m])")
     assert done.returncode != 0
     assert "bad_data" in done.stderr and "parse error" in done.stderr
+
+
+def test_promtool_with_the_token_as_basic_auth(world: World) -> None:
+    """promtool 2.42 has no --http.config.file; Go sends a URL's user info as basic auth,
+    whose password the guard takes as the token."""
+    host = world.secured.removeprefix("http://")
+    expr = 'up{instance="i1"}'
+    ours = promtool_json(
+        "instant", f"--time={T_LATE / 1000}", f"http://grafana:{TOKEN}@{host}", expr
+    )
+    assert [s["metric"]["instance"] for s in ours] == ["i1"]
+    refused = promtool("instant", f"http://grafana:wrong@{host}", expr)
+    assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout
 
 
 # -- the other endpoints ------------------------------------------------------------
@@ -524,6 +550,12 @@ def test_bad_label_name_and_missing_match(world: World) -> None:
         assert _error(ask(url, "/api/v1/series"), 400, "bad_data") == (
             "no match[] parameter provided"
         )
+
+
+def test_a_query_past_its_timeout_is_a_timeout(world: World) -> None:
+    params = {"query": "sum(rate(http_requests_total[5m]))", "time": T_LATE / 1000}
+    for url in (world.store, world.prom):
+        assert _error(ask(url, "/api/v1/query", **params, timeout="0.000001"), 503, "timeout")
 
 
 def test_invalid_regex_is_bad_data(world: World) -> None:
