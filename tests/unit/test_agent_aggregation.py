@@ -69,6 +69,26 @@ def oracle(points: list[tuple[int, int, float]]) -> dict[tuple[str, int, int], t
     return {k: (len(v), sum(v), min(v), max(v), v[-1]) for k, v in by.items()}
 
 
+def counter_oracle(points: list[tuple[int, int, float]]) -> dict[tuple[str, int, int], tuple]:
+    """(series, window, start) -> (first, increase, resets): each series' samples are in
+    order here, each steps from the one before (a drop counts from 0)."""
+    out: dict[tuple[str, int, int], list[Any]] = {}
+    prev: dict[int, float] = {}
+    for i, ts, v in points:
+        p = prev.get(i)
+        step = 0.0 if p is None else (v if v < p else v - p)
+        prev[i] = v
+        for w in SETTINGS.aggregation.windows_ms:
+            c = out.setdefault((KEYS[i], w, ts - ts % w), [v, 0.0, 0])
+            c[1] += step
+            c[2] += p is not None and v < p
+    return {k: tuple(c) for k, c in out.items()}
+
+
+def counters(aggs: dict[tuple[str, int, int], Aggregate]) -> dict[tuple[str, int, int], tuple]:
+    return {k: (a.first, a.increase, a.resets) for k, a in aggs.items()}
+
+
 def latest(rt: MemoryRuntime[Any]) -> dict[tuple[str, int, int], Aggregate]:
     """The aggregates topic as ``aggregates FINAL`` sees it; a key rewritten (a replay)
     must be rewritten with the same values."""
@@ -106,6 +126,7 @@ async def test_every_window_exact_then_idle_close() -> None:
         k: v[:4] for k, v in oracle(points).items()
     }
     assert summary(got) == oracle(points)
+    assert counters(got) == counter_oracle(points)
     assert {a.closed_by for a in got.values()} == {"watermark", "idle"}
     assert rt.metric("agent_items_total") == len(points)
     assert rt.dead_letters() == []
@@ -173,3 +194,4 @@ async def test_a_crash_anywhere_gives_the_same_windows(
     await run_with_crashes(rt, cuts)
     await finish(rt)
     assert summary(latest(rt)) == oracle(points)
+    assert counters(latest(rt)) == counter_oracle(points)  # the carry survives crashes
