@@ -130,7 +130,7 @@ def format_values(values: np.ndarray) -> list[str]:
     out[plain] = list(map(repr, v[plain].tolist()))
     for i in np.flatnonzero(~(integral | plain)).tolist():
         out[i] = format_value(float(v[i]))
-    return out.tolist()  # type: ignore[no-any-return]
+    return list(out.tolist())
 
 
 def format_timestamps(t_ms: np.ndarray) -> list[str]:
