@@ -74,6 +74,7 @@ from monitoring.alerts.promql import (
     UnsupportedExpression,
     compile_expr,
 )
+from monitoring.alerts.sample_rules import bool_comparison, compile_rule_expr, compile_samples
 from monitoring.alerts.templating import Template, TemplateError
 
 _DURATION = re.compile(
@@ -174,25 +175,8 @@ class Rule:
         for k in [*labels, *annotations]:
             if not _LABEL_NAME.match(k):
                 raise ValueError(f"invalid label/annotation name {k!r}")
-        compiled = compile_expr(expr)
-        rec = None
-        if recovery is not None:
-            try:
-                rec = compile_expr(recovery)
-            except UnsupportedExpression as e:
-                raise UnsupportedExpression(f"recovery: {e}") from None
-            root = rec.root
-            if not isinstance(root, Binary) or root.cmp is None or root.bool or root.is_scalar:
-                raise UnsupportedExpression(
-                    f"recovery must be a comparison on series without bool, like "
-                    f"'cpu_usage < 70', got {recovery!r}"
-                )
-            rec = CompiledExpr(
-                rec.text,
-                Binary(root.op, root.lhs, root.rhs, True, root.matching),
-                rec.max_range_ms,
-                rec.metric_names,
-            )
+        compiled = compile_rule_expr(expr)
+        rec = _recovery(recovery) if recovery is not None else None
         lt = {k: _template(v, f"label {k}") for k, v in labels.items()}
         at = {k: _template(v, f"annotation {k}") for k, v in annotations.items()}
         return cls(
@@ -256,12 +240,32 @@ class RecordingRule:
         for k in labels:
             if not _LABEL_NAME.match(k) or k.startswith("__"):
                 raise ValueError(f"invalid label name {k!r}")
-        return cls(record, expr, labels, group, file, compile_expr(expr))
+        return cls(record, expr, labels, group, file, compile_rule_expr(expr))
 
     @property
     def max_range_ms(self) -> int:
         """The longest range the expression reads."""
         return self.compiled.max_range_ms
+
+
+def _recovery(text: str) -> CompiledExpr:
+    """``recovery`` compiled as its comparison with ``bool`` (0: not recovered yet):
+    the window subset when it supports it, else the sample engine."""
+    try:
+        rec = compile_expr(text)
+    except UnsupportedExpression:
+        try:
+            return compile_samples(bool_comparison(text))
+        except UnsupportedExpression as e:
+            raise UnsupportedExpression(f"recovery: {e}") from None
+    root = rec.root
+    if not isinstance(root, Binary) or root.cmp is None or root.bool or root.is_scalar:
+        raise UnsupportedExpression(
+            f"recovery must be a comparison on series without bool, like "
+            f"'cpu_usage < 70', got {text!r}"
+        )
+    bool_root = Binary(root.op, root.lhs, root.rhs, True, root.matching)
+    return CompiledExpr(rec.text, bool_root, rec.max_range_ms, rec.metric_names)
 
 
 def _template(text: str, what: str) -> Template:

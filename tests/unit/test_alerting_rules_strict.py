@@ -17,7 +17,7 @@ from monitoring.config import ConfigError, Settings
 
 GOOD = "groups: [{name: g, rules: [{alert: Hot, expr: temp > 80}]}]"
 TWO = "groups: [{name: g, rules: [{alert: Hot, expr: temp > 80}, {alert: Cold, expr: temp < 5}]}]"
-BAD = "groups: [{name: g, rules: [{alert: Broken, expr: 'rate(temp[1m] offset 5m)'}]}]"
+BAD = "groups: [{name: g, rules: [{alert: Broken, expr: 'rate(temp[1m] @ 100)'}]}]"
 
 
 def files(tmp_path: Path, **texts: str) -> list[str]:
@@ -74,7 +74,7 @@ def test_a_reload_that_does_not_load_keeps_the_running_rules(tmp_path: Path) -> 
     reload_ok = lambda: registry.get_sample_value("alerting_rules_last_reload_successful")  # noqa: E731
     assert [r.name for r in agent.engine.rules] == ["Hot", "Watchdog"] and reload_ok() == 1
 
-    Path(path).write_text(TWO.replace("temp < 5", "'rate(temp[1m] offset 5m)'"))
+    Path(path).write_text(TWO.replace("temp < 5", "'rate(temp[1m] @ 100)'"))
     with capture_logs() as logs:
         assert agent.reload_rules() is False
     assert [r.name for r in agent.engine.rules] == ["Hot", "Watchdog"]  # the old set runs on

@@ -166,8 +166,8 @@ def errors(text: str) -> list[str]:
             "rule 'r': invalid label name '__x'",
         ),
         (
-            "groups: [{name: g, rules: [{record: r, expr: 'topk(1, x)'}]}]",
-            "rule 'r': aggregation 'topk' is not supported",
+            "groups: [{name: g, rules: [{record: r, expr: 'limitk(1, x)'}]}]",
+            "rule 'r': aggregation 'limitk' is not supported",
         ),
         (
             "groups: [{name: g, rules: [{alert: A, expr: x, severity: page}]}]",
@@ -175,21 +175,23 @@ def errors(text: str) -> list[str]:
         ),
         (
             "groups: [{name: g, rules: [{alert: A, expr: 'foo(x) > 1'}]}]",
-            "f.yml: group 'g': rule 'A': cannot parse 'foo(x) > 1': "
-            "unknown function with name 'foo'",
+            "f.yml: group 'g': rule 'A': 1:4: parse error: unknown function with name 'foo'",
         ),
         (
-            "groups: [{name: g, rules: [{alert: A, expr: 'histogram_quantile(0.9, x)'}]}]",
-            "rule 'A': function 'histogram_quantile' is not supported",
+            "groups: [{name: g, rules: [{alert: A, expr: 'histogram_count(x)'}]}]",
+            "rule 'A': function 'histogram_count' is not supported",
         ),
         (
-            "groups: [{name: g, rules: [{alert: A, expr: 'x offset 5m'}]}]",
-            "rule 'A': 'offset' is not supported",
+            "groups: [{name: g, rules: [{alert: A, expr: 'x @ 100'}]}]",
+            "rule 'A': '@' with a fixed time is not supported in rules",
         ),
-        ("groups: [{name: g, rules: [{alert: A, expr: 'x[5m] > 1'}]}]", "rule 'A': cannot parse"),
+        (
+            "groups: [{name: g, rules: [{alert: A, expr: 'x[5m] > 1'}]}]",
+            "rule 'A': 1:7: parse error",
+        ),
         (
             "groups: [{name: g, rules: [{alert: A, expr: 'x[5m]'}]}]",
-            "must be the argument of a range function",
+            "got a range vector: use it inside a function such as rate or avg_over_time",
         ),
         (
             "groups: [{name: g, rules: [{alert: A, expr: x, for: 5}]}]",
@@ -229,7 +231,7 @@ def errors(text: str) -> list[str]:
             "groups: [{name: g, rules: [{alert: A, expr: x > 1, recovery: 'x < bool 1'}]}]",
             "recovery must be a comparison on series without bool",
         ),
-        ("rules: [{name: A, condition: 'cpu >'}]", "f.yml: group 'f': rule 'A': cannot parse"),
+        ("rules: [{name: A, condition: 'cpu >'}]", "f.yml: group 'f': rule 'A': 1:6: parse error"),
         ("rules: [{name: A, condition: cpu > 1, for: 5m}]", "rule 'A': unknown key(s) ['for']"),
     ],
 )
@@ -246,7 +248,7 @@ groups:
   - name: g
     rules:
       - {alert: Good1, expr: x > 1}
-      - {alert: Bad, expr: "topk(1, x)"}
+      - {alert: Bad, expr: "limitk(1, x)"}
       - {alert: Good2, expr: y < 1}
   - name: broken
     interval: never
@@ -258,8 +260,7 @@ groups:
     )
     assert [r.name for r in rs.rules] == ["Good1", "Good2", "Good3"]
     assert [str(e) for e in rs.errors] == [
-        "mixed.yml: group 'g': rule 'Bad': aggregation 'topk' is not supported "
-        "(supported: sum, avg, min, max, count)",
+        "mixed.yml: group 'g': rule 'Bad': aggregation 'limitk' is not supported",
         "mixed.yml: group 'broken': interval: invalid duration 'never': use e.g. 30s, 5m, 1h30m",
     ]
     e = rs.errors[0]
@@ -312,11 +313,11 @@ def test_cli_check_failure_names_file_rule_and_reason(tmp_path: Path) -> None:
     good = tmp_path / "good.yml"
     good.write_text(PROM)
     bad = tmp_path / "bad.yml"
-    bad.write_text("groups: [{name: g, rules: [{alert: Broken, expr: 'x offset 1m > 1'}]}]")
+    bad.write_text("groups: [{name: g, rules: [{alert: Broken, expr: 'x @ 100 > 1'}]}]")
     res = runner.invoke(app, ["rules", "check", str(good), str(bad)])
     assert res.exit_code == 1
     assert "SUCCESS: 1 rules found" in res.output
-    assert f"{bad}: group 'g': rule 'Broken': 'offset' is not supported" in res.output
+    assert f"{bad}: group 'g': rule 'Broken': '@' with a fixed time is not supported" in res.output
     assert "1 of 2 file(s) failed" in res.output
 
 
