@@ -50,6 +50,12 @@ value 0); it resolves once the comparison holds, or when the series is gone. So 
 value hovering around 80 does not flap; it must fall below 70. The recovery
 expression must return the same labels as ``expr`` (same selectors and grouping).
 
+Expressions compile with the window subset (``alerts/promql.py``, exact over window
+statistics) when it supports them, else as a whole on ``monitoring.promql`` over the
+windows seen as samples (``alerts/sample_rules.py``): ``histogram_quantile``, ``topk``,
+``offset``, ``group_left``, subqueries... A ``recovery`` outside the subset is its
+comparison with ``bool`` inserted.
+
 Each problem is a ``RuleError`` naming the file, group, rule and problem. Loading
 returns the good rules and the errors: one bad rule never hides the others.
 

@@ -152,6 +152,7 @@ def alerts(
     """Window close -> alert on the topic -> webhook latency; rule evaluation cost."""
     from monitoring.bench.alert_latency import run as run_live
     from monitoring.bench.alerts import run_eval_bench
+    from monitoring.bench.alerts_samples import run_samples_bench
     from monitoring.bench.pipeline import percentile
     from monitoring.log import configure_logging
 
@@ -159,6 +160,7 @@ def alerts(
     console = Console(stderr=True)
     console.print(f"[dim]evaluation: {rules:,} rules over {series:,} series[/dim]")
     ev = run_eval_bench(rules, series, closes)
+    samples = run_samples_bench(closes=closes)
     live = run_live(
         load_settings(config).kafka.bootstrap_servers,
         rules,
@@ -175,6 +177,11 @@ def alerts(
     t.add_row("evaluation per window close (ms, wall)", f"{ev.eval_ms_per_close:.1f}")
     t.add_row("evaluation per window close (ms, CPU)", f"{ev.eval_cpu_ms_per_close:.1f}")
     t.add_row("evaluation worst close (ms)", f"{ev.eval_ms_max:.1f}")
+    t.add_row(
+        f"{samples.rules} histogram_quantile rules over {samples.series:,} bucket series "
+        "(sample engine, ms per close, wall / CPU)",
+        f"{samples.eval_ms_per_close:.1f} / {samples.eval_cpu_ms_per_close:.1f}",
+    )
     t.add_row("live load (samples/s)", f"{live.samples_per_s:,.0f}")
     t.add_row("window ends closed / alerts measured", f"{live.closes} / {len(live.alert_ms)}")
     t.add_row("window close -> alert on topic p50/p99 (ms)", f"{a50:.0f} / {a99:.0f}")

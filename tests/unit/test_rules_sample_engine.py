@@ -274,3 +274,11 @@ groups:
         eng.evaluate(k * W)
         states.append(bool(eng.firing()))
     assert states == [True, True, True, False]
+
+
+def test_the_sample_rules_bench_runs_at_toy_size() -> None:
+    from monitoring.bench.alerts_samples import run_samples_bench
+
+    res = run_samples_bench(rules=4, services=2, buckets=5, closes=2)
+    assert (res.rules, res.series, res.closes) == (4, 10, 2)
+    assert res.eval_ms_per_close > 0
