@@ -268,32 +268,56 @@ class StoreSource:
         return self.client.query(sql, parameters=params, settings=self.settings)
 
     def _fetch(self, ids: list[int], part: Part) -> Columns:
-        """One read of ``part``, in key order, at most the rest of the sample budget: the
-        engine stops the statement past it (``max_result_rows``), before it is fetched."""
-        w = part.window_ms
-        if w:  # a window's point is its last value at its end: window_start + w
-            sql = (
-                "SELECT series_id, toUnixTimestamp64Milli(window_start) + {w:Int64} AS t, "
-                "last AS v, version, increase FROM aggregates "
-                "WHERE series_id IN {ids:Array(UInt64)} "
-                "AND window_ms = {w:UInt32} "
-                "AND window_start >= fromUnixTimestamp64Milli({lo:Int64} - {w:Int64}) "
-                "AND window_start <= fromUnixTimestamp64Milli({hi:Int64} - {w:Int64}) "
-                "ORDER BY series_id, window_start"
-            )
-        else:
-            sql = (
+        """One read of ``part``, in key order, at most the rest of the sample budget."""
+        params = {"ids": ids, "lo": clamp_ms(part.start_ms), "hi": clamp_ms(part.end_ms)}
+        if not part.window_ms:
+            table = self._arrow(
                 "SELECT series_id, toUnixTimestamp64Milli(ts) AS t, value AS v FROM samples "
                 "WHERE series_id IN {ids:Array(UInt64)} "
                 "AND ts >= fromUnixTimestamp64Milli({lo:Int64}) "
-                "AND ts <= fromUnixTimestamp64Milli({hi:Int64}) ORDER BY series_id, ts"
+                "AND ts <= fromUnixTimestamp64Milli({hi:Int64}) ORDER BY series_id, ts",
+                params,
             )
+            return Columns.of(table)
+        # A window's point is its last value at its end (window_start + w). ``increase``
+        # only when counters are asked for, ``version`` only when a window was stored
+        # twice (re-emitted, not merged yet): both cost a column read.
+        counters = bool(self.counters.intersection(ids))
+        cols = self._windows(params, part.window_ms, counters, with_version=False)
+        if cols.has_duplicates():
+            cols = self._windows(params, part.window_ms, counters, with_version=True)
+        return cols.counters_from_increase(self.counters)
+
+    def _windows(
+        self, params: dict[str, Any], w: int, counters: bool, with_version: bool
+    ) -> Columns:
+        extra = (", increase" if counters else "") + (", version" if with_version else "")
+        table = self._arrow(
+            "SELECT series_id, toUnixTimestamp64Milli(window_start) + {w:Int64} AS t, "
+            f"last AS v{extra} FROM aggregates WHERE series_id IN {{ids:Array(UInt64)}} "
+            "AND window_ms = {w:UInt32} "
+            "AND window_start >= fromUnixTimestamp64Milli({lo:Int64} - {w:Int64}) "
+            "AND window_start <= fromUnixTimestamp64Milli({hi:Int64} - {w:Int64}) "
+            "ORDER BY series_id, window_start",
+            {**params, "w": w},
+            recount=with_version,
+        )
+        cols = Columns.of(table)
+        if counters:
+            increase = table.column("increase").to_numpy(zero_copy_only=False)
+            cols = Columns(cols.sid, cols.ts, cols.values, increase.astype(np.float64))
+        if with_version:
+            cols = cols.latest_version(table.column("version").to_numpy())
+        return cols
+
+    def _arrow(self, sql: str, params: dict[str, Any], recount: bool = False) -> Any:
+        """``sql`` as an Arrow table, stopped by the engine past the sample budget (so an
+        oversized answer is never fetched); counted against the budget."""
         budget = self.max_samples - self.samples_loaded
-        params = {"ids": ids, "lo": clamp_ms(part.start_ms), "hi": clamp_ms(part.end_ms), "w": w}
         settings = {k: v for k, v in (self.settings or {}).items() if k != "readonly"}
         settings |= {
             "max_result_rows": budget + 1,
-            "max_result_bytes": (budget + 1) * 32,
+            "max_result_bytes": (budget + 1) * 48,
             "result_overflow_mode": "throw",
             "readonly": 1,  # last: the limits are set before it
         }
@@ -309,17 +333,9 @@ class StoreSource:
                     "or narrow its selectors"
                 ) from None
             raise
-        self.samples_loaded += table.num_rows
-        cols = Columns(
-            table.column("series_id").to_numpy().astype(np.uint64, copy=False),
-            table.column("t").to_numpy().astype(np.int64, copy=False),
-            table.column("v").to_numpy().astype(np.float64, copy=False),
-        )
-        if w:
-            increase = table.column("increase").to_numpy(zero_copy_only=False)
-            cols = cols.latest_version(table.column("version").to_numpy(), increase)
-            cols = cols.counters_from_increase(self.counters)
-        return cols
+        if not recount:
+            self.samples_loaded += table.num_rows
+        return table
 
 
 @dataclass(frozen=True)
@@ -345,14 +361,25 @@ class Columns:
     def _same_as_next(self) -> np.ndarray:
         return (self.sid[1:] == self.sid[:-1]) & (self.ts[1:] == self.ts[:-1])
 
-    def latest_version(self, version: np.ndarray, increase: np.ndarray) -> Columns:
+    @staticmethod
+    def of(table: Any) -> Columns:
+        """The ``series_id``, ``t`` and ``v`` columns of an Arrow table."""
+        return Columns(
+            table.column("series_id").to_numpy().astype(np.uint64, copy=False),
+            table.column("t").to_numpy().astype(np.int64, copy=False),
+            table.column("v").to_numpy().astype(np.float64, copy=False),
+        )
+
+    def has_duplicates(self) -> bool:
+        """Whether a timestamp of a series comes twice."""
+        return bool(self._same_as_next().any())
+
+    def latest_version(self, version: np.ndarray) -> Columns:
         """Of a window stored more than once (re-emitted), the last emitted version
         last (``split`` keeps it)."""
-        inc = np.asarray(increase, dtype=np.float64)
-        if not self._same_as_next().any():
-            return Columns(self.sid, self.ts, self.values, inc)
         order = np.lexsort((version, self.ts, self.sid))
-        return Columns(self.sid[order], self.ts[order], self.values[order], inc[order])
+        inc = None if self.increase is None else self.increase[order]
+        return Columns(self.sid[order], self.ts[order], self.values[order], inc)
 
     def counters_from_increase(self, counters: set[int]) -> Columns:
         """Counters whose windows all carry ``increase`` (Aggregate v2) as a counter

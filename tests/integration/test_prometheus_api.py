@@ -86,6 +86,22 @@ def _write(client: Any, base_ms: int) -> None:
         f"number * 10, 0, 0, 0, 'watermark', 1, if(number = {RESET_WINDOW}, 500, 10) "
         f"FROM numbers({day})"
     )  # fmt: skip
+    # A gauge whose window 30 was emitted twice: the later version (last 1000) counts.
+    client.command(
+        "INSERT INTO series (series_id, series, name, labels, kind, unit, first_seen, "
+        "last_seen) VALUES (43, 'archived_gauge', 'archived_gauge', map(), 'GAUGE', '', "
+        f"fromUnixTimestamp64Milli({ARCHIVE_MS}), fromUnixTimestamp64Milli({ARCHIVE_MS + HOUR}))"
+    )
+    for version, last in ((1, "number"), (3, "if(number = 30, 1000, number)"), (2, "-1")):
+        client.command(
+            "INSERT INTO aggregates (series_id, series, name, labels, window_ms, window_start, "
+            "window_end, count, sum, min, max, mean, last, p50, p90, p99, closed_by, version) "
+            "SELECT 43, 'archived_gauge', 'archived_gauge', map(), 60000, "
+            f"fromUnixTimestamp64Milli({ARCHIVE_MS} + number * 60000), "
+            f"fromUnixTimestamp64Milli({ARCHIVE_MS} + (number + 1) * 60000), 1, 0, 0, 0, 0, "
+            f"{last}, 0, 0, 0, 'watermark', {version} "
+            f"FROM numbers({60 if version != 2 else 31})"
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +327,15 @@ def test_ranges_past_the_raw_retention_read_aggregates(world: World) -> None:
     rate = ok(world.store, "/api/v1/query", query="rate(archived_total[10m])",
               time=(start + 10 * 60_000) / 1000)  # fmt: skip
     assert float(rate["data"]["result"][0]["value"][1]) == pytest.approx(10 / 60)
+
+
+def test_a_window_emitted_again_counts_in_its_latest_version(world: World) -> None:
+    body = ok(
+        world.store, "/api/v1/query_range", query="archived_gauge",
+        start=(ARCHIVE_MS + 29 * 60_000) / 1000, end=(ARCHIVE_MS + 33 * 60_000) / 1000, step=60,
+    )  # fmt: skip
+    (series,) = body["data"]["result"]
+    assert [float(v) for _, v in series["values"]] == [28.0, 29.0, 1000.0, 31.0, 32.0]
 
 
 def test_counter_aggregates_count_a_reset_inside_a_window(world: World) -> None:
