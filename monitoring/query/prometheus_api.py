@@ -34,8 +34,9 @@ from monitoring.promql import (
     PromQLError,
     Result,
     TooLarge,
-    selectors,
+    parse,
 )
+from monitoring.promql.plan import VectorSel
 from monitoring.query.prom_format import (
     LABEL_NAME,
     MAX_TIME_MS,
@@ -115,12 +116,14 @@ def _matcher_sets(params: Params, required: bool) -> list[list[Matcher]]:
     sets = []
     for text in given:
         try:
-            found = selectors(text)
+            node = parse(text)
         except PromQLError as e:
             raise ApiError("bad_data", f'invalid parameter "match[]": {e}') from None
-        if len(found) != 1:
-            raise ApiError("bad_data", f'invalid parameter "match[]": {text!r} is not a selector')
-        matchers = found[0][0]
+        if not isinstance(node, VectorSel) or node.offset_ms or node.at is not None:
+            raise ApiError(
+                "bad_data", f'invalid parameter "match[]": {text!r} is not a series selector'
+            )
+        matchers = list(node.matchers)
         if all(_matches_empty(m) for m in matchers):
             raise ApiError("bad_data", "match[] must contain at least one non-empty matcher")
         sets.append(matchers)

@@ -575,6 +575,9 @@ def test_bad_label_name_and_missing_match(world: World) -> None:
         assert _error(ask(url, "/api/v1/series"), 400, "bad_data") == (
             "no match[] parameter provided"
         )
+        for bad in ("rate(up[5m])", '{job=""}', "up{"):
+            resp = ask(url, "/api/v1/series", **{"match[]": bad})
+            assert _error(resp, 400, "bad_data")
 
 
 def test_a_query_past_its_timeout_is_a_timeout(world: World) -> None:
