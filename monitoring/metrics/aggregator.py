@@ -535,6 +535,7 @@ class PartitionAggregator:
         future = self._carry_ts > limit_ms  # the counter sequence restarts after them
         self._carry[future] = math.nan
         self._carry_ts[future] = NO_TS
+        self._dirty |= future & self._used
         self.max_event_ms = limit_ms
         self.watermark_ms = min(self.watermark_ms, limit_ms - self.allowed_lateness_ms)
         self._next_end = min(

@@ -218,3 +218,16 @@ def test_a_version_1_state_restores_windows_without_counter_fields() -> None:
     assert (a.count, a.last, a.first, a.increase, a.resets) == (2, 5.0, None, None, None)
     assert (b.first, b.increase) == (6.0, 1.0)
     assert math.isnan(unpack_series(v1)["carry"])
+
+
+def test_pull_back_forgets_a_carry_from_the_future() -> None:
+    """A sample from the future (state from before the skew bound) would make the next
+    on-time sample look like a reset; pulled back, the sequence starts afresh."""
+    agg = PartitionAggregator((10_000,), 0, vector_min=10**9)
+    agg.process(0, [sample(0, BASE + 1_000, 5.0)])
+    agg.process(1, [sample(0, BASE + 3_600_000, 1e9)])
+    agg.pull_back(BASE + 2_000)
+    agg.process(2, [sample(0, BASE + 2_000, 7.0)])
+    [a] = [a for a in agg.close_idle() if a.window_start_ms == BASE]
+    # (the window of 5.0 was closed early by the future watermark; its output stands)
+    assert (a.count, a.first, a.increase, a.resets) == (1, 7.0, 0.0, 0)  # not a reset
