@@ -167,6 +167,38 @@ class LocalDeployment:
                 out.append(f"{name} (pid {p.pid}) {state}; its log ends:\n{tail}")
         return "\n".join(out) or "no store started"
 
+    def drained(self) -> bool:
+        """Whether the worker and the store committed every record now on their inputs
+        (samples for both, aggregates for the store): nothing more is on its way."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from monitoring.runtime import topics
+        from monitoring.sinks.clickhouse.store import GROUP_ID
+
+        k = self.settings.kafka
+        samples, aggregates = (topics.topic_name(k, t) for t in (topics.SAMPLES, topics.AGGREGATES))
+        parts = {
+            samples: range(k.samples_partitions),
+            aggregates: range(self._partitions(aggregates)),
+        }
+        groups = {f"{self.prefix}worker": [samples], GROUP_ID: [samples, aggregates]}
+        for group, names in groups.items():
+            c = Consumer({"bootstrap.servers": k.bootstrap_servers, "group.id": group})
+            try:
+                tps = [TopicPartition(t, p) for t in names for p in parts[t]]
+                for tp in c.committed(tps, timeout=10):
+                    end = c.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+                    if end > 0 and tp.offset < end:
+                        return False
+            finally:
+                c.close()
+        return True
+
+    def _partitions(self, topic: str) -> int:
+        from monitoring.runtime.admin import list_topics
+
+        return list_topics(self.settings.kafka.bootstrap_servers, prefix=topic)[topic]
+
     def wait(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``cond`` until true; fail early if a process crashed."""
         deadline = time.monotonic() + timeout

@@ -8,15 +8,19 @@ at the end ``T`` of a window is that window's last sample.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
+from monitoring.agents.alerting import STATE_KEY
 from monitoring.alerts.model import Alert
 from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
+from monitoring.runtime.changelog import read_table
+from monitoring.runtime.state_chunks import join
 from monitoring.wire.alert_encoding import from_record
 from monitoring.wire.codec import AvroCodec
 
@@ -77,6 +81,28 @@ class AlertReader:
                 self.seen.append((from_record(rec), rec["evaluated_at_ms"]))
         return self.seen
 
+    def to_end(self) -> list[tuple[Alert, int]]:
+        """Everything on the topic now."""
+        topic = self.c.assignment()[0].topic
+        parts = self.c.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {n: self.c.get_watermark_offsets(TopicPartition(topic, n), timeout=10)[1]
+                for n in parts}  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pos = {tp.partition: tp.offset for tp in self.c.position(
+                [TopicPartition(topic, n) for n in parts])}  # fmt: skip
+            if all(pos.get(n, -1) >= e for n, e in ends.items() if e > 0):
+                break
+            self.until(len(self.seen) + 1, 0.5)
+        return self.seen
+
+
+def checkpointed_through(p: Pipeline) -> int:
+    """The end the evaluator's last checkpoint on ``alerts.state`` says it evaluated."""
+    raw = join(read_table(p.settings.kafka.bootstrap_servers, p.topic("alerts.state"), 0))
+    state = raw.table.get(STATE_KEY)
+    return -1 if state is None else int(json.loads(state)["last_evaluated_ms"])
+
 
 def test_alerts_fire_and_resolve_once_across_an_evaluator_kill(
     pipeline_factory, tmp_path: Path
@@ -96,7 +122,10 @@ def test_alerts_fire_and_resolve_once_across_an_evaluator_kill(
     produce(p, samples(start, range(0, 42)))
     fired = reader.until(2, 120)
     assert len(fired) == 2, p.logs()
-    time.sleep(1.5)  # the evaluator checkpoints after sending
+    last_fired = max(at for _, at in fired)
+    p.wait(  # the evaluator checkpoints after sending: kill it once it has
+        lambda: checkpointed_through(p) >= last_fired, 60, "a checkpoint past the alerts"
+    )
     for proc in (evaluator, worker):  # SIGKILL both: the new worker replays some windows
         proc.kill()
         proc.wait()
@@ -104,8 +133,10 @@ def test_alerts_fire_and_resolve_once_across_an_evaluator_kill(
     p.start("alerting", "alerting2")
     produce(p, samples(start, range(42, N_WINDOWS)))
     got = reader.until(4, 120)
-    time.sleep(3)  # a re-fired duplicate would arrive now
-    got = reader.until(5, 1)
+    # once a checkpoint covers the last window, every end was evaluated and whatever it
+    # sent (a re-fired duplicate too) is on the topic: read it to its end
+    p.wait(lambda: checkpointed_through(p) >= end(N_WINDOWS - 1), 120, "the last end evaluated")
+    got = reader.to_end()
 
     summary = sorted(
         (a.name, a.status, dict(a.labels), a.starts_at_ms, a.ends_at_ms, a.value, at)

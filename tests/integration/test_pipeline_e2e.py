@@ -67,13 +67,26 @@ def produce_in_background(p: Pipeline, points: list[Point]) -> threading.Thread:
     return producer
 
 
+def in_group(p: Pipeline, *workers: str) -> None:
+    """Wait until each of ``workers`` was given partitions (and restored them)."""
+    for name in workers:
+        log = p.dir / f"{name}.log"
+        p.wait(
+            lambda log=log: "partition_restored" in log.read_text(errors="replace"),
+            120,
+            f"{name} given partitions\n{p.logs()}",
+        )
+
+
 def check_against_oracle(p: Pipeline, expected: dict[tuple[str, int, int], Expected]) -> None:
     p.wait(
         lambda: p.query(f"SELECT count() FROM aggregates FINAL {OWN}")[0][0] >= len(expected),
         240,
         f"{len(expected)} aggregate rows\n{p.logs()}",
     )
-    time.sleep(2)  # anything extra (a wrong window) would arrive now
+    # everything produced read and committed by the worker and the store: anything
+    # extra (a wrong window) is in by now
+    p.wait(p.drained, 120, f"the pipeline drained\n{p.logs()}")
     rows = p.query(AGG_SQL)
     got = {(r[0], r[1], r[2]): r[3:] for r in rows}
     assert len(rows) == len(got), "duplicate windows in query results"
@@ -171,7 +184,13 @@ def test_kill_9_worker_and_store_mid_stream(pipeline: Pipeline) -> None:
     producer = produce_in_background(pipeline, points)
     pipeline.kill("worker-a")  # SIGKILL: no checkpoint, no commit, no goodbye
     pipeline.start("worker", "worker-b")
-    time.sleep(8)
+    in_group(pipeline, "worker-b")
+    stored = pipeline.query(f"SELECT count() FROM aggregates FINAL {OWN}")[0][0]
+    pipeline.wait(  # worker-b's windows reach the store before the store dies
+        lambda: pipeline.query(f"SELECT count() FROM aggregates FINAL {OWN}")[0][0] > stored,
+        120,
+        "worker-b's first windows stored",
+    )
     pipeline.kill("store")
     pipeline.start_store("store-b")
     producer.join(300)
@@ -184,7 +203,7 @@ def test_two_workers_give_the_single_worker_result(pipeline: Pipeline) -> None:
     pipeline.start_store()
     pipeline.start("worker", "worker-1")
     pipeline.start("worker", "worker-2")
-    time.sleep(12)  # both in the group before data arrives
+    in_group(pipeline, "worker-1", "worker-2")  # before data arrives
     produce(pipeline, points, batch=False)
     check_against_oracle(pipeline, expected)
     logs = [(pipeline.dir / f"worker-{i}.log").read_text() for i in (1, 2)]
@@ -219,7 +238,7 @@ def test_rebalance_after_a_worker_dies_keeps_windows_exact(pipeline: Pipeline) -
     pipeline.start_store()
     pipeline.start("worker", "worker-1")
     pipeline.start("worker", "worker-2")
-    time.sleep(12)  # both in the group before data arrives
+    in_group(pipeline, "worker-1", "worker-2")  # before data arrives
     producer = produce_in_background(pipeline, points)
     pipeline.kill("worker-2")
     producer.join(300)
