@@ -3,7 +3,8 @@
 Everything under ``tests/integration`` is marked ``integration`` (``make test-unit``
 runs the rest, without a broker). Tests marked ``integration`` get the session's Kafka
 broker (``kafka_bootstrap``) even if they do not ask for it, so the broker is up before
-they run; tests also marked ``own_broker`` start their own and are left alone.
+they run; tests also marked ``own_broker`` start their own, and tests marked
+``no_broker`` (real ClickHouse, Prometheus or HTTP peers, but no Kafka) need none.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "own_broker: an integration test that starts its own Kafka broker"
     )
+    config.addinivalue_line("markers", "no_broker: an integration test that needs no Kafka")
 
 
 _INTEGRATION = Path(_TESTS) / "integration"
@@ -64,6 +66,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if (
             item.get_closest_marker("integration") is not None
             and item.get_closest_marker("own_broker") is None
+            and item.get_closest_marker("no_broker") is None
             and fixturenames is not None
             and "kafka_bootstrap" not in fixturenames
         ):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from monitoring.cli.bench import app
 
-pytestmark = pytest.mark.own_broker  # needs no Kafka broker and starts none
+pytestmark = pytest.mark.no_broker
 
 
 def test_bench_query_prints_its_summary_line() -> None:

@@ -8,7 +8,7 @@ tsdb create-blocks-from openmetrics``. Each expression of :data:`EXPRESSIONS` is
 both, instant (at two times) and range, and the answers compared with a float
 tolerance; :data:`MUST_DIFFER` lists where they must not agree, and why.
 
-The module needs no Kafka broker (``own_broker`` keeps the session's broker fixture
+The module needs no Kafka broker (``no_broker`` keeps the session's broker fixture
 away; it starts none).
 """
 
@@ -37,7 +37,7 @@ from monitoring.sinks.clickhouse.migrations import migrate
 from monitoring.sinks.clickhouse.query_server import QueryServer
 from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 
-pytestmark = pytest.mark.own_broker
+pytestmark = pytest.mark.no_broker
 
 HOUR = 3_600_000
 BASE_MS = int(time.time() * 1000) // HOUR * HOUR - 3 * HOUR  # raw retention covers it
