@@ -61,6 +61,10 @@ def closed_through(headers: Any) -> int | None:
 _DOUBLES = struct.Struct("<8d")
 _unpack_doubles = _DOUBLES.unpack_from
 _COUNTER = struct.Struct("<BdBd")  # first and increase, both present (union index 1)
+# the usual tail: the three present, resets below 64 (a one-byte varint)
+_COUNTER_ALL = struct.Struct("<BdBdBB")
+_pack_counter_all = _COUNTER_ALL.pack
+_unpack_counter_all = _COUNTER_ALL.unpack_from
 _unpack_double = struct.Struct("<d").unpack_from
 _NULL, _PRESENT = 0, 2  # a union's branch index 0 or 1, zig-zag encoded
 _LAYOUT: dict[str, Any] = {
@@ -95,6 +99,15 @@ def _counter_fields(first: float | None, increase: float | None, resets: int | N
 
 
 _NO_COUNTER = _counter_fields(None, None, None)
+
+
+def _counter_tail(first: float | None, increase: float | None, resets: int | None) -> bytes:
+    """``_counter_fields``, the two usual cases first."""
+    if first is not None and increase is not None and resets is not None and 0 <= resets < 64:
+        return _pack_counter_all(_PRESENT, first, _PRESENT, increase, _PRESENT, 2 * resets)
+    if first is None and increase is None and resets is None:
+        return _NO_COUNTER
+    return _counter_fields(first, increase, resets)
 
 
 class AggregateEncoder:
@@ -137,9 +150,7 @@ class AggregateEncoder:
                         avro_long(a.count),
                         pack(a.sum, a.min, a.max, a.mean, a.last, a.p50, a.p90, a.p99),
                         closed_by.get(a.closed_by) or avro_string(a.closed_by),
-                        _NO_COUNTER
-                        if a.increase is None and a.first is None and a.resets is None
-                        else _counter_fields(a.first, a.increase, a.resets),
+                        _counter_tail(a.first, a.increase, a.resets),
                     )
                 )
             )
@@ -200,15 +211,27 @@ class AggregateDecoder:
         count, i = read_long(b, i)
         d = _unpack_doubles(b, i)
         closed_by, i = read_string(b, i + 64)
-        first, i = _read_optional_double(b, i)
-        increase, i = _read_optional_double(b, i)
-        tag = b[i]
-        if tag == _NULL:
-            resets, i = None, i + 1
-        elif tag == _PRESENT:
-            resets, i = read_long(b, i + 1)
+        first: float | None
+        increase: float | None
+        resets: int | None
+        if len(b) - i == _COUNTER_ALL.size and b[i] == b[i + 9] == b[i + 18] == _PRESENT:
+            _, first, _, increase, _, r = _unpack_counter_all(b, i)  # the usual tail
+            if r & 0x80:
+                raise Malformed(f"varint running past the end at byte {i + 19}")
+            resets, i = (r >> 1) ^ -(r & 1), len(b)
+        elif b[i:] == _NO_COUNTER:
+            first = increase = resets = None
+            i = len(b)
         else:
-            raise Malformed(f"union branch {tag} at byte {i}")
+            first, i = _read_optional_double(b, i)
+            increase, i = _read_optional_double(b, i)
+            tag = b[i]
+            if tag == _NULL:
+                resets, i = None, i + 1
+            elif tag == _PRESENT:
+                resets, i = read_long(b, i + 1)
+            else:
+                raise Malformed(f"union branch {tag} at byte {i}")
         if i != len(b):
             raise DecodeError("trailing-bytes", f"{len(b) - i} bytes after an Aggregate body")
         return Aggregate(

@@ -93,3 +93,13 @@ def test_a_bad_union_branch_is_a_bad_body(tag: bytes) -> None:
     with pytest.raises(DecodeError) as e:
         AggregateDecoder(CODEC).decode(data[:-1] + tag)
     assert e.value.reason == "bad-body"
+
+
+def test_a_varint_cut_in_the_usual_tail_is_a_bad_body() -> None:
+    data = AggregateEncoder(CODEC).encode(Aggregate(**V1_RECORD, **COUNTERS))
+    assert data[-20:-19] == b"\x02" and data[-1:] == b"\x02"  # the usual tail, resets 1
+    with pytest.raises(DecodeError) as e:
+        AggregateDecoder(CODEC).decode(data[:-1] + b"\x82")  # continued past the end
+    assert e.value.reason == "bad-body"
+    with pytest.raises(DecodeError):
+        CODEC.decode(data[:-1] + b"\x82")  # fastavro agrees
