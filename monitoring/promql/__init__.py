@@ -17,6 +17,7 @@ Interface notes (additions, backward compatible):
 """
 
 from monitoring.promql.engine import Engine, resolution_error
+from monitoring.promql.hints import SelectHint
 from monitoring.promql.model import (
     BadQuery,
     EvalError,
@@ -38,6 +39,7 @@ __all__ = [
     "PromQLError",
     "QueryTimeout",
     "Result",
+    "SelectHint",
     "SeriesData",
     "Source",
     "TooLarge",

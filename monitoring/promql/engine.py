@@ -15,6 +15,7 @@ import numpy as np
 
 from monitoring.promql.aggregations import aggregate
 from monitoring.promql.binary import scalar_scalar, set_op, vector_scalar, vector_vector
+from monitoring.promql.hints import SelectHint, accepts_hint, from_times
 from monitoring.promql.model import (
     BadQuery,
     EvalError,
@@ -66,6 +67,15 @@ def resolution_error(start_ms: int, end_ms: int, step_ms: int, max_points: int) 
             "bad_data",
         )
     return None
+
+
+@dataclass(frozen=True)
+class _Need:
+    """A selector's fetch: ``[start, end]`` and what of it the evaluation looks at."""
+
+    start: int
+    end: int
+    hint: SelectHint | None
 
 
 @dataclass
@@ -189,34 +199,44 @@ class _Evaluator:
         ms = {"start": self.start, "end": self.end}.get(at.kind, at.ms)
         return np.full(len(grid), ms, dtype=np.int64)
 
-    def _intervals(self, node: Node, lo: int, hi: int, out: dict[int, tuple[int, int]]) -> None:
-        """The sample interval each selector needs when ``node`` runs at [lo, hi]."""
+    def _intervals(self, node: Node, grid: np.ndarray, out: dict[int, _Need]) -> None:
+        """The sample interval (and hint) each selector needs when ``node`` runs at
+        ``grid``."""
         if isinstance(node, VectorSel | MatrixSel):
             sel = node if isinstance(node, VectorSel) else node.sel
-            lo_t, hi_t = self._at(sel.at, np.array([lo, hi], dtype=np.int64)) - sel.offset_ms
+            times = self._at(sel.at, grid) - sel.offset_ms
             reach = self.e.lookback_ms if isinstance(node, VectorSel) else node.range_ms
+            instant = isinstance(node, VectorSel)
+            a, b = int(times.min()) - reach, int(times.max())
             prev = out.get(id(sel))
-            a, b = int(lo_t) - reach, int(hi_t)
-            out[id(sel)] = (a, b) if prev is None else (min(a, prev[0]), max(b, prev[1]))
+            if prev is None:
+                out[id(sel)] = _Need(a, b, from_times(times, reach, instant))
+            else:  # one node reached twice: the union, all of it
+                out[id(sel)] = _Need(min(a, prev.start), max(b, prev.end), None)
             return
         if isinstance(node, Subquery):
-            g = self._subquery_grid(node, np.array([lo, hi], dtype=np.int64))
+            g = self._subquery_grid(node, grid)
             if len(g):
-                self._intervals(node.expr, int(g[0]), int(g[-1]), out)
+                self._intervals(node.expr, g, out)
             return
         from monitoring.promql.plan import children
 
         for c in children(node):
-            self._intervals(c, lo, hi, out)
+            self._intervals(c, grid, out)
 
     def _fetch(self, grid: np.ndarray) -> None:
-        intervals: dict[int, tuple[int, int]] = {}
-        self._intervals(self.plan, int(grid[0]), int(grid[-1]), intervals)
+        needs: dict[int, _Need] = {}
+        self._intervals(self.plan, grid, needs)
         sels = {id(n): n for n in walk(self.plan) if isinstance(n, VectorSel)}
+        hinted = accepts_hint(self.source)
         total = 0
-        for key, (a, b) in intervals.items():
+        for key, need in needs.items():
             self.check()
-            found = self.source.select(list(sels[key].matchers), a, b)
+            matchers = list(sels[key].matchers)
+            if hinted:
+                found = self.source.select(matchers, need.start, need.end, hint=need.hint)  # type: ignore[call-arg]
+            else:
+                found = self.source.select(matchers, need.start, need.end)
             if len(found) > self.e.max_series:
                 raise TooLarge(
                     f"the selector {sels[key].text} matches {len(found)} series, more than "

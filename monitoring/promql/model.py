@@ -33,7 +33,13 @@ class SeriesData:
 
 
 class Source(Protocol):
-    """Where samples come from (ClickHouse in production, a list in tests)."""
+    """Where samples come from (ClickHouse in production, a list in tests).
+
+    Optional extension: a source whose ``select`` also takes a keyword ``hint``
+    (``monitoring.promql.hints.SelectHint`` or None, default None) is told when and how
+    far back each selector is evaluated, and may leave out the samples
+    ``hint.keep`` rejects; the engine passes it only to a source that takes it.
+    """
 
     def select(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         """Every series matching ALL matchers, with its samples in ``[start_ms, end_ms]``."""
