@@ -24,30 +24,6 @@ if _TESTS not in sys.path:  # makes `fixtures` importable under any --import-mod
 pytest_plugins = ["fixtures.kafka", "fixtures.pipeline", "fixtures.notify", "fixtures.store"]
 
 
-def _signal_audit(event: str, args: tuple[Any, ...]) -> None:
-    """Every SIGTERM/SIGINT this test process sends, with the sending stack, appended to
-    ``MONITORING_TEST_SIGNAL_LOG``: a process of a test that stops unasked names its
-    sender there (kept while an unexplained stop of fresh store processes is tracked)."""
-    if event not in ("os.kill", "os.killpg") or args[1] not in (2, 15):
-        return
-    import os
-    import time
-    import traceback
-
-    try:
-        target = Path(f"/proc/{args[0]}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
-    except OSError:
-        target = b"?"
-    stack = "".join(traceback.format_stack()[-13:-1])
-    line = f"{time.time():.3f} {event} pid={args[0]} sig={args[1]} {target!r}\n{stack}\n"
-    path = os.environ.get("MONITORING_TEST_SIGNAL_LOG", "/tmp/monitoring-test-signals.log")
-    with open(path, "a") as f:
-        f.write(line)
-
-
-sys.addaudithook(_signal_audit)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "own_broker: an integration test that starts its own Kafka broker"

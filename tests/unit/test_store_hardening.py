@@ -309,13 +309,18 @@ def test_startup_waits_for_clickhouse_and_logs_each_retry() -> None:
         open_with_retry(lambda: int("x"), threading.Event(), "d")
 
 
-def test_startup_health_answers_503_with_the_state() -> None:
-    state = {"status": "starting", "clickhouse": "unavailable"}
+@pytest.mark.parametrize("clickhouse", ["unavailable", "connected"])
+def test_startup_health_answers_503_with_the_state(clickhouse: str) -> None:
+    # connected too: the query endpoint is not serving yet (a client told ok would query
+    # the port in the moment it changes hands, and find it closed)
+    state = {"status": "ok" if clickhouse == "connected" else "starting", "clickhouse": clickhouse}
     server = StartupHealth("127.0.0.1", 0, state)
     try:
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
-        assert e.value.code == 503 and json.load(e.value)["clickhouse"] == "unavailable"
+        body = json.load(e.value)
+        assert e.value.code == 503 and body["clickhouse"] == clickhouse
+        assert body["status"] == "starting"
     finally:
         server.stop()
 

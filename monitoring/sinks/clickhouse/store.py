@@ -110,13 +110,15 @@ def _call(msg: Any, attr: str) -> Any:
 
 class StartupHealth:
     """``GET /healthz`` -> 503 and ``state`` as JSON, on the query port while the store
-    waits for ClickHouse (the query endpoint needs a client, so it starts after)."""
+    waits for ClickHouse and migrates (the query endpoint needs a client, so it starts
+    after). Always 503, even once ClickHouse answered: until the query endpoint took the
+    port over, nothing is served, and a client told ``ok`` would query a closed port."""
 
     def __init__(
         self, host: str, port: int, state: dict[str, Any], guard: Guard | None = None
     ) -> None:
         self.server = ApiServer(
-            CollectorRegistry(), host, port, lambda: dict(state), guard=guard
+            CollectorRegistry(), host, port, lambda: {**state, "status": "starting"}, guard=guard
         ).start()
 
     @property
