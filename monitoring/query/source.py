@@ -48,8 +48,9 @@ from typing import Any
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
-from monitoring.promql import Matcher, SeriesData, TooLarge
+from monitoring.promql import Matcher, SelectHint, SeriesData, TooLarge
 from monitoring.promql.engine import TOO_MANY_SAMPLES
+from monitoring.query import thinning
 
 DOWNSAMPLE_FACTOR = 10  # aggregates once the step spans this many windows
 SERIES_MARGIN_MS = 3_600_000  # series.last_seen lags a live series (storage.series_refresh)
@@ -58,6 +59,11 @@ WINDOW_PROBE = 8  # series asked which window sizes are stored
 COUNTER_KINDS = frozenset({"COUNTER", "HISTOGRAM_BUCKET"})
 MIN_MS = 0  # DateTime64(3) holds 1900-2299; the store holds nothing before 1970
 MAX_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z
+_WINDOWS_WHERE = (
+    "series_id IN {ids:Array(UInt64)} AND window_ms = {w:UInt32} "
+    "AND window_start >= fromUnixTimestamp64Milli({lo:Int64} - {w:Int64}) "
+    "AND window_start <= fromUnixTimestamp64Milli({hi:Int64} - {w:Int64})"
+)
 _TTL = re.compile(r"toIntervalSecond\((\d+)\)")
 _WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -217,13 +223,23 @@ class StoreSource:
                 self.counters.add(int(sid))
         return out
 
-    def select(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
-        """The series ``matchers`` select with their samples in ``[start_ms, end_ms]``."""
+    def select(
+        self,
+        matchers: list[Matcher],
+        start_ms: int,
+        end_ms: int,
+        hint: SelectHint | None = None,
+    ) -> list[SeriesData]:
+        """The series ``matchers`` select with their samples in ``[start_ms, end_ms]``;
+        with a ``hint`` that thins (see ``monitoring.query.thinning``), only the ones
+        the evaluation looks at."""
         found = self.series(matchers, start_ms, end_ms)
         if not found:
             return []
         ids = sorted(found)
-        cols = Columns.concat([self._fetch(ids, part) for part in self.plan(ids, start_ms, end_ms)])
+        thin = hint if hint is not None and hint.thins() else None
+        parts = self.plan(ids, start_ms, end_ms)
+        cols = Columns.concat([self._fetch(ids, part, thin) for part in parts])
         return cols.split(found)
 
     def plan(self, ids: list[int], start_ms: int, end_ms: int) -> list[Part]:
@@ -267,37 +283,67 @@ class StoreSource:
     def _query(self, sql: str, params: dict[str, Any]) -> Any:
         return self.client.query(sql, parameters=params, settings=self.settings)
 
-    def _fetch(self, ids: list[int], part: Part) -> Columns:
-        """One read of ``part``, in key order, at most the rest of the sample budget."""
+    def _fetch(self, ids: list[int], part: Part, thin: SelectHint | None = None) -> Columns:
+        """One read of ``part``, in key order, at most the rest of the sample budget;
+        only what ``thin`` keeps when given."""
         params = {"ids": ids, "lo": clamp_ms(part.start_ms), "hi": clamp_ms(part.end_ms)}
+        if thin is not None:
+            params |= thinning.params(thin)
         if not part.window_ms:
-            table = self._arrow(
-                "SELECT series_id, toUnixTimestamp64Milli(ts) AS t, value AS v FROM samples "
-                "WHERE series_id IN {ids:Array(UInt64)} "
+            where = (
+                "series_id IN {ids:Array(UInt64)} "
                 "AND ts >= fromUnixTimestamp64Milli({lo:Int64}) "
-                "AND ts <= fromUnixTimestamp64Milli({hi:Int64}) ORDER BY series_id, ts",
-                params,
+                "AND ts <= fromUnixTimestamp64Milli({hi:Int64})"
             )
-            return Columns.of(table)
+            t = "toUnixTimestamp64Milli(ts)"
+            if thin is not None and thin.instant:
+                sql = thinning.newest_per_step(t, "value", "(ts, value)", "samples", where)
+            else:
+                if thin is not None:
+                    where += f" AND {thinning.in_reach(t)}"
+                sql = (
+                    f"SELECT series_id, {t} AS t, value AS v FROM samples WHERE {where} "
+                    "ORDER BY series_id, ts, value"
+                )
+            return Columns.of(self._arrow(sql, params))
         # A window's point is its last value at its end (window_start + w). ``increase``
         # only when counters are asked for, ``version`` only when a window was stored
         # twice (re-emitted, not merged yet): both cost a column read.
         counters = bool(self.counters.intersection(ids))
-        cols = self._windows(params, part.window_ms, counters, with_version=False)
+        if thin is not None and thin.instant and not counters:
+            return self._newest_windows(params, part.window_ms)
+        # a counter's points come from every window's increase: thinned after that
+        reach = thin if thin is not None and not counters else None
+        cols = self._windows(params, part.window_ms, counters, False, reach)
         if cols.has_duplicates():
-            cols = self._windows(params, part.window_ms, counters, with_version=True)
-        return cols.counters_from_increase(self.counters)
+            cols = self._windows(params, part.window_ms, counters, True, reach)
+        cols = cols.counters_from_increase(self.counters)
+        return cols if thin is None or reach is not None else cols.thinned(thin)
+
+    def _newest_windows(self, params: dict[str, Any], w: int) -> Columns:
+        """An instant selector's windows: the newest (latest version) per step."""
+        sql = thinning.newest_per_step(
+            "toUnixTimestamp64Milli(window_start) + {w:Int64}",
+            "last",
+            "(window_start, version)",
+            "aggregates",
+            _WINDOWS_WHERE,
+        )
+        return Columns.of(self._arrow(sql, {**params, "w": w}))
 
     def _windows(
-        self, params: dict[str, Any], w: int, counters: bool, with_version: bool
+        self,
+        params: dict[str, Any],
+        w: int,
+        counters: bool,
+        with_version: bool,
+        thin: SelectHint | None = None,
     ) -> Columns:
         extra = (", increase" if counters else "") + (", version" if with_version else "")
+        t = "toUnixTimestamp64Milli(window_start) + {w:Int64}"
+        where = _WINDOWS_WHERE + (f" AND {thinning.in_reach(t)}" if thin is not None else "")
         table = self._arrow(
-            "SELECT series_id, toUnixTimestamp64Milli(window_start) + {w:Int64} AS t, "
-            f"last AS v{extra} FROM aggregates WHERE series_id IN {{ids:Array(UInt64)}} "
-            "AND window_ms = {w:UInt32} "
-            "AND window_start >= fromUnixTimestamp64Milli({lo:Int64} - {w:Int64}) "
-            "AND window_start <= fromUnixTimestamp64Milli({hi:Int64} - {w:Int64}) "
+            f"SELECT series_id, {t} AS t, last AS v{extra} FROM aggregates WHERE {where} "
             "ORDER BY series_id, window_start",
             {**params, "w": w},
             recount=with_version,
@@ -400,6 +446,12 @@ class Columns:
             cs = np.cumsum(inc)
             values[a:b] = values[b - 1] - (cs[-1] - cs)
         return Columns(self.sid, self.ts, values, self.increase)
+
+    def thinned(self, hint: SelectHint) -> Columns:
+        """Only the points ``hint`` keeps (of equal timestamps the last, as ``split``)."""
+        keep = hint.keep(self.ts, self.sid)
+        inc = None if self.increase is None else self.increase[keep]
+        return Columns(self.sid[keep], self.ts[keep], self.values[keep], inc)
 
     def split(self, found: dict[int, dict[str, str]]) -> list[SeriesData]:
         """Per-series data; of equal timestamps the last one is kept (a replayed sample
