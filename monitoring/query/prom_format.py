@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,20 +145,48 @@ def format_timestamps(t_ms: np.ndarray) -> list[str]:
     return [format_ts(x) for x in t.tolist()]
 
 
-def _points(t_ms: np.ndarray, values: np.ndarray) -> str:
-    return ",".join(map('[{},"{}"]'.format, format_timestamps(t_ms), format_values(values)))
+def _distinct(
+    keys: np.ndarray, fmt: Callable[[np.ndarray], list[str]], x: np.ndarray
+) -> np.ndarray:
+    """``fmt(x)`` as an object array, formatting each distinct ``keys`` value once
+    (a matrix repeats its timestamps in every series, and often its values)."""
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if len(uniq) == len(keys):
+        return _objects(fmt(x))
+    return _objects(fmt(x[first]))[inverse.reshape(-1)]
+
+
+def _objects(strings: list[str]) -> np.ndarray:
+    out = np.empty(len(strings), dtype=object)
+    out[:] = strings
+    return out
 
 
 def matrix_json(series: Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]) -> str:
-    """The ``result`` of a matrix, as JSON text (built directly: it can be large)."""
-    return (
-        "["
-        + ",".join(
-            f'{{"metric":{json.dumps(labels)},"values":[{_points(t, v)}]}}'
-            for labels, t, v in series
-        )
-        + "]"
-    )
+    """The ``result`` of a matrix, as JSON text (built directly: it can be large).
+
+    >>> one = ({"a": "1"}, np.array([1000, 2500]), np.array([0.5, -0.0]))
+    >>> matrix_json([one, ({}, np.array([1000]), np.array([0.5]))])
+    '[{"metric":{"a": "1"},"values":[[1,"0.5"],[2.5,"-0"]]},{"metric":{},"values":[[1,"0.5"]]}]'
+    """
+    series = list(series)
+    if not series:
+        return "[]"
+    t = np.concatenate([np.asarray(s[1], dtype=np.int64) for s in series])
+    v = np.concatenate([np.asarray(s[2], dtype=np.float64) for s in series])
+    # every point is '[' ts ',"' value '"],' (the last of a series without its comma)
+    items = np.empty(3 * len(t), dtype=object)
+    items[0::3] = _distinct(t, lambda x: [f'[{s},"' for s in format_timestamps(x)], t)
+    items[1::3] = _distinct(v.view(np.uint64), format_values, v)
+    items[2::3] = '"],'
+    out = []
+    a = 0
+    for labels, ts, _ in series:
+        b = a + 3 * len(ts)
+        points = "".join(items[a:b].tolist())[:-1]
+        out.append(f'{{"metric":{json.dumps(labels)},"values":[{points}]}}')
+        a = b
+    return "[" + ",".join(out) + "]"
 
 
 def vector_json(series: Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]) -> str:
