@@ -60,9 +60,10 @@ close) sees, per series, the windows ending at or before ``T``.
   gives ``±Inf``/``NaN`` as Go does.
 * Aggregations ``sum``, ``avg``, ``min``, ``max``, ``count`` with ``by`` / ``without``.
 
-Not supported (rejected at load): ``offset``, ``@``, subqueries, ``group_left`` /
-``group_right``, string literals, other functions and aggregations
-(``histogram_quantile``, ``topk``, ``label_replace``...).
+Outside the subset (``compile_expr`` raises ``UnsupportedExpression``): ``offset``,
+``@``, subqueries, ``group_left`` / ``group_right``, string literals, other functions
+and aggregations (``histogram_quantile``, ``topk``, ``label_replace``...). Rules with
+those run on ``monitoring.promql`` over the windows instead (``sample_rules.py``).
 
 >>> from monitoring.alerts.history import WindowHistory, WindowRow
 >>> h = WindowHistory(10_000, 60_000)
