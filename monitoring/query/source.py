@@ -458,9 +458,12 @@ class Columns:
         not merged yet, or the later version of a window)."""
         if not len(self.sid):
             return []
-        keep = np.ones(len(self.sid), bool)
-        keep[:-1] = ~self._same_as_next()
-        sid, ts, vals = self.sid[keep], self.ts[keep], self.values[keep]
+        same = self._same_as_next()
+        sid, ts, vals = self.sid, self.ts, self.values
+        if same.any():  # else no copy of a million points
+            keep = np.ones(len(sid), bool)
+            keep[:-1] = ~same
+            sid, ts, vals = sid[keep], ts[keep], vals[keep]
         bounds = np.flatnonzero(sid[1:] != sid[:-1]) + 1
         starts = np.concatenate(([0], bounds)).tolist()
         ends = np.concatenate((bounds, [len(sid)])).tolist()
