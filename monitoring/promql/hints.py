@@ -67,12 +67,9 @@ class SelectHint:
             out &= newest
         return out
 
-    def thins(self, min_instant_step_ms: int = 60_000) -> bool:
-        """Whether leaving samples out is worth a filter: a range selector whose range
-        is at most half the step, or an instant selector evaluated once or at steps of
-        at least ``min_instant_step_ms``."""
-        if self.instant:
-            return self.steps == 1 or self.step_ms >= min_instant_step_ms
+    def thins(self) -> bool:
+        """Whether leaving samples out is worth a filter: the range (lookback) is at
+        most half the step, so at least half of the points fall outside every window."""
         return self.steps > 1 and 2 * self.range_ms <= self.step_ms
 
 

@@ -296,40 +296,27 @@ class StoreSource:
                 "AND ts <= fromUnixTimestamp64Milli({hi:Int64})"
             )
             t = "toUnixTimestamp64Milli(ts)"
-            if thin is not None and thin.instant:
-                sql = thinning.newest_per_step(t, "value", "(ts, value)", "samples", where)
-            else:
-                if thin is not None:
-                    where += f" AND {thinning.in_reach(t)}"
-                sql = (
-                    f"SELECT series_id, {t} AS t, value AS v FROM samples WHERE {where} "
-                    "ORDER BY series_id, ts, value"
-                )
-            return Columns.of(self._arrow(sql, params))
+            if thin is not None:
+                where += f" AND {thinning.in_reach(t)}"
+            sql = (
+                f"SELECT series_id, {t} AS t, value AS v FROM samples WHERE {where} "
+                "ORDER BY series_id, ts, value"
+            )
+            cols = Columns.of(self._arrow(sql, params))
+            return cols.thinned(thin) if thin is not None and thin.instant else cols
         # A window's point is its last value at its end (window_start + w). ``increase``
         # only when counters are asked for, ``version`` only when a window was stored
         # twice (re-emitted, not merged yet): both cost a column read.
         counters = bool(self.counters.intersection(ids))
-        if thin is not None and thin.instant and not counters:
-            return self._newest_windows(params, part.window_ms)
         # a counter's points come from every window's increase: thinned after that
         reach = thin if thin is not None and not counters else None
         cols = self._windows(params, part.window_ms, counters, False, reach)
         if cols.has_duplicates():
             cols = self._windows(params, part.window_ms, counters, True, reach)
         cols = cols.counters_from_increase(self.counters)
-        return cols if thin is None or reach is not None else cols.thinned(thin)
-
-    def _newest_windows(self, params: dict[str, Any], w: int) -> Columns:
-        """An instant selector's windows: the newest (latest version) per step."""
-        sql = thinning.newest_per_step(
-            "toUnixTimestamp64Milli(window_start) + {w:Int64}",
-            "last",
-            "(window_start, version)",
-            "aggregates",
-            _WINDOWS_WHERE,
-        )
-        return Columns.of(self._arrow(sql, {**params, "w": w}))
+        if thin is None or (reach is not None and not thin.instant):
+            return cols
+        return cols.thinned(thin)
 
     def _windows(
         self,

@@ -177,7 +177,8 @@ def test_hints_of_times() -> None:
     assert from_times(np.array([0, 10, 25]), 7, False) is None
     assert SelectHint(0, 100, 10, 20, False).thins() is False
     assert SelectHint(0, 100, 60, 20, False).thins() is True
-    assert SelectHint(0, 0, 0, 300_000, True).thins() is True
+    assert SelectHint(0, 0, 0, 300_000, True).thins() is False
+    assert SelectHint(0, 3_600_000, 600_000, 300_000, True).thins() is True
 
 
 def test_sources_without_the_keyword_are_called_as_before() -> None:
