@@ -26,12 +26,14 @@ True
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from monitoring.metrics.aggregator import Aggregate
 
 Labels = tuple[tuple[str, str], ...]
+MatchCache = dict[str, tuple[int, list["Series"]]]
+"""A selector's key -> (the metric's version when matched, the series it matched)."""
 """A label set as sorted ``(name, value)`` pairs (hashable)."""
 
 NAME = "__name__"
@@ -248,6 +250,29 @@ class WindowHistory:
             if best is None or len(found) < len(best):
                 best = found
         return self.series_for(name) if best is None else list(best.values())
+
+    def matching(
+        self,
+        name: str | None,
+        equal: Iterable[tuple[str, str]],
+        tests: Iterable[tuple[str, Callable[[str], bool]]],
+        key: str,
+        cache: MatchCache,
+    ) -> list[Series]:
+        """The series of ``name`` passing every ``(label, test)`` (``equal`` narrows the
+        candidates first), cached under ``key`` until a series of the metric appears or
+        goes."""
+        version = self.name_version(name) if name is not None else self.version
+        hit = cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        found = [
+            s
+            for s in self.candidates(name, equal)
+            if all(test(s.labels.get(k, "")) for k, test in tests)
+        ]
+        cache[key] = (version, found)
+        return found
 
     def expire(self, at_ms: int) -> int:
         """Drop series idle since before ``at_ms - retention_ms - lookback_ms``; how many."""

@@ -192,19 +192,7 @@ class Selector(Node):
 
     def select(self, ctx: Context) -> list[Series]:
         """The series that match (cached until a series of the metric appears or goes)."""
-        h = ctx.history
-        version = h.name_version(self.name) if self.name is not None else h.version
-        hit = ctx.matches.get(self.text)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        tests = self.tests
-        found = [
-            s
-            for s in h.candidates(self.name, self.equal)
-            if all(test(s.labels.get(k, "")) for k, test in tests)
-        ]
-        ctx.matches[self.text] = (version, found)
-        return found
+        return ctx.history.matching(self.name, self.equal, self.tests, self.text, ctx.matches)
 
     def eval(self, ctx: Context) -> Vector:
         t, lookback = ctx.t_ms, ctx.lookback_ms

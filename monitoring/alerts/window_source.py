@@ -30,12 +30,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from monitoring.alerts.history import NAME, Series, WindowHistory
+from monitoring.alerts.history import NAME, MatchCache, Series, WindowHistory
 from monitoring.alerts.matchers import compile_matcher_regex
 from monitoring.promql import Matcher, SeriesData
 
 Test = Callable[[str], bool]
-MatchCache = dict[str, tuple[int, list[Series]]]
 SAMPLE_OFFSET_MS = 1
 """A window's sample is stamped this long before its end."""
 
@@ -73,19 +72,7 @@ class _Selector:
 
     def series(self, history: WindowHistory, cache: MatchCache) -> list[Series]:
         """The matching series (cached until a series of the metric appears or goes)."""
-        h = history
-        version = h.name_version(self.name) if self.name is not None else h.version
-        hit = cache.get(self.key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        tests = self.tests
-        found = [
-            s
-            for s in h.candidates(self.name, self.equal)
-            if all(test(s.labels.get(k, "")) for k, test in tests)
-        ]
-        cache[self.key] = (version, found)
-        return found
+        return history.matching(self.name, self.equal, self.tests, self.key, cache)
 
 
 _COMPILED: dict[str, _Selector] = {}

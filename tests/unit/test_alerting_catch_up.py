@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.agents import Sent
 from prometheus_client import CollectorRegistry
 
 from monitoring.agents.alerting import AlertingAgent
@@ -43,28 +44,10 @@ groups:
 """
 
 
-class Sent:
-    """Stands in for ``Outputs``: keeps what the agent sends."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-
-    async def send(self, topic: str, key: bytes, value: bytes, **_: Any) -> None:
-        self.records.append((topic, key, value))
-
-    def poll(self) -> None:
-        pass
-
-    async def flush(self) -> bool:
-        return True
-
-    def alerts(self) -> list[tuple[str, str]]:
-        out = []
-        for topic, _, value in self.records:
-            if topic.endswith("alerts"):
-                rec = CODEC.decode(value).record
-                out.append((rec["labels"]["alertname"], rec["status"].lower()))
-        return out
+def alerts(sent: Sent) -> list[tuple[str, str]]:
+    """(alertname, status) of each alert sent."""
+    recs = [CODEC.decode(v).record for v in sent.values("alerts")]
+    return [(r["labels"]["alertname"], r["status"].lower()) for r in recs]
 
 
 def agent(tmp_path: Path) -> tuple[AlertingAgent, Sent, list[int]]:
@@ -169,7 +152,7 @@ def test_a_restart_with_a_backlog_evaluates_every_end_with_every_series(
     before, sent, evaluated = agent(tmp_path)
     before.begin_catch_up({}, {})
     feed(before, [in_order(closes(first, range(10)))])
-    assert sorted(sent.alerts()) == [("Warm", "firing")] * N_SERIES
+    assert sorted(alerts(sent)) == [("Warm", "firing")] * N_SERIES
     assert evaluated == [first + w * W for w in range(10)]
     state, position = before.engine.to_bytes(), before.clock.last_evaluated_ms
 
@@ -183,7 +166,7 @@ def test_a_restart_with_a_backlog_evaluates_every_end_with_every_series(
     feed(after, backlog_batches(msgs, order, consume_size))
     assert after.clock.catching_up == frozenset()
     assert evaluated == [first + w * W for w in range(10, 70)]
-    assert sent.alerts() == []  # no false resolve, nothing missing, nothing absent
+    assert alerts(sent) == []  # no false resolve, nothing missing, nothing absent
 
 
 def test_partitions_without_backlog_do_not_hold_the_catch_up(tmp_path: Path) -> None:
@@ -217,8 +200,8 @@ def test_a_window_from_the_future_is_not_evaluated_and_skips_nothing(tmp_path: P
     feed(a, [live[:half], [ahead], live[half:]])
     assert evaluated == [first + w * W for w in range(30)]
     assert a.clock.last_evaluated_ms == first + 29 * W
-    assert sent.alerts().count(("Warm", "firing")) == N_SERIES
-    assert ("Missing", "firing") not in sent.alerts()
+    assert alerts(sent).count(("Warm", "firing")) == N_SERIES
+    assert ("Missing", "firing") not in alerts(sent)
     invalid = a.metrics.invalid.labels("window-in-future")._value.get()
     assert invalid == 1
 

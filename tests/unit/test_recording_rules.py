@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fixtures.agents import Sent
 from prometheus_client import CollectorRegistry
 
 from monitoring.agents.alerting import RECORDING_SOURCE, AlertingAgent
@@ -91,22 +92,6 @@ def test_a_failing_rule_is_reported_and_the_others_still_record() -> None:
 def test_a_file_of_recording_rules_alone_loads() -> None:
     rs = load_rules_text("groups: [{name: g, rules: [{record: 'a:b', expr: 'sum(x)'}]}]")
     assert rs.errors == [] and rs.rules == [] and rs.recordings[0].record == "a:b"
-
-
-class Sent:
-    """Stands in for ``Outputs``: keeps what the agent sends."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-
-    async def send(self, topic: str, key: bytes, value: bytes, **_: Any) -> None:
-        self.records.append((topic, key, value))
-
-    def poll(self) -> None:
-        pass
-
-    async def flush(self) -> bool:
-        return True
 
 
 def test_the_evaluator_writes_recorded_series_to_the_samples_topic(tmp_path: Path) -> None:
