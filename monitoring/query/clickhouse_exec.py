@@ -69,15 +69,34 @@ _IGNORED = frozenset(
      "client_protocol_version", "query", "database", "default_format", "query_id",
      "password", "compress", "decompress"}
 )  # fmt: skip
-# Settings that only shape the output (or the parsing of inputs a read never has).
+# Settings that only shape the output (or the parsing of inputs a read never has): an
+# explicit list, so that no setting naming a file or a schema ever gets in by its prefix.
 _FORMAT_SETTINGS = frozenset(
     {"date_time_output_format", "interval_output_format", "bool_true_representation",
      "bool_false_representation", "format_csv_delimiter", "format_csv_null_representation",
      "format_tsv_null_representation", "session_timezone", "extremes",
-     "date_time_input_format", "cast_string_to_dynamic_use_inference"}
+     "date_time_input_format", "cast_string_to_dynamic_use_inference",
+     "output_format_json_quote_64bit_integers", "output_format_json_quote_64bit_floats",
+     "output_format_json_quote_denormals", "output_format_json_quote_decimals",
+     "output_format_json_escape_forward_slashes", "output_format_json_named_tuples_as_objects",
+     "output_format_json_array_of_rows", "output_format_json_validate_utf8",
+     "output_format_write_statistics", "output_format_decimal_trailing_zeros",
+     "output_format_csv_crlf_end_of_line", "output_format_tsv_crlf_end_of_line",
+     "output_format_arrow_string_as_string", "output_format_arrow_low_cardinality_as_dictionary",
+     "output_format_arrow_fixed_string_as_fixed_byte_array",
+     "output_format_parquet_string_as_string",
+     "output_format_parquet_fixed_string_as_fixed_byte_array",
+     "output_format_native_encode_types_in_binary_format",
+     "output_format_binary_encode_types_in_binary_format",
+     "output_format_binary_write_json_as_string", "output_format_pretty_color",
+     "output_format_pretty_grid_charset", "output_format_pretty_row_numbers"}
 )  # fmt: skip
-# output_format_* settings that name files (a schema written next to the output).
-_FORMAT_SETTINGS_REFUSED = frozenset({"output_format_schema"})
+# Output settings that can make the text far larger than the result: capped.
+_FORMAT_CAPS = {
+    "output_format_pretty_max_rows": 10_000,
+    "output_format_pretty_max_column_pad_width": 250,
+    "output_format_pretty_max_value_width": 10_000,
+}
 # Limits a user may lower, never raise: setting -> QueryLimits value.
 _LIMITS = ("max_result_rows", "max_result_bytes", "max_execution_time", "max_memory_usage")
 
@@ -159,6 +178,8 @@ def parse_request(items: list[tuple[str, str]], limits: QueryLimits) -> ChReques
     params: dict[str, str] = {}
     settings: dict[str, str] = {}
     for key, value in items:
+        if not _NAME.match(key):  # a name goes into SET's text: a plain word or nothing
+            raise ClickHouseError(BAD_ARGUMENTS, f"bad parameter name {key[:100]!r}")
         if key.startswith("param_"):
             name = key[len("param_") :]
             if not _NAME.match(name):
@@ -173,10 +194,10 @@ def parse_request(items: list[tuple[str, str]], limits: QueryLimits) -> ChReques
             settings[key] = _lower_limit(key, value, limits)
         elif key in ("timeout_overflow_mode", "result_overflow_mode") and value == "throw":
             pass  # what the store runs with anyway (a proxied store sends them)
-        elif (
-            key.startswith("output_format_") and key not in _FORMAT_SETTINGS_REFUSED
-        ) or key in _FORMAT_SETTINGS:
+        elif key in _FORMAT_SETTINGS:
             settings[key] = value
+        elif key in _FORMAT_CAPS:
+            settings[key] = _capped(key, value)
         else:
             raise ClickHouseError(READONLY, f"Cannot modify '{key}' setting in readonly mode")
     for flag in ("compress", "decompress"):
@@ -197,6 +218,15 @@ def parse_request(items: list[tuple[str, str]], limits: QueryLimits) -> ChReques
         settings=settings,
         protocol_version=values.get("client_protocol_version"),
     )
+
+
+def _capped(key: str, value: str) -> str:
+    """``value`` of an output setting, at most its cap."""
+    try:
+        wanted = int(value)
+    except ValueError:
+        raise ClickHouseError(BAD_ARGUMENTS, f"{key}: not a number: {value!r}") from None
+    return str(min(max(wanted, 0), _FORMAT_CAPS[key]))
 
 
 def _lower_limit(key: str, value: str, limits: QueryLimits) -> str:
@@ -234,6 +264,9 @@ def assignments(settings: dict[str, str]) -> str:
     >>> assignments({"extremes": "1", "readonly": "1"})
     "extremes = '1', readonly = '1'"
     """
+    for k in settings:
+        if not _NAME.match(k):
+            raise ClickHouseError(BAD_ARGUMENTS, f"bad setting name {k[:100]!r}")
     return ", ".join(f"{k} = {_quote(v)}" for k, v in settings.items())
 
 

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -492,4 +493,32 @@ def test_the_engine_itself_runs_read_only(store: dict[str, Any], chdb_settings: 
     got = engine.run("SELECT getSetting('max_result_rows'), getSetting('readonly')", settings,
                      "TSV", ChRequest())  # fmt: skip
     assert got.body == b"10000\t1\n"
+    unchanged(store)
+
+
+def test_a_setting_name_cannot_carry_statements(store: dict[str, Any]) -> None:
+    """A URL key goes into SET's text: one that is not a plain known name is refused (it
+    once ran the statements after its `;` before readonly=1)."""
+    out = store["dir"] / "out.txt"
+    key = (
+        "output_format_json_quote_64bit_integers = '1'; CREATE TABLE default.x ENGINE=Memory "
+        f"AS SELECT * FROM file('{store['secret']}', 'LineAsString'); INSERT INTO FUNCTION "
+        f"file('{out}', 'LineAsString') SELECT 'pwned'; DROP TABLE default.series; "
+        "SET output_format_json_quote_denormals"
+    )
+    for k in (key, "output_format_schema ", "output_format_some_future_file_setting"):
+        url = f"{store['url']}?{urllib.parse.urlencode({k: '1', 'query': 'SELECT 1'})}"
+        status, headers, _ = curl(store, url)
+        assert headers["x-clickhouse-exception-code"] in ("36", "164"), k
+        assert status in (400, 500)
+    unchanged(store)
+
+
+def test_parameters_are_never_spliced_into_the_text(store: dict[str, Any]) -> None:
+    """Without a {name:Type} placeholder, a param_ value once went into the gate's own
+    EXPLAIN by clickhouse-connect's %(name)s formatting, and ran."""
+    evil = "'; DROP TABLE default.series; SELECT '"
+    url = f"{store['url']}?{urllib.parse.urlencode({'param_x': evil})}"
+    status, _, body = curl(store, url, "--data-binary", "SELECT '%(x)s', 5 % 2")
+    assert (status, body) == (200, b"%(x)s\t1\n")
     unchanged(store)

@@ -229,3 +229,11 @@ def test_jsonable_values() -> None:
         "t": "2024-01-01T00:00:00",
         "n": None,
     }
+
+
+def test_gate_parameters_bind_only_to_placeholders(world: dict[str, Any]) -> None:
+    gate = ReadOnlyQueries(world["q"], LIMITS)
+    evil = "'; DROP TABLE default.series; SELECT '"
+    assert gate.canonical("SELECT '%(x)s'", {"x": evil}) == "SELECT '%(x)s'"
+    assert gate.canonical("SELECT {x:String}", {"x": evil}) == "SELECT {x:String}"
+    assert world["client"].query("SELECT count() FROM series").result_rows == [(3,)]

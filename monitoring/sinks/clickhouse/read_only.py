@@ -32,6 +32,7 @@ from decimal import Decimal
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from clickhouse_connect.driver.binding import external_bind_re
 from clickhouse_connect.driver.client import Client
 
 from monitoring.config import QueryLimits
@@ -135,8 +136,13 @@ class ReadOnlyQueries:
             raise NotReadOnly("INTO OUTFILE is not allowed", ACCESS_DENIED)
         try:
             # Parsing only; settings would show in the tree as this statement's own.
-            bound = {k: _Verbatim(v) for k, v in (parameters or {}).items()}
-            rows = self.client.query(f"EXPLAIN AST {text}", parameters=bound or None).result_rows
+            # Values go only to {name:Type} placeholders, which the engine binds: without
+            # one, clickhouse-connect would splice them into the text itself (%(name)s).
+            explain = f"EXPLAIN AST {text}"
+            bound = None
+            if parameters and external_bind_re.search(explain):
+                bound = {k: _Verbatim(v) for k, v in parameters.items()}
+            rows = self.client.query(explain, parameters=bound).result_rows
             ast = [str(r[0]) for r in rows]
         except Exception as e:
             raise NotReadOnly(f"not one valid statement: {_first_line(e)}", _code(e)) from None
