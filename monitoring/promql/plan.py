@@ -242,16 +242,54 @@ def _binary(e: Any) -> Binary:
     return Binary(op, _node(e.lhs), _node(e.rhs), rb, card, on, matching, include)  # type: ignore[arg-type]
 
 
+MAX_QUERY_BYTES = 16_384
+MAX_DEPTH = 64
+"""Bounds checked before parsing: the parser recurses (20,000 nested parentheses crashed
+the process) and finding an error's position re-parses per token."""
+MAX_POSITION_BYTES = 2_048  # longer invalid queries get no position
+
+
 def parse(query: str) -> Node:
     """The plan of ``query``; ``BadQuery`` (with a character position) when it is invalid."""
     if not query.strip():
         raise BadQuery("1:1: parse error: no expression found in input", 0)
+    check_size(query)
     try:
         ast = pp.parse(query)
     except ValueError as e:
-        pos = error_position(query)
+        pos = error_position(query) if len(query) <= MAX_POSITION_BYTES else None
         raise BadQuery(f"{_where(query, pos)}parse error: {e}", pos) from None
     return _node(ast)
+
+
+def check_size(query: str) -> None:
+    """``BadQuery`` if ``query`` is longer than MAX_QUERY_BYTES or nests brackets deeper
+    than MAX_DEPTH (outside string literals).
+
+    >>> check_size("(" * 65 + "x" + ")" * 65)
+    Traceback (most recent call last):
+    ...
+    monitoring.promql.model.BadQuery: query nests deeper than 64 brackets
+    """
+    if len(query.encode()) > MAX_QUERY_BYTES:
+        raise BadQuery(f"query longer than {MAX_QUERY_BYTES} bytes", None)
+    depth, quote, escaped = 0, "", False
+    for ch in query:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote != "`":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BadQuery(f"query nests deeper than {MAX_DEPTH} brackets", None)
+        elif ch in ")]}":
+            depth -= 1
 
 
 def _where(query: str, pos: int | None) -> str:

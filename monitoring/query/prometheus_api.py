@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+import re2
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -135,9 +135,9 @@ def _matches_empty(m: Matcher) -> bool:
         return m.value == ""
     if m.op == "!=":
         return m.value != ""
-    try:
-        hit = re.fullmatch(m.value, "") is not None
-    except re.error:
+    try:  # RE2 as the store matches it (linear time; Python's re can backtrack for hours)
+        hit = re2.fullmatch(m.value, "") is not None
+    except re2.error:
         return False
     return hit if m.op == "=~" else not hit
 
