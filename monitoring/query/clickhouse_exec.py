@@ -57,6 +57,7 @@ _STATUS = {
 _ENGINE_CODE = re.compile(r"Code: (\d+)\. ")
 _FORMAT_LINE = re.compile(r"^FORMAT (\w+)$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUERY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 # URL parameters that are the HTTP transport's, not settings. Sessions are ignored:
 # each query stands alone, and what a session would keep (SET, temporary tables) is
@@ -207,13 +208,16 @@ def parse_request(items: list[tuple[str, str]], limits: QueryLimits) -> ChReques
                 f"{flag}=1 (ClickHouse's block compression) is not supported: "
                 "use enable_http_compression=1 and Accept-Encoding",
             )
+    query_id = values.get("query_id") or str(uuid.uuid4())
+    if not _QUERY_ID.match(query_id):  # echoed in a header, forwarded to a server
+        raise ClickHouseError(BAD_ARGUMENTS, "query_id: up to 128 of [A-Za-z0-9_.:-]")
     fmt = values.get("default_format") or "TabSeparated"
     if not _NAME.match(fmt):
         raise ClickHouseError(73, f"Unknown format {fmt}")
     return ChRequest(
         default_format=fmt,
         database=values.get("database") or None,
-        query_id=values.get("query_id") or str(uuid.uuid4()),
+        query_id=query_id,
         params=params,
         settings=settings,
         protocol_version=values.get("client_protocol_version"),

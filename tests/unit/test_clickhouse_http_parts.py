@@ -47,7 +47,8 @@ def test_limits_only_go_down(key: str, value: str, want: str) -> None:
     "item",
     [("readonly", "0"), ("max_threads", "64"), ("output_format_schema", "/tmp/x"),
      ("allow_ddl", "1"), ("result_overflow_mode", "break"), ("format_schema", "/etc/x"),
-     ("param_bad name", "1")],
+     ("param_bad name", "1"), ("query_id", "a\r\nX-Evil: 1"), ("query_id", "q" * 129),
+     ("output_format_schema ", "/tmp/x"), ("output_format_x = '1'; DROP TABLE t; SET y", "1")],
 )  # fmt: skip
 def test_anything_else_is_refused(item: tuple[str, str]) -> None:
     with pytest.raises(ClickHouseError) as info:
