@@ -114,6 +114,7 @@ class Evaluator:
         self.rules = list(rules)
         self.history = history
         self.matches: dict[str, tuple[int, list[Series]]] = {}
+        self.last: Context | None = None  # the last evaluation's, reused by the recordings
 
     def evaluate(self, at_ms: int) -> list[RuleResult]:
         """Every rule at ``at_ms``.
@@ -121,7 +122,7 @@ class Evaluator:
         An error in one rule (``EvalError`` such as duplicate matches, or any other
         exception) is reported in its result only; the other rules still run.
         """
-        ctx = Context(self.history, at_ms, self.matches)
+        ctx = self.last = Context(self.history, at_ms, self.matches)
         out = []
         for rule in self.rules:
             try:
@@ -238,7 +239,9 @@ class AlertEngine:
 
     def record(self, at_ms: int) -> list[Recorded]:
         """Every recording rule at ``at_ms`` (after ``evaluate`` of the same end)."""
-        ctx = Context(self.history, at_ms, self.evaluator.matches)
+        ctx = self.evaluator.last  # its results at at_ms hold for the recordings too
+        if ctx is None or ctx.t_ms != at_ms:
+            ctx = Context(self.history, at_ms, self.evaluator.matches)
         out: list[Recorded] = []
         self.recording_errors = []
         for rule in self.recordings:

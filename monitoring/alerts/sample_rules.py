@@ -96,8 +96,9 @@ _SOURCE_KEY = "\0window_source"
 class SampleQuery(Node):
     """A whole expression evaluated by ``monitoring.promql`` at ``ctx.t_ms``."""
 
-    def __init__(self, text: str, scalar: bool) -> None:
+    def __init__(self, text: str, plan: pp.Node, scalar: bool) -> None:
         self.text = text
+        self.plan = plan  # parsed once, at load
         self.is_scalar = scalar
         self.key = "\0promql:" + text  # rules with the same expression share one result
 
@@ -110,7 +111,7 @@ class SampleQuery(Node):
             lookback_ms=h.lookback_ms, max_series=MAX_SERIES, default_step_ms=h.window_ms
         )
         try:
-            res = engine.instant(source, self.text, ctx.t_ms)
+            res = engine.instant(source, self.plan, ctx.t_ms)
         except PromQLError as e:
             raise EvalError(e.message) from None
         if res.type == "scalar":
@@ -173,7 +174,7 @@ def compile_samples(text: str, lookback_ms: int = DEFAULT_LOOKBACK_MS) -> Compil
         for n in pp.walk(plan)
         if isinstance(n, pp.VectorSel)
     }
-    node = SampleQuery(text, plan.kind == "scalar")
+    node = SampleQuery(text, plan, plan.kind == "scalar")
     return CompiledExpr(text, node, reach_ms(text, lookback_ms), frozenset(names))
 
 

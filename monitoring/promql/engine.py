@@ -111,9 +111,9 @@ class Engine:
         if err is not None:
             raise err
 
-    def instant(self, source: Source, query: str, t_ms: int) -> Result:
-        """The query's value at ``t_ms``."""
-        plan = parse(query)
+    def instant(self, source: Source, query: str | Node, t_ms: int) -> Result:
+        """The query's value at ``t_ms`` (``query`` as text, or as ``parse`` planned it)."""
+        plan = parse(query) if isinstance(query, str) else query
         ev = _Evaluator(self, source, plan, t_ms, t_ms)
         value = ev.run(np.array([t_ms], dtype=np.int64))
         return _instant_result(value, t_ms)
