@@ -82,6 +82,7 @@ from monitoring.alerts.promql import (
 )
 from monitoring.alerts.sample_rules import bool_comparison, compile_rule_expr, compile_samples
 from monitoring.alerts.templating import Template, TemplateError
+from monitoring.metrics.samples import InvalidSample, Limits, check_series
 
 _DURATION = re.compile(
     r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
@@ -246,6 +247,10 @@ class RecordingRule:
         for k in labels:
             if not _LABEL_NAME.match(k) or k.startswith("__"):
                 raise ValueError(f"invalid label name {k!r}")
+        try:  # what the samples contract refuses would drop every output at run time
+            check_series(record, {k: v for k, v in labels.items() if v}, Limits())
+        except InvalidSample as e:
+            raise ValueError(str(e)) from None
         return cls(record, expr, labels, group, file, compile_rule_expr(expr))
 
     @property

@@ -64,6 +64,7 @@ series per partition), or a full partition would refuse its own counter.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import repeat
@@ -76,7 +77,10 @@ from monitoring.metrics.window_columns import NO_TS, WindowColumns
 
 NO_WATERMARK = -(2**62)
 CHECKPOINT_KEY = "\x00checkpoint"
-REFUSED_TOTAL = "monitoring_series_refused_total"  # admitted whatever the bounds
+REFUSED_TOTAL = "monitoring_series_refused_total"  # admitted whatever the bounds...
+# ...in the one shape the aggregators publish it (one series per samples partition), so
+# that the name alone cannot carry unbounded series past the limits
+_OWN_REFUSED = re.compile(REFUSED_TOTAL + r'\{partition="\d{1,4}"\}')
 VECTOR_MIN = 32  # samples in a message from which numpy's per-call cost pays off
 COUNTER_HORIZON_MS = 300_000  # Prometheus' lookback: a counter's carry outlives its windows
 
@@ -252,7 +256,11 @@ class PartitionAggregator:
         seen: set[str] = set()
         refused: dict[str, None] = {}
         for key, name in infos:
-            if key in self._slot_of or key in seen or name == REFUSED_TOTAL:
+            if (
+                key in self._slot_of
+                or key in seen
+                or (name == REFUSED_TOTAL and _OWN_REFUSED.fullmatch(key))
+            ):
                 continue
             seen.add(key)
             n = per_metric.get(name, 0) + added.get(name, 0)

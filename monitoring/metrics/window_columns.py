@@ -249,7 +249,8 @@ class WindowColumns:
             increase.tolist(),
             self.resets[present].tolist(),
         ]
-        unknown = (self.first_ts[present] == NO_TS) | np.isnan(increase)
+        # not finite (NaN: no counter state; ±Inf: steps that overflowed): unknown
+        unknown = (self.first_ts[present] == NO_TS) | ~np.isfinite(increase)
         for j in np.flatnonzero(unknown).tolist():
             for column in counter:
                 column[j] = None

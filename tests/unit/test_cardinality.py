@@ -114,3 +114,15 @@ def test_series_caches_are_bounded_in_bytes() -> None:
         ids.many(keys)
         assert d._cache_bytes <= d.max_cache_bytes and ids._bytes <= ids.max_bytes
     assert 0 < len(d._series) < 500 and 0 < len(ids._ids) < 500
+
+
+def test_the_refused_counters_name_carries_no_other_series_past_the_bounds() -> None:
+    # only the shape the aggregators publish passes: one series per samples partition
+    agg = PartitionAggregator([W], 0, max_series=10, max_series_per_metric=10)
+    name = "monitoring_series_refused_total"
+    own = [Sample(series_key(name, {"partition": str(p)}), name, {"partition": str(p)},
+                  1_000_000, 1.0) for p in range(12)]  # fmt: skip
+    forged = [Sample(series_key(name, {"req": str(i)}), name, {"req": str(i)}, 1_000_000, 1.0)
+              for i in range(5_000)]  # fmt: skip
+    kept, refused = agg.admit([*own, *forged])
+    assert len(kept) == 12 + 10 and len(refused) == 5_000 - 10  # the bound takes 10 of them

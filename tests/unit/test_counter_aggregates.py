@@ -231,3 +231,11 @@ def test_pull_back_forgets_a_carry_from_the_future() -> None:
     [a] = [a for a in agg.close_idle() if a.window_start_ms == BASE]
     # (the window of 5.0 was closed early by the future watermark; its output stands)
     assert (a.count, a.first, a.increase, a.resets) == (1, 7.0, 0.0, 0)  # not a reset
+
+
+def test_an_increase_that_overflows_is_unknown_not_infinite() -> None:
+    agg = PartitionAggregator([10_000], 0)
+    huge = [(1, 1.0), (2, 1e308), (3, -1e308), (4, 1e308)]  # steps overflow to +Inf
+    agg.process(0, [sample(0, BASE + t, v) for t, v in huge])
+    [a] = agg.process(1, [sample(0, BASE + 10_001, 1.0)]).closed
+    assert (a.count, a.first, a.increase, a.resets) == (4, None, None, None)

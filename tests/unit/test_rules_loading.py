@@ -162,6 +162,10 @@ def errors(text: str) -> list[str]:
         ),
         ("groups: [{name: g, rules: [{record: r}]}]", "rule 'r': missing 'expr'"),
         (
+            "groups: [{name: g, rules: [{record: r, expr: x, labels: {a: " + "v" * 3000 + "}}]}]",
+            "rule 'r': label-too-long",
+        ),
+        (
             "groups: [{name: g, rules: [{record: r, expr: x, labels: {__x: y}}]}]",
             "rule 'r': invalid label name '__x'",
         ),
