@@ -5,7 +5,8 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test test-unit lint broker-up broker-down bench clean alertmanager prometheus
+.PHONY: setup demo test test-unit lint broker-up broker-down bench clean alertmanager prometheus \
+	chromium pdftools node-exporter
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -25,7 +26,7 @@ broker-down:
 demo: broker-up
 	$(BIN)/monitoring demo
 
-test: broker-up alertmanager prometheus
+test: broker-up alertmanager prometheus chromium pdftools node-exporter
 	$(BIN)/pytest
 
 # The fast lane: everything outside tests/integration, with no broker (a test that
@@ -43,6 +44,21 @@ alertmanager:
 prometheus:
 	test -x /usr/bin/prometheus -a -x /usr/bin/promtool || \
 		(apt-get update -q && apt-get install -y --no-install-recommends prometheus)
+
+# The real browser the dashboard tests drive (Playwright, pointed at Debian's chromium).
+chromium:
+	test -x /usr/bin/chromium || \
+		(apt-get update -q && apt-get install -y --no-install-recommends chromium)
+
+# pdftotext and pdftoppm, which the report tests open generated PDFs with.
+pdftools:
+	test -x /usr/bin/pdftotext -a -x /usr/bin/pdftoppm || \
+		(apt-get update -q && apt-get install -y --no-install-recommends poppler-utils)
+
+# The real node_exporter that the scrape and remote_write tests read (Debian package).
+node-exporter:
+	test -x /usr/bin/prometheus-node-exporter || \
+		(apt-get update -q && apt-get install -y --no-install-recommends prometheus-node-exporter)
 
 lint: setup
 	$(BIN)/ruff check monitoring tests
