@@ -372,6 +372,92 @@ class ModelMetricsSettings(_Section):
     checkpoint_interval: Duration = timedelta(seconds=5)
 
 
+class UiSettings(_Section):
+    """Dashboards web app (``monitoring ui``): where it listens, where dashboards live,
+    the store it reads and what one panel query may ask of it.
+
+    ``dashboards_dir`` holds the user's dashboards (created and saved through the API);
+    ``infra/dashboards`` ships the rest. ``store_url`` is the store's query endpoint
+    (default ``http://storage.query_host:storage.query_port``), reached with ``api.token``.
+    Env: ``MONITORING_UI__PORT``, ``MONITORING_UI__DASHBOARDS_DIR``,
+    ``MONITORING_UI__STORE_URL`` (every key as ``MONITORING_UI__<KEY>``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=0, le=65535)
+    dashboards_dir: str = ".data/dashboards"
+    store_url: str = ""
+    refresh: Duration = timedelta(minutes=1)
+    live_poll: Duration = timedelta(seconds=2)
+    max_range: Duration = timedelta(days=31)
+    max_query_chars: int = Field(4096, ge=64, le=65536)
+    max_series: int = Field(200, ge=1, le=10_000)
+    max_rows: int = Field(5000, ge=1, le=1_000_000)
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    store_concurrency: int = Field(4, ge=1, le=64)
+    max_live_clients: int = Field(16, ge=1, le=1024)
+
+
+# node_exporter 1.5's defaults (filesystem and diskstats collectors): pseudo and
+# container filesystems, and partitions, RAM and loop disks, are not reported
+NODE_FS_TYPES_EXCLUDE = (
+    "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs"
+    "|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs"
+    "|squashfs|sysfs|tracefs)$"
+)
+NODE_MOUNT_POINTS_EXCLUDE = (
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+)
+NODE_DISK_DEVICES_EXCLUDE = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
+
+
+class ProcessGroup(_Section):
+    """Processes reported together as ``groupname=name`` (process-exporter's
+    ``namedprocess_namegroup_*``): those whose name is in ``comm``, or whose command
+    line matches the RE2 regex ``cmdline`` (searched, not anchored)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    comm: list[str] = Field([], max_length=64)
+    cmdline: str = Field("", max_length=1024)
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> ProcessGroup:
+        if not self.comm and not self.cmdline:
+            raise ValueError(f"process group {self.name!r}: give comm names or a cmdline regex")
+        return self
+
+
+class SystemCollectorSettings(_Section):
+    """System collector (``monitoring collect system``), every ``collection.interval``.
+
+    At most ``max_series`` series per collection and ``max_devices`` cores, mounts,
+    disks or interfaces per family (the rest are counted, not sent); the exclusion
+    regexes (RE2) are node_exporter's defaults. ``gpu``: NVML series when a GPU and
+    driver exist. ``metrics_port``: the collector's own /healthz and /metrics (0: none).
+    """
+
+    processes: list[ProcessGroup] = Field([], max_length=64)
+    max_series: int = Field(10_000, ge=1, le=1_000_000)
+    max_devices: int = Field(256, ge=1, le=100_000)
+    fs_types_exclude: str = NODE_FS_TYPES_EXCLUDE
+    mount_points_exclude: str = NODE_MOUNT_POINTS_EXCLUDE
+    disk_devices_exclude: str = NODE_DISK_DEVICES_EXCLUDE
+    network_devices_exclude: str = ""
+    gpu: bool = True
+    stat_timeout: Duration = timedelta(seconds=5)
+    metrics_port: int = Field(9312, ge=0, le=65535)
+
+
+class ScrapeSettings(_Section):
+    """Prometheus scraping (``monitoring scrape --config FILE``): the scrape configs
+    are the FILE; these bound it. ``metrics_port``: its own /healthz and /metrics."""
+
+    max_targets: int = Field(10_000, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_sd_file_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    metrics_port: int = Field(9313, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """All settings. Env: ``MONITORING_<SECTION>__<KEY>``; file: ``MONITORING_CONFIG``."""
 
@@ -391,6 +477,9 @@ class Settings(BaseSettings):
     notifier: NotifierSettings = NotifierSettings()
     model_metrics: ModelMetricsSettings = ModelMetricsSettings()
     api: ApiSettings = ApiSettings()
+    system_collector: SystemCollectorSettings = SystemCollectorSettings()
+    scrape: ScrapeSettings = ScrapeSettings()
+    ui: UiSettings = UiSettings()
 
     @classmethod
     def settings_customise_sources(
