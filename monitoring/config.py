@@ -424,6 +424,13 @@ class ProcessGroup(_Section):
     def _matches_something(self) -> ProcessGroup:
         if not self.comm and not self.cmdline:
             raise ValueError(f"process group {self.name!r}: give comm names or a cmdline regex")
+        if self.cmdline:
+            import re2
+
+            try:
+                re2.compile(self.cmdline)
+            except re2.error as e:
+                raise ValueError(f"process group {self.name!r}: cmdline: {e}") from None
         return self
 
 
@@ -434,8 +441,12 @@ class SystemCollectorSettings(_Section):
     disks or interfaces per family (the rest are counted, not sent); the exclusion
     regexes (RE2) are node_exporter's defaults. ``gpu``: NVML series when a GPU and
     driver exist. ``metrics_port``: the collector's own /healthz and /metrics (0: none).
+    Every series carries ``job`` and ``instance`` (default: the host name), as a
+    Prometheus scraping node_exporter would add them.
     """
 
+    job: str = Field("node", min_length=1, max_length=128)
+    instance: str = Field("", max_length=256)
     processes: list[ProcessGroup] = Field([], max_length=64)
     max_series: int = Field(10_000, ge=1, le=1_000_000)
     max_devices: int = Field(256, ge=1, le=100_000)
@@ -446,6 +457,22 @@ class SystemCollectorSettings(_Section):
     gpu: bool = True
     stat_timeout: Duration = timedelta(seconds=5)
     metrics_port: int = Field(9312, ge=0, le=65535)
+
+    @field_validator(
+        "fs_types_exclude",
+        "mount_points_exclude",
+        "disk_devices_exclude",
+        "network_devices_exclude",
+    )
+    @classmethod
+    def _re2(cls, v: str) -> str:
+        import re2
+
+        try:
+            re2.compile(v)
+        except re2.error as e:
+            raise ValueError(f"not an RE2 regex: {e}") from None
+        return v
 
 
 class ScrapeSettings(_Section):

@@ -12,6 +12,7 @@ from monitoring.cli import (
     anomaly,
     bench,
     broker,
+    collect,
     logs,
     pipeline,
     produce,
@@ -33,6 +34,7 @@ app.add_typer(anomaly.app, name="anomaly")
 app.add_typer(rules.app, name="rules")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(logs.app, name="logs")
+app.add_typer(collect.app, name="collect")
 pipeline.register(app)
 produce.register(app)
 query.register(app)

@@ -1,0 +1,1 @@
+"""Ingest: telemetry people already run (system, Prometheus, OTLP) as MetricBatch records."""
