@@ -1,0 +1,205 @@
+"""What a plot draws: :class:`Trace` lists made from what users hand in.
+
+:func:`traces` takes the store client's answers (a list of
+:class:`~monitoring.query.client.Series` or a :class:`~monitoring.query.client.Table`),
+a mapping ``name -> (x, y)``, or traces as they are. A SQL table's first column is the
+x axis (times when it is a ``DateTime``), its other text columns name the series (one
+trace per distinct value), its numeric columns are the values.
+
+:func:`bound` keeps at most ``max_series`` traces (the largest by peak) and
+``max_points`` points per trace: a time series is downsampled with MinMax-LTTB
+(``tsdownsample``), which keeps the visual shape (peaks and dips) of a line.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tsdownsample import MinMaxLTTBDownsampler, NaNMinMaxLTTBDownsampler
+
+from monitoring.query.client import Series, Table
+
+MAX_CATEGORIES = 500  # bars of a category axis
+MAX_TRACES_IN = 10_000  # traces handed in at all (the store's series limit)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One drawn series: a name, x (``datetime64[ms]``, numbers or strings) and y."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_time(self) -> bool:
+        return np.issubdtype(self.x.dtype, np.datetime64)
+
+
+@dataclass
+class Bounded:
+    """Traces as drawn, and what was left out (said on the plot)."""
+
+    traces: list[Trace]
+    notes: list[str] = field(default_factory=list)
+
+
+def traces(data: Any) -> list[Trace]:
+    """Traces from the store client's answers, a mapping or traces (see the module)."""
+    if isinstance(data, Table):
+        return from_table(data)
+    if isinstance(data, Mapping):
+        return [_trace(str(k), *_pair(v)) for k, v in data.items()]
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes):
+        if len(data) > MAX_TRACES_IN:
+            raise ValueError(f"more than {MAX_TRACES_IN} series to plot")
+        out = []
+        for item in data:
+            if isinstance(item, Trace):
+                out.append(item)
+            elif isinstance(item, Series):
+                x = item.t_ms.astype("datetime64[ms]")
+                out.append(Trace(item.legend(), x, item.values.astype(float), dict(item.labels)))
+            else:
+                raise TypeError(f"cannot plot a {type(item).__name__}")
+        return out
+    raise TypeError(f"cannot plot {type(data).__name__}: give series, a table or a mapping")
+
+
+def _pair(v: Any) -> tuple[Any, Any]:
+    if isinstance(v, Mapping):
+        return v["x"], v["y"]
+    x, y = v
+    return x, y
+
+
+def _trace(name: str, x: Any, y: Any) -> Trace:
+    xa = np.asarray(x)
+    ya = np.asarray(y, dtype=float)
+    if xa.shape != ya.shape or xa.ndim != 1:
+        raise ValueError(f"series {name!r}: x and y must be one-dimensional and equally long")
+    return Trace(name, xa, ya)
+
+
+def from_table(table: Table) -> list[Trace]:
+    """A SQL answer as traces (see the module)."""
+    if not table.columns:
+        return []
+    x_type = table.types[0]
+    xs = table.column(table.columns[0])
+    if x_type.startswith(("DateTime", "Nullable(DateTime", "Date")):
+        x = np.array([np.datetime64(str(v).replace(" ", "T")[:23], "ms") for v in xs])
+    elif _numeric(x_type):
+        x = np.array(xs, dtype=float)
+    else:
+        x = np.array([str(v) for v in xs], dtype=object)
+    keys = [i for i, t in enumerate(table.types) if i > 0 and not _numeric(t)]
+    values = [i for i, t in enumerate(table.types) if i > 0 and _numeric(t)]
+    if not values:
+        raise ValueError("the table has no numeric column to plot")
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for r, row in enumerate(table.rows):
+        groups.setdefault(tuple(str(row[k]) for k in keys), []).append(r)
+    out = []
+    for group, rows in groups.items():
+        labels = {table.columns[k]: v for k, v in zip(keys, group, strict=True)}
+        for vi in values:
+            parts = [", ".join(group)] if group else []
+            if len(values) > 1 or not group:
+                parts.append(table.columns[vi])
+            y = np.array([_float(table.rows[r][vi]) for r in rows], dtype=float)
+            out.append(Trace(" ".join(p for p in parts if p), x[rows], y, labels))
+    return out
+
+
+def _numeric(t: str) -> bool:
+    inner = t.removeprefix("Nullable(").removeprefix("LowCardinality(")
+    return inner.startswith(("Int", "UInt", "Float", "Decimal"))
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v) if v is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _peak(t: Trace) -> float:
+    finite = t.y[np.isfinite(t.y)]
+    return float(np.max(np.abs(finite))) if finite.size else -1.0
+
+
+def bound(items: list[Trace], max_series: int, max_points: int) -> Bounded:
+    """At most ``max_series`` traces and ``max_points`` points each (see the module)."""
+    notes = []
+    if len(items) > max_series:
+        keep = sorted(range(len(items)), key=lambda i: -_peak(items[i]))[:max_series]
+        notes.append(f"{len(items) - max_series} more series not drawn (largest {max_series})")
+        items = [items[i] for i in sorted(keep)]
+    out = []
+    thinned = 0
+    for t in items:
+        if len(t.x) > max_points:
+            thinned += 1
+            t = _thin(t, max_points)
+        out.append(t)
+    if thinned:
+        notes.append(f"{thinned} series downsampled to {max_points} points (MinMax-LTTB)")
+    return Bounded(out, notes)
+
+
+def _thin(t: Trace, n: int) -> Trace:
+    if not (t.is_time or np.issubdtype(t.x.dtype, np.number)):
+        return Trace(t.name, t.x[:n], t.y[:n], t.labels)  # categories: the first n
+    x = t.x.astype("datetime64[ms]").astype(np.int64) if t.is_time else t.x.astype(float)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], t.y[order]
+    n = max(n, 4)
+    sampler = NaNMinMaxLTTBDownsampler() if np.isnan(y).any() else MinMaxLTTBDownsampler()
+    idx = np.asarray(sampler.downsample(x, y, n_out=n), dtype=np.int64)
+    xs = x[idx].astype("datetime64[ms]") if t.is_time else x[idx]
+    return Trace(t.name, xs, y[idx], t.labels)
+
+
+def heatmap_grid(items: list[Trace], max_columns: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Rows, x and a matrix for a heatmap.
+
+    Histogram buckets (every trace has an ``le`` label): one row per bucket, sorted by
+    its bound, holding what falls in it (each cumulative bucket less the one below).
+    Otherwise one row per trace. Columns are the union of the x values, averaged into at
+    most ``max_columns``.
+    """
+    if not items:
+        return [], np.array([]), np.zeros((0, 0))
+    xs = np.unique(np.concatenate([t.x for t in items]))
+    grid = np.full((len(items), len(xs)), np.nan)
+    for i, t in enumerate(items):
+        grid[i, np.searchsorted(xs, t.x)] = t.y
+    if all("le" in t.labels for t in items):
+        order = sorted(range(len(items)), key=lambda i: _le(items[i].labels["le"]))
+        grid = grid[order]
+        names = [f"le {items[i].labels['le']}" for i in order]
+        below = np.vstack([np.zeros((1, grid.shape[1])), grid[:-1]])
+        grid = np.clip(grid - np.nan_to_num(below), 0, None)
+    else:
+        names = [t.name for t in items]
+    if len(xs) > max_columns:
+        k = -(-len(xs) // max_columns)
+        cut = len(xs) // k * k
+        with warnings.catch_warnings():  # a column of no data stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            grid = np.nanmean(grid[:, :cut].reshape(len(names), -1, k), axis=2)
+        xs = xs[:cut:k]
+    return names, xs, grid
+
+
+def _le(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")
