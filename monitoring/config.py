@@ -485,6 +485,40 @@ class ScrapeSettings(_Section):
     metrics_port: int = Field(9313, ge=0, le=65535)
 
 
+class ReceiveSettings(_Section):
+    """Receivers (``monitoring receive``): Prometheus remote_write on ``/api/v1/write``
+    and OTLP/HTTP metrics on ``/v1/metrics``, one server on ``host:port`` (also
+    ``/healthz``, ``/metrics``), behind the ``api`` guard (token required off loopback).
+
+    Bounds per request: ``max_body_bytes`` as received, ``max_decompressed_bytes``
+    after snappy or gzip, ``max_series`` (remote_write), ``max_samples`` (samples or
+    data points; at most ``collection.buffer_size``, since a request is buffered whole),
+    ``max_metadata`` entries, ``max_labels`` per series. Kept state: validated series
+    (``series_cache``), remote_write metric families' metadata (``max_families``), OTLP
+    delta series (``max_delta_series``, idle ones forgotten after ``delta_ttl`` when
+    full). A full buffer answers 503 with ``Retry-After: retry_after``. OTLP mapping:
+    ``promote_resource_attributes`` are copied onto every series, ``scope_labels`` adds
+    ``otel_scope_name``/``otel_scope_version``, ``target_info`` the resource's series.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(9095, ge=0, le=65535)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_decompressed_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_series: int = Field(50_000, ge=1)
+    max_samples: int = Field(50_000, ge=1)
+    max_metadata: int = Field(50_000, ge=0)
+    max_labels: int = Field(32, ge=1, le=256)
+    series_cache: int = Field(100_000, ge=1)
+    max_families: int = Field(100_000, ge=1)
+    max_delta_series: int = Field(100_000, ge=1)
+    delta_ttl: Duration = timedelta(hours=1)
+    retry_after: Duration = timedelta(seconds=1)
+    promote_resource_attributes: list[str] = []
+    scope_labels: bool = True
+    target_info: bool = True
+
+
 class Settings(BaseSettings):
     """All settings. Env: ``MONITORING_<SECTION>__<KEY>``; file: ``MONITORING_CONFIG``."""
 
@@ -506,6 +540,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     system_collector: SystemCollectorSettings = SystemCollectorSettings()
     scrape: ScrapeSettings = ScrapeSettings()
+    receive: ReceiveSettings = ReceiveSettings()
     ui: UiSettings = UiSettings()
 
     @classmethod
