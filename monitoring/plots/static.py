@@ -131,7 +131,9 @@ def _heatmap(fig: Figure, ax: Axes, bounded: Bounded, config: PlotConfig) -> Non
     else:
         x_edges = np.arange(len(xs) + 1)
     y_edges = np.arange(len(names) + 1)
-    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(grid), cmap="viridis")
+    mesh = ax.pcolormesh(
+        x_edges, y_edges, np.ma.masked_invalid(grid), cmap="viridis", rasterized=True
+    )
     ax.set_yticks(np.arange(len(names)) + 0.5, [literal(n, 30) for n in names], fontsize="small")
     if np.issubdtype(xs.dtype, np.datetime64):
         ax.xaxis_date()

@@ -1,0 +1,105 @@
+"""`monitoring plot` on a chDB store: through a running store's query server (with its
+token), and through the in-process server when no store answers. No Kafka broker."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from fixtures.prometheus import free_port
+from fixtures.viz_store import HOUR, VizStore, build_viz_store
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
+
+from monitoring.api.guard import Guard
+from monitoring.cli import plot as plot_cli
+from monitoring.query import clickhouse_http, prometheus_api
+from monitoring.sinks.clickhouse.connection import connect_read_only
+from monitoring.sinks.clickhouse.query_server import QueryServer
+
+pytestmark = pytest.mark.no_broker
+TOKEN = "plot-t0ken-2207"
+NOW_MS = int(time.time() * 1000) // HOUR * HOUR
+
+app = typer.Typer()
+plot_cli.register(app)
+app.command("unused")(lambda: None)  # two commands: typer keeps `plot` as a sub-command
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VizStore, str]]:
+    viz = build_viz_store(tmp_path_factory.mktemp("plot"), NOW_MS)
+    reader = connect_read_only(viz.settings.storage.dsn, viz.settings.storage.query)
+    server = QueryServer(
+        reader, CollectorRegistry(), "127.0.0.1", 0, limits=viz.settings.storage.query,
+        guard=Guard.for_bind("127.0.0.1", token=TOKEN),
+        protocols=[clickhouse_http.routes, prometheus_api.routes],
+    ).start()  # fmt: skip
+    try:
+        yield viz, "http://{}:{}".format(*server.address)
+    finally:
+        server.stop()
+        reader.close()
+        viz.client.close()
+
+
+def run(store: tuple[VizStore, str], *args: str, url: str | None = None) -> tuple[int, str]:
+    env = {"MONITORING_API__TOKEN": TOKEN, "MONITORING_STORAGE__DSN": store[0].settings.storage.dsn}
+    result = CliRunner().invoke(
+        app, ["plot", *args, "--url", url or store[1], "--until", str(NOW_MS / 1000)], env=env
+    )
+    return result.exit_code, result.output
+
+
+def test_promql_line_to_png(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "cpu.png"
+    code, text = run(store, "node_cpu_usage_percent", "--out", str(out), "--unit", "%")
+    assert code == 0, text
+    assert out.read_bytes().startswith(b"\x89PNG") and "3 series" in text
+
+
+def test_histogram_heatmap_to_svg(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "latency.svg"
+    query = "sum by (le) (rate(request_duration_seconds_bucket[5m]))"
+    code, text = run(store, query, "--type", "heatmap", "--since", "2h", "--out", str(out))
+    assert code == 0, text
+    assert ET.parse(out).getroot().tag.endswith("svg") and "5 series" in text
+
+
+def test_sql_with_time_range_to_html(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "anomalies.html"
+    sql = (
+        "SELECT name, count() AS anomalies, max(score) AS top FROM anomalies FINAL "
+        "WHERE ts BETWEEN {start:DateTime64(3)} AND {end:DateTime64(3)} GROUP BY name "
+        "ORDER BY name"
+    )
+    code, text = run(store, sql, "--type", "bar", "--since", "1d", "--out", str(out))
+    assert code == 0, text
+    page = out.read_text()
+    assert "Plotly.newPlot" in page and "node_cpu_usage_percent" in page
+    assert "<script>alert" not in page and "<img src=x" not in page
+
+
+def test_without_a_running_store(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "up.pdf"
+    code, text = run(
+        store, "up", "--since", "2h", "--out", str(out), url=f"http://127.0.0.1:{free_port()}"
+    )
+    assert code == 0, text
+    assert out.read_bytes().startswith(b"%PDF-") and "2 series" in text
+
+
+def test_errors_are_explained(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    code, text = run(store, "rate(x[5m]", "--out", str(tmp_path / "x.png"))
+    assert code == 1 and "query failed" in text and "parse error" in text
+    code, text = run(store, "up", "--out", str(tmp_path / "x.gif"))
+    assert code == 2 and "--out must end in" in text
+    code, text = run(store, "up", "--type", "pie", "--out", str(tmp_path / "x.png"))
+    assert code == 2 and "bad plot options" in text
+    code, text = run(store, "up", "--since", "forever", "--out", str(tmp_path / "x.png"))
+    assert code == 2
+    assert not (tmp_path / "x.png").exists()
