@@ -15,6 +15,7 @@ from monitoring.cli import (
     collect,
     logs,
     pipeline,
+    plot,
     produce,
     query,
     rules,
@@ -36,6 +37,7 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(logs.app, name="logs")
 app.add_typer(collect.app, name="collect")
 pipeline.register(app)
+plot.register(app)
 produce.register(app)
 query.register(app)
 
