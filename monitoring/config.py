@@ -508,7 +508,7 @@ class ReceiveSettings(_Section):
     max_series: int = Field(50_000, ge=1)
     max_samples: int = Field(50_000, ge=1)
     max_metadata: int = Field(50_000, ge=0)
-    max_labels: int = Field(32, ge=1, le=256)
+    max_labels: int = Field(32, ge=1, le=32)  # the samples contract allows 32
     series_cache: int = Field(100_000, ge=1)
     max_families: int = Field(100_000, ge=1)
     max_delta_series: int = Field(100_000, ge=1)
