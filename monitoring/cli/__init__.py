@@ -18,6 +18,7 @@ from monitoring.cli import (
     plot,
     produce,
     query,
+    receive,
     rules,
     store,
 )
@@ -40,6 +41,7 @@ pipeline.register(app)
 plot.register(app)
 produce.register(app)
 query.register(app)
+receive.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,287 @@
+"""Prometheus remote-write 1.0: a snappy-compressed ``prometheus.WriteRequest`` into
+points for the samples topic. No I/O: the receiver hands the body and headers in.
+
+* Headers: ``Content-Encoding: snappy``, ``Content-Type: application/x-protobuf``
+  (remote-write 2.0's ``proto=io.prometheus.write.v2.Request`` answers 415) and
+  ``X-Prometheus-Remote-Write-Version: 0.1.x``.
+* Size: the snappy block's header (its uncompressed length) is read and checked
+  against ``max_decompressed_bytes`` before anything is decompressed; series,
+  samples and metadata entries per request are bounded.
+* Series are validated as Prometheus does (a ``__name__`` that is a metric name, label
+  names, no repeated label; an empty value is no label) plus the samples contract's
+  bounds; a refused series drops its samples, counted by reason, and the rest of the
+  request is kept (Prometheus's own receiver does the same).
+* Staleness markers (Prometheus's stale NaN) are dropped and counted: the pipeline has
+  no NaN samples; a series that stops simply has no more points. Other NaN and ±Inf
+  values are refused (``non-finite-value``), as timestamps outside the contract are.
+* The kind of a series: from the request's metadata when the sender sends it (kept
+  per metric family, bounded, since Prometheus sends metadata in requests of its own),
+  else from the name's conventions (``_total`` counter, ``_bucket`` with ``le``, a
+  ``quantile`` label, ``_sum``/``_count``); anything else is ``UNTYPED``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import cramjam
+from google.protobuf.message import DecodeError
+
+from monitoring.ingest.prompb import WriteRequest
+from monitoring.ingest.receiving import BadRequest, Converted, RequestLimits, SeriesCache
+from monitoring.metrics.samples import InvalidSample
+
+STALE_NAN_BITS = 0x7FF0000000000002  # Prometheus's value.StaleNaN
+_DOUBLE = struct.Struct("<d")
+_BITS = struct.Struct("<Q")
+_INF = math.inf
+
+# MetricMetadata.MetricType numbers -> what a family's series are
+UNKNOWN, COUNTER, GAUGE, HISTOGRAM, GAUGEHISTOGRAM, SUMMARY, INFO, STATESET = range(8)
+
+
+def is_stale_marker(v: float) -> bool:
+    """Whether ``v`` is Prometheus's staleness marker (one NaN bit pattern).
+
+    >>> is_stale_marker(_DOUBLE.unpack(_BITS.pack(STALE_NAN_BITS))[0]), is_stale_marker(math.nan)
+    (True, False)
+    """
+    return _BITS.unpack(_DOUBLE.pack(v))[0] == STALE_NAN_BITS
+
+
+def snappy_length(data: bytes) -> int:
+    """The uncompressed length a snappy block declares (its leading varint, <= 32 bits).
+
+    >>> snappy_length(bytes(cramjam.snappy.compress_raw(b"x" * 300)))
+    300
+    """
+    n = shift = 0
+    for i in range(min(5, len(data))):
+        b = data[i]
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n
+        shift += 7
+    raise BadRequest(400, "snappy: bad block header (the uncompressed length)", "bad-snappy")
+
+
+def check_headers(headers: Any) -> None:
+    """Raise BadRequest unless the headers are remote-write 1.0's (a case-insensitive
+    mapping, as Starlette's)."""
+    ctype = headers.get("content-type", "")
+    media, _, params = ctype.partition(";")
+    if media.strip().lower() != "application/x-protobuf":
+        raise BadRequest(415, f"Content-Type must be application/x-protobuf, not {ctype[:80]!r}")
+    for p in params.split(";"):
+        k, _, v = p.strip().partition("=")
+        if k.lower() == "proto" and v.strip() != "prometheus.WriteRequest":
+            raise BadRequest(
+                415, f"only remote-write 1.0 (prometheus.WriteRequest) is served, not {v[:80]!r}"
+            )
+    enc = headers.get("content-encoding", "")
+    if enc.strip().lower() != "snappy":
+        raise BadRequest(415, f"Content-Encoding must be snappy, not {enc[:40]!r}")
+    version = headers.get("x-prometheus-remote-write-version", "")
+    if not version:
+        raise BadRequest(400, "X-Prometheus-Remote-Write-Version is missing (0.1.0 expected)")
+    if not version.strip().startswith("0.1."):
+        raise BadRequest(
+            415, f"remote-write version {version[:40]!r} is not served (only 0.1.x, 1.0)"
+        )
+
+
+def decode(body: bytes, limits: RequestLimits) -> Any:
+    """A ``WriteRequest`` from a snappy block, within the limits (BadRequest otherwise)."""
+    if not body:
+        raise BadRequest(400, "empty body", "bad-snappy")
+    declared = snappy_length(body)
+    if declared > limits.max_decompressed_bytes:
+        raise BadRequest(
+            413,
+            f"decompressed body of {declared} bytes over {limits.max_decompressed_bytes}",
+            "too-large",
+        )
+    try:
+        raw = cramjam.snappy.decompress_raw(body)
+    except Exception as e:
+        raise BadRequest(400, f"snappy: {e}", "bad-snappy") from None
+    try:
+        req = WriteRequest.FromString(bytes(raw))
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise BadRequest(
+            400, f"protobuf: not a prometheus.WriteRequest ({e})", "bad-protobuf"
+        ) from None
+    if len(req.timeseries) > limits.max_series:
+        raise BadRequest(
+            400, f"{len(req.timeseries)} series, limit {limits.max_series}", "too-many-series"
+        )
+    if len(req.metadata) > limits.max_metadata:
+        raise BadRequest(
+            400,
+            f"{len(req.metadata)} metadata entries, limit {limits.max_metadata}",
+            "too-many-metadata",
+        )
+    return req
+
+
+class Families:
+    """Metadata per metric family (type, unit) as senders sent it; at most
+    ``max_entries``, the oldest forgotten first. ``generation`` moves when a family's
+    type or unit changes, so cached series re-derive their kind."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self.types: dict[str, tuple[int, str]] = {}
+        self.generation = 0
+
+    def update(self, metadata: Any) -> None:
+        types = self.types
+        for m in metadata:
+            name = m.metric_family_name
+            entry = (int(m.type), m.unit)
+            old = types.get(name)
+            if old == entry:
+                continue
+            if old is None and len(types) >= self.max_entries:
+                del types[next(iter(types))]
+            types[name] = entry
+            self.generation += 1
+
+    def kind(self, name: str, labels: dict[str, str]) -> tuple[str, str]:
+        """(kind, unit) of a series by its family's metadata, else its name's conventions.
+
+        >>> f = Families()
+        >>> f.kind("http_requests_total", {}), f.kind("rpc_bucket", {"le": "1"}), f.kind("up", {})
+        (('COUNTER', ''), ('HISTOGRAM_BUCKET', ''), ('UNTYPED', ''))
+        """
+        types = self.types
+        if types:
+            t = types.get(name)
+            if t is not None:
+                kind = _EXACT.get(t[0])
+                if kind is not None:
+                    return kind, t[1]
+            base, _, suffix = name.rpartition("_")
+            t = types.get(base) if base else None
+            if t is not None:
+                kind = _SUFFIXED.get((t[0], suffix))
+                if kind is not None:
+                    return kind, t[1]
+        if name.endswith("_total"):
+            return "COUNTER", ""
+        if name.endswith("_bucket") and "le" in labels:
+            return "HISTOGRAM_BUCKET", ""
+        if "quantile" in labels:
+            return "SUMMARY", ""
+        if name.endswith(("_sum", "_count")):
+            return "COUNTER", ""
+        return "UNTYPED", ""
+
+
+_EXACT = {
+    COUNTER: "COUNTER",
+    GAUGE: "GAUGE",
+    SUMMARY: "SUMMARY",  # the quantile series carry the family's own name
+    INFO: "GAUGE",
+    STATESET: "GAUGE",
+    UNKNOWN: "UNTYPED",
+}
+_SUFFIXED = {
+    (COUNTER, "total"): "COUNTER",
+    (COUNTER, "created"): "GAUGE",
+    (HISTOGRAM, "bucket"): "HISTOGRAM_BUCKET",
+    (HISTOGRAM, "sum"): "COUNTER",
+    (HISTOGRAM, "count"): "COUNTER",
+    (HISTOGRAM, "created"): "GAUGE",
+    (SUMMARY, "sum"): "COUNTER",
+    (SUMMARY, "count"): "COUNTER",
+    (SUMMARY, "created"): "GAUGE",
+    (GAUGEHISTOGRAM, "bucket"): "GAUGE",
+    (GAUGEHISTOGRAM, "gsum"): "GAUGE",
+    (GAUGEHISTOGRAM, "gcount"): "GAUGE",
+    (INFO, "info"): "GAUGE",
+}
+
+
+class RemoteWrite:
+    """Converts decoded requests; keeps the family metadata and the series cache."""
+
+    def __init__(self, series: SeriesCache, families: Families, limits: RequestLimits) -> None:
+        self.series = series
+        self.families = families
+        self.limits = limits
+
+    def convert(self, req: Any, now_ms: int) -> Converted:
+        """The request's points, or refusals by reason (BadRequest over the sample limit)."""
+        out = Converted()
+        if req.metadata:
+            self.families.update(req.metadata)
+        lim = self.limits.series
+        lo, hi = lim.min_timestamp_ms, now_ms + lim.max_future_skew_ms
+        max_labels = lim.max_labels + 1  # __name__ besides the contract's labels
+        max_samples = self.limits.max_samples
+        cache = self.series.entries
+        gen = self.families.generation
+        points = out.points
+        append = points.append
+        for ts in req.timeseries:
+            samples = ts.samples
+            if ts.histograms:
+                out.reject(
+                    "native-histogram", "native histograms are not served", len(ts.histograms)
+                )
+            if not samples:
+                continue
+            labels = ts.labels
+            if len(labels) > max_labels:
+                out.reject("too-many-labels", f"{len(labels)} labels", len(samples))
+                continue
+            key = (gen, *[(lab.name, lab.value) for lab in labels])
+            handle = cache.get(key)
+            if handle is None:
+                try:
+                    handle = self._series(key)
+                except InvalidSample as e:
+                    out.reject(e.reason, e.detail, len(samples))
+                    continue
+            if len(points) + len(samples) > max_samples:
+                raise BadRequest(
+                    400, f"over {max_samples} samples in one request", "too-many-samples"
+                )
+            for s in samples:
+                v = s.value
+                t = s.timestamp
+                if v != v or v == _INF or v == -_INF:
+                    if v != v and is_stale_marker(v):
+                        out.stale += 1
+                    else:
+                        out.reject("non-finite-value", f"value {v!r}")
+                elif t < lo:
+                    out.reject("timestamp-too-old", f"timestamp {t} ms")
+                elif t > hi:
+                    out.reject("timestamp-in-future", f"timestamp {t} ms is ahead of now")
+                else:
+                    append((handle, t, v))
+        return out
+
+    def _series(self, key: tuple[Any, ...]) -> Any:
+        name = ""
+        labels: dict[str, str] = {}
+        for n, v in key[1:]:
+            if n == "__name__":
+                if name:
+                    raise InvalidSample("duplicate-label", "__name__ repeated")
+                name = v
+            elif n in labels:
+                raise InvalidSample("duplicate-label", f"label {n[:80]!r} repeated")
+            elif v:
+                labels[n] = v
+            else:
+                labels[n] = ""  # dropped below, but a repeat is still caught
+        labels = {k: v for k, v in labels.items() if v}
+        if not name:
+            raise InvalidSample("bad-name", "no __name__ label")
+        kind, unit = self.families.kind(name, labels)
+        return self.series.get(key, name, labels, kind, unit)
