@@ -20,7 +20,9 @@ from monitoring.cli import (
     query,
     receive,
     rules,
+    scrape,
     store,
+    ui,
 )
 
 app = typer.Typer(
@@ -41,6 +43,8 @@ pipeline.register(app)
 plot.register(app)
 produce.register(app)
 query.register(app)
+scrape.register(app)
+ui.register(app)
 receive.register(app)
 
 

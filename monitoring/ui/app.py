@@ -1,0 +1,542 @@
+"""``monitoring ui``: the dashboards web app on the project's :class:`ApiServer`.
+
+Routes (all behind the :class:`Guard`; JSON bodies want ``application/json``):
+
+- ``GET /`` the home page, ``GET /d/<name>`` a dashboard page, ``GET /static/<file>``
+  the page's scripts and styles, and ``/static/plotly.min.js`` from the installed
+  ``plotly`` package (nothing comes from a CDN);
+- ``GET /api/ui/dashboards`` the list, ``POST`` one new (``{"name", "dashboard"}``);
+  ``GET``/``PUT /api/ui/dashboards/<name>`` one, saved as ``<dashboards_dir>/<name>.yaml``;
+- ``GET /api/ui/dashboards/<name>/panels/<id>?start=&end=&width=&var-<v>=`` a panel's
+  data, ``.../variables/<v>?start=&end=`` a variable's values;
+- ``GET /api/ui/home`` firing alerts and the pipeline's health;
+- ``GET /api/ui/events`` server-sent events: ``window`` with the newest closed window's
+  end whenever it moves (one store poll per ``ui.live_poll``, shared by every client).
+
+Every answer carries a strict Content-Security-Policy (``script-src 'self'``), so even a
+label value that got into the page as markup could not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from monitoring.api.guard import Guard, Refused
+from monitoring.api.server import ApiServer
+from monitoring.config import Settings
+from monitoring.ui.dashboards import (
+    SHIPPED_DIR,
+    Dashboard,
+    DashboardError,
+    DashboardStore,
+    Panel,
+    Variable,
+    check_name,
+    from_data,
+)
+from monitoring.ui.panels import (
+    ALL,
+    MAX_WIDTH_PX,
+    MIN_WIDTH_PX,
+    PanelError,
+    align,
+    choose_step,
+    heatmap,
+    prom_frames,
+    sql_frames,
+    sql_parameters,
+    substitute,
+)
+from monitoring.ui.store import StoreClient, StoreError
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+INSTANT_TYPES = frozenset({"stat", "gauge", "bar", "table"})
+MAX_VALUES = 1000  # values of one template variable
+FIRING_SQL = """
+SELECT group_key, receiver, last_change, alerts
+FROM (
+    SELECT group_key, argMax(status, time) AS status, argMax(receiver, time) AS receiver,
+           toUnixTimestamp64Milli(max(time)) AS last_change,
+           argMax(length(fingerprints), time) AS alerts
+    FROM deliveries FINAL WHERE time > now() - INTERVAL 7 DAY GROUP BY group_key
+) WHERE status = 'firing' ORDER BY last_change DESC LIMIT 50
+"""
+FRESHNESS_SQL = """
+SELECT
+  (SELECT toUnixTimestamp64Milli(max(window_end)) FROM aggregates
+   WHERE window_start > now() - INTERVAL 1 DAY) AS last_window_ms,
+  (SELECT toUnixTimestamp64Milli(max(ts)) FROM samples WHERE ts > now() - INTERVAL 1 DAY)
+    AS last_sample_ms,
+  (SELECT count() FROM samples WHERE ts > now() - INTERVAL 5 MINUTE) AS samples_5m,
+  (SELECT count() FROM series) AS series
+"""
+LIVE_SQL = (
+    "SELECT toUnixTimestamp64Milli(max(window_end)) AS end_ms FROM aggregates "
+    "WHERE window_start > now() - INTERVAL 1 HOUR"
+)
+
+
+class LiveFeed:
+    """The newest closed window's end, asked of the store at most once per ``poll_s``
+    however many browsers listen."""
+
+    def __init__(self, store: StoreClient, poll_s: float) -> None:
+        self.store = store
+        self.poll_s = poll_s
+        self.value: int | None = None
+        self.at = 0.0
+        self.closed = False
+
+    async def latest(self) -> int | None:
+        now = time.monotonic()
+        if now - self.at >= self.poll_s:
+            self.at = now  # taken before the await: concurrent callers use the old value
+            try:
+                _, rows = await self.store.sql(LIVE_SQL, {}, 1)
+                v = rows[0][0] if rows and rows[0] else None
+                self.value = int(v) if isinstance(v, int | float) and v > 0 else self.value
+            except StoreError:
+                pass  # the store is down: no event; the page shows the error on refetch
+        return self.value
+
+
+class UiApp:
+    """The routes of the UI, given its settings, dashboards and store client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry,
+        store: StoreClient,
+        dashboards: DashboardStore,
+    ) -> None:
+        self.ui = settings.ui
+        self.store = store
+        self.dashboards = dashboards
+        self.feed = LiveFeed(store, self.ui.live_poll.total_seconds())
+        self.live_clients = 0
+        self.refused = Counter(
+            "monitoring_ui_refused", "UI requests refused, by reason", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.panel_queries = Counter(
+            "monitoring_ui_panel_queries", "Panel queries by outcome", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
+        self.static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
+        self.plotly_js = _plotly_js()
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self.page("index.html"), methods=["GET"]),
+            Route("/d/{name}", self.page("dashboard.html"), methods=["GET"]),
+            Route("/static/{file}", self.static_file, methods=["GET"]),
+            Route("/api/ui/dashboards", self.list_dashboards, methods=["GET"]),
+            Route("/api/ui/dashboards", self.create_dashboard, methods=["POST"]),
+            Route("/api/ui/dashboards/{name}", self.get_dashboard, methods=["GET"]),
+            Route("/api/ui/dashboards/{name}", self.put_dashboard, methods=["PUT"]),
+            Route("/api/ui/dashboards/{name}/panels/{panel}", self.panel, methods=["GET"]),
+            Route("/api/ui/dashboards/{name}/variables/{var}", self.variable, methods=["GET"]),
+            Route("/api/ui/home", self.home, methods=["GET"]),
+            Route("/api/ui/events", self.events, methods=["GET"]),
+        ]
+
+    # -- pages and files ---------------------------------------------------------------
+
+    def page(self, file: str) -> Any:
+        async def endpoint(_request: Request) -> Response:
+            return FileResponse(self.static[file], media_type="text/html; charset=utf-8",
+                                headers={"Cache-Control": "no-store"})  # fmt: skip
+
+        return endpoint
+
+    async def static_file(self, request: Request) -> Response:
+        name = request.path_params["file"]
+        if name == "plotly.min.js" and self.plotly_js is not None:
+            return FileResponse(self.plotly_js, media_type="text/javascript",
+                                headers={"Cache-Control": "max-age=86400"})  # fmt: skip
+        path = self.static.get(name)  # only the files shipped in the package's static/
+        if path is None or path.suffix not in (".js", ".css"):
+            return self._refuse(404, "not-found", f"no static file {name[:100]!r}")
+        media = "text/javascript" if path.suffix == ".js" else "text/css"
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
+
+    # -- dashboards --------------------------------------------------------------------
+
+    async def list_dashboards(self, _request: Request) -> Response:
+        return JSONResponse({"dashboards": self.dashboards.listing()})
+
+    async def get_dashboard(self, request: Request) -> Response:
+        try:
+            d = self._dashboard(request.path_params["name"])
+        except _Refusal as r:
+            return r.response
+        return JSONResponse({"name": request.path_params["name"], "dashboard": d.to_json(),
+                             "refresh_default": self.ui.refresh.total_seconds()})  # fmt: skip
+
+    async def create_dashboard(self, request: Request) -> Response:
+        try:
+            body = json.loads(await _guard(request).body(request))
+        except Refused as e:
+            return e.response()
+        except ValueError:
+            return self._refuse(400, "bad-body", "the body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            return self._refuse(400, "bad-body", 'the body is {"name": ..., "dashboard": {...}}')
+        return await self._save(body["name"], body.get("dashboard"), create=True)
+
+    async def put_dashboard(self, request: Request) -> Response:
+        try:
+            body = json.loads(await _guard(request).body(request))
+        except Refused as e:
+            return e.response()
+        except ValueError:
+            return self._refuse(400, "bad-body", "the body is not JSON")
+        return await self._save(request.path_params["name"], body, create=False)
+
+    async def _save(self, name: str, data: Any, create: bool) -> Response:
+        try:
+            check_name(name)
+            dashboard = from_data(data, name)
+            if create and name in self.dashboards.names():
+                return self._refuse(409, "exists", f"a dashboard {name!r} exists: PUT to change it")
+            self.dashboards.save(name, dashboard)
+        except DashboardError as e:
+            return self._refuse(400, "bad-dashboard", str(e))
+        return JSONResponse({"name": name, "dashboard": dashboard.to_json()},
+                            status_code=201 if create else 200)  # fmt: skip
+
+    def _dashboard(self, name: str) -> Dashboard:
+        try:
+            d = self.dashboards.get(name)
+        except DashboardError as e:
+            raise _Refusal(self._refuse(400, "bad-dashboard", str(e))) from None
+        if d is None:
+            raise _Refusal(self._refuse(404, "not-found", f"no dashboard {name!r}"))
+        return d
+
+    # -- panel data --------------------------------------------------------------------
+
+    async def panel(self, request: Request) -> Response:
+        try:
+            d = self._dashboard(request.path_params["name"])
+            p = d.panel(request.path_params["panel"])
+            if p is None:
+                return self._refuse(404, "not-found", "no such panel in the dashboard")
+            start, end = self._range(request)
+            width = _int(request, "width", 800)
+            if not MIN_WIDTH_PX <= width <= MAX_WIDTH_PX:
+                raise PanelError(f"width: {MIN_WIDTH_PX} to {MAX_WIDTH_PX} pixels")
+            variables = self._variables(d, request)
+            answer = await self._run(p, start, end, width, variables)
+        except _Refusal as r:
+            return r.response
+        except PanelError as e:
+            return self._refuse(400, "bad-panel-request", str(e))
+        except StoreError as e:
+            self.panel_queries.labels("store-error").inc()
+            return JSONResponse({"error": e.message}, status_code=_status(e.status))
+        self.panel_queries.labels("ok").inc()
+        return JSONResponse(answer)
+
+    def _range(self, request: Request) -> tuple[int, int]:
+        now = int(time.time() * 1000)
+        end = _int(request, "end", now)
+        start = _int(request, "start", end - 3_600_000)
+        if not 0 <= start < end:
+            raise PanelError("start must be before end (epoch milliseconds)")
+        if end - start > self.ui.max_range.total_seconds() * 1000:
+            raise PanelError(f"the range is longer than ui.max_range ({self.ui.max_range})")
+        return start, end
+
+    def _variables(self, d: Dashboard, request: Request) -> dict[str, str]:
+        given = {k[4:]: v for k, v in request.query_params.items() if k.startswith("var-")}
+        unknown = set(given) - {v.name for v in d.variables}
+        if unknown:
+            raise PanelError(f"not a variable of the dashboard: {sorted(unknown)[0][:64]!r}")
+        out = {}
+        for v in d.variables:
+            value = given.get(v.name, v.default or (ALL if v.include_all else ""))
+            if len(value) > 256:
+                raise PanelError(f"variable {v.name}: a value is at most 256 characters")
+            if value == ALL and not v.include_all:
+                raise PanelError(f"variable {v.name} has no All value")
+            out[v.name] = value
+        return out
+
+    async def _run(
+        self, p: Panel, start: int, end: int, width: int, variables: dict[str, str]
+    ) -> dict[str, Any]:
+        step = choose_step(start, end, width, p.min_step.total_seconds())
+        first = align(start, step)
+        limit = self.ui.max_query_chars
+        calls: list[Coroutine[Any, Any, Any]] = []
+        for q in p.queries:
+            if q.promql:
+                text = substitute(q.promql, variables, step, (end - start) // 1000)
+                if len(text) > limit:
+                    raise PanelError(f"the query is over ui.max_query_chars ({limit})")
+                if q.instant or p.type in INSTANT_TYPES:
+                    form = {"query": text, "time": f"{end / 1000:.3f}"}
+                    calls.append(self.store.prometheus("query", form))
+                else:
+                    form = {"query": text, "start": f"{first / 1000:.3f}",
+                            "end": f"{end / 1000:.3f}", "step": str(step)}  # fmt: skip
+                    calls.append(self.store.prometheus("query_range", form))
+            else:
+                if len(q.sql) > limit:
+                    raise PanelError(f"the query is over ui.max_query_chars ({limit})")
+                params = sql_parameters(q.sql, variables, first, end, step)
+                calls.append(self.store.sql(q.sql, params, self.ui.max_rows))
+        results = await asyncio.gather(*calls)
+        frames: list[Any] = []
+        warnings: list[str] = []
+        total = 0
+        for q, res in zip(p.queries, results, strict=True):
+            room = max(0, self.ui.max_series - len(frames))
+            if isinstance(res, dict):
+                got, n = prom_frames(res.get("data") or {}, q, room)
+                warnings += [str(w)[:300] for w in res.get("warnings", [])]
+            else:
+                got, n = sql_frames(res[0], res[1], p, room)
+            frames += got
+            total += n
+        if total > len(frames) and not any(f["kind"] == "table" for f in frames):
+            warnings.append(f"showing {len(frames)} of {total} series (ui.max_series)")
+        if p.type == "heatmap":
+            h = heatmap(frames)
+            frames = [h] if h is not None else frames
+        return {"frames": frames, "step_s": step, "start": first, "end": end,
+                "warnings": warnings[:10], "series_total": total}  # fmt: skip
+
+    async def variable(self, request: Request) -> Response:
+        try:
+            d = self._dashboard(request.path_params["name"])
+            v = d.variable(request.path_params["var"])
+            if v is None:
+                return self._refuse(404, "not-found", "no such variable in the dashboard")
+            start, end = self._range(request)
+            values = await self._values(v, start, end)
+        except _Refusal as r:
+            return r.response
+        except PanelError as e:
+            return self._refuse(400, "bad-variable-request", str(e))
+        except StoreError as e:
+            return JSONResponse({"error": e.message}, status_code=_status(e.status))
+        return JSONResponse({"name": v.name, "values": values[:MAX_VALUES],
+                             "include_all": v.include_all, "default": v.default})  # fmt: skip
+
+    async def _values(self, v: Variable, start: int, end: int) -> list[str]:
+        if v.values:
+            return list(v.values)
+        if v.sql:
+            _, rows = await self.store.sql(v.sql, sql_parameters(v.sql, {}, start, end, 1),
+                                           MAX_VALUES)  # fmt: skip
+            return sorted({str(r[0]) for r in rows if r})
+        form = {"start": f"{start / 1000:.3f}", "end": f"{end / 1000:.3f}"}
+        if v.match:
+            form["match[]"] = v.match
+        res = await self.store.prometheus(f"label/{v.label}/values", form, method="GET")
+        data = res.get("data")
+        return [str(x) for x in data] if isinstance(data, list) else []
+
+    # -- home and live -----------------------------------------------------------------
+
+    async def home(self, _request: Request) -> Response:
+        async def rows(sql: str) -> tuple[list[str], list[list[Any]], str]:
+            try:
+                meta, data = await self.store.sql(sql, {}, 100)
+            except StoreError as e:
+                return [], [], e.message
+            return [str(m["name"]) for m in meta], data, ""
+
+        health, alerts, fresh = await asyncio.gather(
+            self.store.health(), rows(FIRING_SQL), rows(FRESHNESS_SQL)
+        )
+        freshness = dict(zip(fresh[0], fresh[1][0], strict=True)) if fresh[1] else {}
+        return JSONResponse({
+            "dashboards": self.dashboards.listing(),
+            "alerts": {"columns": alerts[0], "rows": alerts[1], "error": alerts[2]},
+            "health": {"store": health, "freshness": freshness, "error": fresh[2],
+                       "now_ms": int(time.time() * 1000)},
+        })  # fmt: skip
+
+    async def events(self, request: Request) -> Response:
+        if self.live_clients >= self.ui.max_live_clients:
+            return self._refuse(503, "live-clients", "too many live pages (ui.max_live_clients)")
+        self.live_clients += 1
+        poll = self.ui.live_poll.total_seconds()
+
+        async def stream() -> Any:
+            try:
+                yield "retry: 5000\n\n"
+                last: int | None = None
+                quiet_since = time.monotonic()
+                deadline = time.monotonic() + 600  # the browser reconnects on its own
+                while not self.feed.closed and time.monotonic() < deadline:
+                    end = await self.feed.latest()
+                    if end is not None and end != last:
+                        last = end
+                        quiet_since = time.monotonic()
+                        yield f"event: window\ndata: {json.dumps({'end_ms': end})}\n\n"
+                    elif time.monotonic() - quiet_since > 15:
+                        quiet_since = time.monotonic()
+                        yield ": keep-alive\n\n"
+                    await asyncio.sleep(poll)
+            finally:
+                self.live_clients -= 1
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )  # fmt: skip
+
+    def _refuse(self, status: int, reason: str, message: str) -> Response:
+        self.refused.labels(reason).inc()
+        return JSONResponse({"error": message}, status_code=status)
+
+
+class _Refusal(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _int(request: Request, key: str, default: int) -> int:
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    if len(raw) > 20 or not raw.lstrip("-").isdigit():
+        raise PanelError(f"{key}: a whole number (epoch milliseconds, or pixels for width)")
+    return int(raw)
+
+
+def _status(store_status: int) -> int:
+    """The UI's status for a store's: its 4xx are the query's fault, the rest ours."""
+    if store_status in (400, 422):
+        return store_status
+    if 400 <= store_status < 500:
+        return 502  # 401/403/404: the UI's settings (token, URL) do not fit the store
+    return 503 if store_status == 503 else 502
+
+
+def _guard(request: Request) -> Guard:
+    """The guard of the server answering ``request`` (for its body limits)."""
+    guard = request.scope.get("monitoring.guard")
+    return guard if isinstance(guard, Guard) else Guard.for_bind("127.0.0.1")
+
+
+def _plotly_js() -> Path | None:
+    """plotly.js as the installed ``plotly`` package ships it (no CDN: offline)."""
+    try:
+        import plotly
+    except ImportError:  # pragma: no cover - a dependency of the project
+        return None
+    path = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+class _Headers:
+    """Pure ASGI middleware: security headers on every answer; a 401 asks the browser
+    for basic auth (the token as password), so a person can open a guarded UI."""
+
+    def __init__(self, app: Any, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope["monitoring.guard"] = self.guard
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if message["status"] == 401:
+                    headers.append((b"www-authenticate", b'Basic realm="monitoring ui"'))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class UiServer:
+    """The UI on an :class:`ApiServer`: ``start()``, ``address``, ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        store: StoreClient | None = None,
+        shipped_dir: Path | None = SHIPPED_DIR,
+        guard: Guard | None = None,
+    ) -> None:
+        ui = settings.ui
+        host = ui.host if host is None else host
+        port = ui.port if port is None else port
+        registry = registry or CollectorRegistry()
+        self.store = store or store_client(settings)
+        self.ui = UiApp(
+            settings, registry, self.store, DashboardStore(ui.dashboards_dir, shipped_dir)
+        )
+        guard = guard or Guard.from_settings(settings.api, host)
+        self.server = ApiServer(
+            registry, host, port, guard=guard, max_connections=settings.api.max_connections,
+            mounts=self.ui.routes(),
+        )  # fmt: skip
+        self.server.app.add_middleware(_Headers, guard=guard)
+        self.app = self.server.app
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.address
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self) -> UiServer:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.ui.feed.closed = True  # live streams end within one poll
+        self.server.stop()
+
+
+def store_client(settings: Settings) -> StoreClient:
+    """A client of the store the settings name (``ui.store_url``, else the store's
+    query host and port), with ``api.token``."""
+    st, ui = settings.storage, settings.ui
+    url = ui.store_url or f"http://{st.query_host}:{st.query_port}"
+    return StoreClient(
+        url,
+        settings.api.token.get_secret_value(),
+        timeout_s=st.query.timeout.total_seconds() * 2 + 5,
+        concurrency=ui.store_concurrency,
+        max_response_bytes=ui.max_response_bytes,
+    )

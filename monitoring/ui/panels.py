@@ -1,0 +1,289 @@
+"""Pure parts of a panel query: the step for a panel's width, variables, legends, and
+the store's answers reshaped into the frames the browser draws.
+
+A frame is one of:
+
+- ``{"kind": "series", "name", "labels", "t": [ms], "v": [float | None]}`` (a range
+  query's series, or a time-keyed SQL column);
+- ``{"kind": "value", "name", "labels", "value"}`` (an instant query's sample);
+- ``{"kind": "table", "columns", "types", "rows"}`` (SQL);
+- ``{"kind": "heatmap", "x": [ms], "y": [bucket], "z": [[count]]}`` (histogram buckets).
+
+Values the JSON cannot carry (NaN, infinities) are ``None``: a gap in the chart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from monitoring.ui.dashboards import Panel, Query
+
+# Steps a panel's points fall on (seconds): a range refetched later lines up with the last
+NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+              43200, 86400)  # fmt: skip
+MIN_WIDTH_PX, MAX_WIDTH_PX = 10, 4000
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_LEGEND = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_RE2_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
+ALL = "$__all"  # a variable's value meaning every value
+
+
+class PanelError(ValueError):
+    """A panel request refused before anything reaches the store; the text says why."""
+
+
+def choose_step(start_ms: int, end_ms: int, width_px: int, min_step_s: float = 1.0) -> int:
+    """The smallest nice step (seconds, at least ``min_step_s``) that gives at most
+    ``width_px`` points from ``start_ms`` aligned down to it through ``end_ms``.
+
+    >>> choose_step(0, 3_600_000, 800)
+    5
+    >>> choose_step(0, 7 * 86_400_000, 1000)
+    900
+    >>> choose_step(0, 60_000, 1000, min_step_s=10)
+    10
+    """
+    width = max(MIN_WIDTH_PX, min(MAX_WIDTH_PX, int(width_px)))
+    span_s = max(0.0, (end_ms - start_ms) / 1000)
+    floor = max(1.0, float(min_step_s), span_s / width)
+    candidates = [s for s in NICE_STEPS if s >= floor] or [math.ceil(floor / 86400) * 86400]
+    for step in candidates:
+        if points(start_ms, end_ms, step) <= width:
+            return step
+    step = candidates[-1]
+    while points(start_ms, end_ms, step) > width:
+        step *= 2
+    return step
+
+
+def align(start_ms: int, step_s: int) -> int:
+    """``start_ms`` aligned down to a multiple of the step."""
+    return start_ms - start_ms % (step_s * 1000)
+
+
+def points(start_ms: int, end_ms: int, step_s: int) -> int:
+    """How many points a range query at ``step_s`` from the aligned start returns."""
+    first = align(start_ms, step_s)
+    return (end_ms - first) // (step_s * 1000) + 1
+
+
+def regex_escape(value: str) -> str:
+    """A literal for an RE2 regex (``=~``).
+
+    >>> regex_escape("a.b(c)")
+    'a\\\\.b\\\\(c\\\\)'
+    """
+    return _RE2_META.sub(r"\\\1", value)
+
+
+def promql_string(value: str) -> str:
+    """The inside of a PromQL double-quoted string holding ``value``.
+
+    >>> promql_string('say "hi"\\\\')
+    'say \\\\"hi\\\\"\\\\\\\\'
+    """
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+
+
+def substitute(promql: str, variables: Mapping[str, str], step_s: int, range_s: int = 3600) -> str:
+    """``$var`` and ``${var}`` replaced by the variable's value, regex-escaped and
+    string-escaped (so it is matched with ``=~"$var"``; every value is ``.*``);
+    ``$__interval`` is the step, ``$__rate_interval`` four steps and at least a minute,
+    ``$__range`` the panel's time range.
+
+    >>> substitute('up{job=~"$job"}[$__rate_interval]', {"job": 'a"b'}, 30)
+    'up{job=~"a\\\\"b"}[120s]'
+    >>> substitute('up{job=~"$job"}', {"job": ALL}, 30)
+    'up{job=~".*"}'
+    """
+    builtins = {
+        "__interval": f"{step_s}s",
+        "__rate_interval": f"{max(4 * step_s, 60)}s",
+        "__range": f"{max(1, range_s)}s",
+    }
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name in builtins:
+            return builtins[name]
+        if name not in variables:
+            raise PanelError(f"the query uses ${name}, which is not a variable of the dashboard")
+        value = variables[name]
+        return ".*" if value == ALL else promql_string(regex_escape(value))
+
+    return _VAR.sub(one, promql)
+
+
+def sql_parameters(
+    sql: str, variables: Mapping[str, str], start_ms: int, end_ms: int, step_s: int
+) -> dict[str, str]:
+    """The ``param_<name>`` values an SQL query binds (a variable's ``All`` is ``''``):
+    only those its text names, so ClickHouse never sees a parameter it has no
+    placeholder for."""
+    values = {
+        "start_ms": str(start_ms),
+        "end_ms": str(end_ms),
+        "step_s": str(step_s),
+        **{k: ("" if v == ALL else v) for k, v in variables.items()},
+    }
+    return {f"param_{k}": v for k, v in values.items() if "{" + k + ":" in sql}
+
+
+def series_name(metric: Mapping[str, str], legend: str) -> str:
+    """A series' display name: the legend with ``{{label}}`` filled, or its labels.
+
+    >>> series_name({"__name__": "up", "job": "a"}, "")
+    'up{job="a"}'
+    >>> series_name({"service": "api"}, "{{service}} p99")
+    'api p99'
+    """
+    if legend:
+        return _LEGEND.sub(lambda m: metric.get(m.group(1), ""), legend)
+    name = metric.get("__name__", "")
+    rest = ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
+    return f"{name}{{{rest}}}" if rest or not name else name
+
+
+def number(v: Any) -> float | None:
+    """A value of the store's JSON as a float; None for NaN, infinities and non-numbers.
+
+    >>> number("1.5"), number("NaN"), number("+Inf"), number(None)
+    (1.5, None, None, None)
+    """
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def prom_frames(data: Mapping[str, Any], query: Query, max_series: int) -> tuple[list[Any], int]:
+    """Frames of a Prometheus ``data`` object, at most ``max_series``; and how many
+    series the answer had."""
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar" and isinstance(result, list) and len(result) == 2:
+        return [{"kind": "value", "name": query.legend or "scalar", "labels": {},
+                 "value": number(result[1])}], 1  # fmt: skip
+    if not isinstance(result, list):
+        return [], 0
+    frames: list[Any] = []
+    for item in result[:max_series]:
+        metric = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        name = series_name(metric, query.legend)
+        if kind == "matrix":
+            pts = item.get("values") or []
+            frames.append({
+                "kind": "series", "name": name, "labels": metric,
+                "t": [round(float(p[0]) * 1000) for p in pts], "v": [number(p[1]) for p in pts],
+            })  # fmt: skip
+        elif kind == "vector":
+            frames.append({"kind": "value", "name": name, "labels": metric,
+                           "value": number((item.get("value") or [0, None])[1])})  # fmt: skip
+    return frames, len(result)
+
+
+def _time_ms(v: Any) -> int | None:
+    """A time column's cell as epoch ms: a number (seconds if small, else ms) or a
+    ``YYYY-MM-DD hh:mm:ss[.fff]`` text in UTC."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return round(v * 1000) if abs(v) < 1e11 else round(v)
+    if isinstance(v, str):
+        try:
+            return _time_ms(float(v))
+        except ValueError:
+            pass
+        try:
+            dt = datetime.fromisoformat(v.replace(" ", "T"))
+        except ValueError:
+            return None
+        return round((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+    return None
+
+
+def sql_frames(
+    meta: Sequence[Mapping[str, Any]], rows: Sequence[Sequence[Any]], panel: Panel, max_series: int
+) -> tuple[list[Any], int]:
+    """Frames of an SQL answer (JSONCompact's ``meta`` and ``data``).
+
+    Charts over time want the first column to be a time (DateTime or epoch): each
+    numeric column is then a series, or, with a String column named ``series``, the
+    first numeric column split by it. Other charts, and tables, get the table.
+    """
+    columns = [str(m.get("name", "")) for m in meta]
+    types = [str(m.get("type", "")) for m in meta]
+    table = {"kind": "table", "columns": columns, "types": types, "rows": [list(r) for r in rows]}
+    timed = panel.type in ("timeseries", "scatter", "bar") and types and "Date" in types[0]
+    if not timed:
+        return [table], 1
+    numeric = [i for i, t in enumerate(types) if i > 0 and _numeric(t)]
+    split = columns.index("series") if "series" in columns else None
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = _time_ms(r[0])
+        if t is None:
+            continue
+        if split is not None and numeric:
+            keys = [(str(r[split]), numeric[0])]
+        else:
+            keys = [(columns[i], i) for i in numeric]
+        for name, i in keys:
+            if name not in out and len(out) >= max_series:
+                continue
+            f = out.setdefault(name, {"kind": "series", "name": name, "labels": {},
+                                      "t": [], "v": []})  # fmt: skip
+            f["t"].append(t)
+            f["v"].append(number(r[i]))
+    total = len({str(r[split]) for r in rows}) if split is not None else len(numeric)
+    return list(out.values()), total
+
+
+def _numeric(ch_type: str) -> bool:
+    t = ch_type.removeprefix("Nullable(").removeprefix("LowCardinality(")
+    return t.startswith(("Int", "UInt", "Float", "Decimal"))
+
+
+def heatmap(frames: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Cumulative histogram buckets (series with an ``le`` label, as ``sum by (le)
+    (rate(x_bucket[...]))`` answers) as a heatmap of per-bucket counts over time.
+
+    >>> h = heatmap([{"labels": {"le": "+Inf"}, "t": [0, 1], "v": [5, 7]},
+    ...              {"labels": {"le": "0.1"}, "t": [0, 1], "v": [2, 3]}])
+    >>> h["y"], h["z"]
+    (['0.1', '+Inf'], [[2, 3], [3, 4]])
+    """
+    buckets = [f for f in frames if "le" in (f.get("labels") or {}) and "t" in f]
+    if not buckets:
+        return None
+    buckets.sort(key=lambda f: _le(f["labels"]["le"]))
+    x = sorted({t for f in buckets for t in f["t"]})
+    col = {t: i for i, t in enumerate(x)}
+    cumulative = []
+    for f in buckets:
+        row: list[float | None] = [None] * len(x)
+        for t, v in zip(f["t"], f["v"], strict=True):
+            row[col[t]] = v
+        cumulative.append(row)
+    z: list[list[float | None]] = []
+    for i, row in enumerate(cumulative):
+        if i == 0:
+            z.append(row)
+            continue
+        below = cumulative[i - 1]
+        z.append(
+            [
+                None if a is None or b is None else max(0.0, a - b)
+                for a, b in zip(row, below, strict=True)
+            ]
+        )
+    return {"kind": "heatmap", "x": x, "y": [f["labels"]["le"] for f in buckets], "z": z}
+
+
+def _le(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return math.inf

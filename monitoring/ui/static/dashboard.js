@@ -1,0 +1,359 @@
+// One dashboard: rows of panels drawn with plotly.js, a time range, template
+// variables, a refresh timer and live updates (server-sent events when a window
+// closes). Each panel keeps data-state (loading, ok, empty, error) and data-traces
+// for people and tests to read.
+"use strict";
+
+(function () {
+  const { el, api, plotlyText, formatValue, axisFormat, table, clear } = window.ui;
+  const name = decodeURIComponent(location.pathname.split("/").pop());
+  const params = new URLSearchParams(location.search);
+  const state = {
+    dashboard: null,
+    last: params.get("last") || null, // a relative range ("1h"), or
+    from: params.has("from") ? Number(params.get("from")) : null, // an absolute one (ms)
+    to: params.has("to") ? Number(params.get("to")) : null,
+    vars: {},
+    panels: [], // {panel, node, body, note, seq}
+    timer: null,
+    fetching: false,
+  };
+  const ALL = "$__all";
+  const PLOTLY_CONFIG = { displaylogo: false, responsive: true,
+    modeBarButtonsToRemove: ["toImage", "sendDataToCloud", "lasso2d", "select2d"] };
+
+  function parseDuration(s) {
+    const m = /^(\d+)(ms|s|m|h|d|w)$/.exec(s || "");
+    if (!m) return 3600000;
+    const unit = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000, w: 604800000 }[m[2]];
+    return Number(m[1]) * unit;
+  }
+
+  function range() {
+    if (state.from !== null && state.to !== null && state.to > state.from) {
+      return { start: Math.floor(state.from), end: Math.floor(state.to), relative: false };
+    }
+    const end = Date.now();
+    return { start: end - parseDuration(state.last), end, relative: true };
+  }
+
+  function syncUrl() {
+    const q = new URLSearchParams();
+    if (state.from !== null && state.to !== null) {
+      q.set("from", String(Math.floor(state.from)));
+      q.set("to", String(Math.floor(state.to)));
+    } else {
+      q.set("last", state.last);
+    }
+    for (const [k, v] of Object.entries(state.vars)) q.set("var-" + k, v);
+    history.replaceState(null, "", location.pathname + "?" + q.toString());
+  }
+
+  function status(text) { document.getElementById("status").textContent = text || ""; }
+
+  async function loadVariables() {
+    const box = document.getElementById("variables");
+    clear(box);
+    const r = range();
+    for (const v of state.dashboard.variables) {
+      const label = el("label", {}, v.name + " ");
+      const select = el("select", { "data-var": v.name });
+      label.appendChild(select);
+      box.appendChild(label);
+      let values = [];
+      try {
+        const res = await api(`/api/ui/dashboards/${encodeURIComponent(name)}/variables/` +
+          `${encodeURIComponent(v.name)}?start=${r.start}&end=${r.end}`);
+        values = res.values;
+      } catch (e) {
+        status(`variable ${v.name}: ${e.message}`);
+      }
+      if (v.include_all) select.appendChild(el("option", { value: ALL }, "All"));
+      for (const value of values) select.appendChild(el("option", { value }, value));
+      const wanted = params.get("var-" + v.name) || v.default || (v.include_all ? ALL : values[0]);
+      if (wanted !== undefined && [...select.options].some((o) => o.value === wanted)) select.value = wanted;
+      state.vars[v.name] = select.value;
+      select.addEventListener("change", () => {
+        state.vars[v.name] = select.value;
+        syncUrl();
+        refreshAll();
+      });
+    }
+  }
+
+  function build() {
+    const d = state.dashboard;
+    document.getElementById("title").textContent = d.title;
+    document.title = d.title + " - monitoring";
+    const rows = document.getElementById("rows");
+    clear(rows);
+    state.panels = [];
+    for (const row of d.rows) {
+      if (row.title) rows.appendChild(el("h2", { class: "row-title" }, row.title));
+      const grid = rows.appendChild(el("div", { class: "row" }));
+      for (const p of row.panels) {
+        const node = el("section", { class: "panel", "data-panel": p.id, "data-type": p.type,
+          "data-state": "loading", "data-traces": "0" });
+        node.style.gridColumn = `span ${p.width}`;
+        node.style.height = `${p.height}px`;
+        const h = el("h3", {}, p.title);
+        if (p.description) h.title = p.description;
+        node.appendChild(h);
+        const body = node.appendChild(el("div", { class: "body" }));
+        const note = node.appendChild(el("div", { class: "note" }));
+        grid.appendChild(node);
+        state.panels.push({ panel: p, node, body, note, seq: 0 });
+      }
+    }
+  }
+
+  async function refreshPanel(entry) {
+    const r = range();
+    const seq = ++entry.seq;
+    const width = Math.max(10, Math.min(4000, Math.round(entry.body.clientWidth || 600)));
+    const q = new URLSearchParams({ start: r.start, end: r.end, width });
+    for (const [k, v] of Object.entries(state.vars)) q.set("var-" + k, v);
+    entry.node.setAttribute("data-state", "loading");
+    let res;
+    try {
+      res = await api(`/api/ui/dashboards/${encodeURIComponent(name)}/panels/` +
+        `${encodeURIComponent(entry.panel.id)}?${q}`);
+    } catch (e) {
+      if (seq !== entry.seq) return;
+      entry.note.textContent = e.message;
+      entry.node.setAttribute("data-state", "error");
+      return;
+    }
+    if (seq !== entry.seq) return; // a newer request for this panel went out
+    entry.note.textContent = (res.warnings || []).join("; ");
+    const drawn = draw(entry, res, r);
+    entry.node.setAttribute("data-traces", String(drawn));
+    entry.node.setAttribute("data-step", String(res.step_s));
+    entry.node.setAttribute("data-state", drawn > 0 ? "ok" : "empty");
+    if (drawn === 0 && !entry.note.textContent) entry.note.textContent = "no data";
+  }
+
+  function lastValue(f) {
+    if (f.kind === "value") return f.value;
+    if (f.kind === "series") {
+      for (let i = f.v.length - 1; i >= 0; i--) if (f.v[i] !== null) return f.v[i];
+    }
+    return null;
+  }
+
+  function layout(p, r, extra) {
+    const base = {
+      margin: { l: 60, r: 10, t: 6, b: 30 }, paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)", font: { color: "#d8d9da", size: 11 },
+      showlegend: true, legend: { orientation: "h", y: -0.18, font: { size: 10 } },
+      hovermode: "x unified",
+      xaxis: { type: "date", range: [new Date(r.start), new Date(r.end)], gridcolor: "#2c3036" },
+      yaxis: Object.assign({ gridcolor: "#2c3036", rangemode: "tozero" }, axisFormat(p.unit)),
+    };
+    if (p.min !== null && p.max !== null) base.yaxis.range = [p.min, p.max];
+    return Object.assign(base, extra || {});
+  }
+
+  function plot(entry, traces, lay) {
+    clear(entry.body);
+    const div = entry.body.appendChild(el("div", { class: "plot" }));
+    div.style.height = "100%";
+    window.Plotly.newPlot(div, traces, lay, PLOTLY_CONFIG);
+    div.on("plotly_relayout", (ev) => zoomed(ev));
+    return traces.length;
+  }
+
+  function draw(entry, res, r) {
+    const p = entry.panel;
+    const frames = res.frames || [];
+    const series = frames.filter((f) => f.kind === "series");
+    const values = frames.filter((f) => f.kind === "value");
+    const tables = frames.filter((f) => f.kind === "table");
+    switch (p.type) {
+      case "timeseries":
+      case "scatter": {
+        if (!series.length) return drawTable(entry, frames);
+        const traces = series.map((f) => ({
+          type: "scatter", mode: p.type === "scatter" ? "markers" : "lines",
+          name: plotlyText(f.name), x: f.t, y: f.v, connectgaps: false,
+          line: { width: 1.5 }, marker: { size: 4 },
+          stackgroup: p.stack ? "one" : undefined,
+        }));
+        return plot(entry, traces, layout(p, r));
+      }
+      case "bar": {
+        if (values.length) {
+          const traces = [{ type: "bar", x: values.map((f) => plotlyText(f.name)),
+            y: values.map((f) => f.value), marker: { color: "#5794f2" } }];
+          return plot(entry, traces, layout(p, r, { xaxis: { type: "category", automargin: true },
+            showlegend: false, hovermode: "closest" })) && values.length;
+        }
+        if (tables.length && tables[0].rows.length) {
+          const t = tables[0];
+          const traces = [{ type: "bar", x: t.rows.map((row) => plotlyText(row[0])),
+            y: t.rows.map((row) => row[1]), marker: { color: "#5794f2" } }];
+          return plot(entry, traces, layout(p, r, { xaxis: { type: "category", automargin: true },
+            showlegend: false, hovermode: "closest" })) && t.rows.length;
+        }
+        if (!series.length) return 0;
+        const traces = series.map((f) => ({ type: "bar", name: plotlyText(f.name), x: f.t, y: f.v }));
+        return plot(entry, traces, layout(p, r, { barmode: p.stack ? "stack" : "group" }));
+      }
+      case "heatmap": {
+        const h = frames.find((f) => f.kind === "heatmap");
+        if (!h) return 0;
+        const trace = { type: "heatmap", x: h.x, y: h.y.map(plotlyText), z: h.z,
+          colorscale: "Viridis", showscale: false, hoverongaps: false };
+        const lay = layout(p, r, { yaxis: { type: "category", title: { text: "le" } } });
+        return plot(entry, [trace], lay);
+      }
+      case "stat": {
+        const items = series.concat(values);
+        if (!items.length) {
+          const t = tables[0];
+          if (!t || !t.rows.length) return 0;
+          return drawStats(entry, t.columns.map((c, i) => [c, t.rows[0][i]]), p);
+        }
+        return drawStats(entry, items.map((f) => [f.name, lastValue(f)]), p);
+      }
+      case "gauge": {
+        const items = series.concat(values).slice(0, 6);
+        let pairs = items.map((f) => [f.name, lastValue(f)]);
+        if (!pairs.length && tables.length && tables[0].rows.length) pairs = [[tables[0].columns[0], tables[0].rows[0][0]]];
+        if (!pairs.length) return 0;
+        const top = p.max !== null ? p.max : (p.unit === "percent" ? 100 : p.unit === "percentunit" ? 1 :
+          Math.max(...pairs.map(([, v]) => Math.abs(v || 0))) * 1.5 || 1);
+        const traces = pairs.map(([n, v], i) => ({
+          type: "indicator", mode: "gauge+number", value: v === null ? undefined : v,
+          title: { text: plotlyText(n), font: { size: 11 } },
+          number: { valueformat: ".3~s", suffix: axisFormat(p.unit).ticksuffix || "" },
+          gauge: { axis: { range: [p.min !== null ? p.min : 0, top] }, bar: { color: "#73bf69" } },
+          domain: { row: 0, column: i },
+        }));
+        return plot(entry, traces, { margin: { l: 20, r: 20, t: 30, b: 10 },
+          paper_bgcolor: "rgba(0,0,0,0)", font: { color: "#d8d9da" },
+          grid: { rows: 1, columns: traces.length, pattern: "independent" } });
+      }
+      default:
+        return drawTable(entry, frames);
+    }
+  }
+
+  function drawStats(entry, pairs, p) {
+    clear(entry.body);
+    const box = entry.body.appendChild(el("div", { class: "stat-list" }));
+    for (const [n, v] of pairs.slice(0, 12)) {
+      const item = box.appendChild(el("div", { class: "stat-item" }));
+      item.appendChild(el("div", { class: "v" }, formatValue(v, p.unit, p.decimals)));
+      if (pairs.length > 1) item.appendChild(el("div", { class: "n" }, n));
+    }
+    return pairs.length;
+  }
+
+  function drawTable(entry, frames) {
+    clear(entry.body);
+    const p = entry.panel;
+    const t = frames.find((f) => f.kind === "table");
+    if (t) {
+      if (!t.rows.length) return 0;
+      const numeric = t.types.map((ty) => /^(Nullable\()?(U?Int|Float|Decimal)/.test(ty));
+      entry.body.appendChild(table(t.columns, t.rows, numeric));
+      return t.rows.length;
+    }
+    const items = frames.filter((f) => f.kind === "series" || f.kind === "value");
+    if (!items.length) return 0;
+    const labels = [...new Set(items.flatMap((f) => Object.keys(f.labels || {})))]
+      .filter((k) => k !== "__name__").slice(0, 8);
+    const rows = items.map((f) => labels.map((k) => (f.labels || {})[k] || "")
+      .concat([formatValue(lastValue(f), p.unit, p.decimals)]));
+    const columns = labels.length ? labels.concat(["value"]) : ["series", "value"];
+    entry.body.appendChild(table(columns, labels.length ? rows : items.map((f) =>
+      [f.name, formatValue(lastValue(f), p.unit, p.decimals)])));
+    return items.length;
+  }
+
+  let zoomGuard = false;
+  function zoomed(ev) {
+    if (zoomGuard || !ev) return;
+    const a = ev["xaxis.range[0]"], b = ev["xaxis.range[1]"];
+    if (a === undefined || b === undefined) return;
+    const from = Date.parse(String(a).replace(" ", "T") + "Z");
+    const to = Date.parse(String(b).replace(" ", "T") + "Z");
+    if (!(to > from)) return;
+    state.from = from; state.to = to;
+    document.getElementById("range").value = "";
+    syncUrl();
+    refreshAll();
+  }
+
+  async function refreshAll() {
+    status("");
+    zoomGuard = true;
+    try {
+      await Promise.all(state.panels.map(refreshPanel));
+    } finally {
+      zoomGuard = false;
+    }
+  }
+
+  function setTimer(seconds) {
+    if (state.timer) clearInterval(state.timer);
+    state.timer = seconds > 0 ? setInterval(() => { if (range().relative) refreshAll(); }, seconds * 1000) : null;
+  }
+
+  function live() {
+    if (!window.EventSource) return;
+    const source = new EventSource("/api/ui/events");
+    let lastEnd = null;
+    let pending = null;
+    source.addEventListener("window", (ev) => {
+      let end = null;
+      try { end = JSON.parse(ev.data).end_ms; } catch (e) { return; }
+      if (lastEnd === null) { lastEnd = end; return; } // the first event is the current state
+      if (end === lastEnd || !document.getElementById("live").checked || !range().relative) return;
+      lastEnd = end;
+      if (pending) return;
+      pending = setTimeout(() => { pending = null; refreshAll(); }, 250);
+    });
+  }
+
+  async function main() {
+    let res;
+    try {
+      res = await api(`/api/ui/dashboards/${encodeURIComponent(name)}`);
+    } catch (e) {
+      status("cannot load the dashboard: " + e.message);
+      return;
+    }
+    state.dashboard = res.dashboard;
+    if (!state.last) state.last = state.dashboard.time.last;
+    const rangeSel = document.getElementById("range");
+    if (state.from === null && ![...rangeSel.options].some((o) => o.value === state.last)) {
+      rangeSel.appendChild(el("option", { value: state.last }, "last " + state.last));
+    }
+    rangeSel.value = state.from === null ? state.last : "";
+    rangeSel.addEventListener("change", () => {
+      if (!rangeSel.value) return;
+      state.last = rangeSel.value; state.from = null; state.to = null;
+      syncUrl();
+      refreshAll();
+    });
+    const refreshSel = document.getElementById("refresh");
+    const refreshS = String(state.dashboard.refresh ?
+      Math.round(parseDuration(state.dashboard.refresh) / 1000) : Math.round(res.refresh_default));
+    if (![...refreshSel.options].some((o) => o.value === refreshS)) {
+      refreshSel.appendChild(el("option", { value: refreshS }, refreshS + "s"));
+    }
+    refreshSel.value = refreshS;
+    refreshSel.addEventListener("change", () => setTimer(Number(refreshSel.value)));
+    document.getElementById("reload").addEventListener("click", () => refreshAll());
+    build();
+    await loadVariables();
+    syncUrl();
+    await refreshAll();
+    setTimer(Number(refreshSel.value));
+    live();
+  }
+
+  main();
+})();
