@@ -57,18 +57,24 @@ def percentile(values: list[float], q: float) -> float:
 
 def aggregate_samples(client: Client, window_ms: int) -> None:
     """Insert the tumbling windows of ``window_ms`` over every raw sample into
-    ``aggregates``, as the aggregation agent would emit them (computed in ClickHouse)."""
+    ``aggregates``, as the aggregation agent would emit them (computed in ClickHouse),
+    with Aggregate v2's counter fields: a sample's step is ``v - prev`` (``v`` after a
+    reset, 0 for a series' first sample) and a window's ``increase`` the sum of its
+    samples' steps (docs/aggregation.md)."""
     s = window_ms // 1000
     client.command(
         "INSERT INTO aggregates (series_id, series, name, labels, window_ms, window_start, "
-        "window_end, count, sum, min, max, mean, last, p50, p90, p99, closed_by, version) "
+        "window_end, count, sum, min, max, mean, last, p50, p90, p99, closed_by, version, "
+        "first, increase, resets) "
         f"SELECT series_id, any(r.series), any(r.name), "
         "CAST(any(r.labels), 'Map(LowCardinality(String), String)'), "
         f"{window_ms}, ws, ws + toIntervalSecond({s}), count(), sum(value), min(value), "
         "max(value), avg(value), argMax(value, ts), quantile(0.5)(value), "
-        "quantile(0.9)(value), quantile(0.99)(value), 'watermark', 1 "
-        f"FROM (SELECT series_id, ts, value, toStartOfInterval(ts, toIntervalSecond({s})) AS ws "
-        "FROM samples) AS x "
+        "quantile(0.9)(value), quantile(0.99)(value), 'watermark', 1, argMin(value, ts), "
+        "sum(if(d >= 0, d, value)), countIf(d < 0) "
+        f"FROM (SELECT series_id, ts, value, toStartOfInterval(ts, toIntervalSecond({s})) AS ws, "
+        "value - lagInFrame(value, 1, value) OVER (PARTITION BY series_id ORDER BY ts "
+        "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS d FROM samples) AS x "
         "JOIN (SELECT series_id, any(series) AS series, any(name) AS name, "
         "any(labels) AS labels FROM series GROUP BY series_id) AS r USING series_id "
         "GROUP BY series_id, ws SETTINGS max_partitions_per_insert_block = 0"
