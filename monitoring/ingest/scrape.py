@@ -1,0 +1,390 @@
+"""Prometheus scraping: targets' /metrics to the samples topic (``monitoring scrape``).
+
+One asyncio loop (``httpx.AsyncClient``) scrapes every target at its own phase of its
+job's interval (``Ticker``: deadlines without drift; a tick the previous scrape overran
+is skipped and counted). A scrape is what Prometheus 2.42 does with one:
+
+* GET with Prometheus' ``Accept`` header and ``X-Prometheus-Scrape-Timeout-Seconds``,
+  the whole scrape bounded by ``scrape_timeout``, the (decoded) body by
+  ``body_size_limit`` (default ``scrape.max_body_bytes``); a non-200 answer, a timeout,
+  a body over the limit or a parse error fails the scrape.
+* Samples take the scrape's start time unless the body gives one and
+  ``honor_timestamps`` is on; target labels are added (``honor_labels: false``: a
+  clashing exposed label is kept as ``exported_<name>``; ``true``: the exposed value
+  wins), then ``metric_relabel_configs`` run.
+* More samples than ``sample_limit`` after relabeling fails the scrape: nothing of it
+  is sent.
+* Every scrape writes ``up`` (1 or 0), ``scrape_duration_seconds``,
+  ``scrape_samples_scraped`` and ``scrape_samples_post_metric_relabeling`` with the
+  target's labels at the scrape's timestamp.
+
+Processing (parse, labels, push) runs on one worker thread, which hands samples to the
+SDK's bounded buffer through ``Outlet``: when the buffer is full the push waits, so the
+scrapes behind it wait too (and their missed intervals are counted) instead of dropping;
+what still cannot be sent is counted as ``unsent``.
+
+Staleness: our samples cannot carry Prometheus' stale markers (NaN), so a target that
+disappears from service discovery gets one last ``up`` of 0; its series simply stop
+(see docs/ingest.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitoring.config import ScrapeSettings
+from monitoring.ingest.exposition import ACCEPT, Scraped, parse
+from monitoring.ingest.outlet import Outlet, Point
+from monitoring.ingest.relabel import Rule, process
+from monitoring.ingest.scrape_config import ScrapeConfig, ScrapeFile
+from monitoring.ingest.targets import JobTargets, Target
+from monitoring.ingest.ticker import Ticker
+from monitoring.log import get_logger
+
+log = get_logger("ingest.scrape")
+
+USER_AGENT = "monitoring-scraper/0.1"
+_CHUNK = 64 * 1024
+
+
+class ScrapeError(Exception):
+    """A failed scrape; ``reason`` is one of a small fixed set (a metrics label)."""
+
+    def __init__(self, reason: str, detail: str, scraped: int = 0) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.scraped = scraped
+
+
+@dataclass
+class ScrapeResult:
+    """What one scrape gave: the points to send (report series included)."""
+
+    points: list[Point]
+    up: bool
+    error: str
+    scraped: int
+    post_relabel: int
+    duration_s: float
+
+
+def target_points(
+    samples: Iterable[Scraped],
+    target_labels: dict[str, str],
+    honor_labels: bool,
+    rules: list[Rule],
+) -> list[Point]:
+    """Samples with the target's labels merged (Prometheus' ``mutateSampleLabels``) and
+    metric relabeling applied; ``__name__`` carries the name through the rules."""
+    out: list[Point] = []
+    append = out.append
+    for s in samples:
+        lset = s.labels
+        if honor_labels:
+            merged = {**target_labels, **{k: v for k, v in lset.items() if v}}
+        else:
+            merged = dict(lset)
+            for k, v in target_labels.items():
+                old = merged.get(k)
+                if old:
+                    name = "exported_" + k
+                    while merged.get(name):
+                        name = "exported_" + name
+                    merged[name] = old
+                merged[k] = v
+        if rules:
+            merged["__name__"] = s.name
+            res = process(merged, rules)
+            if res is None:
+                continue
+            name = res.pop("__name__", "")
+            if not name:
+                continue
+            merged = res
+        else:
+            name = s.name
+            merged = {k: v for k, v in merged.items() if v}
+        append(Point(name, merged, s.kind, s.value, s.timestamp_ms))
+    return out
+
+
+def report_points(
+    labels: dict[str, str], up: bool, duration_s: float, scraped: int, post: int
+) -> list[Point]:
+    """The series Prometheus writes for every scrape (at the scrape's timestamp)."""
+    return [
+        Point("up", labels, "GAUGE", 1.0 if up else 0.0),
+        Point("scrape_duration_seconds", labels, "GAUGE", duration_s),
+        Point("scrape_samples_scraped", labels, "GAUGE", float(scraped)),
+        Point("scrape_samples_post_metric_relabeling", labels, "GAUGE", float(post)),
+    ]
+
+
+def process_body(
+    job: ScrapeConfig,
+    target: Target,
+    rules: list[Rule],
+    body: str,
+    content_type: str,
+) -> tuple[list[Point], int]:
+    """A body to points (without the report series); ScrapeError on a parse error or a
+    sample limit exceeded. Returns the points and the count scraped."""
+    try:
+        samples = parse(body, content_type)
+    except ValueError as e:
+        raise ScrapeError("parse", str(e)[:500]) from None
+    if not job.honor_timestamps:
+        samples = [s._replace(timestamp_ms=None) for s in samples]
+    points = target_points(samples, target.label_dict, job.honor_labels, rules)
+    if job.sample_limit and len(points) > job.sample_limit:
+        raise ScrapeError(
+            "sample_limit",
+            f"sample limit exceeded: {len(points)} samples, limit {job.sample_limit}",
+            scraped=len(samples),
+        )
+    return points, len(samples)
+
+
+class _TargetLoop:
+    """One target's schedule and last state."""
+
+    def __init__(self, job: ScrapeConfig, jt: JobTargets, target: Target) -> None:
+        self.job = job
+        self.jt = jt
+        self.target = target
+        self.task: asyncio.Task[None] | None = None
+        self.last: ScrapeResult | None = None
+
+
+class Scraper:
+    """Every job of a scrape file, its targets, their loops, and the counts."""
+
+    def __init__(
+        self,
+        scrape_file: ScrapeFile,
+        outlet: Outlet,
+        settings: ScrapeSettings,
+        registry: CollectorRegistry,
+        base: Path = Path("."),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.file = scrape_file
+        self.outlet = outlet
+        self.settings = settings
+        self.transport = transport
+        self.jobs = [JobTargets(j, base, settings.max_sd_file_bytes) for j in scrape_file.jobs()]
+        self.loops: dict[tuple[str, str], _TargetLoop] = {}
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, "scrape-push")
+        self.client: httpx.AsyncClient | None = None
+        self.scrapes = Counter(
+            "monitoring_scrape_scrapes",
+            "Scrapes by job and result (ok, or the reason it failed).",
+            ["job", "result"],
+            registry=registry,
+        )
+        self.missed = Counter(
+            "monitoring_scrape_missed_intervals",
+            "Scrape intervals skipped because the previous scrape (or its push into a "
+            "full buffer) overran them.",
+            ["job"],
+            registry=registry,
+        )
+        self.targets_gauge = Gauge(
+            "monitoring_scrape_targets", "Targets being scraped.", ["job"], registry=registry
+        )
+        self.over_limit = Counter(
+            "monitoring_scrape_targets_over_limit",
+            "Targets not scraped because scrape.max_targets were already.",
+            registry=registry,
+        )
+        self.missed_total = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Scrape until ``stop`` is set; re-read file_sd every refresh_interval."""
+        refresh = min(
+            (sd.refresh_interval for j in self.file.jobs() for sd in j.file_sd_configs),
+            default=None,
+        )
+        async with self._client() as client:
+            self.client = client
+            try:
+                self.sync()
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), refresh)
+                    if not stop.is_set():
+                        self.sync()
+            finally:
+                await self._stop_all()
+                self.executor.shutdown(wait=True)
+
+    def _client(self) -> httpx.AsyncClient:
+        n = min(self.settings.max_targets, 1024)
+        return httpx.AsyncClient(
+            transport=self.transport,
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
+            follow_redirects=True,
+            max_redirects=5,
+            trust_env=False,
+        )
+
+    def sync(self) -> None:
+        """Bring the running loops in line with the current targets."""
+        wanted: dict[tuple[str, str], tuple[ScrapeConfig, JobTargets, Target]] = {}
+        over = 0
+        for jt in self.jobs:
+            n = 0
+            for t in jt.targets():
+                if len(wanted) >= self.settings.max_targets:
+                    over += 1
+                    continue
+                wanted[(jt.job.job_name, t.key)] = (jt.job, jt, t)
+                n += 1
+            self.targets_gauge.labels(jt.job.job_name).set(n)
+        if over:
+            self.over_limit.inc(over)
+            log.warning("targets over scrape.max_targets not scraped", targets=over)
+        for key in set(self.loops) - set(wanted):
+            tl = self.loops.pop(key)
+            if tl.task is not None:
+                tl.task.cancel()
+            self._target_lost(tl)
+        for key, (job, jt, t) in wanted.items():
+            if key not in self.loops:
+                tl = _TargetLoop(job, jt, t)
+                tl.task = asyncio.get_running_loop().create_task(self._loop(tl))
+                self.loops[key] = tl
+
+    async def _stop_all(self) -> None:
+        tasks = [tl.task for tl in self.loops.values() if tl.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _target_lost(self, tl: _TargetLoop) -> None:
+        """A target gone from service discovery: one last up=0 (no stale markers here)."""
+        labels = tl.target.label_dict
+        points = [Point("up", labels, "GAUGE", 0.0)]
+        self.executor.submit(self.outlet.push, points, time.time_ns() // 1_000_000)
+
+    # -- one target --------------------------------------------------------------------------
+
+    async def _loop(self, tl: _TargetLoop) -> None:
+        interval = tl.job.interval_s
+        # the target's own phase within the interval, counted from a wall-clock boundary
+        phase = (tl.target.offset_s(interval) - time.time() % interval) % interval
+        ticker = Ticker(interval, offset_s=phase)
+        while True:
+            await asyncio.sleep(ticker.remaining())
+            try:
+                await self.scrape(tl)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug must not end the loop silently
+                log.error("scrape loop error", job=tl.job.job_name, error=repr(e))
+            before = ticker.missed
+            ticker.advance()
+            if ticker.missed > before:
+                self.missed.labels(tl.job.job_name).inc(ticker.missed - before)
+                self.missed_total += ticker.missed - before
+
+    async def scrape(self, tl: _TargetLoop) -> ScrapeResult:
+        """Scrape one target once and push the result (waiting while the buffer is full)."""
+        job, target = tl.job, tl.target
+        start_ms = time.time_ns() // 1_000_000
+        t0 = time.perf_counter()
+        body = ctype = ""
+        error = ""
+        reason = "ok"
+        try:
+            body, ctype = await asyncio.wait_for(self._fetch(job, target), job.timeout_s)
+        except TimeoutError:
+            error, reason = f"context deadline exceeded ({job.timeout_s:g}s)", "timeout"
+        except ScrapeError as e:
+            error, reason = str(e), e.reason
+        except httpx.HTTPError as e:
+            error, reason = f"{type(e).__name__}: {e}"[:500], "http"
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self.executor, self._finish, tl, body, ctype, error, reason, start_ms, t0
+        )
+        tl.last = result
+        return result
+
+    async def _fetch(self, job: ScrapeConfig, target: Target) -> tuple[str, str]:
+        assert self.client is not None
+        limit = job.body_size_limit or self.settings.max_body_bytes
+        limit = min(limit, self.settings.max_body_bytes)
+        headers = {"X-Prometheus-Scrape-Timeout-Seconds": f"{job.timeout_s:g}"}
+        async with self.client.stream("GET", target.url, headers=headers) as resp:
+            if resp.status_code != 200:
+                raise ScrapeError("http_status", f"server returned HTTP status {resp.status_code}")
+            buf = bytearray()
+            async for chunk in resp.aiter_bytes(_CHUNK):  # decoded: the limit holds for gzip
+                buf += chunk
+                if len(buf) > limit:
+                    raise ScrapeError("body_size", f"body size limit exceeded ({limit} bytes)")
+            ctype = resp.headers.get("content-type", "")
+        try:
+            return buf.decode("utf-8"), ctype
+        except UnicodeDecodeError as e:
+            raise ScrapeError("parse", f"body is not UTF-8: {e}") from None
+
+    def _finish(
+        self,
+        tl: _TargetLoop,
+        body: str,
+        ctype: str,
+        error: str,
+        reason: str,
+        start_ms: int,
+        t0: float,
+    ) -> ScrapeResult:
+        """On the push thread: parse, label, push samples and the report series."""
+        job = tl.job
+        points: list[Point] = []
+        scraped = 0
+        if not error:
+            try:
+                points, scraped = process_body(job, tl.target, tl.jt.metric_rules, body, ctype)
+            except ScrapeError as e:
+                error, reason = str(e), e.reason
+                scraped = e.scraped  # Prometheus reports how many were there
+        post = len(points)
+        up = not error
+        if not up:
+            points = []
+            log.info("scrape failed", job=job.job_name, url=tl.target.url, error=error)
+        duration = time.perf_counter() - t0
+        report = report_points(tl.target.label_dict, up, duration, scraped, post)
+        self.scrapes.labels(job.job_name, reason).inc()
+        self.outlet.push(points + report, start_ms)
+        return ScrapeResult(points + report, up, error, scraped, post, duration)
+
+
+def base_dir(config_path: str | Path) -> Path:
+    """file_sd paths are relative to the scrape config's folder, as in Prometheus."""
+    return Path(config_path).resolve().parent
+
+
+def describe(scraper: Scraper) -> dict[str, Any]:
+    """A health summary: targets per job and how many were up at their last scrape."""
+    jobs: dict[str, dict[str, int]] = {}
+    for (job, _), tl in list(scraper.loops.items()):
+        j = jobs.setdefault(job, {"targets": 0, "up": 0})
+        j["targets"] += 1
+        j["up"] += 1 if tl.last is not None and tl.last.up else 0
+    return {"status": "ok", "jobs": jobs}

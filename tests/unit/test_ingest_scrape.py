@@ -1,0 +1,424 @@
+"""Scraping in-process: exposition parsing, sample labels, and whole scrapes of a fake
+target (a Starlette app behind httpx's ASGI transport): up and the report series,
+timestamps, failures (status, timeout, body size, parse, sample_limit), file_sd target
+loss, the schedule and backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from monitoring.config import ScrapeSettings
+from monitoring.ingest.exposition import parse
+from monitoring.ingest.outlet import Outlet
+from monitoring.ingest.scrape import Scraper, _TargetLoop, target_points
+from monitoring.ingest.scrape_config import ScrapeFile
+from monitoring.ingest.ticker import Ticker
+from monitoring.sdk.sender import BufferFullError
+
+PAGE = """# HELP http_requests_total Requests.
+# TYPE http_requests_total counter
+http_requests_total{code="200",job="app"} 1027
+http_requests_total{code="500"} 3 1700000000123
+# TYPE temp gauge
+temp 21.5
+# TYPE rpc histogram
+rpc_bucket{le="0.1"} 5
+rpc_bucket{le="+Inf"} 7
+rpc_sum 1.5
+rpc_count 7
+# TYPE lat summary
+lat{quantile="0.5"} 0.2
+lat_sum 3
+lat_count 9
+plain 1
+"""
+
+OPENMETRICS = """# TYPE jobs counter
+jobs_total 4 1700000000.250
+jobs_created 1700000000 1700000000.250
+# TYPE st stateset
+st{st="a"} 1
+# EOF
+"""
+
+
+def test_text_format_kinds_values_and_timestamps() -> None:
+    got = [(s.name, s.labels, s.value, s.timestamp_ms, s.kind) for s in parse(PAGE, "")]
+    assert got == [
+        ("http_requests_total", {"code": "200", "job": "app"}, 1027.0, None, "COUNTER"),
+        ("http_requests_total", {"code": "500"}, 3.0, 1700000000123, "COUNTER"),
+        ("temp", {}, 21.5, None, "GAUGE"),
+        ("rpc_bucket", {"le": "0.1"}, 5.0, None, "HISTOGRAM_BUCKET"),
+        ("rpc_bucket", {"le": "+Inf"}, 7.0, None, "HISTOGRAM_BUCKET"),
+        ("rpc_sum", {}, 1.5, None, "COUNTER"),
+        ("rpc_count", {}, 7.0, None, "COUNTER"),
+        ("lat", {"quantile": "0.5"}, 0.2, None, "SUMMARY"),
+        ("lat_sum", {}, 3.0, None, "COUNTER"),
+        ("lat_count", {}, 9.0, None, "COUNTER"),
+        ("plain", {}, 1.0, None, "UNTYPED"),
+    ]
+
+
+def test_openmetrics_by_content_type() -> None:
+    ctype = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    got = [(s.name, s.value, s.timestamp_ms, s.kind) for s in parse(OPENMETRICS, ctype)]
+    assert got == [
+        ("jobs_total", 4.0, 1700000000250, "COUNTER"),
+        ("jobs_created", 1700000000.0, 1700000000250, "GAUGE"),
+        ("st", 1.0, None, "GAUGE"),
+    ]
+    with pytest.raises(ValueError, match="OpenMetrics"):
+        parse("jobs_total 4\n", ctype)  # no # EOF
+
+
+@pytest.mark.parametrize("body", ['a{b="c} 1\n', 'a{1b="c"} 1\n', "1a 1\n", "a 1 x\n"])
+def test_malformed_text_raises(body: str) -> None:
+    with pytest.raises(ValueError):
+        parse(body, "text/plain; version=0.0.4")
+
+
+def test_honor_labels_and_metric_relabeling() -> None:
+    samples = parse(PAGE, "")[:2]
+    target = {"job": "node", "instance": "h:1"}
+    off = target_points(samples, target, False, [])
+    assert off[0].labels == {
+        "code": "200",
+        "exported_job": "app",
+        "job": "node",
+        "instance": "h:1",
+    }
+    on = target_points(samples, target, True, [])
+    assert on[0].labels == {"code": "200", "job": "app", "instance": "h:1"}
+    assert on[1].labels == {"code": "500", "job": "node", "instance": "h:1"}
+    from monitoring.ingest.relabel import compile_rules
+    from monitoring.ingest.scrape_config import RelabelConfig
+
+    rules = compile_rules(
+        [
+            RelabelConfig(source_labels=["code"], regex="5..", action="drop"),
+            RelabelConfig(
+                source_labels=["__name__"],
+                regex="http_(.*)",
+                target_label="__name__",
+                replacement="web_$1",
+            ),
+        ]
+    )
+    (kept,) = target_points(samples, target, False, rules)
+    assert kept.name == "web_requests_total" and "__name__" not in kept.labels
+
+
+# -- whole scrapes against a fake target ---------------------------------------------------
+
+
+class Recorder:
+    """MetricsCollector's record(); raises BufferFullError while ``full`` is set."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, float, dict[str, str], int | None, str]] = []
+        self.full = False
+
+    def record(
+        self,
+        name: str,
+        value: float,
+        labels: Mapping[str, str] | None = None,
+        timestamp_ms: int | None = None,
+        kind: str = "GAUGE",
+        unit: str = "",
+    ) -> bool:
+        if self.full:
+            time.sleep(0.01)  # as the SDK would block (for its block timeout) first
+            raise BufferFullError("full")
+        self.got.append((name, value, dict(labels or {}), timestamp_ms, kind))
+        return True
+
+    def series(self, name: str) -> list[tuple[str, float, dict[str, str], int | None, str]]:
+        return [g for g in self.got if g[0] == name]
+
+
+def fake_target(release: asyncio.Event | None = None) -> Starlette:
+    async def metrics(_: Request) -> Response:
+        return PlainTextResponse(PAGE, headers={"content-type": "text/plain; version=0.0.4"})
+
+    async def om(_: Request) -> Response:
+        return Response(OPENMETRICS, media_type="application/openmetrics-text; version=1.0.0")
+
+    async def gz(_: Request) -> Response:
+        body = gzip.compress(("big_gauge 1\n" * 50_000).encode())
+        return Response(body, headers={"content-encoding": "gzip", "content-type": "text/plain"})
+
+    async def error(_: Request) -> Response:
+        return PlainTextResponse("no", status_code=503)
+
+    async def slow(_: Request) -> Response:
+        assert release is not None
+        await release.wait()
+        return PlainTextResponse("late 1\n")
+
+    async def broken(_: Request) -> Response:
+        return PlainTextResponse('a{b="c} 1\n')
+
+    async def echo(request: Request) -> Response:
+        q = dict(request.query_params)
+        headers = request.headers
+        lines = [f'q{{k="{k}",v="{v}"}} 1' for k, v in sorted(q.items())]
+        lines.append(f"timeout_header {headers.get('x-prometheus-scrape-timeout-seconds')}")
+        accept_om = 1 if "openmetrics" in headers.get("accept", "") else 0
+        lines.append(f"accept_openmetrics {accept_om}")
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics),
+            Route("/om", om),
+            Route("/gz", gz),
+            Route("/error", error),
+            Route("/slow", slow),
+            Route("/broken", broken),
+            Route("/echo", echo),
+        ]
+    )
+
+
+def scraper_for(
+    jobs: list[dict[str, Any]],
+    app: Starlette,
+    rec: Recorder,
+    registry: CollectorRegistry | None = None,
+    base: Path = Path("."),
+    give_up_s: float = 5.0,
+    **settings: Any,
+) -> Scraper:
+    registry = registry or CollectorRegistry()
+    outlet = Outlet(rec, registry, "scrape", give_up_s=give_up_s)
+    return Scraper(
+        ScrapeFile.parse({"scrape_configs": jobs}),
+        outlet,
+        ScrapeSettings(**settings),
+        registry,
+        base=base,
+        transport=httpx.ASGITransport(app=app),
+    )
+
+
+async def scrape_job(scraper: Scraper, index: int = 0) -> Any:
+    jt = scraper.jobs[index]
+    (target,) = jt.targets()
+    async with scraper._client() as client:
+        scraper.client = client
+        return await scraper.scrape(_TargetLoop(jt.job, jt, target))
+
+
+def job(path: str = "/metrics", **kw: Any) -> dict[str, Any]:
+    return {
+        "job_name": "app",
+        "metrics_path": path,
+        "scrape_timeout": "1s",
+        "static_configs": [{"targets": ["fake:8080"], "labels": {"env": "test"}}],
+        **kw,
+    }
+
+
+async def test_a_scrape_writes_samples_and_the_report_series() -> None:
+    rec = Recorder()
+    registry = CollectorRegistry()
+    s = scraper_for([job()], fake_target(), rec, registry)
+    before = time.time_ns() // 10**6
+    result = await scrape_job(s)
+    after = time.time_ns() // 10**6
+    assert result.up and result.scraped == 11 and result.post_relabel == 11
+    target = {"env": "test", "instance": "fake:8080", "job": "app"}
+    (up,) = rec.series("up")
+    assert up[1:3] == (1.0, target)
+    start = up[3]
+    assert start is not None and before <= start <= after
+    # every sample without its own timestamp gets the scrape's start, as in Prometheus
+    stamps = {g[3] for g in rec.got if g[0] != "http_requests_total"}
+    assert stamps == {start}
+    assert {g[3] for g in rec.series("http_requests_total")} == {start, 1700000000123}
+    assert rec.series("scrape_samples_scraped")[0][1] == 11
+    assert rec.series("scrape_samples_post_metric_relabeling")[0][1] == 11
+    assert 0 < rec.series("scrape_duration_seconds")[0][1] < 1
+    assert rec.series("temp")[0][2] == target
+    assert rec.series("rpc_bucket")[0][4] == "HISTOGRAM_BUCKET"
+    (exported,) = [g for g in rec.series("http_requests_total") if g[2].get("code") == "200"]
+    assert exported[2]["exported_job"] == "app" and exported[2]["job"] == "app"
+    assert (
+        registry.get_sample_value("monitoring_scrape_scrapes_total", {"job": "app", "result": "ok"})
+        == 1
+    )
+
+
+async def test_honor_timestamps_false_uses_the_scrape_time() -> None:
+    rec = Recorder()
+    await scrape_job(scraper_for([job(honor_timestamps=False)], fake_target(), rec))
+    assert len({g[3] for g in rec.got}) == 1
+
+
+async def test_openmetrics_and_params_and_headers() -> None:
+    rec = Recorder()
+    await scrape_job(scraper_for([job("/om")], fake_target(), rec))
+    assert rec.series("jobs_total")[0][3] == 1700000000250
+    rec = Recorder()
+    await scrape_job(scraper_for([job("/echo", params={"module": ["icmp"]})], fake_target(), rec))
+    assert [g[2]["v"] for g in rec.series("q")] == ["icmp"]
+    assert rec.series("timeout_header")[0][1] == 1.0
+    assert rec.series("accept_openmetrics")[0][1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "reason", "scraped"),
+    [
+        ("/error", {}, "http_status", 0),
+        ("/broken", {}, "parse", 0),
+        ("/metrics", {"sample_limit": 10}, "sample_limit", 11),
+        ("/gz", {"body_size_limit": "64KB"}, "body_size", 0),
+    ],
+)
+async def test_failed_scrapes_write_up_0_and_no_samples(
+    path: str, extra: dict[str, Any], reason: str, scraped: int
+) -> None:
+    rec = Recorder()
+    registry = CollectorRegistry()
+    result = await scrape_job(scraper_for([job(path, **extra)], fake_target(), rec, registry))
+    assert not result.up and result.error
+    names = sorted({g[0] for g in rec.got})
+    assert names == [
+        "scrape_duration_seconds",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_samples_scraped",
+        "up",
+    ]
+    assert rec.series("up")[0][1] == 0.0
+    assert rec.series("scrape_samples_scraped")[0][1] == scraped
+    assert (
+        registry.get_sample_value(
+            "monitoring_scrape_scrapes_total", {"job": "app", "result": reason}
+        )
+        == 1
+    )
+
+
+async def test_gzip_body_is_limited_after_decoding_and_read_within_the_limit() -> None:
+    rec = Recorder()
+    result = await scrape_job(scraper_for([job("/gz")], fake_target(), rec))
+    assert result.up and result.scraped == 50_000  # 600 KB decoded, the default cap is 64 MiB
+    rec = Recorder()
+    result = await scrape_job(scraper_for([job("/gz")], fake_target(), rec, max_body_bytes=100_000))
+    assert not result.up and "body size limit" in result.error  # the scraper's own cap
+
+
+async def test_a_scrape_longer_than_its_timeout_fails() -> None:
+    release = asyncio.Event()
+    rec = Recorder()
+    t0 = time.monotonic()
+    result = await scrape_job(
+        scraper_for([job("/slow", scrape_timeout="200ms")], fake_target(release), rec)
+    )
+    release.set()
+    assert not result.up and "deadline" in result.error
+    assert time.monotonic() - t0 < 5
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def test_ticker_keeps_its_deadlines_whatever_the_work_costs() -> None:
+    now = [1000.0]
+    t = Ticker(15.0, offset_s=3.0, clock=lambda: now[0])
+    due = []
+    for work in (0.5, 14.0, 2.0, 40.0, 1.0):  # the fourth overruns two deadlines
+        now[0] = t.due + 0.01  # woken just after the deadline
+        due.append(t.due)
+        now[0] += work
+        t.advance()
+    assert due == [1003.0, 1018.0, 1033.0, 1048.0, 1093.0]  # on the grid, no drift
+    assert t.missed == 2
+
+
+async def test_schedule_file_sd_and_target_loss(tmp_path: Path) -> None:
+    sd = tmp_path / "targets.json"
+    sd.write_text(json.dumps([{"targets": ["a:1", "b:1"], "labels": {"team": "x"}}]))
+    rec = Recorder()
+    registry = CollectorRegistry()
+    jobs = [
+        {
+            "job_name": "sd",
+            "scrape_interval": "200ms",
+            "scrape_timeout": "100ms",
+            "file_sd_configs": [{"files": ["*.json"], "refresh_interval": "100ms"}],
+        }
+    ]
+    s = scraper_for(jobs, fake_target(), rec, registry, base=tmp_path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(s.run(stop))
+
+    def ups(instance: str) -> list[float]:
+        return [g[1] for g in rec.series("up") if g[2]["instance"] == instance]
+
+    try:
+        await wait_for(lambda: len(ups("a:1")) >= 3 and len(ups("b:1")) >= 3)
+        up = rec.series("up")[0]
+        assert up[2]["team"] == "x" and "__meta_filepath" not in up[2]
+        sd.write_text(json.dumps([{"targets": ["a:1"], "labels": {"team": "x"}}]))
+        await wait_for(lambda: 0.0 in ups("b:1"))  # b is gone: one up=0
+        n = len(ups("b:1"))
+        count_a = len(ups("a:1"))
+        await wait_for(lambda: len(ups("a:1")) >= count_a + 3)
+        assert len(ups("b:1")) == n  # and no more scrapes of it
+        sd.write_text("not json")  # unreadable: the last good targets stay
+        count_a = len(ups("a:1"))
+        await wait_for(lambda: len(ups("a:1")) >= count_a + 3)
+        assert s.jobs[0].file_sd is not None and s.jobs[0].file_sd.errors >= 1
+        assert registry.get_sample_value("monitoring_scrape_targets", {"job": "sd"}) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_full_buffer_slows_scrapes_and_counts_what_was_not_sent() -> None:
+    rec = Recorder()
+    registry = CollectorRegistry()
+    jobs = [job(scrape_interval="100ms", scrape_timeout="100ms")]
+    s = scraper_for(jobs, fake_target(), rec, registry, give_up_s=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(s.run(stop))
+    try:
+        await wait_for(lambda: len(rec.series("up")) >= 2)
+        rec.full = True
+        await wait_for(lambda: (s.missed_total or 0) >= 2)  # scrapes waited on the push
+        rec.full = False
+        sent = len(rec.got)
+        await wait_for(lambda: len(rec.got) > sent)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    def count(outcome: str) -> float:
+        v = registry.get_sample_value(
+            "monitoring_ingest_samples_total", {"source": "scrape", "outcome": outcome}
+        )
+        return v or 0.0
+
+    assert count("unsent") > 0  # what could not be sent is counted, not silently lost
+    assert count("sent") == len(rec.got)
+    assert registry.get_sample_value("monitoring_scrape_missed_intervals_total", {"job": "app"})
