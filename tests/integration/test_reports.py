@@ -1,0 +1,190 @@
+"""Reports from a chDB store with a day of data (fixtures/viz_store.py), read back with
+Debian's poppler (`make pdftools`: pdftotext, pdftoppm, pdfimages). No Kafka broker.
+
+The store's query server runs in this process with a token, as `monitoring store run`
+serves it; `monitoring report run` is invoked through typer's runner against it, and once
+with no store answering (the in-process query server over the chDB directory).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures.prometheus import free_port
+from fixtures.viz_store import HOUR, VizStore, build_viz_store
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
+
+from monitoring.api.guard import Guard
+from monitoring.cli.report import app
+from monitoring.plots import PlotGenerator
+from monitoring.query import clickhouse_http, prometheus_api
+from monitoring.query.client import StoreClient
+from monitoring.reports import ReportGenerator
+from monitoring.sinks.clickhouse.connection import connect_read_only
+from monitoring.sinks.clickhouse.query_server import QueryServer
+
+pytestmark = pytest.mark.no_broker
+TOKEN = "report-t0ken-5150"
+NOW_MS = int(time.time() * 1000) // HOUR * HOUR
+DAY_S = 86_400
+TITLES = ("SLO attainment", "Alerts fired", "Top anomalies", "Log templates", "Model quality",
+          "Resource utilization")  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def poppler() -> None:
+    for tool in ("pdftotext", "pdftoppm", "pdfimages"):
+        assert shutil.which(tool), f"{tool} is missing: run `make pdftools`"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VizStore, str]]:
+    viz = build_viz_store(tmp_path_factory.mktemp("report"), NOW_MS)
+    reader = connect_read_only(viz.settings.storage.dsn, viz.settings.storage.query)
+    server = QueryServer(
+        reader, CollectorRegistry(), "127.0.0.1", 0, limits=viz.settings.storage.query,
+        guard=Guard.for_bind("127.0.0.1", token=TOKEN),
+        protocols=[clickhouse_http.routes, prometheus_api.routes],
+    ).start()  # fmt: skip
+    try:
+        yield viz, "http://{}:{}".format(*server.address)
+    finally:
+        server.stop()
+        reader.close()
+        viz.client.close()
+
+
+def pdftotext(pdf: Path) -> str:
+    return subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def run(store: tuple[VizStore, str], *args: str, url: str | None = None) -> tuple[int, str]:
+    env = {"MONITORING_API__TOKEN": TOKEN, "MONITORING_STORAGE__DSN": store[0].settings.storage.dsn}
+    result = CliRunner().invoke(app, [*args, "--url", url or store[1]], env=env)
+    return result.exit_code, result.output
+
+
+def test_sections_from_the_store(store: tuple[VizStore, str]) -> None:
+    with StoreClient(store[1], TOKEN) as client:
+        data = ReportGenerator.collect(client, DAY_S, NOW_MS / 1000)
+    by = {s.key: s for s in data.sections}
+    assert [s.title for s in data.sections] == list(TITLES)
+    assert all(not s.error and not s.empty for s in data.sections), [
+        (s.key, s.error) for s in data.sections
+    ]
+    alerts = by["alerts"]
+    # fired 300, 120, 200 (never resolved), 60 min ago; resolved 25, 15, 5 min later
+    assert alerts.summary == "4 alerts fired; MTTR 15 min; MTTA n/a"
+    assert [r[0] for r in alerts.rows] == [
+        "HighErrorRate", "DiskFilling", "HighErrorRate", "<b>Injected</b>",
+    ]  # fmt: skip
+    assert alerts.rows[1][2] == "not resolved" and alerts.rows[0][3] == "25 min"
+    assert by["anomalies"].rows[0][1] == "http_requests_total"  # score 0.999 first
+    logs = by["logs"]
+    assert logs.rows[0][:4] == ["api", "GET <*> took <*> ms", "12480", "12000"]
+    assert logs.blocks[0].rows[0][:2] == ["checkout", "payment failed for order <*>"]
+    assert logs.blocks[0].rows[0][4] == "+7900%"
+    slo = {r[0]: r for r in by["slo"].rows}
+    assert slo["checkout"][3] == "NO" and float(slo["checkout"][1].split()[0]) < 99
+    models = {r[0]: r for r in by["models"].rows}
+    assert set(models) == {"churn", "fraud"} and 0.9 < float(models["fraud"][2]) < 0.96
+    assert [r[0] for r in by["resources"].rows] == ["node-0", "node-1", "node-2"]
+    assert all(len(s.figures) == 1 for k, s in by.items() if k != "slo")
+
+
+def test_pdf_report_through_the_cli(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "daily.pdf"
+    code, text = run(
+        store, "run", "--period", "1d", "--until", str(NOW_MS / 1000), "--out", str(out)
+    )
+    assert code == 0, text
+    assert "6 sections" in text and "no data" not in text
+    body = pdftotext(out)
+    needles = [
+        "Figure: Alerts fired per alert name",
+        "Figure: CPU utilization per host",
+        "MTTR 15 min",
+        "<script>alert(1)</script> <*>",
+        "Fastest-growing templates",
+    ]
+    for needle in (*TITLES, *needles):
+        assert needle in body, needle
+    subprocess.run(["pdftoppm", "-png", "-r", "50", str(out), str(tmp_path / "page")], check=True)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) >= 2 and all(p.read_bytes().startswith(b"\x89PNG") for p in pages)
+
+
+def test_html_report_escapes_the_stores_text(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "daily.html"
+    code, text = run(
+        store, "run", "--format", "html", "--until", str(NOW_MS / 1000), "--out", str(out)
+    )
+    assert code == 0, text
+    page = out.read_text()
+    assert "<script" not in page and "<img src=x" not in page and "<b>Injected" not in page
+    assert "&lt;b&gt;Injected&lt;/b&gt;" in page and "&lt;script&gt;alert(1)" in page
+
+
+def test_a_period_without_data_says_so(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "old.pdf"
+    year_ago = NOW_MS / 1000 - 365 * DAY_S
+    code, text = run(store, "run", "--until", str(year_ago), "--out", str(out),
+                     "--sections", "alerts,anomalies,logs,models")  # fmt: skip
+    assert code == 0, text
+    body = pdftotext(out)
+    assert body.count("No data for this period.") == 4
+    assert "Alerts fired" in body and "SLO attainment" not in body
+
+
+def test_without_a_running_store(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "local.html"
+    code, text = run(
+        store, "run", "--format", "html", "--sections", "anomalies", "--until",
+        str(NOW_MS / 1000), "--out", str(out), url=f"http://127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "node_cpu_usage_percent" in out.read_text()
+
+
+def test_bad_options_are_refused(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "x.pdf"
+    assert run(store, "run", "--format", "docx", "--out", str(out))[0] == 2
+    assert run(store, "run", "--sections", "alerts,nope", "--out", str(out))[0] == 2
+    assert run(store, "run", "--period", "soon", "--out", str(out))[0] == 2
+    code, text = run(store, "run", "--template", "nope", "--out", str(out))
+    assert code == 1 and "no template 'nope'" in text
+    assert not out.exists()
+    listed = CliRunner().invoke(app, ["templates"])
+    assert listed.exit_code == 0 and "default" in listed.output.split()
+
+
+def test_a_pdf_loads_no_files_or_urls(tmp_path: Path) -> None:
+    image = tmp_path / "local.png"
+    image.write_bytes(PlotGenerator().generate(data=[], plot_config={"format": "png"}).content)
+    template = tmp_path / "t.html.j2"
+    template.write_text(
+        f'<p>{{{{ title }}}}</p><img src="file://{image}"><img src="{image}">'
+        f'<img src="http://127.0.0.1:{free_port()}/x.png">'
+        '<link rel="stylesheet" href="file:///etc/passwd">'
+    )
+    pdf = ReportGenerator().generate({"title": "t"}, template, "pdf").save(tmp_path / "r.pdf")
+    listed = subprocess.run(
+        ["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True
+    ).stdout
+    assert len(listed.strip().splitlines()) == 2, listed  # the header only: nothing loaded
+    # the same template may embed the image as data
+    template.write_text('<img src="data:image/png;base64,{{ b64 }}">')
+    b64 = __import__("base64").b64encode(image.read_bytes()).decode()
+    pdf = ReportGenerator().generate({"b64": b64}, template, "pdf").save(tmp_path / "d.pdf")
+    listed = subprocess.run(
+        ["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True
+    ).stdout
+    assert [line.split()[2] for line in listed.splitlines()[2:]] == ["image", "smask"], listed
