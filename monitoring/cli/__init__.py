@@ -19,6 +19,7 @@ from monitoring.cli import (
     produce,
     query,
     receive,
+    report,
     rules,
     scrape,
     store,
@@ -38,6 +39,7 @@ app.add_typer(anomaly.app, name="anomaly")
 app.add_typer(rules.app, name="rules")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(logs.app, name="logs")
+app.add_typer(report.app, name="report")
 app.add_typer(collect.app, name="collect")
 pipeline.register(app)
 plot.register(app)
