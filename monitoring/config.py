@@ -519,6 +519,39 @@ class ReceiveSettings(_Section):
     target_info: bool = True
 
 
+class ReportEmail(_Section):
+    """Where scheduled reports are mailed (the notifier's e-mail channel): ``to`` (comma
+    separated; empty: no e-mail), ``from``, ``smarthost`` (``host:port``), optional AUTH
+    (``auth_password``: env ``MONITORING_REPORTING__EMAIL__AUTH_PASSWORD``)."""
+
+    to: str = ""
+    from_: str = Field("monitoring@localhost", alias="from")
+    smarthost: str = "127.0.0.1:25"
+    hello: str = "localhost"
+    auth_username: str | None = None
+    auth_password: SecretStr | None = None
+    require_tls: bool = True
+    timeout: Duration = timedelta(seconds=30)
+
+
+class ReportingSettings(_Section):
+    """Scheduled reports (``monitoring report schedule``): one report per ``schedule``
+    period (``daily``: each UTC day; ``weekly``: Monday to Monday, UTC; ``off``), in
+    ``format`` with ``template``, written to ``out_dir`` (with the schedule's state),
+    mailed to ``email.to``, and deleted after ``retention``. Env:
+    ``MONITORING_REPORTING__<KEY>``.
+    """
+
+    schedule: Literal["off", "daily", "weekly"] = "off"
+    format: Literal["pdf", "html"] = "pdf"
+    template: str = Field("default", min_length=1, max_length=1024)
+    sections: list[Literal["slo", "alerts", "anomalies", "logs", "models", "resources"]] = []
+    slo_target: float = Field(0.999, gt=0, lt=1)
+    out_dir: str = ".data/reports"
+    retention: Duration = timedelta(days=30)
+    email: ReportEmail = ReportEmail()
+
+
 class Settings(BaseSettings):
     """All settings. Env: ``MONITORING_<SECTION>__<KEY>``; file: ``MONITORING_CONFIG``."""
 
@@ -542,6 +575,7 @@ class Settings(BaseSettings):
     scrape: ScrapeSettings = ScrapeSettings()
     receive: ReceiveSettings = ReceiveSettings()
     ui: UiSettings = UiSettings()
+    reporting: ReportingSettings = ReportingSettings()
 
     @classmethod
     def settings_customise_sources(
