@@ -542,7 +542,10 @@ class ReportingSettings(_Section):
     ``MONITORING_REPORTING__<KEY>``.
     """
 
-    schedule: Literal["off", "daily", "weekly"] = "off"
+    # YAML 1.1 reads a bare `off` as false
+    schedule: Annotated[
+        Literal["off", "daily", "weekly"], BeforeValidator(lambda v: "off" if v is False else v)
+    ] = "off"
     format: Literal["pdf", "html"] = "pdf"
     template: str = Field("default", min_length=1, max_length=1024)
     sections: list[Literal["slo", "alerts", "anomalies", "logs", "models", "resources"]] = []

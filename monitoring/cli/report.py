@@ -88,3 +88,40 @@ def templates() -> None:
 
     for name in template_names():
         typer.echo(name)
+
+
+@app.command("schedule")
+def schedule(
+    once: Annotated[bool, typer.Option(help="Report the due period, if any, and exit.")] = False,
+    url: Annotated[str | None, typer.Option(help="Store URL (default from settings).")] = None,
+    config: ConfigOpt = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run the ``reporting`` schedule: one report per period, mailed, kept for a retention."""
+    import signal
+    import threading
+    from typing import Any
+
+    from monitoring.log import configure_logging
+    from monitoring.reports import ReportError
+    from monitoring.reports.schedule import ReportScheduler
+
+    settings = load_settings(config)
+    configure_logging(log_level.upper(), file=settings.logging)
+    try:
+        scheduler = ReportScheduler(settings, url)
+    except (ValueError, ReportError) as e:
+        err.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    if once:
+        path = scheduler.run_once()
+        typer.echo(f"{path}" if path else "nothing due: the last period was reported", err=True)
+        return
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    scheduler.run(stop)

@@ -81,6 +81,15 @@ def _send(cfg: EmailConfig, msg: EmailMessage) -> int:
         return 250
 
 
+def send_message(cfg: EmailConfig, msg: EmailMessage) -> int:
+    """Send any message (a scheduled report, say) as notifications go: STARTTLS, AUTH,
+    timeouts; a DeliveryError (retryable or not) when it fails. Blocking."""
+    try:
+        return _send(cfg, msg)
+    except Exception as e:
+        raise classify(e) from None
+
+
 def classify(e: Exception) -> DeliveryError:
     """The DeliveryError for an smtplib/socket exception."""
     if isinstance(e, DeliveryError):

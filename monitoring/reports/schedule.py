@@ -1,0 +1,209 @@
+"""Scheduled reports: one per period, across restarts, mailed, kept for a retention.
+
+:class:`ReportScheduler` (``monitoring report schedule``, the ``reporting`` settings):
+
+- **Periods** are whole UTC days (``daily``) or Monday-to-Monday UTC weeks
+  (``weekly``). At any moment the due period is the last one that has ended.
+- **Once per period**: the end of the last period reported is kept in
+  ``<out_dir>/schedule-state.json`` (written to a temporary file, fsynced and renamed
+  over the old one, so a crash leaves the old state or the new, never half). A process
+  that starts (again) reports the due period only if the state has not recorded it;
+  periods missed while it was down are not back-filled (the report of the latest is
+  sent). The state is written after the report was saved and mailed: a crash in between
+  sends that report again after the restart (at least once), never skips it.
+- **Delivery**: a PDF/HTML attachment through the notifier's e-mail channel
+  (:func:`monitoring.sinks.notifiers.email.send_message`: STARTTLS, AUTH, timeouts).
+  A failed delivery leaves the period due; the loop tries again after ``retry_s``.
+- **Retention**: report files older than ``reporting.retention`` are deleted after each
+  run (only this scheduler's own file names).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+from monitoring.config import Settings
+from monitoring.log import get_logger
+from monitoring.query.client import StoreClient, open_store
+from monitoring.reports.generator import Report, ReportData, ReportGenerator
+
+DAY_S = 86_400
+PERIOD_S = {"daily": DAY_S, "weekly": 7 * DAY_S}
+STATE_FILE = "schedule-state.json"
+_REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$")
+log = get_logger("reports")
+
+ClientOpener = Callable[[Settings], Any]  # a context manager giving a StoreClient
+Sender = Callable[[EmailMessage], None]
+
+
+def period_end(now_s: float, schedule: str) -> float:
+    """The end of the last whole period at ``now_s`` (UTC midnight, or Monday's).
+
+    >>> period_end(86_400 * 3.5, "daily"), period_end(86_400 * 10.2, "weekly")
+    (259200.0, 345600.0)
+    """
+    day = math.floor(now_s / DAY_S)
+    if schedule == "weekly":
+        day -= (day + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    return float(day * DAY_S)
+
+
+def load_state(path: Path) -> float:
+    """The end of the last period reported (0 when none, or the state is unreadable)."""
+    try:
+        value = json.loads(path.read_text())["last_end_s"]
+        return float(value) if isinstance(value, int | float) else 0.0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def save_state(path: Path, last_end_s: float) -> None:
+    """Record ``last_end_s`` atomically (temporary file, fsync, rename)."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        json.dump({"last_end_s": last_end_s, "written": time.time()}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ReportScheduler:
+    """Runs the ``reporting`` schedule (see the module)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        url: str | None = None,
+        send: Sender | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_s: float = 300.0,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.reporting
+        if self.cfg.schedule == "off":
+            raise ValueError("reporting.schedule is off: set it to daily or weekly")
+        self.url = url
+        self.send = send or self._send_email
+        self.clock = clock
+        self.retry_s = retry_s
+        self.out_dir = Path(self.cfg.out_dir)
+        self.state_path = self.out_dir / STATE_FILE
+        self.generator = ReportGenerator()
+        self.generator.check_template(self.cfg.template)
+
+    @property
+    def length_s(self) -> int:
+        return PERIOD_S[self.cfg.schedule]
+
+    def due(self, now_s: float | None = None) -> float | None:
+        """The end of the period to report now, or None when it was reported."""
+        end = period_end(self.clock() if now_s is None else now_s, self.cfg.schedule)
+        return end if load_state(self.state_path) < end else None
+
+    def run_once(self, now_s: float | None = None) -> Path | None:
+        """Report the due period (write, mail, record); None when nothing is due."""
+        end = self.due(now_s)
+        if end is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        day = datetime.fromtimestamp(end - self.length_s, UTC).strftime("%Y-%m-%d")
+        path = self.out_dir / f"report-{self.cfg.schedule}-{day}.{self.cfg.format}"
+        title = f"Monitoring report ({self.cfg.schedule}): {day}"
+        with open_store(self.settings, self.url) as client:
+            data = self.collect(client, end, title)
+        report = self.generator.generate(
+            data, self.cfg.template, "pdf" if self.cfg.format == "pdf" else "html"
+        )
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(report.content)
+        os.replace(tmp, path)
+        if self.cfg.email.to:
+            self.send(self.message(report, data, path.name))
+        save_state(self.state_path, end)
+        log.info("report_sent", path=str(path), period_end=end, mailed=bool(self.cfg.email.to))
+        self.prune()
+        return path
+
+    def collect(self, client: StoreClient, end: float, title: str) -> ReportData:
+        sections: list[str] | None = [str(s) for s in self.cfg.sections] or None
+        return self.generator.collect(
+            client, self.length_s, end, title, sections, self.cfg.slo_target
+        )
+
+    def message(self, report: Report, data: ReportData, filename: str) -> EmailMessage:
+        """The e-mail: a summary of the sections and the report attached."""
+        from monitoring.sinks.notifiers.email import header_value
+
+        em = self.cfg.email
+        msg = EmailMessage()
+        msg["Subject"] = header_value(data.title)
+        msg["From"] = header_value(em.from_)
+        msg["To"] = header_value(em.to)
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-ID"] = make_msgid(domain=em.hello)
+        lines = [data.title, ""]
+        for s in data.sections:
+            state = s.summary or ("not available" if s.error else "no data")
+            lines.append(f"- {s.title}: {state}")
+        msg.set_content("\n".join(lines) + f"\n\nThe report is attached ({filename}).\n")
+        maintype, subtype = ("application", "pdf") if report.format == "pdf" else ("text", "html")
+        msg.add_attachment(report.content, maintype=maintype, subtype=subtype, filename=filename)
+        return msg
+
+    def _send_email(self, msg: EmailMessage) -> None:
+        from monitoring.alerts.receivers import EmailConfig
+        from monitoring.sinks.notifiers.email import send_message
+
+        em = self.cfg.email
+        cfg = EmailConfig.model_validate(
+            {
+                "to": em.to,
+                "from": em.from_,
+                "smarthost": em.smarthost,
+                "hello": em.hello,
+                "auth_username": em.auth_username,
+                "auth_password": em.auth_password,
+                "require_tls": em.require_tls,
+                "timeout_s": em.timeout.total_seconds(),
+            }
+        )
+        send_message(cfg, msg)
+
+    def prune(self, now_s: float | None = None) -> list[Path]:
+        """Delete this scheduler's report files older than the retention."""
+        cutoff = (self.clock() if now_s is None else now_s) - self.cfg.retention.total_seconds()
+        gone = []
+        for p in self.out_dir.iterdir():
+            if _REPORT_FILE.match(p.name) and p.stat().st_mtime < cutoff:
+                p.unlink(missing_ok=True)
+                gone.append(p)
+        return gone
+
+    def run(self, stop: threading.Event) -> None:
+        """Report each period as it ends until ``stop`` is set."""
+        while not stop.is_set():
+            wait = self.retry_s
+            try:
+                self.run_once()
+                now = self.clock()
+                wait = max(1.0, period_end(now, self.cfg.schedule) + self.length_s - now + 60)
+            except Exception as e:  # a store or SMTP outage: the period stays due
+                log.warning("report_failed", error=str(e)[:500], retry_s=self.retry_s)
+            stop.wait(wait)
