@@ -179,3 +179,14 @@ def test_bad_config_and_data_are_refused() -> None:
         traces({"a": ([1, 2], [1.0])})
     with pytest.raises(TypeError):
         traces([Trace("a", np.array([1]), np.array([1.0])), "x"])
+
+
+def test_svg_labels_cannot_break_out_of_comments() -> None:
+    name = "--><script>alert(1)</script><!--"
+    svg = (
+        PlotGenerator()
+        .generate(data={name: ([1, 2], [1.0, 2.0])}, plot_config={"format": "svg", "title": name})
+        .content.decode()
+    )
+    assert "<script" not in svg
+    assert not ET.fromstring(svg).findall(".//{http://www.w3.org/2000/svg}script")
