@@ -309,6 +309,7 @@
     source.addEventListener("window", (ev) => {
       let end = null;
       try { end = JSON.parse(ev.data).end_ms; } catch (e) { return; }
+      document.body.setAttribute("data-live-end", String(end));
       if (lastEnd === null) { lastEnd = end; return; } // the first event is the current state
       if (end === lastEnd || !document.getElementById("live").checked || !range().relative) return;
       lastEnd = end;

@@ -1,0 +1,231 @@
+"""The dashboards in a real browser: Debian's chromium, driven by Playwright, against
+`monitoring ui` reading a real store query server on chDB (:mod:`fixtures.ui_world`).
+
+For every shipped dashboard: no console errors, every panel draws data (plotly's
+traces, or table rows); changing the time range and a variable refetches and redraws;
+a window stored now reaches the page by server push; label values, alert groups and
+table cells holding ``<script>`` and ``"><img onerror=...>`` are shown as text and
+nothing runs. Screenshots go to ``.data/test-artifacts/ui/`` for people to look at.
+
+Needs ``/usr/bin/chromium`` (``make chromium``); no Kafka.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.ui_world import HOSTILE, UiWorld
+from prometheus_client import CollectorRegistry
+
+from monitoring.config import UiSettings
+from monitoring.ui.app import UiServer
+from monitoring.ui.dashboards import SHIPPED_DIR, DashboardStore
+
+pytestmark = pytest.mark.no_broker
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".data" / "test-artifacts" / "ui"
+SHIPPED = DashboardStore("/nonexistent", SHIPPED_DIR).names()
+PANELS_DONE = (
+    "() => { const ps = [...document.querySelectorAll('.panel')];"
+    " return ps.length > 0 && ps.every(p => p.dataset.state !== 'loading'); }"
+)
+
+
+def wait_until(page: Any, check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """Poll ``check`` until it is true; the page's events are delivered meanwhile
+    (Playwright's sync API dispatches them only inside its own calls)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        page.wait_for_timeout(50)
+
+
+class Ui:
+    def __init__(self, world: UiWorld, server: UiServer, browser: Any) -> None:
+        self.world = world
+        self.server = server
+        self.browser = browser
+
+    def page(self) -> tuple[Any, list[str], list[str]]:
+        """A new page, its console errors and the panel requests it makes."""
+        page = self.browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        requests: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
+        page.on("request", lambda r: requests.append(r.url) if "/panels/" in r.url else None)
+        return page, errors, requests
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make chromium`")
+    from playwright.sync_api import sync_playwright
+
+    tmp = tmp_path_factory.mktemp("ui")
+    world = UiWorld.start(tmp)
+    ui_settings = UiSettings.model_validate({
+        **world.settings.ui.model_dump(), "store_url": world.store_url,
+        "dashboards_dir": str(tmp / "dashboards"), "live_poll": "200ms",
+    })  # fmt: skip
+    settings = world.settings.model_copy(update={"ui": ui_settings})
+    server = UiServer(settings, CollectorRegistry(), "127.0.0.1", 0).start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                yield Ui(world, server, browser)
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        world.stop()
+
+
+def panel_states(page: Any) -> dict[str, tuple[str, int]]:
+    got = page.evaluate(
+        "() => [...document.querySelectorAll('.panel')].map(p =>"
+        " [p.dataset.panel, p.dataset.state, Number(p.dataset.traces), p.dataset.type,"
+        "  p.querySelector('.js-plotly-plot') ? p.querySelector('.js-plotly-plot').data.length"
+        "  : p.querySelectorAll('tbody tr, .stat-item').length,"
+        "  p.querySelector('.note').textContent])"
+    )
+    return {pid: (state, drawn, kind, note) for pid, state, _, kind, drawn, note in got}
+
+
+def assert_nothing_ran(page: Any, errors: list[str]) -> None:
+    assert page.evaluate("() => window.__xss") is None
+    assert (
+        page.evaluate("() => document.querySelectorAll('img[src=\"x\"], img[src=x]').length") == 0
+    )
+    scripts = page.evaluate("() => [...document.scripts].map(s => s.getAttribute('src'))")
+    assert all(s and s.startswith("/static/") for s in scripts), scripts
+    assert not [e for e in errors if e.startswith("dialog")], errors
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_dashboard_draws_every_panel(ui: Ui, name: str) -> None:
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/{name}?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    states = panel_states(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    assert states, "no panels"
+    empty = {pid: s for pid, s in states.items() if s[0] != "ok" or s[1] < 1}
+    assert not empty, empty  # every panel drew traces, rows or stats
+    assert errors == [], errors
+    assert_nothing_ran(page, errors)
+    page.close()
+
+
+def test_the_home_page_lists_dashboards_alerts_and_health(ui: Ui) -> None:
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/")
+    page.wait_for_selector("#health table")
+    links = page.eval_on_selector_all("#dashboards a", "as => as.map(a => a.textContent)")
+    assert {"Services", "System", "Models", "Pipeline", "Alerts"} <= set(links)
+    alerts = page.inner_text("#alerts")
+    assert "HighErrorRate" in alerts
+    assert "<img src=x onerror=window.__xss=4>" in alerts  # shown as text
+    assert "ok" in page.inner_text("#health")
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    assert errors == [], errors
+    assert_nothing_ran(page, errors)
+    page.close()
+
+
+def test_changing_the_time_range_and_a_variable_refetches_and_redraws(ui: Ui) -> None:
+    page, errors, requests = ui.page()
+    page.goto(f"{ui.server.url}/d/services?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    steps_1h = {pid: page.get_attribute(f'[data-panel="{pid}"]', "data-step")
+                for pid in ("request_rate", "latency_percentiles")}  # fmt: skip
+    before = len(requests)
+
+    page.select_option("#range", "6h")
+    wait_until(page, lambda: len(requests) >= before + 8, what="panel requests for 6 h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    spans = {
+        int(m.group(2)) - int(m.group(1))
+        for u in requests[before:]
+        if (m := re.search(r"start=(\d+)&end=(\d+)", u))
+    }
+    assert spans == {6 * 3_600_000}
+    assert "last=6h" in page.url
+    for pid, step in steps_1h.items():  # a longer range, a longer step: same pixel budget
+        assert int(page.get_attribute(f'[data-panel="{pid}"]', "data-step")) > int(step or 0)
+    assert all(s[0] == "ok" for s in panel_states(page).values())
+
+    before = len(requests)
+    page.select_option('select[data-var="service"]', "api")
+    wait_until(page, lambda: len(requests) >= before + 8, what="panel requests for service=api")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    assert all("var-service=api" in u for u in requests[before:])
+    names = page.evaluate(
+        "() => document.querySelector('[data-panel=\"request_rate\"] .js-plotly-plot')"
+        ".data.map(t => t.name)"
+    )
+    assert names == ["api"]
+    page.screenshot(path=str(ARTIFACTS / "services-api-6h.png"), full_page=True)
+    assert errors == [], errors
+    page.close()
+
+
+def test_a_new_window_reaches_the_page_by_server_push(ui: Ui) -> None:
+    page, errors, requests = ui.page()
+    page.goto(f"{ui.server.url}/d/pipeline?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    page.select_option("#refresh", "0")  # no timer: only the push may refetch
+    page.wait_for_selector("body[data-live-end]")  # the stream's first event: the current end
+    before = len(requests)
+    newest = int(time.time() * 1000) + 60_000
+    ui.world.add_window(newest)
+    page.wait_for_selector(f'body[data-live-end="{newest}"]', timeout=20_000)
+    wait_until(
+        page, lambda: len(requests) >= before + 7, timeout=20, what="a refetch after the push"
+    )
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    assert all(s[0] == "ok" for s in panel_states(page).values())
+    assert errors == [], errors
+    page.close()
+
+
+def test_hostile_label_values_are_shown_as_text_and_never_run(ui: Ui) -> None:
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/system?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    options = page.eval_on_selector_all(
+        'select[data-var="host"] option', "os => os.map(o => o.textContent)"
+    )
+    assert set(HOSTILE) <= set(options)  # in the variable's list, as text
+    table = page.inner_text('[data-panel="busiest_cores"]')
+    assert "<script>window.__xss = 1</script>" in table
+    legend = page.evaluate(
+        "() => [...document.querySelectorAll('[data-panel=\"cpu_by_host\"] .legendtext')]"
+        ".map(t => t.textContent)"
+    )
+    assert set(HOSTILE) <= set(legend), legend  # plotly drew them as text
+    page.select_option('select[data-var="host"]', HOSTILE[1])
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    assert panel_states(page)["cpu_by_host"][0] == "ok"  # the value is matched literally
+    page.screenshot(path=str(ARTIFACTS / "hostile-labels.png"), full_page=True)
+    assert_nothing_ran(page, errors)
+    assert errors == [], errors
+    page.close()
