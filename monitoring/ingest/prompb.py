@@ -51,6 +51,11 @@ def _remote_file() -> descriptor_pb2.FileDescriptorProto:
     _field(m, "timeseries", 1, _F.TYPE_MESSAGE, rep, ".prometheus.TimeSeries")
     _field(m, "metadata", 3, _F.TYPE_MESSAGE, rep, ".prometheus.MetricMetadata")
 
+    # the same message with each series left as its bytes (the receiver's fast path)
+    m = fd.message_type.add(name="WriteRequestRaw")
+    _field(m, "timeseries", 1, _F.TYPE_BYTES, rep)
+    _field(m, "metadata", 3, _F.TYPE_MESSAGE, rep, ".prometheus.MetricMetadata")
+
     m = fd.message_type.add(name="MetricMetadata")
     e = m.enum_type.add(name="MetricType")
     for i, n in enumerate(
@@ -110,6 +115,7 @@ def _message(full_name: str) -> Any:
 
 
 WriteRequest: Any = _message("prometheus.WriteRequest")
+WriteRequestRaw: Any = _message("prometheus.WriteRequestRaw")
 TimeSeries: Any = _message("prometheus.TimeSeries")
 MetricMetadata: Any = _message("prometheus.MetricMetadata")
 Status: Any = _message("google.rpc.Status")

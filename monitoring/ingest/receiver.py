@@ -38,6 +38,7 @@ from monitoring.ingest.prompb import Status
 from monitoring.ingest.receiving import BadRequest, Converted, RequestLimits, SeriesCache
 from monitoring.log import get_logger
 from monitoring.sdk.sender import BufferFullError, ProducerClosedError
+from monitoring.wire.sample_encoding import make_series
 
 log = get_logger("receive")
 
@@ -61,8 +62,8 @@ class Answer:
 
 
 class Receiver:
-    """Both receivers over one ``MetricsCollector`` (``collector``: its ``series()``
-    builds validated handles, its ``stats()`` tells the buffer's occupancy)."""
+    """Both receivers over one ``MetricsCollector`` (``collector``: its ``record_many``
+    buffers a request's samples all or none)."""
 
     def __init__(
         self,
@@ -87,7 +88,11 @@ class Receiver:
         self.retry_after = str(max(1, retry_after_s))
         self.clock = clock
         self.lock = threading.Lock()
-        cache = SeriesCache(lambda n, lab, k, u: collector.series(n, lab, k, u), series_cache)
+
+        def make(name: str, labels: Mapping[str, str], kind: str, unit: str) -> Any:
+            return make_series(name, labels, kind, unit, limits.series)
+
+        cache = SeriesCache(make, series_cache)
         self.rw = remote_write.RemoteWrite(cache, remote_write.Families(max_families), limits)
         self.otlp = otlp.Otlp(SeriesCache(cache.make, series_cache), limits, options, delta)
         self.requests = Counter(
@@ -121,12 +126,11 @@ class Receiver:
 
     def _admit(self, conv: Converted) -> bool:
         """Buffer every point, or none when the buffer cannot take them all (caller holds
-        the lock)."""
-        stats = self.collector.stats()
-        if stats["pending"] + stats["inflight"] + len(conv.points) > self.capacity:
+        the lock, so staged delta state is kept only for admitted requests)."""
+        try:
+            self.collector.record_many(conv.points)
+        except BufferFullError:
             return False
-        for handle, ts, v in conv.points:
-            handle.record(v, ts)
         if conv.commit is not None:
             conv.commit()
         return True
@@ -166,7 +170,7 @@ class Receiver:
                 try:
                     if not self._admit(conv):
                         return 503, conv, "the ingest buffer is full: retry later"
-                except (BufferFullError, ProducerClosedError) as e:
+                except ProducerClosedError as e:
                     return 503, conv, str(e)[:300]
                 self.samples.labels(receiver).inc(len(conv.points))
                 return 200, conv, ""

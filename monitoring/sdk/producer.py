@@ -286,6 +286,19 @@ class MetricsCollector:
             s, time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms, v
         )
 
+    def record_many(self, items: list[Item]) -> None:
+        """Buffer many samples at once, all or none: ``items`` are ``(series, timestamp_ms,
+        value)`` with series from ``make_series`` (validated) and finite values.
+
+        Raises ``BufferFullError`` at once, buffering nothing, when the buffer cannot take
+        them all (a receiver answers 503 and its sender retries the whole request),
+        ``InvalidSample`` for a non-finite value (nothing buffered either).
+        """
+        for s, _ts, v in items:
+            if v - v != 0.0:  # NaN or ±Inf
+                raise InvalidSample("non-finite-value", f"{s.key} value {v!r}")
+        self._core.extend(items)
+
     def _new_series(
         self, ck: Any, name: str, labels: Mapping[str, Any] | None, kind: str, unit: str
     ) -> SeriesRef:

@@ -137,6 +137,28 @@ class Sender:
                 return False
             deadline = self._wait_for_space(deadline)
 
+    def extend(self, items: list[Item]) -> None:
+        """Buffer every item or none: ``BufferFullError`` at once, nothing buffered, when
+        the buffer (buffered plus unacknowledged) cannot take them all."""
+        if not self.batch:
+            for s, ts, v in items:
+                self._append_single(s, ts, v)
+            return
+        with self.lock:
+            if self.closed:
+                raise ProducerClosedError("the metrics collector is closed")
+            if len(self.pending) + self.inflight + len(items) > self.capacity:
+                raise BufferFullError(
+                    f"metrics buffer full: {len(items)} samples do not fit beside "
+                    f"{self.occupancy()} of {self.capacity} buffered or unacknowledged"
+                )
+            if not self.pending:
+                self.oldest = time.monotonic()
+            self.pending.extend(items)
+            drained = self._drain_locked() if len(self.pending) >= self.batch_size else None
+        if drained:
+            self._send(drained)
+
     def _append_single(self, s: SeriesRef, ts: int, v: float) -> bool:
         deadline = 0.0
         while True:
