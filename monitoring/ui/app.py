@@ -338,10 +338,12 @@ class UiApp:
             return self._refuse(400, "bad-variable-request", str(e))
         except StoreError as e:
             return JSONResponse({"error": e.message}, status_code=_status(e.status))
-        return JSONResponse({"name": v.name, "values": values[:MAX_VALUES],
+        return JSONResponse({"name": v.name, "values": values[:MAX_VALUES], "text": v.text,
                              "include_all": v.include_all, "default": v.default})  # fmt: skip
 
     async def _values(self, v: Variable, start: int, end: int) -> list[str]:
+        if v.text:
+            return []
         if v.values:
             return list(v.values)
         if v.sql:

@@ -139,13 +139,15 @@ class Row(_Model):
 
 class Variable(_Model):
     """A template variable: the values of ``label`` on the series matching ``match``
-    (or the first column of ``sql``, or the fixed ``values``)."""
+    (or the first column of ``sql``, or the fixed ``values``), or free ``text`` typed
+    by the user (a search; empty by default)."""
 
     name: str
     label: str = ""
     match: str = Field("", max_length=1024)
     sql: str = Field("", max_length=4096)
     values: list[Annotated[str, Field(max_length=256)]] = Field([], max_length=200)
+    text: bool = False
     include_all: bool = True
     default: str = Field("", max_length=256)
 
@@ -158,8 +160,10 @@ class Variable(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> Variable:
-        if sum(map(bool, (self.label, self.sql.strip(), self.values))) != 1:
-            raise ValueError(f"variable {self.name}: give one of label, sql or values")
+        if sum(map(bool, (self.label, self.sql.strip(), self.values, self.text))) != 1:
+            raise ValueError(f"variable {self.name}: give one of label, sql, values or text")
+        if self.text:
+            object.__setattr__(self, "include_all", False)  # a search has no All
         return self
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.ui_world import HOSTILE, UiWorld
+from fixtures.ui_world import HOSTILE, HOSTILE_LINES, UiWorld
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import UiSettings
@@ -104,7 +104,7 @@ def panel_states(page: Any) -> dict[str, tuple[str, int]]:
         "() => [...document.querySelectorAll('.panel')].map(p =>"
         " [p.dataset.panel, p.dataset.state, Number(p.dataset.traces), p.dataset.type,"
         "  p.querySelector('.js-plotly-plot') ? p.querySelector('.js-plotly-plot').data.length"
-        "  : p.querySelectorAll('tbody tr, .stat-item').length,"
+        "  : p.querySelectorAll('tbody tr, .stat-item, .log-line').length,"
         "  p.querySelector('.note').textContent])"
     )
     return {pid: (state, drawn, kind, note) for pid, state, _, kind, drawn, note in got}
@@ -226,6 +226,30 @@ def test_hostile_label_values_are_shown_as_text_and_never_run(ui: Ui) -> None:
     page.wait_for_function(PANELS_DONE, timeout=30_000)
     assert panel_states(page)["cpu_by_host"][0] == "ok"  # the value is matched literally
     page.screenshot(path=str(ARTIFACTS / "hostile-labels.png"), full_page=True)
+    assert_nothing_ran(page, errors)
+    assert errors == [], errors
+    page.close()
+
+
+def test_log_lines_are_searched_and_hostile_lines_shown_as_text(ui: Ui) -> None:
+    page, errors, requests = ui.page()
+    page.goto(f"{ui.server.url}/d/logs?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    lines = page.eval_on_selector_all(
+        '[data-panel="recent_lines"] .log-msg', "ms => ms.map(m => m.textContent)"
+    )
+    assert set(HOSTILE_LINES) <= set(lines)
+    before = len(requests)
+    page.fill('input[data-var="search"]', "PAYMENT")
+    page.press('input[data-var="search"]', "Enter")
+    wait_until(page, lambda: len(requests) >= before + 5, what="refetch for the search")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    lines = page.eval_on_selector_all(
+        '[data-panel="recent_lines"] .log-msg', "ms => ms.map(m => m.textContent)"
+    )
+    assert lines and all("payment" in line for line in lines), lines
+    assert "var-search=PAYMENT" in page.url
+    page.screenshot(path=str(ARTIFACTS / "logs-search.png"), full_page=True)
     assert_nothing_ran(page, errors)
     assert errors == [], errors
     page.close()

@@ -58,7 +58,7 @@ def test_panels_without_an_id_are_numbered_and_ids_are_unique() -> None:
         (dash(rows=[{"panels": [{**PANEL, "id": "../x"}]}]), "panel id"),
         (dash(rows=[]), "rows"),
         (dash(variables=[{"name": "1x", "label": "job"}]), "names are"),
-        (dash(variables=[{"name": "x"}]), "one of label, sql or values"),
+        (dash(variables=[{"name": "x"}]), "one of label, sql, values or text"),
         (dash(variables=[{"name": "x", "label": "a"}, {"name": "x", "label": "b"}]), "unique"),
         (dash(refresh="soon"), "refresh"),
         (dash(extra_key=1), "extra_key"),

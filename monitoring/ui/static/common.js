@@ -78,9 +78,9 @@ window.ui = (function () {
       case "seconds": return { ticksuffix: " s", tickformat: "~g" };
       case "ms": return { ticksuffix: " ms", tickformat: "~g" };
       case "bytes": return { tickformat: ".3~s", ticksuffix: "B" };
-      case "reqps": return { tickformat: ".3~s", ticksuffix: " req/s" };
-      case "ops": return { tickformat: ".3~s", ticksuffix: " ops/s" };
-      case "short": return { tickformat: ".3~s" };
+      case "reqps": return { tickformat: ",.3~r", ticksuffix: " req/s" };
+      case "ops": return { tickformat: ",.3~r", ticksuffix: " ops/s" };
+      case "short": return { tickformat: ",.3~r" };
       default: return { tickformat: "~g" };
     }
   }

@@ -56,6 +56,21 @@
     clear(box);
     const r = range();
     for (const v of state.dashboard.variables) {
+      if (v.text) {
+        const label = el("label", {}, v.name + " ");
+        const input = el("input", { type: "search", "data-var": v.name, maxlength: "256",
+          placeholder: "search" });
+        input.value = params.get("var-" + v.name) || v.default || "";
+        label.appendChild(input);
+        box.appendChild(label);
+        state.vars[v.name] = input.value;
+        input.addEventListener("change", () => {
+          state.vars[v.name] = input.value;
+          syncUrl();
+          refreshAll();
+        });
+        continue;
+      }
       const label = el("label", {}, v.name + " ");
       const select = el("select", { "data-var": v.name });
       label.appendChild(select);
@@ -148,7 +163,8 @@
       showlegend: true, legend: { orientation: "h", y: -0.18, font: { size: 10 } },
       hovermode: "x unified",
       xaxis: { type: "date", range: [new Date(r.start), new Date(r.end)], gridcolor: "#2c3036" },
-      yaxis: Object.assign({ gridcolor: "#2c3036", rangemode: "tozero" }, axisFormat(p.unit)),
+      yaxis: Object.assign({ gridcolor: "#2c3036", rangemode: "tozero", automargin: true },
+        axisFormat(p.unit)),
     };
     if (p.min !== null && p.max !== null) base.yaxis.range = [p.min, p.max];
     return Object.assign(base, extra || {});
@@ -234,9 +250,37 @@
           paper_bgcolor: "rgba(0,0,0,0)", font: { color: "#d8d9da" },
           grid: { rows: 1, columns: traces.length, pattern: "independent" } });
       }
+      case "logs":
+        return drawLogs(entry, tables[0]);
       default:
         return drawTable(entry, frames);
     }
+  }
+
+  // A log list: one line per row, newest first; the columns named time/timestamp,
+  // level, service and message are laid out, any other column follows as key=value.
+  function drawLogs(entry, t) {
+    clear(entry.body);
+    if (!t || !t.rows.length) return 0;
+    const col = (names) => t.columns.findIndex((c) => names.includes(c));
+    const iTime = col(["timestamp", "time", "ts"]);
+    const iLevel = col(["level"]);
+    const iMsg = col(["message", "msg", "line"]);
+    const list = entry.body.appendChild(el("div", { class: "logs" }));
+    for (const row of t.rows) {
+      const line = list.appendChild(el("div", { class: "log-line" }));
+      if (iTime >= 0) line.appendChild(el("span", { class: "log-time" }, row[iTime]));
+      if (iLevel >= 0) {
+        const level = String(row[iLevel]);
+        line.appendChild(el("span", { class: "log-level log-" + level.toLowerCase().replace(/[^a-z]/g, "") }, level));
+      }
+      row.forEach((cell, i) => {
+        if (i === iTime || i === iLevel || i === iMsg) return;
+        line.appendChild(el("span", { class: "log-field" }, t.columns[i] + "=" + cell));
+      });
+      if (iMsg >= 0) line.appendChild(el("span", { class: "log-msg" }, row[iMsg]));
+    }
+    return t.rows.length;
   }
 
   function drawStats(entry, pairs, p) {
