@@ -299,6 +299,7 @@ class _Evaluator:
         ts = np.zeros((len(series), len(grid)), dtype=np.int64)
         low = ref - self.e.lookback_ms
         for i, s in enumerate(series):
+            self.check()
             if not len(s.t):
                 continue
             idx = np.searchsorted(s.t, ref, side="right") - 1
@@ -319,6 +320,12 @@ class _Evaluator:
         first = int(base[0]) - node.offset_ms - node.range_ms
         start = -((-first) // step) * step
         end = int(base[-1]) - node.offset_ms
+        # counted before the steps are made: `x[7d:1ms]` would be 604.8 M of them
+        if end >= start and (end - start) // step + 1 > self.e.max_points * 100:
+            raise TooLarge(
+                f"{TOO_MANY_SAMPLES}: the subquery [{node.range_ms}ms:{step}ms] has more "
+                f"than {self.e.max_points * 100:,} steps"
+            )
         return np.arange(start, end + 1, step, dtype=np.int64)
 
     def _windows(self, node: MatrixSel | Subquery, grid: np.ndarray) -> Windows:
@@ -330,10 +337,8 @@ class _Evaluator:
             for s in series:
                 keep = ~is_stale(s.v)
                 points.append((s.t[keep], s.v[keep]))
-            return windows_from_points(labels, points, ends, node.range_ms)
+            return windows_from_points(labels, points, ends, node.range_ms, self.check)
         inner_grid = self._subquery_grid(node, grid)
-        if len(inner_grid) > self.e.max_points * 100:
-            raise TooLarge(TOO_MANY_SAMPLES)
         ends = self._at(node.at, grid) - node.offset_ms
         inner = self.eval(node.expr, inner_grid) if len(inner_grid) else Vec.empty(0)
         if isinstance(inner, Scalar):
@@ -343,7 +348,7 @@ class _Evaluator:
         pts = [
             (inner_grid[inner.ok[i]], inner.vals[i][inner.ok[i]]) for i in range(len(inner.labels))
         ]
-        return windows_from_points(list(inner.labels), pts, ends, node.range_ms)
+        return windows_from_points(list(inner.labels), pts, ends, node.range_ms, self.check)
 
     def _binary(self, node: Binary, grid: np.ndarray) -> Value:
         lhs = self.eval(node.lhs, grid)

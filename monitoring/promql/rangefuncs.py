@@ -24,6 +24,8 @@ def _lockstep(w: Windows, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarr
     cnt = w.hi - w.lo
     kmax = int(cnt.max()) if cnt.size else 0
     for k in range(start, kmax):
+        if k % 256 == 0:
+            w.check()
         m = cnt > k
         idx = np.where(m, w.lo + k, 0)
         yield m, w.v[idx]

@@ -15,6 +15,7 @@ An instant query is the same with J = 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,7 @@ class Windows:
     hi: np.ndarray
     ends: np.ndarray
     range_ms: int
+    check: Callable[[], None] = lambda: None  # raises past the query's deadline
 
     @property
     def count(self) -> np.ndarray:
@@ -147,16 +149,19 @@ def windows_from_points(
     series: list[tuple[np.ndarray, np.ndarray]],
     ends: np.ndarray,
     range_ms: int,
+    check: Callable[[], None] = lambda: None,
 ) -> Windows:
     """Windows ``[end - range, end]`` (both ends closed, as Prometheus 2.42's
     ``matrixIterSlice``: ``mint = maxt - range``, samples with ``t >= mint`` and ``t <=
-    maxt``) over each series' points, for every step's ``end``."""
+    maxt``) over each series' points, for every step's ``end``. ``check`` is called
+    once per series (the query's deadline)."""
     rows, steps = len(series), len(ends)
     lo = np.empty((rows, steps), dtype=np.int64)
     hi = np.empty((rows, steps), dtype=np.int64)
     base = 0
     starts = ends - range_ms
     for i, (t, _) in enumerate(series):
+        check()
         lo[i] = base + np.searchsorted(t, starts, side="left")
         hi[i] = base + np.searchsorted(t, ends, side="right")
         base += len(t)
@@ -165,4 +170,4 @@ def windows_from_points(
         v_all = np.concatenate([s[1] for s in series])
     else:
         t_all, v_all = np.zeros(0, dtype=np.int64), np.zeros(0)
-    return Windows(labels, t_all, v_all, lo, hi, ends, range_ms)
+    return Windows(labels, t_all, v_all, lo, hi, ends, range_ms, check)

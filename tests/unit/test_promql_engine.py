@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -274,6 +275,35 @@ def test_limits_fail_before_evaluating() -> None:
     with pytest.raises(QueryTimeout) as t:
         Engine(timeout_s=0).instant(src, "m", 0)
     assert t.value.error_type == "timeout"
+
+
+@pytest.mark.parametrize("query", ["max_over_time(m[7d:1ms])", "rate(m[5m:1ms])[7d:1ms]"])
+def test_subquery_steps_are_counted_before_they_are_made(query: str) -> None:
+    """604.8 M steps of a week at 1 ms would be a 4.8 GB array before any check: the
+    subquery is refused first, holding nothing."""
+    src = MemorySource([series({"__name__": "m"}, [(0, 1.0)])])
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooLarge, match="too many samples") as e:
+            ENGINE.instant(src, query, 7 * 86_400_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert e.value.error_type == "execution"
+    assert peak < 16 * 1024 * 1024
+
+
+def test_deadline_is_checked_inside_an_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heavy node (a subquery's selector over many series, its windows) checks the
+    deadline as it goes, not only between nodes: a clock that moves 1 s per look runs
+    past a 10 s deadline inside the evaluation of this five-node query."""
+    src = MemorySource(
+        [series({"__name__": "m", "i": str(i)}, [(0, 1.0), (60_000, 2.0)]) for i in range(20)]
+    )
+    clock = itertools.count()
+    monkeypatch.setattr("monitoring.promql.engine.time.monotonic", lambda: float(next(clock)))
+    with pytest.raises(QueryTimeout):
+        Engine(timeout_s=10).instant(src, "max_over_time(m[10m:1s])", 600_000)
 
 
 def test_scalar_and_string_results() -> None:
