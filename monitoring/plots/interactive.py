@@ -26,7 +26,7 @@ def text(value: str, limit: int = 200) -> str:
     '&lt;img src=x onerror=alert(1)&gt;'
     """
     value = value if len(value) <= limit else value[: limit - 1] + "…"
-    return html.escape(value, quote=True)
+    return html.escape(value, quote=False)  # plotly.js decodes &lt; &gt; &amp;, not &quot;
 
 
 def render(bounded: Bounded, config: PlotConfig, full_html: bool = True) -> bytes:
@@ -48,7 +48,7 @@ def render(bounded: Bounded, config: PlotConfig, full_html: bool = True) -> byte
     else:
         for t in items:
             y = _nulls(t.y)
-            name = text(t.name)
+            name = text(t.name, 100)
             if config.type == "bar":
                 fig.add_trace(go.Bar(x=[text(str(x)) for x in t.x], y=y, name=name))
             else:
@@ -64,13 +64,14 @@ def render(bounded: Bounded, config: PlotConfig, full_html: bool = True) -> byte
         width=config.width_px,
         height=config.height_px,
         showlegend=config.legend,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "xanchor": "left", "x": 0},
         template="plotly_white",
         hovermode="x unified" if config.type == "line" else "closest",
         xaxis={"title": {"text": text(config.x_label or ("time (UTC)" if time_axis else ""))}},
         yaxis={"title": {"text": text(y_title)}, "ticksuffix": _suffix(config.unit)},
         annotations=[
-            {"text": text(notes), "xref": "paper", "yref": "paper", "x": 0, "y": -0.2,
-             "showarrow": False, "font": {"size": 10, "color": "#666"}}
+            {"text": text(notes), "xref": "paper", "yref": "paper", "x": 1, "y": 1.06,
+             "xanchor": "right", "showarrow": False, "font": {"size": 10, "color": "#666"}}
         ] if notes else [],
     )  # fmt: skip
     page = fig.to_html(include_plotlyjs=True, full_html=full_html, config={"responsive": True})
