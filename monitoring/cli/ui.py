@@ -29,7 +29,7 @@ def ui(
     """Serve the dashboards web app until SIGTERM/SIGINT."""
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
-    from monitoring.ui.app import UiServer
+    from monitoring.ui.server import UiServer
 
     settings = load_settings(config)
     configure_logging(log_level.upper(), file=settings.logging)

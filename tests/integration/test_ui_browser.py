@@ -23,8 +23,8 @@ from fixtures.ui_world import HOSTILE, HOSTILE_LINES, UiWorld
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import UiSettings
-from monitoring.ui.app import UiServer
 from monitoring.ui.dashboards import SHIPPED_DIR, DashboardStore
+from monitoring.ui.server import UiServer
 
 pytestmark = pytest.mark.no_broker
 

@@ -22,8 +22,8 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from monitoring.config import Settings, UiSettings
-from monitoring.ui.app import CSP, UiServer
 from monitoring.ui.panels import PanelError, choose_step, points, substitute
+from monitoring.ui.server import CSP, UiServer
 from monitoring.ui.store import StoreClient
 
 HOUR = 3_600_000
