@@ -49,6 +49,7 @@ from prometheus_client.utils import floatToGoString
 
 from monitoring.ingest.otlp_delta import DeltaState, Staged
 from monitoring.ingest.otlp_names import labels_of, metric_name, value_text
+from monitoring.ingest.otlp_raw import KeyValue, RawExportRequest
 from monitoring.ingest.receiving import BadRequest, Converted, RequestLimits, SeriesCache
 from monitoring.metrics.samples import InvalidSample
 
@@ -82,7 +83,8 @@ def media_type(headers: Mapping[str, str]) -> str:
 
 
 def decode(body: bytes, headers: Mapping[str, str], limits: RequestLimits) -> tuple[Any, str]:
-    """The request message and its media type (BadRequest for anything else)."""
+    """The request (as ``RawExportRequest``: points' attributes left as bytes) and its
+    media type (BadRequest for anything else)."""
     media = media_type(headers)
     enc = headers.get("content-encoding", "").strip().lower()
     if enc == "gzip":
@@ -93,12 +95,13 @@ def decode(body: bytes, headers: Mapping[str, str], limits: RequestLimits) -> tu
         )
     elif len(body) > limits.max_decompressed_bytes:
         raise BadRequest(413, f"body over {limits.max_decompressed_bytes} bytes", "too-large")
-    req = ExportMetricsServiceRequest()
     try:
         if media == PROTOBUF:
-            req.ParseFromString(body)
+            req = RawExportRequest.FromString(body)
         else:
-            json_format.Parse(body.decode("utf-8"), req, ignore_unknown_fields=True)
+            std = ExportMetricsServiceRequest()
+            json_format.Parse(body.decode("utf-8"), std, ignore_unknown_fields=True)
+            req = RawExportRequest.FromString(std.SerializeToString())
     except (DecodeError, json_format.ParseError, UnicodeDecodeError, RecursionError) as e:
         what = "protobuf" if media == PROTOBUF else "JSON"
         raise BadRequest(
@@ -138,6 +141,10 @@ class Otlp:
         self.limits = limits
         self.options = options
         self.delta = delta if delta is not None else DeltaState()
+        self._labels: dict[tuple[bytes, ...], dict[str, str]] = {}
+        self._contexts: dict[tuple[Any, ...], dict[tuple[bytes, ...], Any]] = {}
+        self._context_entries = 0
+        self._context: tuple[Any, ...] = ()
 
     def convert(self, req: Any, now_ms: int) -> Converted:
         """The request's points; refused data points counted by reason."""
@@ -158,6 +165,7 @@ class Otlp:
                     if scope.version:
                         over["otel_scope_version"] = scope.version
                 over.update(ident)
+                self._context = (tuple(under.items()), tuple(over.items()))
                 for metric in sm.metrics:
                     n, t = self._metric(metric, (under, over), out, staged, bounds)
                     points += n
@@ -230,6 +238,10 @@ class Otlp:
         monotonic = which == "sum" and data.is_monotonic
         temporality = getattr(data, "aggregation_temporality", CUMULATIVE)
         name = metric_name(metric.name, unit, counter=monotonic, gauge=which in ("gauge", "sum"))
+        if which in ("gauge", "sum") and name:
+            return self._numbers(
+                data, name, unit, monotonic, temporality, base, out, staged, bounds
+            )
         newest = 0
         for p in data.data_points:
             try:
@@ -245,7 +257,7 @@ class Otlp:
                     raise InvalidSample("timestamp-in-future", f"time_unix_nano {p.time_unix_nano}")
                 if which not in ("gauge", "summary") and temporality not in (DELTA, CUMULATIVE):
                     raise InvalidSample("bad-temporality", f"{metric.name[:80]}: unspecified")
-                labels = labels_of(p.attributes)
+                labels = self._point_labels(p.attributes)
                 for k, v in base[0].items():
                     labels.setdefault(k, v)
                 labels.update(base[1])
@@ -260,6 +272,88 @@ class Otlp:
                 newest = max(newest, ts)
             except InvalidSample as e:
                 out.reject(e.reason, e.detail)
+        return len(data.data_points), newest
+
+    def _point_labels(self, attributes: Any) -> dict[str, str]:
+        """A point's own labels from its attributes' bytes (cached per attribute set)."""
+        key = tuple(attributes)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = labels_of([KeyValue.FromString(a) for a in key])
+            if len(self._labels) >= self.series.max_entries:
+                self._labels.clear()
+            self._labels[key] = labels
+        return dict(labels)
+
+    def _numbers(
+        self,
+        data: Any,
+        name: str,
+        unit: str,
+        monotonic: bool,
+        temporality: int,
+        base: tuple[dict[str, str], dict[str, str]],
+        out: Converted,
+        staged: Staged,
+        bounds: tuple[int, int],
+    ) -> tuple[int, int]:
+        """Gauge and sum points: series by attribute bytes within this metric and
+        resource/scope context; (data points seen, newest timestamp ms)."""
+        kind = "COUNTER" if monotonic else "GAUGE"
+        if data.DESCRIPTOR.name == "Sum" and temporality not in (DELTA, CUMULATIVE):
+            out.reject("bad-temporality", f"{name}: unspecified", len(data.data_points))
+            return len(data.data_points), 0
+        delta = data.DESCRIPTOR.name == "Sum" and temporality == DELTA
+        ctx_key = (name, kind, unit, self._context)
+        refs = self._contexts.get(ctx_key)
+        if refs is None:
+            if self._context_entries >= self.series.max_entries:
+                self._contexts.clear()
+                self._context_entries = 0
+            refs = self._contexts[ctx_key] = {}
+        lo, hi = bounds
+        newest = 0
+        append = out.points.append
+        for p in data.data_points:
+            if p.flags & NO_RECORDED_VALUE:
+                out.stale += 1
+                continue
+            t_ns = p.time_unix_nano
+            ts = t_ns // 1_000_000
+            if ts < lo or ts > hi:
+                reason = "timestamp-too-old" if ts < lo else "timestamp-in-future"
+                out.reject(reason, f"{name}: time_unix_nano {t_ns}")
+                continue
+            vk = p.WhichOneof("value")
+            if vk == "as_double":
+                v = p.as_double
+            elif vk == "as_int":
+                v = float(p.as_int)
+            else:
+                out.reject("no-value", f"{name}: a number point without a value")
+                continue
+            if v - v != 0.0:
+                out.reject("non-finite-value", f"{name}: value {v!r}")
+                continue
+            attrs = tuple(p.attributes)
+            ref = refs.get(attrs)
+            try:
+                if ref is None:
+                    labels = self._point_labels(attrs)
+                    for k, x in base[0].items():
+                        labels.setdefault(k, x)
+                    labels.update(base[1])
+                    ref = self.series.make(name, labels, kind, unit)
+                    refs[attrs] = ref
+                    self._context_entries += 1
+                if delta:
+                    v = staged.add_sum((ctx_key, attrs), p.start_time_unix_nano, t_ns, v)
+            except InvalidSample as e:
+                out.reject(e.reason, e.detail)
+                continue
+            append((ref, ts, v))
+            if ts > newest:
+                newest = ts
         return len(data.data_points), newest
 
     def _point(

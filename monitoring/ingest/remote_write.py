@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 import struct
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 import cramjam
@@ -210,7 +212,11 @@ _SUFFIXED = {
 # The last sample of a series as Prometheus writes it: Sample field (0x12, 16 bytes),
 # value (0x09 + 8 bytes), timestamp (0x10 + a 6-byte varint: years 1971 to 2109).
 _TAIL = 18
-_TAIL_DTYPE = np.dtype([("vt", "u1"), ("v", "<f8"), ("tt", "u1"), ("t", "u1", (6,))])
+_TAIL_DTYPE = np.dtype(
+    [("f", "u1"), ("n", "u1"), ("vt", "u1"), ("v", "<f8"), ("tt", "u1"), ("t", "u1", (6,))]
+)
+_HEAD = itemgetter(slice(None, -_TAIL))
+_TAIL_OF = itemgetter(slice(-_TAIL, None))
 _SHIFTS = np.arange(6, dtype=np.int64) * 7
 
 
@@ -238,6 +244,7 @@ class RemoteWrite:
         self.families = families
         self.limits = limits
         self.by_labels: dict[bytes, Any] = {}
+        self.refused_labels: dict[bytes, _Refused] = {}
         self._generation = families.generation
 
     def convert(self, req: Any, now_ms: int) -> Converted:
@@ -248,21 +255,28 @@ class RemoteWrite:
         if self.families.generation != self._generation:
             self.by_labels.clear()  # kinds may have changed
             self._generation = self.families.generation
-        cache = self.by_labels
-        handles: list[Any] = []
-        whole: list[bytes] = []
+        tss = req.timeseries
+        heads = list(map(_HEAD, tss))
+        hs = list(map(self.by_labels.get, heads))
         slow: list[bytes] = []
-        for d in req.timeseries:
-            n = len(d)
-            if n > _TAIL and d[n - 18] == 0x12 and d[n - 17] == 16 and d[n - 16] == 9:
-                h = cache.get(d[: n - _TAIL])
+        if hs and None not in hs:  # every series seen before: no Python loop
+            handles, whole = hs, list(tss)
+        else:
+            handles, whole = [], []
+            refused = self.refused_labels
+            for d, head, h in zip(tss, heads, hs, strict=True):
                 if h is None:
-                    h = self._labels_entry(d[: n - _TAIL])
-                if h is not None:
-                    handles.append(h)
-                    whole.append(d)
-                    continue
-            slow.append(d)
+                    no = refused.get(head)
+                    if no is not None:
+                        out.reject(no.reason, no.detail)
+                        continue
+                    h = self._labels_entry(head, out) if head else None
+                    if h is None:
+                        if head not in refused:
+                            slow.append(d)
+                        continue
+                handles.append(h)
+                whole.append(d)
         if len(handles) > self.limits.max_samples:
             raise BadRequest(
                 400, f"over {self.limits.max_samples} samples in one request", "too-many-samples"
@@ -284,21 +298,33 @@ class RemoteWrite:
     ) -> list[bytes]:
         """Decode the fast path's sample tails together; the series whose tails are not
         in Prometheus's shape come back to be parsed whole."""
-        arr = np.frombuffer(b"".join([d[-16:] for d in whole]), _TAIL_DTYPE)
+        arr = np.frombuffer(b"".join(map(_TAIL_OF, whole)), _TAIL_DTYPE)
         t = arr["t"]
-        shaped = (arr["tt"] == 0x10) & (t[:, :5] >= 0x80).all(axis=1) & (t[:, 5] < 0x80)
+        shaped = (
+            (arr["f"] == 0x12)
+            & (arr["n"] == 16)
+            & (arr["vt"] == 0x09)
+            & (arr["tt"] == 0x10)
+            & (t[:, :5] >= 0x80).all(axis=1)
+            & (t[:, 5] < 0x80)
+        )
         stamps = ((t.astype(np.int64) & 0x7F) << _SHIFTS).sum(axis=1)
         values = arr["v"]
+        good = shaped & np.isfinite(values) & (stamps >= lo) & (stamps <= hi)
+        ts_list, v_list = stamps.tolist(), values.tolist()
+        if good.all():
+            out.points.extend(zip(handles, ts_list, v_list, strict=True))
+            return []
+        g = good.tolist()
+        out.points.extend(
+            zip(compress(handles, g), compress(ts_list, g), compress(v_list, g), strict=True)
+        )
         rest: list[bytes] = []
-        append = out.points.append
-        for h, ok, ts, v, d in zip(
-            handles, shaped.tolist(), stamps.tolist(), values.tolist(), whole, strict=True
-        ):
-            if not ok:
-                rest.append(d)
-                continue
-            if type(h) is _Refused:
-                out.reject(h.reason, h.detail)
+        ok = shaped.tolist()
+        for i in np.flatnonzero(~good).tolist():
+            ts, v = ts_list[i], v_list[i]
+            if not ok[i]:
+                rest.append(whole[i])
             elif v != v or v == _INF or v == -_INF:
                 if v != v and is_stale_marker(v):
                     out.stale += 1
@@ -306,29 +332,30 @@ class RemoteWrite:
                     out.reject("non-finite-value", f"value {v!r}")
             elif ts < lo:
                 out.reject("timestamp-too-old", f"timestamp {ts} ms")
-            elif ts > hi:
-                out.reject("timestamp-in-future", f"timestamp {ts} ms is ahead of now")
             else:
-                append((h, ts, v))
+                out.reject("timestamp-in-future", f"timestamp {ts} ms is ahead of now")
         return rest
 
-    def _labels_entry(self, labels: bytes) -> Any:
-        """The cached handle (or refusal) of a series' labels bytes; None when the bytes
-        are not labels alone (the series is then parsed whole)."""
+    def _labels_entry(self, labels: bytes, out: Converted) -> Any:
+        """The handle of a series' labels bytes, cached; None when the bytes are not
+        labels alone (the series is then parsed whole) or the series is refused (counted
+        in ``out``, and remembered in ``refused_labels``)."""
         try:
             ts = TimeSeries.FromString(labels)
         except (DecodeError, RuntimeError, ValueError):
             return None
         if ts.samples or ts.exemplars or ts.histograms or not ts.labels:
             return None
-        entry: Any
-        if len(ts.labels) > self.limits.series.max_labels + 1:
-            entry = _Refused(InvalidSample("too-many-labels", f"{len(ts.labels)} labels"))
-        else:
-            try:
-                entry = self._series((0, *[(lab.name, lab.value) for lab in ts.labels]))
-            except InvalidSample as e:
-                entry = _Refused(e)
+        try:
+            if len(ts.labels) > self.limits.series.max_labels + 1:
+                raise InvalidSample("too-many-labels", f"{len(ts.labels)} labels")
+            entry = self._series((0, *[(lab.name, lab.value) for lab in ts.labels]))
+        except InvalidSample as e:
+            if len(self.refused_labels) >= self.series.max_entries:
+                self.refused_labels.clear()
+            self.refused_labels[labels] = _Refused(e)
+            out.reject(e.reason, e.detail)
+            return None
         if len(self.by_labels) >= self.series.max_entries:
             self.by_labels.clear()
         self.by_labels[labels] = entry
