@@ -253,3 +253,26 @@ def test_log_lines_are_searched_and_hostile_lines_shown_as_text(ui: Ui) -> None:
     assert_nothing_ran(page, errors)
     assert errors == [], errors
     page.close()
+
+
+def test_zooming_a_chart_sets_an_absolute_range_and_refetches(ui: Ui) -> None:
+    page, errors, requests = ui.page()
+    page.goto(f"{ui.server.url}/d/services?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    before = len(requests)
+    end = ui.world.end_ms - 5 * 60_000
+    start = end - 10 * 60_000
+    page.evaluate(
+        "([a, b]) => Plotly.relayout(document.querySelector("
+        "'[data-panel=\"request_rate\"] .js-plotly-plot'),"
+        " {'xaxis.range[0]': new Date(a).toISOString().replace('T', ' ').replace('Z', ''),"
+        "  'xaxis.range[1]': new Date(b).toISOString().replace('T', ' ').replace('Z', '')})",
+        [start, end],
+    )
+    wait_until(page, lambda: len(requests) >= before + 8, what="panel requests for the zoom")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    assert all(f"start={start}&end={end}" in u for u in requests[before:]), requests[before:]
+    assert f"from={start}" in page.url and f"to={end}" in page.url
+    assert all(s[0] == "ok" for s in panel_states(page).values())
+    assert errors == [], errors
+    page.close()
