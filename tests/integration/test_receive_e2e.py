@@ -16,70 +16,24 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, KafkaError
 from fixtures.prometheus import free_port
+from fixtures.receive import TopicReader
 from prometheus_client import CollectorRegistry
 
 from monitoring.api.guard import Guard
 from monitoring.api.server import ApiServer
 from monitoring.config import Settings
 from monitoring.ingest.receiver import Receiver, from_settings
-from monitoring.metrics.samples import Sample, samples_from_record, series_key
-from monitoring.runtime.topics import SAMPLES, topic_name
+from monitoring.metrics.samples import Sample, series_key
 from monitoring.sdk.producer import MetricsCollector
-from monitoring.wire.codec import AvroCodec
 
 pytestmark = pytest.mark.integration
-
-
-class TopicReader:
-    """Reads the samples topic from the start, keeping every sample decoded."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.codec = AvroCodec.from_directory()
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap_servers,
-                "group.id": f"test-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        self.consumer.subscribe([topic_name(settings.kafka, SAMPLES)])
-        self.samples: list[Sample] = []
-
-    def poll(self, seconds: float = 0.2) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.05)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                continue
-            value = msg.value()
-            assert value is not None
-            d = self.codec.decode(value)
-            result = samples_from_record(d.name, d.record, now_ms=time.time_ns() // 10**6)
-            assert not result.rejected, result.rejected
-            self.samples.extend(result.samples)
-
-    def until(self, done: Callable[[list[Sample]], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not done(self.samples):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self.poll()
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 @dataclass
