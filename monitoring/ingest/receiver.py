@@ -161,17 +161,17 @@ class Receiver:
         """(status, converted request or None, reason): 200, 400/413/415 or 503;
         ``all_refused`` when every point was refused."""
         try:
-            req = decode()
-            with self.lock:
-                conv = convert(req, int(self.clock() * 1000))
-                self._count(receiver, conv)
+            with self.lock:  # one request decoded at a time: bounds memory, not throughput
+                conv = convert(decode(), int(self.clock() * 1000))
                 if not conv.points and conv.rejected_total:
+                    self._count(receiver, conv)
                     return all_refused, conv, conv.first_error
                 try:
-                    if not self._admit(conv):
+                    if not self._admit(conv):  # counted when the retry is admitted
                         return 503, conv, "the ingest buffer is full: retry later"
                 except ProducerClosedError as e:
                     return 503, conv, str(e)[:300]
+                self._count(receiver, conv)
                 self.samples.labels(receiver).inc(len(conv.points))
                 return 200, conv, ""
         except BadRequest as e:
