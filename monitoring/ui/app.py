@@ -51,12 +51,14 @@ from monitoring.ui.panels import (
     sql_frames,
     sql_parameters,
     substitute,
+    time_ms,
 )
 from monitoring.ui.store import StoreClient, StoreError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 INSTANT_TYPES = frozenset({"stat", "gauge", "bar", "table"})
 MAX_VALUES = 1000  # values of one template variable
+MAX_ANNOTATIONS = 500  # events of one annotation over a range
 FIRING_SQL = """
 SELECT group_key, receiver, last_change, alerts
 FROM (
@@ -142,6 +144,7 @@ class UiApp:
             Route("/api/ui/dashboards/{name}", self.put_dashboard, methods=["PUT"]),
             Route("/api/ui/dashboards/{name}/panels/{panel}", self.panel, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/variables/{var}", self.variable, methods=["GET"]),
+            Route("/api/ui/dashboards/{name}/annotations", self.annotations, methods=["GET"]),
             Route("/api/ui/home", self.home, methods=["GET"]),
             Route("/api/ui/events", self.events, methods=["GET"]),
         ]
@@ -313,6 +316,33 @@ class UiApp:
             frames = [h] if h is not None else frames
         return {"frames": frames, "step_s": step, "start": first, "end": end,
                 "warnings": warnings[:10], "series_total": total}  # fmt: skip
+
+    async def annotations(self, request: Request) -> Response:
+        """The events of each of the dashboard's annotations over the range."""
+        try:
+            d = self._dashboard(request.path_params["name"])
+            start, end = self._range(request)
+            variables = self._variables(d, request)
+            calls = [
+                self.store.sql(
+                    a.sql, sql_parameters(a.sql, variables, start, end, 1), MAX_ANNOTATIONS
+                )
+                for a in d.annotations
+            ]
+            results = await asyncio.gather(*calls)
+        except _Refusal as r:
+            return r.response
+        except PanelError as e:
+            return self._refuse(400, "bad-annotation-request", str(e))
+        except StoreError as e:
+            return JSONResponse({"error": e.message}, status_code=_status(e.status))
+        out = []
+        for a, (_, rows) in zip(d.annotations, results, strict=True):
+            events = [(time_ms(r[0]), str(r[1])[:500] if len(r) > 1 else "") for r in rows if r]
+            events = [(t, text) for t, text in events if t is not None]
+            out.append({"name": a.name, "color": a.color, "t": [t for t, _ in events],
+                        "text": [text for _, text in events]})  # fmt: skip
+        return JSONResponse({"annotations": out})
 
     async def variable(self, request: Request) -> Response:
         try:

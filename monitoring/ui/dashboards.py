@@ -167,6 +167,15 @@ class Variable(_Model):
         return self
 
 
+class Annotation(_Model):
+    """Events drawn on every time series panel: ``sql`` returns a time (first column)
+    and a text (second) per event within ``{start_ms}``..``{end_ms}``."""
+
+    name: Text
+    sql: str = Field(min_length=1, max_length=16_384)
+    color: str = Field("#f2495c", pattern=r"^#[0-9a-fA-F]{6}$")
+
+
 class TimeRange(_Model):
     """The default range: the last ``last`` up to now."""
 
@@ -182,6 +191,7 @@ class Dashboard(_Model):
     time: TimeRange = TimeRange()
     refresh: Duration | None = None
     variables: list[Variable] = Field([], max_length=16)
+    annotations: list[Annotation] = Field([], max_length=4)
     rows: list[Row] = Field(min_length=1, max_length=32)
 
     @model_validator(mode="after")

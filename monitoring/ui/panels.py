@@ -186,14 +186,14 @@ def prom_frames(data: Mapping[str, Any], query: Query, max_series: int) -> tuple
     return frames, len(result)
 
 
-def _time_ms(v: Any) -> int | None:
+def time_ms(v: Any) -> int | None:
     """A time column's cell as epoch ms: a number (seconds if small, else ms) or a
     ``YYYY-MM-DD hh:mm:ss[.fff]`` text in UTC."""
     if isinstance(v, int | float) and not isinstance(v, bool):
         return round(v * 1000) if abs(v) < 1e11 else round(v)
     if isinstance(v, str):
         try:
-            return _time_ms(float(v))
+            return time_ms(float(v))
         except ValueError:
             pass
         try:
@@ -223,7 +223,7 @@ def sql_frames(
     split = columns.index("series") if "series" in columns else None
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
-        t = _time_ms(r[0])
+        t = time_ms(r[0])
         if t is None:
             continue
         if split is not None and numeric:

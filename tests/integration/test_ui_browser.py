@@ -222,6 +222,16 @@ def test_hostile_label_values_are_shown_as_text_and_never_run(ui: Ui) -> None:
         ".map(t => t.textContent)"
     )
     assert set(HOSTILE) <= set(legend), legend  # plotly drew them as text
+    hover = page.evaluate(
+        "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
+        ".data.filter(t => t.yaxis === 'y2').flatMap(t => t.hovertext)"
+    )
+    assert any("&lt;script&gt;window.__xss = 7&lt;/script&gt;" in h for h in hover), hover
+    shapes = page.evaluate(
+        "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
+        ".layout.shapes.length"
+    )
+    assert shapes == 11  # the anomaly annotations, one line each
     page.select_option('select[data-var="host"]', HOSTILE[1])
     page.wait_for_function(PANELS_DONE, timeout=30_000)
     assert panel_states(page)["cpu_by_host"][0] == "ok"  # the value is matched literally

@@ -8,6 +8,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -423,3 +424,32 @@ def test_the_live_stream_sends_the_newest_window_end(tmp_path: Path) -> None:
         s.ui.live_clients = s.ui.ui.max_live_clients
         assert c.get("/api/ui/events").status_code == 503
     s.server.sock.close()
+
+
+def test_annotations_are_events_with_their_text(tmp_path: Path) -> None:
+    fake = FakeStore()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        fake.requests.append(request)
+        meta = [{"name": "ts", "type": "DateTime64(3, 'UTC')"}, {"name": "t", "type": "String"}]
+        rows = [["2027-01-15 08:00:00.000", "<b>spike</b>"], ["not a time", "dropped"]]
+        return httpx.Response(200, json={"meta": meta, "data": rows, "rows": 2})
+
+    s = make_server(tmp_path, fake)
+    s.ui.store.transport = httpx.MockTransport(handle)
+    text = DASHBOARD.replace(
+        "rows:\n",
+        "annotations:\n  - name: events\n    sql: SELECT ts, t FROM x WHERE ts < "
+        "fromUnixTimestamp64Milli({end_ms:Int64})\nrows:\n",
+        1,
+    )
+    (s.ui.dashboards.shipped_dir / "ann.yaml").write_text(text)  # type: ignore[operator]
+    with TestClient(s.app, base_url="http://127.0.0.1") as c:
+        resp = c.get("/api/ui/dashboards/ann/annotations", params={"start": END - HOUR, "end": END})
+    s.server.sock.close()
+    assert resp.status_code == 200, resp.text
+    [a] = resp.json()["annotations"]
+    expected_ms = int(datetime(2027, 1, 15, 8, tzinfo=UTC).timestamp() * 1000)
+    assert a == {"name": "events", "color": "#f2495c", "t": [expected_ms], "text": ["<b>spike</b>"]}
+    [req] = fake.requests
+    assert dict(req.url.params)["param_end_ms"] == str(END)

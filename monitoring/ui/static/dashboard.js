@@ -16,7 +16,7 @@
     vars: {},
     panels: [], // {panel, node, body, note, seq}
     timer: null,
-    fetching: false,
+    annotations: [], // [{name, color, t, text}]
   };
   const ALL = "$__all";
   const PLOTLY_CONFIG = { displaylogo: false, responsive: true,
@@ -195,7 +195,11 @@
           line: { width: 1.5 }, marker: { size: 4 },
           stackgroup: p.stack ? "one" : undefined,
         }));
-        return plot(entry, traces, layout(p, r));
+        const lay = layout(p, r);
+        const drawn = traces.length;
+        if (p.type === "timeseries") annotate(traces, lay);
+        plot(entry, traces, lay);
+        return drawn;
       }
       case "bar": {
         if (values.length) {
@@ -330,10 +334,45 @@
     refreshAll();
   }
 
+  async function loadAnnotations() {
+    if (!state.dashboard.annotations || !state.dashboard.annotations.length) return;
+    const r = range();
+    const q = new URLSearchParams({ start: r.start, end: r.end });
+    for (const [k, v] of Object.entries(state.vars)) q.set("var-" + k, v);
+    try {
+      const res = await api(`/api/ui/dashboards/${encodeURIComponent(name)}/annotations?${q}`);
+      state.annotations = res.annotations;
+    } catch (e) {
+      state.annotations = [];
+      status("annotations: " + e.message);
+    }
+  }
+
+  // Annotations on a time series: a dotted line per event and, on a hidden axis, a
+  // marker at the top whose hover text is the event's text (escaped for plotly).
+  function annotate(traces, lay) {
+    const shapes = [];
+    for (const a of state.annotations) {
+      if (!a.t.length) continue;
+      for (const t of a.t) {
+        shapes.push({ type: "line", x0: t, x1: t, yref: "paper", y0: 0, y1: 1,
+          line: { color: a.color, width: 1, dash: "dot" } });
+      }
+      traces.push({ type: "scatter", mode: "markers", name: plotlyText(a.name), x: a.t,
+        y: a.t.map(() => 1), yaxis: "y2", hovertext: a.text.map(plotlyText),
+        hoverinfo: "text+x", marker: { color: a.color, size: 7, symbol: "triangle-down" } });
+    }
+    if (shapes.length) {
+      lay.shapes = shapes;
+      lay.yaxis2 = { overlaying: "y", range: [0, 1.05], visible: false, fixedrange: true };
+    }
+  }
+
   async function refreshAll() {
     status("");
     zoomGuard = true;
     try {
+      await loadAnnotations();
       await Promise.all(state.panels.map(refreshPanel));
     } finally {
       zoomGuard = false;
