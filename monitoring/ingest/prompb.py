@@ -92,6 +92,34 @@ def _remote_file() -> descriptor_pb2.FileDescriptorProto:
     return fd
 
 
+def _v2_file() -> descriptor_pb2.FileDescriptorProto:
+    """Remote-write 2.0's ``io.prometheus.write.v2.Request`` (prompb/io/prometheus/write/
+    v2/types.proto): native histograms and exemplars kept as raw bytes."""
+    fd = descriptor_pb2.FileDescriptorProto(
+        name="monitoring/prometheus_write_v2.proto", package="io.prometheus.write.v2",
+        syntax="proto3",
+    )  # fmt: skip
+    rep = _F.LABEL_REPEATED
+    m = fd.message_type.add(name="Request")
+    _field(m, "symbols", 4, _F.TYPE_STRING, rep)
+    _field(m, "timeseries", 5, _F.TYPE_MESSAGE, rep, ".io.prometheus.write.v2.TimeSeries")
+    m = fd.message_type.add(name="TimeSeries")
+    _field(m, "labels_refs", 1, _F.TYPE_UINT32, rep)
+    _field(m, "samples", 2, _F.TYPE_MESSAGE, rep, ".io.prometheus.write.v2.Sample")
+    _field(m, "histograms", 3, _F.TYPE_BYTES, rep)
+    _field(m, "exemplars", 4, _F.TYPE_BYTES, rep)
+    _field(m, "metadata", 5, _F.TYPE_MESSAGE, type_name=".io.prometheus.write.v2.Metadata")
+    _field(m, "created_timestamp", 6, _F.TYPE_INT64)
+    m = fd.message_type.add(name="Sample")
+    _field(m, "value", 1, _F.TYPE_DOUBLE)
+    _field(m, "timestamp", 2, _F.TYPE_INT64)
+    m = fd.message_type.add(name="Metadata")
+    _field(m, "type", 1, _F.TYPE_INT32)  # MetricType: the numbers of 1.0's MetricMetadata
+    _field(m, "help_ref", 3, _F.TYPE_UINT32)
+    _field(m, "unit_ref", 4, _F.TYPE_UINT32)
+    return fd
+
+
 def _status_file() -> descriptor_pb2.FileDescriptorProto:
     """``google.rpc.Status`` (googleapis' status.proto), the OTLP/HTTP error body;
     ``details`` (repeated ``google.protobuf.Any``) kept as raw bytes, never filled."""
@@ -107,6 +135,7 @@ def _status_file() -> descriptor_pb2.FileDescriptorProto:
 
 _POOL = descriptor_pool.DescriptorPool()
 _POOL.Add(_remote_file())
+_POOL.Add(_v2_file())
 _POOL.Add(_status_file())
 
 
@@ -118,4 +147,5 @@ WriteRequest: Any = _message("prometheus.WriteRequest")
 WriteRequestRaw: Any = _message("prometheus.WriteRequestRaw")
 TimeSeries: Any = _message("prometheus.TimeSeries")
 MetricMetadata: Any = _message("prometheus.MetricMetadata")
+RequestV2: Any = _message("io.prometheus.write.v2.Request")
 Status: Any = _message("google.rpc.Status")

@@ -181,18 +181,38 @@ class Receiver:
     # -- remote_write ------------------------------------------------------------------
 
     def remote_write(self, headers: Mapping[str, str], body: bytes) -> Answer:
-        """Answer one remote-write request (204 when admitted)."""
+        """Answer one remote-write request: 204 when admitted. A 2.0 request's answers
+        carry ``X-Prometheus-Remote-Write-Samples-Written`` (and the histogram and
+        exemplar counts, 0), and one with refused samples is a 400 naming them even
+        though its valid samples were written (2.0's partial write)."""
+        proto = [remote_write.V1]
 
         def decode() -> Any:
-            remote_write.check_headers(headers)
-            return remote_write.decode(body, self.limits)
+            proto[0] = remote_write.check_headers(headers)
+            return remote_write.decode(body, self.limits, proto[0])
 
-        status, _conv, reason = self._handle("remote_write", decode, self.rw.convert, 400)
+        def convert(req: Any, now_ms: int) -> Converted:
+            if proto[0] == remote_write.V2:
+                return self.rw.convert_v2(req, now_ms)
+            return self.rw.convert(req, now_ms)
+
+        status, conv, reason = self._handle("remote_write", decode, convert, 400)
+        v2 = proto[0] == remote_write.V2
+        written = len(conv.points) if conv is not None and status == 200 else 0
+        if v2 and status == 200 and conv is not None and conv.rejected_total:
+            status = 400
+            reason = f"{conv.rejected_total} samples refused, {written} written; first: "
+            reason += conv.first_error
         code = 204 if status == 200 else status
         self.requests.labels("remote_write", str(code)).inc()
+        h: dict[str, str] = {}
+        if v2:
+            h["X-Prometheus-Remote-Write-Samples-Written"] = str(written)
+            h["X-Prometheus-Remote-Write-Histograms-Written"] = "0"
+            h["X-Prometheus-Remote-Write-Exemplars-Written"] = "0"
         if code == 204:
-            return Answer(204, {})
-        h = {"Content-Type": "text/plain; charset=utf-8"}
+            return Answer(204, h)
+        h["Content-Type"] = "text/plain; charset=utf-8"
         if code == 503:
             h["Retry-After"] = self.retry_after
         return Answer(code, h, (reason + "\n").encode())

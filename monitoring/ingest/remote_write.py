@@ -32,7 +32,7 @@ import cramjam
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from monitoring.ingest.prompb import TimeSeries, WriteRequestRaw
+from monitoring.ingest.prompb import RequestV2, TimeSeries, WriteRequestRaw
 from monitoring.ingest.receiving import BadRequest, Converted, RequestLimits, SeriesCache
 from monitoring.metrics.samples import InvalidSample
 
@@ -70,34 +70,39 @@ def snappy_length(data: bytes) -> int:
     raise BadRequest(400, "snappy: bad block header (the uncompressed length)", "bad-snappy")
 
 
-def check_headers(headers: Any) -> None:
-    """Raise BadRequest unless the headers are remote-write 1.0's (a case-insensitive
-    mapping, as Starlette's)."""
+V1, V2 = "prometheus.WriteRequest", "io.prometheus.write.v2.Request"
+
+
+def check_headers(headers: Any) -> str:
+    """The message a request carries (``V1`` or ``V2``, by ``Content-Type``'s ``proto``
+    parameter); BadRequest unless the headers are remote-write 1.0's or 2.0's (a
+    case-insensitive mapping, as Starlette's)."""
     ctype = headers.get("content-type", "")
     media, _, params = ctype.partition(";")
     if media.strip().lower() != "application/x-protobuf":
         raise BadRequest(415, f"Content-Type must be application/x-protobuf, not {ctype[:80]!r}")
+    proto = V1
     for p in params.split(";"):
         k, _, v = p.strip().partition("=")
-        if k.lower() == "proto" and v.strip() != "prometheus.WriteRequest":
-            raise BadRequest(
-                415, f"only remote-write 1.0 (prometheus.WriteRequest) is served, not {v[:80]!r}"
-            )
+        if k.lower() == "proto":
+            proto = v.strip()
+            if proto not in (V1, V2):
+                raise BadRequest(415, f"proto={v[:80]!r} is not served (only {V1} and {V2})")
     enc = headers.get("content-encoding", "")
     if enc.strip().lower() != "snappy":
         raise BadRequest(415, f"Content-Encoding must be snappy, not {enc[:40]!r}")
-    version = headers.get("x-prometheus-remote-write-version", "")
+    version = headers.get("x-prometheus-remote-write-version", "").strip()
+    want = "0.1." if proto == V1 else "2."
     if not version:
-        raise BadRequest(400, "X-Prometheus-Remote-Write-Version is missing (0.1.0 expected)")
-    if not version.strip().startswith("0.1."):
-        raise BadRequest(
-            415, f"remote-write version {version[:40]!r} is not served (only 0.1.x, 1.0)"
-        )
+        raise BadRequest(400, "X-Prometheus-Remote-Write-Version is missing")
+    if not version.startswith(want):
+        raise BadRequest(415, f"remote-write version {version[:40]!r} does not match {proto}")
+    return proto
 
 
-def decode(body: bytes, limits: RequestLimits) -> Any:
-    """A ``WriteRequestRaw`` (each series still bytes) from a snappy block, within the
-    limits (BadRequest otherwise)."""
+def decode(body: bytes, limits: RequestLimits, proto: str = V1) -> Any:
+    """A ``WriteRequestRaw`` (each series still bytes), or a 2.0 ``RequestV2``, from a
+    snappy block, within the limits (BadRequest otherwise)."""
     if not body:
         raise BadRequest(400, "empty body", "bad-snappy")
     declared = snappy_length(body)
@@ -112,16 +117,14 @@ def decode(body: bytes, limits: RequestLimits) -> Any:
     except Exception as e:
         raise BadRequest(400, f"snappy: {e}", "bad-snappy") from None
     try:
-        req = WriteRequestRaw.FromString(bytes(raw))
+        req = (WriteRequestRaw if proto == V1 else RequestV2).FromString(bytes(raw))
     except (DecodeError, RuntimeError, ValueError) as e:
-        raise BadRequest(
-            400, f"protobuf: not a prometheus.WriteRequest ({e})", "bad-protobuf"
-        ) from None
+        raise BadRequest(400, f"protobuf: not a {proto} ({e})", "bad-protobuf") from None
     if len(req.timeseries) > limits.max_series:
         raise BadRequest(
             400, f"{len(req.timeseries)} series, limit {limits.max_series}", "too-many-series"
         )
-    if len(req.metadata) > limits.max_metadata:
+    if proto == V1 and len(req.metadata) > limits.max_metadata:
         raise BadRequest(
             400,
             f"{len(req.metadata)} metadata entries, limit {limits.max_metadata}",
@@ -383,6 +386,64 @@ class RemoteWrite:
             raise BadRequest(
                 400, f"over {self.limits.max_samples} samples in one request", "too-many-samples"
             )
+        self._samples(handle, samples, lo, hi, out)
+
+    def _series(self, key: tuple[Any, ...]) -> Any:
+        name, labels = _name_and_labels(key[1:])
+        kind, unit = self.families.kind(name, labels)
+        return self.series.get((self.families.generation, *key[1:]), name, labels, kind, unit)
+
+    def convert_v2(self, req: Any, now_ms: int) -> Converted:
+        """A remote-write 2.0 request's points: labels from the symbols table, the kind
+        from each series' metadata type (else the name's conventions), the unit from its
+        ``unit_ref``. Native histograms and exemplars are not served (counted)."""
+        out = Converted()
+        symbols = req.symbols
+        n_sym = len(symbols)
+        lim = self.limits.series
+        lo, hi = lim.min_timestamp_ms, now_ms + lim.max_future_skew_ms
+        max_refs = 2 * (lim.max_labels + 1)
+        for ts in req.timeseries:
+            n = len(ts.samples)
+            if ts.histograms:
+                out.reject(
+                    "native-histogram", "native histograms are not served", len(ts.histograms)
+                )
+            if not n:
+                continue
+            refs = ts.labels_refs
+            try:
+                if len(refs) > max_refs:
+                    raise InvalidSample("too-many-labels", f"{len(refs) // 2} labels")
+                if len(refs) % 2 or any(r >= n_sym for r in refs):
+                    raise InvalidSample("bad-symbol-ref", "labels_refs odd or past the symbols")
+                md = ts.metadata
+                unit = symbols[md.unit_ref] if md.unit_ref < n_sym else ""
+                key = (md.type, unit, *zip(*[iter([symbols[r] for r in refs])] * 2, strict=True))
+                handle = self.series.entries.get(("v2", key))
+                if handle is None:
+                    handle = self._series_v2(key)
+            except InvalidSample as e:
+                out.reject(e.reason, e.detail, n)
+                continue
+            if len(out.points) + n > self.limits.max_samples:
+                raise BadRequest(
+                    400,
+                    f"over {self.limits.max_samples} samples in one request",
+                    "too-many-samples",
+                )
+            self._samples(handle, ts.samples, lo, hi, out)
+        return out
+
+    def _series_v2(self, key: tuple[Any, ...]) -> Any:
+        mtype, unit, pairs = key[0], key[1], key[2:]
+        name, labels = _name_and_labels(pairs)
+        kind = _TYPED.get(mtype) or _typed_suffix(mtype, name, labels)
+        if kind is None:
+            kind = self.families.kind(name, labels)[0]
+        return self.series.get(("v2", key), name, labels, kind, unit)
+
+    def _samples(self, handle: Any, samples: Any, lo: int, hi: int, out: Converted) -> None:
         append = out.points.append
         for s in samples:
             v = s.value
@@ -399,20 +460,37 @@ class RemoteWrite:
             else:
                 append((handle, t, v))
 
-    def _series(self, key: tuple[Any, ...]) -> Any:
-        name = ""
-        labels: dict[str, str] = {}
-        for n, v in key[1:]:
-            if n == "__name__":
-                if name:
-                    raise InvalidSample("duplicate-label", "__name__ repeated")
-                name = v
-            elif n in labels:
-                raise InvalidSample("duplicate-label", f"label {n[:80]!r} repeated")
-            else:
-                labels[n] = v  # an empty value is no label (dropped below); repeats still caught
-        labels = {k: v for k, v in labels.items() if v}
-        if not name:
-            raise InvalidSample("bad-name", "no __name__ label")
-        kind, unit = self.families.kind(name, labels)
-        return self.series.get((self.families.generation, *key[1:]), name, labels, kind, unit)
+
+def _name_and_labels(pairs: Any) -> tuple[str, dict[str, str]]:
+    """The metric name and labels of (name, value) pairs, as Prometheus validates them."""
+    name = ""
+    labels: dict[str, str] = {}
+    for n, v in pairs:
+        if n == "__name__":
+            if name:
+                raise InvalidSample("duplicate-label", "__name__ repeated")
+            name = v
+        elif n in labels:
+            raise InvalidSample("duplicate-label", f"label {n[:80]!r} repeated")
+        else:
+            labels[n] = v  # an empty value is no label (dropped below); repeats still caught
+    if not name:
+        raise InvalidSample("bad-name", "no __name__ label")
+    return name, {k: v for k, v in labels.items() if v}
+
+
+# remote-write 2.0's per-series metadata type -> kind (None: by the name's suffix)
+_TYPED = {COUNTER: "COUNTER", GAUGE: "GAUGE", GAUGEHISTOGRAM: "GAUGE", INFO: "GAUGE",
+          STATESET: "GAUGE"}  # fmt: skip
+
+
+def _typed_suffix(mtype: int, name: str, labels: dict[str, str]) -> str | None:
+    if mtype == HISTOGRAM:
+        if name.endswith("_bucket"):
+            return "HISTOGRAM_BUCKET"
+        return "GAUGE" if name.endswith("_created") else "COUNTER"
+    if mtype == SUMMARY:
+        if "quantile" in labels:
+            return "SUMMARY"
+        return "GAUGE" if name.endswith("_created") else "COUNTER"
+    return None

@@ -14,7 +14,7 @@ import pytest
 from fixtures.receive import RW_HEADERS, World, key, snappy
 
 from monitoring.ingest import remote_write
-from monitoring.ingest.prompb import MetricMetadata, WriteRequest
+from monitoring.ingest.prompb import MetricMetadata, RequestV2, WriteRequest
 from monitoring.ingest.receiving import RequestLimits
 
 NOW = int(time.time() * 1000)
@@ -161,7 +161,11 @@ def test_a_request_whose_every_sample_is_refused_is_a_400_with_the_reason(world:
         ({**RW_HEADERS, "Content-Encoding": "gzip"}, 415, "snappy"),
         ({k: v for k, v in RW_HEADERS.items() if k != "Content-Encoding"}, 415, "snappy"),
         ({k: v for k, v in RW_HEADERS.items() if not k.startswith("X-")}, 400, "Version"),
-        ({**RW_HEADERS, "X-Prometheus-Remote-Write-Version": "2.0.0"}, 415, "2.0.0"),
+        (
+            {**RW_HEADERS, "X-Prometheus-Remote-Write-Version": "2.0.0"},
+            415,
+            "'2.0.0' does not match",
+        ),
         ({**RW_HEADERS, "Content-Type": "application/json"}, 415, "x-protobuf"),
         (
             {
@@ -169,7 +173,12 @@ def test_a_request_whose_every_sample_is_refused_is_a_400_with_the_reason(world:
                 "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
             },
             415,
-            "1.0",
+            "does not match io.prometheus.write.v2.Request",  # 2.0 announced as 0.1.0
+        ),
+        (
+            {**RW_HEADERS, "Content-Type": "application/x-protobuf;proto=other.Msg"},
+            415,
+            "other.Msg",
         ),
     ],
 )
@@ -310,3 +319,90 @@ def test_the_fast_path_agrees_with_a_full_parse(world: World) -> None:
     assert sorted((k, t, v) for k, _, t, v in world.collector.recorded) == sorted(expected)
     rw = world.receiver.rw
     assert len(rw.by_labels) > 0  # the fast path was taken
+
+
+V2_HEADERS = {
+    **RW_HEADERS,
+    "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+    "X-Prometheus-Remote-Write-Version": "2.0.0",
+}
+
+
+def request_v2(series: list[tuple[dict[str, str], int, str, list[tuple[float, int]]]]) -> bytes:
+    """A 2.0 request: (labels, metadata type, unit, samples) per series, strings interned."""
+    req = RequestV2()
+    symbols = {"": 0}
+
+    def ref(text: str) -> int:
+        if text not in symbols:
+            symbols[text] = len(symbols)
+        return symbols[text]
+
+    for labels, mtype, unit, samples in series:
+        ts = req.timeseries.add()
+        for n, v in sorted(labels.items()):
+            ts.labels_refs.extend([ref(n), ref(v)])
+        ts.metadata.type = mtype
+        ts.metadata.unit_ref = ref(unit)
+        for v, t in samples:
+            ts.samples.add(value=v, timestamp=t)
+    req.symbols.extend(symbols)
+    return snappy(req.SerializeToString())
+
+
+def test_remote_write_2_0(world: World) -> None:
+    t = NOW - 1000
+    body = request_v2(
+        [
+            ({"__name__": "rpc_total", "job": "a"}, MetricMetadata.COUNTER, "", [(3.0, t)]),
+            ({"__name__": "temp", "job": "a"}, MetricMetadata.GAUGE, "celsius", [(21.5, t)]),
+            ({"__name__": "lat_bucket", "le": "1"}, MetricMetadata.HISTOGRAM, "s", [(4.0, t)]),
+            ({"__name__": "lat_count"}, MetricMetadata.HISTOGRAM, "", [(4.0, t), (5.0, t + 1)]),
+            ({"__name__": "plain"}, 0, "", [(1.0, t)]),
+        ]
+    )
+    r = post(world, body, V2_HEADERS)
+    assert r.status_code == 204, r.text
+    assert r.headers["x-prometheus-remote-write-samples-written"] == "6"
+    assert r.headers["x-prometheus-remote-write-histograms-written"] == "0"
+    assert world.collector.kinds() == {
+        key("rpc_total", job="a"): "COUNTER",
+        key("temp", job="a"): "GAUGE",
+        key("lat_bucket", le="1"): "HISTOGRAM_BUCKET",
+        "lat_count": "COUNTER",
+        "plain": "UNTYPED",
+    }
+    assert sorted(v for _, _, _, v in world.collector.recorded) == [1.0, 3.0, 4.0, 4.0, 5.0, 21.5]
+
+
+def test_remote_write_2_0_partial_write_is_a_400_naming_what_was_written(world: World) -> None:
+    t = NOW - 1000
+    body = request_v2(
+        [
+            ({"__name__": "ok"}, MetricMetadata.GAUGE, "", [(1.0, t)]),
+            ({"__name__": "bad name"}, MetricMetadata.GAUGE, "", [(2.0, t)]),
+        ]
+    )
+    r = post(world, body, V2_HEADERS)
+    assert r.status_code == 400 and "bad-name" in r.text
+    assert r.headers["x-prometheus-remote-write-samples-written"] == "1"
+    assert world.collector.values() == {"ok": 1.0}
+
+
+def test_remote_write_2_0_refs_past_the_symbols_are_refused(world: World) -> None:
+    req = RequestV2()
+    req.symbols.extend(["", "__name__", "x"])
+    ts = req.timeseries.add()
+    ts.labels_refs.extend([1, 7])
+    ts.samples.add(value=1.0, timestamp=NOW)
+    r = post(world, snappy(req.SerializeToString()), V2_HEADERS)
+    assert r.status_code == 400 and "bad-symbol-ref" in r.text
+    assert r.headers["x-prometheus-remote-write-samples-written"] == "0"
+
+
+def test_remote_write_2_0_backpressure(world: World) -> None:
+    world.collector.occupied = world.collector.capacity
+    body = request_v2([({"__name__": "x"}, MetricMetadata.GAUGE, "", [(1.0, NOW)])])
+    r = post(world, body, V2_HEADERS)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.headers["x-prometheus-remote-write-samples-written"] == "0"
