@@ -81,8 +81,9 @@ def demo(
     keep: bool = typer.Option(False, help="leave the worker and store running at the end"),
     config: str | None = typer.Option(None, "--config", "-c", help="YAML settings file"),
 ) -> None:
-    """Run the pipeline locally: a worker, the store, the alert evaluator and a load
-    generator; print aggregates, then the anomalies and alerts the run produced.
+    """Run the pipeline locally: a worker, the store, the alert evaluator, the dashboards
+    (``monitoring ui``) and a load generator; print aggregates, then the anomalies and
+    alerts the run produced.
 
     Needs a broker (``monitoring broker up``; ``make demo`` starts it). Topics use the
     prefix ``demo.`` and ClickHouse lives in ``.data/demo/chdb``; the alert rules are
@@ -111,6 +112,8 @@ def demo(
     d.start_store()
     d.start("worker", "worker")
     d.start("alerting", "alerting")
+    d.start("ui", "ui", ui__port=str(settings.ui.port))
+    console.print(f"[bold]dashboards[/bold] on http://127.0.0.1:{settings.ui.port}")
     sql = (
         "SELECT series, formatDateTime(window_start, '%T') AS start, count, "
         "round(mean, 2) AS mean, round(p99, 2) AS p99 FROM aggregates FINAL "

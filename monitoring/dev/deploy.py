@@ -31,6 +31,7 @@ ROLES = {
     "store": ["store", "run"],
     "alerting": ["alerts", "evaluate"],
     "notifier": ["alerts", "notify"],
+    "ui": ["ui"],
 }
 
 

@@ -224,7 +224,8 @@
         if (!h) return 0;
         const trace = { type: "heatmap", x: h.x, y: h.y.map(plotlyText), z: h.z,
           colorscale: "Viridis", showscale: false, hoverongaps: false };
-        const lay = layout(p, r, { yaxis: { type: "category", title: { text: "le" } } });
+        const lay = layout(p, r, { yaxis: { type: "category", title: { text: "le" },
+          gridcolor: "#2c3036", automargin: true } });
         return plot(entry, [trace], lay);
       }
       case "stat": {
