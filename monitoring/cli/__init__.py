@@ -14,6 +14,7 @@ from monitoring.cli import (
     broker,
     collect,
     logs,
+    perf,
     pipeline,
     plot,
     produce,
@@ -41,6 +42,7 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(logs.app, name="logs")
 app.add_typer(report.app, name="report")
 app.add_typer(collect.app, name="collect")
+app.add_typer(perf.app, name="perf")
 pipeline.register(app)
 plot.register(app)
 produce.register(app)

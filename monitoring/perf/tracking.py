@@ -140,8 +140,9 @@ class ProcessMetrics:
 
     def __init__(self, collector: MetricsCollector, labels: Mapping[str, str]) -> None:
         self._proc = psutil.Process()
-        self._cpu = collector.counter(PROCESS_CPU, labels, unit="seconds")
-        self._rss = collector.gauge(PROCESS_RSS, labels, unit="bytes")
+        # families are shared by name in a collector: labels go on the children
+        self._cpu = collector.counter(PROCESS_CPU, unit="seconds").labels(**labels)
+        self._rss = collector.gauge(PROCESS_RSS, unit="bytes").labels(**labels)
         self._cpu_seen = 0.0
         self._next = 0.0
         self._lock = threading.Lock()
@@ -178,18 +179,21 @@ class HttpMetrics:
         process: bool = True,
     ) -> None:
         const = _const_labels(labels, instance if instance is not None else default_instance())
+        self.const = const
         self.collector = collector
-        self.duration = collector.histogram(HTTP_DURATION, buckets, const, unit="seconds")
-        self.requests = collector.counter(HTTP_REQUESTS, const, unit="requests")
-        self.errors = collector.counter(HTTP_ERRORS, const, unit="requests")
-        self.active = collector.gauge(HTTP_ACTIVE, const, unit="requests")
+        # a collector shares a family among all who name it: constant labels are added
+        # to each observation, so two services (or runs) in one process stay apart
+        self.duration = collector.histogram(HTTP_DURATION, buckets, unit="seconds")
+        self.requests = collector.counter(HTTP_REQUESTS, unit="requests")
+        self.errors = collector.counter(HTTP_ERRORS, unit="requests")
+        self.active = collector.gauge(HTTP_ACTIVE, unit="requests")
         self.routes = BoundedLabel(max_routes)
         self.process = ProcessMetrics(collector, const) if process else None
 
     def started(self, method: str) -> str:
         """A request began: the in-flight gauge goes up; returns the method label."""
         m = method_label(method)
-        self.active.inc(method=m)
+        self.active.inc(1, self.const, method=m)
         return m
 
     def finished(
@@ -197,11 +201,12 @@ class HttpMetrics:
     ) -> None:
         """A request ended (``method`` as ``started`` returned it)."""
         labels = {
+            **self.const,
             "route": self.routes(route or UNMATCHED),
             "method": method,
             "status": status_label(status),
         }
-        self.active.dec(method=method)
+        self.active.dec(1, self.const, method=method)
         self.duration.observe(max(0.0, seconds), labels)
         self.requests.inc(1, labels)
         if error or status >= 500:
@@ -288,10 +293,11 @@ class CallTracker:
         process: bool = True,
     ) -> None:
         const = _const_labels(labels, instance if instance is not None else default_instance())
-        self.duration = collector.histogram(CALL_DURATION, buckets, const, unit="seconds")
-        self.calls = collector.counter(CALL_CALLS, const, unit="calls")
-        self.errors = collector.counter(CALL_ERRORS, const, unit="calls")
-        self.active = collector.gauge(CALL_ACTIVE, const, unit="calls")
+        self.const = const
+        self.duration = collector.histogram(CALL_DURATION, buckets, unit="seconds")
+        self.calls = collector.counter(CALL_CALLS, unit="calls")
+        self.errors = collector.counter(CALL_ERRORS, unit="calls")
+        self.active = collector.gauge(CALL_ACTIVE, unit="calls")
         self.functions = BoundedLabel(max_functions)
         self.error_types = BoundedLabel(max_errors)
         self.process = ProcessMetrics(collector, const) if process else None
@@ -307,17 +313,18 @@ class CallTracker:
         return _Timer(self, getattr(target, "__qualname__", repr(target)))(target)
 
     def _start(self, name: str) -> float:
-        self.active.inc(function=self.functions(name))
+        self.active.inc(1, self.const, function=self.functions(name))
         return time.perf_counter()
 
     def _finish(self, name: str, t0: float, exc: type[BaseException] | None) -> None:
         seconds = time.perf_counter() - t0
         fn = self.functions(name)
         status = "ok" if exc is None else "error"
-        self.active.dec(function=fn)
-        self.duration.observe(seconds, function=fn, status=status)
-        self.calls.inc(1, function=fn, status=status)
+        c = self.const
+        self.active.dec(1, c, function=fn)
+        self.duration.observe(seconds, c, function=fn, status=status)
+        self.calls.inc(1, c, function=fn, status=status)
         if exc is not None:
-            self.errors.inc(1, function=fn, error=self.error_types(exc.__name__))
+            self.errors.inc(1, c, function=fn, error=self.error_types(exc.__name__))
         if self.process is not None:
             self.process.maybe_update()

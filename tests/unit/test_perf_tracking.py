@@ -296,3 +296,16 @@ def test_callable_tracking_decorator_context_manager_and_async(mc: MetricsCollec
         lab(**const, function="join", error="ZeroDivisionError"): 1,
     }
     assert values(mc, CALL_DURATION + "_count") == values(mc, CALL_CALLS)
+
+
+def test_two_services_on_one_collector_keep_their_own_series(mc: MetricsCollector) -> None:
+    a = HttpMetrics(mc, {"service": "a"}, process=False)
+    b = HttpMetrics(mc, {"service": "b"}, process=False)
+    for _ in range(3):
+        a.finished("/x", a.started("GET"), 200, 0.01, False)
+    b.finished("/x", b.started("GET"), 500, 0.01, False)
+    assert values(mc, HTTP_REQUESTS) == {
+        lab(service="a", route="/x", method="GET", status="200"): 3,
+        lab(service="b", route="/x", method="GET", status="500"): 1,
+    }
+    assert values(mc, HTTP_ERRORS) == {lab(service="b", route="/x", method="GET", status="500"): 1}
