@@ -477,9 +477,12 @@ class SystemCollectorSettings(_Section):
 
 class ScrapeSettings(_Section):
     """Prometheus scraping (``monitoring scrape --config FILE``): the scrape configs
-    are the FILE; these bound it. ``metrics_port``: its own /healthz and /metrics."""
+    are the FILE; these bound it. ``metrics_port``: its own /healthz and /metrics.
+    ``max_cached_series``: exposed series kept with their validated series (about
+    0.7 KB each), shared by the targets; a target's share is emptied when full."""
 
     max_targets: int = Field(10_000, ge=1, le=1_000_000)
+    max_cached_series: int = Field(600_000, ge=1000, le=100_000_000)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_sd_file_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     metrics_port: int = Field(9313, ge=0, le=65535)
@@ -504,7 +507,7 @@ class ReceiveSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9095, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    max_decompressed_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_decompressed_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_series: int = Field(50_000, ge=1)
     max_samples: int = Field(50_000, ge=1)
     max_metadata: int = Field(50_000, ge=0)

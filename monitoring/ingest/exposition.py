@@ -1,12 +1,22 @@
 """Exposition bodies to samples, through prometheus_client's parsers.
 
-The Prometheus text format (0.0.4) goes to ``prometheus_client.parser``, OpenMetrics
-(``application/openmetrics-text``) to ``prometheus_client.openmetrics.parser``. Kinds
+OpenMetrics (``application/openmetrics-text``) is parsed by
+``prometheus_client.openmetrics.parser``. The Prometheus text format (0.0.4) is
+parsed by ``prometheus_client.parser`` for everything it decides: a series (name and
+labels) is read by the library the first time a target shows it, and the scraper
+keeps the result per target (``Scraped.key`` is the series' text); a line is split
+into that text, its value and timestamp with the library's value rules; a body with
+any line outside the plain shape (``name{labels} value [timestamp]``), or with
+``# TYPE`` lines it cannot read simply, goes to the library whole. This keeps a page
+that repeats its series cheap (scraping is mostly re-reading the same series).
+
+Names are kept as the page gives them, as Prometheus stores them (the library renames
+a counter sample ``x`` of ``# TYPE x counter`` to ``x_total``; that is undone). Kinds
 follow the family's ``# TYPE`` as the remote_write receiver maps them: counter samples
 ``COUNTER`` (``_created`` a ``GAUGE``), histogram ``_bucket`` ``HISTOGRAM_BUCKET`` and
-``_sum``/``_count`` ``COUNTER``, summary quantiles ``SUMMARY``, gauges, info and stateset
-``GAUGE``, anything untyped ``UNTYPED``. A malformed body raises ``ValueError`` (the
-scrape fails, as Prometheus' does on a parse error).
+``_sum``/``_count`` ``COUNTER``, summary quantiles ``SUMMARY``, gauges, info and
+stateset ``GAUGE``, anything untyped ``UNTYPED``. A malformed body raises
+``ValueError`` (the scrape fails, as Prometheus' does on a parse error).
 
 >>> [(s.name, s.kind, s.value) for s in parse("# TYPE a_total counter\\na_total 3\\nb 1\\n", "")]
 [('a_total', 'COUNTER', 3.0), ('b', 'UNTYPED', 1.0)]
@@ -26,6 +36,7 @@ ACCEPT = (
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 
+_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
 _SUFFIX_KIND = {
     ("counter", "_total"): "COUNTER",
     ("counter", "_created"): "GAUGE",
@@ -51,23 +62,136 @@ _TYPE_KIND = {
 
 
 class Scraped(NamedTuple):
-    """One exposed sample: its timestamp (ms) only when the body gave one."""
+    """One exposed sample: its timestamp (ms) only when the body gave one. ``labels``
+    is None when only ``key`` (the series' text) is known: ``resolve`` reads it."""
 
     name: str
-    labels: dict[str, str]
+    labels: dict[str, str] | None
     value: float
     timestamp_ms: int | None
     kind: str
+    key: str | None = None
+
+
+class _Unusual(Exception):
+    """A line the plain split does not take: the library parses the body whole."""
 
 
 def parse(body: str, content_type: str) -> list[Scraped]:
-    """Every sample of an exposition body, in order."""
-    openmetrics = content_type.split(";", 1)[0].strip().lower() == OPENMETRICS
+    """Every sample of an exposition body, in order, with its labels."""
+    return [s if s.labels is not None else resolve(s) for s in parse_lazy(body, content_type)]
+
+
+def parse_lazy(body: str, content_type: str) -> list[Scraped]:
+    """Every sample; text-format series may come with ``key`` only (see ``resolve``)."""
+    if content_type.split(";", 1)[0].strip().lower() == OPENMETRICS:
+        return _library(body, openmetrics=True)
+    try:
+        return _split(body)
+    except _Unusual:
+        return _library(body, openmetrics=False)
+
+
+def resolve(s: Scraped) -> Scraped:
+    """The sample with its name and labels as the library reads its series' text."""
+    if s.labels is not None or s.key is None:
+        return s
+    name, labels = series_of(s.key)
+    return s._replace(name=name, labels=labels)
+
+
+def series_of(text: str) -> tuple[str, dict[str, str]]:
+    """A series' text (``name{labels}``) read by prometheus_client's text parser."""
+    try:
+        families = list(text_parser.text_string_to_metric_families(text + " 0\n"))
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ValueError(f"text format: {e or 'invalid series'}: {text[:200]!r}") from None
+    if len(families) != 1 or len(families[0].samples) != 1:
+        raise ValueError(f"text format: not one series: {text[:200]!r}")
+    s = families[0].samples[0]
+    return s.name, s.labels
+
+
+def _split(body: str) -> list[Scraped]:
+    types: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+    out: list[Scraped] = []
+    append = out.append
+    for raw in body.split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if line[0] == "#":
+            parts = line.split(None, 3)
+            if len(parts) > 2 and parts[1] == "TYPE":
+                if len(parts) < 4 or '"' in line:
+                    raise _Unusual
+                types[parts[2]] = parts[3]
+                kinds.clear()
+            continue
+        close = line.rfind("}")
+        if close >= 0:
+            key, rest = line[: close + 1], line[close + 1 :]
+            name = key[: key.find("{")].strip()
+            if " # " in rest:
+                raise _Unusual
+        else:
+            sp = line.find(" ")
+            tab = line.find("\t")
+            if tab >= 0 and (sp < 0 or tab < sp):
+                sp = tab
+            if sp < 0:
+                raise _Unusual
+            key = name = line[:sp]
+            rest = line[sp:]
+        tokens = rest.split()
+        if not 1 <= len(tokens) <= 2 or not name:
+            raise _Unusual
+        ts: int | None = None
+        if len(tokens) == 2:
+            t = tokens[1]
+            if not (t.isdigit() or (t[:1] == "-" and t[1:].isdigit())):
+                raise _Unusual
+            ts = int(t)
+        kind = kinds.get(name)
+        if kind is None:
+            kind = kinds[name] = _kind(name, types)
+        append(Scraped(name, None, _value(tokens[0]), ts, kind, key))
+    return out
+
+
+def _value(token: str) -> float:
+    """The library's value rules (``_parse_value``): no underscores, ``int`` if it is
+    one, else ``float``."""
+    if "_" in token:
+        raise ValueError(f"text format: invalid value {token[:50]!r}")
+    try:
+        if token.lstrip("+-").isdigit():
+            return float(int(token))  # as the library: "-0" is the integer 0
+        return float(token)
+    except ValueError:
+        raise ValueError(f"text format: invalid value {token[:50]!r}") from None
+
+
+def _kind(name: str, types: dict[str, str]) -> str:
+    t = types.get(name)
+    if t is not None:
+        return "UNTYPED" if t == "histogram" else _TYPE_KIND.get(t, "UNTYPED")
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            t = types.get(name[: -len(suffix)])
+            if t is not None:
+                return _SUFFIX_KIND.get((t, suffix), "UNTYPED")
+    return "UNTYPED"
+
+
+def _library(body: str, openmetrics: bool) -> list[Scraped]:
     families = (
         om_parser.text_string_to_metric_families(body)
         if openmetrics
         else text_parser.text_string_to_metric_families(body)
     )
+    renamed = set() if openmetrics else _counters_without_total(body)
     out: list[Scraped] = []
     append = out.append
     try:
@@ -81,9 +205,21 @@ def parse(body: str, content_type: str) -> list[Scraped]:
                     kind = fam_kind if typ != "histogram" else "UNTYPED"
                 else:
                     kind = _SUFFIX_KIND.get((typ, name[len(fname) :]), fam_kind)
+                    if typ == "counter" and fname in renamed and name == fname + "_total":
+                        name = fname  # the library's OpenMetrics renaming, undone
                 append(Scraped(name, s.labels, float(s.value), _ms(s.timestamp), kind))
     except (ValueError, TypeError, KeyError, IndexError) as e:
         raise ValueError(f"{'OpenMetrics' if openmetrics else 'text format'}: {e}") from None
+    return out
+
+
+def _counters_without_total(body: str) -> set[str]:
+    out = set()
+    for line in body.split("\n"):
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            if len(parts) == 4 and parts[3] == "counter" and not parts[2].endswith("_total"):
+                out.add(parts[2])
     return out
 
 

@@ -11,8 +11,8 @@ silently: every point ends as ``sent``, ``unsent`` or ``invalid`` in
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -33,6 +33,12 @@ class Point(NamedTuple):
     timestamp_ms: int | None = None
 
 
+class Handle(Protocol):
+    """A series the SDK validated once (``MetricsCollector.series``)."""
+
+    def record(self, value: float, timestamp_ms: int | None = None) -> bool: ...
+
+
 class Recorder(Protocol):
     """What an outlet needs of ``MetricsCollector``."""
 
@@ -45,6 +51,14 @@ class Recorder(Protocol):
         kind: str = "GAUGE",
         unit: str = "",
     ) -> bool: ...
+
+    def series(
+        self,
+        name: str,
+        labels: Mapping[str, Any] | None = None,
+        kind: str = "GAUGE",
+        unit: str = "",
+    ) -> Handle: ...
 
 
 class PushResult(NamedTuple):
@@ -82,21 +96,30 @@ class Outlet:
     def push(self, points: Iterable[Point], timestamp_ms: int) -> PushResult:
         """Buffer every point (at ``timestamp_ms`` unless it has its own)."""
         record = self.recorder.record
+
+        def send(p: Point) -> bool:
+            ts = timestamp_ms if p.timestamp_ms is None else p.timestamp_ms
+            return record(p.name, p.value, p.labels, ts, p.kind)
+
+        return self._push(points if isinstance(points, list) else list(points), send)
+
+    def push_series(self, items: list[tuple[Handle, float, int]]) -> PushResult:
+        """Buffer (series handle, value, timestamp_ms) items: no per-sample validation."""
+        return self._push(items, lambda it: it[0].record(it[1], it[2]))
+
+    def invalid(self, n: int) -> None:
+        """Count ``n`` samples refused before they reached the outlet."""
+        if n:
+            self._invalid.inc(n)
+
+    def _push(self, items: list[Any], send: Callable[[Any], bool]) -> PushResult:
         sent = invalid = 0
-        items = points if isinstance(points, list) else list(points)
         deadline = 0.0
         i = 0
         n = len(items)
         while i < n:
-            p = items[i]
             try:
-                if record(
-                    p.name,
-                    p.value,
-                    p.labels,
-                    timestamp_ms if p.timestamp_ms is None else p.timestamp_ms,
-                    p.kind,
-                ):
+                if send(items[i]):
                     sent += 1
                 else:  # on_full="drop": the SDK counted it as dropped
                     self._unsent.inc()
@@ -108,7 +131,7 @@ class Outlet:
                 if not deadline:
                     deadline = now + self.give_up_s
                 if now < deadline:
-                    continue  # the SDK waited its block timeout: try the same point again
+                    continue  # the SDK waited its block timeout: try the same item again
                 unsent = n - i
                 self._sent.inc(sent)
                 self._invalid.inc(invalid)

@@ -34,7 +34,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,14 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitoring.config import ScrapeSettings
-from monitoring.ingest.exposition import ACCEPT, Scraped, parse
-from monitoring.ingest.outlet import Outlet, Point
+from monitoring.ingest.exposition import ACCEPT, Scraped, parse_lazy, resolve
+from monitoring.ingest.outlet import Handle, Outlet, Point
 from monitoring.ingest.relabel import Rule, process
 from monitoring.ingest.scrape_config import ScrapeConfig, ScrapeFile
 from monitoring.ingest.targets import JobTargets, Target
 from monitoring.ingest.ticker import Ticker
 from monitoring.log import get_logger
+from monitoring.metrics.samples import InvalidSample
 
 log = get_logger("ingest.scrape")
 
@@ -60,17 +61,16 @@ _CHUNK = 64 * 1024
 class ScrapeError(Exception):
     """A failed scrape; ``reason`` is one of a small fixed set (a metrics label)."""
 
-    def __init__(self, reason: str, detail: str, scraped: int = 0) -> None:
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-        self.scraped = scraped
 
 
 @dataclass
 class ScrapeResult:
-    """What one scrape gave: the points to send (report series included)."""
+    """What one scrape gave: samples sent (report series apart), and the counts."""
 
-    points: list[Point]
+    samples: int
     up: bool
     error: str
     scraped: int
@@ -89,7 +89,7 @@ def target_points(
     out: list[Point] = []
     append = out.append
     for s in samples:
-        lset = s.labels
+        lset = s.labels or {}
         if honor_labels:
             merged = {**target_labels, **{k: v for k, v in lset.items() if v}}
         else:
@@ -130,29 +130,55 @@ def report_points(
     ]
 
 
-def process_body(
-    job: ScrapeConfig,
-    target: Target,
-    rules: list[Rule],
-    body: str,
-    content_type: str,
-) -> tuple[list[Point], int]:
-    """A body to points (without the report series); ScrapeError on a parse error or a
-    sample limit exceeded. Returns the points and the count scraped."""
-    try:
-        samples = parse(body, content_type)
-    except ValueError as e:
-        raise ScrapeError("parse", str(e)[:500]) from None
-    if not job.honor_timestamps:
-        samples = [s._replace(timestamp_ms=None) for s in samples]
-    points = target_points(samples, target.label_dict, job.honor_labels, rules)
-    if job.sample_limit and len(points) > job.sample_limit:
-        raise ScrapeError(
-            "sample_limit",
-            f"sample limit exceeded: {len(points)} samples, limit {job.sample_limit}",
-            scraped=len(samples),
-        )
-    return points, len(samples)
+_MISSING = object()
+_INVALID = object()  # a cached series the samples contract refused
+
+
+def prepare(
+    samples: list[Scraped],
+    tl: _TargetLoop,
+    series: Callable[..., Handle],
+    start_ms: int,
+) -> tuple[list[tuple[Handle, float, int]], int]:
+    """Samples to (series handle, value, timestamp) items and the count refused.
+
+    An exposed series (name and labels as the page gives them) is labelled, relabeled
+    and validated once, then found in the target's cache: a page that repeats its
+    series costs a lookup per sample. ``None`` cached: dropped by relabeling.
+    """
+    job = tl.job
+    cache = tl.cache
+    target_labels = tl.target.label_dict
+    rules = tl.jt.metric_rules
+    honor_ts = job.honor_timestamps
+    out: list[tuple[Handle, float, int]] = []
+    append = out.append
+    invalid = 0
+    for s in samples:
+        key = s.key if s.key is not None else (s.name, *(s.labels or {}).items())
+        h = cache.get(key, _MISSING)
+        if h is _MISSING:
+            pts = target_points([resolve(s)], target_labels, job.honor_labels, rules)
+            if not pts:
+                h = None
+            else:
+                p = pts[0]
+                try:
+                    h = series(p.name, p.labels, p.kind)
+                except InvalidSample as e:
+                    h = _INVALID
+                    log.warning("exposed series refused", job=job.job_name, reason=str(e)[:200])
+            if len(cache) >= tl.cache_cap:
+                cache.clear()
+            cache[key] = h
+        if h is None:
+            continue
+        if h is _INVALID:
+            invalid += 1
+            continue
+        ts = s.timestamp_ms if honor_ts and s.timestamp_ms is not None else start_ms
+        append((h, s.value, ts))
+    return out, invalid
 
 
 class _TargetLoop:
@@ -164,6 +190,8 @@ class _TargetLoop:
         self.target = target
         self.task: asyncio.Task[None] | None = None
         self.last: ScrapeResult | None = None
+        self.cache: dict[Any, Any] = {}  # series text (or name and labels) -> handle
+        self.cache_cap = 1000
 
 
 class Scraper:
@@ -267,6 +295,9 @@ class Scraper:
                 tl = _TargetLoop(job, jt, t)
                 tl.task = asyncio.get_running_loop().create_task(self._loop(tl))
                 self.loops[key] = tl
+        cap = max(1000, self.settings.max_cached_series // max(1, len(self.loops)))
+        for tl in self.loops.values():
+            tl.cache_cap = cap
 
     async def _stop_all(self) -> None:
         tasks = [tl.task for tl in self.loops.values() if tl.task is not None]
@@ -355,24 +386,35 @@ class Scraper:
     ) -> ScrapeResult:
         """On the push thread: parse, label, push samples and the report series."""
         job = tl.job
-        points: list[Point] = []
-        scraped = 0
+        items: list[tuple[Handle, float, int]] = []
+        scraped = post = 0
         if not error:
             try:
-                points, scraped = process_body(job, tl.target, tl.jt.metric_rules, body, ctype)
-            except ScrapeError as e:
-                error, reason = str(e), e.reason
-                scraped = e.scraped  # Prometheus reports how many were there
-        post = len(points)
+                samples = parse_lazy(body, ctype)
+                items, refused = prepare(samples, tl, self.outlet.recorder.series, start_ms)
+            except ValueError as e:  # the body, or a series in it first seen, is malformed
+                error, reason, items = str(e)[:500], "parse", []
+            else:
+                scraped = len(samples)
+                post = len(items) + refused
+                if job.sample_limit and post > job.sample_limit:
+                    error, reason = (
+                        f"sample limit exceeded: {post} samples, limit {job.sample_limit}",
+                        "sample_limit",
+                    )
+                else:
+                    self.outlet.invalid(refused)
         up = not error
         if not up:
-            points = []
+            items = []
             log.info("scrape failed", job=job.job_name, url=tl.target.url, error=error)
         duration = time.perf_counter() - t0
         report = report_points(tl.target.label_dict, up, duration, scraped, post)
         self.scrapes.labels(job.job_name, reason).inc()
-        self.outlet.push(points + report, start_ms)
-        return ScrapeResult(points + report, up, error, scraped, post, duration)
+        if items:
+            self.outlet.push_series(items)
+        self.outlet.push(report, start_ms)
+        return ScrapeResult(len(items), up, error, scraped, post, duration)
 
 
 def base_dir(config_path: str | Path) -> Path:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,11 +24,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from monitoring.config import ScrapeSettings
-from monitoring.ingest.exposition import parse
+from monitoring.ingest.exposition import _library, parse
 from monitoring.ingest.outlet import Outlet
 from monitoring.ingest.scrape import Scraper, _TargetLoop, target_points
 from monitoring.ingest.scrape_config import ScrapeFile
 from monitoring.ingest.ticker import Ticker
+from monitoring.sdk.producer import SeriesHandle, make_series
 from monitoring.sdk.sender import BufferFullError
 
 PAGE = """# HELP http_requests_total Requests.
@@ -147,8 +150,23 @@ class Recorder:
         self.got.append((name, value, dict(labels or {}), timestamp_ms, kind))
         return True
 
-    def series(self, name: str) -> list[tuple[str, float, dict[str, str], int | None, str]]:
+    def of(self, name: str) -> list[tuple[str, float, dict[str, str], int | None, str]]:
         return [g for g in self.got if g[0] == name]
+
+    def series(
+        self,
+        name: str,
+        labels: Mapping[str, Any] | None = None,
+        kind: str = "GAUGE",
+        unit: str = "",
+    ) -> Any:
+        """The SDK's own SeriesHandle (validation, finite values) over ``record``."""
+        ref = make_series(name, labels, kind, unit)
+
+        def append(sr: Any, ts: int, v: float) -> bool:
+            return self.record(sr.name, v, sr.labels, ts, sr.kind)
+
+        return SeriesHandle(ref, append)
 
 
 def fake_target(release: asyncio.Event | None = None) -> Starlette:
@@ -243,20 +261,20 @@ async def test_a_scrape_writes_samples_and_the_report_series() -> None:
     after = time.time_ns() // 10**6
     assert result.up and result.scraped == 11 and result.post_relabel == 11
     target = {"env": "test", "instance": "fake:8080", "job": "app"}
-    (up,) = rec.series("up")
+    (up,) = rec.of("up")
     assert up[1:3] == (1.0, target)
     start = up[3]
     assert start is not None and before <= start <= after
     # every sample without its own timestamp gets the scrape's start, as in Prometheus
     stamps = {g[3] for g in rec.got if g[0] != "http_requests_total"}
     assert stamps == {start}
-    assert {g[3] for g in rec.series("http_requests_total")} == {start, 1700000000123}
-    assert rec.series("scrape_samples_scraped")[0][1] == 11
-    assert rec.series("scrape_samples_post_metric_relabeling")[0][1] == 11
-    assert 0 < rec.series("scrape_duration_seconds")[0][1] < 1
-    assert rec.series("temp")[0][2] == target
-    assert rec.series("rpc_bucket")[0][4] == "HISTOGRAM_BUCKET"
-    (exported,) = [g for g in rec.series("http_requests_total") if g[2].get("code") == "200"]
+    assert {g[3] for g in rec.of("http_requests_total")} == {start, 1700000000123}
+    assert rec.of("scrape_samples_scraped")[0][1] == 11
+    assert rec.of("scrape_samples_post_metric_relabeling")[0][1] == 11
+    assert 0 < rec.of("scrape_duration_seconds")[0][1] < 1
+    assert rec.of("temp")[0][2] == target
+    assert rec.of("rpc_bucket")[0][4] == "HISTOGRAM_BUCKET"
+    (exported,) = [g for g in rec.of("http_requests_total") if g[2].get("code") == "200"]
     assert exported[2]["exported_job"] == "app" and exported[2]["job"] == "app"
     assert (
         registry.get_sample_value("monitoring_scrape_scrapes_total", {"job": "app", "result": "ok"})
@@ -273,12 +291,12 @@ async def test_honor_timestamps_false_uses_the_scrape_time() -> None:
 async def test_openmetrics_and_params_and_headers() -> None:
     rec = Recorder()
     await scrape_job(scraper_for([job("/om")], fake_target(), rec))
-    assert rec.series("jobs_total")[0][3] == 1700000000250
+    assert rec.of("jobs_total")[0][3] == 1700000000250
     rec = Recorder()
     await scrape_job(scraper_for([job("/echo", params={"module": ["icmp"]})], fake_target(), rec))
-    assert [g[2]["v"] for g in rec.series("q")] == ["icmp"]
-    assert rec.series("timeout_header")[0][1] == 1.0
-    assert rec.series("accept_openmetrics")[0][1] == 1.0
+    assert [g[2]["v"] for g in rec.of("q")] == ["icmp"]
+    assert rec.of("timeout_header")[0][1] == 1.0
+    assert rec.of("accept_openmetrics")[0][1] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -304,8 +322,8 @@ async def test_failed_scrapes_write_up_0_and_no_samples(
         "scrape_samples_scraped",
         "up",
     ]
-    assert rec.series("up")[0][1] == 0.0
-    assert rec.series("scrape_samples_scraped")[0][1] == scraped
+    assert rec.of("up")[0][1] == 0.0
+    assert rec.of("scrape_samples_scraped")[0][1] == scraped
     assert (
         registry.get_sample_value(
             "monitoring_scrape_scrapes_total", {"job": "app", "result": reason}
@@ -373,11 +391,11 @@ async def test_schedule_file_sd_and_target_loss(tmp_path: Path) -> None:
     task = asyncio.create_task(s.run(stop))
 
     def ups(instance: str) -> list[float]:
-        return [g[1] for g in rec.series("up") if g[2]["instance"] == instance]
+        return [g[1] for g in rec.of("up") if g[2]["instance"] == instance]
 
     try:
         await wait_for(lambda: len(ups("a:1")) >= 3 and len(ups("b:1")) >= 3)
-        up = rec.series("up")[0]
+        up = rec.of("up")[0]
         assert up[2]["team"] == "x" and "__meta_filepath" not in up[2]
         sd.write_text(json.dumps([{"targets": ["a:1"], "labels": {"team": "x"}}]))
         await wait_for(lambda: 0.0 in ups("b:1"))  # b is gone: one up=0
@@ -403,7 +421,7 @@ async def test_a_full_buffer_slows_scrapes_and_counts_what_was_not_sent() -> Non
     stop = asyncio.Event()
     task = asyncio.create_task(s.run(stop))
     try:
-        await wait_for(lambda: len(rec.series("up")) >= 2)
+        await wait_for(lambda: len(rec.of("up")) >= 2)
         rec.full = True
         await wait_for(lambda: (s.missed_total or 0) >= 2)  # scrapes waited on the push
         rec.full = False
@@ -422,3 +440,110 @@ async def test_a_full_buffer_slows_scrapes_and_counts_what_was_not_sent() -> Non
     assert count("unsent") > 0  # what could not be sent is counted, not silently lost
     assert count("sent") == len(rec.got)
     assert registry.get_sample_value("monitoring_scrape_missed_intervals_total", {"job": "app"})
+
+
+async def test_series_are_validated_once_and_refused_ones_counted() -> None:
+    long = "v" * 3000  # over the contract's 2048-character label value
+    body = f'ok 1\nbad{{x="{long}"}} 2\nnan_value NaN\nok2{{a="b"}} 3\n'
+
+    async def metrics(_: Request) -> Response:
+        return PlainTextResponse(body)
+
+    app = Starlette(routes=[Route("/metrics", metrics)])
+    rec = Recorder()
+    made: list[str] = []
+    series = rec.series
+
+    def counting(name: str, *a: Any, **kw: Any) -> Any:
+        made.append(name)
+        return series(name, *a, **kw)
+
+    rec.series = counting  # type: ignore[method-assign]
+    registry = CollectorRegistry()
+    s = scraper_for([job()], app, rec, registry)
+    jt = s.jobs[0]
+    (target,) = jt.targets()
+    tl = _TargetLoop(jt.job, jt, target)
+    async with s._client() as client:
+        s.client = client
+        first = await s.scrape(tl)
+        second = await s.scrape(tl)
+    assert first.up and second.up and first.scraped == 4
+    assert sorted(made) == ["bad", "nan_value", "ok", "ok2"]  # once each, not per scrape
+    assert [g[1] for g in rec.of("ok")] == [1.0, 1.0]
+    invalid = registry.get_sample_value(
+        "monitoring_ingest_samples_total", {"source": "scrape", "outcome": "invalid"}
+    )
+    assert invalid == 4  # the long label value and the NaN, at both scrapes
+    assert not rec.of("bad") and not rec.of("nan_value")
+
+
+# -- the plain split against the library, on pages of every shape --------------------------
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+_values = st.one_of(
+    st.integers(-(10**15), 10**15).map(str),
+    st.floats(allow_nan=False, allow_infinity=True, width=64).map(repr),
+    st.sampled_from(["+Inf", "-Inf", "1e3", "0.5", "-0"]),
+)
+_label_values = st.text(alphabet='ab }{#,=" \\\n', max_size=8)
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@st.composite
+def pages(draw: Any) -> str:
+    lines = []
+    for f, name in enumerate(draw(st.lists(_names, min_size=1, max_size=5, unique=True))):
+        typ = draw(st.sampled_from(["counter", "gauge", "summary", "histogram", "untyped", None]))
+        declared = name + ("_total" if typ == "counter" and draw(st.booleans()) else "")
+        if typ is not None:
+            lines.append(f"# HELP {declared} Family {f}.")
+            lines.append(f"# TYPE {declared} {typ}")
+        suffixes = {
+            "histogram": ["_bucket", "_sum", "_count"],
+            "summary": ["", "_sum", "_count"],
+        }.get(typ or "", [""])
+        for suffix in suffixes:
+            for _ in range(draw(st.integers(1, 3))):
+                labels = draw(st.dictionaries(_names, _label_values, max_size=3))
+                if suffix == "_bucket":
+                    labels["le"] = draw(st.sampled_from(["0.1", "1", "+Inf"]))
+                body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+                series = (declared if suffix == "" else name + suffix) + (
+                    f"{{{body}}}" if labels else ""
+                )
+                ts = draw(st.one_of(st.none(), st.integers(10**12, 2 * 10**12)))
+                lines.append(f"{series} {draw(_values)}" + (f" {ts}" if ts else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _comparable(samples: list[Any]) -> list[tuple[Any, ...]]:
+    return [(s.name, s.labels, repr(s.value), s.timestamp_ms, s.kind) for s in samples]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pages())
+def test_plain_split_reads_what_the_library_reads(page: str) -> None:
+    try:
+        expected = _comparable(_library(page, openmetrics=False))
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse(page, "")
+        return
+    assert _comparable(parse(page, "")) == expected
+
+
+def test_counter_names_stay_as_the_page_gives_them() -> None:
+    body = "# TYPE x counter\nx 3\n# TYPE y_total counter\ny_total 4\n"
+    assert [(s.name, s.kind) for s in parse(body, "")] == [("x", "COUNTER"), ("y_total", "COUNTER")]
+    assert [(s.name, s.kind) for s in _library(body, False)] == [
+        ("x", "COUNTER"),
+        ("y_total", "COUNTER"),
+    ]
+    tabbed = "x\t3\t1700000000000\n"  # a line outside the plain shape: the library's reading
+    assert [(s.name, s.value, s.timestamp_ms) for s in parse(tabbed, "")] == [
+        ("x", 3.0, 1700000000000)
+    ]
