@@ -188,3 +188,15 @@ def test_a_pdf_loads_no_files_or_urls(tmp_path: Path) -> None:
         ["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True
     ).stdout
     assert [line.split()[2] for line in listed.splitlines()[2:]] == ["image", "smask"], listed
+
+
+def test_a_hostile_title_is_text_in_the_pdf(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "titled.pdf"
+    title = "R&D <ops>\n} } section { display: none } h1 {"
+    code, text = run(store, "run", "--until", str(NOW_MS / 1000), "--sections", "anomalies",
+                     "--title", title, "--out", str(out))  # fmt: skip
+    assert code == 0, text
+    body = pdftotext(out)
+    assert "Top anomalies" in body and "http_requests_total" in body  # not hidden by CSS
+    footers = [line for line in body.splitlines() if "page 1 of" in line]
+    assert footers and "R&D <ops>" in footers[0] and "&amp;" not in body, footers

@@ -83,3 +83,15 @@ def test_templates_by_name_or_file(tmp_path: Path) -> None:
         gen.generate(data={}, template=undefined)
     with pytest.raises(ReportError, match="format"):
         gen.generate(data=report_data(), format="docx")  # type: ignore[arg-type]
+
+
+def test_the_title_never_reaches_css() -> None:
+    """The page footer repeats the title: from the h1 (CSS string-set), not spliced into
+    the <style> element, where HTML escaping means nothing (a newline ends a CSS string,
+    ``&amp;`` is shown as such)."""
+    title = "R&D \\\n} } section { display: none } h1 {"
+    data = ReportData(title, Period(1_780_000_000, 1_780_086_400), [Section("a", "Alerts")])
+    html = ReportGenerator().generate(data=data, format="html").html
+    style = html[html.index("<style>") : html.index("</style>")]
+    assert "R&" not in style and "display: none" not in style, style
+    assert "<h1>R&amp;D" in html
