@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +33,7 @@ from monitoring.config import Settings
 from monitoring.ingest.receiver import Receiver, from_settings
 from monitoring.metrics.samples import Sample, series_key
 from monitoring.sdk.producer import MetricsCollector
+from monitoring.sdk.sender import BufferFullError
 
 pytestmark = pytest.mark.integration
 
@@ -107,10 +109,30 @@ def _binary(name: str) -> str:
     return path
 
 
+class FullAtFirst:
+    """The SDK collector, answering "buffer full" to the first ``n`` requests (the
+    receiver then answers 503, which Prometheus must retry)."""
+
+    def __init__(self, collector: MetricsCollector, n: int) -> None:
+        self.collector = collector
+        self.left = n
+        self.refused = 0
+
+    def record_many(self, items: list[Any]) -> None:
+        if self.left:
+            self.left -= 1
+            self.refused += 1
+            raise BufferFullError("full (test)")
+        self.collector.record_many(items)
+
+
+@pytest.mark.parametrize("full_at_first", [0, 3], ids=["admitted", "503-then-retried"])
 def test_prometheus_remote_write_lands_exactly_what_prometheus_stored(
-    running: tuple[Running, TopicReader], tmp_path: Path
+    running: tuple[Running, TopicReader], tmp_path: Path, full_at_first: int
 ) -> None:
     rx, reader = running
+    gate = FullAtFirst(rx.collector, full_at_first)
+    rx.receiver.collector = gate
     exporter_port, prom_port = free_port(), free_port()
     exporter = Process(
         [_binary("prometheus-node-exporter"), f"--web.listen-address=127.0.0.1:{exporter_port}"],
@@ -172,6 +194,11 @@ remote_write:
             {"receiver": "remote_write", "reason": "non-finite-value"},
         )
         assert (refused or 0.0) >= non_finite
+        # the 503s were retried by Prometheus: nothing lost, nothing twice (above)
+        assert gate.refused == full_at_first
+        assert rx.registry.get_sample_value(
+            "monitoring_receive_requests_total", {"receiver": "remote_write", "code": "503"}
+        ) == (float(full_at_first) if full_at_first else None)
         print(f"{len(got)} samples in 4 scrapes equal; {non_finite} non-finite refused")
 
         # kinds: counters by name at once; gauges once the family metadata arrived
