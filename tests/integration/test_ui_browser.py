@@ -174,6 +174,7 @@ def test_changing_the_time_range_and_a_variable_refetches_and_redraws(ui: Ui) ->
     assert all(s[0] == "ok" for s in panel_states(page).values())
 
     before = len(requests)
+    page.wait_for_selector('select[data-var="service"][data-loaded]', state="attached")
     page.select_option('select[data-var="service"]', "api")
     wait_until(page, lambda: len(requests) >= before + 8, what="panel requests for service=api")
     page.wait_for_function(PANELS_DONE, timeout=30_000)
@@ -211,6 +212,7 @@ def test_hostile_label_values_are_shown_as_text_and_never_run(ui: Ui) -> None:
     page, errors, _ = ui.page()
     page.goto(f"{ui.server.url}/d/system?last=1h")
     page.wait_for_function(PANELS_DONE, timeout=30_000)
+    page.wait_for_selector('select[data-var="host"][data-loaded]', state="attached")
     options = page.eval_on_selector_all(
         'select[data-var="host"] option', "os => os.map(o => o.textContent)"
     )

@@ -51,10 +51,13 @@
 
   function status(text) { document.getElementById("status").textContent = text || ""; }
 
+  // A variable whose value is known (the URL's, its default, or All) does not hold up
+  // the panels: its values are filled in while they load. Only one with neither waits.
   async function loadVariables() {
     const box = document.getElementById("variables");
     clear(box);
     const r = range();
+    const waits = [];
     for (const v of state.dashboard.variables) {
       if (v.text) {
         const label = el("label", {}, v.name + " ");
@@ -75,25 +78,42 @@
       const select = el("select", { "data-var": v.name });
       label.appendChild(select);
       box.appendChild(label);
-      let values = [];
-      try {
-        const res = await api(`/api/ui/dashboards/${encodeURIComponent(name)}/variables/` +
-          `${encodeURIComponent(v.name)}?start=${r.start}&end=${r.end}`);
-        values = res.values;
-      } catch (e) {
-        status(`variable ${v.name}: ${e.message}`);
+      const wanted = params.get("var-" + v.name) || v.default || (v.include_all ? ALL : null);
+      if (wanted !== null) {
+        select.appendChild(el("option", { value: wanted }, wanted === ALL ? "All" : wanted));
+        state.vars[v.name] = wanted;
       }
-      if (v.include_all) select.appendChild(el("option", { value: ALL }, "All"));
-      for (const value of values) select.appendChild(el("option", { value }, value));
-      const wanted = params.get("var-" + v.name) || v.default || (v.include_all ? ALL : values[0]);
-      if (wanted !== undefined && [...select.options].some((o) => o.value === wanted)) select.value = wanted;
-      state.vars[v.name] = select.value;
+      const filled = fillVariable(v, select, wanted, r);
+      if (wanted === null) waits.push(filled);
       select.addEventListener("change", () => {
         state.vars[v.name] = select.value;
         syncUrl();
         refreshAll();
       });
     }
+    await Promise.all(waits);
+  }
+
+  async function fillVariable(v, select, wanted, r) {
+    let values = [];
+    try {
+      const res = await api(`/api/ui/dashboards/${encodeURIComponent(name)}/variables/` +
+        `${encodeURIComponent(v.name)}?start=${r.start}&end=${r.end}`);
+      values = res.values;
+    } catch (e) {
+      status(`variable ${v.name}: ${e.message}`);
+    }
+    const current = select.value;
+    clear(select);
+    if (v.include_all) select.appendChild(el("option", { value: ALL }, "All"));
+    for (const value of values) select.appendChild(el("option", { value }, value));
+    const keep = current || wanted;
+    if (keep && ![...select.options].some((o) => o.value === keep)) {
+      select.appendChild(el("option", { value: keep }, keep)); // the URL's, not seen lately
+    }
+    select.value = keep || (values.length ? values[0] : "");
+    state.vars[v.name] = select.value;
+    select.setAttribute("data-loaded", "true");
   }
 
   function build() {
