@@ -15,7 +15,10 @@
   (:func:`monitoring.sinks.notifiers.email.send_message`: STARTTLS, AUTH, timeouts).
   A failed delivery leaves the period due; the loop tries again after ``retry_s``.
 - **Retention**: report files older than ``reporting.retention`` are deleted after each
-  run (only this scheduler's own file names).
+  run (only this scheduler's own file names, regular files only: a link or a directory
+  under such a name is left alone). Every file is written through a new temporary file
+  (``mkstemp``: O_EXCL, mode 0600), so a link planted in ``out_dir`` is never written
+  through.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import json
 import math
 import os
 import re
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +47,9 @@ DAY_S = 86_400
 PERIOD_S = {"daily": DAY_S, "weekly": 7 * DAY_S}
 STATE_FILE = "schedule-state.json"
 _REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$")
+_TEMP_FILE = re.compile(
+    r"^\.(report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)|schedule-state\.json)\.\w+\.part$"
+)
 log = get_logger("reports")
 
 ClientOpener = Callable[[Settings], Any]  # a context manager giving a StoreClient
@@ -69,19 +77,31 @@ def load_state(path: Path) -> float:
         return 0.0
 
 
-def save_state(path: Path, last_end_s: float) -> None:
-    """Record ``last_end_s`` atomically (temporary file, fsync, rename)."""
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        json.dump({"last_end_s": last_end_s, "written": time.time()}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
+def write_atomic(path: Path, content: bytes) -> None:
+    """``content`` to ``path``: a new temporary file beside it (``mkstemp``: O_EXCL, no
+    link followed, mode 0600), fsynced and renamed over ``path``, then the directory
+    fsynced. A crash leaves the old file or the new; a link planted in the directory is
+    neither written through nor followed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        os.fsync(fd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
     finally:
-        os.close(fd)
+        os.close(dir_fd)
+
+
+def save_state(path: Path, last_end_s: float) -> None:
+    """Record ``last_end_s`` atomically (:func:`write_atomic`)."""
+    write_atomic(path, json.dumps({"last_end_s": last_end_s, "written": time.time()}).encode())
 
 
 class ReportScheduler:
@@ -131,9 +151,7 @@ class ReportScheduler:
         report = self.generator.generate(
             data, self.cfg.template, "pdf" if self.cfg.format == "pdf" else "html"
         )
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(report.content)
-        os.replace(tmp, path)
+        write_atomic(path, report.content)
         if self.cfg.email.to:
             self.send(self.message(report, data, path.name))
         save_state(self.state_path, end)
@@ -187,13 +205,20 @@ class ReportScheduler:
         send_message(cfg, msg)
 
     def prune(self, now_s: float | None = None) -> list[Path]:
-        """Delete this scheduler's report files older than the retention."""
+        """Delete this scheduler's report files (and temporary files a crash left)
+        older than the retention: regular files only, never through a link."""
         cutoff = (self.clock() if now_s is None else now_s) - self.cfg.retention.total_seconds()
         gone = []
-        for p in self.out_dir.iterdir():
-            if _REPORT_FILE.match(p.name) and p.stat().st_mtime < cutoff:
-                p.unlink(missing_ok=True)
-                gone.append(p)
+        for p in sorted(self.out_dir.iterdir()):
+            if not (_REPORT_FILE.match(p.name) or _TEMP_FILE.match(p.name)):
+                continue
+            try:
+                st = p.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    p.unlink()
+                    gone.append(p)
+            except OSError as e:  # gone meanwhile, or not ours to delete
+                log.warning("report_prune_skipped", path=str(p), error=str(e)[:200])
         return gone
 
     def run(self, stop: threading.Event) -> None:

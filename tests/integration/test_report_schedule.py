@@ -182,3 +182,45 @@ def test_schedule_off_or_a_bad_template_refuses_to_start(
     )
     with pytest.raises(ValueError, match="no template"):
         ReportScheduler(bad, store[1])
+
+
+def test_files_are_never_written_through_a_planted_link(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """The report's and the state's temporary files are new files (O_EXCL, no link
+    followed): links planted at the names they used to have write nothing elsewhere."""
+    out = tmp_path / "linked"
+    out.mkdir()
+    now = NOW_MS / 1000
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    day = time.strftime("%Y-%m-%d", time.gmtime(period_end(now, "daily") - DAY_S))
+    for name in (f"report-daily-{day}.part", "schedule-state.tmp"):
+        (out / name).symlink_to(victim)
+    s = ReportScheduler(settings(store, out, smtp_server), store[1], clock=lambda: now)
+    path = s.run_once()
+    assert path is not None and path.read_bytes().startswith(b"%PDF-")
+    assert victim.read_text() == "keep me"
+    assert load_state(out / "schedule-state.json") == period_end(now, "daily")
+    assert not path.is_symlink() and not (out / "schedule-state.json").is_symlink()
+
+
+def test_pruning_skips_links_directories_and_vanished_files(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    out = tmp_path / "odd"
+    out.mkdir()
+    now = NOW_MS / 1000
+    old_s = now - 40 * DAY_S
+    outside = tmp_path / "outside.pdf"
+    outside.write_bytes(b"%PDF-")
+    old = out / "report-daily-2020-01-01.pdf"
+    old.write_bytes(b"%PDF-")
+    (out / "report-daily-2020-01-02.pdf").symlink_to(tmp_path / "gone.pdf")  # dangling
+    (out / "report-daily-2020-01-03.pdf").symlink_to(outside)
+    (out / "report-daily-2020-01-04.pdf").mkdir()
+    for p in (old, outside, out / "report-daily-2020-01-04.pdf"):
+        os.utime(p, (old_s, old_s))
+    s = ReportScheduler(settings(store, out, smtp_server), store[1], clock=lambda: now)
+    assert s.prune() == [old]
+    assert outside.exists() and (out / "report-daily-2020-01-03.pdf").is_symlink()
