@@ -453,3 +453,11 @@ def test_annotations_are_events_with_their_text(tmp_path: Path) -> None:
     assert a == {"name": "events", "color": "#f2495c", "t": [expected_ms], "text": ["<b>spike</b>"]}
     [req] = fake.requests
     assert dict(req.url.params)["param_end_ms"] == str(END)
+
+
+def test_off_loopback_the_ui_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    from monitoring.config import ConfigError
+
+    base = Settings.load(None)
+    with pytest.raises(ConfigError, match=r"api\.token"):
+        UiServer(base, CollectorRegistry(), "0.0.0.0", 0, store=StoreClient("http://store"))
