@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fixtures.ui_world import HOSTILE, HOSTILE_LINES, UiWorld
 from prometheus_client import CollectorRegistry
@@ -288,3 +289,33 @@ def test_zooming_a_chart_sets_an_absolute_range_and_refetches(ui: Ui) -> None:
     assert all(s[0] == "ok" for s in panel_states(page).values())
     assert errors == [], errors
     page.close()
+
+
+def test_with_a_token_the_browser_signs_in_with_basic_auth(ui: Ui, tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    token = "ui-browser-t0ken"
+    settings = ui.server.ui.ui  # the running UI's settings section
+    full = ui.world.settings.model_copy(
+        update={
+            "ui": settings,
+            "api": ui.world.settings.api.model_copy(update={"token": SecretStr(token)}),
+        }
+    )
+    guarded = UiServer(full, CollectorRegistry(), "127.0.0.1", 0).start()
+    try:
+        resp = httpx.get(f"{guarded.url}/d/services")
+        assert resp.status_code == 401
+        assert resp.headers["www-authenticate"] == 'Basic realm="monitoring ui"'
+        context = ui.browser.new_context(http_credentials={"username": "me", "password": token})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{guarded.url}/d/services?last=1h")
+        page.wait_for_function(PANELS_DONE, timeout=30_000)
+        assert all(s[0] == "ok" for s in panel_states(page).values())
+        page.wait_for_selector("body[data-live-end]")  # the event stream signed in too
+        assert errors == [], errors
+        context.close()
+    finally:
+        guarded.stop()
