@@ -311,6 +311,7 @@ class Otlp:
                 self._contexts.clear()
                 self._context_entries = 0
             refs = self._contexts[ctx_key] = {}
+            self._context_entries += 1  # a metric with no points still takes room
         lo, hi = bounds
         newest = 0
         append = out.points.append

@@ -360,3 +360,22 @@ def test_the_token_is_required_when_set() -> None:
     assert post(w, export(gauge("g", 1))).status_code == 401
     assert post(w, export(gauge("g", 1)), {**PB, "Authorization": "Bearer t0k"}).status_code == 200
     w.close()
+
+
+def test_the_series_caches_are_bounded() -> None:
+    from monitoring.ingest.receiving import RequestLimits
+
+    w = World(
+        options=OtlpOptions(scope_labels=False, target_info=False),
+        limits=RequestLimits(),
+        series_cache=50,
+    )
+    for i in range(20):  # 20 x 10 metrics, most without points, 10 series each request
+        empty = [m.Metric(name=f"e{i}_{j}", gauge=m.Gauge()) for j in range(10)]
+        body = export(*empty, *(gauge(f"g{j}", i, k=str(i)) for j in range(10)))
+        assert post(w, body).status_code == 200
+    otlp = w.receiver.otlp
+    assert otlp._context_entries <= 50 and len(otlp._contexts) <= 50
+    assert len(otlp._labels) <= 50
+    assert len(w.collector.recorded) == 200
+    w.close()
