@@ -406,3 +406,18 @@ def test_remote_write_2_0_backpressure(world: World) -> None:
     r = post(world, body, V2_HEADERS)
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert r.headers["x-prometheus-remote-write-samples-written"] == "0"
+
+
+def test_the_series_caches_and_metadata_are_bounded() -> None:
+    w = World(series_cache=50, max_families=5)
+    for r in range(4):
+        good = [({"__name__": f"s{r}_{i}"}, [(1.0, NOW)]) for i in range(50)]
+        bad = [({"__name__": f"{r}bad{i}"}, [(1.0, NOW)]) for i in range(30)]
+        meta = [(f"s{r}_{i}", MetricMetadata.GAUGE) for i in range(20)]
+        assert post(w, request(good + bad, meta)).status_code == 204
+    rw = w.receiver.rw
+    assert len(rw.by_labels) <= 50 and len(rw.refused_labels) <= 50
+    assert len(rw.series.entries) <= 50
+    assert len(rw.families.types) <= 5
+    assert len(w.collector.recorded) == 200
+    w.close()
