@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from monitoring.cli.settings import load_settings
 from monitoring.cli.store import ConfigOpt
@@ -24,6 +25,7 @@ from monitoring.cli.store import ConfigOpt
 err = Console(stderr=True)
 SQL = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.I)
 MAX_SPAN_S = 400 * 86_400  # a year and more: the aggregates' retention is 30 days
+MAX_TIME_S = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last second datetime shows
 
 
 def is_sql(query: str) -> bool:
@@ -48,6 +50,17 @@ def duration_s(text: str, name: str) -> float:
             f"must be between 1ms and {MAX_SPAN_S // 86_400}d", param_hint=f"--{name}"
         )
     return ms / 1000
+
+
+def end_s(until: float | None) -> float:
+    """The range's end: ``--until`` (Unix seconds, checked) or now."""
+    if until is None:
+        return time.time()
+    if not (math.isfinite(until) and 0 <= until <= MAX_TIME_S):
+        raise typer.BadParameter(
+            f"must be Unix seconds between 0 and {MAX_TIME_S}, not {until}", param_hint="--until"
+        )
+    return until
 
 
 def auto_step_s(span_s: float, width_px: int) -> float:
@@ -96,7 +109,7 @@ def plot(
 
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        err.print(f"[red]--out must end in .{', .'.join(FORMATS)}, not {out.name!r}[/]")
+        err.print(f"[red]--out must end in .{', .'.join(FORMATS)}, not {escape(repr(out.name))}[/]")
         raise typer.Exit(2)
     try:
         plot_config = PlotConfig.model_validate(
@@ -104,19 +117,25 @@ def plot(
              "unit": unit, "width_px": width, "height_px": height, "max_series": max_series}
         )  # fmt: skip
     except ValidationError as e:
-        err.print(f"[red]bad plot options:[/] {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}")
+        first = e.errors()[0]
+        reason = escape(f"{first['loc'][0]}: {first['msg']}")
+        err.print(f"[red]bad plot options:[/] {reason}")
         raise typer.Exit(2) from None
     span = duration_s(since, "since")
-    end = time.time() if until is None else until
+    end = end_s(until)
     step_s = duration_s(step, "step") if step else auto_step_s(span, width)
     settings = load_settings(config)
     try:
         with open_store(settings, url) as client:
             data = fetch(client, query, end - span, end, step_s)
     except StoreError as e:
-        err.print(f"[red]query failed:[/] {e}")
+        err.print(f"[red]query failed:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
-    result = PlotGenerator().generate(data=data, plot_config=plot_config)
+    try:
+        result = PlotGenerator().generate(data=data, plot_config=plot_config)
+    except (ValueError, TypeError) as e:  # no numeric column, too many series...
+        err.print(f"[red]cannot plot the answer:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
     result.save(out)
     notes = f" ({'; '.join(result.notes)})" if result.notes else ""
     typer.echo(f"{out}: {result.series} series, {len(result.content)} bytes{notes}", err=True)

@@ -8,12 +8,12 @@ report per period, remembered across restarts, delivered by e-mail, kept for a r
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from monitoring.cli.settings import load_settings
 from monitoring.cli.store import ConfigOpt
@@ -52,12 +52,12 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """Write a report of the last ``--period`` as PDF or HTML."""
-    from monitoring.cli.plot import duration_s
+    from monitoring.cli.plot import duration_s, end_s
     from monitoring.query.client import StoreError, open_store
     from monitoring.reports import ReportError, ReportGenerator
 
     if fmt not in ("pdf", "html"):
-        err.print(f"[red]--format must be pdf or html, not {fmt!r}[/]")
+        err.print(f"[red]--format must be pdf or html, not {escape(repr(fmt))}[/]")
         raise typer.Exit(2)
     if not 0 < slo_target < 1:
         err.print("[red]--slo-target must be between 0 and 1 (0.999 is 99.9 %)[/]")
@@ -65,7 +65,7 @@ def run(
     span = duration_s(period, "period")
     chosen = _sections(sections)
     generator = ReportGenerator()
-    end = time.time() if until is None else until
+    end = end_s(until)
     settings = load_settings(config)
     try:
         generator.check_template(template)
@@ -73,7 +73,7 @@ def run(
             data = generator.collect(client, span, end, title, chosen, slo_target)
         report = generator.generate(data, template, "pdf" if fmt == "pdf" else "html")
     except (StoreError, ReportError) as e:
-        err.print(f"[red]report failed:[/] {e}")
+        err.print(f"[red]report failed:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     report.save(out)
     empty = [s.title for s in data.sections if s.empty]
@@ -111,7 +111,7 @@ def schedule(
     try:
         scheduler = ReportScheduler(settings, url)
     except (ValueError, ReportError) as e:
-        err.print(f"[red]{e}[/]")
+        err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
     if once:
         path = scheduler.run_once()

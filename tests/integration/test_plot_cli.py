@@ -103,3 +103,29 @@ def test_errors_are_explained(store: tuple[VizStore, str], tmp_path: Path) -> No
     code, text = run(store, "up", "--since", "forever", "--out", str(tmp_path / "x.png"))
     assert code == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_hostile_text_in_errors_is_printed_as_it_is(
+    store: tuple[VizStore, str], tmp_path: Path
+) -> None:
+    """Error messages carry the store's text (which quotes the query) and file names:
+    printed literally, never read as rich markup (``[/x]`` used to crash the CLI)."""
+    code, text = run(store, "SELECT '[/x]' FROM nowhere", "--out", str(tmp_path / "x.png"))
+    assert code == 1 and "query failed" in text and "nowhere" in text, text
+    code, text = run(store, "up", "--out", str(tmp_path / "[bold]x.gif"))
+    assert code == 2 and "[bold]x.gif" in text, text
+
+
+def test_data_that_cannot_be_plotted_or_bad_times_are_explained(
+    store: tuple[VizStore, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "x.png"
+    code, text = run(store, "SELECT 'a' AS name, 'b' AS other", "--out", str(out))
+    assert code == 2 and "cannot plot" in text and "no numeric column" in text, text
+    for until in ("nan", "inf", "1e30", "-1"):
+        env = {"MONITORING_API__TOKEN": TOKEN}
+        result = CliRunner().invoke(
+            app, ["plot", "up", "--out", str(out), "--url", store[1], "--until", until], env=env
+        )
+        assert result.exit_code == 2 and "--until" in result.output, (until, result.output)
+    assert not out.exists()

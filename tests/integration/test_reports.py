@@ -200,3 +200,14 @@ def test_a_hostile_title_is_text_in_the_pdf(store: tuple[VizStore, str], tmp_pat
     assert "Top anomalies" in body and "http_requests_total" in body  # not hidden by CSS
     footers = [line for line in body.splitlines() if "page 1 of" in line]
     assert footers and "R&D <ops>" in footers[0] and "&amp;" not in body, footers
+
+
+def test_hostile_text_in_errors_and_bad_times(store: tuple[VizStore, str], tmp_path: Path) -> None:
+    out = tmp_path / "x.pdf"
+    code, text = run(store, "run", "--template", str(tmp_path / "[/x]nope"), "--out", str(out))
+    text = " ".join(text.split())  # rich wraps long lines
+    assert code == 1 and "[/x]nope" in text and "is not a file" in text, text
+    for until in ("nan", "inf", "1e30", "-1"):
+        code, text = run(store, "run", "--until", until, "--out", str(out))
+        assert code == 2 and "--until" in text, (until, text)
+    assert not out.exists()
