@@ -310,3 +310,58 @@ def query_bench(
         f"built in {res.build_s:.0f} s[/dim]"
     )
     print(res.summary_line())
+
+
+@app.command("scrape")
+def scrape_bench(
+    targets: int = typer.Option(500, help="targets scraped (one fake server, another process)"),
+    series: int = typer.Option(1000, help="samples on each target's page"),
+    interval: float = typer.Option(15.0, help="scrape_interval (s)"),
+    duration: float = typer.Option(60.0, help="how long to measure, after the warm-up (s)"),
+    warmup: float | None = typer.Option(None, help="least warm-up (s; default 2 intervals)"),
+    kafka: bool = typer.Option(True, help="send to the broker (else count and drop)"),
+    one_core: bool = typer.Option(True, help="pin the scraper to one core"),
+    collections: int = typer.Option(20, help="system collections timed"),
+    config: str | None = typer.Option(None, "--config", "-c"),
+) -> None:
+    """Scrape many targets without missing intervals? And the system collector's CPU."""
+    from monitoring.bench.ingest_scrape import run_collector, run_scrape
+
+    console = Console(stderr=True)
+    settings = load_settings(config)
+    col = run_collector(settings, collections)
+    res = run_scrape(
+        settings,
+        targets,
+        series,
+        interval,
+        duration,
+        kafka,
+        one_core,
+        progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+        warmup_s=warmup,
+    )
+    t = Table(title="monitoring bench scrape")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row(
+        f"targets x series, every {res.interval_s:g}s, for {res.duration_s:.0f}s",
+        f"{res.targets} x {res.series}",
+    )
+    t.add_row("scrapes done / due", f"{res.scrapes:,} / {res.due:,}")
+    t.add_row(f"missed intervals in the warm-up ({res.warmup_s:.0f}s, series first seen)",
+              f"{res.warmup_missed:,}")  # fmt: skip
+    t.add_row("missed intervals after it", f"{res.missed_intervals:,}")
+    t.add_row("failed scrapes", f"{res.failed:,}")
+    t.add_row(f"samples/s {'to the broker' if res.kafka else '(not sent)'}",
+              f"{res.samples_per_s:,.0f}")  # fmt: skip
+    t.add_row("samples not sent (buffer full)", f"{res.unsent:,}")
+    t.add_row("scraper process CPU after the warm-up (cores)", f"{res.cpu_cores:.2f}")
+    t.add_row("scrape duration p50 / p99 (ms, sampled)",
+              f"{res.scrape_p50_ms:.1f} / {res.scrape_p99_ms:.1f}")  # fmt: skip
+    t.add_row(f"system collection: {col.series} series, CPU per collection (ms)",
+              f"{col.cpu_ms_per_collection:.1f}")  # fmt: skip
+    t.add_row(f"system collector CPU at a {col.interval_s:g}s interval (% of a core)",
+              f"{col.cpu_pct:.4f}")  # fmt: skip
+    Console().print(t)
+    print(f"scrape_missed_intervals={res.missed_intervals} collector_cpu_pct={col.cpu_pct:.4f}")
