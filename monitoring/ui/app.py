@@ -9,6 +9,7 @@ Routes (all behind the :class:`Guard`; JSON bodies want ``application/json``):
   ``GET``/``PUT /api/ui/dashboards/<name>`` one, saved as ``<dashboards_dir>/<name>.yaml``;
 - ``GET /api/ui/dashboards/<name>/panels/<id>?start=&end=&width=&var-<v>=`` a panel's
   data, ``.../variables/<v>?start=&end=`` a variable's values;
+- ``GET /api/ui/dashboards/<name>/grafana`` the dashboard as Grafana's dashboard JSON;
 - ``GET /api/ui/home`` firing alerts and the pipeline's health;
 - ``GET /api/ui/events`` server-sent events: ``window`` with the newest closed window's
   end whenever it moves (one store poll per ``ui.live_poll``, shared by every client).
@@ -39,6 +40,7 @@ from monitoring.ui.dashboards import (
     check_name,
     from_data,
 )
+from monitoring.ui.grafana import to_grafana
 from monitoring.ui.panels import (
     ALL,
     MAX_WIDTH_PX,
@@ -145,6 +147,7 @@ class UiApp:
             Route("/api/ui/dashboards/{name}/panels/{panel}", self.panel, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/variables/{var}", self.variable, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/annotations", self.annotations, methods=["GET"]),
+            Route("/api/ui/dashboards/{name}/grafana", self.grafana, methods=["GET"]),
             Route("/api/ui/home", self.home, methods=["GET"]),
             Route("/api/ui/events", self.events, methods=["GET"]),
         ]
@@ -201,6 +204,16 @@ class UiApp:
         except ValueError:
             return self._refuse(400, "bad-body", "the body is not JSON")
         return await self._save(request.path_params["name"], body, create=False)
+
+    async def grafana(self, request: Request) -> Response:
+        """The dashboard as Grafana's dashboard JSON, as a file to download."""
+        name = request.path_params["name"]
+        try:
+            d = self._dashboard(name)
+        except _Refusal as r:
+            return r.response
+        return JSONResponse(to_grafana(name, d), headers={
+            "Content-Disposition": f'attachment; filename="{name}.grafana.json"'})  # fmt: skip
 
     async def _save(self, name: str, data: Any, create: bool) -> Response:
         try:

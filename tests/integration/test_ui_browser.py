@@ -319,3 +319,21 @@ def test_with_a_token_the_browser_signs_in_with_basic_auth(ui: Ui, tmp_path: Pat
         context.close()
     finally:
         guarded.stop()
+
+
+def test_the_grafana_button_downloads_the_dashboard_s_json(ui: Ui) -> None:
+    import json
+
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/pipeline?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    with page.expect_download() as info:
+        page.click("#grafana")
+    download = info.value
+    assert download.suggested_filename == "pipeline.grafana.json"
+    target = ARTIFACTS / download.suggested_filename
+    download.save_as(target)
+    model = json.loads(target.read_text())
+    assert model["title"] == "Pipeline" and model["schemaVersion"] == 39
+    assert errors == [], errors
+    page.close()

@@ -452,6 +452,8 @@
     refreshSel.value = refreshS;
     refreshSel.addEventListener("change", () => setTimer(Number(refreshSel.value)));
     document.getElementById("reload").addEventListener("click", () => refreshAll());
+    document.getElementById("grafana").setAttribute("href",
+      `/api/ui/dashboards/${encodeURIComponent(name)}/grafana`);
     build();
     await loadVariables();
     syncUrl();
