@@ -6,10 +6,13 @@ so (``empty``); one whose query fails says why (``error``) and the report goes o
 
 Where the numbers come from:
 
-- **alerts**: the notifier's delivery log (``deliveries``): per alert fingerprint, the
-  first firing notification in the period and the first resolved one after it; MTTR is
-  their mean distance. Acknowledgements are commands on the Kafka commands topic, not
-  stored, so MTTA is not computable from the store yet (the section says so).
+- **alerts**: the notifier's delivery log (``deliveries``): per alert fingerprint, its
+  incidents (:func:`incidents`: a firing notification opens one, the next resolved one
+  closes it); MTTR is the mean time from opening to closing of those resolved. A
+  notification's status is its group's, so an alert resolved while others of its group
+  still fire closes when the group resolves. Acknowledgements are commands on the Kafka
+  commands topic, not stored, so MTTA is not computable from the store yet (the section
+  says so).
 - **anomalies**: the ``anomalies`` table, the highest scores of the period.
 - **log templates**: ``logs`` counted per template in the period and in the period
   before it (growth), template text from ``log_templates``.
@@ -35,6 +38,8 @@ from monitoring.plots import PlotConfig, PlotGenerator
 from monitoring.query.client import Series, StoreClient, StoreError
 
 TOP = 10  # rows of a "top" table
+MAX_EVENTS = 2000  # deliveries read per alert fingerprint
+MAX_INCIDENTS = 1000  # rows of the alerts table
 _ALERTNAME = re.compile(r'alertname="((?:[^"\\]|\\.)*)"')
 
 
@@ -189,35 +194,40 @@ class Sections:
     def alerts(self, s: Section) -> None:
         table = self.client.sql(
             "SELECT fp, any(group_key) AS grp, "
-            "minIf(time, status = 'firing') AS fired, "
-            "minIf(time, status = 'resolved') AS resolved, "
-            "countIf(outcome = 'delivered') AS sent, "
+            f"arraySlice(arraySort(groupArray((time, status, toUInt8(outcome = 'delivered')))),"
+            f" 1, {MAX_EVENTS}) AS events, "
             "arrayStringConcat(arraySort(groupUniqArray(receiver)), ', ') AS receivers "
             "FROM deliveries FINAL ARRAY JOIN fingerprints AS fp "
             "WHERE time >= {start:DateTime64(3)} AND time <= {end:DateTime64(3)} "
-            "GROUP BY fp HAVING fired > toDateTime64(0, 3) ORDER BY fired LIMIT 1000",
+            "GROUP BY fp HAVING countIf(status = 'firing') > 0 ORDER BY min(time) LIMIT 1000",
             self.period.sql_params(),
         )
         repair: list[float] = []
         per_name: dict[str, int] = {}
-        for r in table.records():
-            name = _alertname(str(r["grp"]))
+        found = [
+            (str(r["grp"]), str(r["receivers"]), incident)
+            for r in table.records()
+            for incident in incidents(r["events"])
+        ]
+        for grp, receivers, (fired, resolved, sent) in sorted(found, key=lambda f: f[2][0]):
+            name = _alertname(grp)
             per_name[name] = per_name.get(name, 0) + 1
-            fired = _epoch(r["fired"])
-            resolved = _epoch(r["resolved"])
-            ttr = resolved - fired if resolved > fired else math.nan
+            ttr = _epoch(resolved) - _epoch(fired) if resolved is not None else math.nan
             if math.isfinite(ttr):
                 repair.append(ttr)
             s.rows.append(
                 [
                     name,
-                    fmt_time(r["fired"]),
-                    fmt_time(r["resolved"]) if math.isfinite(ttr) else "not resolved",
+                    fmt_time(fired),
+                    fmt_time(resolved) if resolved is not None else "not resolved",
                     fmt_duration(ttr) if math.isfinite(ttr) else "",
-                    str(r["sent"]),
-                    str(r["receivers"]),
+                    str(sent),
+                    receivers,
                 ]
             )
+            if len(s.rows) >= MAX_INCIDENTS:
+                s.notes.append(f"Only the first {MAX_INCIDENTS} incidents are listed.")
+                break
         s.columns = ["alert", "fired", "resolved", "time to resolve", "notifications", "to"]
         if not s.rows:
             return
@@ -395,6 +405,35 @@ class Sections:
         s.notes.append(
             "Availability: the share of requests without a 5xx status (http_requests_total)."
         )
+
+
+def incidents(events: list[Any]) -> list[tuple[str, str | None, int]]:
+    """An alert's incidents from its deliveries ``(time, status, delivered)`` in time
+    order: each opens at a firing notification while none is open and closes at the next
+    resolved one (a resolution before any firing closes an incident begun before the
+    period: ignored). ``(fired, resolved or None, notifications delivered in it)``.
+
+    >>> incidents([["t0", "resolved", 1], ["t1", "firing", 1], ["t2", "firing", 1],
+    ...            ["t3", "resolved", 1], ["t3", "resolved", 1], ["t4", "firing", 0]])
+    [('t1', 't3', 4), ('t4', None, 0)]
+    """
+    out: list[tuple[str, str | None, int]] = []
+    opened: str | None = None
+    sent = 0
+    for t, status, delivered in events:
+        if status == "firing" and opened is None:
+            opened, sent = str(t), 0
+        if opened is None:
+            if out and str(t) == out[-1][1]:  # another receiver's copy of the resolution
+                out[-1] = (out[-1][0], out[-1][1], out[-1][2] + int(delivered))
+            continue
+        sent += int(delivered)
+        if status == "resolved":
+            out.append((opened, str(t), sent))
+            opened = None
+    if opened is not None:
+        out.append((opened, None, sent))
+    return out
 
 
 def _alertname(group_key: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.prometheus import free_port
-from fixtures.viz_store import HOUR, VizStore, build_viz_store
+from fixtures.viz_store import HOUR, MIN, VizStore, _dt, build_viz_store
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
@@ -211,3 +211,35 @@ def test_hostile_text_in_errors_and_bad_times(store: tuple[VizStore, str], tmp_p
         code, text = run(store, "run", "--until", until, "--out", str(out))
         assert code == 2 and "--until" in text, (until, text)
     assert not out.exists()
+
+
+def test_mttr_pairs_each_firing_with_the_next_resolution(store: tuple[VizStore, str]) -> None:
+    """Days before the fixture's alerts: one alert resolved (an incident begun before the
+    period), then fired (notified twice) and resolved 30 min later, fired again and
+    resolved after 10 min. Two incidents, MTTR 20 min; the early resolution is not the
+    end of the later incident."""
+    t1 = NOW_MS - 3 * DAY_S * 1000
+    events = [("resolved", t1 - HOUR), ("firing", t1), ("firing", t1 + 10 * MIN),
+              ("resolved", t1 + 30 * MIN), ("firing", t1 + 2 * HOUR),
+              ("resolved", t1 + 2 * HOUR + 10 * MIN)]  # fmt: skip
+    group = '{}:{alertname="Flapping", severity="warning"}'
+    rows = [
+        [f"ff{i:014x}", 0, _dt(t), "team", "email-0", "email", "ops@example.com", group, 0,
+         status, ["00000000000000ff"], "delivered", 250, "", 10.0, t]
+        for i, (status, t) in enumerate(events)
+    ]  # fmt: skip
+    store[0].client.insert(
+        "deliveries", rows,
+        column_names=["delivery_id", "attempt", "time", "receiver", "integration", "channel",
+                      "target", "group_key", "tier", "status", "fingerprints", "outcome",
+                      "http_status", "error", "duration_ms", "version"],
+    )  # fmt: skip
+    with StoreClient(store[1], TOKEN) as client:
+        data = ReportGenerator.collect(
+            client, 2 * DAY_S, (t1 + DAY_S * 1000) / 1000, sections=["alerts"]
+        )
+    alerts = data.sections[0]
+    assert alerts.summary == "2 alerts fired; MTTR 20 min; MTTA n/a", alerts.rows
+    assert [(r[0], r[3], r[4]) for r in alerts.rows] == [
+        ("Flapping", "30 min", "3"), ("Flapping", "10 min", "2"),
+    ]  # fmt: skip
