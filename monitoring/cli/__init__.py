@@ -13,6 +13,8 @@ from monitoring.cli import (
     bench,
     broker,
     collect,
+    dlq,
+    doctor,
     logs,
     perf,
     pipeline,
@@ -43,6 +45,7 @@ app.add_typer(logs.app, name="logs")
 app.add_typer(report.app, name="report")
 app.add_typer(collect.app, name="collect")
 app.add_typer(perf.app, name="perf")
+app.add_typer(dlq.app, name="dlq")
 pipeline.register(app)
 plot.register(app)
 produce.register(app)
@@ -50,6 +53,7 @@ query.register(app)
 scrape.register(app)
 ui.register(app)
 receive.register(app)
+doctor.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,402 @@
+"""The dead-letter topic on the broker: bounded scans, the replay ledger, replays.
+
+A scan never reads without bound: it starts at the offset ``offsets_for_times`` gives
+for ``--since`` (or the selection's first offset), stops at the end offsets taken when
+it started, and gives up after ``max_records`` records, ``max_bytes`` bytes or
+``timeout_s`` seconds, saying so.
+
+Replays are idempotent through a ledger, the compacted topic
+``<prefix>dead-letter.replayed`` (created on first use), keyed by the dead letter's
+``<partition>:<offset>``. A replay writes ``replaying`` for every record it is about to
+send, flushes, sends the records, flushes, then writes ``replayed`` with where each
+landed. A later run skips every dead letter the ledger names, whichever state: a run
+that stopped between the two leaves ``replaying`` entries, reported as in doubt (look
+at the target, then ``--again``), never replayed twice by accident. Each replayed
+record carries ``x-replayed-from: <dead-letter topic>:<partition>:<offset>``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from monitoring.config import Settings
+from monitoring.ops.deadletters import REPLAY_HEADER, DeadLetter, Filter, replay_verdict
+from monitoring.runtime.admin import ensure_topics
+from monitoring.runtime.outputs import consumer_config, producer_config
+from monitoring.runtime.topics import DEAD_LETTER, TopicSpec, topic_name, topic_specs
+
+LEDGER = "dead-letter.replayed"
+
+
+class DlqError(RuntimeError):
+    """The dead-letter topic could not be read or written; the message says why."""
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Bounds of one scan of the dead-letter topic."""
+
+    max_records: int = 10_000
+    max_bytes: int = 64 << 20
+    timeout_s: float = 30.0
+
+
+@dataclass
+class ScanResult:
+    """What a scan kept, how much it read, and why it stopped early (empty: it read
+    every record in range)."""
+
+    letters: list[DeadLetter] = field(default_factory=list)
+    read: int = 0
+    bytes_read: int = 0
+    stopped: str = ""
+
+
+def ledger_spec(settings: Settings) -> TopicSpec:
+    """The replay ledger: compacted, kept as long as dead letters are."""
+    k = settings.kafka
+    return TopicSpec(
+        topic_name(k, LEDGER),
+        1,
+        {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(int(k.dead_letter_retention.total_seconds() * 1000)),
+            "max.message.bytes": str(k.max_message_bytes),
+        },
+    )
+
+
+def _consumer(settings: Settings, **extra: Any) -> Consumer:
+    return Consumer(
+        consumer_config(
+            settings.kafka,
+            f"{settings.kafka.topic_prefix}dlq-cli-{uuid.uuid4().hex[:8]}",  # never commits
+            **{
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 8 << 20,
+                "max.partition.fetch.bytes": 8 << 20,
+                "socket.timeout.ms": 10_000,
+                **extra,
+            },
+        )
+    )
+
+
+def _partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
+    md = consumer.list_topics(topic, timeout=timeout_s)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        why = t.error if t is not None else "missing"
+        raise DlqError(
+            f"topic {topic!r} is not there ({why}): run `monitoring broker topics create`"
+        )
+    return sorted(t.partitions)
+
+
+def _read(
+    consumer: Consumer,
+    topic: str,
+    starts: dict[int, int],
+    limits: ScanLimits,
+    on_record: Callable[[Any], bool],
+    result: ScanResult,
+    stops: dict[int, int] | None = None,
+) -> None:
+    """Read ``topic`` from ``starts`` to the end offsets of now (or ``stops``, if
+    lower), within ``limits``; ``on_record`` returns False to stop."""
+    ends: dict[int, int] = {}
+    for p in starts:
+        _lo, hi = consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=limits.timeout_s, cached=False
+        )
+        ends[p] = min(hi, (stops or {}).get(p, hi))
+    todo = {p for p, s in starts.items() if s < ends[p]}
+    if not todo:
+        return
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
+    deadline = time.monotonic() + limits.timeout_s
+    while todo:
+        if time.monotonic() > deadline:
+            result.stopped = f"time bound ({limits.timeout_s:g} s) reached"
+            return
+        msgs = consumer.consume(500, timeout=0.5)
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    todo.discard(m.partition())
+                    continue
+                raise DlqError(f"reading {topic}: {err}")
+            part, off = int(m.partition() or 0), int(m.offset() or 0)
+            if part not in todo or off >= ends[part]:
+                todo.discard(part)
+                continue
+            result.read += 1
+            result.bytes_read += len(m.value() or b"") + len(m.key() or b"")
+            if off + 1 >= ends[part]:
+                todo.discard(part)
+            if not on_record(m):
+                return
+            if result.read >= limits.max_records:
+                result.stopped = f"record bound ({limits.max_records}) reached"
+                return
+            if result.bytes_read >= limits.max_bytes:
+                result.stopped = f"byte bound ({limits.max_bytes}) reached"
+                return
+
+
+def scan(settings: Settings, flt: Filter, limits: ScanLimits | None = None) -> ScanResult:
+    """The dead letters ``flt`` keeps, read within ``limits`` (see the module)."""
+    limits = limits or ScanLimits()
+    topic = topic_name(settings.kafka, DEAD_LETTER)
+    result = ScanResult()
+    consumer = _consumer(settings)
+    try:
+        parts = _partitions(consumer, topic, limits.timeout_s)
+        starts: dict[int, int] = {}
+        stops: dict[int, int] = {}
+        if flt.since_ms is not None:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, flt.since_ms) for p in parts], timeout=limits.timeout_s
+            )
+            for tp in found:
+                if tp.error is not None:
+                    raise DlqError(f"offsets_for_times on {topic}: {tp.error}")
+                starts[tp.partition] = tp.offset  # -1: nothing that recent
+        for p in parts:
+            lo, hi = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=limits.timeout_s, cached=False
+            )
+            start = starts.get(p, lo)
+            start = hi if start < 0 else max(start, lo)
+            if not flt.selection.everything:
+                first, last = flt.selection.first_offset(p), flt.selection.last_offset(p)
+                start = hi if first is None else max(start, first)
+                stops[p] = hi if last is None else last + 1
+            starts[p] = start
+
+        def keep(m: Any) -> bool:
+            d = DeadLetter.from_record(
+                m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(), m.headers()
+            )
+            if flt.keeps(d):
+                result.letters.append(d)
+            return True
+
+        _read(consumer, topic, starts, limits, keep, result, stops)
+    finally:
+        consumer.close()
+    return result
+
+
+# -- the ledger ---------------------------------------------------------------------
+
+
+def read_ledger(settings: Settings, limits: ScanLimits | None = None) -> dict[str, dict[str, Any]]:
+    """``{"<partition>:<offset>": entry}`` of every dead letter replayed (or in doubt).
+
+    Raises DlqError when the ledger cannot be read whole: without it a replay could
+    repeat records.
+    """
+    limits = limits or ScanLimits(max_records=5_000_000, max_bytes=1 << 30, timeout_s=60.0)
+    topic = ledger_spec(settings).name
+    out: dict[str, dict[str, Any]] = {}
+    result = ScanResult()
+    consumer = _consumer(settings)
+    try:
+        parts = _partitions(consumer, topic, limits.timeout_s)
+
+        def add(m: Any) -> bool:
+            key = (m.key() or b"").decode("utf-8", "replace")[:64]
+            if m.value() is None:
+                out.pop(key, None)
+                return True
+            try:
+                entry = json.loads(m.value()[:4096])
+            except ValueError:
+                entry = {"state": "unreadable"}
+            out[key] = entry if isinstance(entry, dict) else {"state": "unreadable"}
+            return True
+
+        _read(consumer, topic, dict.fromkeys(parts, OFFSET_BEGINNING), limits, add, result)
+        if result.stopped:
+            raise DlqError(f"the replay ledger {topic} was not read whole: {result.stopped}")
+    finally:
+        consumer.close()
+    return out
+
+
+# -- replay -------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayItem:
+    """What happened to one selected dead letter."""
+
+    letter: DeadLetter
+    action: str  # replayed | would-replay | refused | already | in-doubt | failed
+    why: str = ""
+    target: str = ""
+    partition: int | None = None
+    offset: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dead_letter": self.letter.coordinates,
+            "reason": self.letter.reason,
+            "source": f"{self.letter.source_topic}:{self.letter.source_partition}:"
+            f"{self.letter.source_offset}",
+            "action": self.action,
+            "why": self.why,
+            "target": self.target,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+
+def _target(
+    settings: Settings, d: DeadLetter, to_topic: str | None, topics: dict[str, int]
+) -> tuple[str, int | None, str]:
+    """(topic, partition or None for key placement, refusal) for one dead letter."""
+    own = {s.name for s in topic_specs(settings.kafka)}
+    if to_topic:
+        name = to_topic
+    else:
+        name = d.source_topic
+        if name not in own:
+            return name, None, f"x-source-topic {name[:80]!r} is not a topic of this deployment"
+    if name not in topics:
+        return name, None, f"topic {name[:80]!r} does not exist"
+    p = d.source_partition
+    if name == d.source_topic and p is not None and p < topics[name]:
+        return name, p, ""
+    return name, None, ""
+
+
+def replay(
+    settings: Settings,
+    letters: list[DeadLetter],
+    to_topic: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    again: bool = False,
+    timeout_s: float = 30.0,
+) -> list[ReplayItem]:
+    """Replay ``letters`` to their original topics (or ``to_topic``), idempotently
+    through the ledger (see the module). ``again`` replays ledgered ones once more."""
+    dlq = topic_name(settings.kafka, DEAD_LETTER)
+    if not dry_run:
+        ensure_topics(settings, [ledger_spec(settings)], timeout=timeout_s)
+    try:
+        ledger = read_ledger(settings)
+    except DlqError:
+        if not dry_run:
+            raise
+        ledger = {}
+    probe = _consumer(settings)
+    try:
+        md = probe.list_topics(timeout=timeout_s)
+    finally:
+        probe.close()
+    topics = {n: len(t.partitions) for n, t in md.topics.items() if t.error is None}
+    items: list[ReplayItem] = []
+    todo: list[tuple[ReplayItem, int | None]] = []
+    for d in letters:
+        entry = ledger.get(d.coordinates)
+        if entry is not None and not again:
+            state = str(entry.get("state", ""))
+            where = ":".join(str(entry.get(k, "")) for k in ("topic", "partition", "offset"))
+            if state == "replayed":
+                items.append(ReplayItem(d, "already", f"replayed before to {where}"))
+            else:
+                why = "a replay stopped before the broker confirmed it: check the target"
+                items.append(ReplayItem(d, "in-doubt", why + ", then --again"))
+            continue
+        verdict = replay_verdict(d, force)
+        if not verdict.allowed:
+            items.append(ReplayItem(d, "refused", verdict.why))
+            continue
+        name, part, refusal = _target(settings, d, to_topic, topics)
+        if refusal:
+            items.append(ReplayItem(d, "refused", refusal, name))
+            continue
+        item = ReplayItem(d, "would-replay" if dry_run else "replaying", target=name)
+        items.append(item)
+        todo.append((item, part))
+    if dry_run or not todo:
+        return items
+
+    failures: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    producer = Producer(producer_config(settings.kafka, on_delivery))
+    ledger_topic = ledger_spec(settings).name
+
+    def write_ledger(entries: list[tuple[str, dict[str, Any]]]) -> None:
+        for key, entry in entries:
+            producer.produce(ledger_topic, json.dumps(entry).encode(), key.encode())
+        if producer.flush(timeout_s) or failures:
+            raise DlqError(f"the replay ledger was not written: {failures[:3] or 'timeout'}")
+
+    now = int(time.time() * 1000)
+    write_ledger(
+        [(i.letter.coordinates, {"state": "replaying", "topic": i.target, "at_ms": now})
+         for i, _ in todo]
+    )  # fmt: skip
+
+    landed: dict[int, tuple[int, int]] = {}
+
+    def record(i: int) -> Callable[[KafkaError | None, Any], None]:
+        def done(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+            else:
+                landed[i] = (msg.partition(), msg.offset())
+
+        return done
+
+    for i, (item, part) in enumerate(todo):
+        d = item.letter
+        headers = [(REPLAY_HEADER, f"{dlq}:{d.partition}:{d.offset}".encode())]
+        kwargs: dict[str, Any] = {"headers": headers, "on_delivery": record(i)}
+        if part is not None:
+            kwargs["partition"] = part
+        producer.produce(item.target, d.value, d.key, **kwargs)
+        producer.poll(0)
+    left = producer.flush(timeout_s)
+    done_entries = []
+    for i, (item, _) in enumerate(todo):
+        if i in landed:
+            item.action, (item.partition, item.offset) = "replayed", landed[i]
+            done_entries.append(
+                (item.letter.coordinates, {"state": "replayed", "topic": item.target,
+                 "partition": item.partition, "offset": item.offset, "at_ms": now})
+            )  # fmt: skip
+        else:
+            item.action = "failed"
+            item.why = (failures[:1] or ["not confirmed in time"])[0] if left or failures else ""
+    failures_before = list(failures)
+    failures.clear()
+    if done_entries:
+        write_ledger(done_entries)
+    failures.extend(failures_before)
+    return items
+
+
+def iter_actions(items: list[ReplayItem]) -> Iterator[tuple[str, int]]:
+    """(action, count) in a stable order."""
+    order = ["replayed", "would-replay", "already", "in-doubt", "refused", "failed"]
+    for a in order:
+        n = sum(1 for i in items if i.action == a)
+        if n:
+            yield a, n
