@@ -108,3 +108,238 @@ def bench(
         f"run_id={rid} achieved_rate={s.achieved_rate:.2f} errors={s.errors} "
         + " ".join(f"{k}={v}" for k, v in q.items())
     )
+
+
+def _period_bounds(since: str, until: float | None) -> tuple[float, float, float]:
+    import time
+
+    span = seconds_of(since, "since")
+    end = time.time() if until is None else until
+    if not math.isfinite(end) or end <= 0:
+        raise typer.BadParameter("Unix seconds", param_hint="--until")
+    return end - span, end, span
+
+
+def _fmt(name: str, v: float) -> str:
+    if not math.isfinite(v):
+        return "-"
+    if name.endswith("_s"):
+        return f"{v * 1000:.2f}ms"
+    if name == "error_ratio":
+        return f"{v:.3%}"
+    return f"{v:.3f}"
+
+
+def _iso(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _jsonable(obj: object) -> object:
+    import dataclasses
+
+    import numpy as np
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for prop in ("regressions", "saturated", "rate_rps", "error_ratio", "mean_s"):
+            if hasattr(type(obj), prop) and isinstance(getattr(type(obj), prop), property):
+                out[prop] = _jsonable(getattr(obj, prop))
+        return out
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return None  # per-window arrays stay out of the report
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    return obj
+
+
+@app.command("analyze")
+def analyze(
+    service: Annotated[str | None, typer.Option(help="The service label to analyze.")] = None,
+    model: Annotated[str | None, typer.Option(help="A model (model_latency_ms).")] = None,
+    version: Annotated[str | None, typer.Option(help="The model version to judge.")] = None,
+    against: Annotated[str | None, typer.Option(help="The model version to compare with.")] = None,
+    since: Annotated[str, typer.Option(help="Current period, up to --until.")] = "24h",
+    baseline: Annotated[str, typer.Option(help="Baseline period, just before it.")] = "7d",
+    window: Annotated[str, typer.Option(help="Window of the per-window values.")] = "5m",
+    until: Annotated[float | None, typer.Option(help="End, Unix seconds (default now).")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
+    min_change: Annotated[float, typer.Option(help="Smallest relative change flagged.")] = 0.1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    fail_on_regression: Annotated[bool, typer.Option(help="Exit 1 on a regression.")] = False,
+    url: Annotated[str | None, typer.Option(help="Store URL (default from settings).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """A service's latency, throughput and errors against a baseline period (or a
+    model version against another), flagging only significant regressions."""
+    import json
+
+    from monitoring.perf import analysis, store_io
+    from monitoring.query.client import StoreError, open_store
+
+    if (service is None) == (model is None):
+        raise typer.BadParameter("give --service or --model (with --version, --against)")
+    if model is not None and (not version or not against):
+        raise typer.BadParameter("--model needs --version and --against")
+    if not 0 < alpha < 1:
+        raise typer.BadParameter("between 0 and 1", param_hint="--alpha")
+    if not (math.isfinite(min_change) and min_change >= 0):
+        raise typer.BadParameter("0 or more (0.1 is 10 %)", param_hint="--min-change")
+    start, end, _span = _period_bounds(since, until)
+    settings = load_settings(config)
+    try:
+        with open_store(settings, url) as client:
+            if model is not None:
+                assert version is not None and against is not None
+                result: object = store_io.analyze_model_versions(
+                    client, model, version, against, since_s=end - start, until_s=end,
+                    alpha=alpha, min_change=min_change,
+                )  # fmt: skip
+            else:
+                assert service is not None
+                result = store_io.analyze_service(
+                    client, service, since_s=end - start, until_s=end,
+                    baseline_s=seconds_of(baseline, "baseline"),
+                    window_s=seconds_of(window, "window"), alpha=alpha, min_change=min_change,
+                )  # fmt: skip
+    except (StoreError, store_io.BadQuery) as e:
+        err.print(f"[red]analysis failed:[/] {e}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(_jsonable(result), indent=2))
+    elif isinstance(result, analysis.ModelAnalysis):
+        _print_model(result)
+    else:
+        assert isinstance(result, analysis.Analysis)
+        _print_service(result)
+    flagged = (
+        result.latency.regression
+        if isinstance(result, analysis.ModelAnalysis)
+        else bool(result.regressions)  # type: ignore[attr-defined]
+    )
+    if fail_on_regression and flagged:
+        raise typer.Exit(1)
+
+
+def _print_service(a: object) -> None:
+    from monitoring.perf.analysis import Analysis
+
+    assert isinstance(a, Analysis)
+    c, b = a.current, a.baseline
+    typer.echo(
+        f"service {a.subject}: {_iso(c.start_s)} .. {_iso(c.end_s)} against "
+        f"{_iso(b.start_s)} .. {_iso(b.end_s)}"
+    )
+    typer.echo(
+        f"totals      current: {c.requests:.0f} requests, {c.rate_rps:.3f}/s, errors "
+        f"{_fmt('error_ratio', c.error_ratio)}, p50 {_fmt('_s', c.p50_s)} p90 "
+        f"{_fmt('_s', c.p90_s)} p99 {_fmt('_s', c.p99_s)} mean {_fmt('_s', c.mean_s)}"
+    )
+    typer.echo(
+        f"            baseline: {b.requests:.0f} requests, {b.rate_rps:.3f}/s, errors "
+        f"{_fmt('error_ratio', b.error_ratio)}, p50 {_fmt('_s', b.p50_s)} p90 "
+        f"{_fmt('_s', b.p90_s)} p99 {_fmt('_s', b.p99_s)} mean {_fmt('_s', b.mean_s)}"
+    )
+    typer.echo(
+        f"{'per window (median)':<20}{'current':>12}{'baseline':>12}{'change':>9}"
+        f"{'p-value':>10}{'effect r':>10}{'windows':>10}  verdict"
+    )
+    for name, cmp in a.comparisons.items():
+        change = f"{cmp.relative_change:+.1%}" if math.isfinite(cmp.relative_change) else "-"
+        p = f"{cmp.p_value:.2g}" if math.isfinite(cmp.p_value) else "-"
+        r = f"{cmp.rank_biserial:+.2f}" if math.isfinite(cmp.rank_biserial) else "-"
+        typer.echo(
+            f"{name:<20}{_fmt(name, cmp.median_current):>12}{_fmt(name, cmp.median_baseline):>12}"
+            f"{change:>9}{p:>10}{r:>10}{f'{cmp.n_current}/{cmp.n_baseline}':>10}  "
+            f"{cmp.verdict()}"
+        )
+    for s in a.saturation:
+        state = "SATURATED" if s.saturated else ("tracks" if s.tracks else "independent")
+        cap = f" of {s.capacity:g}" if s.capacity is not None else ""
+        typer.echo(
+            f"saturation {s.resource}: rho {s.correlation.rho:.2f} (p {s.correlation.p_value:.2g},"
+            f" {s.correlation.n} windows), p95 {s.p95:.3g}{cap}: {state}"
+        )
+    typer.echo(
+        "test: one-sided Mann-Whitney U over per-window values; effect r = rank-biserial; "
+        "flagged when p < alpha and |change| >= min-change"
+    )
+    typer.echo("regressions: " + (", ".join(a.regressions) or "none"))
+
+
+def _print_model(m: object) -> None:
+    from monitoring.perf.analysis import ModelAnalysis
+
+    assert isinstance(m, ModelAnalysis)
+    c = m.latency
+
+    def qs(d: dict[float, float]) -> str:
+        return " ".join(
+            f"p{q * 100:g} {v:.2f}ms" if math.isfinite(v) else f"p{q * 100:g} -"
+            for q, v in d.items()
+        )
+
+    typer.echo(f"model {m.model}: version {m.version} against {m.against} (model_latency_ms)")
+    typer.echo(f"  {m.version}: {m.n_current} predictions, {qs(m.current_quantiles)}")
+    typer.echo(f"  {m.against}: {m.n_baseline} predictions, {qs(m.baseline_quantiles)}")
+    change = f"{c.relative_change:+.1%}" if math.isfinite(c.relative_change) else "-"
+    typer.echo(
+        f"  median change {change}, Hodges-Lehmann shift {c.hodges_lehmann:.3g} ms, "
+        f"Mann-Whitney p {c.p_value:.2g}, effect r {c.rank_biserial:+.2f}: {c.verdict()}"
+    )
+    typer.echo("regressions: " + ("latency" if c.regression else "none"))
+
+
+@app.command("suggest")
+def suggest(
+    service: Annotated[str | None, typer.Option(help="The service label.")] = None,
+    since: Annotated[str, typer.Option(help="Period, up to --until.")] = "24h",
+    window: Annotated[str, typer.Option(help="Window of the per-window values.")] = "5m",
+    until: Annotated[float | None, typer.Option(help="End, Unix seconds (default now).")] = None,
+    models: Annotated[bool, typer.Option(help="Also rank models by inference time.")] = True,
+    min_share: Annotated[float, typer.Option(help="Share of time that makes a hot spot.")] = 0.2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    url: Annotated[str | None, typer.Option(help="Store URL (default from settings).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Concrete suggestions from the data, each with its evidence: hot routes and models,
+    error hotspots, latency tracking a saturated resource, over- or under-used capacity."""
+    import json
+
+    from monitoring.perf import optimization, store_io
+    from monitoring.query.client import StoreError, open_store
+
+    if service is None and not models:
+        raise typer.BadParameter("give --service, or leave --models on")
+    if not 0 < min_share <= 1:
+        raise typer.BadParameter("between 0 and 1", param_hint="--min-share")
+    start, end, _span = _period_bounds(since, until)
+    w = seconds_of(window, "window")
+    settings = load_settings(config)
+    try:
+        with open_store(settings, url) as client:
+            found = store_io.suggestions(
+                client, service, since_s=end - start, until_s=end, window_s=w, models=models,
+                thresholds=optimization.Thresholds(min_share=min_share),
+            )  # fmt: skip
+    except (StoreError, store_io.BadQuery) as e:
+        err.print(f"[red]suggest failed:[/] {e}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(_jsonable(found), indent=2))
+        return
+    subject = f"service {service}" if service else "models"
+    typer.echo(f"{subject}: {_iso(start)} .. {_iso(end)}: {len(found)} suggestion(s)")
+    for i, s in enumerate(found, 1):
+        typer.echo(f"{i}. [{s.kind}] {s.message}")
+        ev = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.evidence.items()
+        )
+        typer.echo(f"   evidence: {ev}")
