@@ -365,3 +365,30 @@ def scrape_bench(
               f"{col.cpu_pct:.4f}")  # fmt: skip
     Console().print(t)
     print(f"scrape_missed_intervals={res.missed_intervals} collector_cpu_pct={col.cpu_pct:.4f}")
+
+
+@app.command("receive")
+def receive_bench(
+    rw_series: int = typer.Option(10_000, help="remote_write: distinct series"),
+    rw_per_request: int = typer.Option(2_000, help="remote_write: samples per request"),
+    rw_requests: int = typer.Option(250, help="remote_write: requests"),
+    otlp_per_request: int = typer.Option(1_000, help="OTLP: data points per request (x 50)"),
+    otlp_requests: int = typer.Option(200, help="OTLP: requests"),
+    config: str | None = typer.Option(None, "--config", "-c"),
+) -> None:
+    """remote_write samples and OTLP data points per CPU-second of the receiver."""
+    from monitoring.bench.receive import report, run
+    from monitoring.log import configure_logging
+
+    configure_logging("WARNING")
+    console = Console(stderr=True)
+    rw, ot = run(
+        load_settings(config),
+        rw_series,
+        rw_per_request,
+        rw_requests,
+        otlp_per_request,
+        otlp_requests,
+        progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+    )
+    print(report(rw, ot))
