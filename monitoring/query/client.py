@@ -28,11 +28,12 @@ import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import numpy as np
+from clickhouse_connect.driver.binding import format_bind_value
 
 from monitoring.config import Settings
 
@@ -255,14 +256,20 @@ class StoreClient:
 
 
 def _param_text(v: Any) -> str:
-    """A parameter value in ClickHouse's text form."""
+    r"""A parameter value in ClickHouse's text form: times in UTC with milliseconds (an
+    aware datetime converted, a naive one taken as UTC), else clickhouse-connect's
+    escaping (strings escaped, list elements quoted), which the engine parses back.
+
+    >>> _param_text(["a'b", "c"]), _param_text(True)
+    ("['a\\'b', 'c']", '1')
+    """
     if isinstance(v, datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(UTC)
         return v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     if isinstance(v, bool):
         return "1" if v else "0"
-    if isinstance(v, list | tuple):
-        return "[" + ",".join(json.dumps(x) if isinstance(x, str) else str(x) for x in v) + "]"
-    return str(v)
+    return str(format_bind_value(v))
 
 
 def _series(data: dict[str, Any]) -> list[Series]:

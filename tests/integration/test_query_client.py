@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -154,3 +154,18 @@ def test_open_store_prefers_the_running_one(store: tuple[VizStore, str]) -> None
     with open_store(settings, url) as c:
         assert c.base_url == url
         assert c.sql("SELECT 1 AS one").rows == [[1]]
+
+
+def test_parameter_values_arrive_as_they_are(client: StoreClient) -> None:
+    """Strings, lists of strings and times bound as parameters come back unchanged:
+    quotes, backslashes, tabs, newlines and non-ASCII text included."""
+    hostile = ["a'b", 'c"d', "é ü 中", "x\\y", "tab\there", "line\nbreak", "]}", ""]
+    table = client.sql(
+        "SELECT {names:Array(String)} AS names, {one:String} AS one, {n:Array(Int64)} AS n",
+        {"names": hostile, "one": hostile[0] + hostile[3] + hostile[5], "n": [1, -2]},
+    )
+    assert table.rows[0] == [hostile, hostile[0] + hostile[3] + hostile[5], [1, -2]]
+    # an aware time is the instant it names, whatever its zone
+    plus2 = datetime(2026, 1, 1, 2, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=2)))
+    table = client.sql("SELECT toString({t:DateTime64(3, 'UTC')})", {"t": plus2})
+    assert table.rows[0][0] == "2026-01-01 00:00:00.250"

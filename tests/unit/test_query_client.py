@@ -113,7 +113,7 @@ def test_sql_parameters_and_bounds(client: StoreClient) -> None:
     params = SEEN[-1]
     assert params["default_format"] == "JSONCompact"
     assert (params["param_n"], params["param_when"]) == ("7", "2026-01-02 03:04:05.000")
-    assert (params["param_names"], params["param_flag"]) == ('["a","b"]', "1")
+    assert (params["param_names"], params["param_flag"]) == ("['a', 'b']", "1")
     with pytest.raises(StoreError, match="larger than 65536 bytes"):
         client.sql("endless")
     with pytest.raises(StoreError, match="larger than 65536 bytes"):
