@@ -26,7 +26,10 @@ Cardinality is bounded: ``route`` is the route template, never the raw path (a r
 no route matches is ``unmatched``), and at most ``max_routes`` distinct values (later ones
 are ``overflow``, counted); methods outside RFC 9110's and PATCH are ``_OTHER`` (as
 OpenTelemetry does); statuses outside 100-599 are ``invalid``; at most ``max_functions``
-callables and ``max_errors`` exception types.
+callables and ``max_errors`` exception types; values are cut to 256 characters.
+
+Recording never breaks the request or call it measures: a failure inside the metrics
+(an invalid label, psutil refused) is counted in ``.failures`` and logged once.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ from typing import Any, TypeVar, overload
 
 import psutil
 
+from monitoring.log import get_logger
 from monitoring.sdk.producer import MetricsCollector
+
+log = get_logger("perf")
 
 HTTP_DURATION = "http_server_request_duration_seconds"
 HTTP_REQUESTS = "http_server_requests_total"
@@ -67,6 +73,7 @@ UNMATCHED = "unmatched"
 OVERFLOW = "overflow"
 INVALID_STATUS = "invalid"
 PROCESS_UPDATE_S = 1.0
+MAX_LABEL_VALUE = 256  # longer route templates, function names... are cut to this
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,6 +119,7 @@ class BoundedLabel:
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
+        value = value[:MAX_LABEL_VALUE]
         if value in self.seen:
             return value
         with self._lock:
@@ -122,6 +130,18 @@ class BoundedLabel:
                 return OVERFLOW
             self.seen.add(value)
         return value
+
+
+class _Failures:
+    """Counts failures of recording; logs the first."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def _failed(self, what: str, e: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("perf_metrics_failed", what=what, error=repr(e)[:300])
 
 
 def _const_labels(labels: Mapping[str, str] | None, instance: str | None) -> dict[str, str]:
@@ -165,7 +185,7 @@ class ProcessMetrics:
             self.update()
 
 
-class HttpMetrics:
+class HttpMetrics(_Failures):
     """The HTTP server RED series of one service (see the module's table)."""
 
     def __init__(
@@ -178,6 +198,7 @@ class HttpMetrics:
         max_routes: int = 256,
         process: bool = True,
     ) -> None:
+        super().__init__()
         const = _const_labels(labels, instance if instance is not None else default_instance())
         self.const = const
         self.collector = collector
@@ -193,13 +214,24 @@ class HttpMetrics:
     def started(self, method: str) -> str:
         """A request began: the in-flight gauge goes up; returns the method label."""
         m = method_label(method)
-        self.active.inc(1, self.const, method=m)
+        try:
+            self.active.inc(1, self.const, method=m)
+        except Exception as e:
+            self._failed("started", e)
         return m
 
     def finished(
         self, route: str | None, method: str, status: int, seconds: float, error: bool
     ) -> None:
         """A request ended (``method`` as ``started`` returned it)."""
+        try:
+            self._finished(route, method, status, seconds, error)
+        except Exception as e:
+            self._failed("finished", e)
+
+    def _finished(
+        self, route: str | None, method: str, status: int, seconds: float, error: bool
+    ) -> None:
         labels = {
             **self.const,
             "route": self.routes(route or UNMATCHED),
@@ -264,7 +296,7 @@ class _Timer:
         return wrapper  # type: ignore[return-value]
 
 
-class CallTracker:
+class CallTracker(_Failures):
     """RED metrics of Python callables.
 
     Example::
@@ -292,6 +324,7 @@ class CallTracker:
         max_errors: int = 64,
         process: bool = True,
     ) -> None:
+        super().__init__()
         const = _const_labels(labels, instance if instance is not None else default_instance())
         self.const = const
         self.duration = collector.histogram(CALL_DURATION, buckets, unit="seconds")
@@ -313,11 +346,20 @@ class CallTracker:
         return _Timer(self, getattr(target, "__qualname__", repr(target)))(target)
 
     def _start(self, name: str) -> float:
-        self.active.inc(1, self.const, function=self.functions(name))
+        try:
+            self.active.inc(1, self.const, function=self.functions(name))
+        except Exception as e:
+            self._failed("start", e)
         return time.perf_counter()
 
     def _finish(self, name: str, t0: float, exc: type[BaseException] | None) -> None:
         seconds = time.perf_counter() - t0
+        try:
+            self._record(name, seconds, exc)
+        except Exception as e:
+            self._failed("finish", e)
+
+    def _record(self, name: str, seconds: float, exc: type[BaseException] | None) -> None:
         fn = self.functions(name)
         status = "ok" if exc is None else "error"
         c = self.const

@@ -309,3 +309,31 @@ def test_two_services_on_one_collector_keep_their_own_series(mc: MetricsCollecto
         lab(service="b", route="/x", method="GET", status="500"): 1,
     }
     assert values(mc, HTTP_ERRORS) == {lab(service="b", route="/x", method="GET", status="500"): 1}
+
+
+def test_long_route_values_are_cut_and_metric_failures_never_break_a_request(
+    mc: MetricsCollector,
+) -> None:
+    metrics = HttpMetrics(mc, {"service": "shop"}, process=False)
+    long_route = "/" + "x" * 5000
+    metrics.finished(long_route, metrics.started("GET"), 200, 0.01, False)
+    (key,) = values(mc, HTTP_REQUESTS)
+    assert dict(key)["route"] == long_route[:256]
+
+    def broken(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("metrics down")
+
+    metrics.duration.observe = broken  # type: ignore[method-assign]
+    with serve_asgi(_starlette(metrics)) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/items/1").status_code == 200
+        assert http.get("/items/2").status_code == 200
+    assert metrics.failures == 2
+
+    tracker = CallTracker(mc, process=False)
+    tracker.duration.observe = broken  # type: ignore[method-assign]
+
+    @tracker.track
+    def f() -> int:
+        return 7
+
+    assert f() == 7 and tracker.failures == 1
