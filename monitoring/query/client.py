@@ -8,8 +8,9 @@
 - ``sql(statement, params)``: ClickHouse's HTTP interface (``POST /``, ``JSONCompact``,
   ``{name:Type}`` placeholders bound as ``param_<name>``), answered as a :class:`Table`.
 
-Every request carries the token (``api.token``) and a timeout; a response is read as a
-stream and refused past ``max_response_bytes``. Prometheus's error shape
+Every request carries the token (``api.token``) and a timeout, for each read and for the
+whole answer (a store sending a byte at a time is cut at ``timeout_s``); a response is
+read as a stream and refused past ``max_response_bytes``. Prometheus's error shape
 (``{"status": "error", "errorType", "error"}``) and ClickHouse's (``Code: N.
 DB::Exception: ...``) become :class:`StoreError`; a store that does not answer,
 :class:`StoreUnavailable`.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from monitoring.config import Settings
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 << 20
 DEFAULT_TIMEOUT_S = 40.0  # the store's query timeout (30 s) plus a margin
+MAX_ERROR_CHARS = 2000  # of a store's error message kept in a StoreError
 
 Time = datetime | float | int
 """A point in time: an aware datetime, or Unix seconds."""
@@ -140,6 +143,7 @@ class StoreClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_response_bytes = max_response_bytes
+        self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._own = http is None
         self.http = http or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0))
@@ -191,7 +195,7 @@ class StoreClient:
             raise StoreError("store answered an unexpected shape", status=status)
         if doc.get("status") != "success":
             raise StoreError(
-                str(doc.get("error") or f"store answered {status}"),
+                str(doc.get("error") or f"store answered {status}")[:MAX_ERROR_CHARS],
                 str(doc.get("errorType") or "execution"),
                 status,
             )
@@ -213,7 +217,7 @@ class StoreClient:
             query[f"param_{k}"] = _param_text(v)
         status, body = self._send("POST", "/", params=query, content=statement.encode())
         if status != 200:
-            text = body[:2000].decode("utf-8", "replace").strip()
+            text = body[:MAX_ERROR_CHARS].decode("utf-8", "replace").strip()
             raise StoreError(text or f"store answered {status}", "clickhouse", status)
         try:
             doc = json.loads(body)
@@ -229,6 +233,7 @@ class StoreClient:
     def _send(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
         """One request; the body read up to ``max_response_bytes``."""
         url = self.base_url + path
+        deadline = time.monotonic() + self.timeout_s
         try:
             with self.http.stream(method, url, **kwargs) as resp:
                 length = resp.headers.get("content-length", "")
@@ -240,6 +245,8 @@ class StoreClient:
                     if size > self.max_response_bytes:
                         raise StoreError(self._too_large(), "execution", resp.status_code)
                     chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("the answer took longer than the timeout")
                 return resp.status_code, b"".join(chunks)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             raise StoreUnavailable(f"no store answers at {self.base_url}: {e}") from None
@@ -276,16 +283,22 @@ def _series(data: dict[str, Any]) -> list[Series]:
     """A Prometheus ``data`` object as Series."""
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar" and isinstance(result, list):
-        return [_series_of({}, [result])]
+        try:
+            return [_series_of({}, [result])]
+        except (IndexError, TypeError, ValueError):
+            raise StoreError("store answered a scalar in an unexpected shape") from None
     if kind == "string":
         raise StoreError("the query answered a string, not numbers", "bad_data")
     if not isinstance(result, list):
         raise StoreError("store answered an unexpected result")
     out = []
-    for item in result:
-        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
-        points = item["values"] if kind == "matrix" else [item["value"]]
-        out.append(_series_of(labels, points))
+    try:
+        for item in result:
+            labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+            points = item["values"] if kind == "matrix" else [item["value"]]
+            out.append(_series_of(labels, points))
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        raise StoreError("store answered a series in an unexpected shape") from None
     return out
 
 

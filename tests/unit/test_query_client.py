@@ -4,6 +4,8 @@ real store: tests/integration/test_query_client.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl
@@ -18,6 +20,12 @@ from monitoring.api.server import ApiServer
 from monitoring.query.client import StoreClient, StoreError, seconds, unix_s
 
 SEEN: list[dict[str, str]] = []
+MALFORMED = {
+    "no values": [{"metric": {}}],
+    "not a point": [{"metric": {}, "values": [["x", "1"]]}],
+    "not an item": [1],
+    "bad labels": [{"metric": [1], "values": []}],
+}
 
 
 async def query_range(request: Request) -> Response:
@@ -30,6 +38,25 @@ async def query_range(request: Request) -> Response:
     if form["query"] == "string":
         return JSONResponse(
             {"status": "success", "data": {"resultType": "string", "result": [1, "x"]}}
+        )
+    if form["query"] == "trickle":  # a byte at a time, each well inside the read timeout
+
+        async def trickle() -> AsyncIterator[bytes]:
+            for _ in range(150):
+                yield b" "
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(trickle())
+    if form["query"] in MALFORMED:
+        return JSONResponse(
+            {
+                "status": "success",
+                "data": {"resultType": "matrix", "result": MALFORMED[form["query"]]},
+            }
+        )
+    if form["query"] == "long error":
+        return JSONResponse(
+            {"status": "error", "errorType": "bad_data", "error": "x" * 50_000}, 400
         )
     if form["query"] == "timeout":
         return JSONResponse(
@@ -130,3 +157,21 @@ def test_times_and_steps_are_checked() -> None:
     with pytest.raises(ValueError, match="positive"):
         seconds(0)
     assert seconds(timedelta(minutes=1)) == 60.0
+
+
+def test_malformed_answers_and_long_errors_are_store_errors(client: StoreClient) -> None:
+    for query in MALFORMED:
+        with pytest.raises(StoreError, match="unexpected"):
+            client.query_range(query, 0, 60, 15)
+    with pytest.raises(StoreError) as e:
+        client.query("long error")
+    assert e.value.error_type == "bad_data" and len(str(e.value)) <= 2000
+
+
+def test_a_trickling_answer_is_cut_at_the_timeout(server: str) -> None:
+    """Each byte arrives well inside the read timeout; the whole answer does not."""
+    with StoreClient(server, "tok", timeout_s=1.0) as c:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="timed out") as e:
+            c.query("trickle")
+    assert e.value.error_type == "timeout" and time.monotonic() - started < 10
