@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from monitoring.config import Settings
 from monitoring.ingest.outlet import Outlet
 from monitoring.ingest.scrape import Scraper
 from monitoring.ingest.scrape_config import ScrapeFile
+from monitoring.runtime.admin import delete_topics, ensure_topics, list_topics
 
 
 def page(series: int) -> bytes:
@@ -163,9 +165,38 @@ async def _scrape(
     kafka: bool,
     progress: Callable[[str], None],
 ) -> ScrapeBench:
+    registry = CollectorRegistry()
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    if kafka:  # a fresh topic prefix, deleted afterwards
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})}
+        )
+        ensure_topics(settings)
+    try:
+        return await _measure(
+            settings, registry, port, targets, series, interval_s, duration_s, warmup_s, kafka,
+            progress,
+        )  # fmt: skip
+    finally:
+        if kafka:
+            bootstrap = settings.kafka.bootstrap_servers
+            delete_topics(bootstrap, list_topics(bootstrap, prefix=prefix))
+
+
+async def _measure(
+    settings: Settings,
+    registry: CollectorRegistry,
+    port: int,
+    targets: int,
+    series: int,
+    interval_s: float,
+    duration_s: float,
+    warmup_s: float,
+    kafka: bool,
+    progress: Callable[[str], None],
+) -> ScrapeBench:
     from monitoring.sdk.producer import MetricsCollector
 
-    registry = CollectorRegistry()
     mc: Any = (
         MetricsCollector(settings, source="bench-scrape", registry=registry, batch_size=5000)
         if kafka

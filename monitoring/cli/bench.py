@@ -392,3 +392,51 @@ def receive_bench(
         progress=lambda m: console.print(f"[dim]{m}[/dim]"),
     )
     print(report(rw, ot))
+
+
+@app.command("ingest")
+def ingest_bench(
+    rw_requests: int = typer.Option(250, help="remote_write: requests of 2,000 samples"),
+    otlp_requests: int = typer.Option(200, help="OTLP: requests of 1,000 data points"),
+    targets: int = typer.Option(500, help="scrape: targets"),
+    series: int = typer.Option(1000, help="scrape: samples per target"),
+    interval: float = typer.Option(15.0, help="scrape: scrape_interval (s)"),
+    duration: float = typer.Option(60.0, help="scrape: measured after the warm-up (s)"),
+    warmup: float | None = typer.Option(None, help="scrape: least warm-up (s)"),
+    collections: int = typer.Option(20, help="system collections timed"),
+    config: str | None = typer.Option(None, "--config", "-c"),
+) -> None:
+    """Every ingest path: the receivers per CPU-second, scraping many targets, the
+    system collector's CPU. The last line has the four numbers of issue 17."""
+    from monitoring.bench.ingest_scrape import run_collector, run_scrape
+    from monitoring.bench.receive import report, run
+    from monitoring.log import configure_logging
+
+    configure_logging("WARNING")
+    console = Console(stderr=True)
+    settings = load_settings(config)
+
+    def progress(m: str) -> None:
+        console.print(f"[dim]{m}[/dim]")
+
+    rw, ot = run(settings, rw_requests=rw_requests, otlp_requests=otlp_requests,
+                 progress=progress)  # fmt: skip
+    col = run_collector(settings, collections)
+    res = run_scrape(settings, targets, series, interval, duration, progress=progress,
+                     warmup_s=warmup)  # fmt: skip
+    print("\n".join(report(rw, ot).splitlines()[:-1]))
+    print(
+        f"scrape: {res.targets} targets x {res.series} series every {res.interval_s:g}s for "
+        f"{res.duration_s:.0f}s after a {res.warmup_s:.0f}s warm-up ({res.warmup_missed} "
+        f"missed in it): {res.scrapes}/{res.due} scrapes, {res.samples_per_s:,.0f} samples/s, "
+        f"{res.cpu_cores:.2f} cores, {res.unsent} unsent"
+    )
+    print(
+        f"system collector: {col.series} series, {col.cpu_ms_per_collection:.1f} ms CPU per "
+        f"collection, {col.cpu_pct:.4f}% of a core at {col.interval_s:g}s"
+    )
+    print(
+        f"remote_write_samples_per_cpu_s={rw.points_per_cpu_s:.0f} "
+        f"otlp_points_per_cpu_s={ot.points_per_cpu_s:.0f} "
+        f"scrape_missed_intervals={res.missed_intervals} collector_cpu_pct={col.cpu_pct:.4f}"
+    )
