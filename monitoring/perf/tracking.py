@@ -74,6 +74,7 @@ OVERFLOW = "overflow"
 INVALID_STATUS = "invalid"
 PROCESS_UPDATE_S = 1.0
 MAX_LABEL_VALUE = 256  # longer route templates, function names... are cut to this
+CHILD_CACHE_MAX = 10_000  # cached (route, method, status) children per HttpMetrics
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -210,15 +211,24 @@ class HttpMetrics(_Failures):
         self.active = collector.gauge(HTTP_ACTIVE, unit="requests")
         self.routes = BoundedLabel(max_routes)
         self.process = ProcessMetrics(collector, const) if process else None
+        # the SDK finds a child by its sorted labels on every call: keep them at hand
+        self._children: dict[tuple[str | None, str, int], tuple[Any, Any, dict[str, str]]] = {}
+        self._active: dict[str, Any] = {}
 
     def started(self, method: str) -> str:
         """A request began: the in-flight gauge goes up; returns the method label."""
         m = method_label(method)
         try:
-            self.active.inc(1, self.const, method=m)
+            self._active_child(m).inc(1)
         except Exception as e:
             self._failed("started", e)
         return m
+
+    def _active_child(self, method: str) -> Any:
+        child = self._active.get(method)
+        if child is None:
+            child = self._active[method] = self.active.labels(**self.const, method=method)
+        return child
 
     def finished(
         self, route: str | None, method: str, status: int, seconds: float, error: bool
@@ -232,17 +242,25 @@ class HttpMetrics(_Failures):
     def _finished(
         self, route: str | None, method: str, status: int, seconds: float, error: bool
     ) -> None:
-        labels = {
-            **self.const,
-            "route": self.routes(route or UNMATCHED),
-            "method": method,
-            "status": status_label(status),
-        }
-        self.active.dec(1, self.const, method=method)
-        self.duration.observe(max(0.0, seconds), labels)
-        self.requests.inc(1, labels)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = {
+                **self.const,
+                "route": self.routes(route or UNMATCHED),
+                "method": method,
+                "status": status_label(status),
+            }
+            children = (self.duration.labels(**labels), self.requests.labels(**labels), labels)
+            if len(self._children) >= CHILD_CACHE_MAX:
+                self._children.clear()
+            self._children[key] = children
+        duration, requests, labels = children
+        self._active_child(method).dec(1)
+        duration.observe(max(0.0, seconds))
+        requests.inc(1)
         if error or status >= 500:
-            self.errors.inc(1, labels)
+            self.errors.inc(1, labels)  # rare: the family's lookup is fine
         if self.process is not None:
             self.process.maybe_update()
 
@@ -334,6 +352,7 @@ class CallTracker(_Failures):
         self.functions = BoundedLabel(max_functions)
         self.error_types = BoundedLabel(max_errors)
         self.process = ProcessMetrics(collector, const) if process else None
+        self._cache: dict[str, tuple[Any, Any, Any, Any, Any, str]] = {}
 
     @overload
     def track(self, target: str) -> _Timer: ...
@@ -345,9 +364,27 @@ class CallTracker(_Failures):
             return _Timer(self, target)
         return _Timer(self, getattr(target, "__qualname__", repr(target)))(target)
 
+    def _children_of(self, name: str) -> tuple[Any, Any, Any, Any, Any, str]:
+        """(active, ok duration, ok calls, error duration, error calls, label) of a name."""
+        ch = self._cache.get(name)
+        if ch is None:
+            fn, c = self.functions(name), self.const
+            ch = (
+                self.active.labels(**c, function=fn),
+                self.duration.labels(**c, function=fn, status="ok"),
+                self.calls.labels(**c, function=fn, status="ok"),
+                self.duration.labels(**c, function=fn, status="error"),
+                self.calls.labels(**c, function=fn, status="error"),
+                fn,
+            )
+            if len(self._cache) >= CHILD_CACHE_MAX:
+                self._cache.clear()
+            self._cache[name] = ch
+        return ch
+
     def _start(self, name: str) -> float:
         try:
-            self.active.inc(1, self.const, function=self.functions(name))
+            self._children_of(name)[0].inc(1)
         except Exception as e:
             self._failed("start", e)
         return time.perf_counter()
@@ -360,13 +397,14 @@ class CallTracker(_Failures):
             self._failed("finish", e)
 
     def _record(self, name: str, seconds: float, exc: type[BaseException] | None) -> None:
-        fn = self.functions(name)
-        status = "ok" if exc is None else "error"
-        c = self.const
-        self.active.dec(1, c, function=fn)
-        self.duration.observe(seconds, c, function=fn, status=status)
-        self.calls.inc(1, c, function=fn, status=status)
-        if exc is not None:
-            self.errors.inc(1, c, function=fn, error=self.error_types(exc.__name__))
+        active, ok_d, ok_n, err_d, err_n, fn = self._children_of(name)
+        active.dec(1)
+        if exc is None:
+            ok_d.observe(seconds)
+            ok_n.inc(1)
+        else:
+            err_d.observe(seconds)
+            err_n.inc(1)
+            self.errors.inc(1, self.const, function=fn, error=self.error_types(exc.__name__))
         if self.process is not None:
             self.process.maybe_update()

@@ -323,17 +323,17 @@ def test_long_route_values_are_cut_and_metric_failures_never_break_a_request(
     def broken(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("metrics down")
 
-    metrics.duration.observe = broken  # type: ignore[method-assign]
+    metrics.duration.labels = broken  # type: ignore[method-assign]
     with serve_asgi(_starlette(metrics)) as url, httpx.Client(base_url=url) as http:
         assert http.get("/items/1").status_code == 200
         assert http.get("/items/2").status_code == 200
     assert metrics.failures == 2
 
     tracker = CallTracker(mc, process=False)
-    tracker.duration.observe = broken  # type: ignore[method-assign]
+    tracker.duration.labels = broken  # type: ignore[method-assign]
 
     @tracker.track
     def f() -> int:
         return 7
 
-    assert f() == 7 and tracker.failures == 1
+    assert f() == 7 and tracker.failures == 2  # at the start and at the end
