@@ -337,3 +337,38 @@ def test_the_grafana_button_downloads_the_dashboard_s_json(ui: Ui) -> None:
     assert model["title"] == "Pipeline" and model["schemaVersion"] == 39
     assert errors == [], errors
     page.close()
+
+
+def test_a_panel_exports_csv_and_png(ui: Ui) -> None:
+    import csv
+    import io
+
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/system?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    with page.expect_download() as info:
+        page.click('[data-panel="busiest_cores"] button.csv')
+    download = info.value
+    assert download.suggested_filename == "system-busiest_cores.csv"
+    target = ARTIFACTS / download.suggested_filename
+    download.save_as(target)
+    rows = list(csv.reader(io.StringIO(target.read_text())))
+    assert rows[0] == ["series", "value"] and len(rows) == 11
+    names = [r[0] for r in rows[1:]]
+    assert any(n.startswith("'=HYPERLINK") for n in names), names  # no live formula
+    assert not any(n.startswith("=") for n in names)
+
+    with page.expect_download() as info:
+        page.click('[data-panel="cpu_by_host"] button.csv')
+    series = list(csv.reader(io.StringIO(info.value.path().read_text())))
+    assert series[0] == ["series", "time", "value"] and len(series) > 100
+
+    page.hover('[data-panel="cpu_by_host"] .js-plotly-plot')
+    with page.expect_download() as info:
+        page.click('[data-panel="cpu_by_host"] .modebar-btn[data-title*="png" i]')
+    png = info.value
+    assert png.suggested_filename == "system-cpu_by_host.png"
+    png.save_as(ARTIFACTS / png.suggested_filename)
+    assert (ARTIFACTS / png.suggested_filename).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert errors == [], errors
+    page.close()

@@ -20,7 +20,7 @@
   };
   const ALL = "$__all";
   const PLOTLY_CONFIG = { displaylogo: false, responsive: true,
-    modeBarButtonsToRemove: ["toImage", "sendDataToCloud", "lasso2d", "select2d"] };
+    modeBarButtonsToRemove: ["sendDataToCloud", "lasso2d", "select2d"] };
 
   function parseDuration(s) {
     const m = /^(\d+)(ms|s|m|h|d|w)$/.exec(s || "");
@@ -131,13 +131,18 @@
           "data-state": "loading", "data-traces": "0" });
         node.style.gridColumn = `span ${p.width}`;
         node.style.height = `${p.height}px`;
+        const head = node.appendChild(el("div", { class: "panel-head" }));
         const h = el("h3", {}, p.title);
         if (p.description) h.title = p.description;
-        node.appendChild(h);
+        head.appendChild(h);
+        const csv = head.appendChild(el("button", { type: "button", class: "csv",
+          title: "download this panel's data as CSV" }, "CSV"));
         const body = node.appendChild(el("div", { class: "body" }));
         const note = node.appendChild(el("div", { class: "note" }));
         grid.appendChild(node);
-        state.panels.push({ panel: p, node, body, note, seq: 0 });
+        const entry = { panel: p, node, body, note, seq: 0, res: null };
+        csv.addEventListener("click", () => downloadCsv(entry));
+        state.panels.push(entry);
       }
     }
   }
@@ -160,6 +165,7 @@
       return;
     }
     if (seq !== entry.seq) return; // a newer request for this panel went out
+    entry.res = res;
     entry.note.textContent = (res.warnings || []).join("; ");
     const drawn = draw(entry, res, r);
     entry.node.setAttribute("data-traces", String(drawn));
@@ -178,8 +184,8 @@
 
   function layout(p, r, extra) {
     const base = {
-      margin: { l: 60, r: 10, t: 6, b: 30 }, paper_bgcolor: "rgba(0,0,0,0)",
-      plot_bgcolor: "rgba(0,0,0,0)", font: { color: "#d8d9da", size: 11 },
+      margin: { l: 60, r: 10, t: 6, b: 30 }, paper_bgcolor: "#181b1f",
+      plot_bgcolor: "#181b1f", font: { color: "#d8d9da", size: 11 },
       showlegend: true, legend: { orientation: "h", y: -0.18, font: { size: 10 } },
       hovermode: "x unified",
       xaxis: { type: "date", range: [new Date(r.start), new Date(r.end)], gridcolor: "#2c3036" },
@@ -194,7 +200,9 @@
     clear(entry.body);
     const div = entry.body.appendChild(el("div", { class: "plot" }));
     div.style.height = "100%";
-    window.Plotly.newPlot(div, traces, lay, PLOTLY_CONFIG);
+    const config = Object.assign({}, PLOTLY_CONFIG, {
+      toImageButtonOptions: { format: "png", filename: `${name}-${entry.panel.id}`, scale: 2 } });
+    window.Plotly.newPlot(div, traces, lay, config);
     div.on("plotly_relayout", (ev) => zoomed(ev));
     return traces.length;
   }
@@ -272,7 +280,7 @@
           domain: { row: 0, column: i },
         }));
         return plot(entry, traces, { margin: { l: 20, r: 20, t: 30, b: 10 },
-          paper_bgcolor: "rgba(0,0,0,0)", font: { color: "#d8d9da" },
+          paper_bgcolor: "#181b1f", font: { color: "#d8d9da" },
           grid: { rows: 1, columns: traces.length, pattern: "independent" } });
       }
       case "logs":
@@ -339,6 +347,47 @@
     entry.body.appendChild(table(columns, labels.length ? rows : items.map((f) =>
       [f.name, formatValue(lastValue(f), p.unit, p.decimals)])));
     return items.length;
+  }
+
+  // A panel's data as CSV (long form: one value per line). A cell that a spreadsheet
+  // would run as a formula (= + - @ tab CR first) gets a leading quote.
+  function csvCell(v) {
+    let s = v === null || v === undefined ? "" : String(v);
+    if (/^[=+\-@\t\r]/.test(s) && !/^-?\d/.test(s)) s = "'" + s;
+    return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+
+  function csvLines(res) {
+    const lines = [];
+    const iso = (t) => new Date(t).toISOString();
+    for (const f of res.frames || []) {
+      if (f.kind === "series") {
+        if (!lines.length) lines.push(["series", "time", "value"]);
+        f.t.forEach((t, i) => lines.push([f.name, iso(t), f.v[i]]));
+      } else if (f.kind === "value") {
+        if (!lines.length) lines.push(["series", "value"]);
+        lines.push([f.name, f.value]);
+      } else if (f.kind === "table") {
+        lines.push(f.columns);
+        for (const r of f.rows) lines.push(r);
+      } else if (f.kind === "heatmap") {
+        lines.push(["time", "le", "value"]);
+        f.y.forEach((le, j) => f.x.forEach((t, i) => lines.push([iso(t), le, f.z[j][i]])));
+      }
+    }
+    return lines.map((l) => l.map(csvCell).join(",")).join("\r\n") + "\r\n";
+  }
+
+  function downloadCsv(entry) {
+    if (!entry.res) return;
+    const blob = new Blob([csvLines(entry.res)], { type: "text/csv" });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `${name}-${entry.panel.id}.csv`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
   }
 
   let zoomGuard = false;
