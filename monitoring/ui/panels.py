@@ -174,6 +174,8 @@ def prom_frames(data: Mapping[str, Any], query: Query, max_series: int) -> tuple
     for item in result[:max_series]:
         metric = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
         name = series_name(metric, query.legend)
+        if name == "{}":  # an aggregate without labels: name it by its query
+            name = query.promql if len(query.promql) <= 80 else query.promql[:79] + "…"
         if kind == "matrix":
             pts = item.get("values") or []
             frames.append({

@@ -372,3 +372,30 @@ def test_a_panel_exports_csv_and_png(ui: Ui) -> None:
     assert (ARTIFACTS / png.suggested_filename).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert errors == [], errors
     page.close()
+
+
+def test_a_dashboard_made_by_dashboard_creator_draws_every_panel(ui: Ui) -> None:
+    from monitoring.ui import DashboardCreator
+
+    DashboardCreator(ui.server.ui.dashboards).create(
+        metrics=[
+            {"name": "http_requests_total", "group_by": ["service"]},
+            {"name": "http_request_duration_seconds", "kind": "histogram"},
+            {"name": "node_cpu_usage_percent", "group_by": ["host"]},
+            "node_memory_used_bytes",
+            {"name": "model_inference_latency_ms", "group_by": ["model"]},
+            {"name": "orders_total", "group_by": ["region"]},
+        ],
+        layout="grid",
+        title="Generated",
+        save="generated",
+    )
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/generated?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    states = panel_states(page)
+    assert len(states) == 6
+    assert all(s[0] == "ok" and s[1] >= 1 for s in states.values()), states
+    page.screenshot(path=str(ARTIFACTS / "generated.png"), full_page=True)
+    assert errors == [], errors
+    page.close()

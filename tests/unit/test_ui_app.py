@@ -197,7 +197,7 @@ def test_instant_panels_ask_at_the_end_and_nan_is_no_value(
     [req] = fake.requests
     assert req.url.path == "/api/v1/query"
     assert float(fake.form(req)["time"]) == END / 1000
-    assert body["frames"] == [{"kind": "value", "name": "{}", "labels": {}, "value": None}]
+    assert body["frames"] == [{"kind": "value", "name": "sum(x)", "labels": {}, "value": None}]
 
 
 def test_sql_panels_bind_variables_as_parameters_never_in_the_text(
