@@ -339,7 +339,10 @@ def replay(
         if err is not None:
             failures.append(str(err))
 
-    producer = Producer(producer_config(settings.kafka, on_delivery))
+    # every delivery reported: a replay records where each record landed
+    producer = Producer(
+        {**producer_config(settings.kafka, on_delivery), "delivery.report.only.error": False}
+    )
     ledger_topic = ledger_spec(settings).name
 
     def write_ledger(entries: list[tuple[str, dict[str, Any]]]) -> None:
@@ -373,7 +376,7 @@ def replay(
             kwargs["partition"] = part
         producer.produce(item.target, d.value, d.key, **kwargs)
         producer.poll(0)
-    left = producer.flush(timeout_s)
+    producer.flush(timeout_s)  # what is not confirmed by now is reported as failed
     done_entries = []
     for i, (item, _) in enumerate(todo):
         if i in landed:
@@ -384,7 +387,7 @@ def replay(
             )  # fmt: skip
         else:
             item.action = "failed"
-            item.why = (failures[:1] or ["not confirmed in time"])[0] if left or failures else ""
+            item.why = (failures[:1] or ["not confirmed by the broker in time"])[0]
     failures_before = list(failures)
     failures.clear()
     if done_entries:
