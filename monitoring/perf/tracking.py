@@ -152,11 +152,17 @@ def _const_labels(labels: Mapping[str, str] | None, instance: str | None) -> dic
     return out
 
 
+_PROCESS_LOCK = threading.Lock()
+
+
 class ProcessMetrics:
     """This process's CPU seconds (user + system) and resident memory, from psutil.
 
     ``update()`` reads both (a few microseconds); ``maybe_update()`` at most once per
-    ``PROCESS_UPDATE_S``, so request paths can call it.
+    ``PROCESS_UPDATE_S``, so request paths can call it. Several of these on one
+    collector with the same labels (an ``HttpMetrics`` and a ``CallTracker``) share the
+    series: the counter is raised to psutil's total, never by it, so nothing is counted
+    twice.
     """
 
     def __init__(self, collector: MetricsCollector, labels: Mapping[str, str]) -> None:
@@ -164,21 +170,19 @@ class ProcessMetrics:
         # families are shared by name in a collector: labels go on the children
         self._cpu = collector.counter(PROCESS_CPU, unit="seconds").labels(**labels)
         self._rss = collector.gauge(PROCESS_RSS, unit="bytes").labels(**labels)
-        self._cpu_seen = 0.0
         self._next = 0.0
-        self._lock = threading.Lock()
         self.update()
 
     def update(self) -> None:
         """Read CPU seconds and RSS now."""
-        with self._lock:
-            t = self._proc.cpu_times()
-            cpu = t.user + t.system
-            if cpu > self._cpu_seen:
-                self._cpu.inc(cpu - self._cpu_seen)
-                self._cpu_seen = cpu
-            self._rss.set(self._proc.memory_info().rss)
-            self._next = time.monotonic() + PROCESS_UPDATE_S
+        t = self._proc.cpu_times()
+        rss = self._proc.memory_info().rss
+        with _PROCESS_LOCK:
+            ahead = t.user + t.system - self._cpu.value
+            if ahead > 0:
+                self._cpu.inc(ahead)
+            self._rss.set(rss)
+        self._next = time.monotonic() + PROCESS_UPDATE_S
 
     def maybe_update(self) -> None:
         """``update()`` if the last one is older than ``PROCESS_UPDATE_S``."""

@@ -337,3 +337,17 @@ def test_long_route_values_are_cut_and_metric_failures_never_break_a_request(
         return 7
 
     assert f() == 7 and tracker.failures == 2  # at the start and at the end
+
+
+def test_process_series_shared_by_a_middleware_and_a_tracker_count_cpu_once(
+    mc: MetricsCollector,
+) -> None:
+    import psutil
+
+    proc = psutil.Process()
+    HttpMetrics(mc, {"service": "shop"})
+    tracker = CallTracker(mc, {"service": "shop"})
+    tracker.process.update()  # type: ignore[union-attr]
+    t = proc.cpu_times()
+    (cpu,) = values(mc, PROCESS_CPU).values()
+    assert 0 < cpu <= t.user + t.system  # psutil's total, not twice it
