@@ -169,3 +169,22 @@ def test_bad_arguments_are_explained(store: tuple[PerfStore, str]) -> None:
     assert code == 2
     code, out = run(store, "analyze", "--service", "s", "--since", "soon")
     assert code == 2 and "duration" in out
+
+
+def test_report_section_renders_with_the_shipped_template(store: tuple[PerfStore, str]) -> None:
+    from monitoring.perf import report_section
+    from monitoring.reports.generator import ReportData, ReportGenerator
+    from monitoring.reports.sections import Period, Section
+
+    section = Section("performance", "Performance")
+    with StoreClient(store[1], TOKEN) as client:
+        report_section.fill(section, client, NOW_S - HOUR_S, NOW_S)
+    kinds = {(r[0], r[1]) for r in section.rows}
+    assert {("shop", "hot-route"), ("shop", "error-hotspot"), ("shop", "saturation")} <= kinds
+    assert ("shop", "hot-model") in kinds  # models once, with the first service
+    (block,) = section.blocks
+    assert block.rows[0][0] == "GET /search" and block.rows[0][4].endswith("%")
+    assert section.summary.startswith(f"{len(section.rows)} suggestion(s) for 1 service(s)")
+    data = ReportData("perf", Period(NOW_S - HOUR_S, NOW_S), [section])
+    html = ReportGenerator().generate(data, "default", "html").html
+    assert "GET /search takes" in html and "shop: routes by share of server time" in html
