@@ -111,16 +111,26 @@ def decode(body: bytes, headers: Mapping[str, str], limits: RequestLimits) -> tu
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise BadRequest(400, f"gzip: {e}", "bad-payload") from None
-    if len(out) > limit:
-        raise BadRequest(413, f"decompressed body over {limit} bytes", "too-large")
-    if not d.eof:
-        raise BadRequest(400, "gzip: truncated body", "bad-payload")
-    return out
+    """Every gzip member of ``body`` (RFC 1952 allows several, as Go's reader and
+    ``gzip.decompress`` read them), within ``limit`` bytes in all."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            out = d.decompress(rest, limit - size + 1)
+        except zlib.error as e:
+            raise BadRequest(400, f"gzip: {e}", "bad-payload") from None
+        size += len(out)
+        if size > limit:
+            raise BadRequest(413, f"decompressed body over {limit} bytes", "too-large")
+        if not d.eof:
+            raise BadRequest(400, "gzip: truncated body", "bad-payload")
+        parts.append(out)
+        rest = d.unused_data
+        if not rest:
+            return b"".join(parts)
 
 
 def _ms(ns: int) -> int:
@@ -279,7 +289,10 @@ class Otlp:
         key = tuple(attributes)
         labels = self._labels.get(key)
         if labels is None:
-            labels = labels_of([KeyValue.FromString(a) for a in key])
+            try:  # attributes are bytes until here: a bad one refuses its point only
+                labels = labels_of([KeyValue.FromString(a) for a in key])
+            except DecodeError:
+                raise InvalidSample("bad-attributes", "an attribute is not a KeyValue") from None
             if len(self._labels) >= self.series.max_entries:
                 self._labels.clear()
             self._labels[key] = labels
@@ -467,16 +480,23 @@ class Otlp:
         exp = 2.0**-scale
         bounds: list[float] = []
         counts: list[int] = []
-        off, cs = neg
-        for i in range(len(cs) - 1, -1, -1):  # most negative first: (-base**(j+1), -base**j]
-            bounds.append(-(2.0 ** ((off + i) * exp)))
-            counts.append(cs[i])
-        bounds.append(p.zero_threshold)
-        counts.append(p.zero_count)
-        off, cs = pos
-        for i, c in enumerate(cs):
-            bounds.append(2.0 ** ((off + i + 1) * exp))
-            counts.append(c)
+        try:  # offsets are the sender's: a bound past the float range refuses the point
+            off, cs = neg
+            for i in range(len(cs) - 1, -1, -1):  # most negative first: (-base**(j+1), -base**j]
+                bounds.append(-(2.0 ** ((off + i) * exp)))
+                counts.append(cs[i])
+            bounds.append(p.zero_threshold)
+            counts.append(p.zero_count)
+            off, cs = pos
+            for i, c in enumerate(cs):
+                bounds.append(2.0 ** ((off + i + 1) * exp))
+                counts.append(c)
+        except OverflowError:
+            raise InvalidSample("bad-histogram", f"{name}: bucket bounds past +-1.8e308") from None
+        if any(not a < b for a, b in itertools.pairwise(bounds)) or not all(
+            map(math.isfinite, bounds)
+        ):  # offsets so small that bounds collapse to 0, or a NaN/inf zero threshold
+            raise InvalidSample("bad-histogram", f"{name}: bucket bounds not increasing")
         return bounds, counts
 
     def _buckets(

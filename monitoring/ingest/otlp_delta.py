@@ -74,6 +74,8 @@ class Staged:
         """The cumulative total after adding a delta sum point."""
         e = self._entry(key, end_ns)
         total = (e[1] if e is not None else 0.0) + value
+        if total - total != 0.0:  # overflowed to +-inf: refused, the kept total unchanged
+            raise InvalidSample("non-finite-value", f"a delta total {total!r}")
         self.changes[key] = [end_ns, total]
         return total
 
@@ -94,6 +96,8 @@ class Staged:
         else:
             acc = [x + y for x, y in zip(e[2], counts, strict=True)]
             s, n = e[3] + total, e[4] + count
+        if s - s != 0.0:
+            raise InvalidSample("non-finite-value", f"a delta histogram's sum {s!r}")
         self.changes[key] = [end_ns, b, acc, s, n]
         return acc, s, n
 

@@ -1,0 +1,147 @@
+"""The receivers read as an attacker or a careless sender would: inputs that used to
+crash a request (answered 500, which OTLP exporters drop and nobody counts), data
+dropped silently, and per-series structures whose bytes were not bounded."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fixtures.receive import World
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
+
+from monitoring.ingest.otlp import OtlpOptions
+from monitoring.ingest.otlp_raw import RawExportRequest
+
+NOW_NS = time.time_ns()
+PB = {"Content-Type": "application/x-protobuf"}
+DELTA, CUMULATIVE = m.AGGREGATION_TEMPORALITY_DELTA, m.AGGREGATION_TEMPORALITY_CUMULATIVE
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World(options=OtlpOptions(scope_labels=False, target_info=False))
+    yield w
+    w.close()
+
+
+def export(*metrics: m.Metric) -> bytes:
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="s")))
+    rm.scope_metrics.add().metrics.extend(metrics)
+    return req.SerializeToString()
+
+
+def gauge(name: str, value: float, **attrs: str) -> m.Metric:
+    p = m.NumberDataPoint(
+        time_unix_nano=NOW_NS,
+        as_double=value,
+        attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs.items()],
+    )
+    return m.Metric(name=name, gauge=m.Gauge(data_points=[p]))
+
+
+def otlp(w: World, body: bytes, headers: dict[str, str] = PB) -> tuple[int, Any]:
+    r = w.client.post("/v1/metrics", content=body, headers=headers)
+    ok = r.status_code == 200
+    return r.status_code, ExportMetricsServiceResponse.FromString(r.content) if ok else r.text
+
+
+def recorded(w: World) -> set[str]:
+    return {k for k, _, _, _ in w.collector.recorded}
+
+
+@pytest.mark.parametrize("attribute", [b"\x0a\x02\xff\xfe", b"\x0a\x09ab"])
+def test_an_attribute_that_is_not_a_key_value_refuses_its_point_only(
+    world: World, attribute: bytes
+) -> None:
+    # a point's attributes are decoded lazily (otlp_raw.py): invalid UTF-8 or a
+    # truncated KeyValue used to raise DecodeError out of the request (500)
+    req = RawExportRequest.FromString(export(gauge("bad", 1.0, a="b"), gauge("good", 2.0)))
+    req.resource_metrics[0].scope_metrics[0].metrics[0].gauge.data_points[0].attributes[0] = (
+        attribute
+    )
+    status, resp = otlp(world, req.SerializeToString())
+    assert status == 200
+    assert resp.partial_success.rejected_data_points == 1
+    assert resp.partial_success.error_message.startswith("bad-attributes")
+    assert recorded(world) == {'good{job="s"}'}
+    assert (
+        world.metric("monitoring_receive_rejected_total", receiver="otlp", reason="bad-attributes")
+        == 1
+    )
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(0, 5000), (-10, 2), (0, -5000)])
+def test_an_exponential_histogram_past_the_float_range_refuses_its_point(
+    world: World, scale: int, offset: int
+) -> None:
+    # 2.0 ** (offset * 2**-scale) raised OverflowError (500); tiny bounds collapsed to 0.0
+    p = m.ExponentialHistogramDataPoint(
+        time_unix_nano=NOW_NS, scale=scale, count=2, sum=1.0,
+        positive=m.ExponentialHistogramDataPoint.Buckets(offset=offset, bucket_counts=[1, 1]),
+        negative=m.ExponentialHistogramDataPoint.Buckets(offset=offset, bucket_counts=[0]),
+    )  # fmt: skip
+    eh = m.ExponentialHistogram(data_points=[p], aggregation_temporality=CUMULATIVE)
+    status, resp = otlp(world, export(m.Metric(name="size", exponential_histogram=eh)))
+    assert status == 200
+    assert resp.partial_success.rejected_data_points == 1
+    assert resp.partial_success.error_message.startswith("bad-histogram")
+    assert world.collector.recorded == []
+
+
+def test_a_delta_total_that_overflows_is_refused_and_the_kept_total_unchanged(
+    world: World,
+) -> None:
+    # the running sum of 1.5e308 + 1.5e308 is inf: the SDK's record_many refuses a
+    # non-finite value for the whole request (500), and every later request with it
+    t0 = NOW_NS - 5 * 10**9
+
+    def delta(v: float, i: int) -> m.Metric:
+        p = m.NumberDataPoint(
+            start_time_unix_nano=t0 + i * 10**9, time_unix_nano=t0 + (i + 1) * 10**9, as_double=v
+        )
+        s = m.Sum(data_points=[p], is_monotonic=True, aggregation_temporality=DELTA)
+        return m.Metric(name="big", sum=s)
+
+    assert otlp(world, export(delta(1.5e308, 0)))[0] == 200
+    status, resp = otlp(world, export(delta(1.5e308, 1), gauge("ok", 1.0)))
+    assert status == 200 and resp.partial_success.rejected_data_points == 1
+    assert "non-finite" in resp.partial_success.error_message
+    assert otlp(world, export(delta(-1.0e308, 2)))[0] == 200
+    assert [v for k, _, _, v in world.collector.recorded if k.startswith("big")] == [
+        1.5e308,
+        0.5e308,
+    ]
+    assert all(v - v == 0.0 for _, _, _, v in world.collector.recorded)
+
+
+def test_every_gzip_member_is_read(world: World) -> None:
+    # RFC 1952 allows several members; only the first was read, the rest dropped silently
+    body = gzip.compress(export(gauge("first", 1.0))) + gzip.compress(export(gauge("second", 2)))
+    status, _ = otlp(world, body, {**PB, "Content-Encoding": "gzip"})
+    assert status == 200
+    assert recorded(world) == {'first{job="s"}', 'second{job="s"}'}
+
+
+def test_gzip_members_are_bounded_together() -> None:
+    from monitoring.ingest.receiving import RequestLimits
+
+    w = World(limits=RequestLimits(max_decompressed_bytes=3000))
+    try:
+        member = gzip.compress(b"\0" * 2000)
+        status, text = otlp(w, member + member, {**PB, "Content-Encoding": "gzip"})
+        assert status == 413, text
+        status, text = otlp(w, member + b"junk", {**PB, "Content-Encoding": "gzip"})
+        assert status == 400, text
+    finally:
+        w.close()
