@@ -67,6 +67,8 @@ def bench(
         raise typer.BadParameter("1 to 10000", param_hint="--concurrency")
     if len(run_id) > 100 or any(not (c.isalnum() or c in "-_.:") for c in run_id):
         raise typer.BadParameter("up to 100 of A-Z a-z 0-9 - _ . :", param_hint="--run-id")
+    if not (1 <= len(method) <= 20 and method.isascii() and method.isalpha()):
+        raise typer.BadParameter("an HTTP method: up to 20 letters", param_hint="--method")
     dur = seconds_of(duration, "duration", MAX_DURATION_S)
     tmo = seconds_of(timeout, "timeout", 3600)
     try:

@@ -273,6 +273,7 @@ def test_cli_bench_prints_the_summary_for_a_url_and_a_callable() -> None:
         (["time:monotonic", "--rate", "1", "--arrivals", "burst"], "poisson"),
         (["time:monotonic", "--rate", "1", "--run-id", "a b"], "run-id"),
         (["time:monotonic", "--rate", "1e6", "--duration", "1h"], "at most"),
+        (["http://127.0.0.1:1/", "--rate", "1", "--method", "GET /x"], "method"),
     ],
 )
 def test_cli_bench_rejects_bad_arguments(args: list[str], message: str) -> None:
