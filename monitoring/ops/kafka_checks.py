@@ -184,6 +184,8 @@ def check_topics(settings: Settings, timeout_s: float) -> CheckResult:
         detail = f"{len(specs)} topics {settings.kafka.topic_prefix}* as configured"
         return CheckResult("topics", Status.OK, detail, elapsed_s=elapsed)
     status = Status.FAIL if any(s is Status.FAIL for s, _ in problems) else Status.WARN
+    # missing topics first, then other failures, then warnings
+    problems.sort(key=lambda sp: (not sp[1].endswith(": missing"), sp[0] is not Status.FAIL))
     shown = "; ".join(p for _, p in problems[:5])
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     hint = "`monitoring broker topics create` creates missing topics and aligns configs"
