@@ -440,3 +440,37 @@ def ingest_bench(
         f"otlp_points_per_cpu_s={ot.points_per_cpu_s:.0f} "
         f"scrape_missed_intervals={res.missed_intervals} collector_cpu_pct={col.cpu_pct:.4f}"
     )
+
+
+@app.command("ui")
+def ui_bench(
+    series: int = typer.Option(250, help="series of the query bench's store (>= 220)"),
+    days: float = typer.Option(7.0, help="days of raw samples"),
+    scrape: int = typer.Option(15, help="seconds between samples"),
+    repeat: int = typer.Option(30, help="timed panel requests"),
+    loads: int = typer.Option(6, help="first loads of the Services dashboard in chromium"),
+    probes: int = typer.Option(5, help="samples timed from store to pixel"),
+) -> None:
+    """Dashboards: panel latency, first load in chromium, event to pixel (>= 10 M samples)."""
+    from monitoring.bench.query import percentile
+    from monitoring.bench.ui import run
+    from monitoring.log import configure_logging
+
+    configure_logging("WARNING")
+    console = Console(stderr=True)
+    res = run(series, days, scrape, repeat, loads, probes,
+              progress=lambda m: console.print(f"[dim]{m}[/dim]"))  # fmt: skip
+    t = Table(title="monitoring bench ui")
+    t.add_column("measure")
+    t.add_column("p50 (ms)", justify="right")
+    t.add_column("p99 / slowest (ms)", justify="right")
+    rows = {
+        f"panel, 24 h of {res.panel_series} series ({res.panel_points:,} points)": res.panel_ms,
+        "first load of Services in chromium": res.first_load_ms,
+        "event to pixel (store -> drawn)": res.event_to_pixel_ms,
+    }
+    for label, values in rows.items():
+        t.add_row(label, f"{percentile(values, 0.5):.1f}", f"{percentile(values, 0.99):.1f}")
+    Console().print(t)
+    console.print(f"[dim]{res.samples:,} raw samples, built in {res.build_s:.0f} s[/dim]")
+    print(res.summary())
