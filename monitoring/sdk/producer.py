@@ -212,6 +212,7 @@ class MetricsCollector:
         self._known: dict[Any, SeriesRef] = {}
         self._collect_stop: threading.Event | None = None
         self._collect_thread: threading.Thread | None = None
+        self._ingest_parts: tuple[Any, Any] | None = None
         self._finalizer = weakref.finalize(
             self, _finalize, self._core, self._instruments, close_timeout
         )
@@ -313,13 +314,80 @@ class MetricsCollector:
         """Current value of every instrument series, without sending anything."""
         return self._instruments.snapshot()
 
-    def collect(self, timestamp_ms: int | None = None) -> int:
+    def collect(
+        self,
+        timestamp_ms: int | None = None,
+        *,
+        sources: Sequence[Any] | None = None,
+        interval: float | timedelta | None = None,
+    ) -> int:
         """Snapshot every counter, gauge and histogram at one timestamp into the buffer.
 
-        Returns the number of samples buffered.
+        With ``sources`` (``"system"``: this host, node_exporter's names; a scrape
+        target's URL; a Python callable returning ``{name: value}`` or points; see
+        ``monitoring.ingest.sources``) each is read too, at the same timestamp, through
+        the buffer with backpressure. With ``interval`` as well, collection goes on in
+        a background thread every ``interval`` (deadlines without drift) until
+        ``stop()`` or ``close()``: the seed's ``collect(sources=..., interval=...)``.
+
+        Returns the number of samples buffered now.
         """
         ts = time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
-        return _collect(self._core, self._instruments, ts)
+        if sources is None:
+            n = _collect(self._core, self._instruments, ts)
+            if interval is not None:
+                self.start(interval)
+            return n
+        from monitoring.ingest.sources import SourceSet
+
+        srcs = SourceSet(sources, *self._ingest(), self.settings)
+        try:
+            n = _collect(self._core, self._instruments, ts) + srcs.collect(ts)
+        except BaseException:
+            srcs.close()
+            raise
+        if interval is None:
+            srcs.close()
+        else:
+            self._collect_sources_every(_seconds(interval), srcs)
+        return n
+
+    def _ingest(self) -> tuple[Any, Any]:
+        """The outlet and error counter that sources push through (made once)."""
+        if self._ingest_parts is None:
+            from monitoring.ingest.outlet import Outlet
+            from monitoring.ingest.sources import source_errors
+
+            outlet = Outlet(self, self.registry, "sources", give_up_s=60.0)
+            self._ingest_parts = (outlet, source_errors(self.registry))
+        return self._ingest_parts
+
+    def _collect_sources_every(self, every: float, srcs: Any) -> None:
+        from monitoring.ingest.ticker import Ticker
+
+        self.stop()  # one background collection at a time
+        stop = threading.Event()
+        core, instruments = self._core, self._instruments
+
+        def loop() -> None:
+            ticker = Ticker(every, offset_s=every)
+            try:
+                while not stop.wait(ticker.remaining()):
+                    now = time.time_ns() // 1_000_000
+                    try:
+                        _collect(core, instruments, now)
+                        srcs.collect(now)
+                    except ProducerClosedError:
+                        return
+                    except Exception as e:
+                        log.error("metrics collection failed", error=repr(e))
+                    ticker.advance()
+            finally:
+                srcs.close()
+
+        self._collect_stop = stop
+        self._collect_thread = threading.Thread(target=loop, name="metrics-collect", daemon=True)
+        self._collect_thread.start()
 
     def start(self, interval: float | timedelta | None = None) -> None:
         """Collect in a background thread every ``interval`` (default collection.interval)."""
