@@ -274,9 +274,12 @@ def from_data(data: Any, where: str) -> Dashboard:
 class DashboardStore:
     """Dashboards of the shipped directory and the user's (which wins on a name)."""
 
+    MAX_CACHED = 256  # parsed dashboards kept, keyed by file and its mtime and size
+
     def __init__(self, user_dir: str | Path, shipped_dir: str | Path | None = SHIPPED_DIR):
         self.user_dir = Path(user_dir)
         self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else None
+        self._cache: dict[Path, tuple[tuple[int, int], Dashboard]] = {}
 
     def _dirs(self) -> list[Path]:
         dirs = [self.user_dir]
@@ -306,9 +309,18 @@ class DashboardStore:
         path = self._file(name)
         if path is None:
             return None
-        if path.stat().st_size > MAX_FILE_BYTES:
+        st = path.stat()
+        if st.st_size > MAX_FILE_BYTES:
             raise DashboardError(f"{path.name}: over {MAX_FILE_BYTES} bytes")
-        return parse(path.read_bytes(), path.name)
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = self._cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        dashboard = parse(path.read_bytes(), path.name)
+        if len(self._cache) >= self.MAX_CACHED:
+            self._cache.pop(next(iter(self._cache)))  # the oldest entry
+        self._cache[path] = (stamp, dashboard)
+        return dashboard
 
     def listing(self) -> list[dict[str, Any]]:
         """Name, title, tags and whether it is the user's, for each readable dashboard

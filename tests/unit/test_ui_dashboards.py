@@ -124,3 +124,17 @@ def test_an_invalid_file_is_listed_with_its_error(tmp_path: Path) -> None:
     store = DashboardStore(tmp_path, None)
     [entry] = store.listing()
     assert entry["name"] == "broken" and "rows" in entry["error"]
+
+
+def test_parsed_dashboards_are_cached_until_the_file_changes(tmp_path: Path) -> None:
+    store = DashboardStore(tmp_path, None)
+    store.MAX_CACHED = 2
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.yaml").write_text(f"title: {name}\nrows: [{{panels: [{PANEL}]}}]\n")
+    first = store.get("a")
+    assert store.get("a") is first
+    (tmp_path / "a.yaml").write_text(f"title: changed\nrows: [{{panels: [{PANEL}]}}]\n")
+    assert store.get("a").title == "changed"  # type: ignore[union-attr]
+    store.get("b")
+    store.get("c")
+    assert len(store._cache) == 2  # bounded: the oldest went
