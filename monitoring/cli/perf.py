@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,6 +36,37 @@ def seconds_of(text: str, name: str, max_s: float = 400 * 86_400) -> float:
     return ms / 1000
 
 
+MAX_BODY = 10 << 20
+MAX_HEADERS = 50
+
+
+def _headers(items: list[str]) -> dict[str, str]:
+    """``Name: value`` pairs, checked (token names, printable values)."""
+    if len(items) > MAX_HEADERS:
+        raise typer.BadParameter(f"at most {MAX_HEADERS}", param_hint="--header")
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        name, value = name.strip(), value.strip()
+        ok = sep and name and len(name) <= 100 and len(value) <= 8192
+        if not ok or not all(c.isalnum() or c in "-_" for c in name) or not value.isprintable():
+            raise typer.BadParameter(f"not 'Name: value': {item[:80]!r}", param_hint="--header")
+        out[name] = value
+    return out
+
+
+def _body(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        size = path.stat().st_size
+        if size > MAX_BODY:
+            raise typer.BadParameter(f"larger than {MAX_BODY} bytes", param_hint="--body-file")
+        return path.read_bytes()
+    except OSError as e:
+        raise typer.BadParameter(str(e), param_hint="--body-file") from None
+
+
 @app.command("bench")
 def bench(
     target: Annotated[str, typer.Argument(help="http(s)://URL or module:callable.")],
@@ -44,6 +76,12 @@ def bench(
     arrivals: Annotated[str, typer.Option(help="constant (wrk2) or poisson.")] = "constant",
     timeout: Annotated[str, typer.Option(help="Per-request timeout.")] = "10s",
     method: Annotated[str, typer.Option(help="HTTP method for a URL.")] = "GET",
+    header: Annotated[
+        list[str] | None, typer.Option(help="'Name: value' for a URL (repeatable).")
+    ] = None,
+    body_file: Annotated[
+        Path | None, typer.Option(help="Request body for a URL (at most 10 MB).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the poisson schedule.")] = None,
     run_id: Annotated[str, typer.Option(help="Label of this run (default: time-xxxx).")] = "",
     record: Annotated[bool, typer.Option(help="Send the run's series to Kafka.")] = True,
@@ -53,6 +91,7 @@ def bench(
     from monitoring.perf.benchmarking import (
         BadTarget,
         BenchRecorder,
+        http_target,
         new_run_id,
         resolve_target,
         run_bench,
@@ -71,8 +110,15 @@ def bench(
         raise typer.BadParameter("an HTTP method: up to 20 letters", param_hint="--method")
     dur = seconds_of(duration, "duration", MAX_DURATION_S)
     tmo = seconds_of(timeout, "timeout", 3600)
+    headers = _headers(header or [])
+    body = _body(body_file)
     try:
-        tgt = resolve_target(target, method.upper())
+        if "://" in target:
+            tgt = http_target(target, method.upper(), body, headers)
+        elif headers or body is not None:
+            raise BadTarget("--header and --body-file are for a URL")
+        else:
+            tgt = resolve_target(target)
     except BadTarget as e:
         raise typer.BadParameter(str(e), param_hint="TARGET") from None
     rid = run_id or new_run_id()

@@ -9,6 +9,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,15 @@ async def _err(_request: Request) -> Response:
     return PlainTextResponse("broken", status_code=500)
 
 
-APP = Starlette(routes=[Route("/work", _work), Route("/err", _err)])
+async def _echo(request: Request) -> Response:
+    body = await request.body()
+    ok = request.headers.get("x-token") == "t0k" and body == b'{"x": 1}'
+    return PlainTextResponse("ok" if ok else "refused", status_code=200 if ok else 403)
+
+
+APP = Starlette(
+    routes=[Route("/work", _work), Route("/err", _err), Route("/echo", _echo, methods=["POST"])]
+)
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -264,6 +273,29 @@ def test_cli_bench_prints_the_summary_for_a_url_and_a_callable() -> None:
     assert f"requests scheduled={n} completed={n} errors=0" in res.output
 
 
+def test_cli_bench_sends_headers_and_a_body(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitoring.cli import app
+
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"x": 1}')
+    with serve_asgi(APP) as url:
+        res = CliRunner().invoke(
+            app,
+            ["perf", "bench", url + "/echo", "--rate", "20", "--duration", "0.5", "--method",
+             "post", "--header", "X-Token: t0k", "--body-file", str(body), "--no-record"],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert "completed=10 errors=0" in res.output and "200=10" in res.output
+        res = CliRunner().invoke(
+            app,
+            ["perf", "bench", url + "/echo", "--rate", "20", "--duration", "0.5", "--method",
+             "post", "--body-file", str(body), "--no-record"],
+        )  # fmt: skip
+        assert "completed=10 errors=10" in res.output and "403=10" in res.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -274,6 +306,10 @@ def test_cli_bench_prints_the_summary_for_a_url_and_a_callable() -> None:
         (["time:monotonic", "--rate", "1", "--run-id", "a b"], "run-id"),
         (["time:monotonic", "--rate", "1e6", "--duration", "1h"], "at most"),
         (["http://127.0.0.1:1/", "--rate", "1", "--method", "GET /x"], "method"),
+        (["http://127.0.0.1:1/", "--rate", "1", "--header", "no colon"], "Name: value"),
+        (["http://127.0.0.1:1/", "--rate", "1", "--header", "X: a\x01"], "Name: value"),
+        (["http://127.0.0.1:1/", "--rate", "1", "--body-file", "/nonexistent/x"], "body-file"),
+        (["time:monotonic", "--rate", "1", "--header", "X: y"], "for a URL"),
     ],
 )
 def test_cli_bench_rejects_bad_arguments(args: list[str], message: str) -> None:
