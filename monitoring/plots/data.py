@@ -13,7 +13,6 @@ trace per distinct value), its numeric columns are the values.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +104,11 @@ def from_table(table: Table) -> list[Trace]:
     groups: dict[tuple[str, ...], list[int]] = {}
     for r, row in enumerate(table.rows):
         groups.setdefault(tuple(str(row[k]) for k in keys), []).append(r)
+    if len(groups) * len(values) > MAX_TRACES_IN:
+        raise ValueError(
+            f"more than {MAX_TRACES_IN} series to plot ({len(groups)} distinct "
+            f"{', '.join(table.columns[k] for k in keys)} x {len(values)} value columns)"
+        )
     out = []
     for group, rows in groups.items():
         labels = {table.columns[k]: v for k, v in zip(keys, group, strict=True)}
@@ -141,6 +145,9 @@ def bound(items: list[Trace], max_series: int, max_points: int) -> Bounded:
         keep = sorted(range(len(items)), key=lambda i: -_peak(items[i]))[:max_series]
         notes.append(f"{len(items) - max_series} more series not drawn (largest {max_series})")
         items = [items[i] for i in sorted(keep)]
+    items, dropped = _categories(items, MAX_CATEGORIES)
+    if dropped:
+        notes.append(f"{dropped} more categories not drawn (the first {MAX_CATEGORIES})")
     out = []
     thinned = 0
     for t in items:
@@ -151,6 +158,22 @@ def bound(items: list[Trace], max_series: int, max_points: int) -> Bounded:
     if thinned:
         notes.append(f"{thinned} series downsampled to {max_points} points (MinMax-LTTB)")
     return Bounded(out, notes)
+
+
+def _categories(items: list[Trace], limit: int) -> tuple[list[Trace], int]:
+    """Traces on a category axis (x neither times nor numbers) kept to the first
+    ``limit`` categories, in order of appearance; and how many were left out."""
+    if all(t.is_time or np.issubdtype(t.x.dtype, np.number) for t in items):
+        return items, 0
+    seen = dict.fromkeys(str(x) for t in items for x in t.x)
+    if len(seen) <= limit:
+        return items, 0
+    keep = set(list(seen)[:limit])
+    out = []
+    for t in items:
+        mask = np.array([str(x) in keep for x in t.x], dtype=bool)
+        out.append(Trace(t.name, t.x[mask], t.y[mask], t.labels))
+    return out, len(seen) - limit
 
 
 def _thin(t: Trace, n: int) -> Trace:
@@ -172,14 +195,24 @@ def heatmap_grid(items: list[Trace], max_columns: int) -> tuple[list[str], np.nd
     Histogram buckets (every trace has an ``le`` label): one row per bucket, sorted by
     its bound, holding what falls in it (each cumulative bucket less the one below).
     Otherwise one row per trace. Columns are the union of the x values, averaged into at
-    most ``max_columns``.
+    most ``max_columns`` as the grid is filled (its memory is rows x ``max_columns``,
+    whatever the number of distinct x values).
     """
     if not items:
         return [], np.array([]), np.zeros((0, 0))
     xs = np.unique(np.concatenate([t.x for t in items]))
-    grid = np.full((len(items), len(xs)), np.nan)
+    k = max(1, -(-len(xs) // max_columns))  # x values per column
+    columns = -(-len(xs) // k)
+    sums = np.zeros((len(items), columns))
+    counts = np.zeros((len(items), columns))
     for i, t in enumerate(items):
-        grid[i, np.searchsorted(xs, t.x)] = t.y
+        finite = np.isfinite(t.y)
+        where = np.searchsorted(xs, t.x[finite]) // k
+        np.add.at(sums[i], where, t.y[finite])
+        np.add.at(counts[i], where, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid = np.where(counts > 0, sums / counts, np.nan)  # a column of no data stays NaN
+    xs = xs[::k]
     if all("le" in t.labels for t in items):
         order = sorted(range(len(items)), key=lambda i: _le(items[i].labels["le"]))
         grid = grid[order]
@@ -188,13 +221,6 @@ def heatmap_grid(items: list[Trace], max_columns: int) -> tuple[list[str], np.nd
         grid = np.clip(grid - np.nan_to_num(below), 0, None)
     else:
         names = [t.name for t in items]
-    if len(xs) > max_columns:
-        k = -(-len(xs) // max_columns)
-        cut = len(xs) // k * k
-        with warnings.catch_warnings():  # a column of no data stays NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            grid = np.nanmean(grid[:, :cut].reshape(len(names), -1, k), axis=2)
-        xs = xs[:cut:k]
     return names, xs, grid
 
 

@@ -190,3 +190,54 @@ def test_svg_labels_cannot_break_out_of_comments() -> None:
     )
     assert "<script" not in svg
     assert not ET.fromstring(svg).findall(".//{http://www.w3.org/2000/svg}script")
+
+
+def test_heatmap_memory_is_bounded_by_the_columns_drawn() -> None:
+    """100 traces of 4,000 points at times no two share: 400,000 distinct times. The grid
+    is binned to the columns drawn as it is filled, never built at full width first."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    items = [
+        Trace(f"t{i}", (T0 + i + 1000 * np.arange(4000)).astype("datetime64[ms]"), rng.random(4000))
+        for i in range(100)
+    ]
+    tracemalloc.start()
+    try:
+        _, xs, grid = heatmap_grid(items, max_columns=4000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert grid.shape == (100, len(xs)) and len(xs) <= 4000
+    assert peak < 64 << 20, f"{peak >> 20} MiB"
+    assert np.isfinite(grid).all() and 0.3 < float(grid.mean()) < 0.7
+
+
+def test_heatmap_columns_keep_the_latest_times() -> None:
+    """901 columns into 900 at most: the newest point is still drawn."""
+    t = (T0 + 60_000 * np.arange(901)).astype("datetime64[ms]")
+    y = np.zeros(901)
+    y[-1] = 100.0
+    _, xs, grid = heatmap_grid([Trace("a", t, y)], max_columns=900)
+    assert len(xs) <= 900 and grid.shape[1] == len(xs) and np.nanmax(grid) > 0
+
+
+def test_bar_categories_are_bounded() -> None:
+    from monitoring.plots.data import MAX_CATEGORIES
+
+    data = {f"s{j}": ([f"c{j}-{i}" for i in range(200)], list(range(200))) for j in range(5)}
+    plot = PlotGenerator().generate(data=data, plot_config={"type": "bar", "format": "svg"})
+    drawn = set(re.findall(rb"<!-- (c\d+-\d+) -->", plot.content))
+    assert 0 < len(drawn) <= MAX_CATEGORIES, len(drawn)
+    assert any("categories" in n for n in plot.notes), plot.notes
+    page = PlotGenerator().generate(data=data, plot_config={"type": "bar", "format": "html"})
+    assert page.content.count(b'"c4-199"') == 0 and any("categories" in n for n in page.notes)
+
+
+def test_a_table_of_too_many_series_is_refused() -> None:
+    from monitoring.plots.data import MAX_TRACES_IN
+
+    rows = [["2026-12-01 00:00:00.000", f"k{i}", 1.0] for i in range(MAX_TRACES_IN + 1)]
+    table = Table(["t", "k", "v"], ["DateTime64(3)", "String", "Float64"], rows)
+    with pytest.raises(ValueError, match=f"more than {MAX_TRACES_IN} series"):
+        traces(table)
