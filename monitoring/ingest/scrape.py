@@ -94,14 +94,15 @@ def target_points(
             merged = {**target_labels, **{k: v for k, v in lset.items() if v}}
         else:
             merged = dict(lset)
-            for k, v in target_labels.items():
-                old = merged.get(k)
-                if old:
-                    name = "exported_" + k
-                    while merged.get(name):
-                        name = "exported_" + name
-                    merged[name] = old
-                merged[k] = v
+            conflicts = [(k, merged[k]) for k in target_labels if merged.get(k)]
+            merged.update(target_labels)
+            # resolved after every target label is set, shortest name first (Prometheus'
+            # resolveConflictingExposedLabels)
+            for k, old in sorted(conflicts, key=lambda c: len(c[0])):
+                name = "exported_" + k
+                while merged.get(name):
+                    name = "exported_" + name
+                merged[name] = old
         if rules:
             merged["__name__"] = s.name
             res = process(merged, rules)

@@ -547,3 +547,16 @@ def test_counter_names_stay_as_the_page_gives_them() -> None:
     assert [(s.name, s.value, s.timestamp_ms) for s in parse(tabbed, "")] == [
         ("x", 3.0, 1700000000000)
     ]
+
+
+def test_exported_labels_resolve_after_the_target_labels_are_set() -> None:
+    (s,) = parse('m{job="a",exported_job="b"} 1\n', "")
+    (p,) = target_points([s], {"job": "node", "exported_job": "t"}, False, [])
+    # both clash; shortest name first: job's exposed value goes past exported_job (a
+    # target label now) to exported_exported_job, then exported_job's one step further
+    assert p.labels == {
+        "job": "node",
+        "exported_job": "t",
+        "exported_exported_job": "a",
+        "exported_exported_exported_job": "b",
+    }
