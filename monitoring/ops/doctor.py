@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from monitoring.config import Settings
+from monitoring.config import Settings, ms
 from monitoring.ops import kafka_checks, local_checks
 from monitoring.ops.checks import CheckResult, Status
 
@@ -43,12 +43,15 @@ def run(
     if info is not None:
         topics = info.topics
         results += _guarded("topics", lambda: [kafka_checks.check_topics(s, timeout_s)])
+        skews: list[int] = []
         results += _guarded(
-            "schemas", lambda: [kafka_checks.check_fingerprints(s, timeout_s, topics)]
+            "schemas", lambda: [kafka_checks.check_fingerprints(s, timeout_s, topics, skews)]
         )
+        limit = ms(s.aggregation.max_record_skew)
+        results.append(kafka_checks.producer_skew_result(skews, limit))
         results += _guarded("clock", lambda: [kafka_checks.check_clock(s, timeout_s)])
     else:
-        for name in ("topics", "schemas", "clock"):
+        for name in ("topics", "schemas", "producer clocks", "clock"):
             results.append(CheckResult(name, Status.WARN, "not checked: no broker answers"))
     results.append(kafka_checks.check_credentials(s, info is not None))
     results += _guarded("migrations", lambda: local_checks.check_store(s, timeout_s))

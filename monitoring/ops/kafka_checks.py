@@ -197,7 +197,9 @@ def check_topics(settings: Settings, timeout_s: float) -> CheckResult:
     return CheckResult("topics", status, shown + more, hint, elapsed)
 
 
-def check_fingerprints(settings: Settings, timeout_s: float, topics: dict[str, int]) -> CheckResult:
+def check_fingerprints(
+    settings: Settings, timeout_s: float, topics: dict[str, int], skews: list[int] | None = None
+) -> CheckResult:
     """The schemas/ directory loads as a codec registry, and the newest records of the
     Avro topics (``SAMPLE_PER_PARTITION`` per partition) carry fingerprints it knows."""
     t0 = time.monotonic()
@@ -214,6 +216,7 @@ def check_fingerprints(settings: Settings, timeout_s: float, topics: dict[str, i
     known = {v.fingerprint: v for v in codec.versions()}
     names = [topic_name(settings.kafka, r) for r in AVRO_ROLES]
     names = [n for n in names if n in topics]
+    samples = topic_name(settings.kafka, roles.SAMPLES)
     consumer = Consumer(
         consumer_config(
             settings.kafka, f"doctor-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
@@ -250,6 +253,10 @@ def check_fingerprints(settings: Settings, timeout_s: float, topics: dict[str, i
                     fps = unknown_fps.setdefault(str(m.topic()), set())
                     if len(fps) < 4:
                         fps.add(f"{fp:016x}")
+                elif skews is not None and m.topic() == samples:
+                    skew = event_skew_ms(codec, v, m.timestamp()[1])
+                    if skew is not None:
+                        skews.append(skew)
     finally:
         consumer.close()
     elapsed = time.monotonic() - t0
@@ -274,6 +281,56 @@ def check_fingerprints(settings: Settings, timeout_s: float, topics: dict[str, i
             elapsed,
         )
     return CheckResult("schemas", Status.OK, base + ", every fingerprint known", elapsed_s=elapsed)
+
+
+def event_skew_ms(codec: AvroCodec, value: bytes, record_ts_ms: int) -> int | None:
+    """How far a sample's (or a batch's newest) event time is ahead of its record's
+    timestamp (negative: behind); None if it does not decode as a sample.
+
+    >>> c = AvroCodec.from_directory()
+    >>> v = c.encode("monitoring.MetricSample", {"name": "x", "value": 1.0, "timestamp_ms": 5000})
+    >>> event_skew_ms(c, v, 2000), event_skew_ms(c, b"junk", 0)
+    (3000, None)
+    """
+    try:
+        record = codec.decode(value).record
+    except Exception:
+        return None
+    stamps = record.get("timestamps_ms")
+    if isinstance(stamps, list):
+        if not stamps:
+            return None
+        return int(max(stamps)) - record_ts_ms
+    ts = record.get("timestamp_ms")
+    return int(ts) - record_ts_ms if isinstance(ts, int) else None
+
+
+def producer_skew_result(skews: list[int], limit_ms: int) -> CheckResult:
+    """Producers' event times against their records' timestamps on the samples topic.
+
+    >>> producer_skew_result([100, -40_000, 200], 10_000).status.value
+    'OK'
+    >>> producer_skew_result([100, 12_000], 10_000).status.value
+    'FAIL'
+    >>> producer_skew_result([], 10_000).detail
+    'no recent samples to compare'
+    """
+    if not skews:
+        return CheckResult("producer clocks", Status.OK, "no recent samples to compare")
+    ahead = max(skews)
+    detail = (
+        f"{len(skews)} recent samples: event time up to {ahead:+d} ms from the record's "
+        f"timestamp (most behind {min(skews):+d} ms)"
+    )
+    hint = (
+        "a producer's clock runs ahead: samples more than aggregation.max_record_skew "
+        f"({limit_ms} ms) ahead of their record are dead-lettered (timestamp-in-future); "
+        "synchronise its clock"
+    )
+    if ahead > limit_ms:
+        return CheckResult("producer clocks", Status.FAIL, detail, hint)
+    status = Status.WARN if ahead > limit_ms // 2 else Status.OK
+    return CheckResult("producer clocks", status, detail, hint)
 
 
 def clock_spec(settings: Settings) -> TopicSpec:

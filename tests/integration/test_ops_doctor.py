@@ -166,3 +166,25 @@ def test_an_unreachable_broker_fails_fast(
     assert checks["migrations"]["status"] == "OK"  # the rest is still checked
     assert took < 60  # two runs (JSON and text), each bounded by --timeout
     print(f"doctor against 127.0.0.1:1 (twice): {took:.1f} s")
+
+
+def test_a_producer_clock_ahead_fails(
+    kafka_settings: Settings, tmp_path: Path, receiver: int, store: Any
+) -> None:
+    from confluent_kafka import Producer
+
+    from monitoring.wire.codec import AvroCodec
+
+    s = kafka_settings
+    codec = AvroCodec.from_directory()
+    now = int(time.time() * 1000)
+    p = Producer({"bootstrap.servers": s.kafka.bootstrap_servers})
+    for ahead_ms in (0, 60_000):  # the second producer's clock runs a minute ahead
+        sample = {"name": "skewed", "value": 1.0, "timestamp_ms": now + ahead_ms}
+        p.produce(topic_name(s.kafka, SAMPLES), codec.encode("monitoring.MetricSample", sample))
+    assert p.flush(30) == 0
+    code, doc, _ = doctor(env_of(s, tmp_path, receiver, store))
+    check = by_name(doc)["producer clocks"]
+    assert code == 1 and check["status"] == "FAIL"
+    assert "2 recent samples" in check["detail"] and "max_record_skew" in check["hint"]
+    assert by_name(doc)["schemas"]["status"] == "OK"
