@@ -12,6 +12,9 @@ it). Each step reads the label set the previous step left:
   modulo ``modulus``.
 * ``labelmap``: every label whose name matches is copied under the expanded replacement.
 * ``labeldrop`` / ``labelkeep``: labels whose names match / do not match are removed.
+* ``keepequal`` / ``dropequal``: the label set survives only if the joined value equals
+  / differs from ``target_label``'s value.
+* ``lowercase`` / ``uppercase``: ``target_label`` = the joined value, lower/upper-cased.
 
 Expansion is Go's ``Regexp.Expand``: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``;
 ``$name`` takes the longest run of letters, digits and underscores (so ``$1x`` is the
@@ -34,6 +37,9 @@ import re2
 from monitoring.ingest.scrape_config import LABEL_NAME, RelabelConfig
 
 Labels = dict[str, str]
+_ON_VALUE = frozenset(
+    ("replace", "keep", "drop", "hashmod", "keepequal", "dropequal", "lowercase", "uppercase")
+)
 
 
 class Rule:
@@ -57,7 +63,7 @@ def process(labels: Mapping[str, str], rules: Sequence[Rule]) -> Labels | None:
     for r in rules:
         c = r.cfg
         a = r.action
-        if a in ("replace", "keep", "drop", "hashmod"):
+        if a in _ON_VALUE:
             val = c.separator.join(out.get(n, "") for n in c.source_labels)
             if a == "drop":
                 if r.regex.search(val):
@@ -78,6 +84,18 @@ def process(labels: Mapping[str, str], rules: Sequence[Rule]) -> Labels | None:
                     out[target] = value
                 else:
                     out.pop(target, None)
+            elif a == "keepequal":
+                if out.get(c.target_label, "") != val:
+                    return None
+            elif a == "dropequal":
+                if out.get(c.target_label, "") == val:
+                    return None
+            elif a in ("lowercase", "uppercase"):
+                v = val.lower() if a == "lowercase" else val.upper()
+                if v:
+                    out[c.target_label] = v
+                else:
+                    out.pop(c.target_label, None)
             else:  # hashmod
                 digest = hashlib.md5(val.encode(), usedforsecurity=False).digest()
                 out[c.target_label] = str(int.from_bytes(digest[-8:], "big") % c.modulus)

@@ -115,7 +115,20 @@ class FileSDConfig(_Model):
         return v
 
 
-RelabelAction = Literal["replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep", "hashmod"]
+RelabelAction = Literal[
+    "replace",
+    "keep",
+    "drop",
+    "keepequal",
+    "dropequal",
+    "hashmod",
+    "labelmap",
+    "labeldrop",
+    "labelkeep",
+    "lowercase",
+    "uppercase",
+]
+_TARGETED = ("replace", "hashmod", "lowercase", "uppercase", "keepequal", "dropequal")
 
 
 class RelabelConfig(_Model):
@@ -136,8 +149,19 @@ class RelabelConfig(_Model):
         except re2.error as e:
             raise ValueError(f"regex {self.regex!r} is not RE2: {e}") from None
         a = self.action
-        if a in ("replace", "hashmod") and not self.target_label:
+        if a in _TARGETED and not self.target_label:
             raise ValueError(f"relabel action {a} needs a target_label")
+        if a in ("lowercase", "uppercase", "keepequal", "dropequal") and not LABEL_NAME.match(
+            self.target_label
+        ):
+            raise ValueError(f"{self.target_label!r} is not a valid label name")
+        if a in ("keepequal", "dropequal") and (
+            self.regex != "(.*)"
+            or self.modulus
+            or self.separator != ";"
+            or self.replacement != "$1"
+        ):
+            raise ValueError(f"relabel action {a} takes only source_labels and target_label")
         if a == "hashmod" and not self.modulus:
             raise ValueError("relabel action hashmod needs a modulus")
         if (

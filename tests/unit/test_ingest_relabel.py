@@ -113,6 +113,25 @@ BASE = {"a": "foo", "b": "bar", "c": "baz"}
         ),
         ([{"regex": "b|c", "action": "labeldrop"}], {"a": "foo"}),
         ([{"regex": "b|c", "action": "labelkeep"}], {"b": "bar", "c": "baz"}),
+        # keepequal / dropequal compare the joined value with the target label's value
+        ([{"source_labels": ["a"], "target_label": "b", "action": "keepequal"}], None),
+        ([{"source_labels": ["a"], "target_label": "b", "action": "dropequal"}], BASE),
+        (
+            [
+                {"source_labels": ["a"], "target_label": "d", "replacement": "$1"},
+                {"source_labels": ["a"], "target_label": "d", "action": "keepequal"},
+            ],
+            {**BASE, "d": "foo"},
+        ),
+        # lowercase / uppercase set the target label to the joined value
+        (
+            [{"source_labels": ["a", "b"], "target_label": "u", "action": "uppercase"}],
+            {**BASE, "u": "FOO;BAR"},
+        ),
+        (
+            [{"source_labels": ["nope"], "target_label": "a", "action": "lowercase"}],
+            {"b": "bar", "c": "baz"},  # an empty result deletes the label
+        ),
     ],
 )
 def test_relabel_like_prometheus(
@@ -140,7 +159,10 @@ def test_steps_read_what_the_previous_step_left() -> None:
         ({"action": "labeldrop", "regex": "x", "source_labels": ["a"]}, "takes only a regex"),
         ({"regex": "(", "target_label": "x"}, "not RE2"),
         ({"target_label": "1bad"}, "not a valid label name"),
-        ({"action": "keepequal"}, "Input should be"),
+        ({"action": "keepequal"}, "needs a target_label"),
+        ({"action": "keepequal", "target_label": "a", "regex": "x"}, "takes only"),
+        ({"action": "lowercase", "target_label": "${1}"}, "not a valid label name"),
+        ({"action": "replace_all", "target_label": "a"}, "Input should be"),
     ],
 )
 def test_invalid_relabel_configs_are_refused(rule: dict[str, Any], message: str) -> None:
