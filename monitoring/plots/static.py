@@ -30,13 +30,15 @@ MAX_LEGEND = 20  # legend entries shown (the rest are still drawn)
 
 
 def literal(text: str, limit: int = 120) -> str:
-    """Text as matplotlib shows it verbatim, cut to ``limit`` characters.
+    r"""Text as matplotlib shows it verbatim, cut to ``limit`` characters: every ``$``
+    escaped, so no pair of them opens mathtext (matplotlib then shows ``\$`` as ``$``
+    and any other backslash as it is, so backslashes are left alone).
 
-    >>> literal("cost $5 and $6")
-    'cost \\\\$5 and \\\\$6'
+    >>> literal("cost $5 and $6"), literal("C:\\path")
+    ('cost \\$5 and \\$6', 'C:\\path')
     """
     text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.replace("\\", "\\\\").replace("$", r"\$")
+    return text.replace("$", r"\$")
 
 
 def render(bounded: Bounded, config: PlotConfig) -> bytes:

@@ -241,3 +241,18 @@ def test_a_table_of_too_many_series_is_refused() -> None:
     table = Table(["t", "k", "v"], ["DateTime64(3)", "String", "Float64"], rows)
     with pytest.raises(ValueError, match=f"more than {MAX_TRACES_IN} series"):
         traces(table)
+
+
+@pytest.mark.parametrize(
+    "raw", ["C:\\path\\x", "cost $5 and $6", "$\\alpha$", "\\$x$", "a\\$b$", "\\\\$$", "$"]
+)
+def test_static_text_is_shown_as_written(raw: str) -> None:
+    """What matplotlib displays of a label is the label: never mathtext, and backslashes
+    are not doubled."""
+    from matplotlib.figure import Figure
+
+    from monitoring.plots.static import literal
+
+    text = Figure().add_subplot().text(0, 0, literal(raw))
+    shown, math = text._preprocess_math(text.get_text())
+    assert (shown, math) == (raw, False)
