@@ -1,8 +1,9 @@
-"""`monitoring perf bench|analyze|suggest`: performance benchmarking, analysis, advice.
+"""`monitoring perf bench|runs|analyze|suggest`: benchmarking, analysis, advice.
 
 ``bench`` drives a URL or ``module:callable`` open-loop at ``--rate`` for ``--duration``
 (``monitoring/perf/benchmarking.py``), prints the summary and records the run's series
-through the SDK (labelled ``run_id``) unless ``--no-record``.
+through the SDK (labelled ``run_id``) unless ``--no-record``; ``runs`` lists recorded runs
+side by side. ``analyze`` and ``suggest`` read the store (``monitoring/perf/store_io.py``).
 """
 
 from __future__ import annotations
@@ -391,3 +392,43 @@ def suggest(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.evidence.items()
         )
         typer.echo(f"   evidence: {ev}")
+
+
+@app.command("runs")
+def runs(
+    since: Annotated[str, typer.Option(help="Period, up to --until.")] = "7d",
+    until: Annotated[float | None, typer.Option(help="End, Unix seconds (default now).")] = None,
+    target: Annotated[str | None, typer.Option(help="Only runs of this target.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    url: Annotated[str | None, typer.Option(help="Store URL (default from settings).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Recorded benchmark runs side by side: rates, errors and latency percentiles."""
+    import json
+
+    from monitoring.perf import store_io
+    from monitoring.query.client import StoreError, open_store
+
+    start, end, _span = _period_bounds(since, until)
+    settings = load_settings(config)
+    try:
+        with open_store(settings, url) as client:
+            found = store_io.fetch_runs(client, start, end, target)
+    except (StoreError, store_io.BadQuery) as e:
+        err.print(f"[red]runs failed:[/] {e}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(_jsonable(found), indent=2))
+        return
+    typer.echo(
+        f"{'run_id':<26}{'target rate':>12}{'achieved':>10}{'requests':>10}{'errors':>8}"
+        f"{'p50':>11}{'p90':>11}{'p99':>11}{'p99.9':>11}  target"
+    )
+    for r in found:
+        q = "".join(f"{_fmt('_s', r.quantiles.get(k, math.nan)):>11}"
+                    for k in ("0.5", "0.9", "0.99", "0.999"))  # fmt: skip
+        typer.echo(
+            f"{r.run_id[:25]:<26}{r.target_rate:>12.1f}{r.achieved_rate:>10.1f}"
+            f"{r.requests:>10.0f}{r.errors:>8.0f}{q}  {r.target}"
+        )
+    typer.echo(f"{len(found)} run(s)")

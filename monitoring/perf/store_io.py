@@ -15,6 +15,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -346,3 +347,66 @@ def suggestions(
         cpu = fetch_instance_cpu(client, labels, start, end, window_s)
     model_stats = fetch_models(client, start, end) if models else []
     return suggest(routes, model_stats, sats, cpu, thresholds)
+
+
+# -- benchmark runs side by side ----------------------------------------------------------
+
+MAX_RUNS = 1000
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One recorded benchmark run, as its last samples in the period say."""
+
+    run_id: str
+    target: str
+    target_rate: float
+    achieved_rate: float
+    requests: float
+    errors: float
+    quantiles: dict[str, float]  # "0.5", "0.9", "0.99", "0.999" -> seconds
+
+
+def fetch_runs(
+    client: StoreClient, start_s: float, end_s: float, target: str | None = None
+) -> list[BenchRun]:
+    """The benchmark runs recorded in the period (``monitoring perf bench``), by run id."""
+    sel = selector({"target": target}) if target is not None else ""
+    span = _dur(end_s - start_s)
+
+    def last(name: str, by: str = "run_id, target") -> list[Series]:
+        return client.query(f"max by ({by}) (last_over_time({name}{sel}[{span}]))", end_s)
+
+    def key(s: Series) -> tuple[str, str]:
+        return s.labels.get("run_id", ""), s.labels.get("target", "")
+
+    def value(s: Series) -> float:
+        return float(s.values[0]) if len(s.values) else math.nan
+
+    target_rate = {key(s): value(s) for s in last("perf_bench_target_rate")}
+    achieved = {key(s): value(s) for s in last("perf_bench_achieved_rate")}
+    errors = {key(s): value(s) for s in last("perf_bench_errors_total")}
+    requests = {
+        key(s): value(s)
+        for s in client.query(
+            "sum by (run_id, target) (max by (run_id, target, outcome) "
+            f"(last_over_time(perf_bench_requests_total{sel}[{span}])))",
+            end_s,
+        )
+    }
+    quantiles: dict[tuple[str, str], dict[str, float]] = {}
+    for s in last("perf_bench_summary_latency_seconds", "run_id, target, quantile"):
+        quantiles.setdefault(key(s), {})[s.labels.get("quantile", "")] = value(s)
+    runs = sorted(set(target_rate) | set(requests))[-MAX_RUNS:]
+    return [
+        BenchRun(
+            run_id=r,
+            target=t,
+            target_rate=target_rate.get((r, t), math.nan),
+            achieved_rate=achieved.get((r, t), math.nan),
+            requests=requests.get((r, t), 0.0),
+            errors=errors.get((r, t), 0.0),
+            quantiles=dict(sorted(quantiles.get((r, t), {}).items(), key=lambda kv: kv[0])),
+        )
+        for r, t in runs
+    ]

@@ -188,3 +188,20 @@ def test_report_section_renders_with_the_shipped_template(store: tuple[PerfStore
     data = ReportData("perf", Period(NOW_S - HOUR_S, NOW_S), [section])
     html = ReportGenerator().generate(data, "default", "html").html
     assert "GET /search takes" in html and "shop: routes by share of server time" in html
+
+
+def test_recorded_benchmark_runs_side_by_side(store: tuple[PerfStore, str]) -> None:
+    code, out = run(store, "runs", "--since", "1h", "--json")
+    assert code == 0, out
+    runs = {r["run_id"]: r for r in json.loads(out)}
+    assert set(runs) == {"run-1", "run-2"}
+    one, two = runs["run-1"], runs["run-2"]
+    assert (one["target_rate"], two["target_rate"]) == (40, 80)
+    assert (one["requests"], two["requests"]) == (20, 40)  # rate x 0.5 s
+    assert one["errors"] == 0 and one["target"] == "scorer:predict"
+    assert set(one["quantiles"]) == {"0.5", "0.9", "0.99", "0.999"}
+    assert 0 < one["quantiles"]["0.5"] <= one["quantiles"]["0.999"]
+    code, out = run(store, "runs", "--since", "1h")
+    assert code == 0 and "run-1" in out and "run-2" in out and "2 run(s)" in out
+    code, out = run(store, "runs", "--since", "1h", "--target", "other")
+    assert code == 0 and "0 run(s)" in out
