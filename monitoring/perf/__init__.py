@@ -4,6 +4,8 @@
 * ``tracking``: the RED metrics (rate, errors, duration) of HTTP services and Python
   callables through the SDK's ``MetricsCollector``; ``asgi`` and ``wsgi`` middleware.
 * ``benchmarking``: an open-loop load generator (``monitoring perf bench``).
-* ``stats``, ``analysis``, ``optimization``: pure statistics over series read from the
-  store (``monitoring perf analyze``, ``monitoring perf suggest``); ``store_io`` reads them.
+* ``arrivals``, ``stats``, ``analysis``, ``optimization``: pure (schedules, statistics,
+  findings, suggestions); ``store_io`` reads the store and is the Python API
+  (``analyze_service``, ``analyze_model_versions``, ``suggestions``, ``fetch_runs``);
+  ``report_section`` fills a report's Performance section. See docs/performance.md.
 """
