@@ -50,7 +50,15 @@ from prometheus_client.utils import floatToGoString
 from monitoring.ingest.otlp_delta import DeltaState, Staged
 from monitoring.ingest.otlp_names import labels_of, metric_name, value_text
 from monitoring.ingest.otlp_raw import KeyValue, RawExportRequest
-from monitoring.ingest.receiving import BadRequest, Converted, RequestLimits, SeriesCache
+from monitoring.ingest.receiving import (
+    ENTRY_OVERHEAD,
+    BadRequest,
+    Converted,
+    KeyBytes,
+    RequestLimits,
+    SeriesCache,
+    held,
+)
 from monitoring.metrics.samples import InvalidSample
 
 PROTOBUF = "application/x-protobuf"
@@ -151,9 +159,12 @@ class Otlp:
         self.limits = limits
         self.options = options
         self.delta = delta if delta is not None else DeltaState()
+        # keyed by the sender's bytes and strings: bounded in bytes as well as entries
         self._labels: dict[tuple[bytes, ...], dict[str, str]] = {}
+        self.labels_bytes = KeyBytes(series.max_entries)
         self._contexts: dict[tuple[Any, ...], dict[tuple[bytes, ...], Any]] = {}
         self._context_entries = 0
+        self._context_bytes = 0
         self._context: tuple[Any, ...] = ()
 
     def convert(self, req: Any, now_ms: int) -> Converted:
@@ -225,11 +236,15 @@ class Otlp:
         ts_ms: int,
         value: float,
     ) -> None:
+        out.points.append((self._handle(name, labels, kind, unit), ts_ms, value))
+
+    def _handle(self, name: str, labels: dict[str, str], kind: str, unit: str) -> Any:
+        """The validated series (cached): InvalidSample when the contract refuses it."""
         key = (kind, name, *labels.items())
         handle = self.series.entries.get(key)
         if handle is None:
             handle = self.series.get(key, name, labels, kind, unit)
-        out.points.append((handle, ts_ms, value))
+        return handle
 
     def _metric(
         self,
@@ -289,11 +304,12 @@ class Otlp:
         key = tuple(attributes)
         labels = self._labels.get(key)
         if labels is None:
+            size = 2 * sum(map(len, key))  # the bytes, and the labels decoded from them
             try:  # attributes are bytes until here: a bad one refuses its point only
                 labels = labels_of([KeyValue.FromString(a) for a in key])
             except DecodeError:
                 raise InvalidSample("bad-attributes", "an attribute is not a KeyValue") from None
-            if len(self._labels) >= self.series.max_entries:
+            if self.labels_bytes.charge(len(self._labels), size):
                 self._labels.clear()
             self._labels[key] = labels
         return dict(labels)
@@ -320,11 +336,16 @@ class Otlp:
         ctx_key = (name, kind, unit, self._context)
         refs = self._contexts.get(ctx_key)
         if refs is None:
-            if self._context_entries >= self.series.max_entries:
+            size = len(name) + len(unit) + _text_bytes(self._context) + ENTRY_OVERHEAD
+            if (
+                self._context_entries >= self.series.max_entries
+                or self._context_bytes + size > self.series.max_bytes
+            ):
                 self._contexts.clear()
-                self._context_entries = 0
+                self._context_entries = self._context_bytes = 0
             refs = self._contexts[ctx_key] = {}
             self._context_entries += 1  # a metric with no points still takes room
+            self._context_bytes += size
         lo, hi = bounds
         newest = 0
         append = out.points.append
@@ -360,6 +381,7 @@ class Otlp:
                     ref = self.series.make(name, labels, kind, unit)
                     refs[attrs] = ref
                     self._context_entries += 1
+                    self._context_bytes += sum(map(len, attrs)) + held(ref)
                 if delta:
                     v = staged.add_sum((ctx_key, attrs), p.start_time_unix_nano, t_ns, v)
             except InvalidSample as e:
@@ -447,6 +469,9 @@ class Otlp:
             _finite(name, total)
         count = p.count
         if temporality == DELTA:
+            # its series validated before its state is staged: a refused one keeps none
+            self._handle(f"{name}_count", labels, "COUNTER", "")
+            self._handle(f"{name}_bucket", {**labels, "le": "+Inf"}, "HISTOGRAM_BUCKET", unit)
             key = ("histogram", name, *sorted(labels.items()))
             acc, s, count = staged.add_histogram(
                 key,
@@ -533,6 +558,11 @@ class Otlp:
         if total is not None:
             self._emit(out, f"{name}_sum", labels, "COUNTER", unit, ts, float(total))
         self._emit(out, f"{name}_count", labels, "COUNTER", "", ts, float(count))
+
+
+def _text_bytes(context: tuple[Any, ...]) -> int:
+    """Characters in a context key's label pairs ((promoted, over) pairs of pairs)."""
+    return sum(len(k) + len(v) for part in context for k, v in part)
 
 
 def _down(buckets: tuple[int, list[int]]) -> tuple[int, list[int]]:

@@ -8,9 +8,10 @@ count) and the end time of the last point added:
 * a point whose end is not after the last one's is refused (``delta-out-of-order``:
   a repeat or a reordering, which would otherwise be counted twice);
 * a histogram whose bounds change starts afresh (a reset, as Prometheus reads it);
-* at most ``max_series`` series; when full, series not updated for ``ttl_ns`` are
-  forgotten, and if none is, a new series is refused (``delta-state-full``) rather
-  than resetting a live one. A forgotten series starts again from its next delta.
+* at most ``max_series`` series holding about ``max_bytes`` (keys and bucket arrays,
+  estimated); when full, series not updated for ``ttl_ns`` are forgotten, and if none
+  is, a new series is refused (``delta-state-full``) rather than resetting a live one.
+  A forgotten series starts again from its next delta.
 
 Updates are staged per request (``stage``) and kept only by ``commit``, so a request
 refused for backpressure and sent again is not counted twice.
@@ -34,23 +35,48 @@ from monitoring.metrics.samples import InvalidSample
 class DeltaState:
     """Running totals of delta series (see the module's docstring)."""
 
-    def __init__(self, max_series: int = 100_000, ttl_ns: int = 3600 * 10**9) -> None:
+    def __init__(
+        self, max_series: int = 100_000, ttl_ns: int = 3600 * 10**9, max_bytes: int = 256 << 20
+    ) -> None:
         self.max_series = max_series
         self.ttl_ns = ttl_ns
+        self.max_bytes = max_bytes
         # key -> [last end ns, total] or [last end ns, bounds, counts, sum, count]
         self.series: dict[Hashable, list[Any]] = {}
+        self.sizes: dict[Hashable, int] = {}  # estimated bytes of each series' entry
+        self.bytes = 0
 
     def stage(self) -> Staged:
         """A request's view: reads through to the state, writes kept aside."""
         return Staged(self)
 
-    def _room(self, now_ns: int, extra: int) -> bool:
-        if len(self.series) + extra < self.max_series:
+    def _room(self, now_ns: int, extra: int, extra_bytes: int) -> bool:
+        def fits() -> bool:
+            return (
+                len(self.series) + extra < self.max_series
+                and self.bytes + extra_bytes <= self.max_bytes
+            )
+
+        if fits():
             return True
         cutoff = now_ns - self.ttl_ns
         for k in [k for k, e in self.series.items() if e[0] < cutoff]:
             del self.series[k]
-        return len(self.series) + extra < self.max_series
+            self.bytes -= self.sizes.pop(k, 0)
+        return fits()
+
+
+def _bytes(key: Any) -> int:
+    """Bytes a key holds, estimated (strings, bytes and tuples of them).
+
+    >>> _bytes(("a", ("bc", b"d")))
+    36
+    """
+    if isinstance(key, str | bytes):
+        return len(key)
+    if isinstance(key, tuple):
+        return 8 * len(key) + sum(map(_bytes, key))
+    return 8
 
 
 class Staged:
@@ -59,15 +85,24 @@ class Staged:
     def __init__(self, state: DeltaState) -> None:
         self.state = state
         self.changes: dict[Hashable, list[Any]] = {}
+        self.sizes: dict[Hashable, int] = {}  # of the series this request adds or reshapes
+        self.added_bytes = 0
 
-    def _entry(self, key: Hashable, end_ns: int) -> list[Any] | None:
+    def _entry(self, key: Hashable, end_ns: int, buckets: int = 0) -> list[Any] | None:
         e = self.changes.get(key)
         if e is None:
             e = self.state.series.get(key)
         if e is not None and end_ns <= e[0]:
             raise InvalidSample("delta-out-of-order", f"a point ending at {end_ns} ns repeats")
-        if e is None and not self.state._room(end_ns, len(self.changes)):
-            raise InvalidSample("delta-state-full", f"{self.state.max_series} delta series kept")
+        if e is None:
+            size = 200 + _bytes(key) + 80 * buckets
+            if not self.state._room(end_ns, len(self.changes), self.added_bytes + size):
+                raise InvalidSample(
+                    "delta-state-full",
+                    f"{self.state.max_series} delta series or {self.state.max_bytes} bytes kept",
+                )
+            self.sizes[key] = size
+            self.added_bytes += size
         return e
 
     def add_sum(self, key: Hashable, start_ns: int, end_ns: int, value: float) -> float:
@@ -89,8 +124,12 @@ class Staged:
         count: int,
     ) -> tuple[list[int], float, int]:
         """Cumulative (bucket counts, sum, count) after adding a delta histogram point."""
-        e = self._entry(key, end_ns)
+        e = self._entry(key, end_ns, len(bounds))
         b = tuple(bounds)
+        if e is not None and e[1] != b:  # a reset to other bounds: another size
+            size = 200 + _bytes(key) + 80 * len(b)
+            self.added_bytes += size - self.sizes.get(key, self.state.sizes.get(key, 0))
+            self.sizes[key] = size
         if e is None or e[1] != b:
             acc, s, n = list(counts), total, count
         else:
@@ -103,5 +142,11 @@ class Staged:
 
     def commit(self) -> None:
         """Keep the staged updates (the request was admitted)."""
-        self.state.series.update(self.changes)
-        self.changes = {}
+        state = self.state
+        state.series.update(self.changes)
+        for k, size in self.sizes.items():
+            if k not in self.changes:  # refused after its room was counted
+                continue
+            state.bytes += size - state.sizes.get(k, 0)
+            state.sizes[k] = size
+        self.changes, self.sizes, self.added_bytes = {}, {}, 0

@@ -35,8 +35,15 @@ from monitoring.api.guard import Guard
 from monitoring.ingest import otlp, remote_write
 from monitoring.ingest.otlp_delta import DeltaState
 from monitoring.ingest.prompb import Status
-from monitoring.ingest.receiving import BadRequest, Converted, RequestLimits, SeriesCache
+from monitoring.ingest.receiving import (
+    MAX_UNIT_LEN,
+    BadRequest,
+    Converted,
+    RequestLimits,
+    SeriesCache,
+)
 from monitoring.log import get_logger
+from monitoring.metrics.samples import InvalidSample
 from monitoring.sdk.sender import BufferFullError, ProducerClosedError
 from monitoring.wire.sample_encoding import make_series
 
@@ -90,6 +97,10 @@ class Receiver:
         self.lock = threading.Lock()
 
         def make(name: str, labels: Mapping[str, str], kind: str, unit: str) -> Any:
+            if len(unit) > MAX_UNIT_LEN:  # carried by every sample record of the series
+                raise InvalidSample(
+                    "unit-too-long", f"unit of {len(unit)} chars, {MAX_UNIT_LEN} max"
+                )
             return make_series(name, labels, kind, unit, limits.series)
 
         cache = SeriesCache(make, series_cache)

@@ -16,6 +16,19 @@ from typing import Any
 from monitoring.metrics.samples import InvalidSample, Limits
 
 DEFAULT_SERIES_CACHE = 100_000
+# Bytes a per-series structure may hold, estimated. Counting entries alone does not
+# bound memory: one entry can be as large as a request (a label value at the contract's
+# 2048 characters, 32 of them, or unknown protobuf fields padding a cache key's bytes).
+DEFAULT_SERIES_CACHE_BYTES = 256 << 20
+DEFAULT_KEY_CACHE_BYTES = 64 << 20
+MAX_UNIT_LEN = 128  # the samples contract has no bound on a unit: a 1 MB one outgrows Kafka
+ENTRY_OVERHEAD = 200  # a dict slot, the key tuple or bytes object, the value's object
+
+
+def held(series: Any) -> int:
+    """Bytes a cached ``SeriesRef`` holds, estimated: its key, its labels and its
+    encoded descriptor are each about as long as the key."""
+    return 3 * len(getattr(series, "key", "")) + ENTRY_OVERHEAD
 
 
 class BadRequest(ValueError):
@@ -64,8 +77,9 @@ MakeSeries = Callable[[str, Mapping[str, str], str, str], Any]
 
 
 class SeriesCache:
-    """Validated series by a caller's key, at most ``max_entries`` (emptied when full,
-    as the SDK's caches are); ``make`` validates (raising ``InvalidSample``) and builds.
+    """Validated series by a caller's key, at most ``max_entries`` holding about
+    ``max_bytes`` (emptied when full, as the SDK's caches are); ``make`` validates
+    (raising ``InvalidSample``) and builds.
 
     >>> made = []
     >>> c = SeriesCache(lambda n, lab, k, u: made.append(n) or (n, k), max_entries=2)
@@ -73,9 +87,16 @@ class SeriesCache:
     (('a', 'GAUGE'), ('a', 'GAUGE'), ['a'])
     """
 
-    def __init__(self, make: MakeSeries, max_entries: int = DEFAULT_SERIES_CACHE) -> None:
+    def __init__(
+        self,
+        make: MakeSeries,
+        max_entries: int = DEFAULT_SERIES_CACHE,
+        max_bytes: int = DEFAULT_SERIES_CACHE_BYTES,
+    ) -> None:
         self.make = make
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.entries: dict[Hashable, Any] = {}
 
     def get(
@@ -85,10 +106,47 @@ class SeriesCache:
         s = self.entries.get(key)
         if s is None:
             s = self.make(name, labels, kind, unit)
-            if len(self.entries) >= self.max_entries:
+            size = held(s)
+            if len(self.entries) >= self.max_entries or self.bytes + size > self.max_bytes:
                 self.entries.clear()
+                self.bytes = 0
             self.entries[key] = s
+            self.bytes += size
         return s
 
 
-__all__ = ["BadRequest", "Converted", "InvalidSample", "RequestLimits", "SeriesCache"]
+class KeyBytes:
+    """The byte budget of a cache keyed by a sender's bytes: ``charge`` says whether
+    the cache must be emptied before an entry of ``size`` bytes goes in.
+
+    >>> kb = KeyBytes(max_entries=10, max_bytes=1000)
+    >>> kb.charge(0, 600), kb.charge(1, 600), kb.bytes
+    (False, True, 800)
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int = DEFAULT_KEY_CACHE_BYTES) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def charge(self, entries: int, size: int) -> bool:
+        """Count ``size`` more bytes into a cache of ``entries``; True when it must be
+        emptied first (the count then restarts at ``size``)."""
+        size += ENTRY_OVERHEAD
+        if entries >= self.max_entries or self.bytes + size > self.max_bytes:
+            self.bytes = size
+            return True
+        self.bytes += size
+        return False
+
+
+__all__ = [
+    "MAX_UNIT_LEN",
+    "BadRequest",
+    "Converted",
+    "InvalidSample",
+    "KeyBytes",
+    "RequestLimits",
+    "SeriesCache",
+    "held",
+]

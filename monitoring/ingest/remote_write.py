@@ -33,7 +33,14 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from monitoring.ingest.prompb import RequestV2, TimeSeries, WriteRequestRaw
-from monitoring.ingest.receiving import BadRequest, Converted, RequestLimits, SeriesCache
+from monitoring.ingest.receiving import (
+    MAX_UNIT_LEN,
+    BadRequest,
+    Converted,
+    KeyBytes,
+    RequestLimits,
+    SeriesCache,
+)
 from monitoring.metrics.samples import InvalidSample
 
 STALE_NAN_BITS = 0x7FF0000000000002  # Prometheus's value.StaleNaN
@@ -147,7 +154,9 @@ class Families:
         types = self.types
         for m in metadata:
             name = m.metric_family_name
-            entry = (int(m.type), m.unit)
+            if len(name) > 256:  # no series of it is valid (the contract's name length)
+                continue
+            entry = (int(m.type), m.unit[: MAX_UNIT_LEN + 1])  # kept too long to be refused
             old = types.get(name)
             if old == entry:
                 continue
@@ -246,8 +255,11 @@ class RemoteWrite:
         self.series = series
         self.families = families
         self.limits = limits
+        # keyed by the sender's bytes: bounded in bytes too (unknown fields pad a key)
         self.by_labels: dict[bytes, Any] = {}
         self.refused_labels: dict[bytes, _Refused] = {}
+        self.by_labels_bytes = KeyBytes(series.max_entries)
+        self.refused_bytes = KeyBytes(series.max_entries)
         self._generation = families.generation
 
     def convert(self, req: Any, now_ms: int) -> Converted:
@@ -257,6 +269,7 @@ class RemoteWrite:
             self.families.update(req.metadata)
         if self.families.generation != self._generation:
             self.by_labels.clear()  # kinds may have changed
+            self.by_labels_bytes.bytes = 0
             self._generation = self.families.generation
         tss = req.timeseries
         heads = list(map(_HEAD, tss))
@@ -354,12 +367,12 @@ class RemoteWrite:
                 raise InvalidSample("too-many-labels", f"{len(ts.labels)} labels")
             entry = self._series((0, *[(lab.name, lab.value) for lab in ts.labels]))
         except InvalidSample as e:
-            if len(self.refused_labels) >= self.series.max_entries:
+            if self.refused_bytes.charge(len(self.refused_labels), len(labels)):
                 self.refused_labels.clear()
             self.refused_labels[labels] = _Refused(e)
             out.reject(e.reason, e.detail)
             return None
-        if len(self.by_labels) >= self.series.max_entries:
+        if self.by_labels_bytes.charge(len(self.by_labels), len(labels)):
             self.by_labels.clear()
         self.by_labels[labels] = entry
         return entry

@@ -145,3 +145,134 @@ def test_gzip_members_are_bounded_together() -> None:
         assert status == 400, text
     finally:
         w.close()
+
+
+# -- per-series structures bounded in bytes, not only in entries --------------------------
+
+
+def _rw(w: World, *series: bytes) -> int:
+    from fixtures.receive import RW_HEADERS, snappy
+
+    body = b"".join(b"\x0a" + _varint(len(s)) + s for s in series)  # WriteRequest.timeseries
+    return w.client.post("/api/v1/write", content=snappy(body), headers=RW_HEADERS).status_code
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _series(labels: dict[str, str], padding: bytes = b"") -> bytes:
+    from monitoring.ingest.prompb import TimeSeries
+
+    ts = TimeSeries()
+    for k, v in labels.items():
+        ts.labels.add(name=k, value=v)
+    head = ts.SerializeToString()
+    if padding:  # an unknown field (15, bytes): ignored by a parse, part of the bytes
+        head += b"\x7a" + _varint(len(padding)) + padding
+    tail = TimeSeries()
+    tail.samples.add(value=1.0, timestamp=NOW_NS // 10**6)
+    return head + tail.SerializeToString()
+
+
+def test_remote_write_label_caches_are_bounded_in_bytes(world: World) -> None:
+    # the caches keyed by a series' labels bytes counted entries only: 100,000 keys of
+    # a request's size each (unknown fields padding valid labels, or refused labels)
+    rw = world.receiver.rw
+    rw.by_labels_bytes.max_bytes = rw.refused_bytes.max_bytes = 1 << 20
+    for i in range(40):
+        pad = i.to_bytes(4, "big") * 25_000  # 100 kB
+        assert _rw(world, _series({"__name__": "up", "i": str(i)}, pad)) == 204
+        assert _rw(world, _series({"__name__": "bad", "v": str(i) * 5000})) == 400
+    assert len(world.collector.recorded) == 40
+    assert sum(map(len, rw.by_labels)) <= 1 << 20
+    assert sum(map(len, rw.refused_labels)) <= 1 << 20
+
+
+def test_otlp_attribute_cache_is_bounded_in_bytes(world: World) -> None:
+    # a point's attributes were cached with their labels before the labels were checked
+    o = world.receiver.otlp
+    o.labels_bytes.max_bytes = 1 << 20
+    for i in range(40):
+        status, resp = otlp(world, export(gauge("g", 1.0, v=str(i) * 20_000)))
+        assert status == 200 and resp.partial_success.rejected_data_points == 1
+    assert sum(sum(map(len, k)) for k in o._labels) <= 1 << 20
+
+
+def test_the_series_cache_is_bounded_in_bytes() -> None:
+    from monitoring.ingest.receiving import SeriesCache, held
+    from monitoring.wire.sample_encoding import make_series
+
+    cache = SeriesCache(make_series, max_entries=1000, max_bytes=200_000)
+    for i in range(100):
+        cache.get(i, "m", {"v": f"{i:04d}" * 500}, "GAUGE")
+    assert sum(map(held, cache.entries.values())) == cache.bytes <= 200_000
+    assert len(cache.entries) < 100
+
+
+def test_delta_state_is_bounded_in_bytes_and_keeps_no_refused_series() -> None:
+    from monitoring.ingest.otlp_delta import DeltaState
+
+    delta = DeltaState(max_series=1000, max_bytes=20_000)
+    w = World(options=OtlpOptions(scope_labels=False, target_info=False), delta=delta)
+    try:
+        t0 = NOW_NS - 5 * 10**9
+        refused = 0
+        for i in range(40):
+            p = m.NumberDataPoint(
+                start_time_unix_nano=t0,
+                time_unix_nano=t0 + 10**9,
+                as_double=1.0,
+                attributes=[KeyValue(key="v", value=AnyValue(string_value=f"{i:04d}" * 500))],
+            )
+            s = m.Sum(data_points=[p], is_monotonic=True, aggregation_temporality=DELTA)
+            status, resp = otlp(w, export(m.Metric(name="c", sum=s)))
+            assert status == 200
+            refused += resp.partial_success.rejected_data_points
+        assert refused and "delta-state-full" in resp.partial_success.error_message
+        assert delta.bytes <= 20_000 and delta.bytes == sum(delta.sizes.values())
+        # a delta histogram whose series the contract refuses keeps no state
+        before = set(delta.series)
+        p = m.HistogramDataPoint(
+            time_unix_nano=t0 + 10**9, explicit_bounds=[1.0], bucket_counts=[1, 0], count=1,
+            attributes=[KeyValue(key="x", value=AnyValue(string_value="y" * 5000))],
+        )  # fmt: skip
+        h = m.Histogram(data_points=[p], aggregation_temporality=DELTA)
+        status, resp = otlp(w, export(m.Metric(name="h", histogram=h)))
+        assert resp.partial_success.rejected_data_points == 1
+        assert set(delta.series) == before
+    finally:
+        w.close()
+
+
+def test_a_unit_past_the_bound_refuses_its_series(world: World) -> None:
+    # the samples contract has no bound on a unit: every record of the series carries it
+    long_unit = "{" + "x" * 5000 + "}"  # an annotation: not in the name
+    g = gauge("g", 1.0)
+    g.unit = long_unit
+    status, resp = otlp(world, export(g, gauge("ok", 1.0)))
+    assert status == 200 and resp.partial_success.rejected_data_points == 1
+    assert resp.partial_success.error_message.startswith("unit-too-long")
+    assert recorded(world) == {'ok{job="s"}'}
+
+
+def test_remote_write_metadata_is_bounded_per_family(world: World) -> None:
+    from monitoring.ingest.prompb import MetricMetadata
+
+    md = [
+        MetricMetadata(type=2, metric_family_name="n" * 300_000, unit="s"),
+        MetricMetadata(type=2, metric_family_name="up", unit="u" * 300_000),
+    ]
+    body = b"".join(b"\x1a" + _varint(len(x)) + x for x in (m.SerializeToString() for m in md))
+    from fixtures.receive import RW_HEADERS, snappy
+
+    r = world.client.post("/api/v1/write", content=snappy(body), headers=RW_HEADERS)
+    assert r.status_code == 204
+    types = world.receiver.rw.families.types
+    assert sum(len(k) + len(v[1]) for k, v in types.items()) < 1000
+    assert _rw(world, _series({"__name__": "up"})) == 400  # its unit is too long
