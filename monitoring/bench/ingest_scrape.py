@@ -227,7 +227,15 @@ async def _measure(
         ok = count("monitoring_scrape_scrapes_total", {"job": "bench", "result": "ok"})
         failed = sum(
             count("monitoring_scrape_scrapes_total", {"job": "bench", "result": r})
-            for r in ("timeout", "http", "http_status", "parse", "body_size", "sample_limit")
+            for r in (
+                "timeout",
+                "http",
+                "http_status",
+                "parse",
+                "body_size",
+                "sample_limit",
+                "auth",
+            )
         )
         return ok, failed
 

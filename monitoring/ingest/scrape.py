@@ -361,6 +361,12 @@ class Scraper:
         limit = job.body_size_limit or self.settings.max_body_bytes
         limit = min(limit, self.settings.max_body_bytes)
         headers = {"X-Prometheus-Scrape-Timeout-Seconds": f"{job.timeout_s:g}"}
+        try:
+            auth = job.auth_header()
+        except (OSError, ValueError) as e:
+            raise ScrapeError("auth", f"credentials not read: {e}") from None
+        if auth is not None:
+            headers["Authorization"] = auth
         async with self.client.stream("GET", target.url, headers=headers) as resp:
             if resp.status_code != 200:
                 raise ScrapeError("http_status", f"server returned HTTP status {resp.status_code}")

@@ -4,7 +4,9 @@ A file is Prometheus' own shape: ``global`` (``scrape_interval``, ``scrape_timeo
 and ``scrape_configs``. Prometheus' other top-level sections (``rule_files``,
 ``alerting``, ``remote_write``, ...) may be present and are ignored (a prometheus.yml
 can be reused); an unknown key anywhere else, or a known but unsupported one (another
-service discovery, TLS, auth), is refused with its name. Defaults are Prometheus': a
+service discovery, ``tls_config``, ``oauth2``, ``proxy_url``), is refused with its name.
+``basic_auth`` and ``authorization`` (Bearer by default) are supported, secrets as
+``SecretStr`` (never printed) or files re-read at every scrape. Defaults are Prometheus': a
 1m interval, a 10s timeout, ``/metrics``, ``http``, ``honor_labels: false``,
 ``honor_timestamps: true``; the timeout may not exceed the interval.
 
@@ -20,6 +22,7 @@ sizes (``10MB``, ``512KiB``: powers of 1024, as ``units.Base2Bytes``).
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +34,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -184,6 +188,55 @@ class RelabelConfig(_Model):
         return self
 
 
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _read_secret(path: str) -> str:
+    """A credentials or password file, re-read at every scrape (as Prometheus does)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_SECRET_FILE_BYTES} bytes")
+    return data.decode("utf-8").strip()
+
+
+class BasicAuth(_Model):
+    username: str = Field(min_length=1, max_length=1024)
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BasicAuth:
+        if self.password.get_secret_value() and self.password_file:
+            raise ValueError("basic_auth: give password or password_file, not both")
+        return self
+
+    def header(self) -> str:
+        pw = _read_secret(self.password_file) if self.password_file else None
+        secret = pw if pw is not None else self.password.get_secret_value()
+        token = base64.b64encode(f"{self.username}:{secret}".encode()).decode()
+        return f"Basic {token}"
+
+
+class Authorization(_Model):
+    type: str = Field("Bearer", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    credentials: SecretStr = SecretStr("")
+    credentials_file: str = ""
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Authorization:
+        if self.type.lower() == "basic":
+            raise ValueError("authorization type Basic: use basic_auth")
+        if bool(self.credentials.get_secret_value()) == bool(self.credentials_file):
+            raise ValueError("authorization: give credentials or credentials_file (one)")
+        return self
+
+    def header(self) -> str:
+        if self.credentials_file:
+            return f"{self.type} {_read_secret(self.credentials_file)}"
+        return f"{self.type} {self.credentials.get_secret_value()}"
+
+
 class GlobalConfig(_Model):
     scrape_interval: Seconds = 60.0
     scrape_timeout: Seconds = 10.0
@@ -206,6 +259,8 @@ class ScrapeConfig(_Model):
     honor_timestamps: bool = True
     sample_limit: int = Field(0, ge=0)
     body_size_limit: Size = 0
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
     static_configs: list[StaticConfig] = Field([], max_length=10_000)
     file_sd_configs: list[FileSDConfig] = Field([], max_length=100)
     relabel_configs: list[RelabelConfig] = Field([], max_length=MAX_RULES)
@@ -227,6 +282,17 @@ class ScrapeConfig(_Model):
                     "(see docs/ingest.md for the subset)"
                 )
         return data
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> ScrapeConfig:
+        if self.basic_auth is not None and self.authorization is not None:
+            raise ValueError(f"job {self.job_name!r}: basic_auth and authorization both given")
+        return self
+
+    def auth_header(self) -> str | None:
+        """The Authorization header of this job's scrapes (files read now), or None."""
+        auth = self.basic_auth or self.authorization
+        return auth.header() if auth is not None else None
 
     @field_validator("metrics_path")
     @classmethod

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from monitoring.config import ScrapeSettings
+from monitoring.config import ConfigError, ScrapeSettings
 from monitoring.ingest.exposition import _library, parse
 from monitoring.ingest.outlet import Outlet
 from monitoring.ingest.scrape import Scraper, _TargetLoop, target_points
@@ -560,3 +560,82 @@ def test_exported_labels_resolve_after_the_target_labels_are_set() -> None:
         "exported_exported_job": "a",
         "exported_exported_exported_job": "b",
     }
+
+
+async def test_scraping_a_guarded_metrics_endpoint_with_credentials(tmp_path: Path) -> None:
+    from monitoring.api.server import serve
+    from monitoring.config import ApiSettings
+
+    own = CollectorRegistry()
+    Counter("guarded", "Requests.", registry=own).inc()
+    api = serve(ApiSettings(token="s3cret-token"), own, "127.0.0.1", 0)
+    target = "{}:{}".format(*api.address)
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+
+    def guarded_job(**auth: Any) -> dict[str, Any]:
+        return {
+            "job_name": "guarded",
+            "scrape_timeout": "5s",
+            "static_configs": [{"targets": [target]}],
+            **auth,
+        }
+
+    async def scrape(**auth: Any) -> Any:
+        rec = Recorder()
+        registry = CollectorRegistry()
+        outlet = Outlet(rec, registry, "scrape")
+        s = Scraper(
+            ScrapeFile.parse({"scrape_configs": [guarded_job(**auth)]}),
+            outlet,
+            ScrapeSettings(),
+            registry,
+        )
+        return await scrape_job(s), rec
+
+    try:
+        ok, rec = await scrape(authorization={"credentials": "s3cret-token"})
+        assert ok.up and rec.of("guarded_total")[0][1] == 1.0
+        from_file, _ = await scrape(authorization={"credentials_file": str(token_file)})
+        assert from_file.up
+        refused, rec = await scrape()
+        assert not refused.up and "401" in refused.error and not rec.of("guarded_total")
+        wrong, _ = await scrape(authorization={"credentials": "guess"})
+        assert not wrong.up
+        missing, _ = await scrape(authorization={"credentials_file": str(tmp_path / "none")})
+        assert not missing.up and "credentials not read" in missing.error
+    finally:
+        api.stop()
+
+
+async def test_basic_auth_header_and_secret_handling(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def echo_auth(request: Request) -> Response:
+        seen.append(request.headers.get("authorization", ""))
+        return PlainTextResponse("x 1\n")
+
+    app = Starlette(routes=[Route("/metrics", echo_auth)])
+    pw = tmp_path / "pw"
+    pw.write_text("from-file\n")
+    for auth, expected in [
+        ({"username": "u", "password": "p"}, "Basic dTpw"),
+        ({"username": "u", "password_file": str(pw)}, "Basic dTpmcm9tLWZpbGU="),
+    ]:
+        rec = Recorder()
+        await scrape_job(scraper_for([job(basic_auth=auth)], app, rec))
+        assert seen[-1] == expected
+    secret = "p-secret-value"
+    cfg = ScrapeFile.parse(
+        {"scrape_configs": [job(basic_auth={"username": "u", "password": secret})]}
+    )
+    assert secret not in repr(cfg) and secret not in str(cfg.jobs()[0].basic_auth)
+    for bad, message in [
+        ({"basic_auth": {"username": "u"}, "authorization": {"credentials": "x"}}, "both"),
+        ({"basic_auth": {"username": "u", "password": "a", "password_file": "f"}}, "not both"),
+        ({"authorization": {}}, "credentials or credentials_file"),
+        ({"authorization": {"type": "Basic", "credentials": "x"}}, "use basic_auth"),
+        ({"tls_config": {"insecure_skip_verify": True}}, "not supported here: tls_config"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ScrapeFile.parse({"scrape_configs": [job(**bad)]})
