@@ -127,6 +127,8 @@ class ReportScheduler:
         self.state_path = self.out_dir / STATE_FILE
         self.generator = ReportGenerator()
         self.generator.check_template(self.cfg.template)
+        if self.cfg.email.to:
+            self.email_config()  # a bad address or smarthost refuses to start
 
     @property
     def length_s(self) -> int:
@@ -186,11 +188,16 @@ class ReportScheduler:
         return msg
 
     def _send_email(self, msg: EmailMessage) -> None:
-        from monitoring.alerts.receivers import EmailConfig
         from monitoring.sinks.notifiers.email import send_message
 
+        send_message(self.email_config(), msg)
+
+    def email_config(self) -> Any:
+        """The e-mail channel's config of ``reporting.email`` (ValueError when bad)."""
+        from monitoring.alerts.receivers import EmailConfig
+
         em = self.cfg.email
-        cfg = EmailConfig.model_validate(
+        return EmailConfig.model_validate(
             {
                 "to": em.to,
                 "from": em.from_,
@@ -202,7 +209,6 @@ class ReportScheduler:
                 "timeout_s": em.timeout.total_seconds(),
             }
         )
-        send_message(cfg, msg)
 
     def prune(self, now_s: float | None = None) -> list[Path]:
         """Delete this scheduler's report files (and temporary files a crash left)

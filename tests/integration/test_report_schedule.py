@@ -224,3 +224,20 @@ def test_pruning_skips_links_directories_and_vanished_files(
     s = ReportScheduler(settings(store, out, smtp_server), store[1], clock=lambda: now)
     assert s.prune() == [old]
     assert outside.exists() and (out / "report-daily-2020-01-03.pdf").is_symlink()
+
+
+def test_a_bad_email_setting_refuses_to_start(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """Not after a report was built, at each retry: at the start, with the reason."""
+    cfg = settings(store, tmp_path / "z", smtp_server)
+    bad = cfg.model_copy(
+        update={
+            "reporting": cfg.reporting.model_copy(
+                update={"email": cfg.reporting.email.model_copy(update={"smarthost": "nohost"})}
+            )
+        }
+    )
+    with pytest.raises(ValueError, match="host:port"):
+        ReportScheduler(bad, store[1])
+    assert not (tmp_path / "z").exists()
