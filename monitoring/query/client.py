@@ -326,9 +326,13 @@ def store_answers(url: str, timeout_s: float = 2.0) -> bool:
 
 
 @contextmanager
-def open_store(settings: Settings, url: str | None = None) -> Iterator[StoreClient]:
+def open_store(
+    settings: Settings, url: str | None = None, fallback: bool = True
+) -> Iterator[StoreClient]:
     """A client of the running store, or of an in-process query server over the chDB
-    directory when no store runs (chDB lets one process open it)."""
+    directory when no store runs (chDB lets one process open it). Without ``fallback``
+    (a daemon, which must not hold the directory while the store restarts), a store that
+    does not answer is :class:`StoreUnavailable`."""
     url = url or store_url(settings)
     st = settings.storage
     timeout = 2 * st.query.timeout.total_seconds() + 5  # a query slot, then the query
@@ -336,6 +340,11 @@ def open_store(settings: Settings, url: str | None = None) -> Iterator[StoreClie
         with StoreClient(url, settings.api.token.get_secret_value(), timeout) as client:
             yield client
         return
+    if not fallback:
+        raise StoreUnavailable(
+            f"no store answers at {url}; the report waits for it (opening the store's "
+            "directory here would keep the store from starting)"
+        )
     with local_store(settings) as client:
         yield client
 

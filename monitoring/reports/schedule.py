@@ -14,6 +14,10 @@
 - **Delivery**: a PDF/HTML attachment through the notifier's e-mail channel
   (:func:`monitoring.sinks.notifiers.email.send_message`: STARTTLS, AUTH, timeouts).
   A failed delivery leaves the period due; the loop tries again after ``retry_s``.
+- **Store**: the running store's query endpoint only. Unlike ``monitoring report run``,
+  the scheduler never opens the chDB directory itself: it would hold chDB's one-process
+  lock for the whole report, and a store restarting meanwhile could not start. A store
+  that does not answer leaves the period due (tried again after ``retry_s``).
 - **Retention**: report files older than ``reporting.retention`` are deleted after each
   run (only this scheduler's own file names, regular files only: a link or a directory
   under such a name is left alone). Every file is written through a new temporary file
@@ -148,7 +152,7 @@ class ReportScheduler:
         day = datetime.fromtimestamp(end - self.length_s, UTC).strftime("%Y-%m-%d")
         path = self.out_dir / f"report-{self.cfg.schedule}-{day}.{self.cfg.format}"
         title = f"Monitoring report ({self.cfg.schedule}): {day}"
-        with open_store(self.settings, self.url) as client:
+        with open_store(self.settings, self.url, fallback=False) as client:
             data = self.collect(client, end, title)
         report = self.generator.generate(
             data, self.cfg.template, "pdf" if self.cfg.format == "pdf" else "html"

@@ -241,3 +241,22 @@ def test_a_bad_email_setting_refuses_to_start(
     with pytest.raises(ValueError, match="host:port"):
         ReportScheduler(bad, store[1])
     assert not (tmp_path / "z").exists()
+
+
+def test_the_scheduler_never_opens_the_store_directory_itself(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """A scheduler is a daemon: were it to open the chDB directory when the store does not
+    answer (a restart), it would hold chDB's one-process lock for the whole report and the
+    store could not start. It waits for the store instead; the period stays due."""
+    from fixtures.prometheus import free_port
+
+    from monitoring.query.client import StoreUnavailable
+
+    out = tmp_path / "waiting"
+    cfg = settings(store, out, smtp_server)
+    s = ReportScheduler(cfg, f"http://127.0.0.1:{free_port()}", clock=lambda: NOW_MS / 1000)
+    with pytest.raises(StoreUnavailable, match="waits for it"):
+        s.run_once()
+    assert s.due() is not None and not smtp_server.envelopes
+    assert not list(out.glob("report-*"))
