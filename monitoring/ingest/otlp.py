@@ -191,7 +191,10 @@ class Otlp:
                     n, t = self._metric(metric, (under, over), out, staged, bounds)
                     points += n
                     newest = max(newest, t)
-                    if points > self.limits.max_samples:
+                    if (
+                        points > self.limits.max_samples
+                        or len(out.points) > self.limits.max_samples
+                    ):
                         raise BadRequest(
                             400, f"over {self.limits.max_samples} data points", "too-many-samples"
                         )
@@ -237,6 +240,12 @@ class Otlp:
         value: float,
     ) -> None:
         out.points.append((self._handle(name, labels, kind, unit), ts_ms, value))
+
+    def _room(self, out: Converted, more: int) -> None:
+        """BadRequest when ``more`` samples would take the request past its bound: raised
+        before they are made (a point of 50,000 buckets makes as many series)."""
+        if len(out.points) + more > self.limits.max_samples:
+            raise BadRequest(400, f"over {self.limits.max_samples} samples", "too-many-samples")
 
     def _handle(self, name: str, labels: dict[str, str], kind: str, unit: str) -> Any:
         """The validated series (cached): InvalidSample when the contract refuses it."""
@@ -430,6 +439,7 @@ class Otlp:
                 name, labels, unit, ts, p.sum if p.HasField("sum") else None, p.count, out
             )
         elif which == "summary":
+            self._room(out, len(p.quantile_values) + 2)
             for q in p.quantile_values:
                 _finite(name, q.value)
                 if not 0.0 <= q.quantile <= 1.0:
@@ -452,6 +462,7 @@ class Otlp:
         out: Converted,
         staged: Staged,
     ) -> None:
+        self._room(out, len(p.explicit_bounds) + 3)  # before any series is made
         bounds = list(p.explicit_bounds)
         counts = list(p.bucket_counts)
         if counts and len(counts) != len(bounds) + 1:
@@ -490,6 +501,9 @@ class Otlp:
     def _exponential(self, name: str, p: Any) -> tuple[list[float], list[int]]:
         """Upper bounds and per-bucket counts (without +Inf) of an exponential histogram."""
         scale = p.scale
+        n = len(p.negative.bucket_counts) + len(p.positive.bucket_counts)
+        if n > self.limits.max_samples:  # not downscaled in Python, not made into lists
+            raise InvalidSample("bad-histogram", f"{name}: {n} buckets")
         neg = (p.negative.offset, list(p.negative.bucket_counts))
         pos = (p.positive.offset, list(p.positive.bucket_counts))
         if not -10 <= scale <= 20:

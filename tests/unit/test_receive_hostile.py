@@ -276,3 +276,34 @@ def test_remote_write_metadata_is_bounded_per_family(world: World) -> None:
     types = world.receiver.rw.families.types
     assert sum(len(k) + len(v[1]) for k, v in types.items()) < 1000
     assert _rw(world, _series({"__name__": "up"})) == 400  # its unit is too long
+
+
+def test_a_request_over_the_sample_bound_is_refused_before_its_series_are_made() -> None:
+    # data points were counted, not samples: each histogram point made a series per
+    # bucket (under the receiver's lock) before the request was found too large
+    from monitoring.ingest.receiving import RequestLimits
+
+    w = World(limits=RequestLimits(max_samples=1000))
+    try:
+        made: list[Any] = []
+        make = w.receiver.otlp.series.make
+
+        def counting(*a: Any) -> Any:
+            made.append(a)
+            return make(*a)
+
+        w.receiver.otlp.series.make = counting
+        metrics = []
+        for i in range(10):
+            p = m.HistogramDataPoint(
+                time_unix_nano=NOW_NS,
+                explicit_bounds=[float(b) for b in range(900)],
+                bucket_counts=[0] * 901,
+            )
+            h = m.Histogram(data_points=[p], aggregation_temporality=CUMULATIVE)
+            metrics.append(m.Metric(name=f"h{i}", histogram=h))
+        status, text = otlp(w, export(*metrics))
+        assert status == 400 and "over 1000 samples" in text
+        assert len(made) <= 1000
+    finally:
+        w.close()
