@@ -10,7 +10,9 @@
   that starts (again) reports the due period only if the state has not recorded it;
   periods missed while it was down are not back-filled (the report of the latest is
   sent). The state is written after the report was saved and mailed: a crash in between
-  sends that report again after the restart (at least once), never skips it.
+  sends that report again after the restart (at least once), never skips it. A state
+  write that fails without a crash is retried alone: the process remembers what it
+  mailed, so the retry does not mail the report again.
 - **Delivery**: a PDF/HTML attachment through the notifier's e-mail channel
   (:func:`monitoring.sinks.notifiers.email.send_message`: STARTTLS, AUTH, timeouts).
   A failed delivery leaves the period due; the loop tries again after ``retry_s``.
@@ -129,6 +131,7 @@ class ReportScheduler:
         self.retry_s = retry_s
         self.out_dir = Path(self.cfg.out_dir)
         self.state_path = self.out_dir / STATE_FILE
+        self._delivered = 0.0  # the period this process saved and mailed last
         self.generator = ReportGenerator()
         self.generator.check_template(self.cfg.template)
         if self.cfg.email.to:
@@ -151,6 +154,10 @@ class ReportScheduler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         day = datetime.fromtimestamp(end - self.length_s, UTC).strftime("%Y-%m-%d")
         path = self.out_dir / f"report-{self.cfg.schedule}-{day}.{self.cfg.format}"
+        if self._delivered == end and path.is_file():  # only recording it failed
+            save_state(self.state_path, end)
+            self.prune()
+            return path
         title = f"Monitoring report ({self.cfg.schedule}): {day}"
         with open_store(self.settings, self.url, fallback=False) as client:
             data = self.collect(client, end, title)
@@ -160,6 +167,7 @@ class ReportScheduler:
         write_atomic(path, report.content)
         if self.cfg.email.to:
             self.send(self.message(report, data, path.name))
+        self._delivered = end
         save_state(self.state_path, end)
         log.info("report_sent", path=str(path), period_end=end, mailed=bool(self.cfg.email.to))
         self.prune()

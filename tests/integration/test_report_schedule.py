@@ -260,3 +260,20 @@ def test_the_scheduler_never_opens_the_store_directory_itself(
         s.run_once()
     assert s.due() is not None and not smtp_server.envelopes
     assert not list(out.glob("report-*"))
+
+
+def test_a_state_that_cannot_be_written_does_not_mail_again(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """Mailed, then the state write fails (here: a directory in its place): the retry
+    records the period without building and mailing the report again."""
+    out = tmp_path / "stuck"
+    (out / "schedule-state.json").mkdir(parents=True)
+    s = ReportScheduler(settings(store, out, smtp_server), store[1], clock=lambda: NOW_MS / 1000)
+    with pytest.raises(OSError):
+        s.run_once()
+    assert len(smtp_server.envelopes) == 1
+    (out / "schedule-state.json").rmdir()
+    assert s.run_once() is not None and s.due() is None
+    assert len(smtp_server.envelopes) == 1
+    assert not list(out.glob(".*.part"))  # no temporary file left behind
