@@ -88,11 +88,18 @@ def _filter(
     )
 
 
-def _scan(settings: Settings, flt: Any, max_records: int, max_bytes: int, timeout: float) -> Any:
+def _scan(
+    settings: Settings,
+    flt: Any,
+    max_records: int,
+    max_bytes: int,
+    timeout: float,
+    max_matches: int | None = None,
+) -> Any:
     from monitoring.ops.dlq_kafka import DlqError, ScanLimits, scan
 
     try:
-        return scan(settings, flt, ScanLimits(max_records, max_bytes, timeout))
+        return scan(settings, flt, ScanLimits(max_records, max_bytes, timeout), max_matches)
     except DlqError as e:
         raise _fail(str(e)) from None
     except Exception as e:  # librdkafka: broker down, timeouts
@@ -117,6 +124,9 @@ def list_(
     since: SinceOpt = "1h",
     reason: ReasonOpt = None,
     topic: TopicOpt = None,
+    bucket: Annotated[
+        str | None, typer.Option("--bucket", help="Also group by time: 1h, 10m, 1d buckets.")
+    ] = None,
     as_json: JsonOpt = False,
     max_records: MaxRecordsOpt = 100_000,
     max_bytes: MaxBytesOpt = 256 << 20,
@@ -128,8 +138,14 @@ def list_(
 
     settings = load_settings(config)
     flt = _filter(settings, None, since, reason, topic)
+    bucket_ms = None
+    if bucket:
+        try:
+            bucket_ms = ms(parse_duration(bucket))
+        except ValueError as e:
+            raise _fail(f"--bucket: {e}", 2) from None
     result = _scan(settings, flt, max_records, max_bytes, timeout)
-    groups = group(result.letters)
+    groups = group(result.letters, bucket_ms=bucket_ms)
     if as_json:
         doc = {
             "groups": [g.as_dict() for g in groups],
@@ -140,14 +156,17 @@ def list_(
         typer.echo(json.dumps(doc, indent=2))
         return
     table = Table(title=f"dead letters on {settings.kafka.topic_prefix}dead-letter")
-    for col in ("reason", "source topic", "count", "first seen", "last seen", "offsets"):
+    cols = ["reason", "source topic", "count", "first seen", "last seen", "offsets", "replay"]
+    for col in (["bucket"] if bucket_ms else []) + cols:
         table.add_column(col, justify="right" if col == "count" else "left")
-    table.add_column("replay")
     for g in groups:
-        table.add_row(
+        row = [
             g.reason, g.source_topic, str(g.count), _when(g.first_ms), _when(g.last_ms),
             f"{g.first_offset}-{g.last_offset}", "yes" if g.replayable else "no (permanent)",
-        )  # fmt: skip
+        ]  # fmt: skip
+        if bucket_ms:
+            row.insert(0, _when(g.bucket_ms or 0))
+        table.add_row(*row)
     console.print(table)
     console.print(f"{len(result.letters)} dead letters in {len(groups)} groups")
     _stopped_note(result)
@@ -172,7 +191,7 @@ def show(
 
     settings = load_settings(config)
     flt = _filter(settings, selection, since, reason, topic)
-    result = _scan(settings, flt, max_records, max_bytes, timeout)
+    result = _scan(settings, flt, max_records, max_bytes, timeout, max_matches=limit)
     codec = AvroCodec.from_directory()
     shown = result.letters[:limit]
     docs = []
@@ -215,7 +234,7 @@ def show(
         t.add_row("bytes", f"{dec.size}: {dec.hex}")
         t.add_row("text", dec.text)
         console.print(t, highlight=False, markup=False)
-    console.print(f"{len(shown)} of {len(result.letters)} matching dead letters shown")
+    console.print(f"{len(shown)} matching dead letters shown (--limit {limit})")
     _stopped_note(result)
 
 

@@ -31,22 +31,18 @@ def doctor(
     receivers; exit 1 when any check fails."""
     from monitoring.log import configure_logging
     from monitoring.ops import doctor as checks
-    from monitoring.ops.checks import exit_code, to_json
+    from monitoring.ops.checks import exit_code, format_lines, to_json
 
     configure_logging("WARNING")  # stdout is the checklist (or JSON); logs to stderr
     results = checks.run(config, timeout_s=timeout)
     if as_json:
         typer.echo(to_json(results))
     else:
-        width = max(len(r.name) for r in results)
-        for r in results:
-            line = Text()
-            line.append(f"{r.status.value:<5}", style=_STYLE[r.status.value])
-            line.append(f" {r.name:<{width}}  {r.detail}")
-            console.print(line, highlight=False, soft_wrap=True)
-            if r.hint and r.status.value != "OK":
-                fix = Text(f"{'':<5} {'':<{width}}  fix: {r.hint}", style="dim")
-                console.print(fix, soft_wrap=True)
+        for line in format_lines(results).splitlines():
+            status = line[:5].strip()
+            text = Text(line[:5], style=_STYLE[status]) if status else Text(line[:5])
+            text.append(line[5:], style="" if status else "dim")
+            console.print(text, highlight=False, soft_wrap=True)
     raise typer.Exit(exit_code(results))
 
 

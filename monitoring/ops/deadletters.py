@@ -226,7 +226,8 @@ class Filter:
 
 @dataclass
 class Group:
-    """Dead letters of one reason from one source topic."""
+    """Dead letters of one reason from one source topic (in one time bucket when
+    grouping by time: ``bucket_ms`` is its start, else None)."""
 
     reason: str
     source_topic: str
@@ -237,9 +238,10 @@ class Group:
     first_offset: int = 0
     last_offset: int = 0
     replayable: bool = False
+    bucket_ms: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "reason": self.reason,
             "source_topic": self.source_topic,
             "count": self.count,
@@ -249,29 +251,40 @@ class Group:
             "offsets": f"{self.first_offset}-{self.last_offset}",
             "replayable": self.replayable,
         }
+        if self.bucket_ms is not None:
+            out["bucket_ms"] = self.bucket_ms
+        return out
 
 
-def group(letters: Iterable[DeadLetter], max_groups: int = 10_000) -> list[Group]:
-    """Dead letters grouped by (reason, source topic) with counts and first/last seen,
-    the largest groups first; groups beyond ``max_groups`` are folded into one
-    ``(other)`` group (reasons come from producers of the dead-letter topic).
+def group(
+    letters: Iterable[DeadLetter], max_groups: int = 10_000, bucket_ms: int | None = None
+) -> list[Group]:
+    """Dead letters grouped by (reason, source topic), and by time buckets of
+    ``bucket_ms`` when given, with counts and first/last seen: the largest groups first
+    (by time, then size, with buckets); groups beyond ``max_groups`` are folded into
+    one ``(other)`` group (reasons come from producers of the dead-letter topic).
 
     >>> gs = group([DeadLetter(0, i, 100 + i, None, None, reason=r, source_topic="t")
     ...             for i, r in enumerate(["a", "b", "a"])])
     >>> [(g.reason, g.count, g.first_ms, g.last_ms) for g in gs]
     [('a', 2, 100, 102), ('b', 1, 101, 101)]
+    >>> [(g.bucket_ms, g.count) for g in group([DeadLetter(0, i, t, None, None, reason="a")
+    ...                                          for i, t in enumerate([5, 12, 17])], bucket_ms=10)]
+    [(0, 1), (10, 2)]
     """
-    groups: dict[tuple[str, str], Group] = {}
+    groups: dict[tuple[int, str, str], Group] = {}
     for d in letters:
-        k = (d.reason, d.source_topic)
+        bucket = d.timestamp_ms - d.timestamp_ms % bucket_ms if bucket_ms else 0
+        k = (bucket, d.reason, d.source_topic)
         g = groups.get(k)
         if g is None:
             if len(groups) >= max_groups:
-                k = ("(other)", "(other)")
+                k = (0, "(other)", "(other)")
                 g = groups.get(k)
             if g is None:
-                g = groups[k] = Group(k[0], k[1], 0, d.timestamp_ms, d.timestamp_ms)
+                g = groups[k] = Group(k[1], k[2], 0, d.timestamp_ms, d.timestamp_ms)
                 g.first_offset = g.last_offset = d.offset
+                g.bucket_ms = k[0] if bucket_ms else None
         g.count += 1
         g.first_ms = min(g.first_ms, d.timestamp_ms)
         g.last_ms = max(g.last_ms, d.timestamp_ms)
@@ -280,7 +293,9 @@ def group(letters: Iterable[DeadLetter], max_groups: int = 10_000) -> list[Group
         if d.stage and len(g.stages) < 16:
             g.stages.add(d.stage)
         g.replayable = g.reason in REPLAYABLE_REASONS
-    return sorted(groups.values(), key=lambda g: (-g.count, g.reason, g.source_topic))
+    return sorted(
+        groups.values(), key=lambda g: (g.bucket_ms or 0, -g.count, g.reason, g.source_topic)
+    )
 
 
 # -- the replay policy --------------------------------------------------------------

@@ -152,8 +152,14 @@ def _read(
                 return
 
 
-def scan(settings: Settings, flt: Filter, limits: ScanLimits | None = None) -> ScanResult:
-    """The dead letters ``flt`` keeps, read within ``limits`` (see the module)."""
+def scan(
+    settings: Settings,
+    flt: Filter,
+    limits: ScanLimits | None = None,
+    max_matches: int | None = None,
+) -> ScanResult:
+    """The dead letters ``flt`` keeps, read within ``limits`` (see the module); stops
+    once ``max_matches`` are kept (``show --limit``)."""
     limits = limits or ScanLimits()
     topic = topic_name(settings.kafka, DEAD_LETTER)
     result = ScanResult()
@@ -188,7 +194,7 @@ def scan(settings: Settings, flt: Filter, limits: ScanLimits | None = None) -> S
             )
             if flt.keeps(d):
                 result.letters.append(d)
-            return True
+            return max_matches is None or len(result.letters) < max_matches
 
         _read(consumer, topic, starts, limits, keep, result, stops)
     finally:

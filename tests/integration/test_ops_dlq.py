@@ -143,6 +143,9 @@ def test_list_groups_by_reason_and_topic(kafka_settings: Settings, dead: dict[st
     assert doc["total"] == 6 and doc["partial"] == ""
     assert cli_json(s, "list", "--reason", "oversized")["total"] == 2
     assert cli_json(s, "list", "--topic", "metrics.samples")["total"] == 4
+    by_time = cli_json(s, "list", "--bucket", "1d")["groups"]
+    assert sum(g["count"] for g in by_time) == 6 and all("bucket_ms" in g for g in by_time)
+    assert "bucket" in cli(s, "list", "--bucket", "1h").stdout
     # a time bound before all of them: nothing is read at all
     text = cli(s, "list", "--since", "1ms").stdout
     assert "0 dead letters" in text

@@ -134,6 +134,18 @@ def test_grouping_counts_first_and_last_seen_and_offsets() -> None:
     assert gs[2].stages == {"logs"}
 
 
+def test_grouping_by_time_buckets() -> None:
+    hour = 3_600_000
+    letters = [DeadLetter(0, i, t, None, None, reason="cardinality", source_topic="t")
+               for i, t in enumerate([10, hour - 1, hour, 3 * hour + 5, 3 * hour + 6])]  # fmt: skip
+    gs = group(letters, bucket_ms=hour)
+    assert [(g.bucket_ms, g.count, g.first_offset, g.last_offset) for g in gs] == [
+        (0, 2, 0, 1), (hour, 1, 2, 2), (3 * hour, 2, 3, 4),
+    ]  # fmt: skip
+    assert gs[0].as_dict()["bucket_ms"] == 0
+    assert "bucket_ms" not in group(letters)[0].as_dict()
+
+
 def test_groups_are_bounded() -> None:
     gs = group((letter(i, reason=f"r{i}") for i in range(50)), max_groups=10)
     assert len(gs) == 11
