@@ -103,6 +103,13 @@ def decode(body: bytes, headers: Mapping[str, str], limits: RequestLimits) -> tu
         )
     elif len(body) > limits.max_decompressed_bytes:
         raise BadRequest(413, f"body over {limits.max_decompressed_bytes} bytes", "too-large")
+    if media == JSON and len(body) > limits.max_json_bytes:
+        raise BadRequest(
+            413,
+            f"JSON body over {limits.max_json_bytes} bytes (protobuf is served to "
+            f"{limits.max_decompressed_bytes})",
+            "too-large",
+        )
     try:
         if media == PROTOBUF:
             req = RawExportRequest.FromString(body)

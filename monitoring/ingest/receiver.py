@@ -292,6 +292,7 @@ def from_settings(settings: Any, collector: Any, registry: CollectorRegistry) ->
     r = settings.receive
     limits = RequestLimits(
         max_decompressed_bytes=r.max_decompressed_bytes,
+        max_json_bytes=min(r.max_decompressed_bytes, DEFAULT_LIMITS.max_json_bytes),
         max_series=r.max_series,
         max_samples=r.max_samples,
         max_metadata=r.max_metadata,
