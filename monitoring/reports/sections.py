@@ -82,7 +82,8 @@ class Section:
 
 @dataclass
 class Period:
-    """The reported interval, ``[start, end]`` in Unix seconds."""
+    """The reported interval, ``[start, end)`` in Unix seconds (half-open: an event at
+    the boundary belongs to the period it starts, never to two adjacent reports)."""
 
     start_s: float
     end_s: float
@@ -198,7 +199,7 @@ class Sections:
             f" 1, {MAX_EVENTS}) AS events, "
             "arrayStringConcat(arraySort(groupUniqArray(receiver)), ', ') AS receivers "
             "FROM deliveries FINAL ARRAY JOIN fingerprints AS fp "
-            "WHERE time >= {start:DateTime64(3)} AND time <= {end:DateTime64(3)} "
+            "WHERE time >= {start:DateTime64(3)} AND time < {end:DateTime64(3)} "
             "GROUP BY fp HAVING countIf(status = 'firing') > 0 ORDER BY min(time) LIMIT 1000",
             self.period.sql_params(),
         )
@@ -249,13 +250,13 @@ class Sections:
     def anomalies(self, s: Section) -> None:
         table = self.client.sql(
             "SELECT ts, series, score, value, threshold, detector FROM anomalies FINAL "
-            "WHERE ts >= {start:DateTime64(3)} AND ts <= {end:DateTime64(3)} "
+            "WHERE ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} "
             f"ORDER BY score DESC, ts LIMIT {TOP}",
             self.period.sql_params(),
         )
         count = self.client.sql(
             "SELECT name, count() AS n FROM anomalies FINAL "
-            "WHERE ts >= {start:DateTime64(3)} AND ts <= {end:DateTime64(3)} "
+            "WHERE ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} "
             "GROUP BY name ORDER BY n DESC, name LIMIT 20",
             self.period.sql_params(),
         )
@@ -281,7 +282,7 @@ class Sections:
             "countIf(l.timestamp >= {start:DateTime64(3)}) AS now, "
             "countIf(l.timestamp < {start:DateTime64(3)}) AS before "
             "FROM logs AS l WHERE l.timestamp >= {before:DateTime64(3)} "
-            "AND l.timestamp <= {end:DateTime64(3)} GROUP BY service, id "
+            "AND l.timestamp < {end:DateTime64(3)} GROUP BY service, id "
             "HAVING now > 0 ORDER BY now DESC LIMIT 1000",
             self.period.sql_params(),
         )

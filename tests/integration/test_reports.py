@@ -243,3 +243,31 @@ def test_mttr_pairs_each_firing_with_the_next_resolution(store: tuple[VizStore, 
     assert [(r[0], r[3], r[4]) for r in alerts.rows] == [
         ("Flapping", "30 min", "3"), ("Flapping", "10 min", "2"),
     ]  # fmt: skip
+
+
+def test_adjacent_periods_count_a_boundary_event_once(store: tuple[VizStore, str]) -> None:
+    """Periods are half-open, [start, end): an anomaly and an alert exactly at midnight
+    belong to the day that starts then, not to both daily reports."""
+    midnight = (NOW_MS // (DAY_S * 1000) - 6) * DAY_S * 1000  # days before the fixture's data
+    store[0].client.insert(
+        "anomalies",
+        [[4242, "boundary", "boundary_metric", {}, 10_000, _dt(midnight), 1.0, 0.99, 0.9,
+          "hst", "mean", {}]],
+        column_names=["series_id", "series", "name", "labels", "window_ms", "ts", "value",
+                      "score", "threshold", "detector", "field", "signals"],
+    )  # fmt: skip
+    group = '{}:{alertname="AtMidnight"}'
+    store[0].client.insert(
+        "deliveries",
+        [["mm" + "0" * 14, 0, _dt(midnight), "team", "email-0", "email", "ops@example.com",
+          group, 0, "firing", ["00000000000000mm"], "delivered", 250, "", 10.0, midnight]],
+        column_names=["delivery_id", "attempt", "time", "receiver", "integration", "channel",
+                      "target", "group_key", "tier", "status", "fingerprints", "outcome",
+                      "http_status", "error", "duration_ms", "version"],
+    )  # fmt: skip
+    found = []
+    with StoreClient(store[1], TOKEN) as client:
+        for end in (midnight / 1000, midnight / 1000 + DAY_S):
+            data = ReportGenerator.collect(client, DAY_S, end, sections=["anomalies", "alerts"])
+            found.append([len(s.rows) for s in data.sections])
+    assert found == [[0, 0], [1, 1]], found
