@@ -246,3 +246,74 @@ def test_an_unreachable_broker_fails_with_a_message(kafka_settings: Settings) ->
     result = cli(s, "list", "--timeout", "2", code=1)
     assert "error" in result.output
     print(f"dlq list against 127.0.0.1:1 gave up after {time.monotonic() - t0:.1f} s")
+
+
+def test_a_replayed_record_the_store_holds_changes_nothing(
+    settings_factory: Any, tmp_path: Any
+) -> None:
+    """The store (the real one, in a thread) stored a sample that a worker dead-lettered
+    (reason cardinality); the replay reaches the store again and collapses into its row."""
+    import threading
+    import uuid
+
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.sinks.clickhouse.connection import connect
+    from monitoring.sinks.clickhouse.migrations import migrate
+    from monitoring.sinks.clickhouse.store import Store
+    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
+
+    base = settings_factory()
+    storage = base.storage.model_copy(update={"dsn": f"chdb://{tmp_path / 'chdb'}"})
+    s = base.model_copy(update={"storage": storage})
+    codec = AvroCodec.from_directory()
+    samples = topic_name(s.kafka, SAMPLES)
+    sample = {"name": "replayed", "value": 4.0, "timestamp_ms": int(time.time() * 1000),
+              "labels": {"host": "a"}}  # fmt: skip
+    key = b'replayed{host="a"}'
+    part, off = produce(s, samples, key, codec.encode("monitoring.MetricSample", sample))
+    dl = DeadLetters(s.kafka, topic_name(s.kafka, DEAD_LETTER), "aggregation")
+    assert dl.send(key, codec.encode("monitoring.MetricSample", sample), "cardinality", "full",
+                   (samples, part, off))  # fmt: skip
+    assert dl.flush(30)
+    client = connect(s.storage.dsn)
+    migrate(client, s.storage)
+    group = f"store-{uuid.uuid4().hex[:8]}"
+
+    def count(sql: str) -> int:
+        return int(client.query(sql).result_rows[0][0])
+
+    def store_until(done: Any) -> None:
+        store = Store(s, Writer(client, StoreMetrics(CollectorRegistry())), codec=codec,
+                      group_id=group)  # fmt: skip
+        stop = threading.Event()
+        t = threading.Thread(target=store.run, args=(stop,))
+        t.start()
+        deadline = time.monotonic() + 60
+        try:
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            t.join(60)
+        assert done() and not t.is_alive()
+
+    def committed_through(offset: int) -> bool:
+        c = Consumer({"bootstrap.servers": s.kafka.bootstrap_servers, "group.id": group})
+        try:
+            tp = c.committed([TopicPartition(samples, part)], timeout=10)[0]
+            return tp.offset > offset
+        finally:
+            c.close()
+
+    try:
+        store_until(lambda: committed_through(off))
+        assert count("SELECT count() FROM samples FINAL") == 1
+        replayed = cli_json(s, "replay", "0")["items"][0]
+        assert (replayed["action"], replayed["partition"]) == ("replayed", part)
+        store_until(lambda: committed_through(replayed["offset"]))
+        assert count("SELECT count() FROM samples FINAL") == 1  # collapsed: nothing changed
+        assert count("SELECT sum(value) FROM samples FINAL") == 4
+        assert cli_json(s, "replay", "0")["summary"] == {"already": 1}
+    finally:
+        client.close()
