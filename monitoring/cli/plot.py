@@ -63,6 +63,22 @@ def end_s(until: float | None) -> float:
     return until
 
 
+def check_out(out: Path) -> None:
+    """Exit 2 before any query when ``out``'s directory does not exist."""
+    if not out.parent.is_dir():
+        err.print(f"[red]--out: the directory {escape(str(out.parent))} does not exist[/]")
+        raise typer.Exit(2)
+
+
+def save(result: Any, out: Path) -> None:
+    """Write a plot or report to ``out``; exit 1 with the reason when it cannot."""
+    try:
+        result.save(out)
+    except OSError as e:
+        err.print(f"[red]cannot write {escape(str(out))}:[/] {escape(e.strerror or str(e))}")
+        raise typer.Exit(1) from None
+
+
 def auto_step_s(span_s: float, width_px: int) -> float:
     """A step giving at most one point per pixel, in whole seconds.
 
@@ -111,6 +127,7 @@ def plot(
     if fmt not in FORMATS:
         err.print(f"[red]--out must end in .{', .'.join(FORMATS)}, not {escape(repr(out.name))}[/]")
         raise typer.Exit(2)
+    check_out(out)
     try:
         plot_config = PlotConfig.model_validate(
             {"type": kind, "format": fmt, "title": (query if title is None else title)[:200],
@@ -136,7 +153,7 @@ def plot(
     except (ValueError, TypeError) as e:  # no numeric column, too many series...
         err.print(f"[red]cannot plot the answer:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
-    result.save(out)
+    save(result, out)
     notes = f" ({'; '.join(result.notes)})" if result.notes else ""
     typer.echo(f"{out}: {result.series} series, {len(result.content)} bytes{notes}", err=True)
 

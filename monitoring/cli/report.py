@@ -52,7 +52,7 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """Write a report of the last ``--period`` as PDF or HTML."""
-    from monitoring.cli.plot import duration_s, end_s
+    from monitoring.cli.plot import check_out, duration_s, end_s, save
     from monitoring.query.client import StoreError, open_store
     from monitoring.reports import ReportError, ReportGenerator
 
@@ -62,6 +62,7 @@ def run(
     if not 0 < slo_target < 1:
         err.print("[red]--slo-target must be between 0 and 1 (0.999 is 99.9 %)[/]")
         raise typer.Exit(2)
+    check_out(out)
     span = duration_s(period, "period")
     chosen = _sections(sections)
     generator = ReportGenerator()
@@ -75,7 +76,7 @@ def run(
     except (StoreError, ReportError) as e:
         err.print(f"[red]report failed:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
-    report.save(out)
+    save(report, out)
     empty = [s.title for s in data.sections if s.empty]
     note = f"; no data: {', '.join(empty)}" if empty else ""
     typer.echo(f"{out}: {len(data.sections)} sections, {len(report.content)} bytes{note}", err=True)

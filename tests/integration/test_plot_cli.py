@@ -129,3 +129,13 @@ def test_data_that_cannot_be_plotted_or_bad_times_are_explained(
         )
         assert result.exit_code == 2 and "--until" in result.output, (until, result.output)
     assert not out.exists()
+
+
+def test_an_out_path_that_cannot_be_written_is_explained(
+    store: tuple[VizStore, str], tmp_path: Path
+) -> None:
+    code, text = run(store, "up", "--out", str(tmp_path / "no" / "such" / "x.png"))
+    assert code == 2 and "directory" in text and "Traceback" not in text, text
+    (tmp_path / "dir.png").mkdir()
+    code, text = run(store, "up", "--since", "2h", "--out", str(tmp_path / "dir.png"))
+    assert code == 1 and "cannot write" in text, text

@@ -271,3 +271,15 @@ def test_adjacent_periods_count_a_boundary_event_once(store: tuple[VizStore, str
             data = ReportGenerator.collect(client, DAY_S, end, sections=["anomalies", "alerts"])
             found.append([len(s.rows) for s in data.sections])
     assert found == [[0, 0], [1, 1]], found
+
+
+def test_an_out_path_that_cannot_be_written_is_explained(
+    store: tuple[VizStore, str], tmp_path: Path
+) -> None:
+    code, text = run(store, "run", "--out", str(tmp_path / "no" / "such" / "x.pdf"))
+    assert code == 2 and "directory" in text, text
+    (tmp_path / "dir.html").mkdir()
+    out = tmp_path / "dir.html"
+    code, text = run(store, "run", "--format", "html", "--sections", "anomalies",
+                     "--until", str(NOW_MS / 1000), "--out", str(out))  # fmt: skip
+    assert code == 1 and "cannot write" in text, text
