@@ -286,15 +286,19 @@ class Sections:
             "HAVING now > 0 ORDER BY now DESC LIMIT 1000",
             self.period.sql_params(),
         )
-        texts = self.client.sql(
-            "SELECT service, template_id, argMax(template, size) AS t FROM log_templates "
-            "GROUP BY service, template_id LIMIT 100000"
-        )
-        text = {(str(r[0]), int(r[1])): str(r[2]) for r in texts.rows}
         rows = table.records()
         s.columns = ["service", "template", "lines", "period before", "growth"]
         if not rows:
             return
+        growing = sorted(rows, key=lambda r: -(int(r["now"]) + 1) / (int(r["before"]) + 1))
+        shown = {(str(r["service"]), int(r["id"])) for r in rows[:TOP] + growing[:5]}
+        texts = self.client.sql(  # the texts of the templates shown, no others
+            "SELECT service, template_id, substringUTF8(argMax(template, size), 1, 160) "
+            "FROM log_templates WHERE has({keys:Array(Tuple(String, UInt64))}, "
+            "(service, toUInt64(template_id))) GROUP BY service, template_id",
+            {"keys": sorted(shown)},
+        )
+        text = {(str(r[0]), int(r[1])): str(r[2]) for r in texts.rows}
 
         def row(r: dict[str, Any]) -> list[str]:
             key = (str(r["service"]), int(r["id"]))
@@ -303,7 +307,6 @@ class Sections:
                     growth]  # fmt: skip
 
         s.rows = [row(r) for r in rows[:TOP]]
-        growing = sorted(rows, key=lambda r: -(int(r["now"]) + 1) / (int(r["before"]) + 1))
         s.summary = (
             f"{sum(int(r['now']) for r in rows)} lines in {len(rows)} templates; "
             "the most frequent first, the fastest-growing below"

@@ -283,3 +283,21 @@ def test_an_out_path_that_cannot_be_written_is_explained(
     code, text = run(store, "run", "--format", "html", "--sections", "anomalies",
                      "--until", str(NOW_MS / 1000), "--out", str(out))  # fmt: skip
     assert code == 1 and "cannot write" in text, text
+
+
+def test_log_template_texts_are_read_for_the_rows_shown_only(
+    store: tuple[VizStore, str],
+) -> None:
+    """3,000 more templates of 1 KiB (a service without lines in the period): the section
+    still fits a 1 MiB answer, because it reads the texts of the templates it shows."""
+    store[0].client.command(
+        "INSERT INTO log_templates (service, template_id, template, change, level, "
+        "last_event, first_seen, first_error, size) SELECT 'quiet', toUInt32(number), "
+        "repeat('x', 1024), 'none', 'INFO', now64(3), now64(3), toDateTime64(0, 3, 'UTC'), 1 "
+        "FROM numbers(3000)"
+    )
+    with StoreClient(store[1], TOKEN, max_response_bytes=1 << 20) as client:
+        data = ReportGenerator.collect(client, DAY_S, NOW_MS / 1000, sections=["logs"])
+    logs = data.sections[0]
+    assert not logs.error, logs.error
+    assert logs.rows[0][:2] == ["api", "GET <*> took <*> ms"]
