@@ -20,9 +20,10 @@ import glob
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -104,7 +105,7 @@ def populate(
     addr = out.get("__address__", "")
     if not addr:
         return None, "no __address__ after relabeling"
-    if "/" in addr or any(c.isspace() for c in addr):
+    if not _HOST_PORT.match(addr):  # the URL is text: "a@b", "a#", "a?" would move it
         return None, f"invalid __address__ {addr[:100]!r}"
     scheme = out.get("__scheme__", job.scheme)
     if scheme not in ("http", "https"):
@@ -124,11 +125,19 @@ def populate(
             else:
                 params[name] = [value]
     path = out.get("__metrics_path__", job.metrics_path) or "/"
+    # a path, never a host, query or fragment (Prometheus builds a URL with it as Path)
+    path = quote(path if path.startswith("/") else "/" + path, safe="/%:@!$&'()*+,;=~")
     query = urlencode(params, doseq=True)
     url = f"{scheme}://{addr}{path}" + (f"?{query}" if query else "")
     public = tuple(sorted((k, v) for k, v in out.items() if not k.startswith("__")))
     key = json.dumps(sorted(out.items()), separators=(",", ":"))
     return Target(job.job_name, url, public, key), ""
+
+
+# host (a name, IPv4, or a bracketed IPv6 with an optional zone) and an optional port
+_HOST_PORT = re.compile(
+    r"^(?:\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]|[A-Za-z0-9_.-]+)(?::\d{1,5})?$"
+)
 
 
 def _has_port(addr: str) -> bool:
