@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from monitoring.cli.settings import load_settings
 from monitoring.config import Settings, ms, parse_duration
@@ -56,7 +57,9 @@ SelectionArg = Annotated[
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}", highlight=False, markup=True)
+    text = Text("error: ", style="red")
+    text.append(message)  # may quote broker data: never read as markup
+    console.print(text, highlight=False)
     return typer.Exit(code)
 
 
@@ -105,6 +108,11 @@ def _scan(
     except Exception as e:  # librdkafka: broker down, timeouts
         where = settings.kafka.bootstrap_servers
         raise _fail(f"reading the dead-letter topic on {where}: {e}") from None
+
+
+def _row(table: Table, name: str, value: str) -> None:
+    """A name/value row; the value (broker data) as text, never markup."""
+    table.add_row(Text(name), Text(value))
 
 
 def _when(t_ms: int) -> str:
@@ -166,8 +174,8 @@ def list_(
         ]  # fmt: skip
         if bucket_ms:
             row.insert(0, _when(g.bucket_ms or 0))
-        table.add_row(*row)
-    console.print(table)
+        table.add_row(*(Text(c) for c in row))  # broker data: text, never markup
+    console.print(table, highlight=False)
     console.print(f"{len(result.letters)} dead letters in {len(groups)} groups")
     _stopped_note(result)
 
@@ -214,25 +222,25 @@ def show(
         typer.echo(json.dumps(doc, indent=2))
         return
     for d, dec in docs:
-        console.rule(f"{d.coordinates}  {_when(d.timestamp_ms)}  {d.reason}", style="dim")
+        console.rule(Text(f"{d.coordinates}  {_when(d.timestamp_ms)}  {d.reason}"), style="dim")
         t = Table(show_header=False, box=None)
-        t.add_row("reason", d.reason)
-        t.add_row("error", d.error[:500])
-        t.add_row("stage", d.stage)
-        t.add_row("source", f"{d.source_topic} [{d.source_partition}] @{d.source_offset}")
-        t.add_row("key", preview(d.key or b"")[1])
+        _row(t, "reason", d.reason)
+        _row(t, "error", d.error[:500])
+        _row(t, "stage", d.stage)
+        _row(t, "source", f"{d.source_topic} [{d.source_partition}] @{d.source_offset}")
+        _row(t, "key", preview(d.key or b"")[1])
         for name, value in d.headers:
             if name not in ("x-reason", "x-error", "x-stage") and not name.startswith("x-source"):
-                t.add_row(name[:40], value[:200])
-        t.add_row("decoding", dec.status + (f": {dec.detail}" if dec.detail else ""))
+                _row(t, name[:40], value[:200])
+        _row(t, "decoding", dec.status + (f": {dec.detail}" if dec.detail else ""))
         if dec.schema:
-            t.add_row("schema", f"{dec.schema} v{dec.version} (fingerprint {dec.fingerprint})")
+            _row(t, "schema", f"{dec.schema} v{dec.version} (fingerprint {dec.fingerprint})")
         elif dec.fingerprint:
-            t.add_row("fingerprint", dec.fingerprint)
+            _row(t, "fingerprint", dec.fingerprint)
         if dec.record:
-            t.add_row("record", dec.record)
-        t.add_row("bytes", f"{dec.size}: {dec.hex}")
-        t.add_row("text", dec.text)
+            _row(t, "record", dec.record)
+        _row(t, "bytes", f"{dec.size}: {dec.hex}")
+        _row(t, "text", dec.text)
         console.print(t, highlight=False, markup=False)
     console.print(f"{len(shown)} matching dead letters shown (--limit {limit})")
     _stopped_note(result)
@@ -294,11 +302,8 @@ def replay(
             if i.offset is not None:
                 where += f" [{i.partition}] @{i.offset}"
             why = f": {i.why}" if i.why else ""
-            console.print(
-                f"{i.letter.coordinates:>10} {i.letter.reason:<20} {i.action}{where}{why}",
-                highlight=False,
-                markup=False,
-            )
+            line = f"{i.letter.coordinates:>10} {i.letter.reason:<20} {i.action}{where}{why}"
+            console.print(Text(line), highlight=False)
         text = ", ".join(f"{n} {a}" for a, n in summary.items()) or "nothing selected"
         console.print(("dry run: " if dry_run else "") + text, highlight=False)
     if "failed" in summary:

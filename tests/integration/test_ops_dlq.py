@@ -234,6 +234,16 @@ def test_replay_refuses_a_source_topic_outside_the_deployment(kafka_settings: Se
     doc = cli_json(s, "replay", "0")
     assert doc["items"][0]["action"] == "refused"
     assert "not a topic of this deployment" in doc["items"][0]["why"]
+    # hostile text in headers is shown as text, never read as markup
+    hostile = "[/] [bold red]<script>x</script>"
+    assert writer.send(b"[/]", hostile.encode(), hostile, hostile, (hostile, 0, 1))
+    assert writer.flush(30)
+    listed = cli(s, "list").stdout
+    assert "[/] [bold" in listed or "[/]" in listed
+    shown = cli(s, "show", "1").stdout
+    assert hostile in shown
+    assert cli_json(s, "show", "1")["records"][0]["reason"] == hostile
+    assert hostile in cli(s, "replay", "1", "--dry-run").stdout
 
 
 def test_an_unreachable_broker_fails_with_a_message(kafka_settings: Settings) -> None:
