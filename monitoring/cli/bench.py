@@ -466,6 +466,7 @@ def ui_bench(
     t.add_column("p99 / slowest (ms)", justify="right")
     rows = {
         f"panel, 24 h of {res.panel_series} series ({res.panel_points:,} points)": res.panel_ms,
+        "  its two queries asked of the store directly": res.store_ms,
         "first load of Services in chromium": res.first_load_ms,
         "event to pixel (store -> drawn)": res.event_to_pixel_ms,
     }
