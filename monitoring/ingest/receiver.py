@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from monitoring.api.guard import Guard
+from monitoring.api.guard import Guard, Refused
 from monitoring.ingest import otlp, remote_write
 from monitoring.ingest.otlp_delta import DeltaState
 from monitoring.ingest.prompb import Status
@@ -264,18 +264,39 @@ class Receiver:
     def routes(self, guard: Guard) -> list[BaseRoute]:
         """The two POST routes, reading bodies through ``guard``."""
 
-        def endpoint(fn: Callable[[Mapping[str, str], bytes], Answer]) -> Any:
+        def endpoint(receiver: str, fn: Callable[[Mapping[str, str], bytes], Answer]) -> Any:
             async def handle(request: Request) -> Response:
-                body = await guard.body(request, json=False)
+                try:
+                    body = await guard.body(request, json=False)
+                except Refused as e:
+                    if e.status != 408:
+                        raise
+                    # a slow link is transient: both senders drop a 408 (only 429 and
+                    # 5xx are retried), so the body not read in time is a 503
+                    return self._unavailable(receiver, request.headers, e.message).response()
                 answer = await run_in_threadpool(fn, request.headers, body)
                 return answer.response()
 
             return handle
 
         return [
-            Route(REMOTE_WRITE_PATH, endpoint(self.remote_write), methods=["POST"]),
-            Route(OTLP_PATH, endpoint(self.otlp_metrics), methods=["POST"]),
+            Route(REMOTE_WRITE_PATH, endpoint("remote_write", self.remote_write), methods=["POST"]),
+            Route(OTLP_PATH, endpoint("otlp", self.otlp_metrics), methods=["POST"]),
         ]
+
+    def _unavailable(self, receiver: str, headers: Mapping[str, str], reason: str) -> Answer:
+        """503 with ``Retry-After``, in the receiver's error shape, counted."""
+        self.requests.labels(receiver, "503").inc()
+        h = {"Retry-After": self.retry_after}
+        if receiver == "otlp":
+            try:
+                media = otlp.media_type(headers)
+            except BadRequest:
+                media = otlp.PROTOBUF
+            h["Content-Type"] = media
+            return Answer(503, h, _serialise(Status(code=_UNAVAILABLE, message=reason), media))
+        h["Content-Type"] = "text/plain; charset=utf-8"
+        return Answer(503, h, (reason + ": retry\n").encode())
 
 
 def _serialise(msg: Any, media: str) -> bytes:

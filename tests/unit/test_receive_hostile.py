@@ -329,3 +329,51 @@ def test_otlp_json_bodies_have_their_own_smaller_bound() -> None:
         assert len(many) > 10_000 and otlp(w, many)[0] == 200
     finally:
         w.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype"),
+    [("/api/v1/write", "application/x-protobuf"), ("/v1/metrics", "application/json")],
+)
+def test_a_body_not_received_in_time_is_a_503_the_sender_retries(path: str, ctype: str) -> None:
+    # the Guard's 408: Prometheus retries only 5xx and 429 and OTLP exporters 429, 502,
+    # 503 and 504, so a slow link lost the request's samples
+    import socket
+
+    from fixtures.receive import FakeCollector
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.api.guard import Guard
+    from monitoring.api.server import ApiServer
+    from monitoring.ingest.receiver import Receiver
+
+    collector, registry = FakeCollector(), CollectorRegistry()
+    receiver = Receiver(collector, collector.capacity, registry)
+    guard = Guard.for_bind("127.0.0.1", read_timeout_s=0.3)
+    server = ApiServer(registry, "127.0.0.1", 0, guard=guard, mounts=receiver.routes(guard))
+    server.start()
+    try:
+        host, port = server.address
+        with socket.create_connection((host, port), timeout=10) as s:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\n"
+                "Content-Length: 100\r\n\r\n"
+            )
+            s.sendall(head.encode() + b"x" * 10)  # and then nothing more
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = s.recv(4096)
+                assert chunk, answer
+                answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.split()[1] == b"503", answer
+        assert b"retry-after: 1" in rest.lower()
+        receiver_name = "remote_write" if path == "/api/v1/write" else "otlp"
+        assert (
+            registry.get_sample_value(
+                "monitoring_receive_requests_total", {"receiver": receiver_name, "code": "503"}
+            )
+            == 1
+        )
+    finally:
+        server.stop()
