@@ -478,11 +478,15 @@ class SystemCollectorSettings(_Section):
 class ScrapeSettings(_Section):
     """Prometheus scraping (``monitoring scrape --config FILE``): the scrape configs
     are the FILE; these bound it. ``metrics_port``: its own /healthz and /metrics.
-    ``max_cached_series``: exposed series kept with their validated series (about
-    0.7 KB each), shared by the targets; a target's share is emptied when full."""
+    ``max_cached_series`` and ``max_cache_bytes``: exposed series kept with their
+    validated series (about 0.7 KB each), shared by the targets; a target's share is
+    emptied when full. ``max_inflight_bytes``: response bodies held at once, over all
+    targets (a scrape waits for room, within its timeout)."""
 
     max_targets: int = Field(10_000, ge=1, le=1_000_000)
     max_cached_series: int = Field(600_000, ge=1000, le=100_000_000)
+    max_cache_bytes: int = Field(1024**3, ge=1024**2)
+    max_inflight_bytes: int = Field(256 * 1024**2, ge=1024**2)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_sd_file_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     metrics_port: int = Field(9313, ge=0, le=65535)

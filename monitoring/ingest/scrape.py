@@ -55,6 +55,7 @@ from monitoring.metrics.samples import InvalidSample
 log = get_logger("ingest.scrape")
 
 USER_AGENT = "monitoring-scraper/0.1"
+MAX_CACHED_KEY = 4096  # characters of a series' text; longer ones are read every scrape
 _CHUNK = 64 * 1024
 
 
@@ -155,6 +156,7 @@ def prepare(
     out: list[tuple[Handle, float, int]] = []
     append = out.append
     invalid = 0
+    first_refusal = ""
     for s in samples:
         key = s.key if s.key is not None else (s.name, *(s.labels or {}).items())
         h = cache.get(key, _MISSING)
@@ -168,10 +170,8 @@ def prepare(
                     h = series(p.name, p.labels, p.kind)
                 except InvalidSample as e:
                     h = _INVALID
-                    log.warning("exposed series refused", job=job.job_name, reason=str(e)[:200])
-            if len(cache) >= tl.cache_cap:
-                cache.clear()
-            cache[key] = h
+                    first_refusal = first_refusal or str(e)[:200]
+            tl.remember(key, h)
         if h is None:
             continue
         if h is _INVALID:
@@ -179,7 +179,58 @@ def prepare(
             continue
         ts = s.timestamp_ms if honor_ts and s.timestamp_ms is not None else start_ms
         append((h, s.value, ts))
+    if first_refusal:  # one line per scrape, however many were refused
+        log.warning("exposed series refused", job=job.job_name, reason=first_refusal)
     return out, invalid
+
+
+def _entry_bytes(key: Any, h: Any) -> int:
+    """About what a cache entry holds: its key, and the validated series (its key, name,
+    labels and Avro descriptor: about three times the series key) plus fixed costs."""
+    n = len(key) if isinstance(key, str) else sum(len(x) if isinstance(x, str) else
+                                                    len(x[0]) + len(x[1]) for x in key)  # fmt: skip
+    series = getattr(h, "series", None)
+    return n + (3 * len(series.key) if series is not None else 0) + 400
+
+
+class _ByteBudget:
+    """Bytes of response bodies held at once, over every target: a read waits for room
+    (within its scrape's timeout) instead of holding unbounded memory. The oldest
+    reader never waits (it may go over by one body), so readers holding parts of the
+    budget cannot wait on each other until they all time out."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self.readers: dict[int, None] = {}  # in the order they started
+        self._cond: asyncio.Condition | None = None
+
+    def _c(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    def enter(self, reader: int) -> None:
+        self.readers[reader] = None
+
+    def _may(self, reader: int, n: int) -> bool:
+        return self.free >= n or next(iter(self.readers), None) == reader
+
+    async def take(self, reader: int, n: int) -> None:
+        if not self._may(reader, n):
+            async with self._c():
+                await self._c().wait_for(lambda: self._may(reader, n))
+        self.free -= n
+
+    def leave(self, reader: int, n: int) -> None:
+        """Return ``n`` bytes (synchronous, so a cancelled scrape still returns them)."""
+        self.readers.pop(reader, None)
+        self.free += n
+        asyncio.get_running_loop().create_task(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._c():
+            self._c().notify_all()
 
 
 class _TargetLoop:
@@ -192,7 +243,21 @@ class _TargetLoop:
         self.task: asyncio.Task[None] | None = None
         self.last: ScrapeResult | None = None
         self.cache: dict[Any, Any] = {}  # series text (or name and labels) -> handle
-        self.cache_cap = 1000
+        self.cache_cap = 1000  # entries
+        self.cache_bytes_cap = 1 << 20
+        self.cache_bytes = 0
+
+    def remember(self, key: Any, h: Any) -> None:
+        """Cache a series' handle within the target's share (entries and bytes): a full
+        cache is emptied; a key over ``MAX_CACHED_KEY`` characters is not cached."""
+        if isinstance(key, str) and len(key) > MAX_CACHED_KEY:
+            return
+        size = _entry_bytes(key, h)
+        if len(self.cache) >= self.cache_cap or self.cache_bytes + size > self.cache_bytes_cap:
+            self.cache.clear()
+            self.cache_bytes = 0
+        self.cache[key] = h
+        self.cache_bytes += size
 
 
 class Scraper:
@@ -237,6 +302,7 @@ class Scraper:
             registry=registry,
         )
         self.missed_total = 0
+        self.budget = _ByteBudget(settings.max_inflight_bytes)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -296,9 +362,12 @@ class Scraper:
                 tl = _TargetLoop(job, jt, t)
                 tl.task = asyncio.get_running_loop().create_task(self._loop(tl))
                 self.loops[key] = tl
-        cap = max(1000, self.settings.max_cached_series // max(1, len(self.loops)))
+        share = max(1, len(self.loops))
+        cap = max(1000, self.settings.max_cached_series // share)
+        bytes_cap = max(1 << 20, self.settings.max_cache_bytes // share)
         for tl in self.loops.values():
             tl.cache_cap = cap
+            tl.cache_bytes_cap = bytes_cap
 
     async def _stop_all(self) -> None:
         tasks = [tl.task for tl in self.loops.values() if tl.task is not None]
@@ -341,25 +410,30 @@ class Scraper:
         body = ctype = ""
         error = ""
         reason = "ok"
+        held = [0]  # body bytes taken from the budget, given back once processed
+        self.budget.enter(id(held))
         try:
-            body, ctype = await asyncio.wait_for(self._fetch(job, target), job.timeout_s)
-        except TimeoutError:
-            error, reason = f"context deadline exceeded ({job.timeout_s:g}s)", "timeout"
-        except ScrapeError as e:
-            error, reason = str(e), e.reason
-        except httpx.HTTPError as e:
-            error, reason = f"{type(e).__name__}: {e}"[:500], "http"
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self.executor, self._finish, tl, body, ctype, error, reason, start_ms, t0
-        )
+            try:
+                body, ctype = await asyncio.wait_for(self._fetch(job, target, held), job.timeout_s)
+            except TimeoutError:
+                error, reason = f"context deadline exceeded ({job.timeout_s:g}s)", "timeout"
+            except ScrapeError as e:
+                error, reason = str(e), e.reason
+            except httpx.HTTPError as e:
+                error, reason = f"{type(e).__name__}: {e}"[:500], "http"
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self.executor, self._finish, tl, body, ctype, error, reason, start_ms, t0
+            )
+        finally:
+            self.budget.leave(id(held), held[0])
         tl.last = result
         return result
 
-    async def _fetch(self, job: ScrapeConfig, target: Target) -> tuple[str, str]:
+    async def _fetch(self, job: ScrapeConfig, target: Target, held: list[int]) -> tuple[str, str]:
         assert self.client is not None
         limit = job.body_size_limit or self.settings.max_body_bytes
-        limit = min(limit, self.settings.max_body_bytes)
+        limit = min(limit, self.settings.max_body_bytes, self.settings.max_inflight_bytes)
         headers = {"X-Prometheus-Scrape-Timeout-Seconds": f"{job.timeout_s:g}"}
         try:
             auth = job.auth_header()
@@ -372,9 +446,11 @@ class Scraper:
                 raise ScrapeError("http_status", f"server returned HTTP status {resp.status_code}")
             buf = bytearray()
             async for chunk in resp.aiter_bytes(_CHUNK):  # decoded: the limit holds for gzip
-                buf += chunk
-                if len(buf) > limit:
+                if len(buf) + len(chunk) > limit:
                     raise ScrapeError("body_size", f"body size limit exceeded ({limit} bytes)")
+                await self.budget.take(id(held), len(chunk))
+                held[0] += len(chunk)
+                buf += chunk
             ctype = resp.headers.get("content-type", "")
         try:
             return buf.decode("utf-8"), ctype

@@ -639,3 +639,70 @@ async def test_basic_auth_header_and_secret_handling(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             ScrapeFile.parse({"scrape_configs": [job(**bad)]})
+
+
+async def test_bodies_in_flight_share_a_byte_budget_and_give_it_back() -> None:
+    big = "".join(f'g{{i="{i}"}} {i}\n' for i in range(40_000))  # about 640 KB each
+
+    async def page_(_: Request) -> Response:
+        return PlainTextResponse(big)
+
+    app = Starlette(routes=[Route("/metrics", page_)])
+    rec = Recorder()
+    jobs = [
+        {"job_name": f"j{i}", "scrape_timeout": "10s", "static_configs": [{"targets": ["t:1"]}]}
+        for i in range(3)
+    ]
+    s = scraper_for(jobs, app, rec, max_inflight_bytes=1024**2)
+    loops = []
+    for jt in s.jobs:
+        (target,) = jt.targets()
+        loops.append(_TargetLoop(jt.job, jt, target))
+    async with s._client() as client:
+        s.client = client
+        results = await asyncio.gather(*(s.scrape(tl) for tl in loops))
+    assert all(r.up and r.scraped == 40_000 for r in results)  # each waited its turn
+    await asyncio.sleep(0)  # the wake-up task runs
+    assert s.budget.free == s.budget.total
+
+
+async def test_the_series_cache_is_bounded_in_bytes_and_long_keys_are_not_cached() -> None:
+    long_value = "v" * 5000  # over MAX_CACHED_KEY, within nothing else: refused later
+    body = "".join(f'm{{i="{i}"}} 1\n' for i in range(3000)) + f'l{{x="{long_value}"}} 1\n'
+
+    async def page_(_: Request) -> Response:
+        return PlainTextResponse(body)
+
+    rec = Recorder()
+    s = scraper_for([job()], Starlette(routes=[Route("/metrics", page_)]), rec)
+    jt = s.jobs[0]
+    (target,) = jt.targets()
+    tl = _TargetLoop(jt.job, jt, target)
+    tl.cache_bytes_cap = 200_000  # about 300 entries of these
+    async with s._client() as client:
+        s.client = client
+        first = await s.scrape(tl)
+        second = await s.scrape(tl)
+    assert first.up and second.up and first.samples == second.samples == 3000
+    assert tl.cache_bytes <= tl.cache_bytes_cap and len(tl.cache) < 3000
+    assert not any(isinstance(k, str) and len(k) > 4096 for k in tl.cache)
+    assert len(rec.of("m")) == 6000  # every sample still sent, cache or not
+
+
+async def test_byte_budget_lets_the_oldest_reader_finish_first() -> None:
+    from monitoring.ingest.scrape import _ByteBudget
+
+    b = _ByteBudget(100)
+    b.enter(1)
+    b.enter(2)
+    await b.take(1, 60)
+    await b.take(2, 40)  # the budget is spent, both hold a part
+    await asyncio.wait_for(b.take(1, 50), 1)  # the oldest goes on (over by 50)
+    waiting = asyncio.create_task(b.take(2, 30))
+    for _ in range(5):  # let it run until it blocks
+        await asyncio.sleep(0)
+    assert not waiting.done()  # the younger one waits for room...
+    b.leave(1, 110)
+    await asyncio.wait_for(waiting, 1)  # ...which the oldest gives back when done
+    b.leave(2, 70)
+    assert b.free == b.total == 100 and not b.readers
