@@ -116,9 +116,18 @@ def metric_name(name: str, unit: str, counter: bool, gauge: bool) -> str:
     return n
 
 
-@functools.lru_cache(maxsize=4096)
 def label_name(key: str) -> str:
-    """A label name for an attribute key ('' when nothing valid is left)."""
+    """A label name for an attribute key ('' when nothing valid is left); keys of a
+    label name's length are cached (a sender's keys can be any length)."""
+    if len(key) > MAX_CACHED_KEY:
+        return _label_name(key)
+    return _cached_label_name(key)
+
+
+MAX_CACHED_KEY = 256  # past the contract's label names (128): refused as labels anyway
+
+
+def _label_name(key: str) -> str:
     n = _clean(key, _BAD_LABEL)
     if not n or n == "_":
         return ""
@@ -127,6 +136,9 @@ def label_name(key: str) -> str:
     if n[0] == "_":
         return "key" + n
     return n
+
+
+_cached_label_name = functools.lru_cache(maxsize=4096)(_label_name)
 
 
 def value_text(v: Any) -> str:

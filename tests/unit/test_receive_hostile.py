@@ -377,3 +377,21 @@ def test_a_body_not_received_in_time_is_a_503_the_sender_retries(path: str, ctyp
         )
     finally:
         server.stop()
+
+
+def test_attribute_keys_longer_than_a_label_name_are_not_cached(world: World) -> None:
+    # label_name's lru_cache held 4,096 keys of any length (a sender's attribute keys)
+    from monitoring.ingest import otlp_names
+
+    cached = otlp_names._cached_label_name
+    before = cached.cache_info().currsize
+    for i in range(20):
+        p = m.NumberDataPoint(
+            time_unix_nano=NOW_NS,
+            as_double=1.0,
+            attributes=[KeyValue(key=f"{i:03d}" * 30_000, value=AnyValue(string_value="v"))],
+        )
+        status, resp = otlp(world, export(m.Metric(name="g", gauge=m.Gauge(data_points=[p]))))
+        assert status == 200 and resp.partial_success.rejected_data_points == 1
+        assert resp.partial_success.error_message.startswith("bad-label-name")
+    assert cached.cache_info().currsize - before < 5
