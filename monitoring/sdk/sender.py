@@ -140,9 +140,18 @@ class Sender:
     def extend(self, items: list[Item]) -> None:
         """Buffer every item or none: ``BufferFullError`` at once, nothing buffered, when
         the buffer (buffered plus unacknowledged) cannot take them all."""
-        if not self.batch:
+        if not self.batch:  # room for all reserved first: never half buffered or dropped
+            with self.lock:
+                if self.closed:
+                    raise ProducerClosedError("the metrics collector is closed")
+                if self.inflight + len(items) > self.capacity:
+                    raise BufferFullError(
+                        f"metrics buffer full: {len(items)} samples do not fit beside "
+                        f"{self.occupancy()} of {self.capacity} unacknowledged"
+                    )
+                self.inflight += len(items)
             for s, ts, v in items:
-                self._append_single(s, ts, v)
+                self._produce(self.encode_sample(s, ts, v), s.key, None, 1)
             return
         with self.lock:
             if self.closed:
