@@ -95,7 +95,7 @@ def check_store(settings: Settings, timeout_s: float) -> list[CheckResult]:
     holder: int | None = None
     if path is not None:
         status_file = path / "status"
-        if not status_file.exists():
+        if not (path / "metadata").exists():  # (ClickHouse removes `status` at exit)
             out.append(
                 CheckResult(
                     "chdb",
@@ -123,7 +123,7 @@ def check_store(settings: Settings, timeout_s: float) -> list[CheckResult]:
 
             source = redact(dsn)
             applied = _read_applied(connect_read_only(dsn))
-        elif (path / "status").exists() and holder is None and not chdb_locked(path):
+        elif (path / "metadata").exists() and holder is None and not chdb_locked(path):
             from monitoring.sinks.clickhouse.connection import connect
 
             source = f"{path} (opened here: no store runs)"

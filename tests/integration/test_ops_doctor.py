@@ -188,3 +188,46 @@ def test_a_producer_clock_ahead_fails(
     assert code == 1 and check["status"] == "FAIL"
     assert "2 recent samples" in check["detail"] and "max_record_skew" in check["hint"]
     assert by_name(doc)["schemas"]["status"] == "OK"
+
+
+def test_the_chdb_holder_is_named_and_never_robbed(
+    kafka_settings: Settings, tmp_path: Path, receiver: int
+) -> None:
+    """Processes, because the lock is between processes: `monitoring store migrate`
+    creates the directory; a second process holds it (as a store would) and the doctor
+    names its pid without opening it; once that process is gone, the doctor reads the
+    migrations from the directory itself."""
+    import os
+    import subprocess
+    import sys
+
+    dsn = f"chdb://{tmp_path / 'chdb'}"
+    env = env_of(kafka_settings, tmp_path, receiver, (dsn, 1, "", None))
+    child_env = {**os.environ, **env}
+    monitoring = str(Path(sys.executable).parent / "monitoring")
+    subprocess.run([monitoring, "store", "migrate"], env=child_env, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from monitoring.sinks.clickhouse.connection "
+         f"import connect; c = connect({dsn!r}); print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        code, doc, _ = doctor(env, "--timeout", "2")
+        assert code == 1
+        checks = by_name(doc)
+        assert f"held by pid {holder.pid}" in checks["chdb"]["detail"]
+        assert checks["migrations"]["status"] == "FAIL"
+        assert f"while pid {holder.pid} (" in checks["migrations"]["detail"]
+        assert holder.poll() is None  # still running: the doctor took nothing from it
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(60)
+    _, doc, _ = doctor(env, "--timeout", "2")
+    checks = by_name(doc)
+    assert "free" in checks["chdb"]["detail"]
+    assert checks["migrations"]["status"] == "OK"
+    assert "opened here" in checks["migrations"]["detail"]
+    assert "10 of 10 migrations applied" in checks["migrations"]["detail"]
