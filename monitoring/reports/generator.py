@@ -149,6 +149,11 @@ class ReportGenerator:
             html = self._template(template).render(**context)
         except TemplateError as e:  # undefined names, the sandbox's refusals
             raise ReportError(f"template {str(template)!r}: {e}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as e:
+            # a template is code: what it raises is its failure, said with the reason
+            raise ReportError(
+                f"template {str(template)!r} failed: {type(e).__name__}: {e}"
+            ) from None
         if format == "html":
             return Report(html.encode(), "html", html)
         return Report(to_pdf(html), "pdf", html)

@@ -95,3 +95,17 @@ def test_the_title_never_reaches_css() -> None:
     style = html[html.index("<style>") : html.index("</style>")]
     assert "R&" not in style and "display: none" not in style, style
     assert "<h1>R&amp;D" in html
+
+
+@pytest.mark.parametrize(
+    "source", ["{{ 1 / 0 }}", "{{ range(100001) | list }}", "{{ [][3] }}", "{{ 'a' + 1 }}"]
+)
+def test_a_template_that_fails_while_rendering_is_a_report_error(
+    tmp_path: Path, source: str
+) -> None:
+    """A template is code a user chose: what it raises is a ReportError with the reason
+    (the CLI prints it), not an exception of any kind (a traceback)."""
+    template = tmp_path / "failing.html.j2"
+    template.write_text(source)
+    with pytest.raises(ReportError, match=r"failing\.html\.j2"):
+        ReportGenerator().generate(data={}, template=template)
