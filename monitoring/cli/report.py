@@ -116,7 +116,8 @@ def schedule(
         raise typer.Exit(2) from None
     if once:
         path = scheduler.run_once()
-        typer.echo(f"{path}" if path else "nothing due: the last period was reported", err=True)
+        done = "nothing due: the last period was reported (or another scheduler reports it)"
+        typer.echo(f"{path}" if path else done, err=True)
         return
     stop = threading.Event()
 

@@ -16,6 +16,9 @@
 - **Delivery**: a PDF/HTML attachment through the notifier's e-mail channel
   (:func:`monitoring.sinks.notifiers.email.send_message`: STARTTLS, AUTH, timeouts).
   A failed delivery leaves the period due; the loop tries again after ``retry_s``.
+- **One at a time**: a scheduler reports while holding ``<out_dir>/.schedule.lock``
+  (``flock``); another (a replica, a ``--once`` run) skips meanwhile and then finds the
+  period recorded.
 - **Store**: the running store's query endpoint only. Unlike ``monitoring report run``,
   the scheduler never opens the chDB directory itself: it would hold chDB's one-process
   lock for the whole report, and a store restarting meanwhile could not start. A store
@@ -29,6 +32,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -52,6 +56,7 @@ from monitoring.reports.generator import Report, ReportData, ReportGenerator
 DAY_S = 86_400
 PERIOD_S = {"daily": DAY_S, "weekly": 7 * DAY_S}
 STATE_FILE = "schedule-state.json"
+LOCK_FILE = ".schedule.lock"  # held (flock) while a scheduler reports into the directory
 _REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$")
 _TEMP_FILE = re.compile(
     r"^\.(report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)|schedule-state\.json)\.\w+\.part$"
@@ -147,11 +152,24 @@ class ReportScheduler:
         return end if load_state(self.state_path) < end else None
 
     def run_once(self, now_s: float | None = None) -> Path | None:
-        """Report the due period (write, mail, record); None when nothing is due."""
-        end = self.due(now_s)
-        if end is None:
+        """Report the due period (write, mail, record); None when nothing is due, or
+        another scheduler is reporting into the same directory."""
+        if self.due(now_s) is None:
             return None
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("report_busy", out_dir=str(self.out_dir))
+                return None
+            end = self.due(now_s)  # again, under the lock: the other may have just reported
+            return None if end is None else self._report(end)
+        finally:
+            os.close(fd)  # and with it the lock
+
+    def _report(self, end: float) -> Path:
         day = datetime.fromtimestamp(end - self.length_s, UTC).strftime("%Y-%m-%d")
         path = self.out_dir / f"report-{self.cfg.schedule}-{day}.{self.cfg.format}"
         if self._delivered == end and path.is_file():  # only recording it failed

@@ -277,3 +277,23 @@ def test_a_state_that_cannot_be_written_does_not_mail_again(
     assert s.run_once() is not None and s.due() is None
     assert len(smtp_server.envelopes) == 1
     assert not list(out.glob(".*.part"))  # no temporary file left behind
+
+
+def test_two_schedulers_on_one_directory_report_once(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """A daemon and a `--once` run (or two replicas) on the same out_dir: while one
+    reports, the other does not report the same period; after it, nothing is due."""
+    import fcntl
+
+    out = tmp_path / "shared"
+    cfg = settings(store, out, smtp_server)
+    now = NOW_MS / 1000
+    first = ReportScheduler(cfg, store[1], clock=lambda: now)
+    second = ReportScheduler(cfg, store[1], clock=lambda: now)
+    out.mkdir()
+    with (out / ".schedule.lock").open("a") as held:  # as `first` holds it while reporting
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert second.run_once() is None and not smtp_server.envelopes
+    assert first.run_once() is not None and second.run_once() is None
+    assert len(smtp_server.envelopes) == 1
