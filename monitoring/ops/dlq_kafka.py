@@ -17,6 +17,7 @@ record carries ``x-replayed-from: <dead-letter topic>:<partition>:<offset>``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -267,6 +268,16 @@ class ReplayItem:
         }
 
 
+def digest(d: DeadLetter) -> str:
+    """A short SHA-256 of a dead letter's key and value: a ledger entry names the record
+    it was written for, so a recreated dead-letter topic (offsets from 0 again) is not
+    mistaken for the replayed one."""
+    h = hashlib.sha256()
+    for part in (d.key, d.value):
+        h.update(len(part or b"").to_bytes(8, "little") + (part or b""))
+    return h.hexdigest()[:32]
+
+
 def _target(
     settings: Settings, d: DeadLetter, to_topic: str | None, topics: dict[str, int]
 ) -> tuple[str, int | None, str]:
@@ -316,6 +327,8 @@ def replay(
     todo: list[tuple[ReplayItem, int | None]] = []
     for d in letters:
         entry = ledger.get(d.coordinates)
+        if entry is not None and entry.get("digest", digest(d)) != digest(d):
+            entry = None  # another record at that offset: the dead-letter topic was recreated
         if entry is not None and not again:
             state = str(entry.get("state", ""))
             where = ":".join(str(entry.get(k, "")) for k in ("topic", "partition", "offset"))
@@ -359,8 +372,8 @@ def replay(
 
     now = int(time.time() * 1000)
     write_ledger(
-        [(i.letter.coordinates, {"state": "replaying", "topic": i.target, "at_ms": now})
-         for i, _ in todo]
+        [(i.letter.coordinates, {"state": "replaying", "topic": i.target, "at_ms": now,
+          "digest": digest(i.letter)}) for i, _ in todo]
     )  # fmt: skip
 
     landed: dict[int, tuple[int, int]] = {}
@@ -389,7 +402,8 @@ def replay(
             item.action, (item.partition, item.offset) = "replayed", landed[i]
             done_entries.append(
                 (item.letter.coordinates, {"state": "replayed", "topic": item.target,
-                 "partition": item.partition, "offset": item.offset, "at_ms": now})
+                 "partition": item.partition, "offset": item.offset, "at_ms": now,
+                 "digest": digest(item.letter)})
             )  # fmt: skip
         else:
             item.action = "failed"

@@ -327,3 +327,32 @@ def test_a_replayed_record_the_store_holds_changes_nothing(
         assert cli_json(s, "replay", "0")["summary"] == {"already": 1}
     finally:
         client.close()
+
+
+def test_a_recreated_dead_letter_topic_is_not_mistaken_for_the_replayed_one(
+    kafka_settings: Settings,
+) -> None:
+    from monitoring.runtime.admin import delete_topics, ensure_topics
+
+    s = kafka_settings
+    dlq, samples = topic_name(s.kafka, DEAD_LETTER), topic_name(s.kafka, SAMPLES)
+
+    def dead_letter(value: bytes) -> None:
+        writer = DeadLetters(s.kafka, dlq, "test")
+        assert writer.send(b"k", value, "cardinality", "x", (samples, 0, 0))
+        assert writer.flush(30)
+
+    dead_letter(b"first")
+    assert cli_json(s, "replay", "0")["summary"] == {"replayed": 1}
+    delete_topics(s.kafka.bootstrap_servers, [dlq])
+    deadline = time.monotonic() + 60
+    while True:  # deletion completes asynchronously
+        try:
+            ensure_topics(s)
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    dead_letter(b"second")  # offset 0 again, another record
+    assert cli_json(s, "replay", "0")["summary"] == {"replayed": 1}
+    assert cli_json(s, "replay", "0")["summary"] == {"already": 1}
