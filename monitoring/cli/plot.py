@@ -113,7 +113,13 @@ def plot(
     width: Annotated[int, typer.Option(help="Width in pixels.")] = 900,
     height: Annotated[int, typer.Option(help="Height in pixels.")] = 450,
     max_series: Annotated[int, typer.Option(help="Series drawn at most.")] = 20,
-    url: Annotated[str | None, typer.Option(help="Store URL (default from settings).")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL (default from settings; only then, when no store answers, "
+            "an in-process copy over storage.dsn)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Plot a PromQL or SQL query over a time range to an image or an HTML page."""
@@ -143,7 +149,7 @@ def plot(
     step_s = duration_s(step, "step") if step else auto_step_s(span, width)
     settings = load_settings(config)
     try:
-        with open_store(settings, url) as client:
+        with open_store(settings, url, fallback=url is None) as client:
             data = fetch(client, query, end - span, end, step_s)
     except StoreError as e:
         err.print(f"[red]query failed:[/] {escape(str(e))}")

@@ -48,7 +48,13 @@ def run(
     title: Annotated[str, typer.Option(help="Title (default: period and end).")] = "",
     sections: Annotated[str | None, typer.Option(help=f"Some of {','.join(SECTIONS)}.")] = None,
     slo_target: Annotated[float, typer.Option(help="Availability target, 0-1.")] = 0.999,
-    url: Annotated[str | None, typer.Option(help="Store URL (default from settings).")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL (default from settings; only then, when no store answers, "
+            "an in-process copy over storage.dsn)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write a report of the last ``--period`` as PDF or HTML."""
@@ -70,7 +76,7 @@ def run(
     settings = load_settings(config)
     try:
         generator.check_template(template)
-        with open_store(settings, url) as client:
+        with open_store(settings, url, fallback=url is None) as client:
             data = generator.collect(client, span, end, title, chosen, slo_target)
         report = generator.generate(data, template, "pdf" if fmt == "pdf" else "html")
     except (StoreError, ReportError) as e:

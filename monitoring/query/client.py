@@ -331,8 +331,9 @@ def open_store(
 ) -> Iterator[StoreClient]:
     """A client of the running store, or of an in-process query server over the chDB
     directory when no store runs (chDB lets one process open it). Without ``fallback``
-    (a daemon, which must not hold the directory while the store restarts), a store that
-    does not answer is :class:`StoreUnavailable`."""
+    (a store named explicitly, whose data no other may stand in for; a daemon, which must
+    not hold the directory while the store restarts), a store that does not answer is
+    :class:`StoreUnavailable`."""
     url = url or store_url(settings)
     st = settings.storage
     timeout = 2 * st.query.timeout.total_seconds() + 5  # a query slot, then the query
@@ -341,10 +342,7 @@ def open_store(
             yield client
         return
     if not fallback:
-        raise StoreUnavailable(
-            f"no store answers at {url}; the report waits for it (opening the store's "
-            "directory here would keep the store from starting)"
-        )
+        raise StoreUnavailable(f"no store answers at {url}")
     with local_store(settings) as client:
         yield client
 

@@ -48,9 +48,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VizStore, 
 
 
 def run(store: tuple[VizStore, str], *args: str, url: str | None = None) -> tuple[int, str]:
-    env = {"MONITORING_API__TOKEN": TOKEN, "MONITORING_STORAGE__DSN": store[0].settings.storage.dsn}
+    """``monitoring plot`` at ``--url`` (the store's by default); ``url=""``: no ``--url``,
+    the settings' endpoint, where nothing listens."""
+    env = {
+        "MONITORING_API__TOKEN": TOKEN, "MONITORING_STORAGE__DSN": store[0].settings.storage.dsn,
+        "MONITORING_STORAGE__QUERY_PORT": str(free_port()),
+    }  # fmt: skip
+    where = [] if url == "" else ["--url", url or store[1]]
     result = CliRunner().invoke(
-        app, ["plot", *args, "--url", url or store[1], "--until", str(NOW_MS / 1000)], env=env
+        app, ["plot", *args, *where, "--until", str(NOW_MS / 1000)], env=env
     )
     return result.exit_code, result.output
 
@@ -86,11 +92,22 @@ def test_sql_with_time_range_to_html(store: tuple[VizStore, str], tmp_path: Path
 
 def test_without_a_running_store(store: tuple[VizStore, str], tmp_path: Path) -> None:
     out = tmp_path / "up.pdf"
-    code, text = run(
-        store, "up", "--since", "2h", "--out", str(out), url=f"http://127.0.0.1:{free_port()}"
-    )
+    code, text = run(store, "up", "--since", "2h", "--out", str(out), url="")
     assert code == 0, text
     assert out.read_bytes().startswith(b"%PDF-") and "2 series" in text
+
+
+def test_an_explicit_url_that_does_not_answer_is_an_error(
+    store: tuple[VizStore, str], tmp_path: Path
+) -> None:
+    """--url names the store to ask: when it does not answer, the plot is not quietly made
+    from the local chDB directory instead (another store's data)."""
+    out = tmp_path / "up.png"
+    url = f"http://127.0.0.1:{free_port()}"
+    code, text = run(store, "up", "--out", str(out), url=url)
+    text = " ".join(text.split())
+    assert code == 1 and "no store answers at" in text and url in text, text
+    assert not out.exists()
 
 
 def test_errors_are_explained(store: tuple[VizStore, str], tmp_path: Path) -> None:

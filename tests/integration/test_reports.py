@@ -67,8 +67,14 @@ def pdftotext(pdf: Path) -> str:
 
 
 def run(store: tuple[VizStore, str], *args: str, url: str | None = None) -> tuple[int, str]:
-    env = {"MONITORING_API__TOKEN": TOKEN, "MONITORING_STORAGE__DSN": store[0].settings.storage.dsn}
-    result = CliRunner().invoke(app, [*args, "--url", url or store[1]], env=env)
+    """``monitoring report`` at ``--url`` (the store's by default); ``url=""``: no
+    ``--url``, the settings' endpoint, where nothing listens."""
+    env = {
+        "MONITORING_API__TOKEN": TOKEN, "MONITORING_STORAGE__DSN": store[0].settings.storage.dsn,
+        "MONITORING_STORAGE__QUERY_PORT": str(free_port()),
+    }  # fmt: skip
+    where = [] if url == "" else ["--url", url or store[1]]
+    result = CliRunner().invoke(app, [*args, *where], env=env)
     return result.exit_code, result.output
 
 
@@ -148,10 +154,16 @@ def test_without_a_running_store(store: tuple[VizStore, str], tmp_path: Path) ->
     out = tmp_path / "local.html"
     code, text = run(
         store, "run", "--format", "html", "--sections", "anomalies", "--until",
-        str(NOW_MS / 1000), "--out", str(out), url=f"http://127.0.0.1:{free_port()}",
+        str(NOW_MS / 1000), "--out", str(out), url="",
     )  # fmt: skip
     assert code == 0, text
     assert "node_cpu_usage_percent" in out.read_text()
+    # an explicit --url that does not answer is an error, not the local store's data
+    url = f"http://127.0.0.1:{free_port()}"
+    code, text = run(store, "run", "--format", "html", "--sections", "anomalies",
+                     "--out", str(tmp_path / "other.html"), url=url)  # fmt: skip
+    text = " ".join(text.split())
+    assert code == 1 and "no store answers at" in text and url in text, text
 
 
 def test_bad_options_are_refused(store: tuple[VizStore, str], tmp_path: Path) -> None:
