@@ -53,6 +53,8 @@ def traces(data: Any) -> list[Trace]:
     if isinstance(data, Table):
         return from_table(data)
     if isinstance(data, Mapping):
+        if len(data) > MAX_TRACES_IN:
+            raise ValueError(f"more than {MAX_TRACES_IN} series to plot")
         return [_trace(str(k), *_pair(v)) for k, v in data.items()]
     if isinstance(data, Sequence) and not isinstance(data, str | bytes):
         if len(data) > MAX_TRACES_IN:

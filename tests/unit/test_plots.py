@@ -241,6 +241,9 @@ def test_a_table_of_too_many_series_is_refused() -> None:
     table = Table(["t", "k", "v"], ["DateTime64(3)", "String", "Float64"], rows)
     with pytest.raises(ValueError, match=f"more than {MAX_TRACES_IN} series"):
         traces(table)
+    many = {f"s{i}": ([0], [1.0]) for i in range(MAX_TRACES_IN + 1)}
+    with pytest.raises(ValueError, match=f"more than {MAX_TRACES_IN} series"):
+        traces(many)
 
 
 @pytest.mark.parametrize(
