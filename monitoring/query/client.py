@@ -208,10 +208,13 @@ class StoreClient:
 
     def sql(self, statement: str, params: Mapping[str, Any] | None = None) -> Table:
         """A read-only statement over ClickHouse's HTTP interface; ``params`` fill its
-        ``{name:Type}`` placeholders (bound by the engine, never spliced)."""
+        ``{name:Type}`` placeholders (bound by the engine, never spliced). It runs in UTC
+        (``session_timezone``): times given and answered are UTC, as callers assume."""
         query = {
             "default_format": "JSONCompact",
             "output_format_json_quote_64bit_integers": "0",
+            # times bound and printed in UTC, whatever the store's zone (TZ of its process)
+            "session_timezone": "UTC",
         }
         for k, v in (params or {}).items():
             query[f"param_{k}"] = _param_text(v)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,43 @@ def test_parameter_values_arrive_as_they_are(client: StoreClient) -> None:
     plus2 = datetime(2026, 1, 1, 2, 0, 0, 250_000, tzinfo=timezone(timedelta(hours=2)))
     table = client.sql("SELECT toString({t:DateTime64(3, 'UTC')})", {"t": plus2})
     assert table.rows[0][0] == "2026-01-01 00:00:00.250"
+
+
+ZONED = """
+import json, sys
+from datetime import UTC, datetime
+from monitoring.config import Settings
+from monitoring.query.client import local_store
+from monitoring.sinks.clickhouse.connection import connect
+from monitoring.sinks.clickhouse.migrations import migrate
+
+settings = Settings.load(None)
+migrate(connect(settings.storage.dsn), settings.storage)  # a store directory
+with local_store(settings) as client:
+    table = client.sql(
+        "SELECT toUnixTimestamp64Milli({t:DateTime64(3)}), toString(toDateTime64(0, 3))",
+        {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+    )
+print(json.dumps(table.rows[0]))
+"""
+
+
+def test_sql_times_are_utc_whatever_the_stores_zone(tmp_path: Path) -> None:
+    """A store process in Tokyo time (TZ is process-wide, hence a subprocess): a time
+    bound as a parameter is still the UTC instant the client meant, and times print in
+    UTC, as the reports' periods and plots' axes assume."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    store_dir = tmp_path / "tokyo"
+    env = {**os.environ, "TZ": "Asia/Tokyo", "MONITORING_STORAGE__DSN": f"chdb://{store_dir}"}
+    done = subprocess.run(
+        [sys.executable, "-c", ZONED, str(store_dir)], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [
+        1_767_225_600_000, "1970-01-01 00:00:00.000",
+    ]  # fmt: skip
