@@ -34,6 +34,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,8 @@ from monitoring.ingest.scrape_config import ScrapeConfig, ScrapeFile
 from monitoring.ingest.targets import JobTargets, Target
 from monitoring.ingest.ticker import Ticker
 from monitoring.log import get_logger
-from monitoring.metrics.samples import InvalidSample
+from monitoring.metrics.samples import InvalidSample, Limits
+from monitoring.wire.sample_encoding import DEFAULT_LIMITS
 
 log = get_logger("ingest.scrape")
 
@@ -141,12 +143,15 @@ def prepare(
     tl: _TargetLoop,
     series: Callable[..., Handle],
     start_ms: int,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[list[tuple[Handle, float, int]], int]:
     """Samples to (series handle, value, timestamp) items and the count refused.
 
     An exposed series (name and labels as the page gives them) is labelled, relabeled
     and validated once, then found in the target's cache: a page that repeats its
-    series costs a lookup per sample. ``None`` cached: dropped by relabeling.
+    series costs a lookup per sample. ``None`` cached: dropped by relabeling. A
+    timestamp the page gives must lie where the samples contract (``limits``) allows,
+    from ``min_timestamp_ms`` to ``max_future_skew_ms`` past the scrape: else refused.
     """
     job = tl.job
     cache = tl.cache
@@ -157,6 +162,7 @@ def prepare(
     append = out.append
     invalid = 0
     first_refusal = ""
+    lo, hi = limits.min_timestamp_ms, start_ms + limits.max_future_skew_ms
     for s in samples:
         key = s.key if s.key is not None else (s.name, *(s.labels or {}).items())
         h = cache.get(key, _MISSING)
@@ -178,6 +184,10 @@ def prepare(
             invalid += 1
             continue
         ts = s.timestamp_ms if honor_ts and s.timestamp_ms is not None else start_ms
+        if not lo <= ts <= hi:
+            invalid += 1
+            first_refusal = first_refusal or f"timestamp {ts} outside [{lo}, {hi}]"
+            continue
         append((h, s.value, ts))
     if first_refusal:  # one line per scrape, however many were refused
         log.warning("exposed series refused", job=job.job_name, reason=first_refusal)
@@ -191,6 +201,45 @@ def _entry_bytes(key: Any, h: Any) -> int:
                                                     len(x[0]) + len(x[1]) for x in key)  # fmt: skip
     series = getattr(h, "series", None)
     return n + (3 * len(series.key) if series is not None else 0) + 400
+
+
+class Inflater:
+    """A response body as it arrives, inflated here (gzip or deflate) so that the body
+    limit holds while it is inflated: a gzip bomb stops at ``limit`` bytes of output,
+    not at whatever one network chunk inflates to (httpx's own decoding)."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        enc = encoding.strip().lower()
+        self.limit = limit
+        if enc in ("", "identity"):
+            self.z: Any = None
+        elif enc in ("gzip", "x-gzip"):
+            self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self.z = zlib.decompressobj()
+        else:
+            raise ScrapeError("http", f"unsupported Content-Encoding {enc[:40]!r}")
+
+    def feed(self, raw: bytes, have: int) -> bytes:
+        """The next part of the body, given ``have`` bytes of it so far."""
+        room = self.limit - have
+        try:
+            out = raw if self.z is None else self.z.decompress(raw, room + 1)
+        except zlib.error as e:
+            raise ScrapeError("parse", f"body does not inflate: {e}") from None
+        if len(out) > room:
+            raise ScrapeError("body_size", f"body size limit exceeded ({self.limit} bytes)")
+        return out
+
+    def finish(self, have: int) -> bytes:
+        """What the decompressor still holds (every input byte was fed: a feed that
+        stopped at its output bound raised instead)."""
+        if self.z is None:
+            return b""
+        out = self.z.flush()
+        if len(out) > self.limit - have:
+            raise ScrapeError("body_size", f"body size limit exceeded ({self.limit} bytes)")
+        return out
 
 
 class _ByteBudget:
@@ -271,6 +320,7 @@ class Scraper:
         registry: CollectorRegistry,
         base: Path = Path("."),
         transport: httpx.AsyncBaseTransport | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.file = scrape_file
         self.outlet = outlet
@@ -303,6 +353,7 @@ class Scraper:
         )
         self.missed_total = 0
         self.budget = _ByteBudget(settings.max_inflight_bytes)
+        self.limits = limits
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -434,7 +485,10 @@ class Scraper:
         assert self.client is not None
         limit = job.body_size_limit or self.settings.max_body_bytes
         limit = min(limit, self.settings.max_body_bytes, self.settings.max_inflight_bytes)
-        headers = {"X-Prometheus-Scrape-Timeout-Seconds": f"{job.timeout_s:g}"}
+        headers = {
+            "X-Prometheus-Scrape-Timeout-Seconds": f"{job.timeout_s:g}",
+            "Accept-Encoding": "gzip",  # what Prometheus asks for; inflated here, bounded
+        }
         try:
             auth = job.auth_header()
         except (OSError, ValueError) as e:
@@ -444,13 +498,14 @@ class Scraper:
         async with self.client.stream("GET", target.url, headers=headers) as resp:
             if resp.status_code != 200:
                 raise ScrapeError("http_status", f"server returned HTTP status {resp.status_code}")
+            inflate = Inflater(resp.headers.get("content-encoding", ""), limit)
             buf = bytearray()
-            async for chunk in resp.aiter_bytes(_CHUNK):  # decoded: the limit holds for gzip
-                if len(buf) + len(chunk) > limit:
-                    raise ScrapeError("body_size", f"body size limit exceeded ({limit} bytes)")
+            async for raw in resp.aiter_raw(_CHUNK):
+                chunk = inflate.feed(raw, len(buf))
                 await self.budget.take(id(held), len(chunk))
                 held[0] += len(chunk)
                 buf += chunk
+            buf += inflate.finish(len(buf))
             ctype = resp.headers.get("content-type", "")
         try:
             return buf.decode("utf-8"), ctype
@@ -474,7 +529,9 @@ class Scraper:
         if not error:
             try:
                 samples = parse_lazy(body, ctype)
-                items, refused = prepare(samples, tl, self.outlet.recorder.series, start_ms)
+                items, refused = prepare(
+                    samples, tl, self.outlet.recorder.series, start_ms, self.limits
+                )
             except ValueError as e:  # the body, or a series in it first seen, is malformed
                 error, reason, items = str(e)[:500], "parse", []
             else:

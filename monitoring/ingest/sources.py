@@ -32,8 +32,15 @@ from prometheus_client import CollectorRegistry, Counter
 from monitoring.config import Settings
 from monitoring.ingest.exposition import ACCEPT, parse
 from monitoring.ingest.outlet import Outlet, Point
-from monitoring.ingest.scrape import USER_AGENT, report_points, target_points
+from monitoring.ingest.scrape import (
+    USER_AGENT,
+    Inflater,
+    ScrapeError,
+    report_points,
+    target_points,
+)
 from monitoring.log import get_logger
+from monitoring.wire.sample_encoding import DEFAULT_LIMITS
 
 log = get_logger("ingest.sources")
 
@@ -76,6 +83,7 @@ class ScrapeSource:
         labels: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
         max_body_bytes: int = 64 * 1024 * 1024,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         u = httpx.URL(url)
         if u.scheme not in ("http", "https") or not u.host:
@@ -86,11 +94,13 @@ class ScrapeSource:
         self.labels = {"instance": f"{u.host}:{port}", **(labels or {}), "job": job}
         self.max_body_bytes = max_body_bytes
         self.client = httpx.Client(
+            transport=transport,
             timeout=timeout_s,
             headers={
                 "User-Agent": USER_AGENT,
                 "Accept": ACCEPT,
                 "X-Prometheus-Scrape-Timeout-Seconds": f"{timeout_s:g}",
+                "Accept-Encoding": "gzip",
             },
             follow_redirects=True,
             max_redirects=5,
@@ -105,17 +115,17 @@ class ScrapeSource:
             with self.client.stream("GET", self.url) as resp:
                 if resp.status_code != 200:
                     raise ValueError(f"server returned HTTP status {resp.status_code}")
+                inflate = Inflater(resp.headers.get("content-encoding", ""), self.max_body_bytes)
                 body = bytearray()
-                for chunk in resp.iter_bytes(64 * 1024):
-                    body += chunk
-                    if len(body) > self.max_body_bytes:
-                        raise ValueError(f"body size limit exceeded ({self.max_body_bytes})")
+                for raw in resp.iter_raw(64 * 1024):  # inflated here, within the limit
+                    body += inflate.feed(raw, len(body))
+                body += inflate.finish(len(body))
                 ctype = resp.headers.get("content-type", "")
             samples = parse(body.decode("utf-8"), ctype)
             scraped = len(samples)
             points = target_points(samples, self.labels, False, [])
             up = True
-        except (httpx.HTTPError, ValueError) as e:
+        except (httpx.HTTPError, ValueError, ScrapeError) as e:
             log.info("scrape failed", url=self.url, error=str(e)[:300])
             up = False
         report = report_points(self.labels, up, time.perf_counter() - t0, scraped, len(points))
@@ -177,6 +187,7 @@ class SourceSet:
         self.sources = [as_source(s, settings) for s in sources]
         self.outlet = outlet
         self.errors = errors
+        self.limits = DEFAULT_LIMITS
 
     def collect(self, timestamp_ms: int) -> int:
         """Read every source once; the number of samples buffered."""
@@ -188,6 +199,13 @@ class SourceSet:
                 self.errors.labels(src.name[:200]).inc()
                 log.warning("source failed", source=src.name[:200], error=repr(e)[:300])
                 continue
+            lo = self.limits.min_timestamp_ms
+            hi = timestamp_ms + self.limits.max_future_skew_ms
+            if any(p.timestamp_ms is not None and not lo <= p.timestamp_ms <= hi for p in points):
+                kept = [p for p in points if p.timestamp_ms is None or lo <= p.timestamp_ms <= hi]
+                self.outlet.invalid(len(points) - len(kept))
+                log.warning("timestamps outside the samples contract", source=src.name[:200])
+                points = kept
             if len(points) > MAX_POINTS:
                 log.warning("source over its bound", source=src.name[:200], points=len(points))
                 self.outlet.samples.labels(self.outlet.source, "unsent").inc(

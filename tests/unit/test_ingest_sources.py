@@ -137,3 +137,62 @@ def test_a_failing_source_is_counted_and_the_others_read(monkeypatch: Any) -> No
         )
         == 2
     )
+
+
+def test_scrape_source_inflates_within_its_limit() -> None:
+    import gzip
+    import tracemalloc
+
+    import httpx
+
+    bomb = gzip.compress(b"# " + b"x" * (64 << 20) + b"\n", 9)
+    small = gzip.compress(b"fine 1\n")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["accept-encoding"] == "gzip"
+        body = bomb if request.url.path == "/bomb" else small
+        return httpx.Response(
+            200, headers={"content-encoding": "gzip"}, stream=httpx.ByteStream(body)
+        )
+
+    transport = httpx.MockTransport(handler)
+    ok = ScrapeSource("http://t:1/metrics", max_body_bytes=1 << 20, transport=transport)
+    bad = ScrapeSource("http://t:1/bomb", max_body_bytes=1 << 20, transport=transport)
+    tracemalloc.start()
+    try:
+        bombed = {p.name: p for p in bad.read()}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        bad.close()
+    assert bombed["up"].value == 0.0 and peak < 16 << 20
+    try:
+        assert {p.name: p.value for p in ok.read()}["fine"] == 1.0
+    finally:
+        ok.close()
+
+
+def test_points_outside_the_contract_times_are_counted_not_sent() -> None:
+    registry = CollectorRegistry()
+    rec = Recorder()
+    outlet = Outlet(rec, registry, "sources")
+    now = 1_800_000_000_000
+    srcs = SourceSet(
+        [
+            lambda: [
+                Point("old", {}, "GAUGE", 1.0, 1000),
+                Point("ahead", {}, "GAUGE", 1.0, now + 86_400_000),
+                Point("fine", {}, "GAUGE", 1.0, now - 1000),
+            ]
+        ],
+        outlet,
+        source_errors(registry),
+        Settings.load(None),
+    )
+    assert srcs.collect(now) == 1 and [g[0] for g in rec.got] == ["fine"]
+    assert (
+        registry.get_sample_value(
+            "monitoring_ingest_samples_total", {"source": "sources", "outcome": "invalid"}
+        )
+        == 2
+    )
