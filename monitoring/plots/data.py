@@ -3,8 +3,9 @@
 :func:`traces` takes the store client's answers (a list of
 :class:`~monitoring.query.client.Series` or a :class:`~monitoring.query.client.Table`),
 a mapping ``name -> (x, y)``, or traces as they are. A SQL table's first column is the
-x axis (times when it is a ``DateTime``), its other text columns name the series (one
-trace per distinct value), its numeric columns are the values.
+x axis (times when it is a ``DateTime``, in UTC: one typed in a zone, which ClickHouse
+prints in that zone, is converted), its other text columns name the series (one trace
+per distinct value), its numeric columns are the values.
 
 :func:`bound` keeps at most ``max_series`` traces (the largest by peak) and
 ``max_points`` points per trace: a time series is downsampled with MinMax-LTTB
@@ -13,15 +14,19 @@ trace per distinct value), its numeric columns are the values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 from tsdownsample import MinMaxLTTBDownsampler, NaNMinMaxLTTBDownsampler
 
 from monitoring.query.client import Series, Table
 
+_ZONE = re.compile(r"DateTime(?:64)?\((?:\d+,\s*)?'([^']+)'\)")
 MAX_CATEGORIES = 500  # bars of a category axis
 MAX_TRACES_IN = 10_000  # traces handed in at all (the store's series limit)
 
@@ -95,6 +100,9 @@ def from_table(table: Table) -> list[Trace]:
     xs = table.column(table.columns[0])
     if x_type.startswith(("DateTime", "Nullable(DateTime", "Date")):
         x = np.array([np.datetime64(str(v).replace(" ", "T")[:23], "ms") for v in xs])
+        zone = _ZONE.search(x_type)
+        if zone and zone.group(1) != "UTC":  # printed in its zone: to UTC
+            x = _to_utc(x, zone.group(1))
     elif _numeric(x_type):
         x = np.array(xs, dtype=float)
     else:
@@ -121,6 +129,18 @@ def from_table(table: Table) -> list[Trace]:
             y = np.array([_float(table.rows[r][vi]) for r in rows], dtype=float)
             out.append(Trace(" ".join(p for p in parts if p), x[rows], y, labels))
     return out
+
+
+def _to_utc(x: np.ndarray, zone: str) -> np.ndarray:
+    """Wall times of ``zone`` (``datetime64[ms]``) as UTC."""
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {zone!r} in the first column's type") from None
+    out = [
+        (t.astype("datetime64[ms]").astype(datetime).replace(tzinfo=tz)).astimezone(UTC) for t in x
+    ]
+    return np.array([np.datetime64(t.replace(tzinfo=None), "ms") for t in out])
 
 
 def _numeric(t: str) -> bool:

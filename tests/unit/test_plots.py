@@ -259,3 +259,18 @@ def test_static_text_is_shown_as_written(raw: str) -> None:
     text = Figure().add_subplot().text(0, 0, literal(raw))
     shown, math = text._preprocess_math(text.get_text())
     assert (shown, math) == (raw, False)
+
+
+@pytest.mark.parametrize(
+    ("type_", "text", "utc"),
+    [
+        ("DateTime64(3, 'Asia/Tokyo')", "2026-12-01 09:00:00.250", "2026-12-01T00:00:00.250"),
+        ("Nullable(DateTime('Europe/Berlin'))", "2026-07-01 02:00:00", "2026-07-01T00:00:00"),
+        ("DateTime('UTC')", "2026-12-01 09:00:00", "2026-12-01T09:00:00"),
+        ("DateTime64(3)", "2026-12-01 09:00:00.000", "2026-12-01T09:00:00"),
+    ],
+)
+def test_a_time_column_in_a_zone_is_placed_in_utc(type_: str, text: str, utc: str) -> None:
+    """ClickHouse prints a zoned DateTime in its zone; the time axis is UTC."""
+    (t,) = traces(Table(["t", "v"], [type_, "Float64"], [[text, 1.0]]))
+    assert t.x[0] == np.datetime64(utc, "ms")
