@@ -326,7 +326,10 @@ class Scraper:
         self.outlet = outlet
         self.settings = settings
         self.transport = transport
-        self.jobs = [JobTargets(j, base, settings.max_sd_file_bytes) for j in scrape_file.jobs()]
+        self.jobs = [
+            JobTargets(j, base, settings.max_sd_file_bytes, settings.max_targets)
+            for j in scrape_file.jobs()
+        ]
         self.loops: dict[tuple[str, str], _TargetLoop] = {}
         self.executor = concurrent.futures.ThreadPoolExecutor(1, "scrape-push")
         self.client: httpx.AsyncClient | None = None
@@ -393,7 +396,9 @@ class Scraper:
         over = 0
         for jt in self.jobs:
             n = 0
-            for t in jt.targets():
+            targets = jt.targets()
+            over += jt.over
+            for t in targets:
                 if len(wanted) >= self.settings.max_targets:
                     over += 1
                     continue

@@ -56,6 +56,21 @@ MAX_JOBS = 1000
 MAX_RULES = 256
 
 
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors' aliases: a few hundred bytes of nested aliases expand to
+    billions of items when the result is walked (a "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("YAML aliases (*name) are not accepted here")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """``yaml.safe_load`` refusing aliases."""
+    return yaml.load(text, Loader=_NoAliases)
+
+
 def parse_prom_duration(value: Any) -> float:
     """Prometheus' duration grammar (units y w d h m s ms, largest first) in seconds.
 
@@ -348,7 +363,7 @@ class ScrapeFile(_Model):
         try:
             if p.stat().st_size > max_bytes:
                 raise ConfigError(f"{p}: larger than {max_bytes} bytes")
-            data = yaml.safe_load(p.read_text()) or {}
+            data = load_yaml(p.read_text()) or {}
         except OSError as e:
             raise ConfigError(f"{p}: {e.strerror or e}") from None
         except yaml.YAMLError as e:

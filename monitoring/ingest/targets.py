@@ -29,7 +29,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoring.ingest.relabel import Labels, Rule, compile_rules, process
-from monitoring.ingest.scrape_config import ScrapeConfig, StaticConfig
+from monitoring.ingest.scrape_config import ScrapeConfig, StaticConfig, load_yaml
 from monitoring.log import get_logger
 
 log = get_logger("ingest.scrape")
@@ -184,7 +184,7 @@ class FileSD:
                 raise ValueError(f"larger than {self.max_bytes} bytes")
             with open(path, "rb") as f:
                 raw = f.read(self.max_bytes + 1)
-            data: Any = json.loads(raw) if path.endswith(".json") else yaml.safe_load(raw)
+            data: Any = json.loads(raw) if path.endswith(".json") else load_yaml(raw)
             groups = _GROUPS.validate_python(data or [])
         except (OSError, ValueError, yaml.YAMLError, ValidationError) as e:
             self.errors += 1
@@ -203,13 +203,17 @@ class FileSD:
 class JobTargets:
     """All targets of a job: static groups plus file_sd, through relabeling."""
 
-    def __init__(self, job: ScrapeConfig, base: Path, max_sd_bytes: int) -> None:
+    def __init__(
+        self, job: ScrapeConfig, base: Path, max_sd_bytes: int, max_targets: int = 1_000_000
+    ) -> None:
         self.job = job
+        self.max_targets = max_targets
         self.rules = compile_rules(job.relabel_configs)
         self.metric_rules = compile_rules(job.metric_relabel_configs)
         self.file_sd = FileSD(job, base, max_sd_bytes) if job.file_sd_configs else None
         self.dropped = 0
         self.invalid = 0
+        self.over = 0
 
     def targets(self) -> list[Target]:
         groups = [(dict(g.labels), list(g.targets)) for g in self.job.static_configs]
@@ -217,8 +221,12 @@ class JobTargets:
             groups += self.file_sd.groups()
         seen: dict[str, Target] = {}
         dropped = invalid = 0
+        self.over = 0
         for labels, addresses in groups:
             for address in addresses:
+                if len(seen) >= self.max_targets:  # counted, not labelled
+                    self.over += 1
+                    continue
                 t, why = populate(self.job, labels, address, self.rules)
                 if t is None:
                     if why == "dropped by relabeling":

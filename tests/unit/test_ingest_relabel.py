@@ -250,3 +250,24 @@ def test_job_targets_dedupe_and_count_drops() -> None:
     targets = jt.targets()
     assert sorted(t.url for t in targets) == ["http://a:1/metrics", "http://b:1/metrics"]
     assert jt.dropped == 1
+
+
+def test_yaml_aliases_are_refused_in_configs_and_file_sd(tmp_path: Any) -> None:
+    laughs = (
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "scrape_configs: []\n"
+    )
+    cfg = tmp_path / "scrape.yml"
+    cfg.write_text(laughs)
+    with pytest.raises(ConfigError, match="aliases"):
+        ScrapeFile.load(cfg)
+    sd = tmp_path / "targets.yml"
+    sd.write_text("- targets: &t ['a:1']\n- targets: *t\n")
+    j = job(file_sd_configs=[{"files": ["targets.yml"]}])
+    jt = JobTargets(j, base=tmp_path, max_sd_bytes=1 << 20)
+    assert jt.targets() == [] and jt.file_sd is not None and jt.file_sd.errors == 1
+    sd.write_text("- targets: ['a:1', 'b:1', 'c:1']\n")
+    capped = JobTargets(j, base=tmp_path, max_sd_bytes=1 << 20, max_targets=2)
+    assert len(capped.targets()) == 2 and capped.over == 1
