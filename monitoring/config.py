@@ -509,7 +509,7 @@ class ReceiveSettings(_Section):
     """
 
     host: str = "127.0.0.1"
-    port: int = Field(9095, ge=0, le=65535)
+    port: int = Field(4318, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_decompressed_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_series: int = Field(50_000, ge=1)
