@@ -39,7 +39,8 @@ from monitoring.query.client import Series, StoreClient, StoreError
 
 TOP = 10  # rows of a "top" table
 MAX_EVENTS = 2000  # deliveries read per alert fingerprint
-MAX_INCIDENTS = 1000  # rows of the alerts table
+MAX_INCIDENTS = 1000  # incidents read for the alerts section's MTTR
+MAX_ROWS = 200  # rows of a section's table (a fleet's hosts, services...)
 _ALERTNAME = re.compile(r'alertname="((?:[^"\\]|\\.)*)"')
 
 
@@ -168,6 +169,9 @@ class Sections:
                 build(section)
             except StoreError as e:
                 section.error = f"could not be computed: {str(e)[:300]}"
+            if len(section.rows) > MAX_ROWS:  # what a section did not bound itself
+                section.notes.append(f"{len(section.rows) - MAX_ROWS} more rows not shown.")
+                del section.rows[MAX_ROWS:]
             out.append(section)
         return out
 
@@ -372,11 +376,19 @@ class Sections:
             {x.labels.get("host") or x.labels.get("instance", "") for x in cpu + peak + mem}
         )
         s.columns = ["host", "CPU mean %", "CPU peak %", "memory used peak"]
-        for h in hosts:
-            key = {"host": h} if any("host" in x.labels for x in cpu) else {"instance": h}
+        label = "host" if any("host" in x.labels for x in cpu) else "instance"
+        cpu_of, peak_of, mem_of = _last_by(cpu, label), _last_by(peak, label), _last_by(mem, label)
+        if len(hosts) > MAX_ROWS:  # the busiest first, the rest counted in a note
+            busiest = sorted(hosts, key=lambda h: -_or_low(peak_of.get(h, cpu_of.get(h))))
+            shown = busiest[:MAX_ROWS]
+            s.notes.append(f"{len(hosts) - MAX_ROWS} more hosts not shown (the busiest first).")
+        else:
+            shown = hosts
+        for h in shown:
             s.rows.append(
-                [h, fmt_num(_by(cpu, key)), fmt_num(_by(peak, key)), _bytes(_by(mem, key))]
-            )
+                [h, fmt_num(cpu_of.get(h, math.nan)), fmt_num(peak_of.get(h, math.nan)),
+                 _bytes(mem_of.get(h, math.nan))]
+            )  # fmt: skip
         if not s.rows:
             return
         s.summary = f"{len(hosts)} hosts"
@@ -392,20 +404,27 @@ class Sections:
         )
         target = self.slo_target
         s.columns = ["service", "availability", "target", "met", "error budget left"]
-        for x in sorted(ok, key=lambda x: x.labels.get("service", "")):
-            v = float(x.values[-1]) if len(x.values) else math.nan
-            if not math.isfinite(v):
-                continue
+        found = [
+            (x.labels.get("service") or "(no service label)", float(x.values[-1]))
+            for x in ok
+            if len(x.values) and math.isfinite(float(x.values[-1]))
+        ]
+        found.sort(key=lambda f: f[0])
+        met = sum(v >= target for _, v in found)
+        if len(found) > MAX_ROWS:  # the least available first, the rest counted in a note
+            found = sorted(found, key=lambda f: f[1])
+            s.notes.append(
+                f"{len(found) - MAX_ROWS} more services not shown (the least available first)."
+            )
+        for service, v in found[:MAX_ROWS]:
             budget = 1 - (1 - v) / (1 - target) if target < 1 else math.nan
-            service = x.labels.get("service") or "(no service label)"
             s.rows.append(
                 [service, f"{100 * v:.3f} %", f"{100 * target:g} %",
                  "yes" if v >= target else "NO", f"{100 * budget:.1f} %"]
             )  # fmt: skip
         if not s.rows:
             return
-        met = sum(row[3] == "yes" for row in s.rows)
-        s.summary = f"{met} of {len(s.rows)} services met {100 * target:g} % availability"
+        s.summary = f"{met} of {len(found)} services met {100 * target:g} % availability"
         s.notes.append(
             "Availability: the share of requests without a 5xx status (http_requests_total)."
         )
@@ -466,11 +485,13 @@ def _pick(series: list[Series], key: tuple[str, str], default: float = math.nan)
     return default
 
 
-def _by(series: list[Series], labels: dict[str, str]) -> float:
-    for x in series:
-        if all(x.labels.get(k) == v for k, v in labels.items()) and len(x.values):
-            return float(x.values[-1])
-    return math.nan
+def _last_by(series: list[Series], label: str) -> dict[str, float]:
+    """Each series' last value by its ``label`` (one pass, not a search per row)."""
+    return {x.labels.get(label, ""): float(x.values[-1]) for x in series if len(x.values)}
+
+
+def _or_low(v: float | None) -> float:
+    return v if v is not None and math.isfinite(v) else -math.inf
 
 
 def _bytes(v: float) -> str:
