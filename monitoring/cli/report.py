@@ -121,7 +121,14 @@ def schedule(
         err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
     if once:
-        path = scheduler.run_once()
+        from monitoring.query.client import StoreError
+        from monitoring.sinks.notifiers.base import DeliveryError
+
+        try:
+            path = scheduler.run_once()
+        except (StoreError, ReportError, DeliveryError, OSError) as e:
+            err.print(f"[red]report failed:[/] {escape(str(e))}")
+            raise typer.Exit(1) from None
         done = "nothing due: the last period was reported (or another scheduler reports it)"
         typer.echo(f"{path}" if path else done, err=True)
         return

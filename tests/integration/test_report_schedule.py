@@ -297,3 +297,25 @@ def test_two_schedulers_on_one_directory_report_once(
         assert second.run_once() is None and not smtp_server.envelopes
     assert first.run_once() is not None and second.run_once() is None
     assert len(smtp_server.envelopes) == 1
+
+
+def test_schedule_once_explains_a_failure(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """`monitoring report schedule --once` with no store answering: the reason and exit 1,
+    not a traceback; with the store, the report's path."""
+    from fixtures.prometheus import free_port
+    from typer.testing import CliRunner
+
+    from monitoring.cli.report import app
+
+    out = tmp_path / "cli"
+    settings(store, out, smtp_server)  # writes <tmp>/cli.yml
+    config = str(tmp_path / "cli.yml")
+    url = f"http://127.0.0.1:{free_port()}"
+    failed = CliRunner().invoke(app, ["schedule", "--once", "--config", config, "--url", url])
+    text = " ".join(failed.output.split())
+    assert failed.exit_code == 1 and f"no store answers at {url}" in text, failed.output
+    assert failed.exception is None or isinstance(failed.exception, SystemExit)
+    done = CliRunner().invoke(app, ["schedule", "--once", "--config", config, "--url", store[1]])
+    assert done.exit_code == 0 and "report-daily-" in done.output, done.output
