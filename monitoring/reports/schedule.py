@@ -264,7 +264,9 @@ class ReportScheduler:
             try:
                 self.run_once()
                 now = self.clock()
-                wait = max(1.0, period_end(now, self.cfg.schedule) + self.length_s - now + 60)
+                if self.due(now) is None:
+                    wait = max(1.0, period_end(now, self.cfg.schedule) + self.length_s - now + 60)
+                # else another scheduler holds the directory: look again after retry_s
             except Exception as e:  # a store or SMTP outage: the period stays due
                 log.warning("report_failed", error=str(e)[:500], retry_s=self.retry_s)
             stop.wait(wait)

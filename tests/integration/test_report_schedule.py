@@ -319,3 +319,36 @@ def test_schedule_once_explains_a_failure(
     assert failed.exception is None or isinstance(failed.exception, SystemExit)
     done = CliRunner().invoke(app, ["schedule", "--once", "--config", config, "--url", store[1]])
     assert done.exit_code == 0 and "report-daily-" in done.output, done.output
+
+
+def test_a_busy_directory_is_looked_at_again_soon(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    """The running scheduler finds another reporting (the lock held): it looks again after
+    retry_s, not a period later, so the period is reported should the other fail."""
+    import fcntl
+    import threading
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    s = ReportScheduler(settings(store, out, smtp_server), store[1], retry_s=0.2)
+    attempts: list[Path | None] = []
+    run_once = s.run_once
+    s.run_once = lambda now_s=None: attempts.append(run_once(now_s)) or attempts[-1]  # type: ignore[method-assign]
+    stop = threading.Event()
+    with (out / ".schedule.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        worker = threading.Thread(target=s.run, args=(stop,), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not attempts and time.monotonic() < deadline:
+            stop.wait(0.05)
+        assert attempts == [None]  # it found the directory busy
+    try:  # the other "failed" without reporting: ours reports it
+        deadline = time.monotonic() + 15
+        while not smtp_server.envelopes and time.monotonic() < deadline:
+            stop.wait(0.1)
+        assert len(smtp_server.envelopes) == 1 and s.due() is None
+    finally:
+        stop.set()
+        worker.join(timeout=60)
