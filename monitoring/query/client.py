@@ -144,10 +144,10 @@ class StoreClient:
         self.base_url = base_url.rstrip("/")
         self.max_response_bytes = max_response_bytes
         self.timeout_s = timeout_s
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # sent with this client's requests only, never set on a pool handed in
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._own = http is None
         self.http = http or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0))
-        self.http.headers.update(headers)
 
     def close(self) -> None:
         """Close the connection pool (when this client made it)."""
@@ -238,7 +238,7 @@ class StoreClient:
         url = self.base_url + path
         deadline = time.monotonic() + self.timeout_s
         try:
-            with self.http.stream(method, url, **kwargs) as resp:
+            with self.http.stream(method, url, headers=self._headers, **kwargs) as resp:
                 length = resp.headers.get("content-length", "")
                 if length.isdigit() and int(length) > self.max_response_bytes:
                     raise StoreError(self._too_large(), "execution", resp.status_code)

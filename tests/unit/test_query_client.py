@@ -175,3 +175,16 @@ def test_a_trickling_answer_is_cut_at_the_timeout(server: str) -> None:
         with pytest.raises(StoreError, match="timed out") as e:
             c.query("trickle")
     assert e.value.error_type == "timeout" and time.monotonic() - started < 10
+
+
+def test_a_shared_http_client_does_not_get_the_token(server: str) -> None:
+    """The token goes with the store's requests only: a connection pool handed in (and
+    used for other hosts too) is not given an Authorization header."""
+    import httpx
+
+    SEEN.clear()
+    with httpx.Client() as shared:
+        store = StoreClient(server, "tok", http=shared)
+        store.query("up")
+        assert "authorization" not in shared.headers
+        assert SEEN[-1]["auth"] == "Bearer tok"
