@@ -61,3 +61,21 @@ async def test_exposed_timestamps_outside_the_contract_are_refused_and_counted()
         "monitoring_ingest_samples_total", {"source": "scrape", "outcome": "invalid"}
     )
     assert invalid == 2
+
+
+async def test_a_page_of_labels_too_dense_for_the_parser_fails_the_scrape_at_once() -> None:
+    # prometheus_client reads labels in about (line length) x (quotes) per line: a 2 MB
+    # line of escaped quotes took 55 CPU-s on the thread that pushes every target's samples
+    from prometheus_client import CollectorRegistry
+    from starlette.responses import PlainTextResponse
+
+    page = 'a{b="' + '\\"' * 150_000 + '"} 1\nfine 1\n'
+
+    async def metrics(_: Request) -> Response:
+        return PlainTextResponse(page)
+
+    rec, registry = Recorder(), CollectorRegistry()
+    app = Starlette(routes=[Route("/metrics", metrics)])
+    result = await scrape_job(scraper_for([job()], app, rec, registry))
+    assert not result.up and "labels this dense are not parsed" in result.error
+    assert rec.of("fine") == [] and rec.of("up")[0][1] == 0.0
