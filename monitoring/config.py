@@ -555,7 +555,9 @@ class ReportingSettings(_Section):
     ] = "off"
     format: Literal["pdf", "html"] = "pdf"
     template: str = Field("default", min_length=1, max_length=1024)
-    sections: list[Literal["slo", "alerts", "anomalies", "logs", "models", "resources"]] = []
+    sections: list[
+        Literal["slo", "alerts", "anomalies", "logs", "models", "resources", "performance"]
+    ] = []
     slo_target: float = Field(0.999, gt=0, lt=1)
     out_dir: str = ".data/reports"
     retention: Duration = timedelta(days=30)

@@ -20,7 +20,7 @@ from monitoring.cli.store import ConfigOpt
 
 app = typer.Typer(help="Reports of a period: alerts, anomalies, logs, models, resources, SLOs.")
 err = Console(stderr=True)
-SECTIONS = ("slo", "alerts", "anomalies", "logs", "models", "resources")
+SECTIONS = ("slo", "alerts", "anomalies", "logs", "models", "resources", "performance")
 
 
 def _sections(text: str | None) -> list[str] | None:

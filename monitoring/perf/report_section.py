@@ -3,12 +3,8 @@
 :func:`fill` writes into a section: per service found in the period (the services of
 ``http_server_requests_total``, at most ``max_services``) its routes by share of
 server time, and every suggestion ``store_io.suggestions`` makes (hot routes and models,
-error hotspots, saturation, capacity) with its evidence. The reports module registers
-it with one line in ``Sections.all``'s builders::
-
-    "performance": ("Performance", lambda s: report_section.fill(s, self.client,
-                                                                 self.period.start_s,
-                                                                 self.period.end_s)),
+error hotspots, saturation, capacity) with its evidence: the report's ``performance``
+section (``Sections.performance``).
 """
 
 from __future__ import annotations

@@ -160,6 +160,7 @@ class Sections:
             "logs": ("Log templates", self.logs),
             "models": ("Model quality", self.models),
             "resources": ("Resource utilization", self.resources),
+            "performance": ("Performance", self.performance),
         }
         out = []
         for key in keys or list(builders):
@@ -354,6 +355,13 @@ class Sections:
         )
         if fig:
             s.figures.append(fig)
+
+    def performance(self, section: Section) -> None:
+        """Services' routes by share of server time and ``monitoring perf suggest``'s
+        suggestions with their evidence (``monitoring.perf.report_section``)."""
+        from monitoring.perf import report_section
+
+        report_section.fill(section, self.client, self.period.start_s, self.period.end_s)
 
     def resources(self, s: Section) -> None:
         r = self.period.promql_range

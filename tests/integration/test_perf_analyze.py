@@ -172,13 +172,12 @@ def test_bad_arguments_are_explained(store: tuple[PerfStore, str]) -> None:
 
 
 def test_report_section_renders_with_the_shipped_template(store: tuple[PerfStore, str]) -> None:
-    from monitoring.perf import report_section
     from monitoring.reports.generator import ReportData, ReportGenerator
-    from monitoring.reports.sections import Period, Section
+    from monitoring.reports.sections import Period, Sections
 
-    section = Section("performance", "Performance")
-    with StoreClient(store[1], TOKEN) as client:
-        report_section.fill(section, client, NOW_S - HOUR_S, NOW_S)
+    with StoreClient(store[1], TOKEN) as client:  # as `monitoring report --sections` asks
+        (section,) = Sections(client, Period(NOW_S - HOUR_S, NOW_S)).all(["performance"])
+    assert not section.error and section.title == "Performance"
     kinds = {(r[0], r[1]) for r in section.rows}
     assert {("shop", "hot-route"), ("shop", "error-hotspot"), ("shop", "saturation")} <= kinds
     assert ("shop", "hot-model") in kinds  # models once, with the first service
