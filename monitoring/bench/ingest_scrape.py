@@ -58,7 +58,9 @@ def page(series: int) -> bytes:
 
 
 def serve(port: int, series: int) -> None:
-    """The fake target server (run in its own process): one page, any path."""
+    """The fake target server (run in its own process): one page, any path; on
+    ``/probe`` (``bench ingest``'s end-to-end part) a page of one probe sample whose value
+    is a sequence number, also given in the ``x-bench-probe`` header."""
     import uvicorn
 
     body = page(series)
@@ -66,9 +68,19 @@ def serve(port: int, series: int) -> None:
         (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
     ]
+    seq = 0
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal seq
         if scope["type"] != "http":
+            return
+        if scope["path"] == "/probe":
+            seq += 1
+            probe = f'bench_e2e_probe{{path="scrape"}} {seq}\n'.encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                headers[0], (b"content-length", str(len(probe)).encode()),
+                (b"x-bench-probe", str(seq).encode())]})  # fmt: skip
+            await send({"type": "http.response.body", "body": probe})
             return
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

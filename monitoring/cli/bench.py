@@ -404,10 +404,18 @@ def ingest_bench(
     duration: float = typer.Option(60.0, help="scrape: measured after the warm-up (s)"),
     warmup: float | None = typer.Option(None, help="scrape: least warm-up (s)"),
     collections: int = typer.Option(20, help="system collections timed"),
+    e2e_seconds: float = typer.Option(20.0, help="end-to-end: measured per path (s)"),
+    e2e_window: float = typer.Option(1.0, help="end-to-end: the worker's window (s)"),
+    e2e_lateness: float = typer.Option(1.0, help="end-to-end: allowed lateness (s)"),
+    e2e_series: int = typer.Option(1000, help="end-to-end: samples per request or page"),
+    e2e_targets: int = typer.Option(20, help="end-to-end: scrape targets (and a probe)"),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Every ingest path: the receivers per CPU-second, scraping many targets, the
-    system collector's CPU. The last line has the four numbers of issue 17."""
+    system collector's CPU, then each path's end-to-end latency from receipt to stored
+    aggregate through a worker and a store. The last line has the four numbers of
+    issue 17, then ``<path>_e2e_p99_ms`` per path."""
+    from monitoring.bench import ingest_e2e
     from monitoring.bench.ingest_scrape import run_collector, run_scrape
     from monitoring.bench.receive import report, run
     from monitoring.log import configure_logging
@@ -435,10 +443,16 @@ def ingest_bench(
         f"system collector: {col.series} series, {col.cpu_ms_per_collection:.1f} ms CPU per "
         f"collection, {col.cpu_pct:.4f}% of a core at {col.interval_s:g}s"
     )
+    e2e = ingest_e2e.run(
+        settings, e2e_seconds, e2e_window, e2e_lateness, e2e_series, e2e_targets,
+        progress=progress,
+    )  # fmt: skip
+    print("\n".join(ingest_e2e.report(e2e)))
     print(
         f"remote_write_samples_per_cpu_s={rw.points_per_cpu_s:.0f} "
         f"otlp_points_per_cpu_s={ot.points_per_cpu_s:.0f} "
-        f"scrape_missed_intervals={res.missed_intervals} collector_cpu_pct={col.cpu_pct:.4f}"
+        f"scrape_missed_intervals={res.missed_intervals} collector_cpu_pct={col.cpu_pct:.4f} "
+        f"{ingest_e2e.summary_fields(e2e)}"
     )
 
 
