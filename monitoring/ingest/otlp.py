@@ -320,7 +320,8 @@ class Otlp:
         key = tuple(attributes)
         labels = self._labels.get(key)
         if labels is None:
-            size = 2 * sum(map(len, key))  # the bytes, and the labels decoded from them
+            # the bytes and the labels decoded from them, and each object's own overhead
+            size = 2 * sum(map(len, key)) + 100 * len(key)
             try:  # attributes are bytes until here: a bad one refuses its point only
                 labels = labels_of([KeyValue.FromString(a) for a in key])
             except DecodeError:
@@ -397,7 +398,7 @@ class Otlp:
                     ref = self.series.make(name, labels, kind, unit)
                     refs[attrs] = ref
                     self._context_entries += 1
-                    self._context_bytes += sum(map(len, attrs)) + held(ref)
+                    self._context_bytes += sum(map(len, attrs)) + 50 * len(attrs) + held(ref)
                 if delta:
                     v = staged.add_sum((ctx_key, attrs), p.start_time_unix_nano, t_ns, v)
             except InvalidSample as e:

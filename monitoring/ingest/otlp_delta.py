@@ -67,13 +67,14 @@ class DeltaState:
 
 
 def _bytes(key: Any) -> int:
-    """Bytes a key holds, estimated (strings, bytes and tuples of them).
+    """Bytes a key holds, estimated (strings, bytes and tuples of them, each object's
+    own overhead counted: a key of many empty attributes is mostly overhead).
 
     >>> _bytes(("a", ("bc", b"d")))
-    36
+    156
     """
     if isinstance(key, str | bytes):
-        return len(key)
+        return len(key) + 40
     if isinstance(key, tuple):
         return 8 * len(key) + sum(map(_bytes, key))
     return 8

@@ -395,3 +395,25 @@ def test_attribute_keys_longer_than_a_label_name_are_not_cached(world: World) ->
         assert status == 200 and resp.partial_success.rejected_data_points == 1
         assert resp.partial_success.error_message.startswith("bad-label-name")
     assert cached.cache_info().currsize - before < 5
+
+
+def test_the_attribute_cache_budget_counts_each_attribute_object(world: World) -> None:
+    # a point of 20,000 empty attributes has labels {} (valid) and a key of 20,000 small
+    # bytes objects: counting only their lengths let the cache hold ~4x its budget
+    import sys
+
+    o = world.receiver.otlp
+    o.labels_bytes.max_bytes = 4 << 20
+    for i in range(16):
+        p = m.NumberDataPoint(
+            time_unix_nano=NOW_NS,
+            as_double=1.0,
+            attributes=[KeyValue(key=f"k{i}_{j}", value=AnyValue()) for j in range(20_000)],
+        )
+        status, _ = otlp(world, export(m.Metric(name="g", gauge=m.Gauge(data_points=[p]))))
+        assert status == 200
+    held = sum(
+        sys.getsizeof(k) + sum(map(sys.getsizeof, k)) + sys.getsizeof(v)
+        for k, v in o._labels.items()
+    )
+    assert 0 < held <= 4 << 20
