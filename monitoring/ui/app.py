@@ -46,8 +46,8 @@ from monitoring.ui.panels import (
     MAX_WIDTH_PX,
     MIN_WIDTH_PX,
     PanelError,
-    align,
     choose_step,
+    first_point,
     heatmap,
     prom_frames,
     sql_frames,
@@ -79,9 +79,11 @@ SELECT
   (SELECT count() FROM samples WHERE ts > now() - INTERVAL 5 MINUTE) AS samples_5m,
   (SELECT count() FROM series) AS series
 """
+# windows ending in the future (a producer ahead of the clock, within
+# aggregation.max_future_skew) must not hold the newest end still for that long
 LIVE_SQL = (
     "SELECT toUnixTimestamp64Milli(max(window_end)) AS end_ms FROM aggregates "
-    "WHERE window_start > now() - INTERVAL 1 HOUR"
+    "WHERE window_start > now() - INTERVAL 1 HOUR AND window_end <= now64(3)"
 )
 
 
@@ -289,7 +291,7 @@ class UiApp:
         self, p: Panel, start: int, end: int, width: int, variables: dict[str, str]
     ) -> dict[str, Any]:
         step = choose_step(start, end, width, p.min_step.total_seconds())
-        first = align(start, step)
+        first = first_point(start, end, step)
         limit = self.ui.max_query_chars
         calls: list[Coroutine[Any, Any, Any]] = []
         for q in p.queries:

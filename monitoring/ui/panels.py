@@ -38,7 +38,7 @@ class PanelError(ValueError):
 
 def choose_step(start_ms: int, end_ms: int, width_px: int, min_step_s: float = 1.0) -> int:
     """The smallest nice step (seconds, at least ``min_step_s``) that gives at most
-    ``width_px`` points from ``start_ms`` aligned down to it through ``end_ms``.
+    ``width_px`` points over ``start_ms``..``end_ms`` (see :func:`first_point`).
 
     >>> choose_step(0, 3_600_000, 800)
     5
@@ -60,15 +60,22 @@ def choose_step(start_ms: int, end_ms: int, width_px: int, min_step_s: float = 1
     return step
 
 
-def align(start_ms: int, step_s: int) -> int:
-    """``start_ms`` aligned down to a multiple of the step."""
-    return start_ms - start_ms % (step_s * 1000)
+def first_point(start_ms: int, end_ms: int, step_s: int) -> int:
+    """The range query's first evaluation time: whole steps back from ``end_ms``, not
+    before ``start_ms``. The last point is the end itself, so a sample stored just
+    before a refetch is drawn (a grid aligned to the start could end up to a step
+    before it).
+
+    >>> first_point(1_000, 10_500, 2)
+    2500
+    """
+    step_ms = step_s * 1000
+    return end_ms - (end_ms - start_ms) // step_ms * step_ms
 
 
 def points(start_ms: int, end_ms: int, step_s: int) -> int:
-    """How many points a range query at ``step_s`` from the aligned start returns."""
-    first = align(start_ms, step_s)
-    return (end_ms - first) // (step_s * 1000) + 1
+    """How many points a range query at ``step_s`` over the range returns."""
+    return (end_ms - first_point(start_ms, end_ms, step_s)) // (step_s * 1000) + 1
 
 
 def regex_escape(value: str) -> str:

@@ -174,6 +174,8 @@ def test_a_range_panel_asks_the_store_for_at_most_one_point_per_pixel(
     assert form["query"] == 'rate(x{service=~"api"}[60s])'
     step = float(form["step"])
     assert (float(form["end"]) - float(form["start"])) / step + 1 <= 300
+    assert form["end"] == f"{END / 1000:.3f}"  # the last point is the end itself
+    assert round(float(form["end"]) - float(form["start"]), 3) % step == 0
     assert body["step_s"] == step
     assert [f["name"] for f in body["frames"]] == ["s0", "s1", "s2"]
     assert len(body["frames"][0]["t"]) <= 300
