@@ -194,7 +194,7 @@ def _panel(
         body = first.json()
         frames = body["frames"]
         out.panel_series = len(frames)
-        out.panel_points = sum(len(f.get("t", [])) for f in frames)
+        out.panel_points = sum(len(f.get("v", [])) for f in frames)
         progress(f"panel: {out.panel_series} series, {out.panel_points:,} points, "
                  f"step {body['step_s']} s")  # fmt: skip
         # the same two range queries asked of the store directly (what the UI adds is

@@ -318,7 +318,7 @@ class UiApp:
         for q, res in zip(p.queries, results, strict=True):
             room = max(0, self.ui.max_series - len(frames))
             if isinstance(res, dict):
-                got, n = prom_frames(res.get("data") or {}, q, room)
+                got, n = prom_frames(res.get("data") or {}, q, room, first, step, end)
                 warnings += [str(w)[:300] for w in res.get("warnings", [])]
             else:
                 got, n = sql_frames(res[0], res[1], p, room)

@@ -3,13 +3,17 @@ the store's answers reshaped into the frames the browser draws.
 
 A frame is one of:
 
-- ``{"kind": "series", "name", "labels", "t": [ms], "v": [float | None]}`` (a range
-  query's series, or a time-keyed SQL column);
+- ``{"kind": "series", "name", "labels", "start": ms, "step": ms, "v": [str | None]}``
+  (a range query's series: point ``k`` is at ``start + k * step``, ``None`` where the
+  store had no point; the values are the store's own strings, ``"NaN"`` and ``"+Inf"``
+  included, which the browser reads as gaps);
+- ``{"kind": "series", "name", "labels", "t": [ms], "v": [float | None]}`` (a
+  time-keyed SQL column);
 - ``{"kind": "value", "name", "labels", "value"}`` (an instant query's sample);
 - ``{"kind": "table", "columns", "types", "rows"}`` (SQL);
 - ``{"kind": "heatmap", "x": [ms], "y": [bucket], "z": [[count]]}`` (histogram buckets).
 
-Values the JSON cannot carry (NaN, infinities) are ``None``: a gap in the chart.
+Elsewhere values the JSON cannot carry (NaN, infinities) are ``None``: a gap in the chart.
 """
 
 from __future__ import annotations
@@ -168,9 +172,17 @@ def number(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def prom_frames(data: Mapping[str, Any], query: Query, max_series: int) -> tuple[list[Any], int]:
+def prom_frames(
+    data: Mapping[str, Any],
+    query: Query,
+    max_series: int,
+    start_ms: int = 0,
+    step_s: int = 1,
+    end_ms: int | None = None,
+) -> tuple[list[Any], int]:
     """Frames of a Prometheus ``data`` object, at most ``max_series``; and how many
-    series the answer had."""
+    series the answer had. A matrix's points are put on the grid of the range query
+    that asked for them (``start_ms``, ``step_s``, up to ``end_ms``)."""
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar" and isinstance(result, list) and len(result) == 2:
         return [{"kind": "value", "name": query.legend or "scalar", "labels": {},
@@ -184,15 +196,64 @@ def prom_frames(data: Mapping[str, Any], query: Query, max_series: int) -> tuple
         if name == "{}":  # an aggregate without labels: name it by its query
             name = query.promql if len(query.promql) <= 80 else query.promql[:79] + "…"
         if kind == "matrix":
-            pts = item.get("values") or []
+            step_ms = step_s * 1000
             frames.append({
-                "kind": "series", "name": name, "labels": metric,
-                "t": [round(float(p[0]) * 1000) for p in pts], "v": [number(p[1]) for p in pts],
+                "kind": "series", "name": name, "labels": metric, "start": start_ms,
+                "step": step_ms, "v": grid_values(item.get("values") or [], start_ms, step_ms,
+                                                  end_ms),
             })  # fmt: skip
         elif kind == "vector":
             frames.append({"kind": "value", "name": name, "labels": metric,
                            "value": number((item.get("value") or [0, None])[1])})  # fmt: skip
     return frames, len(result)
+
+
+def grid_values(
+    pts: Sequence[Any], start_ms: int, step_ms: int, end_ms: int | None = None
+) -> list[str | None]:
+    """A matrix series' value strings on the grid ``start_ms + k * step_ms`` (up to
+    ``end_ms``, else the last point): the store's strings as they are, ``None`` where
+    it has no point; a point off the grid or outside it, or not a string, is dropped.
+
+    >>> grid_values([[1, "1"], [3, "NaN"]], 1000, 1000)
+    ['1', None, 'NaN']
+    >>> grid_values([[1, "1"], [2, "2"]], 1000, 1000, 2000)
+    ['1', '2']
+    """
+    if not pts or step_ms <= 0:
+        return []
+    try:
+        last = round(float(pts[-1][0]) * 1000) if end_ms is None else end_ms
+        n = (last - start_ms) // step_ms + 1
+        if n <= 0:
+            return []
+        if (  # the whole grid, as a range query answers a series without gaps
+            len(pts) == n
+            and round(float(pts[0][0]) * 1000) == start_ms
+            and round(float(pts[-1][0]) * 1000) == start_ms + (n - 1) * step_ms
+        ):
+            out: list[str | None] = [v if type(v) is str else None for _, v in pts]
+            return out
+        out = [None] * min(n, len(pts) * 4 + 1024) if end_ms is None else [None] * n
+        for t, v in pts:
+            k, off = divmod(round(float(t) * 1000) - start_ms, step_ms)
+            if off == 0 and 0 <= k < len(out) and type(v) is str:
+                out[k] = v
+        return out
+    except (TypeError, ValueError, IndexError):
+        return []
+
+
+def series_points(frame: Mapping[str, Any]) -> tuple[list[int], list[float | None]]:
+    """A series frame's times (ms) and values as numbers, whichever its shape.
+
+    >>> series_points({"start": 1000, "step": 500, "v": ["1", None, "+Inf"]})
+    ([1000, 1500, 2000], [1.0, None, None])
+    """
+    if "t" in frame:
+        return list(frame["t"]), list(frame["v"])
+    start, step = frame["start"], frame["step"]
+    return [start + k * step for k in range(len(frame["v"]))], [number(v) for v in frame["v"]]
 
 
 def time_ms(v: Any) -> int | None:
@@ -260,20 +321,24 @@ def heatmap(frames: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     (rate(x_bucket[...]))`` answers) as a heatmap of per-bucket counts over time.
 
     >>> h = heatmap([{"labels": {"le": "+Inf"}, "t": [0, 1], "v": [5, 7]},
-    ...              {"labels": {"le": "0.1"}, "t": [0, 1], "v": [2, 3]}])
+    ...              {"labels": {"le": "0.1"}, "start": 0, "step": 1, "v": ["2", "3"]}])
     >>> h["y"], h["z"]
-    (['0.1', '+Inf'], [[2, 3], [3, 4]])
+    (['0.1', '+Inf'], [[2.0, 3.0], [3.0, 4.0]])
     """
-    buckets = [f for f in frames if "le" in (f.get("labels") or {}) and "t" in f]
+    buckets = [
+        (f["labels"]["le"], series_points(f))
+        for f in frames
+        if "le" in (f.get("labels") or {}) and ("t" in f or "start" in f)
+    ]
     if not buckets:
         return None
-    buckets.sort(key=lambda f: _le(f["labels"]["le"]))
-    x = sorted({t for f in buckets for t in f["t"]})
+    buckets.sort(key=lambda b: _le(b[0]))
+    x = sorted({t for _, (ts, _) in buckets for t in ts})
     col = {t: i for i, t in enumerate(x)}
     cumulative = []
-    for f in buckets:
+    for _, (ts, vs) in buckets:
         row: list[float | None] = [None] * len(x)
-        for t, v in zip(f["t"], f["v"], strict=True):
+        for t, v in zip(ts, vs, strict=True):
             row[col[t]] = v
         cumulative.append(row)
     z: list[list[float | None]] = []
@@ -288,7 +353,7 @@ def heatmap(frames: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
                 for a, b in zip(row, below, strict=True)
             ]
         )
-    return {"kind": "heatmap", "x": x, "y": [f["labels"]["le"] for f in buckets], "z": z}
+    return {"kind": "heatmap", "x": x, "y": [le for le, _ in buckets], "z": z}
 
 
 def _le(v: str) -> float:

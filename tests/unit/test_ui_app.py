@@ -23,7 +23,8 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from monitoring.config import Settings, UiSettings
-from monitoring.ui.panels import PanelError, choose_step, points, substitute
+from monitoring.ui.dashboards import Query
+from monitoring.ui.panels import PanelError, choose_step, points, prom_frames, substitute
 from monitoring.ui.server import CSP, UiServer
 from monitoring.ui.store import StoreClient
 
@@ -54,6 +55,7 @@ class FakeStore:
         self.requests: list[httpx.Request] = []
         self.series = 3
         self.prom_error: tuple[int, str] | None = None
+        self.holes = False
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -76,6 +78,11 @@ class FakeStore:
                      "values": [[t, str(i + 1.0)] for t in ts]}
                     for i in range(self.series)
                 ]  # fmt: skip
+                if self.holes:
+                    for r in result:
+                        vs = r["values"]
+                        vs[2][1], vs[3][1] = "NaN", "+Inf"
+                        del vs[1]
                 data = {"resultType": "matrix", "result": result}
                 return httpx.Response(200, json={"status": "success", "data": data})
             result = [{"metric": {}, "value": [END / 1000, "NaN"]}]
@@ -178,7 +185,38 @@ def test_a_range_panel_asks_the_store_for_at_most_one_point_per_pixel(
     assert round(float(form["end"]) - float(form["start"]), 3) % step == 0
     assert body["step_s"] == step
     assert [f["name"] for f in body["frames"]] == ["s0", "s1", "s2"]
-    assert len(body["frames"][0]["t"]) <= 300
+    assert len(body["frames"][0]["v"]) <= 300
+
+
+def test_a_range_series_is_its_grid_and_the_store_s_strings_with_gaps(
+    client: TestClient, fake: FakeStore
+) -> None:
+    fake.holes = True  # no point at k=1, "NaN" at k=2, "+Inf" at k=3
+    body = panel(client, "rate", width=300).json()
+    [req] = fake.requests
+    form = fake.form(req)
+    n = round((float(form["end"]) - float(form["start"])) / float(form["step"])) + 1
+    f = body["frames"][0]
+    assert "t" not in f
+    assert f["start"] == body["start"] == round(float(form["start"]) * 1000)
+    assert f["step"] == body["step_s"] * 1000
+    assert f["start"] + (len(f["v"]) - 1) * f["step"] == body["end"]
+    assert len(f["v"]) == n
+    assert f["v"][:5] == ["1.0", None, "NaN", "+Inf", "1.0"]
+    assert f["labels"] == {"service": "s0", "le": "0.1"} and f["name"] == "s0"
+
+
+def test_points_off_the_grid_or_not_strings_are_dropped() -> None:
+    data = {"resultType": "matrix", "result": [
+        {"metric": {"a": "<b>x</b>"},
+         "values": [[1, "1"], [1.5, "9"], [3, 2], [4, "4"], [99, "9"]]},
+    ]}  # fmt: skip
+    [f], n = prom_frames(data, Query(promql="x"), 10, 1000, 1, 4000)
+    assert n == 1 and f["name"] == '{a="<b>x</b>"}'
+    assert f["v"] == ["1", None, None, "4"]
+    [f], _ = prom_frames({"resultType": "matrix", "result": [{"values": [["x", "1"]]}]},
+                         Query(promql="x"), 10, 1000, 1, 2000)  # fmt: skip
+    assert f["v"] == []
 
 
 def test_series_beyond_the_bound_are_cut_with_a_warning(tmp_path: Path, fake: FakeStore) -> None:

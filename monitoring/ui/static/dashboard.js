@@ -165,6 +165,7 @@
       return;
     }
     if (seq !== entry.seq) return; // a newer request for this panel went out
+    onGrid(res);
     entry.res = res;
     entry.note.textContent = (res.warnings || []).join("; ");
     const drawn = draw(entry, res, r);
@@ -172,6 +173,25 @@
     entry.node.setAttribute("data-step", String(res.step_s));
     entry.node.setAttribute("data-state", drawn > 0 ? "ok" : "empty");
     if (drawn === 0 && !entry.note.textContent) entry.note.textContent = "no data";
+  }
+
+  // A range query's series comes as its grid (start, step) and the store's value
+  // strings, null where it had no point: times and numbers here ("NaN", "+Inf": gaps).
+  function onGrid(res) {
+    for (const f of res.frames || []) {
+      if (f.kind !== "series" || f.t !== undefined || typeof f.step !== "number") continue;
+      const n = f.v.length;
+      const t = new Array(n);
+      const v = new Array(n);
+      for (let i = 0; i < n; i++) {
+        t[i] = f.start + i * f.step;
+        const x = f.v[i] === null ? NaN : Number(f.v[i]);
+        v[i] = Number.isFinite(x) ? x : null;
+      }
+      f.raw = f.v; // null: no point (the CSV leaves the row out), "NaN": an empty value
+      f.t = t;
+      f.v = v;
+    }
   }
 
   function lastValue(f) {
@@ -363,7 +383,9 @@
     for (const f of res.frames || []) {
       if (f.kind === "series") {
         if (!lines.length) lines.push(["series", "time", "value"]);
-        f.t.forEach((t, i) => lines.push([f.name, iso(t), f.v[i]]));
+        f.t.forEach((t, i) => {
+          if (!f.raw || f.raw[i] !== null) lines.push([f.name, iso(t), f.v[i]]);
+        });
       } else if (f.kind === "value") {
         if (!lines.length) lines.push(["series", "value"]);
         lines.push([f.name, f.value]);

@@ -1,0 +1,122 @@
+"""The UI server's own cost of one range panel, in-process: the panel route over a
+stand-in store (httpx's MockTransport) answering ``series`` x ``points`` in
+Prometheus's JSON, the way ``monitoring bench ui`` shapes it. Prints the route's
+p50/p99 and the parts (parse the store's JSON, make the frames, encode the answer);
+no network, no store. Run: ``.venv/bin/python -m monitoring.bench.ui_panel``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client import CollectorRegistry
+from starlette.responses import JSONResponse
+from starlette.testclient import TestClient
+
+from monitoring.config import Settings, UiSettings
+from monitoring.ui import panels
+from monitoring.ui.dashboards import Query
+from monitoring.ui.server import UiServer
+from monitoring.ui.store import StoreClient
+
+DASHBOARD = """
+title: Bench
+rows:
+  - panels:
+      - {id: p, title: P, queries: [{promql: 'rate(x[$__rate_interval])', legend: "{{i}}"}]}
+"""
+
+
+def store_answer(series: int, start_s: float, step_s: float, n: int) -> bytes:
+    """A query_range answer of ``series`` series of ``n`` points each."""
+    result = [
+        {"metric": {"__name__": "x", "i": f"s{i}", "job": "bench"},
+         "values": [[round(start_s + k * step_s, 3), repr(0.5 + (i * n + k) % 997 / 7)]
+                    for k in range(n)]}
+        for i in range(series)
+    ]  # fmt: skip
+    return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}},
+                      separators=(",", ":")).encode()  # fmt: skip
+
+
+def ms(xs: list[float], q: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] * 1000
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--series", type=int, default=200)
+    ap.add_argument("--points", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=30)
+    a = ap.parse_args(argv)
+    end_ms, width = 1_800_000_000_000, a.points
+    step = 5
+    start_ms = end_ms - (a.points - 1) * step * 1000
+    cache: dict[str, bytes] = {}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        form = dict(httpx.QueryParams(request.content.decode()))
+        key = f"{form['start']}/{form['step']}"
+        if key not in cache:
+            first = float(form["start"])
+            n = round((float(form["end"]) - first) / float(form["step"])) + 1
+            cache[key] = store_answer(a.series, first, float(form["step"]), n)
+        return httpx.Response(200, content=cache[key],
+                              headers={"Content-Type": "application/json"})  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shipped = Path(tmp) / "shipped"
+        shipped.mkdir()
+        (shipped / "bench.yaml").write_text(DASHBOARD)
+        base = Settings.load(None)
+        ui = UiSettings.model_validate({**base.ui.model_dump(),
+                                        "dashboards_dir": str(Path(tmp) / "u"),
+                                        "max_series": max(a.series, 1)})  # fmt: skip
+        settings = base.model_copy(update={"ui": ui})
+        store = StoreClient("http://store", transport=httpx.MockTransport(handle))
+        s = UiServer(settings, CollectorRegistry(), "127.0.0.1", 0, store=store,
+                     shipped_dir=shipped)  # fmt: skip
+        q = {"start": start_ms, "end": end_ms, "width": width}
+        route: list[float] = []
+        size = 0
+        with TestClient(s.app, base_url="http://127.0.0.1") as c:
+            for _ in range(a.runs + 2):
+                t0 = time.perf_counter()
+                r = c.get("/api/ui/dashboards/bench/panels/p", params=q)
+                route.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text[:300]
+                size = len(r.content)
+        s.server.sock.close()
+        route = route[2:]
+        body = next(iter(cache.values()))
+    parse: list[float] = []
+    shape: list[float] = []
+    encode: list[float] = []
+    query = Query(promql="x", legend="{{i}}")
+    for _ in range(a.runs):
+        t0 = time.perf_counter()
+        data = json.loads(body)["data"]
+        t1 = time.perf_counter()
+        frames = panels.prom_frames(data, query, a.series, start_ms, step, end_ms)[0]
+        t2 = time.perf_counter()
+        JSONResponse({"frames": frames})
+        t3 = time.perf_counter()
+        parse.append(t1 - t0)
+        shape.append(t2 - t1)
+        encode.append(t3 - t2)
+        del data, frames  # freed here, not inside the next run's timings
+    print(f"panel route, {a.series} series x {a.points} points: store answer {len(body)} bytes, "
+          f"UI answer {size} bytes")  # fmt: skip
+    for name, xs in (("route", route), ("parse", parse), ("frames", shape), ("encode", encode)):
+        print(f"  {name:7s} p50 {ms(xs, 0.5):7.1f} ms  p99 {ms(xs, 0.99):7.1f} ms  "
+              f"mean {statistics.fmean(xs) * 1000:7.1f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
