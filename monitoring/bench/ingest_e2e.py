@@ -3,9 +3,11 @@
 A worker (the aggregation agent; anomaly detection off) and a store run as processes of
 a ``LocalDeployment`` (a fresh topic prefix and chDB directory) with short windows:
 ``aggregation.windows`` one size (1 s by default) and ``aggregation.allowed_lateness``
-(1 s by default); the store flushes at the configured ``storage.flush_interval``. The
-ingest paths run in this process, one after the other, each for ``seconds`` at a
-steady load, into the deployment's samples topic through the real SDK producer:
+(1 s by default); the store flushes at the configured ``storage.flush_interval`` (1 s by
+default). The ingest paths run in this process, one after the other, each for
+``warmup_s`` (not measured: a series seen for the first time costs more) then
+``seconds``, at a steady load into the deployment's samples topic through the real SDK
+producer (default settings: batches of 500, 100 ms linger):
 
 * remote_write and OTLP: the real receiver (ApiServer + Guard) on loopback; a client
   thread posts a request every ``every_s`` with ``series`` samples stamped with the
@@ -20,15 +22,17 @@ steady load, into the deployment's samples topic through the real SDK producer:
 * collector: the real ``CollectLoop.once`` every ``collect_interval_s``, stamped with
   the time it starts reading. Receipt: that time; the series followed is ``node_load1``.
 
-A thread polls the store's query endpoint every ``poll_s`` for the probe's aggregate
-rows (``window_end``, ``min``/``max``/``count`` of the sequence numbers); a row's stored
-time is the time the first answer holding it arrived (biased high by up to the poll
-period plus a query). Per probe sample: receipt -> stored (it waits in its window,
-then for the watermark: window end + allowed lateness, reached when a later sample of
-the partition arrives). Per window: stored - (window_end + allowed_lateness), the part
-after the window could close. Probes received in the last ``tail`` (lateness + two
-windows) are not measured: their windows would close by the idle timeout after the
-load stops. Numbers only; nothing asserts on time.
+A thread polls the store's query endpoint every ``poll_s`` for the followed series'
+aggregate rows (``window_end``, and ``min``/``max`` of the sequence numbers); a row's
+stored time is the time the first answer holding it arrived (biased high by up to the
+poll period plus a query). Per followed sample: receipt -> stored (it waits in its
+window, then for the watermark: window end + allowed lateness, reached when a later
+sample of its partition arrives, then the worker's close, the store's flush). Per
+window: stored - (window_end + allowed_lateness), the part after the window could
+close. Samples received in the last ``tail`` (lateness + two windows + 1 s) are not
+measured: the load stops then, and their windows would close by the idle timeout.
+Each path's own counts (503 retries, missed intervals, unsent) are reported with it.
+Numbers only; nothing asserts on time.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.config import Settings
 from monitoring.dev.deploy import LocalDeployment, free_port
 from monitoring.ingest.prompb import WriteRequest
+from monitoring.sinks.clickhouse.query_server import QueryFailed, query_store
 
 PROBE = "bench_e2e_probe"
 HEADER = "x-bench-probe"
@@ -67,6 +72,7 @@ class PathLatency:
     after_close_ms: list[float] = field(default_factory=list)  # per window
     probes: int = 0  # probe samples received in the measured span
     missing: int = 0  # of those, not in a stored window by the deadline
+    note: str = ""  # the path's own counts over the phase (retries, missed, unsent)
 
 
 @dataclass
@@ -75,6 +81,7 @@ class E2EResult:
     lateness_ms: int
     flush_ms: int
     poll_s: float
+    warmup_s: float
     paths: dict[str, PathLatency] = field(default_factory=dict)
 
 
@@ -134,13 +141,22 @@ class _Watch:
         self.d = d
         self.poll_s = poll_s
         self.rows: dict[int, tuple[float, float, float, int]] = {}  # end -> (seen, min, max, n)
+        self.failed = 0  # polls the store did not answer
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="bench-e2e-watch")
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stop.wait(self.poll_s):
-            rows = self.d.query(self.sql)
+            try:  # a slow or busy store: poll again (the stored time is then later)
+                answer = query_store("127.0.0.1", self.d.query_port, self.sql, timeout=10)
+            except (QueryFailed, OSError):
+                self.failed += 1
+                continue
+            if answer is None:
+                self.failed += 1
+                continue
+            rows = answer["rows"]
             seen = time.time()
             for end, lo, hi, n in rows:
                 if int(end) not in self.rows:
@@ -158,12 +174,13 @@ def _measure(
     by_seq: bool,
     window_ms: int,
     lateness_ms: int,
+    since: float,
     until: float,
     wait_s: float,
 ) -> PathLatency:
     """Join receipts (seq or timestamp -> wall time) with the stored windows."""
     res = PathLatency(name)
-    measured = {k: t for k, t in receipts.items() if t <= until}
+    measured = {k: t for k, t in receipts.items() if since <= t <= until}
     res.probes = len(measured)
 
     def window_of(key: int) -> int | None:
@@ -260,10 +277,11 @@ def _receivers(
             t0 = time.time()
             watch = _Watch(d, f"name = '{PROBE}' AND labels['path'] = '{path}'",
                            cfg.window_ms, int(t0 * 1000), cfg.poll_s)  # fmt: skip
+            retries = 0
             with httpx.Client(timeout=30) as client:
                 seq = 0
                 t_next = time.monotonic()
-                while time.time() - t0 < cfg.seconds + cfg.tail_s:
+                while time.time() - t0 < cfg.warmup_s + cfg.seconds + cfg.tail_s:
                     seq += 1
                     now_ns = time.time_ns()
                     body = (
@@ -275,6 +293,7 @@ def _receivers(
                     while (
                         r := client.post(base + url, content=body, headers=h)
                     ).status_code == 503:
+                        retries += 1
                         time.sleep(float(r.headers.get("retry-after", "1")) / 20)
                     if r.status_code not in (200, 204):
                         raise RuntimeError(f"{path}: status {r.status_code}: {r.text[:300]}")
@@ -283,7 +302,9 @@ def _receivers(
             collector.flush(30)
             mine = {seq: t for (p, seq), t in arrivals.items() if p == path}
             out.append(_measure(path, mine, watch, True, cfg.window_ms, cfg.lateness_ms,
-                                t0 + cfg.seconds, cfg.wait_s))  # fmt: skip
+                                t0 + cfg.warmup_s, t0 + cfg.warmup_s + cfg.seconds,
+                                cfg.wait_s))  # fmt: skip
+            out[-1].note = f"{seq} requests, {retries} retried after a 503"
     finally:
         server.stop()
         collector.close()
@@ -329,18 +350,28 @@ def _scrape(d: LocalDeployment, cfg: _Config, progress: Callable[[str], None]) -
         watch = _Watch(d, f"name = '{PROBE}' AND labels['path'] = 'scrape'", cfg.window_ms,
                        int(t0 * 1000), cfg.poll_s)  # fmt: skip
 
+        missed: list[int] = []
+
         async def run() -> None:
             stop = asyncio.Event()
             task = asyncio.create_task(scraper.run(stop))
-            await asyncio.sleep(cfg.seconds + max(cfg.tail_s, 2 * interval))
+            await asyncio.sleep(cfg.warmup_s)
+            missed.append(scraper.missed_total)
+            await asyncio.sleep(cfg.seconds)
+            missed.append(scraper.missed_total)
+            await asyncio.sleep(max(cfg.tail_s, 2 * interval))
             stop.set()
             await task
 
         asyncio.run(run())
         mc.flush(30)
         mine = {seq: t for (_, seq), t in receipts.items()}
-        return _measure("scrape", mine, watch, True, cfg.window_ms, cfg.lateness_ms,
-                        t0 + cfg.seconds, cfg.wait_s)  # fmt: skip
+        res = _measure("scrape", mine, watch, True, cfg.window_ms, cfg.lateness_ms,
+                       t0 + cfg.warmup_s, t0 + cfg.warmup_s + cfg.seconds,
+                       cfg.wait_s)  # fmt: skip
+        res.note = (f"{missed[1] - missed[0]} missed intervals, {missed[0]} in the warm-up; "
+                    f"{_unsent(registry)} unsent")  # fmt: skip
+        return res
     finally:
         mc.close(30)
         server.terminate()
@@ -368,7 +399,7 @@ def _collector(d: LocalDeployment, cfg: _Config, progress: Callable[[str], None]
     receipts: dict[int, float] = {}
     try:
         t_next = time.monotonic()
-        while time.time() - t0 < cfg.seconds + max(cfg.tail_s, 2 * every):
+        while time.time() - t0 < cfg.warmup_s + cfg.seconds + max(cfg.tail_s, 2 * every):
             t = time.time()
             ts = int(t * 1000)
             loop.once(ts)
@@ -376,11 +407,27 @@ def _collector(d: LocalDeployment, cfg: _Config, progress: Callable[[str], None]
             t_next += every
             time.sleep(max(0.0, t_next - time.monotonic()))
         mc.flush(30)
-        return _measure("collector", receipts, watch, False, cfg.window_ms, cfg.lateness_ms,
-                        t0 + cfg.seconds, cfg.wait_s)  # fmt: skip
+        res = _measure("collector", receipts, watch, False, cfg.window_ms, cfg.lateness_ms,
+                       t0 + cfg.warmup_s, t0 + cfg.warmup_s + cfg.seconds,
+                       cfg.wait_s)  # fmt: skip
+        res.note = f"{len(receipts)} collections, {_unsent(registry)} unsent"
+        return res
     finally:
         mc.close(30)
         collector.close()
+
+
+def _unsent(registry: CollectorRegistry) -> int:
+    """Samples an outlet could not hand to the SDK (its buffer stayed full)."""
+    return int(
+        sum(
+            s.value
+            for m in registry.collect()
+            if m.name == "monitoring_ingest_samples"
+            for s in m.samples
+            if s.name.endswith("_total") and s.labels.get("outcome") == "unsent"
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -394,6 +441,7 @@ class _Config:
     scrape_interval_s: float
     collect_interval_s: float
     poll_s: float
+    warmup_s: float
     wait_s: float = 30.0
 
     @property
@@ -408,16 +456,18 @@ def run(
     window_s: float = 1.0,
     lateness_s: float = 1.0,
     series: int = 1_000,
-    targets: int = 20,
+    targets: int = 4,
     every_s: float = 0.25,
     scrape_interval_s: float = 1.0,
     collect_interval_s: float = 1.0,
     poll_s: float = 0.1,
+    warmup_s: float = 5.0,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> E2EResult:
-    """Start a worker and a store, run each ingest path for ``seconds``, measure."""
+    """Start a worker and a store, run each ingest path for ``warmup_s`` (not measured:
+    series seen for the first time cost more) and ``seconds``, measure."""
     cfg = _Config(seconds, round(window_s * 1000), round(lateness_s * 1000), series, targets,
-                  every_s, scrape_interval_s, collect_interval_s, poll_s)  # fmt: skip
+                  every_s, scrape_interval_s, collect_interval_s, poll_s, warmup_s)  # fmt: skip
     flush_ms = round(settings.storage.flush_interval.total_seconds() * 1000)
     directory = Path(tempfile.mkdtemp(prefix="monitoring-bench-e2e-"))
     d = LocalDeployment(
@@ -429,7 +479,7 @@ def run(
         anomaly__enabled="false",
         storage__flush_interval=f"{flush_ms}ms",
     )
-    res = E2EResult(cfg.window_ms, cfg.lateness_ms, flush_ms, poll_s)
+    res = E2EResult(cfg.window_ms, cfg.lateness_ms, flush_ms, poll_s, warmup_s)
     try:
         progress(f"e2e: worker and store ({directory}), {cfg.window_ms} ms windows, "
                  f"{cfg.lateness_ms} ms allowed lateness, store flush {flush_ms} ms")  # fmt: skip
@@ -481,6 +531,7 @@ def report(res: E2EResult) -> list[str]:
             f"aggregate p50/p99 {percentile(p.e2e_ms, 0.5):.0f}/{percentile(p.e2e_ms, 0.99):.0f}"
             f" ms; after window end + {res.lateness_ms} ms lateness p50/p99 "
             f"{percentile(p.after_close_ms, 0.5):.0f}/{percentile(p.after_close_ms, 0.99):.0f} ms"
+            + (f" ({p.note})" if p.note else "")
         )
     return lines
 

@@ -408,7 +408,8 @@ def ingest_bench(
     e2e_window: float = typer.Option(1.0, help="end-to-end: the worker's window (s)"),
     e2e_lateness: float = typer.Option(1.0, help="end-to-end: allowed lateness (s)"),
     e2e_series: int = typer.Option(1000, help="end-to-end: samples per request or page"),
-    e2e_targets: int = typer.Option(20, help="end-to-end: scrape targets (and a probe)"),
+    e2e_targets: int = typer.Option(4, help="end-to-end: scrape targets (and a probe)"),
+    e2e_warmup: float = typer.Option(5.0, help="end-to-end: per path, before measuring (s)"),
     config: str | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Every ingest path: the receivers per CPU-second, scraping many targets, the
@@ -445,7 +446,7 @@ def ingest_bench(
     )
     e2e = ingest_e2e.run(
         settings, e2e_seconds, e2e_window, e2e_lateness, e2e_series, e2e_targets,
-        progress=progress,
+        warmup_s=e2e_warmup, progress=progress,
     )  # fmt: skip
     print("\n".join(ingest_e2e.report(e2e)))
     print(

@@ -23,7 +23,8 @@ def test_bench_ingest_prints_the_four_numbers(
     monkeypatch.setenv("MONITORING_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.delenv("MONITORING_CONFIG", raising=False)
     args = ["ingest", "--rw-requests", "7", "--otlp-requests", "3", *SCRAPE,
-            "--e2e-seconds", "3", "--e2e-series", "20", "--e2e-targets", "2"]  # fmt: skip
+            "--e2e-seconds", "3", "--e2e-warmup", "1", "--e2e-series", "20",
+            "--e2e-targets", "2"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -40,7 +41,7 @@ def test_bench_ingest_prints_the_four_numbers(
         m = re.fullmatch(
             rf"e2e {path}: (\d+) samples followed \((\d+) not stored\), (\d+) windows of "
             r"1000 ms: receipt -> stored aggregate p50/p99 -?\d+/-?\d+ ms; after window end "
-            r"\+ 1000 ms lateness p50/p99 -?\d+/-?\d+ ms",
+            r"\+ 1000 ms lateness p50/p99 -?\d+/-?\d+ ms \(.+\)",
             line,
         )
         assert m, line
