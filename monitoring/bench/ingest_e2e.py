@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -493,6 +494,7 @@ def run(
     finally:
         d.stop_all()
         _delete_topics(d)
+    shutil.rmtree(directory, ignore_errors=True)  # kept, with the logs, when it failed
     return res
 
 
