@@ -11,15 +11,10 @@ from pathlib import Path
 import pytest
 import typer
 from fixtures.prometheus import free_port
-from fixtures.viz_store import HOUR, VizStore, build_viz_store
-from prometheus_client import CollectorRegistry
+from fixtures.viz_store import HOUR, VizStore, served_viz_store
 from typer.testing import CliRunner
 
-from monitoring.api.guard import Guard
 from monitoring.cli import plot as plot_cli
-from monitoring.query import clickhouse_http, prometheus_api
-from monitoring.sinks.clickhouse.connection import connect_read_only
-from monitoring.sinks.clickhouse.query_server import QueryServer
 
 pytestmark = pytest.mark.no_broker
 TOKEN = "plot-t0ken-2207"
@@ -32,19 +27,8 @@ app.command("unused")(lambda: None)  # two commands: typer keeps `plot` as a sub
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VizStore, str]]:
-    viz = build_viz_store(tmp_path_factory.mktemp("plot"), NOW_MS)
-    reader = connect_read_only(viz.settings.storage.dsn, viz.settings.storage.query)
-    server = QueryServer(
-        reader, CollectorRegistry(), "127.0.0.1", 0, limits=viz.settings.storage.query,
-        guard=Guard.for_bind("127.0.0.1", token=TOKEN),
-        protocols=[clickhouse_http.routes, prometheus_api.routes],
-    ).start()  # fmt: skip
-    try:
-        yield viz, "http://{}:{}".format(*server.address)
-    finally:
-        server.stop()
-        reader.close()
-        viz.client.close()
+    with served_viz_store(tmp_path_factory.mktemp("plot"), NOW_MS, TOKEN) as served:
+        yield served
 
 
 def run(store: tuple[VizStore, str], *args: str, url: str | None = None) -> tuple[int, str]:

@@ -14,12 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.viz_store import HOSTILE, HOUR, VizStore, build_viz_store
-from prometheus_client import CollectorRegistry
+from fixtures.viz_store import HOSTILE, HOUR, VizStore, served_viz_store
 from pydantic import SecretStr
 
-from monitoring.api.guard import Guard
-from monitoring.query import clickhouse_http, prometheus_api
 from monitoring.query.client import (
     StoreClient,
     StoreError,
@@ -27,8 +24,6 @@ from monitoring.query.client import (
     local_store,
     open_store,
 )
-from monitoring.sinks.clickhouse.connection import connect_read_only
-from monitoring.sinks.clickhouse.query_server import QueryServer
 
 pytestmark = pytest.mark.no_broker
 TOKEN = "client-t0ken-4411"
@@ -37,19 +32,8 @@ NOW_MS = int(time.time() * 1000) // HOUR * HOUR
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VizStore, str]]:
-    viz = build_viz_store(tmp_path_factory.mktemp("client"), NOW_MS)
-    reader = connect_read_only(viz.settings.storage.dsn, viz.settings.storage.query)
-    server = QueryServer(
-        reader, CollectorRegistry(), "127.0.0.1", 0, limits=viz.settings.storage.query,
-        guard=Guard.for_bind("127.0.0.1", token=TOKEN),
-        protocols=[clickhouse_http.routes, prometheus_api.routes],
-    ).start()  # fmt: skip
-    try:
-        yield viz, "http://{}:{}".format(*server.address)
-    finally:
-        server.stop()
-        reader.close()
-        viz.client.close()
+    with served_viz_store(tmp_path_factory.mktemp("client"), NOW_MS, TOKEN) as served:
+        yield served
 
 
 @pytest.fixture

@@ -16,18 +16,13 @@ from pathlib import Path
 
 import pytest
 from fixtures.prometheus import free_port
-from fixtures.viz_store import HOUR, MIN, VizStore, _dt, build_viz_store
-from prometheus_client import CollectorRegistry
+from fixtures.viz_store import HOUR, MIN, VizStore, _dt, served_viz_store
 from typer.testing import CliRunner
 
-from monitoring.api.guard import Guard
 from monitoring.cli.report import app
 from monitoring.plots import PlotGenerator
-from monitoring.query import clickhouse_http, prometheus_api
 from monitoring.query.client import StoreClient
 from monitoring.reports import ReportGenerator
-from monitoring.sinks.clickhouse.connection import connect_read_only
-from monitoring.sinks.clickhouse.query_server import QueryServer
 
 pytestmark = pytest.mark.no_broker
 TOKEN = "report-t0ken-5150"
@@ -47,19 +42,8 @@ def poppler() -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VizStore, str]]:
-    viz = build_viz_store(tmp_path_factory.mktemp("report"), NOW_MS)
-    reader = connect_read_only(viz.settings.storage.dsn, viz.settings.storage.query)
-    server = QueryServer(
-        reader, CollectorRegistry(), "127.0.0.1", 0, limits=viz.settings.storage.query,
-        guard=Guard.for_bind("127.0.0.1", token=TOKEN),
-        protocols=[clickhouse_http.routes, prometheus_api.routes],
-    ).start()  # fmt: skip
-    try:
-        yield viz, "http://{}:{}".format(*server.address)
-    finally:
-        server.stop()
-        reader.close()
-        viz.client.close()
+    with served_viz_store(tmp_path_factory.mktemp("report"), NOW_MS, TOKEN) as served:
+        yield served
 
 
 def pdftotext(pdf: Path) -> str:
