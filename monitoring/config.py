@@ -111,10 +111,64 @@ class CollectionSettings(_Section):
     linger: DurationOrZero = timedelta(milliseconds=100)
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+
+class KafkaSecurity(_Section):
+    """How every Kafka client of the project authenticates and encrypts (env
+    ``MONITORING_KAFKA__SECURITY__<KEY>``, e.g. ``MONITORING_KAFKA__SECURITY__PROTOCOL``).
+
+    ``protocol``: ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+    SASL is SCRAM (``sasl_mechanism``) as ``username`` with ``password`` (env
+    ``MONITORING_KAFKA__SECURITY__PASSWORD``) or the first line of ``password_file``.
+    TLS trusts ``ssl_cafile`` (PEM; empty: the system's CAs), presents
+    ``ssl_certfile``/``ssl_keyfile`` when set (mutual TLS; ``ssl_key_password`` if the
+    key is encrypted) and checks the broker's name unless ``check_hostname`` is false.
+    Secrets are ``SecretStr``: redacted in every dump and log. Clients are built from
+    these by ``monitoring.runtime.kafka_client`` only.
+    """
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    username: str = Field("", max_length=256)
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: SecretStr = SecretStr("")
+    check_hostname: bool = True
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurity:
+        if self.sasl:
+            if not self.username:
+                raise ValueError(f"protocol {self.protocol} needs a username")
+            has_password = bool(self.password.get_secret_value())
+            if has_password == bool(self.password_file):
+                raise ValueError(
+                    f"protocol {self.protocol} needs exactly one of password and password_file"
+                )
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS)")
+        if not self.tls and (self.ssl_cafile or self.ssl_certfile):
+            raise ValueError(f"ssl_* files are set but protocol {self.protocol} has no TLS")
+        return self
+
+
 class KafkaSettings(_Section):
-    """Broker address, topic names and topic layout."""
+    """Broker address, client security, topic names and topic layout."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    security: KafkaSecurity = KafkaSecurity()
     topic_prefix: str = "monitoring."
     samples_partitions: int = Field(6, ge=1)
     output_partitions: int = Field(6, ge=1)
