@@ -3,6 +3,7 @@
 monitoring store run          # consume Kafka into ClickHouse, serve /query /healthz /metrics
 monitoring store migrate      # apply pending DDL migrations and list them
 monitoring store footprint    # bytes on disk per sample and per aggregate
+monitoring store backfill --from T --to T [--topic ...]   # re-read a time range, idempotently
 """
 
 from __future__ import annotations
@@ -163,3 +164,65 @@ def footprint(
     client = _client(load_settings(config))
     typer.echo(json.dumps(storage_footprint(client, optimize=optimize), indent=2))
     client.close()
+
+
+@app.command()
+def backfill(
+    from_: Annotated[
+        str, typer.Option("--from", help="Start: ISO 8601, epoch ms, a duration ago (2h).")
+    ],
+    to: Annotated[str, typer.Option("--to", help="End (exclusive), same forms; or now.")] = "now",
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", help="A store topic (with or without the prefix); repeatable."),
+    ] = None,
+    dsn: Annotated[str | None, typer.Option(help="Write here instead of storage.dsn.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-consume a time range of the store's topics into ClickHouse, idempotently.
+
+    Reads with a consumer of its own (no commit; the store's group is untouched). An
+    embedded chDB directory is held by the running store: stop it first (or backfill a
+    ClickHouse server, which the store may keep writing meanwhile)."""
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.log import configure_logging
+    from monitoring.ops.backfill import BackfillError, backfill, parse_time
+    from monitoring.sinks.clickhouse.migrations import migrate
+    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer, writer_dsn
+
+    settings = load_settings(config)
+    configure_logging("WARNING")
+    try:
+        from_ms, to_ms = parse_time(from_), parse_time(to)
+    except ValueError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    client = _client(settings, writer_dsn(dsn or settings.storage.dsn))
+    stop = threading.Event()
+    saved = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        migrate(client, settings.storage)
+        writer = Writer(
+            client, StoreMetrics(CollectorRegistry()), ms(settings.storage.series_refresh)
+        )
+        result = backfill(settings, writer, from_ms, to_ms, topic or (), timeout, stop)
+    except BackfillError as e:
+        console.print(f"[red]{e}[/] (what was read is stored; running it again is safe)")
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    for r in result.ranges:
+        if r.records:
+            typer.echo(f"{r.topic}[{r.partition}]  offsets {r.start}-{r.end - 1}  ({r.records})")
+    rows = ", ".join(f"{t} {n}" for t, n in sorted(result.rows.items())) or "none"
+    typer.echo(f"messages={result.messages} rows: {rows}; elapsed {result.elapsed_s:.1f} s")
+    if result.rejected:
+        typer.echo(f"skipped: {result.rejected}")
