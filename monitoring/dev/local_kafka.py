@@ -11,6 +11,13 @@ Example::
     kafka.fetch(); kafka.start()
     kafka.stop()
 
+``LocalKafka(port=9096, secure=True)`` is a separate broker whose client listener is
+SASL_SSL: a CA and a broker certificate (``monitoring.dev.kafka_tls``), SCRAM-SHA-512
+and -256 users ``admin`` (the broker's own, inter-broker) and ``monitoring`` (clients)
+created when the storage is formatted, passwords generated into
+``<data_dir>/security/<user>.password`` (mode 0600); ``client_settings()`` are the
+KafkaSettings a client needs. The controller listener stays PLAINTEXT on loopback.
+
 ``start`` and ``stop`` are idempotent and serialised by a file lock, so several
 processes (test sessions, CLI calls) can ask for the same broker at once.
 """
@@ -22,6 +29,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,10 +43,16 @@ from string import Template
 
 import structlog
 
+from monitoring.config import KafkaSecurity, KafkaSettings
+from monitoring.runtime.kafka_client import KafkaTarget, bootstrap_of
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra" / "kafka"
 DEFAULT_ROOT = REPO_ROOT / ".local" / "kafka"
 LOOPBACK = "127.0.0.1"
+BROKER_USER = "admin"  # the secure broker's own SCRAM user (inter-broker; a super user)
+CLIENT_USER = "monitoring"  # the SCRAM user of the project's clients
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 _log = structlog.get_logger(component="local_kafka")  # lazy: honours configure_logging()
 
@@ -79,15 +93,15 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
-    """True if a Kafka broker at ``bootstrap`` returns cluster metadata with a broker."""
-    host, _, port = bootstrap.rpartition(":")
+def broker_answers(kafka: KafkaTarget, timeout: float = 3.0) -> bool:
+    """True if a Kafka broker at ``kafka`` returns cluster metadata with a broker."""
+    host, _, port = bootstrap_of(kafka).split(",")[0].rpartition(":")
     if not port_open(host or LOOPBACK, int(port), timeout=min(timeout, 1.0)):
         return False
     from monitoring.runtime.admin import admin_client
 
     try:
-        md = admin_client(bootstrap).list_topics(timeout=timeout)
+        md = admin_client(kafka).list_topics(timeout=timeout)
     except Exception:
         return False
     return bool(md.brokers)
@@ -136,6 +150,7 @@ class LocalKafka:
         log4j_config: Path | str = INFRA_DIR / "log4j2.properties",
         node_id: int = 1,
         cds: bool = True,
+        secure: bool | None = None,
     ) -> None:
         self.root = Path(root)
         self.port = port
@@ -147,6 +162,8 @@ class LocalKafka:
         self.log4j_config = Path(log4j_config)
         self.node_id = node_id
         self.cds = cds
+        # None: secure if this data directory was made by a secure broker
+        self.secure = secure if secure is not None else self.security_dir.is_dir()
         self._proc: subprocess.Popen[bytes] | None = None
         self.last_start_seconds: float | None = None  # how long the last start() took
 
@@ -195,6 +212,88 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"{LOOPBACK}:{self.port}"
+
+    # ------------------------------------------------------------------ security
+    @property
+    def security_dir(self) -> Path:
+        return self.data_dir / "security"
+
+    def password_file(self, user: str) -> Path:
+        return self.security_dir / f"{user}.password"
+
+    def _password(self, user: str) -> str:
+        """The user's SCRAM password, generated once (mode 0600)."""
+        path = self.password_file(user)
+        if not path.exists():
+            self.security_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24) + "\n")
+        return path.read_text().splitlines()[0]
+
+    def client_settings(self, user: str = CLIENT_USER) -> KafkaSettings:
+        """KafkaSettings of a client of this broker (SASL_SSL as ``user`` when secure)."""
+        if not self.secure:
+            return KafkaSettings(bootstrap_servers=self.bootstrap)
+        security = KafkaSecurity(
+            protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            username=user,
+            password_file=str(self.password_file(user)),
+            ssl_cafile=str(self.security_dir / "ca.pem"),
+        )
+        return KafkaSettings(bootstrap_servers=self.bootstrap, security=security)
+
+    def _secure_config(self, text: str) -> str:
+        """The rendered config with its listeners replaced by SASL_SSL + SCRAM and TLS."""
+        from monitoring.dev.kafka_tls import issue
+
+        tls = issue(self.security_dir)
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_USER}" password="{self._password(BROKER_USER)}";'
+        )
+        secure = {
+            "listeners": f"SASL_SSL://{LOOPBACK}:{self.port},"
+            f"CONTROLLER://{LOOPBACK}:{self.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{LOOPBACK}:{self.port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            **{
+                f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": jaas
+                for m in SCRAM_MECHANISMS
+            },
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tls.broker_keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.ca_cert),
+            "ssl.client.auth": "none",
+            "ssl.endpoint.identification.algorithm": "https",
+        }
+        kept = [line for line in text.splitlines() if line.split("=", 1)[0].strip() not in secure]
+        return (
+            "\n".join(
+                [*kept, "", "# --- secure: SASL_SSL (SCRAM) client listener, PEM TLS ---"]
+                + [f"{k}={v}" for k, v in secure.items()]
+            )
+            + "\n"
+        )
+
+    def _scram_args(self) -> list[str]:
+        if not self.secure:
+            return []
+        if self.is_formatted() and not self.password_file(CLIENT_USER).exists():
+            raise LocalKafkaError(
+                f"{self.log_dirs} was formatted without SCRAM users: use another port "
+                "(its own data directory) for the secure broker, or reset this one"
+            )
+        return [
+            f"--add-scram={m}=[name={user},password={self._password(user)}]"
+            for user in (BROKER_USER, CLIENT_USER)
+            for m in SCRAM_MECHANISMS
+        ]
 
     # ------------------------------------------------------------------ fetch
     def _pom_hash(self) -> str:
@@ -277,7 +376,7 @@ class LocalKafka:
     def status(self) -> BrokerStatus:
         """Running (our pid file, or any broker answering on the port), pid, port."""
         pid = self._read_pid()
-        answering = broker_answers(self.bootstrap, timeout=2.0)
+        answering = broker_answers(self.client_settings(), timeout=2.0)
         return BrokerStatus(
             running=pid is not None or answering,
             pid=pid,
@@ -352,7 +451,12 @@ class LocalKafka:
             node_id=self.node_id,
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(text)
+        if self.secure:
+            text = self._secure_config(text)
+        # a secure broker's file holds its own SCRAM password
+        fd = os.open(self.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
         return self.properties_file
 
     def is_formatted(self) -> bool:
@@ -368,6 +472,7 @@ class LocalKafka:
             f"-Dkafka.logs.dir={self.logs_dir}", f"-Dlog4j2.configurationFile={self.log4j_config}",
             "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
             f"--cluster-id={cluster_id}", "-c", str(self.properties_file), "--ignore-formatted",
+            *self._scram_args(),
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -392,7 +497,7 @@ class LocalKafka:
                 self._wait_ready(pid, timeout)
                 return self.status()
             if port_open(LOOPBACK, self.port):
-                if broker_answers(self.bootstrap):
+                if broker_answers(self.client_settings()):
                     _log.info("a broker not managed here already answers", port=self.port)
                     return self.status()
                 raise LocalKafkaError(f"port {self.port} is taken by something that is not Kafka")
@@ -438,7 +543,7 @@ class LocalKafka:
                     f"kafka (pid {pid}) exited during startup on port {self.port}.\n"
                     + self.log_tail(40)
                 )
-            if broker_answers(self.bootstrap, timeout=2.0):
+            if broker_answers(self.client_settings(), timeout=2.0):
                 return
             if time.monotonic() > deadline:
                 raise LocalKafkaError(

@@ -31,6 +31,7 @@ from confluent_kafka.admin import (
 )
 
 from monitoring.config import KafkaSettings, Settings
+from monitoring.runtime.kafka_client import KafkaTarget, access_problem, bootstrap_of, client_config
 from monitoring.runtime.topics import TopicSpec, topic_specs
 
 _log = structlog.get_logger(component="kafka_admin")
@@ -40,6 +41,11 @@ _rdkafka_log = logging.getLogger("monitoring.rdkafka")
 
 class BrokerUnavailable(RuntimeError):
     """No Kafka broker answered at the bootstrap address in time."""
+
+
+class BrokerAccessDenied(BrokerUnavailable):
+    """The broker answered but refused the client's credentials or its TLS handshake
+    failed (wrong password, untrusted certificate): retrying will not help."""
 
 
 class TopicError(RuntimeError):
@@ -57,14 +63,12 @@ class TopicInfo:
     overrides: dict[str, str] = field(default_factory=dict)  # set on the topic itself
 
 
-def admin_client(bootstrap: str, quiet: bool = True, **extra: Any) -> AdminClient:
-    """An AdminClient for ``bootstrap``; ``quiet`` silences librdkafka's connection noise."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "socket.timeout.ms": 10_000,
-        "log.connection.close": False,
-        "logger": _rdkafka_log,
-    }
+def admin_client(kafka: KafkaTarget, quiet: bool = True, **extra: Any) -> AdminClient:
+    """An AdminClient for ``kafka``; ``quiet`` silences librdkafka's connection noise."""
+    conf = client_config(
+        kafka,
+        **{"socket.timeout.ms": 10_000, "log.connection.close": False, "logger": _rdkafka_log},
+    )
     if quiet:
         conf["log_level"] = 0
     conf.update(extra)
@@ -75,9 +79,18 @@ def _kafka_settings(settings: Settings | KafkaSettings) -> KafkaSettings:
     return settings.kafka if isinstance(settings, Settings) else settings
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> ClusterMetadata:
-    """Wait until a broker at ``bootstrap`` returns metadata; raise BrokerUnavailable."""
-    admin = admin_client(bootstrap)
+def wait_for_broker(kafka: KafkaTarget, timeout: float = 30.0) -> ClusterMetadata:
+    """Wait until a broker at ``kafka`` returns metadata; raise BrokerUnavailable, or
+    BrokerAccessDenied at once when it refuses the credentials or the TLS handshake."""
+    denied: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        problem = access_problem(kafka, err)
+        if problem is not None:
+            denied.append(problem)
+
+    admin = admin_client(kafka, error_cb=on_error)
+    bootstrap = bootstrap_of(kafka)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while True:
@@ -88,6 +101,9 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> ClusterMetadata:
                 return md
         except KafkaException as e:
             last = e
+        admin.poll(0)  # serves error_cb
+        if denied:
+            raise BrokerAccessDenied(denied[0])
         if time.monotonic() >= deadline:
             why = f": {last}" if last else ""
             raise BrokerUnavailable(f"no Kafka broker answered at {bootstrap} in {timeout}s{why}")
@@ -185,11 +201,13 @@ def _logs_ready(
     return True
 
 
-def _wait_for_configs(bootstrap: str, wanted: dict[str, dict[str, str]], timeout: float) -> None:
+def _wait_for_configs(
+    kafka: KafkaTarget, wanted: dict[str, dict[str, str]], timeout: float
+) -> None:
     """Wait until the broker describes the altered configs (they apply asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
-        info = describe_topics(bootstrap, list(wanted), timeout=timeout)
+        info = describe_topics(kafka, list(wanted), timeout=timeout)
         if all(
             name in info and all(info[name].config.get(k) == v for k, v in cfg.items())
             for name, cfg in wanted.items()
@@ -216,8 +234,8 @@ def ensure_topics(
     kafka = _kafka_settings(settings)
     spec_list = topic_specs(kafka) if specs is None else list(specs)
     bootstrap = kafka.bootstrap_servers
-    md = wait_for_broker(bootstrap, timeout)
-    admin = admin_client(bootstrap, quiet=False)
+    md = wait_for_broker(kafka, timeout)
+    admin = admin_client(kafka, quiet=False)
     result: dict[str, str] = {}
 
     missing = [
@@ -264,7 +282,7 @@ def ensure_topics(
         _wait_for_partitions(admin, {s.name: s.partitions for s in existing}, timeout)
 
     if align_configs and existing:
-        info = describe_topics(bootstrap, [s.name for s in existing], timeout=timeout)
+        info = describe_topics(kafka, [s.name for s in existing], timeout=timeout)
         changes: list[ConfigResource] = []
         wanted: dict[str, dict[str, str]] = {}
         for spec in existing:
@@ -290,7 +308,7 @@ def ensure_topics(
                     raise TopicError(f"updating config of topic {res.name!r}: {e.args[0]}") from e
                 if result[res.name] == "exists":
                     result[res.name] = "updated"
-            _wait_for_configs(bootstrap, wanted, timeout)
+            _wait_for_configs(kafka, wanted, timeout)
 
     created = sorted(n for n, r in result.items() if r == "created")
     if created:
@@ -299,10 +317,10 @@ def ensure_topics(
 
 
 def describe_topics(
-    bootstrap: str, names: Iterable[str], timeout: float = 15.0
+    kafka: KafkaTarget, names: Iterable[str], timeout: float = 15.0
 ) -> dict[str, TopicInfo]:
     """Partitions, replication factor and configs of ``names`` (missing names are skipped)."""
-    admin = admin_client(bootstrap, quiet=False)
+    admin = admin_client(kafka, quiet=False)
     md = admin.list_topics(timeout=timeout)
     wanted = [n for n in names if n in md.topics and md.topics[n].error is None]
     if not wanted:
@@ -326,9 +344,9 @@ def describe_topics(
     return out
 
 
-def list_topics(bootstrap: str, prefix: str = "", timeout: float = 15.0) -> dict[str, int]:
+def list_topics(kafka: KafkaTarget, prefix: str = "", timeout: float = 15.0) -> dict[str, int]:
     """``{topic: partitions}`` for topics starting with ``prefix`` (no internal ``__`` ones)."""
-    md = admin_client(bootstrap).list_topics(timeout=timeout)
+    md = admin_client(kafka).list_topics(timeout=timeout)
     return {
         name: len(t.partitions)
         for name, t in sorted(md.topics.items())
@@ -336,12 +354,12 @@ def list_topics(bootstrap: str, prefix: str = "", timeout: float = 15.0) -> dict
     }
 
 
-def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> list[str]:
+def delete_topics(kafka: KafkaTarget, names: Iterable[str], timeout: float = 30.0) -> list[str]:
     """Delete ``names`` (missing ones are ignored); return the names deleted."""
     names = list(names)
     if not names:
         return []
-    admin = admin_client(bootstrap, quiet=False)
+    admin = admin_client(kafka, quiet=False)
     deleted: list[str] = []
     for name, fut in admin.delete_topics(names, operation_timeout=timeout).items():
         try:
