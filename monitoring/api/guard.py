@@ -1,6 +1,7 @@
 """What every HTTP request must pass before a route sees it.
 
-- **Token**: with ``api.token`` set, every route but ``/healthz`` wants the token
+- **Token**: with ``api.token`` set, every route but the probes (``/healthz``,
+  ``/-/healthy``, ``/-/ready``, ``/ping``) wants the token
   (compared in constant time), sent as ``Authorization: Bearer <token>`` or the way
   ClickHouse clients send a password: HTTP basic auth (any user name, the token as
   password) or ``X-ClickHouse-Key``. Never in the URL (``?password=`` is refused: URLs
@@ -34,7 +35,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from monitoring.config import ApiSettings, ConfigError
 
-OPEN_PATHS = frozenset({"/healthz", "/ping"})  # liveness probes, as ClickHouse's /ping
+# probes carry no token: liveness and readiness (as ClickHouse's /ping, Prometheus' /-/)
+OPEN_PATHS = frozenset({"/healthz", "/ping", "/-/healthy", "/-/ready"})
 CLICKHOUSE_PATHS = frozenset({"/"})  # refusals there answer in ClickHouse's error shape
 _CODE_NAMES = {194: "REQUIRED_PASSWORD", 516: "AUTHENTICATION_FAILED", 497: "ACCESS_DENIED"}
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})

@@ -1,8 +1,14 @@
 """One HTTP server for every long-running process: Starlette on uvicorn, in a thread.
 
 ``GET /healthz`` answers the process's health dict (200 when its ``status`` is ``ok``,
-else 503); ``GET /metrics`` the process's own prometheus registry. Extra JSON routes:
-a POST route takes the request body (bytes, already checked by the :class:`Guard`),
+else 503); ``GET /metrics`` the process's own prometheus registry. ``GET /-/healthy``
+(liveness) and ``GET /-/ready`` (readiness) answer as Prometheus' do, 200 or 503, with
+a small JSON body (``monitoring.api.health``): readiness is the health dict's
+conventional fields plus the ``readiness`` callable's reasons (a broker that does not
+answer, a lag over its bound: ``monitoring.ops.heartbeat``); ``?verbose`` adds the
+whole health dict, and wants the token like any other route when one is set.
+
+Extra JSON routes: a POST route takes the request body (bytes, already checked by the :class:`Guard`),
 a GET route nothing; both answer ``(status, JSON-able)`` and run in a worker thread.
 ``mounts`` are Starlette routes of a whole protocol (their own request parsing and
 response formats), behind the same guard.
@@ -12,12 +18,15 @@ response formats), behind the same guard.
 >>> import httpx
 >>> httpx.get("http://{}:{}/healthz".format(*s.address)).json()
 {'status': 'ok'}
+>>> httpx.get("http://{}:{}/-/ready".format(*s.address)).json()
+{'ready': True, 'reasons': []}
 >>> s.stop()
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import socket
 import threading
 import time
@@ -33,12 +42,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
-from monitoring.api.guard import Guard, Refused
+from monitoring.api.guard import Guard, Refused, credential
+from monitoring.api.health import bounded_reasons, is_alive, readiness_reasons
 from monitoring.config import ApiSettings
 from monitoring.log import get_logger
 
 PostRoute = Callable[[bytes], tuple[int, Any]]
 GetRoute = Callable[[], tuple[int, Any]]
+Readiness = Callable[[], Sequence[str]]
+"""Reasons the process is not ready beyond its health dict's (empty: none)."""
 
 log = get_logger("api")
 
@@ -57,12 +69,16 @@ class ApiServer:
         guard: Guard | None = None,
         max_connections: int = 64,
         mounts: Sequence[BaseRoute] = (),
+        readiness: Readiness | None = None,
     ) -> None:
         self.registry = registry
         self.health = health
+        self.readiness = readiness  # may be set once the process's status runs
         self.guard = guard or Guard.for_bind(host)
         routes_: list[BaseRoute] = [
             StarletteRoute("/healthz", self._healthz, methods=["GET"]),
+            StarletteRoute("/-/healthy", self._healthy, methods=["GET"]),
+            StarletteRoute("/-/ready", self._ready, methods=["GET"]),
             StarletteRoute("/metrics", self._metrics, methods=["GET"]),
         ]
         routes_ += [
@@ -122,6 +138,40 @@ class ApiServer:
     async def _healthz(self, _request: Request) -> Response:
         h = await run_in_threadpool(self.health)
         return JSONResponse(h, status_code=200 if h.get("status") == "ok" else 503)
+
+    async def _healthy(self, request: Request) -> Response:
+        h = await run_in_threadpool(self.health)
+        alive = is_alive(h)
+        body: dict[str, Any] = {"status": "healthy" if alive else "unhealthy"}
+        if not alive:
+            body["reasons"] = readiness_reasons({"status": h.get("status")})
+        return self._detailed(request, body, h, 200 if alive else 503)
+
+    async def _ready(self, request: Request) -> Response:
+        h, reasons = await run_in_threadpool(self.ready)
+        body = {"ready": not reasons, "reasons": reasons}
+        return self._detailed(request, body, h, 503 if reasons else 200)
+
+    def ready(self) -> tuple[dict[str, Any], list[str]]:
+        """The health dict and every reason the process is not ready (empty: ready)."""
+        h = self.health()
+        reasons = readiness_reasons(h)
+        if self.readiness is not None:
+            reasons = bounded_reasons(reasons + list(self.readiness()))
+        return h, reasons
+
+    def _detailed(
+        self, request: Request, body: dict[str, Any], health: dict[str, Any], code: int
+    ) -> Response:
+        """``body``; with ``?verbose``, the health dict too (only with the token, if set:
+        probes carry none, and the detail is for operators)."""
+        if "verbose" in request.query_params:
+            given = credential(request)
+            token = self.guard.token
+            if token and (given is None or not hmac.compare_digest(given.encode(), token.encode())):
+                return JSONResponse({"error": "?verbose wants the token"}, status_code=401)
+            body = {**body, "health": health}
+        return JSONResponse(body, status_code=code)
 
     async def _metrics(self, _request: Request) -> Response:
         body = await run_in_threadpool(generate_latest, self.registry)
@@ -201,6 +251,7 @@ def serve(
     health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"},
     routes: Mapping[str, PostRoute] | None = None,
     get_routes: Mapping[str, GetRoute] | None = None,
+    readiness: Readiness | None = None,
 ) -> ApiServer:
     """Start an :class:`ApiServer` guarded by the ``api`` settings.
 
@@ -208,5 +259,13 @@ def serve(
     """
     guard = Guard.from_settings(api, host)
     return ApiServer(
-        registry, host, port, health, routes, get_routes, guard, api.max_connections
+        registry,
+        host,
+        port,
+        health,
+        routes,
+        get_routes,
+        guard,
+        api.max_connections,
+        readiness=readiness,
     ).start()
