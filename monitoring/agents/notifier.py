@@ -57,6 +57,7 @@ from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.runtime import topics
 from monitoring.runtime.changelog import read_table
+from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.outputs import DeadLetters, Outputs, consumer_config
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.sinks.notifiers.dispatcher import DeliveredKeys, DeliveryRecord, Dispatcher
@@ -108,7 +109,7 @@ class NotifierAgent:
         self.outputs = Outputs(k)
         self.chunks = ChunkedRecords(k.max_message_bytes)
         self.dead_letters = DeadLetters(k, topics.topic_name(k, topics.DEAD_LETTER), "notifier")
-        self.commands = Producer({"bootstrap.servers": k.bootstrap_servers, "acks": "all"})
+        self.commands = Producer(client_config(k, acks="all"))
         self.positions: dict[str, dict[int, int]] = {}
         self.delivered = DeliveredKeys(DELIVERED_CAPACITY)
         self.dispatcher: Dispatcher | None = None
@@ -127,7 +128,7 @@ class NotifierAgent:
     def start(self) -> None:
         """Restore the snapshot and assign both topics from the saved positions."""
         k = self.settings.kafka
-        raw = read_table(k.bootstrap_servers, self.state_topic, 0)
+        raw = read_table(k, self.state_topic, 0)
         self.chunks.learn(raw)
         joined = join(raw)
         restored = _POSITIONS in joined.table and not joined.broken

@@ -36,6 +36,7 @@ from confluent_kafka import Consumer
 from monitoring.bench.alerts import METRICS, PHI, make_rules, make_series
 from monitoring.dev.deploy import LocalDeployment, free_port
 from monitoring.metrics.collector import MetricsCollector
+from monitoring.runtime.kafka_client import client_config
 from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
 from monitoring.wire.codec import AvroCodec
 
@@ -157,12 +158,14 @@ def run(
     codec = AvroCodec.from_directory()
     aggregates = AggregateDecoder(codec)
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{d.prefix}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        client_config(
+            d.settings.kafka,
+            **{
+                "group.id": f"bench-{d.prefix}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
     )
     consumer.subscribe([d.topic("metrics.aggregates"), d.topic("alerts")])
     closes: dict[int, float] = {}

@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 
 from monitoring.config import KafkaSettings
 from monitoring.runtime.admin import ensure_topics
+from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.topics import TopicSpec
 
 MODES = ("noack", "auto-ack", "bulk")
@@ -28,7 +29,7 @@ MODES = ("noack", "auto-ack", "bulk")
 def fill(bootstrap: str, topic: str, n: int, size: int = 100) -> None:
     """Create ``topic`` and write ``n`` keyed messages of ``size`` bytes."""
     ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [TopicSpec(topic, 6)])
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
+    p = Producer(client_config(bootstrap, **{"linger.ms": 50}))
     payload = b"x" * size
     for i in range(n):
         while True:

@@ -517,9 +517,9 @@ def _warm_up(d: LocalDeployment, timeout: float = 180) -> None:
 def _delete_topics(d: LocalDeployment) -> None:
     from monitoring.runtime.admin import delete_topics, list_topics
 
-    bootstrap = d.settings.kafka.bootstrap_servers
+    kafka = d.settings.kafka
     with contextlib.suppress(Exception):  # cleanup only: the numbers are taken
-        delete_topics(bootstrap, list_topics(bootstrap, prefix=d.prefix))
+        delete_topics(kafka, list_topics(kafka, prefix=d.prefix))
 
 
 def report(res: E2EResult) -> list[str]:

@@ -44,6 +44,7 @@ from monitoring.agents.log_processing import LogProcessor
 from monitoring.config import KafkaSettings
 from monitoring.logs.analyzer import PartitionLogs
 from monitoring.logs.corpus import generate
+from monitoring.runtime.kafka_client import client_config
 from monitoring.wire.codec import AvroCodec
 from monitoring.wire.log_batch import LogBatchEncoder
 from monitoring.wire.log_encoding import LOG_RECORD
@@ -175,7 +176,7 @@ def handler_overhead(bootstrap: str, calls: int) -> tuple[float, float]:
     from monitoring.sdk.log_shipping import KafkaLogHandler, LogShipper
 
     topic = f"bench-logs-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     shipper = LogShipper(bootstrap, topic, "bench", buffer_size=calls,
                          max_in_flight=10_000, registry=CollectorRegistry())  # fmt: skip
@@ -309,8 +310,7 @@ def worker_rate(
     values = shipped_batches(records, BATCH_SIZES[-1], codec)
     d = LocalDeployment(bootstrap, Path(tempfile.mkdtemp(prefix="bench-logs-worker-")))
     try:
-        p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                      "linger.ms": 20})  # fmt: skip
+        p = Producer(client_config(bootstrap, partitioner="murmur2_random", **{"linger.ms": 20}))
         for v in values:
             key = codec.decode(v).record["service"].encode()
             while True:

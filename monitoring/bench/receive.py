@@ -220,8 +220,7 @@ def run(
                   "application/x-protobuf", "")  # fmt: skip
         return r1, r2
     finally:
-        delete_topics(settings.kafka.bootstrap_servers, list_topics(
-            settings.kafka.bootstrap_servers, prefix=prefix))  # fmt: skip
+        delete_topics(settings.kafka, list_topics(settings.kafka, prefix=prefix))
 
 
 def report(rw: Result, ot: Result) -> str:

@@ -1,6 +1,7 @@
 """`monitoring broker ...`: the local single-node Kafka broker and the project's topics.
 
     monitoring broker up              # fetch Kafka (Maven), start it, create the topics
+    monitoring broker up --secure     # a separate SASL_SSL (SCRAM) broker on 9096
     monitoring broker status
     monitoring broker logs -n 100
     monitoring broker topics list
@@ -22,7 +23,13 @@ from rich.table import Table
 
 from monitoring.cli.settings import load_settings
 from monitoring.config import KafkaSettings, Settings
-from monitoring.dev.local_kafka import LOOPBACK, BrokerStatus, LocalKafka, LocalKafkaError
+from monitoring.dev.local_kafka import (
+    LOOPBACK,
+    SECURE_PORT,
+    BrokerStatus,
+    LocalKafka,
+    LocalKafkaError,
+)
 from monitoring.log import configure_logging
 from monitoring.runtime.admin import (
     BrokerUnavailable,
@@ -43,6 +50,14 @@ PortOpt = Annotated[
     int | None,
     typer.Option("--port", "-p", help="Broker port (default: from kafka.bootstrap_servers)."),
 ]
+SecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help=f"The secure broker (SASL_SSL, SCRAM users, a local CA): port {SECURE_PORT} "
+        "unless --port is given, its own data directory.",
+    ),
+]
 ConfigOpt = Annotated[
     str | None, typer.Option("--config", "-c", help="Settings file (default monitoring.yaml).")
 ]
@@ -61,15 +76,26 @@ def _default_port(kafka: KafkaSettings) -> int:
     return int(port) if port.isdigit() else 9092
 
 
-def _kafka(settings: Settings, port: int | None) -> KafkaSettings:
-    """Kafka settings, pointed at the local broker on ``port`` when one is given."""
+def _kafka(settings: Settings, port: int | None, broker: LocalKafka | None = None) -> KafkaSettings:
+    """Kafka settings, pointed at the local broker on ``port`` when one is given (with
+    its client credentials when it is a secure one)."""
+    if broker is not None and broker.secure:
+        client = broker.client_settings()
+        return settings.kafka.model_copy(
+            update={"bootstrap_servers": client.bootstrap_servers, "security": client.security}
+        )
     if port is None:
         return settings.kafka
     return settings.kafka.model_copy(update={"bootstrap_servers": f"{LOOPBACK}:{port}"})
 
 
-def _broker(settings: Settings, port: int | None, heap: str = "512m") -> LocalKafka:
-    return LocalKafka(port=port if port is not None else _default_port(settings.kafka), heap=heap)
+def _broker(
+    settings: Settings, port: int | None, heap: str = "512m", secure: bool = False
+) -> LocalKafka:
+    if port is None:
+        port = SECURE_PORT if secure else _default_port(settings.kafka)
+    # secure=None: a data directory made by a secure broker is one
+    return LocalKafka(port=port, heap=heap, secure=True if secure else None)
 
 
 def _status_table(st: BrokerStatus) -> Table:
@@ -85,8 +111,8 @@ def _status_table(st: BrokerStatus) -> Table:
 
 
 def _topics_table(kafka: KafkaSettings, result: dict[str, str] | None = None) -> Table:
-    names = list(list_topics(kafka.bootstrap_servers, prefix=kafka.topic_prefix))
-    info = describe_topics(kafka.bootstrap_servers, names)
+    names = list(list_topics(kafka, prefix=kafka.topic_prefix))
+    info = describe_topics(kafka, names)
     table = Table(title=f"topics {kafka.topic_prefix}* on {kafka.bootstrap_servers}")
     table.add_column("topic", no_wrap=True, min_width=max((len(n) for n in names), default=5))
     table.add_column("partitions", justify="right")
@@ -120,12 +146,22 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 120.0,
     topics: Annotated[bool, typer.Option(help="Create the project's topics.")] = True,
     grow: Annotated[bool, typer.Option(help="Add partitions to too-small topics.")] = False,
+    secure: SecureOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Fetch Kafka if needed, start the local broker, create the topics (idempotent)."""
+    """Fetch Kafka if needed, start the local broker, create the topics (idempotent).
+
+    ``--secure``: a separate broker whose client listener is SASL_SSL, with a generated
+    CA and certificate and SCRAM users; prints the client settings it needs."""
     settings = load_settings(config)
-    broker = _broker(settings, port, heap)
-    kafka = _kafka(settings, broker.port)
+    broker = _broker(settings, port, heap, secure)
+    if secure and broker.is_formatted() and not broker.security_dir.is_dir():
+        console.print(
+            f"[red]error:[/] {broker.data_dir} belongs to a plaintext broker: give the "
+            "secure one another --port"
+        )
+        raise typer.Exit(1)
+    kafka = _kafka(settings, broker.port, broker)
     try:
         if not broker.is_fetched():
             with console.status("fetching Kafka from Maven Central..."):
@@ -139,6 +175,11 @@ def up(
         else:
             console.print(f"Kafka already running on {st.bootstrap}")
         console.print(_status_table(st))
+        if broker.secure:
+            env_file, yaml_file = broker.write_client_config()
+            console.print(f"client settings (SASL_SSL, user monitoring): {yaml_file}")
+            console.print(f"as environment variables: set -a; . {env_file}; set +a")
+            print(env_file.read_text(), end="")
         if topics:
             result = ensure_topics(kafka, timeout=timeout, grow=grow)
             console.print(_topics_table(kafka, result))
@@ -151,10 +192,11 @@ def up(
 def down(
     port: PortOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 60.0,
+    secure: SecureOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Stop the local broker (controlled shutdown; SIGKILL after --timeout)."""
-    broker = _broker(load_settings(config), port)
+    broker = _broker(load_settings(config), port, secure=secure)
     with console.status(f"stopping Kafka on {broker.bootstrap}..."):
         stopped = broker.stop(timeout=timeout)
     if stopped:
@@ -166,9 +208,9 @@ def down(
 
 
 @app.command()
-def status(port: PortOpt = None, config: ConfigOpt = None) -> None:
+def status(port: PortOpt = None, secure: SecureOpt = False, config: ConfigOpt = None) -> None:
     """Show whether the local broker runs and answers; exit code 1 if it does not."""
-    st = _broker(load_settings(config), port).status()
+    st = _broker(load_settings(config), port, secure=secure).status()
     console.print(_status_table(st))
     if not st.running:
         raise typer.Exit(1)
@@ -248,7 +290,7 @@ def topics_list(
     if all_topics:
         kafka = kafka.model_copy(update={"topic_prefix": ""})
     try:
-        wait_for_broker(kafka.bootstrap_servers, timeout=10.0)
+        wait_for_broker(kafka, timeout=10.0)
         console.print(_topics_table(kafka))
     except BrokerUnavailable as e:
         console.print(f"[red]error:[/] {e}")

@@ -302,7 +302,7 @@ def ship(
 
     settings = load_settings(config)
     shipper = LogShipper(
-        settings.kafka.bootstrap_servers, topic_name(settings.kafka, LOGS), service, host,
+        settings.kafka, topic_name(settings.kafka, LOGS), service, host,
         buffer_size=100_000, max_in_flight=10_000,
     )  # fmt: skip
     followers = [(FileFollower(f, from_start or once), MultilineJoiner()) for f in files]

@@ -183,15 +183,15 @@ def _print_alerts(console: Any, d: Any) -> None:
     from confluent_kafka import Consumer
     from rich.table import Table
 
+    from monitoring.runtime.kafka_client import client_config
     from monitoring.wire.codec import AvroCodec
 
     codec = AvroCodec.from_directory()
     c = Consumer(
-        {
-            "bootstrap.servers": d.settings.kafka.bootstrap_servers,
-            "group.id": f"demo-show-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-        }
+        client_config(
+            d.settings.kafka,
+            **{"group.id": f"demo-show-{time.time_ns()}", "auto.offset.reset": "earliest"},
+        )
     )
     c.subscribe([d.topic("alerts")])
     rows = []

@@ -53,6 +53,7 @@ LOOPBACK = "127.0.0.1"
 BROKER_USER = "admin"  # the secure broker's own SCRAM user (inter-broker; a super user)
 CLIENT_USER = "monitoring"  # the SCRAM user of the project's clients
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+SECURE_PORT = 9096  # `monitoring broker up --secure` (its controller on 9097)
 
 _log = structlog.get_logger(component="local_kafka")  # lazy: honours configure_logging()
 
@@ -243,6 +244,32 @@ class LocalKafka:
             ssl_cafile=str(self.security_dir / "ca.pem"),
         )
         return KafkaSettings(bootstrap_servers=self.bootstrap, security=security)
+
+    def write_client_config(self, user: str = CLIENT_USER) -> tuple[Path, Path]:
+        """``security/client.env`` (MONITORING_* variables) and ``security/client.yaml``
+        (a ``kafka:`` section): what a client of this broker needs. They name the
+        password file, never the password."""
+        k = self.client_settings(user)
+        sec = k.security
+        fields = {
+            "protocol": sec.protocol,
+            "sasl_mechanism": sec.sasl_mechanism,
+            "username": sec.username,
+            "password_file": sec.password_file,
+            "ssl_cafile": sec.ssl_cafile,
+        }
+        if not self.secure:
+            fields = {"protocol": sec.protocol}
+        env = [f"MONITORING_KAFKA__BOOTSTRAP_SERVERS={k.bootstrap_servers}"] + [
+            f"MONITORING_KAFKA__SECURITY__{key.upper()}={value}" for key, value in fields.items()
+        ]
+        yaml_lines = ["kafka:", f'  bootstrap_servers: "{k.bootstrap_servers}"', "  security:"]
+        yaml_lines += [f'    {key}: "{value}"' for key, value in fields.items()]
+        self.security_dir.mkdir(parents=True, exist_ok=True)
+        env_file, yaml_file = self.security_dir / "client.env", self.security_dir / "client.yaml"
+        env_file.write_text("\n".join(env) + "\n")
+        yaml_file.write_text("\n".join(yaml_lines) + "\n")
+        return env_file, yaml_file
 
     def _secure_config(self, text: str) -> str:
         """The rendered config with its listeners replaced by SASL_SSL + SCRAM and TLS."""

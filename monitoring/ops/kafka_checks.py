@@ -22,6 +22,7 @@ from monitoring.config import Settings, ms
 from monitoring.ops.checks import CheckResult, Status
 from monitoring.runtime import topics as roles
 from monitoring.runtime.admin import admin_client, describe_topics, ensure_topics
+from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.outputs import consumer_config
 from monitoring.runtime.topics import TopicSpec, topic_name, topic_specs
 from monitoring.wire.codec import HEADER_LEN, MARKER, AvroCodec
@@ -99,7 +100,7 @@ def check_broker(settings: Settings, timeout_s: float) -> tuple[CheckResult, Bro
     )
     try:
         setup: dict[str, Any] = {"socket.connection.setup.timeout.ms": int(timeout_s * 1000)}
-        admin = admin_client(bootstrap, True, **setup)
+        admin = admin_client(settings.kafka, True, **setup)
         md = admin.list_topics(timeout=timeout_s)
         desc = admin.describe_cluster(request_timeout=timeout_s).result(timeout=timeout_s)
         if not md.brokers:
@@ -177,7 +178,7 @@ def check_topics(settings: Settings, timeout_s: float) -> CheckResult:
     """Every declared topic (``runtime/topics.py``) present with its partitions and configs."""
     t0 = time.monotonic()
     specs = topic_specs(settings.kafka)
-    actual = describe_topics(settings.kafka.bootstrap_servers, [s.name for s in specs], timeout_s)
+    actual = describe_topics(settings.kafka, [s.name for s in specs], timeout_s)
     problems = topic_problems(specs, actual)
     elapsed = time.monotonic() - t0
     if not problems:
@@ -381,12 +382,7 @@ def check_clock(settings: Settings, timeout_s: float) -> CheckResult:
             got.append((kind, ts, time.time() * 1000))
 
     producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "acks": "all",
-            "linger.ms": 0,
-            "on_delivery": done,
-        }
+        client_config(settings.kafka, **{"acks": "all", "linger.ms": 0, "on_delivery": done})
     )
     sent = time.time() * 1000
     producer.produce(spec.name, b"doctor", b"clock")

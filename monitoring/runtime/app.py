@@ -10,6 +10,7 @@ import tempfile
 
 from monitoring.config import Settings
 from monitoring.runtime.bulk import BulkApp
+from monitoring.runtime.kafka_client import faust_credentials
 
 
 def create_app(settings: Settings, app_id: str | None = None) -> BulkApp:
@@ -23,6 +24,7 @@ def create_app(settings: Settings, app_id: str | None = None) -> BulkApp:
     return BulkApp(
         app_id,
         broker=[f"kafka://{host}" for host in k.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(k),  # kafka.security: SASL/SCRAM, TLS
         key_serializer="raw",
         value_serializer="raw",
         # Per-process scratch dir: several workers may run on one machine. Faust keeps

@@ -15,21 +15,24 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from monitoring.runtime.admin import with_retries
+from monitoring.runtime.kafka_client import KafkaTarget, client_config
 
 
 def read_table(
-    bootstrap: str, topic: str, partition: int, timeout_s: float = 60.0
+    kafka: KafkaTarget, topic: str, partition: int, timeout_s: float = 60.0
 ) -> dict[bytes, bytes]:
     """Latest value per key in ``topic[partition]`` (deleted keys absent)."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "monitoring-changelog-reader",  # never commits
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-        }
+        client_config(
+            kafka,
+            **{
+                "group.id": "monitoring-changelog-reader",  # never commits
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            },
+        )
     )
     try:
         tp = TopicPartition(topic, partition)

@@ -26,24 +26,27 @@ from monitoring.runtime.agent import S, StreamAgent
 from monitoring.runtime.bulk import BulkApp
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.driver import AgentDriver
+from monitoring.runtime.kafka_client import KafkaTarget, client_config
 from monitoring.runtime.outputs import Outputs
 
 
 class BrokerOffsets:
     """High watermarks from the broker, on a consumer that never joins a group."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaTarget) -> None:
+        self.kafka = kafka
         self._client: Consumer | None = None
 
     def __call__(self, topic: str, partitions: list[int]) -> dict[int, int] | None:
         if self._client is None:
             self._client = Consumer(
-                {
-                    "bootstrap.servers": self.bootstrap,
-                    "group.id": "monitoring-idle-check",  # never subscribes or commits
-                    "enable.auto.commit": False,
-                }
+                client_config(
+                    self.kafka,
+                    **{
+                        "group.id": "monitoring-idle-check",  # never subscribes or commits
+                        "enable.auto.commit": False,
+                    },
+                )
             )
         try:
             self._client.list_topics(topic, timeout=2.0)  # one probe, not one per partition
@@ -66,8 +69,8 @@ def broker_driver(
         agent,
         Outputs(k),
         dead_letter_topic=topics.topic_name(k, topics.DEAD_LETTER),
-        read_state=lambda topic, p: read_table(k.bootstrap_servers, topic, p),
-        end_offsets=BrokerOffsets(k.bootstrap_servers),
+        read_state=lambda topic, p: read_table(k, topic, p),
+        end_offsets=BrokerOffsets(k),
         registry=registry,
     )
 

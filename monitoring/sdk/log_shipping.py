@@ -42,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from monitoring.config import Settings
 from monitoring.logs.batch import MAX_BATCH_LINES
 from monitoring.logs.records import FLAG_ORIGINAL_BYTES, FLAG_TRUNCATED, truncate_utf8
+from monitoring.runtime.kafka_client import KafkaTarget, client_config
 from monitoring.wire.codec import AvroCodec
 from monitoring.wire.log_batch import LogBatchEncoder
 from monitoring.wire.log_encoding import LOG_RECORD
@@ -58,7 +59,7 @@ class LogShipper:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaTarget,
         topic: str,
         service: str,
         host: str | None = None,
@@ -84,7 +85,7 @@ class LogShipper:
         self.codec = codec or AvroCodec.from_directory()
         self._batch_encoder = LogBatchEncoder(self.codec)
         conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(kafka),
             "partitioner": "murmur2_random",
             "linger.ms": 20,
             "compression.type": "lz4",
@@ -375,7 +376,7 @@ def ship_own_logs(
     from monitoring.runtime.topics import LOGS, topic_name
 
     shipper = LogShipper(
-        settings.kafka.bootstrap_servers, topic_name(settings.kafka, LOGS), service,
+        settings.kafka, topic_name(settings.kafka, LOGS), service,
         registry=registry,
     )  # fmt: skip
     install_structlog_shipper(shipper)

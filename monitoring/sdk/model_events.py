@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, Producer
 
 from monitoring.config import Settings
 from monitoring.mlops.events import LABEL, PREDICTION, label_from_record, prediction_from_record
+from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.topics import MODEL_LABELS, PREDICTIONS, topic_name
 from monitoring.wire.codec import AvroCodec
 
@@ -43,8 +44,10 @@ class ModelEventsProducer:
     ) -> None:
         settings = settings or Settings.load()
         k = settings.kafka
+        if bootstrap_servers:
+            k = k.model_copy(update={"bootstrap_servers": bootstrap_servers})
         conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers or k.bootstrap_servers,
+            **client_config(k),
             "client.id": "monitoring-model-events",
             "partitioner": "murmur2_random",
             "enable.idempotence": True,

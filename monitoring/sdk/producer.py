@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.metrics.samples import InvalidSample, Limits
+from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.topics import SAMPLES, topic_name
 from monitoring.sdk.instruments import (
     DEFAULT_BUCKETS,
@@ -177,8 +178,10 @@ class MetricsCollector:
         self.close_timeout = close_timeout
         buffer_size = buffer_size or coll.buffer_size
         linger_s = _seconds(linger) if linger is not None else coll.linger.total_seconds()
+        if bootstrap_servers:
+            kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
         conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers or kafka.bootstrap_servers,
+            **client_config(kafka),
             "client.id": source or "monitoring-sdk",
             "partitioner": "murmur2_random",  # Java-compatible placement for keyed records
             "enable.idempotence": True,
