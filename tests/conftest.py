@@ -21,7 +21,13 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:  # makes `fixtures` importable under any --import-mode
     sys.path.insert(0, _TESTS)
 
-pytest_plugins = ["fixtures.kafka", "fixtures.pipeline", "fixtures.notify", "fixtures.store"]
+pytest_plugins = [
+    "fixtures.kafka",
+    "fixtures.pipeline",
+    "fixtures.notify",
+    "fixtures.store",
+    "fixtures.secure_kafka",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
