@@ -31,7 +31,13 @@ from confluent_kafka.admin import (
 )
 
 from monitoring.config import KafkaSettings, Settings
-from monitoring.runtime.kafka_client import KafkaTarget, access_problem, bootstrap_of, client_config
+from monitoring.runtime.kafka_client import (
+    KafkaAccessDenied,
+    KafkaTarget,
+    access_problem,
+    bootstrap_of,
+    client_config,
+)
 from monitoring.runtime.topics import TopicSpec, topic_specs
 
 _log = structlog.get_logger(component="kafka_admin")
@@ -43,7 +49,7 @@ class BrokerUnavailable(RuntimeError):
     """No Kafka broker answered at the bootstrap address in time."""
 
 
-class BrokerAccessDenied(BrokerUnavailable):
+class BrokerAccessDenied(BrokerUnavailable, KafkaAccessDenied):
     """The broker answered but refused the client's credentials or its TLS handshake
     failed (wrong password, untrusted certificate): retrying will not help."""
 

@@ -18,6 +18,7 @@ Settings passes its KafkaSettings.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ from monitoring.config import KafkaSecurity, KafkaSettings
 
 KafkaTarget = KafkaSettings | str
 MAX_PASSWORD_FILE_BYTES = 4096
+
+
+class KafkaAccessDenied(RuntimeError):
+    """The broker refused the client's credentials, or the TLS handshake failed:
+    retrying will not help; the message says what to check."""
 
 
 class KafkaSecurityError(ValueError):
@@ -171,3 +177,16 @@ def access_problem(kafka: KafkaTarget, err: KafkaError) -> str | None:
             "host (or set check_hostname false)"
         )
     return None
+
+
+def raise_on_access_error(kafka: KafkaTarget) -> Callable[[KafkaError], None]:
+    """An ``error_cb`` that raises KafkaAccessDenied (from the client's ``poll``,
+    ``consume`` or ``flush``) when the broker refuses the credentials or TLS fails; a
+    process fails at start with the reason instead of retrying for ever."""
+
+    def on_error(err: KafkaError) -> None:
+        problem = access_problem(kafka, err)
+        if problem is not None:
+            raise KafkaAccessDenied(problem)
+
+    return on_error

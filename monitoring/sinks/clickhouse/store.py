@@ -42,6 +42,7 @@ from monitoring.api.server import ApiServer
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
+from monitoring.runtime.kafka_client import raise_on_access_error
 from monitoring.runtime.outputs import DeadLetters
 from monitoring.runtime.outputs import consumer_config as outputs_consumer_config
 from monitoring.runtime.topics import (
@@ -165,7 +166,12 @@ def open_with_retry(
 
 def consumer_config(settings: Settings, group_id: str = GROUP_ID) -> dict[str, Any]:
     """confluent-kafka settings of the store's consumer group."""
-    extra = {"auto.offset.reset": "earliest", "client.id": "monitoring-store"}
+    extra = {
+        "auto.offset.reset": "earliest",
+        "client.id": "monitoring-store",
+        # refused credentials or an untrusted certificate: fail, naming it, not retry
+        "error_cb": raise_on_access_error(settings.kafka),
+    }
     return outputs_consumer_config(settings.kafka, group_id, **extra)
 
 
