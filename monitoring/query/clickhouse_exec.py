@@ -179,11 +179,11 @@ def parse_request(items: list[tuple[str, str]], limits: QueryLimits) -> ChReques
     params: dict[str, str] = {}
     settings: dict[str, str] = {}
     for key, value in items:
-        if not _NAME.match(key):  # a name goes into SET's text: a plain word or nothing
+        if not _NAME.fullmatch(key):  # a name goes into SET's text: a plain word or nothing
             raise ClickHouseError(BAD_ARGUMENTS, f"bad parameter name {key[:100]!r}")
         if key.startswith("param_"):
             name = key[len("param_") :]
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ClickHouseError(BAD_ARGUMENTS, f"bad query parameter name {name!r}")
             params[name] = value
         elif key in _IGNORED:
@@ -209,10 +209,10 @@ def parse_request(items: list[tuple[str, str]], limits: QueryLimits) -> ChReques
                 "use enable_http_compression=1 and Accept-Encoding",
             )
     query_id = values.get("query_id") or str(uuid.uuid4())
-    if not _QUERY_ID.match(query_id):  # echoed in a header, forwarded to a server
+    if not _QUERY_ID.fullmatch(query_id):  # echoed in a header, forwarded to a server
         raise ClickHouseError(BAD_ARGUMENTS, "query_id: up to 128 of [A-Za-z0-9_.:-]")
     fmt = values.get("default_format") or "TabSeparated"
-    if not _NAME.match(fmt):
+    if not _NAME.fullmatch(fmt):
         raise ClickHouseError(73, f"Unknown format {fmt}")
     return ChRequest(
         default_format=fmt,
@@ -269,7 +269,7 @@ def assignments(settings: dict[str, str]) -> str:
     "extremes = '1', readonly = '1'"
     """
     for k in settings:
-        if not _NAME.match(k):
+        if not _NAME.fullmatch(k):
             raise ClickHouseError(BAD_ARGUMENTS, f"bad setting name {k[:100]!r}")
     return ", ".join(f"{k} = {_quote(v)}" for k, v in settings.items())
 
@@ -285,7 +285,7 @@ def statement_format(canonical: str) -> str | None:
     ('JSON', None)
     """
     _, sep, last = canonical.rpartition("\n")
-    m = _FORMAT_LINE.match(last) if sep else None
+    m = _FORMAT_LINE.fullmatch(last) if sep else None
     return m.group(1) if m else None
 
 

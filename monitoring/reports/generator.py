@@ -163,7 +163,7 @@ class ReportGenerator:
         self._template(template)
 
     def _template(self, template: str | Path) -> Any:
-        if isinstance(template, str) and _NAME.match(template):
+        if isinstance(template, str) and _NAME.fullmatch(template):
             if template not in template_names():
                 raise ReportError(
                     f"no template {template!r}: the package has {', '.join(template_names())}"

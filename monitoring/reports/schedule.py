@@ -246,7 +246,7 @@ class ReportScheduler:
         cutoff = (self.clock() if now_s is None else now_s) - self.cfg.retention.total_seconds()
         gone = []
         for p in sorted(self.out_dir.iterdir()):
-            if not (_REPORT_FILE.match(p.name) or _TEMP_FILE.match(p.name)):
+            if not (_REPORT_FILE.fullmatch(p.name) or _TEMP_FILE.fullmatch(p.name)):
                 continue
             try:
                 st = p.lstat()

@@ -49,7 +49,7 @@ class MetricSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not METRIC.match(v):
+        if not METRIC.fullmatch(v):
             raise ValueError(f"{v[:80]!r} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
         return v
 
@@ -57,7 +57,7 @@ class MetricSpec(BaseModel):
     @classmethod
     def _labels(cls, v: list[str] | None) -> list[str] | None:
         for label in v or []:
-            if not LABEL.match(label):
+            if not LABEL.fullmatch(label):
                 raise ValueError(f"{label[:80]!r} is not a label name")
         return v
 

@@ -127,7 +127,7 @@ class Panel(_Model):
     @field_validator("id")
     @classmethod
     def _id_valid(cls, v: str) -> str:
-        if v and not PANEL_ID.match(v):
+        if v and not PANEL_ID.fullmatch(v):
             raise ValueError("a panel id is 1 to 64 of [A-Za-z0-9_-]")
         return v
 
@@ -154,7 +154,7 @@ class Variable(_Model):
     @field_validator("name", "label")
     @classmethod
     def _ident(cls, v: str) -> str:
-        if v and not IDENT.match(v):
+        if v and not IDENT.fullmatch(v):
             raise ValueError("names are 1 to 64 of [A-Za-z0-9_], not starting with a digit")
         return v
 
@@ -240,7 +240,7 @@ def check_name(name: str) -> str:
     monitoring.ui.dashboards.DashboardError: a dashboard name is 1 to 64 of [a-z0-9_-], \
 starting with a letter or digit
     """
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise DashboardError(
             "a dashboard name is 1 to 64 of [a-z0-9_-], starting with a letter or digit"
         )
@@ -301,7 +301,9 @@ class DashboardStore:
         out: set[str] = set()
         for d in self._dirs():
             if d.is_dir():
-                out |= {p.stem for p in d.iterdir() if p.suffix in SUFFIXES and NAME.match(p.stem)}
+                out |= {
+                    p.stem for p in d.iterdir() if p.suffix in SUFFIXES and NAME.fullmatch(p.stem)
+                }
         return sorted(out)
 
     def get(self, name: str) -> Dashboard | None:
