@@ -21,10 +21,11 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import anyio
 from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -60,6 +61,7 @@ from monitoring.ui.store import StoreClient, StoreError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _INT = re.compile(r"-?[0-9]{1,19}")
+STREAM_S = 600.0  # a live stream's length; the browser reconnects
 INSTANT_TYPES = frozenset({"stat", "gauge", "bar", "table"})
 MAX_VALUES = 1000  # values of one template variable
 MAX_ANNOTATIONS = 500  # events of one annotation over a range
@@ -419,35 +421,60 @@ class UiApp:
         if self.live_clients >= self.ui.max_live_clients:
             return self._refuse(503, "live-clients", "too many live pages (ui.max_live_clients)")
         poll = self.ui.live_poll.total_seconds()
+        # counted now, in the same step as the check (streams accepted at once would
+        # all pass it otherwise), and released when the response ends however it ends
+        self.live_clients += 1
 
         async def stream() -> Any:
-            self.live_clients += 1  # here: a stream never started never ends either
-            try:
-                yield "retry: 5000\n\n"
-                last: int | None = None
-                quiet_since = time.monotonic()
-                deadline = time.monotonic() + 600  # the browser reconnects on its own
-                while not self.feed.closed and time.monotonic() < deadline:
-                    end = await self.feed.latest()
-                    if end is not None and end != last:
-                        last = end
-                        quiet_since = time.monotonic()
-                        yield f"event: window\ndata: {json.dumps({'end_ms': end})}\n\n"
-                    elif time.monotonic() - quiet_since > 15:
-                        quiet_since = time.monotonic()
-                        yield ": keep-alive\n\n"
-                    await asyncio.sleep(poll)
-            finally:
-                self.live_clients -= 1
+            yield "retry: 5000\n\n"
+            last: int | None = None
+            quiet_since = time.monotonic()
+            deadline = time.monotonic() + STREAM_S  # the browser reconnects on its own
+            while not self.feed.closed and time.monotonic() < deadline:
+                end = await self.feed.latest()
+                if end is not None and end != last:
+                    last = end
+                    quiet_since = time.monotonic()
+                    yield f"event: window\ndata: {json.dumps({'end_ms': end})}\n\n"
+                elif time.monotonic() - quiet_since > 15:
+                    quiet_since = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(poll)
 
-        return StreamingResponse(
-            stream(), media_type="text/event-stream",
+        def release() -> None:
+            self.live_clients -= 1
+
+        return _CountedStream(
+            release, stream(), max_s=STREAM_S + 60, media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )  # fmt: skip
 
     def _refuse(self, status: int, reason: str, message: str) -> Response:
         self.refused.labels(reason).inc()
         return JSONResponse({"error": message}, status_code=status)
+
+
+class _CountedStream(StreamingResponse):
+    """A streaming response that calls ``release`` once when it ends, however it ends
+    (sent whole, the client gone, cancelled), and ends after ``max_s`` at the latest:
+    a client that never reads blocks the stream's writes once the socket's buffers are
+    full, and would otherwise hold its place for good."""
+
+    def __init__(
+        self, release: Callable[[], None], *args: Any, max_s: float = 660.0, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._release: Callable[[], None] | None = release
+        self.max_s = max_s
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            with anyio.move_on_after(self.max_s):
+                await super().__call__(scope, receive, send)
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 class _Refusal(Exception):

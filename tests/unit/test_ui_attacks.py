@@ -5,8 +5,10 @@ passed or a file outside the name rules before its fix."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -66,3 +68,69 @@ def test_a_name_with_a_trailing_newline_is_refused(
     assert r.status_code == 400, r.text
     user = Path(server.ui.dashboards.user_dir)
     assert not user.exists() or list(user.iterdir()) == []
+
+
+async def _open_stream(host: str, port: int) -> tuple[bytes, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /api/ui/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    return await reader.readline(), writer
+
+
+def test_live_streams_opened_at_once_stay_within_the_bound(tmp_path: Path) -> None:
+    """The count was taken when a stream's body started, after the check: 20 pages
+    connecting at once got 6 streams with ``max_live_clients: 2``."""
+    server = make_server(tmp_path, FakeStore(), max_live_clients=2).start()
+    host, port = server.address
+
+    async def main() -> None:
+        opened = await asyncio.gather(*[_open_stream(host, port) for _ in range(20)])
+        accepted = sum(1 for status, _ in opened if b" 200 " in status)
+        assert accepted == 2, f"{accepted} live streams accepted with max_live_clients 2"
+        assert server.ui.live_clients == 2
+        for _, w in opened:
+            w.close()
+        deadline = asyncio.get_running_loop().time() + 30
+        while server.ui.live_clients and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert server.ui.live_clients == 0  # a closed page gives its place back
+        status, w = await _open_stream(host, port)
+        assert b" 200 " in status
+        w.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
+def test_a_stream_whose_client_never_reads_ends_and_gives_its_place_back() -> None:
+    """A client that never reads blocks the stream's writes once the socket's buffers
+    are full; the stream's deadline is checked between writes, so only a bound around
+    the whole response frees its place."""
+    from monitoring.ui.app import _CountedStream
+
+    released: list[int] = []
+
+    async def endless() -> AsyncIterator[str]:
+        while True:
+            yield "data: x\n\n"
+
+    async def main() -> None:
+        blocked = asyncio.Event()
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                blocked.set()
+                await asyncio.Event().wait()  # the socket never drains
+
+        async def receive() -> Any:
+            await asyncio.Event().wait()
+
+        stream = _CountedStream(lambda: released.append(1), endless(), max_s=0.5)
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+        await asyncio.wait_for(stream(scope, receive, send), 30)
+        assert blocked.is_set()
+
+    asyncio.run(main())
+    assert released == [1]
