@@ -11,26 +11,20 @@ of seconds) plus Prometheus' compound ``1h30m`` and ``y`` (365 days).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
 from monitoring.config import ms, parse_duration
-
-_UNITS = (("y", 31_536_000_000), ("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000),
-          ("m", 60_000), ("s", 1000), ("ms", 1))  # fmt: skip
-_COMPOUND = re.compile("".join(rf"(?:(\d+){u})?" for u, _ in _UNITS))
+from monitoring.metrics.prom_syntax import prom_duration_ms
 
 
 def parse_duration_ms(value: Any) -> int:
     """Milliseconds of a duration; ``ValueError`` naming the value when it is not one."""
     if isinstance(value, str):
-        if value.strip() == "0":
-            return 0
-        m = _COMPOUND.fullmatch(value.strip())
-        if m and value.strip() and any(m.groups()):
-            return sum(int(g) * unit for g, (_, unit) in zip(m.groups(), _UNITS, strict=True) if g)
+        compound = prom_duration_ms(value.strip())
+        if compound is not None:
+            return compound
     result = ms(parse_duration(value))
     if result < 0:
         raise ValueError(f"duration {value!r} must not be negative")

@@ -93,6 +93,24 @@ def compile_matcher_regex(pattern: str, where: str = "") -> LabelRegex:
     return LabelRegex(pattern, compiled)
 
 
+def value_test(op: str, value: str, where: str = "") -> Callable[[str], bool]:
+    """The test a label's value passes for ``op value`` (``=``, ``!=``, ``=~``, ``!~``;
+    regexes anchored, RE2): the selectors of rules compile their matchers with it.
+    ``MatcherError`` naming ``where`` when RE2 refuses the regex.
+
+    >>> value_test("!~", "db.*")("web1"), value_test("=", "a")("b")
+    (True, False)
+    """
+    if op == "=":
+        return lambda v: v == value
+    if op == "!=":
+        return lambda v: v != value
+    rx = compile_matcher_regex(value, where)
+    if op == "=~":
+        return rx.matches
+    return lambda v: not rx.matches(v)
+
+
 def _regex_match(m: Matcher, value: str) -> bool:
     assert m.regex is not None
     return m.regex.matches(value)

@@ -84,7 +84,7 @@ import promql_parser as pp
 
 from monitoring.alerts.functions import RANGE_FUNCTIONS, RangeFunction
 from monitoring.alerts.history import NAME, Labels, Series, WindowHistory
-from monitoring.alerts.matchers import MatcherError, compile_matcher_regex
+from monitoring.alerts.matchers import MatcherError, value_test
 
 Vector = list[tuple[Labels, float]]
 Value = float | Vector
@@ -211,17 +211,10 @@ class Selector(Node):
 
 
 def _matcher(op: str, value: str, where: str) -> Callable[[str], bool]:
-    if op == "=":
-        return lambda v: v == value
-    if op == "!=":
-        return lambda v: v != value
     try:
-        rx = compile_matcher_regex(value, where=f"{value!r} in {where}")  # RE2: linear time
+        return value_test(op, value, where=f"{value!r} in {where}")  # RE2: linear time
     except MatcherError as e:
         raise UnsupportedExpression(str(e)) from None
-    if op == "=~":
-        return rx.matches
-    return lambda v: not rx.matches(v)
 
 
 class RangeCall(Node):

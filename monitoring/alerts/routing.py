@@ -19,7 +19,6 @@ and a route none of whose children match is itself the match.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,12 +33,12 @@ from monitoring.alerts.matchers import (
     matches_all,
     parse_matchers,
 )
+from monitoring.metrics.prom_syntax import LABEL_NAME
 
 DEFAULT_GROUP_WAIT_MS = 30_000
 DEFAULT_GROUP_INTERVAL_MS = 300_000
 DEFAULT_REPEAT_INTERVAL_MS = 4 * 3_600_000
 GROUP_BY_ALL = "..."
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class RouteConfig(BaseModel):
@@ -80,7 +79,7 @@ class RouteConfig(BaseModel):
         if GROUP_BY_ALL in v and len(v) > 1:
             raise ValueError("'...' (group by all labels) cannot be combined with other labels")
         for name in v:
-            if name != GROUP_BY_ALL and not _LABEL_NAME.match(name):
+            if name != GROUP_BY_ALL and not LABEL_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid label name")
         return v
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from monitoring.alerts.history import NAME, MatchCache, Series, WindowHistory
-from monitoring.alerts.matchers import compile_matcher_regex
+from monitoring.alerts.matchers import value_test
 from monitoring.promql import Matcher, SeriesData
 
 Test = Callable[[str], bool]
@@ -41,15 +41,7 @@ SAMPLE_OFFSET_MS = 1
 
 def matcher_test(m: Matcher) -> Test:
     """The value test of one matcher (regexes anchored, RE2); ``MatcherError`` if bad."""
-    value = m.value
-    if m.op == "=":
-        return lambda v: v == value
-    if m.op == "!=":
-        return lambda v: v != value
-    rx = compile_matcher_regex(value, where=f'matcher {m.name}{m.op}"{value}"')
-    if m.op == "=~":
-        return rx.matches
-    return lambda v: not rx.matches(v)
+    return value_test(m.op, m.value, where=f'matcher {m.name}{m.op}"{m.value}"')
 
 
 class _Selector:

@@ -34,7 +34,8 @@ from typing import Any
 
 import re2
 
-from monitoring.ingest.scrape_config import LABEL_NAME, RelabelConfig
+from monitoring.ingest.scrape_config import RelabelConfig
+from monitoring.metrics.prom_syntax import LABEL_NAME
 
 Labels = dict[str, str]
 _ON_VALUE = frozenset(

@@ -41,14 +41,10 @@ from pydantic import (
 )
 
 from monitoring.config import ConfigError
+from monitoring.metrics.prom_syntax import LABEL_NAME, prom_duration_ms
 
-_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_DURATION_S = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$")
 _SIZE_UNIT = {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 IGNORED_TOP_LEVEL = frozenset(
     {"rule_files", "alerting", "remote_write", "remote_read", "storage", "tracing"}
 )
@@ -81,11 +77,10 @@ def parse_prom_duration(value: Any) -> float:
         raise ValueError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, str) and value and value != "0":
-        m = _DURATION.match(value)
-        if m and any(m.groups()):
-            parts = zip(m.groups(), _DURATION_S, strict=True)
-            return float(sum(int(g) * unit for g, unit in parts if g))
+    if isinstance(value, str) and value != "0":  # a scrape interval of 0 is no interval
+        ms = prom_duration_ms(value)
+        if ms is not None:
+            return ms / 1000
     raise ValueError(f"invalid duration {value!r}: use Prometheus' form, e.g. 15s, 1m30s")
 
 

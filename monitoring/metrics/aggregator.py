@@ -368,11 +368,8 @@ class PartitionAggregator:
             fresh = prev_ts >= horizon  # an older carry is forgotten, as if tombstoned
             in_order = ts >= prev_ts or not fresh
             step, reset = 0.0, False
-            if in_order:
-                prev = float(carry[slot])
-                if fresh and prev == prev:  # not the series' first sample (NaN)
-                    reset = v < prev
-                    step = v if reset else v - prev
+            if in_order:  # the carry is NaN before the series' first sample
+                step, reset = counter_step(float(carry[slot]) if fresh else math.nan, v)
                 carry[slot], carry_ts[slot] = v, ts
             late_sizes: tuple[int, ...] = ()
             for k, w in enumerate(sizes):
@@ -501,10 +498,8 @@ class PartitionAggregator:
                 if tj < prev_ts and prev_ts >= horizon:
                     continue
                 kept[j] = True
-                prev_v = float(carry[slot])
-                if prev_v == prev_v and prev_ts >= horizon:
-                    reset[j] = vj < prev_v
-                    step[j] = vj if vj < prev_v else vj - prev_v
+                prev_v = float(carry[slot]) if prev_ts >= horizon else math.nan
+                step[j], reset[j] = counter_step(prev_v, vj)
                 carry[slot], carry_ts[slot] = vj, tj
             in_order = kept
         if order is None:
@@ -724,7 +719,37 @@ class PartitionAggregator:
 _NEVER = 2**63 - 1
 
 
+def counter_step(prev: float, value: float) -> tuple[float, bool]:
+    """What a counter sample ``value`` adds after the series' previous one ``prev`` (NaN:
+    none, or one older than the counter horizon), and whether it is a reset: a value
+    below ``prev`` means the counter restarted from 0, so all of ``value`` is new. The
+    per-sample form of ``_counter_steps``' arrays (which the scalar path and its
+    out-of-order walk use).
+
+    >>> counter_step(10.0, 15.0), counter_step(10.0, 4.0), counter_step(float("nan"), 7.0)
+    ((5.0, False), (4.0, True), (0.0, False))
+    """
+    if prev != prev:
+        return 0.0, False
+    if value < prev:
+        return value, True
+    return value - prev, False
+
+
 def _sample(batch: SampleBatch, i: int, ts: int, value: float) -> Sample:
     d = batch.series[i]
     assert d is not None
     return Sample(d.key, d.name, d.labels, ts, value, d.kind, d.unit)
+
+
+_FACADE = ("MetricsAggregator", "AggregationRules", "AggregatedMetric")
+
+
+def __getattr__(name: str) -> Any:
+    """The documented ``MetricsAggregator`` (``monitoring.facade.aggregator``), imported on
+    use: it is an adapter (pipeline mode reads the store), this module stays pure."""
+    if name in _FACADE:
+        from monitoring.facade import aggregator as facade
+
+        return getattr(facade, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

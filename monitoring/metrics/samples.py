@@ -17,11 +17,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from monitoring.metrics.prom_syntax import LABEL_NAME, METRIC_NAME
+
 SAMPLE = "monitoring.MetricSample"
 BATCH = "monitoring.MetricBatch"
-
-_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class InvalidSample(ValueError):
@@ -146,14 +145,14 @@ def _escape(v: str) -> str:
 
 def check_series(name: str, labels: Mapping[str, str], limits: Limits) -> None:
     """Raise InvalidSample if the metric name or labels break the contract."""
-    if not name or len(name) > limits.max_name_len or not _NAME.match(name):
+    if not name or len(name) > limits.max_name_len or not METRIC_NAME.match(name):
         raise InvalidSample(
             "bad-name", f"metric name {name[:80]!r} is not [a-zA-Z_:][a-zA-Z0-9_:]*"
         )
     if len(labels) > limits.max_labels:
         raise InvalidSample("too-many-labels", f"{len(labels)} labels, limit {limits.max_labels}")
     for k, v in labels.items():
-        if len(k) > limits.max_label_name_len or not _LABEL.match(k) or k.startswith("__"):
+        if len(k) > limits.max_label_name_len or not LABEL_NAME.match(k) or k.startswith("__"):
             raise InvalidSample("bad-label-name", f"label name {k[:80]!r}")
         if len(v) > limits.max_label_value_len:
             raise InvalidSample(

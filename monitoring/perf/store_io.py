@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from monitoring.metrics.prom_syntax import LABEL_NAME
 from monitoring.perf.analysis import (
     Analysis,
     ModelAnalysis,
@@ -44,7 +44,6 @@ from monitoring.query.client import Series, StoreClient
 MAX_WINDOWS = 10_000  # the Prometheus API's limit is 11,000 points per series
 MAX_LABEL_VALUE = 256
 MAX_MODEL_SAMPLES = 1_000_000
-_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class BadQuery(ValueError):
@@ -53,7 +52,7 @@ class BadQuery(ValueError):
 
 def check_label(name: str, value: str) -> str:
     """A label value fit for a query: non-empty, at most 256 characters, printable."""
-    if not _LABEL_NAME.match(name):
+    if not LABEL_NAME.match(name):
         raise BadQuery(f"not a label name: {name[:80]!r}")
     if not value or len(value) > MAX_LABEL_VALUE or not value.isprintable():
         raise BadQuery(f"{name} must be 1-{MAX_LABEL_VALUE} printable characters")

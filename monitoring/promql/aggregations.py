@@ -9,10 +9,10 @@ go step by step (their result membership changes per step).
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 
 import numpy as np
 
+from monitoring.metrics.prom_syntax import format_value
 from monitoring.promql.model import EvalError, Labels
 from monitoring.promql.rangefuncs import quantile
 from monitoring.promql.values import NAME, Vec, drop_these, keep_only, set_label
@@ -25,18 +25,6 @@ def group_key(labels: Labels, without: bool, grouping: frozenset[str]) -> Labels
     if without:
         return tuple(p for p in labels if p[0] not in grouping and p[0] != NAME)
     return keep_only(labels, grouping)
-
-
-def format_value(x: float) -> str:
-    """Go's ``strconv.FormatFloat(x, 'f', -1, 64)`` (count_values' label value)."""
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    s = format(Decimal(repr(x)), "f")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return s
 
 
 def aggregate(

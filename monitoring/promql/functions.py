@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 
 import numpy as np
 import re2
 
+from monitoring.metrics.prom_syntax import LABEL_NAME
 from monitoring.promql.model import EvalError, Labels
 from monitoring.promql.values import NAME, Vec, drop_name, drop_these, set_label
-
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _round(v: np.ndarray, to_nearest: np.ndarray) -> np.ndarray:
@@ -158,7 +156,7 @@ def label_replace(vec: Vec, dst: str, repl: str, src: str, regex: str) -> Vec:
         rx = re2.compile(f"^(?:{regex})$")
     except Exception as e:
         raise EvalError(f"invalid regular expression in label_replace(): {regex}: {e}") from None
-    if not _LABEL_NAME.match(dst):
+    if not LABEL_NAME.match(dst):
         raise EvalError(f"invalid destination label name in label_replace(): {dst}")
     groupindex = dict(rx.groupindex)
     labels: list[Labels] = []
@@ -173,10 +171,10 @@ def label_replace(vec: Vec, dst: str, repl: str, src: str, regex: str) -> Vec:
 
 
 def label_join(vec: Vec, dst: str, sep: str, srcs: list[str]) -> Vec:
-    if not _LABEL_NAME.match(dst):
+    if not LABEL_NAME.match(dst):
         raise EvalError(f"invalid destination label name in label_join(): {dst}")
     for s in srcs:
-        if not _LABEL_NAME.match(s):
+        if not LABEL_NAME.match(s):
             raise EvalError(f"invalid source label name in label_join(): {s}")
     labels = []
     for lab in vec.labels:

@@ -26,19 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from monitoring.metrics.prom_syntax import format_value, prom_duration_ms
+
 # Prometheus's minTime/maxTime, the defaults of series and labels' start and end.
 MIN_TIME_MS = (-9_223_372_036_854_775 + 62_135_596_801) * 1000
 MAX_TIME_MS = (9_223_372_036_854_775 - 62_135_596_801) * 1000 + 999
 _MIN_TIME_TEXT = "-292273086-05-16T16:47:06Z"
 _MAX_TIME_TEXT = "292277025-08-18T07:12:54.999999999Z"
-_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class BadParam(ValueError):
@@ -85,24 +82,10 @@ def parse_duration(text: str, name: str) -> int:
                 "It overflows int64"
             )
         return round(seconds * 1000)
-    m = _DURATION.match(text)
-    if text and text != "" and m and any(m.groups()):
-        return sum(int(g) * u for g, u in zip(m.groups(), _UNITS_MS, strict=True) if g)
-    if text == "0":
-        return 0
+    ms = prom_duration_ms(text)
+    if ms is not None:
+        return ms
     raise BadParam(f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
-
-
-def format_value(v: float) -> str:
-    """``v`` as Go's ``FormatFloat(v, 'f', -1, 64)``: shortest exact, no exponent."""
-    s = repr(v)
-    if "e" in s or "n" in s:
-        if v != v:
-            return "NaN"
-        if math.isinf(v):
-            return "+Inf" if v > 0 else "-Inf"
-        return str(np.format_float_positional(v, trim="-"))
-    return s[:-2] if s.endswith(".0") else s
 
 
 def format_ts(t_ms: int) -> str:

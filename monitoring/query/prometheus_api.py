@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from monitoring.metrics.prom_syntax import LABEL_NAME, format_value
 from monitoring.promql import (
     BadQuery,
     Engine,
@@ -38,14 +39,12 @@ from monitoring.promql import (
 )
 from monitoring.promql.plan import VectorSel
 from monitoring.query.prom_format import (
-    LABEL_NAME,
     MAX_TIME_MS,
     MIN_TIME_MS,
     BadParam,
     envelope,
     error_body,
     format_ts,
-    format_value,
     matrix_json,
     parse_duration,
     parse_time,
