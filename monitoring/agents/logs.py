@@ -110,7 +110,10 @@ class LogAgent(StreamAgent[LogState]):
         self.limits = LogLimits(
             max_message_bytes=cfg.max_message_bytes,
             max_attributes=cfg.max_attributes,
-            max_future_skew_ms=ms(settings.aggregation.max_future_skew),
+            # as samples: a record's time may be ahead of its Kafka timestamp by the
+            # small skew only, or one record from the future would move the service's
+            # open window ahead and hold its counts back for up to an hour (issue 13)
+            max_future_skew_ms=ms(settings.aggregation.max_record_skew),
         )
         self.idle_timeout_s = cfg.idle_timeout.total_seconds()
         self.checkpoint_interval_s = cfg.checkpoint_interval.total_seconds()

@@ -121,7 +121,13 @@ class ModelMetricsAgent(StreamAgent[ModelMonitor]):
         self.codec = codec or AvroCodec.from_directory()
         self.encoder = SampleEncoder(self.codec, source="model_metrics")
         self.metrics = _Metrics(registry)
-        self.limits = Limits(max_future_skew_ms=ms(settings.aggregation.max_future_skew))
+        # as samples: an event may be ahead of its Kafka record's timestamp by the small
+        # skew only (deterministic on replay); one from the future would move its topic's
+        # open window and the join's clock ahead, holding the counts back (issue 13)
+        self.limits = Limits(
+            max_future_skew_ms=ms(settings.aggregation.max_record_skew),
+            reference="its record's timestamp",
+        )
         k = settings.kafka
         self.predictions_topic = topics.topic_name(k, topics.PREDICTIONS)
         self.labels_topic = topics.topic_name(k, topics.MODEL_LABELS)
@@ -174,7 +180,8 @@ class ModelMetricsAgent(StreamAgent[ModelMonitor]):
                 if want == PREDICTION
                 else label_from_record(decoded.record)
             )
-            check_point(ev.timestamp_ms, 0.0, int(time.time() * 1000), self.limits)
+            produced_ms = int(msg.timestamp * 1000) if msg.timestamp else int(time.time() * 1000)
+            check_point(ev.timestamp_ms, 0.0, produced_ms, self.limits)
         except (DecodeError, InvalidModelEvent, InvalidSample) as e:
             out.dead_letter(e.reason, str(e))
             return None
