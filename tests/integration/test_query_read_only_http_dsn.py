@@ -1,0 +1,109 @@
+"""Issue 13, finding 1, through an http DSN's code path: the read-only gate with
+clickhouse-connect's HTTP client (what ``storage.query_dsn = http://...`` opens) refuses
+the whole hostile table of ``test_query_read_only`` with nothing written and nothing
+read from outside the database, and still runs the allowed statements. No ClickHouse
+server is installed here, so the server is a chDB store behind the real QueryServer
+(its own gate stands behind the client's, as a read-only user's profile would). That
+server runs ``system.settings`` read-only, so clickhouse-connect, which checks each
+per-query setting against it on the client side, would refuse the gate's limits as
+"readonly" before sending anything; a ClickHouse server's ``readonly=2`` user (what
+docs/security.md asks for) may change them, so the client is told to send them
+(``invalid_setting_action = send``) and the server decides. And the engine's memory
+limit, which the table does not reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect import common
+from prometheus_client import CollectorRegistry
+
+from monitoring.api.guard import Guard
+from monitoring.config import QueryLimits, Settings
+from monitoring.query import clickhouse_http
+from monitoring.sinks.clickhouse.connection import connect_read_only
+from monitoring.sinks.clickhouse.query_server import QueryServer
+from monitoring.sinks.clickhouse.read_only import ReadOnlyQueries
+
+from .test_query_read_only import ALLOWED, HOSTILE, LIMITS, SECRET
+
+pytestmark = [pytest.mark.no_broker]
+TOKEN = "http-dsn-t0ken"
+# clickhouse-connect reads system.settings (about 1,900 rows) when it connects
+NOT_SELECT = {"SHOW", "DESCRIBE", "EXISTS", "EXPLAIN"}
+SERVER_LIMITS = QueryLimits(timeout="3s", max_result_rows=10_000, max_result_bytes=4 << 20)
+
+
+@pytest.fixture
+def world(tmp_path: Path, chdb_client: Any, chdb_settings: Settings) -> Iterator[dict[str, Any]]:
+    """A chDB store with rows served as a ClickHouse server, a secret file beside it,
+    and a read-only client to it over HTTP, as an http ``storage.query_dsn`` gives."""
+    chdb_client.command(
+        "INSERT INTO series (series_id, series, name, labels) "
+        "SELECT number, concat('s', toString(number)), 'm', map() FROM numbers(3)"
+    )
+    (tmp_path / "secret.txt").write_text(SECRET + "\n")
+    upstream = connect_read_only(chdb_settings.storage.dsn, SERVER_LIMITS)
+    guard = Guard.for_bind("127.0.0.1", token=TOKEN, max_body_bytes=256 * 1024)
+    server = QueryServer(upstream, CollectorRegistry(), "127.0.0.1", 0, limits=SERVER_LIMITS,
+                         guard=guard, protocols=[clickhouse_http.routes]).start()  # fmt: skip
+    host, port = server.address
+    action = common.get_setting("invalid_setting_action")
+    common.set_setting("invalid_setting_action", "send")
+    q = connect_read_only(f"http://reader:{TOKEN}@{host}:{port}/", LIMITS)
+    try:
+        yield {"client": chdb_client, "q": q, "dir": tmp_path}
+    finally:
+        common.set_setting("invalid_setting_action", action)
+        q.close()
+        server.stop()
+        upstream.close()
+
+
+def fill(sql: str, world: dict[str, Any]) -> str:
+    return sql.replace("{secret}", str(world["dir"] / "secret.txt")).replace(
+        "{out}", str(world["dir"] / "written.txt")
+    )
+
+
+def test_the_hostile_table_is_refused_through_an_http_dsn(world: dict[str, Any]) -> None:
+    gate = ReadOnlyQueries(world["q"], LIMITS)
+    assert type(world["q"]).__name__ == "HttpClient"
+    # the path works, so the refusals below are not a broken client; the store as a
+    # server refuses the gate's EXPLAIN AST of SHOW, DESCRIBE... (its own gate): SELECTs
+    selects = [s for s in ALLOWED if s.split()[0].upper() not in NOT_SELECT]
+    assert len(selects) >= 10
+    for sql in selects:
+        assert gate.run(sql)["columns"], sql
+    passed, leaked = [], []
+    for what, sql in HOSTILE:
+        try:
+            gate.run(fill(sql, world))
+        except Exception as e:  # each must fail, with whatever error
+            if SECRET in str(e):
+                leaked.append(what)
+        else:
+            passed.append(what)
+    assert not passed and not leaked, (passed, leaked)
+    assert not (world["dir"] / "written.txt").exists()
+    c = world["client"]
+    assert c.query("SELECT count() FROM series").result_rows == [(3,)]
+    assert c.query("EXISTS TABLE x").result_rows == [(0,)]
+
+
+def test_the_memory_limit_holds(chdb_client: Any, chdb_settings: Settings) -> None:
+    """``storage.query.max_memory_bytes`` stops a query that would hold more."""
+    q = connect_read_only(chdb_settings.storage.dsn, LIMITS)
+    try:
+        small = ReadOnlyQueries(q, LIMITS.model_copy(update={"max_memory_bytes": 16 << 20}))
+        with pytest.raises(Exception, match=r"[Mm]emory limit"):
+            small.run("SELECT length(groupArray(number)) FROM numbers(5000000)")
+        # the same statement under the default limit runs
+        assert ReadOnlyQueries(q, LIMITS).run(
+            "SELECT length(groupArray(number)) FROM numbers(5000000)"
+        )["rows"] == [[5_000_000]]
+    finally:
+        q.close()
