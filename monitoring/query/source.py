@@ -101,10 +101,13 @@ def settings_clause(settings: dict[str, Any]) -> str:
 
     >>> settings_clause({"max_result_rows": 5, "result_overflow_mode": "throw", "readonly": 1})
     "max_result_rows = 5, result_overflow_mode = 'throw', readonly = 1"
+    >>> settings_clause({"readonly": "1\\n"})  # fullmatch: $ would take a final newline
+    Traceback (most recent call last):
+    ValueError: setting readonly='1\\n' is not a plain value
     """
     out = []
     for k, v in settings.items():
-        if not _WORD.match(k) or not (isinstance(v, int) or _WORD.match(str(v))):
+        if not _WORD.fullmatch(k) or not (isinstance(v, int) or _WORD.fullmatch(str(v))):
             raise ValueError(f"setting {k}={v!r} is not a plain value")
         out.append(f"{k} = {v}" if isinstance(v, int) else f"{k} = '{v}'")
     return ", ".join(out)
