@@ -69,8 +69,8 @@ def failing(i: int) -> tuple[StatusReport, int]:
             beat(
                 "worker",
                 now,
+                {"aggregation.closed_through_ms": {"0": closed}},
                 age_ms=now - T0 + 1_000,
-                **{"aggregation.closed_through_ms": {"0": closed}},
             ),
         ],
         lag=[LagRow("m.worker", "m.metrics.samples", 0, 100, 20_000 + 500 * i, 19_900 + 500 * i)],
