@@ -31,7 +31,9 @@ def test_the_deadman_on_anomaly_scores_fires_only_when_they_stop() -> None:
         h.add(WindowRow.of("anomaly_score", {"metric": "cpu", "host": "a"}, end_s * 1000, [0.1]))
 
     def fires(t_s: int) -> bool:
-        return bool(list(expr.evaluate(h, t_s * 1000)))
+        got = expr.evaluate(h, t_s * 1000)
+        assert isinstance(got, list)  # a vector, not a scalar
+        return bool(got)
 
     assert not any(fires(t) for t in range(60, scores_until_s + 300, 10))
     assert fires(scores_until_s + 310) and fires(scores_until_s + 900)
