@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +20,14 @@ GIB = 1 << 30
 DISK_FAIL = (0.05, 1 * GIB)  # free share, free bytes: below either fails
 DISK_WARN = (0.15, 5 * GIB)
 MAX_ENDPOINTS = 64
+MAX_PARALLEL = 16
+# the notifier config the project ships: its receivers are placeholders (127.0.0.1:9095)
+SHIPPED_NOTIFIER = (
+    Path(__file__).resolve().parents[2] / "infra" / "alertmanager" / "monitoring-alertmanager.yml"
+)
+# names reserved for examples and documentation (RFC 2606, RFC 6761): never a receiver
+_RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+_RESERVED_TLDS = (".example", ".invalid", ".test")
 
 
 def check_config(config: str | None) -> tuple[CheckResult, Settings | None]:
@@ -335,12 +343,86 @@ def receiver_endpoints(settings: Settings) -> list[tuple[str, str, int]]:
     return out
 
 
+def is_reserved(host_or_address: str) -> bool:
+    """Whether a host name (or the domain of an e-mail address) is one reserved for
+    examples: ``example.com``, ``*.example``, ``*.invalid``, ``*.test``...
+
+    >>> is_reserved("ml-team@example.com"), is_reserved("hooks.example"), is_reserved("a.io")
+    (True, True, False)
+    """
+    h = host_or_address.rpartition("@")[2].strip().strip("<>").rstrip(".").lower()
+    if any(h == d or h.endswith("." + d) for d in _RESERVED_DOMAINS):
+        return True
+    return any(h == t[1:] or h.endswith(t) for t in _RESERVED_TLDS)
+
+
+def placeholder_receivers(settings: Settings) -> set[str]:
+    """Receivers that are examples, not real ones: every receiver of the config the
+    project ships (``SHIPPED_NOTIFIER``, its endpoints on 127.0.0.1:9095 and :2525), an
+    e-mail receiver whose recipients are all at reserved domains, an integration whose
+    URL's host is one; the reports' mail when its recipients are."""
+    import yaml
+
+    from monitoring.alerts.receivers import parse_receivers
+
+    out: set[str] = set()
+    path = Path(settings.notifier.config)
+    if path.exists():
+        shipped = SHIPPED_NOTIFIER.exists() and path.resolve() == SHIPPED_NOTIFIER
+        for name, r in parse_receivers(yaml.safe_load(path.read_text())).items():
+            urls = [c.api_url.get_secret_value() for c in r.slack_configs]
+            urls += [c.url for c in r.pagerduty_configs]
+            urls += [c.url.get_secret_value() for c in r.webhook_configs]
+            urls += [c.url.get_secret_value() for c in r.alertmanager_configs]
+            hosts = [urlsplit(u).hostname or "" for u in urls]
+            hosts += [e.host for e in r.email_configs]
+            mail_to = [a for e in r.email_configs for a in e.to.split(",") if a.strip()]
+            example_mail = bool(r.email_configs) and all(is_reserved(a) for a in mail_to)
+            if shipped or example_mail or (hosts and all(is_reserved(h) for h in hosts)):
+                out.add(name)
+    rep = settings.reporting
+    recipients = [a for a in rep.email.to.split(",") if a.strip()]
+    if recipients and all(is_reserved(a) for a in recipients):
+        out.add("reports e-mail")
+    return out
+
+
 def _connect(host: str, port: int, timeout_s: float) -> str:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             return ""
     except OSError as e:
         return e.strerror or str(e)
+
+
+def _connect_all(targets: list[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], str]:
+    """``_connect`` to every target, ``MAX_PARALLEL`` at once, in daemon threads: the
+    whole within about twice ``timeout_s`` even when a name's resolution hangs (the
+    resolver ignores socket timeouts); what has not answered by then is "timed out"."""
+    results: dict[tuple[str, int], str] = {}
+    slots = threading.Semaphore(MAX_PARALLEL)
+    lock = threading.Lock()
+
+    def one(target: tuple[str, int]) -> None:
+        try:
+            error = _connect(target[0], target[1], timeout_s)
+        finally:
+            slots.release()
+        with lock:
+            results[target] = error
+
+    deadline = time.monotonic() + 2 * timeout_s + 1
+    threads = []
+    for t in targets:
+        if not slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        th = threading.Thread(target=one, args=(t,), name="doctor-connect", daemon=True)
+        th.start()
+        threads.append(th)
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        return {t: results.get(t, f"timed out after {2 * timeout_s + 1:g} s") for t in targets}
 
 
 def check_receivers(settings: Settings, timeout_s: float) -> CheckResult:
@@ -360,10 +442,11 @@ def check_receivers(settings: Settings, timeout_s: float) -> CheckResult:
     targets = sorted({(h, p) for _, h, p in endpoints})[:MAX_ENDPOINTS]
     if not targets:
         return CheckResult("receivers", Status.OK, "no receivers configured")
-    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        errors = dict(
-            zip(targets, pool.map(lambda t: _connect(t[0], t[1], timeout_s), targets), strict=True)
-        )
+    try:
+        examples = placeholder_receivers(settings)
+    except (ConfigError, ValueError, OSError):
+        examples = set()
+    errors = _connect_all(targets, timeout_s)
     down = [(h, p, errors[(h, p)]) for h, p in targets if errors[(h, p)]]
     elapsed = time.monotonic() - t0
     if not down:
@@ -375,6 +458,18 @@ def check_receivers(settings: Settings, timeout_s: float) -> CheckResult:
         )
     names = sorted({n for n, h, p in endpoints if errors.get((h, p))})
     first = ", ".join(f"{h}:{p} ({e})" for h, p, e in down[:3])
+    if names and all(n in examples for n in names):
+        return CheckResult(
+            "receivers",
+            Status.WARN,
+            f"{len(down)} of {len(targets)} endpoint(s) unreachable, all of placeholder "
+            f"receivers (the shipped example, or example.com addresses): {first}; receivers "
+            + ", ".join(names[:5]),
+            f"point notifier.config ({settings.notifier.config}) at your own receivers",
+            elapsed,
+        )
+    real = [n for n in names if n not in examples]
+    names = real + [n for n in names if n in examples]
     return CheckResult(
         "receivers",
         Status.FAIL,
