@@ -44,6 +44,7 @@ from starlette.routing import Route as StarletteRoute
 
 from monitoring.api.guard import Guard, Refused, credential
 from monitoring.api.health import bounded_reasons, is_alive, readiness_reasons
+from monitoring.api.protocol import with_head_timeout
 from monitoring.config import ApiSettings
 from monitoring.log import get_logger
 
@@ -96,7 +97,7 @@ class ApiServer:
             self.app,
             host=host,
             port=port,
-            http="h11",
+            http=with_head_timeout(self.guard.read_timeout_s),  # slow-loris
             ws="none",
             lifespan="off",
             access_log=False,
