@@ -53,7 +53,7 @@ def run(
     else:
         for name in ("topics", "schemas", "producer clocks", "clock"):
             results.append(CheckResult(name, Status.WARN, "not checked: no broker answers"))
-    results.append(kafka_checks.check_credentials(s, info is not None))
+    results.append(kafka_checks.check_credentials(s, info is not None, timeout_s))
     results += _guarded("migrations", lambda: local_checks.check_store(s, timeout_s))
     results += _guarded("disk", lambda: local_checks.check_disk(local_checks.data_dirs(s)))
     results += _guarded("rules", lambda: [local_checks.check_rules(s)])

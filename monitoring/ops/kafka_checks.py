@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +18,26 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from monitoring.config import Settings, ms
 from monitoring.ops.checks import CheckResult, Status
 from monitoring.runtime import topics as roles
-from monitoring.runtime.admin import admin_client, describe_topics, ensure_topics
-from monitoring.runtime.kafka_client import client_config
+from monitoring.runtime.admin import (
+    BrokerAccessDenied,
+    BrokerUnavailable,
+    admin_client,
+    describe_topics,
+    ensure_topics,
+    wait_for_broker,
+)
+from monitoring.runtime.kafka_client import (
+    KafkaSecurityError,
+    access_problem,
+    client_config,
+    client_security,
+    faust_credentials,
+)
 from monitoring.runtime.outputs import consumer_config
 from monitoring.runtime.topics import TopicSpec, topic_name, topic_specs
 from monitoring.wire.codec import HEADER_LEN, MARKER, AvroCodec
@@ -60,14 +75,18 @@ def _first_host(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port) if port.isdigit() else 9092
 
 
-async def _api_versions(host: str, port: int, timeout_s: float) -> dict[int, tuple[int, int]]:
+async def _api_versions(
+    host: str, port: int, timeout_s: float, auth: Mapping[str, Any] | None = None
+) -> dict[int, tuple[int, int]]:
     """ApiVersions of one broker (aiokafka's protocol classes), as Kafka's
-    ``kafka-broker-api-versions.sh`` asks for them."""
+    ``kafka-broker-api-versions.sh`` asks for them; ``auth``: aiokafka's security
+    arguments (``kafka.security``)."""
     from aiokafka.conn import create_conn
     from aiokafka.protocol.admin import ApiVersionRequest
 
     conn = await asyncio.wait_for(
-        create_conn(host, port, request_timeout_ms=int(timeout_s * 1000)), timeout_s
+        create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **(auth or {})),
+        timeout_s,
     )
     try:
         resp = await asyncio.wait_for(conn.send(ApiVersionRequest()), timeout_s)
@@ -98,15 +117,28 @@ def check_broker(settings: Settings, timeout_s: float) -> tuple[CheckResult, Bro
         f"start the broker (`monitoring broker up`) or fix kafka.bootstrap_servers "
         f"({bootstrap}); `monitoring broker logs` shows why a local one stopped"
     )
+    denied: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        problem = access_problem(settings.kafka, err)
+        if problem is not None:
+            denied.append(problem)
+
+    admin = None
     try:
-        setup: dict[str, Any] = {"socket.connection.setup.timeout.ms": int(timeout_s * 1000)}
+        setup: dict[str, Any] = {
+            "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
+            "error_cb": on_error,
+        }
         admin = admin_client(settings.kafka, True, **setup)
         md = admin.list_topics(timeout=timeout_s)
         desc = admin.describe_cluster(request_timeout=timeout_s).result(timeout=timeout_s)
         if not md.brokers:
             raise RuntimeError("no broker in the metadata")
     except Exception as e:
-        why = str(e.args[0] if e.args else e)[:300]
+        if admin is not None:
+            admin.poll(0)  # serves error_cb: a refusal is named, not "no broker"
+        why = denied[0] if denied else str(e.args[0] if e.args else e)[:300]
         return CheckResult(
             "broker",
             Status.FAIL,
@@ -122,7 +154,8 @@ def check_broker(settings: Settings, timeout_s: float) -> tuple[CheckResult, Bro
     )
     host, port = _first_host(bootstrap)
     try:
-        release = kafka_release(asyncio.run(_api_versions(host, port, timeout_s)))
+        auth = credentials_to_aiokafka_auth(faust_credentials(settings.kafka))
+        release = kafka_release(asyncio.run(_api_versions(host, port, timeout_s, auth)))
         status = Status.OK if release.startswith("Kafka 4") else Status.WARN
     except Exception as e:
         release, status = f"API versions not read: {str(e)[:200]}", Status.WARN
@@ -418,23 +451,29 @@ def check_clock(settings: Settings, timeout_s: float) -> CheckResult:
     return CheckResult("clock", status, detail, hint, elapsed)
 
 
-def check_credentials(settings: Settings, broker_ok: bool) -> CheckResult:
-    """Kafka credentials, when configured (SASL/TLS settings are not there yet: the
-    connection of the broker check is the proof for a plaintext listener)."""
-    sasl = getattr(settings.kafka, "sasl_mechanism", None) or getattr(
-        settings.kafka, "security_protocol", None
-    )
-    if not sasl:
+def check_credentials(settings: Settings, broker_ok: bool, timeout_s: float = 5.0) -> CheckResult:
+    """Kafka credentials work: ``kafka.security``'s files load, and the broker accepts
+    the user and password and the TLS handshake (refused: FAIL naming what to check)."""
+    sec = settings.kafka.security
+    if sec.protocol == "PLAINTEXT":
         return CheckResult(
-            "credentials",
-            Status.OK,
-            "none configured (plaintext listener; keep the broker private)",
+            "credentials", Status.OK, "none configured (PLAINTEXT: keep the broker private)"
+        )
+    who = sec.protocol + (f" as {sec.username!r} ({sec.sasl_mechanism})" if sec.sasl else "")
+    t0 = time.monotonic()
+    try:
+        client_security(settings.kafka)
+    except KafkaSecurityError as e:
+        return CheckResult(
+            "credentials", Status.FAIL, str(e), "fix the file named", time.monotonic() - t0
         )
     if broker_ok:
-        return CheckResult("credentials", Status.OK, f"{sasl}: the broker accepted them")
-    return CheckResult(
-        "credentials",
-        Status.FAIL,
-        f"{sasl}: not verified, no broker answered",
-        "check the user, password and CA of kafka.*",
-    )
+        return CheckResult("credentials", Status.OK, f"{who}: the broker accepted them")
+    try:
+        wait_for_broker(settings.kafka, timeout=timeout_s)
+    except BrokerAccessDenied as e:
+        hint = "fix kafka.security (user, password or password_file, ssl_cafile)"
+        return CheckResult("credentials", Status.FAIL, str(e)[:500], hint, time.monotonic() - t0)
+    except BrokerUnavailable:
+        return CheckResult("credentials", Status.WARN, f"{who}: not verified, no broker answered")
+    return CheckResult("credentials", Status.OK, f"{who}: the broker accepted them")

@@ -16,11 +16,13 @@ from fixtures.dataset import generate, oracle
 from fixtures.secure_kafka import security_overrides
 from pydantic import SecretStr
 
-from monitoring.config import KafkaSettings
+from monitoring.config import KafkaSettings, Settings
 from monitoring.dev.deploy import LocalDeployment
 from monitoring.dev.kafka_tls import new_ca
 from monitoring.dev.local_kafka import CLIENT_USER, LocalKafka
 from monitoring.metrics.collector import MetricsCollector
+from monitoring.ops import doctor
+from monitoring.ops.checks import Status
 from monitoring.runtime.admin import BrokerAccessDenied, ensure_topics, wait_for_broker
 from monitoring.runtime.kafka_client import read_password
 
@@ -148,3 +150,28 @@ def test_process_fails_at_start_naming_the_reason(
     good = read_password(secure_kafka.client_settings(CLIENT_USER).security)
     assert good not in log
     assert WRONG not in log
+
+
+def _settings(kafka: KafkaSettings) -> Settings:
+    base = Settings.load(None)
+    return base.model_copy(update={"kafka": kafka.model_copy(update={"topic_prefix": "doc."})})
+
+
+def test_doctor_says_the_credentials_work(secure_kafka: LocalKafka) -> None:
+    results = {r.name: r for r in doctor.run(settings=_settings(secure_kafka.client_settings()))}
+    assert results["credentials"].status is Status.OK, results["credentials"]
+    assert "SASL_SSL as 'monitoring' (SCRAM-SHA-512)" in results["credentials"].detail
+    # the broker line read the API versions over SASL_SSL too
+    assert results["broker"].status is Status.OK, results["broker"]
+    assert "Kafka 4.x" in results["broker"].detail
+
+
+def test_doctor_names_a_refused_password(secure_kafka: LocalKafka) -> None:
+    bad = _secure(secure_kafka, password_file="", password=SecretStr(WRONG))
+    t0 = time.monotonic()
+    results = {r.name: r for r in doctor.run(settings=_settings(bad))}
+    assert time.monotonic() - t0 < FAIL_WITHIN_S
+    for name in ("broker", "credentials"):
+        assert results[name].status is Status.FAIL, results[name]
+        assert "refused the credentials of user 'monitoring'" in results[name].detail
+    assert all(WRONG not in r.detail for r in results.values())
