@@ -115,7 +115,17 @@ window.ui = (function () {
     return t;
   }
 
+  // A CSV cell. One that a spreadsheet would run as a formula (=, +, -, @, tab, CR or
+  // LF first) gets a leading quote, unless it is a plain number: "-1+cmd|' /C calc'!A0"
+  // starts with a minus and a digit and is still a formula.
+  function csvCell(v) {
+    let s = v === null || v === undefined ? "" : String(v);
+    const number = /^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$/.test(s);
+    if (/^[=+\-@\t\r\n]/.test(s) && !number) s = "'" + s;
+    return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
-  return { el, api, plotlyText, formatValue, axisFormat, formatTime, ago, table, clear };
+  return { el, api, plotlyText, formatValue, axisFormat, formatTime, ago, table, clear, csvCell };
 })();

@@ -5,7 +5,7 @@
 "use strict";
 
 (function () {
-  const { el, api, plotlyText, formatValue, axisFormat, table, clear } = window.ui;
+  const { el, api, plotlyText, formatValue, axisFormat, table, clear, csvCell } = window.ui;
   const name = decodeURIComponent(location.pathname.split("/").pop());
   const params = new URLSearchParams(location.search);
   const state = {
@@ -369,14 +369,7 @@
     return items.length;
   }
 
-  // A panel's data as CSV (long form: one value per line). A cell that a spreadsheet
-  // would run as a formula (= + - @ tab CR first) gets a leading quote.
-  function csvCell(v) {
-    let s = v === null || v === undefined ? "" : String(v);
-    if (/^[=+\-@\t\r]/.test(s) && !/^-?\d/.test(s)) s = "'" + s;
-    return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
-  }
-
+  // A panel's data as CSV (long form: one value per line); cells by ui.csvCell.
   function csvLines(res) {
     const lines = [];
     const iso = (t) => new Date(t).toISOString();
