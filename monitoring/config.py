@@ -311,12 +311,26 @@ class WorkerSettings(_Section):
 class LoggingSettings(_Section):
     """The project's own log: stderr always; a file too when ``file`` is set, rotated
     ``rotation`` (``midnight``: daily, UTC; or ``H``: hourly), gzip-compressed, keeping
-    ``backups`` old files."""
+    ``backups`` old files.
 
+    ``level`` is the lowest level logged; ``rotation`` also takes the platform's names
+    ``daily`` (= ``midnight``) and ``hourly`` (= ``H``), and ``compression`` is another
+    name for ``compress``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = "INFO"
     file: str = ""
-    rotation: Literal["midnight", "H"] = "midnight"
+    rotation: Annotated[
+        Literal["midnight", "H"],
+        BeforeValidator(lambda v: {"daily": "midnight", "hourly": "H"}.get(v, v)),
+    ] = "midnight"
     backups: int = Field(14, ge=0)
-    compress: bool = True
+    compress: bool = Field(True, alias="compression")
 
 
 class LogsSettings(_Section):
@@ -394,6 +408,20 @@ class AlertingSettings(_Section):
     checkpoint_interval: Duration = timedelta(seconds=1)
     generator_url: str = ""
     metrics_port: int = Field(9311, ge=0, le=65535)
+    # rules written in the configuration itself (the seed's shorthand, or Prometheus'
+    # rule objects), loaded with the files of ``rules``; checked when settings load
+    definitions: list[dict[str, Any]] = Field([], max_length=10_000)
+
+    @field_validator("definitions")
+    @classmethod
+    def _definitions_load(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if v:
+            from monitoring.alerts.rules import load_rule_objects
+
+            errors = load_rule_objects(v).errors
+            if errors:
+                raise ValueError("; ".join(str(e) for e in errors[:10]))
+        return v
 
 
 class NotifierSettings(_Section):
@@ -406,6 +434,9 @@ class NotifierSettings(_Section):
     # active and pending silences at once (a new one beyond is refused with 400), and
     # expired ones kept (Alertmanager's --silences.max-silences)
     max_silences: int = Field(1000, ge=1)
+    # the channel types ``NotificationService`` sends to when given none (the platform's
+    # ``alerts.notifications.channels``); each is resolved in the ``config`` file
+    channels: list[Literal["email", "slack", "pagerduty", "webhook", "alertmanager"]] = []
 
 
 class ModelMetricsSettings(_Section):
@@ -618,6 +649,23 @@ class ReportingSettings(_Section):
     email: ReportEmail = ReportEmail()
 
 
+class PlotSettings(_Section):
+    """Plots (``PlotGenerator``, ``monitoring plot``): the plot types allowed."""
+
+    types: list[Literal["line", "bar", "scatter", "heatmap"]] = Field(
+        ["line", "bar", "scatter", "heatmap"], min_length=1
+    )
+
+
+class PythonApiSettings(_Section):
+    """The platform's Python API (``docs/python-api.md``): ``mode`` is ``pipeline``
+    (events go to Kafka, results come from ClickHouse through the store) or ``local``
+    (the same domain classes in this process). Env: ``MONITORING_PYTHON_API__MODE``."""
+
+    mode: Literal["pipeline", "local"] = "pipeline"
+    wait: Duration = timedelta(seconds=60)  # how long pipeline mode waits for results
+
+
 class Settings(BaseSettings):
     """All settings. Env: ``MONITORING_<SECTION>__<KEY>``; file: ``MONITORING_CONFIG``."""
 
@@ -642,6 +690,8 @@ class Settings(BaseSettings):
     receive: ReceiveSettings = ReceiveSettings()
     ui: UiSettings = UiSettings()
     reporting: ReportingSettings = ReportingSettings()
+    plots: PlotSettings = PlotSettings()
+    python_api: PythonApiSettings = PythonApiSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -689,6 +739,10 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{source}: not valid YAML: {e}") from e
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{source}: top level must be a mapping of sections")
+            if "monitoring" in loaded:  # the platform's documented shape
+                from monitoring.utils.platform_config import from_platform
+
+                loaded = from_platform(loaded, where)
             data = loaded
         try:
             return cls(**data)

@@ -61,10 +61,13 @@ class _TeeLogger:
 
 
 def configure_logging(
-    level: str = "INFO", json: bool | None = None, file: LoggingSettings | None = None
+    level: str | None = None, json: bool | None = None, file: LoggingSettings | None = None
 ) -> None:
     """Route structlog and stdlib logging to stderr, JSON unless stderr is a TTY; also
-    to a daily rotated, compressed file when ``file.file`` is set."""
+    to a daily rotated, compressed file when ``file.file`` is set. ``level`` defaults
+    to ``file.level`` (the settings' ``logging.level``), else INFO."""
+    if level is None:
+        level = file.level if file is not None else "INFO"
     if json is None:
         json = not sys.stderr.isatty()
     file_logger = None

@@ -35,7 +35,7 @@ import glob
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -43,7 +43,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.alerts.evaluator import AlertEngine
-from monitoring.alerts.rules import Rule, RuleSet, load_rule_files
+from monitoring.alerts.rules import Rule, RuleSet, load_rule_files, load_rule_objects
 from monitoring.alerts.watchdog import with_watchdog
 from monitoring.alerts.watermark import EvaluationClock
 from monitoring.config import ConfigError, Settings, ms
@@ -73,19 +73,22 @@ RECORDING_SOURCE = "recording-rules"  # the samples' source field
 SERIES_CACHE_MAX = 100_000
 
 
-def load_rules(patterns: list[str]) -> RuleSet:
+def load_rules(patterns: list[str], definitions: Sequence[Mapping[str, Any]] = ()) -> RuleSet:
     """Load the rule files matching ``patterns`` (globs), as a whole or not at all.
 
     Raises ``ConfigError`` naming every problem (file, group, rule, reason) when a file
     is missing (a glob matching nothing is a missing file), unreadable or holds a bad
     rule, or when no rule loads at all: an evaluator with fewer rules than configured
     would look healthy while it alerts on less. (The built-in Watchdog is added later
-    and does not count: alone, it is not a rule set anyone configured.)
+    and does not count: alone, it is not a rule set anyone configured.) ``definitions``
+    are the rules written in the settings (``alerting.definitions``), loaded too.
     """
-    if not patterns:
+    if not patterns and not definitions:
         raise ConfigError("alerting.rules: no rule files (set alerting.rules or pass --rules)")
     paths = sorted({p for pat in patterns for p in (glob.glob(pat) or [pat])})
     ruleset = load_rule_files(paths)
+    if definitions:
+        ruleset.extend(load_rule_objects(list(definitions)))
     if ruleset.errors:
         problems = "; ".join(str(e) for e in ruleset.errors[:20])
         more = len(ruleset.errors) - 20
@@ -163,7 +166,9 @@ class AlertingAgent:
         self.decoder = AggregateDecoder(self.codec)
         self.metrics = _Metrics(registry)
         self.rule_patterns = list(a.rules if rule_patterns is None else rule_patterns)
-        self.ruleset = ruleset if ruleset is not None else load_rules(self.rule_patterns)
+        self.ruleset = (
+            ruleset if ruleset is not None else load_rules(self.rule_patterns, a.definitions)
+        )
         self.metrics.reload_ok.set(1)
         self._reload_requested = False
         self._reload_error: str | None = None
@@ -237,7 +242,7 @@ class AlertingAgent:
         does: otherwise the running rules stay and the log says why."""
         self._reload_requested = False
         try:
-            ruleset = load_rules(self.rule_patterns)
+            ruleset = load_rules(self.rule_patterns, self.settings.alerting.definitions)
         except ConfigError as e:
             self._reload_error = str(e)
             self.metrics.reload_ok.set(0)

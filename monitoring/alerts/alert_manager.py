@@ -30,7 +30,7 @@ without a refresh is resolved at its group's next flush (``grouping.py``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from monitoring.alerts.inhibition import InhibitionIndex, Inhibitor
 from monitoring.alerts.manager_config import ManagerConfig
 from monitoring.alerts.model import Alert, Notification, rfc3339
 from monitoring.alerts.routing import Route, build_routes, group_key
+from monitoring.alerts.rules import Rule, RuleSet
 from monitoring.alerts.silences import (
     DEFAULT_MAX_SILENCES,
     DEFAULT_RETENTION_MS,
@@ -58,6 +59,18 @@ from monitoring.alerts.silences import (
 )
 
 SNAPSHOT_VERSION = 1
+# ``AlertManager()`` with no config: every alert to one receiver, grouped by alertname,
+# sent at once (group_wait 0)
+DEFAULT_CONFIG: dict[str, Any] = {
+    "route": {
+        "receiver": "default",
+        "group_by": ["alertname"],
+        "group_wait": "0s",
+        "group_interval": "1m",
+        "repeat_interval": "4h",
+    },
+    "receivers": [{"name": "default"}],
+}
 GroupId = tuple[tuple[int, ...], str]
 
 
@@ -110,11 +123,13 @@ class AlertManager:
 
     def __init__(
         self,
-        config: ManagerConfig,
+        config: ManagerConfig | None = None,
         *,
         silence_retention_ms: int = DEFAULT_RETENTION_MS,
         max_silences: int = DEFAULT_MAX_SILENCES,
     ) -> None:
+        if config is None:  # the documented ``AlertManager()``: one receiver, by alertname
+            config = ManagerConfig.from_dict(DEFAULT_CONFIG, "default")
         self.config = config
         self.routes: Route = build_routes(config.route)
         self.policies: dict[str, EscalationPolicy] = config.policies
@@ -143,6 +158,55 @@ class AlertManager:
         return cls(ManagerConfig.load(path))
 
     # -- input -------------------------------------------------------------------------
+
+    def monitor(
+        self,
+        metrics: Iterable[Any],
+        rules: Iterable[Rule] | RuleSet,
+        window_ms: int | None = None,
+    ) -> list[Alert]:
+        """The platform's ``monitor(metrics=..., rules=...)``: evaluate ``rules`` over the
+        closed windows ``metrics`` (``Aggregate`` values, or objects with ``.aggregate``
+        such as ``MetricsAggregator``'s results) at each window end in event-time order,
+        as the evaluator does, and receive every alert state change into this manager
+        (so ``flush_due`` gives the notifications its routes send). Returns those state
+        changes in order: firing ones, and resolved ones for instances that stopped.
+
+        Rules read windows of ``window_ms`` (default: the smallest size given).
+
+        >>> from monitoring.alerts.rules import load_rule_objects
+        >>> from monitoring.metrics.aggregator import PartitionAggregator
+        >>> from monitoring.metrics.samples import Sample
+        >>> agg = PartitionAggregator([10_000], 0)
+        >>> windows = agg.process(0, [Sample("cpu_usage", "cpu_usage", {}, t * 10_000, 95.0)
+        ...                            for t in range(40)]).closed + agg.close_idle()
+        >>> rules = load_rule_objects([{"name": "high_cpu", "condition": "cpu_usage > 80%",
+        ...                             "duration": "5m"}]).rules
+        >>> [(a.status, a.labels["alertname"], a.starts_at_ms) for a in
+        ...  AlertManager().monitor(windows, rules)]
+        [('firing', 'high_cpu', 310000)]
+        """
+        from monitoring.alerts.evaluator import AlertEngine
+
+        windows = [getattr(m, "aggregate", m) for m in metrics]
+        for w in windows:
+            if not hasattr(w, "window_end_ms"):
+                raise TypeError(f"{type(w).__name__} is not a closed window (Aggregate)")
+        size = window_ms or min((w.window_ms for w in windows), default=10_000)
+        rule_list = list(rules.rules if isinstance(rules, RuleSet) else rules)
+        engine = AlertEngine(rule_list, window_ms=size)
+        ends: dict[int, list[Any]] = {}
+        for w in windows:
+            if w.window_ms == size:
+                ends.setdefault(w.window_end_ms, []).append(w)
+        changes: list[Alert] = []
+        for end in sorted(ends):
+            for w in ends[end]:
+                engine.add(w)
+            for alert in engine.evaluate(end):
+                self.receive(alert, now_ms=end)
+                changes.append(alert)
+        return changes
 
     def receive(self, alert: Alert, now_ms: int) -> None:
         """Take one alert state change into every group its routes lead to."""

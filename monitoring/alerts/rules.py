@@ -329,6 +329,18 @@ def load_rule_file(path: str | Path) -> RuleSet:
     return load_rules_text(text, str(path))
 
 
+def load_rule_objects(rules: list[Any], file: str = "configuration") -> RuleSet:
+    """Load a list of rule objects (either shape's rule entries, as parsed YAML), as the
+    group ``config``: the ``alerting.definitions`` of the settings.
+
+    >>> rs = load_rule_objects([{"name": "high_cpu", "condition": "cpu_usage > 80%",
+    ...                          "duration": "5m"}])
+    >>> [(r.key, r.expr, r.for_ms) for r in rs.rules]
+    [('config/high_cpu', 'cpu_usage > 80', 300000)]
+    """
+    return _load_group({"name": "config", "rules": list(rules)}, file, set())
+
+
 def load_rules_text(text: str, file: str = "") -> RuleSet:
     """Load rules from YAML text (either shape)."""
     try:

@@ -13,6 +13,7 @@ from monitoring.cli import (
     bench,
     broker,
     collect,
+    config,
     dlq,
     doctor,
     logs,
@@ -46,6 +47,7 @@ app.add_typer(report.app, name="report")
 app.add_typer(collect.app, name="collect")
 app.add_typer(perf.app, name="perf")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(config.app, name="config")
 pipeline.register(app)
 plot.register(app)
 produce.register(app)

@@ -61,7 +61,7 @@ def evaluate(
     log = get_logger("alerting")
     patterns = [*settings.alerting.rules, *(rules or [])]
     try:
-        ruleset = load_rules(patterns)
+        ruleset = load_rules(patterns, settings.alerting.definitions)
     except ConfigError as e:
         log.error("rules_invalid", error=str(e))
         typer.secho(f"configuration error: {e}", fg="red", err=True)

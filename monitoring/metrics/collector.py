@@ -1,8 +1,10 @@
-"""Documented path of the producer SDK: ``monitoring.metrics.collector.MetricsCollector``.
+"""Documented path of the collector: ``monitoring.metrics.collector.MetricsCollector``.
 
-The SDK is an adapter (it talks to Kafka) and lives in ``monitoring.sdk.producer``;
-this module re-exports it lazily, so importing the ``monitoring.metrics`` domain
-package never imports Kafka.
+``MetricsCollector`` is the platform's façade (``monitoring.facade.collector``: sources
+read in this process, or sent through the producer SDK in ``pipeline`` mode); the SDK's
+instruments and errors are re-exported from ``monitoring.sdk.producer``. Both are
+adapters, imported lazily, so importing the ``monitoring.metrics`` domain package never
+imports Kafka.
 
 Example::
 
@@ -14,12 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from monitoring.facade.collector import MetricsCollector
     from monitoring.sdk.producer import (
         BufferFullError,
         Counter,
         Gauge,
         Histogram,
-        MetricsCollector,
         SeriesHandle,
     )
 
@@ -27,6 +29,10 @@ __all__ = ["BufferFullError", "Counter", "Gauge", "Histogram", "MetricsCollector
 
 
 def __getattr__(name: str) -> Any:
+    if name == "MetricsCollector":
+        from monitoring.facade import collector
+
+        return collector.MetricsCollector
     if name in __all__:
         from monitoring.sdk import producer
 

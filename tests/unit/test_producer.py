@@ -274,7 +274,10 @@ def test_metrics_package_does_not_import_kafka() -> None:
         "import monitoring.dev.loadgen\n"
         "assert 'confluent_kafka' not in sys.modules\n"
         "from monitoring.metrics.collector import MetricsCollector\n"
-        "from monitoring.sdk.producer import MetricsCollector as M\n"
-        "assert MetricsCollector is M and 'confluent_kafka' in sys.modules\n"
+        "from monitoring.facade.collector import MetricsCollector as F\n"
+        "assert MetricsCollector is F and 'confluent_kafka' not in sys.modules\n"
+        "from monitoring.metrics.collector import Counter\n"
+        "from monitoring.sdk.producer import Counter as C\n"
+        "assert Counter is C and 'confluent_kafka' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,2 @@
+"""The platform's ``health/`` module: ``health_check``, ``status``, ``diagnostics``,
+``recovery``, re-exporting ``monitoring.ops`` (docs/operations.md)."""

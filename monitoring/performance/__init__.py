@@ -1,0 +1,2 @@
+"""The platform's ``performance/`` module: ``tracking``, ``analysis``, ``optimization``,
+``benchmarking``, re-exporting ``monitoring.perf`` (docs/performance.md)."""
