@@ -50,6 +50,11 @@ def _secure(broker: LocalKafka, **changes: object) -> KafkaSettings:
     return k.model_copy(update={"security": k.security.model_copy(update=changes)})
 
 
+def _deployment(broker: LocalKafka, directory: Path) -> LocalDeployment:
+    """A deployment (topics created) on the secure broker, as its client."""
+    return LocalDeployment(broker.bootstrap, directory, None, None, **security_overrides(broker))
+
+
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
     try:
         return proc.wait(timeout)
@@ -62,7 +67,7 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
 def test_pipeline_end_to_end_over_sasl_ssl(secure_kafka: LocalKafka, tmp_path: Path) -> None:
     """Producer SDK -> samples -> worker (Faust over SASL_SSL) -> aggregates -> store
     (librdkafka over SASL_SSL) -> chDB, against the exact oracle."""
-    d = LocalDeployment(secure_kafka.bootstrap, tmp_path / "p", **security_overrides(secure_kafka))
+    d = _deployment(secure_kafka, tmp_path / "p")
     try:
         assert d.settings.kafka.security.protocol == "SASL_SSL"
         d.start_store()
@@ -134,7 +139,7 @@ def test_process_fails_at_start_naming_the_reason(
 ) -> None:
     """A worker or store given a wrong password or an untrusted CA exits non-zero
     with the reason in its log, within a bound; the password is not in the log."""
-    d = LocalDeployment(secure_kafka.bootstrap, tmp_path / "p", **security_overrides(secure_kafka))
+    d = _deployment(secure_kafka, tmp_path / "p")
     bad = {k: v if v is not None else str(_untrusted_ca(tmp_path)) for k, v in change.items()}
     if "password" in bad:
         bad["password_file"] = ""
