@@ -244,7 +244,7 @@ def analyze(
     start, end, _span = _period_bounds(since, until)
     settings = load_settings(config)
     try:
-        with open_store(settings, url) as client:
+        with open_store(settings, url, fallback=url is None) as client:
             if model is not None:
                 assert version is not None and against is not None
                 result: object = store_io.analyze_model_versions(
@@ -373,7 +373,7 @@ def suggest(
     w = seconds_of(window, "window")
     settings = load_settings(config)
     try:
-        with open_store(settings, url) as client:
+        with open_store(settings, url, fallback=url is None) as client:
             found = store_io.suggestions(
                 client, service, since_s=end - start, until_s=end, window_s=w, models=models,
                 thresholds=optimization.Thresholds(min_share=min_share),
@@ -412,7 +412,7 @@ def runs(
     start, end, _span = _period_bounds(since, until)
     settings = load_settings(config)
     try:
-        with open_store(settings, url) as client:
+        with open_store(settings, url, fallback=url is None) as client:
             found = store_io.fetch_runs(client, start, end, target)
     except (StoreError, store_io.BadQuery) as e:
         err.print(f"[red]runs failed:[/] {e}")

@@ -1,0 +1,53 @@
+"""`monitoring perf analyze|suggest|runs` with a store URL that does not answer: an
+error that says so, never another store's data."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monitoring.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    """A loopback port that refuses connections."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A local chDB directory that exists: the fallback would have read it."""
+    (tmp_path / "chdb" / "metadata").mkdir(parents=True)
+    return {"MONITORING_CONFIG": "", "MONITORING_STORAGE__DSN": f"chdb://{tmp_path / 'chdb'}"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["analyze", "--service", "api"],
+        ["suggest", "--service", "api"],
+        ["runs"],
+    ],
+)
+def test_a_named_store_that_does_not_answer_is_an_error(
+    args: list[str], dead_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--url`` named a store; when it did not answer, the local directory's data was
+    analysed instead (a CI gate with --fail-on-regression judged the wrong data)."""
+    import monitoring.query.client as client
+
+    opened: list[object] = []
+    monkeypatch.setattr(client, "local_store", lambda s: opened.append(s))
+    result = runner.invoke(app, ["perf", *args, "--url", dead_url], env=env)
+    assert result.exit_code == 1, result.output
+    assert f"no store answers at {dead_url}" in result.output
+    assert opened == []
