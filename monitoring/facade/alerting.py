@@ -234,12 +234,14 @@ class NotificationService:
         """The delivery log to ``alerts.deliveries`` (the store keeps it)."""
         from confluent_kafka import Producer
 
+        from monitoring.runtime.kafka_client import client_config
         from monitoring.runtime.topics import NOTIFY_DELIVERIES, topic_name
         from monitoring.wire.codec import AvroCodec
 
         codec = AvroCodec.from_directory()
-        producer = Producer({"bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                             "acks": "all", "client.id": "monitoring-python-api"})  # fmt: skip
+        producer = Producer(client_config(
+            self.settings.kafka, **{"acks": "all", "client.id": "monitoring-python-api"}
+        ))  # fmt: skip
         topic = topic_name(self.settings.kafka, NOTIFY_DELIVERIES)
         for r in records:
             producer.produce(topic, codec.encode("monitoring.Delivery", r.to_avro()), r.delivery_id)

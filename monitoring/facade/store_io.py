@@ -107,6 +107,7 @@ def produce_aggregates(settings: Settings, aggregates: Iterable[Aggregate]) -> i
     the number acknowledged. The store writes them; replays collapse on their keys."""
     from confluent_kafka import Producer
 
+    from monitoring.runtime.kafka_client import client_config
     from monitoring.runtime.topics import AGGREGATES, topic_name
     from monitoring.wire.aggregate_encoding import AggregateEncoder
     from monitoring.wire.codec import AvroCodec
@@ -126,13 +127,15 @@ def produce_aggregates(settings: Settings, aggregates: Iterable[Aggregate]) -> i
             errors.append(str(err))
 
     producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "partitioner": "murmur2_random",
-            "enable.idempotence": True,
-            "acks": "all",
-            "client.id": "monitoring-python-api",
-        }
+        client_config(
+            settings.kafka,
+            **{
+                "partitioner": "murmur2_random",
+                "enable.idempotence": True,
+                "acks": "all",
+                "client.id": "monitoring-python-api",
+            },
+        )
     )
     for a, value in zip(items, encoder.encode_all(items), strict=True):
         producer.produce(topic, value, a.series.encode(), on_delivery=done)
