@@ -22,6 +22,7 @@ from monitoring.cli.store import ConfigOpt
 app = typer.Typer(help="Performance: open-loop benchmarks, analysis against a baseline, advice.")
 err = Console(stderr=True)
 MAX_DURATION_S = 86_400.0
+MAX_UNTIL_S = 32_503_680_000.0  # 3000-01-01
 
 
 def seconds_of(text: str, name: str, max_s: float = 400 * 86_400) -> float:
@@ -164,8 +165,12 @@ def _period_bounds(since: str, until: float | None) -> tuple[float, float, float
 
     span = seconds_of(since, "since")
     end = time.time() if until is None else until
-    if not math.isfinite(end) or end <= 0:
-        raise typer.BadParameter("Unix seconds", param_hint="--until")
+    if not math.isfinite(end) or not 0 < end <= MAX_UNTIL_S:
+        # beyond it, times overflow the int64 milliseconds of the queries and time_t
+        raise typer.BadParameter(
+            f"Unix seconds, after 1970 and at most {MAX_UNTIL_S:.0f} (year 3000)",
+            param_hint="--until",
+        )
     return end - span, end, span
 
 

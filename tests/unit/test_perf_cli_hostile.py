@@ -1,5 +1,6 @@
-"""`monitoring perf analyze|suggest|runs` with a store URL that does not answer: an
-error that says so, never another store's data."""
+"""`monitoring perf analyze|suggest|runs` with a store URL that does not answer, and with
+ends far from now: errors that say so, never another store's data or a traceback (an
+``--until`` of 1e20 overflowed the queries' int64 milliseconds and ``time.gmtime``)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,15 @@ def test_a_named_store_that_does_not_answer_is_an_error(
     assert result.exit_code == 1, result.output
     assert f"no store answers at {dead_url}" in result.output
     assert opened == []
+
+
+@pytest.mark.parametrize("until", ["1e300", "1e20", "-5", "nan", "inf"])
+def test_an_end_outside_any_calendar_is_refused(
+    until: str, dead_url: str, env: dict[str, str]
+) -> None:
+    for command in (["analyze", "--service", "api"], ["suggest", "--service", "api"], ["runs"]):
+        result = runner.invoke(
+            app, ["perf", *command, "--until", until, "--url", dead_url], env=env
+        )
+        assert result.exit_code == 2, (command, until, result.output, result.exception)
+        assert "--until" in result.output
