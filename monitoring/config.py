@@ -308,6 +308,25 @@ class WorkerSettings(_Section):
     metrics_port: int = Field(9310, ge=0, le=65535)
 
 
+class HealthSettings(_Section):
+    """Heartbeats, readiness and ``monitoring status`` (docs/operations.md).
+
+    Every process publishes a heartbeat every ``heartbeat_interval`` to
+    ``<prefix>status``, keyed by ``process_id`` (default ``<kind>@<host>:<pid>``); one
+    older than ``stale_after`` is stale. A process is not ready while a partition it
+    consumes is more than ``ready_max_lag`` records behind; ``monitoring status`` fails
+    past ``max_lag`` records on any partition, and when a samples partition has not
+    closed a window for ``max_close_delay``.
+    """
+
+    heartbeat_interval: Duration = timedelta(seconds=5)
+    stale_after: Duration = timedelta(seconds=30)
+    ready_max_lag: int = Field(10_000, ge=0)
+    max_lag: int = Field(100_000, ge=0)
+    max_close_delay: Duration = timedelta(minutes=5)
+    process_id: str = Field("", max_length=200, pattern=r"^[^\s]*$")
+
+
 class LoggingSettings(_Section):
     """The project's own log: stderr always; a file too when ``file`` is set, rotated
     ``rotation`` (``midnight``: daily, UTC; or ``H``: hourly), gzip-compressed, keeping
@@ -690,6 +709,7 @@ class Settings(BaseSettings):
     receive: ReceiveSettings = ReceiveSettings()
     ui: UiSettings = UiSettings()
     reporting: ReportingSettings = ReportingSettings()
+    health: HealthSettings = HealthSettings()
     plots: PlotSettings = PlotSettings()
     python_api: PythonApiSettings = PythonApiSettings()
 

@@ -29,6 +29,8 @@ PREDICTIONS = "models.predictions"  # model predictions, key = prediction id
 MODEL_LABELS = "models.labels"  # their true outcomes, key = prediction id
 MODEL_STATE = "models.state"  # the model metrics agent's join and River state
 DEAD_LETTER = "dead-letter"
+STATUS = "status"  # every process's heartbeat, key = process id (monitoring.ops.heartbeat)
+STATUS_RETENTION_MS = 86_400_000  # a dead process's last heartbeat goes after a day
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,17 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         t(PREDICTIONS, n_in, delete),
         t(MODEL_LABELS, n_in, delete),
         t(MODEL_STATE, n_in, compacted),
+        # Heartbeats: compacted (the latest per process) and deleted after a day, so a
+        # process killed for good drops out of `monitoring status` by itself.
+        t(
+            STATUS,
+            1,
+            {
+                **compacted,
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(STATUS_RETENTION_MS),
+            },
+        ),
         t(
             DEAD_LETTER,
             1,

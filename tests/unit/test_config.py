@@ -100,6 +100,7 @@ POSITIVE_DURATIONS = [
     "model_metrics.checkpoint_interval",
     "ui.refresh", "ui.live_poll", "ui.max_range", "system_collector.stat_timeout",
     "reporting.retention", "reporting.email.timeout", "receive.delta_ttl", "receive.retry_after",
+    "health.heartbeat_interval", "health.stale_after", "health.max_close_delay",
     "python_api.wait",
 ]  # fmt: skip
 ZERO_OK_DURATIONS = ["collection.linger", "aggregation.allowed_lateness", "alerting.settle"]

@@ -30,6 +30,7 @@ ROLES = [
     t.MODEL_LABELS,
     t.MODEL_STATE,
     t.DEAD_LETTER,
+    t.STATUS,
 ]
 
 
@@ -101,7 +102,14 @@ def test_single_consumer_state_has_one_partition() -> None:
     assert specs[t.ANOMALY_STATE].partitions == specs[t.AGGREGATES].partitions
 
 
-@pytest.mark.parametrize("role", [r for r in ROLES if r not in STATE])
+def test_status_topic_keeps_the_latest_heartbeat_for_a_day() -> None:
+    spec = by_role(KafkaSettings())[t.STATUS]
+    assert spec.partitions == 1
+    assert spec.config["cleanup.policy"] == "compact,delete"
+    assert spec.config["retention.ms"] == str(86_400_000)
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r not in (*STATE, t.STATUS)])
 def test_event_topics_delete_with_retention(role: str) -> None:
     spec = by_role(KafkaSettings())[role]
     assert spec.config["cleanup.policy"] == "delete"
