@@ -113,9 +113,10 @@ class MetricsCollector:
         return self._sdk
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.sdk, name)
+        sdk = self.__dict__.get("_sdk")
+        if name.startswith("_") or sdk is None:
+            raise AttributeError(f"{name}: local mode has no producer: use mode='pipeline'")
+        return getattr(sdk, name)
 
     def collect(
         self,
