@@ -169,3 +169,21 @@ def test_faust_app_gets_the_credentials(tmp_path: Path) -> None:
     s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"security": security})})
     creds = create_app(s).conf.broker_credentials
     assert isinstance(creds, SASLCredentials) and creds.password == PASSWORD
+
+
+def test_config_show_redacts_the_kafka_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from monitoring.cli.config import app
+
+    monkeypatch.chdir(tmp_path)  # no monitoring.yaml here
+    monkeypatch.delenv("MONITORING_CONFIG", raising=False)
+    monkeypatch.setenv("MONITORING_KAFKA__SECURITY__PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("MONITORING_KAFKA__SECURITY__USERNAME", "u")
+    monkeypatch.setenv("MONITORING_KAFKA__SECURITY__PASSWORD", PASSWORD)
+    out = CliRunner().invoke(app, ["show"])
+    assert out.exit_code == 0, out.output
+    assert PASSWORD not in out.output
+    assert "protocol: SASL_SSL" in out.output and "password: '***'" in out.output
