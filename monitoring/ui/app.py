@@ -61,6 +61,7 @@ from monitoring.ui.store import StoreClient, StoreError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _INT = re.compile(r"-?[0-9]{1,19}")
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: what the store can bind
 STREAM_S = 600.0  # a live stream's length; the browser reconnects
 INSTANT_TYPES = frozenset({"stat", "gauge", "bar", "table"})
 MAX_VALUES = 1000  # values of one template variable
@@ -272,6 +273,8 @@ class UiApp:
         start = _int(request, "start", end - 3_600_000)
         if not 0 <= start < end:
             raise PanelError("start must be before end (epoch milliseconds)")
+        if end > MAX_TIME_MS:
+            raise PanelError("end: epoch milliseconds up to the year 9999")
         if end - start > self.ui.max_range.total_seconds() * 1000:
             raise PanelError(f"the range is longer than ui.max_range ({self.ui.max_range})")
         return start, end

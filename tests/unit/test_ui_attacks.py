@@ -134,3 +134,22 @@ def test_a_stream_whose_client_never_reads_ends_and_gives_its_place_back() -> No
 
     asyncio.run(main())
     assert released == [1]
+
+
+def test_times_past_the_year_9999_never_reach_the_store(tmp_path: Path) -> None:
+    """An ``end`` of 10^18 ms passed every check (only the range's length was bounded)
+    and went to the store as a time its Int64 milliseconds and dates cannot hold."""
+    fake = FakeStore()
+    server = make_server(tmp_path, fake)
+    try:
+        with TestClient(server.app, base_url="http://127.0.0.1") as c:
+            for end in (10**18, 253_402_300_800_000):
+                for path in ("panels/rate", "variables/service", "annotations"):
+                    params = {"start": end - HOUR, "end": end}
+                    r = c.get(f"/api/ui/dashboards/test/{path}", params=params)
+                    assert r.status_code == 400 and "9999" in r.json()["error"], (path, r.text)
+            assert fake.requests == []
+            ok = c.get("/api/ui/dashboards/test/panels/rate", params={"start": 0, "end": HOUR})
+            assert ok.status_code == 200
+    finally:
+        server.server.sock.close()
