@@ -249,6 +249,8 @@ class LocalKafka:
         """``security/client.env`` (MONITORING_* variables) and ``security/client.yaml``
         (a ``kafka:`` section): what a client of this broker needs. They name the
         password file, never the password."""
+        if not self.secure:  # its security/ directory would make it look secure
+            raise LocalKafkaError(f"the broker on port {self.port} is not a secure one")
         k = self.client_settings(user)
         sec = k.security
         fields = {
@@ -258,8 +260,6 @@ class LocalKafka:
             "password_file": sec.password_file,
             "ssl_cafile": sec.ssl_cafile,
         }
-        if not self.secure:
-            fields = {"protocol": sec.protocol}
         env = [f"MONITORING_KAFKA__BOOTSTRAP_SERVERS={k.bootstrap_servers}"] + [
             f"MONITORING_KAFKA__SECURITY__{key.upper()}={value}" for key, value in fields.items()
         ]
