@@ -28,6 +28,7 @@ from faust.types import Message
 
 from monitoring.config import KafkaSettings
 from monitoring.log import get_logger
+from monitoring.runtime.kafka_client import client_config
 
 log = get_logger("outputs")
 Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka types them
@@ -41,17 +42,19 @@ def producer_config(kafka: KafkaSettings, on_delivery: Callable[..., Any]) -> di
     """The librdkafka settings of every output producer: idempotent, ``acks=all``, lz4,
     Java's murmur2 placement for keyed records, delivery reports for failures only (a
     success costs no Python call in ``poll``)."""
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "partitioner": "murmur2_random",
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        "message.max.bytes": kafka.max_message_bytes,
-        "delivery.report.only.error": True,
-        "on_delivery": on_delivery,
-    }
+    return client_config(
+        kafka,
+        **{
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.max.bytes": kafka.max_message_bytes,
+            "delivery.report.only.error": True,
+            "on_delivery": on_delivery,
+        },
+    )
 
 
 def consumer_config(kafka: KafkaSettings, group: str, **extra: Any) -> dict[str, Any]:
@@ -62,12 +65,7 @@ def consumer_config(kafka: KafkaSettings, group: str, **extra: Any) -> dict[str,
     >>> consumer_config(KafkaSettings(), "g", **{"fetch.wait.max.ms": 20})["group.id"]
     'g'
     """
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "group.id": group,
-        "enable.auto.commit": False,
-        **extra,
-    }
+    return client_config(kafka, **{"group.id": group, "enable.auto.commit": False, **extra})
 
 
 class OutputsLost(RuntimeError):
