@@ -23,6 +23,7 @@ from typing import Any
 
 from monitoring.config import Settings
 from monitoring.runtime.admin import ensure_topics
+from monitoring.runtime.kafka_client import client_config
 from monitoring.sinks.clickhouse.query_server import query_store
 
 BIN = Path(sys.executable).parent / "monitoring"
@@ -184,7 +185,7 @@ class LocalDeployment:
         }
         groups = {f"{self.prefix}worker": [samples], GROUP_ID: [samples, aggregates]}
         for group, names in groups.items():
-            c = Consumer({"bootstrap.servers": k.bootstrap_servers, "group.id": group})
+            c = Consumer(client_config(k, **{"group.id": group}))
             try:
                 tps = [TopicPartition(t, p) for t in names for p in parts[t]]
                 for tp in c.committed(tps, timeout=10):
@@ -198,7 +199,7 @@ class LocalDeployment:
     def _partitions(self, topic: str) -> int:
         from monitoring.runtime.admin import list_topics
 
-        return list_topics(self.settings.kafka.bootstrap_servers, prefix=topic)[topic]
+        return list_topics(self.settings.kafka, prefix=topic)[topic]
 
     def wait(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``cond`` until true; fail early if a process crashed."""
