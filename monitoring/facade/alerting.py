@@ -52,6 +52,7 @@ from monitoring.facade.common import resolve
 CHANNEL_TYPES = ("email", "slack", "pagerduty", "webhook", "alertmanager")
 MAX_RULES = 10_000
 MAX_CHANNELS = 32
+MAX_ALERTS = 10_000
 RECEIVER = "python-api"
 
 
@@ -206,6 +207,8 @@ class NotificationService:
         items = list(alerts)
         if not items:
             return []
+        if len(items) > MAX_ALERTS:
+            raise ValueError(f"more than {MAX_ALERTS} alerts in one call")
         config = {**DEFAULT_CONFIG, "route": {**DEFAULT_CONFIG["route"], "receiver": RECEIVER},
                   "receivers": [{"name": RECEIVER}]}  # fmt: skip
         manager = AlertManager(ManagerConfig.from_dict(config, "send_notifications"))
