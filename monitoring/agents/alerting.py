@@ -267,7 +267,7 @@ class AlertingAgent:
     def start(self) -> None:
         """Restore the checkpoint and assign every aggregates partition from the horizon."""
         k = self.settings.kafka
-        table = read_table(k.bootstrap_servers, self.state_topic, 0)
+        table = read_table(k, self.state_topic, 0)
         self.chunks.learn(table)
         joined = join(table)
         raw = joined.table.get(STATE_KEY)
