@@ -1,8 +1,9 @@
 """kafka.security: validation, the one translation into librdkafka and Faust settings,
-and secrets kept out of dumps."""
+secrets kept out of dumps, and no Kafka client built outside ``runtime.kafka_client``."""
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from monitoring.runtime.kafka_client import (
 )
 
 PASSWORD = "s3cr3t-Pa55word-q9"
+ROOT = Path(__file__).resolve().parents[2] / "monitoring"
 
 
 def _kafka(**security: object) -> KafkaSettings:
@@ -187,3 +189,31 @@ def test_config_show_redacts_the_kafka_password(
     assert out.exit_code == 0, out.output
     assert PASSWORD not in out.output
     assert "protocol: SASL_SSL" in out.output and "password: '***'" in out.output
+
+
+# librdkafka's bootstrap setting, and the Settings address handed to a client builder
+# (which would drop kafka.security): only runtime/kafka_client.py builds clients.
+_RAW = re.compile(r"""["']bootstrap\.servers["']""")
+_ADDRESS_ONLY = re.compile(
+    r"\b(read_table|admin_client|list_topics|describe_topics|delete_topics|wait_for_broker"
+    r"|broker_answers|BrokerOffsets|LogShipper|client_config|ensure_topics)\(\s*"
+    r"[\w.]*\.bootstrap_servers\b"
+)
+
+
+def test_no_client_built_outside_kafka_client() -> None:
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.name == "kafka_client.py" and path.parent.name == "runtime":
+            continue
+        text = path.read_text()
+        for pattern in (_RAW, _ADDRESS_ONLY):
+            for m in pattern.finditer(text):
+                line = text.count("\n", 0, m.start()) + 1
+                offenders.append(f"{path.relative_to(ROOT.parent)}:{line}: {m.group(0)}")
+    assert not offenders, (
+        "kafka.security would be dropped: build librdkafka configs with "
+        "runtime.kafka_client.client_config(settings.kafka, **extra) and pass settings.kafka "
+        "(not its .bootstrap_servers) to admin/changelog/log-shipper helpers:\n"
+        + "\n".join(offenders)
+    )
