@@ -8,9 +8,9 @@ conventional fields plus the ``readiness`` callable's reasons (a broker that doe
 answer, a lag over its bound: ``monitoring.ops.heartbeat``); ``?verbose`` adds the
 whole health dict, and wants the token like any other route when one is set.
 
-Extra JSON routes: a POST route takes the request body (bytes, already checked by the :class:`Guard`),
-a GET route nothing; both answer ``(status, JSON-able)`` and run in a worker thread.
-``mounts`` are Starlette routes of a whole protocol (their own request parsing and
+Extra JSON routes: a POST route takes the request body (bytes, already checked by the
+:class:`Guard`), a GET route nothing; both answer ``(status, JSON-able)`` and run in a
+worker thread. ``mounts`` are Starlette routes of a whole protocol (their own request parsing and
 response formats), behind the same guard.
 
 >>> from prometheus_client import CollectorRegistry
