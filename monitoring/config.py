@@ -458,6 +458,21 @@ class NotifierSettings(_Section):
     channels: list[Literal["email", "slack", "pagerduty", "webhook", "alertmanager"]] = []
 
 
+class HaSettings(_Section):
+    """High availability of the alert evaluator and the notifier (``runtime/lease.py``):
+    with ``enabled``, any number of each may run; one per duty is active (the holder of
+    a Kafka group lease), the others stand by reading its state, and take over
+    ``session_timeout`` (plus a rebalance) after the active one stops heartbeating.
+    Env: ``MONITORING_HA__ENABLED``, ``MONITORING_HA__SESSION_TIMEOUT``,
+    ``MONITORING_HA__HEARTBEAT_INTERVAL``.
+    """
+
+    enabled: bool = True
+    # the broker's group.min.session.timeout.ms is 6 s by default
+    session_timeout: Duration = timedelta(seconds=6)
+    heartbeat_interval: Duration = timedelta(seconds=1)
+
+
 class ModelMetricsSettings(_Section):
     """Model metrics agent: joins predictions with labels into model_* series.
 
@@ -702,6 +717,7 @@ class Settings(BaseSettings):
     anomaly: AnomalySettings = AnomalySettings()
     alerting: AlertingSettings = AlertingSettings()
     notifier: NotifierSettings = NotifierSettings()
+    ha: HaSettings = HaSettings()
     model_metrics: ModelMetricsSettings = ModelMetricsSettings()
     api: ApiSettings = ApiSettings()
     system_collector: SystemCollectorSettings = SystemCollectorSettings()

@@ -75,8 +75,9 @@ class OutputsLost(RuntimeError):
 class Outputs:
     """An agent's producer: keyed records with Java's murmur2 placement, idempotent."""
 
-    def __init__(self, kafka: KafkaSettings, flush_timeout_s: float = 10.0) -> None:
-        self.producer = Producer(producer_config(kafka, self._on_delivery))
+    def __init__(self, kafka: KafkaSettings, flush_timeout_s: float = 10.0, **config: Any) -> None:
+        # ``config``: further librdkafka settings (a transactional id: ``runtime.lease``)
+        self.producer = Producer({**producer_config(kafka, self._on_delivery), **config})
         self.flush_timeout_s = flush_timeout_s
         self.max_message_bytes = kafka.max_message_bytes
         self.failed = 0
@@ -115,6 +116,11 @@ class Outputs:
                 self._produce(topic, key, value, partition, headers)
             except BufferError:
                 await self.send(topic, key, value, partition, headers)
+
+    def produce_now(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Enqueue one record without awaiting (``BufferError`` when the queue is full),
+        for callbacks outside the event loop's flow (the notifier's delivery log)."""
+        self._produce(topic, key, value, None, None)
 
     def _produce(
         self,

@@ -31,6 +31,7 @@ MODEL_STATE = "models.state"  # the model metrics agent's join and River state
 DEAD_LETTER = "dead-letter"
 STATUS = "status"  # every process's heartbeat, key = process id (monitoring.ops.heartbeat)
 STATUS_RETENTION_MS = 86_400_000  # a dead process's last heartbeat goes after a day
+LEASES = "leases"  # empty: its one partition is each duty's group lease (runtime.lease)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         # so every notifier (and `monitoring alerts silence list`) reads them all.
         t(ALERT_COMMANDS, 1, compacted),
         t(NOTIFY_DELIVERIES, n_out, delete),
+        # Never written: the member of `<prefix><duty>.lease` assigned its partition is
+        # the active evaluator / notifier (runtime/lease.py).
+        t(LEASES, 1, delete),
         # Model predictions and labels, both keyed by prediction id and co-partitioned
         # with the samples topic (so one worker joins a partition of both), and the
         # model metrics agent's compacted join state, one partition per source partition.

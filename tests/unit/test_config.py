@@ -102,6 +102,7 @@ POSITIVE_DURATIONS = [
     "reporting.retention", "reporting.email.timeout", "receive.delta_ttl", "receive.retry_after",
     "health.heartbeat_interval", "health.stale_after", "health.max_close_delay",
     "python_api.wait",
+    "ha.session_timeout", "ha.heartbeat_interval",
 ]  # fmt: skip
 ZERO_OK_DURATIONS = ["collection.linger", "aggregation.allowed_lateness", "alerting.settle"]
 

@@ -30,6 +30,7 @@ ROLES = [
     t.MODEL_LABELS,
     t.MODEL_STATE,
     t.DEAD_LETTER,
+    t.LEASES,
     t.STATUS,
 ]
 
