@@ -22,7 +22,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
-from monitoring.metrics.aggregator import CHECKPOINT_KEY, Aggregate, PartitionAggregator
+from monitoring.metrics.aggregator import (
+    CHECKPOINT_KEY,
+    NO_WATERMARK,
+    Aggregate,
+    PartitionAggregator,
+)
 from monitoring.metrics.checkpoint import pack_meta, pack_series, restore_record, unpack_meta
 from monitoring.metrics.samples import (
     BATCH,
@@ -155,6 +160,12 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
             "late_samples": sum(x.late_count for x in parts),
             "series": sum(x.series_count for x in parts),
             "series_refused_samples": sum(x.refused_count for x in parts),
+            # each partition's watermark: every window ending by it is closed
+            "closed_through_ms": {
+                p: x.watermark_ms
+                for p, x in sorted(states.items())
+                if x.watermark_ms > NO_WATERMARK
+            },
         }
 
     # -- the stream ---------------------------------------------------------------

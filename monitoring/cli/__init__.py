@@ -26,6 +26,7 @@ from monitoring.cli import (
     report,
     rules,
     scrape,
+    status,
     store,
     ui,
 )
@@ -56,6 +57,7 @@ scrape.register(app)
 ui.register(app)
 receive.register(app)
 doctor.register(app)
+status.register(app)
 
 
 def main() -> None:

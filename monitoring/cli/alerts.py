@@ -54,6 +54,7 @@ def evaluate(
     from monitoring.api.server import serve
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
+    from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.runtime.admin import ensure_topics
 
     settings = load_settings(config)
@@ -69,15 +70,24 @@ def evaluate(
     ensure_topics(settings)
     registry = CollectorRegistry()
     agent = AlertingAgent(settings, registry, ruleset, rule_patterns=patterns)
+
+    def health() -> dict[str, Any]:
+        h = agent.health()  # restoring until started (a standby is ready: warm)
+        return {**h, "restoring": agent.consumer is None and h.get("role") != "standby"}
+
+    status = ProcessStatus(settings, "evaluator", health).start()
     port = settings.alerting.metrics_port
     if port:
         try:
-            serve(settings.api, registry, "127.0.0.1", port, agent.health)
+            serve(settings.api, registry, "127.0.0.1", port, health, readiness=status.reasons)
         except OSError as e:
             log.warning("metrics_port_unavailable", port=port, error=str(e))
     stop = _stop_event(log)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
-    asyncio.run(agent.run(stop))
+    try:
+        asyncio.run(agent.run(stop))
+    finally:
+        status.stop()
 
 
 @app.command()
@@ -95,6 +105,7 @@ def notify(
     from monitoring.api.server import serve
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
+    from monitoring.ops.heartbeat import FailingReceivers, ProcessStatus
     from monitoring.runtime.admin import ensure_topics
 
     settings = load_settings(config)
@@ -109,6 +120,14 @@ def notify(
     ensure_topics(settings)
     registry = CollectorRegistry()
     agent = NotifierAgent(settings, registry, am_config)
+    failing = FailingReceivers(registry)
+
+    def health() -> dict[str, Any]:
+        h = agent.health()  # restoring until started (a standby is ready: warm)
+        restoring = agent.consumer is None and h.get("role") != "standby"
+        return {**h, "restoring": restoring, "failing_receivers": failing()}
+
+    status = ProcessStatus(settings, "notifier", health).start()
     n = settings.notifier
     try:
         serve(
@@ -116,19 +135,24 @@ def notify(
             registry,
             n.api_host,
             n.api_port,
-            agent.health,
+            health,
             routes={
                 "/api/v2/silences": agent.api_post_silence,
                 "/api/v2/silence/expire": agent.api_expire_silence,
                 "/api/v2/acks": agent.api_ack,
             },
             get_routes={"/api/v2/silences": agent.api_silences, "/api/v2/alerts": agent.api_alerts},
+            readiness=status.reasons,
         )
     except (ConfigError, OSError) as e:
+        status.stop()
         typer.echo(f"error: notifier API: {e}", err=True)
         raise typer.Exit(2) from None
     log.info("notifier_api", url=f"http://{n.api_host}:{n.api_port}")
-    asyncio.run(agent.run(_stop_event(log)))
+    try:
+        asyncio.run(agent.run(_stop_event(log)))
+    finally:
+        status.stop()
 
 
 def _print(table: Any) -> None:

@@ -35,6 +35,7 @@ def system(
     from monitoring.ingest.outlet import Outlet
     from monitoring.ingest.system import CollectLoop, SystemCollector
     from monitoring.log import configure_logging, get_logger
+    from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.sdk.producer import MetricsCollector
 
     settings = load_settings(config)
@@ -67,9 +68,12 @@ def system(
         raise typer.Exit(1 if (result.unsent or left) else 0)
 
     server = None
+    status = ProcessStatus(settings, "collector", lambda: {"status": "ok"}).start()
     if sc.metrics_port:
         try:
-            server = serve(settings.api, registry, "127.0.0.1", sc.metrics_port)
+            server = serve(
+                settings.api, registry, "127.0.0.1", sc.metrics_port, readiness=status.reasons
+            )
         except OSError as e:
             log.warning("metrics_port_unavailable", port=sc.metrics_port, error=str(e))
     stop = threading.Event()
@@ -79,6 +83,7 @@ def system(
     try:
         loop.run(stop)
     finally:
+        status.stop()
         left = mc.close()
         collector.close()
         if server is not None:

@@ -16,12 +16,15 @@ def worker(
 ) -> None:
     """Run a stream worker: the aggregation agent, and the anomaly agent unless
     ``anomaly.enabled`` is false. Start more workers to scale out."""
+    import atexit
+
     from faust.worker import Worker
     from prometheus_client import CollectorRegistry
 
     from monitoring.agents.aggregation import AggregationAgent
     from monitoring.api.server import serve
     from monitoring.log import configure_logging, get_logger
+    from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.runtime.admin import ensure_topics
     from monitoring.runtime.app import create_app
     from monitoring.runtime.faust_app import run_on
@@ -57,11 +60,27 @@ def worker(
     def health() -> dict[str, Any]:
         parts = {name: agent.health() for name, agent in agents.items()}
         worst = "ok" if all(p["status"] == "ok" for p in parts.values()) else "unavailable"
-        return {"status": worst, **parts}
+        restoring = sorted({p for x in parts.values() for p in x.get("restoring", [])})
+        not_ready = sorted({r for x in parts.values() for r in x.get("not_ready", [])})
+        return {"status": worst, "restoring": restoring, "not_ready": not_ready, **parts}
 
+    def owned() -> dict[str, list[int]]:
+        return {t: ps for agent in agents.values() for t, ps in agent.owned().items()}
+
+    status = ProcessStatus(
+        settings, "worker", health, lag_group=f"{settings.kafka.topic_prefix}worker", owned=owned
+    ).start()
+    atexit.register(status.stop)
     if settings.worker.metrics_port:
         try:
-            serve(settings.api, registry, "127.0.0.1", settings.worker.metrics_port, health)
+            serve(
+                settings.api,
+                registry,
+                "127.0.0.1",
+                settings.worker.metrics_port,
+                health,
+                readiness=status.reasons,
+            )
         except OSError as e:
             log.warning("metrics_port_unavailable", port=settings.worker.metrics_port, error=str(e))
     log.info(

@@ -28,6 +28,7 @@ def receive(
     from monitoring.ingest.receiver import from_settings
     from monitoring.log import configure_logging, get_logger
     from monitoring.metrics.samples import Limits
+    from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.sdk.producer import MetricsCollector
 
     settings = load_settings(config)
@@ -69,6 +70,7 @@ def receive(
         stats = collector.stats()
         return {"status": "ok", "buffered": stats["pending"] + stats["inflight"]}
 
+    status = ProcessStatus(settings, "receiver", health).start()
     try:
         server = ApiServer(
             registry,
@@ -78,8 +80,10 @@ def receive(
             guard=guard,
             max_connections=settings.api.max_connections,
             mounts=receiver.routes(guard),
+            readiness=status.reasons,
         ).start()
     except OSError as e:
+        status.stop()
         collector.close()
         typer.secho(f"cannot serve on {bind}:{bind_port}: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -92,6 +96,7 @@ def receive(
     try:
         stop.wait()
     finally:
+        status.stop()
         server.stop()
         left = collector.close()
         log.info("receive_stopped", undelivered=left)

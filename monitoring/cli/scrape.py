@@ -33,6 +33,7 @@ def scrape(
     from monitoring.ingest.scrape import Scraper, base_dir, describe
     from monitoring.ingest.scrape_config import ScrapeFile
     from monitoring.log import configure_logging, get_logger
+    from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.sdk.producer import MetricsCollector
 
     settings = load_settings(settings_file)
@@ -71,6 +72,7 @@ def scrape(
         await scraper.run(stop)
 
     server = None
+    status = ProcessStatus(settings, "scraper", lambda: describe(scraper)).start()
     if settings.scrape.metrics_port:
         try:
             server = serve(
@@ -79,6 +81,7 @@ def scrape(
                 "127.0.0.1",
                 settings.scrape.metrics_port,
                 lambda: describe(scraper),
+                readiness=status.reasons,
             )
         except OSError as e:
             log.warning("metrics_port_unavailable", port=settings.scrape.metrics_port, error=str(e))
@@ -86,6 +89,7 @@ def scrape(
     try:
         asyncio.run(main())
     finally:
+        status.stop()
         left = mc.close()
         if server is not None:
             server.stop()

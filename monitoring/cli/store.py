@@ -47,11 +47,13 @@ def run(
     from monitoring.api.guard import Guard
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
+    from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.query import clickhouse_http, prometheus_api
     from monitoring.sinks.clickhouse.connection import connect_read_only
     from monitoring.sinks.clickhouse.migrations import migrate
     from monitoring.sinks.clickhouse.query_server import QueryServer
     from monitoring.sinks.clickhouse.store import (
+        GROUP_ID,
         StartupHealth,
         Store,
         open_with_retry,
@@ -88,6 +90,7 @@ def run(
     # A server that is not up yet (or restarting) is waited for, each retry logged;
     # /healthz answers 503 "starting" meanwhile.
     state: dict[str, Any] = {"status": "starting", "clickhouse": "connecting"}
+    status = ProcessStatus(settings, "store", lambda: dict(state), lag_group=GROUP_ID).start()
     try:
         starting: StartupHealth | None = StartupHealth(
             settings.storage.query_host, settings.storage.query_port, state, guard
@@ -100,6 +103,7 @@ def run(
         if starting is not None:
             starting.stop()
     if opened is None:
+        status.stop()
         log.info("stopped_before_clickhouse_answered")
         return
     client, applied = opened
@@ -111,6 +115,11 @@ def run(
     registry = CollectorRegistry()
     refresh_ms = ms(settings.storage.series_refresh)
     store = Store(settings, Writer(client, StoreMetrics(registry), refresh_ms))
+
+    def health() -> dict[str, Any]:
+        return {**store.health(), "insert_failures": _insert_failures(registry)}
+
+    status.health = health
     server = None
     st = settings.storage
     try:
@@ -119,21 +128,34 @@ def run(
             registry,
             st.query_host,
             st.query_port,
-            store.health,
+            health,
             limits=st.query,
             guard=guard,
             protocols=[clickhouse_http.routes, prometheus_api.routes],
         ).start()
+        server.server.readiness = status.reasons  # the ApiServer's /-/ready
         log.info("query_endpoint", url=f"http://{st.query_host}:{st.query_port}")
     except OSError as e:
         log.error("query_endpoint_unavailable", port=st.query_port, error=str(e))
     try:
         store.run(stop)
     finally:
+        status.stop()
         if server is not None:
             server.stop()
             server.client.close()
         client.close()
+
+
+def _insert_failures(registry: Any) -> float:
+    """Failed inserts so far, every table (``monitoring_store_insert_failures_total``)."""
+    return sum(
+        s.value
+        for metric in registry.collect()
+        if metric.name == "monitoring_store_insert_failures"
+        for s in metric.samples
+        if s.name.endswith("_total")
+    )
 
 
 @app.command("migrate")

@@ -302,6 +302,16 @@ def replaced(hb: Heartbeat, all_: Sequence[Heartbeat]) -> bool:
     )
 
 
+def duration_text(ms_: float) -> str:
+    """``45 s``, ``12 min``, ``3.2 h``.
+
+    >>> duration_text(45_000), duration_text(720_000), duration_text(11_520_000)
+    ('45 s', '12 min', '3.2 h')
+    """
+    s = max(0.0, ms_) / 1000
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
 def _sum_figure(hbs: Iterable[Heartbeat], key: str) -> float:
     total = 0.0
     for hb in hbs:
@@ -334,7 +344,7 @@ def judge(report: StatusReport, limits: StatusLimits) -> list[CheckResult]:
             )
         )
     elif stale:
-        names = ", ".join(f"{hb.id} ({age_ms(hb, now) / 1000:.0f} s)" for hb in stale[:10])
+        names = ", ".join(f"{hb.id} ({duration_text(age_ms(hb, now))})" for hb in stale[:10])
         out.append(
             CheckResult(
                 "processes",
@@ -395,7 +405,7 @@ def judge(report: StatusReport, limits: StatusLimits) -> list[CheckResult]:
     closed = report.closed_through()
     behind = {p: now - t for p, t in closed.items() if now - t > limits.max_close_delay_ms}
     if behind:
-        detail = ", ".join(f"{p}: {d / 1000:.0f} s ago" for p, d in sorted(behind.items()))
+        detail = ", ".join(f"{p}: {duration_text(d)} ago" for p, d in sorted(behind.items()))
         out.append(
             CheckResult(
                 "windows",
@@ -410,7 +420,7 @@ def judge(report: StatusReport, limits: StatusLimits) -> list[CheckResult]:
             CheckResult(
                 "windows",
                 Status.OK,
-                f"{len(closed)} samples partitions closing, the oldest {oldest / 1000:.0f} s ago",
+                f"{len(closed)} samples partitions closing, the oldest {duration_text(oldest)} ago",
             )
         )
     n_dead = sum(report.dead_letters.values())

@@ -160,6 +160,8 @@ class AgentDriver(Generic[S]):
         self._idle_lock = asyncio.Lock()
         self._broker_down = False
         self._broker_back_at = clock()
+        self._restoring: set[int] = set()  # partitions assigned, their state being read
+        self.assigned_once = False  # the group gave this process its first assignment
         self.ack: Callable[[Any], Any] | None = None  # acks a source message once stored
 
     # -- messages ------------------------------------------------------------------
@@ -330,8 +332,14 @@ class AgentDriver(Generic[S]):
 
     # -- rebalance and shutdown ----------------------------------------------------
     async def assigned(self, partitions: Sequence[int]) -> None:
-        """Restore newly assigned source partitions."""
-        await asyncio.gather(*(self.slot(p) for p in partitions if p not in self.states.slots))
+        """Restore newly assigned source partitions (``restoring`` in the health meanwhile)."""
+        todo = [p for p in partitions if p not in self.states.slots]
+        self._restoring.update(todo)
+        try:
+            await asyncio.gather(*(self.slot(p) for p in todo))
+        finally:
+            self._restoring.difference_update(todo)
+        self.assigned_once = True
         self._partitions.set(len(self.states.slots))
 
     async def revoked(self, partitions: Sequence[int]) -> None:
@@ -356,11 +364,22 @@ class AgentDriver(Generic[S]):
         return {p: s.state for p, s in self.states.slots.items()}
 
     def health(self) -> dict[str, Any]:
-        """``ok`` unless the broker was last found unreachable, and the agent's fields."""
+        """``ok`` unless the broker was last found unreachable, and the agent's fields;
+        ``restoring`` partitions and ``not_ready`` before the first assignment (readiness:
+        ``api.health``)."""
         slots = dict(self.states.slots)
-        return {
+        out = {
             "status": "unavailable" if self._broker_down else "ok",
             "partitions": sorted(slots),
+            "restoring": sorted(self._restoring),
             "unacked_messages": sum(len(s.pending) + len(s.unacked) for s in slots.values()),
             **self.agent.health(self.view()),
         }
+        if not self.assigned_once:
+            out["not_ready"] = ["waiting for the first partition assignment"]
+        return out
+
+    def owned(self) -> dict[str, list[int]]:
+        """The source partitions this driver holds: ``{topic: [partition, ...]}``."""
+        parts = sorted(self.states.slots)
+        return {t: parts for t in self.agent.sources}
