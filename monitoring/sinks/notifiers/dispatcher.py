@@ -43,7 +43,7 @@ import random
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,6 +67,11 @@ KEY_BYTES = 16
 # httpx logs every request's full URL at INFO (and httpcore at DEBUG): webhook URLs
 # carry tokens, so these loggers stay at WARNING whatever the root level is.
 QUIET_LOGGERS = ("httpx", "httpcore")
+
+
+class Vetoed(Exception):
+    """``before_send`` refused an attempt (the notifier lost its lease): nothing was
+    sent or recorded, and the delivery ends by raising this."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,10 @@ class DeliveredKeys:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The keys, oldest first."""
+        return iter(list(self._keys))
 
     def add(self, key: bytes) -> None:
         """Remember ``key`` (16 bytes)."""
@@ -251,8 +260,10 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.receivers = dict(receivers)
+        self.before_send = before_send  # awaited right before every send; may veto it
         self.policy = policy or RetryPolicy()
         self.delivered = delivered if delivered is not None else DeliveredKeys()
         self.on_record = on_record
@@ -337,8 +348,12 @@ class Dispatcher:
                 self.metrics.rate_limited_seconds.labels(n.receiver).inc(waited)
             try:
                 async with self.receiver_slots[n.receiver], self.slots:
+                    if self.before_send is not None:
+                        await self.before_send()
                     t0 = self.clock()
                     status = await integ.send(n)
+            except Vetoed:
+                raise
             except DeliveryError as e:
                 err: DeliveryError = e
             except Exception as e:  # a bug or an unexpected library error: permanent

@@ -1,0 +1,163 @@
+"""A standby's warm reading: topic partitions followed as they grow, committed only.
+
+``Tail`` reads assigned partitions from given offsets without blocking (``poll``) and
+reads up to the end offsets of the moment (``catch_up``), handing each record to a
+callback. ``TableTail`` keeps a compacted state partition as a table (latest value per
+key, ``None`` deletes), so that a standby that takes over has the state already read and
+only catches up the last records: Kafka Streams' standby replicas, for one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from monitoring.config import KafkaSettings
+from monitoring.log import get_logger
+from monitoring.runtime.admin import with_retries
+from monitoring.runtime.lease import FencedOutputs, Lease
+from monitoring.runtime.outputs import consumer_config
+
+log = get_logger("standby")
+
+
+class Tail:
+    """Follows ``start`` (topic partitions with their first offset), ``apply`` per record."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        start: list[TopicPartition],
+        apply: Callable[[Any], None],
+    ) -> None:
+        self.apply = apply
+        self.consumer = Consumer(
+            consumer_config(
+                kafka,
+                "monitoring-standby-reader",  # never commits
+                **{
+                    "enable.partition.eof": True,
+                    "isolation.level": "read_committed",
+                    "fetch.wait.max.ms": 50,
+                },
+            )
+        )
+        self.parts = [TopicPartition(tp.topic, tp.partition) for tp in start]
+        self.position = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in start}
+        self.records = 0
+        self.consumer.assign(start)
+
+    def poll(self, timeout_s: float = 0.1, max_messages: int = 10_000) -> int:
+        """Apply what arrived within ``timeout_s``; the number of records applied."""
+        n = 0
+        for m in self.consumer.consume(max_messages, timeout=timeout_s):
+            key = (m.topic() or "", m.partition() or 0)
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self.position[key] = max(self.position[key], m.offset() or 0)
+                    continue
+                raise KafkaException(err)
+            self.apply(m)
+            self.position[key] = (m.offset() or 0) + 1
+            n += 1
+        self.records += n
+        return n
+
+    def ends(self, timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+        """Every partition's end offset now."""
+
+        def high(tp: TopicPartition) -> int:
+            return int(self.consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)[1])
+
+        return {
+            (tp.topic, tp.partition): with_retries(lambda tp=tp: high(tp), what="end offsets")  # type: ignore[misc]
+            for tp in self.parts
+        }
+
+    def catch_up(self, timeout_s: float = 60.0) -> None:
+        """Read every partition up to its end offset of now (``TimeoutError`` if stuck:
+        a transaction left open by a holder nobody fenced)."""
+        ends = self.ends()
+        deadline = time.monotonic() + timeout_s
+        while any(self.position[k] < end for k, end in ends.items()):
+            if time.monotonic() > deadline:
+                behind = {f"{t}[{p}]": (self.position[(t, p)], e) for (t, p), e in ends.items()}
+                raise TimeoutError(f"standby catch-up stuck (position, end): {behind}")
+            self.poll(0.2)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class TableTail(Tail):
+    """One compacted partition as a table, from its beginning."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, partition: int = 0) -> None:
+        self.table: dict[bytes, bytes] = {}
+        super().__init__(kafka, [TopicPartition(topic, partition, OFFSET_BEGINNING)], self._put)
+
+    def _put(self, m: Any) -> None:
+        key, value = m.key(), m.value()
+        if value is None:
+            self.table.pop(key, None)
+        else:
+            self.table[key] = value
+
+
+async def take_over(
+    kafka: KafkaSettings, lease: Lease, tails: list[Tail], stop: threading.Event
+) -> FencedOutputs | None:
+    """Stand by, following ``tails``, until ``lease`` is held (None if ``stop`` first);
+    then fence every former holder (``init_transactions`` aborts its open transaction)
+    and read the tails to their end: the state the new term starts from is complete."""
+
+    def tick() -> None:
+        for tail in tails:
+            tail.poll(0.1 / len(tails))
+
+    if not await lease.acquire(stop, tick=tick):
+        return None
+    started = time.monotonic()
+    outputs = FencedOutputs(kafka, lease)
+    await asyncio.to_thread(outputs.init)
+    for tail in tails:
+        await asyncio.to_thread(tail.catch_up)
+    log.info(
+        "took_over",
+        duty=lease.duty,
+        instance=lease.instance,
+        term=lease.terms,
+        fence_and_catch_up_ms=round((time.monotonic() - started) * 1000, 1),
+        standby_records=sum(t.records for t in tails),
+    )
+    return outputs
+
+
+def offsets_since(kafka: KafkaSettings, topic: str, since_ms: int) -> list[TopicPartition]:
+    """Every partition of ``topic`` at its first record at or after ``since_ms``."""
+    c = Consumer(consumer_config(kafka, "monitoring-standby-reader"))
+    try:
+        parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+        found = with_retries(
+            lambda: c.offsets_for_times(
+                [TopicPartition(topic, p, since_ms) for p in sorted(parts)], timeout=10
+            ),
+            what=f"offsets_for_times {topic}",
+        )
+        return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                for tp in found]  # fmt: skip
+    finally:
+        c.close()
