@@ -28,7 +28,7 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from monitoring.api.health import readiness_reasons
 from monitoring.config import Settings, ms
@@ -101,6 +101,9 @@ class ProcessStatus:
                 # would log every reconnect attempt
                 "log_level": 0,
                 "log.connection.close": False,
+                # a missing status topic is a readiness reason, never one the broker
+                # creates with its default settings
+                "allow.auto.create.topics": False,
             }
         )
         self.producer = Producer(conf)
@@ -162,7 +165,7 @@ class ProcessStatus:
             figures=figures,
         )
         if not self._publish(hb):
-            reasons.append(f"broker unreachable: {self._errors[-1]}")
+            reasons.append(self._why_unpublished())
         self._reasons = reasons
         return hb
 
@@ -197,6 +200,17 @@ class ProcessStatus:
             f"{self.timeout_s:g} s ({why})"
         ]
         return False
+
+    def _why_unpublished(self) -> str:
+        """A broker that does not answer, or a status topic that is not there."""
+        try:
+            md = self.producer.list_topics(self.topic, timeout=self.timeout_s)
+        except KafkaException:
+            return f"broker unreachable: {self._errors[-1]}"
+        t = md.topics.get(self.topic)
+        if t is None or t.error is not None:
+            return f"status topic {self.topic} missing: run `monitoring broker topics create`"
+        return f"broker unreachable: {self._errors[-1]}"
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         self._delivered = err if err is not None else True

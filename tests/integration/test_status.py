@@ -151,6 +151,21 @@ def test_not_ready_without_a_broker_ready_with_one(kafka_settings: Settings) -> 
             status.stop(forget=ready)
 
 
+def test_a_missing_status_topic_is_a_reason_not_created(settings_factory: Any) -> None:
+    settings = with_health(settings_factory(ensure=False), heartbeat_interval="1s")
+    status = ProcessStatus(settings, "receiver", lambda: {"status": "ok"})
+    try:
+        status.tick()
+        topic = topic_name(settings.kafka, STATUS)
+        assert status.reasons() == [
+            f"status topic {topic} missing: run `monitoring broker topics create`"
+        ]
+        md = admin_client(settings.kafka.bootstrap_servers).list_topics(timeout=10)
+        assert topic not in md.topics  # not auto-created with the broker's defaults
+    finally:
+        status.stop(forget=False)
+
+
 def aggregate_keys(d: LocalDeployment, prefix: bytes, timeout: float) -> list[bytes]:
     """Keys of the aggregates topic starting with ``prefix``, once there is one."""
     c = Consumer(
