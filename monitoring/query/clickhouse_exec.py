@@ -453,6 +453,8 @@ class Executor:
                 raise ClickHouseError(e.code, str(e)) from None
             fmt = statement_format(text) or request.default_format
             settings = query_settings(request.settings, self.limits)
+            if "readonly" not in self.server.queries.settings:
+                del settings["readonly"]  # the server's user is read-only already (readonly=2)
             return self.engine.run(text, settings, fmt, request)
 
         result = self.server.queued(work)

@@ -8,8 +8,8 @@ server runs ``system.settings`` read-only, so clickhouse-connect, which checks e
 per-query setting against it on the client side, would refuse the gate's limits as
 "readonly" before sending anything; a ClickHouse server's ``readonly=2`` user (what
 docs/security.md asks for) may change them, so the client is told to send them
-(``invalid_setting_action = send``) and the server decides. And the engine's memory
-limit, which the table does not reach."""
+(``invalid_setting_action = send``) and the server decides. Then such a user on the
+engine itself, and the engine's memory limit, which the table does not reach."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.api.guard import Guard
 from monitoring.config import QueryLimits, Settings
 from monitoring.query import clickhouse_http
-from monitoring.sinks.clickhouse.connection import connect_read_only
+from monitoring.sinks.clickhouse.connection import connect, connect_read_only
 from monitoring.sinks.clickhouse.query_server import QueryServer
 from monitoring.sinks.clickhouse.read_only import ReadOnlyQueries
 
@@ -107,3 +107,33 @@ def test_the_memory_limit_holds(chdb_client: Any, chdb_settings: Settings) -> No
         )["rows"] == [[5_000_000]]
     finally:
         q.close()
+
+
+def test_a_read_only_user_of_the_server_gets_the_limits_and_is_refused_writes(
+    chdb_client: Any, chdb_settings: Settings, tmp_path: Path
+) -> None:
+    """A ``readonly=2`` user (what docs/security.md asks of ``storage.query_dsn``) may
+    set the limits but not ``readonly`` itself, even to 1: the gate's settings followed
+    the user, or every query failed. The engine session here is what such a user gets."""
+    chdb_client.command(
+        "INSERT INTO series (series_id, series, name, labels) "
+        "SELECT number, concat('s', toString(number)), 'm', map() FROM numbers(3)"
+    )
+    (tmp_path / "secret.txt").write_text(SECRET + "\n")
+    user = connect(chdb_settings.storage.dsn, readonly=2)
+    try:
+        gate = ReadOnlyQueries(user, LIMITS)
+        assert gate.run("SELECT count() FROM series")["rows"] == [[3]]
+        assert "readonly" not in gate.settings  # the user's own readonly=2 holds
+        with pytest.raises(Exception, match="Limit for result exceeded"):
+            gate.run("SELECT number FROM numbers(5000)")
+        for what, sql in HOSTILE:
+            with pytest.raises(Exception) as info:
+                gate.run(fill(sql, {"dir": tmp_path}))
+            assert SECRET not in str(info.value), what
+        with pytest.raises(Exception, match=r"READONLY|readonly"):  # past the gate, the engine
+            user.command("INSERT INTO series (series_id) VALUES (9)", settings=gate.settings)
+    finally:
+        user.close()
+    assert chdb_client.query("SELECT count() FROM series").result_rows == [(3,)]
+    assert not (tmp_path / "written.txt").exists()

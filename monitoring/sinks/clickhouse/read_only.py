@@ -84,8 +84,25 @@ class ReadOnlyQueries:
     def __init__(self, client: Client, limits: QueryLimits | None = None) -> None:
         self.client = client
         self.limits = limits or QueryLimits()
-        self.settings = self.limit_settings(self.limits)
+        self._settings: dict[str, Any] | None = None
         self._table_functions: frozenset[str] | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The per-query settings for this client's user, asked of the engine once: the
+        limits, then ``readonly=1`` unless the user is read-only already. A server's
+        ``readonly=2`` user (docs/security.md) may set the limits but not ``readonly``
+        (the engine refuses any change of it, even to 1): every query would fail."""
+        if self._settings is None:
+            fixed = self.limit_settings(self.limits)
+            try:
+                rows = self.client.query("SELECT getSetting('readonly')").result_rows
+            except Exception:  # the engine is down: asked again at the next query
+                return fixed
+            if int(rows[0][0]):
+                del fixed["readonly"]
+            self._settings = fixed
+        return self._settings
 
     @staticmethod
     def limit_settings(limits: QueryLimits) -> dict[str, Any]:
