@@ -180,3 +180,15 @@ def test_doctor_names_a_refused_password(secure_kafka: LocalKafka) -> None:
         assert results[name].status is Status.FAIL, results[name]
         assert "refused the credentials of user 'monitoring'" in results[name].detail
     assert all(WRONG not in r.detail for r in results.values())
+
+
+def test_broker_logs_hold_no_password(secure_kafka: LocalKafka) -> None:
+    """Kafka prints its configuration at start: the JAAS line (the broker's own SCRAM
+    password) is a password-type setting, shown as hidden."""
+    assert wait_for_broker(secure_kafka.client_settings(), timeout=60).brokers
+    logs = [secure_kafka.stdout_log, *sorted(secure_kafka.logs_dir.glob("*.log"))]
+    text = "\n".join(p.read_text(errors="replace") for p in logs if p.is_file())
+    assert "SASL_SSL" in text  # the logs are there
+    for user in ("admin", CLIENT_USER):
+        password = read_password(secure_kafka.client_settings(user).security)
+        assert password not in text, user
