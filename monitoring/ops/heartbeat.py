@@ -107,7 +107,7 @@ class ProcessStatus:
             }
         )
         self.producer = Producer(conf)
-        self.admin = admin_client(settings.kafka.bootstrap_servers) if lag_group else None
+        self.admin = admin_client(settings.kafka) if lag_group else None
 
     # -- the loop -----------------------------------------------------------------
     def start(self) -> ProcessStatus:

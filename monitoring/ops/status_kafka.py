@@ -142,7 +142,7 @@ def gather(settings: Settings, timeout_s: float = 10.0, now_ms: int | None = Non
         report.heartbeats, report.skipped = read_heartbeats(settings, timeout_s)
     except KafkaException as e:
         report.errors.append(f"heartbeats: {e}")
-    admin = admin_client(settings.kafka.bootstrap_servers)
+    admin = admin_client(settings.kafka)
     try:
         groups = lag_probe.list_groups(admin, [prefix, STORE_GROUP], timeout_s)
         report.lag = lag_probe.lag(admin, groups, timeout_s, topic_prefix=prefix)
