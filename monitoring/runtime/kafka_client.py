@@ -190,3 +190,18 @@ def raise_on_access_error(kafka: KafkaTarget) -> Callable[[KafkaError], None]:
             raise KafkaAccessDenied(problem)
 
     return on_error
+
+
+def report_access_errors(
+    kafka: KafkaTarget, report: Callable[[str], None]
+) -> Callable[[KafkaError], None]:
+    """An ``error_cb`` that hands ``report`` the reason when the broker refuses the
+    credentials or TLS fails, for clients that keep running (the SDK's producers:
+    a library logs, it does not end its host process)."""
+
+    def on_error(err: KafkaError) -> None:
+        problem = access_problem(kafka, err)
+        if problem is not None:
+            report(problem)
+
+    return on_error

@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.metrics.samples import InvalidSample, Limits
-from monitoring.runtime.kafka_client import client_config
+from monitoring.runtime.kafka_client import client_config, report_access_errors
 from monitoring.runtime.topics import SAMPLES, topic_name
 from monitoring.sdk.instruments import (
     DEFAULT_BUCKETS,
@@ -192,6 +192,10 @@ class MetricsCollector:
             "queue.buffering.max.messages": max(100_000, buffer_size + 1000),
             "log.connection.close": False,
             "logger": logging.getLogger("monitoring.rdkafka"),
+            # a refused password or an untrusted certificate, named in the log
+            "error_cb": report_access_errors(
+                kafka, lambda reason: log.error("kafka_access_denied", reason=reason)
+            ),
         }
         conf.update(producer_config or {})
         self._core = Sender(

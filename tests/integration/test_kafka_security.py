@@ -192,3 +192,23 @@ def test_broker_logs_hold_no_password(secure_kafka: LocalKafka) -> None:
     for user in ("admin", CLIENT_USER):
         password = read_password(secure_kafka.client_settings(user).security)
         assert password not in text, user
+
+
+def test_sdk_producer_names_a_refused_password(secure_kafka: LocalKafka) -> None:
+    """The SDK (a library: it logs, it does not end its host) names the refusal."""
+    from structlog.testing import capture_logs
+
+    bad = _settings(_secure(secure_kafka, password_file="", password=SecretStr(WRONG)))
+    with capture_logs() as logs:
+        mc = MetricsCollector(bad, close_timeout=1.0, metadata_timeout=1.0)
+        try:
+            mc.record("up", 1.0, {"job": "x"})
+            deadline = time.monotonic() + FAIL_WITHIN_S
+            while not any(e["event"] == "kafka_access_denied" for e in logs):
+                assert time.monotonic() < deadline, logs[-5:]
+                time.sleep(0.1)
+        finally:
+            mc.close()
+    denied = next(e for e in logs if e["event"] == "kafka_access_denied")
+    assert "refused the credentials of user 'monitoring'" in denied["reason"]
+    assert all(WRONG not in str(e) for e in logs)
