@@ -358,8 +358,11 @@ class StoreSource:
             # the answer stays in this process: compressing it (lz4_frame by default) and
             # decompressing it cost a quarter of a million-point read
             "output_format_arrow_compression_method": "none",
-            "readonly": 1,  # last: the limits are set before it
         }
+        if self.settings is None or "readonly" in self.settings:
+            # last: the limits are set before it. Not for a user that is read-only
+            # already (ReadOnlyQueries.settings): a readonly=2 user may not set it.
+            settings["readonly"] = 1
         try:
             # The settings go in the statement: clickhouse-connect's chDB backend applies
             # a raw query's settings with SET and cannot restore them after readonly=1.

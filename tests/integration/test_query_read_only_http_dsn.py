@@ -13,6 +13,7 @@ engine itself, and the engine's memory limit, which the table does not reach."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from prometheus_client import CollectorRegistry
 
 from monitoring.api.guard import Guard
 from monitoring.config import QueryLimits, Settings
+from monitoring.promql import Matcher
 from monitoring.query import clickhouse_http
+from monitoring.query.source import StoreSource
 from monitoring.sinks.clickhouse.connection import connect, connect_read_only
 from monitoring.sinks.clickhouse.query_server import QueryServer
 from monitoring.sinks.clickhouse.read_only import ReadOnlyQueries
@@ -137,3 +140,23 @@ def test_a_read_only_user_of_the_server_gets_the_limits_and_is_refused_writes(
         user.close()
     assert chdb_client.query("SELECT count() FROM series").result_rows == [(3,)]
     assert not (tmp_path / "written.txt").exists()
+
+
+def test_the_prometheus_sources_reads_follow_a_read_only_user(
+    chdb_client: Any, chdb_settings: Settings
+) -> None:
+    """The PromQL source's sample reads put their settings in the statement and added
+    ``readonly=1``: a ``readonly=2`` user's every range query failed there too."""
+    chdb_client.command(
+        "INSERT INTO series (series_id, series, name, labels, first_seen, last_seen) "
+        "VALUES (1, 'm', 'm', map(), now64(3) - 60, now64(3))"
+    )
+    chdb_client.command("INSERT INTO samples (series_id, ts, value) VALUES (1, now64(3) - 30, 7)")
+    user = connect(chdb_settings.storage.dsn, readonly=2)
+    try:
+        now = int(time.time() * 1000) + 1_000
+        source = StoreSource(user, ReadOnlyQueries(user, LIMITS).settings, now_ms=now)
+        [series] = source.select([Matcher("__name__", "=", "m")], now - 3_600_000, now)
+        assert series.labels == {"__name__": "m"} and list(series.values) == [7.0]
+    finally:
+        user.close()
