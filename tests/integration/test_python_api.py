@@ -229,6 +229,19 @@ def test_examples_pipeline_mode(
         check_aggregates(ns, "pipeline")
         check_alerts(ns, smtp_server)
         check_visualization(ns, settings, tmp_path)
+        # windows computed in this process go to the aggregates topic; the store keeps them
+        from monitoring.metrics.aggregator import MetricsAggregator
+        from monitoring.metrics.samples import Sample
+        from monitoring.metrics.storage import MetricsStorage
+
+        t0 = ns["end_ms"] - 60_000
+        extra = [Sample('offline_job{job="x"}', "offline_job", {"job": "x"}, t0 + i * 1000,
+                        float(i)) for i in range(20)]  # fmt: skip
+        computed = MetricsAggregator(mode="local").aggregate(extra, {"windows": ["10s"]})
+        assert MetricsStorage().store(metrics=computed, retention="7d").aggregates == 2
+        assert pipeline.query(
+            "SELECT count(), sum(count) FROM aggregates FINAL WHERE name = 'offline_job'"
+        ) == [[2, 20]]
         # the delivery log reached the store, as the notifier's own does
         pipeline.wait(
             lambda: (
