@@ -251,7 +251,11 @@ def replay(
     selection: SelectionArg = None,
     to_topic: Annotated[
         str | None,
-        typer.Option("--to-topic", help="Replay there instead of the original topic."),
+        typer.Option(
+            "--to-topic",
+            help="Replay there instead of the original topic (an input topic of this "
+            "deployment, with or without the prefix).",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would happen.")] = False,
     force: Annotated[

@@ -13,6 +13,10 @@ landed. A later run skips every dead letter the ledger names, whichever state: a
 that stopped between the two leaves ``replaying`` entries, reported as in doubt (look
 at the target, then ``--again``), never replayed twice by accident. Each replayed
 record carries ``x-replayed-from: <dead-letter topic>:<partition>:<offset>``.
+
+Replays write only to the deployment's input topics (:func:`replay_targets`), whatever a
+dead letter's ``x-source-topic`` or ``--to-topic`` says: never a state topic (a forged
+checkpoint), ``alerts.commands`` (a forged silence), the dead-letter topic or the ledger.
 """
 
 from __future__ import annotations
@@ -31,9 +35,28 @@ from monitoring.config import Settings
 from monitoring.ops.deadletters import REPLAY_HEADER, DeadLetter, Filter, replay_verdict
 from monitoring.runtime.admin import ensure_topics
 from monitoring.runtime.outputs import consumer_config, producer_config
-from monitoring.runtime.topics import DEAD_LETTER, TopicSpec, topic_name, topic_specs
+from monitoring.runtime.topics import (
+    AGGREGATES,
+    ALERTS,
+    ANOMALIES,
+    DEAD_LETTER,
+    LOG_STORED,
+    LOG_TEMPLATES,
+    LOGS,
+    MODEL_LABELS,
+    NOTIFY_DELIVERIES,
+    PREDICTIONS,
+    SAMPLES,
+    TopicSpec,
+    topic_name,
+)
 
 LEDGER = "dead-letter.replayed"
+# The topics whose consumers dead-letter what they cannot use: the only replay targets.
+REPLAY_ROLES = (
+    SAMPLES, AGGREGATES, LOGS, LOG_STORED, LOG_TEMPLATES, ANOMALIES, ALERTS,
+    NOTIFY_DELIVERIES, PREDICTIONS, MODEL_LABELS,
+)  # fmt: skip
 
 
 class DlqError(RuntimeError):
@@ -278,17 +301,33 @@ def digest(d: DeadLetter) -> str:
     return h.hexdigest()[:32]
 
 
+def replay_targets(settings: Settings) -> frozenset[str]:
+    """The topics a replay may write: the deployment's input topics, whose consumers
+    dead-letter what they cannot use (never a state topic, ``alerts.commands``, the
+    dead-letter topic or the ledger)."""
+    return frozenset(topic_name(settings.kafka, r) for r in REPLAY_ROLES)
+
+
 def _target(
     settings: Settings, d: DeadLetter, to_topic: str | None, topics: dict[str, int]
 ) -> tuple[str, int | None, str]:
     """(topic, partition or None for key placement, refusal) for one dead letter."""
-    own = {s.name for s in topic_specs(settings.kafka)}
+    own = replay_targets(settings)
     if to_topic:
-        name = to_topic
+        prefixed = topic_name(settings.kafka, to_topic)
+        name = prefixed if to_topic not in own and prefixed in own else to_topic
+        if name not in own:
+            return name, None, (
+                f"--to-topic {name[:80]!r} is not an input topic of this deployment (a "
+                f"replay writes only to {', '.join(sorted(own))})"
+            )  # fmt: skip
     else:
         name = d.source_topic
         if name not in own:
-            return name, None, f"x-source-topic {name[:80]!r} is not a topic of this deployment"
+            return name, None, (
+                f"x-source-topic {name[:80]!r} is not a topic of this deployment's inputs "
+                "(a replay writes only to those; --to-topic names one)"
+            )  # fmt: skip
     if name not in topics:
         return name, None, f"topic {name[:80]!r} does not exist"
     p = d.source_partition
