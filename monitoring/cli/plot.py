@@ -148,6 +148,10 @@ def plot(
     end = end_s(until)
     step_s = duration_s(step, "step") if step else auto_step_s(span, width)
     settings = load_settings(config)
+    if plot_config.type not in settings.plots.types:
+        allowed = ", ".join(settings.plots.types)
+        err.print(f"[red]--type {escape(kind)}: not one of plots.types ({allowed})[/]")
+        raise typer.Exit(2)
     try:
         with open_store(settings, url, fallback=url is None) as client:
             data = fetch(client, query, end - span, end, step_s)

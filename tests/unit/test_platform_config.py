@@ -103,3 +103,12 @@ def test_config_check_and_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "token: '***'" in shown.output and "auth_password: '***'" in shown.output
     assert "from: monitoring@localhost" in shown.output  # keys as they are written
     assert "aggregates: 30d" in shown.output and "interval: 1m" in shown.output
+
+
+def test_plot_types_bound_the_plot_command(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "monitoring:\n  visualization:\n    plots: {types: [line]}\n")
+    out = CliRunner().invoke(
+        app, ["plot", "up", "--out", str(tmp_path / "p.png"), "--type", "bar", "--config", str(cfg)]
+    )
+    assert out.exit_code == 2
+    assert "--type bar: not one of plots.types (line)" in out.output
