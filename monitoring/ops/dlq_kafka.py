@@ -8,11 +8,18 @@ it started, and gives up after ``max_records`` records, ``max_bytes`` bytes or
 Replays are idempotent through a ledger, the compacted topic
 ``<prefix>dead-letter.replayed`` (created on first use), keyed by the dead letter's
 ``<partition>:<offset>``. A replay writes ``replaying`` for every record it is about to
-send, flushes, sends the records, flushes, then writes ``replayed`` with where each
+send (a claim, with the run's id), flushes, reads the ledger back and keeps only the
+claims it won, sends those records, flushes, then writes ``replayed`` with where each
 landed. A later run skips every dead letter the ledger names, whichever state: a run
 that stopped between the two leaves ``replaying`` entries, reported as in doubt (look
 at the target, then ``--again``), never replayed twice by accident. Each replayed
 record carries ``x-replayed-from: <dead-letter topic>:<partition>:<offset>``.
+
+Two replays at once: the ledger has one partition, so its claims have one order. A
+claim wins when it is the first claim of its dead letter after the ledger entry its run
+read (or after the end of what it read, when there was none): of two runs that both
+read the ledger before either claimed, the later claim sees the earlier one and loses
+(``concurrent``: nothing sent), so a dead letter is sent by one of them only.
 
 Replays write only to the deployment's input topics (:func:`replay_targets`), whatever a
 dead letter's ``x-source-topic`` or ``--to-topic`` says: never a state topic (a forged
@@ -229,38 +236,99 @@ def scan(
 # -- the ledger ---------------------------------------------------------------------
 
 
+@dataclass
+class Ledger:
+    """The ledger as read: the newest entry of each key, its offset, and the end offset
+    the read stopped at (the ledger has one partition)."""
+
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    end: int = 0
+
+
+def _ledger_limits() -> ScanLimits:
+    return ScanLimits(max_records=5_000_000, max_bytes=1 << 30, timeout_s=60.0)
+
+
+def _entry(m: Any) -> dict[str, Any] | None:
+    if m.value() is None:
+        return None
+    try:
+        entry = json.loads(m.value()[:4096])
+    except ValueError:
+        entry = {"state": "unreadable"}
+    return entry if isinstance(entry, dict) else {"state": "unreadable"}
+
+
+def _scan_ledger(
+    settings: Settings,
+    limits: ScanLimits,
+    start: int = OFFSET_BEGINNING,
+    on_entry: Callable[[int, str, dict[str, Any] | None], None] | None = None,
+) -> Ledger:
+    """The ledger from ``start`` to its end offset of now, read whole (DlqError if not)."""
+    topic = ledger_spec(settings).name
+    ledger = Ledger()
+    result = ScanResult()
+    consumer = _consumer(settings)
+    try:
+        parts = _partitions(consumer, topic, limits.timeout_s)
+        ends = {}
+        for p in parts:
+            _lo, ends[p] = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=limits.timeout_s, cached=False
+            )
+        ledger.end = max(ends.values(), default=0)
+
+        def add(m: Any) -> bool:
+            key = (m.key() or b"").decode("utf-8", "replace")[:64]
+            entry = _entry(m)
+            if on_entry is not None:
+                on_entry(int(m.offset()), key, entry)
+            if entry is None:
+                ledger.entries.pop(key, None)
+                ledger.offsets.pop(key, None)
+            else:
+                ledger.entries[key], ledger.offsets[key] = entry, int(m.offset())
+            return True
+
+        _read(consumer, topic, dict.fromkeys(parts, start), limits, add, result, ends)
+        if result.stopped:
+            raise DlqError(f"the replay ledger {topic} was not read whole: {result.stopped}")
+    finally:
+        consumer.close()
+    return ledger
+
+
 def read_ledger(settings: Settings, limits: ScanLimits | None = None) -> dict[str, dict[str, Any]]:
     """``{"<partition>:<offset>": entry}`` of every dead letter replayed (or in doubt).
 
     Raises DlqError when the ledger cannot be read whole: without it a replay could
     repeat records.
     """
-    limits = limits or ScanLimits(max_records=5_000_000, max_bytes=1 << 30, timeout_s=60.0)
-    topic = ledger_spec(settings).name
-    out: dict[str, dict[str, Any]] = {}
-    result = ScanResult()
-    consumer = _consumer(settings)
-    try:
-        parts = _partitions(consumer, topic, limits.timeout_s)
+    return _scan_ledger(settings, limits or _ledger_limits()).entries
 
-        def add(m: Any) -> bool:
-            key = (m.key() or b"").decode("utf-8", "replace")[:64]
-            if m.value() is None:
-                out.pop(key, None)
-                return True
-            try:
-                entry = json.loads(m.value()[:4096])
-            except ValueError:
-                entry = {"state": "unreadable"}
-            out[key] = entry if isinstance(entry, dict) else {"state": "unreadable"}
-            return True
 
-        _read(consumer, topic, dict.fromkeys(parts, OFFSET_BEGINNING), limits, add, result)
-        if result.stopped:
-            raise DlqError(f"the replay ledger {topic} was not read whole: {result.stopped}")
-    finally:
-        consumer.close()
-    return out
+def won_claims(
+    entries: list[tuple[int, str, dict[str, Any] | None]], after: dict[str, int], run: str
+) -> set[str]:
+    """The keys of ``after`` whose first claim (a ``replaying`` entry) at or after
+    ``after[key]`` is run ``run``'s: entries are ``(offset, key, entry)`` in ledger order.
+
+    >>> claim = lambda r: {"state": "replaying", "run": r}
+    >>> won_claims([(5, "0:1", claim("b")), (6, "0:1", claim("a")), (7, "0:2", claim("a"))],
+    ...            {"0:1": 5, "0:2": 5}, "a")
+    {'0:2'}
+    >>> won_claims([(5, "0:1", claim("b")), (6, "0:1", claim("a"))], {"0:1": 6}, "a")
+    {'0:1'}
+    """
+    first: dict[str, str] = {}
+    for offset, key, entry in entries:
+        if entry is None or entry.get("state") != "replaying" or key in first:
+            continue
+        if offset >= after.get(key, offset + 1):
+            first[key] = str(entry.get("run", ""))
+    return {k for k, r in first.items() if r == run}
 
 
 # -- replay -------------------------------------------------------------------------
@@ -271,7 +339,7 @@ class ReplayItem:
     """What happened to one selected dead letter."""
 
     letter: DeadLetter
-    action: str  # replayed | would-replay | refused | already | in-doubt | failed
+    action: str  # replayed | would-replay | refused | already | in-doubt | concurrent | failed
     why: str = ""
     target: str = ""
     partition: int | None = None
@@ -351,11 +419,12 @@ def replay(
     if not dry_run:
         ensure_topics(settings, [ledger_spec(settings)], timeout=timeout_s)
     try:
-        ledger = read_ledger(settings)
+        read = _scan_ledger(settings, _ledger_limits())
     except DlqError:
         if not dry_run:
             raise
-        ledger = {}
+        read = Ledger()
+    ledger = read.entries
     probe = _consumer(settings)
     try:
         md = probe.list_topics(timeout=timeout_s)
@@ -410,10 +479,12 @@ def replay(
             raise DlqError(f"the replay ledger was not written: {failures[:3] or 'timeout'}")
 
     now = int(time.time() * 1000)
+    run = uuid.uuid4().hex
     write_ledger(
         [(i.letter.coordinates, {"state": "replaying", "topic": i.target, "at_ms": now,
-          "digest": digest(i.letter)}) for i, _ in todo]
+          "digest": digest(i.letter), "run": run}) for i, _ in todo]
     )  # fmt: skip
+    todo = _keep_won(settings, read, todo, run, write_ledger)
 
     landed: dict[int, tuple[int, int]] = {}
 
@@ -455,9 +526,62 @@ def replay(
     return items
 
 
+def _keep_won(
+    settings: Settings,
+    read: Ledger,
+    todo: list[tuple[ReplayItem, int | None]],
+    run: str,
+    write_ledger: Callable[[list[tuple[str, dict[str, Any]]]], None],
+) -> list[tuple[ReplayItem, int | None]]:
+    """The part of ``todo`` whose claims run ``run`` won (see the module); the rest is
+    marked ``concurrent``. A lost claim written after the winner's ``replayed`` entry
+    is followed by that entry again, so the ledger's newest state stays the winner's
+    (before it, the winner's own ``replayed`` comes later anyway)."""
+    after = {
+        i.letter.coordinates: read.offsets[i.letter.coordinates] + 1
+        if i.letter.coordinates in read.offsets
+        else read.end
+        for i, _ in todo
+    }
+    seen: list[tuple[int, str, dict[str, Any] | None]] = []
+
+    def keep(offset: int, key: str, entry: dict[str, Any] | None) -> None:
+        if key in after:
+            seen.append((offset, key, entry))
+
+    _scan_ledger(settings, _ledger_limits(), min(after.values()), keep)
+    won = won_claims(seen, after, run)
+    newest: dict[str, dict[str, Any] | None] = {}
+    others: dict[str, dict[str, Any]] = {}
+    for offset, key, entry in seen:
+        if offset < after[key]:
+            continue
+        newest[key] = entry
+        if entry is not None and entry.get("run") != run:
+            others[key] = entry
+    restore = []
+    kept = []
+    for item, part in todo:
+        key = item.letter.coordinates
+        if key in won:
+            kept.append((item, part))
+            continue
+        item.action = "concurrent"
+        item.why = "another dlq replay claimed it at the same time: it sends it, this one did not"
+        mine = newest.get(key)
+        final = others.get(key, {}).get("state") == "replayed"  # else the winner writes it
+        if mine is not None and mine.get("run") == run and final:
+            restore.append((key, others[key]))
+    if restore:
+        write_ledger(restore)
+    return kept
+
+
 def iter_actions(items: list[ReplayItem]) -> Iterator[tuple[str, int]]:
     """(action, count) in a stable order."""
-    order = ["replayed", "would-replay", "already", "in-doubt", "refused", "failed"]
+    order = [
+        "replayed", "would-replay", "already", "in-doubt", "concurrent", "refused", "failed",
+    ]  # fmt: skip
     for a in order:
         n = sum(1 for i in items if i.action == a)
         if n:
