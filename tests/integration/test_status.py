@@ -166,6 +166,67 @@ def test_a_missing_status_topic_is_a_reason_not_created(settings_factory: Any) -
         status.stop(forget=False)
 
 
+def test_a_real_store_ready_once_it_caught_up_its_backlog(
+    settings_factory: Any, tmp_path: Any
+) -> None:
+    """The store (the real one, in a thread, on chDB) is not ready while its group is more
+    than health.ready_max_lag records behind, and ready once it stored and committed."""
+    import threading
+    import uuid
+
+    from monitoring.sinks.clickhouse.connection import connect
+    from monitoring.sinks.clickhouse.migrations import migrate
+    from monitoring.sinks.clickhouse.store import Store
+    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
+
+    base = settings_factory()
+    storage = base.storage.model_copy(update={"dsn": f"chdb://{tmp_path / 'chdb'}"})
+    s = with_health(base.model_copy(update={"storage": storage}), ready_max_lag=5)
+    with MetricsCollector(s, source="test", batch=False) as mc:
+        now = int(time.time() * 1000)
+        for i in range(60):
+            mc.record("backlog", float(i), {"i": str(i)}, timestamp_ms=now + i)
+    client = connect(s.storage.dsn)
+    migrate(client, s.storage)
+    group = f"{s.kafka.topic_prefix}store-{uuid.uuid4().hex[:8]}"
+    store = Store(s, Writer(client, StoreMetrics(CollectorRegistry())), group_id=group)
+    status = ProcessStatus(s, "store", store.health, lag_group=group)
+    server = ApiServer(
+        CollectorRegistry(), "127.0.0.1", 0, store.health, readiness=status.reasons
+    ).start()
+    url = "http://{}:{}/-/ready".format(*server.address)
+    stop = threading.Event()
+    t = threading.Thread(target=store.run, args=(stop,))
+    try:
+        status.tick()  # the group has no offsets yet: nothing of it to lag
+        commit = Consumer({"bootstrap.servers": s.kafka.bootstrap_servers, "group.id": group})
+        samples = topic_name(s.kafka, SAMPLES)
+        commit.commit(  # as a store that stopped long ago would have left it
+            offsets=[TopicPartition(samples, p, 0) for p in range(s.kafka.samples_partitions)],
+            asynchronous=False,
+        )
+        commit.close()
+        status.tick()
+        r = httpx.get(url)
+        assert r.status_code == 503
+        assert r.json()["reasons"][0].startswith("catching up a backlog: ")
+        t.start()
+
+        def ready() -> bool:
+            status.tick()
+            return httpx.get(url).status_code == 200
+
+        wait_for(ready, 60, "the store ready once it stored its backlog")
+        assert int(client.query("SELECT count() FROM samples FINAL").result_rows[0][0]) == 60
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join(60)
+        server.stop()
+        status.stop(forget=False)
+        client.close()
+
+
 def aggregate_keys(d: LocalDeployment, prefix: bytes, timeout: float) -> list[bytes]:
     """Keys of the aggregates topic starting with ``prefix``, once there is one."""
     c = Consumer(
