@@ -187,7 +187,7 @@ class StoreClient:
         status, body = self._send("POST", path, data=params)
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise StoreError(
                 f"store answered {status}: {body[:200].decode('utf-8', 'replace')}", status=status
             ) from None
@@ -228,7 +228,7 @@ class StoreClient:
             return Table(
                 [str(m["name"]) for m in meta], [str(m["type"]) for m in meta], list(doc["data"])
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise StoreError("store answered SQL in an unexpected shape", status=status) from None
 
     # -- transport -----------------------------------------------------------------

@@ -103,7 +103,7 @@ class StoreClient:
             status, body = await self._request("POST", f"/api/v1/{path}", data=form)
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             text = body[:500].decode("utf-8", "replace")
             raise StoreError(502 if status < 400 else status, text) from None
         if not isinstance(obj, dict) or obj.get("status") != "success":
@@ -128,7 +128,7 @@ class StoreClient:
         try:
             obj = json.loads(body)
             return list(obj["meta"]), list(obj["data"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise StoreError(502, "the store's answer is not JSONCompact") from None
 
     async def health(self) -> dict[str, Any]:
@@ -137,5 +137,5 @@ class StoreClient:
             status, body = await self._request("GET", "/healthz")
             obj = json.loads(body)
             return obj if isinstance(obj, dict) else {"status": f"http {status}"}
-        except (StoreError, ValueError) as e:
+        except (StoreError, ValueError, RecursionError) as e:
             return {"status": "unreachable", "error": str(e)[:300]}

@@ -109,7 +109,7 @@ class QueryServer:
             sql = request["sql"] if isinstance(request, dict) else None
             if not isinstance(sql, str):
                 raise ValueError
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, RecursionError):  # RecursionError: nested too deep
             self.outcomes.labels("bad_request").inc()
             return 400, {"error": 'the body must be JSON {"sql": "<statement>"}'}
         try:
