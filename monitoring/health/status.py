@@ -1,4 +1,5 @@
-"""Status monitoring: ``monitoring.ops.status`` (processes' heartbeats), else the doctor's checks.
+"""Status monitoring: ``monitoring status``'s parts (processes' heartbeats, lag, the
+report: ``gather(settings)``), and the check results.
 
 A thin re-export: each public name of the first of ``TARGETS`` that has it, imported
 on first use, so the implementation stays where it lives and nothing is copied.
@@ -9,7 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-TARGETS = ("monitoring.ops.status", "monitoring.ops.doctor", "monitoring.ops.checks")
+TARGETS = (
+    "monitoring.ops.status",
+    "monitoring.ops.status_kafka",
+    "monitoring.ops.heartbeat",
+    "monitoring.ops.checks",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -32,7 +32,7 @@ DOCUMENTED = {
     "monitoring.performance.optimization": ["hot_routes"],
     "monitoring.performance.benchmarking": ["resolve_target", "BenchRecorder"],
     "monitoring.health.health_check": ["CheckResult", "Status"],
-    "monitoring.health.status": [],
+    "monitoring.health.status": ["gather", "Heartbeat", "ProcessStatus"],
     "monitoring.health.diagnostics": ["run"],
     "monitoring.health.recovery": ["DeadLetter", "replay_verdict"],
     "monitoring.logging.logger": ["configure_logging", "get_logger"],
