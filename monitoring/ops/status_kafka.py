@@ -33,6 +33,7 @@ from monitoring.runtime.topics import DEAD_LETTER, STATUS, topic_name
 from monitoring.sinks.clickhouse.store import GROUP_ID as STORE_GROUP
 
 MAX_STATUS_RECORDS = 100_000
+MAX_PROCESSES = 1_000  # heartbeats kept (distinct process ids), at most
 DEAD_LETTER_WINDOW_MS = 3_600_000
 MAX_DEAD_LETTERS = 50_000
 
@@ -89,6 +90,9 @@ def read_heartbeats(
                 if off + 1 >= ends.get(p, 0):
                     ends.pop(p, None)
                 key = m.key()
+                if (key or b"") not in latest and len(latest) >= MAX_PROCESSES:
+                    skipped[f"over {MAX_PROCESSES} processes"] += 1
+                    continue
                 try:
                     latest[key or b""] = parse_heartbeat(key, m.value())
                 except InvalidHeartbeat as e:

@@ -381,5 +381,5 @@ class AgentDriver(Generic[S]):
 
     def owned(self) -> dict[str, list[int]]:
         """The source partitions this driver holds: ``{topic: [partition, ...]}``."""
-        parts = sorted(self.states.slots)
+        parts = sorted(dict(self.states.slots))  # a copy: called from the status thread
         return {t: parts for t in self.agent.sources}

@@ -111,6 +111,21 @@ def test_garbage_on_the_status_topic_is_skipped_and_counted(kafka_settings: Sett
     assert skipped == {"not-json": 1, "key-mismatch": 1, "bad-field": 1, "oversized": 1}
 
 
+def test_heartbeats_kept_are_bounded(kafka_settings: Settings, monkeypatch: Any) -> None:
+    from monitoring.ops import status_kafka
+
+    monkeypatch.setattr(status_kafka, "MAX_PROCESSES", 2)
+    prod = Producer({"bootstrap.servers": kafka_settings.kafka.bootstrap_servers})
+    beats = [
+        Heartbeat("worker", f"worker@h:{i}", "h", i, "0.1.0", 1, 2, 1000, True) for i in range(3)
+    ]
+    for hb in [*beats, beats[0]]:  # a newer heartbeat of a kept process still counts
+        prod.produce(topic_name(kafka_settings.kafka, STATUS), hb.to_bytes(), hb.id.encode())
+    assert prod.flush(30) == 0
+    kept, skipped = read_heartbeats(kafka_settings, timeout_s=10)
+    assert kept == beats[:2] and skipped == {"over 2 processes": 1}
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
