@@ -275,6 +275,7 @@ class DashboardStore:
     """Dashboards of the shipped directory and the user's (which wins on a name)."""
 
     MAX_CACHED = 256  # parsed dashboards kept, keyed by file and its mtime and size
+    MAX_USER = 1000  # dashboards in the user's directory (each up to MAX_FILE_BYTES)
 
     def __init__(self, user_dir: str | Path, shipped_dir: str | Path | None = SHIPPED_DIR):
         self.user_dir = Path(user_dir)
@@ -345,6 +346,13 @@ class DashboardStore:
         check_name(name)
         self.user_dir.mkdir(parents=True, exist_ok=True)
         target = (self.user_dir / f"{name}.yaml").resolve()
+        if not any((self.user_dir / f"{name}{sfx}").exists() for sfx in SUFFIXES):
+            held = sum(1 for p in self.user_dir.iterdir() if p.suffix in SUFFIXES)
+            if held >= self.MAX_USER:
+                raise DashboardError(
+                    f"the dashboards directory holds {held} dashboards, at most "
+                    f"{self.MAX_USER}: change or remove one"
+                )
         if target.parent != self.user_dir.resolve():  # belt and braces: NAME has no '/'
             raise DashboardError("a dashboard is saved only in the dashboards directory")
         data = dashboard.model_dump(mode="json", exclude_defaults=True)

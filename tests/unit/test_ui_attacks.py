@@ -153,3 +153,19 @@ def test_times_past_the_year_9999_never_reach_the_store(tmp_path: Path) -> None:
             assert ok.status_code == 200
     finally:
         server.server.sock.close()
+
+
+def test_a_client_cannot_fill_the_disk_with_dashboards(
+    server: UiServer, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every POST of a new name wrote another file of up to 256 KB, without bound."""
+    monkeypatch.setattr(server.ui.dashboards, "MAX_USER", 3)
+    for i in range(3):
+        assert client.post(
+            "/api/ui/dashboards", json={"name": f"d{i}", "dashboard": BODY}
+        ).is_success
+    r = client.post("/api/ui/dashboards", json={"name": "d3", "dashboard": BODY})
+    assert r.status_code == 400 and "at most 3" in r.json()["error"]
+    assert client.put("/api/ui/dashboards/d4", json=BODY).status_code == 400
+    assert client.put("/api/ui/dashboards/d1", json=BODY).status_code == 200  # a change is fine
+    assert len(list(Path(server.ui.dashboards.user_dir).iterdir())) == 3
