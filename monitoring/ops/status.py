@@ -312,6 +312,10 @@ def duration_text(ms_: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
 def _sum_figure(hbs: Iterable[Heartbeat], key: str) -> float:
     total = 0.0
     for hb in hbs:
@@ -423,6 +427,34 @@ def judge(report: StatusReport, limits: StatusLimits) -> list[CheckResult]:
                 f"{len(closed)} samples partitions closing, the oldest {duration_text(oldest)} ago",
             )
         )
+    evaluators = [hb for hb in live if hb.kind == "evaluator" and hb not in stale]
+    ends = [v for hb in evaluators if (v := _num(hb.figures.get("last_evaluated_ms")))]
+    if ends:
+        out.append(
+            CheckResult(
+                "alerting",
+                Status.OK,
+                f"last end evaluated {duration_text(now - max(ends))} ago",
+            )
+        )
+    elif evaluators:
+        out.append(CheckResult("alerting", Status.WARN, "no window end evaluated yet"))
+    notifiers = [hb for hb in live if hb.kind == "notifier" and hb not in stale]
+    failing = sorted(
+        {str(r) for hb in notifiers for r in _list(hb.figures.get("failing_receivers"))}
+    )
+    queue = _sum_figure(notifiers, "deliveries_in_flight")
+    if failing:
+        out.append(
+            CheckResult(
+                "notifier",
+                Status.WARN,
+                f"{queue:.0f} deliveries in flight; failing receivers: {', '.join(failing[:10])}",
+                "the receiver's endpoint refuses or times out: `monitoring doctor` (receivers)",
+            )
+        )
+    elif notifiers:
+        out.append(CheckResult("notifier", Status.OK, f"{queue:.0f} deliveries in flight"))
     n_dead = sum(report.dead_letters.values())
     partial = f" (partial: {report.dead_letters_partial})" if report.dead_letters_partial else ""
     if report.dead_letters_recent:

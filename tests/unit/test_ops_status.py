@@ -127,11 +127,14 @@ def test_all_well_is_ok_and_exits_zero() -> None:
         heartbeats=[
             hb("worker", figures={"aggregation.closed_through_ms": {"0": NOW - 5_000}}),
             hb("store", figures={"status": "ok", "pending_rows": 7}),
+            hb("evaluator", figures={"last_evaluated_ms": NOW - 20_000}),
+            hb("notifier", figures={"failing_receivers": [], "deliveries_in_flight": 0}),
         ],
         lag=[LagRow("g", "t", 0, 5, 10, 5)],
     )
     results = judge(report, LIMITS)
     assert {r.status for r in results} == {Status.OK}, results
+    assert by_name(results)["alerting"].detail == "last end evaluated 20 s ago"
     assert exit_code(results) == 0
 
 
@@ -154,6 +157,7 @@ def test_each_rule_fails_or_warns() -> None:
             hb("worker", figures={"aggregation.closed_through_ms": {"0": NOW - 120_000}}),
             hb("store", figures={"status": "degraded"}),
             hb("evaluator", ready=False, reasons=("catching up a backlog: partitions 0",)),
+            hb("notifier", figures={"failing_receivers": ["ops"], "deliveries_in_flight": 2}),
         ],
         skipped={"not-json": 2},
         lag=[LagRow("g", "t", 0, 0, 500, 500)],
@@ -169,6 +173,8 @@ def test_each_rule_fails_or_warns() -> None:
         "lag": Status.FAIL,
         "store": Status.FAIL,
         "windows": Status.FAIL,
+        "alerting": Status.WARN,
+        "notifier": Status.WARN,
         "dead letters": Status.WARN,
         "gathering": Status.FAIL,
     }
