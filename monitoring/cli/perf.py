@@ -58,15 +58,18 @@ def _headers(items: list[str]) -> dict[str, str]:
 
 
 def _body(path: Path | None) -> bytes | None:
+    """The request body: at most ``MAX_BODY`` bytes read, whatever the file claims (a
+    device or a pipe has no size: ``/dev/zero`` was read until memory ran out)."""
     if path is None:
         return None
     try:
-        size = path.stat().st_size
-        if size > MAX_BODY:
-            raise typer.BadParameter(f"larger than {MAX_BODY} bytes", param_hint="--body-file")
-        return path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_BODY + 1)
     except OSError as e:
         raise typer.BadParameter(str(e), param_hint="--body-file") from None
+    if len(data) > MAX_BODY:
+        raise typer.BadParameter(f"larger than {MAX_BODY} bytes", param_hint="--body-file")
+    return data
 
 
 @app.command("bench")

@@ -64,3 +64,16 @@ def test_an_end_outside_any_calendar_is_refused(
         )
         assert result.exit_code == 2, (command, until, result.output, result.exception)
         assert "--until" in result.output
+
+
+def test_a_body_file_without_a_size_is_read_only_to_the_bound(tmp_path: Path) -> None:
+    """``/dev/zero`` has a size of 0: the check passed and ``read_bytes`` read until
+    memory ran out."""
+    result = runner.invoke(
+        app,
+        ["perf", "bench", "http://127.0.0.1:1/", "--rate", "1", "--duration", "1s",
+         "--no-record", "--body-file", "/dev/zero"],
+        env={"MONITORING_CONFIG": ""},
+    )  # fmt: skip
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "larger than" in result.output
