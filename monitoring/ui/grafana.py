@@ -18,6 +18,7 @@ it); a variable's "All" is ``.*`` when PromQL uses it, ``''`` when only SQL does
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -48,6 +49,7 @@ _BUILTIN_SQL = {
     "step_s": "intDiv($__interval_ms, 1000)",
 }
 ROW_HEIGHT_PX = 30
+MAX_UID = 40  # Grafana's limit on a dashboard's uid
 
 
 def grafana_sql(sql: str) -> str:
@@ -86,7 +88,8 @@ def _variable(d: Dashboard, v: Variable) -> dict[str, Any]:
     extra = {"includeAll": v.include_all, "allValue": all_value if v.include_all else None}
     current = {"text": "All", "value": "$__all"} if v.include_all else {}
     if v.values:
-        options = ",".join(v.values)
+        # Grafana splits a custom variable's query at every comma not written as \\,
+        options = ",".join(value.replace(",", "\\,") for value in v.values)
         return {**base, **extra, "type": "custom", "query": options, "current": current,
                 "options": []}  # fmt: skip
     if v.sql:
@@ -186,7 +189,8 @@ def to_grafana(name: str, d: Dashboard) -> dict[str, Any]:
             {"type": "datasource", "id": "grafana-clickhouse-datasource", "name": "ClickHouse",
              "version": "4.0.0"},
         ],
-        "uid": name, "title": d.title, "description": d.description, "tags": list(d.tags),
+        "uid": grafana_uid(name), "title": d.title, "description": d.description,
+        "tags": list(d.tags),
         "timezone": "utc", "editable": True, "graphTooltip": 1,
         "schemaVersion": SCHEMA_VERSION, "version": 1,
         "time": {"from": f"now-{_dur(d.time.last.total_seconds())}", "to": "now"},
@@ -195,6 +199,18 @@ def to_grafana(name: str, d: Dashboard) -> dict[str, Any]:
         "annotations": {"list": annotations},
         "panels": panels,
     }  # fmt: skip
+
+
+def grafana_uid(name: str) -> str:
+    """A Grafana dashboard uid for ``name``: Grafana refuses one over 40 characters, so a
+    longer name keeps its head and a hash of the whole.
+
+    >>> grafana_uid("services"), len(grafana_uid("x" * 64))
+    ('services', 40)
+    """
+    if len(name) <= MAX_UID:
+        return name
+    return name[: MAX_UID - 9] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
 def _dur(seconds: float) -> str:
