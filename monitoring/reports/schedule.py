@@ -55,6 +55,7 @@ from monitoring.reports.generator import Report, ReportData, ReportGenerator
 
 DAY_S = 86_400
 PERIOD_S = {"daily": DAY_S, "weekly": 7 * DAY_S}
+MAX_STATE_S = 32_503_680_000.0  # 3000-01-01: a later period end is not a real one
 STATE_FILE = "schedule-state.json"
 LOCK_FILE = ".schedule.lock"  # held (flock) while a scheduler reports into the directory
 _REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$")
@@ -80,12 +81,16 @@ def period_end(now_s: float, schedule: str) -> float:
 
 
 def load_state(path: Path) -> float:
-    """The end of the last period reported (0 when none, or the state is unreadable)."""
+    """The end of the last period reported (0 when none, or the state is unreadable: not
+    a finite number of seconds, e.g. ``NaN`` or ``1e308``, which would compare as "done"
+    with every period and stop the reports for good)."""
     try:
-        value = json.loads(path.read_text())["last_end_s"]
-        return float(value) if isinstance(value, int | float) else 0.0
-    except (OSError, ValueError, KeyError, TypeError):
+        with path.open("rb") as f:
+            value = json.loads(f.read(4096))["last_end_s"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return 0.0
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) and 0 <= value <= MAX_STATE_S else 0.0
 
 
 def write_atomic(path: Path, content: bytes) -> None:
