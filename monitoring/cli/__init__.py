@@ -12,6 +12,7 @@ from monitoring.cli import (
     anomaly,
     bench,
     broker,
+    chaos,
     collect,
     config,
     dlq,
@@ -26,6 +27,7 @@ from monitoring.cli import (
     report,
     rules,
     scrape,
+    state,
     status,
     store,
     ui,
@@ -49,6 +51,7 @@ app.add_typer(collect.app, name="collect")
 app.add_typer(perf.app, name="perf")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(config.app, name="config")
+app.add_typer(state.app, name="state")
 pipeline.register(app)
 plot.register(app)
 produce.register(app)
@@ -58,6 +61,7 @@ ui.register(app)
 receive.register(app)
 doctor.register(app)
 status.register(app)
+chaos.register(app)
 
 
 def main() -> None:
