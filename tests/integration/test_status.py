@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -337,3 +338,41 @@ def test_a_worker_ready_after_restore_then_stale_when_killed_then_replaced(
 
     wait_for(replaced, 90, "monitoring status: the old worker replaced by the new one, exit 0")
     assert os.environ.get("MONITORING_HEALTH__STALE_AFTER") is None  # the runner's env only
+
+
+def test_evaluator_and_notifier_ready_and_in_the_status(
+    pipeline_factory: Callable[..., LocalDeployment],
+) -> None:
+    rules = Path(__file__).resolve().parents[2] / "infra" / "rules" / "health.rules.yml"
+    eval_port, api_port = free_port(), free_port()
+    d = pipeline_factory(
+        health__heartbeat_interval="1s",
+        alerting__rules=f'["{rules}"]',
+        alerting__metrics_port=str(eval_port),
+        notifier__api_port=str(api_port),
+    )
+    env = {k: v for k, v in d.env.items() if k.startswith("MONITORING_")}
+    d.start("alerting", "alerting")
+    d.start("notifier", "notifier")
+    for name, port in (("alerting", eval_port), ("notifier", api_port)):
+
+        def ready(port: int = port) -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 90, f"the {name} ready (log: {d.dir / (name + '.log')})")
+
+    def both() -> dict[str, Any] | None:
+        code, out = run_status(env)
+        procs = {p["kind"]: p for p in out["processes"]}
+        if {"evaluator", "notifier"} <= procs.keys() and all(p["ready"] for p in procs.values()):
+            return {"code": code, "procs": procs, "checks": {c["check"]: c for c in out["checks"]}}
+        return None
+
+    got = wait_for(both, 60, "monitoring status: the evaluator and the notifier ready")
+    assert got["code"] == 0  # WARN at most: no window end evaluated yet
+    assert got["checks"]["notifier"]["status"] == "OK"
+    assert got["procs"]["notifier"]["figures"]["failing_receivers"] == []
+    assert "rules" in got["procs"]["evaluator"]["figures"]
