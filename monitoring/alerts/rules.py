@@ -82,14 +82,9 @@ from monitoring.alerts.promql import (
 )
 from monitoring.alerts.sample_rules import bool_comparison, compile_rule_expr, compile_samples
 from monitoring.alerts.templating import Template, TemplateError
+from monitoring.metrics.prom_syntax import LABEL_NAME, METRIC_NAME, prom_duration_ms
 from monitoring.metrics.samples import InvalidSample, Limits, check_series
 
-_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
-_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_METRIC_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
 _PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)%")
 
 PROM_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations", "recovery"}
@@ -117,12 +112,10 @@ def parse_duration_ms(value: Any) -> int:
     """
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like 5m, got {value!r}")
-    if value == "0":
-        return 0
-    m = _DURATION.match(value)
-    if not value or m is None:
+    ms = prom_duration_ms(value)
+    if ms is None:
         raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 5m, 1h30m")
-    return sum(int(g) * u for g, u in zip(m.groups(), _UNITS_MS, strict=True) if g)
+    return ms
 
 
 class RuleError(ValueError):
@@ -180,7 +173,7 @@ class Rule:
         labels = dict(labels or {})
         annotations = dict(annotations or {})
         for k in [*labels, *annotations]:
-            if not _LABEL_NAME.match(k):
+            if not LABEL_NAME.match(k):
                 raise ValueError(f"invalid label/annotation name {k!r}")
         compiled = compile_rule_expr(expr)
         rec = _recovery(recovery) if recovery is not None else None
@@ -241,11 +234,11 @@ class RecordingRule:
         >>> RecordingRule.build("job:up:sum", "sum by (job) (up)").record
         'job:up:sum'
         """
-        if not _METRIC_NAME.match(record):
+        if not METRIC_NAME.match(record):
             raise ValueError(f"invalid metric name {record!r}: use [a-zA-Z_:][a-zA-Z0-9_:]*")
         labels = dict(labels or {})
         for k in labels:
-            if not _LABEL_NAME.match(k) or k.startswith("__"):
+            if not LABEL_NAME.match(k) or k.startswith("__"):
                 raise ValueError(f"invalid label name {k!r}")
         try:  # what the samples contract refuses would drop every output at run time
             check_series(record, {k: v for k, v in labels.items() if v}, Limits())

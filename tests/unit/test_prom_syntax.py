@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from monitoring.alerts.durations import parse_duration_ms as config_duration_ms
 from monitoring.alerts.matchers import MatcherError, value_test
 from monitoring.alerts.promql import UnsupportedExpression, compile_expr
+from monitoring.alerts.rules import parse_duration_ms as rule_duration_ms
 from monitoring.ingest.scrape_config import parse_prom_duration
 from monitoring.metrics.aggregator import counter_step
 from monitoring.metrics.prom_syntax import (
@@ -71,12 +72,17 @@ def test_the_duration_readers_agree_where_their_grammars_overlap() -> None:
         assert parse_duration(text, "step") == ms  # the HTTP API (also takes seconds)
         assert config_duration_ms(text) == ms  # Alertmanager configs (also 1.5m)
         assert parse_prom_duration(text) == ms / 1000  # scrape configs, in seconds
+        assert rule_duration_ms(text) == ms  # rule files (for:, keep_firing_for:)
     assert parse_duration("15", "step") == 15_000 and config_duration_ms(" 1.5m ") == 90_000
     for bad in ("5m\n", "1.5x"):
         with pytest.raises(BadParam):
             parse_duration(bad, "step")
     with pytest.raises(ValueError):
         parse_prom_duration("0")  # a scrape interval of 0 is no interval
+    assert rule_duration_ms("0") == 0
+    for bad in ("5m\n", "1.5m", "90"):
+        with pytest.raises(ValueError):
+            rule_duration_ms(bad)
 
 
 def test_scrape_durations_in_seconds_are_the_nearest_float() -> None:
