@@ -95,8 +95,13 @@ def http_target(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> Target:
-    """Requests to ``url`` (http or https only)."""
-    p = urllib.parse.urlsplit(url)
+    """Requests to ``url`` (http or https only); BadTarget says what is wrong with it."""
+    try:
+        p = urllib.parse.urlsplit(url)
+        _ = p.port  # urlsplit is lazy: a port out of range or not a number raises here
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as e:
+        raise BadTarget(f"not a valid URL: {url[:200]!r} ({e})") from None
     if p.scheme not in ("http", "https") or not p.hostname:
         raise BadTarget(f"not an http(s) URL: {url[:200]!r}")
 

@@ -77,3 +77,14 @@ def test_a_body_file_without_a_size_is_read_only_to_the_bound(tmp_path: Path) ->
     )  # fmt: skip
     assert result.exit_code == 2, (result.output, result.exception)
     assert "larger than" in result.output
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/", "http://[::1/", "http://h:abc/"])
+def test_a_malformed_target_url_is_a_usage_error(url: str) -> None:
+    """urlsplit is lazy: the port's ValueError came out of the run as a traceback."""
+    result = runner.invoke(
+        app, ["perf", "bench", url, "--rate", "1", "--duration", "1s", "--no-record"],
+        env={"MONITORING_CONFIG": ""},
+    )  # fmt: skip
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "not a valid URL" in result.output
