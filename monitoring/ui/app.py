@@ -45,6 +45,7 @@ from monitoring.ui.dashboards import (
 from monitoring.ui.grafana import to_grafana
 from monitoring.ui.panels import (
     ALL,
+    MAX_TIME_MS,
     MAX_WIDTH_PX,
     MIN_WIDTH_PX,
     PanelError,
@@ -61,7 +62,6 @@ from monitoring.ui.store import StoreClient, StoreError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _INT = re.compile(r"-?[0-9]{1,19}")
-MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: what the store can bind
 STREAM_S = 600.0  # a live stream's length; the browser reconnects
 INSTANT_TYPES = frozenset({"stat", "gauge", "bar", "table"})
 MAX_VALUES = 1000  # values of one template variable

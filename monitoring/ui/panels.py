@@ -34,6 +34,7 @@ _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))"
 _LEGEND = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _RE2_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
 ALL = "$__all"  # a variable's value meaning every value
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 class PanelError(ValueError):
@@ -258,8 +259,15 @@ def series_points(frame: Mapping[str, Any]) -> tuple[list[int], list[float | Non
 
 def time_ms(v: Any) -> int | None:
     """A time column's cell as epoch ms: a number (seconds if small, else ms) or a
-    ``YYYY-MM-DD hh:mm:ss[.fff]`` text in UTC."""
+    ``YYYY-MM-DD hh:mm:ss[.fff]`` text in UTC; None for anything else, and for a time not
+    finite or beyond the year 9999 (``'inf'`` was an OverflowError: a 500).
+
+    >>> time_ms(1.5), time_ms("2026-01-01 00:00:00"), time_ms("inf"), time_ms(1e300)
+    (1500, 1767225600000, None, None)
+    """
     if isinstance(v, int | float) and not isinstance(v, bool):
+        if not math.isfinite(v) or abs(v) > MAX_TIME_MS:
+            return None
         return round(v * 1000) if abs(v) < 1e11 else round(v)
     if isinstance(v, str):
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -169,3 +170,31 @@ def test_a_client_cannot_fill_the_disk_with_dashboards(
     assert client.put("/api/ui/dashboards/d4", json=BODY).status_code == 400
     assert client.put("/api/ui/dashboards/d1", json=BODY).status_code == 200  # a change is fine
     assert len(list(Path(server.ui.dashboards.user_dir).iterdir())) == 3
+
+
+def test_an_annotation_time_of_inf_is_dropped_not_a_500(tmp_path: Path) -> None:
+    """``time_ms("inf")`` raised OverflowError (``round(inf)``): a 500 for the page."""
+    fake = FakeStore()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        meta = [{"name": "ts", "type": "String"}, {"name": "t", "type": "String"}]
+        rows = [["inf", "a"], ["-inf", "b"], ["1e300", "c"], ["nan", "d"], ["1700000000", "ok"]]
+        return httpx.Response(200, json={"meta": meta, "data": rows, "rows": len(rows)})
+
+    server = make_server(tmp_path, fake)
+    server.ui.store.transport = httpx.MockTransport(handle)
+    shipped = Path(str(server.ui.dashboards.shipped_dir))
+    (shipped / "ann.yaml").write_text(
+        "title: A\nannotations:\n  - {name: e, sql: 'SELECT ts, t FROM x'}\n"
+        "rows:\n  - panels:\n      - {queries: [{promql: up}]}\n"
+    )
+    try:
+        with TestClient(server.app, base_url="http://127.0.0.1") as c:
+            r = c.get(
+                "/api/ui/dashboards/ann/annotations", params={"start": END - HOUR, "end": END}
+            )
+        assert r.status_code == 200, r.text
+        [a] = r.json()["annotations"]
+        assert a["t"] == [1_700_000_000_000] and a["text"] == ["ok"]
+    finally:
+        server.server.sock.close()
