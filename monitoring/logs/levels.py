@@ -59,7 +59,7 @@ def normalise_level(raw: str) -> tuple[str, bool]:
     level = _NAMES.get(key)
     if level is not None:
         result = (level, True)
-    elif key.isdigit() and len(key) <= 3:
+    elif key.isascii() and key.isdigit() and len(key) <= 3:
         n = int(key)
         if n < 8:
             result = (_SYSLOG[n], True)

@@ -38,7 +38,8 @@ PERMANENT_REASONS = frozenset(
 )  # fmt: skip
 REPLAY_HEADER = "x-replayed-from"  # "<dead-letter topic>:<partition>:<offset>" on a replay
 MAX_SELECTION_ITEMS = 1000
-_ITEM = re.compile(r"^(?:(?P<p>\d{1,6}):)?(?P<a>\d{1,19})(?:-(?P<b>\d{1,19}))?$")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_ITEM = re.compile(r"(?:(?P<p>[0-9]{1,6}):)?(?P<a>[0-9]{1,19})(?:-(?P<b>[0-9]{1,19}))?")
 
 
 def _text(value: bytes | str | None) -> str:
@@ -50,7 +51,9 @@ def _text(value: bytes | str | None) -> str:
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 19 else None
+    """A header's number: ASCII digits only (``"²".isdigit()`` is true, and ``int``
+    of it raises: one such header stopped every scan of the topic)."""
+    return int(text) if _DIGITS.fullmatch(text) else None
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ class Selection:
             raise SelectionError(f"{len(items)} items: at most {MAX_SELECTION_ITEMS}")
         ranges = []
         for item in items:
-            m = _ITEM.match(item)
+            m = _ITEM.fullmatch(item)
             if not m:
                 raise SelectionError(
                     f"{item[:40]!r}: use OFFSET, FIRST-LAST or PARTITION:FIRST-LAST"

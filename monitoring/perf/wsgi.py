@@ -58,7 +58,7 @@ class WsgiPerfMiddleware:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             code = status.split(" ", 1)[0]
-            state.status = int(code) if code.isdigit() and len(code) == 3 else 0
+            state.status = int(code) if code.isascii() and code.isdigit() and len(code) == 3 else 0
             return start_response(status, headers, exc_info)
 
         try:
