@@ -255,6 +255,8 @@ def parse(text: str | bytes, where: str) -> Dashboard:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise DashboardError(f"{where}: not valid YAML or JSON: {str(e)[:300]}") from None
+    except RecursionError:  # PyYAML composes recursively: one bad file failed every listing
+        raise DashboardError(f"{where}: nested too deep") from None
     return from_data(data, where)
 
 

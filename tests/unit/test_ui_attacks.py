@@ -198,3 +198,18 @@ def test_an_annotation_time_of_inf_is_dropped_not_a_500(tmp_path: Path) -> None:
         assert a["t"] == [1_700_000_000_000] and a["text"] == ["ok"]
     finally:
         server.server.sock.close()
+
+
+def test_a_dashboard_file_nested_too_deep_is_listed_with_its_error(
+    server: UiServer, client: TestClient
+) -> None:
+    """PyYAML composes recursively: one file of 50,000 nested lists raised RecursionError,
+    which the listing did not expect, and every page's dashboard list was a 500."""
+    shipped = Path(str(server.ui.dashboards.shipped_dir))
+    (shipped / "deep.yaml").write_text("[" * 50_000 + "]" * 50_000)
+    r = client.get("/api/ui/dashboards")
+    assert r.status_code == 200, r.text
+    listed = {d["name"]: d for d in r.json()["dashboards"]}
+    assert "nested too deep" in listed["deep"]["error"] and "title" in listed["test"]
+    assert client.get("/api/ui/dashboards/deep").status_code == 400
+    assert client.get("/api/ui/home").status_code == 200
