@@ -17,11 +17,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from monitoring.config import Settings
+from monitoring.runtime import topics
 from monitoring.runtime.admin import ensure_topics
 from monitoring.runtime.kafka_client import client_config
 from monitoring.sinks.clickhouse.query_server import query_store
@@ -138,6 +139,15 @@ class LocalDeployment:
                 p.kill()
                 p.wait(10)
 
+    def delete_topics(self) -> list[str]:
+        """Delete this deployment's topics (every name with its prefix); the names.
+        About 20 topics and 100 partitions a deployment: a shared broker that keeps
+        those of a few hundred runs fails to load its log directory (open files)."""
+        from monitoring.runtime.admin import delete_topics, list_topics
+
+        k = self.settings.kafka
+        return delete_topics(k, list_topics(k, self.prefix))
+
     def healthy(self) -> bool:
         """Whether the store's query endpoint answers /healthz with 200."""
         try:
@@ -169,21 +179,25 @@ class LocalDeployment:
                 out.append(f"{name} (pid {p.pid}) {state}; its log ends:\n{tail}")
         return "\n".join(out) or "no store started"
 
-    def drained(self) -> bool:
-        """Whether the worker and the store committed every record now on their inputs
-        (samples for both, aggregates for the store): nothing more is on its way."""
+    def drained(
+        self,
+        worker: Sequence[str] = (topics.SAMPLES,),
+        store: Sequence[str] = (topics.SAMPLES, topics.AGGREGATES),
+    ) -> bool:
+        """Whether the worker committed every record now on its input topics ``worker``
+        and the store every record now on ``store`` (topic roles): nothing more is on
+        its way. The defaults are the metrics path; the logs path, for instance, is
+        ``drained(worker=[LOGS], store=[LOG_STORED, LOG_TEMPLATES, SAMPLES])``."""
         from confluent_kafka import Consumer, TopicPartition
 
-        from monitoring.runtime import topics
         from monitoring.sinks.clickhouse.store import GROUP_ID
 
         k = self.settings.kafka
-        samples, aggregates = (topics.topic_name(k, t) for t in (topics.SAMPLES, topics.AGGREGATES))
-        parts = {
-            samples: range(k.samples_partitions),
-            aggregates: range(self._partitions(aggregates)),
+        groups = {
+            f"{self.prefix}worker": [topics.topic_name(k, t) for t in worker],
+            GROUP_ID: [topics.topic_name(k, t) for t in store],
         }
-        groups = {f"{self.prefix}worker": [samples], GROUP_ID: [samples, aggregates]}
+        parts = {t: range(self._partitions(t)) for names in groups.values() for t in names}
         for group, names in groups.items():
             c = Consumer(client_config(k, **{"group.id": group}))
             try:

@@ -88,6 +88,7 @@ def test_a_million_series_at_a_worker(kafka_bootstrap: str, tmp_path: Path) -> N
         assert peak - baseline < 512, (baseline, peak)
     finally:
         p.stop_all()
+        p.delete_topics()
 
 
 def metric(text: str, name: str) -> float:

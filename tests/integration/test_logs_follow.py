@@ -78,7 +78,8 @@ def test_search_follow_streams_new_matches_once(pipeline_factory: Callable[..., 
     try:
         assert follower.stdout is not None
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=reader, args=(follower.stdout, lines), daemon=True).start()
+        reading = threading.Thread(target=reader, args=(follower.stdout, lines), daemon=True)
+        reading.start()
         first = [(ts, m) for ts, lv, m in before if TOKEN in m]
         shown = collect(lines, len(first), 60)
         assert [(r["ts_ms"], r["message"]) for r in shown] == first  # oldest first
@@ -87,10 +88,18 @@ def test_search_follow_streams_new_matches_once(pipeline_factory: Callable[..., 
         streamed = collect(lines, len(fresh), 90)
         assert [(r["ts_ms"], r["message"]) for r in streamed] == fresh
         assert all(r["level"] == "ERROR" and r["service"] == "checkout" for r in streamed)
-        time.sleep(3)  # three more polls: nothing is printed twice
-        assert lines.empty()
+        # a later match, stored after them: polls go on until it shows, and nothing
+        # before it is printed twice
+        sentinel = records(1, now - 1_000, "sentinel")
+        ship(p, sentinel)
+        shown_last = collect(lines, 1, 90)
+        assert [(r["ts_ms"], r["message"]) for r in shown_last] == [
+            (sentinel[0][0], sentinel[0][2])
+        ]
         follower.send_signal(signal.SIGINT)
         assert follower.wait(30) == 0
+        reading.join(30)  # stdout closed: every line the follower printed is read
+        assert lines.empty()
     finally:
         if follower.poll() is None:
             follower.kill()

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
+from fixtures.agents import wait_for
+from fixtures.progress import read_to_end
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
@@ -67,42 +68,23 @@ class Forwarder:
         self.server.close()
 
 
-def consume_messages(
-    bootstrap: str, topic: str, n: int, timeout: float = 60, group: str = "check"
-) -> list[str]:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{group}-{topic}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    c.subscribe([topic])
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(out) < n:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            out += messages(m.value())
-    time.sleep(1)
-    for m in c.consume(1000, timeout=2):  # anything extra would show up now
-        if not m.error():
-            out += messages(m.value())
-    c.close()
-    return out
+def consume_messages(bootstrap: str, topic: str, n: int, timeout: float = 60) -> list[str]:
+    """The messages on ``topic`` once it holds at least ``n``: every record up to the
+    topic's end at that point (anything extra produced by then is in)."""
+    got: list[str] = []
+
+    def enough() -> bool:
+        got[:] = [m for rec in read_to_end(bootstrap, topic) for m in messages(rec.value())]
+        return len(got) >= n
+
+    wait_for(enough, timeout, f"{n} messages on {topic}")
+    return got
 
 
 def messages(value: bytes) -> list[str]:
     """The messages of a LogRecord (one) or a LogBatch (many)."""
     rec = CODEC.decode(value).record
     return list(rec["messages"]) if "messages" in rec else [rec["message"]]
-
-
-def wait_until(cond, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def test_handler_with_broker_down_drops_counts_and_recovers(
@@ -127,12 +109,13 @@ def test_handler_with_broker_down_drops_counts_and_recovers(
     started = time.monotonic()
     for i in range(10):
         logger.info("event %d", i)
-    wait_until(lambda: shipper.in_flight == 10 and not shipper.buffer)  # librdkafka holds 10
+    # librdkafka holds 10
+    wait_for(lambda: shipper.in_flight == 10 and not shipper.buffer, 30, "10 in flight")
     for i in range(10, 1000):
         logger.info("event %d", i, extra={"user": "u1"})
     # the application was never held up by the missing broker (it would wait minutes)
     assert time.monotonic() - started < 20
-    time.sleep(0.5)
+    wait_for(lambda: shipper.dropped >= 1000 - 100 - 10, 30, "the oldest records dropped")
     assert shipper.dropped == 1000 - 100 - 10
     dropped = registry.get_sample_value(
         "monitoring_log_shipper_records_total", {"outcome": "dropped"}
@@ -189,18 +172,17 @@ def test_ship_cli_follows_rotation(
     topic = topic_name(kafka_settings.kafka, LOGS)
     try:
         # the first line arrives once the command runs (it takes seconds to start)
-        assert consume_messages(kafka_bootstrap, topic, 1, group="first") == [
-            "2024-01-01 INFO first line"
-        ]
+        assert consume_messages(kafka_bootstrap, topic, 1) == ["2024-01-01 INFO first line"]
         with log.open("a") as f:
             f.write("ERROR job 7 failed\nTraceback (most recent call last):\n  File x\n")
             f.write("WARN half")
-        time.sleep(1)
+        # the record before "WARN half" is complete once the shipper has read that far
+        consume_messages(kafka_bootstrap, topic, 2)
         log.rename(tmp_path / "app.log.1")  # rotation: the tail of the old file still counts
         with (tmp_path / "app.log.1").open("a") as f:
             f.write(" line\n")
         log.write_bytes(b"INFO after rotation caf\xe9\n")
-        time.sleep(3)
+        consume_messages(kafka_bootstrap, topic, 4)  # the shipper is through both files
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=60)

@@ -205,3 +205,4 @@ def test_checkpoints_go_on_while_a_receiver_is_down(kafka_bootstrap: str, tmp_pa
         p.stop_all()
         up.stop()
         down.stop()
+        p.delete_topics()

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.agents import wait_for
 from fixtures.notify import SMTP_PASSWORD, SMTP_USER, api_up, free_port
+from fixtures.progress import notifier_caught_up, notifier_checkpoint
 
 from monitoring.dev.deploy import BIN
 from monitoring.dev.deploy import LocalDeployment as Pipeline
@@ -41,15 +43,6 @@ def produce(p: Pipeline, start: int, windows: range) -> None:
                     ts = start + w * 10_000 + i * 1_000
                     mc.record("temp", 90.0 if hot else 50.0, {"room": room}, timestamp_ms=ts)
         mc.flush(60)
-
-
-def wait_for(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_alerts_reach_webhook_smtp_and_alertmanager_once(
@@ -132,14 +125,23 @@ def test_alerts_reach_webhook_smtp_and_alertmanager_once(
     assert got_am["labels"] == {"alertname": "RoomHot", "room": "a", "severity": "critical"}
     assert got_am["fingerprint"] == firing["alerts"][0]["fingerprint"]
 
-    time.sleep(1.0)  # past a notifier checkpoint
+    bootstrap, state = p.settings.kafka.bootstrap_servers, p.topic("alerts.notifier.state")
+
+    def firing_checkpointed() -> bool:  # the three firing deliveries, none in flight
+        cp = notifier_checkpoint(bootstrap, state)
+        return cp is not None and cp["delivered"] >= 3 and not cp["inflight"]
+
+    wait_for(firing_checkpointed, 60, "a notifier checkpoint past the firing deliveries")
     notifier.kill()
     notifier.wait()
     p.start("notifier", "notifier2")
     p.wait(lambda: api_up(api), 60, "notifier API again")
     produce(p, start, range(15, 30))
     wait_for(lambda: len(hook.bodies) >= 2, 90, f"the resolved notification\n{p.logs()}")
-    time.sleep(3)  # a duplicate would arrive now
+    # a duplicate would have been sent by the time the new notifier's checkpoint has
+    # read every alert and has nothing in flight
+    wait_for(lambda: notifier_caught_up(bootstrap, state, p.topic("alerts")), 60,
+             "the notifier caught up with the alerts")  # fmt: skip
     assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
     assert [a["labels"]["room"] for a in hook.bodies[1]["alerts"]] == ["a"]
     wait_for(lambda: len(smtp_server.envelopes) >= 2, 30, "the resolved e-mail")

@@ -170,3 +170,4 @@ def test_poison_on_every_topic(kafka_bootstrap: str, tmp_path: Path) -> None:
     finally:
         p.stop_all()
         hook.stop()
+        p.delete_topics()

@@ -71,3 +71,4 @@ def test_refused_samples_reach_the_store_as_a_counter(kafka_bootstrap: str, tmp_
         assert p.query(windows) == [[15.0 * m, 15.0 * m + 15] for m in range(4)]
     finally:
         p.stop_all()
+        p.delete_topics()
