@@ -186,7 +186,7 @@ class FileSD:
                 raw = f.read(self.max_bytes + 1)
             data: Any = json.loads(raw) if path.endswith(".json") else load_yaml(raw)
             groups = _GROUPS.validate_python(data or [])
-        except (OSError, ValueError, yaml.YAMLError, ValidationError) as e:
+        except (OSError, ValueError, yaml.YAMLError, ValidationError, RecursionError) as e:
             self.errors += 1
             log.warning(
                 "file_sd file not read; its previous targets are kept",
