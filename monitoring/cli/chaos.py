@@ -7,6 +7,7 @@ monitoring chaos --soak 30m --series 200  # no faults: memory and lag over a lon
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +41,8 @@ def chaos(
     from monitoring.log import configure_logging
 
     configure_logging("WARNING")
+    # the producers' librdkafka lines while the broker is down are the fault, not news
+    logging.getLogger("monitoring.rdkafka").setLevel(logging.CRITICAL)
     cfg = ChaosConfig(
         seed=seed, rounds=rounds, produce_s=produce, n_series=series, store_down_s=store_down,
         broker_restart=broker_restart, poison_fraction=poison, settle_s=settle,

@@ -353,7 +353,7 @@ class ChaosRun:
     def _fault(self, d: LocalDeployment, broker: LocalKafka, e: Event) -> str:
         if e.action == "broker-restart":
             started = time.monotonic()
-            broker.stop()
+            broker.stop(timeout=20)  # SIGTERM, then SIGKILL
             time.sleep(e.down_s)  # the outage itself: how long the broker stays down
             broker.start(timeout=180)
             return f"broker back after {time.monotonic() - started:.1f} s"
@@ -473,10 +473,19 @@ class ChaosRun:
                 return alerts_differing(data.hot, hook.bodies) == 0
 
             ok = self._wait(d, converged, cfg.settle_s, "convergence", raise_=False)
-            rows = d.query(
+            sql = (
                 "SELECT series, window_ms, toUnixTimestamp64Milli(window_start), count, sum, "
                 f"min, max, last FROM aggregates FINAL WHERE {names}"
             )
+            got: list[list[list[Any]]] = []
+
+            def read() -> bool:  # the store may be restarting (the supervisor's doing)
+                with contextlib.suppress(Exception):
+                    got.append(d.query(sql))
+                return bool(got)
+
+            self._wait(d, read, 120, "the store to answer the final query")
+            rows = got[0]
             lost, duplicated = compare(expected, rows)
             rss1 = self._rss(d)
             return ChaosResult(
