@@ -5,7 +5,9 @@ subset, one state machine per rule) and ``monitoring.alerts.watermark.Evaluation
 (when every window ending at ``T`` has arrived). Rules such as ``sum by (job) (...)``
 need every series at once, so unlike the Faust agents this one reads *all* partitions
 of the aggregates topic (``assign``, no consumer group), as Prometheus evaluates all
-series in one place. Run one per deployment (``monitoring alerts evaluate``).
+series in one place. One is active per deployment (``monitoring alerts evaluate``);
+with ``ha.enabled`` more may run: the holder of the ``alerting`` lease evaluates, the
+others stand by reading the state topic (``runtime/lease.py``, docs/ha.md).
 
 State: the engine's alert states and the last evaluated end time go to the compacted
 ``alerts.state`` topic every ``alerting.checkpoint_interval``, after the alerts sent
@@ -53,7 +55,9 @@ from monitoring.metrics.samples import InvalidSample
 from monitoring.runtime import topics
 from monitoring.runtime.admin import with_retries
 from monitoring.runtime.changelog import read_table
+from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import Outputs, consumer_config
+from monitoring.runtime.standby import TableTail, take_over
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
 from monitoring.wire.alert_encoding import ALERT, to_record
@@ -175,12 +179,7 @@ class AlertingAgent:
         self.engine = self._new_engine()
         self.metrics.rules.set(len(self.ruleset.rules))
         self.window_ms = ms(a.window)
-        self.clock = EvaluationClock(
-            ms(a.grace),
-            ms(a.settle),
-            live_ms=max(3 * self.window_ms, 30_000),
-            max_ahead_ms=self.window_ms,
-        )
+        self.clock = self._new_clock()
         self._catch_up: dict[int, int] = {}  # partition -> end offset taken at start
         self.source = topics.topic_name(k, topics.AGGREGATES)
         self.alerts_topic = topics.topic_name(k, topics.ALERTS)
@@ -188,15 +187,26 @@ class AlertingAgent:
         self.encode_sample = SampleEncoder(self.codec, RECORDING_SOURCE).encode
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesRef] = {}
         self.state_topic = topics.topic_name(k, topics.ALERTING_STATE)
-        self.outputs = Outputs(k)
+        self.outputs: Outputs = Outputs(k)
         self.chunks = ChunkedRecords(k.max_message_bytes)
         self.consumer: Consumer | None = None
+        self.lease: Lease | None = None  # with HA: held while this instance is active
+        self.role = "single"  # or standby / active (docs/alerting.md, High availability)
         self._dirty = False
         # windows more than one end past the last evaluated one wait here, so that
         # evaluating an end sees the history as it was at that end even when a backlog
         # arrives at once (the history trims by the newest window of each series)
         self._ahead: dict[int, list[Aggregate]] = {}
         self._last_checkpoint = time.monotonic()
+
+    def _new_clock(self) -> EvaluationClock:
+        a = self.settings.alerting
+        return EvaluationClock(
+            ms(a.grace),
+            ms(a.settle),
+            live_ms=max(3 * self.window_ms, 30_000),
+            max_ahead_ms=self.window_ms,
+        )
 
     def _rules(self) -> list[Rule]:
         """The loaded rules, and the built-in Watchdog (``alerting.watchdog``)."""
@@ -230,6 +240,7 @@ class AlertingAgent:
             "last_evaluated_ms": self.clock.last_evaluated_ms,
             "firing": len(self.engine.firing()),
             "watchdog": self.settings.alerting.watchdog,
+            "role": self.role,
         }
 
     # -- rules: reload as a whole or keep the old ones ---------------------------------
@@ -264,10 +275,12 @@ class AlertingAgent:
         self.engine.restore(state["engine"].encode())
         self.clock.last_evaluated_ms = self._sane_position(state["last_evaluated_ms"])
 
-    def start(self) -> None:
-        """Restore the checkpoint and assign every aggregates partition from the horizon."""
+    def start(self, table: dict[bytes, bytes] | None = None) -> None:
+        """Restore the checkpoint (``table``: the state topic as a standby read it, else
+        read now) and assign every aggregates partition from the horizon."""
         k = self.settings.kafka
-        table = read_table(k, self.state_topic, 0)
+        if table is None:
+            table = read_table(k, self.state_topic, 0)
         self.chunks.learn(table)
         joined = join(table)
         raw = joined.table.get(STATE_KEY)
@@ -358,8 +371,53 @@ class AlertingAgent:
                 self.progress(tp.partition, tp.offset, now)
 
     # -- the loop --------------------------------------------------------------------
+    async def take_over(self, lease: Lease, stop: threading.Event) -> bool:
+        """Stand by, reading the state topic, until ``lease`` is held; then fence the
+        former holder, restore and start (False if ``stop`` came first)."""
+        self.role = "standby"
+        tail = TableTail(self.settings.kafka, self.state_topic)
+        try:
+            outputs = await take_over(self.settings.kafka, lease, [tail], stop)
+            if outputs is None:
+                return False
+            self.outputs, self.lease = outputs, lease
+            self.start(dict(tail.table))
+        finally:
+            tail.close()
+        self.role = "active"
+        return True
+
+    def _new_term(self) -> None:
+        """Forget an ended term: the next one restores from the committed state."""
+        self.engine = self._new_engine()
+        self.clock = self._new_clock()
+        self._catch_up, self._ahead = {}, {}
+        self.chunks = ChunkedRecords(self.settings.kafka.max_message_bytes)
+        self.consumer, self.lease, self._dirty = None, None, False
+        self.outputs = Outputs(self.settings.kafka)
+
     async def run(self, stop: threading.Event) -> None:
-        """Consume, evaluate due ends, checkpoint; until ``stop`` is set."""
+        """Evaluate until ``stop`` is set. With ``ha.enabled``, in terms: stand by until
+        this instance holds the ``alerting`` lease, be active until it is lost (or the
+        writes are fenced), then stand by again from the committed state."""
+        if not self.settings.ha.enabled:
+            await self._run_term(stop)
+            return
+        lease = Lease.from_settings(self.settings, "alerting")
+        try:
+            while not stop.is_set():
+                try:
+                    if await self.take_over(lease, stop):
+                        await self._run_term(stop)
+                except Fenced as e:
+                    log.warning("term_ended", reason=str(e)[:300])
+                    self._new_term()
+        finally:
+            lease.close()
+
+    async def _run_term(self, stop: threading.Event) -> None:
+        """Consume, evaluate due ends, checkpoint; until ``stop`` is set (or, active
+        under a lease, until it is lost: ``Fenced``)."""
         if self.consumer is None:
             self.start()
         assert self.consumer is not None
@@ -367,6 +425,8 @@ class AlertingAgent:
         interval_s = self.settings.alerting.checkpoint_interval.total_seconds()
         try:
             while not stop.is_set():
+                if self.lease is not None and not self.lease.poll():
+                    raise Fenced("alerting: the lease was lost")
                 if self._reload_requested:
                     self.reload_rules()
                 for msg in self.consumer.consume(5000, timeout=0.05):
@@ -376,9 +436,13 @@ class AlertingAgent:
                 await self.evaluate_due(int(time.time() * 1000))
                 if self._dirty and time.monotonic() - self._last_checkpoint >= interval_s:
                     await self.checkpoint()
+                elif isinstance(self.outputs, FencedOutputs) and self.outputs.open:
+                    await self.outputs.flush()  # the alerts sent, visible to the notifier
             await self.checkpoint()
         finally:
             self.consumer.close()
+            if isinstance(self.outputs, FencedOutputs):
+                self.outputs.abort()
 
     def handle(
         self,
@@ -501,7 +565,10 @@ class AlertingAgent:
             "engine": self.engine.to_bytes().decode(),
             "last_evaluated_ms": self.clock.last_evaluated_ms,
         }
+        holder = getattr(self.outputs, "holder", None)  # who wrote it, with HA
+        headers = [("x-holder", holder)] if holder else None
         for key, value in self.chunks.expand(STATE_KEY, json.dumps(state).encode()):
-            await self.outputs.send(self.state_topic, key, value)  # chunks when over the limit
+            # chunks when over the limit
+            await self.outputs.send(self.state_topic, key, value, headers=headers)
         if await self.outputs.flush():
             self._dirty = False

@@ -4,8 +4,10 @@ escalation) -> receivers (email, Slack, PagerDuty, webhooks, Alertmanager).
 Thin wiring around ``monitoring.alerts.alert_manager.AlertManager`` (pure, clock
 explicit) and ``monitoring.sinks.notifiers.dispatcher.Dispatcher`` (retries, rate
 limits, idempotent delivery). Like the alert evaluator it reads every partition of
-its topics (``assign``): grouping needs every alert of a group in one place, so run
-one notifier per deployment.
+its topics (``assign``): grouping needs every alert of a group in one place, so one
+notifier is active per deployment; with ``ha.enabled`` more may run: the holder of the
+``notifier`` lease delivers, the others stand by reading the state and the delivery log
+(``runtime/lease.py``, docs/ha.md).
 
 Commands (create/expire silence, acknowledge) travel on the compacted
 ``alerts.commands`` topic: the HTTP API (``/api/v2/silences``...) and the CLI produce
@@ -58,9 +60,16 @@ from monitoring.log import get_logger
 from monitoring.runtime import topics
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.kafka_client import client_config
+from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import DeadLetters, Outputs, consumer_config
+from monitoring.runtime.standby import TableTail, Tail, offsets_since, take_over
 from monitoring.runtime.state_chunks import ChunkedRecords, join
-from monitoring.sinks.notifiers.dispatcher import DeliveredKeys, DeliveryRecord, Dispatcher
+from monitoring.sinks.notifiers.dispatcher import (
+    DeliveredKeys,
+    DeliveryRecord,
+    Dispatcher,
+    Vetoed,
+)
 from monitoring.wire.alert_encoding import ALERT, from_record
 from monitoring.wire.codec import AvroCodec, DecodeError
 
@@ -70,6 +79,9 @@ STATE_VERSION = 1
 _DELIVERED, _POSITIONS, _INFLIGHT = b"delivered", b"positions", b"inflight"
 _AM = "am:"  # prefix of the alert manager's own records (meta, one per group)
 DELIVERED_CAPACITY = 100_000  # 1.6 MB of keys: the state record stays under 4 MB
+# A standby reads the delivery log this far back (and on): deliveries after the last
+# checkpoint a failed active instance wrote are skipped by its successor too.
+DELIVERY_LOG_HORIZON_MS = 3_600_000
 
 
 def now_ms() -> int:
@@ -106,8 +118,13 @@ class NotifierAgent:
         self.commands_topic = topics.topic_name(k, topics.ALERT_COMMANDS)
         self.state_topic = topics.topic_name(k, topics.NOTIFIER_STATE)
         self.deliveries_topic = topics.topic_name(k, topics.NOTIFY_DELIVERIES)
-        self.outputs = Outputs(k)
+        self.outputs: Outputs = Outputs(k)
         self.chunks = ChunkedRecords(k.max_message_bytes)
+        self.lease: Lease | None = None  # with HA: held while this instance is active
+        self.role = "single"  # or standby / active (docs/notifier.md, High availability)
+        self._fenced = ""  # why a send was vetoed: the term ends
+        # delivered according to alerts.deliveries (read by a standby before it sends)
+        self.logged = DeliveredKeys(DELIVERED_CAPACITY)
         self.dead_letters = DeadLetters(k, topics.topic_name(k, topics.DEAD_LETTER), "notifier")
         self.commands = Producer(client_config(k, acks="all"))
         self.positions: dict[str, dict[int, int]] = {}
@@ -125,10 +142,12 @@ class NotifierAgent:
         )
 
     # -- start -----------------------------------------------------------------------
-    def start(self) -> None:
-        """Restore the snapshot and assign both topics from the saved positions."""
+    def start(self, raw: dict[bytes, bytes] | None = None) -> None:
+        """Restore the snapshot (``raw``: the state topic as a standby read it, else read
+        now), add the delivery log's keys, assign both topics from the saved positions."""
         k = self.settings.kafka
-        raw = read_table(k, self.state_topic, 0)
+        if raw is None:
+            raw = read_table(k, self.state_topic, 0)
         self.chunks.learn(raw)
         joined = join(raw)
         restored = _POSITIONS in joined.table and not joined.broken
@@ -146,6 +165,8 @@ class NotifierAgent:
                 self.manager = AlertManager(self.config, max_silences=self.max_silences)
                 self.delivered = DeliveredKeys(DELIVERED_CAPACITY)
                 self.positions, self._resend = {}, []
+        for key in self.logged:  # delivered after the snapshot, before a failover
+            self.delivered.add(key)
         # never commits: the state has the positions
         group = f"{k.topic_prefix}notifier"
         self.consumer = Consumer(consumer_config(k, group, **{"fetch.wait.max.ms": 20}))
@@ -161,6 +182,7 @@ class NotifierAgent:
             receivers=sorted(self.receivers),
             restored=restored,
             delivered_keys=len(self.delivered),
+            from_delivery_log=len(self.logged),
         )
 
     def _restore(self, table: dict[bytes, bytes]) -> None:
@@ -176,9 +198,80 @@ class NotifierAgent:
         self.positions = {t: {int(p): o for p, o in ps.items()} for t, ps in saved["p"].items()}
         self._resend = [notification_from_json(n) for n in json.loads(table.get(_INFLIGHT, b"[]"))]
 
+    # -- high availability -------------------------------------------------------------
+    def _log_delivery(self, m: Any) -> None:
+        """One record of the delivery log, read by a standby: a delivered key counts."""
+        try:
+            rec = self.codec.decode(m.value() or b"").record
+            if rec["outcome"] == "delivered":
+                self.logged.add(bytes.fromhex(rec["delivery_id"]))
+        except (DecodeError, KeyError, TypeError, ValueError):
+            self.invalid.labels("bad-delivery-record").inc()
+
+    async def take_over(self, lease: Lease, stop: threading.Event) -> bool:
+        """Stand by, reading the state topic and the delivery log, until ``lease`` is
+        held; then fence the former holder, restore and start (False if stopped)."""
+        self.role = "standby"
+        k = self.settings.kafka
+        state = TableTail(k, self.state_topic)
+        since = offsets_since(k, self.deliveries_topic, now_ms() - DELIVERY_LOG_HORIZON_MS)
+        log_tail = Tail(k, since, self._log_delivery)
+        try:
+            outputs = await take_over(k, lease, [state, log_tail], stop)
+            if outputs is None:
+                return False
+            self.outputs, self.lease = outputs, lease
+            self.start(dict(state.table))
+        finally:
+            state.close()
+            log_tail.close()
+        self.role = "active"
+        return True
+
+    async def _before_send(self) -> None:
+        """Every send waits for a fresh lease (``Lease.fresh``), else it is vetoed."""
+        assert self.lease is not None
+        try:
+            await self.lease.ensure_fresh()
+        except Fenced as e:
+            self._fenced = str(e)
+            raise Vetoed(str(e)) from e
+
+    def _new_term(self) -> None:
+        """Forget an ended term: the next one restores from the committed state."""
+        k = self.settings.kafka
+        self.manager = AlertManager(self.config, max_silences=self.max_silences)
+        self.positions, self._resend, self._inflight, self._unwritten = {}, [], {}, {}
+        self.delivered = DeliveredKeys(DELIVERED_CAPACITY)
+        self.logged = DeliveredKeys(DELIVERED_CAPACITY)
+        self.chunks = ChunkedRecords(k.max_message_bytes)
+        self.consumer, self.dispatcher, self.lease = None, None, None
+        self._dirty, self._fenced = False, ""
+        self.outputs = Outputs(k)
+
     # -- the loop ----------------------------------------------------------------------
     async def run(self, stop: threading.Event) -> None:
-        """Consume, flush due groups, deliver, checkpoint; until ``stop`` is set."""
+        """Notify until ``stop`` is set. With ``ha.enabled``, in terms: stand by until
+        this instance holds the ``notifier`` lease, be active until it is lost (or the
+        writes are fenced), then stand by again from the committed state."""
+        if not self.settings.ha.enabled:
+            await self._run_term(stop)
+            return
+        lease = Lease.from_settings(self.settings, "notifier")
+        try:
+            while not stop.is_set():
+                try:
+                    if await self.take_over(lease, stop):
+                        await self._run_term(stop)
+                except Fenced as e:
+                    log.warning("term_ended", reason=str(e)[:300])
+                    self._new_term()
+        finally:
+            lease.close()
+
+    async def _run_term(self, stop: threading.Event) -> None:
+        """Consume, flush due groups, deliver, checkpoint; until ``stop`` is set (or,
+        active under a lease, until it is lost: ``Fenced``)."""
         if self.consumer is None:
             self.start()
         assert self.consumer is not None
@@ -189,12 +282,15 @@ class NotifierAgent:
             delivered=self.delivered,
             on_record=self._on_record,
             registry=self.registry,
+            before_send=self._before_send if self.lease is not None else None,
         ) as self.dispatcher:
             try:
                 for n in self._resend:  # in flight when the restored state was written
                     self._start_delivery(n)
                 self._resend = []
                 while not stop.is_set():
+                    if self.lease is not None and (self._fenced or not self.lease.poll()):
+                        raise Fenced(self._fenced or "notifier: the lease was lost")
                     msgs = await asyncio.to_thread(self.consumer.consume, 1000, 0.05)
                     with self.lock:
                         for m in msgs:
@@ -206,12 +302,18 @@ class NotifierAgent:
                     if self._dirty and time.monotonic() - last_checkpoint >= interval_s:
                         last_checkpoint = time.monotonic()
                         await self.checkpoint()
+                    elif isinstance(self.outputs, FencedOutputs) and self.outputs.open:
+                        await self.outputs.flush()  # the delivery log, read by a standby
                 if self._inflight:
                     await asyncio.wait(self._inflight, timeout=30)
                 await self.checkpoint()
                 self.dead_letters.flush()
             finally:
                 self.consumer.close()
+                if isinstance(self.outputs, FencedOutputs):
+                    for task in self._inflight:
+                        task.cancel()
+                    self.outputs.abort()
 
     def _start_delivery(self, n: Notification) -> None:
         task = asyncio.create_task(self._deliver(n))
@@ -265,14 +367,16 @@ class NotifierAgent:
         assert self.dispatcher is not None
         try:
             await self.dispatcher.deliver(n, key_extra=str(n.previous_ms))
+        except Vetoed as e:
+            log.warning("delivery_vetoed", receiver=n.receiver, reason=str(e)[:300])
         except Exception as e:  # the dispatcher records failures; this is a bug guard
             log.error("delivery_crashed", receiver=n.receiver, error=repr(e)[:300])
 
     def _on_record(self, rec: DeliveryRecord) -> None:
-        self.outputs.producer.produce(
+        self.outputs.produce_now(
             self.deliveries_topic,
-            self.codec.encode(DELIVERY, rec.to_avro()),
             rec.delivery_id.encode(),
+            self.codec.encode(DELIVERY, rec.to_avro()),
         )
         self.outputs.poll()
 
@@ -297,9 +401,11 @@ class NotifierAgent:
             (_POSITIONS, json.dumps(positions).encode()),  # last: the snapshot is complete
         ]
         self._unwritten.update(records)
+        holder = getattr(self.outputs, "holder", None)  # who wrote it, with HA
+        headers = [("x-holder", holder)] if holder else None
         for key, value in list(self._unwritten.items()):
             for k, v in self.chunks.expand(key, value):
-                await self.outputs.send(self.state_topic, k, v)
+                await self.outputs.send(self.state_topic, k, v, headers=headers)
         if await self.outputs.flush():
             self._unwritten.clear()
         else:
@@ -350,14 +456,23 @@ class NotifierAgent:
         self._command(f"ack:{target}", cmd)
         return 200, {"acknowledged": target}
 
+    def _standby(self) -> tuple[int, Any] | None:
+        if self.role == "standby":
+            return 503, {"error": "this notifier is a standby: ask the active one"}
+        return None
+
     def api_silences(self) -> tuple[int, Any]:
         """``GET /api/v2/silences``."""
+        if (refused := self._standby()) is not None:
+            return refused
         with self.lock:
             now = now_ms()
             return 200, [x.to_api(now) for x in self.manager.silences.list(now)]
 
     def api_alerts(self) -> tuple[int, Any]:
         """``GET /api/v2/alerts``: every alert with its silenced/inhibited/acked state."""
+        if (refused := self._standby()) is not None:
+            return refused
         with self.lock:
             return 200, [s.to_api() for s in self.manager.alerts(now_ms())]
 
@@ -368,4 +483,5 @@ class NotifierAgent:
             "receivers": sorted(self.receivers),
             "deliveries_in_flight": len(self._inflight),
             "delivered_keys": len(self.delivered),
+            "role": self.role,
         }

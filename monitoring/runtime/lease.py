@@ -209,6 +209,9 @@ class FencedOutputs(Outputs):
         self.holder = f"{lease.instance}/{lease.terms}".encode()
         self._open = False
         self.commits = 0
+        # records produced while a commit runs (in a thread): the next transaction's
+        self._committing = False
+        self._pending: list[tuple[Any, ...]] = []
 
     def init(self) -> None:
         """Fence former holders (aborting their open transaction); blocking."""
@@ -226,6 +229,9 @@ class FencedOutputs(Outputs):
         headers: Headers | None,
         on_delivery: Any = None,
     ) -> None:
+        if self._committing:  # librdkafka refuses records during a commit
+            self._pending.append((topic, key, value, partition, headers, on_delivery))
+            return
         try:
             if not self._open:
                 self.producer.begin_transaction()
@@ -236,14 +242,29 @@ class FencedOutputs(Outputs):
 
     @property
     def open(self) -> bool:
-        """Whether records wait in an uncommitted transaction."""
-        return self._open
+        """Whether records wait in an uncommitted transaction (or for one)."""
+        return self._open or bool(self._pending)
 
     async def flush(self) -> bool:
-        """Commit the open transaction; False if the broker was slow (retry later)."""
+        """Commit the open transaction; False if the broker was slow (retry later).
+        Records produced meanwhile go into the next transaction."""
+        if not self._open and self._pending:
+            self._produce_pending()
         if not self._open:
             return True
-        return await asyncio.to_thread(self._commit)
+        self._committing = True
+        try:
+            ok = await asyncio.to_thread(self._commit)
+        finally:
+            self._committing = False
+        if ok:
+            self._produce_pending()
+        return ok
+
+    def _produce_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for record in pending:
+            self._produce(*record)
 
     def _commit(self) -> bool:
         started = time.monotonic()

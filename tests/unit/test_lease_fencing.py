@@ -157,3 +157,18 @@ def test_a_vetoed_send_sends_nothing_and_records_nothing() -> None:
 
     asyncio.run(go())
     assert records == []
+
+
+def test_records_produced_during_a_commit_go_into_the_next_transaction() -> None:
+    p = FakeProducer()
+    out = outputs(p)
+
+    def commit(_timeout: float) -> None:
+        p.calls.append("commit")
+        out.produce_now("t", b"k", b"during")  # a delivery callback while committing
+
+    p.commit_transaction = commit  # type: ignore[method-assign]
+    asyncio.run(out.send("t", b"k", b"v"))
+    assert asyncio.run(out.flush())
+    assert p.calls == ["begin", "produce", "offsets", "commit", "begin", "produce"]
+    assert out.open
