@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError
+from fixtures.agents import wait_for
+from fixtures.progress import read_to_end
 
 from monitoring.config import Settings
 from monitoring.dev.loadgen import generate
@@ -28,31 +28,15 @@ pytestmark = pytest.mark.integration
 def consume(
     bootstrap: str, topic: str, expected_samples: int, timeout: float = 60.0
 ) -> list[tuple[str, str, int, str, int, float]]:
-    """Read the topic from the start until ``expected_samples`` samples arrived (and 1 s
-    more, to catch duplicates). Returns (record name, message key, partition, series,
-    timestamp_ms, value) per sample."""
+    """Every sample on the topic once it holds ``expected_samples``: the topic read up to
+    its end at that point, so a duplicate produced by then is in. Returns (record name,
+    message key, partition, series, timestamp_ms, value) per sample."""
     codec = AvroCodec.from_directory()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
     out: list[tuple[str, str, int, str, int, float]] = []
-    deadline = time.monotonic() + timeout
-    settle: float | None = None
-    try:
-        while time.monotonic() < deadline and (settle is None or time.monotonic() < settle):
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                continue
+
+    def enough() -> bool:
+        out.clear()
+        for msg in read_to_end(bootstrap, topic):
             value, raw_key, partition = msg.value(), msg.key(), msg.partition()
             assert value is not None and raw_key is not None and partition is not None
             decoded = codec.decode(value)
@@ -63,10 +47,9 @@ def consume(
             key = raw_key.decode()
             for s in result.samples:
                 out.append((decoded.name, key, partition, s.series, s.timestamp_ms, s.value))
-            if len(out) >= expected_samples and settle is None:
-                settle = time.monotonic() + 1.0
-    finally:
-        consumer.close()
+        return len(out) >= expected_samples
+
+    wait_for(enough, timeout, f"{expected_samples} samples on {topic}")
     return out
 
 
