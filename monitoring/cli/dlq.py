@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from monitoring.cli.doctor import finite_seconds
 from monitoring.cli.settings import load_settings
 from monitoring.config import Settings, ms, parse_duration
 
@@ -50,7 +51,12 @@ TopicOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
 MaxRecordsOpt = Annotated[int, typer.Option(help="Read at most this many dead letters.", min=1)]
 MaxBytesOpt = Annotated[int, typer.Option(help="Read at most this many bytes.", min=1)]
-TimeoutOpt = Annotated[float, typer.Option(help="Give up reading after these seconds.", min=0.1)]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        help="Give up reading after these seconds.", min=0.1, max=3600, callback=finite_seconds
+    ),
+]
 SelectionArg = Annotated[
     str | None, typer.Argument(help="Offsets: 12, 10-20, 0:10-20, comma-separated.")
 ]

@@ -18,10 +18,24 @@ console = Console()
 _STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
 
 
+def finite_seconds(value: float) -> float:
+    """A timeout option's value: a finite number (``nan`` passes typer's ``min`` and
+    ``max``: every comparison with it is false, and a NaN timeout waits for ever)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise typer.BadParameter("a number of seconds")
+    return value
+
+
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
     timeout: Annotated[
-        float, typer.Option(help="Seconds each broker or store call may take.", min=0.1)
+        float,
+        typer.Option(
+            help="Seconds each broker or store call may take.",
+            min=0.1,
+            max=3600,
+            callback=finite_seconds,
+        ),
     ] = 5.0,
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="Settings file (default monitoring.yaml).")

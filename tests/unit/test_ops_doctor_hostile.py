@@ -114,3 +114,18 @@ def test_a_name_whose_resolution_hangs_cannot_hold_the_doctor(
         print(f"40 hanging names: the check gave up after {time.monotonic() - t0:.1f} s")
     finally:
         release.set()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e9"])
+def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_refused(value: str) -> None:
+    """``--timeout nan`` passed typer's ``min=0.1`` (comparisons with NaN are false) and
+    every bounded call then waited for ever."""
+    from typer.testing import CliRunner
+
+    from monitoring.cli import app
+
+    runner = CliRunner()
+    for args in (["doctor", "--timeout", value], ["dlq", "list", "--timeout", value]):
+        result = runner.invoke(app, args, env={"MONITORING_CONFIG": ""})
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert "--timeout" in result.output
