@@ -78,7 +78,9 @@ def lag(
     only: Iterable[tuple[str, int]] | None = None,
 ) -> list[LagRow]:
     """One row per partition each group has an offset for, on topics starting with
-    ``topic_prefix`` (and among ``only`` when given), sorted."""
+    ``topic_prefix``, sorted. With ``only``: those partitions, a partition the group has
+    not committed on counted from its log start (where the group's consumer begins,
+    ``auto.offset.reset=earliest``): a process that owns it has all of it to read."""
     wanted = None if only is None else set(only)
     committed: dict[str, dict[tuple[str, int], int | None]] = {}
     for g in groups[:MAX_GROUPS]:
@@ -88,6 +90,9 @@ def lag(
             for tp, o in offs.items()
             if tp[0].startswith(topic_prefix) and (wanted is None or tp in wanted)
         }
+        for tp in sorted(wanted or ()):
+            if tp[0].startswith(topic_prefix):
+                committed[g].setdefault(tp, None)
     marks = watermarks(admin, {tp for c in committed.values() for tp in c}, timeout_s)
     rows = [
         LagRow(g, t, p, o, marks[(t, p)][1], lag_of(o, *marks[(t, p)]))

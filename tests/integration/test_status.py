@@ -84,6 +84,13 @@ def test_lag_per_partition_equals_produced_minus_consumed(kafka_settings: Settin
     assert {r.partition: (r.committed, r.high) for r in rows} == {
         p: (m, produced[p]) for p, m in consumed.items()
     }
+    # a process that owns partition 5 (never committed) has all of it to read
+    owned = [(topic, p) for p in (0, 5)]
+    mine = lag_probe.lag(admin_client(k.bootstrap_servers), [group], 10, only=owned)
+    assert {r.partition: (r.committed, r.lag) for r in mine} == {
+        0: (consumed[0], produced[0] - consumed[0]),
+        5: (None, produced[5]),
+    }
     report = gather(kafka_settings, timeout_s=10)  # every group with the deployment's prefix
     assert [r for r in report.lag if r.group == group] == rows
     assert report.errors == []
