@@ -169,6 +169,9 @@ def deployment(
     evaluators = Pair(p, "alerting", ("alerting-a", "alerting-b"), e_ports)
     notifiers = Pair(p, "notifier", ("notifier-a", "notifier-b"), n_ports)
     wait_for(p, lambda: evaluators.settled() and notifiers.settled(), 120, "active + standby")
+    standby = notifiers.ports[1 - notifiers.active()]
+    got = httpx.get(f"http://127.0.0.1:{standby}/api/v2/alerts", timeout=10)
+    assert got.status_code == 503 and "standby" in got.text  # ask the active one
     return p, hook, evaluators, notifiers
 
 
