@@ -148,16 +148,25 @@ def test_without_a_running_store_the_chdb_directory_answers(
     store: tuple[PerfStore, str],
 ) -> None:
     # the module's query server holds the directory read-only; the in-process server of
-    # open_store opens it read-only too
-    env = {"MONITORING_STORAGE__DSN": store[0].settings.storage.dsn}
+    # open_store opens it read-only too. No --url: nothing answers on the store's port
+    # (a store named by --url that does not answer is an error, never this fallback)
+    env = {"MONITORING_STORAGE__DSN": store[0].settings.storage.dsn,
+           "MONITORING_STORAGE__QUERY_PORT": "1"}  # fmt: skip
     result = CliRunner().invoke(
         app,
         ["perf", "analyze", "--service", "shop", "--since", "1h", "--baseline", "6h",
-         "--url", "http://127.0.0.1:1", "--until", str(NOW_S)],
+         "--until", str(NOW_S)],
         env=env,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "regressions: mean_latency_s" in result.output
+    named = CliRunner().invoke(
+        app,
+        ["perf", "analyze", "--service", "shop", "--url", "http://127.0.0.1:1",
+         "--until", str(NOW_S)],
+        env=env,
+    )  # fmt: skip
+    assert named.exit_code == 1 and "no store answers at http://127.0.0.1:1" in named.output
 
 
 def test_bad_arguments_are_explained(store: tuple[PerfStore, str]) -> None:
