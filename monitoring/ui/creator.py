@@ -82,7 +82,7 @@ class DashboardCreator:
             raise DashboardError(f"metrics: 1 to {MAX_METRICS} metric names")
         try:
             specs = [
-                MetricSpec(name=m) if isinstance(m, str) else MetricSpec.model_validate(dict(m))
+                MetricSpec(name=m) if isinstance(m, str) else MetricSpec.model_validate(m)
                 for m in metrics
             ]
             defaults = MetricSpec(name="x", group_by=list(group_by)).group_by or []
@@ -108,10 +108,12 @@ class DashboardCreator:
 
 def _layout(layout: str | int | Mapping[str, Any]) -> tuple[int, int]:
     """Columns per row and panel height."""
-    height = 260
+    height: Any = 260
     if isinstance(layout, Mapping):
-        height = int(layout.get("height", height))
+        height = layout.get("height", height)
         layout = layout.get("columns", 2)
+    if not isinstance(height, int) or isinstance(height, bool):
+        raise DashboardError("layout: height is a whole number of pixels, 80 to 1200")
     columns = {"grid": 2, "rows": 1}.get(layout, layout) if isinstance(layout, str) else layout
     if not isinstance(columns, int) or isinstance(columns, bool) or not 1 <= columns <= 4:
         raise DashboardError("layout: grid, rows, 1 to 4 columns, or {columns, height}")

@@ -46,3 +46,15 @@ def test_clickhouse_interface_query_id_and_names(tail: str) -> None:
 def test_report_template_names() -> None:
     with pytest.raises(ReportError, match="not a file"):
         ReportGenerator().check_template("default\n")  # not the packaged "default"
+
+
+def test_creator_garbage_is_a_dashboard_error() -> None:
+    """A layout height of ``"abc"``, ``inf`` or a list, or a metric that is neither a
+    name nor a mapping, raised ValueError, OverflowError or TypeError: not the
+    DashboardError the façade documents (and its callers catch)."""
+    for layout in ({"height": "abc"}, {"height": float("inf")}, {"height": [1]}):
+        with pytest.raises(DashboardError):
+            DashboardCreator().create(metrics=["up"], layout=layout)
+    for metrics in ([123], [None]):
+        with pytest.raises(DashboardError):
+            DashboardCreator().create(metrics=metrics)  # type: ignore[arg-type]
