@@ -12,10 +12,11 @@ A *metric source* is what ``monitoring.ingest.sources.as_source`` takes:
 ``collect`` reads every source ``rounds`` times (default once), ``interval`` apart
 (a duration: ``"10s"``, seconds, a timedelta), through the SDK's bounded outlet (the
 contract's validation: a refused point is counted, not returned), and returns the
-samples as ``Sample`` values. In ``pipeline`` mode the same samples go to the samples
-topic, and with ``interval`` collection goes on in the background every interval until
-``stop()`` or ``close()`` (the SDK's behaviour). In ``local`` mode nothing leaves the
-process.
+samples as ``Sample`` values (in ``pipeline`` mode once Kafka acknowledged them, or
+``ResultTimeout`` after ``python_api.wait``). In ``pipeline`` mode the same samples go
+to the samples topic, and with ``interval`` collection goes on in the background every
+interval until ``stop()`` or ``close()`` (the SDK's behaviour). In ``local`` mode nothing
+leaves the process.
 
 Without ``sources``, ``collect()`` is the SDK's snapshot of its instruments (counters,
 gauges, histograms made with ``counter()``, ``gauge()``, ``histogram()``), returning
@@ -34,7 +35,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings, parse_duration
-from monitoring.facade.common import resolve
+from monitoring.facade.common import ResultTimeout, resolve
 from monitoring.metrics.samples import InvalidSample, Sample
 
 MAX_ROUNDS = 10_000
@@ -161,7 +162,13 @@ class MetricsCollector:
         finally:
             srcs.close()
         if self._sdk is not None:
-            self._sdk.flush(30)
+            wait_s = self.settings.python_api.wait.total_seconds()
+            left = self._sdk.flush(wait_s)
+            if left:
+                raise ResultTimeout(
+                    f"{left} of {len(rec.samples)} samples not acknowledged by Kafka "
+                    f"({self.settings.kafka.bootstrap_servers}) within {wait_s:g} s"
+                )
             if every is not None:  # go on in the background, as the SDK does
                 from monitoring.ingest.sources import SourceSet as Sources
 

@@ -7,6 +7,7 @@ import importlib
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,22 @@ def test_collector_local_mode_validates_and_counts(tmp_path: Path) -> None:
         mc.record("x", 1.0)
     ticks = mc.collect(sources=[lambda: {"t": 1}], interval=0.01, rounds=3, timestamp_ms=10**12)
     assert [s.timestamp_ms for s in ticks] == [10**12, 10**12 + 10, 10**12 + 20]
+
+
+def test_pipeline_collector_says_when_kafka_did_not_take_the_samples() -> None:
+    from monitoring.facade.common import ResultTimeout
+    from monitoring.metrics.collector import MetricsCollector
+
+    base = Settings.load(None)
+    s = base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"}),
+            "python_api": base.python_api.model_copy(update={"wait": timedelta(seconds=1)}),
+        }
+    )
+    mc = MetricsCollector(s, mode="pipeline", num_partitions=1, metadata_timeout=0.5)
+    try:
+        with pytest.raises(ResultTimeout, match=r"1 of 1 samples not acknowledged by Kafka"):
+            mc.collect(sources=[lambda: {"up": 1}])
+    finally:
+        mc.close(timeout=0.1)
