@@ -773,6 +773,8 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{source}: file not found") from e
             except yaml.YAMLError as e:
                 raise ConfigError(f"{source}: not valid YAML: {e}") from e
+            except RecursionError:  # PyYAML composes recursively
+                raise ConfigError(f"{source}: nested too deep") from None
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{source}: top level must be a mapping of sections")
             if "monitoring" in loaded:  # the platform's documented shape

@@ -111,6 +111,8 @@ class ManagerConfig(BaseModel):
             raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        except RecursionError:  # PyYAML composes recursively
+            raise ConfigError(f"{source}: nested too deep") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping (route, receivers, ...)")
         return cls.from_dict(raw, source)

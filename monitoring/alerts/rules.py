@@ -340,6 +340,8 @@ def load_rules_text(text: str, file: str = "") -> RuleSet:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         return RuleSet(errors=[RuleError(file, f"invalid YAML: {e}")])
+    except RecursionError:  # PyYAML composes recursively
+        return RuleSet(errors=[RuleError(file, "invalid YAML: nested too deep")])
     if doc is None:
         return RuleSet()
     if not isinstance(doc, dict):
