@@ -34,6 +34,7 @@ def test_the_rules_load() -> None:
         "DeadLettersRising",
         "NoWindowsClosing",
         "ProcessDown",
+        "StatusExporterSilent",
         "StoreFailing",
     ]
 
@@ -119,3 +120,14 @@ def test_each_rule_fires_on_a_failing_deployment_only(name: str, labels: dict[st
 
 def test_lag_must_keep_growing_for_five_minutes() -> None:
     assert rules()["ConsumerLagGrowing"].for_ms == 300_000
+
+
+def test_the_exporters_deadman_fires_only_once_its_figures_stop() -> None:
+    """StatusExporterSilent: quiet while the exporter writes (healthy or failing), firing
+    once nothing came for five minutes, quiet again when it writes again."""
+    rule = rules()["StatusExporterSilent"]
+    assert firing(rule, history(healthy, STEPS), END) == []
+    assert firing(rule, history(failing, STEPS), END) == []
+    h = history(healthy, STEPS)  # the exporter's last write is just before END
+    assert firing(rule, h, END + 4 * 60_000) == []
+    assert firing(rule, h, END + 6 * 60_000) == [{}]
