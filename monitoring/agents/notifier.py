@@ -68,6 +68,7 @@ from monitoring.sinks.notifiers.dispatcher import (
     DeliveredKeys,
     DeliveryRecord,
     Dispatcher,
+    NotifierMetrics,
     Vetoed,
 )
 from monitoring.wire.alert_encoding import ALERT, from_record
@@ -114,6 +115,7 @@ class NotifierAgent:
         self.manager = AlertManager(config, max_silences=self.max_silences)
         self.receivers = parse_receivers(list(config.receivers))
         self.registry = registry
+        self.delivery_metrics = NotifierMetrics(registry)  # one set for every term
         self.alerts_topic = topics.topic_name(k, topics.ALERTS)
         self.commands_topic = topics.topic_name(k, topics.ALERT_COMMANDS)
         self.state_topic = topics.topic_name(k, topics.NOTIFIER_STATE)
@@ -281,8 +283,8 @@ class NotifierAgent:
             self.receivers,
             delivered=self.delivered,
             on_record=self._on_record,
-            registry=self.registry,
             before_send=self._before_send if self.lease is not None else None,
+            metrics=self.delivery_metrics,
         ) as self.dispatcher:
             try:
                 for n in self._resend:  # in flight when the restored state was written

@@ -72,7 +72,7 @@ class Lease:
         self.session_s = session_timeout_ms / 1000
         self.heartbeat_s = heartbeat_interval_ms / 1000
         self.held = False
-        self.terms = 0  # times this instance acquired the lease
+        self.terms = 0  # terms this instance began as the holder (``acquire``)
         self.acquired_at = 0.0
         self._confirmed_at = float("-inf")
         self.consumer = Consumer(
@@ -103,9 +103,8 @@ class Lease:
     def _assigned(self, _consumer: Any, parts: list[TopicPartition]) -> None:
         if self._mine(parts) and not self.held:
             self.held = True
-            self.terms += 1
             self.acquired_at = time.monotonic()
-            log.info("lease_acquired", duty=self.duty, instance=self.instance, terms=self.terms)
+            log.info("lease_acquired", duty=self.duty, instance=self.instance)
 
     def _revoked(self, _consumer: Any, parts: list[TopicPartition]) -> None:
         if self._mine(parts) and self.held:
@@ -166,6 +165,7 @@ class Lease:
         ``tick()`` runs between polls (a standby's reading of its changelog)."""
         while not stop.is_set():
             if self.poll() and await asyncio.to_thread(self.confirm):
+                self.terms += 1
                 return True
             if tick is not None:
                 await asyncio.to_thread(tick)

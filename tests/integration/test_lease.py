@@ -14,6 +14,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -168,3 +169,32 @@ def test_table_tail_follows_a_compacted_partition(kafka_settings: Settings) -> N
         tail.close()
     finally:
         lease.close()
+
+
+def test_a_term_that_ends_with_the_lease_still_held_starts_again(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """A notifier whose term ends (here: a vetoed send) while it still holds the lease
+    takes over again in place, with its metrics registered once."""
+    from fixtures.agents import Running, wait_for
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.agents.notifier import NotifierAgent
+    from monitoring.alerts.manager_config import ManagerConfig
+
+    config = tmp_path / "notifier.yml"
+    config.write_text(
+        "route: {receiver: ops}\n"
+        "receivers: [{name: ops, webhook_configs: [{url: 'http://127.0.0.1:9/hook'}]}]\n"
+    )
+    agent = NotifierAgent(kafka_settings, CollectorRegistry(), ManagerConfig.load(str(config)))
+    running = Running(agent)
+    try:
+        wait_for(lambda: agent.role == "active", 60, "the first term")
+        first = agent.lease
+        assert first is not None
+        agent._fenced = "test: a vetoed send"
+        wait_for(lambda: agent.role == "active" and first.terms == 2, 60, "a second term")
+        assert running.error is None and running.thread.is_alive()
+    finally:
+        running.stop()

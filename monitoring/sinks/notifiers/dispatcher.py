@@ -261,13 +261,15 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         before_send: Callable[[], Awaitable[None]] | None = None,
+        metrics: NotifierMetrics | None = None,
     ) -> None:
         self.receivers = dict(receivers)
         self.before_send = before_send  # awaited right before every send; may veto it
         self.policy = policy or RetryPolicy()
         self.delivered = delivered if delivered is not None else DeliveredKeys()
         self.on_record = on_record
-        self.metrics = NotifierMetrics(registry or CollectorRegistry())
+        # ``metrics``: registered once by an owner that makes a dispatcher per lease term
+        self.metrics = metrics or NotifierMetrics(registry or CollectorRegistry())
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(
             timeout=self.policy.timeout_s,
