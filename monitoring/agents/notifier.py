@@ -91,7 +91,10 @@ def now_ms() -> int:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     """A request body that must be a JSON object; ``ValueError`` (a 400) otherwise."""
-    data = json.loads(body or b"{}")
+    try:
+        data = json.loads(body or b"{}")
+    except RecursionError:  # not a ValueError: it was a 500 on every such request
+        raise ValueError("the body is nested too deep") from None
     if not isinstance(data, dict):
         raise ValueError(f"the body must be a JSON object, not {type(data).__name__}")
     return data

@@ -64,3 +64,10 @@ def test_a_deep_store_answer_is_a_store_error_in_the_query_client() -> None:
             client.query("up", 0)
         with pytest.raises(QueryError):
             client.sql("SELECT 1")
+
+
+def test_the_notifier_api_refuses_a_deep_body_as_a_bad_request() -> None:
+    from monitoring.agents.notifier import _json_object
+
+    with pytest.raises(ValueError, match="nested too deep"):
+        _json_object(DEEP)
