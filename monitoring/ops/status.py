@@ -188,14 +188,14 @@ def parse_heartbeat(key: bytes | None, value: bytes | None) -> Heartbeat:
         raise InvalidHeartbeat("oversized", f"{len(value)} bytes")
     try:
         data = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # 16 KB of "[" recurses
         raise InvalidHeartbeat("not-json", str(e)[:100]) from None
     if not isinstance(data, dict):
         raise InvalidHeartbeat("not-an-object")
     if data.get("v") != HEARTBEAT_VERSION:
         raise InvalidHeartbeat("unknown-version", repr(data.get("v"))[:20])
     kind = _str_field(data, "kind", 32)
-    if not _KIND.match(kind):
+    if not _KIND.fullmatch(kind):
         raise InvalidHeartbeat("bad-field", "kind")
     pid_ = _str_field(data, "id", _ID_MAX)
     if key is None or key != pid_.encode():

@@ -73,3 +73,13 @@ def test_a_log_level_of_superscript_digits_is_an_unknown_level() -> None:
     assert normalise_level("3") == normalise_level("err")
     _level, known = normalise_level("\u00b2")
     assert known is False
+
+
+def test_a_heartbeat_nested_too_deep_is_skipped_not_a_crash() -> None:
+    """16 KB of ``[`` fit the heartbeat bound and recursed past ``json``'s limit:
+    RecursionError escaped ``parse_heartbeat`` and ended ``monitoring status``."""
+    from monitoring.ops.status import InvalidHeartbeat, parse_heartbeat
+
+    with pytest.raises(InvalidHeartbeat) as e:
+        parse_heartbeat(b"x", b"[" * 16_000)
+    assert e.value.reason == "not-json"
