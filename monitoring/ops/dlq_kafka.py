@@ -255,7 +255,7 @@ def _entry(m: Any) -> dict[str, Any] | None:
         return None
     try:
         entry = json.loads(m.value()[:4096])
-    except ValueError:
+    except (ValueError, RecursionError):  # 4 KB of "[" recurses past json's limit
         entry = {"state": "unreadable"}
     return entry if isinstance(entry, dict) else {"state": "unreadable"}
 

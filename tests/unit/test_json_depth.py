@@ -71,3 +71,15 @@ def test_the_notifier_api_refuses_a_deep_body_as_a_bad_request() -> None:
 
     with pytest.raises(ValueError, match="nested too deep"):
         _json_object(DEEP)
+
+
+def test_a_deep_ledger_entry_is_unreadable_not_a_crash() -> None:
+    """4 KB of ``[`` on the replay ledger (anyone who can write the topic) raised
+    RecursionError out of every ``dlq replay``'s ledger read."""
+    from monitoring.ops.dlq_kafka import _entry
+
+    class Message:
+        def value(self) -> bytes:
+            return b"[" * 4096
+
+    assert _entry(Message()) == {"state": "unreadable"}
