@@ -205,8 +205,11 @@ class AggregationSettings(_Section):
     """Event-time tumbling windows per series.
 
     At most ``max_series`` series (``max_series_per_metric`` of one metric name) have
-    open windows in one samples partition; the samples of a new series beyond that are
-    dead-lettered with reason ``cardinality`` and counted until older series close.
+    open windows in one samples partition, and ``max_series_per_worker`` in every
+    partition one worker holds (about 3.4 KB each: 300,000 is about 1 GB); the samples
+    of a new series beyond either are dead-lettered with reason ``cardinality`` and
+    counted until older series close. Series restored with a partition are kept and
+    count against the worker's bound.
     """
 
     windows: list[Duration] = [timedelta(seconds=10), timedelta(minutes=1)]
@@ -221,6 +224,9 @@ class AggregationSettings(_Section):
     quantile_relative_accuracy: float = Field(0.01, gt=0, lt=1)
     max_series: int = Field(200_000, ge=1, description="series with open windows, per partition")
     max_series_per_metric: int = Field(50_000, ge=1, description="of one metric, per partition")
+    max_series_per_worker: int = Field(
+        300_000, ge=1, description="series with open windows, every partition of one worker"
+    )
 
     @field_validator("windows")
     @classmethod
@@ -388,9 +394,10 @@ class AnomalySettings(_Section):
     name pattern (first match wins). Points before ``warmup`` raise no anomaly events;
     a score at or above ``threshold`` is an anomaly event. Series with no point for
     ``idle_eviction`` of event time are evicted. At most ``max_series`` series of a
-    partition have a detector (tens of kilobytes each); a new series beyond that is not
-    scored, and counted, until idle ones are evicted. Metrics in ``exclude`` (globs) are
-    not scored; ``anomaly_score`` itself never is.
+    partition, and ``max_series_per_worker`` of every partition one worker holds, have
+    a detector (tens of kilobytes each, up to about 44 KB: 15,000 is about 650 MB); a
+    new series beyond either is not scored, and counted, until idle ones are evicted.
+    Metrics in ``exclude`` (globs) are not scored; ``anomaly_score`` itself never is.
     """
 
     enabled: bool = True
@@ -402,6 +409,9 @@ class AnomalySettings(_Section):
     threshold: float = Field(0.9, gt=0, le=1)
     idle_eviction: Duration = timedelta(hours=6)
     max_series: int = Field(5_000, ge=1, description="series with a detector, per partition")
+    max_series_per_worker: int = Field(
+        15_000, ge=1, description="series with a detector, every partition of one worker"
+    )
     exclude: list[str] = []
     checkpoint_interval: Duration = timedelta(seconds=5)
 
