@@ -10,12 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
+from fixtures.agents import wait_for
+from fixtures.progress import end_offsets, read_to_end
 
 from monitoring.agents.log_processing import batch_event_id, event_id
 from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.logs.corpus import Line, generate
-from monitoring.runtime.topics import DEAD_LETTER, LOGS
+from monitoring.runtime.topics import DEAD_LETTER, LOG_STORED, LOG_TEMPLATES, LOGS, SAMPLES
 from monitoring.sdk.log_shipping import LogShipper
 from monitoring.wire.codec import HEADER_LEN, AvroCodec
 from monitoring.wire.log_batch import LOG_BATCH, LogBatchDecoder, LogBatchEncoder
@@ -34,19 +36,11 @@ ROWS_SQL = (
 
 
 def consume(p: Pipeline, topic: str, n: int, timeout: float = 60) -> list[Any]:
-    c = Consumer({"bootstrap.servers": p.settings.kafka.bootstrap_servers,
-                  "group.id": f"check-{topic}", "auto.offset.reset": "earliest"})  # fmt: skip
-    c.subscribe([topic])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(out) < n:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            out.append(m)
-    while more := c.consume(1000, timeout=2):  # the rest, and anything extra
-        out += [m for m in more if not m.error()]
-    c.close()
-    return out
+    """Every record on ``topic`` once it holds ``n``: up to its end at that point, so
+    anything extra produced by then is there too."""
+    bootstrap = p.settings.kafka.bootstrap_servers
+    wait_for(lambda: sum(end_offsets(bootstrap, topic).values()) >= n, timeout, f"{n} on {topic}")
+    return read_to_end(bootstrap, topic)
 
 
 def test_batches_land_line_for_line(pipeline_factory: Callable[..., Pipeline]) -> None:
@@ -96,7 +90,9 @@ def test_batches_land_line_for_line(pipeline_factory: Callable[..., Pipeline]) -
     n = len(lines) + 3  # the hand batch's line 1 is a dead letter
     p.wait(lambda: p.query("SELECT count() FROM logs FINAL")[0][0] >= n, 180,
            f"{n} stored logs\n{p.logs()}")  # fmt: skip
-    time.sleep(2)
+    # every input committed by the worker and the store: anything extra is in by now
+    p.wait(lambda: p.drained(worker=[LOGS], store=[LOG_STORED, LOG_TEMPLATES, SAMPLES]),
+           120, f"drained\n{p.logs()}")  # fmt: skip
     rows = {(r[1], r[2]): r for r in p.query(ROWS_SQL)}
     assert len(rows) == n
     for ln in lines:
