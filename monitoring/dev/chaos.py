@@ -62,6 +62,7 @@ groups:
         expr: {HOT} > 50
 """
 MAX_BODIES = 10_000
+UNHEALTHY_S = 30.0  # a store unhealthy this long is killed and restarted
 
 
 @dataclass(frozen=True, order=True)
@@ -119,18 +120,21 @@ class Dataset:
 
 def dataset(seed: int, n_series: int, n_hot: int, ticks: int, start_ms: int) -> Dataset:
     """Gauges with values in 1/8 steps (sums exact in any order), on time; ``n_hot``
-    series of ``chaos_hot`` at 100 for a stretch of the middle third, else 0.
+    series of ``chaos_hot`` at 100 for at least 25 ticks, else 0.
 
-    >>> d = dataset(1, 2, 1, 30, 0)
+    >>> d = dataset(1, 2, 1, 60, 0)
     >>> len(d.points), sorted(d.hot)
-    (90, ['0'])
+    (180, ['0'])
     """
     rng = random.Random(seed)
     level = [rng.randint(0, 800) / 8 for _ in range(n_series)]
-    stretch = max(3, ticks // 6)
+    # hot over at least two whole 10 s windows, then cold for 15 s: it fires and resolves
+    stretch = max(25, ticks // 6)
+    if ticks < stretch + 30:
+        raise ValueError(f"at least {stretch + 30} ticks")
     hot = {}
     for k in range(n_hot):
-        first = rng.randint(ticks // 3, max(ticks // 3, 2 * ticks // 3 - stretch))
+        first = rng.randint(ticks // 4, max(ticks // 4, ticks - stretch - 15))
         hot[str(k)] = (first, first + stretch - 1)
     points = []
     for t in range(ticks):
@@ -293,6 +297,7 @@ class ChaosResult:
     events: list[tuple[Event, str]]
     restarts: Counter[str]
     converged: bool
+    unhealthy_kills: int = 0
 
     def last_line(self) -> str:
         """The suite's last line."""
@@ -309,6 +314,8 @@ class ChaosResult:
         lines.append("")
         restarts = ", ".join(f"{r} {n}" for r, n in sorted(self.restarts.items())) or "none"
         lines.append(f"unplanned restarts (exited by themselves): {restarts}")
+        lines.append(f"stores killed for failing /healthz over {UNHEALTHY_S:.0f} s: "
+                     f"{self.unhealthy_kills}")  # fmt: skip
         lines.append(
             f"windows={self.windows} samples={self.samples} poison={self.poison} "
             f"converged={'yes' if self.converged else 'NO (deadline)'}"
@@ -328,6 +335,7 @@ class ChaosRun:
         self.lock = threading.Lock()
         self.down: set[str] = set()  # roles a fault holds down (the supervisor waits)
         self.restarts: Counter[str] = Counter()
+        self.unhealthy_kills = 0
         self.stop = threading.Event()
 
     # -- processes -----------------------------------------------------------------
@@ -335,8 +343,20 @@ class ChaosRun:
         d.start(role, role)
 
     def _supervise(self, d: LocalDeployment) -> None:
+        """Restart what exited by itself; and, as a liveness probe would, a store that
+        is up but has answered /healthz with an error for UNHEALTHY_S (its inserts
+        failing for good: chDB keeps a process whose engine hit a fatal error)."""
+        sick_since: float | None = None
         while not self.stop.wait(1.0):
+            store = d.procs.get("store")
+            sick = store is not None and store.poll() is None and not d.healthy()
+            sick_since = (sick_since or time.monotonic()) if sick else None
             with self.lock:
+                if sick_since is not None and time.monotonic() - sick_since > UNHEALTHY_S:
+                    if "store" not in self.down and store is not None:
+                        d.kill("store", signal.SIGKILL)
+                        self.unhealthy_kills += 1
+                    sick_since = None
                 for role in ROLES:
                     p = d.procs.get(role)
                     if role not in self.down and p is not None and p.poll() is not None:
@@ -431,7 +451,7 @@ class ChaosRun:
             }  # fmt: skip
             d = LocalDeployment(broker.bootstrap, self.dir / "pipeline", None, None, **overrides)
             now = int(time.time() * 1000)
-            ticks = max(30, int(cfg.produce_s))
+            ticks = max(60, int(cfg.produce_s))  # 1 s of event time each, paced over produce_s
             start_ms = now - now % 60_000 - (ticks // 60 + 3) * 60_000
             data = dataset(cfg.seed, cfg.n_series, cfg.n_hot, ticks, start_ms)
             expected = oracle(data.points, d.settings.aggregation.windows_ms)
@@ -494,6 +514,7 @@ class ChaosRun:
                 rss_growth_pct=100.0 * (rss1 - rss0) / rss0 if rss0 else 0.0,
                 windows=n_agg, samples=len(data.points), poison=self.poisoned,
                 events=outcomes, restarts=self.restarts, converged=ok,
+                unhealthy_kills=self.unhealthy_kills,
             )  # fmt: skip
         finally:
             self.stop.set()

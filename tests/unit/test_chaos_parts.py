@@ -25,6 +25,8 @@ def test_plan_is_seeded_and_kills_every_role_once_a_round() -> None:
 def test_dataset_and_oracle() -> None:
     d = dataset(3, n_series=4, n_hot=2, ticks=60, start_ms=600_000)
     assert len(d.points) == 60 * 6 and d.points == dataset(3, 4, 2, 60, 600_000).points
+    for a, b in d.hot.values():  # two whole windows hot at least, then 15 s cold
+        assert b - a + 1 >= 25 and b < 60 - 15
     hot_values = [p for p in d.points if p[0] == "chaos_hot" and p[3] == 100.0]
     assert len(hot_values) == sum(b - a + 1 for a, b in d.hot.values())
     exp = oracle(d.points, [10_000, 60_000])
