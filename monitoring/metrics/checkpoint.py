@@ -21,9 +21,11 @@ A partition record (its own version, still 1) is ``u8 version=1, i64 checkpoint_
 i64 max_event_ms, i64 watermark_ms``, then ``i64 refused_count, i64 refused_published`` (samples
 refused by the series limits so far, a cumulative counter, and the count published
 last) when the count is not 0 (a record written at 3e9719c holds the count alone,
-read with nothing published). Written with ``struct`` and ``array``
-rather than Avro: fastavro took about 35 µs per series record, this about 3 µs, and
-every changed series is written at every checkpoint.
+read with nothing published), then ``i64 idle_event_ms`` (the greatest event time at
+the last idle close; the refused pair written too, 0s if need be) once the partition
+has been closed idle (a record without it reads as never closed idle). Written with
+``struct`` and ``array`` rather than Avro: fastavro took about 35 µs per series
+record, this about 3 µs, and every changed series is written at every checkpoint.
 
 >>> state = {"applied_offset": 7, "carry": 3.0, "carry_ts": 5, "windows": []}
 >>> unpack_series(pack_series(state)) == state
@@ -52,6 +54,8 @@ _NEG_HEAD = struct.Struct("<iI")
 _META = struct.Struct("<Bqqq")
 _REFUSED = struct.Struct("<qq")
 _REFUSED_ALONE = struct.Struct("<q")  # the layout of 3e9719c (tests/golden/aggregation)
+_IDLE = struct.Struct("<q")
+NO_IDLE = -(2**62)  # aggregator.NO_WATERMARK: never closed idle
 
 
 class CheckpointError(ValueError):
@@ -139,11 +143,16 @@ def pack_meta(meta: dict[str, Any]) -> bytes:
     ...      "refused_count": 4, "refused_published": 3}
     >>> unpack_meta(pack_meta(m)) == m
     True
+    >>> unpack_meta(pack_meta({**m, "refused_count": 0, "idle_event_ms": 2}))["idle_event_ms"]
+    2
     """
     head = _META.pack(
         META_VERSION, meta["checkpoint_offset"], meta["max_event_ms"], meta["watermark_ms"]
     )
     refused = meta.get("refused_count", 0)
+    idle = meta.get("idle_event_ms", NO_IDLE)
+    if idle != NO_IDLE:
+        return head + _REFUSED.pack(refused, meta.get("refused_published", 0)) + _IDLE.pack(idle)
     if not refused:
         return head
     return head + _REFUSED.pack(refused, meta.get("refused_published", 0))
@@ -151,14 +160,17 @@ def pack_meta(meta: dict[str, Any]) -> bytes:
 
 def unpack_meta(data: bytes) -> dict[str, Any]:
     """Inverse of ``pack_meta``."""
-    if len(data) - _META.size not in (0, _REFUSED_ALONE.size, _REFUSED.size):
+    extra = (0, _REFUSED_ALONE.size, _REFUSED.size, _REFUSED.size + _IDLE.size)
+    if len(data) - _META.size not in extra:
         raise CheckpointError(f"a partition record of {len(data)} bytes")
     version, offset, max_event, watermark = _META.unpack_from(data)
     if version != META_VERSION:
         raise CheckpointError(f"checkpoint version {version}, this code reads {META_VERSION}")
     meta = {"checkpoint_offset": offset, "max_event_ms": max_event, "watermark_ms": watermark}
-    if len(data) == _META.size + _REFUSED.size:
+    if len(data) >= _META.size + _REFUSED.size:
         meta["refused_count"], meta["refused_published"] = _REFUSED.unpack_from(data, _META.size)
+        if len(data) > _META.size + _REFUSED.size:
+            meta["idle_event_ms"] = _IDLE.unpack_from(data, _META.size + _REFUSED.size)[0]
     elif len(data) > _META.size:
         meta["refused_count"] = _REFUSED_ALONE.unpack_from(data, _META.size)[0]
     return meta

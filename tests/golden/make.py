@@ -98,6 +98,18 @@ def make_aggregation_refused_published() -> tuple[int, dict[bytes, bytes]]:
     return VERSION, {k: v for k, v in records if v is not None}
 
 
+def make_aggregation_idle() -> tuple[int, dict[bytes, bytes]]:
+    """The partition record with ``idle_event_ms`` (written once a partition has been
+    closed idle): the inputs, then an idle close."""
+    from monitoring.metrics.checkpoint import VERSION
+
+    agent = aggregation_agent()
+    state = aggregation_state(agent)
+    state.close_idle()
+    records = agent.snapshot(state)
+    return VERSION, {k: v for k, v in records if v is not None}
+
+
 # -- logs -----------------------------------------------------------------------------
 def log_inputs() -> list[dict[str, Any]]:
     """LogRecords of two services: a few templates, an error with a traceback."""
@@ -348,6 +360,7 @@ MAKERS = {  # name: (agent, variant of the version's layout, maker)
         "refused_published",
         make_aggregation_refused_published,
     ),  # cb6aaa5
+    "aggregation_idle": ("aggregation", "idle", make_aggregation_idle),
     "logs": ("logs", "", make_logs),
     "model_metrics": ("model_metrics", "", make_model_metrics),
     # the partition record before it held the counters (code of 6dc76d8^)

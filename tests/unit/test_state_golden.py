@@ -111,6 +111,21 @@ def test_aggregation_v1_with_the_published_count_goes_on_publishing() -> None:
     ]
 
 
+def test_aggregation_v2_closed_idle_keeps_what_the_idle_close_closed() -> None:
+    """An idle close's event time is in the partition record: after a restore, a sample
+    just after it is on time for the 10 s windows, late for the minute closed idle."""
+    restored = make.aggregation_agent().restore(0, dict(read("aggregation", 2, "idle")))
+    fresh = make.aggregation_state(make.aggregation_agent())
+    fresh.close_idle()
+    assert restored.idle_event_ms == fresh.idle_event_ms == make.BASE_MS + 24_505
+    assert restored.watermark_ms == fresh.watermark_ms == make.BASE_MS + 30_000
+    assert restored.open_windows == 0
+    for agg in (restored, fresh):
+        [late] = agg.process(50, [make.aggregation_inputs()[0][1][0]._replace(
+            timestamp_ms=make.BASE_MS + 31_000)]).late  # fmt: skip
+        assert late.window_sizes_ms == (60_000,)
+
+
 # -- logs -----------------------------------------------------------------------------
 def restore_logs(version: int) -> PartitionLogs:
     """As the log agent restores a partition."""
