@@ -18,11 +18,12 @@ import pytest
 from monitoring.dev.deploy import BIN
 from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.logs.corpus import Line, generate
-from monitoring.runtime.topics import LOGS
+from monitoring.runtime.topics import LOG_STORED, LOG_TEMPLATES, LOGS, SAMPLES
 from monitoring.sdk.log_shipping import LogShipper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+STORED = [LOG_STORED, LOG_TEMPLATES, SAMPLES]  # what the store reads of the log agent's
 LOG_ENV = {"LOGS__IDLE_TIMEOUT": "2s", "LOGS__CHECKPOINT_INTERVAL": "500ms"}
 ROWS_SQL = (
     "SELECT service, toUnixTimestamp64Milli(timestamp), level, message, exception, "
@@ -40,14 +41,12 @@ def corpus(n: int, seed: int) -> list[Line]:
     return generate(n, seed=seed, start_ms=now - now % 60_000 - 600_000, step_ms=20)
 
 
-def ship(p: Pipeline, lines: list[Line], pace_s: float = 0.0) -> None:
-    """Ship ``lines`` through a LogShipper, spread over ``pace_s`` seconds."""
+def ship(p: Pipeline, lines: list[Line]) -> None:
+    """Ship ``lines`` through a LogShipper."""
     shipper = LogShipper(
         p.settings.kafka.bootstrap_servers, p.topic(LOGS), "unused", buffer_size=len(lines)
     )
-    for i, ln in enumerate(lines):
-        if pace_s and i % 100 == 99:
-            time.sleep(pace_s * 100 / len(lines))
+    for ln in lines:
         r = ln.record
         shipper.submit(
             (
@@ -93,7 +92,8 @@ def check(p: Pipeline, lines: list[Line]) -> None:
         180,
         f"{n} stored logs\n{p.logs()}",
     )
-    time.sleep(2)
+    # every input committed by the worker and the store: anything extra is in by now
+    p.wait(lambda: p.drained(worker=[LOGS], store=STORED), 120, f"drained\n{p.logs()}")
     rows = p.query(ROWS_SQL)
     assert len(rows) == n
     by_key = {(r[0], r[1]): r for r in rows}
@@ -179,16 +179,21 @@ def test_log_agent_restart_mid_stream(pipeline_factory: Callable[..., Pipeline])
     lines = corpus(3_000, seed=22)
     p.start_store()
     p.start("worker", "worker-a")
-    shipping = threading.Thread(target=ship, args=(p, lines), kwargs={"pace_s": 20})
-    shipping.start()
+    half = len(lines) // 2
+    ship(p, lines[:half])
     p.wait(
         lambda: p.query("SELECT count() FROM logs FINAL")[0][0] >= 700,
         120,
         f"first stored logs\n{p.logs()}",
     )
-    p.kill("worker-a")  # SIGKILL mid-stream: replays from the last checkpoint
+    # SIGKILL mid-stream (the second half is shipped while no worker runs, and while the
+    # new one starts): worker-b replays from worker-a's last checkpoint
+    p.kill("worker-a")
+    shipping = threading.Thread(target=ship, args=(p, lines[half:]))
+    shipping.start()
     p.start("worker", "worker-b")
     shipping.join(120)
+    assert not shipping.is_alive()
     check(p, lines)
     restored = [
         re.findall(r'"services": (\d+)', line)[0]
