@@ -12,10 +12,12 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fixtures.dataset import Expected, Point, generate, oracle
+from fixtures.progress import committed
 
 from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
 from monitoring.metrics.samples import series_key
+from monitoring.runtime.topics import SAMPLES
 from monitoring.wire.aggregate_encoding import CLOSED_THROUGH, AggregateDecoder
 from monitoring.wire.codec import AvroCodec
 from monitoring.wire.partitioner import partition_for
@@ -56,14 +58,20 @@ def produce(
 
 
 def produce_in_background(p: Pipeline, points: list[Point]) -> threading.Thread:
-    """Produce over about 40 s in a thread; return once a third is out, plus 3 s."""
+    """Produce over about 40 s in a thread; return once a third is out and the workers
+    have checkpointed part of the stream (their group committed offsets)."""
     third = threading.Event()
     producer = threading.Thread(
         target=produce, args=(p, points), kwargs={"pace_s": 40, "on_progress": third}
     )
     producer.start()
     assert third.wait(120)
-    time.sleep(3)
+    group, topic = f"{p.prefix}worker", p.topic(SAMPLES)
+    p.wait(
+        lambda: committed(p.settings.kafka.bootstrap_servers, group, topic) > 0,
+        60,
+        f"a worker checkpoint\n{p.logs()}",
+    )
     return producer
 
 
