@@ -28,6 +28,7 @@ from monitoring.metrics.aggregator import (
     Aggregate,
     PartitionAggregator,
 )
+from monitoring.metrics.budget import SeriesBudget
 from monitoring.metrics.checkpoint import pack_meta, pack_series, restore_record, unpack_meta
 from monitoring.metrics.samples import (
     BATCH,
@@ -118,6 +119,9 @@ class _Metrics:
             registry=registry,
         )
         self.open_windows = Gauge("aggregation_open_windows", "Open windows", registry=registry)
+        self.series = Gauge(
+            "aggregation_series", "Series with a place, every partition held", registry=registry
+        )
 
 
 class AggregationAgent(StreamAgent[PartitionAggregator]):
@@ -134,6 +138,8 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
         self.metrics = _Metrics(registry)
         a = settings.aggregation
         self.messages = SampleMessages(self.codec, ms(a.max_record_skew))
+        # aggregation.max_series_per_worker: every partition this worker holds
+        self.budget = SeriesBudget(a.max_series_per_worker)
         self._windows_ms = a.windows_ms
         self._lateness_ms = ms(a.allowed_lateness)
         self._every_ms = min(self._windows_ms)  # refused counts: at most one change a window
@@ -160,6 +166,9 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
             "late_samples": sum(x.late_count for x in parts),
             "series": sum(x.series_count for x in parts),
             "series_refused_samples": sum(x.refused_count for x in parts),
+            "series_limit_per_worker": self.budget.limit,
+            # new series refused by that limit (the rest by the partitions' own)
+            "series_refused_by_worker_limit": self.budget.refused,
             # each partition's watermark: every window ending by it is closed
             "closed_through_ms": {
                 p: x.watermark_ms
@@ -254,8 +263,9 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
         return False
 
     def observe(self, states: Mapping[int, PartitionAggregator]) -> None:
-        """The open windows gauge."""
+        """The open windows and series gauges."""
         self.metrics.open_windows.set(sum(x.open_windows for x in states.values()))
+        self.metrics.series.set(sum(x.series_count for x in states.values()))
 
     # -- state ---------------------------------------------------------------------
     def restore(self, partition: int, table: dict[bytes, bytes]) -> PartitionAggregator:
@@ -267,6 +277,7 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
             a.quantile_relative_accuracy,
             max_series=a.max_series,
             max_series_per_metric=a.max_series_per_metric,
+            budget=self.budget,
         )
         table = dict(table)
         meta_raw = table.pop(_CHECKPOINT_KEY, None)
@@ -274,6 +285,8 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
             unpack_meta(meta_raw) if meta_raw else None,
             (restore_record(k.decode(), v) for k, v in table.items()),
         )
+        # restored series are kept whatever the worker's room, and count against it
+        self.budget.join(partition, agg)
         limit = int(time.time() * 1000) + ms(a.max_record_skew)
         if agg.max_event_ms > limit:  # a checkpoint from before samples were bounded
             ahead = agg.max_event_ms
@@ -288,8 +301,13 @@ class AggregationAgent(StreamAgent[PartitionAggregator]):
             series=len(table),
             open_windows=agg.open_windows,
             checkpoint_offset=agg.checkpoint_offset,
+            worker_series=self.budget.used,
         )
         return agg
+
+    def release(self, partition: int, state: PartitionAggregator) -> None:
+        """A revoked partition's series no longer count against the worker's bound."""
+        self.budget.leave(partition, state)
 
     def snapshot(self, state: PartitionAggregator) -> Records | None:
         """The series changed since the last checkpoint, the partition record last."""

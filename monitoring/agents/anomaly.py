@@ -36,6 +36,7 @@ from monitoring.anomaly.scorer import Scored, SeriesScorer
 from monitoring.config import AnomalySettings, Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
+from monitoring.metrics.budget import SeriesBudget
 from monitoring.metrics.samples import series_key
 from monitoring.runtime import topics
 from monitoring.runtime.agent import Emit, Record, Records, StreamAgent
@@ -92,7 +93,7 @@ class _Metrics:
         self.series = Gauge("anomaly_series", "Series with a detector", registry=registry)
         self.refused = Counter(
             "anomaly_series_refused",
-            "Points of new series not scored: anomaly.max_series reached",
+            "Points of new series not scored: a series limit of anomaly reached",
             registry=registry,
         )
         self.undecodable_state = Counter(
@@ -128,6 +129,8 @@ class AnomalyAgent(StreamAgent[PartitionScorers]):
         self.state_topic = topics.topic_name(k, topics.ANOMALY_STATE)
         self.anomalies_topic = topics.topic_name(k, topics.ANOMALIES)
         self._sized_at = -STATE_BYTES_EVERY_S
+        # anomaly.max_series_per_worker: detectors of every partition this worker holds
+        self.budget = SeriesBudget(a.max_series_per_worker)
 
     def scorer(self, metric: str) -> SeriesScorer:
         """A fresh scorer for a series of ``metric``."""
@@ -137,8 +140,12 @@ class AnomalyAgent(StreamAgent[PartitionScorers]):
         return SeriesScorer(detector)
 
     def health(self, states: Mapping[int, PartitionScorers]) -> dict[str, Any]:
-        """The number of series with a detector."""
-        return {"series": sum(len(s) for s in states.values())}
+        """The number of series with a detector, and the worker's bound."""
+        return {
+            "series": sum(len(s) for s in states.values()),
+            "series_limit_per_worker": self.budget.limit,
+            "series_refused_by_worker_limit": self.budget.refused,  # points not scored
+        }
 
     # -- the stream ---------------------------------------------------------------
     def handle(self, msg: Record, state: PartitionScorers, out: Emit) -> int:
@@ -203,13 +210,20 @@ class AnomalyAgent(StreamAgent[PartitionScorers]):
     # -- state ---------------------------------------------------------------------
     def restore(self, partition: int, table: dict[bytes, bytes]) -> PartitionScorers:
         """The detectors of ``partition``; those that no longer decode start afresh."""
-        part = PartitionScorers(self.scorer, self.idle_ms, self.settings.max_series)
+        part = PartitionScorers(
+            self.scorer, self.idle_ms, self.settings.max_series, budget=self.budget
+        )
         part.restore({k.decode(errors="replace"): v for k, v in table.items()})
+        self.budget.join(partition, part)  # restored detectors are kept, and count
         self.metrics.undecodable_state.inc(part.undecodable)
         log.info(
             "anomaly_restored", partition=partition, series=len(part), dropped=part.undecodable
         )
         return part
+
+    def release(self, partition: int, state: PartitionScorers) -> None:
+        """A revoked partition's detectors no longer count against the worker's bound."""
+        self.budget.leave(partition, state)
 
     def snapshot(self, state: PartitionScorers) -> Records | None:
         """The detectors changed since the last checkpoint."""

@@ -12,6 +12,9 @@ partition minus ``idle_ms`` is evicted at the next checkpoint (a tombstone), so 
 is bounded by the series active in the eviction horizon, and by ``max_series``: a new
 series beyond it is refused (:meth:`PartitionScorers.admits` says so before any state
 is made), so a producer that puts a request id in a label cannot grow the detectors.
+A ``budget`` (``metrics.budget.SeriesBudget``, ``anomaly.max_series_per_worker``)
+bounds the detectors of every partition a worker holds the same way; series restored
+with a partition are kept whatever it says, and count.
 A checkpoint record that no longer decodes (a detector library changed its format)
 is dropped at restore, counted in ``undecodable``, and that series starts afresh.
 
@@ -30,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from monitoring.anomaly.scorer import Scored, SeriesScorer
+from monitoring.metrics.budget import SeriesBudget
 
 _HEAD = struct.Struct("<qq")  # applied offset, last event time (ms)
 
@@ -45,11 +49,16 @@ class PartitionScorers:
     """Scorers of the series of one partition, with changelog checkpoints."""
 
     def __init__(
-        self, make: Callable[[str], SeriesScorer], idle_ms: int, max_series: int = 0
+        self,
+        make: Callable[[str], SeriesScorer],
+        idle_ms: int,
+        max_series: int = 0,
+        budget: SeriesBudget | None = None,
     ) -> None:
         self._make = make
         self.idle_ms = idle_ms
         self.max_series = max_series
+        self.budget = budget  # the worker's bound, shared with its other partitions
         self._series: dict[str, _Series] = {}
         self._dirty: set[str] = set()
         self.max_ts_ms = 0
@@ -58,15 +67,28 @@ class PartitionScorers:
     def __len__(self) -> int:
         return len(self._series)
 
+    @property
+    def series_count(self) -> int:
+        """Series with a detector."""
+        return len(self._series)
+
     def admits(self, series: str) -> bool:
-        """Whether ``series`` has, or may get, a detector (``max_series``; 0: no bound).
+        """Whether ``series`` has, or may get, a detector (``max_series``, 0: no bound;
+        and the ``budget``'s room, a refusal by it counted there).
 
         >>> part = PartitionScorers(lambda name: SeriesScorer(), idle_ms=60_000, max_series=1)
         >>> _ = part.process(0, "a", "a", 1_000, 1.0)
         >>> part.admits("a"), part.admits("b")
         (True, False)
         """
-        return not self.max_series or len(self._series) < self.max_series or series in self._series
+        if series in self._series:
+            return True
+        if self.max_series and len(self._series) >= self.max_series:
+            return False
+        if self.budget is not None and self.budget.room() <= 0:
+            self.budget.refused += 1
+            return False
+        return True
 
     def process(
         self, offset: int, series: str, name: str, timestamp_ms: int, value: float

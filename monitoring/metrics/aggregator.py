@@ -11,13 +11,8 @@ Semantics (the property tests hold this class to a brute-force oracle):
   it is returned in ``late`` (the agent routes it to the late topic), counted, and
   still added to the windows of the other sizes that are open.
 * ``close_idle()`` closes every open window (wall-clock idleness is the caller's
-  decision). Samples for a window it closed are late afterwards, for that window's
-  size, rather than reopening it: per size, every window up to the one holding the
-  greatest event time seen is closed (``idle_event_ms`` keeps that time). The
-  watermark is raised only to the earliest of those windows' ends over the sizes
-  (every window of every size ending by it is closed), not to the greatest: a 1 min
-  window closed early must not make late the samples of the 10 s windows after the
-  one closed, which were never opened (they are newer than every sample seen).
+  decision) and raises the watermark to the greatest end it closed, so samples for
+  those windows arriving afterwards are late rather than reopening them.
 
 Counter fields (``first``, ``increase``, ``resets``; docs/aggregation.md):
 
@@ -64,6 +59,13 @@ the count as the COUNTER series ``monitoring_series_refused_total{partition}`` f
 agent to send to the samples topic, where rules can alert on it
 (infra/rules/pipeline.rules.yml); that metric is admitted whatever the bounds (one
 series per partition), or a full partition would refuse its own counter.
+
+A ``budget`` (``metrics.budget.SeriesBudget``) bounds the series of every partition a
+worker holds: a new series beyond its ``room()`` is refused like one beyond the
+partition's bounds (the same dead letter, the same ``refused_count``) and counted in
+``budget.refused``. Whether a series is refused then depends on the other partitions
+the worker holds, so a replay on another assignment may decide otherwise; the count
+stays what this partition dead-lettered.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from monitoring.metrics.budget import UNBOUNDED, SeriesBudget
 from monitoring.metrics.samples import Sample, SampleBatch, series_key
 from monitoring.metrics.window_columns import NO_TS, WindowColumns
 
@@ -171,6 +174,7 @@ class PartitionAggregator:
         max_series: int = 0,
         max_series_per_metric: int = 0,
         counter_horizon_ms: int | None = None,
+        budget: SeriesBudget | None = None,
     ) -> None:
         if not windows_ms or any(w <= 0 for w in windows_ms):
             raise ValueError("window sizes must be positive")
@@ -186,13 +190,13 @@ class PartitionAggregator:
         self.vector_min = vector_min
         self.max_event_ms = NO_WATERMARK
         self.watermark_ms = NO_WATERMARK
-        self.idle_event_ms = NO_WATERMARK  # the greatest event time at the last idle close
         self.checkpoint_offset = -1
         self.last_offset = -1
         self.late_count = 0
         self.skipped_count = 0
         self.max_series = max_series
         self.max_series_per_metric = max_series_per_metric
+        self.budget = budget  # the worker's bound, shared with its other partitions
         self._per_metric: dict[str, int] = {}  # series holding a slot, by metric name
         self.refused_count = 0  # samples dropped by ``admit`` (checkpointed: cumulative)
         self.refused_published = 0  # the count ``refused_samples`` published last
@@ -229,7 +233,7 @@ class PartitionAggregator:
         >>> [s.series for s in kept], refused
         (['a'], ['b'])
         """
-        if not self.max_series and not self.max_series_per_metric:
+        if not self.max_series and not self.max_series_per_metric and self.budget is None:
             return samples, []
         if isinstance(samples, SampleBatch):
             infos = [(d.key, d.name) if d is not None else None for d in samples.series]
@@ -257,6 +261,8 @@ class PartitionAggregator:
     def _refuse(self, infos: Iterable[tuple[str, str]]) -> dict[str, None]:
         """The new series (in order, once each) that would pass a bound."""
         total = len(self._slot_of)
+        room = UNBOUNDED if self.budget is None else self.budget.room()
+        new = 0  # series given a place by this call
         per_metric = self._per_metric
         added: dict[str, int] = {}
         seen: set[str] = set()
@@ -275,7 +281,13 @@ class PartitionAggregator:
             ):
                 refused[key] = None
                 continue
+            if new >= room:  # the worker's bound, over every partition it holds
+                refused[key] = None
+                assert self.budget is not None
+                self.budget.refused += 1
+                continue
             total += 1
+            new += 1
             added[name] = added.get(name, 0) + 1
         return refused
 
@@ -359,7 +371,6 @@ class PartitionAggregator:
         slots = [self._slot(s.series, s.name, s.labels) for s in samples]  # may grow arrays
         wm, max_ts = self.watermark_ms, self.max_event_ms
         sizes, windows = self.windows_ms, self._windows
-        closed_through = self._closed_through_by_size()
         applied, dirty, restored = self._applied, self._dirty, self._restored
         carry, carry_ts = self._carry, self._carry_ts
         horizon = wm - self.counter_horizon_ms
@@ -381,7 +392,7 @@ class PartitionAggregator:
             late_sizes: tuple[int, ...] = ()
             for k, w in enumerate(sizes):
                 start = ts - ts % w
-                if start + w <= closed_through[k]:
+                if start + w <= wm:
                     late_sizes += (w,)
                     continue
                 win = windows[k].get(start) or self._window(k, start)
@@ -414,10 +425,9 @@ class PartitionAggregator:
                     return [], max_ts
         steps, resets, in_order = self._counter_steps(slots, ts, values, wm)
         late_masks: list[tuple[int, np.ndarray]] = []
-        closed_through = self._closed_through_by_size()
         for k, w in enumerate(self.windows_ms):
             starts = ts - ts % w
-            is_late = starts + w <= closed_through[k]
+            is_late = starts + w <= wm
             sl, st_, t_, v_, sp, rs, io = slots, starts, ts, values, steps, resets, in_order
             if is_late.any():
                 late_masks.append((w, is_late))
@@ -520,34 +530,13 @@ class PartitionAggregator:
         return out_step, out_reset, in_order
 
     def close_idle(self) -> list[Aggregate]:
-        """Close every open window (the partition has been idle); see module doc.
-
-        >>> agg = PartitionAggregator([10_000, 60_000], 5_000)
-        >>> _ = agg.process(0, [Sample("a", "a", {}, 149_000, 1.0)])
-        >>> sorted((a.window_ms, a.window_end_ms) for a in agg.close_idle())
-        [(10000, 150000), (60000, 180000)]
-        >>> agg.watermark_ms  # not 180000: the 10 s windows after 150000 never opened
-        150000
-        >>> [x.window_sizes_ms for x in agg.process(1, [Sample("a", "a", {}, 151_000, 2.0)]).late]
-        [(60000,)]
-        """
-        starts = [win.start for wins in self._windows for win in wins.values()]
-        if not starts:
+        """Close every open window (the partition has been idle); see module doc."""
+        ends = [win.end for wins in self._windows for win in wins.values()]
+        if not ends:
             return []
-        # every open window starts by then (restored windows included)
-        self.idle_event_ms = max(self.idle_event_ms, self.max_event_ms, *starts)
-        ends = self._closed_through_by_size()
-        self.watermark_ms = max(self.watermark_ms, min(ends))
-        return self._close_through(max(ends), "idle")
-
-    def _closed_through_by_size(self) -> list[int]:
-        """Per window size, the end through which its windows are closed: the
-        watermark, or the end of the window holding ``idle_event_ms`` (an idle close
-        closed it) if later. A sample whose window ends by it is late for that size."""
-        wm, idle = self.watermark_ms, self.idle_event_ms
-        if idle == NO_WATERMARK:
-            return [wm] * len(self.windows_ms)
-        return [max(wm, idle - idle % w + w) for w in self.windows_ms]
+        last_end = max(ends)
+        self.watermark_ms = max(self.watermark_ms, last_end)
+        return self._close_through(last_end, "idle")
 
     def pull_back(self, limit_ms: int) -> int:
         """Undo event time past ``limit_ms``, for a state restored from a checkpoint
@@ -569,7 +558,6 @@ class PartitionAggregator:
         self._carry_ts[future] = NO_TS
         self._dirty |= future & self._used
         self.max_event_ms = limit_ms
-        self.idle_event_ms = min(self.idle_event_ms, limit_ms)
         self.watermark_ms = min(self.watermark_ms, limit_ms - self.allowed_lateness_ms)
         self._next_end = min(
             (win.end for wins in self._windows for win in wins.values()), default=_NEVER
@@ -715,7 +703,6 @@ class PartitionAggregator:
             "checkpoint_offset": self.checkpoint_offset,
             "max_event_ms": self.max_event_ms,
             "watermark_ms": self.watermark_ms,
-            "idle_event_ms": self.idle_event_ms,
             "refused_count": self.refused_count,
             "refused_published": self.refused_published,
         }
@@ -732,7 +719,6 @@ class PartitionAggregator:
             self.last_offset = self.checkpoint_offset
             self.max_event_ms = meta["max_event_ms"]
             self.watermark_ms = meta["watermark_ms"]
-            self.idle_event_ms = meta.get("idle_event_ms", NO_WATERMARK)
             self.refused_count = meta.get("refused_count", 0)
             self.refused_published = meta.get("refused_published", 0)
         for rec in series:

@@ -164,6 +164,10 @@ class StreamAgent(ABC, Generic[S]):
         """Called for every partition at the idle timer (``idle_timeout_s`` / 4, at most
         every second): for finer idleness than the partition's, on ``clock``."""
 
+    def release(self, partition: int, state: S) -> None:
+        """``partition`` was revoked (checkpointed first; its next owner restores it):
+        let go of anything ``state`` holds outside itself (a worker-wide budget)."""
+
     def checkpointed(self, state: S) -> None:
         """The state's last snapshot is on the broker."""
 

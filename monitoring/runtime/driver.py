@@ -346,6 +346,10 @@ class AgentDriver(Generic[S]):
         """Checkpoint first (the next owner, perhaps this worker, restores the state and
         skips what it covers), then forget the partitions."""
         await self.checkpoint(force=True)
+        for p in partitions:
+            slot = self.states.slots.get(p)
+            if slot is not None:
+                self.agent.release(p, slot.state)
         self.states.forget(partitions)
         for p in partitions:
             for t in self.agent.sources:
