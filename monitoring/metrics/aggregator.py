@@ -11,8 +11,13 @@ Semantics (the property tests hold this class to a brute-force oracle):
   it is returned in ``late`` (the agent routes it to the late topic), counted, and
   still added to the windows of the other sizes that are open.
 * ``close_idle()`` closes every open window (wall-clock idleness is the caller's
-  decision) and raises the watermark to the greatest end it closed, so samples for
-  those windows arriving afterwards are late rather than reopening them.
+  decision). Samples for a window it closed are late afterwards, for that window's
+  size, rather than reopening it: per size, every window up to the one holding the
+  greatest event time seen is closed (``idle_event_ms`` keeps that time). The
+  watermark is raised only to the earliest of those windows' ends over the sizes
+  (every window of every size ending by it is closed), not to the greatest: a 1 min
+  window closed early must not make late the samples of the 10 s windows after the
+  one closed, which were never opened (they are newer than every sample seen).
 
 Counter fields (``first``, ``increase``, ``resets``; docs/aggregation.md):
 
@@ -190,6 +195,7 @@ class PartitionAggregator:
         self.vector_min = vector_min
         self.max_event_ms = NO_WATERMARK
         self.watermark_ms = NO_WATERMARK
+        self.idle_event_ms = NO_WATERMARK  # the greatest event time at the last idle close
         self.checkpoint_offset = -1
         self.last_offset = -1
         self.late_count = 0
@@ -371,6 +377,7 @@ class PartitionAggregator:
         slots = [self._slot(s.series, s.name, s.labels) for s in samples]  # may grow arrays
         wm, max_ts = self.watermark_ms, self.max_event_ms
         sizes, windows = self.windows_ms, self._windows
+        closed_through = self._closed_through_by_size()
         applied, dirty, restored = self._applied, self._dirty, self._restored
         carry, carry_ts = self._carry, self._carry_ts
         horizon = wm - self.counter_horizon_ms
@@ -392,7 +399,7 @@ class PartitionAggregator:
             late_sizes: tuple[int, ...] = ()
             for k, w in enumerate(sizes):
                 start = ts - ts % w
-                if start + w <= wm:
+                if start + w <= closed_through[k]:
                     late_sizes += (w,)
                     continue
                 win = windows[k].get(start) or self._window(k, start)
@@ -425,9 +432,10 @@ class PartitionAggregator:
                     return [], max_ts
         steps, resets, in_order = self._counter_steps(slots, ts, values, wm)
         late_masks: list[tuple[int, np.ndarray]] = []
+        closed_through = self._closed_through_by_size()
         for k, w in enumerate(self.windows_ms):
             starts = ts - ts % w
-            is_late = starts + w <= wm
+            is_late = starts + w <= closed_through[k]
             sl, st_, t_, v_, sp, rs, io = slots, starts, ts, values, steps, resets, in_order
             if is_late.any():
                 late_masks.append((w, is_late))
@@ -530,13 +538,34 @@ class PartitionAggregator:
         return out_step, out_reset, in_order
 
     def close_idle(self) -> list[Aggregate]:
-        """Close every open window (the partition has been idle); see module doc."""
-        ends = [win.end for wins in self._windows for win in wins.values()]
-        if not ends:
+        """Close every open window (the partition has been idle); see module doc.
+
+        >>> agg = PartitionAggregator([10_000, 60_000], 5_000)
+        >>> _ = agg.process(0, [Sample("a", "a", {}, 149_000, 1.0)])
+        >>> sorted((a.window_ms, a.window_end_ms) for a in agg.close_idle())
+        [(10000, 150000), (60000, 180000)]
+        >>> agg.watermark_ms  # not 180000: the 10 s windows after 150000 never opened
+        150000
+        >>> [x.window_sizes_ms for x in agg.process(1, [Sample("a", "a", {}, 151_000, 2.0)]).late]
+        [(60000,)]
+        """
+        starts = [win.start for wins in self._windows for win in wins.values()]
+        if not starts:
             return []
-        last_end = max(ends)
-        self.watermark_ms = max(self.watermark_ms, last_end)
-        return self._close_through(last_end, "idle")
+        # every open window starts by then (restored windows included)
+        self.idle_event_ms = max(self.idle_event_ms, self.max_event_ms, *starts)
+        ends = self._closed_through_by_size()
+        self.watermark_ms = max(self.watermark_ms, min(ends))
+        return self._close_through(max(ends), "idle")
+
+    def _closed_through_by_size(self) -> list[int]:
+        """Per window size, the end through which its windows are closed: the
+        watermark, or the end of the window holding ``idle_event_ms`` (an idle close
+        closed it) if later. A sample whose window ends by it is late for that size."""
+        wm, idle = self.watermark_ms, self.idle_event_ms
+        if idle == NO_WATERMARK:
+            return [wm] * len(self.windows_ms)
+        return [max(wm, idle - idle % w + w) for w in self.windows_ms]
 
     def pull_back(self, limit_ms: int) -> int:
         """Undo event time past ``limit_ms``, for a state restored from a checkpoint
@@ -558,6 +587,7 @@ class PartitionAggregator:
         self._carry_ts[future] = NO_TS
         self._dirty |= future & self._used
         self.max_event_ms = limit_ms
+        self.idle_event_ms = min(self.idle_event_ms, limit_ms)
         self.watermark_ms = min(self.watermark_ms, limit_ms - self.allowed_lateness_ms)
         self._next_end = min(
             (win.end for wins in self._windows for win in wins.values()), default=_NEVER
@@ -703,6 +733,7 @@ class PartitionAggregator:
             "checkpoint_offset": self.checkpoint_offset,
             "max_event_ms": self.max_event_ms,
             "watermark_ms": self.watermark_ms,
+            "idle_event_ms": self.idle_event_ms,
             "refused_count": self.refused_count,
             "refused_published": self.refused_published,
         }
@@ -719,6 +750,7 @@ class PartitionAggregator:
             self.last_offset = self.checkpoint_offset
             self.max_event_ms = meta["max_event_ms"]
             self.watermark_ms = meta["watermark_ms"]
+            self.idle_event_ms = meta.get("idle_event_ms", NO_WATERMARK)
             self.refused_count = meta.get("refused_count", 0)
             self.refused_published = meta.get("refused_published", 0)
         for rec in series:
