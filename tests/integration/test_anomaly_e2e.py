@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
+from fixtures.progress import committed
 
 from monitoring.anomaly import DEFAULT_DETECTOR
 from monitoring.anomaly.scorer import SeriesScorer
@@ -24,6 +25,7 @@ from monitoring.dev.deploy import BIN
 from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.metrics.collector import MetricsCollector
 from monitoring.metrics.samples import series_key
+from monitoring.runtime.topics import AGGREGATES, ANOMALIES, SAMPLES
 from monitoring.wire.codec import AvroCodec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,6 +35,7 @@ N_WINDOWS = 260
 SPIKE_WINDOW = 200
 SHIFT_WINDOW = 215
 SERIES = [("gpu_util", {"host": f"g{i}"}) for i in range(4)]
+PATH = (SAMPLES, AGGREGATES)  # the worker's inputs: samples, aggregates for the scores
 
 
 def dataset(start_ms: int) -> list[tuple[str, dict[str, str], int, float]]:
@@ -128,7 +131,13 @@ def test_anomaly_scores_survive_kill_and_match_oracle_and_replay(
     half = len(points) // 2
     produce(pipeline, points[:half])
     pipeline.wait(lambda: len(stored_scores(pipeline)) >= len(SERIES) * 60, 120, "first scores")
-    time.sleep(1.5)  # past a checkpoint or two, with more in flight
+    # past a checkpoint of the anomaly agent (its offsets commit after it), more in flight
+    group, bootstrap = f"{pipeline.prefix}worker", pipeline.settings.kafka.bootstrap_servers
+    pipeline.wait(
+        lambda: committed(bootstrap, group, pipeline.topic(AGGREGATES)) > 0,
+        60,
+        "an anomaly checkpoint",
+    )
     worker.kill()  # SIGKILL
     worker.wait()
     pipeline.start("worker", "worker2")
@@ -136,7 +145,12 @@ def test_anomaly_scores_survive_kill_and_match_oracle_and_replay(
     pipeline.wait(
         lambda: len(stored_scores(pipeline)) >= len(expected), 180, f"scores\n{pipeline.logs()}"
     )
-    time.sleep(2)
+    # every input committed by the worker and the store: anything extra is in by now
+    pipeline.wait(
+        lambda: pipeline.drained(worker=PATH, store=(*PATH, ANOMALIES)),
+        120,
+        f"the pipeline drained\n{pipeline.logs()}",
+    )
     got = stored_scores(pipeline)
     assert set(got) == set(expected)
     wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
