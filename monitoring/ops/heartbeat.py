@@ -108,6 +108,7 @@ class ProcessStatus:
         )
         self.producer = Producer(conf)
         self.admin = admin_client(settings.kafka) if lag_group else None
+        self.offsets = lag_probe.CommittedOffsets(settings.kafka) if lag_group else None
 
     # -- the loop -----------------------------------------------------------------
     def start(self) -> ProcessStatus:
@@ -134,6 +135,8 @@ class ProcessStatus:
             self.producer.flush(self.timeout_s)
         self.producer.purge()  # nothing left to retry against a broker that is gone
         self.producer.flush(0)
+        if self.offsets is not None and (self._thread is None or not self._thread.is_alive()):
+            self.offsets.close()
 
     def tick(self) -> Heartbeat:
         """One round: health, lag, publish; the readiness reasons it found."""
@@ -171,13 +174,16 @@ class ProcessStatus:
 
     def _check_lag(self) -> dict[str, int] | None:
         assert self.admin is not None and self.lag_group is not None
+        assert self.offsets is not None
         only = None
         if self.owned is not None:
             only = [(t, p) for t, ps in self.owned().items() for p in ps]
             if not only:
                 return {}
         try:
-            rows = lag_probe.lag(self.admin, [self.lag_group], self.timeout_s, only=only)
+            rows = lag_probe.lag(
+                self.admin, [self.lag_group], self.timeout_s, only=only, offsets=self.offsets
+            )
         except lag_probe.LagUnavailable as e:
             self._errors = [str(e)[:200]]
             return None

@@ -147,11 +147,14 @@ def gather(settings: Settings, timeout_s: float = 10.0, now_ms: int | None = Non
     except KafkaException as e:
         report.errors.append(f"heartbeats: {e}")
     admin = admin_client(settings.kafka)
+    offsets = lag_probe.CommittedOffsets(settings.kafka)
     try:
         groups = lag_probe.list_groups(admin, [prefix, STORE_GROUP], timeout_s)
-        report.lag = lag_probe.lag(admin, groups, timeout_s, topic_prefix=prefix)
+        report.lag = lag_probe.lag(admin, groups, timeout_s, topic_prefix=prefix, offsets=offsets)
     except lag_probe.LagUnavailable as e:
         report.errors.append(f"lag: {e}")
+    finally:
+        offsets.close()
     try:
         scan = dlq_kafka.scan(
             settings,

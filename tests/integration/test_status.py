@@ -77,8 +77,13 @@ def test_lag_per_partition_equals_produced_minus_consumed(kafka_settings: Settin
     c.close()
     assert seen == consumed
 
+    offsets = lag_probe.CommittedOffsets(k.bootstrap_servers)
     rows = lag_probe.lag(
-        admin_client(k.bootstrap_servers), [group], 10, topic_prefix=k.topic_prefix
+        admin_client(k.bootstrap_servers),
+        [group],
+        10,
+        topic_prefix=k.topic_prefix,
+        offsets=offsets,
     )
     assert {r.partition: r.lag for r in rows} == {p: produced[p] - m for p, m in consumed.items()}
     assert {r.partition: (r.committed, r.high) for r in rows} == {
@@ -86,7 +91,10 @@ def test_lag_per_partition_equals_produced_minus_consumed(kafka_settings: Settin
     }
     # a process that owns partition 5 (never committed) has all of it to read
     owned = [(topic, p) for p in (0, 5)]
-    mine = lag_probe.lag(admin_client(k.bootstrap_servers), [group], 10, only=owned)
+    mine = lag_probe.lag(
+        admin_client(k.bootstrap_servers), [group], 10, only=owned, offsets=offsets
+    )
+    offsets.close()
     assert {r.partition: (r.committed, r.lag) for r in mine} == {
         0: (consumed[0], produced[0] - consumed[0]),
         5: (None, produced[5]),
