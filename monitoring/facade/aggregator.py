@@ -42,7 +42,7 @@ Statistic = Literal[
     "resets",
 ]  # fmt: skip
 STATISTICS: tuple[Statistic, ...] = get_args(Statistic)
-_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,63}")
 MAX_SAMPLES = 5_000_000
 
 
@@ -70,7 +70,7 @@ class AggregationRules(BaseModel):
     @classmethod
     def _labels(cls, v: list[str] | None) -> list[str] | None:
         for label in v or []:
-            if not _LABEL.match(label):
+            if not _LABEL.fullmatch(label):
                 raise ValueError(f"{label[:80]!r} is not a label name")
         return v
 

@@ -111,6 +111,7 @@ def test_aggregation_rules_group_by_statistics_and_metrics() -> None:
         ({"windows": ["1m", "60s"]}, "distinct"),
         ({"statistics": ["median"]}, "Input should be"),
         ({"group_by": ["bad-label"]}, "not a label name"),
+        ({"group_by": ["dc\n"]}, "not a label name"),
         ({"window": ["1m"]}, "Extra inputs are not permitted"),
     ],
 )
