@@ -43,12 +43,14 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from fixtures.progress import evaluated_through, read_to_end
 
 from monitoring.alerts.model import Alert
 from monitoring.dev.deploy import LocalDeployment as Pipeline
 from monitoring.mlops.events import PREDICTION
 from monitoring.runtime.admin import ensure_topics
 from monitoring.runtime.topics import (
+    ALERTING_STATE,
     ALERTS,
     DEAD_LETTER,
     MODEL_LABELS,
@@ -311,7 +313,12 @@ def check_metrics(
         240,
         f"counter totals {oracle.totals}\n{p.logs()}",
     )
-    time.sleep(3)  # anything extra would arrive now
+    # every input committed by the worker and the store: anything extra is in by now
+    p.wait(
+        lambda: p.drained(worker=[PREDICTIONS, MODEL_LABELS, SAMPLES]),
+        120,
+        f"the pipeline drained\n{p.logs()}",
+    )
     assert counter_totals(p) == oracle.totals
 
     # counters: one value per window and partition, exactly the oracle's
@@ -353,24 +360,23 @@ def check_metrics(
     print(f"first x1 drift alarm {alarms[0] - drift_ms} ms after the drift")
 
 
-def alerts(p: Pipeline, timeout: float) -> list[Alert]:
-    codec = AvroCodec.from_directory()
-    c = Consumer(
-        {
-            "bootstrap.servers": p.settings.kafka.bootstrap_servers,
-            "group.id": f"alerts-{p.prefix}",
-            "auto.offset.reset": "earliest",
-        }
+def alerts(p: Pipeline) -> list[Alert]:
+    """Every alert on the alerts topic once the evaluator's checkpoint (written after its
+    alerts are acknowledged) is past the last 10 s window of the counters."""
+    last_end = p.query(
+        "SELECT toUnixTimestamp64Milli(max(window_end)) FROM aggregates FINAL "
+        f"WHERE name = 'model_correct_count' AND window_ms = {W10}"
+    )[0][0]
+    bootstrap = p.settings.kafka.bootstrap_servers
+    p.wait(
+        lambda: evaluated_through(bootstrap, p.topic(ALERTING_STATE)) >= last_end,
+        120,
+        f"the evaluator past {last_end}\n{p.logs()}",
     )
-    c.subscribe([p.topic(ALERTS)])
-    out: list[Alert] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            out.append(from_record(codec.decode(m.value()).record))
-    c.close()
-    return out
+    codec = AvroCodec.from_directory()
+    return [
+        from_record(codec.decode(m.value()).record) for m in read_to_end(bootstrap, p.topic(ALERTS))
+    ]
 
 
 def test_model_metrics_accuracy_latency_drift_alert_and_dead_letters(
@@ -392,7 +398,7 @@ def test_model_metrics_accuracy_latency_drift_alert_and_dead_letters(
     check_metrics(p, events, drift_ms)
 
     # the alert rule on the accuracy of the counters fires once, after the drift
-    got = alerts(p, 20)
+    got = alerts(p)
     assert [(a.status, dict(a.labels)) for a in got] == [
         ("firing", {"alertname": "ModelAccuracyLow", "severity": "page", **MODEL})
     ], p.logs()
