@@ -50,6 +50,7 @@ from confluent_kafka import Producer
 from monitoring.dev.deploy import LocalDeployment, free_port
 from monitoring.dev.local_kafka import LocalKafka
 from monitoring.metrics.samples import series_key
+from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.topics import SAMPLES, topic_name
 
 ROLES = ("worker", "store", "alerting", "notifier")
@@ -394,7 +395,7 @@ class ChaosRun:
 
         rng = random.Random(self.cfg.seed + 1)
         config = {"reconnect.backoff.max.ms": 500, "message.timeout.ms": 600_000}
-        poison = Producer({"bootstrap.servers": d.settings.kafka.bootstrap_servers, **config})
+        poison = Producer(client_config(d.settings.kafka, **config))
         samples = topic_name(d.settings.kafka, SAMPLES)
         per_tick = len(data.points) // data.ticks
         pace = self.cfg.produce_s / data.ticks

@@ -135,7 +135,7 @@ def check_changelog(
     committed = committed_offsets(settings, agent.sources, parts, timeout_s)
     out = []
     for p in parts:
-        physical = read_table(settings.kafka.bootstrap_servers, agent.state_topic, p, timeout_s)
+        physical = read_table(settings.kafka, agent.state_topic, p, timeout_s)
         report = PartitionReport(p, len(physical), 0, True)
         report.committed = {t: o for (t, q), o in committed.items() if q == p}
         try:
@@ -373,7 +373,7 @@ def _write(
     k = settings.kafka
     producer = Producer(producer_config(k, done))
     for p in parts:
-        old = read_table(k.bootstrap_servers, topic, p)
+        old = read_table(k, topic, p)
         new = tables.get(p, {})
         gone = [key for key in old if key not in new]
         for key in gone:
