@@ -374,6 +374,9 @@ class LogsSettings(_Section):
     # services holding state in one logs partition; a new one beyond is dead-lettered
     # (reason cardinality) and counted
     max_services: int = Field(1000, ge=1)
+    # services holding state in every logs partition one worker holds (the same policy;
+    # restored services are kept and count)
+    max_services_per_worker: int = Field(3000, ge=1)
     ship_own_logs: bool = False  # the worker's structlog events to the logs topic too
 
 
