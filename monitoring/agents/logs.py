@@ -20,7 +20,8 @@ State: the changed services' drain3 snapshots and counters go to the compacted
 written in chunks under a generation and a manifest (``logs.analyzer``), each record
 well under ``kafka.max_message_bytes``; templates are bounded per service
 (``logs.max_templates``, least recently matched evicted, ``logs_templates_evicted``),
-services per partition too (``logs.max_services``). A state record the producer
+services per partition too (``logs.max_services``), and per worker
+(``logs.max_services_per_worker``, every partition it holds). A state record the producer
 refuses fails that checkpoint (counted, tried again at the next tick; see
 ``runtime.driver``).
 Replayed messages are skipped by offset, so template ids and counts survive restarts.
@@ -45,6 +46,7 @@ from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.logs.analyzer import CHECKPOINT_KEY, PartitionLogs
 from monitoring.logs.records import InvalidLog, LogLimits
+from monitoring.metrics.budget import SeriesBudget
 from monitoring.runtime import topics
 from monitoring.runtime.agent import Emit, Record, Records, StreamAgent
 from monitoring.wire.codec import AvroCodec, DecodeError
@@ -119,6 +121,8 @@ class LogAgent(StreamAgent[LogState]):
         self.checkpoint_interval_s = cfg.checkpoint_interval.total_seconds()
         k = settings.kafka
         self.max_templates = cfg.max_templates
+        # logs.max_services_per_worker: every partition this worker holds
+        self.budget = SeriesBudget(cfg.max_services_per_worker)
         self.max_template_chars = cfg.max_template_chars
         # chunks well under the message limit: room for the key (a service name is at
         # most 256 bytes) and the record's framing
@@ -131,8 +135,12 @@ class LogAgent(StreamAgent[LogState]):
         self._largest_state_record = 0
 
     def health(self, states: Mapping[int, LogState]) -> dict[str, Any]:
-        """The number of services of the assigned partitions."""
-        return {"services": sum(len(x.logs.services) for x in states.values())}
+        """The number of services of the assigned partitions, and the worker's bound."""
+        return {
+            "services": sum(len(x.logs.services) for x in states.values()),
+            "services_limit_per_worker": self.budget.limit,
+            "services_refused_by_worker_limit": self.budget.refused,
+        }
 
     # -- the stream ---------------------------------------------------------------
     def handle(self, msg: Record, state: LogState, out: Emit) -> int:
@@ -196,11 +204,12 @@ class LogAgent(StreamAgent[LogState]):
         """The analyzer of ``partition``; services that do not restore start afresh."""
         logs = PartitionLogs(
             self.window_ms, self.limits, self.max_templates, self.max_template_chars,
-            self.state_chunk_bytes, self.settings.logs.max_services,
+            self.state_chunk_bytes, self.settings.logs.max_services, self.budget,
         )  # fmt: skip
         table = dict(table)
         meta = table.pop(_CHECKPOINT_KEY, None)
         logs.restore(meta, ((k.decode(), v) for k, v in table.items()))
+        self.budget.join(partition, logs)  # restored services are kept, and count
         for error in logs.restore_errors:
             self.metrics.restore_errors.inc()
             log.error("logs_state_restore_failed", partition=partition, error=error[:300])
@@ -214,6 +223,10 @@ class LogAgent(StreamAgent[LogState]):
         st = LogState(logs, dict.fromkeys(logs.services, self.clock()))
         self._count_evictions(st)  # a lower max_templates than the state's
         return st
+
+    def release(self, partition: int, state: LogState) -> None:
+        """A revoked partition's services no longer count against the worker's bound."""
+        self.budget.leave(partition, state.logs)
 
     def snapshot(self, state: LogState) -> Records | None:
         """The changed services' records, then the partition record (written last)."""

@@ -18,7 +18,9 @@ seen before at error level"), produce a ``TemplateEvent``.
 Bounded state: a partition holds at most ``max_services`` services; a record of a new
 service beyond it raises ``InvalidLog("cardinality")`` (the agent dead-letters it) and
 makes no state. A service keeps its place for good (its templates are state): places
-come back only with a higher limit. Each service keeps at most ``max_templates``
+come back only with a higher limit. A ``budget`` (``metrics.budget.SeriesBudget``,
+``logs.max_services_per_worker``) bounds the services of every partition a worker holds
+the same way (restored services are kept, and count). Each service keeps at most ``max_templates``
 templates (the least recently matched is evicted, ``templates.TemplateLRU``); an evicted template's
 first-seen times and counter go with it (``counts.ServiceCounts.evict``), and
 ``evictions`` counts them. A service's state is one JSON blob (drain3's snapshot,
@@ -70,6 +72,7 @@ from monitoring.logs.records import (
     normalise,
 )
 from monitoring.logs.templates import ServiceTemplates
+from monitoring.metrics.budget import SeriesBudget
 from monitoring.metrics.samples import Sample
 
 CHECKPOINT_KEY = "\0checkpoint"
@@ -196,9 +199,11 @@ class PartitionLogs:
         max_template_chars: int = 1000,
         state_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         max_services: int | None = DEFAULT_MAX_SERVICES,
+        budget: SeriesBudget | None = None,
     ) -> None:
         self.window_ms = window_ms
         self.max_services = max_services
+        self.budget = budget  # the worker's bound, shared with its other partitions
         self.limits = limits
         self.max_templates = max_templates
         self.max_template_chars = max_template_chars
@@ -229,6 +234,18 @@ class PartitionLogs:
                 f"service {name[:100]!r} would be service {len(self.services) + 1} of this "
                 f"partition, at most {self.max_services} (logs.max_services)",
             )
+        if self.budget is not None and self.budget.room() <= 0:
+            self.budget.refused += 1
+            raise InvalidLog(
+                "cardinality",
+                f"service {name[:100]!r}: the worker holds {self.budget.used} services, "
+                f"at most {self.budget.limit} (logs.max_services_per_worker)",
+            )
+
+    @property
+    def series_count(self) -> int:
+        """Services holding state (what a worker's budget counts)."""
+        return len(self.services)
 
     def _new_service(self, name: str) -> _Service:
         svc = self.services[name] = _Service(

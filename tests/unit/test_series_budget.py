@@ -257,3 +257,47 @@ def test_a_budget_lets_go_only_of_the_state_it_holds() -> None:
     assert budget.partitions == [0]
     budget.leave(0, new)
     assert budget.partitions == [] and budget.room() == 5
+
+
+def test_log_services_share_the_worker_bound() -> None:
+    """The sibling in the logs agent: ``logs.max_services_per_worker`` over every logs
+    partition a worker holds; a new service beyond it is refused (``cardinality``, in
+    the single-record and the batch path) and makes no state; restored services are
+    kept and count; a revoked partition's services stop counting."""
+    from monitoring.agents.logs import LogAgent
+    from monitoring.logs.batch import LogColumns
+    from monitoring.logs.records import InvalidLog
+
+    t = int(time.time() * 1000)
+
+    def record(service: str) -> dict[str, object]:
+        return {"timestamp_ms": t, "service": service, "level": "info", "message": "up"}
+
+    def lines(service: str, n: int = 2) -> LogColumns:
+        return LogColumns(service, "h", [t] * n, ["info"] * n, [""] * n, ["done"] * n,
+                          [""] * n, [""] * n, [""] * n, {})  # fmt: skip
+
+    s = Settings(logs={"max_services_per_worker": 3})  # type: ignore[arg-type]
+    worker = LogAgent(s, CollectorRegistry(), CODEC)
+    a, b = worker.restore(0, {}), worker.restore(1, {})
+    assert a.logs.process(0, record("a1"), t) is not None
+    assert a.logs.process(1, record("a2"), t) is not None
+    assert b.logs.process_batch(0, lines("b1"), t).stored is not None  # type: ignore[union-attr]
+    try:
+        b.logs.process(1, record("b2"), t)
+        raise AssertionError("a fourth service was admitted")
+    except InvalidLog as e:
+        assert e.reason == "cardinality" and "logs.max_services_per_worker" in str(e)
+    out = a.logs.process_batch(2, lines("a3"), t)
+    assert out is not None and out.stored is None
+    assert [err.reason for _, err in out.rejected] == ["cardinality"] * 2
+    assert sorted(a.logs.services) == ["a1", "a2"] and sorted(b.logs.services) == ["b1"]
+    assert worker.health({0: a, 1: b})["services_refused_by_worker_limit"] == 2
+    records, meta = a.logs.checkpoint()
+    table = {k.encode(): v for k, v in records if v is not None}
+    table[META] = meta
+    worker.release(0, a)
+    assert b.logs.process(2, record("b2"), t) is not None  # room again
+    again = worker.restore(0, table)  # 2 restored on top of 2: kept, over the bound
+    assert sorted(again.logs.services) == ["a1", "a2"] and worker.budget.used == 4
+    assert worker.budget.room() == 0
