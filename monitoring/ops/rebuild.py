@@ -143,6 +143,7 @@ def check_changelog(
             state = agent.restore(p, table)
             report.keys = len(table)
             report.summary = agent.health({p: state})
+            agent.release(p, state)  # one partition at a time (a worker-wide budget)
         except Exception as e:  # what the worker would log and start afresh on
             report.readable = False
             report.error = repr(e)[:300]
