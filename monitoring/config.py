@@ -498,6 +498,12 @@ class ModelMetricsSettings(_Section):
     enabled: bool = True
     join_horizon: Duration = timedelta(hours=1)
     max_pending: int = Field(100_000, ge=1)
+    # label sets (model, version, a prediction's labels) with River state; a prediction
+    # of a new one beyond is dead-lettered (reason cardinality); none is ever evicted
+    max_series: int = Field(1_000, ge=1, description="label sets with state, per partition")
+    max_series_per_worker: int = Field(
+        3_000, ge=1, description="label sets with state, every partition of one worker"
+    )
     rolling_window: int = Field(1000, ge=1)
     drift_detector: Literal["adwin", "page_hinkley"] = "adwin"
     drift_interval: Duration = timedelta(seconds=5)
