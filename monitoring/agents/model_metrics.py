@@ -50,6 +50,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
+from monitoring.metrics.budget import SeriesBudget
 from monitoring.metrics.samples import InvalidSample, Limits, Sample, check_point
 from monitoring.mlops.events import (
     LABEL,
@@ -113,7 +114,10 @@ class ModelMetricsAgent(StreamAgent[ModelMonitor]):
             drift_detector=m.drift_detector,
             drift_interval_ms=ms(m.drift_interval),
             counter_window_ms=min(settings.aggregation.windows_ms),
+            max_series=m.max_series,
         )
+        # model_metrics.max_series_per_worker: every partition this worker holds
+        self.budget = SeriesBudget(m.max_series_per_worker)
         # half the aggregation agent's: the counts closed here reach the samples topic
         # before an idle samples partition closes its windows (they would be late then)
         self.idle_timeout_s = settings.aggregation.idle_timeout.total_seconds() / 2
@@ -143,8 +147,13 @@ class ModelMetricsAgent(StreamAgent[ModelMonitor]):
         }
 
     def health(self, states: Mapping[int, ModelMonitor]) -> dict[str, Any]:
-        """Predictions and labels waiting for their partner."""
-        return {"pending_joins": sum(s.pending for s in states.values())}
+        """Predictions and labels waiting for their partner; label sets with state."""
+        return {
+            "pending_joins": sum(s.pending for s in states.values()),
+            "series": sum(s.series_count for s in states.values()),
+            "series_limit_per_worker": self.budget.limit,
+            "series_refused_by_worker_limit": self.budget.refused,
+        }
 
     # -- the stream ---------------------------------------------------------------
     def handle(self, msg: Record, state: ModelMonitor, out: Emit) -> int:
@@ -154,6 +163,14 @@ class ModelMetricsAgent(StreamAgent[ModelMonitor]):
         if ev is None:
             return 0
         if isinstance(ev, Prediction):
+            if not state.admits(ev):
+                out.dead_letter(
+                    "cardinality",
+                    f"model {ev.model[:100]!r}: a new label set over model_metrics.max_series "
+                    f"({self.config.max_series} a partition) or max_series_per_worker "
+                    f"({self.budget.limit})",
+                )
+                return 0
             samples = state.apply_prediction(msg.offset, ev)
         else:
             samples = state.apply_label(msg.offset, ev)
@@ -228,10 +245,15 @@ class ModelMetricsAgent(StreamAgent[ModelMonitor]):
     # -- state ---------------------------------------------------------------------
     def restore(self, partition: int, table: dict[bytes, bytes]) -> ModelMonitor:
         """The monitor of ``partition`` from its changelog table."""
-        monitor = ModelMonitor(dataclasses.replace(self.config, partition=partition))
+        monitor = ModelMonitor(dataclasses.replace(self.config, partition=partition), self.budget)
         monitor.restore(table)
+        self.budget.join(partition, monitor)  # restored label sets are kept, and count
         log.info("model_metrics_restored", partition=partition, pending=monitor.pending)
         return monitor
+
+    def release(self, partition: int, state: ModelMonitor) -> None:
+        """A revoked partition's label sets no longer count against the worker's bound."""
+        self.budget.leave(partition, state)
 
     def snapshot(self, state: ModelMonitor) -> Records | None:
         """The monitor's changed records."""

@@ -56,6 +56,7 @@ from typing import Any
 
 from river import metrics, utils
 
+from monitoring.metrics.budget import SeriesBudget
 from monitoring.metrics.samples import Sample, series_key
 from monitoring.mlops.counters import ModelCounters
 from monitoring.mlops.drift import DEFAULT_DRIFT_DETECTOR, make_detector
@@ -82,6 +83,7 @@ class MonitorConfig:
     drift_interval_ms: int = 5_000
     partition: int = 0  # the value of the rolling series' ``partition`` label
     counter_window_ms: int = 10_000  # counters are published once per such window
+    max_series: int = 0  # label sets with River state (0: no bound); see ``admits``
 
     def __post_init__(self) -> None:
         make_detector(self.drift_detector)  # raises on an unknown name
@@ -123,8 +125,11 @@ class _SeriesState:
 class ModelMonitor:
     """Joins one partition's predictions and labels into samples; checkpointable."""
 
-    def __init__(self, config: MonitorConfig | None = None) -> None:
+    def __init__(
+        self, config: MonitorConfig | None = None, budget: SeriesBudget | None = None
+    ) -> None:
         self.config = config or MonitorConfig()
+        self.budget = budget  # the worker's bound, shared with its other partitions
         self.offsets = {PREDICTIONS_SOURCE: -1, LABELS_SOURCE: -1}
         self.clock_ms = 0  # greatest event time seen on either topic
         self.counts: Counter[str] = Counter()
@@ -146,6 +151,27 @@ class ModelMonitor:
     @property
     def has_changes(self) -> bool:
         return self._changed
+
+    @property
+    def series_count(self) -> int:
+        """Label sets with River state (what a worker's budget counts)."""
+        return len(self.series)
+
+    def admits(self, p: Prediction) -> bool:
+        """Whether ``p``'s label set has state or may get it: at most
+        ``config.max_series`` of this partition and the ``budget``'s room (a refusal by
+        it counted there). A label set keeps its state for good (its rolling metrics
+        and drift detectors), so places come back only with a higher limit; the agent
+        dead-letters a prediction refused here (``cardinality``) before it makes any
+        state or count."""
+        if series_key("", p.series_labels) in self.series:
+            return True
+        if self.config.max_series and len(self.series) >= self.config.max_series:
+            return False
+        if self.budget is not None and self.budget.room() <= 0:
+            self.budget.refused += 1
+            return False
+        return True
 
     @property
     def has_unpublished_counts(self) -> bool:

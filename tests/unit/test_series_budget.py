@@ -301,3 +301,48 @@ def test_log_services_share_the_worker_bound() -> None:
     again = worker.restore(0, table)  # 2 restored on top of 2: kept, over the bound
     assert sorted(again.logs.services) == ["a1", "a2"] and worker.budget.used == 4
     assert worker.budget.room() == 0
+
+
+def test_model_label_sets_are_bounded_per_partition_and_per_worker() -> None:
+    """The sibling in the model metrics agent: every label set of a prediction (model,
+    version, its labels) got River state that was never evicted, so a request id in a
+    prediction's labels grew it without end. Now ``model_metrics.max_series`` per
+    partition and ``max_series_per_worker``: a prediction of a new label set beyond
+    either is dead-lettered (``cardinality``) and makes no state and no count; known
+    label sets go on; restored ones are kept and count."""
+    from monitoring.agents.model_metrics import ModelMetricsAgent
+    from monitoring.mlops.events import PREDICTION
+
+    t = int(time.time() * 1000)
+    s = Settings(model_metrics={"max_series": 2, "max_series_per_worker": 3})  # type: ignore[arg-type]
+    worker = ModelMetricsAgent(s, CollectorRegistry(), CODEC)
+    topic = worker.predictions_topic
+
+    def predict(p: int, offset: int, request: str, state: Any) -> Emit:
+        rec = {
+            "prediction_id": f"{p}-{offset}", "model": "churn", "version": "1",
+            "timestamp_ms": t, "predicted_class": "pos", "predicted_value": None,
+            "latency_ms": 1.0, "features": {"x": 1.0}, "labels": {"request": request},
+        }  # fmt: skip
+        out = Emit()
+        worker.handle(MemoryMessage(topic, p, offset, b"k", CODEC.encode(PREDICTION, rec),
+                                    t / 1000), state, out)  # fmt: skip
+        return out
+
+    a, b = worker.restore(0, {}), worker.restore(1, {})
+    assert not predict(0, 0, "r0", a).dead and not predict(0, 1, "r1", a).dead
+    out = predict(0, 2, "r2", a)  # the partition's bound
+    assert [d.reason for d in out.dead] == ["cardinality"] and not out.sends
+    assert not predict(1, 0, "r3", b).dead
+    out = predict(1, 1, "r4", b)  # the worker's bound: 3 label sets held
+    assert [d.reason for d in out.dead] == ["cardinality"] and not out.sends
+    assert not predict(0, 3, "r0", a).dead  # a known label set goes on
+    assert a.counts["predictions"] == 3 and b.counts["predictions"] == 1
+    health = worker.health({0: a, 1: b})
+    assert health["series"] == 3 and health["series_refused_by_worker_limit"] == 1
+    table = dict(a.checkpoint())
+    worker.release(0, a)
+    assert not predict(1, 2, "r4", b).dead  # room again
+    again = worker.restore(0, {k: v for k, v in table.items() if v is not None})
+    assert again.series_count == 2 and worker.budget.used == 4  # kept, over the bound
+    assert [d.reason for d in predict(1, 3, "r5", b).dead] == ["cardinality"]
