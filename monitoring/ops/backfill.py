@@ -39,7 +39,7 @@ from monitoring.sinks.clickhouse.store import topics as store_topics
 from monitoring.sinks.clickhouse.writer import Writer
 
 MAX_TIME_MS = 2**63 - 1
-_EPOCH_MS = re.compile(r"^\d{10,16}$")
+_EPOCH_MS = re.compile(r"[0-9]{10,16}")
 
 
 class BackfillError(RuntimeError):
@@ -63,7 +63,7 @@ def parse_time(text: str, now_ms: int | None = None) -> int:
         raise ValueError(f"invalid time {text[:64]!r}")
     if value == "now":
         return now
-    if _EPOCH_MS.match(value):
+    if _EPOCH_MS.fullmatch(value):
         return int(value)
     try:
         return now - ms(parse_duration(value))
