@@ -85,6 +85,7 @@ class PartitionStates(Generic[S]):
         restore: Callable[[int, dict[bytes, bytes]], S],
         snapshot: Callable[[S], Records | None],
         read_state: Callable[[str, int], dict[bytes, bytes]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source_topic = source_topic
         self.state_topic = state_topic
@@ -99,7 +100,8 @@ class PartitionStates(Generic[S]):
         self.lock = asyncio.Lock()  # held while a message changes state and sends outputs
         self._checkpointing = asyncio.Lock()
         self.max_duty = MAX_CHECKPOINT_DUTY
-        self._next_at = 0.0  # monotonic time before which a timer's checkpoint is skipped
+        self._clock = clock  # of the checkpoints' pacing (a manual one in tests)
+        self._next_at = 0.0  # clock time before which a timer's checkpoint is skipped
         self.unreadable: list[int] = []  # partitions whose state did not restore
 
     async def get(self, p: int) -> Slot[S]:
@@ -163,14 +165,14 @@ class PartitionStates(Generic[S]):
         worker; spacing them only means more to replay after a crash (applied messages
         are skipped, so the result is the same).
         """
-        if not force and time.monotonic() < self._next_at:
+        if not force and self._clock() < self._next_at:
             return False
-        started = time.monotonic()
+        started = self._clock()
         try:
             return await self._checkpoint(ack)
         finally:
-            took = time.monotonic() - started
-            self._next_at = time.monotonic() + took * (1 / self.max_duty - 1)
+            took = self._clock() - started
+            self._next_at = self._clock() + took * (1 / self.max_duty - 1)
 
     async def _checkpoint(self, ack: Ack | None) -> bool:
         async with self._checkpointing:

@@ -10,14 +10,18 @@ from monitoring.runtime.shadow import COMMIT_KEY
 
 
 class SlowOutputs:
-    """Records what is sent; each flush takes ``delay`` seconds."""
+    """Records what is sent; each flush takes ``delay`` seconds of a manual clock."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
+        self.now = 0.0
         self.sent: list[tuple[str, bytes, Any]] = []
 
+    def clock(self) -> float:
+        return self.now
+
     async def flush(self) -> bool:
-        await asyncio.sleep(self.delay)
+        self.now += self.delay
         return True
 
     async def send(self, topic: str, key: bytes, value: Any, partition: int | None = None) -> None:
@@ -32,6 +36,7 @@ def states(outputs: SlowOutputs) -> PartitionStates[dict[bytes, bytes]]:
         outputs=outputs,  # type: ignore[arg-type]
         restore=lambda p, table: dict(table),
         snapshot=lambda st: list(st.items()) or None,
+        clock=outputs.clock,
     )
     ps.slots[0] = Slot({b"k": b"1"})
     return ps
@@ -39,15 +44,15 @@ def states(outputs: SlowOutputs) -> PartitionStates[dict[bytes, bytes]]:
 
 def test_checkpoints_take_at_most_their_duty_share_unless_forced() -> None:
     async def run() -> list[bool]:
-        out = SlowOutputs(0.05)  # two flushes: about 0.1 s a checkpoint
+        out = SlowOutputs(0.05)  # two flushes: 0.1 s a checkpoint
         ps = states(out)
-        ps.max_duty = 0.5  # the next may start about 0.1 s after one ends
+        ps.max_duty = 0.5  # the next may start 0.1 s after one ends
         first = await ps.checkpoint(None)
         ps.slots[0].state[b"k"] = b"2"
         too_soon = await ps.checkpoint(None)
         forced = await ps.checkpoint(None, force=True)
         ps.slots[0].state[b"k"] = b"3"
-        await asyncio.sleep(0.15)
+        out.now += 0.15  # past the pause the forced one's 0.1 s asks for
         later = await ps.checkpoint(None)
         # each value behind its checkpoint's header, each commit record after them
         assert [v[-1:] for _, k, v in out.sent if k != COMMIT_KEY] == [b"1", b"2", b"3"]
