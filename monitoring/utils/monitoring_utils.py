@@ -1,36 +1,12 @@
 """Common utilities of the Python API: settings and mode, waiting for results, durations.
 
-A thin re-export: each public name of the first of ``TARGETS`` that has it, imported
-on first use, so the implementation stays where it lives and nothing is copied.
+A lazy re-export of the modules in ``TARGETS`` (``monitoring.facade.reexport``).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from monitoring.facade.reexport import reexport
 
 TARGETS = ("monitoring.facade.common", "monitoring.config")
 
-
-def __getattr__(name: str) -> Any:
-    if not name.startswith("_"):
-        for target in TARGETS:
-            try:
-                module = importlib.import_module(target)
-            except ModuleNotFoundError as e:
-                if e.name != target:
-                    raise
-                continue  # not built yet (a façade that points at it when it lands)
-            if hasattr(module, name):
-                return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    names: set[str] = set()
-    for target in TARGETS:
-        try:
-            names.update(n for n in dir(importlib.import_module(target)) if not n.startswith("_"))
-        except ModuleNotFoundError:
-            continue
-    return sorted(names)
+__getattr__, __dir__ = reexport(__name__, TARGETS)
