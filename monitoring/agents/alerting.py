@@ -57,7 +57,7 @@ from monitoring.runtime.admin import with_retries
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import Outputs, consumer_config
-from monitoring.runtime.standby import TableTail, take_over
+from monitoring.runtime.standby import TableTail, run_in_terms, take_over
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
 from monitoring.wire.alert_encoding import ALERT, to_record
@@ -397,23 +397,9 @@ class AlertingAgent:
         self.outputs = Outputs(self.settings.kafka)
 
     async def run(self, stop: threading.Event) -> None:
-        """Evaluate until ``stop`` is set. With ``ha.enabled``, in terms: stand by until
-        this instance holds the ``alerting`` lease, be active until it is lost (or the
-        writes are fenced), then stand by again from the committed state."""
-        if not self.settings.ha.enabled:
-            await self._run_term(stop)
-            return
-        lease = Lease.from_settings(self.settings, "alerting")
-        try:
-            while not stop.is_set():
-                try:
-                    if await self.take_over(lease, stop):
-                        await self._run_term(stop)
-                except Fenced as e:
-                    log.warning("term_ended", reason=str(e)[:300])
-                    self._new_term()
-        finally:
-            lease.close()
+        """Evaluate until ``stop`` is set; with ``ha.enabled``, while this instance holds
+        the ``alerting`` lease (``runtime.standby.run_in_terms``)."""
+        await run_in_terms(self.settings, "alerting", self, stop)
 
     async def _run_term(self, stop: threading.Event) -> None:
         """Consume, evaluate due ends, checkpoint; until ``stop`` is set (or, active

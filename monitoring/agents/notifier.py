@@ -62,7 +62,7 @@ from monitoring.runtime.changelog import read_table
 from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import DeadLetters, Outputs, consumer_config
-from monitoring.runtime.standby import TableTail, Tail, offsets_since, take_over
+from monitoring.runtime.standby import TableTail, Tail, offsets_since, run_in_terms, take_over
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.sinks.notifiers.dispatcher import (
     DeliveredKeys,
@@ -256,23 +256,9 @@ class NotifierAgent:
 
     # -- the loop ----------------------------------------------------------------------
     async def run(self, stop: threading.Event) -> None:
-        """Notify until ``stop`` is set. With ``ha.enabled``, in terms: stand by until
-        this instance holds the ``notifier`` lease, be active until it is lost (or the
-        writes are fenced), then stand by again from the committed state."""
-        if not self.settings.ha.enabled:
-            await self._run_term(stop)
-            return
-        lease = Lease.from_settings(self.settings, "notifier")
-        try:
-            while not stop.is_set():
-                try:
-                    if await self.take_over(lease, stop):
-                        await self._run_term(stop)
-                except Fenced as e:
-                    log.warning("term_ended", reason=str(e)[:300])
-                    self._new_term()
-        finally:
-            lease.close()
+        """Notify until ``stop`` is set; with ``ha.enabled``, while this instance holds
+        the ``notifier`` lease (``runtime.standby.run_in_terms``)."""
+        await run_in_terms(self.settings, "notifier", self, stop)
 
     async def _run_term(self, stop: threading.Event) -> None:
         """Consume, flush due groups, deliver, checkpoint; until ``stop`` is set (or,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -24,10 +24,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from monitoring.config import KafkaSettings
+from monitoring.config import KafkaSettings, Settings
 from monitoring.log import get_logger
 from monitoring.runtime.admin import with_retries
-from monitoring.runtime.lease import FencedOutputs, Lease
+from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import consumer_config
 
 log = get_logger("standby")
@@ -144,6 +144,42 @@ async def take_over(
         standby_records=sum(t.records for t in tails),
     )
     return outputs
+
+
+class Duty(Protocol):
+    """A process that holds one duty's lease at a time (the evaluator, the notifier)."""
+
+    def take_over(self, lease: Lease, stop: threading.Event) -> Awaitable[bool]:
+        """Stand by until ``lease`` is held and the state is read (False: ``stop``)."""
+        ...
+
+    def _run_term(self, stop: threading.Event) -> Awaitable[None]:
+        """Be active until ``stop`` is set (or the lease is lost: ``Fenced``)."""
+        ...
+
+    def _new_term(self) -> None:
+        """Forget the ended term's state: the next one restores from committed state."""
+        ...
+
+
+async def run_in_terms(settings: Settings, duty: str, process: Duty, stop: threading.Event) -> None:
+    """Run ``process`` until ``stop`` is set. With ``ha.enabled``, in terms: stand by
+    until this instance holds ``duty``'s lease, be active until it is lost (or the writes
+    are fenced), then stand by again from the committed state."""
+    if not settings.ha.enabled:
+        await process._run_term(stop)
+        return
+    lease = Lease.from_settings(settings, duty)
+    try:
+        while not stop.is_set():
+            try:
+                if await process.take_over(lease, stop):
+                    await process._run_term(stop)
+            except Fenced as e:
+                log.warning("term_ended", reason=str(e)[:300])
+                process._new_term()
+    finally:
+        lease.close()
 
 
 def offsets_since(kafka: KafkaSettings, topic: str, since_ms: int) -> list[TopicPartition]:
