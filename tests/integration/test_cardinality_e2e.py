@@ -64,9 +64,11 @@ def test_a_million_series_at_a_worker(kafka_bootstrap: str, tmp_path: Path) -> N
         assert producer.flush(60) == 0
 
         def done() -> bool:  # the worker's own refused-series counter comes on top
-            return (
-                metric(scrape(port, "/metrics"), "agent_messages_total") >= N_SERIES // PER_MESSAGE
-            )
+            # every message handled, and the refusals all counted: a rebalance under load
+            # replays messages (counted again) into state restored from a checkpoint
+            handled = metric(scrape(port, "/metrics"), "agent_messages_total")
+            refused = json.loads(_health(port))["aggregation"]["series_refused_samples"]
+            return handled >= N_SERIES // PER_MESSAGE and refused >= N_SERIES - MAX_SERIES
 
         deadline = time.monotonic() + 240
         while not done():
@@ -131,8 +133,14 @@ def test_a_million_series_over_every_partition_keep_the_worker_bound(
             if m % 50 == 0:
                 peak = max(peak, rss_mib(worker.pid))
         assert producer.flush(60) == 0
+
+        def done() -> bool:  # every message handled and its refusals counted (see above)
+            handled = metric(scrape(port, "/metrics"), "agent_messages_total")
+            refused = json.loads(_health(port))["aggregation"]["series_refused_samples"]
+            return handled >= messages and refused >= N_SERIES - PER_WORKER
+
         deadline = time.monotonic() + 300
-        while metric(scrape(port, "/metrics"), "agent_messages_total") < messages:
+        while not done():
             assert time.monotonic() < deadline, "the worker did not take every message"
             assert worker.poll() is None, p.logs()
             peak = max(peak, rss_mib(worker.pid))
