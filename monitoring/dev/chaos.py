@@ -445,6 +445,11 @@ class ChaosRun:
                 "receivers": [{"name": "hook", "webhook_configs": [{"url": hook.url}]}],
             }))  # fmt: skip
             overrides = {
+                # the production idle timeout, not the test deployments' 6 s: a fault's
+                # stall (a broker restart holds the producer ~10 s) must not idle-close
+                # windows mid-stream, whose later samples would then be late by design
+                # (docs/aggregation.md, "Idle close and what comes after")
+                "aggregation__idle_timeout": "30s",
                 "alerting__rules": f'["{rules}"]', "alerting__watchdog": "false",
                 "alerting__resend_interval": "24h", "alerting__checkpoint_interval": "200ms",
                 "notifier__config": str(notifier), "notifier__api_port": str(free_port()),
