@@ -46,7 +46,7 @@ from monitoring.runtime.admin import admin_client
 from monitoring.runtime.agent import StreamAgent
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.driver import AgentDriver
-from monitoring.runtime.memory import Delivered, MemoryMessage, MemorySink
+from monitoring.runtime.memory import MemoryMessage, MemorySink
 from monitoring.runtime.outputs import consumer_config, producer_config
 from monitoring.runtime.shadow import COMMIT_KEY, Shadow
 
@@ -169,17 +169,11 @@ class _StateSink(MemorySink):
         self.discarded: dict[str, int] = {}
 
     def deliver(self, n: int) -> None:
-        done, self.pending = self.pending[:n], self.pending[n:]
-        for r in done:
-            if r.topic == self.state_topic and r.partition is not None:
-                table = self.tables.setdefault(r.partition, {})
-                if r.value is None:
-                    table.pop(r.key or b"", None)
-                else:
-                    table[r.key or b""] = r.value
-            else:
+        super().deliver(n)  # state records into the tables
+        for r in self.delivered:
+            if r.topic != self.state_topic or r.partition is None:
                 self.discarded[r.topic] = self.discarded.get(r.topic, 0) + 1
-        self.delivered: list[Delivered] = []
+        self.delivered.clear()  # nothing else is kept
 
 
 @dataclass
