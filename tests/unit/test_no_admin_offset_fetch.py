@@ -20,3 +20,19 @@ def test_no_module_calls_the_admin_clients_offset_fetch() -> None:
         if "list_consumer_group_offsets(" in p.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+def test_the_offset_readers_consumers_are_bounded() -> None:
+    """One consumer per group, at most ``MAX_GROUPS``: a broker listing many groups (or
+    an attacker creating them) cannot make the status command hold a thread per group."""
+    from monitoring.ops.lag import MAX_GROUPS, CommittedOffsets
+
+    reader = CommittedOffsets("127.0.0.1:1")
+    try:
+        for i in range(MAX_GROUPS + 5):
+            reader._consumer(f"g{i}")
+        assert len(reader._consumers) == MAX_GROUPS
+        assert "g0" not in reader._consumers and f"g{MAX_GROUPS + 4}" in reader._consumers
+    finally:
+        reader.close()
+    assert reader._consumers == {}
