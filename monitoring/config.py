@@ -175,6 +175,9 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(1, ge=1)
     retention: Duration = timedelta(days=7)
     dead_letter_retention: Duration = timedelta(days=14)
+    # the status topic: a process killed for good drops out of `monitoring status`
+    # after this (MONITORING_KAFKA__STATUS_RETENTION)
+    status_retention: Duration = timedelta(days=1)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
     @field_validator("bootstrap_servers")

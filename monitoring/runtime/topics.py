@@ -30,7 +30,6 @@ MODEL_LABELS = "models.labels"  # their true outcomes, key = prediction id
 MODEL_STATE = "models.state"  # the model metrics agent's join and River state
 DEAD_LETTER = "dead-letter"
 STATUS = "status"  # every process's heartbeat, key = process id (monitoring.ops.heartbeat)
-STATUS_RETENTION_MS = 86_400_000  # a dead process's last heartbeat goes after a day
 LEASES = "leases"  # empty: its one partition is each duty's group lease (runtime.lease)
 
 
@@ -97,15 +96,16 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         t(PREDICTIONS, n_in, delete),
         t(MODEL_LABELS, n_in, delete),
         t(MODEL_STATE, n_in, compacted),
-        # Heartbeats: compacted (the latest per process) and deleted after a day, so a
-        # process killed for good drops out of `monitoring status` by itself.
+        # Heartbeats: compacted (the latest per process) and deleted after
+        # kafka.status_retention (a day), so a process killed for good drops out of
+        # `monitoring status` by itself.
         t(
             STATUS,
             1,
             {
                 **compacted,
                 "cleanup.policy": "compact,delete",
-                "retention.ms": str(STATUS_RETENTION_MS),
+                "retention.ms": str(ms(settings.status_retention)),
             },
         ),
         t(

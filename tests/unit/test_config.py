@@ -86,6 +86,7 @@ def test_missing_file_named_by_env_is_an_error(
 # settle) take 0 and refuse negatives
 POSITIVE_DURATIONS = [
     "collection.interval", "kafka.retention", "kafka.dead_letter_retention",
+    "kafka.status_retention",
     "aggregation.idle_timeout", "aggregation.checkpoint_interval",
     "aggregation.max_future_skew", "aggregation.max_record_skew",
     "storage.flush_interval", "storage.series_refresh", "storage.retention.samples",

@@ -110,6 +110,21 @@ def test_status_topic_keeps_the_latest_heartbeat_for_a_day() -> None:
     assert spec.config["retention.ms"] == str(86_400_000)
 
 
+def test_status_retention_comes_from_settings() -> None:
+    """kafka.status_retention sets the status topic's retention.ms (created with it, and
+    compared by the doctor's topics check, which reads the same specs)."""
+    from monitoring.ops.kafka_checks import topic_problems
+    from monitoring.runtime.admin import TopicInfo
+
+    spec = by_role(KafkaSettings(status_retention="6h"))[t.STATUS]
+    assert spec.config["retention.ms"] == str(6 * 3_600_000)
+    day = TopicInfo(spec.name, 1, 1, {**spec.config, "retention.ms": str(86_400_000)})
+    problems = topic_problems([spec], {spec.name: day})
+    assert [p for _, p in problems] == [
+        f"{spec.name}: retention.ms 86400000, settings say {6 * 3_600_000}"
+    ]
+
+
 @pytest.mark.parametrize("role", [r for r in ROLES if r not in (*STATE, t.STATUS)])
 def test_event_topics_delete_with_retention(role: str) -> None:
     spec = by_role(KafkaSettings())[role]
