@@ -10,14 +10,14 @@ one generator state and one handle per series: constant memory however long it r
 Next to it, one ``soak_hot`` series per cycle (``hot_s`` at 100, then ``cold_s`` at
 0, one sample per second of event time) fires ``ChaosHot`` once and resolves it once.
 
-Every ``sample_every_s`` a sampler records each process's resident memory (psutil,
-with its children) and each consumer group's lag (records, summed over partitions,
-``ops.lag`` through ``CommittedOffsets``). The report gives per process the RSS at the
-end of the warm-up and at the end of producing, the growth and a least-squares slope
-over the measured part; lag max and at the end; lost and duplicated samples from the
-store's per-window counts against the generator's known counts (every series has one
-sample per tick, so a window of size W holds exactly the ticks inside it); and
-``alerts_differing`` as the chaos suite counts it.
+Every ``sample_every_s`` a sampler records each process's resident memory (psutil, with
+its children; the producer, this process, without) and each consumer group's lag
+(records, summed over partitions, ``ops.lag`` through ``CommittedOffsets``). The report
+gives per process the RSS at the end of the warm-up and at the end of producing, the
+growth and a least-squares slope over the measured part; lag max and at the end; lost
+and duplicated samples from the store's per-window counts against the generator's known
+counts (every series has one sample per tick, so a window of size W holds exactly the
+ticks inside it); and ``alerts_differing`` as the chaos suite counts it.
 
 ``measure_peak`` ramps the same load on a deployment of its own: steps of
 ``step_s`` at rates growing by ``factor``; a step holds when the producer reached
@@ -243,7 +243,9 @@ class Sampler:
             with contextlib.suppress(psutil.Error):
                 proc = psutil.Process(pid)
                 rss = proc.memory_info().rss
-                for child in proc.children(recursive=True):
+                # a pipeline process's children are its own; the producer's are the
+                # deployment's processes, measured apart
+                for child in proc.children(recursive=True) if name in pids else ():
                     with contextlib.suppress(psutil.Error):
                         rss += child.memory_info().rss
                 if len(self.rss[name]) < MAX_POINTS:
