@@ -179,7 +179,18 @@ def routes(server: QueryServer) -> list[BaseRoute]:
             asked = parse_duration(text, "timeout") / 1000  # Prometheus's error text
         return min(max(asked, 1e-9), limit_s())
 
-    def source(timeout: float, step_ms: int = 0) -> StoreSource:
+    def resolution_ms(params: Params) -> int:
+        """``max_source_resolution`` (Thanos's parameter): aggregate windows up to this
+        long may answer instead of raw samples; ``raw``, ``0s`` or absent: the step decides."""
+        text = _one(params, "max_source_resolution")
+        if not text or text == "raw":
+            return 0
+        ms = parse_duration(text, "max_source_resolution")
+        if ms < 0:
+            raise BadParam('invalid parameter "max_source_resolution": negative duration')
+        return ms
+
+    def source(timeout: float, step_ms: int = 0, resolution: int = 0) -> StoreSource:
         if not retention:
             retention.append(raw_retention_ms(server.client, settings(timeout)))
         return StoreSource(
@@ -189,6 +200,7 @@ def routes(server: QueryServer) -> list[BaseRoute]:
             raw_retention_ms=retention[0],
             max_series=MAX_SERIES,
             max_samples=MAX_SAMPLES,
+            max_resolution_ms=resolution,
         )
 
     def run_query(params: Params, ranged: bool) -> str:
@@ -218,11 +230,11 @@ def routes(server: QueryServer) -> list[BaseRoute]:
                     "exceeded maximum resolution of 11,000 points per timeseries. "
                     "Try decreasing the query resolution (?step=XX)"
                 )
-            src = source(timeout, step)
+            src = source(timeout, step, resolution_ms(params))
             result = server.queued(lambda: engine.range(src, query, start, end, step))
         else:
             at = _time_param(params, "time", int(time.time() * 1000))
-            src = source(timeout)
+            src = source(timeout, 0, resolution_ms(params))
             result = server.queued(lambda: engine.instant(src, query, at))
         return envelope(_result_json(result), [*result.warnings, *src.warnings])
 

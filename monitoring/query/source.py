@@ -25,6 +25,11 @@ aggregates 30 days.
   samples: each window's ``last`` value stamped at its ``window_end``. A range selector
   as long as the step (Grafana's ``$__rate_interval`` is) still sees at least ten
   points of each series.
+- A client may allow windows up to ``max_resolution_ms`` whatever the step
+  (``max_source_resolution``, the name Thanos's query API gives it): the largest such
+  window answers instead of raw samples. The dashboards ask for half their step, so a
+  24-hour panel at a 2-minute step reads 1-minute windows, a quarter of the raw points
+  at a 15 s scrape.
 - Else raw samples; the part of the interval older than the raw retention is read
   from the smallest window size.
 
@@ -178,8 +183,10 @@ class StoreSource:
         raw_retention_ms: int = DEFAULT_RAW_RETENTION_MS,
         max_series: int = 10_000,
         max_samples: int = 50_000_000,
+        max_resolution_ms: int = 0,
     ) -> None:
         self.client = client
+        self.max_resolution_ms = max(0, max_resolution_ms)
         self.settings = settings
         self.step_ms = step_ms
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -248,14 +255,23 @@ class StoreSource:
     def plan(self, ids: list[int], start_ms: int, end_ms: int) -> list[Part]:
         """Which reads answer ``[start_ms, end_ms]`` for ``ids`` (see the module doc)."""
         horizon = self.now_ms - self.raw_retention_ms
-        wants_windows = self.step_ms >= DOWNSAMPLE_FACTOR * 1000 or start_ms < horizon
+        allowed = self.max_resolution_ms
+        wants_windows = (
+            self.step_ms >= DOWNSAMPLE_FACTOR * 1000 or start_ms < horizon or allowed >= 1000
+        )
         windows = self.windows(ids, start_ms, end_ms) if wants_windows else []
         coarse = [w for w in windows if w * DOWNSAMPLE_FACTOR <= self.step_ms]
-        if coarse:
-            w = max(coarse)
-            self._warn(
+        asked = [w for w in windows if w <= allowed]
+        if coarse or asked:
+            w = max(coarse + asked)
+            why = (
                 f"step {_duration(self.step_ms)} spans at least {DOWNSAMPLE_FACTOR} windows "
-                f"of {_duration(w)}: values are the stored aggregates (the last value of each "
+                f"of {_duration(w)}"
+                if w in coarse
+                else f"max_source_resolution {_duration(allowed)} allows {_duration(w)} windows"
+            )
+            self._warn(
+                f"{why}: values are the stored aggregates (the last value of each "
                 f"{_duration(w)} window, at its end), not raw samples"
             )
             return [Part(w, start_ms, end_ms)]

@@ -18,6 +18,8 @@ Routes (all behind the :class:`Guard`; JSON bodies want ``application/json``):
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import json
 import re
 import time
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -66,6 +69,10 @@ STREAM_S = 600.0  # a live stream's length; the browser reconnects
 INSTANT_TYPES = frozenset({"stat", "gauge", "bar", "table"})
 MAX_VALUES = 1000  # values of one template variable
 MAX_ANNOTATIONS = 500  # events of one annotation over a range
+# From this step on a range query lets the store answer from its aggregate windows up
+# to half the step (max_source_resolution): a 24 h panel at 2 min reads 1 min windows,
+# a gauge's value is then at most half a pixel old; shorter steps read raw samples
+MIN_WINDOWED_STEP_S = 60
 FIRING_SQL = """
 SELECT group_key, receiver, last_change, alerts
 FROM (
@@ -140,7 +147,8 @@ class UiApp:
             registry=registry,
         )  # fmt: skip
         self.static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
-        self.plotly_js = _plotly_js()
+        plotly_js = _plotly_js()
+        self.plotly_js = _Asset(plotly_js) if plotly_js is not None else None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -171,8 +179,7 @@ class UiApp:
     async def static_file(self, request: Request) -> Response:
         name = request.path_params["file"]
         if name == "plotly.min.js" and self.plotly_js is not None:
-            return FileResponse(self.plotly_js, media_type="text/javascript",
-                                headers={"Cache-Control": "max-age=86400"})  # fmt: skip
+            return await self.plotly_js.response(request)
         path = self.static.get(name)  # only the files shipped in the package's static/
         if path is None or path.suffix not in (".js", ".css"):
             return self._refuse(404, "not-found", f"no static file {name[:100]!r}")
@@ -182,14 +189,14 @@ class UiApp:
     # -- dashboards --------------------------------------------------------------------
 
     async def list_dashboards(self, _request: Request) -> Response:
-        return JSONResponse({"dashboards": self.dashboards.listing()})
+        return _Json({"dashboards": self.dashboards.listing()})
 
     async def get_dashboard(self, request: Request) -> Response:
         try:
             d = self._dashboard(request.path_params["name"])
         except _Refusal as r:
             return r.response
-        return JSONResponse({"name": request.path_params["name"], "dashboard": d.to_json(),
+        return _Json({"name": request.path_params["name"], "dashboard": d.to_json(),
                              "refresh_default": self.ui.refresh.total_seconds()})  # fmt: skip
 
     async def create_dashboard(self, request: Request) -> Response:
@@ -219,7 +226,7 @@ class UiApp:
             d = self._dashboard(name)
         except _Refusal as r:
             return r.response
-        return JSONResponse(to_grafana(name, d), headers={
+        return _Json(to_grafana(name, d), headers={
             "Content-Disposition": f'attachment; filename="{name}.grafana.json"'})  # fmt: skip
 
     async def _save(self, name: str, data: Any, create: bool) -> Response:
@@ -231,7 +238,7 @@ class UiApp:
             self.dashboards.save(name, dashboard)
         except DashboardError as e:
             return self._refuse(400, "bad-dashboard", str(e))
-        return JSONResponse({"name": name, "dashboard": dashboard.to_json()},
+        return _Json({"name": name, "dashboard": dashboard.to_json()},
                             status_code=201 if create else 200)  # fmt: skip
 
     def _dashboard(self, name: str) -> Dashboard:
@@ -263,9 +270,9 @@ class UiApp:
             return self._refuse(400, "bad-panel-request", str(e))
         except StoreError as e:
             self.panel_queries.labels("store-error").inc()
-            return JSONResponse({"error": e.message}, status_code=_status(e.status))
+            return _Json({"error": e.message}, status_code=_status(e.status))
         self.panel_queries.labels("ok").inc()
-        return JSONResponse(answer)
+        return _Json(answer)
 
     def _range(self, request: Request) -> tuple[int, int]:
         now = int(time.time() * 1000)
@@ -312,6 +319,8 @@ class UiApp:
                 else:
                     form = {"query": text, "start": f"{first / 1000:.3f}",
                             "end": f"{end / 1000:.3f}", "step": str(step)}  # fmt: skip
+                    if step >= MIN_WINDOWED_STEP_S:  # stored windows up to half a step
+                        form["max_source_resolution"] = f"{step // 2}s"
                     calls.append(self.store.prometheus("query_range", form))
             else:
                 if len(q.sql) > limit:
@@ -357,14 +366,14 @@ class UiApp:
         except PanelError as e:
             return self._refuse(400, "bad-annotation-request", str(e))
         except StoreError as e:
-            return JSONResponse({"error": e.message}, status_code=_status(e.status))
+            return _Json({"error": e.message}, status_code=_status(e.status))
         out = []
         for a, (_, rows) in zip(d.annotations, results, strict=True):
             events = [(time_ms(r[0]), str(r[1])[:500] if len(r) > 1 else "") for r in rows if r]
             events = [(t, text) for t, text in events if t is not None]
             out.append({"name": a.name, "color": a.color, "t": [t for t, _ in events],
                         "text": [text for _, text in events]})  # fmt: skip
-        return JSONResponse({"annotations": out})
+        return _Json({"annotations": out})
 
     async def variable(self, request: Request) -> Response:
         try:
@@ -379,8 +388,8 @@ class UiApp:
         except PanelError as e:
             return self._refuse(400, "bad-variable-request", str(e))
         except StoreError as e:
-            return JSONResponse({"error": e.message}, status_code=_status(e.status))
-        return JSONResponse({"name": v.name, "values": values[:MAX_VALUES], "text": v.text,
+            return _Json({"error": e.message}, status_code=_status(e.status))
+        return _Json({"name": v.name, "values": values[:MAX_VALUES], "text": v.text,
                              "include_all": v.include_all, "default": v.default})  # fmt: skip
 
     async def _values(self, v: Variable, start: int, end: int) -> list[str]:
@@ -413,7 +422,7 @@ class UiApp:
             self.store.health(), rows(FIRING_SQL), rows(FRESHNESS_SQL)
         )
         freshness = dict(zip(fresh[0], fresh[1][0], strict=True)) if fresh[1] else {}
-        return JSONResponse({
+        return _Json({
             "dashboards": self.dashboards.listing(),
             "alerts": {"columns": alerts[0], "rows": alerts[1], "error": alerts[2]},
             "health": {"store": health, "freshness": freshness, "error": fresh[2],
@@ -454,7 +463,7 @@ class UiApp:
 
     def _refuse(self, status: int, reason: str, message: str) -> Response:
         self.refused.labels(reason).inc()
-        return JSONResponse({"error": message}, status_code=status)
+        return _Json({"error": message}, status_code=status)
 
 
 class _CountedStream(StreamingResponse):
@@ -478,6 +487,44 @@ class _CountedStream(StreamingResponse):
             release, self._release = self._release, None
             if release is not None:
                 release()
+
+
+class _Asset:
+    """A large static file (plotly.js, 4.8 MB) read and gzipped once, on its first
+    request (in a thread), then served from memory: gzip when the browser accepts it
+    (1.4 MB), an ETag, and a day's caching with revalidation (``304``) after it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._loaded: tuple[bytes, bytes, str] | None = None
+        self._lock = asyncio.Lock()
+
+    def _load(self) -> tuple[bytes, bytes, str]:
+        raw = self.path.read_bytes()
+        etag = '"' + hashlib.blake2b(raw, digest_size=16).hexdigest() + '"'
+        return raw, gzip.compress(raw, compresslevel=6), etag
+
+    async def response(self, request: Request) -> Response:
+        async with self._lock:  # one load however many pages open at once
+            if self._loaded is None:
+                self._loaded = await anyio.to_thread.run_sync(self._load)
+        raw, gz, etag = self._loaded
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=86400",
+                   "Vary": "Accept-Encoding"}  # fmt: skip
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            headers["Content-Encoding"] = "gzip"
+            return Response(gz, media_type="text/javascript", headers=headers)
+        return Response(raw, media_type="text/javascript", headers=headers)
+
+
+class _Json(JSONResponse):
+    """A JSON answer encoded by orjson (a 200-series panel is megabytes: ~5x faster than
+    the standard library's encoder; NaN and infinities become null)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class _Refusal(Exception):

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import orjson
 
 
 class StoreError(RuntimeError):
@@ -102,8 +103,8 @@ class StoreClient:
         else:
             status, body = await self._request("POST", f"/api/v1/{path}", data=form)
         try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
+            obj = orjson.loads(body)  # a 5 MB panel answer: ~3x faster than json.loads
+        except ValueError:  # orjson.JSONDecodeError, also for nesting past 1024 levels
             text = body[:500].decode("utf-8", "replace")
             raise StoreError(502 if status < 400 else status, text) from None
         if not isinstance(obj, dict) or obj.get("status") != "success":
@@ -126,7 +127,7 @@ class StoreClient:
         if status != 200:
             raise StoreError(status, body[:1000].decode("utf-8", "replace").strip())
         try:
-            obj = json.loads(body)
+            obj = _loads_wide(body)
             return list(obj["meta"]), list(obj["data"])
         except (ValueError, KeyError, TypeError, RecursionError):
             raise StoreError(502, "the store's answer is not JSONCompact") from None
@@ -135,7 +136,16 @@ class StoreClient:
         """The store's ``/healthz`` (its status, or ``unreachable``)."""
         try:
             status, body = await self._request("GET", "/healthz")
-            obj = json.loads(body)
+            obj = orjson.loads(body)
             return obj if isinstance(obj, dict) else {"status": f"http {status}"}
-        except (StoreError, ValueError, RecursionError) as e:
+        except (StoreError, ValueError) as e:
             return {"status": "unreachable", "error": str(e)[:300]}
+
+
+def _loads_wide(body: bytes) -> Any:
+    """JSON with orjson, or the standard library's parser for what orjson refuses: an
+    integer past 64 bits (an SQL panel's ``Int128``, unquoted) is valid JSON."""
+    try:
+        return orjson.loads(body)
+    except ValueError:
+        return json.loads(body)

@@ -408,6 +408,37 @@ def test_pages_and_plotly_are_served_with_a_strict_csp(client: TestClient) -> No
     assert "<script>" not in page and "cdn" not in page.lower() and " on" not in page.lower()
 
 
+def test_plotly_is_gzipped_once_with_an_etag_and_revalidated(client: TestClient) -> None:
+    import plotly
+
+    shipped = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    gz = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    assert gz.headers["content-encoding"] == "gzip"
+    assert int(gz.headers["content-length"]) < len(shipped) / 2  # what went over the wire
+    assert gz.content == shipped  # httpx decoded it
+    assert "max-age=86400" in gz.headers["cache-control"]
+    etag = gz.headers["etag"]
+    plain = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == shipped
+    again = client.get("/static/plotly.min.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    other = client.get("/static/plotly.min.js", headers={"If-None-Match": '"stale"'})
+    assert other.status_code == 200
+
+
+def test_a_long_step_lets_the_store_read_windows_of_half_a_step(
+    client: TestClient, fake: FakeStore
+) -> None:
+    assert panel(client, "rate", width=300).status_code == 200  # 1 h: step 15 s
+    assert "max_source_resolution" not in fake.form(fake.requests[-1])
+    resp = panel(client, "rate", start=END - 24 * HOUR, width=1000)  # step 2 min
+    assert resp.status_code == 200, resp.text
+    form = fake.form(fake.requests[-1])
+    assert form["step"] == "120" and form["max_source_resolution"] == "60s"
+    panel(client, "now", start=END - 24 * HOUR, width=1000)  # instant: the raw newest
+    assert "max_source_resolution" not in fake.form(fake.requests[-1])
+
+
 @pytest.mark.parametrize("path", ["/static/app.py", "/static/..%2Fapp.py", "/static/x.html"])
 def test_only_the_shipped_scripts_and_styles_are_static(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 404
