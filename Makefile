@@ -4,6 +4,10 @@
 VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The suite's parallel workers (pytest-xdist, docs/testing.md): `make test PYTEST_XDIST=4`;
+# 0 runs it in one process.
+PYTEST_XDIST ?= 0
+XDIST := -n $(PYTEST_XDIST) --dist loadgroup
 
 .PHONY: setup demo test test-unit lint broker-up broker-down bench clean alertmanager prometheus \
 	chromium pdftools node-exporter
@@ -27,12 +31,12 @@ demo: broker-up
 	$(BIN)/monitoring demo
 
 test: broker-up alertmanager prometheus chromium pdftools node-exporter
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST)
 
 # The fast lane: everything outside tests/integration, with no broker (a test that
 # reaches for one fails instead of starting it).
 test-unit: setup
-	MONITORING_TEST_KAFKA_BOOTSTRAP=127.0.0.1:1 $(BIN)/pytest -m "not integration"
+	MONITORING_TEST_KAFKA_BOOTSTRAP=127.0.0.1:1 $(BIN)/pytest -m "not integration" $(XDIST)
 
 # The real Prometheus Alertmanager that the notifier tests deliver to (Debian package).
 alertmanager:
