@@ -12,14 +12,15 @@ only those:
 - ``not_ready``: a list of reasons in the process's own words.
 
 A process is *alive* unless its status says it cannot recover by itself (``stuck``: an
-insert hanging past its bound): then a supervisor should restart it.
+insert hanging past its bound; ``dead``: the store's embedded engine died): then a
+supervisor should restart it.
 
 >>> readiness_reasons({"status": "ok"})
 []
 >>> readiness_reasons({"status": "degraded", "restoring": [1, 2], "catching_up": [0]})
 ['status degraded', 'restoring state: partitions 1, 2', 'catching up a backlog: partitions 0']
->>> is_alive({"status": "stuck"}), is_alive({"status": "degraded"})
-(False, True)
+>>> is_alive({"status": "stuck"}), is_alive({"status": "dead"}), is_alive({"status": "degraded"})
+(False, False, True)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-NOT_ALIVE = frozenset({"stuck"})
+NOT_ALIVE = frozenset({"stuck", "dead"})
 MAX_REASONS = 20
 MAX_REASON_CHARS = 300
 

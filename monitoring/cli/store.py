@@ -9,6 +9,8 @@ monitoring store backfill --from T --to T [--topic ...]   # re-read a time range
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import threading
 from typing import Annotated, Any
@@ -54,6 +56,7 @@ def run(
     from monitoring.sinks.clickhouse.query_server import QueryServer
     from monitoring.sinks.clickhouse.store import (
         GROUP_ID,
+        EngineDead,
         StartupHealth,
         Store,
         open_with_retry,
@@ -139,6 +142,15 @@ def run(
         log.error("query_endpoint_unavailable", port=st.query_port, error=str(e))
     try:
         store.run(stop)
+    except EngineDead as e:
+        # a supervisor restarts the process; chDB's own teardown of a dead engine is
+        # not waited for (it may abort or hang): the status goes, then the process
+        status.stop()
+        if server is not None:
+            server.stop()
+        console.print(f"[red]{e}[/]")
+        logging.shutdown()
+        os._exit(1)
     finally:
         status.stop()
         if server is not None:

@@ -17,6 +17,12 @@ messages handled, never the consumer's position, so a held message is never comm
 unstored. (Seeking the rest of a fetch back, as this did before, lost the rest of some
 partitions' backlogs in ``bench pipeline``: committed, never stored.)
 Health turns not-ok while a flush keeps failing or hangs past ``FLUSH_STUCK_S``.
+
+An embedded engine (chDB) that took a fatal signal answers every statement with Code
+236 for ever while the process lives on (chDB's signal handler catches the abort):
+the store sees it on a flush, or on a ``SELECT 1`` every ``ENGINE_PROBE_S`` while it
+has nothing to flush, turns ``dead`` (liveness fails) and ``run`` raises
+:class:`EngineDead`: the process exits non-zero for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from monitoring.runtime.topics import (
     topic_name,
 )
 from monitoring.sinks.clickhouse.rows import OutOfRange, check_ranges
-from monitoring.sinks.clickhouse.writer import Writer, transient
+from monitoring.sinks.clickhouse.writer import Writer, engine_dead, transient
 from monitoring.wire.codec import AvroCodec, DecodeError
 from monitoring.wire.metric_batch import MetricBatchDecoder
 from monitoring.wire.metric_sample import MetricSampleDecoder
@@ -77,7 +83,14 @@ FLUSH_STUCK_S = 60.0
 # ... or rows have waited this long without a successful flush.
 FLUSH_STALE_S = 120.0
 DEAD_LETTER_FLUSH_S = 10.0
+# With nothing to flush, the embedded engine is asked SELECT 1 this often (s)
+ENGINE_PROBE_S = 5.0
 T = TypeVar("T")
+
+
+class EngineDead(RuntimeError):
+    """The embedded ClickHouse engine refuses everything after a fatal error in this
+    process: only a restart of the process brings it back."""
 
 
 class Message(Protocol):
@@ -220,6 +233,10 @@ class Store:
         self.flush_started: float | None = None  # wall time of the flush in progress
         self.failing_since: float | None = None  # wall time of the first failed flush
         self.last_error = ""
+        # chDB runs in this process: its death is ours (a server restarts by itself)
+        self.embedded = settings.storage.dsn.startswith("chdb://")
+        self.engine_error = ""  # set once the embedded engine is dead
+        self.last_probe = clock()
         k = settings.kafka
         self.expected = {  # what each topic carries; anything else is rejected
             topic_name(k, SAMPLES): frozenset({SAMPLE, BATCH}),
@@ -404,6 +421,7 @@ class Store:
         try:
             self.flush_and_commit()
         except Exception as e:
+            self._check_engine(e)
             self.backoff = min(MAX_BACKOFF_S, self.backoff * 2 or 0.5)
             self.retry_at = now + self.backoff
             self.failing_since = self.failing_since or time.time()
@@ -424,6 +442,30 @@ class Store:
         self._pause(False)
         return True
 
+    def _check_engine(self, e: BaseException) -> None:
+        """Raise EngineDead (health ``dead`` from now on) when ``e`` says the embedded
+        engine died; any other error returns."""
+        if not (self.embedded and engine_dead(e)):
+            return
+        self.engine_error = redact(str(e).split("\n")[0])[:300]
+        self.log.critical("engine_dead", error=self.engine_error, pending=self.writer.pending)
+        raise EngineDead(
+            f"the embedded ClickHouse engine died ({self.engine_error}); the process "
+            "must be restarted (rows not committed are read again from Kafka)"
+        ) from e
+
+    def probe_engine(self) -> None:
+        """With nothing buffered, ask the embedded engine ``SELECT 1`` every
+        ``ENGINE_PROBE_S``: a dead engine raises EngineDead even when no rows come."""
+        now = self.clock()
+        if not self.embedded or self.writer.pending or now - self.last_probe < ENGINE_PROBE_S:
+            return
+        self.last_probe = now
+        try:
+            self.writer.client.command("SELECT 1")
+        except Exception as e:
+            self._check_engine(e)  # anything else shows on the next flush
+
     def _pause(self, pause: bool) -> None:
         # While ClickHouse is down, stop fetching but keep polling (group membership).
         if self.consumer is None or pause == self.paused:
@@ -440,7 +482,9 @@ class Store:
         started, failing = self.flush_started, self.failing_since
         in_flush = 0.0 if started is None else now - started
         since = now - self.last_success
-        if in_flush > FLUSH_STUCK_S:
+        if self.engine_error:
+            status = "dead"  # not alive: only a restart helps (api/health.py)
+        elif in_flush > FLUSH_STUCK_S:
             status = "stuck"
         elif self.backoff or failing is not None:
             status = "degraded"
@@ -459,6 +503,8 @@ class Store:
         }
         if self.last_error:
             out["last_error"] = self.last_error
+        if self.engine_error:
+            out["engine_error"] = self.engine_error
         return out
 
     # -- the loop ------------------------------------------------------------------
@@ -505,6 +551,7 @@ class Store:
                 else:
                     self.handle_many(consumer.consume(num_messages=5000, timeout=0.2))
                 self.maybe_flush()
+                self.probe_engine()
             self._drain(shutdown_timeout)
         finally:
             consumer.close()

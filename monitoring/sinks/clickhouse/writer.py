@@ -60,6 +60,26 @@ RETRY_CODES = frozenset({
 _CODE = re.compile(r"(?:\bCode: |error code )(\d+)")
 
 
+# chDB's answer to every query once its process took a fatal signal (an abort in any
+# thread, librdkafka's assertions included): chDB's signal handler catches it, the
+# process lives on, the engine refuses everything for ever
+ENGINE_DEAD_CODE = 236  # ABORTED
+
+
+def engine_dead(e: BaseException) -> bool:
+    """The embedded engine is dead for good ("The server is shutting down due to a
+    fatal error", Code 236): only a new process brings it back.
+
+    >>> engine_dead(DatabaseError("Code: 236. DB::Exception: The server is shutting "
+    ...     "down due to a fatal error. (ABORTED)"))
+    True
+    >>> engine_dead(DatabaseError("Code: 236. DB::Exception: Query was cancelled. (ABORTED)"))
+    False
+    """
+    m = _CODE.search(str(e))
+    return m is not None and int(m.group(1)) == ENGINE_DEAD_CODE and "fatal error" in str(e)
+
+
 def transient(e: BaseException) -> bool:
     """An insert error worth retrying as is: the connection or a timeout, an internal
     error of the client, or a server error in ``RETRY_CODES``. Any other error
