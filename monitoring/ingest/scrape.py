@@ -23,9 +23,11 @@ SDK's bounded buffer through ``Outlet``: when the buffer is full the push waits,
 scrapes behind it wait too (and their missed intervals are counted) instead of dropping;
 what still cannot be sent is counted as ``unsent``.
 
-Staleness: our samples cannot carry Prometheus' stale markers (NaN), so a target that
-disappears from service discovery gets one last ``up`` of 0; its series simply stop
-(see docs/ingest.md).
+Staleness, as Prometheus: a series the previous scrape of a target had and this one
+has not gets a staleness marker (``STALE_NAN``) at this scrape's time; a failed scrape
+marks every series of the last good one; a target gone from service discovery gets
+markers for its series and its report series. Series with a timestamp of their own on
+the page are not tracked (Prometheus' rule). See docs/ingest.md.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from monitoring.ingest.scrape_config import ScrapeConfig, ScrapeFile
 from monitoring.ingest.targets import JobTargets, Target
 from monitoring.ingest.ticker import Ticker
 from monitoring.log import get_logger
-from monitoring.metrics.samples import InvalidSample, Limits
+from monitoring.metrics.samples import STALE_NAN, InvalidSample, Limits
 from monitoring.wire.sample_encoding import DEFAULT_LIMITS
 
 log = get_logger("ingest.scrape")
@@ -144,6 +146,7 @@ def prepare(
     series: Callable[..., Handle],
     start_ms: int,
     limits: Limits = DEFAULT_LIMITS,
+    seen: dict[Any, Handle] | None = None,
 ) -> tuple[list[tuple[Handle, float, int]], int]:
     """Samples to (series handle, value, timestamp) items and the count refused.
 
@@ -152,6 +155,8 @@ def prepare(
     series costs a lookup per sample. ``None`` cached: dropped by relabeling. A
     timestamp the page gives must lie where the samples contract (``limits``) allows,
     from ``min_timestamp_ms`` to ``max_future_skew_ms`` past the scrape: else refused.
+    ``seen`` gets the series sent at the scrape's time (exposed key -> handle), the ones
+    whose staleness is tracked.
     """
     job = tl.job
     cache = tl.cache
@@ -183,11 +188,16 @@ def prepare(
         if h is _INVALID:
             invalid += 1
             continue
-        ts = s.timestamp_ms if honor_ts and s.timestamp_ms is not None else start_ms
-        if not lo <= ts <= hi:
-            invalid += 1
-            first_refusal = first_refusal or f"timestamp {ts} outside [{lo}, {hi}]"
-            continue
+        if honor_ts and s.timestamp_ms is not None:
+            ts = s.timestamp_ms
+            if not lo <= ts <= hi:
+                invalid += 1
+                first_refusal = first_refusal or f"timestamp {ts} outside [{lo}, {hi}]"
+                continue
+        else:
+            ts = start_ms
+            if seen is not None:
+                seen[key] = h
         append((h, s.value, ts))
     if first_refusal:  # one line per scrape, however many were refused
         log.warning("exposed series refused", job=job.job_name, reason=first_refusal)
@@ -295,6 +305,20 @@ class _TargetLoop:
         self.cache_cap = 1000  # entries
         self.cache_bytes_cap = 1 << 20
         self.cache_bytes = 0
+        # series of the last good scrape (exposed key -> handle): staleness is tracked on
+        # them; at most ``cache_cap`` (the rest are not marked when they go)
+        self.live: dict[Any, Handle] = {}
+        self.last_start_ms = 0
+
+    def stale_items(self, now: dict[Any, Handle], ts: int) -> list[tuple[Handle, float, int]]:
+        """Markers at ``ts`` for the live series not in ``now``, which becomes the live
+        set (cut to ``cache_cap`` entries)."""
+        live = self.live
+        gone = [(h, STALE_NAN, ts) for k, h in live.items() if k not in now]
+        if len(now) > self.cache_cap:
+            now = dict(list(now.items())[: self.cache_cap])
+        self.live = now
+        return gone
 
     def remember(self, key: Any, h: Any) -> None:
         """Cache a series' handle within the target's share (entries and bytes): a full
@@ -348,6 +372,13 @@ class Scraper:
         )
         self.targets_gauge = Gauge(
             "monitoring_scrape_targets", "Targets being scraped.", ["job"], registry=registry
+        )
+        self.stale = Counter(
+            "monitoring_scrape_stale_markers",
+            "Staleness markers written: series gone from a page, every series of a failed "
+            "scrape's target or of a target gone from service discovery.",
+            ["job"],
+            registry=registry,
         )
         self.over_limit = Counter(
             "monitoring_scrape_targets_over_limit",
@@ -432,10 +463,24 @@ class Scraper:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _target_lost(self, tl: _TargetLoop) -> None:
-        """A target gone from service discovery: one last up=0 (no stale markers here)."""
-        labels = tl.target.label_dict
-        points = [Point("up", labels, "GAUGE", 0.0)]
-        self.executor.submit(self.outlet.push, points, time.time_ns() // 1_000_000)
+        """A target gone from service discovery: staleness markers for its series and
+        its report series, as Prometheus' end-of-run staleness (after any push of its
+        last scrape: the push thread runs in order)."""
+        self.executor.submit(self._mark_lost, tl)
+
+    def _mark_lost(self, tl: _TargetLoop) -> None:
+        """On the push thread: markers at now (after the target's last scrape)."""
+        if not tl.last_start_ms:
+            return  # never scraped: nothing was written
+        ts = max(time.time_ns() // 1_000_000, tl.last_start_ms + 1)
+        items = tl.stale_items({}, ts)
+        report = [
+            p._replace(value=STALE_NAN) for p in report_points(tl.target.label_dict, False, 0, 0, 0)
+        ]
+        self.stale.labels(tl.job.job_name).inc(len(items) + len(report))
+        if items:
+            self.outlet.push_series(items)
+        self.outlet.push(report, ts)
 
     # -- one target --------------------------------------------------------------------------
 
@@ -530,12 +575,13 @@ class Scraper:
         """On the push thread: parse, label, push samples and the report series."""
         job = tl.job
         items: list[tuple[Handle, float, int]] = []
+        seen: dict[Any, Handle] = {}
         scraped = post = 0
         if not error:
             try:
                 samples = parse_lazy(body, ctype)
                 items, refused = prepare(
-                    samples, tl, self.outlet.recorder.series, start_ms, self.limits
+                    samples, tl, self.outlet.recorder.series, start_ms, self.limits, seen
                 )
             except ValueError as e:  # the body, or a series in it first seen, is malformed
                 error, reason, items = str(e)[:500], "parse", []
@@ -551,8 +597,14 @@ class Scraper:
                     self.outlet.invalid(refused)
         up = not error
         if not up:
-            items = []
+            items, seen = [], {}
             log.info("scrape failed", job=job.job_name, url=tl.target.url, error=error)
+        # series of the last good scrape not in this one (all of them when it failed)
+        stale = tl.stale_items(seen, start_ms)
+        if stale:
+            self.stale.labels(job.job_name).inc(len(stale))
+            items += stale
+        tl.last_start_ms = start_ms
         duration = time.perf_counter() - t0
         report = report_points(tl.target.label_dict, up, duration, scraped, post)
         self.scrapes.labels(job.job_name, reason).inc()

@@ -85,7 +85,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from monitoring.metrics.budget import UNBOUNDED, SeriesBudget
-from monitoring.metrics.samples import Sample, SampleBatch, series_key
+from monitoring.metrics.samples import Sample, SampleBatch, series_key, without_stale
 from monitoring.metrics.window_columns import NO_TS, WindowColumns
 
 NO_WATERMARK = -(2**62)
@@ -238,7 +238,11 @@ class PartitionAggregator:
         >>> kept, refused = agg.admit([Sample("a", "a", {}, 1, 1.0), Sample("b", "b", {}, 1, 1.0)])
         >>> [s.series for s in kept], refused
         (['a'], ['b'])
+
+        Staleness markers are left out here and in ``process``: they are not values, and
+        a series they alone name gets no place.
         """
+        samples = without_stale(samples)
         if not self.max_series and not self.max_series_per_metric and self.budget is None:
             return samples, []
         if isinstance(samples, SampleBatch):
@@ -349,6 +353,7 @@ class PartitionAggregator:
             self.skipped_count += 1
             return Result([], [])
         self._forget_restored(offset)
+        samples = without_stale(samples)  # markers end series for PromQL; no value here
         if isinstance(samples, SampleBatch):
             if len(samples.series_index) < self.vector_min:
                 return self._step(offset, *self._scalar(offset, samples.samples()))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sized
+import struct
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -21,6 +22,30 @@ from monitoring.metrics.prom_syntax import LABEL_NAME, METRIC_NAME
 
 SAMPLE = "monitoring.MetricSample"
 BATCH = "monitoring.MetricBatch"
+
+STALE_NAN_BITS = 0x7FF0000000000002
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+"""Prometheus's staleness marker (``value.StaleNaN``): a NaN with exactly these bits
+says the series ended (its target failed or stopped exposing it). It is the one
+non-finite value the contract accepts; it is not a value: aggregation skips it, the
+store keeps it, and PromQL's instant selectors stop at it."""
+
+
+def is_stale(value: float) -> bool:
+    """Whether ``value`` is the staleness marker (bitwise: any other NaN is not).
+
+    >>> is_stale(STALE_NAN), is_stale(float("nan")), is_stale(1.0)
+    (True, False, False)
+    """
+    return value != value and struct.pack("<d", value) == _STALE_BYTES
+
+
+_STALE_BYTES = struct.pack("<Q", STALE_NAN_BITS)
+
+
+def stale_mask(values: np.ndarray) -> np.ndarray:
+    """Which of the float64 ``values`` are staleness markers."""
+    return np.asarray(values, np.float64).view(np.uint64) == STALE_NAN_BITS
 
 
 class InvalidSample(ValueError):
@@ -105,6 +130,31 @@ class SampleBatch(NamedTuple):
         return out
 
 
+def without_stale(samples: Sequence[Sample] | SampleBatch) -> Sequence[Sample] | SampleBatch:
+    """``samples`` without staleness markers (the same object when there are none); a
+    batch's series that only markers pointed at become None.
+
+    >>> up = [Sample("up", "up", {}, 5, STALE_NAN), Sample("up", "up", {}, 6, 1.0)]
+    >>> without_stale(SampleBatch.from_samples(up)).values.tolist()
+    [1.0]
+    """
+    if isinstance(samples, SampleBatch):
+        values = samples.values
+        if not len(values) or np.isfinite(values).all():
+            return samples
+        keep = ~stale_mask(values)
+        if keep.all():
+            return samples
+        index = samples.series_index[keep]
+        used = np.zeros(len(samples.series), bool)
+        used[index] = True
+        series = [d if u else None for d, u in zip(samples.series, used.tolist(), strict=True)]
+        return SampleBatch(series, index, samples.timestamps_ms[keep], values[keep])
+    if all(s.value == s.value for s in samples):
+        return samples
+    return [s for s in samples if not is_stale(s.value)]
+
+
 def _ints(items: list[int]) -> np.ndarray:
     return np.array(items, np.int64) if items else np.zeros(0, np.int64)
 
@@ -162,8 +212,9 @@ def check_series(name: str, labels: Mapping[str, str], limits: Limits) -> None:
 
 
 def check_point(timestamp_ms: int, value: float, now_ms: int, limits: Limits) -> None:
-    """Raise InvalidSample for non-finite values or absurd timestamps."""
-    if not math.isfinite(value):
+    """Raise InvalidSample for non-finite values (but the staleness marker) or absurd
+    timestamps."""
+    if not math.isfinite(value) and not is_stale(value):
         raise InvalidSample("non-finite-value", f"value {value!r}")
     if timestamp_ms < limits.min_timestamp_ms:
         raise InvalidSample("timestamp-too-old", f"timestamp_ms {timestamp_ms} is before 2000")
@@ -291,7 +342,10 @@ class SampleDecoder:
                 info = cache[key] = info._replace(kind=kind, unit=unit)
             series.append(info)
         lo, hi = self.limits.min_timestamp_ms, now_ms + self.limits.max_future_skew_ms
-        ok = (stamps >= lo) & (stamps <= hi) & np.isfinite(values)
+        finite = np.isfinite(values)
+        if not finite.all():
+            finite |= stale_mask(values)
+        ok = (stamps >= lo) & (stamps <= hi) & finite
         if invalid:
             bad_series = np.zeros(n_series, bool)
             bad_series[list(invalid)] = True

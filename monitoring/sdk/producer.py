@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
 from monitoring.log import get_logger
-from monitoring.metrics.samples import InvalidSample, Limits
+from monitoring.metrics.samples import InvalidSample, Limits, is_stale
 from monitoring.runtime.kafka_client import client_config, report_access_errors
 from monitoring.runtime.topics import SAMPLES, topic_name
 from monitoring.sdk.instruments import (
@@ -112,7 +112,7 @@ class SeriesHandle:
 
     def record(self, value: float, timestamp_ms: int | None = None) -> bool:
         v = float(value)
-        if not math.isfinite(v):
+        if not math.isfinite(v) and not is_stale(v):
             raise InvalidSample("non-finite-value", f"{self.series.key} value {value!r}")
         return self._append(
             self.series, time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms, v
@@ -288,7 +288,7 @@ class MetricsCollector:
         if s is None or s.kind != kind or s.unit != unit:
             s = self._new_series(ck, name, labels, kind, unit)
         v = float(value)
-        if not math.isfinite(v):
+        if not math.isfinite(v) and not is_stale(v):
             raise InvalidSample("non-finite-value", f"{s.key} value {value!r}")
         return self._append(
             s, time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms, v
@@ -296,14 +296,15 @@ class MetricsCollector:
 
     def record_many(self, items: list[Item]) -> None:
         """Buffer many samples at once, all or none: ``items`` are ``(series, timestamp_ms,
-        value)`` with series from ``make_series`` (validated) and finite values.
+        value)`` with series from ``make_series`` (validated) and finite values (or
+        the staleness marker, ``STALE_NAN``).
 
         Raises ``BufferFullError`` at once, buffering nothing, when the buffer cannot take
         them all (a receiver answers 503 and its sender retries the whole request),
         ``InvalidSample`` for a non-finite value (nothing buffered either).
         """
         for s, _ts, v in items:
-            if v - v != 0.0:  # NaN or ±Inf
+            if v - v != 0.0 and not is_stale(v):  # NaN or ±Inf, but a staleness marker
                 raise InvalidSample("non-finite-value", f"{s.key} value {v!r}")
         self._core.extend(items)
 
