@@ -24,6 +24,7 @@ stateset ``GAUGE``, anything untyped ``UNTYPED``. A malformed body raises
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 from prometheus_client import parser as text_parser
@@ -133,8 +134,34 @@ def resolve(s: Scraped) -> Scraped:
     return s._replace(name=name, labels=labels)
 
 
+# The common shape of a series' text: a name, and labels with plain names (no ``__``
+# prefix) and values without escapes or quotes, separated by single commas (one
+# trailing comma allowed), no spaces. Read by these two expressions, it is what the
+# library reads (a hypothesis test holds them equal); anything else goes to the library.
+_PLAIN_SERIES = re.compile(
+    r'[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\r\n]*"'
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\r\n]*")*,?)?\})?'
+)
+_PLAIN_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\r\n]*)"')
+
+
 def series_of(text: str) -> tuple[str, dict[str, str]]:
-    """A series' text (``name{labels}``) read by prometheus_client's text parser."""
+    """A series' text (``name{labels}``) as prometheus_client's text parser reads it:
+    the common shape by two regular expressions (about 15 times cheaper than the
+    library's reading of one series), anything else by the library."""
+    if _PLAIN_SERIES.fullmatch(text):
+        brace = text.find("{")
+        if brace < 0:
+            return text, {}
+        pairs = _PLAIN_PAIR.findall(text, brace)
+        labels = dict(pairs)
+        if len(labels) == len(pairs) and not any(k.startswith("__") for k in labels):
+            return text[:brace], labels
+    return _library_series(text)
+
+
+def _library_series(text: str) -> tuple[str, dict[str, str]]:
+    """A series' text read by prometheus_client's text parser."""
     try:
         families = list(text_parser.text_string_to_metric_families(text + " 0\n"))
     except (ValueError, TypeError, KeyError, IndexError) as e:

@@ -1,9 +1,11 @@
 """Series and sample encoding of the producer SDK.
 
-``make_series`` validates a series once and keeps its Avro descriptor bytes in a
-``SeriesRef``; ``BatchEncoder`` writes ``MetricBatch`` (parallel arrays) with fastavro;
-``SampleEncoder`` writes ``MetricSample`` from the cached descriptor bytes, byte for
-byte fastavro's output, and falls back to fastavro if the schema's layout changes.
+``make_series`` validates a series once into a ``SeriesRef``; ``BatchEncoder`` writes
+``MetricBatch`` (parallel arrays) with fastavro; ``SampleEncoder`` writes
+``MetricSample`` from the series' Avro descriptor bytes (made at its first single
+sample and cached by series), byte for byte fastavro's output, and falls back to
+fastavro if the schema's layout changes. Batches never need the descriptor, so a series
+first seen costs none (a third of a scraped series' first sight).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class SeriesRef(NamedTuple):
     labels: Mapping[str, str]
     kind: str = "GAUGE"
     unit: str = ""
-    descriptor: bytes = b""  # Avro bytes of name, labels, kind, unit as MetricSample has them
+    descriptor: bytes = b""  # Avro bytes of name, labels, kind, unit (made when first needed)
 
 
 Item = tuple[SeriesRef, int, float]
@@ -159,9 +161,7 @@ def make_series(
     check_series(name, lab, limits)
     if kind not in KINDS:
         raise InvalidSample("bad-kind", f"kind {kind!r} is not one of {sorted(KINDS)}")
-    return SeriesRef(
-        series_key(name, lab), name, lab, kind, unit, encode_descriptor(name, lab, kind, unit)
-    )
+    return SeriesRef(series_key(name, lab), name, lab, kind, unit)
 
 
 class SampleEncoder:
@@ -175,18 +175,17 @@ class SampleEncoder:
         self._slow = functools.partial(codec.encode, SAMPLE)
         self._source = avro_string(source)
         self.fast = same_layout(SAMPLE_LAYOUT, sv.parsed)
-        self._parts: dict[bytes, tuple[bytes, bytes]] = {}
+        self._parts: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
 
     def encode(self, s: SeriesRef, timestamp_ms: int, value: float) -> bytes:
-        if not (self.fast and s.descriptor):
+        if not self.fast:
             return self._slow(sample_record(s, timestamp_ms, value, self.source))
-        parts = self._parts.get(s.descriptor)
+        ck = (s.key, s.kind, s.unit)
+        parts = self._parts.get(ck)
         if parts is None:
+            d = s.descriptor or encode_descriptor(s.name, s.labels, s.kind, s.unit)
             n = len(avro_string(s.name))  # the descriptor starts with the name, as the sample does
             if len(self._parts) >= SERIES_CACHE_MAX:
                 self._parts.clear()
-            parts = self._parts[s.descriptor] = (
-                self.header + s.descriptor[:n],
-                s.descriptor[n:] + self._source,
-            )
+            parts = self._parts[ck] = (self.header + d[:n], d[n:] + self._source)
         return b"".join((parts[0], _pack_double(value), avro_long(timestamp_ms), parts[1]))

@@ -24,11 +24,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from monitoring.config import ConfigError, ScrapeSettings
-from monitoring.ingest.exposition import _library, parse
+from monitoring.ingest.exposition import _library, _library_series, parse, series_of
 from monitoring.ingest.outlet import Outlet
 from monitoring.ingest.scrape import Scraper, _TargetLoop, target_points
 from monitoring.ingest.scrape_config import ScrapeFile
 from monitoring.ingest.ticker import Ticker
+from monitoring.metrics.samples import is_stale
 from monitoring.sdk.producer import SeriesHandle, make_series
 from monitoring.sdk.sender import BufferFullError
 
@@ -332,6 +333,54 @@ async def test_failed_scrapes_write_up_0_and_no_samples(
     )
 
 
+async def test_staleness_markers_for_series_gone_and_for_a_failed_scrape() -> None:
+    """Prometheus' rules: a series the previous scrape had and this one has not is
+    marked stale at this scrape's time; a failed scrape marks every series of the last
+    good one (and writes up=0, a value); a series with its own timestamp is not tracked;
+    a marker is written once."""
+    page = ['a 1\nb{x="1"} 2\nb{x="2"} 3\nc 4 1700000000123\n']
+    status = [200]
+
+    async def metrics(_: Request) -> Response:
+        return PlainTextResponse(page[0], status_code=status[0])
+
+    rec = Recorder()
+    registry = CollectorRegistry()
+    s = scraper_for([job()], Starlette(routes=[Route("/metrics", metrics)]), rec, registry)
+    jt = s.jobs[0]
+    (target,) = jt.targets()
+    tl = _TargetLoop(jt.job, jt, target)
+
+    def stale(since: int) -> set[tuple[str, str, int | None]]:
+        return {(g[0], g[2].get("x", ""), g[3]) for g in rec.got[since:] if is_stale(g[1])}
+
+    async with s._client() as client:
+        s.client = client
+        await s.scrape(tl)
+        assert not stale(0)
+        page[0] = 'a 1\nb{x="1"} 2\n'  # b{x="2"} and c are gone
+        n = len(rec.got)
+        await s.scrape(tl)
+        t2 = rec.of("up")[-1][3]
+        assert stale(n) == {("b", "2", t2)}  # c has a timestamp of its own: not tracked
+        status[0] = 503  # the target fails: every series of the last good scrape
+        n = len(rec.got)
+        await s.scrape(tl)
+        t3 = rec.of("up")[-1][3]
+        assert stale(n) == {("a", "", t3), ("b", "1", t3)}
+        assert rec.of("up")[-1][1] == 0.0
+        n = len(rec.got)
+        await s.scrape(tl)  # still failing: nothing left to mark
+        assert not stale(n)
+        status[0] = 200
+        n = len(rec.got)
+        await s.scrape(tl)  # back: its series are new again, and a value each
+        assert not stale(n) and {g[0] for g in rec.got[n:]} >= {"a", "b"}
+    marker = next(g for g in rec.got if is_stale(g[1]))[1]
+    assert marker != marker  # a NaN, and with Prometheus' bits (is_stale is bitwise)
+    assert registry.get_sample_value("monitoring_scrape_stale_markers_total", {"job": "app"}) == 3
+
+
 async def test_gzip_body_is_limited_after_decoding_and_read_within_the_limit() -> None:
     rec = Recorder()
     result = await scrape_job(scraper_for([job("/gz")], fake_target(), rec))
@@ -398,7 +447,20 @@ async def test_schedule_file_sd_and_target_loss(tmp_path: Path) -> None:
         up = rec.of("up")[0]
         assert up[2]["team"] == "x" and "__meta_filepath" not in up[2]
         sd.write_text(json.dumps([{"targets": ["a:1"], "labels": {"team": "x"}}]))
-        await wait_for(lambda: 0.0 in ups("b:1"))  # b is gone: one up=0
+        # b is gone: staleness markers for its series and its report series, as
+        # Prometheus' end-of-run staleness, after its last scrape
+        await wait_for(lambda: any(is_stale(v) for v in ups("b:1")))
+        of_b = [g for g in rec.got if g[2].get("instance") == "b:1"]
+        marks = [g for g in of_b if is_stale(g[1])]
+        last_scrape = max(g[3] or 0 for g in of_b if not is_stale(g[1]))
+        assert {g[3] for g in marks} == {marks[0][3]} and (marks[0][3] or 0) > last_scrape
+        page_series = {(g[0], tuple(sorted(g[2].items()))) for g in of_b if g[3] == last_scrape}
+        marked = {(g[0], tuple(sorted(g[2].items()))) for g in marks}
+        # every series of its last scrape but the one with a timestamp of its own
+        assert marked == {k for k in page_series if k[0] != "http_requests_total"} | {
+            k for k in page_series if k[0] == "http_requests_total" and ("code", "200") in k[1]
+        }
+        assert 0.0 not in ups("b:1")  # no up=0: the target was not down, it left
         n = len(ups("b:1"))
         count_a = len(ups("a:1"))
         await wait_for(lambda: len(ups("a:1")) >= count_a + 3)
@@ -522,6 +584,64 @@ def pages(draw: Any) -> str:
 
 def _comparable(samples: list[Any]) -> list[tuple[Any, ...]]:
     return [(s.name, s.labels, repr(s.value), s.timestamp_ms, s.kind) for s in samples]
+
+
+def _read_both(text: str) -> tuple[Any, Any]:
+    """``series_of`` (the fast path first) and the library alone, or the error type."""
+    out: list[Any] = []
+    for f in (series_of, _library_series):
+        try:
+            out.append(f(text))
+        except ValueError:
+            out.append(ValueError)
+    return out[0], out[1]
+
+
+def _series_text(name: str, pairs: list[tuple[str, str]] | None, comma: bool) -> str:
+    if pairs is None:
+        return name
+    body = ",".join(f'{k}="{v}"' for k, v in pairs) + ("," if comma else "")
+    return name + "{" + body + "}"
+
+
+_label_names = st.one_of(
+    st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,4}", fullmatch=True),
+    st.sampled_from(["__name__", "__x", "le", "a"]),
+)
+_series_texts = st.one_of(
+    # the hostile alphabet of a series' text, whatever its shape
+    st.text(alphabet='ab_:_1{}=",\\ \t\r\n#é', max_size=24),
+    # the common shape, with values from that alphabet (escapes taken by the library)
+    st.builds(
+        _series_text,
+        st.from_regex(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,6}", fullmatch=True),
+        st.one_of(
+            st.none(),
+            st.lists(
+                st.tuples(_label_names, st.text(alphabet='ab }{#,=é"\\\n', max_size=6)),
+                max_size=4,
+            ),
+        ),
+        st.booleans(),
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_series_texts)
+def test_series_text_fast_path_reads_what_the_library_reads(text: str) -> None:
+    fast, library = _read_both(text)
+    assert fast == library
+
+
+def test_series_text_fast_path_examples() -> None:
+    assert series_of('a{b="c",d=""}') == ("a", {"b": "c", "d": ""})
+    assert series_of("a:b_c") == ("a:b_c", {})
+    assert series_of('a{b="x}y",}') == ("a", {"b": "x}y"})
+    assert series_of('a{b="\\n"}') == ("a", {"b": "\n"})  # escapes: the library
+    for bad in ('a{b="1",b="2"}', "a{b=c}", "1a", 'a{b="c"'):
+        assert _read_both(bad) == (ValueError, ValueError)
+    assert _read_both('{__name__="a"}') == (("a", {}), ("a", {}))
 
 
 @settings(max_examples=300, deadline=None)
