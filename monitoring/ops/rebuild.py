@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
@@ -46,8 +46,9 @@ from monitoring.runtime.admin import admin_client
 from monitoring.runtime.agent import StreamAgent
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.driver import AgentDriver
+from monitoring.runtime.fence import PartitionFence, PartitionLost
 from monitoring.runtime.memory import MemoryMessage, MemorySink
-from monitoring.runtime.outputs import consumer_config, producer_config
+from monitoring.runtime.outputs import OutputsLost, consumer_config
 from monitoring.runtime.shadow import COMMIT_KEY, Shadow
 
 AGENTS = {
@@ -358,35 +359,34 @@ def _write(
     result: RebuildResult,
 ) -> None:
     """Replace each partition's changelog: old keys tombstoned, new records, the commit
-    record last; flushed (raises if the broker did not take every record)."""
-    failed: list[str] = []
-
-    def done(err: Any, msg: Any) -> None:
-        if err is not None:
-            failed.append(str(err))
-
+    record last, in one transaction of the partition's fenced writer (``runtime.fence``:
+    a stalled former worker can write nothing after it); raises if it did not commit."""
     k = settings.kafka
-    producer = Producer(producer_config(k, done))
-    for p in parts:
-        old = read_table(k, topic, p)
-        new = tables.get(p, {})
-        gone = [key for key in old if key not in new]
-        for key in gone:
-            producer.produce(topic, None, key=key, partition=p)
-            producer.poll(0)
-        for key, value in new.items():
-            if key != COMMIT_KEY:
-                producer.produce(topic, value, key=key, partition=p)
-                producer.poll(0)
-        if COMMIT_KEY in new:
-            producer.produce(topic, new[COMMIT_KEY], key=COMMIT_KEY, partition=p)
-        result.tombstoned[p] = len(gone)
-    left = producer.flush(60)
-    if left or failed:
-        raise RebuildError(
-            f"the broker did not take the rebuilt state ({left} unsent, errors: {failed[:3]}): "
-            "run the rebuild again before starting the workers"
-        )
+    fence = PartitionFence(k, topic, f"rebuild/{uuid.uuid4().hex[:8]}", timeout_s=60)
+    try:
+        for p in parts:
+            fence.acquire(p)  # before reading: every former writer of p fenced
+            old = read_table(k, topic, p)
+            new = tables.get(p, {})
+            gone = [key for key in old if key not in new]
+            records: list[tuple[bytes, bytes | None]] = [(key, None) for key in gone]
+            records += [(key, value) for key, value in new.items() if key != COMMIT_KEY]
+            if COMMIT_KEY in new:
+                records.append((COMMIT_KEY, new[COMMIT_KEY]))
+            try:
+                written = asyncio.run(fence.write(p, records))
+            except (PartitionLost, OutputsLost) as e:
+                written, reason = False, str(e)
+            else:
+                reason = "the broker did not commit in time"
+            if not written:
+                raise RebuildError(
+                    f"the broker did not take the rebuilt state of partition {p} ({reason}): "
+                    "run the rebuild again before starting the workers"
+                )
+            result.tombstoned[p] = len(gone)
+    finally:
+        fence.release_all()
 
 
 def _rewind(settings: Settings, offsets: dict[tuple[str, int], int]) -> None:

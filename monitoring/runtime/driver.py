@@ -12,7 +12,11 @@ exception in ``handle`` dead-letters that message with reason ``processing-error
 errors of the sink, such as ``OutputsLost``, stop the process). Checkpoints follow
 ``runtime.partition_state``: outputs flushed, then the changed state, then the source
 messages acked. A partition is checkpointed before it is given up in a rebalance and
-at shutdown, so neither replays anything.
+at shutdown, so neither replays anything. With a ``fence`` (``runtime.fence``) each
+partition's state goes in a transaction of its own: a partition whose writer another
+worker fenced is *lost*: its state is dropped unwritten, counted
+(``agent_partitions_lost_total``), and its messages are dropped unacked until it is
+assigned here again.
 
 Idle partitions: a source topic of a partition that has had no message for the agent's
 ``idle_timeout_s`` on the wall clock and has nothing left to read is *quiet*; the agent
@@ -34,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitoring.log import get_logger
 from monitoring.runtime.agent import DeadLetter, Emit, Record, S, StreamAgent
 from monitoring.runtime.outputs import Headers, OutputsLost, dead_letter_headers
-from monitoring.runtime.partition_state import PartitionStates, Slot, StateSink
+from monitoring.runtime.partition_state import PartitionStates, Slot, StateSink, StateWriter
 
 log = get_logger("runtime")
 EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
@@ -103,6 +107,11 @@ class RuntimeMetrics:
             "agent_state_unreadable", "State partitions that did not restore (started afresh)",
             ["agent"], registry=registry,
         )  # fmt: skip
+        self.lost = Counter(
+            "agent_partitions_lost",
+            "Partitions whose state writer another worker fenced (state dropped unwritten)",
+            ["agent"], registry=registry,
+        )  # fmt: skip
 
 
 _metrics: weakref.WeakKeyDictionary[CollectorRegistry, RuntimeMetrics] = weakref.WeakKeyDictionary()
@@ -129,6 +138,7 @@ class AgentDriver(Generic[S]):
         end_offsets: EndOffsets,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.monotonic,
+        fence: StateWriter | None = None,
     ) -> None:
         self.agent = agent
         agent.clock = clock
@@ -144,6 +154,7 @@ class AgentDriver(Generic[S]):
             restore=agent.restore,
             snapshot=agent.snapshot,
             read_state=read_state,
+            fence=fence,
         )
         m = metrics_for(registry)
         name = agent.name
@@ -154,6 +165,7 @@ class AgentDriver(Generic[S]):
         self._partitions = m.partitions.labels(name)
         self._unreadable = m.unreadable.labels(name)
         self._checkpoint_failures = m.checkpoint_failures.labels(name)
+        self._lost = m.lost.labels(name)
         self._dead = m.dead_letters
         self._heard: dict[tuple[int, str], float] = {}  # (partition, topic) -> clock
         self._positions: dict[tuple[int, str], int] = {}  # the offset after the last handled
@@ -167,6 +179,11 @@ class AgentDriver(Generic[S]):
     # -- messages ------------------------------------------------------------------
     async def process(self, messages: Sequence[Record]) -> None:
         """One run of messages, each partition's in offset order."""
+        lost = self.states.lost
+        if lost:  # fenced: another worker owns them; their messages are not ours
+            messages = [m for m in messages if m.partition not in lost]
+            if not messages:
+                return
         slots = {p: await self.slot(p) for p in {m.partition for m in messages}}
         items = 0
         now = self.clock()
@@ -258,11 +275,27 @@ class AgentDriver(Generic[S]):
 
     async def checkpoint(self, force: bool = False, ack: bool = True) -> bool:
         """Outputs, then state, then acks (``runtime.partition_state``); True if written."""
-        written = await self.states.checkpoint(self.ack if ack else None, force=force)
-        if written:
-            for slot in self.states.slots.values():
+        try:
+            written = await self.states.checkpoint(self.ack if ack else None, force=force)
+        finally:
+            self._let_go_of_lost()
+        for p in sorted(self.states.last_written):
+            slot = self.states.slots.get(p)
+            if slot is not None:
                 self.agent.checkpointed(slot.state)
+        self.states.last_written = set()
         return written
+
+    def _let_go_of_lost(self) -> None:
+        """Partitions a checkpoint found fenced: forget them as if revoked."""
+        while self.states.newly_lost:
+            p, slot = self.states.newly_lost.pop()
+            self._lost.inc()
+            self.agent.release(p, slot.state)
+            for t in self.agent.sources:
+                self._heard.pop((p, t), None)
+                self._positions.pop((p, t), None)
+            self._partitions.set(len(self.states.slots))
 
     async def idle_tick(self) -> None:
         """Let the agent close what waits on its quiet source topics (module docstring)."""
@@ -333,6 +366,7 @@ class AgentDriver(Generic[S]):
     # -- rebalance and shutdown ----------------------------------------------------
     async def assigned(self, partitions: Sequence[int]) -> None:
         """Restore newly assigned source partitions (``restoring`` in the health meanwhile)."""
+        self.states.assigned(partitions)
         todo = [p for p in partitions if p not in self.states.slots]
         self._restoring.update(todo)
         try:

@@ -14,6 +14,9 @@ the ``AgentDriver`` does the rest.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -26,6 +29,7 @@ from monitoring.runtime.agent import S, StreamAgent
 from monitoring.runtime.bulk import BulkApp
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.driver import AgentDriver
+from monitoring.runtime.fence import PartitionFence
 from monitoring.runtime.kafka_client import KafkaTarget, client_config
 from monitoring.runtime.outputs import Outputs
 
@@ -63,8 +67,12 @@ class BrokerOffsets:
 def broker_driver(
     agent: StreamAgent[S], settings: Settings, registry: CollectorRegistry
 ) -> AgentDriver[S]:
-    """A driver of ``agent`` on the configured broker (records, state, end offsets)."""
+    """A driver of ``agent`` on the configured broker (records, state, end offsets); its
+    state partitions fenced (``runtime.fence``) unless ``ha.enabled`` is false."""
     k = settings.kafka
+    fence = None
+    if settings.ha.enabled:
+        fence = PartitionFence(k, agent.state_topic, worker_owner_id(settings))
     return AgentDriver(
         agent,
         Outputs(k),
@@ -72,7 +80,18 @@ def broker_driver(
         read_state=lambda topic, p: read_table(k, topic, p),
         end_offsets=BrokerOffsets(k),
         registry=registry,
+        fence=fence,
     )
+
+
+_OWNER = uuid.uuid4().hex[:8]  # tells apart two runs of one pid (containers)
+
+
+def worker_owner_id(settings: Settings) -> str:
+    """``x-owner`` of this process's state records: the heartbeat's process id (default
+    ``worker@<host>:<pid>``) and a per-run tag."""
+    pid = settings.health.process_id or f"worker@{socket.gethostname()}:{os.getpid()}"
+    return f"{pid}/{_OWNER}"
 
 
 def run_on(

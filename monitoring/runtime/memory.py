@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from monitoring.runtime.agent import S, StreamAgent
 from monitoring.runtime.driver import AgentDriver
+from monitoring.runtime.fence import PartitionLost
 from monitoring.runtime.outputs import Headers
 from monitoring.runtime.shadow import Shadow
 
@@ -176,6 +177,45 @@ class MemorySink:
             self.delivered.append(r)
 
 
+class MemoryFence:
+    """``runtime.fence.PartitionFence`` in memory: each write lands whole in the state
+    tables, or not at all; ``take_over(p)`` is another worker acquiring ``p`` (this
+    one's next write of ``p`` raises ``PartitionLost``)."""
+
+    def __init__(self, tables: dict[int, dict[bytes, bytes]]) -> None:
+        self.tables = tables
+        self.held: set[int] = set()
+        self.acquired: list[int] = []  # every acquire, in order
+        self.write_ok = True  # False: the broker is slow (the commit times out)
+
+    def acquire(self, p: int) -> None:
+        """Fence former writers of ``p`` (nothing to do in memory)."""
+        self.held.add(p)
+        self.acquired.append(p)
+
+    def release(self, p: int) -> None:
+        """Close ``p``'s writer."""
+        self.held.discard(p)
+
+    def take_over(self, p: int) -> None:
+        """Another worker acquired ``p``: this one is fenced."""
+        self.held.discard(p)
+
+    async def write(self, p: int, records: list[tuple[bytes, bytes | None]]) -> bool:
+        """All of ``records`` in ``p``'s table, or nothing."""
+        if p not in self.held:
+            raise PartitionLost(p, "fenced")
+        if not self.write_ok:
+            return False
+        table = self.tables.setdefault(p, {})
+        for key, value in records:
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+        return True
+
+
 def _group(r: Delivered) -> tuple[str, Any]:
     return (r.topic, r.partition if r.partition is not None else r.key)
 
@@ -188,6 +228,7 @@ class MemoryRuntime(Generic[S]):
         self,
         make_agent: Callable[[], StreamAgent[S]],
         registry: CollectorRegistry | None = None,
+        fenced: bool = False,
     ) -> None:
         self.make_agent = make_agent
         self.registry = registry or CollectorRegistry()
@@ -199,6 +240,8 @@ class MemoryRuntime(Generic[S]):
         self.crashes = 0
         self.agent = make_agent()
         self.sink = MemorySink(self.agent.state_topic, self.tables)
+        # ``fenced``: state in per-partition transactions (``runtime.fence``)
+        self.fence = MemoryFence(self.tables) if fenced else None
         self._start()
 
     def _start(self) -> None:
@@ -210,6 +253,7 @@ class MemoryRuntime(Generic[S]):
             end_offsets=self._ends,
             registry=self.registry,
             clock=lambda: self.now,
+            fence=self.fence,
         )
         self.driver.ack = self._ack
         self.read = dict(self.committed)

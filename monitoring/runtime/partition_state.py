@@ -15,6 +15,12 @@ meanwhile.
 A checkpoint counts whole or not at all (``runtime.shadow``: two slots per key and a
 commit record), so a crash in the middle of writing one restores the previous one.
 
+With a ``fence`` (``runtime.fence``, the workers' default) each partition's state is
+written in a Kafka transaction of its own producer, acquired (fencing every former
+writer of that partition) before the partition's state is read. A write the broker
+fences means another worker owns the partition now: its state is dropped unwritten and
+its messages unacked (``lost``), and the other partitions go on.
+
 ``restore`` and ``snapshot`` are the agent's: this module knows nothing of the state.
 A table ``restore`` cannot read (garbage written to the state topic, a format from a
 future version) is logged as an error, its partition listed in ``unreadable``, and the
@@ -32,6 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from monitoring.log import get_logger
 from monitoring.runtime.changelog import read_table
+from monitoring.runtime.fence import PartitionLost
 from monitoring.runtime.outputs import Headers
 from monitoring.runtime.shadow import Shadow
 
@@ -56,6 +63,16 @@ class StateSink(Protocol):
     ) -> None: ...
 
     async def flush(self) -> bool: ...
+
+
+class StateWriter(Protocol):
+    """Fenced per-partition writers of the state topic (``runtime.fence.PartitionFence``)."""
+
+    def acquire(self, p: int) -> None: ...
+
+    def release(self, p: int) -> None: ...
+
+    async def write(self, p: int, records: Records) -> bool: ...
 
 
 @dataclass
@@ -86,6 +103,7 @@ class PartitionStates(Generic[S]):
         snapshot: Callable[[S], Records | None],
         read_state: Callable[[str, int], dict[bytes, bytes]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fence: StateWriter | None = None,
     ) -> None:
         self.source_topic = source_topic
         self.state_topic = state_topic
@@ -103,6 +121,10 @@ class PartitionStates(Generic[S]):
         self._clock = clock  # of the checkpoints' pacing (a manual one in tests)
         self._next_at = 0.0  # clock time before which a timer's checkpoint is skipped
         self.unreadable: list[int] = []  # partitions whose state did not restore
+        self.fence = fence
+        self.lost: set[int] = set()  # fenced: messages dropped until assigned again
+        self.newly_lost: list[tuple[int, Slot[S]]] = []  # for the driver to let go of
+        self.last_written: set[int] = set()  # partitions the last checkpoint wrote
 
     async def get(self, p: int) -> Slot[S]:
         """The slot of partition ``p``, restoring it from the changelog on first use."""
@@ -118,6 +140,8 @@ class PartitionStates(Generic[S]):
 
     async def _restore(self, p: int) -> Slot[S]:
         started = time.monotonic()
+        if self.fence is not None:  # fence every former writer before reading
+            await asyncio.to_thread(self.fence.acquire, p)
         physical = await asyncio.to_thread(self._read_state, self.state_topic, p)
         try:
             shadow, table = Shadow.load(physical)
@@ -155,6 +179,13 @@ class PartitionStates(Generic[S]):
         for p in partitions:
             self.slots.pop(p, None)
             self._restoring.pop(p, None)
+            self.lost.discard(p)
+            if self.fence is not None:
+                self.fence.release(p)
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """``partitions`` are this worker's again: their messages count again."""
+        self.lost.difference_update(partitions)
 
     async def checkpoint(self, ack: Ack | None, force: bool = False) -> bool:
         """Outputs, then state, then acks for every changed partition; True if written.
@@ -184,8 +215,14 @@ class PartitionStates(Generic[S]):
                     slot.unacked += slot.pending  # unchanged state: acked after the flush
                     slot.pending = []
             todo = [(p, slot) for p, slot in self.slots.items() if slot.unwritten or slot.unacked]
-            if not todo or not await self.outputs.flush():  # outputs before the state
+            self.last_written = set(self.slots) if todo else set()
+            if not todo:
                 return False
+            if not await self.outputs.flush():  # outputs before the state
+                self.last_written = set()
+                return False
+            if self.fence is not None:
+                return await self._write_fenced(todo, ack)
             attempts = {}
             for p, slot in todo:
                 if not (slot.unwritten or slot.shadow.doomed or slot.shadow.purge):
@@ -194,14 +231,64 @@ class PartitionStates(Generic[S]):
                 for key, value in records:
                     await self.outputs.send(self.state_topic, key, value, partition=p)
             if not await self.outputs.flush():
+                self.last_written = set()
                 return False
             for p, slot in todo:
-                if p in attempts:
-                    slot.shadow.committed(attempts[p])
-                slot.unwritten.clear()
-                unacked, slot.unacked = slot.unacked, []
-                if self.slots.get(p) is not slot or ack is None:
-                    continue  # revoked meanwhile: the new owner replays these messages
-                for message in unacked:
-                    await ack(message)
+                await self._written(p, slot, attempts.get(p), ack)
             return True
+
+    async def _written(self, p: int, slot: Slot[S], attempt: Any, ack: Ack | None) -> None:
+        """``slot``'s checkpoint is on the broker: the state now, its messages acked."""
+        if attempt is not None:
+            slot.shadow.committed(attempt)
+        slot.unwritten.clear()
+        unacked, slot.unacked = slot.unacked, []
+        if self.slots.get(p) is not slot or ack is None:
+            return  # revoked meanwhile: the new owner replays these messages
+        for message in unacked:
+            await ack(message)
+
+    async def _write_fenced(self, todo: list[tuple[int, Slot[S]]], ack: Ack | None) -> bool:
+        """Each partition's records in a transaction of its own, concurrently; True if
+        none is left to retry. A fenced partition is lost: dropped, never acked."""
+        assert self.fence is not None
+        fence = self.fence
+        attempts: dict[int, Any] = {}
+
+        async def write(p: int, slot: Slot[S]) -> bool:
+            if not (slot.unwritten or slot.shadow.doomed or slot.shadow.purge):
+                return True  # nothing to write: its messages are acked below
+            records, attempts[p] = slot.shadow.records(slot.unwritten)
+            return await fence.write(p, records)
+
+        results = await asyncio.gather(*(write(p, s) for p, s in todo), return_exceptions=True)
+        done = True
+        for (p, slot), result in zip(todo, results, strict=True):
+            if isinstance(result, PartitionLost):
+                self._lose(p, slot, str(result))
+            elif isinstance(result, BaseException):
+                raise result  # OutputsLost and the like: the process stops, unacked
+            elif result:
+                await self._written(p, slot, attempts.get(p), ack)
+            else:
+                self.last_written.discard(p)
+                done = False
+        return done
+
+    def _lose(self, p: int, slot: Slot[S], reason: str) -> None:
+        """Another worker fenced ``p``'s writer: drop its state unwritten (Kafka
+        Streams' ``onPartitionsLost``); its messages are not acked."""
+        self.last_written.discard(p)
+        if self.slots.get(p) is not slot:
+            return  # revoked meanwhile
+        log.error(
+            "partition_lost_fenced",
+            topic=self.state_topic,
+            partition=p,
+            unacked=len(slot.unacked) + len(slot.pending),
+            error=reason[:300],
+        )
+        self.slots.pop(p, None)
+        self._restoring.pop(p, None)
+        self.lost.add(p)
+        self.newly_lost.append((p, slot))
