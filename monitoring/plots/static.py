@@ -46,6 +46,26 @@ def render(bounded: Bounded, config: PlotConfig) -> bytes:
     fig = Figure(figsize=(config.width_px / config.dpi, config.height_px / config.dpi))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    draw(fig, ax, bounded, config)
+    if bounded.notes or not bounded.traces:
+        items = bounded.traces
+        note = "; ".join(bounded.notes) if items else "no data for this query and time range"
+        fig.text(0.01, 0.01, literal(note, 200), fontsize="x-small", color="0.4")
+    fig.tight_layout()
+    return save(fig, config.format, config.dpi)
+
+
+def save(fig: Figure, fmt: str, dpi: int = 100) -> bytes:
+    """``fig`` as PNG, SVG or PDF bytes (PDF text as TrueType, so it can be extracted)."""
+    out = io.BytesIO()
+    metadata = {"Software": None} if fmt == "png" else None
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
+        fig.savefig(out, format=fmt, dpi=dpi, metadata=metadata)
+    return out.getvalue()
+
+
+def draw(fig: Figure, ax: Axes, bounded: Bounded, config: PlotConfig) -> None:
+    """The plot on ``ax`` of ``fig`` (a dashboard's export draws several on one figure)."""
     items = bounded.traces
     time_axis = any(t.is_time for t in items)
     if config.type == "heatmap":
@@ -72,14 +92,6 @@ def render(bounded: Bounded, config: PlotConfig) -> bytes:
     if config.type != "heatmap":
         ax.grid(True, alpha=0.3)
     ax.set_title(literal(config.title or _default_title(bounded)), fontsize="medium")
-    if bounded.notes or not items:
-        note = "; ".join(bounded.notes) if items else "no data for this query and time range"
-        fig.text(0.01, 0.01, literal(note, 200), fontsize="x-small", color="0.4")
-    fig.tight_layout()
-    out = io.BytesIO()
-    metadata = {"Software": None} if config.format == "png" else None
-    fig.savefig(out, format=config.format, dpi=config.dpi, metadata=metadata)
-    return out.getvalue()
 
 
 def _default_title(bounded: Bounded) -> str:

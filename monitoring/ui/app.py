@@ -45,6 +45,15 @@ from monitoring.ui.dashboards import (
     check_name,
     from_data,
 )
+from monitoring.ui.export import (
+    IMAGE_FORMATS,
+    MAX_PANELS,
+    MEDIA,
+    ExportError,
+    dashboard_image,
+    panel_image,
+    panel_parquet,
+)
 from monitoring.ui.grafana import to_grafana
 from monitoring.ui.panels import (
     ALL,
@@ -73,6 +82,8 @@ MAX_ANNOTATIONS = 500  # events of one annotation over a range
 # to half the step (max_source_resolution): a 24 h panel at 2 min reads 1 min windows,
 # a gauge's value is then at most half a pixel old; shorter steps read raw samples
 MIN_WINDOWED_STEP_S = 60
+MAX_EXPORTS = 4  # exports in the making at once (more: 503); rendering is CPU-bound
+EXPORT_THREADS = 2  # of them drawing at once
 FIRING_SQL = """
 SELECT group_key, receiver, last_change, alerts
 FROM (
@@ -147,6 +158,8 @@ class UiApp:
             registry=registry,
         )  # fmt: skip
         self.static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
+        self.exports = 0  # exports being made (each renders in a worker thread)
+        self.export_threads = anyio.CapacityLimiter(EXPORT_THREADS)
         plotly_js = _plotly_js()
         self.plotly_js = _Asset(plotly_js) if plotly_js is not None else None
 
@@ -160,6 +173,12 @@ class UiApp:
             Route("/api/ui/dashboards/{name}", self.get_dashboard, methods=["GET"]),
             Route("/api/ui/dashboards/{name}", self.put_dashboard, methods=["PUT"]),
             Route("/api/ui/dashboards/{name}/panels/{panel}", self.panel, methods=["GET"]),
+            Route(
+                "/api/ui/dashboards/{name}/panels/{panel}/export",
+                self.export_panel,
+                methods=["GET"],
+            ),
+            Route("/api/ui/dashboards/{name}/export", self.export_dashboard, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/variables/{var}", self.variable, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/annotations", self.annotations, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/grafana", self.grafana, methods=["GET"]),
@@ -273,6 +292,88 @@ class UiApp:
             return _Json({"error": e.message}, status_code=_status(e.status))
         self.panel_queries.labels("ok").inc()
         return _Json(answer)
+
+    # -- export ----------------------------------------------------------------------
+
+    async def export_panel(self, request: Request) -> Response:
+        """A panel as PNG, SVG or PDF (drawn by matplotlib), or its data as Parquet."""
+        name, pid = request.path_params["name"], request.path_params["panel"]
+        fmt = request.query_params.get("format", "")
+        if fmt not in (*IMAGE_FORMATS, "parquet"):
+            return self._refuse(400, "bad-export", "format: one of png, svg, pdf, parquet")
+        try:
+            d = self._dashboard(name)
+            p = d.panel(pid)
+            if p is None:
+                return self._refuse(404, "not-found", "no such panel in the dashboard")
+            start, end = self._range(request)
+            width = _int(request, "width", 900)
+            if not MIN_WIDTH_PX <= width <= MAX_WIDTH_PX:
+                raise PanelError(f"width: {MIN_WIDTH_PX} to {MAX_WIDTH_PX} pixels")
+            variables = self._variables(d, request)
+            if self.exports >= MAX_EXPORTS:
+                return self._refuse(503, "export-busy", "too many exports at once: retry")
+            self.exports += 1
+            try:
+                answer = await self._run(p, start, end, width, variables)
+                frames = answer["frames"]
+                if fmt == "parquet":
+                    body = await anyio.to_thread.run_sync(
+                        panel_parquet, frames, end, limiter=self.export_threads
+                    )
+                else:
+                    body = await anyio.to_thread.run_sync(
+                        panel_image, p, frames, fmt, width, limiter=self.export_threads
+                    )
+            finally:
+                self.exports -= 1
+        except _Refusal as r:
+            return r.response
+        except (PanelError, ExportError) as e:
+            return self._refuse(400, "bad-export", str(e))
+        except StoreError as e:
+            return _Json({"error": e.message}, status_code=_status(e.status))
+        return _download(body, MEDIA[fmt], f"{name}-{p.id}.{fmt}")
+
+    async def export_dashboard(self, request: Request) -> Response:
+        """Every panel of a dashboard drawn on one PNG, SVG or PDF, laid out as the page."""
+        name = request.path_params["name"]
+        fmt = request.query_params.get("format", "")
+        if fmt not in IMAGE_FORMATS:
+            return self._refuse(400, "bad-export", "format: one of png, svg, pdf")
+        try:
+            d = self._dashboard(name)
+            start, end = self._range(request)
+            width = _int(request, "width", 1600)
+            if not 400 <= width <= MAX_WIDTH_PX:
+                raise PanelError(f"width: 400 to {MAX_WIDTH_PX} pixels")
+            variables = self._variables(d, request)
+            if self.exports >= MAX_EXPORTS:
+                return self._refuse(503, "export-busy", "too many exports at once: retry")
+            self.exports += 1
+            try:
+                panels = [p for row in d.rows for p in row.panels][:MAX_PANELS]
+
+                async def one(p: Panel) -> Any:
+                    try:
+                        w = max(MIN_WIDTH_PX, width * p.width // 12)
+                        return (await self._run(p, start, end, w, variables))["frames"]
+                    except (PanelError, StoreError) as e:
+                        return str(getattr(e, "message", e))[:300]
+
+                results = await asyncio.gather(*(one(p) for p in panels))
+                answers = {p.id: r for p, r in zip(panels, results, strict=True)}
+                body = await anyio.to_thread.run_sync(
+                    dashboard_image, d, answers, fmt, start, end, width,
+                    limiter=self.export_threads,
+                )  # fmt: skip
+            finally:
+                self.exports -= 1
+        except _Refusal as r:
+            return r.response
+        except (PanelError, ExportError) as e:
+            return self._refuse(400, "bad-export", str(e))
+        return _download(body, MEDIA[fmt], f"{name}.{fmt}")
 
     def _range(self, request: Request) -> tuple[int, int]:
         now = int(time.time() * 1000)
@@ -487,6 +588,13 @@ class _CountedStream(StreamingResponse):
             release, self._release = self._release, None
             if release is not None:
                 release()
+
+
+def _download(body: bytes, media_type: str, filename: str) -> Response:
+    """A file to save (names are dashboard names and panel ids: ``[A-Za-z0-9_-]``)."""
+    return Response(body, media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store"})  # fmt: skip
 
 
 class _Asset:

@@ -374,6 +374,64 @@ def test_a_panel_exports_csv_and_png(ui: Ui) -> None:
     page.close()
 
 
+def test_the_export_buttons_download_svg_pdf_and_parquet(ui: Ui) -> None:
+    import io
+    import shutil
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    import pyarrow.parquet as pq
+
+    if shutil.which("pdftotext") is None:
+        pytest.fail("pdftotext is missing: `make pdftools` installs poppler-utils")
+
+    def pdf_text(path: Path) -> str:
+        return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+
+    def no_script(path: Path) -> ET.Element:
+        root = ET.fromstring(path.read_bytes())
+        tags = {e.tag.rsplit("}", 1)[-1] for e in root.iter()}
+        assert root.tag.endswith("svg") and not tags & {"script", "img", "foreignObject"}
+        assert not any(k.lower().startswith("on") for e in root.iter() for k in e.attrib)
+        return root
+
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/system?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    saved = {}
+    for selector, filename in [
+        ('[data-panel="cpu_by_host"] button[data-export="svg"]', "system-cpu_by_host.svg"),
+        ('[data-panel="cpu_by_host"] button[data-export="pdf"]', "system-cpu_by_host.pdf"),
+        ('[data-panel="cpu_by_host"] button[data-export="parquet"]',
+         "system-cpu_by_host.parquet"),
+        ("#export-pdf", "system.pdf"),
+        ("#export-svg", "system.svg"),
+    ]:  # fmt: skip
+        page.hover(selector)
+        with page.expect_download(timeout=60_000) as info:
+            page.click(selector)
+        download = info.value
+        assert download.suggested_filename == filename
+        saved[filename] = target = ARTIFACTS / filename
+        download.save_as(target)
+    # the panel's SVG: its shapes, no markup from the hostile host labels
+    svg = no_script(saved["system-cpu_by_host.svg"])
+    assert len([e for e in svg.iter() if e.tag.endswith("path")]) > 20
+    assert "CPU use by host" in pdf_text(saved["system-cpu_by_host.pdf"])
+    table = pq.read_table(io.BytesIO(saved["system-cpu_by_host.parquet"].read_bytes()))
+    assert table.column_names == ["series", "labels", "time", "value"]
+    assert table.num_rows > 100
+    hosts = {dict(ls).get("host") for ls in table.column("labels").to_pylist()}
+    assert set(HOSTILE) <= hosts  # hostile label values kept verbatim, as data
+    whole = pdf_text(saved["system.pdf"])
+    for title in ("System", "CPU use by host", "Memory used by host", "Busiest cores now"):
+        assert title in whole, title
+    no_script(saved["system.svg"])
+    assert errors == [], errors
+    page.close()
+
+
 def test_a_dashboard_made_by_dashboard_creator_draws_every_panel(ui: Ui) -> None:
     from monitoring.ui import DashboardCreator
 

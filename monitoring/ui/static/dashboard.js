@@ -137,11 +137,22 @@
         head.appendChild(h);
         const csv = head.appendChild(el("button", { type: "button", class: "csv",
           title: "download this panel's data as CSV" }, "CSV"));
+        const exports = {};
+        for (const [fmt, label, what] of [["svg", "SVG", "as SVG"], ["pdf", "PDF", "as PDF"],
+          ["parquet", "Parquet", "'s data as Parquet"]]) {
+          exports[fmt] = head.appendChild(el("button", { type: "button", class: "export",
+            "data-export": fmt, title: `download this panel${what}` }, label));
+        }
         const body = node.appendChild(el("div", { class: "body" }));
         const note = node.appendChild(el("div", { class: "note" }));
         grid.appendChild(node);
         const entry = { panel: p, node, body, note, seq: 0, res: null };
         csv.addEventListener("click", () => downloadCsv(entry));
+        for (const [fmt, button] of Object.entries(exports)) {
+          button.addEventListener("click", () => download(
+            `/api/ui/dashboards/${encodeURIComponent(name)}/panels/` +
+            `${encodeURIComponent(p.id)}/export?${exportQuery(fmt, entry.body.clientWidth)}`));
+        }
         state.panels.push(entry);
       }
     }
@@ -405,6 +416,24 @@
     setTimeout(() => URL.revokeObjectURL(a.href), 1000);
   }
 
+  // Exports are drawn on the server (matplotlib) for the range and variables shown.
+  function exportQuery(fmt, width) {
+    const r = range();
+    const w = Math.max(400, Math.min(4000, Math.round(width || 900)));
+    const q = new URLSearchParams({ format: fmt, start: r.start, end: r.end, width: w });
+    for (const [k, v] of Object.entries(state.vars)) q.set("var-" + k, v);
+    return q.toString();
+  }
+
+  function download(href) {
+    const a = document.createElement("a");
+    a.href = href; // same-site path; the answer names the file (Content-Disposition)
+    a.download = "";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  }
+
   let zoomGuard = false;
   function zoomed(ev) {
     if (zoomGuard || !ev) return;
@@ -518,6 +547,11 @@
     document.getElementById("reload").addEventListener("click", () => refreshAll());
     document.getElementById("grafana").setAttribute("href",
       `/api/ui/dashboards/${encodeURIComponent(name)}/grafana`);
+    for (const fmt of ["pdf", "svg"]) {
+      document.getElementById("export-" + fmt).addEventListener("click", () => download(
+        `/api/ui/dashboards/${encodeURIComponent(name)}/export?` +
+        exportQuery(fmt, document.getElementById("rows").clientWidth)));
+    }
     build();
     await loadVariables();
     syncUrl();
