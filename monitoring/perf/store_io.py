@@ -223,6 +223,7 @@ def fetch_routes(
     ]
 
 
+# raw samples may hold staleness markers (NaN): never values of a latency
 _MODEL_SQL = """
 SELECT value FROM samples FINAL
 WHERE series_id IN (
@@ -230,6 +231,7 @@ WHERE series_id IN (
     WHERE name = 'model_latency_ms' AND labels['model'] = {model:String}
       AND labels['version'] = {version:String})
   AND ts >= fromUnixTimestamp64Milli({start:Int64}) AND ts < fromUnixTimestamp64Milli({end:Int64})
+  AND NOT isNaN(value)
 LIMIT {limit:UInt64}
 """
 
@@ -239,6 +241,7 @@ FROM samples FINAL INNER JOIN (
     SELECT series_id, any(labels) AS labels FROM series
     WHERE name = 'model_latency_ms' GROUP BY series_id) AS s USING (series_id)
 WHERE ts >= fromUnixTimestamp64Milli({start:Int64}) AND ts < fromUnixTimestamp64Milli({end:Int64})
+  AND NOT isNaN(value)
 GROUP BY model, version ORDER BY total DESC LIMIT 1000
 """
 
