@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, refused
 
 app = typer.Typer(help="Collect metrics from the system they run on.", no_args_is_help=True)
 
@@ -36,6 +36,7 @@ def system(
     from monitoring.ingest.system import CollectLoop, SystemCollector
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
+    from monitoring.runtime.kafka_client import AccessRefusals
     from monitoring.sdk.producer import MetricsCollector
 
     settings = load_settings(config)
@@ -57,7 +58,15 @@ def system(
         return
 
     registry = CollectorRegistry()
-    mc = MetricsCollector(settings, source=f"system:{labels['instance']}", registry=registry)
+    stop = threading.Event()
+    # refused credentials or an untrusted certificate: stop, naming it, not retry
+    denied = AccessRefusals(settings.kafka, lambda _reason: stop.set())
+    mc = MetricsCollector(
+        settings,
+        source=f"system:{labels['instance']}",
+        registry=registry,
+        producer_config={"error_cb": denied.error_cb()},
+    )
     outlet = Outlet(mc, registry, "system", give_up_s=every)
     loop = CollectLoop(collector, outlet, every, labels, registry)
     if once:
@@ -65,6 +74,8 @@ def system(
         left = mc.close()
         collector.close()
         typer.echo(f"sent={result.sent} unsent={result.unsent + left} invalid={result.invalid}")
+        if denied.reason:
+            raise refused(denied.reason)
         raise typer.Exit(1 if (result.unsent or left) else 0)
 
     server = None
@@ -76,7 +87,6 @@ def system(
             )
         except OSError as e:
             log.warning("metrics_port_unavailable", port=sc.metrics_port, error=str(e))
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log.info("system collector started", interval_s=every, **labels)
@@ -84,8 +94,11 @@ def system(
         loop.run(stop)
     finally:
         status.stop()
-        left = mc.close()
+        left = mc.close(0 if denied.reason else None)
         collector.close()
         if server is not None:
             server.stop()
         log.info("system collector stopped", collections=loop.collections, undelivered=left)
+    if denied.reason:
+        log.error("kafka_access_denied", reason=denied.reason)
+        raise refused(denied.reason)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, refused
 
 
 def receive(
@@ -29,6 +29,7 @@ def receive(
     from monitoring.log import configure_logging, get_logger
     from monitoring.metrics.samples import Limits
     from monitoring.ops.heartbeat import ProcessStatus
+    from monitoring.runtime.kafka_client import AccessRefusals
     from monitoring.sdk.producer import MetricsCollector
 
     settings = load_settings(config)
@@ -57,12 +58,16 @@ def receive(
         typer.secho(f"configuration error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
     registry = CollectorRegistry()
+    stop = threading.Event()
+    # refused credentials or an untrusted certificate: stop, naming it, not retry
+    denied = AccessRefusals(settings.kafka, lambda _reason: stop.set())
     collector = MetricsCollector(
         settings,
         source="monitoring-receive",
         registry=registry,
         block_timeout=1.0,
         limits=Limits(max_labels=r.max_labels),
+        producer_config={"error_cb": denied.error_cb()},
     )
     receiver = from_settings(settings, collector, registry)
 
@@ -87,7 +92,6 @@ def receive(
         collector.close()
         typer.secho(f"cannot serve on {bind}:{bind_port}: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     h, p = server.address
@@ -98,8 +102,11 @@ def receive(
     finally:
         status.stop()
         server.stop()
-        left = collector.close()
+        left = collector.close(0 if denied.reason else None)
         log.info("receive_stopped", undelivered=left)
+    if denied.reason:
+        log.error("kafka_access_denied", reason=denied.reason)
+        raise refused(denied.reason)
 
 
 def register(app: typer.Typer) -> None:

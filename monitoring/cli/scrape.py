@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, refused
 
 
 def scrape(
@@ -34,6 +36,7 @@ def scrape(
     from monitoring.ingest.scrape_config import ScrapeFile
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
+    from monitoring.runtime.kafka_client import AccessRefusals
     from monitoring.sdk.producer import MetricsCollector
 
     settings = load_settings(settings_file)
@@ -59,7 +62,22 @@ def scrape(
     configure_logging(file=settings.logging)
     log = get_logger("scrape")
     registry = CollectorRegistry()
-    mc = MetricsCollector(settings, source="scrape", registry=registry)
+    stopping: list[Callable[[], object]] = []  # the running loop's stop, once it runs
+    refusal = threading.Event()  # refused before the loop runs: it stops at once
+
+    def on_refused(_reason: str) -> None:  # on librdkafka's thread
+        refusal.set()
+        for stop_loop in stopping:
+            stop_loop()
+
+    # refused credentials or an untrusted certificate: stop, naming it, not retry
+    denied = AccessRefusals(settings.kafka, on_refused)
+    mc = MetricsCollector(
+        settings,
+        source="scrape",
+        registry=registry,
+        producer_config={"error_cb": denied.error_cb()},
+    )
     shortest = min((j.interval_s for j in scrape_file.jobs()), default=60.0)
     outlet = Outlet(mc, registry, "scrape", give_up_s=shortest)
     scraper = Scraper(scrape_file, outlet, settings.scrape, registry, base=base_dir(config))
@@ -69,6 +87,9 @@ def scrape(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        stopping.append(lambda: loop.call_soon_threadsafe(stop.set))
+        if refusal.is_set():
+            return
         await scraper.run(stop)
 
     server = None
@@ -90,10 +111,13 @@ def scrape(
         asyncio.run(main())
     finally:
         status.stop()
-        left = mc.close()
+        left = mc.close(0 if denied.reason else None)
         if server is not None:
             server.stop()
         log.info("scraper stopped", undelivered=left)
+    if denied.reason:
+        log.error("kafka_access_denied", reason=denied.reason)
+        raise refused(denied.reason)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ Settings passes its KafkaSettings.
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,3 +206,29 @@ def report_access_errors(
             report(problem)
 
     return on_error
+
+
+class AccessRefusals:
+    """The first refusal (wrong credentials, untrusted certificate) any of a process's
+    clients reports, for a process that must stop on it rather than retry for ever
+    (``monitoring receive``, ``scrape``, ``collect system``: their producers are the
+    SDK's, which only log): ``error_cb()`` goes into each client's settings;
+    ``on_refused(reason)`` runs once, on the client's thread, and ``reason`` keeps it.
+    """
+
+    def __init__(self, kafka: KafkaTarget, on_refused: Callable[[str], None]) -> None:
+        self.kafka = kafka
+        self.on_refused = on_refused
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def error_cb(self) -> Callable[[KafkaError], None]:
+        """An ``error_cb`` for one more client."""
+        return report_access_errors(self.kafka, self._report)
+
+    def _report(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+        self.on_refused(reason)
