@@ -43,7 +43,7 @@ _SPECS: dict[str, DetectorSpec] = {
             "robust",
             lambda seed, **o: RobustEnsemble(seed=seed, **o),
             RobustEnsemble.from_state,
-            alert_level=0.36,  # a tail probability of about 2.5e-4 (docs/anomaly.md)
+            alert_level=0.36,  # a tail probability of 10^-3.6, chosen by the CV (docs/anomaly.md)
             suppress=20,
             protect=0,  # median/IQR windows already resist outliers
             description="level/change/seasonal robust residuals, anomaly likelihood",

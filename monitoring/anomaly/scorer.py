@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from monitoring.anomaly.registry import DEFAULT_DETECTOR, get_spec
@@ -66,12 +66,18 @@ class SeriesScorer:
         warmup: int = DEFAULT_WARMUP,
         seed: int = 0,
         options: Mapping[str, Any] | None = None,
+        alert_level: float | None = None,
     ) -> None:
         """``options``: keyword arguments of the detector's constructor (its settings;
-        a checkpoint keeps them)."""
+        a checkpoint keeps them). ``alert_level``: where detections and suppression
+        start instead of the detector's registered level (evaluation: the
+        cross-validation replays at each candidate threshold; not checkpointed, a
+        restored scorer uses the registered level)."""
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.spec = get_spec(detector)
+        if alert_level is not None:
+            self.spec = replace(self.spec, alert_level=alert_level)
         self.detector = self.spec.build(seed, **(options or {}))
         self.warmup = warmup
         self.seed = seed

@@ -1,21 +1,28 @@
 """Leave-one-category-out cross-validation of anomaly detector settings on NAB.
 
 For every candidate setting (:data:`GRID`), every NAB data file is replayed once
-through :class:`~monitoring.anomaly.scorer.SeriesScorer` (the agent's code path).
-Then, for each category that has anomaly windows (a *fold*):
+through :class:`~monitoring.anomaly.scorer.SeriesScorer` (the agent's code path) with
+no suppression; a candidate *threshold* (:data:`THRESHOLDS`) is then the scorer's alert
+level: a point at or above it is a detection and the next ``suppress`` points are not
+(:func:`detections`, the scorer's rule), so suppression starts at the decision
+threshold. For each category that has anomaly windows (a *fold*):
 
 * **train** on every other category plus the categories without windows
-  (``artificialNoAnomaly``): for each candidate, NAB's threshold search over the
-  pooled training files; the candidate with the best normalised training score wins
-  (ties: the earlier, simpler one), with its threshold;
+  (``artificialNoAnomaly``): each candidate at its best threshold on the pooled
+  training files (NAB's standard profile; a threshold scored by the mean over it and
+  its neighbours, :data:`NEIGHBOURS`); the chosen candidate is the earliest of the
+  grid whose training score is within **one window** of the best (``100 / windows``
+  normalised points: a window missed instead of detected); a smaller difference is
+  noise, not evidence (the one-standard-error rule of model selection), and the grid
+  lists the default and the simpler settings first;
 * **test** on the held-out category plus the categories without windows, at that
   candidate and threshold: nothing of the held-out category chose them. The files
   without windows add no window, only the cost of their false positives, in every
   fold.
 
 The fold scores, their mean and their worst are the figures to report. Scoring uses
-the NAB directory's own ``score.py`` (loaded as a module), the same rules as
-``score.py --threshold-search``.
+the NAB directory's own ``score.py`` (loaded as a module): its per-row credits, the
+same rules as ``score.py`` at a fixed threshold on the scorer's output.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from monitoring.anomaly.registry import get_spec
 from monitoring.anomaly.replay import parse_timestamp_ms
 from monitoring.anomaly.scorer import SeriesScorer
 
@@ -101,10 +109,56 @@ def read_series(path: Path) -> tuple[list[int], list[float]]:
     )
 
 
-def score_file(cand: Candidate, ts: Sequence[int], vs: Sequence[float]) -> list[float]:
-    """The candidate's scores of one series, from a fresh scorer."""
-    update = SeriesScorer(cand.detector, options=cand.options).update
+#: Candidate thresholds: scores 0.20-0.80 in steps of 0.01, tail probabilities
+#: 1e-2 to 1e-8 in steps of a factor 10^0.1.
+THRESHOLDS: tuple[float, ...] = tuple(round(0.2 + 0.01 * k, 2) for k in range(61))
+#: A threshold is judged by its training score averaged with this many neighbours on
+#: either side (±0.02: tail probabilities within a factor 1.6), so that the choice is
+#: not the edge of a cliff that a small shift of the scores on unseen data falls off.
+NEIGHBOURS = 2
+
+
+def score_file(
+    cand: Candidate, ts: Sequence[int], vs: Sequence[float], threshold: float | None = None
+) -> list[float]:
+    """The candidate's scores of one series, from a fresh scorer whose alert level is
+    ``threshold`` (``None``: no suppression at all)."""
+    level = 2.0 if threshold is None else threshold  # scores are <= 1: never suppresses
+    update = SeriesScorer(cand.detector, options=cand.options, alert_level=level).update
     return [update(t, v).score for t, v in zip(ts, vs, strict=True)]
+
+
+def detections(scores: Sequence[float], threshold: float, suppress: int) -> list[int]:
+    """Indices the scorer reports at alert level ``threshold``, from its unsuppressed
+    scores: a point at or above it, then ``suppress`` points that score 0."""
+    out: list[int] = []
+    cool = 0
+    for i, s in enumerate(scores):
+        if cool > 0:
+            cool -= 1
+        elif s >= threshold:
+            out.append(i)
+            cool = suppress
+    return out
+
+
+def _file_result(sf: Any, hits: Sequence[int]) -> tuple[float, int, int]:
+    """(raw score, windows detected, false positives) of one file's detections: the
+    rules of ``score.py``'s ``Scored.score_at`` on a 0/1 score."""
+    p = sf.df.probation
+    best: dict[int, float] = {}
+    fp, fp_sum = 0, 0.0
+    for i in hits:
+        if i < p:
+            continue
+        w, c = sf.df.row_window[i - p], sf.credit[i - p]
+        if w < 0:
+            fp += 1
+            fp_sum += c
+        elif w not in best or c > best[w]:
+            best[w] = c
+    raw = fp_sum + sum(best.get(w, -sf.fn_w) for w in sf.df.scorable_windows)
+    return raw, len(best), fp
 
 
 def cross_validate(
@@ -133,33 +187,49 @@ def cross_validate(
     cost = nab.load_profiles(src)[0][PROFILE]
     data = {df.relpath: read_series(nab_dir / "data" / df.relpath) for df in corpus}
     points = sum(len(ts) for ts, _ in data.values())
-    scored: dict[str, list[Any]] = {}
-    t0 = time.process_time()
+    base = [nab.Scored(df, [0.0] * df.n, cost) for df in corpus]  # credits per row
+    # candidate -> threshold -> per file (raw score, windows detected, false positives)
+    scored: dict[str, dict[float, list[tuple[float, int, int]]]] = {}
+    cpu = 0.0
     for cand in grid:
         progress(f"replaying {cand.name}")
-        scored[cand.name] = [
-            nab.Scored(df, score_file(cand, *data[df.relpath]), cost) for df in corpus
-        ]
-    cpu = time.process_time() - t0
+        suppress = get_spec(cand.detector).suppress
+        t0 = time.process_time()
+        if get_spec(cand.detector).protect:  # learning depends on the level: replay each
+            runs = {
+                thr: [score_file(cand, *data[df.relpath], thr) for df in corpus]
+                for thr in THRESHOLDS
+            }
+            hits = {
+                thr: [[i for i, x in enumerate(r) if x >= thr] for r in rs]
+                for thr, rs in runs.items()
+            }
+        else:
+            raw = [score_file(cand, *data[df.relpath]) for df in corpus]
+            hits = {thr: [detections(r, thr, suppress) for r in raw] for thr in THRESHOLDS}
+        cpu += time.process_time() - t0
+        scored[cand.name] = {
+            thr: [_file_result(sf, h) for sf, h in zip(base, hs, strict=True)]
+            for thr, hs in hits.items()
+        }
     with_windows = sorted({df.category for df in corpus if df.windows})
     always = {df.category for df in corpus} - set(with_windows)
     folds: list[Fold] = []
     table: dict[str, dict[str, float]] = {}
-    final = _choose(nab, grid, scored, list(range(len(corpus))), cost)
+    final = _choose(nab, grid, corpus, scored, list(range(len(corpus))), cost)
     for held in with_windows:
         train_idx = [i for i, df in enumerate(corpus) if df.category != held]
         test_idx = [
             i for i, df in enumerate(corpus) if df.category in always or df.category == held
         ]
-        train_score, cand, thr, table[held] = _choose(nab, grid, scored, train_idx, cost)
-        files = [scored[cand.name][i] for i in test_idx]
-        res = [f.score_at(thr) for f in files]
-        null, perfect = nab.null_and_perfect([f.df for f in files], cost)
+        train_score, cand, thr, table[held] = _choose(nab, grid, corpus, scored, train_idx, cost)
+        res = [scored[cand.name][thr][i] for i in test_idx]
+        null, perfect = nab.null_and_perfect([corpus[i] for i in test_idx], cost)
         folds.append(
             Fold(
                 held, cand.name, thr, train_score,
                 nab.normalise(sum(r[0] for r in res), null, perfect),
-                sum(len(f.df.scorable_windows) for f in files), sum(r[5] for r in res),
+                sum(len(corpus[i].scorable_windows) for i in test_idx), sum(r[1] for r in res),
                 sum(r[2] for r in res),
             )
         )  # fmt: skip
@@ -169,24 +239,34 @@ def cross_validate(
 def _choose(
     nab: ModuleType,
     grid: Sequence[Candidate],
-    scored: Mapping[str, list[Any]],
+    corpus: Sequence[Any],
+    scored: Mapping[str, Mapping[float, list[tuple[float, int, int]]]],
     idx: Sequence[int],
     cost: Mapping[str, float],
 ) -> tuple[float, Candidate, float, dict[str, float]]:
-    """(score, candidate, threshold, every candidate's score) of the best candidate on
-    the files ``idx``, each at its own searched threshold."""
-    best: tuple[float, Candidate, float] | None = None
-    row: dict[str, float] = {}
+    """(score, candidate, threshold, every candidate's score) on the files ``idx``.
+
+    A candidate's score is its best over the thresholds of the training score averaged
+    over the threshold and its :data:`NEIGHBOURS` on either side (ties: the higher
+    threshold); the chosen candidate is the earliest within one window of the best
+    (module docstring).
+    """
+    null, perfect = nab.null_and_perfect([corpus[i] for i in idx], cost)
+    best: dict[str, tuple[float, float]] = {}
     for cand in grid:
-        files = [scored[cand.name][i] for i in idx]
-        thr, raw = nab.search_threshold(files)
-        null, perfect = nab.null_and_perfect([f.df for f in files], cost)
-        s = nab.normalise(raw, null, perfect)
-        row[cand.name] = s
-        if best is None or s > best[0]:
-            best = (s, cand, thr)
-    assert best is not None
-    return (*best, row)
+        by_thr = scored[cand.name]
+        raw = [nab.normalise(sum(by_thr[t][i][0] for i in idx), null, perfect) for t in THRESHOLDS]
+        smooth = [
+            sum(raw[max(0, k - NEIGHBOURS) : k + NEIGHBOURS + 1])
+            / len(raw[max(0, k - NEIGHBOURS) : k + NEIGHBOURS + 1])
+            for k in range(len(raw))
+        ]
+        k = max(range(len(raw)), key=lambda j: (smooth[j], j))
+        best[cand.name] = (smooth[k], THRESHOLDS[k])
+    top = max(s for s, _ in best.values())
+    one_window = 100.0 * (float(cost["tpWeight"]) + float(cost["fnWeight"])) / (perfect - null)
+    cand = next(c for c in grid if best[c.name][0] >= top - one_window - 1e-9)
+    return best[cand.name][0], cand, best[cand.name][1], {k: v[0] for k, v in best.items()}
 
 
 #: The candidate settings; ties go to the earlier one. The first four are structural
