@@ -770,7 +770,7 @@ async def test_bodies_in_flight_share_a_byte_budget_and_give_it_back() -> None:
     app = Starlette(routes=[Route("/metrics", page_)])
     rec = Recorder()
     jobs = [
-        {"job_name": f"j{i}", "scrape_timeout": "10s", "static_configs": [{"targets": ["t:1"]}]}
+        {"job_name": f"j{i}", "scrape_timeout": "60s", "static_configs": [{"targets": ["t:1"]}]}
         for i in range(3)
     ]
     s = scraper_for(jobs, app, rec, max_inflight_bytes=1024**2)
