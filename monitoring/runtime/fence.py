@@ -128,6 +128,7 @@ class PartitionFence:
             "partition_fenced_for_us",
             topic=self.state_topic,
             partition=p,
+            owner=writer.owner.decode(errors="replace"),
             seconds=round(time.monotonic() - started, 3),
         )
 

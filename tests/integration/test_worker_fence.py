@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 
 def committed_records(settings: Settings, topic: str, partition: int) -> list[tuple[Any, ...]]:
-    """(key, value, x-owner) of every committed record of ``topic[partition]``."""
+    """(key, value, x-owner, timestamp ms) of every committed record of ``topic[partition]``."""
     k = settings.kafka
     c = Consumer(
         consumer_config(
@@ -59,7 +60,7 @@ def committed_records(settings: Settings, topic: str, partition: int) -> list[tu
                     return out
                 raise AssertionError(str(err))
             owner = dict(m.headers() or []).get(OWNER_HEADER)
-            out.append((m.key(), m.value(), owner))
+            out.append((m.key(), m.value(), owner, m.timestamp()[1]))
     finally:
         c.close()
 
@@ -87,7 +88,7 @@ def test_a_new_owner_fences_the_former_writer(kafka_settings: Settings) -> None:
     asyncio.run(run())
     assert read_table(k, state, 0) == {b"x": b"a1", b"y": b"b1"}
     assert read_table(k, state, 1) == {b"x": b"a2"}
-    owners = [(key, owner) for key, _, owner in committed_records(kafka_settings, state, 0)]
+    owners = [(key, owner) for key, _, owner, _ in committed_records(kafka_settings, state, 0)]
     assert owners == [(b"x", b"worker-a/1"), (b"y", b"worker-a/1"), (b"y", b"worker-b/1")]
     b.release_all()
     a.release_all()
@@ -107,7 +108,7 @@ def test_a_transaction_left_open_is_aborted_by_the_next_owner(kafka_settings: Se
     b.acquire(2)  # aborts a's transaction
     assert asyncio.run(b.write(2, [(b"k", b"b1")]))
     assert read_table(k, state, 2, timeout_s=30) == {b"k": b"b1"}
-    assert [o for *_, o in committed_records(kafka_settings, state, 2)] == [b"worker-b/1"]
+    assert [r[2] for r in committed_records(kafka_settings, state, 2)] == [b"worker-b/1"]
     b.release_all()
 
 
@@ -129,24 +130,41 @@ def log_events(p: Pipeline, name: str, event: str) -> list[dict[str, Any]]:
     return out
 
 
-def terms_interleaved(owners: list[bytes | None]) -> list[bytes | None]:
-    """Writers (``x-owner``: process/term) whose records come back after another
-    writer's: each term's records must form one run."""
-    seen: set[bytes | None] = set()
-    back = []
-    for i, owner in enumerate(owners):
-        if i and owner != owners[i - 1] and owner in seen:
-            back.append(owner)
-        seen.add(owner)
-    return back
+def acquires(p: Pipeline, names: list[str], topic: str, partition: int) -> list[tuple[float, str]]:
+    """(epoch ms, owner) of every acquire of ``topic[partition]`` by the processes
+    ``names`` (``partition_fenced_for_us``, logged once ``init_transactions`` returned),
+    in time order."""
+    out = []
+    for name in names:
+        for r in log_events(p, name, "partition_fenced_for_us"):
+            if r["topic"] == topic and r["partition"] == partition:
+                at = datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00"))
+                out.append((at.timestamp() * 1000, r["owner"]))
+    return sorted(out)
+
+
+def not_the_owners(
+    records: list[tuple[Any, ...]], terms: list[tuple[float, str]]
+) -> list[tuple[Any, ...]]:
+    """Committed records not written by the writer that had acquired the partition last
+    before the record was produced (its timestamp): a record an earlier writer produced
+    after a later one's acquire is one the fence should have refused. A record is
+    produced before its transaction commits, which is before any later acquire returns."""
+    wrong = []
+    for key, _, owner, ts in records:
+        current = [o for at, o in terms if at <= ts]
+        if not current or owner is None or owner.decode() != current[-1]:
+            wrong.append((key, owner, ts, current[-1:]))
+    return wrong
 
 
 @pytest.mark.slow
 def test_a_stalled_worker_is_fenced_from_the_partitions_it_lost(pipeline: Pipeline) -> None:
     """Two workers; worker-a is SIGSTOPped past its session while samples flow;
-    worker-b takes its partitions over and restores them; worker-a resumes. No state
-    record of worker-a is committed after worker-b's on any partition, worker-a's
-    stale checkpoint is refused (fenced), and the aggregates match the oracle."""
+    worker-b takes its partitions over and restores them; worker-a resumes. Every
+    committed state record was written by the worker that had acquired its partition
+    last (none of worker-a's after worker-b's takeover), worker-a's stale checkpoint
+    is refused (fenced), and the aggregates match the oracle."""
     points = generate(n_series=200, ticks=400, start_ms=recent_start(400), seed=17)
     expected = oracle(points, pipeline.settings.aggregation.windows_ms)
     n = pipeline.settings.kafka.samples_partitions
@@ -187,8 +205,9 @@ def test_a_stalled_worker_is_fenced_from_the_partitions_it_lost(pipeline: Pipeli
     producer.join(300)
     check_against_oracle(pipeline, expected)
     for part in range(n):
-        owners = [o for *_, o in committed_records(pipeline.settings, state, part)]
-        assert None not in owners, part  # every record written through the fence
-        assert not terms_interleaved(owners), (part, owners)
+        records = committed_records(pipeline.settings, state, part)
+        terms = acquires(pipeline, ["worker-a", "worker-b"], state, part)
+        assert records and len({r[2] for r in records}) >= 2, part  # both wrote it in turn
+        assert not_the_owners(records, terms) == [], (part, terms)
     lost = log_events(pipeline, "worker-a", "partition_lost_fenced")
     print(f"worker-a fenced on {len(lost)} partition(s) of its agents after SIGCONT")
