@@ -515,7 +515,11 @@ class Scraper:
         self.budget.enter(id(held))
         try:
             try:
-                body, ctype = await asyncio.wait_for(self._fetch(job, target, held), job.timeout_s)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation that arrives as the fetch completes (cpython #86296), and the
+                # stopped scraper's target loop then scraped on for ever
+                async with asyncio.timeout(job.timeout_s):
+                    body, ctype = await self._fetch(job, target, held)
             except TimeoutError:
                 error, reason = f"context deadline exceeded ({job.timeout_s:g}s)", "timeout"
             except ScrapeError as e:

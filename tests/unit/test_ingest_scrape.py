@@ -402,6 +402,32 @@ async def test_a_scrape_longer_than_its_timeout_fails() -> None:
     assert time.monotonic() - t0 < 5
 
 
+async def test_a_stop_that_arrives_as_a_fetch_completes_ends_the_target_loop() -> None:
+    """The stop (a cancellation) lands in the same step as the fetch's result: Python
+    3.11's asyncio.wait_for returned the result and dropped the cancellation, so the
+    stopped scraper's loop scraped on for ever (seen in the e2e bench: one target still
+    scraped minutes after stop, ``run`` never returned)."""
+    rec = Recorder()
+    s = scraper_for([job(scrape_interval="200ms", scrape_timeout="100ms")], fake_target(), rec)
+    jt = s.jobs[0]
+    (target,) = jt.targets()
+    tl = _TargetLoop(jt.job, jt, target)
+    fetches = [0]
+
+    async def fetch_then_stop(*_: Any) -> tuple[str, str]:
+        fetches[0] += 1
+        assert loop_task is not None
+        loop_task.cancel()  # the stop, in the step that completes the fetch
+        return "a 1\n", "text/plain"
+
+    s._fetch = fetch_then_stop  # type: ignore[method-assign,assignment]
+    loop_task: asyncio.Task[None] | None = None
+    loop_task = asyncio.create_task(s._loop(tl))
+    done, _ = await asyncio.wait([loop_task], timeout=30)
+    assert done and loop_task.cancelled() and fetches[0] == 1
+    s.executor.shutdown(wait=True)
+
+
 async def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -750,13 +776,14 @@ async def test_basic_auth_header_and_secret_handling(tmp_path: Path) -> None:
         {"scrape_configs": [job(basic_auth={"username": "u", "password": secret})]}
     )
     assert secret not in repr(cfg) and secret not in str(cfg.jobs()[0].basic_auth)
-    for bad, message in [
+    refused: list[tuple[dict[str, Any], str]] = [
         ({"basic_auth": {"username": "u"}, "authorization": {"credentials": "x"}}, "both"),
         ({"basic_auth": {"username": "u", "password": "a", "password_file": "f"}}, "not both"),
         ({"authorization": {}}, "credentials or credentials_file"),
         ({"authorization": {"type": "Basic", "credentials": "x"}}, "use basic_auth"),
         ({"tls_config": {"insecure_skip_verify": True}}, "not supported here: tls_config"),
-    ]:
+    ]
+    for bad, message in refused:
         with pytest.raises(ConfigError, match=message):
             ScrapeFile.parse({"scrape_configs": [job(**bad)]})
 
