@@ -269,10 +269,11 @@ def _choose(
     return best[cand.name][0], cand, best[cand.name][1], {k: v[0] for k, v in best.items()}
 
 
-#: The candidate settings; ties go to the earlier one. The first four are structural
-#: questions about production series; the rest move one constant of the default each
-#: to the values considered when it was first set (on every dev file), so that its
-#: choice, too, is made inside the folds and its cost shows in the test scores.
+#: The candidate settings; within one window of the best, the earlier one wins. The
+#: first four are structural questions about production series; the rest move one
+#: constant of the default each to the values considered when it was first set (on
+#: every dev file), so that its choice, too, is made inside the folds and its cost
+#: shows in the test scores.
 GRID: tuple[Candidate, ...] = (
     Candidate(
         "robust", "robust", {},
