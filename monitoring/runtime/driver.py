@@ -21,8 +21,11 @@ assigned here again.
 Idle partitions: a source topic of a partition that has had no message for the agent's
 ``idle_timeout_s`` on the wall clock and has nothing left to read is *quiet*; the agent
 may then close what waits for it. Not while the broker does not answer, and not before
-a whole idle timeout after it answers again: an outage must not make late the records
-that producers held back during it.
+``max(idle_timeout_s, RECONNECT_GRACE_S)`` after it answers again: an outage must not
+make late the records that producers held back during it, which they deliver a little
+after the broker is back (librdkafka's reconnect backoff grows to 10 s). Outages are
+watched from a quarter of the idle timeout of silence on (one probe a tick, the end
+offsets of no partition), so an outage shorter than the idle timeout is seen too.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from monitoring.runtime.outputs import Headers, OutputsLost, dead_letter_headers
 from monitoring.runtime.partition_state import PartitionStates, Slot, StateSink, StateWriter
 
 log = get_logger("runtime")
+# Idle closes wait this long at least after the broker answers again (s): producers'
+# reconnect backoff (librdkafka's reconnect.backoff.max.ms, 10 s) plus a retry
+RECONNECT_GRACE_S = 15.0
 EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
 """High watermarks of ``topic``'s given partitions; None if the broker does not answer."""
 
@@ -172,6 +178,7 @@ class AgentDriver(Generic[S]):
         self._idle_lock = asyncio.Lock()
         self._broker_down = False
         self._broker_back_at = clock()
+        self._grace_until = float("-inf")  # no idle close before (after an outage)
         self._restoring: set[int] = set()  # partitions assigned, their state being read
         self.assigned_once = False  # the group gave this process its first assignment
         self.ack: Callable[[Any], Any] | None = None  # acks a source message once stored
@@ -321,17 +328,20 @@ class AgentDriver(Generic[S]):
             }
             silent = {p: ts for p, ts in silent.items() if ts}
             if not silent:
+                hushed = any(  # a quarter of the idle timeout without a message: watch
+                    now - max(self._heard.get((p, t), now), since) >= idle_s / 4
+                    for p, slot in self.states.slots.items()
+                    if self.agent.wants_idle(slot.state)
+                    for t in self.agent.sources
+                )
+                if hushed or self._broker_down:
+                    self._broker_seen(await self._ends([]) is not None, idle_s)
                 return
             ends = await self._ends(sorted(silent))
-            if ends is None:
-                if not self._broker_down:
-                    log.warning("idle_check_skipped", agent=self.agent.name, reason="broker down")
-                self._broker_down = True
+            if not self._broker_seen(ends is not None, idle_s) or ends is None:
                 return
-            if self._broker_down:  # back: producers get a whole idle timeout to deliver
-                self._broker_down = False
-                self._broker_back_at = self.clock()
-                return
+            if self.clock() < self._grace_until:
+                return  # producers still delivering what they held in the outage
             checkpoint = False
             for p, topics in silent.items():
                 owned = self.states.slots.get(p)
@@ -348,6 +358,25 @@ class AgentDriver(Generic[S]):
                     await self._publish(out, None)
             if checkpoint:
                 await self.checkpoint(force=True)
+
+    def _broker_seen(self, answered: bool, idle_s: float) -> bool:
+        """Track outages from the end-offset probes: False while the broker does not
+        answer and on the probe it answers again (the idle clocks restart then, and no
+        idle close comes before ``max(idle_s, RECONNECT_GRACE_S)``); True otherwise."""
+        if not answered:
+            if not self._broker_down:
+                log.warning("idle_check_skipped", agent=self.agent.name, reason="broker down")
+            self._broker_down = True
+            return False
+        if self._broker_down:
+            self._broker_down = False
+            self._broker_back_at = now = self.clock()
+            self._grace_until = now + max(idle_s, RECONNECT_GRACE_S)
+            log.info(
+                "broker_back", agent=self.agent.name, idle_close_after_s=self._grace_until - now
+            )
+            return False
+        return True
 
     async def _ends(self, partitions: list[int]) -> dict[str, dict[int, int]] | None:
         ends = {}

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoring.runtime.agent import Emit, Record, Records, StreamAgent
+from monitoring.runtime.driver import RECONNECT_GRACE_S
 from monitoring.runtime.memory import MemoryRuntime
 
 
@@ -117,9 +118,11 @@ async def test_idle_only_when_quiet_caught_up_and_the_broker_answers() -> None:
     await rt.advance(10)
     assert rt.driver.health()["status"] == "unavailable"
     rt.broker_up = True
-    await rt.advance(1)  # back: a whole idle timeout for producers to catch up
+    await rt.advance(1)  # back: RECONNECT_GRACE_S (over the idle timeout) to catch up
     assert b"closed" not in [r.key for r in rt.sink.delivered + rt.sink.pending]
-    await rt.advance(5)
+    await rt.advance(RECONNECT_GRACE_S - 1)
+    assert b"closed" not in [r.key for r in rt.sink.delivered + rt.sink.pending]
+    await rt.advance(1)
     assert rt.records("sums")[-1].key == b"closed"  # idle() asked for a checkpoint: flushed
     assert rt.committed == {("numbers", 0): 2} and rt.driver.health()["total"] == 6
 
