@@ -10,9 +10,10 @@ Where the numbers come from:
   incidents (:func:`incidents`: a firing notification opens one, the next resolved one
   closes it); MTTR is the mean time from opening to closing of those resolved. A
   notification's status is its group's, so an alert resolved while others of its group
-  still fire closes when the group resolves. Acknowledgements are commands on the Kafka
-  commands topic, not stored, so MTTA is not computable from the store yet (the section
-  says so).
+  still fire closes when the group resolves. MTTA comes from the store's alert state
+  tables (``alert_events``, ``alert_acks``: :mod:`monitoring.query.alert_state`): the
+  mean time from an incident's firing to its first acknowledgement, over those
+  acknowledged.
 - **anomalies**: the ``anomalies`` table, the highest scores of the period.
 - **log templates**: ``logs`` counted per template in the period and in the period
   before it (growth), template text from ``log_templates``.
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitoring.plots import PlotConfig, PlotGenerator
+from monitoring.query.alert_state import MTTA_MTTR
 from monitoring.query.client import Series, StoreClient, StoreError
 
 TOP = 10  # rows of a "top" table
@@ -238,10 +240,10 @@ class Sections:
         if not s.rows:
             return
         mttr = fmt_duration(sum(repair) / len(repair)) if repair else "n/a (none resolved)"
-        s.summary = f"{len(s.rows)} alerts fired; MTTR {mttr}; MTTA n/a"
+        s.summary = f"{len(s.rows)} alerts fired; MTTR {mttr}; MTTA {self._mtta()}"
         s.notes.append(
-            "MTTA is not computed: acknowledgements are commands on the alerts.commands "
-            "topic and are not stored. Times are the notifier's first delivery of each state."
+            "Times are the notifier's first delivery of each state. MTTA is the mean time "
+            "from an alert's firing (its evaluation) to its first acknowledgement."
         )
         names = sorted(per_name)
         fig = self.figure(
@@ -251,6 +253,21 @@ class Sections:
         )  # fmt: skip
         if fig:
             s.figures.append(fig)
+
+    def _mtta(self) -> str:
+        """MTTA of the period's incidents, with how many were acknowledged."""
+        p = self.period
+        params = {"start_ms": int(p.start_s * 1000), "end_ms": int(p.end_s * 1000),
+                  "limit": MAX_INCIDENTS}  # fmt: skip
+        try:
+            rows = self.client.sql(MTTA_MTTR, params).records()
+        except StoreError as e:
+            return f"n/a ({str(e)[:120]})"
+        r = rows[0] if rows else {}
+        incidents, acked = int(r.get("incidents") or 0), int(r.get("acknowledged") or 0)
+        if not acked:
+            return f"n/a (none of {incidents} acknowledged)"
+        return f"{fmt_duration(float(r['mtta_s']))} ({acked} of {incidents} acknowledged)"
 
     def anomalies(self, s: Section) -> None:
         table = self.client.sql(

@@ -75,7 +75,8 @@ def test_sections_from_the_store(store: tuple[VizStore, str]) -> None:
     assert by["performance"].empty and not by["performance"].error
     alerts = by["alerts"]
     # fired 300, 120, 200 (never resolved), 60 min ago; resolved 25, 15, 5 min later
-    assert alerts.summary == "4 alerts fired; MTTR 15 min; MTTA n/a"
+    # acknowledged 4 and 6 min after firing (by fingerprint, by group key): MTTA 5 min
+    assert alerts.summary == "4 alerts fired; MTTR 15 min; MTTA 5 min (2 of 4 acknowledged)"
     assert [r[0] for r in alerts.rows] == [
         "HighErrorRate", "DiskFilling", "HighErrorRate", "<b>Injected</b>",
     ]  # fmt: skip
@@ -238,7 +239,10 @@ def test_mttr_pairs_each_firing_with_the_next_resolution(store: tuple[VizStore, 
             client, 2 * DAY_S, (t1 + DAY_S * 1000) / 1000, sections=["alerts"]
         )
     alerts = data.sections[0]
-    assert alerts.summary == "2 alerts fired; MTTR 20 min; MTTA n/a", alerts.rows
+    # no alert state stored for these (the delivery log only): nothing acknowledged
+    assert alerts.summary == "2 alerts fired; MTTR 20 min; MTTA n/a (none of 0 acknowledged)", (
+        alerts.rows
+    )
     assert [(r[0], r[3], r[4]) for r in alerts.rows] == [
         ("Flapping", "30 min", "3"), ("Flapping", "10 min", "2"),
     ]  # fmt: skip

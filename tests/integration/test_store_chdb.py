@@ -247,7 +247,7 @@ def test_query_cli_goes_through_the_running_store(
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
                 break
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset, or a read timed out on a loaded machine
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "store did not start"
                 time.sleep(0.2)

@@ -20,7 +20,7 @@ from fixtures.store_records import AGGREGATE, good
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
-from monitoring.runtime.topics import AGGREGATES, topic_name
+from monitoring.runtime.topics import AGGREGATES, topic_name, topic_specs
 from monitoring.sinks.clickhouse import store as store_module
 from monitoring.sinks.clickhouse.connection import connect
 from monitoring.sinks.clickhouse.migrations import migrate
@@ -127,7 +127,8 @@ def test_partitions_assigned_by_a_rebalance_during_an_outage_are_paused(
     settings = base.model_copy(update={"storage": storage})
     k = settings.kafka
     topic = topic_name(k, AGGREGATES)
-    n_parts = len(topics(settings)) * k.output_partitions
+    partitions = {spec.name: spec.partitions for spec in topic_specs(k)}
+    n_parts = sum(partitions[t] for t in topics(settings))
     p = Producer({"bootstrap.servers": k.bootstrap_servers})
     for i in range(24):
         p.produce(topic, CODEC.encode(AGGREGATE, good(AGGREGATE, i)), key=f"k{i}")

@@ -25,6 +25,8 @@ _TTL_TABLES = {"samples": ("ts", "samples"), "aggregates": ("window_start", "agg
 _TTL_TABLES["logs"] = ("timestamp", "logs")
 _TTL_TABLES["anomalies"] = ("ts", "aggregates")  # kept as long as the anomaly_score series
 _TTL_TABLES["deliveries"] = ("time", "deliveries")  # 006 has none: set by apply_retention
+_TTL_TABLES["alert_events"] = ("starts_at", "deliveries")  # 011: as the delivery log
+_TTL_TABLES["alert_acks"] = ("time", "deliveries")
 
 _CREATE_LOG = """
 CREATE TABLE IF NOT EXISTS schema_migrations

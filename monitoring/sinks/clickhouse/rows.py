@@ -105,6 +105,11 @@ RANGES: dict[str, dict[str, Bound]] = {
         "tier": UINT16,
         "http_status": UINT16,
     },
+    "monitoring.Alert": {
+        "starts_at_ms": DATETIME64,
+        "ends_at_ms": DATETIME64,
+        "evaluated_at_ms": DATETIME64,
+    },
     "monitoring.StoredLog": {
         "event_id": UINT64,
         "timestamp_ms": DATETIME64,
@@ -482,6 +487,49 @@ def add_delivery(record: Mapping[str, Any], out: Columns) -> None:
         record["duration_ms"],
         record["time_ms"],
     )
+
+
+ALERT_EVENT_COLUMNS = (
+    "fingerprint",
+    "status",
+    "alertname",
+    "labels",
+    "annotations",
+    "starts_at",
+    "ends_at",
+    "evaluated_at",
+    "severity",
+    "value",
+    "rule",
+)
+
+
+def add_alert_event(record: Mapping[str, Any], out: Columns) -> None:
+    """Append one decoded Alert record (a state change of the ``alerts`` topic)."""
+    labels = dict(record["labels"])
+    out.add(
+        record["fingerprint"],
+        record["status"],
+        labels.get("alertname", ""),
+        labels,
+        dict(record["annotations"]),
+        record["starts_at_ms"],
+        record["ends_at_ms"],
+        record["evaluated_at_ms"],
+        record["severity"],
+        record["value"],
+        record["rule"],
+    )
+
+
+ACK_COLUMNS = ("time", "fingerprint", "group_key", "by", "comment")
+
+
+def add_ack(
+    time_ms: int, fingerprint: str, group_key: str, by: str, comment: str, out: Columns
+) -> None:
+    """Append one acknowledgement (an ``acknowledge`` command, at its record's time)."""
+    out.add(time_ms, fingerprint, group_key, by, comment)
 
 
 LOG_COLUMNS = (

@@ -43,6 +43,7 @@ from confluent_kafka import (
 )
 from prometheus_client import CollectorRegistry
 
+from monitoring.alerts.commands import Acknowledge, CommandError, parse_command
 from monitoring.api.guard import Guard
 from monitoring.api.server import ApiServer
 from monitoring.config import Settings, ms
@@ -53,6 +54,8 @@ from monitoring.runtime.outputs import DeadLetters
 from monitoring.runtime.outputs import consumer_config as outputs_consumer_config
 from monitoring.runtime.topics import (
     AGGREGATES,
+    ALERT_COMMANDS,
+    ALERTS,
     ANOMALIES,
     DEAD_LETTER,
     LOG_STORED,
@@ -70,6 +73,8 @@ from monitoring.wire.metric_sample import MetricSampleDecoder
 AGGREGATE = "monitoring.Aggregate"
 ANOMALY = "monitoring.Anomaly"
 DELIVERY = "monitoring.Delivery"
+ALERT = "monitoring.Alert"
+MAX_ACK_KEY = 4096  # characters of an acknowledged fingerprint or group key stored
 STORED_LOG = "monitoring.StoredLog"
 STORED_LOG_BATCH = "monitoring.StoredLogBatch"
 LOG_TEMPLATE = "monitoring.LogTemplate"
@@ -190,7 +195,8 @@ def consumer_config(settings: Settings, group_id: str = GROUP_ID) -> dict[str, A
 
 def topics(settings: Settings) -> list[str]:
     """The topics the store consumes."""
-    roles = (SAMPLES, AGGREGATES, ANOMALIES, NOTIFY_DELIVERIES, LOG_STORED, LOG_TEMPLATES)
+    roles = (SAMPLES, AGGREGATES, ANOMALIES, NOTIFY_DELIVERIES, LOG_STORED, LOG_TEMPLATES,
+             ALERTS, ALERT_COMMANDS)  # fmt: skip
     return [topic_name(settings.kafka, t) for t in roles]
 
 
@@ -245,8 +251,12 @@ class Store:
             topic_name(k, NOTIFY_DELIVERIES): frozenset({DELIVERY}),
             topic_name(k, LOG_STORED): frozenset({STORED_LOG, STORED_LOG_BATCH}),
             topic_name(k, LOG_TEMPLATES): frozenset({LOG_TEMPLATE}),
+            topic_name(k, ALERTS): frozenset({ALERT}),
         }
         self.worker_checked = {topic_name(k, SAMPLES), topic_name(k, AGGREGATES)}
+        # JSON commands (monitoring.alerts.commands), read by the notifier, which
+        # dead-letters bad ones: the store keeps the acknowledgements and counts the rest
+        self.commands_topic = topic_name(k, ALERT_COMMANDS)
 
     # -- one message ---------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -263,6 +273,9 @@ class Store:
         self.metrics.messages.labels(msg.topic() or "").inc()
         self.writer.source = msg
         data = msg.value()
+        if msg.topic() == self.commands_topic:
+            self._handle_command(msg, data)
+            return
         kinds = self.expected.get(msg.topic() or "")
         samples_topic = kinds is None or SAMPLE in kinds  # fast paths: samples topic only
         if samples_topic and self.sample_decoder.accepts(data):  # as the worker reads them
@@ -309,6 +322,8 @@ class Store:
             self.writer.add_anomaly(decoded.record)
         elif decoded.name == DELIVERY:
             self.writer.add_delivery(decoded.record)
+        elif decoded.name == ALERT:
+            self.writer.add_alert_event(decoded.record)
         elif decoded.name == STORED_LOG:
             self.writer.add_log(decoded.record)
         elif decoded.name == STORED_LOG_BATCH:
@@ -320,6 +335,25 @@ class Store:
             self.writer.add_log_template(decoded.record)
         else:
             self.metrics.invalid.labels("unexpected-record").inc()
+
+    def _handle_command(self, msg: Message, data: bytes | None) -> None:
+        """An ``acknowledge`` command of the commands topic as an ``alert_acks`` row, at
+        its record's time; other commands are not stored, bad ones only counted."""
+        try:
+            command = parse_command(data or b"")
+        except CommandError:
+            self.metrics.invalid.labels("bad-command").inc()
+            return
+        if not isinstance(command, Acknowledge):
+            return
+        fingerprint, group_key = command.fingerprint or "", command.group_key or ""
+        if len(fingerprint) > MAX_ACK_KEY or len(group_key) > MAX_ACK_KEY:
+            self.metrics.invalid.labels("bad-command").inc()
+            return
+        ts_type, ts = msg.timestamp()
+        now_ms = int(time.time() * 1000)
+        at = ts if ts_type != TIMESTAMP_NOT_AVAILABLE and 0 < ts <= now_ms + 3_600_000 else now_ms
+        self.writer.add_ack(at, fingerprint, group_key, command.by, command.comment)
 
     def _handle_batch(self, data: bytes) -> None:
         """A MetricBatch decoded and validated as arrays (the aggregation worker's

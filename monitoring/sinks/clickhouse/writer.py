@@ -26,7 +26,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitoring.metrics.samples import Sample, SampleBatch
 from monitoring.sinks.clickhouse.connection import with_receive_timeout
 from monitoring.sinks.clickhouse.rows import (
+    ACK_COLUMNS,
     AGGREGATE_COLUMNS,
+    ALERT_EVENT_COLUMNS,
     ANOMALY_COLUMNS,
     DELIVERY_COLUMNS,
     LOG_COLUMNS,
@@ -35,7 +37,9 @@ from monitoring.sinks.clickhouse.rows import (
     Columns,
     SampleColumns,
     SeriesIds,
+    add_ack,
     add_aggregate,
+    add_alert_event,
     add_anomaly,
     add_delivery,
     add_log,
@@ -46,7 +50,10 @@ from monitoring.sinks.clickhouse.rows import (
 )
 
 # Series first: a sample never lands before its series row.
-TABLES = ("series", "samples", "aggregates", "anomalies", "deliveries", "logs", "log_templates")
+TABLES = (
+    "series", "samples", "aggregates", "anomalies", "deliveries", "logs", "log_templates",
+    "alert_events", "alert_acks",
+)  # fmt: skip
 # clickhouse-connect waits 300 s for an answer by default, as long as the consumer's
 # max.poll.interval.ms: a hung insert would look healthy until the group dropped us.
 SEND_RECEIVE_TIMEOUT_S = 30
@@ -186,6 +193,8 @@ class Writer:
             "aggregates": Columns(AGGREGATE_COLUMNS),
             "anomalies": Columns(ANOMALY_COLUMNS),
             "deliveries": Columns(DELIVERY_COLUMNS),
+            "alert_events": Columns(ALERT_EVENT_COLUMNS),
+            "alert_acks": Columns(ACK_COLUMNS),
             "logs": Columns(LOG_COLUMNS),
             "log_templates": Columns(LOG_TEMPLATE_COLUMNS),
         }
@@ -223,6 +232,18 @@ class Writer:
         """Buffer one decoded Delivery record (notifier delivery log)."""
         add_delivery(record, self.buffers["deliveries"])
         self._mark("deliveries")
+
+    def add_alert_event(self, record: Mapping[str, Any]) -> None:
+        """Buffer one decoded Alert record (an alert's state change)."""
+        add_alert_event(record, self.buffers["alert_events"])
+        self._mark("alert_events")
+
+    def add_ack(
+        self, time_ms: int, fingerprint: str, group_key: str, by: str, comment: str
+    ) -> None:
+        """Buffer one acknowledgement of an alert (``fingerprint``) or a group."""
+        add_ack(time_ms, fingerprint, group_key, by, comment, self.buffers["alert_acks"])
+        self._mark("alert_acks")
 
     def add_log(self, record: Mapping[str, Any]) -> None:
         """Buffer one decoded StoredLog record."""

@@ -1,0 +1,73 @@
+"""SQL over the store's alert tables (migration 011: ``alert_events``, ``alert_acks``),
+shared by the dashboards (firing bands, the Alerts dashboard) and the reports (MTTA).
+
+An **incident** is one firing of one alert: its records on the ``alerts`` topic share
+the fingerprint and ``starts_at`` (the evaluation that fired it); the resolved record
+carries ``ends_at``. An incident still firing ends, for drawing, at its newest record's
+horizon (``ends_at`` of a firing record: Alertmanager's resolve timeout) or the range's
+end, whichever is first. Its **acknowledgement** is the first ``acknowledge`` command
+at or after it fired (and before it resolved) naming its fingerprint, or the group
+key of a notification that carried it (the notifier's delivery log). MTTA is the mean
+of acknowledged incidents' time from firing to acknowledgement.
+
+Every statement binds ``{start_ms:Int64}`` and ``{end_ms:Int64}`` (server-side
+parameters) and reads the incidents that overlap ``[start_ms, end_ms]``, at most
+``{limit:UInt32}`` of them.
+"""
+
+from __future__ import annotations
+
+INCIDENTS = """
+SELECT fingerprint, alertname, labels, fired_ms,
+       if(isNull(resolved_ms), least(ifNull(horizon_ms, {end_ms:Int64}), {end_ms:Int64}),
+          resolved_ms) AS until_ms,
+       resolved_ms
+FROM (
+    SELECT fingerprint, any(alertname) AS alertname, any(labels) AS labels,
+           toUnixTimestamp64Milli(starts_at) AS fired_ms,
+           toUnixTimestamp64Milli(maxIf(ends_at, status = 'RESOLVED')) AS resolved_ms,
+           toUnixTimestamp64Milli(maxIf(ends_at, status = 'FIRING')) AS horizon_ms
+    FROM alert_events FINAL
+    WHERE starts_at <= fromUnixTimestamp64Milli({end_ms:Int64})
+    GROUP BY fingerprint, starts_at
+)
+WHERE ifNull(resolved_ms, {end_ms:Int64}) >= {start_ms:Int64}
+"""
+
+ACKS = """
+SELECT fingerprint, toUnixTimestamp64Milli(time) AS t, by FROM alert_acks FINAL
+WHERE fingerprint != '' AND time <= fromUnixTimestamp64Milli({end_ms:Int64})
+UNION ALL
+SELECT g.fp AS fingerprint, toUnixTimestamp64Milli(k.time) AS t, k.by AS by
+FROM alert_acks AS k FINAL
+INNER JOIN (
+    SELECT DISTINCT group_key, arrayJoin(fingerprints) AS fp FROM deliveries FINAL
+    WHERE time >= fromUnixTimestamp64Milli({start_ms:Int64}) - INTERVAL 7 DAY
+) AS g ON k.group_key = g.group_key
+WHERE k.group_key != '' AND k.time <= fromUnixTimestamp64Milli({end_ms:Int64})
+"""
+
+# one row per incident: who acknowledged it and when (0 and '' when nobody did)
+ACKED_INCIDENTS = f"""
+SELECT i.fingerprint AS fingerprint, any(i.alertname) AS alertname, any(i.labels) AS labels,
+       i.fired_ms AS fired_ms, any(i.until_ms) AS until_ms, any(i.resolved_ms) AS resolved_ms,
+       minIf(a.t, a.t >= i.fired_ms AND a.t <= ifNull(i.resolved_ms, a.t)) AS acked_ms,
+       argMinIf(a.by, a.t, a.t >= i.fired_ms AND a.t <= ifNull(i.resolved_ms, a.t))
+         AS acked_by
+FROM ({INCIDENTS}) AS i
+LEFT JOIN ({ACKS}) AS a ON a.fingerprint = i.fingerprint
+GROUP BY i.fingerprint, i.fired_ms
+ORDER BY fired_ms DESC
+LIMIT {{limit:UInt32}}
+"""
+
+# MTTA and MTTR (seconds) of the incidents that fired in [start_ms, end_ms)
+MTTA_MTTR = f"""
+SELECT count() AS incidents,
+       countIf(acked_ms > 0) AS acknowledged,
+       avgIf((acked_ms - fired_ms) / 1000, acked_ms > 0) AS mtta_s,
+       countIf(resolved_ms IS NOT NULL) AS resolved,
+       avgIf((resolved_ms - fired_ms) / 1000, resolved_ms IS NOT NULL) AS mttr_s
+FROM ({ACKED_INCIDENTS})
+WHERE fired_ms >= {{start_ms:Int64}} AND fired_ms < {{end_ms:Int64}}
+"""
