@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from monitoring.cli.doctor import finite_seconds
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, require_kafka_access
 from monitoring.config import Settings, ms, parse_duration
 
 app = typer.Typer(help="Dead letters: list, show, replay.", no_args_is_help=True)
@@ -151,6 +151,7 @@ def list_(
     from monitoring.ops.deadletters import group
 
     settings = load_settings(config)
+    require_kafka_access(settings, min(timeout, 10.0))
     flt = _filter(settings, None, since, reason, topic)
     bucket_ms = None
     if bucket:
@@ -204,6 +205,7 @@ def show(
     from monitoring.wire.codec import AvroCodec
 
     settings = load_settings(config)
+    require_kafka_access(settings, min(timeout, 10.0))
     flt = _filter(settings, selection, since, reason, topic)
     result = _scan(settings, flt, max_records, max_bytes, timeout, max_matches=limit)
     codec = AvroCodec.from_directory()
@@ -291,6 +293,7 @@ def replay(
     if not (selection or since or reason or topic or all_):
         raise _fail("name what to replay: a selection, --reason, --topic, --since or --all", 2)
     flt = _filter(settings, selection, since, reason, topic)
+    require_kafka_access(settings, min(timeout, 10.0))
     result = _scan(settings, flt, max_records, max_bytes, timeout)
     if result.stopped:
         raise _fail(f"the scan was not complete ({result.stopped}): narrow the selection")

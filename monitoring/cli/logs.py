@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from monitoring.cli.query import execute, quote, render
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, refused
 from monitoring.cli.store import ConfigOpt
 from monitoring.config import parse_duration
 from monitoring.logs.levels import SEVERITY, normalise_level
@@ -296,17 +296,26 @@ def ship(
     config: ConfigOpt = None,
 ) -> None:
     """Follow files (across rotation and truncation) and ship their lines as log records."""
+    from monitoring.runtime.kafka_client import AccessRefusals
     from monitoring.runtime.topics import LOGS, topic_name
     from monitoring.sdk.log_shipping import LogShipper
     from monitoring.sdk.log_tail import FileFollower, MultilineJoiner, parse_line
 
     settings = load_settings(config)
+    stop = threading.Event()
+    # refused credentials or an untrusted certificate: stop, naming it, not retry
+    denied = AccessRefusals(settings.kafka, lambda _reason: stop.set())
+    watch = denied.error_cb()
+
+    def on_error(e: Any) -> None:
+        watch(e)
+        shipper._on_error(e)  # the shipper's own (rate-limited) report of broker errors
+
     shipper = LogShipper(
         settings.kafka, topic_name(settings.kafka, LOGS), service, host,
-        buffer_size=100_000, max_in_flight=10_000,
+        buffer_size=100_000, max_in_flight=10_000, producer_config={"error_cb": on_error},
     )  # fmt: skip
     followers = [(FileFollower(f, from_start or once), MultilineJoiner()) for f in files]
-    stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     shipped = 0
@@ -334,7 +343,9 @@ def ship(
                     submit(*rec)
         if once or stop.wait(poll):
             break
-    left = shipper.close(30.0)
+    left = shipper.close(0.0 if denied.reason else 30.0)
     err.print(f"shipped {shipped} records; {shipper.dropped} dropped; {left} undelivered")
+    if denied.reason:
+        raise refused(denied.reason)
     if left:
         raise typer.Exit(1)

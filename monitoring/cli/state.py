@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, require_kafka_access
 
 if TYPE_CHECKING:
     from monitoring.ops.rebuild import PartitionReport
@@ -23,7 +23,10 @@ console = Console(stderr=True)
 
 @app.command()
 def rebuild(
-    agent: Annotated[str, typer.Argument(help="aggregation, anomaly, logs or model_metrics")],
+    agent: Annotated[
+        str,
+        typer.Argument(help="aggregation, anomaly, logs, model_metrics; alerting or notifier"),
+    ],
     from_source: Annotated[
         bool, typer.Option("--from-source", help="Replay the source topics (stop workers first).")
     ] = False,
@@ -45,11 +48,24 @@ def rebuild(
     from the source topics' records since --from (see docs/operations.md)."""
     from monitoring.log import configure_logging
     from monitoring.ops.backfill import parse_time
+    from monitoring.ops.duty_state import DUTIES, check_duty_state
     from monitoring.ops.rebuild import RebuildError, check_changelog, rebuild_from_source
 
     settings = load_settings(config)
     configure_logging("WARNING")
+    require_kafka_access(settings)
     try:
+        if agent in DUTIES:  # one partition each, fenced by the duty's lease
+            if from_source or from_ or to or dry_run:
+                raise RebuildError(
+                    f"{agent}: no --from-source; a fresh {agent} rebuilds its state from "
+                    "its topics by itself (docs/operations.md, State rebuild)"
+                )
+            reports = [check_duty_state(settings, agent)]
+            _print_reports(reports, as_json)
+            if not all(r.readable for r in reports):
+                raise typer.Exit(1)
+            return
         if not from_source:
             if from_ or to or dry_run:
                 raise RebuildError("--from, --to and --dry-run go with --from-source")

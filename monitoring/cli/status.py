@@ -46,7 +46,7 @@ def status(
 ) -> None:
     """Each process (heartbeats), consumer lag, closed windows, store, alerting, notifier
     and dead letters; exit 1 when something is unhealthy."""
-    from monitoring.cli.settings import load_settings
+    from monitoring.cli.settings import load_settings, require_kafka_access
     from monitoring.log import configure_logging
     from monitoring.ops import status_kafka
     from monitoring.ops.checks import exit_code
@@ -54,6 +54,7 @@ def status(
 
     configure_logging("WARNING")  # stdout is the status (or JSON); logs go to stderr
     settings = load_settings(config)
+    require_kafka_access(settings, min(timeout, 10.0))
     if forget:
         status_kafka.forget(settings, forget, timeout)
         typer.echo(f"forgot {forget}")

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, require_kafka_access
 from monitoring.config import Settings, ms
 
 app = typer.Typer(help="ClickHouse store: consume Kafka into ClickHouse.", no_args_is_help=True)
@@ -229,6 +229,7 @@ def backfill(
 
     settings = load_settings(config)
     configure_logging("WARNING")
+    require_kafka_access(settings, min(timeout, 10.0))
     try:
         from_ms, to_ms = parse_time(from_), parse_time(to)
     except ValueError as e:

@@ -1,6 +1,7 @@
-"""The ingest processes (``monitoring receive``, ``scrape``, ``collect system``) given a
-wrong password or an untrusted CA for a real SASL_SSL broker exit non-zero, naming the
-reason, within a bound, as the worker and the store do; the password is in no log.
+"""The ingest processes (``monitoring receive``, ``scrape``, ``collect system``, ``logs
+ship``) given a wrong password or an untrusted CA for a real SASL_SSL broker exit
+non-zero, naming the reason, within a bound, as the worker and the store do; so do the
+operators' commands (status, dlq, state rebuild, store backfill). No password in a log.
 (Their producers are the SDK's, which only logs a refusal: a library does not end its
 host, a process does.)"""
 
@@ -54,6 +55,10 @@ def _command(role: str, tmp_path: Path) -> list[str]:
         return ["receive", "--port", "0"]
     if role == "collect":
         return ["collect", "system", "--interval", "1"]
+    if role == "ship":
+        log = tmp_path / "app.log"
+        log.write_text("hello\n")
+        return ["logs", "ship", str(log), "--service", "app", "--from-start"]
     config = tmp_path / "scrape.yml"  # a target that never answers: the Kafka side fails
     config.write_text(
         "global: {scrape_interval: 1s, scrape_timeout: 500ms}\n"
@@ -69,6 +74,7 @@ def _command(role: str, tmp_path: Path) -> list[str]:
         ("scrape", "password", "refused the credentials of user 'monitoring'"),
         ("collect", "password", "refused the credentials of user 'monitoring'"),
         ("collect", "ca", "TLS with Kafka"),
+        ("ship", "password", "refused the credentials of user 'monitoring'"),
     ],
 )
 def test_ingest_process_fails_at_start_naming_the_reason(
@@ -106,3 +112,36 @@ def test_ingest_process_fails_at_start_naming_the_reason(
     assert said and reason in said[-1], text[-2000:]
     assert WRONG not in text
     assert read_password(secure_kafka.client_settings(CLIENT_USER).security) not in text
+
+
+TOOLS = {
+    "status": ["status", "--json"],
+    "dlq": ["dlq", "list"],
+    "rebuild": ["state", "rebuild", "aggregation"],
+    "backfill": ["store", "backfill", "--from", "10m", "--timeout", "60"],
+    "replay": ["dlq", "replay", "--all"],
+}
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_operator_commands_name_a_refused_password(
+    secure_kafka: LocalKafka, deployment: LocalDeployment, tmp_path: Path, tool: str
+) -> None:
+    """The operators' commands given a wrong password end non-zero naming it, within a
+    bound, instead of reporting an empty topic or a broker that does not answer."""
+    env = {
+        **deployment.env,
+        "MONITORING_KAFKA__SECURITY__PASSWORD": WRONG,
+        "MONITORING_KAFKA__SECURITY__PASSWORD_FILE": "",
+        "MONITORING_STORAGE__DSN": f"chdb://{tmp_path / 'chdb'}",
+    }
+    try:
+        done = subprocess.run(
+            [str(BIN), *TOOLS[tool]], env=env, capture_output=True, timeout=FAIL_WITHIN_S
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{tool} still runs after {FAIL_WITHIN_S}s") from None
+    text = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode != 0, text[-2000:]
+    assert "refused the credentials of user 'monitoring'" in text, text[-2000:]
+    assert WRONG not in text
