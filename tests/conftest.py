@@ -5,6 +5,14 @@ runs the rest, without a broker). Tests marked ``integration`` get the session's
 broker (``kafka_bootstrap``) even if they do not ask for it, so the broker is up before
 they run; tests also marked ``own_broker`` start their own, and tests marked
 ``no_broker`` (real ClickHouse, Prometheus or HTTP peers, but no Kafka) need none.
+
+Under pytest-xdist (``make test`` runs ``--dist loadgroup``, see docs/testing.md) a
+test whose fixtures include a module- or class-scoped one of the project runs on the
+worker that runs the rest of its module, and one using a session-scoped fixture of the
+project (other than the shared broker) runs with the other users of that fixture: each
+such fixture is then set up once, not once per worker. A test module can also name a
+group itself (``pytest.mark.xdist_group("heavy")``) to keep tests from running at the
+same time as each other.
 """
 
 from __future__ import annotations
@@ -35,13 +43,56 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "own_broker: an integration test that starts its own Kafka broker"
     )
     config.addinivalue_line("markers", "no_broker: an integration test that needs no Kafka")
+    config.addinivalue_line(  # pytest-xdist's, named here too for runs without it
+        "markers", "xdist_group(name): run on the worker that runs the rest of the group"
+    )
 
 
 _INTEGRATION = Path(_TESTS) / "integration"
 
 
+# Session fixtures every worker may hold one of: the broker they share, pytest's own.
+_PER_WORKER_SESSION = {"kafka_bootstrap"}
+
+# CPU-bound modules (a million series at a worker, the benchmarks, chaos and soak) run
+# one at a time on one xdist worker: two of them at once on 2 cores starve each other
+# past their deadlines.
+_HEAVY = {
+    "test_bench_ingest.py", "test_bench_receive.py", "test_bench_ui.py",
+    "test_cardinality_e2e.py", "test_chaos.py", "test_soak.py",
+}  # fmt: skip
+
+
+def _shared_scope(item: pytest.Function) -> str | None:
+    """The xdist group of a test that shares a fixture beyond itself, or None: the
+    module (or class) for a module- or class-scoped fixture of the project, the
+    fixture's name for a session-scoped one."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name)
+        if not defs:
+            continue
+        fixturedef = defs[-1]
+        owner = getattr(fixturedef.func, "__module__", "") or ""
+        here = ("conftest", item.module.__name__ if item.module else "")
+        if not (owner.startswith(("fixtures.", "tests.")) or owner in here):
+            continue  # pytest's and plugins' own fixtures
+        if fixturedef.scope == "session" and name not in _PER_WORKER_SESSION:
+            return f"session:{name}"
+        if fixturedef.scope in ("module", "package", "class"):
+            return str(item.nodeid).split("::")[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("xdist_group") is None and isinstance(item, pytest.Function):
+            group = "heavy" if item.path.name in _HEAVY else _shared_scope(item)
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
         if _INTEGRATION in Path(str(item.path)).parents:  # the folder is the tier
             item.add_marker(pytest.mark.integration)
         fixturenames = getattr(item, "fixturenames", None)
