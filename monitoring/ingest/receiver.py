@@ -127,7 +127,8 @@ class Receiver:
         )
         self.stale = Counter(
             "monitoring_receive_stale_markers",
-            "Staleness markers dropped (stale NaN, OTLP NO_RECORDED_VALUE).",
+            "Staleness markers received: remote_write's stale NaN (passed on as samples), "
+            "OTLP's NO_RECORDED_VALUE points (dropped).",
             ["receiver"],
             registry=registry,
         )

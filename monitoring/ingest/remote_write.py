@@ -11,9 +11,10 @@ points for the samples topic. No I/O: the receiver hands the body and headers in
   names, no repeated label; an empty value is no label) plus the samples contract's
   bounds; a refused series drops its samples, counted by reason, and the rest of the
   request is kept (Prometheus's own receiver does the same).
-* Staleness markers (Prometheus's stale NaN) are dropped and counted: the pipeline has
-  no NaN samples; a series that stops simply has no more points. Other NaN and ±Inf
-  values are refused (``non-finite-value``), as timestamps outside the contract are.
+* Staleness markers (Prometheus's stale NaN) are passed on as samples (and counted):
+  the pipeline carries them, so PromQL stops a series at its marker as Prometheus does.
+  Other NaN and ±Inf values are refused (``non-finite-value``), as timestamps outside
+  the contract are.
 * The kind of a series: from the request's metadata when the sender sends it (kept
   per metric family, bounded, since Prometheus sends metadata in requests of its own),
   else from the name's conventions (``_total`` counter, ``_bucket`` with ``le``, a
@@ -341,15 +342,15 @@ class RemoteWrite:
             ts, v = ts_list[i], v_list[i]
             if not ok[i]:
                 rest.append(whole[i])
-            elif v != v or v == _INF or v == -_INF:
-                if v != v and is_stale_marker(v):
-                    out.stale += 1
-                else:
-                    out.reject("non-finite-value", f"value {v!r}")
+            elif (v != v or v == _INF or v == -_INF) and not is_stale_marker(v):
+                out.reject("non-finite-value", f"value {v!r}")
             elif ts < lo:
                 out.reject("timestamp-too-old", f"timestamp {ts} ms")
-            else:
+            elif ts > hi:
                 out.reject("timestamp-in-future", f"timestamp {ts} ms is ahead of now")
+            else:  # a staleness marker in the contract's time window: passed on
+                out.stale += 1
+                out.points.append((handles[i], ts, v))
         return rest
 
     def _labels_entry(self, labels: bytes, out: Converted) -> Any:
@@ -461,16 +462,15 @@ class RemoteWrite:
         for s in samples:
             v = s.value
             t = s.timestamp
-            if v != v or v == _INF or v == -_INF:
-                if v != v and is_stale_marker(v):
-                    out.stale += 1
-                else:
-                    out.reject("non-finite-value", f"value {v!r}")
+            if (v != v or v == _INF or v == -_INF) and not is_stale_marker(v):
+                out.reject("non-finite-value", f"value {v!r}")
             elif t < lo:
                 out.reject("timestamp-too-old", f"timestamp {t} ms")
             elif t > hi:
                 out.reject("timestamp-in-future", f"timestamp {t} ms is ahead of now")
             else:
+                if v != v:  # a staleness marker: passed on, counted
+                    out.stale += 1
                 append((handle, t, v))
 
 

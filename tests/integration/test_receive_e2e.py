@@ -31,7 +31,7 @@ from monitoring.api.guard import Guard
 from monitoring.api.server import ApiServer
 from monitoring.config import Settings
 from monitoring.ingest.receiver import Receiver, from_settings
-from monitoring.metrics.samples import Sample, series_key
+from monitoring.metrics.samples import Sample, is_stale, series_key
 from monitoring.sdk.producer import MetricsCollector
 from monitoring.sdk.sender import BufferFullError
 
@@ -180,8 +180,8 @@ remote_write:
         in_span = [
             (s.series, s.timestamp_ms, s.value)
             for s in reader.samples
-            if start <= s.timestamp_ms <= cut
-        ]
+            if start <= s.timestamp_ms <= cut and not is_stale(s.value)
+        ]  # staleness markers are passed on (a series gone); Prometheus's API shows none
         got = set(in_span)
         assert len(in_span) == len(got)  # each sample once
         stored, non_finite = _stored(prom_port, start, cut)

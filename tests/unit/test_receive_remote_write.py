@@ -16,6 +16,7 @@ from fixtures.receive import RW_HEADERS, World, key, snappy
 from monitoring.ingest import remote_write
 from monitoring.ingest.prompb import MetricMetadata, RequestV2, WriteRequest
 from monitoring.ingest.receiving import RequestLimits
+from monitoring.metrics.samples import is_stale
 
 NOW = int(time.time() * 1000)
 STALE = struct.unpack("<d", struct.pack("<Q", remote_write.STALE_NAN_BITS))[0]
@@ -100,17 +101,29 @@ def test_kinds_from_metadata_else_from_name_conventions(world: World) -> None:
     assert world.collector.kinds() == {"temperature": "GAUGE", "queue_total": "GAUGE"}
 
 
-def test_stale_markers_are_dropped_and_non_finite_values_refused(world: World) -> None:
+def test_stale_markers_are_passed_on_and_non_finite_values_refused(world: World) -> None:
+    """Markers are samples of the pipeline (docs/ingest.md, Staleness): passed on with
+    their bits, through the fast path (one sample per series) and the whole parse."""
     t = NOW - 1000
     body = request(
         [
             ({"__name__": "a"}, [(STALE, t)]),
             ({"__name__": "b"}, [(math.nan, t), (math.inf, t), (-math.inf, t), (1.0, t)]),
+            ({"__name__": "c"}, [(1.0, t - 1), (STALE, t)]),
+            ({"__name__": "old"}, [(STALE, 1000)]),  # before 2000: refused as any sample
         ]
     )
     assert post(world, body).status_code == 204
-    assert world.collector.values() == {"b": 1.0}
-    assert world.metric("monitoring_receive_stale_markers_total", receiver="remote_write") == 1
+    values = world.collector.values()
+    assert set(values) == {"a", "b", "c"} and values["b"] == 1.0
+    assert is_stale(values["a"]) and is_stale(values["c"])
+    assert world.metric("monitoring_receive_stale_markers_total", receiver="remote_write") == 2
+    assert (
+        world.metric(
+            "monitoring_receive_rejected_total", receiver="remote_write", reason="timestamp-too-old"
+        )
+        == 1
+    )
     assert (
         world.metric(
             "monitoring_receive_rejected_total", receiver="remote_write", reason="non-finite-value"
@@ -309,14 +322,16 @@ def test_the_fast_path_agrees_with_a_full_parse(world: World) -> None:
             t = rng.choice([NOW - rng.randrange(10**9), NOW + 7200_000, 1_000])
             ts.samples.add(value=v, timestamp=t)
             lab = {k: x for k, x in labels.items() if x and k != "__name__"}
-            ok = name != "9bad" and v == v and t > 946_684_800_000 and t < NOW + 3600_000
-            if ok:
-                expected.append((key(name, **lab), t, v))
+            ok = name != "9bad" and (v == v or is_stale(v))
+            if ok and 946_684_800_000 < t < NOW + 3600_000:  # markers are passed on too
+                expected.append((key(name, **lab), t, "stale" if is_stale(v) else v))
         if rng.random() < 0.1:
             ts.exemplars.append(b"\x0a\x00")
     r = post(world, snappy(req.SerializeToString()))
     assert r.status_code == 204, r.text
-    assert sorted((k, t, v) for k, _, t, v in world.collector.recorded) == sorted(expected)
+    got = [(k, t, "stale" if is_stale(v) else v) for k, _, t, v in world.collector.recorded]
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    assert any(v == "stale" for _, _, v in got)
     rw = world.receiver.rw
     assert len(rw.by_labels) > 0  # the fast path was taken
 
