@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, require_kafka_access
+from monitoring.config import Settings
 
 produce_app = typer.Typer(help="Send metric samples to the samples topic.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -28,6 +29,16 @@ def _parse_labels(pairs: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"{pair!r} is not k=v", param_hint="--label")
         labels[k.strip()] = v
     return labels
+
+
+def _checked(settings: Settings, bootstrap_servers: str | None, timeout: float = 10.0) -> Settings:
+    """``settings`` (at ``bootstrap_servers`` if given), once Kafka did not refuse its
+    credentials (else exit 1 naming why)."""
+    if bootstrap_servers:
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+        settings = settings.model_copy(update={"kafka": kafka})
+    require_kafka_access(settings, timeout)
+    return settings
 
 
 @produce_app.command("sample")
@@ -53,8 +64,9 @@ def sample(
     from monitoring.sdk.producer import MetricsCollector
 
     labels = _parse_labels(label or [])
+    settings = _checked(load_settings(), bootstrap_servers, timeout)
     with MetricsCollector(
-        load_settings(),
+        settings,
         bootstrap_servers=bootstrap_servers,
         topic=topic,
         source=source,
@@ -106,7 +118,7 @@ def loadgen(
     from monitoring.dev.loadgen import generate
     from monitoring.sdk.producer import MetricsCollector
 
-    settings = load_settings()
+    settings = _checked(load_settings(), bootstrap_servers)
     step = interval_ms or (max(1, round(1000 * series / rate)) if rate else 1000)
     start = start_ms if start_ms is not None else time.time_ns() // 1_000_000
     ticks = generate(series, start, step, seed, late_fraction=late_fraction)

@@ -120,6 +120,7 @@ TOOLS = {
     "rebuild": ["state", "rebuild", "aggregation"],
     "backfill": ["store", "backfill", "--from", "10m", "--timeout", "60"],
     "replay": ["dlq", "replay", "--all"],
+    "produce": ["produce", "sample", "up", "1"],
 }
 
 
