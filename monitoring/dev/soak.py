@@ -20,9 +20,11 @@ counts (every series has one sample per tick, so a window of size W holds exactl
 ticks inside it); and ``alerts_differing`` as the chaos suite counts it.
 
 ``measure_peak`` ramps the same load on a deployment of its own: steps of
-``step_s`` at rates growing by ``factor``; a step holds when the producer reached
-95 % of the rate and the worker and the store committed everything within
-``drain_s`` after it; the peak is the last rate that held.
+``step_s`` at rates growing by ``factor`` (falling by it from the start until one holds,
+if the first does not); a step holds when the producer reached
+95 % of the rate and the worker (samples, and aggregates for the anomaly agent) and the
+store committed everything within ``drain_s`` after it; the peak is the last rate that
+held.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from monitoring.dev.chaos import Webhook, alerts_differing
 from monitoring.dev.deploy import LocalDeployment, free_port
 from monitoring.dev.loadgen import generate
 from monitoring.ops import lag as lag_probe
+from monitoring.runtime import topics
 from monitoring.runtime.admin import admin_client
 from monitoring.sinks.clickhouse.store import GROUP_ID as STORE_GROUP
 
@@ -145,6 +148,7 @@ class Feeder:
         self.first_ms = 0
         self.ticks = 0
         self.hot_sent = 0
+        self.names: set[str] = set()  # the generator's metric names
         self.behind_max_s = 0.0
         self.messages = 0
         self.hot: dict[str, tuple[int, int]] = {}  # cycle -> (first, last hot second)
@@ -177,6 +181,7 @@ class Feeder:
                     self.behind_max_s = max(self.behind_max_s, lag_s)
                 if not handles:
                     handles = [mc.series(s.name, s.labels, s.kind, s.unit).record for s in tick]
+                    self.names = {s.name for s in tick}
                 ts = start_ms + t * iv
                 for record, s in zip(handles, tick, strict=True):
                     record(s.value, ts)
@@ -279,7 +284,8 @@ class SoakConfig:
     settle_s: float = 300.0
     hot_s: int = 30
     cold_s: int = 40
-    ramp_start: float = 15_000.0
+    ramp_start: float = 10_000.0
+    ramp_min: float = 500.0
     ramp_factor: float = 1.5
     ramp_max: float = 400_000.0
     ramp_step_s: float = 40.0
@@ -316,14 +322,17 @@ class SoakResult:
         w = self.cfg.warmup_s
         return [(t, v) for t, v in self.rss.get(name, []) if w <= t <= self.produce_end_s]
 
-    def rss_row(self, name: str) -> tuple[float, float, float, float] | None:
-        """(start MiB, end MiB, growth %, slope MiB/h) over the measured part."""
+    def rss_row(self, name: str) -> tuple[float, float, float, float, float] | None:
+        """(start MiB, end MiB, growth %, slope MiB/h, slope of the second half MiB/h)
+        over the measured part: growth that stops (a bound reached) has a second-half
+        slope near 0, a steady leak the same slope in both."""
         pts = self._window(name)
         if len(pts) < 2:
             return None
         a, b = pts[0][1], pts[-1][1]
-        slope = slope_per_h([(t, v / MiB) for t, v in pts])
-        return a / MiB, b / MiB, 100.0 * (b - a) / a, slope
+        mib = [(t, v / MiB) for t, v in pts]
+        slope, late = slope_per_h(mib), slope_per_h(mib[len(mib) // 2 :])
+        return a / MiB, b / MiB, 100.0 * (b - a) / a, slope, late
 
     @property
     def rss_growth_pct(self) -> float:
@@ -344,14 +353,14 @@ class SoakResult:
             "load averages (1/5/15 min): "
             + "; ".join(f"{k} {a:.2f} {b:.2f} {z:.2f}" for k, (a, b, z) in self.loads),
             f"{'process':<10} {'rss_start_mib':>13} {'rss_end_mib':>11} {'growth_pct':>10} "
-            f"{'slope_mib_per_h':>15}",
+            f"{'slope_mib_per_h':>15} {'2nd_half_slope':>14}",
         ]
         for name in sorted(self.rss):
             row = self.rss_row(name)
             note = "" if name in PIPELINE else "  (not in rss_growth_pct)"
             if row is not None:
                 out.append(f"{name:<10} {row[0]:>13.1f} {row[1]:>11.1f} {row[2]:>10.1f} "
-                           f"{row[3]:>15.2f}{note}")  # fmt: skip
+                           f"{row[3]:>15.2f} {row[4]:>14.2f}{note}")  # fmt: skip
         out.append(f"{'group':<40} {'lag_max':>9} {'lag_max_warm':>12} {'lag_end':>8} (records)")
         for g in sorted(self.lag):
             pts = [(t, v) for t, v in self.lag[g] if t <= self.produce_end_s]
@@ -429,8 +438,8 @@ class SoakRun:
         lines: list[str] = []
         peak = 0.0
         try:
-            rate = c.ramp_start
-            while rate <= c.ramp_max:
+            rate, down = c.ramp_start, False
+            while c.ramp_min <= rate <= c.ramp_max:
                 iv = interval_for(rate, c.n_series)
                 offered = c.n_series * 1000 / iv
                 feeder = Feeder(d, c.n_series, iv, c.seed)
@@ -439,8 +448,8 @@ class SoakRun:
                 t = time.monotonic()
                 drained = False
                 while time.monotonic() - t < c.ramp_drain_s and not drained:
-                    with contextlib.suppress(Exception):
-                        drained = d.drained()
+                    with contextlib.suppress(Exception):  # the anomaly agent's too
+                        drained = d.drained(worker=(topics.SAMPLES, topics.AGGREGATES))
                     if not drained:
                         time.sleep(1.0)  # polling interval
                 took = time.monotonic() - t
@@ -450,10 +459,16 @@ class SoakRun:
                 lines.append(f"ramp {offered:>9,.0f}/s: producer {reached:>9,.0f}/s, "
                              f"drained {drain} -> {verdict}")  # fmt: skip
                 self.say(lines[-1])
-                if not held:
+                if held:
+                    peak = offered
+                    if down:
+                        break
+                    rate *= c.ramp_factor
+                elif peak > 0:
                     break
-                peak = offered
-                rate *= c.ramp_factor
+                else:  # the first step did not hold: down until one does
+                    down = True
+                    rate /= c.ramp_factor
         finally:
             self._stop(d, hook)
         return peak, lines
@@ -479,7 +494,7 @@ class SoakRun:
                    f"{c.ramp_step_s:.0f} s steps, held = drained within "
                    f"{c.ramp_drain_s:.0f} s")  # fmt: skip
             if peak <= 0:
-                raise RuntimeError(f"the ramp's first step did not hold:\n{ramp[0]}")
+                raise RuntimeError("no step of the ramp held:\n" + "\n".join(ramp))
         rate = c.rate or peak / 2
         iv = interval_for(rate, c.n_series)
         hook = Webhook().start()
@@ -511,10 +526,12 @@ class SoakRun:
             loads.append(("end", _loads()))
             self.say("producing stopped; waiting for the store and the alerts")
             windows = d.settings.aggregation.windows_ms
+            # the generator's series only: not soak_hot, not the anomaly agent's scores
+            names = ", ".join(f"'{n}'" for n in sorted(feeder.names))
             check: list[tuple[int, int]] = [(feeder.samples, 0)]
             sql = (
                 "SELECT window_ms, toUnixTimestamp64Milli(window_start), count, count() "
-                f"FROM aggregates FINAL WHERE name != '{HOT}' "
+                f"FROM aggregates FINAL WHERE name IN ({names}) "
                 f"AND window_start >= fromUnixTimestamp64Milli({feeder.first_ms - max(windows)})"
                 " GROUP BY window_ms, window_start, count"
             )
