@@ -27,7 +27,8 @@ resource attributes named in ``promote`` where the point has no such label; ``jo
 from ``service.namespace``/``service.name`` and ``instance`` from
 ``service.instance.id``. The other resource attributes go on one ``target_info``
 gauge (value 1) per resource and request, with ``job`` and ``instance``.
-A point flagged ``NO_RECORDED_VALUE`` is a staleness marker: dropped and counted.
+A gauge or sum point flagged ``NO_RECORDED_VALUE`` is a staleness marker, passed on as
+Prometheus's stale NaN (counted); other flagged points are dropped and counted.
 Refused points are counted per data point (``partial_success.rejected_data_points``).
 """
 
@@ -59,7 +60,7 @@ from monitoring.ingest.receiving import (
     SeriesCache,
     held,
 )
-from monitoring.metrics.samples import InvalidSample
+from monitoring.metrics.samples import STALE_NAN, InvalidSample
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -367,24 +368,25 @@ class Otlp:
         newest = 0
         append = out.points.append
         for p in data.data_points:
-            if p.flags & NO_RECORDED_VALUE:
-                out.stale += 1
-                continue
             t_ns = p.time_unix_nano
             ts = t_ns // 1_000_000
             if ts < lo or ts > hi:
                 reason = "timestamp-too-old" if ts < lo else "timestamp-in-future"
                 out.reject(reason, f"{name}: time_unix_nano {t_ns}")
                 continue
-            vk = p.WhichOneof("value")
-            if vk == "as_double":
+            stale = p.flags & NO_RECORDED_VALUE
+            vk = "stale" if stale else p.WhichOneof("value")
+            if stale:  # the spec's staleness marker: Prometheus's stale NaN, passed on
+                out.stale += 1
+                v = STALE_NAN
+            elif vk == "as_double":
                 v = p.as_double
             elif vk == "as_int":
                 v = float(p.as_int)
             else:
                 out.reject("no-value", f"{name}: a number point without a value")
                 continue
-            if v - v != 0.0:
+            if v - v != 0.0 and not stale:
                 out.reject("non-finite-value", f"{name}: value {v!r}")
                 continue
             attrs = tuple(p.attributes)
@@ -399,7 +401,7 @@ class Otlp:
                     refs[attrs] = ref
                     self._context_entries += 1
                     self._context_bytes += sum(map(len, attrs)) + 50 * len(attrs) + held(ref)
-                if delta:
+                if delta and not stale:
                     v = staged.add_sum((ctx_key, attrs), p.start_time_unix_nano, t_ns, v)
             except InvalidSample as e:
                 out.reject(e.reason, e.detail)

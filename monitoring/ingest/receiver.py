@@ -128,7 +128,7 @@ class Receiver:
         self.stale = Counter(
             "monitoring_receive_stale_markers",
             "Staleness markers received: remote_write's stale NaN (passed on as samples), "
-            "OTLP's NO_RECORDED_VALUE points (dropped).",
+            "OTLP's NO_RECORDED_VALUE points (gauges and sums passed on, others dropped).",
             ["receiver"],
             registry=registry,
         )

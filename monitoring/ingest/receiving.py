@@ -61,7 +61,7 @@ class Converted:
 
     points: list[tuple[Any, int, float]] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
-    stale: int = 0  # staleness markers (remote_write passes them on; OTLP drops them)
+    stale: int = 0  # staleness markers (passed on; OTLP drops flagged histograms, summaries)
     first_error: str = ""
     commit: Callable[[], None] | None = None  # state to keep once the request is admitted
 

@@ -21,6 +21,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
 
 from monitoring.ingest.otlp import OtlpOptions
 from monitoring.ingest.prompb import Status
+from monitoring.metrics.samples import is_stale
 
 NOW_NS = time.time_ns()
 T = NOW_NS // 1_000_000
@@ -334,12 +335,26 @@ def test_refused_points_are_reported_in_partial_success(world: World) -> None:
 
 
 def test_no_recorded_value_is_a_staleness_marker(world: World) -> None:
-    metric = gauge("g", 1)
-    metric.gauge.data_points[0].flags = m.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
-    r = post(world, export(metric))
+    """A flagged gauge or sum point is passed on as Prometheus's stale NaN (the spec's
+    mapping; the pipeline carries it); a delta sum's total is not moved by it; a flagged
+    histogram point is dropped (its bucket series are not known from it)."""
+    flag = m.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+    g = gauge("g", 1)
+    g.gauge.data_points[0].flags = flag
+    d1 = sum_("d", 5, True, DELTA, start_ns=NOW_NS - 2_000_000_000, t_ns=NOW_NS - 1_000_000_000)
+    d2 = sum_("d", 0, True, DELTA, start_ns=NOW_NS - 1_000_000_000, t_ns=NOW_NS)
+    d2.sum.data_points[0].flags = flag
+    h = histogram("h", [1.0], [1, 0], 0.5)
+    h.histogram.data_points[0].flags = flag
+    r = post(world, export(g, d1, d2, h))
     assert r.status_code == 200 and not response(r).HasField("partial_success")
-    assert world.collector.recorded == []
-    assert world.metric("monitoring_receive_stale_markers_total", receiver="otlp") == 1
+    got = [(k, v) for k, _, _, v in world.collector.recorded]
+    assert [k for k, v in got if is_stale(v)] == [key("g", job="svc"), key("d_total", job="svc")]
+    assert [v for k, v in got if not is_stale(v)] == [5.0]
+    assert world.metric("monitoring_receive_stale_markers_total", receiver="otlp") == 3
+    d3 = sum_("d", 2, True, DELTA, start_ns=NOW_NS, t_ns=NOW_NS + 1_000_000)
+    assert post(world, export(d3)).status_code == 200
+    assert world.collector.recorded[-1][3] == 7.0  # the marker did not move the total
 
 
 def test_delta_state_is_bounded() -> None:
