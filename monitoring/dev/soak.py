@@ -439,6 +439,9 @@ class SoakRun:
         peak = 0.0
         try:
             rate, down = c.ramp_start, False
+            # what the worker reads: the anomaly agent's input too
+            sources: tuple[str, ...] = (topics.SAMPLES,)
+            sources += (topics.AGGREGATES,) if d.settings.anomaly.enabled else ()
             while c.ramp_min <= rate <= c.ramp_max:
                 iv = interval_for(rate, c.n_series)
                 offered = c.n_series * 1000 / iv
@@ -448,8 +451,8 @@ class SoakRun:
                 t = time.monotonic()
                 drained = False
                 while time.monotonic() - t < c.ramp_drain_s and not drained:
-                    with contextlib.suppress(Exception):  # the anomaly agent's too
-                        drained = d.drained(worker=(topics.SAMPLES, topics.AGGREGATES))
+                    with contextlib.suppress(Exception):
+                        drained = d.drained(worker=sources)
                     if not drained:
                         time.sleep(1.0)  # polling interval
                 took = time.monotonic() - t
