@@ -48,6 +48,7 @@ from monitoring.runtime.outputs import OutputsLost, producer_config
 log = get_logger("fence")
 OWNER_HEADER = "x-owner"
 # codes of a producer that another one with its transactional id fenced
+ACQUIRE_TIMEOUT_S = 120.0  # init_transactions retried this long, then the process stops
 FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
@@ -76,6 +77,7 @@ class _Writer:
     owner: bytes = b""  # x-owner of its records: <owner>/<term>
     failed: int = 0  # records librdkafka gave up on in the current transaction
     open: bool = False  # a transaction begun and not known committed or aborted
+    committing: bool = False  # its commit timed out: librdkafka resumes it when called again
 
 
 class PartitionFence:
@@ -119,10 +121,16 @@ class PartitionFence:
             }
         )
         started = time.monotonic()
-        try:
-            writer.producer.init_transactions(self.timeout_s * 3)
-        except KafkaException as e:
-            raise OutputsLost(f"{self.state_topic}[{p}]: init_transactions: {e.args[0]}") from e
+        while True:  # a broker restarting or a coordinator moving: retried for a while
+            try:
+                writer.producer.init_transactions(self.timeout_s)
+                break
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                if not err.retriable() or time.monotonic() - started > ACQUIRE_TIMEOUT_S:
+                    raise OutputsLost(f"{self.state_topic}[{p}]: init_transactions: {err}") from e
+                log.warning("acquire_retry", topic=self.state_topic, partition=p,
+                            error=str(err)[:300])  # fmt: skip
         self._writers[p] = writer
         log.info(
             "partition_fenced_for_us",
@@ -163,7 +171,10 @@ class PartitionFence:
         producer = writer.producer
         headers = [(OWNER_HEADER, writer.owner)]
         try:
-            if writer.open and not self._abort(p, writer):  # an earlier attempt unresolved
+            if writer.committing:  # an earlier commit timed out: resume it (librdkafka)
+                producer.commit_transaction(self.timeout_s)
+                writer.committing = writer.open = False
+            elif writer.open and not self._abort(p, writer):  # an earlier attempt failed
                 return False
             producer.begin_transaction()
             writer.open = True
@@ -175,18 +186,23 @@ class PartitionFence:
                         break
                     except BufferError:  # the queue is full: let it drain
                         producer.poll(0.05)
+            writer.committing = True
             producer.commit_transaction(self.timeout_s)
-            writer.open = False
+            writer.committing = writer.open = False
             if writer.failed:  # cannot happen after a successful commit; be sure
                 raise OutputsLost(f"{self.state_topic}[{p}]: {writer.failed} records failed")
             return True
         except KafkaException as e:
             err: KafkaError = e.args[0]
             self._classify(p, err)
-            # retriable, or abortable: abort, and write the checkpoint again later
+            # the checkpoint is written again at the next tick: a commit that timed out is
+            # resumed first (it may land: the retry rewrites the same values), anything
+            # else is aborted
             log.warning("state_commit_retry", topic=self.state_topic, partition=p,
                         error=str(err)[:300])  # fmt: skip
-            self._abort(p, writer)
+            if err.txn_requires_abort() or not (writer.committing and err.retriable()):
+                writer.committing = False
+                self._abort(p, writer)
             return False
 
     def _abort(self, p: int, writer: _Writer) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from datetime import datetime
 from typing import Any
@@ -116,17 +117,17 @@ def test_a_transaction_left_open_is_aborted_by_the_next_owner(kafka_settings: Se
 
 
 def log_events(p: Pipeline, name: str, event: str) -> list[dict[str, Any]]:
-    """The JSON log records of process ``name`` with event ``event``."""
+    """The JSON log records of process ``name`` with event ``event`` (flat objects:
+    found anywhere in a line, as a terminal escape or another process's write may
+    share it)."""
     path = p.dir / f"{name}.log"
+    text = path.read_text(errors="replace") if path.exists() else ""
     out = []
-    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        if f'"{event}"' in line:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == event:
-                out.append(rec)
+    for found in re.findall(r'\{[^{}]*"event": "' + re.escape(event) + r'"[^{}]*\}', text):
+        try:
+            out.append(json.loads(found))
+        except ValueError:
+            continue
     return out
 
 
