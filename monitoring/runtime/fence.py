@@ -33,6 +33,7 @@ docs/ha.md (worker agents) for why that is safe.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -98,7 +99,7 @@ class PartitionFence:
         self._config = config  # further librdkafka settings (tests)
         self._writers: dict[int, _Writer] = {}
         self.commits = 0
-        self.terms = 0  # acquires so far: each begins a term of its own
+        self._terms = itertools.count(1)  # each acquire begins a term (threads share it)
 
     @property
     def partitions(self) -> list[int]:
@@ -109,8 +110,7 @@ class PartitionFence:
         """Fence every former writer of partition ``p``; blocking (call it in a thread,
         before reading ``p``'s state). A producer of ``p`` held already is replaced."""
         self.release(p)
-        self.terms += 1
-        writer = _Writer(owner=b"%s/%d" % (self.owner, self.terms))
+        writer = _Writer(owner=b"%s/%d" % (self.owner, next(self._terms)))
         writer.producer = Producer(
             {
                 **producer_config(self.kafka, lambda err, _m: self._on_delivery(writer, err)),
