@@ -71,3 +71,22 @@ SELECT count() AS incidents,
 FROM ({ACKED_INCIDENTS})
 WHERE fired_ms >= {{start_ms:Int64}} AND fired_ms < {{end_ms:Int64}}
 """
+
+# The Alerts dashboard's panels (infra/dashboards/alerts.yaml holds the same text, with
+# the limit filled in: a dashboard binds only start_ms, end_ms and step_s; a unit test
+# keeps the two equal)
+DASHBOARD_LIMIT = 500
+DASHBOARD_MTTA = f"""
+SELECT mtta_s AS MTTA, mttr_s AS MTTR FROM ({MTTA_MTTR})
+""".replace("{limit:UInt32}", str(DASHBOARD_LIMIT))
+DASHBOARD_INCIDENTS = f"""
+SELECT alertname, fromUnixTimestamp64Milli(fired_ms) AS fired,
+       if(resolved_ms IS NULL, 'firing', toString(fromUnixTimestamp64Milli(resolved_ms)))
+         AS resolved,
+       if(acked_ms = 0, '', toString(fromUnixTimestamp64Milli(acked_ms))) AS acknowledged,
+       acked_by AS by,
+       if(acked_ms = 0, NULL, round((acked_ms - fired_ms) / 1000)) AS to_ack_s,
+       arrayStringConcat(arrayMap((k, v) -> concat(k, '=', v), mapKeys(labels),
+                                  mapValues(labels)), ', ') AS labels
+FROM ({ACKED_INCIDENTS})
+""".replace("{limit:UInt32}", str(DASHBOARD_LIMIT))

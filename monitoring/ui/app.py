@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from monitoring.api.guard import Guard, Refused
 from monitoring.config import Settings
+from monitoring.query.alert_state import ACKED_INCIDENTS
 from monitoring.ui.dashboards import (
     Dashboard,
     DashboardError,
@@ -82,6 +83,7 @@ MAX_ANNOTATIONS = 500  # events of one annotation over a range
 # to half the step (max_source_resolution): a 24 h panel at 2 min reads 1 min windows,
 # a gauge's value is then at most half a pixel old; shorter steps read raw samples
 MIN_WINDOWED_STEP_S = 60
+MAX_BANDS = 500  # alert incidents drawn over a range
 MAX_EXPORTS = 4  # exports in the making at once (more: 503); rendering is CPU-bound
 EXPORT_THREADS = 2  # of them drawing at once
 FIRING_SQL = """
@@ -182,6 +184,7 @@ class UiApp:
             Route("/api/ui/dashboards/{name}/variables/{var}", self.variable, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/annotations", self.annotations, methods=["GET"]),
             Route("/api/ui/dashboards/{name}/grafana", self.grafana, methods=["GET"]),
+            Route("/api/ui/alert-bands", self.alert_bands, methods=["GET"]),
             Route("/api/ui/home", self.home, methods=["GET"]),
             Route("/api/ui/events", self.events, methods=["GET"]),
         ]
@@ -476,6 +479,30 @@ class UiApp:
                         "text": [text for _, text in events]})  # fmt: skip
         return _Json({"annotations": out})
 
+    async def alert_bands(self, request: Request) -> Response:
+        """The alert incidents overlapping the range (the store's ``alert_events`` and
+        ``alert_acks``), for the pages to draw as bands on the series they match."""
+        try:
+            start, end = self._range(request)
+            params = {"param_start_ms": str(start), "param_end_ms": str(end),
+                      "param_limit": str(MAX_BANDS)}  # fmt: skip
+            _, rows = await self.store.sql(ACKED_INCIDENTS, params, MAX_BANDS)
+        except PanelError as e:
+            return self._refuse(400, "bad-band-request", str(e))
+        except StoreError as e:
+            return _Json({"error": e.message}, status_code=_status(e.status))
+        bands = []
+        for r in rows:
+            if len(r) < 8 or not isinstance(r[2], dict):
+                continue
+            labels = {str(k)[:200]: str(v)[:500] for k, v in list(r[2].items())[:64]}
+            bands.append({
+                "fingerprint": str(r[0])[:64], "alertname": str(r[1])[:200], "labels": labels,
+                "from": _ms(r[3]), "to": _ms(r[4]), "resolved": r[5] is not None,
+                "acked_ms": _ms(r[6]) or None, "acked_by": str(r[7])[:200],
+            })  # fmt: skip
+        return _Json({"bands": bands})
+
     async def variable(self, request: Request) -> Response:
         try:
             d = self._dashboard(request.path_params["name"])
@@ -638,6 +665,14 @@ class _Json(JSONResponse):
 class _Refusal(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+def _ms(v: Any) -> int:
+    """An epoch-ms cell of the store's answer (a number, or its text), else 0."""
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _int(request: Request, key: str, default: int) -> int:

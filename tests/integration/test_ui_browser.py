@@ -232,9 +232,10 @@ def test_hostile_label_values_are_shown_as_text_and_never_run(ui: Ui) -> None:
     assert any("&lt;script&gt;window.__xss = 7&lt;/script&gt;" in h for h in hover), hover
     shapes = page.evaluate(
         "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
-        ".layout.shapes.length"
+        ".layout.shapes.map(s => s.type)"
     )
-    assert shapes == 11  # the anomaly annotations, one line each
+    # the anomaly annotations, one line each; the two alert incidents' bands
+    assert shapes.count("line") == 11 and shapes.count("rect") == 2, shapes
     page.select_option('select[data-var="host"]', HOSTILE[1])
     page.wait_for_function(PANELS_DONE, timeout=30_000)
     assert panel_states(page)["cpu_by_host"][0] == "ok"  # the value is matched literally
@@ -370,6 +371,48 @@ def test_a_panel_exports_csv_and_png(ui: Ui) -> None:
     assert png.suggested_filename == "system-cpu_by_host.png"
     png.save_as(ARTIFACTS / png.suggested_filename)
     assert (ARTIFACTS / png.suggested_filename).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert errors == [], errors
+    page.close()
+
+
+def test_firing_alerts_are_bands_on_the_series_they_match(ui: Ui) -> None:
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/system?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    bands = page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('.panel[data-bands]')]"
+        ".map(p => [p.dataset.panel, Number(p.dataset.bands)]))"
+    )
+    # HighCPU{host="node-000"} and the hostile alert on a hostile host: both match the
+    # panels split by host; nothing else stores alert state in this world
+    assert bands.get("cpu_by_host") == 2 and bands.get("memory_by_host") == 1, bands
+    shapes = page.evaluate(
+        "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
+        ".layout.shapes.filter(s => s.type === 'rect').map(s => [s.x0, s.x1])"
+    )
+    end = ui.world.end_ms
+    assert [end - 1_800_000, end - 1_200_000] in shapes  # fired, resolved
+    hover = page.evaluate(
+        "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
+        ".data.find(t => t.name === 'alerts').hovertext"
+    )
+    assert "HighCPU firing, acknowledged by ann" in hover
+    assert any("&lt;script&gt;" in h and "(not resolved)" in h for h in hover), hover
+    page.hover('[data-panel="cpu_by_host"] .js-plotly-plot')
+    assert_nothing_ran(page, errors)
+    assert errors == [], errors
+
+    page.goto(f"{ui.server.url}/d/alerts?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    states = panel_states(page)
+    assert states["incidents"][0] == "ok" and states["incidents"][1] == 2, states
+    cells = page.locator('[data-panel="incidents"] tbody').inner_text()
+    assert "HighCPU" in cells and HOSTILE[1] in cells and "window.__xss = 7" in cells
+    # MTTA: acknowledged 3 and 5 min after firing
+    stats = page.locator('[data-panel="mtta_mttr"] .stat-item').all_inner_texts()
+    assert len(stats) == 2 and "4" in stats[0], stats
+    assert_nothing_ran(page, errors)
+    page.screenshot(path=str(ARTIFACTS / "alerts-incidents.png"), full_page=True)
     assert errors == [], errors
     page.close()
 

@@ -17,6 +17,7 @@
     panels: [], // {panel, node, body, note, seq}
     timer: null,
     annotations: [], // [{name, color, t, text}]
+    bands: [], // alert incidents: [{alertname, labels, from, to, resolved, acked_ms, acked_by}]
   };
   const ALL = "$__all";
   const PLOTLY_CONFIG = { displaylogo: false, responsive: true,
@@ -256,7 +257,10 @@
         }));
         const lay = layout(p, r);
         const drawn = traces.length;
-        if (p.type === "timeseries") annotate(traces, lay);
+        if (p.type === "timeseries") {
+          annotate(traces, lay);
+          entry.node.setAttribute("data-bands", String(band(traces, lay, series)));
+        }
         plot(entry, traces, lay);
         return drawn;
       }
@@ -482,11 +486,57 @@
     }
   }
 
+  async function loadBands() {
+    if (!state.panels.some((e) => e.panel.type === "timeseries")) return;
+    const r = range();
+    try {
+      const res = await api(`/api/ui/alert-bands?start=${r.start}&end=${r.end}`);
+      state.bands = res.bands || [];
+    } catch (e) {
+      state.bands = []; // a store without the alert tables: no bands, the panels still draw
+    }
+  }
+
+  // An alert matches a series when they share a label (other than alertname, severity
+  // and __name__) and agree on every label they share: HighCPU{host="a"} is drawn on
+  // the series of host "a" in a panel split by host, not on one split by service.
+  const BAND_SKIP = new Set(["alertname", "severity", "__name__"]);
+  function bandMatches(b, series) {
+    return series.some((f) => {
+      const labels = f.labels || {};
+      let shared = 0;
+      for (const [k, v] of Object.entries(b.labels || {})) {
+        if (BAND_SKIP.has(k) || !Object.prototype.hasOwnProperty.call(labels, k)) continue;
+        if (labels[k] !== v) return false;
+        shared++;
+      }
+      return shared > 0;
+    });
+  }
+
+  // Firing alerts as red bands behind the lines (at most 100 a panel), each with a
+  // marker at its start whose hover says which alert and who acknowledged it.
+  function band(traces, lay, series) {
+    const hits = state.bands.filter((b) => b.to > b.from && bandMatches(b, series)).slice(0, 100);
+    if (!hits.length) return 0;
+    lay.shapes = (lay.shapes || []).concat(hits.map((b) => ({
+      type: "rect", xref: "x", yref: "paper", x0: b.from, x1: b.to, y0: 0, y1: 1,
+      fillcolor: "rgba(242, 73, 92, 0.15)", line: { width: 0 }, layer: "below" })));
+    const text = hits.map((b) => plotlyText(`${b.alertname} firing` +
+      (b.resolved ? "" : " (not resolved)") +
+      (b.acked_ms ? `, acknowledged by ${b.acked_by}` : ", not acknowledged")));
+    traces.push({ type: "scatter", mode: "markers", name: "alerts", x: hits.map((b) => b.from),
+      y: hits.map(() => 1), yaxis: "y2", hovertext: text, hoverinfo: "text+x", showlegend: false,
+      marker: { color: "#f2495c", size: 7, symbol: "triangle-right" } });
+    lay.yaxis2 = { overlaying: "y", range: [0, 1.05], visible: false, fixedrange: true };
+    return hits.length;
+  }
+
   async function refreshAll() {
     status("");
     zoomGuard = true;
     try {
-      await loadAnnotations();
+      await Promise.all([loadAnnotations(), loadBands()]);
       await Promise.all(state.panels.map(refreshPanel));
     } finally {
       zoomGuard = false;
