@@ -51,6 +51,7 @@ class Candidate:
     detector: str
     options: Mapping[str, Any] = field(default_factory=dict)
     why: str = ""
+    suppress: int | None = None  # points after a detection that score 0 (None: the spec's)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class CvResult:
     chosen: str = ""  # the candidate chosen on every file: what ships (not a test score)
     chosen_threshold: float = 0.0
     chosen_score: float = 0.0  # its score on the files it was chosen on
+    #: candidate -> (CV mean, CV worst) of that candidate alone (its settings fixed, the
+    #: threshold still chosen in each fold): how flat the figure is around the defaults
+    sensitivity: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
@@ -161,18 +165,27 @@ def _file_result(sf: Any, hits: Sequence[int]) -> tuple[float, int, int]:
     return raw, len(best), fp
 
 
-def cross_validate(
+@dataclass
+class _Replayed:
+    """Every candidate's detections on every file, per threshold, and what scores them."""
+
+    nab: ModuleType
+    corpus: list[Any]
+    cost: Mapping[str, float]
+    # candidate -> threshold -> per file (raw score, windows detected, false positives)
+    scored: dict[str, dict[float, list[tuple[float, int, int]]]]
+    points: int
+    cpu_s: float
+
+
+def _replay(
     nab_dir: Path,
     grid: Sequence[Candidate],
-    *,
-    files_per_category: int = 0,
-    progress: Callable[[str], None] = lambda _m: None,
-) -> CvResult:
-    """Leave-one-category-out over ``nab_dir`` (module docstring).
-
-    ``files_per_category`` > 0 keeps only the first that many files of each category
-    (quick iterations; report the full run).
-    """
+    files_per_category: int,
+    progress: Callable[[str], None],
+) -> _Replayed:
+    """Replay each distinct setting of ``grid`` once over the corpus (candidates that
+    differ only in ``suppress`` share a replay: suppression is applied afterwards)."""
     nab = load_score_module(nab_dir)
     src = nab.NabSource(str(nab_dir))
     corpus = nab.load_corpus(src)
@@ -188,14 +201,18 @@ def cross_validate(
     data = {df.relpath: read_series(nab_dir / "data" / df.relpath) for df in corpus}
     points = sum(len(ts) for ts, _ in data.values())
     base = [nab.Scored(df, [0.0] * df.n, cost) for df in corpus]  # credits per row
-    # candidate -> threshold -> per file (raw score, windows detected, false positives)
     scored: dict[str, dict[float, list[tuple[float, int, int]]]] = {}
+    free: dict[str, list[list[float]]] = {}  # unsuppressed scores by setting
     cpu = 0.0
+    replays = 0
     for cand in grid:
-        progress(f"replaying {cand.name}")
-        suppress = get_spec(cand.detector).suppress
+        spec = get_spec(cand.detector)
+        suppress = spec.suppress if cand.suppress is None else cand.suppress
+        key = f"{cand.detector}:{sorted(cand.options.items())!r}"
         t0 = time.process_time()
-        if get_spec(cand.detector).protect:  # learning depends on the level: replay each
+        if spec.protect:  # learning depends on the level: replay each
+            progress(f"replaying {cand.name}")
+            replays += len(THRESHOLDS)
             runs = {
                 thr: [score_file(cand, *data[df.relpath], thr) for df in corpus]
                 for thr in THRESHOLDS
@@ -205,18 +222,28 @@ def cross_validate(
                 for thr, rs in runs.items()
             }
         else:
-            raw = [score_file(cand, *data[df.relpath]) for df in corpus]
-            hits = {thr: [detections(r, thr, suppress) for r in raw] for thr in THRESHOLDS}
+            if key not in free:
+                progress(f"replaying {cand.name}")
+                replays += 1
+                free[key] = [score_file(cand, *data[df.relpath]) for df in corpus]
+            hits = {thr: [detections(r, thr, suppress) for r in free[key]] for thr in THRESHOLDS}
         cpu += time.process_time() - t0
         scored[cand.name] = {
             thr: [_file_result(sf, h) for sf, h in zip(base, hs, strict=True)]
             for thr, hs in hits.items()
         }
+    return _Replayed(nab, corpus, cost, scored, points * replays, cpu)
+
+
+def _folds(
+    rp: _Replayed, grid: Sequence[Candidate]
+) -> tuple[list[Fold], dict[str, dict[str, float]]]:
+    """Each held-out category's fold: chosen on the others, scored on it."""
+    nab, corpus, cost, scored = rp.nab, rp.corpus, rp.cost, rp.scored
     with_windows = sorted({df.category for df in corpus if df.windows})
     always = {df.category for df in corpus} - set(with_windows)
     folds: list[Fold] = []
     table: dict[str, dict[str, float]] = {}
-    final = _choose(nab, grid, corpus, scored, list(range(len(corpus))), cost)
     for held in with_windows:
         train_idx = [i for i, df in enumerate(corpus) if df.category != held]
         test_idx = [
@@ -233,7 +260,32 @@ def cross_validate(
                 sum(r[2] for r in res),
             )
         )  # fmt: skip
-    return CvResult(folds, table, points * len(grid), cpu, final[1].name, final[2], final[0])
+    return folds, table
+
+
+def cross_validate(
+    nab_dir: Path,
+    grid: Sequence[Candidate],
+    *,
+    files_per_category: int = 0,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> CvResult:
+    """Leave-one-category-out over ``nab_dir`` (module docstring), with the grid's
+    choice made inside each fold (nested), and each candidate's own CV alone
+    (``sensitivity``: its settings fixed, the threshold chosen in the folds).
+
+    ``files_per_category`` > 0 keeps only the first that many files of each category
+    (quick iterations; report the full run).
+    """
+    rp = _replay(nab_dir, grid, files_per_category, progress)
+    folds, table = _folds(rp, grid)
+    final = _choose(rp.nab, grid, rp.corpus, rp.scored, list(range(len(rp.corpus))), rp.cost)
+    sens: dict[str, tuple[float, float]] = {}
+    for cand in grid:
+        alone, _ = _folds(rp, [cand])
+        scores = [f.test_score for f in alone]
+        sens[cand.name] = (sum(scores) / len(scores), min(scores))
+    return CvResult(folds, table, rp.points, rp.cpu_s, final[1].name, final[2], final[0], sens)
 
 
 def _choose(
@@ -269,11 +321,38 @@ def _choose(
     return best[cand.name][0], cand, best[cand.name][1], {k: v[0] for k, v in best.items()}
 
 
+#: Each tunable constant of ``robust`` with its neighbours: half and twice the value
+#: where that is meaningful, else the values either side (damping factors: a stronger
+#: one and none; margins: none and a wider one). Memory-bound sizes (``window``,
+#: ``buckets``) only downwards: twice would break the 50 KB per series budget.
+NEIGHBOURS_OF: tuple[tuple[str, tuple[float, ...], str], ...] = (
+    ("window", (300,), "points in each rolling window (memory-bound: not 1,200)"),
+    ("buckets", (72,), "time-of-day buckets of the daily profile (memory-bound: not 288)"),
+    ("min_count", (10, 40), "points before a residual is scored"),
+    ("rel_floor", (5e-4, 2e-3), "the least scale, relative to the level"),
+    ("mae_alpha", (1 / 250, 1 / 1000), "memory of the mean absolute changes (points^-1)"),
+    ("mae_floor", (0.25, 1.0), "the least scale, a share of the mean absolute change"),
+    ("likelihood_alpha", (1 / 500, 1 / 2000), "the likelihood's memory (points^-1)"),
+    ("record", (50, 200), "points of the burst record"),
+    ("record_damp", (0.25, 1.0), "the damping of a surprise within the burst record"),
+    ("record_margin", (1.0, 1.05), "how much above the burst record a surprise is new"),
+    ("daily_tol", (3, 12), "buckets after this time yesterday that the daily damping reads"),
+    ("daily_damp", (0.3, 1.0), "how much a surprise seen yesterday is damped"),
+    ("daily_margin", (1.0, 1.5), "how much above yesterday's a surprise is new"),
+    ("recur_days", (1, 3), "days a surprise must recur on to be a daily job"),
+    ("recur_tol", (3, 12), "buckets either side that count as the same time of day"),
+    ("recur_damp", (0.15, 1.0), "how much a surprise seen on each of those days is damped"),
+    ("range_tol", (0.05, 0.2), "the margin around the range seen (share of it)"),
+    ("range_score", (0.25, 1.0), "the least score of a value outside the range"),
+    ("range_min_count", (150, 600), "points before the range is trusted"),
+    ("range_decay", (5e-5, 2e-4), "how fast the range relaxes towards the data (per point)"),
+)
+
 #: The candidate settings; within one window of the best, the earlier one wins. The
-#: first four are structural questions about production series; the rest move one
-#: constant of the default each to the values considered when it was first set (on
-#: every dev file), so that its choice, too, is made inside the folds and its cost
-#: shows in the test scores.
+#: first five are structural questions about production series; the rest move one
+#: constant of the default each to its neighbours (:data:`NEIGHBOURS_OF`, and the
+#: suppression length), so that every constant's choice is made inside the folds
+#: (nested) and its cost shows in the sensitivity table.
 GRID: tuple[Candidate, ...] = (
     Candidate(
         "robust", "robust", {},
@@ -289,20 +368,21 @@ GRID: tuple[Candidate, ...] = (
         "can hide an incident that repeats yesterday's",
     ),
     Candidate(
+        "no-burst", "robust", {"record": 0},
+        "no burst damping: the likelihood alone judges a repeated surprise",
+    ),
+    Candidate(
         "core", "robust", {"range_score": 0.0, "daily_tol": -1, "recur_days": 0},
         "forecasters, likelihood and burst damping only: the fewest parts",
     ),
     *(
         Candidate(f"{key}={value:g}", "robust", {key: value}, why)
-        for key, values, why in (
-            ("record_margin", (1.0, 1.05), "how much above the recent record a surprise is new"),
-            ("daily_damp", (0.5, 0.7), "how much a surprise seen yesterday is damped"),
-            ("daily_margin", (1.0, 1.5), "how much above yesterday's a surprise is new"),
-            ("recur_damp", (0.5, 1.0), "how much a surprise seen on two days is damped"),
-            ("likelihood_alpha", (1 / 500, 1 / 2000), "the likelihood's memory (points^-1)"),
-            ("range_tol", (0.05, 0.2), "the margin around the range seen (share of it)"),
-        )
+        for key, values, why in NEIGHBOURS_OF
         for value in values
+    ),
+    *(
+        Candidate(f"suppress={n}", "robust", {}, "points silenced after a detection", n)
+        for n in (10, 40)
     ),
 )  # fmt: skip
 
@@ -322,6 +402,13 @@ def format_report(res: CvResult, grid: Sequence[Candidate]) -> list[str]:
         f"(in-sample {res.chosen_score:.2f}, not a test score)"
     )
     if len(grid) > 1:
+        lines.append(
+            "sensitivity (each candidate alone: settings fixed, threshold chosen in the folds):"
+        )
+        lines += [
+            f"  {name}: cv_mean={m:.2f} cv_worst={w:.2f}"
+            for name, (m, w) in res.sensitivity.items()
+        ]
         for held, row in res.train_table.items():
             cells = " ".join(f"{k}={v:.2f}" for k, v in row.items())
             lines.append(f"  train scores without {held}: {cells}")

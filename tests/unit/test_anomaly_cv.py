@@ -121,3 +121,20 @@ def test_detections_from_unsuppressed_scores_are_the_scorers_at_that_level() -> 
         hits = detections(free, thr, suppress=20)
         assert hits == [i for i, x in enumerate(at) if x >= thr]
     assert detections(free, 0.38, suppress=20)  # the spike is found
+
+
+def test_sensitivity_is_each_candidate_alone_and_suppress_is_applied_after_replay(
+    corpus: Path,
+) -> None:
+    grid = (*GRID, Candidate("suppress=0", "robust", {}, "no suppression", suppress=0))
+    res = cross_validate(corpus, grid)
+    for cand in grid:
+        alone = cross_validate(corpus, [cand])
+        assert res.sensitivity[cand.name] == (alone.mean, alone.worst)
+    # a candidate that differs only in suppress shares the replay, not the detections
+    ts, vs = read_series(corpus / "data" / "catA" / "s0.csv")
+    free = score_file(grid[0], ts, vs)
+    assert detections(free, 0.36, 0) == [i for i, s in enumerate(free) if s >= 0.36]
+    lines = format_report(res, grid)
+    assert any(ln.startswith("  suppress=0: cv_mean=") for ln in lines)
+    assert res.points == 2 * sum(len(read_series(p)[0]) for p in corpus.glob("data/*/*.csv"))
