@@ -398,7 +398,9 @@ class AnomalySettings(_Section):
 
     ``detector`` is the default detector's name, ``detectors`` picks others per metric
     name pattern (first match wins). Points before ``warmup`` raise no anomaly events;
-    a score at or above ``threshold`` is an anomaly event. Series with no point for
+    a score at or above ``threshold`` is an anomaly event; unset (the default), each
+    detector's own alert level, where its detections and suppression start (``robust``:
+    0.36, the cross-validated decision threshold of docs/anomaly.md). Series with no point for
     ``idle_eviction`` of event time are evicted. At most ``max_series`` series of a
     partition, and ``max_series_per_worker`` of every partition one worker holds, have
     a detector (tens of kilobytes each, up to about 44 KB: 15,000 is about 650 MB); a
@@ -412,7 +414,9 @@ class AnomalySettings(_Section):
     detector: str = "default"
     detectors: list[DetectorRoute] = []
     warmup: int = Field(0, ge=0, description="0: the detector's own default")
-    threshold: float = Field(0.9, gt=0, le=1)
+    threshold: float | None = Field(
+        None, gt=0, le=1, description="unset: the detector's alert level (docs/anomaly.md)"
+    )
     idle_eviction: Duration = timedelta(hours=6)
     max_series: int = Field(5_000, ge=1, description="series with a detector, per partition")
     max_series_per_worker: int = Field(

@@ -11,7 +11,8 @@ and publishes
   ``closed_by="anomaly"``) on the aggregates topic, so the store keeps it and alert
   rules see it like any other series;
 - an ``Anomaly`` event (``schemas/anomaly.v3.avsc``) on the anomalies topic when the
-  detector is past its warm-up and the score reaches ``anomaly.threshold``, with the
+  detector is past its warm-up and the score reaches ``anomaly.threshold`` (unset: the
+  detector's alert level, the cross-validated decision threshold), with the
   value the detector expected, the band it judged against and the components that
   fired (``value 812, expected 120-310``).
 
@@ -32,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitoring.anomaly import DEFAULT_DETECTOR, detector_names
 from monitoring.anomaly.partition import PartitionScorers
+from monitoring.anomaly.registry import get_spec
 from monitoring.anomaly.scorer import Scored, SeriesScorer
 from monitoring.config import AnomalySettings, Settings, ms
 from monitoring.log import get_logger
@@ -139,6 +141,13 @@ class AnomalyAgent(StreamAgent[PartitionScorers]):
             return SeriesScorer(detector, warmup=self.settings.warmup)
         return SeriesScorer(detector)
 
+    def threshold(self, metric: str) -> float:
+        """The score from which a point of ``metric`` is an anomaly event:
+        ``anomaly.threshold``, or unset, its detector's alert level."""
+        if self.settings.threshold is not None:
+            return self.settings.threshold
+        return get_spec(self.choice.resolved(metric)).alert_level
+
     def health(self, states: Mapping[int, PartitionScorers]) -> dict[str, Any]:
         """The number of series with a detector, and the worker's bound."""
         return {
@@ -178,7 +187,8 @@ class AnomalyAgent(StreamAgent[PartitionScorers]):
             1, s, s, s, s, s, s, s, s, closed_by="anomaly",
         )  # fmt: skip
         out.send(self.aggregates_topic, key.encode(), self.encoder.encode(agg))
-        if not scored.warm or s < self.settings.threshold:
+        threshold = self.threshold(src.name)
+        if not scored.warm or s < threshold:
             return
         self.metrics.anomalies.inc()
         event = {
@@ -191,7 +201,7 @@ class AnomalyAgent(StreamAgent[PartitionScorers]):
             "detector": self.choice.resolved(src.name),
             "window_ms": src.window_ms,
             "field": self.settings.field,
-            "threshold": self.settings.threshold,
+            "threshold": threshold,
             "signals": {k: float(v) for k, v in scored.signals.items()},
             "expected": scored.expected,
             "lower": scored.lower,

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer
 from fixtures.progress import committed
 
 from monitoring.anomaly import DEFAULT_DETECTOR
+from monitoring.anomaly.registry import get_spec
 from monitoring.anomaly.scorer import SeriesScorer
 from monitoring.dev.deploy import BIN
 from monitoring.dev.deploy import LocalDeployment as Pipeline
@@ -112,7 +113,7 @@ def test_anomaly_scores_survive_kill_and_match_oracle_and_replay(
     expected: dict[tuple[str, int], float] = {}
     anomalies: set[tuple[str, int]] = set()
     bands: dict[tuple[str, int], tuple] = {}  # what each anomaly was judged against
-    threshold = pipeline.settings.anomaly.threshold
+    threshold = pipeline.settings.anomaly.threshold or get_spec(DEFAULT_DETECTOR).alert_level
     for key, seq in means.items():
         scorer = SeriesScorer(DEFAULT_DETECTOR)
         for ts, mean in seq:

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from prometheus_client import CollectorRegistry
 
 from monitoring.agents.anomaly import AnomalyAgent
+from monitoring.anomaly import DEFAULT_DETECTOR
+from monitoring.anomaly.registry import get_spec
 from monitoring.config import Settings
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import series_key
@@ -114,3 +116,25 @@ async def test_a_crash_anywhere_gives_the_same_scores(
     await run_with_crashes(rt, cuts)
     await rt.run_until_idle()
     assert scores(rt) == scores(clean)
+
+
+async def test_events_start_at_the_detectors_alert_level_unless_a_threshold_is_set() -> None:
+    """Unset, ``anomaly.threshold`` is the detector's alert level (the cross-validated
+    decision threshold): every warm point scoring at least it is an event; a set
+    threshold is used as given."""
+    level = get_spec(DEFAULT_DETECTOR).alert_level
+    for threshold, expect in ((None, level), (0.9, 0.9)):
+        conf = Settings(anomaly={"warmup": 30, "threshold": threshold})  # type: ignore[arg-type]
+        rt = MemoryRuntime(lambda c=conf: AnomalyAgent(c, CollectorRegistry(), CODEC))
+        produce(rt)
+        await rt.run_until_idle()
+        events = [CODEC.decode(v).record for v in rt.values(ANOMALIES)]
+        assert events and {e["threshold"] for e in events} == {expect}
+        assert {(e["series"], e["timestamp_ms"]) for e in events} == {
+            (series_key("temp", {"room": room}), ts)
+            for (key, ts), s in scores(rt).items()
+            for room in ("a", "b")
+            if key == series_key("anomaly_score", {"room": room, "metric": "temp"})
+            and s >= expect
+            and ts >= BASE + 30 * W
+        }
