@@ -24,6 +24,13 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
+
+# Hypothesis's default 200 ms deadline per example and its too_slow health check are
+# assertions on time: on a loaded 2-core machine (the suite on parallel workers, other
+# runs beside it) an example that is slow is not wrong. Tests assert on results.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:  # makes `fixtures` importable under any --import-mode
