@@ -401,6 +401,14 @@ def format_report(res: CvResult, grid: Sequence[Candidate]) -> list[str]:
         f"chosen on every file (what ships): {res.chosen} threshold={res.chosen_threshold:.4f} "
         f"(in-sample {res.chosen_score:.2f}, not a test score)"
     )
+    shipped = next((c for c in grid if c.name == res.chosen), None)
+    if shipped is not None:
+        level = get_spec(shipped.detector).alert_level
+        agree = "agrees" if abs(level - res.chosen_threshold) < 1e-9 else "DISAGREES"
+        lines.append(
+            f"registered alert level of {shipped.detector}: {level:.4f} ({agree}; the agent's "
+            "events start there unless anomaly.threshold is set)"
+        )
     if len(grid) > 1:
         lines.append(
             "sensitivity (each candidate alone: settings fixed, threshold chosen in the folds):"
