@@ -1,7 +1,8 @@
 """The UI server's own cost of one range panel, in-process: the panel route over a
 stand-in store (httpx's MockTransport) answering ``series`` x ``points`` in
 Prometheus's JSON, the way ``monitoring bench ui`` shapes it. Prints the route's
-p50/p99 and the parts (parse the store's JSON, make the frames, encode the answer);
+p50/p99 and the parts (parse the store's JSON, make the frames, encode the answer,
+with orjson as the UI does, and with the standard library's json for comparison);
 no network, no store. Run: ``.venv/bin/python -m monitoring.bench.ui_panel``.
 """
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 from prometheus_client import CollectorRegistry
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
@@ -96,25 +98,40 @@ def main(argv: list[str] | None = None) -> None:
         route = route[2:]
         body = next(iter(cache.values()))
     parse: list[float] = []
+    parse_std: list[float] = []
     shape: list[float] = []
     encode: list[float] = []
+    encode_std: list[float] = []
     query = Query(promql="x", legend="{{i}}")
     for _ in range(a.runs):
         t0 = time.perf_counter()
-        data = json.loads(body)["data"]
+        data = orjson.loads(body)["data"]  # what the UI's store client does
         t1 = time.perf_counter()
         frames = panels.prom_frames(data, query, a.series, start_ms, step, end_ms)[0]
         t2 = time.perf_counter()
-        JSONResponse({"frames": frames})
+        orjson.dumps({"frames": frames})  # what the UI's answers do
         t3 = time.perf_counter()
+        json.loads(body)  # the standard library, for comparison
+        t4 = time.perf_counter()
+        JSONResponse({"frames": frames})
+        t5 = time.perf_counter()
         parse.append(t1 - t0)
         shape.append(t2 - t1)
         encode.append(t3 - t2)
+        parse_std.append(t4 - t3)
+        encode_std.append(t5 - t4)
         del data, frames  # freed here, not inside the next run's timings
     print(f"panel route, {a.series} series x {a.points} points: store answer {len(body)} bytes, "
           f"UI answer {size} bytes")  # fmt: skip
-    for name, xs in (("route", route), ("parse", parse), ("frames", shape), ("encode", encode)):
-        print(f"  {name:7s} p50 {ms(xs, 0.5):7.1f} ms  p99 {ms(xs, 0.99):7.1f} ms  "
+    for name, xs in (
+        ("route", route),
+        ("parse", parse),
+        ("frames", shape),
+        ("encode", encode),
+        ("parse with json", parse_std),
+        ("encode with json", encode_std),
+    ):
+        print(f"  {name:16s} p50 {ms(xs, 0.5):7.1f} ms  p99 {ms(xs, 0.99):7.1f} ms  "
               f"mean {statistics.fmean(xs) * 1000:7.1f} ms")  # fmt: skip
 
 
