@@ -17,6 +17,8 @@ same time as each other.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +93,68 @@ def _shared_scope(item: pytest.Function) -> str | None:
         if fixturedef.scope in ("module", "package", "class"):
             return str(item.nodeid).split("::")[0]
     return None
+
+
+# pytest 9.2's structured node ids ignore pytest-xdist 3.8's way of telling the
+# controller a test's group (it rewrites ``item._nodeid``: pytest-xdist#1386), so
+# ``--dist loadgroup`` silently spread groups over workers. Until that is fixed the
+# workers write {node id: group} to a file (``pytest_collection_finish``) and the
+# controller's scheduler (``pytest_xdist_make_scheduler``) reads its groups from it.
+
+
+def _groups_file(config: pytest.Config) -> Path | None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        path = workerinput.get("xdist_groups_file")
+        return Path(path) if path else None
+    if not hasattr(config, "_xdist_groups_file"):
+        config._xdist_groups_file = config._tmp_path_factory.mktemp("xdist") / "groups.json"  # type: ignore[attr-defined]
+    return config._xdist_groups_file  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Controller: tell each xdist worker where to write the groups."""
+    if node.config.getvalue("dist") == "loadgroup":
+        node.workerinput["xdist_groups_file"] = str(_groups_file(node.config))
+
+
+@pytest.hookimpl(tryfirst=True)  # before the worker sends its collection
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """An xdist worker (the first): write {node id: group} for the controller."""
+    config = session.config
+    path = _groups_file(config) if hasattr(config, "workerinput") else None
+    if path is None or os.environ.get("PYTEST_XDIST_WORKER") != "gw0":
+        return
+    groups = {}
+    for item in session.items:
+        mark = item.get_closest_marker("xdist_group")
+        if mark is not None:
+            groups[item.nodeid] = str(mark.args[0] if mark.args else mark.kwargs["name"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(groups))
+    tmp.replace(path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Controller: ``--dist loadgroup`` with the groups the workers wrote."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    path = _groups_file(config)
+
+    class FileGroups(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # every worker has collected by the first call
+                self.groups = json.loads(path.read_text()) if path and path.exists() else {}
+            group = self.groups.get(nodeid)
+            return f"group:{group}" if group else str(super()._split_scope(nodeid))
+
+    return FileGroups(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
