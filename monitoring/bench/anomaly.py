@@ -6,8 +6,11 @@
 * bytes per series: ``SeriesScorer.nbytes()`` (approximate memory of the state) and
   ``len(to_bytes())`` (checkpoint size), after the series has filled its windows;
 * with a NAB-layout directory: every data file replayed through the replay code path
-  into a temporary results tree, scored by that directory's ``score.py``
-  (``--threshold-search --by-category``).
+  into a temporary results tree, scored by that directory's ``score.py`` at the
+  detector's registered alert level (``--threshold``: where the scorer's detections,
+  its suppression and the agent's events start, so the number is that of what ships;
+  in-sample: the settings were chosen on those files. ``--cv`` gives the
+  cross-validated figure).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitoring.anomaly.registry import get_spec
 from monitoring.anomaly.scorer import SeriesScorer
 from monitoring.anomaly.synthetic import generate
 from monitoring.bench.replay_files import replay_tree
@@ -80,7 +84,8 @@ def score_nab(nab_dir: Path, detector: str) -> tuple[dict[str, float], str]:
         summary = Path(tmp) / "summary.json"
         proc = subprocess.run(
             [sys.executable, str(script), "--nab", str(nab_dir), "--results", str(out),
-             "--threshold-search", "--by-category", "--json", str(summary)],
+             "--threshold", repr(get_spec(detector).alert_level), "--by-category",
+             "--json", str(summary)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:

@@ -134,7 +134,7 @@ def anomaly(
     t.add_row("bytes per series: nbytes() (memory)", f"{res.nbytes:,}")
     t.add_row("bytes per series: len(to_bytes()) (checkpoint)", f"{res.checkpoint_bytes:,}")
     for prof, score in res.nab.items():
-        t.add_row(f"NAB {prof}", f"{score:.2f}")
+        t.add_row(f"NAB {prof} at the alert level (in-sample)", f"{score:.2f}")
     Console().print(t)
     if res.nab_report:
         print(res.nab_report)
