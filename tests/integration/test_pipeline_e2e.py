@@ -229,12 +229,12 @@ def test_idle_series_gets_its_final_window(pipeline: Pipeline) -> None:
     ]
     pipeline.start_store()
     pipeline.start("worker", "worker")
-    t0 = time.monotonic()
     produce(pipeline, points)
     expected = oracle(points, pipeline.settings.aggregation.windows_ms)
     check_against_oracle(pipeline, expected)
-    # the windows after the last sample close by the idle timer (6 s), not by data
-    assert time.monotonic() - t0 < 60
+    # the windows after the last sample close by the idle timer (6 s), not by data: no
+    # later sample ever comes, so closed_by says it (a bound on the wall time it took
+    # failed at 64 s under load, issue 14)
     closed_by = pipeline.query(
         f"SELECT closed_by, count() FROM aggregates FINAL {OWN} GROUP BY closed_by"
     )
