@@ -159,7 +159,7 @@
     }
   }
 
-  async function refreshPanel(entry) {
+  async function refreshPanel(entry, extras) {
     const r = range();
     const seq = ++entry.seq;
     const width = Math.max(10, Math.min(4000, Math.round(entry.body.clientWidth || 600)));
@@ -176,6 +176,7 @@
       entry.node.setAttribute("data-state", "error");
       return;
     }
+    await extras; // annotations and alert bands, asked for at the same time as the panels
     if (seq !== entry.seq) return; // a newer request for this panel went out
     onGrid(res);
     entry.res = res;
@@ -536,8 +537,8 @@
     status("");
     zoomGuard = true;
     try {
-      await Promise.all([loadAnnotations(), loadBands()]);
-      await Promise.all(state.panels.map(refreshPanel));
+      const extras = Promise.all([loadAnnotations(), loadBands()]);
+      await Promise.all(state.panels.map((entry) => refreshPanel(entry, extras)));
     } finally {
       zoomGuard = false;
     }
