@@ -28,7 +28,8 @@ from monitoring.query import clickhouse_http
 from monitoring.runtime.admin import delete_topics
 from monitoring.runtime.topics import ALERTS, SAMPLES, topic_name, topic_specs
 from monitoring.sinks.clickhouse.connection import connect, connect_read_only
-from monitoring.sinks.clickhouse.migrations import load_migrations, migrate
+from monitoring.sinks.clickhouse.migrations import load as load_migrations
+from monitoring.sinks.clickhouse.migrations import migrate
 from monitoring.sinks.clickhouse.query_server import QueryServer
 
 pytestmark = pytest.mark.integration
