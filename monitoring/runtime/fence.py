@@ -154,9 +154,9 @@ class PartitionFence:
 
     async def write(self, p: int, records: Sequence[tuple[bytes, bytes | None]]) -> bool:
         """Write ``records`` to ``p`` of the state topic in one transaction: True once
-        committed, False if the broker was slow (nothing committed: try again later).
-        Raises ``PartitionLost`` if another writer fenced this one, ``OutputsLost`` on
-        any other error retrying cannot fix."""
+        committed, False if the broker was slow (try again later). Raises
+        ``PartitionLost`` if another writer fenced this one, ``OutputsLost`` on a fatal
+        error, ``KafkaException`` if a record was refused (aborted: try again later)."""
         writer = self._writers.get(p)
         if writer is None:
             raise PartitionLost(p, "no producer (not acquired)")
@@ -197,12 +197,14 @@ class PartitionFence:
             self._classify(p, err)
             # the checkpoint is written again at the next tick: a commit that timed out is
             # resumed first (it may land: the retry rewrites the same values), anything
-            # else is aborted
+            # else is aborted; a record refused (not the broker slow) fails the checkpoint
             log.warning("state_commit_retry", topic=self.state_topic, partition=p,
                         error=str(err)[:300])  # fmt: skip
             if err.txn_requires_abort() or not (writer.committing and err.retriable()):
                 writer.committing = False
                 self._abort(p, writer)
+            if not err.retriable() and not err.txn_requires_abort():
+                raise
             return False
 
     def _abort(self, p: int, writer: _Writer) -> bool:

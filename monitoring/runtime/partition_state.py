@@ -263,16 +263,20 @@ class PartitionStates(Generic[S]):
 
         results = await asyncio.gather(*(write(p, s) for p, s in todo), return_exceptions=True)
         done = True
+        error: BaseException | None = None
         for (p, slot), result in zip(todo, results, strict=True):
             if isinstance(result, PartitionLost):
                 self._lose(p, slot, str(result))
             elif isinstance(result, BaseException):
-                raise result  # OutputsLost and the like: the process stops, unacked
+                error = error or result  # raised once every other partition is settled
+                self.last_written.discard(p)
             elif result:
                 await self._written(p, slot, attempts.get(p), ack)
             else:
                 self.last_written.discard(p)
                 done = False
+        if error is not None:
+            raise error  # a refused record (counted, retried), or OutputsLost (stop)
         return done
 
     def _lose(self, p: int, slot: Slot[S], reason: str) -> None:

@@ -23,7 +23,7 @@ from monitoring.config import Settings
 from monitoring.logs.corpus import distinct_messages
 from monitoring.runtime.driver import AgentDriver
 from monitoring.runtime.faust_app import broker_driver
-from monitoring.runtime.outputs import Outputs
+from monitoring.runtime.fence import PartitionFence
 from monitoring.runtime.shadow import OVERHEAD
 from monitoring.runtime.topics import LOG_STATE, topic_name
 
@@ -77,18 +77,27 @@ async def test_100k_templates_checkpoint_and_restore_through_the_broker(
     messages = distinct_messages(N, seed=11)
 
     refused = 0
-    outputs = driver.sink
-    assert isinstance(outputs, Outputs)
-    produce = outputs._produce
+    fence = driver.states.fence  # the state goes through partition 0's fenced producer
+    assert isinstance(fence, PartitionFence)
+    writer = fence._writers[0]
 
-    def refuse_once(topic: str, *args: Any, **kw: Any) -> None:
-        nonlocal refused
-        if topic == agent.state_topic and refused == 0:
-            refused += 1
-            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "refused in test"))
-        produce(topic, *args, **kw)
+    class RefuseOnce:
+        """The partition's producer, refusing the first state record."""
 
-    outputs._produce = refuse_once  # type: ignore[method-assign]
+        def __init__(self, producer: Any) -> None:
+            self.producer = producer
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.producer, name)
+
+        def produce(self, topic: str, *args: Any, **kw: Any) -> None:
+            nonlocal refused
+            if topic == agent.state_topic and refused == 0:
+                refused += 1
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "refused in test"))
+            self.producer.produce(topic, *args, **kw)
+
+    writer.producer = RefuseOnce(writer.producer)
     for i, msg in enumerate(messages):
         rec = {"timestamp_ms": T0 + i * 10, "service": "api", "level": "info", "message": msg}
         assert logs.process(i, rec, T0 + i * 10) is not None
