@@ -71,8 +71,8 @@ def parse_time(text: str, name: str) -> int:
 
 def parse_duration(text: str, name: str) -> int:
     """Milliseconds of ``text`` (seconds as a float, or a Prometheus duration)."""
-    try:
-        seconds = float(text)
+    try:  # Go's ParseFloat: no surrounding space ("5\n"), no "1_000" without a base prefix
+        seconds = None if "_" in text or text != text.strip() else float(text)
     except ValueError:
         seconds = None
     if seconds is not None:
@@ -83,6 +83,11 @@ def parse_duration(text: str, name: str) -> int:
             )
         return round(seconds * 1000)
     ms = prom_duration_ms(text)
+    if ms is not None and ms * 1_000_000 > 2**63:  # past int64 nanoseconds, as Prometheus
+        raise BadParam(
+            f'invalid parameter "{name}": cannot parse "{text}" to a valid duration. '
+            "It overflows int64"
+        )
     if ms is not None:
         return ms
     raise BadParam(f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
