@@ -274,17 +274,23 @@ class UiApp:
 
     # -- panel data --------------------------------------------------------------------
 
+    def _panel_request(
+        self, request: Request, default_width: int
+    ) -> tuple[Dashboard, Panel, int, int, int, dict[str, str]]:
+        """The dashboard, panel, range, width and variables a panel request names."""
+        d = self._dashboard(request.path_params["name"])
+        p = d.panel(request.path_params["panel"])
+        if p is None:
+            raise _Refusal(self._refuse(404, "not-found", "no such panel in the dashboard"))
+        start, end = self._range(request)
+        width = _int(request, "width", default_width)
+        if not MIN_WIDTH_PX <= width <= MAX_WIDTH_PX:
+            raise PanelError(f"width: {MIN_WIDTH_PX} to {MAX_WIDTH_PX} pixels")
+        return d, p, start, end, width, self._variables(d, request)
+
     async def panel(self, request: Request) -> Response:
         try:
-            d = self._dashboard(request.path_params["name"])
-            p = d.panel(request.path_params["panel"])
-            if p is None:
-                return self._refuse(404, "not-found", "no such panel in the dashboard")
-            start, end = self._range(request)
-            width = _int(request, "width", 800)
-            if not MIN_WIDTH_PX <= width <= MAX_WIDTH_PX:
-                raise PanelError(f"width: {MIN_WIDTH_PX} to {MAX_WIDTH_PX} pixels")
-            variables = self._variables(d, request)
+            _, p, start, end, width, variables = self._panel_request(request, 800)
             answer = await self._run(p, start, end, width, variables)
         except _Refusal as r:
             return r.response
@@ -300,20 +306,12 @@ class UiApp:
 
     async def export_panel(self, request: Request) -> Response:
         """A panel as PNG, SVG or PDF (drawn by matplotlib), or its data as Parquet."""
-        name, pid = request.path_params["name"], request.path_params["panel"]
+        name = request.path_params["name"]
         fmt = request.query_params.get("format", "")
         if fmt not in (*IMAGE_FORMATS, "parquet"):
             return self._refuse(400, "bad-export", "format: one of png, svg, pdf, parquet")
         try:
-            d = self._dashboard(name)
-            p = d.panel(pid)
-            if p is None:
-                return self._refuse(404, "not-found", "no such panel in the dashboard")
-            start, end = self._range(request)
-            width = _int(request, "width", 900)
-            if not MIN_WIDTH_PX <= width <= MAX_WIDTH_PX:
-                raise PanelError(f"width: {MIN_WIDTH_PX} to {MAX_WIDTH_PX} pixels")
-            variables = self._variables(d, request)
+            _, p, start, end, width, variables = self._panel_request(request, 900)
             if self.exports >= MAX_EXPORTS:
                 return self._refuse(503, "export-busy", "too many exports at once: retry")
             self.exports += 1
