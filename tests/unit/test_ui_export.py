@@ -136,3 +136,19 @@ def test_hostile_labels_are_only_shapes_in_svg_and_text_in_parquet(tmp_path: Pat
     values = table.column("value").to_pylist()
     assert values[0] == 1.0 and values[1] != values[1] and values[2] == 3.0  # NaN kept
     assert dict(table.column("labels").to_pylist()[0]) == {"a": HOSTILE}
+
+
+def test_a_label_closing_svgs_text_comment_or_a_megabyte_long_stays_inside_it() -> None:
+    """matplotlib writes each text as a comment beside its paths: a ``-->`` in a label
+    does not close it, and a 1 MB label is cut (``literal``), not drawn whole (a title
+    is at most 200 characters, the dashboard's model refuses more)."""
+    breakout = "--><script>alert(1)</script><!-- ]]><![CDATA[<x>\n"
+    big = "A" * 1_000_000
+    panel = Panel.model_validate({"id": "p", "title": breakout, "queries": [{"promql": "x"}]})
+    frames = [{"kind": "series", "name": breakout + big, "labels": {"a": big}, "start": 0,
+               "step": 1000, "v": ["1", "2"]}]  # fmt: skip
+    svg = panel_image(panel, frames, "svg", 600)
+    root = ET.fromstring(svg)  # well-formed
+    assert not {el.tag.rsplit("}", 1)[-1] for el in root.iter()} & {"script", "img"}
+    assert b"<script" not in svg and len(svg) < 200_000
+    assert len(panel_image(panel, frames, "pdf", 600)) < 200_000
