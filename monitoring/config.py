@@ -434,7 +434,9 @@ class AlertingSettings(_Section):
     ``settle``), or ``grace`` after its first window arrived. Firing alerts are sent
     again every ``resend_interval`` of evaluation time, each valid for four intervals
     (Prometheus' ``resend_delay`` and ``endsAt``); ``watchdog`` adds the always-firing
-    ``Watchdog`` rule (``monitoring/alerts/watchdog.py``).
+    ``Watchdog`` rule (``monitoring/alerts/watchdog.py``); ``alert_series`` writes the
+    ``ALERTS`` and ``ALERTS_FOR_STATE`` series of pending and firing alerts to the
+    samples topic at each evaluation, as Prometheus's rule evaluation does.
     """
 
     rules: list[str] = []
@@ -444,6 +446,7 @@ class AlertingSettings(_Section):
     settle: DurationOrZero = timedelta(milliseconds=50)
     resend_interval: Duration = timedelta(minutes=1)
     watchdog: bool = True
+    alert_series: bool = True  # ALERTS / ALERTS_FOR_STATE samples, as Prometheus writes them
     checkpoint_interval: Duration = timedelta(seconds=1)
     generator_url: str = ""
     metrics_port: int = Field(9311, ge=0, le=65535)

@@ -37,7 +37,7 @@ import glob
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -45,6 +45,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.alerts.evaluator import AlertEngine
+from monitoring.alerts.model import Recorded
 from monitoring.alerts.rules import Rule, RuleSet, load_rule_files, load_rule_objects
 from monitoring.alerts.watchdog import with_watchdog
 from monitoring.alerts.watermark import EvaluationClock
@@ -74,6 +75,7 @@ STATE_KEY = b"engine"
 Headers = Sequence[tuple[str, Any]] | dict[str, Any]  # as confluent-kafka types them
 STATE_VERSION = 1
 RECORDING_SOURCE = "recording-rules"  # the samples' source field
+ALERTS_SOURCE = "alerting-rules"  # the source field of ALERTS and ALERTS_FOR_STATE samples
 SERIES_CACHE_MAX = 100_000
 
 
@@ -145,6 +147,17 @@ class _Metrics:
             ["reason"],
             registry=registry,
         )
+        self.alert_samples = Counter(
+            "alerting_alert_series_samples",
+            "ALERTS and ALERTS_FOR_STATE samples written (staleness markers included)",
+            registry=registry,
+        )
+        self.alert_samples_dropped = Counter(
+            "alerting_alert_series_dropped",
+            "ALERTS and ALERTS_FOR_STATE samples not written (invalid series)",
+            ["reason"],
+            registry=registry,
+        )
         self.recording_errors = Gauge(
             "alerting_recording_rule_errors",
             "Recording rules whose last evaluation failed",
@@ -185,6 +198,7 @@ class AlertingAgent:
         self.alerts_topic = topics.topic_name(k, topics.ALERTS)
         self.samples_topic = topics.topic_name(k, topics.SAMPLES)
         self.encode_sample = SampleEncoder(self.codec, RECORDING_SOURCE).encode
+        self.encode_alert_sample = SampleEncoder(self.codec, ALERTS_SOURCE).encode
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesRef] = {}
         self.state_topic = topics.topic_name(k, topics.ALERTING_STATE)
         self.outputs: Outputs = Outputs(k)
@@ -513,24 +527,41 @@ class AlertingAgent:
             self._dirty = True
 
     async def _record(self, end: int) -> None:
-        """Write the recording rules' output at ``end`` to the samples topic."""
+        """Write the recording rules' output and the alerts' ``ALERTS`` series at ``end``
+        to the samples topic."""
+        m = self.metrics
+        if self.settings.alerting.alert_series:
+            await self._write(end, self.engine.alert_samples, self.encode_alert_sample,
+                              m.alert_samples, m.alert_samples_dropped)  # fmt: skip
         if not self.engine.recordings:
             return
         dropped = self.engine.dropped
         recorded = self.engine.record(end)
         if self.engine.dropped > dropped:
-            self.metrics.not_recorded.labels("non-finite").inc(self.engine.dropped - dropped)
-        self.metrics.recording_errors.set(len(self.engine.recording_errors))
-        for r in recorded:
+            m.not_recorded.labels("non-finite").inc(self.engine.dropped - dropped)
+        m.recording_errors.set(len(self.engine.recording_errors))
+        await self._write(end, recorded, self.encode_sample, m.recorded, m.not_recorded)
+
+    async def _write(
+        self,
+        end: int,
+        samples: Sequence[Recorded],
+        encode: Callable[[SeriesRef, int, float], bytes],
+        written: Counter,
+        refused: Counter,
+    ) -> None:
+        """``samples`` at ``end`` on the samples topic, keyed by series as the SDK keys them;
+        one whose series the samples contract refuses is counted in ``refused``."""
+        for r in samples:
             try:
                 series = self._series_ref(r.name, r.labels)
             except InvalidSample as e:
-                self.metrics.not_recorded.labels(e.reason).inc()
+                refused.labels(e.reason).inc()
                 continue
             await self.outputs.send(
-                self.samples_topic, series.key.encode(), self.encode_sample(series, end, r.value)
+                self.samples_topic, series.key.encode(), encode(series, end, r.value)
             )
-            self.metrics.recorded.inc()
+            written.inc()
 
     def _series_ref(self, name: str, labels: dict[str, str]) -> SeriesRef:
         key = (name, tuple(labels.items()))

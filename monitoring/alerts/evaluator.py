@@ -8,6 +8,10 @@ re-sends of firing alerts that are due (``state.py``); a firing alert's horizon
 (``ends_at_ms``) is ``T + 4 * max(resend_ms, window_ms)``, as Prometheus uses
 ``4 * max(resend_delay, evaluation interval)``.
 
+After ``evaluate``, ``alert_samples`` holds what Prometheus writes for the rules
+evaluated: ``ALERTS`` and ``ALERTS_FOR_STATE`` of every pending or firing instance, and
+staleness markers for the series that ended (``alert_series.py``).
+
 An instance's labels are the expression's output labels without ``__name__``, then
 the rule's (templated) labels, then ``alertname``, as in Prometheus. Templates see
 ``$labels`` = the output labels and ``$value`` = the output value.
@@ -42,8 +46,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from monitoring.alerts import alert_series
 from monitoring.alerts.history import DEFAULT_LOOKBACK_MS, NAME, Labels, Series, WindowHistory
-from monitoring.alerts.model import Alert
+from monitoring.alerts.model import Alert, Recorded
 from monitoring.alerts.promql import CompiledExpr, Context, EvalError
 from monitoring.alerts.rules import RecordingRule, Rule
 from monitoring.alerts.state import AlertStateMachine, Key, Observation
@@ -74,15 +79,6 @@ def _as_map(value: Any, what: str) -> dict[Labels, float]:
             )
         out[key] = v
     return out
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One sample a recording rule wrote: its series and value at the evaluation time."""
-
-    name: str
-    labels: dict[str, str]
-    value: float
 
 
 def recorded_samples(rule: RecordingRule, value: Any) -> list[Recorded]:
@@ -176,6 +172,9 @@ class AlertEngine:
         self.dropped = 0
         """Recorded values not written because they were not finite (NaN, ±Inf)."""
         self._last_expire: int | None = None
+        self.alert_samples: list[Recorded] = []
+        """The last evaluation's ``ALERTS`` and ``ALERTS_FOR_STATE`` samples and markers."""
+        self._retired: list[Recorded] = []  # markers of rules a reload removed
         self.set_rules(rules, recordings)
 
     def set_rules(self, rules: Sequence[Rule], recordings: Sequence[RecordingRule] = ()) -> None:
@@ -199,6 +198,10 @@ class AlertEngine:
             if r.key in old:
                 sm.restore_json(old[r.key].to_json())
             self.machines[r.key] = sm
+        for key, gone in old.items():
+            if key not in self.machines:
+                was = alert_series.seen(gone.instances.values())
+                self._retired.extend(alert_series.stale(was, []))
 
     def _url(self, rule: Rule) -> str:
         if not self.generator_url:
@@ -219,6 +222,7 @@ class AlertEngine:
             self._last_expire = at_ms
         out: list[Alert] = []
         self.errors = []
+        series, self._retired = self._retired, []
         for res in self.evaluator.evaluate(at_ms):
             rule = res.rule
             if res.error is not None:
@@ -234,7 +238,14 @@ class AlertEngine:
             hold = {
                 tuple(sorted(instance_labels(rule, labels, 0.0).items())) for labels in res.hold
             }
-            out.extend(self.machines[rule.key].step(at_ms, active, hold))
+            sm = self.machines[rule.key]
+            fresh = sm.last_step_ms is None or at_ms > sm.last_step_ms  # else step is a no-op
+            before = alert_series.seen(sm.instances.values()) if fresh else []
+            out.extend(sm.step(at_ms, active, hold))
+            if fresh:
+                series.extend(alert_series.samples(sm.instances.values()))
+                series.extend(alert_series.stale(before, sm.instances.values()))
+        self.alert_samples = series
         return out
 
     def record(self, at_ms: int) -> list[Recorded]:

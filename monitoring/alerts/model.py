@@ -141,3 +141,13 @@ class Notification:
         return {
             k: v for k, v in first.items() if all(a.annotations.get(k) == v for a in self.alerts)
         }
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One sample the evaluator writes (a recording rule's output, an ``ALERTS``
+    series): its series and value at the evaluation time."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
