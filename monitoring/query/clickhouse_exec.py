@@ -15,6 +15,7 @@ engine for the format's bytes: a fresh chDB handle on the store's directory
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -239,7 +240,9 @@ def _lower_limit(key: str, value: str, limits: QueryLimits) -> str:
     try:
         wanted = float(value)
     except ValueError:
-        raise ClickHouseError(BAD_ARGUMENTS, f"{key}: not a number: {value!r}") from None
+        wanted = math.nan
+    if math.isnan(wanted):
+        raise ClickHouseError(BAD_ARGUMENTS, f"{key}: not a number: {value!r}")
     if wanted <= 0 or wanted >= ceiling:  # 0 means "no limit": the store's holds
         return str(int(ceiling))
     return str(int(wanted)) if key != "max_execution_time" else f"{wanted:g}"

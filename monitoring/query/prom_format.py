@@ -34,7 +34,8 @@ MAX_TIME_MS = (9_223_372_036_854_775 - 62_135_596_801) * 1000 + 999
 _MIN_TIME_TEXT = "-292273086-05-16T16:47:06Z"
 _MAX_TIME_TEXT = "292277025-08-18T07:12:54.999999999Z"
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII,
 )
 
 
@@ -42,12 +43,20 @@ class BadParam(ValueError):
     """A request parameter Prometheus would refuse (``bad_data``)."""
 
 
+def go_float(text: str) -> float | None:
+    """``text`` as Go's ``strconv.ParseFloat`` reads it: ASCII only, no surrounding
+    space (Python's ``float`` takes both); "1_000" and "inf" as both read them."""
+    if not text.isascii() or text != text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def parse_time(text: str, name: str) -> int:
     """Milliseconds since the epoch of ``text`` (Unix seconds or RFC 3339)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = None
+    seconds = go_float(text)
     if seconds is not None and math.isfinite(seconds):
         whole = math.trunc(seconds)
         return whole * 1000 + round((seconds - whole) * 1000)
@@ -66,31 +75,55 @@ def parse_time(text: str, name: str) -> int:
         return MIN_TIME_MS
     if text == _MAX_TIME_TEXT:
         return MAX_TIME_MS
-    raise BadParam(f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp')
+    raise BadParam(
+        f'invalid parameter "{name}": cannot parse {go_quote(text)} to a valid timestamp'
+    )
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}  # fmt: skip
+
+
+def go_quote(text: str) -> str:
+    r"""``text`` as Go's ``%q`` prints it in Prometheus's error messages.
+
+    >>> go_quote('5\n')
+    '"5\\n"'
+    """
+    out = []
+    for ch in text:
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def parse_duration(text: str, name: str) -> int:
     """Milliseconds of ``text`` (seconds as a float, or a Prometheus duration)."""
-    try:  # Go's ParseFloat: no surrounding space ("5\n"), no "1_000" without a base prefix
-        seconds = None if "_" in text or text != text.strip() else float(text)
-    except ValueError:
-        seconds = None
+    seconds = go_float(text)
     if seconds is not None:
         if not math.isfinite(seconds) or abs(seconds) * 1e9 > 2**63:
             raise BadParam(
-                f'invalid parameter "{name}": cannot parse "{text}" to a valid duration. '
+                f'invalid parameter "{name}": cannot parse {go_quote(text)} to a valid duration. '
                 "It overflows int64"
             )
         return round(seconds * 1000)
     ms = prom_duration_ms(text)
     if ms is not None and ms * 1_000_000 > 2**63:  # past int64 nanoseconds, as Prometheus
         raise BadParam(
-            f'invalid parameter "{name}": cannot parse "{text}" to a valid duration. '
+            f'invalid parameter "{name}": cannot parse {go_quote(text)} to a valid duration. '
             "It overflows int64"
         )
     if ms is not None:
         return ms
-    raise BadParam(f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
+    raise BadParam(f'invalid parameter "{name}": cannot parse {go_quote(text)} to a valid duration')
 
 
 def format_ts(t_ms: int) -> str:

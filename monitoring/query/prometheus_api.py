@@ -45,6 +45,7 @@ from monitoring.query.prom_format import (
     envelope,
     error_body,
     format_ts,
+    go_float,
     matrix_json,
     parse_duration,
     parse_time,
@@ -171,10 +172,8 @@ def routes(server: QueryServer) -> list[BaseRoute]:
         text = _one(params, "timeout")
         if not text:
             return limit_s()
-        try:
-            asked = float(text)  # seconds, below the millisecond too
-        except ValueError:
-            asked = parse_duration(text, "timeout") / 1000
+        seconds = go_float(text)  # seconds, below the millisecond too
+        asked = parse_duration(text, "timeout") / 1000 if seconds is None else seconds
         if not math.isfinite(asked):
             asked = parse_duration(text, "timeout") / 1000  # Prometheus's error text
         return min(max(asked, 1e-9), limit_s())

@@ -539,11 +539,38 @@ def test_malformed_promql_is_bad_data_with_its_position(world: World, query: str
          '"yesterday" to a valid timestamp'),
         ({"query": "up", "timeout": "soon"},
          'invalid parameter "timeout": cannot parse "soon" to a valid duration'),
+        ({"query": "up", "timeout": " 5"},
+         'invalid parameter "timeout": cannot parse " 5" to a valid duration'),
     ],
 )  # fmt: skip
 def test_bad_instant_parameters(world: World, params: dict[str, str], message: str) -> None:
     assert _error(ask(world.store, "/api/v1/query", **params), 400, "bad_data") == message
     assert _error(ask(world.prom, "/api/v1/query", **params), 400, "bad_data") == message
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/v1/query", {"timeout": "1_0"}),
+        ("/api/v1/query", {"timeout": "5\n"}),
+        ("/api/v1/query_range", {"start": 0, "end": 60, "step": "1_0"}),
+        ("/api/v1/query_range", {"start": 0, "end": 60, "step": " 15"}),
+        ("/api/v1/query_range", {"start": 0, "end": 60, "step": "0x10"}),
+        ("/api/v1/query_range", {"start": 0, "end": 60, "step": "١٢٣"}),
+        ("/api/v1/query", {"timeout": "²"}),
+        ("/api/v1/query", {"time": " 5"}),
+        ("/api/v1/query", {"time": "١٢٣"}),
+        ("/api/v1/query", {"time": "1_0"}),
+        ("/api/v1/query", {"time": "٢٠٢٦-01-01T00:00:00Z"}),
+    ],
+)
+def test_numbers_parse_as_prometheus_parses_them(
+    world: World, path: str, params: dict[str, Any]
+) -> None:
+    ours = ask(world.store, path, query="up", **params)
+    theirs = ask(world.prom, path, query="up", **params)
+    assert ours.status_code == theirs.status_code, (ours.json(), theirs.json())
+    assert ours.json().get("error") == theirs.json().get("error")
 
 
 @pytest.mark.parametrize(

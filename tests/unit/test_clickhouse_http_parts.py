@@ -56,6 +56,14 @@ def test_anything_else_is_refused(item: tuple[str, str]) -> None:
     assert info.value.code in (164, 36)
 
 
+@pytest.mark.parametrize("key", ["max_result_rows", "max_execution_time", "max_result_bytes"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan", "ten", ""])
+def test_a_limit_that_is_not_a_number_is_refused(key: str, value: str) -> None:
+    with pytest.raises(ClickHouseError, match="not a number") as info:  # nan was a 500
+        parse_request([(key, value)], LIMITS)
+    assert info.value.code == 36
+
+
 def test_block_compression_is_refused_clearly() -> None:
     with pytest.raises(ClickHouseError, match="enable_http_compression") as info:
         parse_request([("compress", "1")], LIMITS)
