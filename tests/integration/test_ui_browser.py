@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures.ui_world import HOSTILE, HOSTILE_LINES, UiWorld
+from fixtures.ui_world import HOSTILE, HOSTILE_LINES, INTERVAL_MS, UiWorld
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import UiSettings
@@ -498,5 +498,53 @@ def test_a_dashboard_made_by_dashboard_creator_draws_every_panel(ui: Ui) -> None
     assert len(states) == 6
     assert all(s[0] == "ok" and s[1] >= 1 for s in states.values()), states
     page.screenshot(path=str(ARTIFACTS / "generated.png"), full_page=True)
+    assert errors == [], errors
+    page.close()
+
+
+HOVER_STATE = """() => Object.fromEntries([...document.querySelectorAll('.panel')].flatMap(p => {
+  const d = p.querySelector('.js-plotly-plot');
+  const xa = d && d._fullLayout && d._fullLayout.xaxis;
+  if (!xa || xa.type !== 'date') return [];
+  const r = d.getBoundingClientRect();
+  if (r.bottom < 0 || r.top > innerHeight) return [];
+  const xs = (d._hoverdata || []).filter(h => h.data.yaxis !== 'y2')  // not the markers
+    .map(h => h.xaxis.d2c(h.x)).filter(Number.isFinite);
+  return [[p.dataset.panel, {xs, step: Number(p.dataset.step) * 1000,
+    labels: d.querySelectorAll('.hoverlayer > *').length}]];
+}))"""
+
+
+def test_hovering_one_time_series_shows_the_same_time_on_the_others(ui: Ui) -> None:
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/system?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    area = page.locator('[data-panel="cpu_by_host"] .nsewdrag').bounding_box()
+    assert area is not None
+    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] / 2)
+    cursor = page.evaluate(  # the time under the mouse (the drag cover is the plot area)
+        "(px) => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
+        "._fullLayout.xaxis.p2c(px)",
+        area["width"] * 0.6,
+    )
+
+    def hovered() -> dict[str, Any] | None:
+        got = page.evaluate(HOVER_STATE)
+        return got if len(got) >= 3 and all(p["xs"] for p in got.values()) else None
+
+    panels = wait_until(page, hovered, what="a hover on every time series panel in view")
+    assert {"cpu_by_host", "memory_by_host"} <= set(panels), panels
+    for pid, p in panels.items():  # each at its nearest point to the cursor's time
+        near = max(p["step"], INTERVAL_MS)  # the samples are 15 s apart
+        assert p["labels"] > 0, (pid, p)
+        assert all(abs(x - cursor) <= near for x in p["xs"]), (pid, cursor, p)
+    page.screenshot(path=str(ARTIFACTS / "crosshair.png"))
+
+    page.mouse.move(5, 5)  # off the chart: every panel lets go
+    wait_until(
+        page,
+        lambda: not any(p["xs"] for p in page.evaluate(HOVER_STATE).values()),
+        what="the crosshair gone",
+    )
     assert errors == [], errors
     page.close()

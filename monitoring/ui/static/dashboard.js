@@ -237,7 +237,44 @@
       toImageButtonOptions: { format: "png", filename: `${name}-${entry.panel.id}`, scale: 2 } });
     window.Plotly.newPlot(div, traces, lay, config);
     div.on("plotly_relayout", (ev) => zoomed(ev));
+    entry.plot = div;
+    if (lay.xaxis && lay.xaxis.type === "date") {
+      div.on("plotly_hover", (ev) => crosshairFrom(entry, ev));
+      div.on("plotly_unhover", () => crosshairFrom(entry, null));
+    }
     return traces.length;
+  }
+
+  // Shared crosshair: hovering one time axis shows the same time on every other time
+  // axis panel in view, by plotly's own hover called without a mouse event (so it
+  // emits no hover event and nothing echoes back). At most one sync per frame.
+  const crosshair = { source: null, x: null, frame: 0 };
+  function crosshairFrom(entry, ev) {
+    if (ev && (!ev.event || !ev.event.target)) return; // our own call, not the mouse
+    const xa = ev && ev.xaxes && ev.xaxes[0];
+    const x = xa && ev.xvals && ev.xvals.length ? xa.d2c(ev.xvals[0]) : null;
+    crosshair.source = entry;
+    crosshair.x = Number.isFinite(x) ? x : null;
+    if (!crosshair.frame) crosshair.frame = requestAnimationFrame(crosshairSync);
+  }
+
+  function crosshairSync() {
+    crosshair.frame = 0;
+    const { source, x } = crosshair;
+    const tall = window.innerHeight || document.documentElement.clientHeight;
+    for (const e of state.panels) {
+      const div = e.plot;
+      if (e === source || !div || !div.isConnected || !div._fullLayout) continue;
+      const xa = div._fullLayout.xaxis;
+      if (!xa || xa.type !== "date") continue;
+      const box = div.getBoundingClientRect();
+      const [lo, hi] = xa.range.map((v) => xa.r2c(v));
+      if (x === null || box.bottom < 0 || box.top > tall || x < lo || x > hi) {
+        if (div._hoverdata) window.Plotly.Fx.unhover(div);
+        continue;
+      }
+      window.Plotly.Fx.hover(div, { xval: x, xpx: xa.c2p(x) });
+    }
   }
 
   function draw(entry, res, r) {
