@@ -38,7 +38,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
@@ -53,11 +52,10 @@ from monitoring.config import ConfigError, Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.aggregator import Aggregate
 from monitoring.metrics.samples import InvalidSample
-from monitoring.runtime import topics
-from monitoring.runtime.admin import with_retries
+from monitoring.runtime import consume, topics
 from monitoring.runtime.changelog import read_table
-from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
-from monitoring.runtime.outputs import Outputs, consumer_config
+from monitoring.runtime.lease import Lease
+from monitoring.runtime.outputs import Outputs
 from monitoring.runtime.standby import TableTail, run_in_terms, take_over
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
@@ -211,7 +209,6 @@ class AlertingAgent:
         # evaluating an end sees the history as it was at that end even when a backlog
         # arrives at once (the history trims by the newest window of each series)
         self._ahead: dict[int, list[Aggregate]] = {}
-        self._last_checkpoint = time.monotonic()
 
     def _new_clock(self) -> EvaluationClock:
         a = self.settings.alerting
@@ -311,29 +308,13 @@ class AlertingAgent:
                 self.clock.last_evaluated_ms = 0
         # never commits: the state has the positions
         group = f"{k.topic_prefix}alerting"
-        self.consumer = Consumer(consumer_config(k, group, **{"fetch.wait.max.ms": 20}))
-        meta = self.consumer.list_topics(self.source, timeout=30)
-        parts = sorted(meta.topics[self.source].partitions)
+        c = self.consumer = consume.new_consumer(k, group, **{"fetch.wait.max.ms": 20})
+        parts = consume.partitions(c, self.source)
         horizon = self.engine.history.retention_ms + ms(self.settings.alerting.lookback) + 60_000
         since = (self.clock.last_evaluated_ms or int(time.time() * 1000)) - horizon
-        consumer = self.consumer
-        found = with_retries(
-            lambda: consumer.offsets_for_times(
-                [TopicPartition(self.source, p, since) for p in parts], timeout=10
-            ),
-            what="alerting offsets_for_times",
-        )
-        start = [
-            TopicPartition(self.source, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-            for tp in found
-        ]
-
+        start = consume.offsets_at(c, self.source, parts, since)
         # the backlog: what each partition holds now, read before the clock leaves catch-up
-        def end_offset(p: int) -> int:
-            tp = TopicPartition(self.source, p)
-            return int(consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1])
-
-        ends = {p: with_retries(partial(end_offset, p), what="alerting end offsets") for p in parts}
+        ends = consume.end_offsets(c, self.source, parts)
         self.consumer.assign(start)
         self.begin_catch_up({tp.partition: tp.offset for tp in start}, ends)
         log.info(
@@ -422,27 +403,20 @@ class AlertingAgent:
             self.start()
         assert self.consumer is not None
         gc.set_threshold(*GC_THRESHOLD)
-        interval_s = self.settings.alerting.checkpoint_interval.total_seconds()
+        cadence = consume.Cadence(self.settings.alerting.checkpoint_interval.total_seconds())
         try:
             while not stop.is_set():
-                if self.lease is not None and not self.lease.poll():
-                    raise Fenced("alerting: the lease was lost")
+                consume.check_lease(self.lease, "alerting")
                 if self._reload_requested:
                     self.reload_rules()
-                for msg in self.consumer.consume(5000, timeout=0.05):
-                    if msg.error() is None:
-                        self.handle(msg.partition() or 0, msg.value(), msg.headers(), msg.offset())
+                for msg in consume.fetch(self.consumer, 5000, 0.05):
+                    self.handle(msg.partition() or 0, msg.value(), msg.headers(), msg.offset())
                 self._check_positions()
                 await self.evaluate_due(int(time.time() * 1000))
-                if self._dirty and time.monotonic() - self._last_checkpoint >= interval_s:
-                    await self.checkpoint()
-                elif isinstance(self.outputs, FencedOutputs) and self.outputs.open:
-                    await self.outputs.flush()  # the alerts sent, visible to the notifier
+                await cadence.step(self._dirty, self.outputs, self.checkpoint)
             await self.checkpoint()
         finally:
-            self.consumer.close()
-            if isinstance(self.outputs, FencedOutputs):
-                self.outputs.abort()
+            consume.end_term(self.consumer, self.outputs)
 
     def handle(
         self,
@@ -574,7 +548,6 @@ class AlertingAgent:
 
     async def checkpoint(self) -> None:
         """Alerts acknowledged first, then the state; retried at the next interval."""
-        self._last_checkpoint = time.monotonic()
         if not self._dirty or not await self.outputs.flush():
             return
         state = {

@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 from monitoring.agents import alerting, notifier
 from monitoring.logs.analyzer import CHECKPOINT_KEY, PartitionLogs
 from monitoring.mlops.monitor import ModelMonitor
+from monitoring.runtime import consume
 from monitoring.runtime.memory import MemoryRuntime
 from monitoring.wire.codec import AvroCodec
 
@@ -156,7 +157,8 @@ def start(name: str, how: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, fl
     module = {"alerting": alerting, "notifier": notifier}[name]
     table = corrupted(name, how)
     monkeypatch.setattr(module, "read_table", lambda *_: table)
-    monkeypatch.setattr(module, "Consumer", FakeConsumer)
+    monkeypatch.setattr(consume, "Consumer", FakeConsumer)
+    monkeypatch.setattr(module, "Consumer", FakeConsumer)  # the notifier makes its own
     registry = CollectorRegistry()
     agent = (make.alerting_agent if name == "alerting" else make.notifier_agent)(registry)
     with capture_logs() as logs:
