@@ -171,7 +171,7 @@ class Guard:
                 raise Refused(415, "Content-Type must be application/json")
         length = request.headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):  # "²".isdigit() too
                 raise Refused(400, "Content-Length must be a non-negative number")
             if int(length) > self.max_body_bytes:
                 raise Refused(413, f"request body over {self.max_body_bytes} bytes")

@@ -279,8 +279,9 @@ class StatusReport:
             if not isinstance(marks, Mapping):
                 continue
             for p, v in marks.items():
-                if str(p).isdigit() and isinstance(v, int) and not isinstance(v, bool):
-                    out[int(p)] = max(out.get(int(p), v), v)
+                key, number = str(p), isinstance(v, int) and not isinstance(v, bool)
+                if key.isascii() and key.isdigit() and number:
+                    out[int(key)] = max(out.get(int(key), v), v)
         return dict(sorted(out.items()))
 
     def live(self) -> list[Heartbeat]:

@@ -136,14 +136,14 @@ def go_expand(template: str, text: str, m: re2._Match, groupindex: dict[str, int
         brace = i < n and template[i] == "{"
         j = i + 1 if brace else i
         k = j
-        while k < n and (template[k].isalnum() or template[k] == "_"):
+        while k < n and (template[k].isalpha() or template[k].isdecimal() or template[k] == "_"):
             k += 1
         name = template[j:k]
         if not name or (brace and (k >= n or template[k] != "}")):
             out.append("$")  # not a valid reference: Go keeps the '$' literally
             continue
         i = k + 1 if brace else k
-        idx = int(name) if name.isdigit() else groupindex.get(name, -1)
+        idx = int(name) if name.isascii() and name.isdigit() else groupindex.get(name, -1)
         if 0 <= idx <= len(m.groups()):
             g = m.group(idx)
             if g is not None:

@@ -240,7 +240,7 @@ class StoreClient:
         try:
             with self.http.stream(method, url, headers=self._headers, **kwargs) as resp:
                 length = resp.headers.get("content-length", "")
-                if length.isdigit() and int(length) > self.max_response_bytes:
+                if length.isascii() and length.isdigit() and int(length) > self.max_response_bytes:
                     raise StoreError(self._too_large(), "execution", resp.status_code)
                 chunks, size = [], 0
                 for chunk in resp.iter_bytes():

@@ -237,6 +237,8 @@ EXPRESSIONS = [
     "rate(http_requests_total[5m]) * on(instance) group_left(zone) node_temperature_celsius",
     "node_temperature_celsius / on(instance) group_right(zone) rate(http_requests_total[5m])",
     'label_replace(up, "host", "$1", "instance", "i(.*)")',
+    'label_replace(up, "host", "$\u00b2-$1\u0661-${1}x-$$", "instance", "i(.*)")',  # Go's names
+    'label_replace(up, "host", "$h1x-${h1}x", "instance", "(?P<h1>i.*)")',
     'label_join(up, "id", "-", "job", "instance")',
     "max_over_time(rate(http_requests_total[5m])[30m:1m])",
     "avg_over_time(node_temperature_celsius[30m:5m])",

@@ -209,3 +209,11 @@ def test_series_of_a_report() -> None:
     assert got[("monitoring_notifier_failing_receivers", (("process", "notifier@h:3"),))][0] == 1
     last = ("monitoring_alerting_last_evaluated_seconds", (("process", "evaluator@h:4"),))
     assert got[last][0] == (NOW - 10_000) / 1000
+
+
+def test_closed_through_skips_partition_keys_that_are_not_ascii_numbers() -> None:
+    marks = {"\u00b2": NOW, "\u0661": NOW, "-1": NOW, "1": NOW - 5_000}  # "²".isdigit() is true
+    report = StatusReport(
+        NOW, heartbeats=[hb("worker", figures={"aggregation.closed_through_ms": marks})]
+    )
+    assert report.closed_through() == {1: NOW - 5_000}
