@@ -21,6 +21,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -693,8 +694,11 @@ class ReportingSettings(_Section):
     """Scheduled reports (``monitoring report schedule``): one report per ``schedule``
     period (``daily``: each UTC day; ``weekly``: Monday to Monday, UTC; ``off``), in
     ``format`` with ``template``, written to ``out_dir`` (with the schedule's state),
-    mailed to ``email.to``, and deleted after ``retention``. Env:
-    ``MONITORING_REPORTING__<KEY>``.
+    mailed to ``email.to``, announced on Slack to ``slack_receivers`` (receivers of the
+    notifier's config file, ``notifier.config``, whose ``slack_configs`` get a message
+    with a link: ``link_base_url`` is where people reach ``monitoring ui``, which serves
+    ``out_dir``'s reports at ``/reports/<file>``), and deleted after ``retention``.
+    Env: ``MONITORING_REPORTING__<KEY>``.
     """
 
     # YAML 1.1 reads a bare `off` as false
@@ -710,6 +714,24 @@ class ReportingSettings(_Section):
     out_dir: str = ".data/reports"
     retention: Duration = timedelta(days=30)
     email: ReportEmail = ReportEmail()
+    slack_receivers: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        [], max_length=64
+    )
+    link_base_url: str = Field("", max_length=2048)
+
+    @field_validator("link_base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        p = urlsplit(v)
+        if v and (p.scheme not in ("http", "https") or not p.hostname or p.query or p.fragment):
+            raise ValueError("an http(s) URL with a host, no query or fragment")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _link_for_slack(self) -> ReportingSettings:
+        if self.slack_receivers and not self.link_base_url:
+            raise ValueError("slack_receivers need link_base_url (where monitoring ui is)")
+        return self
 
 
 class PlotSettings(_Section):

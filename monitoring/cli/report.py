@@ -104,7 +104,8 @@ def schedule(
     config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
-    """Run the ``reporting`` schedule: one report per period, mailed, kept for a retention."""
+    """Run the ``reporting`` schedule: one report per period, mailed and posted to Slack
+    (a link), kept for a retention."""
     import signal
     import threading
     from typing import Any

@@ -14,8 +14,14 @@
   write that fails without a crash is retried alone: the process remembers what it
   mailed, so the retry does not mail the report again.
 - **Delivery**: a PDF/HTML attachment through the notifier's e-mail channel
-  (:func:`monitoring.sinks.notifiers.email.send_message`: STARTTLS, AUTH, timeouts).
-  A failed delivery leaves the period due; the loop tries again after ``retry_s``.
+  (:func:`monitoring.sinks.notifiers.email.send_message`: STARTTLS, AUTH, timeouts),
+  and a Slack message with a link (``<reporting.link_base_url>/reports/<file>``, which
+  ``monitoring ui`` serves from ``out_dir``) to every ``slack_configs`` entry of the
+  ``reporting.slack_receivers`` in the notifier's config file, posted as the notifier
+  posts (:func:`monitoring.sinks.notifiers.base.post_json`). A failed delivery leaves
+  the period due; the loop tries again after ``retry_s``, and a retry by the same
+  process sends only what failed (a mail that went out is not sent again because a
+  Slack post failed).
 - **One at a time**: a scheduler reports while holding ``<out_dir>/.schedule.lock``
   (``flock``); another (a replica, a ``--once`` run) skips meanwhile and then finds the
   period recorded.
@@ -32,6 +38,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import math
@@ -46,24 +53,30 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.query.client import StoreClient, open_store
 from monitoring.reports.generator import Report, ReportData, ReportGenerator
+from monitoring.reports.kept import REPORT_FILE
 
 DAY_S = 86_400
 PERIOD_S = {"daily": DAY_S, "weekly": 7 * DAY_S}
 MAX_STATE_S = 32_503_680_000.0  # 3000-01-01: a later period end is not a real one
 STATE_FILE = "schedule-state.json"
 LOCK_FILE = ".schedule.lock"  # held (flock) while a scheduler reports into the directory
-_REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$")
 _TEMP_FILE = re.compile(
     r"^\.(report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)|schedule-state\.json)\.\w+\.part$"
 )
 log = get_logger("reports")
 
+if TYPE_CHECKING:
+    from monitoring.alerts.receivers import SlackConfig
+
+SLACK_TIMEOUT_S = 10.0
 ClientOpener = Callable[[Settings], Any]  # a context manager giving a StoreClient
 Sender = Callable[[EmailMessage], None]
 
@@ -141,11 +154,14 @@ class ReportScheduler:
         self.retry_s = retry_s
         self.out_dir = Path(self.cfg.out_dir)
         self.state_path = self.out_dir / STATE_FILE
-        self._delivered = 0.0  # the period this process saved and mailed last
+        # the period this process is delivering, and what of it went out: a retry
+        # sends only the rest
+        self._done: tuple[float, set[str]] = (0.0, set())
         self.generator = ReportGenerator()
         self.generator.check_template(self.cfg.template)
         if self.cfg.email.to:
             self.email_config()  # a bad address or smarthost refuses to start
+        self.slack = self.slack_configs()  # as must a missing receiver
 
     @property
     def length_s(self) -> int:
@@ -177,24 +193,83 @@ class ReportScheduler:
     def _report(self, end: float) -> Path:
         day = datetime.fromtimestamp(end - self.length_s, UTC).strftime("%Y-%m-%d")
         path = self.out_dir / f"report-{self.cfg.schedule}-{day}.{self.cfg.format}"
-        if self._delivered == end and path.is_file():  # only recording it failed
-            save_state(self.state_path, end)
-            self.prune()
-            return path
-        title = f"Monitoring report ({self.cfg.schedule}): {day}"
-        with open_store(self.settings, self.url, fallback=False) as client:
-            data = self.collect(client, end, title)
-        report = self.generator.generate(
-            data, self.cfg.template, "pdf" if self.cfg.format == "pdf" else "html"
-        )
-        write_atomic(path, report.content)
-        if self.cfg.email.to:
-            self.send(self.message(report, data, path.name))
-        self._delivered = end
+        if self._done[0] != end:
+            self._done = (end, set())
+        done = self._done[1]
+        if "mailed" not in done or not path.is_file():  # else only a post or the state failed
+            title = f"Monitoring report ({self.cfg.schedule}): {day}"
+            with open_store(self.settings, self.url, fallback=False) as client:
+                data = self.collect(client, end, title)
+            report = self.generator.generate(
+                data, self.cfg.template, "pdf" if self.cfg.format == "pdf" else "html"
+            )
+            write_atomic(path, report.content)
+            if self.cfg.email.to:
+                self.send(self.message(report, data, path.name))
+            done.add("mailed")
+        if self.slack:
+            self.post_link(f"{self.cfg.schedule.capitalize()} report {day}", path.name, done)
         save_state(self.state_path, end)
-        log.info("report_sent", path=str(path), period_end=end, mailed=bool(self.cfg.email.to))
+        log.info(
+            "report_sent", path=str(path), period_end=end, mailed=bool(self.cfg.email.to),
+            slack=len(self.slack),
+        )  # fmt: skip
         self.prune()
         return path
+
+    def link(self, filename: str) -> str:
+        """Where ``monitoring ui`` serves a report of ``out_dir``."""
+        return f"{self.cfg.link_base_url}/reports/{filename}"
+
+    def slack_configs(self) -> list[tuple[str, SlackConfig]]:
+        """``(receiver/slack_configs[i], config)`` of each ``reporting.slack_receivers``
+        in the notifier's config file; ValueError when one is missing or has none."""
+        from monitoring.alerts.manager_config import ManagerConfig
+        from monitoring.alerts.receivers import parse_receiver
+
+        if not self.cfg.slack_receivers:
+            return []
+        source = self.settings.notifier.config
+        raw = ManagerConfig.load(source).receiver_configs
+        out = []
+        for name in self.cfg.slack_receivers:
+            if name not in raw:
+                raise ValueError(f"reporting.slack_receivers: no receiver {name!r} in {source}")
+            configs = parse_receiver(raw[name]).slack_configs
+            if not configs:
+                raise ValueError(f"reporting.slack_receivers: {name!r} has no slack_configs")
+            out += [(f"{name}/slack_configs[{i}]", c) for i, c in enumerate(configs)]
+        return out
+
+    def post_link(self, title: str, filename: str, done: set[str]) -> None:
+        """Post "``title``: <link>" to each Slack config not in ``done`` (adding those
+        that took it); the first failure is raised after trying every one."""
+        from monitoring.sinks.notifiers.base import Context, DeliveryError, post_json
+        from monitoring.sinks.notifiers.slack import text_payload
+
+        text = f"{title}: {self.link(filename)}"
+
+        async def post_all() -> list[DeliveryError]:
+            failed = []
+            async with httpx.AsyncClient(timeout=SLACK_TIMEOUT_S) as http:
+                ctx = Context(http, timeout_s=SLACK_TIMEOUT_S)
+                for key, cfg in self.slack:
+                    if key in done:
+                        continue
+                    try:
+                        await post_json(
+                            ctx, cfg.api_url.get_secret_value(), text_payload(cfg, text)
+                        )
+                    except DeliveryError as e:
+                        log.warning("report_post_failed", receiver=key, error=str(e)[:300])
+                        failed.append(e)
+                    else:
+                        done.add(key)
+            return failed
+
+        failed = asyncio.run(post_all())
+        if failed:
+            raise failed[0]
 
     def collect(self, client: StoreClient, end: float, title: str) -> ReportData:
         sections: list[str] | None = [str(s) for s in self.cfg.sections] or None
@@ -251,7 +326,7 @@ class ReportScheduler:
         cutoff = (self.clock() if now_s is None else now_s) - self.cfg.retention.total_seconds()
         gone = []
         for p in sorted(self.out_dir.iterdir()):
-            if not (_REPORT_FILE.fullmatch(p.name) or _TEMP_FILE.fullmatch(p.name)):
+            if not (REPORT_FILE.fullmatch(p.name) or _TEMP_FILE.fullmatch(p.name)):
                 continue
             try:
                 st = p.lstat()

@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Route
 from monitoring.api.guard import Guard, Refused
 from monitoring.config import Settings
 from monitoring.query.alert_state import ACKED_INCIDENTS
+from monitoring.reports.kept import NoReport, read_report
 from monitoring.ui.dashboards import (
     Dashboard,
     DashboardError,
@@ -147,6 +148,7 @@ class UiApp:
         dashboards: DashboardStore,
     ) -> None:
         self.ui = settings.ui
+        self.reports_dir = Path(settings.reporting.out_dir)
         self.store = store
         self.dashboards = dashboards
         self.feed = LiveFeed(store, self.ui.live_poll.total_seconds())
@@ -170,6 +172,7 @@ class UiApp:
             Route("/", self.page("index.html"), methods=["GET"]),
             Route("/d/{name}", self.page("dashboard.html"), methods=["GET"]),
             Route("/static/{file}", self.static_file, methods=["GET"]),
+            Route("/reports/{file}", self.report_file, methods=["GET"]),
             Route("/api/ui/dashboards", self.list_dashboards, methods=["GET"]),
             Route("/api/ui/dashboards", self.create_dashboard, methods=["POST"]),
             Route("/api/ui/dashboards/{name}", self.get_dashboard, methods=["GET"]),
@@ -207,6 +210,16 @@ class UiApp:
             return self._refuse(404, "not-found", f"no static file {name[:100]!r}")
         media = "text/javascript" if path.suffix == ".js" else "text/css"
         return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
+
+    async def report_file(self, request: Request) -> Response:
+        """A scheduled report kept in ``reporting.out_dir`` (its Slack message's link)."""
+        name = request.path_params["file"]
+        try:
+            body, media = await anyio.to_thread.run_sync(read_report, self.reports_dir, name)
+        except NoReport:
+            return self._refuse(404, "not-found", f"no report {name[:100]!r}")
+        headers = {"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "no-store"}
+        return Response(body, media_type=media, headers=headers)
 
     # -- dashboards --------------------------------------------------------------------
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import Message
 from pathlib import Path
 
 import pytest
-from fixtures.notify import SMTP_PASSWORD, SMTP_USER, SmtpSink
+from fixtures.notify import SMTP_PASSWORD, SMTP_USER, HttpReceiver, Reply, SmtpSink
 from fixtures.viz_store import HOUR, VizStore, build_viz_store
 from prometheus_client import CollectorRegistry
 
-from monitoring.config import Settings
+from monitoring.config import ReportingSettings, Settings
 from monitoring.query import clickhouse_http, prometheus_api
 from monitoring.reports.schedule import DAY_S, ReportScheduler, load_state, period_end
 from monitoring.sinks.clickhouse.connection import connect_read_only
@@ -65,6 +65,19 @@ reporting:
 """
     )
     return Settings.load(str(config))
+
+
+def with_slack(base: Settings, notifier: Path, receivers: list[str], link: str) -> Settings:
+    """``base`` posting its reports to ``receivers`` of the notifier's config file
+    ``notifier``, linking to ``link`` (validated as the configuration file would be)."""
+    reporting = ReportingSettings.model_validate({
+        **base.reporting.model_dump(by_alias=True),
+        "slack_receivers": receivers, "link_base_url": link,
+    })  # fmt: skip
+    return base.model_copy(update={
+        "reporting": reporting,
+        "notifier": base.notifier.model_copy(update={"config": str(notifier)}),
+    })  # fmt: skip
 
 
 def attachment(msg: Message) -> tuple[str, bytes]:
@@ -353,3 +366,99 @@ def test_a_busy_directory_is_looked_at_again_soon(
     finally:
         stop.set()
         worker.join(timeout=60)
+
+
+def test_a_report_is_posted_to_slack_with_a_link_the_ui_serves(
+    store: tuple[VizStore, str],
+    smtp_server: SmtpSink,
+    http_receiver_factory: Callable[..., HttpReceiver],
+    tmp_path: Path,
+) -> None:
+    """The report's Slack message (the notifier's receivers' incoming webhooks) links to
+    the running `monitoring ui`, which serves the PDF to a signed-in client only, and no
+    other file of the directory. A failed post keeps the period due; the retry posts
+    only where it failed, without mailing again."""
+    import httpx
+    import yaml
+    from pydantic import SecretStr
+
+    from monitoring.ui.server import UiServer
+
+    ops = http_receiver_factory([Reply(status=500)])  # Slack answers 500 once
+    team = http_receiver_factory()
+    notifier = tmp_path / "notifier.yml"
+    notifier.write_text(yaml.safe_dump({
+        "route": {"receiver": "ops"},
+        "receivers": [
+            {"name": "ops", "slack_configs": [
+                {"api_url": f"{ops.url}/services/T0/B0/secret", "channel": "#reports"}]},
+            {"name": "team", "slack_configs": [{"api_url": f"{team.url}/hook"}]},
+            {"name": "pager", "webhook_configs": [{"url": f"{team.url}/pager"}]},
+        ],
+    }))  # fmt: skip
+    out = tmp_path / "reports"
+    base = settings(store, out, smtp_server)
+    token = "report-link-t0ken"
+    ui_settings = base.model_copy(update={
+        "api": base.api.model_copy(update={"token": SecretStr(token)}),
+        "ui": base.ui.model_copy(update={"store_url": store[1]}),
+    })  # fmt: skip
+    ui = UiServer(ui_settings, CollectorRegistry(), "127.0.0.1", 0).start()
+    try:
+        cfg = with_slack(base, notifier, ["ops", "team"], ui.url + "/")
+        s = ReportScheduler(cfg, store[1], clock=lambda: NOW_MS / 1000)
+        with pytest.raises(DeliveryError, match="HTTP 500"):
+            s.run_once()
+        assert s.due() is not None  # not recorded: tried again
+        assert len(smtp_server.envelopes) == 1 and len(team.bodies) == 1 and not ops.bodies
+        path = s.run_once()
+        assert path is not None and s.due() is None
+        assert len(smtp_server.envelopes) == 1 and len(team.bodies) == 1  # not sent again
+        day = time.strftime("%Y-%m-%d", time.gmtime(period_end(NOW_MS / 1000, "daily") - DAY_S))
+        link = f"{ui.url}/reports/{path.name}"
+        assert ops.bodies == [
+            {"username": "monitoring", "text": f"Daily report {day}: {link}", "channel": "#reports"}
+        ]
+        assert ops.requests[-1].path == "/services/T0/B0/secret"
+        assert team.bodies[0]["text"] == f"Daily report {day}: {link}"
+
+        resp = httpx.get(link, auth=("reader", token))
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["content-type"] == "application/pdf"
+        assert resp.content == path.read_bytes() and resp.content.startswith(b"%PDF-")
+        assert httpx.get(link).status_code == 401  # not signed in
+        (out / "report-daily-2000-01-01.pdf").symlink_to("/etc/passwd")
+        for name in (
+            "schedule-state.json",  # in the directory, not a report
+            "..%2Fnotifier.yml",
+            "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+            "report-daily-2000-01-01.pdf",  # a link planted under a report's name
+            "report-daily-1999-01-01.pdf",  # none
+        ):
+            r = httpx.get(f"{ui.url}/reports/{name}", auth=("reader", token))
+            assert r.status_code == 404, (name, r.status_code, r.text[:200])
+            assert b"%PDF" not in r.content and b"root:" not in r.content
+    finally:
+        ui.stop()
+
+
+def test_slack_receivers_must_exist_and_have_a_slack_config(
+    store: tuple[VizStore, str], smtp_server: SmtpSink, tmp_path: Path
+) -> None:
+    import yaml
+
+    notifier = tmp_path / "notifier.yml"
+    notifier.write_text(yaml.safe_dump({
+        "route": {"receiver": "hook"},
+        "receivers": [{"name": "hook", "webhook_configs": [{"url": "http://127.0.0.1:1/x"}]}],
+    }))  # fmt: skip
+    base = settings(store, tmp_path / "reports", smtp_server)
+    link = "https://mon.example.com"
+    with pytest.raises(ValueError, match="no receiver 'nobody'"):
+        ReportScheduler(with_slack(base, notifier, ["nobody"], link), store[1])
+    with pytest.raises(ValueError, match="'hook' has no slack_configs"):
+        ReportScheduler(with_slack(base, notifier, ["hook"], link), store[1])
+    with pytest.raises(ValueError, match="link_base_url"):
+        with_slack(base, notifier, ["hook"], "")
+    with pytest.raises(ValueError, match="http"):
+        with_slack(base, notifier, ["hook"], "javascript:alert(1)")

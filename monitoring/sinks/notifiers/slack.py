@@ -91,3 +91,15 @@ class SlackNotifier(Integration):
     async def send(self, n: Notification) -> int | None:
         body = payload(n, self.config, self.alerts(n))
         return await post_json(self.ctx, self.config.api_url.get_secret_value(), body)
+
+
+def text_payload(cfg: SlackConfig, text: str) -> dict[str, Any]:
+    """A plain message (``text``, escaped) for an incoming webhook, as ``cfg`` posts.
+
+    >>> text_payload(SlackConfig(api_url="http://h/x"), "Daily report: <http://r>")["text"]
+    'Daily report: &lt;http://r&gt;'
+    """
+    out: dict[str, Any] = {"username": cfg.username, "text": escape(text)}
+    if cfg.channel:
+        out["channel"] = cfg.channel
+    return out

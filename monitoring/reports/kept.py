@@ -1,0 +1,45 @@
+"""The scheduled reports kept in ``reporting.out_dir``, as ``monitoring ui`` serves them
+(``/reports/<file>``, the link of a report's Slack message).
+
+Only the scheduler's own file names (``report-daily-2026-12-05.pdf``: no path, no
+other file of the directory such as its state), only regular files (opened without
+following a link), at most ``MAX_REPORT_BYTES``.
+
+>>> bool(REPORT_FILE.fullmatch("report-weekly-2026-11-30.html"))
+True
+>>> bool(REPORT_FILE.fullmatch("../report-daily-2026-12-05.pdf"))
+False
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$")
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+MEDIA = {"pdf": "application/pdf", "html": "text/html; charset=utf-8"}
+
+
+class NoReport(LookupError):
+    """No kept report by that name (not one of ours, gone, or not a regular file)."""
+
+
+def read_report(out_dir: str | Path, name: str) -> tuple[bytes, str]:
+    """The kept report ``name`` and its media type; :class:`NoReport` otherwise."""
+    if not REPORT_FILE.fullmatch(name):
+        raise NoReport(name)
+    try:
+        fd = os.open(Path(out_dir) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # missing, a link (ELOOP), unreadable
+        raise NoReport(name) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_REPORT_BYTES:
+            raise NoReport(name)
+        body = f.read(MAX_REPORT_BYTES + 1)
+    if len(body) > MAX_REPORT_BYTES:
+        raise NoReport(name)
+    return body, MEDIA[name.rsplit(".", 1)[1]]
