@@ -14,29 +14,30 @@ this one gets Prometheus's staleness marker at this one (its rule group's
 a resolved one ends both. The previous evaluation's series are those of the state
 before the step, so they need no state of their own and survive a checkpoint.
 
->>> from monitoring.alerts.state import Instance
+>>> from monitoring.alerts.state import Instance, Key
 >>> i = Instance({"alertname": "Hot", "room": "a"}, {}, 91.0, "pending", 20_000)
 >>> [(s.name, s.labels.get("alertstate"), s.value) for s in samples([i])]
 [('ALERTS', 'pending', 1.0), ('ALERTS_FOR_STATE', None, 20.0)]
+>>> before = seen({("k",): i})
 >>> i.state = "firing"
->>> stale([("pending", i.labels)], [i])[0].labels["alertstate"]
-'pending'
+>>> [(s.name, s.labels.get("alertstate")) for s in stale(before, {("k",): i})]
+[('ALERTS', 'pending')]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from monitoring.alerts.model import Recorded
-from monitoring.alerts.state import Instance
+from monitoring.alerts.state import Instance, Key
 from monitoring.metrics.samples import STALE_NAN
 
 ALERTS = "ALERTS"
 ALERTS_FOR_STATE = "ALERTS_FOR_STATE"
 ALERTSTATE = "alertstate"
 
-Seen = tuple[str, Mapping[str, str]]
-"""What one instance wrote: its state and its labels."""
+Seen = dict[Key, tuple[str, Mapping[str, str]]]
+"""What a rule's instances wrote, by instance key: each one's state and labels."""
 
 
 def _alerts_labels(state: str, labels: Mapping[str, str]) -> dict[str, str]:
@@ -54,26 +55,18 @@ def samples(instances: Iterable[Instance]) -> list[Recorded]:
     return out
 
 
-def seen(instances: Iterable[Instance]) -> list[Seen]:
-    """The series ``instances`` write, as ``stale`` takes them."""
-    return [(inst.state, inst.labels) for inst in instances]
+def seen(instances: Mapping[Key, Instance]) -> Seen:
+    """The series ``instances`` (a state machine's, by key) write, as ``stale`` takes them."""
+    return {key: (inst.state, inst.labels) for key, inst in instances.items()}
 
 
-def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
-
-
-def stale(before: Sequence[Seen], after: Iterable[Instance]) -> list[Recorded]:
+def stale(before: Seen, after: Mapping[Key, Instance]) -> list[Recorded]:
     """Staleness markers for the series ``before`` wrote that ``after`` does not."""
-    if not before:
-        return []
-    now = {(inst.state, _key(inst.labels)) for inst in after}
-    alive = {k for _, k in now}
     out: list[Recorded] = []
-    for state, labels in before:
-        key = _key(labels)
-        if (state, key) not in now:
+    for key, (state, labels) in before.items():
+        now = after.get(key)
+        if now is None or now.state != state:
             out.append(Recorded(ALERTS, _alerts_labels(state, labels), STALE_NAN))
-        if key not in alive:
+        if now is None:
             out.append(Recorded(ALERTS_FOR_STATE, dict(labels), STALE_NAN))
     return out

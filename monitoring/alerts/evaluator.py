@@ -200,8 +200,8 @@ class AlertEngine:
             self.machines[r.key] = sm
         for key, gone in old.items():
             if key not in self.machines:
-                was = alert_series.seen(gone.instances.values())
-                self._retired.extend(alert_series.stale(was, []))
+                was = alert_series.seen(gone.instances)
+                self._retired.extend(alert_series.stale(was, {}))
 
     def _url(self, rule: Rule) -> str:
         if not self.generator_url:
@@ -240,11 +240,11 @@ class AlertEngine:
             }
             sm = self.machines[rule.key]
             fresh = sm.last_step_ms is None or at_ms > sm.last_step_ms  # else step is a no-op
-            before = alert_series.seen(sm.instances.values()) if fresh else []
+            before = alert_series.seen(sm.instances) if fresh else {}
             out.extend(sm.step(at_ms, active, hold))
             if fresh:
                 series.extend(alert_series.samples(sm.instances.values()))
-                series.extend(alert_series.stale(before, sm.instances.values()))
+                series.extend(alert_series.stale(before, sm.instances))
         self.alert_samples = series
         return out
 
