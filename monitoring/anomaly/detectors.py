@@ -44,7 +44,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 from monitoring.anomaly.memory import deep_sizeof
 from monitoring.anomaly.state import pack_explicit, unpack_explicit
-from monitoring.anomaly.windows import RollingWindow
+from monitoring.anomaly.windows import FixedWindow, Ring
 
 DAY_MS = 86_400_000
 _SQRT2 = math.sqrt(2.0)
@@ -236,11 +236,11 @@ class RobustEnsemble:
         self.range_min_count, self.range_decay = range_min_count, range_decay
         self.lo, self.hi, self.n = math.inf, -math.inf, 0  # range seen, points learned
         self._outside = False
-        self.values = RollingWindow(window)
-        self.changes = RollingWindow(window)
-        self.seasonal = RollingWindow(window)
+        self.values = FixedWindow(window)
+        self.changes = FixedWindow(window)
+        self.seasonal = FixedWindow(window)
         self.profile = array("d", [_NAN]) * buckets
-        self.recent = array("d")  # the last `record` raw surprises
+        self.recent = Ring(record)  # the last `record` raw surprises
         self.day_raw = array("d", [0.0]) * buckets  # largest raw surprise per bucket...
         self.day_index = array("d", [-1.0]) * buckets  # ...on this day (days since epoch)
         self.prev = _NAN
@@ -317,7 +317,7 @@ class RobustEnsemble:
     def score_one(self, x: float, t_ms: int) -> float:
         raw = self._compute(x, t_ms)[6]
         score = self.lik.score(raw)
-        if self.recent and raw <= self.record_margin * max(self.recent):
+        if self.recent and raw <= self.record_margin * self.recent.max():
             score *= self.record_damp
         earlier = (
             self._earlier_days_max(self._parts[0], t_ms // DAY_MS) if self.daily_tol >= 0 else -1.0
@@ -410,10 +410,7 @@ class RobustEnsemble:
                     self.hist[k] = 0.0
             if raw > self.hist[base + b]:
                 self.hist[base + b] = raw
-        if self.record:
-            self.recent.append(raw)
-            if len(self.recent) > self.record:
-                del self.recent[0]
+        self.recent.push(raw)
         self._key = None
 
     def to_state(self) -> bytes:
@@ -450,7 +447,7 @@ class RobustEnsemble:
             "changes": self.changes.chronological(),
             "seasonal": self.seasonal.chronological(),
             "profile": self.profile,
-            "recent": self.recent,
+            "recent": self.recent.chronological(),
             "day_raw": self.day_raw,
             "day_index": self.day_index,
             "hist": self.hist,
@@ -483,10 +480,10 @@ class RobustEnsemble:
             range_decay=s.get("range_decay", 1e-4),
         )
         det.lo, det.hi, det.n = s.get("lo", math.inf), s.get("hi", -math.inf), s.get("n", 0)
-        det.values = RollingWindow(det.window, a["values"])
-        det.changes = RollingWindow(det.window, a["changes"])
-        det.seasonal = RollingWindow(det.window, a["seasonal"])
-        det.profile, det.recent = a["profile"], a["recent"]
+        det.values = FixedWindow(det.window, a["values"])
+        det.changes = FixedWindow(det.window, a["changes"])
+        det.seasonal = FixedWindow(det.window, a["seasonal"])
+        det.profile, det.recent = a["profile"], Ring(det.record, a["recent"])
         if "day_raw" in a:
             det.day_raw, det.day_index = a["day_raw"], a["day_index"]
         if "hist" in a:

@@ -53,12 +53,14 @@ def evaluate(
     from monitoring.agents.alerting import AlertingAgent, load_rules
     from monitoring.api.server import serve
     from monitoring.config import ConfigError
+    from monitoring.dev.memtrace import start_from_env
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.runtime.admin import ensure_topics
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
+    start_from_env("alerting")
     log = get_logger("alerting")
     patterns = [*settings.alerting.rules, *(rules or [])]
     try:

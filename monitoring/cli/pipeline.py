@@ -23,6 +23,7 @@ def worker(
 
     from monitoring.agents.aggregation import AggregationAgent
     from monitoring.api.server import serve
+    from monitoring.dev.memtrace import start_from_env
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.runtime.admin import ensure_topics
@@ -31,6 +32,7 @@ def worker(
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
+    start_from_env("worker")
     ensure_topics(settings)
     registry = CollectorRegistry()
     if settings.logs.ship_own_logs:

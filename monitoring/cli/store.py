@@ -48,6 +48,7 @@ def run(
 
     from monitoring.api.guard import Guard
     from monitoring.config import ConfigError
+    from monitoring.dev.memtrace import start_from_env
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.query import clickhouse_http, prometheus_api
@@ -66,6 +67,7 @@ def run(
 
     settings = load_settings(config)
     configure_logging(log_level.upper(), file=settings.logging)
+    start_from_env("store")
     log = get_logger("store")
     try:
         guard = Guard.from_settings(settings.api, settings.storage.query_host)

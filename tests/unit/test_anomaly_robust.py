@@ -11,6 +11,7 @@ from array import array
 from monitoring.anomaly.detectors import RobustEnsemble
 from monitoring.anomaly.state import pack_explicit, unpack_explicit
 from monitoring.anomaly.synthetic import generate
+from monitoring.anomaly.windows import Ring
 
 PER_DAY = 288  # 5-minute points; the synthetic series starts at midnight UTC
 
@@ -57,7 +58,7 @@ def test_a_surprise_within_two_percent_of_the_recent_largest_is_not_a_new_record
     def score(recent_largest: float, margin: float) -> float:
         d = RobustEnsemble.from_state(det.to_state())
         d.record_margin = margin
-        d.recent = array("d", [0.0] * 99 + [recent_largest])
+        d.recent = Ring(100, array("d", [0.0] * 99 + [recent_largest]))
         return d.score_one(110.0, t)
 
     undamped = score(0.0, 1.02)
