@@ -10,6 +10,10 @@ at or after it fired (and before it resolved) naming its fingerprint, or the gro
 key of a notification that carried it (the notifier's delivery log). MTTA is the mean
 of acknowledged incidents' time from firing to acknowledgement.
 
+A **pending** alert (evaluated active, its ``for`` not yet over) is on no topic the
+notifier reads; the evaluator writes it as Prometheus does, as ``ALERTS{alertstate=
+"pending"}`` samples, which the store keeps with the other samples.
+
 Every statement binds ``{start_ms:Int64}`` and ``{end_ms:Int64}`` (server-side
 parameters) and reads the incidents that overlap ``[start_ms, end_ms]``, at most
 ``{limit:UInt32}`` of them.
@@ -59,6 +63,34 @@ LEFT JOIN ({ACKS}) AS a ON a.fingerprint = i.fingerprint
 GROUP BY i.fingerprint, i.fired_ms
 ORDER BY fired_ms DESC
 LIMIT {{limit:UInt32}}
+"""
+
+# Pending alerts from the evaluator's ALERTS{alertstate="pending"} samples: one row per
+# run of a series, a run ending at its staleness marker (written where the alert fired
+# or stopped being active); `ended` = 0 for a run still pending at its last sample, `n`
+# its samples. Runs overlapping [start_ms, end_ms], newest first, at most {limit}.
+PENDING_RUNS = """
+SELECT any(s.alert_labels) AS labels, toUnixTimestamp64Milli(min(p.ts)) AS from_ms,
+       toUnixTimestamp64Milli(max(p.ts)) AS to_ms, max(p.stale) AS ended,
+       countIf(p.stale = 0) AS n
+FROM (
+    SELECT series_id, ts, isNaN(value) AS stale,
+           sum(isNaN(value)) OVER (PARTITION BY series_id ORDER BY ts
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS run
+    FROM samples FINAL
+    WHERE series_id IN (SELECT series_id FROM series
+                        WHERE name = 'ALERTS' AND labels['alertstate'] = 'pending')
+      AND ts >= fromUnixTimestamp64Milli({start_ms:Int64})
+      AND ts <= fromUnixTimestamp64Milli({end_ms:Int64})
+) AS p
+INNER JOIN (
+    SELECT series_id, any(labels) AS alert_labels FROM series
+    WHERE name = 'ALERTS' AND labels['alertstate'] = 'pending' GROUP BY series_id
+) AS s ON s.series_id = p.series_id
+GROUP BY p.series_id, p.run
+HAVING n > 0
+ORDER BY from_ms DESC
+LIMIT {limit:UInt32}
 """
 
 # MTTA and MTTR (seconds) of the incidents that fired in [start_ms, end_ms)

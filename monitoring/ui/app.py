@@ -34,9 +34,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from monitoring.alerts.model import fingerprint
 from monitoring.api.guard import Guard, Refused
 from monitoring.config import Settings
-from monitoring.query.alert_state import ACKED_INCIDENTS
+from monitoring.log import get_logger
+from monitoring.query.alert_state import ACKED_INCIDENTS, PENDING_RUNS
 from monitoring.reports.kept import NoReport, read_report
 from monitoring.ui.dashboards import (
     Dashboard,
@@ -74,6 +76,7 @@ from monitoring.ui.panels import (
 )
 from monitoring.ui.store import StoreClient, StoreError
 
+log = get_logger("ui")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _INT = re.compile(r"-?[0-9]{1,19}")
 STREAM_S = 600.0  # a live stream's length; the browser reconnects
@@ -84,7 +87,8 @@ MAX_ANNOTATIONS = 500  # events of one annotation over a range
 # to half the step (max_source_resolution): a 24 h panel at 2 min reads 1 min windows,
 # a gauge's value is then at most half a pixel old; shorter steps read raw samples
 MIN_WINDOWED_STEP_S = 60
-MAX_BANDS = 500  # alert incidents drawn over a range
+MAX_BANDS = 500  # alert incidents drawn over a range (and as many pending runs)
+PENDING_STEP_MS = 10_000  # a pending run of one sample, still pending, is drawn this wide
 MAX_EXPORTS = 4  # exports in the making at once (more: 503); rendering is CPU-bound
 EXPORT_THREADS = 2  # of them drawing at once
 FIRING_SQL = """
@@ -492,12 +496,16 @@ class UiApp:
 
     async def alert_bands(self, request: Request) -> Response:
         """The alert incidents overlapping the range (the store's ``alert_events`` and
-        ``alert_acks``), for the pages to draw as bands on the series they match."""
+        ``alert_acks``) and the runs of pending alerts (``ALERTS{alertstate="pending"}``),
+        for the pages to draw as bands on the series they match."""
         try:
             start, end = self._range(request)
             params = {"param_start_ms": str(start), "param_end_ms": str(end),
                       "param_limit": str(MAX_BANDS)}  # fmt: skip
-            _, rows = await self.store.sql(ACKED_INCIDENTS, params, MAX_BANDS)
+            (_, rows), pending = await asyncio.gather(
+                self.store.sql(ACKED_INCIDENTS, params, MAX_BANDS),
+                self._pending_runs(params),
+            )
         except PanelError as e:
             return self._refuse(400, "bad-band-request", str(e))
         except StoreError as e:
@@ -506,13 +514,36 @@ class UiApp:
         for r in rows:
             if len(r) < 8 or not isinstance(r[2], dict):
                 continue
-            labels = {str(k)[:200]: str(v)[:500] for k, v in list(r[2].items())[:64]}
             bands.append({
-                "fingerprint": str(r[0])[:64], "alertname": str(r[1])[:200], "labels": labels,
-                "from": _ms(r[3]), "to": _ms(r[4]), "resolved": r[5] is not None,
-                "acked_ms": _ms(r[6]) or None, "acked_by": str(r[7])[:200],
+                "state": "firing", "fingerprint": str(r[0])[:64], "alertname": str(r[1])[:200],
+                "labels": _band_labels(r[2]), "from": _ms(r[3]), "to": _ms(r[4]),
+                "resolved": r[5] is not None, "acked_ms": _ms(r[6]) or None,
+                "acked_by": str(r[7])[:200],
+            })  # fmt: skip
+        for r in pending:
+            if len(r) < 5 or not isinstance(r[0], dict):
+                continue
+            labels = _band_labels({k: v for k, v in r[0].items() if k != "alertstate"})
+            first, last, n = _ms(r[1]), _ms(r[2]), _ms(r[4])
+            if not r[3]:  # still pending at its last sample: until the next evaluation
+                last = min(end, last + ((last - first) // (n - 1) if n > 1 else PENDING_STEP_MS))
+            bands.append({
+                "state": "pending", "fingerprint": fingerprint(labels),
+                "alertname": labels.get("alertname", ""), "labels": labels,
+                "from": first, "to": last, "resolved": bool(r[3]),
+                "acked_ms": None, "acked_by": "",
             })  # fmt: skip
         return _Json({"bands": bands})
+
+    async def _pending_runs(self, params: dict[str, str]) -> list[list[Any]]:
+        """Rows of ``PENDING_RUNS``; none if the store refuses it (the firing bands
+        still draw)."""
+        try:
+            _, rows = await self.store.sql(PENDING_RUNS, params, MAX_BANDS)
+        except StoreError as e:
+            log.warning("pending_bands_failed", status=e.status, error=e.message[:300])
+            return []
+        return rows
 
     async def variable(self, request: Request) -> Response:
         try:
@@ -676,6 +707,11 @@ class _Json(JSONResponse):
 class _Refusal(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+def _band_labels(labels: dict[Any, Any]) -> dict[str, str]:
+    """An alert's labels as a band carries them: at most 64, names and values cut."""
+    return {str(k)[:200]: str(v)[:500] for k, v in list(labels.items())[:64]}
 
 
 def _ms(v: Any) -> int:

@@ -182,7 +182,7 @@ def test_changing_the_time_range_and_a_variable_refetches_and_redraws(ui: Ui) ->
     assert all("var-service=api" in u for u in requests[before:])
     names = page.evaluate(
         "() => document.querySelector('[data-panel=\"request_rate\"] .js-plotly-plot')"
-        ".data.map(t => t.name)"
+        ".data.filter(t => t.yaxis !== 'y2').map(t => t.name)"  # not the alert markers
     )
     assert names == ["api"]
     page.screenshot(path=str(ARTIFACTS / "services-api-6h.png"), full_page=True)
@@ -234,8 +234,9 @@ def test_hostile_label_values_are_shown_as_text_and_never_run(ui: Ui) -> None:
         "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
         ".layout.shapes.map(s => s.type)"
     )
-    # the anomaly annotations, one line each; the two alert incidents' bands
-    assert shapes.count("line") == 11 and shapes.count("rect") == 2, shapes
+    # the anomaly annotations, one line each; the two alert incidents' bands, firing and
+    # pending
+    assert shapes.count("line") == 11 and shapes.count("rect") == 4, shapes
     page.select_option('select[data-var="host"]', HOSTILE[1])
     page.wait_for_function(PANELS_DONE, timeout=30_000)
     assert panel_states(page)["cpu_by_host"][0] == "ok"  # the value is matched literally
@@ -383,15 +384,17 @@ def test_firing_alerts_are_bands_on_the_series_they_match(ui: Ui) -> None:
         "() => Object.fromEntries([...document.querySelectorAll('.panel[data-bands]')]"
         ".map(p => [p.dataset.panel, Number(p.dataset.bands)]))"
     )
-    # HighCPU{host="node-000"} and the hostile alert on a hostile host: both match the
-    # panels split by host; nothing else stores alert state in this world
-    assert bands.get("cpu_by_host") == 2 and bands.get("memory_by_host") == 1, bands
+    # HighCPU{host="node-000"} and the hostile alert on a hostile host, each pending then
+    # firing: both match the panels split by host (node-000 only the memory panel's)
+    assert bands.get("cpu_by_host") == 4 and bands.get("memory_by_host") == 2, bands
     shapes = page.evaluate(
         "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
-        ".layout.shapes.filter(s => s.type === 'rect').map(s => [s.x0, s.x1])"
+        ".layout.shapes.filter(s => s.type === 'rect').map(s => [s.x0, s.x1, s.fillcolor])"
     )
     end = ui.world.end_ms
-    assert [end - 1_800_000, end - 1_200_000] in shapes  # fired, resolved
+    firing, pending = "rgba(242, 73, 92, 0.15)", "rgba(255, 152, 48, 0.10)"
+    assert [end - 1_800_000, end - 1_200_000, firing] in shapes  # fired, resolved
+    assert [end - 1_920_000, end - 1_800_000, pending] in shapes  # pending until it fired
     hover = page.evaluate(
         "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
         ".data.find(t => t.name === 'alerts').hovertext"
@@ -546,5 +549,52 @@ def test_hovering_one_time_series_shows_the_same_time_on_the_others(ui: Ui) -> N
         lambda: not any(p["xs"] for p in page.evaluate(HOVER_STATE).values()),
         what="the crosshair gone",
     )
+    assert errors == [], errors
+    page.close()
+
+
+def test_pending_alerts_are_lighter_bands_and_listed_with_the_firing_ones(ui: Ui) -> None:
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/system?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    hover = page.evaluate(
+        "() => document.querySelector('[data-panel=\"cpu_by_host\"] .js-plotly-plot')"
+        ".data.find(t => t.name === 'pending alerts').hovertext"
+    )
+    assert "HighCPU pending" in hover
+    assert any(h.startswith("&lt;script&gt;window.__xss = 7") for h in hover), hover
+    page.close()
+
+    page, errors, _ = ui.page()  # HighLatency{service="api"}: pending now, on its service
+    page.goto(f"{ui.server.url}/d/services?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    bands = page.evaluate(
+        "() => document.querySelector('[data-panel=\"request_rate\"] .js-plotly-plot')"
+        ".layout.shapes.filter(s => s.type === 'rect').map(s => [s.x0, s.x1, s.fillcolor])"
+    )
+    end = ui.world.end_ms
+    # still pending at its last sample (the world's end): drawn until the next evaluation
+    assert bands == [[end - 50_000, end + 10_000, "rgba(255, 152, 48, 0.10)"]], bands
+    page.close()
+
+    page, errors, _ = ui.page()
+    page.goto(f"{ui.server.url}/d/alerts?last=1h")
+    page.wait_for_function(PANELS_DONE, timeout=30_000)
+    rows = page.eval_on_selector_all(
+        '[data-panel="active_alerts"] tbody tr',
+        "rs => rs.map(r => [...r.querySelectorAll('td')].map(td => td.textContent))",
+    )
+    cols = page.eval_on_selector_all(
+        '[data-panel="active_alerts"] thead th', "hs => hs.map(h => h.textContent)"
+    )
+    table = [dict(zip(cols, r, strict=True)) for r in rows]
+    assert sorted((r["alertname"], r["alertstate"]) for r in table) == [
+        ("<script>window.__xss = 7</script>", "firing"),  # shown as text
+        ("HighLatency", "pending"),
+    ], table
+    stats = page.inner_text('[data-panel="active_by_state"]')
+    assert "firing" in stats and "pending" in stats
+    page.screenshot(path=str(ARTIFACTS / "alerts-pending.png"), full_page=True)
+    assert_nothing_ran(page, errors)
     assert errors == [], errors
     page.close()

@@ -17,7 +17,7 @@
     panels: [], // {panel, node, body, note, seq}
     timer: null,
     annotations: [], // [{name, color, t, text}]
-    bands: [], // alert incidents: [{alertname, labels, from, to, resolved, acked_ms, acked_by}]
+    bands: [], // alerts: [{state, alertname, labels, from, to, resolved, acked_ms, acked_by}]
   };
   const ALL = "$__all";
   const PLOTLY_CONFIG = { displaylogo: false, responsive: true,
@@ -552,20 +552,33 @@
     });
   }
 
-  // Firing alerts as red bands behind the lines (at most 100 a panel), each with a
-  // marker at its start whose hover says which alert and who acknowledged it.
+  // Alerts as bands behind the lines (at most 100 a panel): firing red, pending (the
+  // evaluator's ALERTS{alertstate="pending"}) a lighter amber; each with a marker at its
+  // start whose hover says which alert, and for a firing one who acknowledged it.
+  const BAND_STYLE = {
+    firing: { fill: "rgba(242, 73, 92, 0.15)", marker: "#f2495c", name: "alerts" },
+    pending: { fill: "rgba(255, 152, 48, 0.10)", marker: "#ff9830", name: "pending alerts" },
+  };
+  function bandText(b) {
+    if (b.state === "pending") return `${b.alertname} pending` + (b.resolved ? "" : " (still pending)");
+    return `${b.alertname} firing` + (b.resolved ? "" : " (not resolved)") +
+      (b.acked_ms ? `, acknowledged by ${b.acked_by}` : ", not acknowledged");
+  }
   function band(traces, lay, series) {
     const hits = state.bands.filter((b) => b.to > b.from && bandMatches(b, series)).slice(0, 100);
     if (!hits.length) return 0;
+    const style = (b) => BAND_STYLE[b.state === "pending" ? "pending" : "firing"];
     lay.shapes = (lay.shapes || []).concat(hits.map((b) => ({
       type: "rect", xref: "x", yref: "paper", x0: b.from, x1: b.to, y0: 0, y1: 1,
-      fillcolor: "rgba(242, 73, 92, 0.15)", line: { width: 0 }, layer: "below" })));
-    const text = hits.map((b) => plotlyText(`${b.alertname} firing` +
-      (b.resolved ? "" : " (not resolved)") +
-      (b.acked_ms ? `, acknowledged by ${b.acked_by}` : ", not acknowledged")));
-    traces.push({ type: "scatter", mode: "markers", name: "alerts", x: hits.map((b) => b.from),
-      y: hits.map(() => 1), yaxis: "y2", hovertext: text, hoverinfo: "text+x", showlegend: false,
-      marker: { color: "#f2495c", size: 7, symbol: "triangle-right" } });
+      fillcolor: style(b).fill, line: { width: 0 }, layer: "below" })));
+    for (const kind of ["firing", "pending"]) {
+      const some = hits.filter((b) => style(b) === BAND_STYLE[kind]);
+      if (!some.length) continue;
+      traces.push({ type: "scatter", mode: "markers", name: BAND_STYLE[kind].name,
+        x: some.map((b) => b.from), y: some.map(() => 1), yaxis: "y2",
+        hovertext: some.map((b) => plotlyText(bandText(b))), hoverinfo: "text+x",
+        showlegend: false, marker: { color: BAND_STYLE[kind].marker, size: 7, symbol: "triangle-right" } });
+    }
     lay.yaxis2 = { overlaying: "y", range: [0, 1.05], visible: false, fixedrange: true };
     return hits.length;
   }
