@@ -57,11 +57,11 @@ from monitoring.alerts.receivers import parse_receivers
 from monitoring.alerts.silences import SilenceLimitError
 from monitoring.config import Settings
 from monitoring.log import get_logger
-from monitoring.runtime import topics
+from monitoring.runtime import consume, topics
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.kafka_client import client_config
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
-from monitoring.runtime.outputs import DeadLetters, Outputs, consumer_config
+from monitoring.runtime.outputs import DeadLetters, Outputs
 from monitoring.runtime.standby import TableTail, Tail, offsets_since, run_in_terms, take_over
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.sinks.notifiers.dispatcher import (
@@ -174,12 +174,11 @@ class NotifierAgent:
             self.delivered.add(key)
         # never commits: the state has the positions
         group = f"{k.topic_prefix}notifier"
-        self.consumer = Consumer(consumer_config(k, group, **{"fetch.wait.max.ms": 20}))
+        self.consumer = consume.new_consumer(k, group, **{"fetch.wait.max.ms": 20})
         assignment = []
         for topic in (self.alerts_topic, self.commands_topic):
-            parts = self.consumer.list_topics(topic, timeout=30).topics[topic].partitions
             done = self.positions.setdefault(topic, {})
-            for p in sorted(parts):
+            for p in consume.partitions(self.consumer, topic):
                 assignment.append(TopicPartition(topic, p, done.get(p, OFFSET_BEGINNING)))
         self.consumer.assign(assignment)
         log.info(
@@ -266,8 +265,7 @@ class NotifierAgent:
         if self.consumer is None:
             self.start()
         assert self.consumer is not None
-        interval_s = self.settings.notifier.checkpoint_interval.total_seconds()
-        last_checkpoint = time.monotonic()
+        cadence = consume.Cadence(self.settings.notifier.checkpoint_interval.total_seconds())
         async with Dispatcher(
             self.receivers,
             delivered=self.delivered,
@@ -280,31 +278,25 @@ class NotifierAgent:
                     self._start_delivery(n)
                 self._resend = []
                 while not stop.is_set():
-                    if self.lease is not None and (self._fenced or not self.lease.poll()):
-                        raise Fenced(self._fenced or "notifier: the lease was lost")
-                    msgs = await asyncio.to_thread(self.consumer.consume, 1000, 0.05)
+                    consume.check_lease(self.lease, "notifier", vetoed=self._fenced)
+                    msgs = await asyncio.to_thread(consume.fetch, self.consumer, 1000, 0.05)
                     with self.lock:
                         for m in msgs:
-                            if m.error() is None:
-                                self.handle(m.topic() or "", m.partition() or 0, m)
+                            self.handle(m.topic() or "", m.partition() or 0, m)
                         due = self._due(now_ms())
                     for n in due:
                         self._start_delivery(n)
-                    if self._dirty and time.monotonic() - last_checkpoint >= interval_s:
-                        last_checkpoint = time.monotonic()
-                        await self.checkpoint()
-                    elif isinstance(self.outputs, FencedOutputs) and self.outputs.open:
-                        await self.outputs.flush()  # the delivery log, read by a standby
+                    # between checkpoints, the delivery log is committed for a standby
+                    await cadence.step(self._dirty, self.outputs, self.checkpoint)
                 if self._inflight:
                     await asyncio.wait(self._inflight, timeout=30)
                 await self.checkpoint()
                 self.dead_letters.flush()
             finally:
-                self.consumer.close()
                 if isinstance(self.outputs, FencedOutputs):
                     for task in self._inflight:
                         task.cancel()
-                    self.outputs.abort()
+                consume.end_term(self.consumer, self.outputs)
 
     def _start_delivery(self, n: Notification) -> None:
         task = asyncio.create_task(self._deliver(n))
@@ -343,10 +335,7 @@ class NotifierAgent:
 
     def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
         self.invalid.labels(reason).inc()
-        self.dead_letters.send(
-            msg.key(), msg.value(), reason, detail, (msg.topic() or "", msg.partition() or 0,
-                                                     msg.offset() or 0)
-        )  # fmt: skip
+        consume.dead_letter(self.dead_letters, msg, reason, detail)
 
     def _due(self, now: int) -> list[Notification]:
         deadline = self.manager.next_deadline()

@@ -158,7 +158,6 @@ def start(name: str, how: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, fl
     table = corrupted(name, how)
     monkeypatch.setattr(module, "read_table", lambda *_: table)
     monkeypatch.setattr(consume, "Consumer", FakeConsumer)
-    monkeypatch.setattr(module, "Consumer", FakeConsumer)  # the notifier makes its own
     registry = CollectorRegistry()
     agent = (make.alerting_agent if name == "alerting" else make.notifier_agent)(registry)
     with capture_logs() as logs:
