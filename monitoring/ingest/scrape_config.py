@@ -43,7 +43,7 @@ from pydantic import (
 from monitoring.config import ConfigError
 from monitoring.metrics.prom_syntax import LABEL_NAME, prom_duration_ms
 
-_SIZE = re.compile(r"^(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$")
+_SIZE = re.compile(r"^(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$", re.ASCII)
 _SIZE_UNIT = {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 IGNORED_TOP_LEVEL = frozenset(
     {"rule_files", "alerting", "remote_write", "remote_read", "storage", "tracing"}

@@ -9,6 +9,8 @@ following a link), at most ``MAX_REPORT_BYTES``.
 True
 >>> bool(REPORT_FILE.fullmatch("../report-daily-2026-12-05.pdf"))
 False
+>>> bool(REPORT_FILE.fullmatch("report-daily-2026-12-0\u0665.pdf"))  # ASCII digits only
+False
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 import stat
 from pathlib import Path
 
-REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$")
+REPORT_FILE = re.compile(r"^report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)$", re.ASCII)
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 MEDIA = {"pdf": "application/pdf", "html": "text/html; charset=utf-8"}
 

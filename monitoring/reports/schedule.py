@@ -69,7 +69,8 @@ MAX_STATE_S = 32_503_680_000.0  # 3000-01-01: a later period end is not a real o
 STATE_FILE = "schedule-state.json"
 LOCK_FILE = ".schedule.lock"  # held (flock) while a scheduler reports into the directory
 _TEMP_FILE = re.compile(
-    r"^\.(report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)|schedule-state\.json)\.\w+\.part$"
+    r"^\.(report-(daily|weekly)-\d{4}-\d{2}-\d{2}\.(pdf|html)|schedule-state\.json)\.\w+\.part$",
+    re.ASCII,
 )
 log = get_logger("reports")
 

@@ -30,7 +30,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 MARKER = b"\xc3\x01"
 HEADER_LEN = 10
-_VERSIONED = re.compile(r"^(?P<stem>.+)\.v(?P<version>\d+)\.avsc$")
+_VERSIONED = re.compile(r"^(?P<stem>.+)\.v(?P<version>\d+)\.avsc$", re.ASCII)
 
 _EMPTY64 = 0xC15D213AA4D7A795
 _FP_TABLE: list[int] = []

@@ -183,3 +183,9 @@ def test_good_kafka_and_window_settings_load(tmp_path: Path) -> None:
     s = Settings.load(write(tmp_path, text))
     assert s.alerting.window == timedelta(minutes=1)
     assert Settings.load(write(tmp_path, "kafka:\n  topic_prefix: ''\n")).kafka.topic_prefix == ""
+
+
+@pytest.mark.parametrize("text", ["\u0661\u0660m", "\uff11\uff10s", "\u00b2s"])
+def test_durations_take_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)

@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from monitoring.config import StorageSettings
 
-_FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.sql$")
+_FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.sql$", re.ASCII)
 # ZSTD(3) measured smaller than ZSTD(1) and ZSTD(6) on scraped samples (see footprint).
 CODECS = {"zstd": "ZSTD(3)", "lz4": "LZ4", "none": ""}
 _TTL_TABLES = {"samples": ("ts", "samples"), "aggregates": ("window_start", "aggregates")}
