@@ -352,12 +352,68 @@ def test_a_paused_former_holder_is_fenced(
     wait_for(p, lambda: notified(hook)[("resolved", "a")] >= 1, 90, "the resolution")
     wait_for(p, lambda: caught_up(p, notifiers.ports[1 - n_old]), 60, "the notifier done")
     assert notified(hook) == ORACLE, hook.bodies
+    # the ALERTS series committed on the samples topic are the no-fault ones: firing at
+    # every hot end, markers where it resolved, nothing from the fenced former holder
+    # (a sample repeated by the new holder's replay from its checkpoint is the same one)
+    end = lambda w: start + (w + 1) * W  # noqa: E731 - the end of window w
+    expected = {
+        (name, state, room, end(w), v)
+        for room in "ab"
+        for w in HOT
+        for name, state, v in (
+            ("ALERTS", "firing", 1.0),
+            ("ALERTS_FOR_STATE", "", float(end(HOT[0]) // 1000)),
+        )
+    }
+    expected |= {(name, state, room, end(HOT[-1] + 1), "stale") for room in "ab"
+                 for name, state in (("ALERTS", "firing"), ("ALERTS_FOR_STATE", ""))}  # fmt: skip
+    wait_for(p, lambda: set(alert_series(p)) >= expected, 60, "the ALERTS series committed")
+    assert set(alert_series(p)) == expected
     # after the new holder's first state record, only the new holder's are committed
     for topic in ("alerts.state", "alerts.notifier.state"):
         records = committed(p, topic)
         holders = {r[1] for r in records}
         assert len(holders) >= 2, (topic, holders)  # written by both, in turn
         assert len(after_takeover(records)) == 1, (topic, records[-20:])
+
+
+def alert_series(p: Pipeline) -> list[tuple[str, str, str, int, float | str]]:
+    """(name, alertstate, room, timestamp, value or "stale") of every committed sample
+    the evaluator wrote for its alerts on ``metrics.samples``."""
+    from monitoring.agents.alerting import ALERTS_SOURCE
+    from monitoring.metrics.samples import is_stale
+    from monitoring.wire.codec import AvroCodec
+
+    codec = AvroCodec.from_directory()
+    topic = p.topic("metrics.samples")
+    c = Consumer(
+        consumer_config(p.settings.kafka, "t-ha-alert-series",
+                        **{"enable.partition.eof": True, "isolation.level": "read_committed"})
+    )  # fmt: skip
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, q, OFFSET_BEGINNING) for q in parts])
+        out: list[tuple[str, str, str, int, float | str]] = []
+        eof: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(eof) < len(parts) and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error() is not None:
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(m.partition())
+                continue
+            eof.discard(m.partition())
+            rec = codec.decode(m.value()).record
+            if rec.get("source") != ALERTS_SOURCE:
+                continue
+            labels, v = rec["labels"], rec["value"]
+            out.append((rec["name"], labels.get("alertstate", ""), labels["room"],
+                        rec["timestamp_ms"], "stale" if is_stale(v) else v))  # fmt: skip
+        return out
+    finally:
+        c.close()
 
 
 def window_ends(p: Pipeline) -> set[int]:
