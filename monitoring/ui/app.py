@@ -23,9 +23,9 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import orjson
@@ -39,7 +39,7 @@ from monitoring.api.guard import Guard, Refused
 from monitoring.config import Settings
 from monitoring.log import get_logger
 from monitoring.query.alert_state import ACKED_INCIDENTS, PENDING_RUNS
-from monitoring.reports.kept import NoReport, read_report
+from monitoring.reports.kept import NoReport, open_report
 from monitoring.ui.dashboards import (
     Dashboard,
     DashboardError,
@@ -88,6 +88,7 @@ MAX_ANNOTATIONS = 500  # events of one annotation over a range
 # a gauge's value is then at most half a pixel old; shorter steps read raw samples
 MIN_WINDOWED_STEP_S = 60
 MAX_BANDS = 500  # alert incidents drawn over a range (and as many pending runs)
+REPORT_CHUNK = 256 * 1024  # a report is streamed: a request holds one chunk
 PENDING_STEP_MS = 10_000  # a pending run of one sample, still pending, is drawn this wide
 MAX_EXPORTS = 4  # exports in the making at once (more: 503); rendering is CPU-bound
 EXPORT_THREADS = 2  # of them drawing at once
@@ -219,11 +220,18 @@ class UiApp:
         """A scheduled report kept in ``reporting.out_dir`` (its Slack message's link)."""
         name = request.path_params["file"]
         try:
-            body, media = await anyio.to_thread.run_sync(read_report, self.reports_dir, name)
+            f, size, media = await anyio.to_thread.run_sync(open_report, self.reports_dir, name)
         except NoReport:
             return self._refuse(404, "not-found", f"no report {name[:100]!r}")
-        headers = {"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "no-store"}
-        return Response(body, media_type=media, headers=headers)
+        headers = {
+            "Content-Disposition": f'inline; filename="{name}"',
+            "Cache-Control": "no-store",
+            "Content-Length": str(size),
+        }
+        if media.startswith("text/html"):
+            # a unique origin: nothing in a report (a user's template) acts as the UI
+            headers["Content-Security-Policy"] = "sandbox"
+        return StreamingResponse(_chunks(f, size), media_type=media, headers=headers)
 
     # -- dashboards --------------------------------------------------------------------
 
@@ -707,6 +715,21 @@ class _Json(JSONResponse):
 class _Refusal(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+async def _chunks(f: BinaryIO, size: int) -> AsyncIterator[bytes]:
+    """``size`` bytes of ``f`` in chunks of ``REPORT_CHUNK`` (each read in a worker
+    thread); closes ``f``."""
+    try:
+        left = size
+        while left > 0:
+            chunk = await anyio.to_thread.run_sync(f.read, min(REPORT_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
 
 
 def _band_labels(labels: dict[Any, Any]) -> dict[str, str]:

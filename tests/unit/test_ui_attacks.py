@@ -213,3 +213,32 @@ def test_a_dashboard_file_nested_too_deep_is_listed_with_its_error(
     assert "nested too deep" in listed["deep"]["error"] and "title" in listed["test"]
     assert client.get("/api/ui/dashboards/deep").status_code == 400
     assert client.get("/api/ui/home").status_code == 200
+
+
+def test_a_kept_html_report_is_served_sandboxed_and_streamed(
+    client: TestClient, server: UiServer, tmp_path: Path
+) -> None:
+    """An HTML report (a user's template, its data) is served from the UI's origin: with
+    ``Content-Security-Policy: sandbox`` it is a unique origin, so nothing in it can
+    call the UI's API with the reader's credentials. A report is streamed whole, in
+    chunks; a PDF is not sandboxed (browsers' PDF viewers refuse to run so)."""
+    from monitoring.ui import app as ui_app
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    server.ui.reports_dir = out
+    html = b"<html><body>" + b"x" * (3 * ui_app.REPORT_CHUNK + 17) + b"</body></html>"
+    (out / "report-daily-2026-12-05.html").write_bytes(html)
+    (out / "report-daily-2026-12-05.pdf").write_bytes(b"%PDF-1.7 " + b"y" * 1000)
+
+    r = client.get("/reports/report-daily-2026-12-05.html")
+    assert r.status_code == 200 and r.content == html
+    assert r.headers["content-length"] == str(len(html))
+    policies = r.headers.get_list("content-security-policy")
+    assert "sandbox" in [p.strip() for p in policies], policies
+    assert r.headers["content-type"].startswith("text/html")
+
+    r = client.get("/reports/report-daily-2026-12-05.pdf")
+    assert r.status_code == 200 and r.content.startswith(b"%PDF") and len(r.content) == 1009
+    assert "sandbox" not in [p.strip() for p in r.headers.get_list("content-security-policy")]
+    assert client.get("/reports/report-daily-2026-12-06.pdf").status_code == 404
