@@ -5,8 +5,9 @@ These read with a plain confluent-kafka ``Consumer``: the evaluator and the noti
 positions); the store joins the ``monitoring-store`` group and commits what it stored.
 What they share:
 
-* ``new_consumer``: the one way they make a consumer (``kafka.security``, no auto-commit; a
-  refused login or certificate raises ``KafkaAccessDenied`` from ``consume``).
+* ``config``, ``new_consumer``: the one way they make a consumer (``kafka.security``,
+  no auto-commit; a refused login or certificate raises ``KafkaAccessDenied`` from
+  ``consume``).
 * ``partitions``, ``offsets_at``, ``end_offsets``: metadata look-ups, retried while
   the broker is briefly unavailable (``admin.with_retries``).
 * ``fetch``: one batch of records; error events are dropped (a partition's end
@@ -42,12 +43,15 @@ TP = tuple[str, int]  # (topic, partition)
 METADATA_TIMEOUT_S = 30.0
 
 
+def config(kafka: KafkaSettings, group: str, **extra: Any) -> dict[str, Any]:
+    """The librdkafka settings of such a consumer of ``group`` (``consumer_config``,
+    ``error_cb`` raising ``KafkaAccessDenied``), then ``extra``."""
+    return consumer_config(kafka, group, **{"error_cb": raise_on_access_error(kafka), **extra})
+
+
 def new_consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
-    """A consumer of ``group`` with the project's settings (``consumer_config``), then
-    ``extra``; a refused login or certificate raises from ``consume`` naming it."""
-    return Consumer(
-        consumer_config(kafka, group, **{"error_cb": raise_on_access_error(kafka), **extra})
-    )
+    """A consumer with ``config(kafka, group, **extra)``."""
+    return Consumer(config(kafka, group, **extra))
 
 
 def partitions(c: Any, topic: str) -> list[int]:
@@ -101,6 +105,11 @@ def _call(msg: Any, attr: str) -> Any:
     return f() if callable(f) else None
 
 
+def where(msg: Any) -> tuple[str, int | None, int | None]:
+    """A record's topic, partition and offset (None where a test fake has none)."""
+    return msg.topic() or "", _call(msg, "partition"), _call(msg, "offset")
+
+
 class Positions:
     """The offset after the last record handled, per (topic, partition)."""
 
@@ -109,9 +118,9 @@ class Positions:
 
     def advance(self, msg: Any) -> None:
         """``msg`` was handled (a message without partition or offset is not counted)."""
-        partition, offset = _call(msg, "partition"), _call(msg, "offset")
+        topic, partition, offset = where(msg)
         if partition is not None and offset is not None:
-            self.next[(msg.topic() or "", partition)] = offset + 1
+            self.next[(topic, partition)] = offset + 1
 
     def drop(self, tps: Iterable[TP]) -> None:
         """Forget partitions given up (a rebalance)."""
@@ -137,7 +146,8 @@ class Positions:
 def dead_letter(dead_letters: DeadLetters, msg: Any, reason: str, detail: str) -> bool:
     """Send consumed ``msg`` to the dead-letter topic with ``reason``; never raises.
     False (logged, counted in ``dead_letters.failed``) if the producer refused it."""
-    source = (msg.topic() or "", _call(msg, "partition") or 0, _call(msg, "offset") or 0)
+    topic, partition, offset = where(msg)
+    source = (topic, partition or 0, offset or 0)
     return dead_letters.send(_call(msg, "key"), msg.value(), reason, detail, source)
 
 

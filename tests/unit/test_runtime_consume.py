@@ -293,3 +293,24 @@ def test_end_term_closes_the_consumer_and_aborts_what_the_term_left_open() -> No
     plain = FakeConsumer()
     consume.end_term(plain, object.__new__(Outputs))
     assert plain.closed
+
+
+class Bare:
+    """A record as some test fakes give one: a topic and a value, no position."""
+
+    def topic(self) -> str:
+        return "t"
+
+    def value(self) -> bytes:
+        return b"v"
+
+
+def test_a_record_without_a_position_is_not_committed_and_dead_letters_at_zero() -> None:
+    pos = consume.Positions()
+    pos.advance(Bare())
+    assert pos.next == {} and consume.where(Bare()) == ("t", None, None)
+    producer = FakeProducer()
+    dl = DeadLetters(KafkaSettings(), "dlq", "store", producer=producer)
+    assert consume.dead_letter(dl, Bare(), "r", "d")
+    _, key, _, headers = producer.sent[0]
+    assert key is None and headers["x-source-partition"] == b"0" == headers["x-source-offset"]

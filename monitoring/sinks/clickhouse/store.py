@@ -37,9 +37,6 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
 )
 from prometheus_client import CollectorRegistry
 
@@ -49,9 +46,8 @@ from monitoring.api.server import ApiServer
 from monitoring.config import Settings, ms
 from monitoring.log import get_logger
 from monitoring.metrics.samples import BATCH, SAMPLE, InvalidSample, Limits, SampleDecoder
-from monitoring.runtime.kafka_client import raise_on_access_error
+from monitoring.runtime import consume
 from monitoring.runtime.outputs import DeadLetters
-from monitoring.runtime.outputs import consumer_config as outputs_consumer_config
 from monitoring.runtime.topics import (
     AGGREGATES,
     ALERT_COMMANDS,
@@ -99,10 +95,9 @@ class EngineDead(RuntimeError):
 
 
 class Message(Protocol):
-    """What the store reads of a Kafka message (confluent_kafka.Message); ``key``,
-    ``partition`` and ``offset`` are read too when it is dead-lettered, if present."""
+    """What the store reads of a Kafka record (confluent_kafka.Message); ``partition``
+    and ``offset`` (its position to commit) and ``key`` (dead-lettered) if present."""
 
-    def error(self) -> Any: ...
     def value(self) -> bytes | None: ...
     def topic(self) -> str | None: ...
     def timestamp(self) -> tuple[int, int]: ...
@@ -119,12 +114,6 @@ def redact(text: str) -> str:
     'http://default:***@ch:8123/db?password=***&send_receive_timeout=30'
     """
     return _SECRET_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
-
-
-def _call(msg: Any, attr: str) -> Any:
-    """``msg.attr()`` if the message has it (test fakes may not), else None."""
-    f = getattr(msg, attr, None)
-    return f() if callable(f) else None
 
 
 class StartupHealth:
@@ -184,13 +173,8 @@ def open_with_retry(
 
 def consumer_config(settings: Settings, group_id: str = GROUP_ID) -> dict[str, Any]:
     """confluent-kafka settings of the store's consumer group."""
-    extra = {
-        "auto.offset.reset": "earliest",
-        "client.id": "monitoring-store",
-        # refused credentials or an untrusted certificate: fail, naming it, not retry
-        "error_cb": raise_on_access_error(settings.kafka),
-    }
-    return outputs_consumer_config(settings.kafka, group_id, **extra)
+    extra = {"auto.offset.reset": "earliest", "client.id": "monitoring-store"}
+    return consume.config(settings.kafka, group_id, **extra)
 
 
 def topics(settings: Settings) -> list[str]:
@@ -227,7 +211,7 @@ class Store:
         self.log = get_logger("store")
         self.uncommitted = 0
         # (topic, partition) -> offset after the last message handled, to commit
-        self.positions: dict[tuple[str, int], int] = {}
+        self.positions = consume.Positions()
         self.held: list[Message] = []  # fetched, not handled: the buffer was full
         self.last_flush = clock()
         self.last_success = time.time()
@@ -262,14 +246,7 @@ class Store:
     def handle(self, msg: Message) -> None:
         """Decode one message and buffer its rows; bad input is counted and skipped."""
         self.uncommitted += 1
-        err = msg.error()
-        if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:
-                self.log.warning("consume_error", error=str(err))
-            return
-        partition, offset = _call(msg, "partition"), _call(msg, "offset")
-        if partition is not None and offset is not None:
-            self.positions[(msg.topic() or "", partition)] = offset + 1
+        self.positions.advance(msg)
         self.metrics.messages.labels(msg.topic() or "").inc()
         self.writer.source = msg
         data = msg.value()
@@ -383,8 +360,7 @@ class Store:
         if self.dead_letters is None:  # no producer (tests driving ``handle``)
             self.log.warning("dead_letter_dropped", reason=reason, error=detail[:200])
             return
-        source = (msg.topic() or "", _call(msg, "partition") or 0, _call(msg, "offset") or 0)
-        if not self.dead_letters.send(_call(msg, "key"), msg.value(), reason, detail, source):
+        if not consume.dead_letter(self.dead_letters, msg, reason, detail):
             self.metrics.dead_letter_failures.inc()
 
     def handle_many(self, msgs: Sequence[Message]) -> int:
@@ -434,16 +410,7 @@ class Store:
         self.last_flush = self.clock()
         self.last_success = time.time()
         if self.consumer is not None and self.uncommitted:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
-            try:
-                if offsets:  # what was handled, not the position (held messages)
-                    self.consumer.commit(offsets=offsets, asynchronous=False)
-                else:
-                    self.consumer.commit(asynchronous=False)
-            except KafkaException as e:
-                if e.args[0].code() != KafkaError._NO_OFFSET:
-                    raise
-            self.positions.clear()
+            self.positions.commit(self.consumer)  # what was handled, not the held messages
             self.metrics.commits.inc()
         self.uncommitted = 0
 
@@ -557,9 +524,8 @@ class Store:
         except Exception as e:
             self.log.warning("revoke_flush_failed", error=redact(str(e))[:300])
         gone = {(tp.topic, tp.partition) for tp in partitions}
-        self.held = [m for m in self.held if (m.topic(), _call(m, "partition")) not in gone]
-        for key in gone:
-            self.positions.pop(key, None)
+        self.held = [m for m in self.held if consume.where(m)[:2] not in gone]
+        self.positions.drop(gone)
 
     def run(self, stop: threading.Event, shutdown_timeout: float = 30.0) -> None:
         """Consume until ``stop`` is set, then flush, commit and close the consumer."""
@@ -583,7 +549,7 @@ class Store:
                 if self.held and self.writer.pending < self.max_pending:
                     self.handle_many([])  # room again: the held messages first
                 else:
-                    self.handle_many(consumer.consume(num_messages=5000, timeout=0.2))
+                    self.handle_many(consume.fetch(consumer, 5000, 0.2))
                 self.maybe_flush()
                 self.probe_engine()
             self._drain(shutdown_timeout)
