@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -26,7 +25,7 @@ from confluent_kafka import (
 
 from monitoring.config import KafkaSettings, Settings
 from monitoring.log import get_logger
-from monitoring.runtime.admin import with_retries
+from monitoring.runtime import consume
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import consumer_config
 
@@ -78,14 +77,13 @@ class Tail:
 
     def ends(self, timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
         """Every partition's end offset now."""
-
-        def high(tp: TopicPartition) -> int:
-            return int(self.consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)[1])
-
-        return {
-            (tp.topic, tp.partition): with_retries(lambda tp=tp: high(tp), what="end offsets")  # type: ignore[misc]
-            for tp in self.parts
-        }
+        ends = {}
+        for tp in self.parts:
+            (end,) = consume.end_offsets(
+                self.consumer, tp.topic, [tp.partition], timeout_s
+            ).values()
+            ends[(tp.topic, tp.partition)] = end
+        return ends
 
     def catch_up(self, timeout_s: float = 60.0) -> None:
         """Read every partition up to its end offset of now (``TimeoutError`` if stuck:
@@ -186,14 +184,6 @@ def offsets_since(kafka: KafkaSettings, topic: str, since_ms: int) -> list[Topic
     """Every partition of ``topic`` at its first record at or after ``since_ms``."""
     c = Consumer(consumer_config(kafka, "monitoring-standby-reader"))
     try:
-        parts = c.list_topics(topic, timeout=30).topics[topic].partitions
-        found = with_retries(
-            lambda: c.offsets_for_times(
-                [TopicPartition(topic, p, since_ms) for p in sorted(parts)], timeout=10
-            ),
-            what=f"offsets_for_times {topic}",
-        )
-        return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-                for tp in found]  # fmt: skip
+        return consume.offsets_at(c, topic, consume.partitions(c, topic), since_ms)
     finally:
         c.close()
