@@ -722,9 +722,17 @@ class ReportingSettings(_Section):
     @field_validator("link_base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:
+        if not v:
+            return v
+        # every Slack message carries the link: no credentials in it, and nothing
+        # urlsplit drops or a chat client cuts the link at (whitespace, controls)
+        if not v.isprintable() or " " in v:
+            raise ValueError("an http(s) URL of printable characters, no spaces")
         p = urlsplit(v)
-        if v and (p.scheme not in ("http", "https") or not p.hostname or p.query or p.fragment):
+        if p.scheme not in ("http", "https") or not p.hostname or p.query or p.fragment:
             raise ValueError("an http(s) URL with a host, no query or fragment")
+        if p.username is not None or p.password is not None:
+            raise ValueError("an http(s) URL without user or password (it is posted to Slack)")
         return v.rstrip("/")
 
     @model_validator(mode="after")

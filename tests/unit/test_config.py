@@ -189,3 +189,28 @@ def test_good_kafka_and_window_settings_load(tmp_path: Path) -> None:
 def test_durations_take_ascii_digits_only(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://reader:s3cret@mon.example.com",  # the password would be in every message
+        "https://@mon.example.com",
+        "https://mon.example.com/a\n<!channel>",  # urlsplit drops the newline, we did not
+        "https://mon.example.com/\tx",
+        "https://mon.example.com/a b",
+        "https://mon.example.com/\u202e",  # an invisible direction override
+    ],
+)
+def test_the_report_link_base_url_carries_no_credentials_or_controls(url: str) -> None:
+    from monitoring.config import ReportingSettings
+
+    with pytest.raises(ValueError, match="link_base_url"):
+        ReportingSettings(link_base_url=url)
+
+
+def test_a_report_link_base_url_is_kept_without_its_trailing_slash() -> None:
+    from monitoring.config import ReportingSettings
+
+    cfg = ReportingSettings(link_base_url="https://mon.example.com:8443/ui/")
+    assert cfg.link_base_url == "https://mon.example.com:8443/ui"
