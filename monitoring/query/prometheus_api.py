@@ -46,6 +46,7 @@ from monitoring.query.prom_format import (
     error_body,
     format_ts,
     go_float,
+    grid_json,
     matrix_json,
     parse_duration,
     parse_time,
@@ -205,6 +206,12 @@ def routes(server: QueryServer) -> list[BaseRoute]:
     def run_query(params: Params, ranged: bool) -> str:
         query = _one(params, "query")
         timeout = timeout_s(params)
+        fmt = _one(params, "format")
+        if fmt not in ("", "grid") or (fmt and not ranged):
+            raise BadParam(
+                'invalid parameter "format": query_range knows "grid" (values on the '
+                "query's grid), query nothing"
+            )
         engine = Engine(
             max_series=MAX_SERIES,
             max_points=MAX_POINTS + 1,  # the API checks Prometheus's own way, below
@@ -231,6 +238,9 @@ def routes(server: QueryServer) -> list[BaseRoute]:
                 )
             src = source(timeout, step, resolution_ms(params))
             result = server.queued(lambda: engine.range(src, query, start, end, step))
+            if fmt == "grid" and result.type == "matrix":
+                data = grid_json(result.series, start, step, end)
+                return envelope(data, [*result.warnings, *src.warnings])
         else:
             at = _time_param(params, "time", int(time.time() * 1000))
             src = source(timeout, 0, resolution_ms(params))

@@ -445,7 +445,8 @@ class UiApp:
                     calls.append(self.store.prometheus("query", form))
                 else:
                     form = {"query": text, "start": f"{first / 1000:.3f}",
-                            "end": f"{end / 1000:.3f}", "step": str(step)}  # fmt: skip
+                            "end": f"{end / 1000:.3f}", "step": str(step),
+                            "format": "grid"}  # fmt: skip
                     if step >= MIN_WINDOWED_STEP_S:  # stored windows up to half a step
                         form["max_source_resolution"] = f"{step // 2}s"
                     calls.append(self.store.prometheus("query_range", form))

@@ -190,23 +190,43 @@ def prom_frames(
                  "value": number(result[1])}], 1  # fmt: skip
     if not isinstance(result, list):
         return [], 0
+    step_ms = step_s * 1000
+    # the store's ``format=grid``: values on the grid the UI asked for, no timestamps
+    gridded = data.get("start_ms") == start_ms and data.get("step_ms") == step_ms
     frames: list[Any] = []
     for item in result[:max_series]:
+        if not isinstance(item, dict):
+            continue
         metric = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
         name = series_name(metric, query.legend)
         if name == "{}":  # an aggregate without labels: name it by its query
             name = query.promql if len(query.promql) <= 80 else query.promql[:79] + "…"
         if kind == "matrix":
-            step_ms = step_s * 1000
-            frames.append({
-                "kind": "series", "name": name, "labels": metric, "start": start_ms,
-                "step": step_ms, "v": grid_values(item.get("values") or [], start_ms, step_ms,
-                                                  end_ms),
-            })  # fmt: skip
+            v = (
+                on_grid(item.get("v"), start_ms, step_ms, end_ms)
+                if gridded
+                else grid_values(item.get("values") or [], start_ms, step_ms, end_ms)
+            )
+            frames.append({"kind": "series", "name": name, "labels": metric,
+                           "start": start_ms, "step": step_ms, "v": v})  # fmt: skip
         elif kind == "vector":
             frames.append({"kind": "value", "name": name, "labels": metric,
                            "value": number((item.get("value") or [0, None])[1])})  # fmt: skip
     return frames, len(result)
+
+
+def on_grid(values: Any, start_ms: int, step_ms: int, end_ms: int | None) -> list[str | None]:
+    """A ``format=grid`` series' values as the page wants them: strings kept, anything
+    else ``None``, at most the grid's length (up to ``end_ms``).
+
+    >>> on_grid(["1", None, 2, "NaN"], 0, 1000, 2000)
+    ['1', None, None]
+    """
+    if not isinstance(values, list) or step_ms <= 0:
+        return []
+    if end_ms is not None:
+        values = values[: max(0, (end_ms - start_ms) // step_ms + 1)]
+    return [v if type(v) is str else None for v in values]
 
 
 def grid_values(

@@ -273,6 +273,45 @@ def test_range_queries_match_prometheus(world: World, expr: str) -> None:
     assert "warnings" not in ours  # raw samples answered: nothing to say
 
 
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "http_requests_total",
+        "rate(http_requests_total[5m])",
+        "sum by (method) (http_requests_total)",
+    ],
+)
+def test_the_grid_format_is_the_matrix_on_the_query_s_grid(world: World, expr: str) -> None:
+    """``format=grid`` (ours, for the UI): each series' value strings at every step,
+    ``null`` where the matrix has no point, and no timestamps."""
+    start, end, step = RANGE
+    params = {"query": expr, "start": start / 1000, "end": end / 1000, "step": step / 1000}
+    pairs = ok(world.store, "/api/v1/query_range", **params)
+    grid = ok(world.store, "/api/v1/query_range", **params, format="grid")
+    assert pairs["data"]["result"], expr  # the data reach into the range
+    assert (grid["data"]["start_ms"], grid["data"]["step_ms"]) == (start, step)
+    n = (end - start) // step + 1
+    want = []
+    for item in pairs["data"]["result"]:
+        v: list[str | None] = [None] * n
+        for t, x in item["values"]:
+            v[round(t * 1000 - start) // step] = x
+        want.append({"metric": item["metric"], "v": v})
+    assert grid["data"]["result"] == want
+    assert None in want[0]["v"]  # RANGE runs past the data's end: gaps are kept
+    assert grid.get("warnings") == pairs.get("warnings")
+
+
+def test_a_format_other_than_grid_or_on_an_instant_query_is_bad_data(world: World) -> None:
+    start, end, step = RANGE
+    ranged = {"query": "up", "start": start / 1000, "end": end / 1000, "step": step / 1000}
+    for path, params in (
+        ("/api/v1/query_range", {**ranged, "format": "csv"}),
+        ("/api/v1/query", {"query": "up", "time": end / 1000, "format": "grid"}),
+    ):
+        assert "format" in _error(ask(world.store, path, **params), 400, "bad_data")
+
+
 # Where the store must answer differently, and why.
 MUST_DIFFER = [
     pytest.param(

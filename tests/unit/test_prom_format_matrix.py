@@ -10,7 +10,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.query.prom_format import format_ts, format_value, matrix_json
+from monitoring.query.prom_format import (
+    format_ts,
+    format_value,
+    format_values,
+    grid_json,
+    matrix_json,
+)
 
 
 def reference(series: list[tuple[dict[str, str], np.ndarray, np.ndarray]]) -> str:
@@ -52,3 +58,49 @@ def test_matrix_json_is_each_point_formatted(rows: list[list[tuple[int, float]]]
         for i, pts in enumerate(rows)
     ]
     assert matrix_json(series) == reference(series)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(-3, 12), values), max_size=14),
+        max_size=5,
+    ),
+    st.sampled_from([1000, 15_000]),
+    st.integers(0, 20),
+)
+def test_grid_json_is_each_grid_points_formatted_value(
+    rows: list[list[tuple[int, float]]], step_ms: int, off_grid: int
+) -> None:
+    """Every series' value string at each step of the grid, ``null`` where it has no
+    point; points off the grid or outside it are left out."""
+    start, n = 50_000, 10
+    series = []
+    for i, pts in enumerate(rows):
+        by_k = dict(sorted(pts))  # one point per timestamp, as the engine gives
+        ts = np.array([start + k * step_ms + (off_grid if k == 5 else 0) for k in by_k])
+        series.append(({"i": str(i)}, ts, np.array(list(by_k.values()), dtype=np.float64)))
+    got = json.loads(grid_json(series, start, step_ms, start + (n - 1) * step_ms))
+    assert (got["start_ms"], got["step_ms"]) == (start, step_ms)
+    for (labels, ts, vs), item in zip(series, got["result"], strict=True):
+        want: list[str | None] = [None] * n
+        for t, v in zip(ts.tolist(), vs.tolist(), strict=True):
+            k, off = divmod(t - start, step_ms)
+            if off == 0 and 0 <= k < n:
+                want[k] = format_value(v)
+        assert item == {"metric": labels, "v": want}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=50))
+def test_format_values_is_format_value_of_each(xs: list[float]) -> None:
+    assert format_values(np.array(xs, dtype=np.float64)) == [format_value(x) for x in xs]
+
+
+def test_format_values_matches_go_over_magnitudes() -> None:
+    """The vectorised digits (orjson's) are repr's for every magnitude it writes plainly."""
+    rng = np.random.default_rng(7)
+    xs = np.concatenate(
+        [rng.random(2000) * 10.0**e * rng.choice([-1, 1], 2000) for e in range(-6, 18)]
+    )
+    assert format_values(xs) == [format_value(x) for x in xs.tolist()]

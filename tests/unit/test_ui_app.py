@@ -56,6 +56,7 @@ class FakeStore:
         self.series = 3
         self.prom_error: tuple[int, str] | None = None
         self.holes = False
+        self.grid = False  # answer format=grid as the store does (else as Prometheus)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -84,6 +85,13 @@ class FakeStore:
                         vs[2][1], vs[3][1] = "NaN", "+Inf"
                         del vs[1]
                 data = {"resultType": "matrix", "result": result}
+                if self.grid and form.get("format") == "grid":  # as the store answers it
+                    data |= {"start_ms": round(start * 1000), "step_ms": round(step * 1000)}
+                    for r in result:
+                        v: list[str | None] = [None] * len(ts)
+                        for t, x in r.pop("values"):
+                            v[round((t - start) / step)] = x
+                        r["v"] = v
                 return httpx.Response(200, json={"status": "success", "data": data})
             result = [{"metric": {}, "value": [END / 1000, "NaN"]}]
             data = {"resultType": "vector", "result": result}
@@ -204,6 +212,32 @@ def test_a_range_series_is_its_grid_and_the_store_s_strings_with_gaps(
     assert len(f["v"]) == n
     assert f["v"][:5] == ["1.0", None, "NaN", "+Inf", "1.0"]
     assert f["labels"] == {"service": "s0", "le": "0.1"} and f["name"] == "s0"
+
+
+def test_the_store_s_grid_answer_gives_the_same_frames(client: TestClient, fake: FakeStore) -> None:
+    fake.holes = True
+    pairs = panel(client, "rate", width=300).json()
+    fake.grid = True
+    grid = panel(client, "rate", width=300).json()
+    assert all(fake.form(r)["format"] == "grid" for r in fake.requests)
+    assert grid == pairs
+    assert grid["frames"][0]["v"][:5] == ["1.0", None, "NaN", "+Inf", "1.0"]
+
+
+def test_a_grid_answer_keeps_strings_on_the_asked_grid_only() -> None:
+    def frames(item: Any, start_ms: int = 1000, step_ms: int = 1000) -> Any:
+        data = {"resultType": "matrix", "start_ms": start_ms, "step_ms": step_ms,
+                "result": [item]}  # fmt: skip
+        return prom_frames(data, Query(promql="x"), 10, 1000, 1, 4000)[0]
+
+    [f] = frames({"metric": {}, "v": ["1", 2, None, {"a": 1}, "5", "6"]})
+    assert f["v"] == ["1", None, None, None]  # not strings: gaps; past the end: cut
+    assert frames({"metric": {}, "v": "1"})[0]["v"] == []
+    assert frames({"metric": {}, "v": {"0": "1"}})[0]["v"] == []
+    # another grid than the one asked for: not trusted (and no pairs to fall back on)
+    assert frames({"metric": {}, "v": ["1"]}, start_ms=0)[0]["v"] == []
+    assert frames({"metric": {}, "v": ["1"]}, step_ms=2000)[0]["v"] == []
+    assert frames("not an object") == []
 
 
 def test_points_off_the_grid_or_not_strings_are_dropped() -> None:
