@@ -1,6 +1,6 @@
 """The UI server's own cost of one range panel, in-process: the panel route over a
-stand-in store (httpx's MockTransport) answering ``series`` x ``points`` in
-Prometheus's JSON, the way ``monitoring bench ui`` shapes it. Prints the route's
+stand-in store (httpx's MockTransport) answering ``series`` x ``points`` as the store
+answers the UI (``format=grid``), the way ``monitoring bench ui`` shapes it. Prints the route's
 p50/p99 and the parts (parse the store's JSON, make the frames, encode the answer,
 with orjson as the UI does, and with the standard library's json for comparison);
 no network, no store. Run: ``.venv/bin/python -m monitoring.bench.ui_panel``.
@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -35,16 +36,20 @@ rows:
 """
 
 
-def store_answer(series: int, start_s: float, step_s: float, n: int) -> bytes:
-    """A query_range answer of ``series`` series of ``n`` points each."""
-    result = [
+def store_answer(series: int, start_s: float, step_s: float, n: int, grid: bool) -> bytes:
+    """A query_range answer of ``series`` series of ``n`` points each, as pairs or (what
+    the UI asks for) ``format=grid``."""
+    data: dict[str, Any] = {"resultType": "matrix"}
+    if grid:
+        data |= {"start_ms": round(start_s * 1000), "step_ms": round(step_s * 1000)}
+    data["result"] = [
         {"metric": {"__name__": "x", "i": f"s{i}", "job": "bench"},
-         "values": [[round(start_s + k * step_s, 3), repr(0.5 + (i * n + k) % 997 / 7)]
-                    for k in range(n)]}
+         **({"v": [repr(0.5 + (i * n + k) % 997 / 7) for k in range(n)]} if grid else
+            {"values": [[round(start_s + k * step_s, 3), repr(0.5 + (i * n + k) % 997 / 7)]
+                        for k in range(n)]})}
         for i in range(series)
     ]  # fmt: skip
-    return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}},
-                      separators=(",", ":")).encode()  # fmt: skip
+    return json.dumps({"status": "success", "data": data}, separators=(",", ":")).encode()
 
 
 def ms(xs: list[float], q: float) -> float:
@@ -64,11 +69,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def handle(request: httpx.Request) -> httpx.Response:
         form = dict(httpx.QueryParams(request.content.decode()))
-        key = f"{form['start']}/{form['step']}"
+        key = f"{form['start']}/{form['step']}/{form.get('format')}"
         if key not in cache:
             first = float(form["start"])
             n = round((float(form["end"]) - first) / float(form["step"])) + 1
-            cache[key] = store_answer(a.series, first, float(form["step"]), n)
+            grid = form.get("format") == "grid"
+            cache[key] = store_answer(a.series, first, float(form["step"]), n, grid)
         return httpx.Response(200, content=cache[key],
                               headers={"Content-Type": "application/json"})  # fmt: skip
 
@@ -86,16 +92,18 @@ def main(argv: list[str] | None = None) -> None:
                      shipped_dir=shipped)  # fmt: skip
         q = {"start": start_ms, "end": end_ms, "width": width}
         route: list[float] = []
+        route_cpu: list[float] = []
         size = 0
         with TestClient(s.app, base_url="http://127.0.0.1") as c:
             for _ in range(a.runs + 2):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 r = c.get("/api/ui/dashboards/bench/panels/p", params=q)
                 route.append(time.perf_counter() - t0)
+                route_cpu.append(time.process_time() - c0)
                 assert r.status_code == 200, r.text[:300]
                 size = len(r.content)
         s.server.sock.close()
-        route = route[2:]
+        route, route_cpu = route[2:], route_cpu[2:]
         body = next(iter(cache.values()))
     parse: list[float] = []
     parse_std: list[float] = []
@@ -125,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
           f"UI answer {size} bytes")  # fmt: skip
     for name, xs in (
         ("route", route),
+        ("route CPU", route_cpu),
         ("parse", parse),
         ("frames", shape),
         ("encode", encode),

@@ -276,6 +276,7 @@ def test_range_queries_match_prometheus(world: World, expr: str) -> None:
 @pytest.mark.parametrize(
     "expr",
     [
+        "node_temperature_celsius",
         "http_requests_total",
         "rate(http_requests_total[5m])",
         "sum by (method) (http_requests_total)",
@@ -298,7 +299,8 @@ def test_the_grid_format_is_the_matrix_on_the_query_s_grid(world: World, expr: s
             v[round(t * 1000 - start) // step] = x
         want.append({"metric": item["metric"], "v": v})
     assert grid["data"]["result"] == want
-    assert None in want[0]["v"]  # RANGE runs past the data's end: gaps are kept
+    if expr == "node_temperature_celsius":  # i5 stopped at 60 m: its gaps are kept
+        assert any(None in item["v"] for item in want)
     assert grid.get("warnings") == pairs.get("warnings")
 
 
