@@ -204,7 +204,7 @@ def _panel(
         # the rest: its parsing, reshaping and encoding)
         step = body["step_s"]
         form = {"start": f"{body['start'] / 1000:.3f}", "end": f"{end / 1000:.3f}",
-                "step": str(step)}  # fmt: skip
+                "step": str(step), "format": "grid"}  # fmt: skip
         if step >= MIN_WINDOWED_STEP_S:  # as the UI asks
             form["max_source_resolution"] = f"{step // 2}s"
         queries = [
