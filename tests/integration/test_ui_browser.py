@@ -172,7 +172,8 @@ def test_changing_the_time_range_and_a_variable_refetches_and_redraws(ui: Ui) ->
     assert "last=6h" in page.url
     for pid, step in steps_1h.items():  # a longer range, a longer step: same pixel budget
         assert int(page.get_attribute(f'[data-panel="{pid}"]', "data-step")) > int(step or 0)
-    assert all(s[0] == "ok" for s in panel_states(page).values())
+    states = panel_states(page)
+    assert all(s[0] == "ok" for s in states.values()), states
 
     before = len(requests)
     page.wait_for_selector('select[data-var="service"][data-loaded]', state="attached")
