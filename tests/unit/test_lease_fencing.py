@@ -9,48 +9,17 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
+from fixtures.lease import FakeLeaseConsumer, FakeTxnProducer, lease, outputs
 from fixtures.notify import cpu_notification
 
 from monitoring.alerts.receivers import parse_receivers
-from monitoring.config import KafkaSettings
-from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
+from monitoring.runtime.lease import Fenced
 from monitoring.sinks.notifiers.dispatcher import DeliveryRecord, Dispatcher, Vetoed
 
 
-class FakeConsumer:
-    def __init__(self, commit_error: KafkaError | None = None) -> None:
-        self.commit_error = commit_error
-        self.commits = 0
-
-    def poll(self, _timeout: float) -> None:
-        return None
-
-    def commit(self, **_: Any) -> None:
-        self.commits += 1
-        if self.commit_error is not None:
-            raise KafkaException(self.commit_error)
-
-    def consumer_group_metadata(self) -> str:
-        return "meta"
-
-    def close(self) -> None:
-        pass
-
-
-def lease(consumer: FakeConsumer, held: bool = True) -> Lease:
-    """A Lease whose consumer is a fake (no broker)."""
-    obj = Lease.__new__(Lease)
-    obj.duty, obj.topic, obj.group, obj.instance = "notifier", "p.leases", "p.notifier.lease", "i"
-    obj.session_s, obj.heartbeat_s = 6.0, 1.0
-    obj.held, obj.terms, obj.acquired_at = held, 1, 0.0
-    obj._confirmed_at = float("-inf")
-    obj.consumer = consumer  # type: ignore[assignment]
-    return obj
-
-
 def test_fresh_only_within_session_minus_two_heartbeats() -> None:
-    ls = lease(FakeConsumer())
+    ls = lease(FakeLeaseConsumer())
     assert not ls.fresh()  # never confirmed
     ls.confirmed(time.monotonic() - 3.9)
     assert ls.fresh()
@@ -62,47 +31,18 @@ def test_fresh_only_within_session_minus_two_heartbeats() -> None:
 
 
 def test_ensure_fresh_confirms_once_and_vetoes_an_expelled_member() -> None:
-    good = FakeConsumer()
+    good = FakeLeaseConsumer()
     ls = lease(good)
     asyncio.run(ls.ensure_fresh())
     asyncio.run(ls.ensure_fresh())
     assert good.commits == 1  # the second was fresh
-    expelled = lease(FakeConsumer(KafkaError(KafkaError.UNKNOWN_MEMBER_ID)))
+    expelled = lease(FakeLeaseConsumer(KafkaError(KafkaError.UNKNOWN_MEMBER_ID)))
     with pytest.raises(Fenced):
         asyncio.run(expelled.ensure_fresh())
 
 
-class FakeProducer:
-    def __init__(self, commit_error: KafkaError | None = None) -> None:
-        self.commit_error = commit_error
-        self.calls: list[str] = []
-
-    def begin_transaction(self) -> None:
-        self.calls.append("begin")
-
-    def produce(self, *_: Any, **__: Any) -> None:
-        self.calls.append("produce")
-
-    def send_offsets_to_transaction(self, *_: Any) -> None:
-        self.calls.append("offsets")
-
-    def commit_transaction(self, _timeout: float) -> None:
-        self.calls.append("commit")
-        if self.commit_error is not None:
-            raise KafkaException(self.commit_error)
-
-    def abort_transaction(self, _timeout: float) -> None:
-        self.calls.append("abort")
-
-
-def outputs(producer: FakeProducer) -> FencedOutputs:
-    out = FencedOutputs(KafkaSettings(), lease(FakeConsumer()))
-    out.producer = producer  # type: ignore[assignment]
-    return out
-
-
 def test_a_transaction_opens_at_the_first_record_and_commits_with_the_lease_offset() -> None:
-    p = FakeProducer()
+    p = FakeTxnProducer()
     out = outputs(p)
     assert asyncio.run(out.flush())  # nothing open: nothing to commit
     asyncio.run(out.send("t", b"k", b"v"))
@@ -114,7 +54,7 @@ def test_a_transaction_opens_at_the_first_record_and_commits_with_the_lease_offs
 
 
 def test_a_fenced_commit_aborts_and_raises() -> None:
-    p = FakeProducer(KafkaError(KafkaError.ILLEGAL_GENERATION, txn_requires_abort=True))
+    p = FakeTxnProducer(KafkaError(KafkaError.ILLEGAL_GENERATION, txn_requires_abort=True))
     out = outputs(p)
     asyncio.run(out.send("t", b"k", b"v"))
     with pytest.raises(Fenced):
@@ -123,7 +63,7 @@ def test_a_fenced_commit_aborts_and_raises() -> None:
 
 
 def test_a_retriable_commit_error_is_retried_later() -> None:
-    p = FakeProducer(KafkaError(KafkaError._TIMED_OUT, retriable=True))
+    p = FakeTxnProducer(KafkaError(KafkaError._TIMED_OUT, retriable=True))
     out = outputs(p)
     asyncio.run(out.send("t", b"k", b"v"))
     assert asyncio.run(out.flush()) is False
@@ -160,7 +100,7 @@ def test_a_vetoed_send_sends_nothing_and_records_nothing() -> None:
 
 
 def test_records_produced_during_a_commit_go_into_the_next_transaction() -> None:
-    p = FakeProducer()
+    p = FakeTxnProducer()
     out = outputs(p)
 
     def commit(_timeout: float) -> None:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
+from fixtures.lease import FakeTxnProducer, outputs
 
 from monitoring.config import KafkaSettings
 from monitoring.runtime import consume
 from monitoring.runtime.kafka_client import KafkaAccessDenied
-from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
+from monitoring.runtime.lease import Fenced, FencedOutputs
 from monitoring.runtime.outputs import DeadLetters, Outputs
 
 
@@ -209,43 +210,9 @@ def test_check_lease_ends_a_term_when_the_lease_is_lost_or_a_write_was_vetoed() 
         consume.check_lease(held, "notifier", vetoed="vetoed: stale")
 
 
-class FakeTxnProducer:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def begin_transaction(self) -> None:
-        self.calls.append("begin")
-
-    def produce(self, *_: Any, **__: Any) -> None:
-        self.calls.append("produce")
-
-    def send_offsets_to_transaction(self, *_: Any) -> None:
-        self.calls.append("offsets")
-
-    def commit_transaction(self, _timeout: float) -> None:
-        self.calls.append("commit")
-
-    def abort_transaction(self, _timeout: float) -> None:
-        self.calls.append("abort")
-
-
-class LeaseConsumer:
-    def poll(self, _timeout: float) -> None:
-        return None
-
-    def consumer_group_metadata(self) -> str:
-        return "meta"
-
-
 def fenced_outputs() -> tuple[FencedOutputs, FakeTxnProducer]:
-    lease = Lease.__new__(Lease)
-    lease.duty, lease.topic, lease.instance, lease.terms = "alerting", "p.leases", "i", 1
-    lease.held, lease._confirmed_at, lease.session_s, lease.heartbeat_s = True, 0.0, 6.0, 1.0
-    lease.consumer = LeaseConsumer()  # type: ignore[assignment]
-    out = FencedOutputs(KafkaSettings(), lease)
     producer = FakeTxnProducer()
-    out.producer = producer  # type: ignore[assignment]
-    return out, producer
+    return outputs(producer), producer
 
 
 def test_cadence_checkpoints_when_dirty_and_due_and_commits_the_transaction_between() -> None:
