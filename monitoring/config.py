@@ -404,7 +404,7 @@ class AnomalySettings(_Section):
     0.36, the cross-validated decision threshold of docs/anomaly.md). Series with no point for
     ``idle_eviction`` of event time are evicted. At most ``max_series`` series of a
     partition, and ``max_series_per_worker`` of every partition one worker holds, have
-    a detector (tens of kilobytes each, up to about 44 KB: 15,000 is about 650 MB); a
+    a detector (about 43 KB each from its first point: 15,000 is about 650 MB); a
     new series beyond either is not scored, and counted, until idle ones are evicted.
     Metrics in ``exclude`` (globs) are not scored; ``anomaly_score`` itself never is.
     """
