@@ -48,8 +48,28 @@ MAX_RUN = 2_000
 MAX_RUN_BYTES = 256 * 1024
 
 
+class CommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, its worker consumer reading committed records only.
+
+    Faust reads ``read_uncommitted`` unless ``processing_guarantee`` is exactly-once,
+    but the alert evaluator writes recording-rule and ``ALERTS`` samples in its lease's
+    transactions (docs/ha.md): what a fenced evaluator wrote is aborted, and the new
+    holder writes the same evaluations again; read uncommitted, a worker aggregated
+    both (a window's count and sum doubled)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka takes it at start(), when it creates the fetcher
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
 class BulkConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, with bulk delivery for ``BulkApp.bulk`` topics."""
+    """Faust's aiokafka consumer, with bulk delivery for ``BulkApp.bulk`` topics, reading
+    committed records only (``CommittedConsumerThread``)."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return CommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the fetcher's loop
         app = cast(BulkApp, self.app)
