@@ -441,7 +441,11 @@ class AlertingAgent:
             return
         self.metrics.windows.inc()
         end = agg.window_end_ms
-        if not self.clock.observe(partition, end, now):
+        if end % self.window_ms:
+            # the worker's windows end on multiples of their size: any other end would
+            # be an evaluation of its own (and ALERTS samples at that time)
+            self.metrics.invalid.labels("window-off-grid").inc()
+        elif not self.clock.observe(partition, end, now):
             # from the future: evaluating it would skip every end before it
             self.metrics.invalid.labels("window-in-future").inc()
         else:

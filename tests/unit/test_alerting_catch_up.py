@@ -211,3 +211,24 @@ def test_a_checkpointed_position_in_the_future_is_pulled_back(tmp_path: Path) ->
     now = int(time.time() * 1000)
     assert a._sane_position(now - 5 * W) == now - 5 * W
     assert now - W <= a._sane_position(now + 3_600_000) <= now
+
+
+def test_a_window_end_off_the_window_grid_is_not_evaluated(tmp_path: Path) -> None:
+    """The worker's windows end on multiples of their size; an aggregate that ends
+    elsewhere (garbage, another writer) made an evaluation of its own (ALERTS samples at
+    that time, one more per distinct end)."""
+    first = recent_end(10)
+    a, _, evaluated = agent(tmp_path)
+    a.begin_catch_up({}, {})
+    live = in_order(closes(first, range(10)))
+    enc = AggregateEncoder(CODEC)
+    odd = [
+        (p, 10**6 + k, enc.encode(Aggregate(
+            series_key("temp", {"room": "x"}), "temp", {"room": "x"},
+            W, first + 7 * W + k * 97 - W, first + 7 * W + k * 97 + 1, 1, *[1.0] * 8)), None)
+        for k, p in enumerate(range(PARTITIONS))
+    ]  # fmt: skip
+    half = len(live) // 2
+    feed(a, [live[:half], odd, live[half:]])
+    assert evaluated == [first + w * W for w in range(10)]
+    assert a.metrics.invalid.labels("window-off-grid")._value.get() == PARTITIONS
