@@ -25,7 +25,15 @@ from matplotlib.ticker import EngFormatter, PercentFormatter
 from monitoring.plots.config import PlotConfig
 from monitoring.plots.data import Bounded, heatmap_grid
 
-SI_UNITS = {"bytes": "B", "byte": "B", "b": "B", "seconds": "s", "second": "s", "s": "s"}
+SI_UNITS = {
+    "bytes": "B",
+    "byte": "B",
+    "b": "B",
+    "b/s": "B/s",
+    "seconds": "s",
+    "second": "s",
+    "s": "s",
+}
 MAX_LEGEND = 20  # legend entries shown (the rest are still drawn)
 
 

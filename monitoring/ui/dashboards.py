@@ -49,7 +49,9 @@ SUFFIXES = (".yaml", ".yml", ".json")
 PanelType = Literal[
     "timeseries", "bar", "scatter", "stat", "gauge", "table", "heatmap", "logs", "alerts"
 ]
-Unit = Literal["none", "percent", "percentunit", "seconds", "ms", "bytes", "reqps", "ops", "short"]
+Unit = Literal[
+    "none", "percent", "percentunit", "seconds", "ms", "bytes", "Bps", "reqps", "ops", "short"
+]
 Text = Annotated[str, Field(max_length=200)]
 
 

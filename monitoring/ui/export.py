@@ -39,7 +39,10 @@ PLOT_TYPES = {"timeseries": "line", "scatter": "scatter", "bar": "bar", "heatmap
 MAX_PANELS = 48  # panels drawn in one dashboard export (the rest are named in a note)
 MAX_TABLE_ROWS = 25  # rows of a table or log panel drawn in an image
 MAX_CELL = 60  # characters of a cell drawn
-UNITS = {"percent": "%", "percentunit": "", "seconds": "seconds", "bytes": "bytes", "ms": "ms"}
+UNITS = {
+    "percent": "%", "percentunit": "", "seconds": "seconds", "bytes": "bytes", "Bps": "B/s",
+    "ms": "ms",
+}  # fmt: skip
 
 
 class ExportError(ValueError):

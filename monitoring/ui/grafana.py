@@ -40,7 +40,7 @@ PANEL_TYPES = {
 }  # fmt: skip
 UNITS = {
     "none": "none", "percent": "percent", "percentunit": "percentunit", "seconds": "s",
-    "ms": "ms", "bytes": "bytes", "reqps": "reqps", "ops": "ops", "short": "short",
+    "ms": "ms", "bytes": "bytes", "Bps": "Bps", "reqps": "reqps", "ops": "ops", "short": "short",
 }  # fmt: skip
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^{}]+\}")
 _BUILTIN_SQL = {

@@ -222,6 +222,7 @@ def test_hostile_label_values_are_shown_as_text_and_never_run(ui: Ui) -> None:
     assert set(HOSTILE) <= set(options)  # in the variable's list, as text
     table = page.inner_text('[data-panel="busiest_cores"]')
     assert "<script>window.__xss = 1</script>" in table
+    assert HOSTILE[0] in page.inner_text('[data-panel="filesystems"]')  # an instance label
     legend = page.evaluate(
         "() => [...document.querySelectorAll('[data-panel=\"cpu_by_host\"] .legendtext')]"
         ".map(t => t.textContent)"

@@ -472,3 +472,28 @@ def test_settings_validate_regexes_and_groups(tmp_path: Any) -> None:
     s = Settings.load(f)
     assert s.collection.interval.total_seconds() == 60 and s.collection.batch_size == 1000
     assert s.system_collector.processes[0].comm == ["nginx"]
+
+
+def test_the_system_dashboard_charts_the_names_and_labels_the_collector_sends(
+    statvfs: list[str],
+) -> None:
+    """The shipped System dashboard's disk and network panels (those by ``instance``)
+    query names the collector sends, grouped and named by labels its series carry
+    (``job`` and ``instance`` are the collect loop's)."""
+    from monitoring.ui.dashboards import SHIPPED_DIR, DashboardStore
+
+    points = SystemCollector(settings(), gpu=no_gpu(), ps=FakePs()).collect()
+    names = {p.name for p in points}
+    labels = {k for p in points for k in p.labels} | {"job", "instance"}
+    dashboard = DashboardStore("/nonexistent", SHIPPED_DIR).get("system")
+    assert dashboard is not None
+    queries = [q for p in dashboard.panels() for q in p.queries if "instance" in q.promql]
+    assert len(queries) >= 6
+    used = {n for q in queries for n in re.findall(r"\bnode_\w+", q.promql)}
+    assert used and used <= names, used - names
+    grouped = {
+        g.strip() for q in queries for m in re.findall(r"by \(([^)]*)\)", q.promql)
+        for g in m.split(",")
+    }  # fmt: skip
+    shown = {g for q in queries for g in re.findall(r"\{\{(\w+)\}\}", q.legend)}
+    assert grouped | shown <= labels, (grouped | shown) - labels

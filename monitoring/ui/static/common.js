@@ -59,6 +59,9 @@ window.ui = (function () {
       case "bytes":
         for (const [size, name] of BYTES) if (Math.abs(v) >= size) return num(v / size, decimals) + " " + name;
         return num(v, decimals) + " B";
+      case "Bps":
+        for (const [size, name] of BYTES) if (Math.abs(v) >= size) return num(v / size, decimals) + " " + name + "/s";
+        return num(v, decimals) + " B/s";
       case "reqps": return short(v, decimals) + " req/s";
       case "ops": return short(v, decimals) + " ops/s";
       case "short": return short(v, decimals);
@@ -78,6 +81,7 @@ window.ui = (function () {
       case "seconds": return { ticksuffix: " s", tickformat: "~g" };
       case "ms": return { ticksuffix: " ms", tickformat: "~g" };
       case "bytes": return { tickformat: ".3~s", ticksuffix: "B" };
+      case "Bps": return { tickformat: ".3~s", ticksuffix: "B/s" };
       case "reqps": return { tickformat: ",.3~r", ticksuffix: " req/s" };
       case "ops": return { tickformat: ",.3~r", ticksuffix: " ops/s" };
       case "short": return { tickformat: ",.3~r" };
