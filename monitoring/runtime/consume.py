@@ -115,12 +115,15 @@ class Positions:
 
     def __init__(self) -> None:
         self.next: dict[TP, int] = {}
+        self.unplaced = False  # a record without partition or offset was handled
 
     def advance(self, msg: Any) -> None:
         """``msg`` was handled (a message without partition or offset is not counted)."""
         topic, partition, offset = where(msg)
         if partition is not None and offset is not None:
             self.next[(topic, partition)] = offset + 1
+        else:
+            self.unplaced = True
 
     def drop(self, tps: Iterable[TP]) -> None:
         """Forget partitions given up (a rebalance)."""
@@ -128,19 +131,22 @@ class Positions:
             self.next.pop(tp, None)
 
     def commit(self, c: Any) -> None:
-        """Commit the positions synchronously, then forget them. With none (records
-        without offsets: test fakes), the consumer's own position is committed;
-        nothing to commit at all is no error."""
+        """Commit the positions synchronously, then forget them. With none, nothing is
+        committed (the records handled were on partitions given up since: the
+        consumer's own position would commit records fetched but not handled), unless
+        records without offsets were handled (test fakes): then the consumer's own
+        position; nothing to commit at all is no error."""
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.next.items()]
         try:
             if offsets:
                 c.commit(offsets=offsets, asynchronous=False)
-            else:
+            elif self.unplaced:
                 c.commit(asynchronous=False)
         except KafkaException as e:
             if e.args[0].code() != KafkaError._NO_OFFSET:
                 raise
         self.next.clear()
+        self.unplaced = False
 
 
 def dead_letter(dead_letters: DeadLetters, msg: Any, reason: str, detail: str) -> bool:

@@ -140,9 +140,11 @@ def test_positions_commit_the_offset_after_each_handled_record_and_only_those() 
 def test_positions_without_offsets_commit_the_consumers_own_and_nothing_is_no_error() -> None:
     c = FakeConsumer()
     pos = consume.Positions()
+    pos.advance(Bare())  # a record without a position (a test fake)
     pos.commit(c)
     assert c.commits == [None]
     c.commit_error = KafkaError(KafkaError._NO_OFFSET)
+    pos.advance(Bare())
     pos.commit(c)  # nothing consumed yet: not an error
     c.commit_error = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
     pos.advance(Msg(offset=1))
@@ -281,3 +283,15 @@ def test_a_record_without_a_position_is_not_committed_and_dead_letters_at_zero()
     assert consume.dead_letter(dl, Bare(), "r", "d")
     _, key, _, headers = producer.sent[0]
     assert key is None and headers["x-source-partition"] == b"0" == headers["x-source-offset"]
+
+
+def test_positions_of_partitions_given_up_commit_nothing() -> None:
+    """The store's revoke drops the revoked partitions' positions (after a flush that
+    may have failed); committing the consumer's own position then would commit the
+    other partitions' records fetched but held, not handled: lost on a crash."""
+    c = FakeConsumer()
+    pos = consume.Positions()
+    pos.advance(Msg("a", 0, 5))
+    pos.drop([("a", 0)])
+    pos.commit(c)
+    assert c.commits == []
