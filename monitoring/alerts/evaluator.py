@@ -222,7 +222,7 @@ class AlertEngine:
             self._last_expire = at_ms
         out: list[Alert] = []
         self.errors = []
-        series, self._retired = self._retired, []
+        series = list(self._retired)  # kept until an evaluation completes
         for res in self.evaluator.evaluate(at_ms):
             rule = res.rule
             if res.error is not None:
@@ -245,6 +245,7 @@ class AlertEngine:
             if fresh:
                 series.extend(alert_series.samples(sm.instances.values()))
                 series.extend(alert_series.stale(before, sm.instances))
+        self._retired = []
         self.alert_samples = series
         return out
 

@@ -11,7 +11,9 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fixtures.agents import Sent
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -164,6 +166,27 @@ def test_a_rule_removed_on_reload_gets_staleness_markers_at_the_next_evaluation(
     eng.set_rules(other.rules)
     assert step(eng, 2 * W, {"a": 35}) == {alerts("firing", value=STALE), for_state(STALE)}
     assert step(eng, 3 * W, {"a": 35}) == set()
+
+
+def test_a_removed_rule_s_markers_survive_an_evaluation_that_failed() -> None:
+    """The evaluator's loop logs an evaluation that raised and goes on to the next end;
+    the markers of a rule removed by a reload were taken before, and were lost."""
+    eng = engine(rules(for_="0s"))
+    step(eng, W, {"a": 35})
+    other = load_rules_text(
+        "groups: [{name: g, rules: [{alert: Cold, expr: 'temp < 0'}]}]", "f.yml"
+    )
+    eng.set_rules(other.rules)
+    evaluate = eng.evaluator.evaluate
+
+    def broken(at_ms: int) -> Any:
+        raise RuntimeError("a bug in a rule's evaluation")
+
+    eng.evaluator.evaluate = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        step(eng, 2 * W, {"a": 35})
+    eng.evaluator.evaluate = evaluate  # type: ignore[method-assign]
+    assert step(eng, 3 * W, {"a": 35}) == {alerts("firing", value=STALE), for_state(STALE)}
 
 
 def test_several_instances_and_rules_each_write_their_own_series() -> None:
