@@ -295,3 +295,21 @@ def test_positions_of_partitions_given_up_commit_nothing() -> None:
     pos.drop([("a", 0)])
     pos.commit(c)
     assert c.commits == []
+
+
+@pytest.mark.parametrize("code", [KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.FENCED_LEADER_EPOCH])
+def test_offsets_at_retries_a_leader_epoch_error_of_a_restarting_broker(code: int) -> None:
+    """Seen in a chaos run: offsets_for_times answered UNKNOWN_LEADER_EPOCH while the
+    broker restarted, and the notifier's standby exited instead of retrying."""
+    c = FakeConsumer()
+    real = c.offsets_for_times
+    failures = [KafkaException(KafkaError(code))]
+
+    def flaky(tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        if failures:
+            raise failures.pop()
+        return real(tps, timeout)
+
+    c.offsets_for_times = flaky  # type: ignore[method-assign]
+    assert [tp.offset for tp in consume.offsets_at(c, "t", [0], 1_000)] == [40]
+    assert not failures
