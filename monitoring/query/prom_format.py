@@ -218,6 +218,26 @@ def matrix_json(series: Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]])
     return "[" + ",".join(out) + "]"
 
 
+def grid_pays(
+    series: Sequence[tuple[dict[str, str], np.ndarray, np.ndarray]],
+    start_ms: int,
+    step_ms: int,
+    end_ms: int,
+) -> bool:
+    """Whether a ``format=grid`` answer stays within twice the cells of its points (plus
+    a step row): a grid writes ``null`` for every missing step, so sparse series would
+    cost series x steps whatever their points (10,000 x 11,000 = 550 MB); past that the
+    matrix answers (the UI reads both).
+
+    >>> sparse = [({}, np.array([0]), np.array([1.0]))] * 100
+    >>> grid_pays(sparse, 0, 1000, 10_000), grid_pays(sparse[:1], 0, 1000, 10_000)
+    (False, True)
+    """
+    n = max(0, (end_ms - start_ms) // step_ms + 1) if step_ms > 0 else 0
+    points = sum(len(s[1]) for s in series)
+    return len(series) * n <= 2 * points + n
+
+
 def grid_json(
     series: Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]],
     start_ms: int,

@@ -47,6 +47,7 @@ from monitoring.query.prom_format import (
     format_ts,
     go_float,
     grid_json,
+    grid_pays,
     matrix_json,
     parse_duration,
     parse_time,
@@ -238,7 +239,11 @@ def routes(server: QueryServer) -> list[BaseRoute]:
                 )
             src = source(timeout, step, resolution_ms(params))
             result = server.queued(lambda: engine.range(src, query, start, end, step))
-            if fmt == "grid" and result.type == "matrix":
+            if (
+                fmt == "grid"
+                and result.type == "matrix"
+                and grid_pays(result.series, start, step, end)
+            ):
                 data = grid_json(result.series, start, step, end)
                 return envelope(data, [*result.warnings, *src.warnings])
         else:

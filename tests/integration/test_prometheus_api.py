@@ -304,6 +304,20 @@ def test_the_grid_format_is_the_matrix_on_the_query_s_grid(world: World, expr: s
     assert grid.get("warnings") == pairs.get("warnings")
 
 
+def test_sparse_series_are_answered_as_the_matrix_not_a_grid_of_nulls(world: World) -> None:
+    """A grid writes every step: 10,000 series of one point each over 11,000 steps would
+    be 550 MB of ``null``; past twice the points' cells the matrix answers instead."""
+    start = BASE_MS + 5 * 60_000
+    params = {
+        "query": "http_requests_total unless on() (vector(time() % 100) > 0)",  # 1 step in 100
+        "start": start / 1000, "end": (start + 10_999_000) / 1000, "step": 1,
+    }  # fmt: skip
+    pairs = ok(world.store, "/api/v1/query_range", **params)
+    grid = ok(world.store, "/api/v1/query_range", **params, format="grid")
+    assert len(pairs["data"]["result"]) > 1
+    assert "start_ms" not in grid["data"] and grid == pairs
+
+
 def test_a_format_other_than_grid_or_on_an_instant_query_is_bad_data(world: World) -> None:
     start, end, step = RANGE
     ranged = {"query": "up", "start": start / 1000, "end": end / 1000, "step": step / 1000}
