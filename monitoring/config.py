@@ -447,7 +447,7 @@ class AlertingSettings(_Section):
     settle: DurationOrZero = timedelta(milliseconds=50)
     resend_interval: Duration = timedelta(minutes=1)
     watchdog: bool = True
-    alert_series: bool = True  # ALERTS / ALERTS_FOR_STATE samples, as Prometheus writes them
+    alert_series: bool = False  # ALERTS / ALERTS_FOR_STATE samples, as Prometheus writes them
     checkpoint_interval: Duration = timedelta(seconds=1)
     generator_url: str = ""
     metrics_port: int = Field(9311, ge=0, le=65535)

@@ -69,7 +69,9 @@ def test_alerts_series_reach_the_store_pending_then_firing(
     rules = tmp_path / "rooms.rules.yml"
     rules.write_text(RULES)
     p: Pipeline = pipeline_factory(
-        alerting__rules=f'["{rules}"]', alerting__checkpoint_interval="200ms"
+        alerting__rules=f'["{rules}"]',
+        alerting__checkpoint_interval="200ms",
+        alerting__alert_series="true",
     )
     now = int(time.time() * 1000)
     start = now - now % 60_000 - 20 * 60_000

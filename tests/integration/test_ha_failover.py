@@ -154,6 +154,7 @@ def deployment(
         alerting__rules=f'["{rules}"]',
         alerting__checkpoint_interval="200ms",
         alerting__grace="5s",
+        alerting__alert_series="true",
         notifier__config=str(am_config),
         notifier__checkpoint_interval="200ms",
         anomaly__enabled="false",

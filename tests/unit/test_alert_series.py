@@ -330,7 +330,7 @@ def test_the_evaluator_writes_alert_series_and_markers_to_the_samples_topic(
     tmp_path: Path,
 ) -> None:
     registry = CollectorRegistry()
-    a = agent(tmp_path, registry)
+    a = agent(tmp_path, registry, alert_series=True)
     now = int(time.time() * 1000)
     end = now - now % W - 5 * W
     for k, temp in enumerate((35.0, 35.0, 20.0)):
