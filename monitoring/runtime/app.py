@@ -9,11 +9,8 @@ from __future__ import annotations
 import tempfile
 
 from monitoring.config import Settings
-from monitoring.runtime.bulk import MAX_RUN, BulkApp
+from monitoring.runtime.bulk import BulkApp
 from monitoring.runtime.kafka_client import faust_credentials
-
-#: at most this many records decoded per poll: one bulk run's worth
-MAX_POLL_RECORDS = MAX_RUN
 
 
 def create_app(settings: Settings, app_id: str | None = None) -> BulkApp:
@@ -38,11 +35,6 @@ def create_app(settings: Settings, app_id: str | None = None) -> BulkApp:
         broker_commit_interval=1.0,
         producer_max_request_size=k.max_message_bytes,
         consumer_max_fetch_size=k.max_message_bytes,
-        # records taken from the fetcher per poll (Faust's default: all it holds). A
-        # poll's records are decoded and held until the last run of them is handled, so
-        # a worker behind its topics held every partition's whole fetch decoded: 100+ MB
-        # at 6 partitions (a soak's tracemalloc), memory malloc then kept
-        broker_max_poll_records=MAX_POLL_RECORDS,
         producer_acks=-1,
         producer_linger=0.005,
         topic_allow_declare=False,

@@ -217,16 +217,3 @@ def test_no_client_built_outside_kafka_client() -> None:
         "(not its .bootstrap_servers) to admin/changelog/log-shipper helpers:\n"
         + "\n".join(offenders)
     )
-
-
-async def test_the_worker_consumer_decodes_a_bounded_number_of_records_per_poll() -> None:
-    """Faust's default hands aiokafka no bound: every partition's whole fetch is
-    decoded per poll and held until handled (100+ MB in a worker behind its topics)."""
-    from monitoring.runtime.app import MAX_POLL_RECORDS, create_app
-
-    app = create_app(Settings.load(None))
-    consumer = app.consumer._thread._create_worker_consumer(app.transport)  # no I/O yet
-    try:
-        assert consumer._max_poll_records == MAX_POLL_RECORDS <= 2_000
-    finally:
-        await consumer.stop()
