@@ -28,6 +28,12 @@ partition with a backlog counts and no end is due by the grace, so that the back
 evaluated end by end with every partition's windows. Windows ending more than one
 window after the wall clock are not taken (nor is a checkpointed position that far
 ahead): a sample from the future must not move the evaluation past every real end.
+
+Bad input: a record that is not an ``Aggregate`` (garbage, another record type, an
+unknown schema version), one over ``kafka.max_message_bytes``, or a window ending off
+the window grid or in the future is dead-lettered with its reason and skipped. The
+dead-letter producer never blocks evaluation: its queue is bounded and a dead letter it
+cannot take at once is dropped (logged, counted in ``alerting_dead_letter_failures``).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from monitoring.metrics.samples import InvalidSample
 from monitoring.runtime import consume, topics
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.lease import Lease
-from monitoring.runtime.outputs import Outputs
+from monitoring.runtime.outputs import DeadLetters, Outputs
 from monitoring.runtime.standby import TableTail, run_in_terms, take_over
 from monitoring.runtime.state_chunks import ChunkedRecords, join
 from monitoring.wire.aggregate_encoding import AggregateDecoder, closed_through
@@ -75,6 +81,8 @@ STATE_VERSION = 1
 RECORDING_SOURCE = "recording-rules"  # the samples' source field
 ALERTS_SOURCE = "alerting-rules"  # the source field of ALERTS and ALERTS_FOR_STATE samples
 SERIES_CACHE_MAX = 100_000
+DEAD_LETTER_QUEUE_KBYTES = 16 * 1024  # dead letters waiting for the broker, at most
+DEAD_LETTER_FLUSH_S = 5.0  # at the end of a term
 
 
 def load_rules(patterns: list[str], definitions: Sequence[Mapping[str, Any]] = ()) -> RuleSet:
@@ -156,6 +164,11 @@ class _Metrics:
             ["reason"],
             registry=registry,
         )
+        self.dead_letter_failures = Counter(
+            "alerting_dead_letter_failures",
+            "Dead letters not sent (the producer's queue full or refusing)",
+            registry=registry,
+        )
         self.recording_errors = Gauge(
             "alerting_recording_rule_errors",
             "Recording rules whose last evaluation failed",
@@ -173,8 +186,10 @@ class AlertingAgent:
         ruleset: RuleSet | None = None,
         codec: AvroCodec | None = None,
         rule_patterns: list[str] | None = None,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self.settings = settings
+        self.dead_letters = dead_letters  # made by ``start`` when not given
         a = settings.alerting
         k = settings.kafka
         self.codec = codec or AvroCodec.from_directory()
@@ -306,6 +321,11 @@ class AlertingAgent:
                 log.error("state_unreadable", topic=self.state_topic, error=repr(e)[:300])
                 self.engine = self._new_engine()
                 self.clock.last_evaluated_ms = 0
+        if self.dead_letters is None:
+            self.dead_letters = DeadLetters(
+                k, topics.topic_name(k, topics.DEAD_LETTER), "alerting",
+                wait_s=0, max_queue_kbytes=DEAD_LETTER_QUEUE_KBYTES,
+            )  # fmt: skip
         # never commits: the state has the positions
         group = f"{k.topic_prefix}alerting"
         c = self.consumer = consume.new_consumer(k, group, **{"fetch.wait.max.ms": 20})
@@ -410,13 +430,19 @@ class AlertingAgent:
                 if self._reload_requested:
                     self.reload_rules()
                 for msg in consume.fetch(self.consumer, 5000, 0.05):
-                    self.handle(msg.partition() or 0, msg.value(), msg.headers(), msg.offset())
+                    self.handle(
+                        msg.partition() or 0, msg.value(), msg.headers(), msg.offset(), msg.key()
+                    )
+                if self.dead_letters is not None:
+                    self.dead_letters.poll()
                 self._check_positions()
                 await self.evaluate_due(int(time.time() * 1000))
                 await cadence.step(self._dirty, self.outputs, self.checkpoint)
             await self.checkpoint()
         finally:
             consume.end_term(self.consumer, self.outputs)
+            if self.dead_letters is not None and self.dead_letters.sent:
+                self.dead_letters.flush(DEAD_LETTER_FLUSH_S)
 
     def handle(
         self,
@@ -424,17 +450,22 @@ class AlertingAgent:
         value: bytes | None,
         headers: Headers | None = None,
         offset: int | None = None,
+        key: bytes | None = None,
     ) -> None:
         """One aggregates message: into the history (or the buffer ahead), and the clock
-        (with the close's completion mark, if the message carries one)."""
+        (with the close's completion mark, if the message carries one); a bad one to the
+        dead-letter topic."""
         now = int(time.time() * 1000)
         if offset is not None:
             self.progress(partition, offset + 1, now)
+        limit = self.settings.kafka.max_message_bytes
         try:
+            if isinstance(value, bytes) and len(value) > limit:
+                raise DecodeError("oversized", f"{len(value)} bytes, at most {limit}")
             agg = self.decoder.decode(value)
         except DecodeError as e:
-            self.metrics.invalid.labels(e.reason).inc()
-            return
+            self._dead_letter(partition, offset, key, value, e.reason, str(e))
+            return  # nor is its completion mark believed
         if agg.window_ms != self.window_ms:
             if headers:
                 self._mark(partition, headers)
@@ -444,10 +475,12 @@ class AlertingAgent:
         if end % self.window_ms:
             # the worker's windows end on multiples of their size: any other end would
             # be an evaluation of its own (and ALERTS samples at that time)
-            self.metrics.invalid.labels("window-off-grid").inc()
+            detail = f"window end {end} is no multiple of {self.window_ms} ms"
+            self._dead_letter(partition, offset, key, value, "window-off-grid", detail)
         elif not self.clock.observe(partition, end, now):
             # from the future: evaluating it would skip every end before it
-            self.metrics.invalid.labels("window-in-future").inc()
+            detail = f"window end {end} is more than a window after {now}"
+            self._dead_letter(partition, offset, key, value, "window-in-future", detail)
         else:
             last = self.clock.last_evaluated_ms
             if end <= last or (last and end <= last + self.window_ms):
@@ -458,6 +491,24 @@ class AlertingAgent:
                 self._ahead.setdefault(end, []).append(agg)
         if headers:
             self._mark(partition, headers)
+
+    def _dead_letter(
+        self,
+        partition: int,
+        offset: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Count ``reason`` and send the record to the dead-letter topic without waiting."""
+        self.metrics.invalid.labels(reason).inc()
+        if self.dead_letters is None:  # no producer (tests driving ``handle``)
+            log.warning("dead_letter_dropped", reason=reason, error=detail[:200])
+            return
+        source = (self.source, partition, offset or 0)
+        if not self.dead_letters.send(key, value, reason, detail, source):
+            self.metrics.dead_letter_failures.inc()
 
     def _mark(self, partition: int, headers: Headers) -> None:
         try:

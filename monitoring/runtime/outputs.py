@@ -36,6 +36,7 @@ MAX_HEADER_BYTES = 4096  # each dead-letter header value at most
 # Kept free beside key, value and headers: record and batch framing, and what lz4 adds
 # to an incompressible payload (n/255 + 16), which the broker counts against its limit.
 RECORD_OVERHEAD_BYTES = 1024
+POLL_S = 0.1  # a dead letter's wait for a full queue to drain, each turn
 
 
 def producer_config(kafka: KafkaSettings, on_delivery: Callable[..., Any]) -> dict[str, Any]:
@@ -308,12 +309,28 @@ def fit_dead_letter(
 class DeadLetters:
     """Dead letters from a process outside Faust (the store): ``send`` enqueues and never
     raises, ``flush`` waits for the broker and never raises either; what failed is logged
-    and counted in ``failed``."""
+    and counted in ``failed``. While the producer's queue is full, ``send`` waits up to
+    ``wait_s`` for it to drain (0: refuses at once, for a caller that must not block);
+    ``max_queue_kbytes`` bounds the queue (librdkafka's default is 1 GiB)."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, stage: str, producer: Any = None) -> None:
-        self.producer = producer or Producer(producer_config(kafka, self._on_delivery))
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        stage: str,
+        producer: Any = None,
+        wait_s: float = 10.0,
+        max_queue_kbytes: int | None = None,
+    ) -> None:
+        if producer is None:
+            conf = producer_config(kafka, self._on_delivery)
+            if max_queue_kbytes is not None:
+                conf["queue.buffering.max.kbytes"] = max_queue_kbytes
+            producer = Producer(conf)
+        self.producer = producer
         self.topic = topic
         self.stage = stage
+        self.wait_s = wait_s
         self.max_message_bytes = kafka.max_message_bytes
         self.sent = self.failed = 0
 
@@ -333,19 +350,28 @@ class DeadLetters:
         try:
             headers = dead_letter_headers(reason, detail, topic, partition, offset, self.stage)
             key, value, headers = fit_dead_letter(key, value, headers, self.max_message_bytes)
-            for _ in range(100):
+            for attempt in range(1 + int(self.wait_s / POLL_S)):
+                if attempt:  # the queue was full: let it drain
+                    self.producer.poll(POLL_S)
                 try:
                     self.producer.produce(self.topic, value, key, headers=headers)
                     self.sent += 1
                     return True
-                except BufferError:  # the queue is full: let it drain
-                    self.producer.poll(0.1)
+                except BufferError:
+                    pass
             raise BufferError("dead-letter queue stayed full")
         except Exception as e:
             self.failed += 1
             log.error("dead_letter_failed", stage=self.stage, reason=reason, error=repr(e)[:300],
                       topic=topic, partition=partition, offset=offset)  # fmt: skip
             return False
+
+    def poll(self) -> None:
+        """Serve the delivery reports due, without waiting (frees the queue)."""
+        try:
+            self.producer.poll(0)
+        except Exception as e:
+            log.error("dead_letter_poll_failed", error=repr(e)[:300])
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """True once every dead letter sent so far was acknowledged or failed for good."""
