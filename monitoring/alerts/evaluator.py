@@ -36,6 +36,17 @@ record name, then the rule's labels, an empty one removing the label; a scalar r
 is one sample without labels). A rule whose output has two samples with one label set
 fails that evaluation, as in Prometheus. Values that are not finite are not recorded
 (the samples contract refuses them); they are counted in ``dropped``.
+
+A rule group's ``limit`` (``Rule.limit``, ``RecordingRule.limit``; 0: none) works as
+in Prometheus (``rules/alerting.go``, ``rules/recording.go``): an alerting rule whose
+evaluation leaves more pending and firing instances than the limit fails ("exceeded
+limit of N with M alerts", in ``errors``), forgets every instance and sends nothing:
+the firing ones resolve at their horizon downstream, and if the result falls under the
+limit later the instances start again as pending. Its ``ALERTS`` series get no samples
+and no markers while it fails, and their staleness markers at its next successful
+evaluation, as Prometheus keeps a failed rule's series of its last good evaluation. A
+recording rule with more output series than the limit records nothing at that end
+("exceeded limit of N with M series", in ``recording_errors``).
 """
 
 from __future__ import annotations
@@ -175,6 +186,8 @@ class AlertEngine:
         self.alert_samples: list[Recorded] = []
         """The last evaluation's ``ALERTS`` and ``ALERTS_FOR_STATE`` samples and markers."""
         self._retired: list[Recorded] = []  # markers of rules a reload removed
+        # per rule failing its limit: the series of its last good evaluation, unmarked
+        self._unmarked: dict[str, alert_series.Seen] = {}
         self.set_rules(rules, recordings)
 
     def set_rules(self, rules: Sequence[Rule], recordings: Sequence[RecordingRule] = ()) -> None:
@@ -202,6 +215,8 @@ class AlertEngine:
             if key not in self.machines:
                 was = alert_series.seen(gone.instances)
                 self._retired.extend(alert_series.stale(was, {}))
+        for key in [k for k in self._unmarked if k not in self.machines]:
+            self._retired.extend(alert_series.stale(self._unmarked.pop(key), {}))
 
     def _url(self, rule: Rule) -> str:
         if not self.generator_url:
@@ -241,8 +256,16 @@ class AlertEngine:
             sm = self.machines[rule.key]
             fresh = sm.last_step_ms is None or at_ms > sm.last_step_ms  # else step is a no-op
             before = alert_series.seen(sm.instances) if fresh else {}
-            out.extend(sm.step(at_ms, active, hold))
+            changed = sm.step(at_ms, active, hold)
+            if fresh and 0 < rule.limit < len(sm.instances):
+                n = len(sm.instances)
+                sm.instances.clear()
+                self.errors.append((rule, f"exceeded limit of {rule.limit} with {n} alerts"))
+                self._unmarked[rule.key] = {**before, **self._unmarked.get(rule.key, {})}
+                continue
+            out.extend(changed)
             if fresh:
+                before = {**self._unmarked.pop(rule.key, {}), **before}
                 series.extend(alert_series.samples(sm.instances.values()))
                 series.extend(alert_series.stale(before, sm.instances))
         self._retired = []
@@ -259,6 +282,8 @@ class AlertEngine:
         for rule in self.recordings:
             try:
                 samples = recorded_samples(rule, _eval(rule.compiled, ctx))
+                if 0 < rule.limit < len(samples):
+                    raise EvalError(f"exceeded limit of {rule.limit} with {len(samples)} series")
             except Exception as e:  # one rule never stops the others
                 self.recording_errors.append((rule, f"{type(e).__name__}: {e}"))
                 continue

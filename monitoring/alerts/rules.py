@@ -5,6 +5,7 @@ Prometheus' format (``promtool check rules`` accepts the same files)::
     groups:
       - name: node
         interval: 30s            # validated, ignored: rules run as windows close
+        limit: 100               # optional: alerts per alerting rule, series per recording rule
         labels: {team: infra}    # optional, added to every rule of the group
         rules:
           - alert: HighCPU
@@ -56,6 +57,11 @@ windows seen as samples (``alerts/sample_rules.py``): ``histogram_quantile``, ``
 ``offset``, ``group_left``, subqueries... A ``recovery`` outside the subset is its
 comparison with ``bool`` inserted.
 
+A group's ``limit`` (as Prometheus has it; 0 or absent: none) fails an evaluation of
+one of its rules whose result exceeds it: an alerting rule with more pending and firing
+instances than ``limit`` forgets them all and sends nothing, a recording rule with
+more output series records nothing (``AlertEngine``).
+
 Each problem is a ``RuleError`` naming the file, group, rule and problem. Loading
 returns the good rules and the errors: one bad rule never hides the others.
 
@@ -101,7 +107,7 @@ SHORT_KEYS = {
     "keep_firing_for",
     "recovery",
 }
-GROUP_KEYS = {"name", "interval", "rules", "labels"}
+GROUP_KEYS = {"name", "interval", "rules", "labels", "limit"}
 
 
 def parse_duration_ms(value: Any) -> int:
@@ -151,6 +157,7 @@ class Rule:
     annotation_templates: Mapping[str, Template] = field(
         default_factory=dict, compare=False, repr=False
     )
+    limit: int = 0  # the group's: more pending and firing instances fail the evaluation
 
     @classmethod
     def build(
@@ -166,6 +173,7 @@ class Rule:
         group: str = "",
         file: str = "",
         key: str = "",
+        limit: int = 0,
     ) -> Rule:
         """Check and compile a rule; ``UnsupportedExpression``/``TemplateError``/``ValueError``."""
         if not name:
@@ -194,6 +202,7 @@ class Rule:
             rec,
             lt,
             at,
+            _limit(limit),
         )
 
     @property
@@ -218,6 +227,7 @@ class RecordingRule:
     group: str = ""
     file: str = ""
     compiled: CompiledExpr = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    limit: int = 0  # the group's: more output series fail the evaluation
 
     @classmethod
     def build(
@@ -228,6 +238,7 @@ class RecordingRule:
         labels: Mapping[str, str] | None = None,
         group: str = "",
         file: str = "",
+        limit: int = 0,
     ) -> RecordingRule:
         """Check and compile; ``UnsupportedExpression``/``ValueError`` when invalid.
 
@@ -244,12 +255,19 @@ class RecordingRule:
             check_series(record, {k: v for k, v in labels.items() if v}, Limits())
         except InvalidSample as e:
             raise ValueError(str(e)) from None
-        return cls(record, expr, labels, group, file, compile_rule_expr(expr))
+        return cls(record, expr, labels, group, file, compile_rule_expr(expr), _limit(limit))
 
     @property
     def max_range_ms(self) -> int:
         """The longest range the expression reads."""
         return self.compiled.max_range_ms
+
+
+def _limit(value: Any) -> int:
+    """A group's ``limit``: a whole number, 0 (no limit) or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"limit must be a whole number, 0 (no limit) or more, got {value!r}")
+    return value
 
 
 def _recovery(text: str) -> CompiledExpr:
@@ -390,6 +408,11 @@ def _load_group(g: Any, file: str, names: set[str]) -> RuleSet:
         except ValueError as e:
             out.errors.append(RuleError(file, f"interval: {e}", gname))
             return out
+    try:
+        limit = _limit(g.get("limit", 0))
+    except ValueError as e:
+        out.errors.append(RuleError(file, str(e), gname))
+        return out
     glabels = g.get("labels") or {}
     if not isinstance(glabels, dict):
         out.errors.append(RuleError(file, "'labels' must be a mapping", gname))
@@ -401,16 +424,16 @@ def _load_group(g: Any, file: str, names: set[str]) -> RuleSet:
     for i, r in enumerate(rules):
         try:
             if isinstance(r, dict) and "record" in r:
-                out.recordings.append(_load_recording(r, gname, file, glabels))
+                out.recordings.append(_load_recording(r, gname, file, glabels, limit))
             else:
-                out.rules.append(_load_rule(r, i, gname, file, glabels))
+                out.rules.append(_load_rule(r, i, gname, file, glabels, limit))
         except RuleError as e:
             out.errors.append(e)
     return out
 
 
 def _load_recording(
-    r: dict[str, Any], group: str, file: str, glabels: dict[str, Any]
+    r: dict[str, Any], group: str, file: str, glabels: dict[str, Any], limit: int
 ) -> RecordingRule:
     name = str(r["record"])
     try:
@@ -421,7 +444,7 @@ def _load_recording(
             raise ValueError("missing 'expr'")
         labels = {**_str_map(glabels, "group labels"), **_str_map(r.get("labels"), "labels")}
         return RecordingRule.build(
-            name, _text(r["expr"], "expr"), labels=labels, group=group, file=file
+            name, _text(r["expr"], "expr"), labels=labels, group=group, file=file, limit=limit
         )
     except ValueError as e:
         raise RuleError(file, str(e), group, name) from None
@@ -464,7 +487,9 @@ def _duration(r: dict[str, Any], key: str) -> int:
         raise ValueError(f"{key}: {e}") from None
 
 
-def _load_rule(r: Any, index: int, group: str, file: str, glabels: dict[str, Any]) -> Rule:
+def _load_rule(
+    r: Any, index: int, group: str, file: str, glabels: dict[str, Any], limit: int
+) -> Rule:
     if not isinstance(r, dict):
         raise RuleError(file, f"rule #{index + 1} must be a mapping, got {r!r}", group)
     short = "alert" not in r
@@ -507,6 +532,7 @@ def _load_rule(r: Any, index: int, group: str, file: str, glabels: dict[str, Any
             recovery=recovery,
             group=group,
             file=file,
+            limit=limit,
         )
     except (ValueError, TemplateError) as e:
         raise RuleError(file, str(e), group, name) from None

@@ -146,7 +146,7 @@ def errors(text: str) -> list[str]:
             "groups: [{name: g, interval: fast, rules: []}]",
             "group 'g': interval: invalid duration 'fast'",
         ),
-        ("groups: [{name: g, limit: 3, rules: []}]", "group 'g': unknown key(s) ['limit']"),
+        ("groups: [{name: g, limit: -3, rules: []}]", "group 'g': limit must be a whole number"),
         ("groups: [{name: g, rules: {a: 1}}]", "group 'g': 'rules' must be a list"),
         ("groups: [{name: g}, {name: g}]", "group 'g': duplicate group name"),
         ("groups: [{name: g, rules: [3]}]", "group 'g': rule #1 must be a mapping"),
