@@ -139,6 +139,8 @@ class AlertManager:
         self._groups: dict[GroupId, AggregationGroup] = {}
         self._acks: dict[str, Acknowledgement] = {}
         self._deadline: int | None = None  # cache of next_deadline(); None: recompute
+        # flushed while receiving (``receive``): returned by the next ``flush_due``
+        self._early: list[Notification] = []
         self._dirty: set[GroupId] = set()  # groups changed since the last checkpoint()
         self._meta_dirty = True  # silences or acks changed since then
         self._handlers: dict[str, Callable[[Any, int], Applied]] = {
@@ -209,7 +211,11 @@ class AlertManager:
         return changes
 
     def receive(self, alert: Alert, now_ms: int) -> None:
-        """Take one alert state change into every group its routes lead to."""
+        """Take one alert state change into every group its routes lead to.
+
+        A resolve of a firing alert whose group's flush is due flushes the group first;
+        those notifications come with the next ``flush_due`` (call it before a snapshot).
+        """
         if alert.status == "resolved" and alert.fingerprint in self._acks:
             del self._acks[alert.fingerprint]
             self._meta_dirty = True
@@ -221,6 +227,18 @@ class AlertManager:
                     route, key, route.group_labels(alert.labels), now_ms + route.group_wait_ms
                 )
                 self._groups[(route.path, key)] = group
+            old = group.alerts.get(alert.fingerprint)
+            if (
+                alert.status == "resolved"
+                and old is not None
+                and old.status == "firing"
+                and group.next_flush_ms <= now_ms
+            ):
+                # the group's flush is due: it happens first, as if each record were
+                # handled at its own moment, so a resolve read in the same batch (an
+                # evaluator catching up) does not swallow a firing nobody was told of
+                self._early.extend(self._flush((route.path, key), self._muter(now_ms), now_ms))
+                group = self._groups.setdefault((route.path, key), group)
             group.insert(alert, now_ms)
             self._dirty.add((route.path, key))
             if self._deadline is not None:
@@ -266,6 +284,8 @@ class AlertManager:
 
     def next_deadline(self) -> int | None:
         """The earliest time ``flush_due`` has work (None: no groups)."""
+        if self._early:
+            return 0  # notifications wait already
         if self._deadline is None:
             times = [g.next_flush_ms for g in self._groups.values()]
             times += [g.escalation.next_ms for g in self._groups.values() if g.escalation.next_ms]
@@ -276,35 +296,42 @@ class AlertManager:
         """Flush every group and escalation whose time has come; the notifications."""
         if self.silences.gc(now_ms, self.silence_retention_ms):
             self._meta_dirty = True
+        out, self._early = self._early, []
         deadline = self.next_deadline()
         if deadline is None or deadline > now_ms:
-            return []
+            return out
         self._deadline = None
         muted = self._muter(now_ms)
-        out: list[Notification] = []
         for gid in sorted(self._groups):
             group = self._groups[gid]
             if group.next_flush_ms > now_ms and not group.escalation.due(now_ms):
                 continue
-            self._dirty.add(gid)
-            group.expire(now_ms)  # past their horizon without a refresh: resolved
-            policy = self._policy(group)
-            if group.next_flush_ms <= now_ms:
-                sent = group.flush(self._receivers(group), muted, now_ms)
-                out.extend(sent)
-                if policy is not None and any(n.status == "firing" for n in sent):
-                    group.escalation.start(policy, now_ms)
-            if group.empty:
-                del self._groups[gid]
-            elif group.escalation.due(now_ms):
-                if policy is None:  # the policy left the config since this group started
-                    group.escalation.next_ms = None
-                else:
-                    out.extend(self._escalate(group, policy, muted, now_ms))
+            out.extend(self._flush(gid, muted, now_ms))
         live = {fp for g in self._groups.values() for fp in g.alerts}
         if any(fp not in live for fp in self._acks):
             self._acks = {fp: a for fp, a in self._acks.items() if fp in live}
             self._meta_dirty = True
+        return out
+
+    def _flush(self, gid: GroupId, muted: Muted, now_ms: int) -> list[Notification]:
+        """Flush group ``gid`` if its time has come, and its escalation if due."""
+        group = self._groups[gid]
+        out: list[Notification] = []
+        self._dirty.add(gid)
+        group.expire(now_ms)  # past their horizon without a refresh: resolved
+        policy = self._policy(group)
+        if group.next_flush_ms <= now_ms:
+            sent = group.flush(self._receivers(group), muted, now_ms)
+            out.extend(sent)
+            if policy is not None and any(n.status == "firing" for n in sent):
+                group.escalation.start(policy, now_ms)
+        if group.empty:
+            del self._groups[gid]
+        elif group.escalation.due(now_ms):
+            if policy is None:  # the policy left the config since this group started
+                group.escalation.next_ms = None
+            else:
+                out.extend(self._escalate(group, policy, muted, now_ms))
         return out
 
     def _policy(self, group: AggregationGroup) -> EscalationPolicy | None:

@@ -299,6 +299,7 @@ class ChaosResult:
     restarts: Counter[str]
     converged: bool
     unhealthy_kills: int = 0
+    waiting_for: str = ""  # what convergence last waited for, if it did not come
 
     def last_line(self) -> str:
         """The suite's last line."""
@@ -321,6 +322,8 @@ class ChaosResult:
             f"windows={self.windows} samples={self.samples} poison={self.poison} "
             f"converged={'yes' if self.converged else 'NO (deadline)'}"
         )
+        if not self.converged:
+            lines.append(f"still waiting for: {self.waiting_for}")
         return "\n".join(lines)
 
 
@@ -493,14 +496,23 @@ class ChaosRun:
             n_agg = len(expected)
             names = f"name IN ('{VALUE}', '{HOT}')"
 
+            waiting = [""]
+
             def converged() -> bool:
                 try:
                     stored = d.query(f"SELECT count() FROM aggregates FINAL WHERE {names}")
-                    if stored[0][0] < n_agg or not d.drained():
+                    if stored[0][0] < n_agg:
+                        waiting[0] = f"aggregates stored: {stored[0][0]} of {n_agg}"
                         return False
-                except Exception:
+                    if not d.drained():
+                        waiting[0] = "the worker and the store to commit their input"
+                        return False
+                except Exception as e:
+                    waiting[0] = f"the store to answer ({e!r:.200})"
                     return False
-                return alerts_differing(data.hot, hook.bodies) == 0
+                differing = alerts_differing(data.hot, hook.bodies)
+                waiting[0] = f"notifications: {differing} differing"
+                return differing == 0
 
             ok = self._wait(d, converged, cfg.settle_s, "convergence", raise_=False)
             sql = (
@@ -524,7 +536,7 @@ class ChaosRun:
                 rss_growth_pct=100.0 * (rss1 - rss0[0]) / rss0[0] if rss0 and rss0[0] else 0.0,
                 windows=n_agg, samples=len(data.points), poison=self.poisoned,
                 events=outcomes, restarts=self.restarts, converged=ok,
-                unhealthy_kills=self.unhealthy_kills,
+                unhealthy_kills=self.unhealthy_kills, waiting_for=waiting[0],
             )  # fmt: skip
         finally:
             self.stop.set()

@@ -63,6 +63,16 @@ class CommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._isolation_level = "read_committed"
         return consumer
 
+    def request_rejoin(self) -> bool:
+        """Have the group coordinator rejoin the group (from any thread): every partition
+        is revoked and assigned again, each read from its committed offset. False if
+        the consumer has not started."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        self.thread_loop.call_soon_threadsafe(consumer._coordinator.request_rejoin)
+        return True
+
 
 class BulkConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, with bulk delivery for ``BulkApp.bulk`` topics, reading
@@ -219,6 +229,12 @@ class BulkApp(faust.App):
         """Mark a bulk-delivered message done: Faust commits up to its acked offsets
         (async, as ``Stream.ack`` is)."""
         return self.consumer.ack(message)
+
+    def request_rejoin(self) -> bool:
+        """Rejoin the consumer group (``CommittedConsumerThread.request_rejoin``): what a
+        worker does when it finds a partition's state writer fenced (``runtime.driver``)."""
+        thread = getattr(self.consumer, "_thread", None)
+        return isinstance(thread, CommittedConsumerThread) and thread.request_rejoin()
 
     def _new_transport(self) -> Any:
         return BulkTransport(self.conf.broker_consumer, self)

@@ -13,10 +13,15 @@ errors of the sink, such as ``OutputsLost``, stop the process). Checkpoints foll
 ``runtime.partition_state``: outputs flushed, then the changed state, then the source
 messages acked. A partition is checkpointed before it is given up in a rebalance and
 at shutdown, so neither replays anything. With a ``fence`` (``runtime.fence``) each
-partition's state goes in a transaction of its own: a partition whose writer another
-worker fenced is *lost*: its state is dropped unwritten, counted
-(``agent_partitions_lost_total``), and its messages are dropped unacked until it is
-assigned here again.
+partition's state goes in a transaction of its own: a partition whose
+writer was fenced is *lost*: its state is dropped unwritten, counted
+(``agent_partitions_lost_total``), its messages are dropped unacked until it is
+assigned here again, and the worker asks its consumer group to rejoin (Kafka Streams'
+``TaskMigratedException``). The fencer may be another worker (this one was expelled and
+has not heard yet: the rejoin tells it) or the broker itself, which aborts and fences a
+transaction older than its timeout (a commit left pending through a long outage): no
+other worker then owns the partition, and only the rejoin gives it back, restored from
+its last committed state and read again from its committed offset.
 
 Idle partitions: a source topic of a partition that has had no message for the agent's
 ``idle_timeout_s`` on the wall clock and has nothing left to read is *quiet*; the agent
@@ -182,6 +187,7 @@ class AgentDriver(Generic[S]):
         self._restoring: set[int] = set()  # partitions assigned, their state being read
         self.assigned_once = False  # the group gave this process its first assignment
         self.ack: Callable[[Any], Any] | None = None  # acks a source message once stored
+        self.rejoin: Callable[[], Any] | None = None  # asks the consumer group for a rebalance
 
     # -- messages ------------------------------------------------------------------
     async def process(self, messages: Sequence[Record]) -> None:
@@ -294,15 +300,21 @@ class AgentDriver(Generic[S]):
         return written
 
     def _let_go_of_lost(self) -> None:
-        """Partitions a checkpoint found fenced: forget them as if revoked."""
+        """Partitions a checkpoint found fenced: forget them as if revoked, and rejoin
+        the group (module docstring)."""
+        lost = []
         while self.states.newly_lost:
             p, slot = self.states.newly_lost.pop()
+            lost.append(p)
             self._lost.inc()
             self.agent.release(p, slot.state)
             for t in self.agent.sources:
                 self._heard.pop((p, t), None)
                 self._positions.pop((p, t), None)
             self._partitions.set(len(self.states.slots))
+        if lost and self.rejoin is not None:
+            log.warning("rejoin_requested", agent=self.agent.name, lost=sorted(lost))
+            self.rejoin()
 
     async def idle_tick(self) -> None:
         """Let the agent close what waits on its quiet source topics (module docstring)."""

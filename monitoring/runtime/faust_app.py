@@ -100,6 +100,7 @@ def run_on(
     """Register ``agent`` on ``app``; the driver (for health and tests)."""
     driver = broker_driver(agent, settings, registry)
     driver.ack = app.ack
+    driver.rejoin = app.request_rejoin
     app.bulk(app.topic(*agent.sources), driver.process)
     app.timer(agent.checkpoint_interval_s)(driver.checkpoint_tick)
     if agent.idle_timeout_s is not None:

@@ -242,6 +242,7 @@ class MemoryRuntime(Generic[S]):
         self.sink = MemorySink(self.agent.state_topic, self.tables)
         # ``fenced``: state in per-partition transactions (``runtime.fence``)
         self.fence = MemoryFence(self.tables) if fenced else None
+        self.rejoins = 0  # the driver's requests for a rebalance (a test performs it)
         self._start()
 
     def _start(self) -> None:
@@ -256,7 +257,11 @@ class MemoryRuntime(Generic[S]):
             fence=self.fence,
         )
         self.driver.ack = self._ack
+        self.driver.rejoin = self._rejoin
         self.read = dict(self.committed)
+
+    def _rejoin(self) -> None:
+        self.rejoins += 1
 
     # -- the source topics ---------------------------------------------------------
     def produce(

@@ -47,6 +47,10 @@ Records = list[tuple[bytes, bytes | None]]
 Ack = Callable[[Any], Awaitable[Any]]
 """Acks one processed source message or event (``Stream.ack``, ``BulkApp.ack``)."""
 MAX_CHECKPOINT_DUTY = 0.1  # share of the worker's time checkpoints may take
+# a checkpoint the broker was too slow for is retried this soon, whatever its duty: a
+# fenced commit that timed out must be resumed before the broker aborts the transaction
+# (``runtime.fence``: 60 s), else the partition's writer is fenced by its own timeout
+RETRY_AFTER_S = 1.0
 log = get_logger("partition_state")
 
 
@@ -120,6 +124,7 @@ class PartitionStates(Generic[S]):
         self.max_duty = MAX_CHECKPOINT_DUTY
         self._clock = clock  # of the checkpoints' pacing (a manual one in tests)
         self._next_at = 0.0  # clock time before which a timer's checkpoint is skipped
+        self.behind = False  # the last checkpoint left something for the broker to retry
         self.unreadable: list[int] = []  # partitions whose state did not restore
         self.fence = fence
         self.lost: set[int] = set()  # fenced: messages dropped until assigned again
@@ -194,16 +199,21 @@ class PartitionStates(Generic[S]):
         one sooner than ``max_duty`` allows is skipped: catching up on a backlog, state
         changes many times faster than live and its checkpoints would take over the
         worker; spacing them only means more to replay after a crash (applied messages
-        are skipped, so the result is the same).
+        are skipped, so the result is the same). A checkpoint the broker was too slow
+        for (a flush or a commit timed out) is retried ``RETRY_AFTER_S`` later: its time
+        was spent waiting, not working.
         """
         if not force and self._clock() < self._next_at:
             return False
         started = self._clock()
+        self.behind = False
         try:
             return await self._checkpoint(ack)
         finally:
-            took = self._clock() - started
-            self._next_at = self._clock() + took * (1 / self.max_duty - 1)
+            spacing = (self._clock() - started) * (1 / self.max_duty - 1)
+            if self.behind:
+                spacing = min(spacing, RETRY_AFTER_S)
+            self._next_at = self._clock() + spacing
 
     async def _checkpoint(self, ack: Ack | None) -> bool:
         async with self._checkpointing:
@@ -219,7 +229,7 @@ class PartitionStates(Generic[S]):
             if not todo:
                 return False
             if not await self.outputs.flush():  # outputs before the state
-                self.last_written = set()
+                self.last_written, self.behind = set(), True
                 return False
             if self.fence is not None:
                 return await self._write_fenced(todo, ack)
@@ -231,7 +241,7 @@ class PartitionStates(Generic[S]):
                 for key, value in records:
                     await self.outputs.send(self.state_topic, key, value, partition=p)
             if not await self.outputs.flush():
-                self.last_written = set()
+                self.last_written, self.behind = set(), True
                 return False
             for p, slot in todo:
                 await self._written(p, slot, attempts.get(p), ack)
@@ -275,6 +285,7 @@ class PartitionStates(Generic[S]):
             else:
                 self.last_written.discard(p)
                 done = False
+        self.behind = not done
         if error is not None:
             raise error  # a refused record (counted, retried), or OutputsLost (stop)
         return done

@@ -250,3 +250,26 @@ def test_timer_invariants(events: list[tuple[int, str, str, bool]]) -> None:
                 for ts, n in sent
                 if n.group_labels.get("alertname") == name
             )
+
+
+def test_a_resolve_read_with_its_firing_in_one_batch_does_not_swallow_it() -> None:
+    """An evaluator catching up sends an alert's firing and its resolve (30 s apart in
+    event time) in one batch, long after both: each is taken at its own moment, so the
+    firing, old enough to flush at once, is notified before the resolve is applied."""
+    am = manager()
+    now = 10 * M  # both happened minutes ago, read now
+    am.receive(fire("a", 0), now)
+    am.receive(resolve("a", 0, 30 * S), now)
+    assert brief(am.flush_due(now)) == [("team", "firing", [("a", "firing")])]
+    assert am.flush_due(now + 5 * M - 1) == []
+    assert brief(am.flush_due(now + 5 * M)) == [("team", "resolved", [("a", "resolved")])]
+
+
+def test_a_live_alert_resolved_within_group_wait_is_still_never_notified() -> None:
+    """Alertmanager's rule, kept for live alerts: a resolve that comes before the
+    group's first flush replaces the firing, and a group with nothing ever fired says
+    nothing."""
+    am = manager()
+    am.receive(fire("a", 0), 0)
+    am.receive(resolve("a", 0, 10 * S), 10 * S)
+    assert am.flush_due(30 * S) == []

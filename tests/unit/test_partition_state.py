@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from monitoring.runtime.partition_state import PartitionStates, Slot
+from monitoring.runtime.partition_state import RETRY_AFTER_S, PartitionStates, Slot
 from monitoring.runtime.shadow import COMMIT_KEY
 
 
@@ -59,3 +59,37 @@ def test_checkpoints_take_at_most_their_duty_share_unless_forced() -> None:
         return [first, too_soon, forced, later]
 
     assert asyncio.run(run()) == [True, False, True, True]
+
+
+class TimingOutOutputs(SlowOutputs):
+    """A broker that does not answer until ``back``: each flush waits ``delay`` and
+    fails; counts the flushes (the attempts)."""
+
+    back = False
+    flushes = 0
+
+    async def flush(self) -> bool:
+        self.flushes += 1
+        self.now += self.delay
+        return self.back
+
+
+def test_a_checkpoint_the_broker_timed_out_is_retried_soon_whatever_its_duty() -> None:
+    """A commit that timed out after 10 s is retried RETRY_AFTER_S later, not 90 s later
+    (its duty share): the broker would abort a fenced transaction left that long."""
+
+    async def run() -> list[tuple[bool, int]]:
+        out = TimingOutOutputs(10.0)
+        ps = states(out)  # max_duty 0.1: a 10 s checkpoint would wait 90 s
+        seen = [(await ps.checkpoint(None), out.flushes)]  # one flush, failed
+        out.now += RETRY_AFTER_S
+        seen.append((await ps.checkpoint(None), out.flushes))  # attempted again
+        out.back = True
+        out.now += RETRY_AFTER_S
+        seen.append((await ps.checkpoint(None), out.flushes))  # written: two flushes
+        ps.slots[0].state[b"k"] = b"2"
+        out.now += RETRY_AFTER_S
+        seen.append((await ps.checkpoint(None), out.flushes))  # 20 s done: paced again
+        return seen
+
+    assert asyncio.run(run()) == [(False, 1), (False, 2), (True, 4), (False, 4)]

@@ -122,3 +122,33 @@ async def test_a_slow_commit_keeps_the_checkpoint_for_the_next_tick() -> None:
     assert await rt.checkpoint()
     assert rt.state(0) == {b"n": b"2,1"} and rt.committed[("events", 0)] == 2
     assert rt.metric("agent_partitions_lost_total") == 0
+
+
+async def test_a_partition_fenced_by_its_own_timeout_comes_back_through_a_rejoin() -> None:
+    """The broker aborts a transaction older than its timeout and fences its writer: no
+    other worker owns the partition, so only the rejoin the driver asks for gives it
+    back, restored from the last committed state, its messages read again."""
+    rt = MemoryRuntime(Counter, fenced=True)
+    assert rt.fence is not None
+    await rt.assign([0, 1])
+    produce(rt, 0, 2)
+    produce(rt, 1, 1)
+    await rt.poll()
+    assert await rt.checkpoint() and rt.rejoins == 0
+    produce(rt, 0, 3)
+    await rt.poll()
+    rt.fence.take_over(0)  # the broker's timeout: nobody else acquired it
+    await rt.checkpoint()
+    assert rt.metric("agent_partitions_lost_total") == 1
+    assert rt.rejoins == 1  # asked once, for the loss
+    await rt.checkpoint()
+    assert rt.rejoins == 1  # not again without a new loss
+    await rt.revoke([0, 1])  # the rebalance the rejoin starts: everything comes back
+    await rt.assign([0, 1])
+    await rt.poll()  # partition 0 replayed from its committed offset
+    assert await rt.checkpoint()
+    assert rt.state(0) == {b"n": b"5,4"} and rt.committed[("events", 0)] == 5
+    assert rt.state(1) == {b"n": b"1,0"}
+    # the replay sends the lost messages' outputs again, the same values (at least once:
+    # the store keeps one row per window)
+    assert rt.values("counts")[-3:] == [b"3", b"4", b"5"]
