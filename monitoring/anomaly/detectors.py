@@ -43,10 +43,12 @@ from statistics import NormalDist
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from monitoring.anomaly.memory import deep_sizeof
-from monitoring.anomaly.state import pack_explicit, unpack_explicit
-from monitoring.anomaly.windows import FixedWindow, Ring
+from monitoring.anomaly.state import StateError, number, pack_explicit, unpack_explicit, whole
+from monitoring.anomaly.windows import MAX_SIZE, FixedWindow, Ring, check_size
 
 DAY_MS = 86_400_000
+MAX_BUCKETS = 1440  # time-of-day buckets: one a minute at most
+MAX_RECUR_DAYS = 31
 _SQRT2 = math.sqrt(2.0)
 _NAN = math.nan
 
@@ -169,9 +171,12 @@ class Likelihood:
         }
 
     @classmethod
-    def from_state(cls, s: dict[str, Any]) -> Likelihood:
-        lk = cls(s["alpha"], s["sd_floor"])
-        lk.n, lk.m, lk.v = s["n"], s["m"], s["v"]
+    def from_state(cls, s: Any) -> Likelihood:
+        if not isinstance(s, dict):
+            raise StateError(f"likelihood state {s!r} is not a mapping"[:300])
+        lk = cls(number(s, "alpha", lo=0.0, hi=1.0), number(s, "sd_floor", lo=1e-12, hi=1e12))
+        lk.n, lk.m = whole(s, "n", 0, 2**62), number(s, "m", lo=-1e300, hi=1e300)
+        lk.v = number(s, "v", lo=0.0, hi=1e300)
         return lk
 
 
@@ -224,6 +229,12 @@ class RobustEnsemble:
         seed: int = 0,
     ) -> None:
         del seed  # deterministic: nothing random
+        check_size(window)  # the sizes first: nothing is allocated for a bad one
+        check_size(record, least=0)
+        if not (isinstance(buckets, int) and 1 <= buckets <= MAX_BUCKETS):
+            raise ValueError(f"buckets must be a whole number in [1, {MAX_BUCKETS}]")
+        if not (isinstance(recur_days, int) and 0 <= recur_days <= MAX_RECUR_DAYS):
+            raise ValueError(f"recur_days must be a whole number in [0, {MAX_RECUR_DAYS}]")
         self.window, self.buckets, self.min_count = window, buckets, min_count
         self.rel_floor, self.mae_alpha, self.mae_floor = rel_floor, mae_alpha, mae_floor
         self.record, self.record_damp = record, record_damp
@@ -457,39 +468,63 @@ class RobustEnsemble:
 
     @classmethod
     def from_state(cls, data: bytes) -> RobustEnsemble:
+        """Inverse of ``to_state``; ``StateError`` (with the reason) for a state that is
+        not one: every size is checked against its bound before anything is allocated,
+        every buffer's length against the sizes, every scalar's type."""
         s, a = unpack_explicit(data)
+        big = 2**62
+        window = whole(s, "window", 1, MAX_SIZE)
+        buckets = whole(s, "buckets", 1, MAX_BUCKETS)
+        record = whole(s, "record", 0, MAX_SIZE)
+        recur_days = whole(s, "recur_days", 0, MAX_RECUR_DAYS, 0)  # older checkpoints: none
         det = cls(
-            window=s["window"],
-            buckets=s["buckets"],
-            min_count=s["min_count"],
-            rel_floor=s["rel_floor"],
-            mae_alpha=s["mae_alpha"],
-            mae_floor=s["mae_floor"],
-            record=s["record"],
-            record_damp=s["record_damp"],
-            record_margin=s.get("record_margin", 1.0),  # checkpoints from before the margin
-            recur_days=s.get("recur_days", 0),  # and before the recurrence damping
-            recur_tol=s.get("recur_tol", 6),
-            recur_damp=s.get("recur_damp", 1.0),
-            daily_tol=s.get("daily_tol", -1),  # checkpoints from before daily damping
-            daily_damp=s.get("daily_damp", 1.0),
-            daily_margin=s.get("daily_margin", 1.0),
-            range_score=s.get("range_score", 0.0),  # and before the range novelty
-            range_tol=s.get("range_tol", 0.1),
-            range_min_count=s.get("range_min_count", 300),
-            range_decay=s.get("range_decay", 1e-4),
+            window=window,
+            buckets=buckets,
+            min_count=whole(s, "min_count", 0, big),
+            rel_floor=number(s, "rel_floor", lo=0.0, hi=1e300),
+            mae_alpha=number(s, "mae_alpha", lo=0.0, hi=1.0),
+            mae_floor=number(s, "mae_floor", lo=0.0, hi=1e300),
+            record=record,
+            record_damp=number(s, "record_damp", lo=0.0, hi=1.0),
+            record_margin=number(
+                s, "record_margin", 1.0, 0.0, 1e300
+            ),  # checkpoints from before the margin
+            recur_days=recur_days,  # and before the recurrence damping
+            recur_tol=whole(s, "recur_tol", -1, MAX_BUCKETS, 6),  # loops over as many buckets
+            recur_damp=number(s, "recur_damp", 1.0, 0.0, 1.0),
+            daily_tol=whole(s, "daily_tol", -1, MAX_BUCKETS, -1),  # from before daily damping
+            daily_damp=number(s, "daily_damp", 1.0, 0.0, 1.0),
+            daily_margin=number(s, "daily_margin", 1.0, 0.0, 1e300),
+            range_score=number(s, "range_score", 0.0, 0.0, 1.0),  # and before the range novelty
+            range_tol=number(s, "range_tol", 0.1, 0.0, 1e300),
+            range_min_count=whole(s, "range_min_count", -big, big, 300),
+            range_decay=number(s, "range_decay", 1e-4, 0.0, 1.0),
         )
-        det.lo, det.hi, det.n = s.get("lo", math.inf), s.get("hi", -math.inf), s.get("n", 0)
-        det.values = FixedWindow(det.window, a["values"])
-        det.changes = FixedWindow(det.window, a["changes"])
-        det.seasonal = FixedWindow(det.window, a["seasonal"])
-        det.profile, det.recent = a["profile"], Ring(det.record, a["recent"])
-        if "day_raw" in a:
+        det.lo, det.hi = number(s, "lo", math.inf), number(s, "hi", -math.inf)
+        det.n = whole(s, "n", 0, big, 0)
+        sizes = {"values": window, "changes": window, "seasonal": window, "recent": record}
+        exact = {"profile": buckets, "day_raw": buckets, "day_index": buckets,
+                 "hist": buckets * (recur_days + 1), "hist_day": recur_days + 1}  # fmt: skip
+        for name, most in sizes.items():
+            if name not in a or len(a[name]) > most:
+                raise StateError(f"detector state: {name} missing or over {most} values")
+        for name, n in exact.items():
+            if name in a and len(a[name]) != n:
+                raise StateError(f"detector state: {name} has {len(a[name])} values, not {n}")
+        if "profile" not in a:
+            raise StateError("detector state: profile missing")
+        det.values = FixedWindow(window, a["values"])
+        det.changes = FixedWindow(window, a["changes"])
+        det.seasonal = FixedWindow(window, a["seasonal"])
+        det.profile, det.recent = a["profile"], Ring(record, a["recent"])
+        if "day_raw" in a and "day_index" in a:
             det.day_raw, det.day_index = a["day_raw"], a["day_index"]
-        if "hist" in a:
+        if "hist" in a and "hist_day" in a:
             det.hist, det.hist_day = a["hist"], a["hist_day"]
-        det.prev, det.mae_change, det.mae_seasonal = s["prev"], s["mae_change"], s["mae_seasonal"]
-        det.lik = Likelihood.from_state(s["lik"])
+        det.prev = number(s, "prev")
+        det.mae_change = number(s, "mae_change", lo=0.0, hi=1e300)
+        det.mae_seasonal = number(s, "mae_seasonal", lo=0.0, hi=1e300)
+        det.lik = Likelihood.from_state(s.get("lik"))
         return det
 
     def nbytes(self) -> int:
@@ -510,6 +545,7 @@ class RollingZScore:
 
     def __init__(self, *, window: int = 288, seed: int = 0) -> None:
         del seed
+        check_size(window)
         self.window = window
         self.ring = array("d")
         self.head = 0
@@ -560,7 +596,9 @@ class RollingZScore:
     @classmethod
     def from_state(cls, data: bytes) -> RollingZScore:
         s, a = unpack_explicit(data)
-        det = cls(window=s["window"])
+        det = cls(window=whole(s, "window", 1, MAX_SIZE))
+        if "ring" not in a or len(a["ring"]) > det.window:
+            raise StateError(f"detector state: ring missing or over {det.window} values")
         det.ring = a["ring"]
         return det
 

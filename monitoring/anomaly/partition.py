@@ -15,8 +15,10 @@ is made), so a producer that puts a request id in a label cannot grow the detect
 A ``budget`` (``metrics.budget.SeriesBudget``, ``anomaly.max_series_per_worker``)
 bounds the detectors of every partition a worker holds the same way; series restored
 with a partition are kept whatever it says, and count.
-A checkpoint record that no longer decodes (a detector library changed its format)
-is dropped at restore, counted in ``undecodable``, and that series starts afresh.
+A checkpoint record that does not decode (a detector library changed its format, or a
+corrupt or crafted record: its sizes are bounded before anything is allocated) is
+dropped at restore, counted in ``undecodable`` with the first few reasons in
+``refused``, and that series starts afresh.
 
 >>> from monitoring.anomaly.scorer import SeriesScorer
 >>> part = PartitionScorers(lambda name: SeriesScorer(), idle_ms=60_000)
@@ -36,6 +38,7 @@ from monitoring.anomaly.scorer import Scored, SeriesScorer
 from monitoring.metrics.budget import SeriesBudget
 
 _HEAD = struct.Struct("<qq")  # applied offset, last event time (ms)
+MAX_REFUSALS = 10  # the reasons kept of the records refused at a restore
 
 
 @dataclass
@@ -63,6 +66,7 @@ class PartitionScorers:
         self._dirty: set[str] = set()
         self.max_ts_ms = 0
         self.undecodable = 0
+        self.refused: list[tuple[str, str]] = []  # (series, why): the first few refused
 
     def __len__(self) -> int:
         return len(self._series)
@@ -131,8 +135,10 @@ class PartitionScorers:
             try:
                 offset, last_ts = _HEAD.unpack_from(raw)
                 scorer = SeriesScorer.from_bytes(raw[_HEAD.size :])
-            except Exception:  # a foreign, truncated or older-format record: start afresh
+            except Exception as e:  # a foreign, truncated or crafted record: start afresh
                 self.undecodable += 1
+                if len(self.refused) < MAX_REFUSALS:
+                    self.refused.append((key, str(e)[:300]))
                 continue
             if self.max_series and len(self._series) >= self.max_series:
                 break

@@ -122,17 +122,23 @@ class SeriesScorer:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SeriesScorer:
-        """Inverse of :meth:`to_bytes`."""
+        """Inverse of :meth:`to_bytes`; ``StateError`` with the reason for bytes that are
+        not a checkpoint (the detector's sizes are bounded before anything is allocated:
+        :mod:`monitoring.anomaly.state`)."""
         if len(data) < 2 or data[0] != VERSION:
             raise StateError(f"not a version-{VERSION} scorer checkpoint")
         pos = 2 + data[1]
         if len(data) < pos + _HEAD.size:
             raise StateError(f"scorer checkpoint truncated ({len(data)} bytes)")
-        name = data[2:pos].decode()
         seen, seed, warmup, cool, protected = _HEAD.unpack_from(data, pos)
         sc = cls.__new__(cls)
-        sc.spec = get_spec(name)
-        sc.detector = sc.spec.restore(data[pos + _HEAD.size :])
+        try:
+            sc.spec = get_spec(data[2:pos].decode())
+            sc.detector = sc.spec.restore(data[pos + _HEAD.size :])
+        except StateError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+            raise StateError(f"scorer checkpoint: {e!r}"[:300]) from None
         sc.warmup, sc.seed, sc.seen, sc.cool, sc.protected = warmup, seed, seen, cool, protected
         return sc
 

@@ -9,7 +9,22 @@ depend on Python object layout. Layout, little-endian:
 
 The River-based detectors (:mod:`monitoring.anomaly.river_detectors`) hold River
 objects, which have no public state API: they are pickled (:func:`pack_pickle`, kind
-byte 2 plus a version byte), for a worker's own private checkpoints only.
+byte 2 plus a version byte), for a worker's own private checkpoints only. Reading one
+(:func:`unpack_pickle`) first walks its opcodes with ``pickletools.genops``, which
+checks every declared length against the bytes present (CPython's unpickler allocates
+a declared length before it reads: a 5-byte record could ask for 2 GiB), and refuses
+the opcodes our pickles never hold (persistent ids, extension codes, ``INST``/``OBJ``);
+then unpickles with only the globals our detectors' pickles use, ``getattr`` only of
+names not starting with ``__``, and River's Python classes never ``__init__``-ed by
+the pickle (their state arrives by ``BUILD``), so a crafted record cannot construct a
+detector of any size it likes. River's Rust ADWIN is still built from the pickled
+arguments and its own serialised state (``river._river_rust``): a worker's checkpoints
+are trusted that far.
+
+A checkpoint is read as hostile input (a corrupt or crafted record on the state topic):
+every size in it is checked against the bytes present before anything is allocated,
+and :func:`whole` and :func:`number` check each scalar's type and range, so a bad
+state is a :class:`StateError` with the reason, never a huge allocation.
 
 >>> from array import array
 >>> blob = pack_explicit({"n": 3, "mean": 0.5}, {"w": array("d", [1.0, 2.5])})
@@ -20,8 +35,11 @@ byte 2 plus a version byte), for a worker's own private checkpoints only.
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import pickle
+import pickletools
 import struct
 from array import array
 from typing import Any, TypeVar
@@ -44,17 +62,28 @@ def pack_explicit(scalars: dict[str, Any], arrays: dict[str, array]) -> bytes:
 
 
 def unpack_explicit(data: bytes) -> tuple[dict[str, Any], dict[str, array]]:
-    """Inverse of :func:`pack_explicit`."""
+    """Inverse of :func:`pack_explicit`; ``StateError`` for anything else (each array
+    must fit in the bytes present)."""
     if len(data) < _HEAD.size or data[0] != KIND_EXPLICIT:
         raise StateError(f"not an explicit detector state (kind byte {data[:1]!r})")
     _, meta_len = _HEAD.unpack_from(data)
     pos = _HEAD.size + meta_len
+    if pos > len(data):
+        raise StateError(f"detector state metadata of {meta_len} bytes in {len(data)}")
     try:
         meta = json.loads(data[_HEAD.size : pos])
-    except ValueError as exc:
-        raise StateError(f"corrupt detector state metadata: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise StateError(f"corrupt detector state metadata: {exc!r}"[:300]) from None
+    if not (
+        isinstance(meta, dict)
+        and isinstance(meta.get("s"), dict)
+        and isinstance(meta.get("a"), dict)
+    ):
+        raise StateError("detector state metadata is not {'s': {...}, 'a': {...}}")
     arrays: dict[str, array] = {}
     for name, n in meta["a"].items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise StateError(f"detector state array {name!r} has length {n!r}"[:300])
         end = pos + 8 * n
         if end > len(data):
             raise StateError(f"detector state truncated in array {name!r}")
@@ -63,6 +92,50 @@ def unpack_explicit(data: bytes) -> tuple[dict[str, Any], dict[str, array]]:
     if pos != len(data):
         raise StateError(f"detector state has {len(data) - pos} trailing bytes")
     return meta["s"], arrays
+
+
+_MISSING: Any = object()
+
+
+def whole(s: dict[str, Any], key: str, lo: int, hi: int, default: Any = _MISSING) -> int:
+    """Scalar ``key`` of a state: a whole number in ``[lo, hi]`` (``default`` if absent
+    and given), else ``StateError``.
+
+    >>> whole({"window": 600}, "window", 1, 1000)
+    600
+    >>> try:
+    ...     whole({"window": 10**12}, "window", 1, 1000)
+    ... except StateError as e:
+    ...     print(e)
+    detector state: window 1000000000000 is not a whole number in [1, 1000]
+    """
+    v = s.get(key, default)
+    if v is _MISSING:
+        raise StateError(f"detector state: {key} missing")
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise StateError(f"detector state: {key} {v!r} is not a whole number in [{lo}, {hi}]"[:300])
+    return v
+
+
+def number(
+    s: dict[str, Any],
+    key: str,
+    default: Any = _MISSING,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> float:
+    """Scalar ``key`` of a state: a number (``default`` if absent and given), in
+    ``[lo, hi]`` when either is given (NaN then refused), else ``StateError``."""
+    v = s.get(key, default)
+    if v is _MISSING:
+        raise StateError(f"detector state: {key} missing")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise StateError(f"detector state: {key} {v!r} is not a number"[:300])
+    if (lo is not None or hi is not None) and not (
+        (-math.inf if lo is None else lo) <= v <= (math.inf if hi is None else hi)
+    ):
+        raise StateError(f"detector state: {key} {v!r} is not in [{lo}, {hi}]"[:300])
+    return v
 
 
 KIND_PICKLE = 2
@@ -84,16 +157,79 @@ def pack_pickle(obj: object) -> bytes:
     return bytes([KIND_PICKLE, PICKLE_VERSION]) + twice
 
 
+_GLOBALS = {  # what our detectors' pickles name (besides River's and our own classes)
+    ("array", "_array_reconstructor"), ("array", "array"), ("builtins", "tuple"),
+    ("collections", "defaultdict"), ("collections", "deque"), ("functools", "partial"),
+    ("random", "Random"),
+}  # fmt: skip
+_PACKAGES = ("river.", "monitoring.anomaly.")
+_REFUSED_OPS = {"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ"}
+
+
+def _getattr(obj: object, name: str) -> Any:
+    """``getattr`` as a pickle may use it (a bound method): no dunder names."""
+    if not isinstance(name, str) or name.startswith("__"):
+        raise pickle.UnpicklingError(f"getattr of {name!r} refused")
+    return getattr(obj, name)
+
+
+_UNINIT: dict[type, type] = {}
+
+
+def _uninitialised(cls: type) -> type:
+    """A stand-in for ``cls`` whose call makes a ``cls`` without running ``__init__``
+    (a pickle's ``NEWOBJ`` does the same; its ``REDUCE`` would run it with any
+    arguments)."""
+    proxy = _UNINIT.get(cls)
+    if proxy is None:
+
+        def new(_proxy: type, *_args: Any, **_kwargs: Any) -> Any:
+            return object.__new__(cls)
+
+        proxy = _UNINIT[cls] = type(cls.__name__, (), {"__new__": new})
+    return proxy
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("builtins", "getattr"):
+            return _getattr
+        if (module, name) in _GLOBALS:
+            return super().find_class(module, name)
+        if module.startswith(_PACKAGES) and "." not in name and not name.startswith("__"):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                # a Python class (its __new__ object's): made without __init__
+                return _uninitialised(found) if found.__new__ is object.__new__ else found
+        raise pickle.UnpicklingError(f"{module}.{name} is not in a detector state")
+
+
+def _check_opcodes(body: bytes) -> None:
+    """Every declared length within the bytes present, no opcode we never write."""
+    try:
+        for op, _, _ in pickletools.genops(body):
+            if op.name in _REFUSED_OPS:
+                raise StateError(f"pickled detector state holds opcode {op.name}")
+    except StateError:
+        raise
+    except Exception as exc:  # genops: ValueError for lengths past the end, and others
+        raise StateError(f"corrupt pickled detector state: {exc!r}"[:300]) from None
+
+
 def unpack_pickle(data: bytes, expected: type[T]) -> T:
-    """Inverse of :func:`pack_pickle`; the object must be an ``expected``."""
+    """Inverse of :func:`pack_pickle`; the object must be an ``expected`` (the module
+    docstring says what is checked before and while unpickling)."""
     if len(data) < 2 or data[0] != KIND_PICKLE:
         raise StateError(f"not a pickled detector state (kind byte {data[:1]!r})")
     if data[1] != PICKLE_VERSION:
         raise StateError(f"pickled detector state version {data[1]}, expected {PICKLE_VERSION}")
+    _check_opcodes(data[2:])
     try:
-        obj = pickle.loads(data[2:])  # own checkpoints only (docstring)
-    except Exception as exc:
-        raise StateError(f"corrupt pickled detector state: {exc}") from exc
+        obj = _Unpickler(io.BytesIO(data[2:])).load()  # own checkpoints only (docstring)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # River's Rust state panics (a BaseException) on bad bytes
+        raise StateError(f"corrupt pickled detector state: {exc!r}"[:300]) from None
     if not isinstance(obj, expected):
         raise StateError(f"pickled state holds a {type(obj).__name__}, not {expected.__name__}")
     return obj

@@ -15,6 +15,16 @@ from bisect import bisect_left, insort
 
 #: IQR of the standard normal distribution: IQR / 1.349 estimates sigma.
 IQR_TO_SIGMA = 1.349
+#: The most values a window or ring holds (a checkpoint declaring more is refused).
+MAX_SIZE = 100_000
+
+
+def check_size(size: int, least: int = 1) -> None:
+    """ValueError unless ``size`` is a whole number in ``[least, MAX_SIZE]``."""
+    if isinstance(size, bool) or not isinstance(size, int) or not least <= size <= MAX_SIZE:
+        raise ValueError(
+            f"window size must be a whole number in [{least}, {MAX_SIZE}], got {size!r}"
+        )
 
 
 class RollingWindow:
@@ -24,8 +34,7 @@ class RollingWindow:
     __slots__ = ("head", "ring", "size", "srt")
 
     def __init__(self, size: int, values: array | None = None) -> None:
-        if size < 1:
-            raise ValueError(f"window size must be >= 1, got {size}")
+        check_size(size)
         self.size = size
         self.ring = array("d")
         self.srt = array("d")
@@ -92,8 +101,7 @@ class FixedWindow:
     __slots__ = ("head", "n", "ring", "size", "srt")
 
     def __init__(self, size: int, values: array | None = None) -> None:
-        if size < 1:
-            raise ValueError(f"window size must be >= 1, got {size}")
+        check_size(size)
         self.size = size
         self.ring = array("d", [0.0]) * size
         self.srt = array("d", [math.inf]) * size
@@ -159,6 +167,7 @@ class Ring:
     __slots__ = ("buf", "head", "n")
 
     def __init__(self, size: int, values: array | None = None) -> None:
+        check_size(size, least=0)
         self.buf = array("d", [-math.inf]) * size
         self.n = 0
         self.head = 0  # the next slot written (the oldest once full)
