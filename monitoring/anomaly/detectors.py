@@ -43,12 +43,21 @@ from statistics import NormalDist
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from monitoring.anomaly.memory import deep_sizeof
-from monitoring.anomaly.state import StateError, number, pack_explicit, unpack_explicit, whole
+from monitoring.anomaly.state import (
+    StateError,
+    number,
+    pack_explicit,
+    unpack_explicit,
+    values_within,
+    whole,
+)
 from monitoring.anomaly.windows import MAX_SIZE, FixedWindow, Ring, check_size
 
 DAY_MS = 86_400_000
 MAX_BUCKETS = 1440  # time-of-day buckets: one a minute at most
 MAX_RECUR_DAYS = 31
+VALUE_LIMIT = 1e100  # the scorer clips values to this (``scorer.CLIP``)
+STATE_LIMIT = 1e300  # any other double of a state: finite, with room to spare
 _SQRT2 = math.sqrt(2.0)
 _NAN = math.nan
 
@@ -513,14 +522,19 @@ class RobustEnsemble:
                 raise StateError(f"detector state: {name} has {len(a[name])} values, not {n}")
         if "profile" not in a:
             raise StateError("detector state: profile missing")
-        det.values = FixedWindow(window, a["values"])
-        det.changes = FixedWindow(window, a["changes"])
-        det.seasonal = FixedWindow(window, a["seasonal"])
-        det.profile, det.recent = a["profile"], Ring(record, a["recent"])
+        # values as the scorer feeds them (within ±1e100), their differences, surprises
+        det.values = FixedWindow(window, values_within(a["values"], "values", VALUE_LIMIT))
+        det.changes = FixedWindow(window, values_within(a["changes"], "changes", 2 * VALUE_LIMIT))
+        seasonal = values_within(a["seasonal"], "seasonal", 2 * VALUE_LIMIT)
+        det.seasonal = FixedWindow(window, seasonal)
+        det.profile = values_within(a["profile"], "profile", VALUE_LIMIT, nan=True)
+        det.recent = Ring(record, values_within(a["recent"], "recent", STATE_LIMIT))
         if "day_raw" in a and "day_index" in a:
-            det.day_raw, det.day_index = a["day_raw"], a["day_index"]
+            det.day_raw = values_within(a["day_raw"], "day_raw", STATE_LIMIT)
+            det.day_index = values_within(a["day_index"], "day_index", STATE_LIMIT)
         if "hist" in a and "hist_day" in a:
-            det.hist, det.hist_day = a["hist"], a["hist_day"]
+            det.hist = values_within(a["hist"], "hist", STATE_LIMIT)
+            det.hist_day = values_within(a["hist_day"], "hist_day", STATE_LIMIT)
         det.prev = number(s, "prev")
         det.mae_change = number(s, "mae_change", lo=0.0, hi=1e300)
         det.mae_seasonal = number(s, "mae_seasonal", lo=0.0, hi=1e300)
@@ -599,7 +613,7 @@ class RollingZScore:
         det = cls(window=whole(s, "window", 1, MAX_SIZE))
         if "ring" not in a or len(a["ring"]) > det.window:
             raise StateError(f"detector state: ring missing or over {det.window} values")
-        det.ring = a["ring"]
+        det.ring = values_within(a["ring"], "ring", VALUE_LIMIT)
         return det
 
     def nbytes(self) -> int:

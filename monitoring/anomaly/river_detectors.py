@@ -33,7 +33,6 @@ same code; it is not an exchange format. ``nbytes`` walks the object graph.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from typing import Any, ClassVar
@@ -47,7 +46,7 @@ from monitoring.anomaly.detectors import (
     normalised,
 )
 from monitoring.anomaly.memory import deep_sizeof
-from monitoring.anomaly.state import StateError, pack_pickle, unpack_pickle
+from monitoring.anomaly.state import pack_pickle, unpack_pickle
 from monitoring.anomaly.windows import IQR_TO_SIGMA, RollingWindow
 
 
@@ -117,6 +116,13 @@ class Calibrator:
         self.window.push(raw)
 
 
+def _trial(det: Any) -> None:
+    """Score and learn one point (on a copy: ``unpack_pickle``'s trial)."""
+    det.score_one(0.0, 0)
+    det.signals()
+    det.learn_one(0.0, 0)
+
+
 class _Pickled:
     """``to_state``/``from_state``/``nbytes`` for detectors holding River objects."""
 
@@ -137,19 +143,9 @@ class _Pickled:
     @classmethod
     def from_state(cls, data: bytes) -> Any:
         """The detector of ``to_state`` bytes; ``StateError`` for bytes that are not one,
-        or that unpickle to a detector that does not run (a corrupt record can name an
-        attribute wrong): a copy scores and learns one point first."""
-        det = unpack_pickle(data, cls)
-        try:
-            trial: Any = copy.deepcopy(det)
-            trial.score_one(0.0, 0)
-            trial.signals()
-            trial.learn_one(0.0, 0)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as e:  # River's Rust parts panic with a BaseException
-            raise StateError(f"restored {cls.kind} detector does not run: {e!r}"[:300]) from None
-        return det
+        or that unpickle to a detector that does not run: a second copy scores and
+        learns one point first."""
+        return unpack_pickle(data, cls, _trial)
 
     def nbytes(self) -> int:
         return deep_sizeof(self)

@@ -12,8 +12,9 @@ objects, which have no public state API: they are pickled (:func:`pack_pickle`, 
 byte 2 plus a version byte), for a worker's own private checkpoints only. Reading one
 (:func:`unpack_pickle`) first walks its opcodes with ``pickletools.genops``, which
 checks every declared length against the bytes present (CPython's unpickler allocates
-a declared length before it reads: a 5-byte record could ask for 2 GiB), and refuses
-the opcodes our pickles never hold (persistent ids, extension codes, ``INST``/``OBJ``);
+a declared length before it reads: a 5-byte record could ask for 2 GiB) and every memo
+index against the memo so far (CPython sizes its memo by the index), and refuses the
+opcodes our pickles never hold (persistent ids, extension codes, ``INST``/``OBJ``);
 then unpickles with only the globals our detectors' pickles use, ``getattr`` only of
 names not starting with ``__``, and River's Python classes never ``__init__``-ed by
 the pickle (their state arrives by ``BUILD``), so a crafted record cannot construct a
@@ -42,6 +43,7 @@ import pickle
 import pickletools
 import struct
 from array import array
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 KIND_EXPLICIT = 1
@@ -115,6 +117,15 @@ def whole(s: dict[str, Any], key: str, lo: int, hi: int, default: Any = _MISSING
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise StateError(f"detector state: {key} {v!r} is not a whole number in [{lo}, {hi}]"[:300])
     return v
+
+
+def values_within(a: array, name: str, limit: float, nan: bool = False) -> array:
+    """``a`` if every value is within ``±limit`` (NaN too when ``nan``), else
+    ``StateError`` (a window of values the scorer could never have fed it)."""
+    for v in a:
+        if not -limit <= v <= limit and not (nan and v != v):
+            raise StateError(f"detector state: {name} holds {v!r}, beyond ±{limit:g}")
+    return a
 
 
 def number(
@@ -205,31 +216,46 @@ class _Unpickler(pickle.Unpickler):
 
 
 def _check_opcodes(body: bytes) -> None:
-    """Every declared length within the bytes present, no opcode we never write."""
+    """Every declared length within the bytes present, every memo index at most one past
+    the memo (CPython sizes its memo by the index), no opcode we never write."""
+    memo = 0
     try:
-        for op, _, _ in pickletools.genops(body):
-            if op.name in _REFUSED_OPS:
-                raise StateError(f"pickled detector state holds opcode {op.name}")
+        for op, arg, _ in pickletools.genops(body):
+            name = op.name
+            if name in _REFUSED_OPS:
+                raise StateError(f"pickled detector state holds opcode {name}")
+            if name == "MEMOIZE":
+                memo += 1
+            elif name.endswith("PUT") or name.endswith("GET"):
+                if not isinstance(arg, int) or not 0 <= arg <= memo - name.endswith("GET"):
+                    raise StateError(f"pickled detector state: {name} {arg!r} past the memo")
+                memo = max(memo, arg + 1)
     except StateError:
         raise
     except Exception as exc:  # genops: ValueError for lengths past the end, and others
         raise StateError(f"corrupt pickled detector state: {exc!r}"[:300]) from None
 
 
-def unpack_pickle(data: bytes, expected: type[T]) -> T:
+def unpack_pickle(data: bytes, expected: type[T], trial: Callable[[T], object] | None = None) -> T:
     """Inverse of :func:`pack_pickle`; the object must be an ``expected`` (the module
-    docstring says what is checked before and while unpickling)."""
+    docstring says what is checked before and while unpickling), and ``trial`` of a
+    second copy must not raise (a corrupt record can name an attribute wrong)."""
     if len(data) < 2 or data[0] != KIND_PICKLE:
         raise StateError(f"not a pickled detector state (kind byte {data[:1]!r})")
     if data[1] != PICKLE_VERSION:
         raise StateError(f"pickled detector state version {data[1]}, expected {PICKLE_VERSION}")
     _check_opcodes(data[2:])
+    what = "corrupt pickled detector state"
     try:
         obj = _Unpickler(io.BytesIO(data[2:])).load()  # own checkpoints only (docstring)
+        if not isinstance(obj, expected):
+            what = "pickled detector state"
+            raise TypeError(f"holds a {type(obj).__name__}, not {expected.__name__}")
+        if trial is not None:
+            what = f"restored {expected.__name__} does not run"
+            trial(_Unpickler(io.BytesIO(data[2:])).load())
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # River's Rust state panics (a BaseException) on bad bytes
-        raise StateError(f"corrupt pickled detector state: {exc!r}"[:300]) from None
-    if not isinstance(obj, expected):
-        raise StateError(f"pickled state holds a {type(obj).__name__}, not {expected.__name__}")
+        raise StateError(f"{what}: {exc!r}"[:300]) from None
     return obj
