@@ -175,6 +175,8 @@ _GLOBALS = {  # what our detectors' pickles name (besides River's and our own cl
 }  # fmt: skip
 _PACKAGES = ("river.", "monitoring.anomaly.")
 _REFUSED_OPS = {"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ"}
+# memo opcodes with an index: a PUT may add the next entry (0), a GET must name one (1)
+_MEMO_OPS = {"PUT": 0, "BINPUT": 0, "LONG_BINPUT": 0, "GET": 1, "BINGET": 1, "LONG_BINGET": 1}
 
 
 def _getattr(obj: object, name: str) -> Any:
@@ -222,14 +224,14 @@ def _check_opcodes(body: bytes) -> None:
     try:
         for op, arg, _ in pickletools.genops(body):
             name = op.name
-            if name in _REFUSED_OPS:
-                raise StateError(f"pickled detector state holds opcode {name}")
             if name == "MEMOIZE":
                 memo += 1
-            elif name.endswith("PUT") or name.endswith("GET"):
-                if not isinstance(arg, int) or not 0 <= arg <= memo - name.endswith("GET"):
+            elif name in _MEMO_OPS:
+                if not isinstance(arg, int) or not 0 <= arg <= memo - _MEMO_OPS[name]:
                     raise StateError(f"pickled detector state: {name} {arg!r} past the memo")
                 memo = max(memo, arg + 1)
+            elif name in _REFUSED_OPS:
+                raise StateError(f"pickled detector state holds opcode {name}")
     except StateError:
         raise
     except Exception as exc:  # genops: ValueError for lengths past the end, and others
