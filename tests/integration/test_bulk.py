@@ -143,3 +143,69 @@ def test_a_worker_reads_committed_records_only(kafka_bootstrap: str, tmp_path: P
     result = run_worker(tmp_path, kafka_bootstrap, topic, group, 10, ack_upto=10)
     values = [value for _, _, value in result["seen"]]  # type: ignore[attr-defined]
     assert values == list(range(10))
+
+
+REJOIN_WORKER = textwrap.dedent(
+    """
+    import json, os, sys, tempfile
+    from monitoring.runtime.bulk import BulkApp
+    from faust.worker import Worker
+
+    bootstrap, topic, group, n, ack_upto = sys.argv[1:6]
+    n, ack_upto = int(n), int(ack_upto)
+    app = BulkApp(group, broker=f"kafka://{bootstrap}", key_serializer="raw",
+                  value_serializer="raw", web_enabled=False, topic_disable_leader=True,
+                  datadir=tempfile.mkdtemp(), consumer_auto_offset_reset="earliest")
+    seen, events, asked = [], [], []
+
+    async def on_revoked(sender, revoked, **kwargs):
+        events.append(["revoked", len(seen)])
+
+    async def on_assigned(sender, assigned, **kwargs):
+        events.append(["assigned", len(seen)])
+
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_assigned.connect(on_assigned)
+
+    async def handle(messages):
+        for m in messages:
+            seen.append(int(m.value))
+            if int(m.value) < ack_upto:
+                await app.ack(m)
+        if len(seen) >= n and not asked:
+            await app.consumer.commit()
+            asked.append(app.request_rejoin())
+        if len(seen) >= n + (n - ack_upto):
+            print(json.dumps({"seen": seen, "events": events, "asked": asked}), flush=True)
+            os._exit(0)
+
+    app.bulk(app.topic(topic), handle)
+    Worker(app, loglevel="error", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    """
+)
+
+
+def test_a_requested_rejoin_reassigns_and_replays_from_the_committed_offsets(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """What a worker does when a partition's state writer is fenced
+    (``runtime.driver``): ``BulkApp.request_rejoin`` revokes and assigns every
+    partition again, and what was not acked is delivered again from the committed
+    offsets."""
+    n, ack_upto = 600, 300
+    topic, group, _ = fresh_topic(kafka_bootstrap, n)
+    script = tmp_path / "rejoin_worker.py"
+    script.write_text(REJOIN_WORKER)
+    out = subprocess.run(
+        [sys.executable, str(script), kafka_bootstrap, topic, group, str(n), str(ack_upto)],
+        capture_output=True, timeout=180, text=True,
+    )  # fmt: skip
+    lines = [line for line in out.stdout.splitlines() if '{"seen"' in line]
+    assert lines, f"worker printed nothing (rc {out.returncode}): {out.stderr[-2000:]}"
+    result = json.loads(lines[-1][lines[-1].index("{") :])
+    assert result["asked"] == [True]
+    after = [e for e, at in result["events"] if at >= n]
+    assert after[:2] == ["revoked", "assigned"]  # the rebalance the request started
+    seen = result["seen"]
+    assert sorted(seen[:n]) == list(range(n))
+    assert sorted(seen[n:]) == list(range(ack_upto, n))  # the unacked ones, once more
