@@ -229,6 +229,8 @@ class AnomalyAgent(StreamAgent[PartitionScorers]):
         log.info(
             "anomaly_restored", partition=partition, series=len(part), dropped=part.undecodable
         )
+        for series, why in part.refused:  # the first few, with the reason
+            log.warning("anomaly_state_refused", partition=partition, series=series, reason=why)
         return part
 
     def release(self, partition: int, state: PartitionScorers) -> None:
