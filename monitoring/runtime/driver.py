@@ -25,7 +25,10 @@ its last committed state and read again from its committed offset.
 
 Idle partitions: a source topic of a partition that has had no message for the agent's
 ``idle_timeout_s`` on the wall clock and has nothing left to read is *quiet*; the agent
-may then close what waits for it. Not while the broker does not answer, and not before
+may then close what waits for it. Nothing left to read: the end offset is the one after
+the last message handled, or only transaction markers and aborted records lie before it
+(``Drained``: a transactional writer such as the alert evaluator leaves a marker after
+every commit, which is never delivered). Not while the broker does not answer, and not before
 ``max(idle_timeout_s, RECONNECT_GRACE_S)`` after it answers again: an outage must not
 make late the records that producers held back during it, which they deliver a little
 after the broker is back (librdkafka's reconnect backoff grows to 10 s). Outages are
@@ -53,7 +56,12 @@ log = get_logger("runtime")
 # reconnect backoff (librdkafka's reconnect.backoff.max.ms, 10 s) plus a retry
 RECONNECT_GRACE_S = 15.0
 EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
-"""High watermarks of ``topic``'s given partitions; None if the broker does not answer."""
+"""End offsets of ``topic``'s given partitions (the last stable offset, as a reader of
+committed records sees it); None if the broker does not answer."""
+Drained = Callable[[str, int, int, int], bool]
+"""``(topic, partition, offset, end)``: whether a reader of committed records at ``offset``
+reaches ``end`` without a record to read (only transaction markers and aborted records
+lie between); False if unsure (the broker does not answer, a transaction is open)."""
 
 
 class Sink(StateSink, Protocol):
@@ -150,9 +158,11 @@ class AgentDriver(Generic[S]):
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.monotonic,
         fence: StateWriter | None = None,
+        drained: Drained | None = None,
     ) -> None:
         self.agent = agent
         agent.clock = clock
+        self.drained = drained
         self.sink = sink
         self.dead_letter_topic = dead_letter_topic
         self.end_offsets = end_offsets
@@ -360,7 +370,7 @@ class AgentDriver(Generic[S]):
                 if owned is None:
                     continue  # revoked meanwhile
                 quiet = frozenset(
-                    t for t in topics if ends[t].get(p, 0) <= self._next_offset(p, owned.state, t)
+                    [t for t in topics if await self._read_all(p, owned.state, t, ends[t])]
                 )
                 if not quiet:
                     continue  # messages are waiting: not idle
@@ -398,6 +408,16 @@ class AgentDriver(Generic[S]):
                 return None
             ends[topic] = got
         return ends
+
+    async def _read_all(self, p: int, state: S, topic: str, ends: dict[int, int]) -> bool:
+        """Whether nothing is left to read on ``topic[p]``: its end is the offset after the
+        last message applied, or only transaction markers (the last offset of every
+        committed or aborted transaction, never delivered) and aborted records lie
+        between them."""
+        at, end = self._next_offset(p, state, topic), ends.get(p, 0)
+        if end <= at:
+            return True
+        return self.drained is not None and await asyncio.to_thread(self.drained, topic, p, at, end)
 
     def _next_offset(self, p: int, state: S, topic: str) -> int:
         """The offset after the last message of ``topic[p]`` applied to ``state``."""

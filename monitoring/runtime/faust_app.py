@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
+from contextlib import suppress
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -35,11 +37,14 @@ from monitoring.runtime.outputs import Outputs
 
 
 class BrokerOffsets:
-    """High watermarks from the broker, on a consumer that never joins a group."""
+    """High watermarks from the broker, and what lies before them (``drained``), on
+    consumers that never join a group."""
 
-    def __init__(self, kafka: KafkaTarget) -> None:
+    def __init__(self, kafka: KafkaTarget, timeout_s: float = 2.0) -> None:
         self.kafka = kafka
+        self.timeout_s = timeout_s
         self._client: Consumer | None = None
+        self._reader: Consumer | None = None  # committed records only, for ``drained``
 
     def __call__(self, topic: str, partitions: list[int]) -> dict[int, int] | None:
         if self._client is None:
@@ -63,6 +68,43 @@ class BrokerOffsets:
         except KafkaException:
             return None
 
+    def drained(self, topic: str, partition: int, offset: int, end: int) -> bool:
+        """Whether a reader of committed records at ``offset`` reaches ``end`` without a
+        record (``runtime.driver.Drained``): librdkafka skips transaction markers and
+        aborted records, and stops at an open transaction (then False)."""
+        if self._reader is None:
+            self._reader = Consumer(
+                client_config(
+                    self.kafka,
+                    **{
+                        "group.id": "monitoring-idle-check",  # never subscribes or commits
+                        "enable.auto.commit": False,
+                        "enable.partition.eof": True,
+                        "isolation.level": "read_committed",
+                    },
+                )
+            )
+        reader, tp = self._reader, TopicPartition(topic, partition, offset)
+        try:
+            reader.assign([tp])
+            deadline = time.monotonic() + self.timeout_s
+            while time.monotonic() < deadline:
+                m = reader.poll(0.1)
+                if m is None:
+                    continue
+                err = m.error()
+                if err is None:
+                    return False  # a record to read
+                if err.code() == KafkaError._PARTITION_EOF:
+                    (at,) = reader.position([TopicPartition(topic, partition)])
+                    return bool(at.offset >= end)
+            return False
+        except KafkaException:
+            return False
+        finally:
+            with suppress(KafkaException):
+                reader.unassign()
+
 
 def broker_driver(
     agent: StreamAgent[S], settings: Settings, registry: CollectorRegistry
@@ -70,6 +112,7 @@ def broker_driver(
     """A driver of ``agent`` on the configured broker (records, state, end offsets); its
     state partitions fenced (``runtime.fence``) unless ``ha.enabled`` is false."""
     k = settings.kafka
+    offsets = BrokerOffsets(k)
     fence = None
     if settings.ha.enabled:
         fence = PartitionFence(k, agent.state_topic, worker_owner_id(settings))
@@ -78,9 +121,10 @@ def broker_driver(
         Outputs(k),
         dead_letter_topic=topics.topic_name(k, topics.DEAD_LETTER),
         read_state=lambda topic, p: read_table(k, topic, p),
-        end_offsets=BrokerOffsets(k),
+        end_offsets=offsets,
         registry=registry,
         fence=fence,
+        drained=offsets.drained,
     )
 
 

@@ -233,7 +233,8 @@ class MemoryRuntime(Generic[S]):
         self.make_agent = make_agent
         self.registry = registry or CollectorRegistry()
         self.now = 0.0
-        self.logs: dict[tuple[str, int], list[MemoryMessage]] = {}
+        # None: a transaction marker (an offset no reader is ever handed)
+        self.logs: dict[tuple[str, int], list[MemoryMessage | None]] = {}
         self.committed: dict[tuple[str, int], int] = {}
         self.tables: dict[int, dict[bytes, bytes]] = {}
         self.broker_up = True
@@ -255,6 +256,7 @@ class MemoryRuntime(Generic[S]):
             registry=self.registry,
             clock=lambda: self.now,
             fence=self.fence,
+            drained=self._drained,
         )
         self.driver.ack = self._ack
         self.driver.rejoin = self._rejoin
@@ -278,6 +280,11 @@ class MemoryRuntime(Generic[S]):
         msg = MemoryMessage(topic, partition, len(log), key, value, ts)
         log.append(msg)
         return msg
+
+    def marker(self, topic: str, partition: int = 0) -> None:
+        """Append a transaction marker to ``topic[partition]``: it takes an offset (the
+        end offset counts it) and is never delivered, as a committed transaction's."""
+        self.logs.setdefault((topic, partition), []).append(None)
 
     def unread(self) -> list[MemoryMessage]:
         """Messages not yet delivered to the agent, partitions interleaved."""
@@ -355,6 +362,9 @@ class MemoryRuntime(Generic[S]):
         if not self.broker_up:
             return None
         return {p: len(self.logs.get((topic, p), [])) for p in partitions}
+
+    def _drained(self, topic: str, partition: int, offset: int, end: int) -> bool:
+        return self.broker_up and not any(self.logs.get((topic, partition), [])[offset:end])
 
     def state(self, partition: int) -> dict[bytes, bytes]:
         """The committed state table of ``partition`` (what a restore reads)."""

@@ -106,3 +106,16 @@ async def test_a_crash_after_the_idle_close_changes_nothing() -> None:
     await idle(rt)
     check(rt)
     assert len(rt.records(LATE)) == 90
+
+
+async def test_a_transaction_marker_at_the_end_does_not_keep_the_partition_busy() -> None:
+    """A transactional writer (the alert evaluator's recorded and ALERTS samples) leaves
+    a marker after each commit, at the partition's end offset and never delivered: the
+    partition is still quiet, and its last windows close idle."""
+    rt, _ = make()
+    produce(rt, range(15))
+    rt.marker(SAMPLES)
+    await idle(rt)
+    ends = {DECODER.decode(r.value).window_end_ms - START for r in rt.records(AGGREGATES)}
+    assert ends >= {140_000, 150_000}  # the last two windows, which only an idle close closes
+    assert [closed_through(r.headers) for r in rt.records(AGGREGATES)][-1] == START + 150_000
