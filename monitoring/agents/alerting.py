@@ -49,6 +49,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitoring.alerts.alert_series import ALERTS, ALERTS_FOR_STATE
 from monitoring.alerts.evaluator import AlertEngine
 from monitoring.alerts.model import Recorded
 from monitoring.alerts.rules import Rule, RuleSet, load_rule_files, load_rule_objects
@@ -81,6 +82,7 @@ STATE_VERSION = 1
 RECORDING_SOURCE = "recording-rules"  # the samples' source field
 ALERTS_SOURCE = "alerting-rules"  # the source field of ALERTS and ALERTS_FOR_STATE samples
 SERIES_CACHE_MAX = 100_000
+OWN_ENDS_MAX = 10_000
 DEAD_LETTER_QUEUE_KBYTES = 16 * 1024  # dead letters waiting for the broker, at most
 DEAD_LETTER_FLUSH_S = 5.0  # at the end of a term
 
@@ -110,6 +112,12 @@ def load_rules(patterns: list[str], definitions: Sequence[Mapping[str, Any]] = (
     if not ruleset.rules and not ruleset.recordings:
         raise ConfigError(f"alerting.rules: no rules in {', '.join(paths)}")
     return ruleset
+
+
+def own_names(ruleset: RuleSet) -> frozenset[str]:
+    """The names of the series the evaluator writes: ALERTS, ALERTS_FOR_STATE and the
+    recording rules' records."""
+    return frozenset({ALERTS, ALERTS_FOR_STATE, *(r.record for r in ruleset.recordings)})
 
 
 class _Metrics:
@@ -200,6 +208,8 @@ class AlertingAgent:
             ruleset if ruleset is not None else load_rules(self.rule_patterns, a.definitions)
         )
         self.metrics.reload_ok.set(1)
+        self._own_names = own_names(self.ruleset)
+        self._own_ends: set[int] = set()  # ends only the own series reached (``_own_end``)
         self._reload_requested = False
         self._reload_error: str | None = None
         self.engine = self._new_engine()
@@ -286,6 +296,7 @@ class AlertingAgent:
             log.error("rules_reload_failed", error=str(e), kept_rules=len(self.ruleset.rules))
             return False
         self.ruleset = ruleset
+        self._own_names = own_names(ruleset)
         self.engine.set_rules(self._rules(), ruleset.recordings)
         self._reload_error = None
         self.metrics.reload_ok.set(1)
@@ -406,7 +417,7 @@ class AlertingAgent:
         """Forget an ended term: the next one restores from the committed state."""
         self.engine = self._new_engine()
         self.clock = self._new_clock()
-        self._catch_up, self._ahead = {}, {}
+        self._catch_up, self._ahead, self._own_ends = {}, {}, set()
         self.chunks = ChunkedRecords(self.settings.kafka.max_message_bytes)
         self.consumer, self.lease, self._dirty = None, None, False
         self.outputs = Outputs(self.settings.kafka)
@@ -477,7 +488,11 @@ class AlertingAgent:
             # be an evaluation of its own (and ALERTS samples at that time)
             detail = f"window end {end} is no multiple of {self.window_ms} ms"
             self._dead_letter(partition, offset, key, value, "window-off-grid", detail)
-        elif not self.clock.observe(partition, end, now):
+        elif not (
+            self._own_end(end, now)
+            if agg.name in self._own_names
+            else self.clock.observe(partition, end, now)
+        ):
             # from the future: evaluating it would skip every end before it
             detail = f"window end {end} is more than a window after {now}"
             self._dead_letter(partition, offset, key, value, "window-in-future", detail)
@@ -491,6 +506,29 @@ class AlertingAgent:
                 self._ahead.setdefault(end, []).append(agg)
         if headers:
             self._mark(partition, headers)
+
+    def _own_end(self, end: int, now: int) -> bool:
+        """A window of the evaluator's own series (ALERTS, recorded) ending at ``end``;
+        False if from the future. Its end is evaluated, but only with a later end of
+        other data: written at ``T``, these samples are in the window ending ``T + W``,
+        which the worker closes idle when no other data comes; due by itself, that end
+        was evaluated and wrote the next one: event time ran on alone, a window per idle
+        timeout, with no data (absent() fired, the Watchdog never stopped)."""
+        if end > now + self.window_ms:
+            return False
+        if end > self.clock.last_evaluated_ms and len(self._own_ends) < OWN_ENDS_MAX:
+            self._own_ends.add(end)
+        return True
+
+    def _due(self, now_ms: int) -> list[int]:
+        """The clock's due ends, and before each the own series' ends not yet evaluated."""
+        due = self.clock.due(now_ms)
+        if not due or not self._own_ends:
+            return due
+        own = {e for e in self._own_ends if e < due[-1]}
+        self._own_ends -= own
+        self._own_ends -= {due[-1]}
+        return sorted(own | set(due))
 
     def _dead_letter(
         self,
@@ -521,7 +559,7 @@ class AlertingAgent:
 
     async def evaluate_due(self, now_ms: int) -> None:
         """Evaluate every end that is due and send the alerts whose state changed."""
-        for end in self.clock.due(now_ms):
+        for end in self._due(now_ms):
             t0, c0 = time.perf_counter(), time.thread_time()
             for ready in sorted(e for e in self._ahead if e <= end):
                 for agg in self._ahead.pop(ready):

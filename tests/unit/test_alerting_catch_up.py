@@ -232,3 +232,32 @@ def test_a_window_end_off_the_window_grid_is_not_evaluated(tmp_path: Path) -> No
     feed(a, [live[:half], odd, live[half:]])
     assert evaluated == [first + w * W for w in range(10)]
     assert a.metrics.invalid.labels("window-off-grid")._value.get() == PARTITIONS
+
+
+def test_its_own_series_do_not_move_the_evaluation_on(tmp_path: Path) -> None:
+    """ALERTS written at an end ``T`` are in the window ending ``T + W``, which the worker
+    closes idle once no other data comes (marking its close through ``T + W``): that end
+    was evaluated, wrote ALERTS for the next, and so on, a window per idle timeout with no
+    data. The windows go into the history; their ends wait for a later end of data."""
+    first = recent_end(10)
+    a, sent, evaluated = agent(tmp_path)
+    a.begin_catch_up({}, {})
+    feed(a, [in_order(closes(first, range(3)))])
+    assert evaluated == [first, first + W, first + 2 * W]
+    enc = AggregateEncoder(CODEC)
+    mine = []
+    for k, end in enumerate(first + w * W for w in range(3, 6)):
+        for p in range(PARTITIONS):
+            labels = {"alertname": "Warm", "alertstate": "firing", "room": f"r{p}"}
+            agg = Aggregate(series_key("ALERTS", labels), "ALERTS", labels, W, end - W, end,
+                            1, *[1.0] * 8)  # fmt: skip
+            mark = [(CLOSED_THROUGH, str(end).encode())]
+            mine.append((p, 10**6 + k, enc.encode(agg), mark))
+    feed(a, [mine])
+    assert evaluated == [first, first + W, first + 2 * W]
+    assert ("Gone", "firing") not in alerts(sent)
+    assert sorted(a._ahead) == [first + 4 * W, first + 5 * W]  # kept for their ends
+    # data again (a backlog): the ends only the own series reached are evaluated first
+    feed(a, [[(p, 2 * 10**6 + i, v, h) for p, i, v, h in in_order(closes(first, range(6, 7)))]])
+    assert evaluated == [first + w * W for w in range(7)]
+    assert not a._ahead and not a._own_ends
