@@ -105,6 +105,14 @@ class BrokerOffsets:
             with suppress(KafkaException):
                 reader.unassign()
 
+    def close(self) -> None:
+        """Close the consumers (made again if called after)."""
+        for c in (self._client, self._reader):
+            if c is not None:
+                with suppress(KafkaException, RuntimeError):
+                    c.close()
+        self._client = self._reader = None
+
 
 def broker_driver(
     agent: StreamAgent[S], settings: Settings, registry: CollectorRegistry
