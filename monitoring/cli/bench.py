@@ -490,3 +490,17 @@ def ui_bench(
     Console().print(t)
     console.print(f"[dim]{res.samples:,} raw samples, built in {res.build_s:.0f} s[/dim]")
     print(res.summary())
+
+
+@app.command("loop-lag")
+def loop_lag_bench(
+    series: int = typer.Option(5_000, help="anomaly detectors in the partition"),
+    points: int = typer.Option(30, help="values each detector learned before the checkpoint"),
+) -> None:
+    """The event loop's longest block while an anomaly partition is restored and
+    checkpointed (in process, no broker)."""
+    from monitoring.bench.loop_lag import run
+    from monitoring.log import configure_logging
+
+    configure_logging("WARNING")
+    run(series, points)
