@@ -16,7 +16,8 @@ room for across every joined state. Series restored with a partition are kept wh
 the room (their windows and detectors hold data nothing else has), and count: a worker
 that takes over partitions refuses new series until expiry brings the total back under
 the limit. So the total grows past the limit only by restored series, never by new
-ones.
+ones. The runtime restores partitions in a worker thread (their agents ``join`` there)
+while the event loop asks ``room()``: the holders are kept under a lock.
 
 >>> class Part:
 ...     def __init__(self, n): self.series_count = n
@@ -34,6 +35,7 @@ ones.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Protocol
 
 UNBOUNDED = sys.maxsize
@@ -55,25 +57,31 @@ class SeriesBudget:
         self.limit = limit
         self.refused = 0  # refusals by this bound (the caller's unit: series or points)
         self._holders: dict[int, Holder] = {}
+        self._lock = threading.Lock()  # joins come from restoring threads
 
     def join(self, partition: int, holder: Holder) -> None:
         """``holder`` is the state of ``partition`` now (a former one is let go)."""
-        self._holders[partition] = holder
+        with self._lock:
+            self._holders[partition] = holder
 
     def leave(self, partition: int, holder: Holder | None = None) -> None:
         """``partition`` was given up; with ``holder``, only if it is still the one joined."""
-        if holder is None or self._holders.get(partition) is holder:
-            self._holders.pop(partition, None)
+        with self._lock:
+            if holder is None or self._holders.get(partition) is holder:
+                self._holders.pop(partition, None)
 
     @property
     def partitions(self) -> list[int]:
         """The partitions joined."""
-        return sorted(self._holders)
+        with self._lock:
+            return sorted(self._holders)
 
     @property
     def used(self) -> int:
         """Series held by every joined state."""
-        return sum(h.series_count for h in self._holders.values())
+        with self._lock:
+            holders = list(self._holders.values())
+        return sum(h.series_count for h in holders)
 
     def room(self) -> int:
         """New series that may still get a place (0 when full or over; ``UNBOUNDED``

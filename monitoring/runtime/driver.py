@@ -294,7 +294,8 @@ class AgentDriver(Generic[S]):
             return
         if written:
             self._checkpoint_seconds.observe(time.monotonic() - started)
-        self.agent.observe(self.view())
+        async with self.states.lock:  # not while a checkpoint's thread reads the states
+            self.agent.observe(self.view())
 
     async def checkpoint(self, force: bool = False, ack: bool = True) -> bool:
         """Outputs, then state, then acks (``runtime.partition_state``); True if written."""
@@ -339,21 +340,23 @@ class AgentDriver(Generic[S]):
         async with self._idle_lock:
             now = self.clock()
             since = self._broker_back_at
+            async with self.states.lock:  # the states are read: not while a checkpoint is
+                wanting = [
+                    p for p, s in self.states.slots.items() if self.agent.wants_idle(s.state)
+                ]
             silent = {  # partition -> its source topics with no message for idle_s
                 p: [
                     t
                     for t in self.agent.sources
                     if now - max(self._heard.get((p, t), now), since) >= idle_s
                 ]
-                for p, slot in self.states.slots.items()
-                if self.agent.wants_idle(slot.state)
+                for p in wanting
             }
             silent = {p: ts for p, ts in silent.items() if ts}
             if not silent:
                 hushed = any(  # a quarter of the idle timeout without a message: watch
                     now - max(self._heard.get((p, t), now), since) >= idle_s / 4
-                    for p, slot in self.states.slots.items()
-                    if self.agent.wants_idle(slot.state)
+                    for p in wanting
                     for t in self.agent.sources
                 )
                 if hushed or self._broker_down:
@@ -366,15 +369,17 @@ class AgentDriver(Generic[S]):
                 return  # producers still delivering what they held in the outage
             checkpoint = False
             for p, topics in silent.items():
-                owned = self.states.slots.get(p)
-                if owned is None:
-                    continue  # revoked meanwhile
-                quiet = frozenset(
-                    [t for t in topics if await self._read_all(p, owned.state, t, ends[t])]
-                )
+                async with self.states.lock:  # not while a checkpoint's thread reads it
+                    owned = self.states.slots.get(p)
+                    if owned is None:
+                        continue  # revoked meanwhile
+                    at = {t: self._next_offset(p, owned.state, t) for t in topics}
+                quiet = frozenset([t for t in topics if await self._read_all(p, t, at[t], ends[t])])
                 if not quiet:
                     continue  # messages are waiting: not idle
                 async with self.states.lock:
+                    if self.states.slots.get(p) is not owned:
+                        continue  # revoked meanwhile
                     out = Emit()
                     checkpoint |= self.agent.idle(p, owned.state, quiet, out)
                     await self._publish(out, None)
@@ -409,12 +414,12 @@ class AgentDriver(Generic[S]):
             ends[topic] = got
         return ends
 
-    async def _read_all(self, p: int, state: S, topic: str, ends: dict[int, int]) -> bool:
-        """Whether nothing is left to read on ``topic[p]``: its end is the offset after the
-        last message applied, or only transaction markers (the last offset of every
-        committed or aborted transaction, never delivered) and aborted records lie
+    async def _read_all(self, p: int, topic: str, at: int, ends: dict[int, int]) -> bool:
+        """Whether nothing is left to read on ``topic[p]``: its end is ``at`` (the offset
+        after the last message applied), or only transaction markers (the last offset of
+        every committed or aborted transaction, never delivered) and aborted records lie
         between them."""
-        at, end = self._next_offset(p, state, topic), ends.get(p, 0)
+        end = ends.get(p, 0)
         if end <= at:
             return True
         return self.drained is not None and await asyncio.to_thread(self.drained, topic, p, at, end)

@@ -140,7 +140,8 @@ class PartitionStates(Generic[S]):
         if task is None:
             task = self._restoring[p] = asyncio.ensure_future(self._restore(p))
         slot = await task
-        self.slots[p] = slot
+        if self._restoring.get(p) is task:  # else forgotten (revoked) while restoring
+            self.slots[p] = slot
         return slot
 
     async def _restore(self, p: int) -> Slot[S]:
@@ -148,11 +149,27 @@ class PartitionStates(Generic[S]):
         if self.fence is not None:  # fence every former writer before reading
             await asyncio.to_thread(self.fence.acquire, p)
         physical = await asyncio.to_thread(self._read_state, self.state_topic, p)
+        # the decode of a large partition takes seconds: off the loop, which must go on
+        # heartbeating and polling (see ``restore`` in the module docstring)
+        slot, readable, records = await asyncio.to_thread(self._decode, p, physical)
+        if not readable:
+            self.unreadable.append(p)
+        log.info(
+            "partition_restored",
+            topic=self.state_topic,
+            partition=p,
+            records=records,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return slot
+
+    def _decode(self, p: int, physical: dict[bytes, bytes]) -> tuple[Slot[S], bool, int]:
+        """``p``'s slot from its physical table (in a worker thread), whether it was
+        readable, and its logical records."""
         try:
             shadow, table = Shadow.load(physical)
-            state = self._restore_fn(p, table)
+            return Slot(self._restore_fn(p, table), shadow=shadow), True, len(table)
         except Exception as e:  # garbage on the state topic must not crash-loop the worker
-            self.unreadable.append(p)
             log.error(
                 "state_unreadable_starting_afresh",
                 topic=self.state_topic,
@@ -160,18 +177,9 @@ class PartitionStates(Generic[S]):
                 records=len(physical),
                 error=repr(e)[:300],
             )
-            state = self._restore_fn(p, {})
             shadow = Shadow()
             shadow.purge = list(physical)  # else the next restore would read them again
-            table = {}
-        log.info(
-            "partition_restored",
-            topic=self.state_topic,
-            partition=p,
-            records=len(table),
-            seconds=round(time.monotonic() - started, 3),
-        )
-        return Slot(state, shadow=shadow)
+            return Slot(self._restore_fn(p, {}), shadow=shadow), False, 0
 
     def processed(self, slot: Slot[S], message: Any) -> None:
         """Record that ``message`` (a Faust event or message) was applied to ``slot``'s
@@ -217,9 +225,11 @@ class PartitionStates(Generic[S]):
 
     async def _checkpoint(self, ack: Ack | None) -> bool:
         async with self._checkpointing:
-            async with self.lock:
-                for slot in self.slots.values():
-                    for k, v in self._snapshot(slot.state) or ():
+            async with self.lock:  # no state changes while the thread reads them
+                slots = list(self.slots.values())
+                taken = await asyncio.to_thread(self._snapshots, slots)
+                for slot, records in zip(slots, taken, strict=True):
+                    for k, v in records or ():
                         slot.unwritten.pop(k, None)  # keep the write order of the latest
                         slot.unwritten[k] = v
                     slot.unacked += slot.pending  # unchanged state: acked after the flush
@@ -246,6 +256,10 @@ class PartitionStates(Generic[S]):
             for p, slot in todo:
                 await self._written(p, slot, attempts.get(p), ack)
             return True
+
+    def _snapshots(self, slots: list[Slot[S]]) -> list[Records | None]:
+        """Each slot's changed records (in a worker thread, under ``lock``)."""
+        return [self._snapshot(slot.state) for slot in slots]
 
     async def _written(self, p: int, slot: Slot[S], attempt: Any, ack: Ack | None) -> None:
         """``slot``'s checkpoint is on the broker: the state now, its messages acked."""
