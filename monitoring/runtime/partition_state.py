@@ -22,6 +22,14 @@ fences means another worker owns the partition now: its state is dropped unwritt
 its messages unacked (``lost``), and the other partitions go on.
 
 ``restore`` and ``snapshot`` are the agent's: this module knows nothing of the state.
+Both run in a worker thread (``asyncio.to_thread``): decoding or encoding thousands of
+detectors takes seconds, and the loop must go on heartbeating and polling meanwhile,
+or the group expels the worker. A restore builds a new state that nothing else sees
+until it is installed, so it needs no lock (what it shares, such as a worker-wide
+``SeriesBudget``, must be thread-safe). A snapshot reads and changes (clears the dirty
+marks of) states the loop also uses: it runs while ``lock`` is held, and every loop-side
+use of a state takes ``lock`` (the driver's messages, ticks, idle checks and
+``observe``), so no state changes while the thread reads it.
 A table ``restore`` cannot read (garbage written to the state topic, a format from a
 future version) is logged as an error, its partition listed in ``unreadable``, and the
 partition starts from an empty state rather than crash-loop the worker; agents that can
