@@ -114,7 +114,7 @@ async def measure(series: int, points: int) -> tuple[Phase, Phase, int]:
     )
     restore = await _probed(lambda: states.get(0))
     restored = states.slots[0].state
-    restored._dirty.update(k.decode() for k in table)  # every detector changed: all written
+    restored._dirty.update(restored._series)  # every detector changed: all written
     checkpoint = await _probed(lambda: states.checkpoint(None, force=True))
     return restore, checkpoint, sum(len(k) + len(v) for k, v in table.items())
 
