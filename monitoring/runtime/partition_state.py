@@ -62,6 +62,24 @@ RETRY_AFTER_S = 1.0
 log = get_logger("partition_state")
 
 
+T = TypeVar("T")
+
+
+async def _to_the_end(work: Awaitable[T]) -> tuple[T, bool]:
+    """``work``'s result, waited for even if the caller is cancelled meanwhile, and
+    whether it was: a snapshot thread cannot be stopped, and its records (the dirty
+    marks it cleared) must be kept, and the lock held, until it ends."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+
+
 class StateSink(Protocol):
     """Where checkpoints go: ``runtime.outputs.Outputs``, or memory in tests."""
 
@@ -235,13 +253,15 @@ class PartitionStates(Generic[S]):
         async with self._checkpointing:
             async with self.lock:  # no state changes while the thread reads them
                 slots = list(self.slots.values())
-                taken = await asyncio.to_thread(self._snapshots, slots)
+                taken, cancelled = await _to_the_end(asyncio.to_thread(self._snapshots, slots))
                 for slot, records in zip(slots, taken, strict=True):
                     for k, v in records or ():
                         slot.unwritten.pop(k, None)  # keep the write order of the latest
                         slot.unwritten[k] = v
                     slot.unacked += slot.pending  # unchanged state: acked after the flush
                     slot.pending = []
+                if cancelled:
+                    raise asyncio.CancelledError
             todo = [(p, slot) for p, slot in self.slots.items() if slot.unwritten or slot.unacked]
             self.last_written = set(self.slots) if todo else set()
             if not todo:

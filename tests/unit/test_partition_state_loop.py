@@ -8,6 +8,7 @@ itself is printed by ``monitoring bench loop-lag``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any
 
@@ -141,3 +142,30 @@ def test_a_snapshot_is_taken_off_the_loop_and_no_state_changes_meanwhile() -> No
     assert order == ["snapshot b'1'", "change"]
     assert threads and threads[0] != threading.get_ident()
     assert any(v is not None and v.endswith(b"1") for _, v in sink.sent)  # what was read
+
+
+def test_a_checkpoint_cancelled_while_its_snapshot_runs_keeps_the_records_and_the_lock() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def snapshot(st: dict[bytes, bytes]) -> list[tuple[bytes, bytes | None]] | None:
+        started.set()
+        assert release.wait(WAIT_S)
+        return list(st.items())
+
+    async def run() -> tuple[bool, dict[bytes, bytes | None], bool]:
+        ps = states(lambda p, t: dict(t), snapshot)
+        ps.slots[0] = Slot({b"k": b"1"})
+        checkpoint = asyncio.ensure_future(ps.checkpoint(None, force=True))
+        await until(started)
+        checkpoint.cancel()  # a shutdown stopping the timer
+        for _ in range(20):
+            await asyncio.sleep(0)
+        held = ps.lock.locked()  # the thread still reads the state
+        release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checkpoint
+        return held, dict(ps.slots[0].unwritten), checkpoint.cancelled()
+
+    held, unwritten, cancelled = asyncio.run(run())
+    assert held and cancelled
+    assert unwritten == {b"k": b"1"}  # taken: the next checkpoint writes it
