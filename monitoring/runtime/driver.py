@@ -176,6 +176,7 @@ class AgentDriver(Generic[S]):
             snapshot=agent.snapshot,
             read_state=read_state,
             fence=fence,
+            release=agent.release,
         )
         m = metrics_for(registry)
         name = agent.name

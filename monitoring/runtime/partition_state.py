@@ -134,6 +134,7 @@ class PartitionStates(Generic[S]):
         read_state: Callable[[str, int], dict[bytes, bytes]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         fence: StateWriter | None = None,
+        release: Callable[[int, S], None] | None = None,
     ) -> None:
         self.source_topic = source_topic
         self.state_topic = state_topic
@@ -143,6 +144,7 @@ class PartitionStates(Generic[S]):
         self.outputs = outputs
         self._restore_fn = restore
         self._snapshot = snapshot
+        self._release = release  # the agent's: a state restored for nothing lets go
         self.slots: dict[int, Slot[S]] = {}
         self._restoring: dict[int, asyncio.Task[Slot[S]]] = {}
         self.lock = asyncio.Lock()  # held while a message changes state and sends outputs
@@ -166,8 +168,10 @@ class PartitionStates(Generic[S]):
         if task is None:
             task = self._restoring[p] = asyncio.ensure_future(self._restore(p))
         slot = await task
-        if self._restoring.get(p) is task:  # else forgotten (revoked) while restoring
+        if self._restoring.get(p) is task:
             self.slots[p] = slot
+        elif self._release is not None:  # forgotten (revoked) while it restored
+            self._release(p, slot.state)
         return slot
 
     async def _restore(self, p: int) -> Slot[S]:

@@ -94,8 +94,11 @@ def test_a_partition_forgotten_while_it_restores_is_not_installed() -> None:
         assert release.wait(WAIT_S)
         return dict(table)
 
+    released: list[tuple[int, Any]] = []
+
     async def run() -> dict[int, Slot[Any]]:
         ps = states(restore, lambda st: None)
+        ps._release = lambda p, st: released.append((p, st))  # the agent's budget let go
         got = asyncio.ensure_future(ps.get(0))
         await until(started)
         ps.forget([0])  # revoked meanwhile
@@ -104,6 +107,7 @@ def test_a_partition_forgotten_while_it_restores_is_not_installed() -> None:
         return ps.slots
 
     assert asyncio.run(run()) == {}
+    assert released == [(0, {b"k": b"1"})]
 
 
 def test_a_snapshot_is_taken_off_the_loop_and_no_state_changes_meanwhile() -> None:
