@@ -15,8 +15,9 @@ checks every declared length against the bytes present (CPython's unpickler allo
 a declared length before it reads: a 5-byte record could ask for 2 GiB) and every memo
 index against the memo so far (CPython sizes its memo by the index), and refuses the
 opcodes our pickles never hold (persistent ids, extension codes, ``INST``/``OBJ``);
-then unpickles with only the globals our detectors' pickles use, ``getattr`` only of
-names not starting with ``__``, and River's Python classes never ``__init__``-ed by
+then unpickles with only the globals our detectors' pickles use (an exact list of
+classes: any other method could hand a pickle a generator, and its frame the builtins),
+``getattr`` only of PageHinkley's test method, and River's Python classes never ``__init__``-ed by
 the pickle (their state arrives by ``BUILD``), so a crafted record cannot construct a
 detector of any size it likes. River's Rust ADWIN is still built from the pickled
 arguments and its own serialised state (``river._river_rust``): a worker's checkpoints
@@ -173,16 +174,46 @@ _GLOBALS = {  # what our detectors' pickles name (besides River's and our own cl
     ("collections", "defaultdict"), ("collections", "deque"), ("functools", "partial"),
     ("random", "Random"),
 }  # fmt: skip
-_PACKAGES = ("river.", "monitoring.anomaly.")
+# the classes our detectors' pickles name, exactly: a prefix rule (any class of River
+# or of this package) let a pickle reach a method returning a generator, and from its
+# frame the builtins
+_CLASSES = {
+    ("monitoring.anomaly.detectors", "Likelihood"),
+    ("monitoring.anomaly.detectors", "RobustEnsemble"),
+    ("monitoring.anomaly.river_detectors", "Calibrator"),
+    ("monitoring.anomaly.river_detectors", "DriftDetector"),
+    ("monitoring.anomaly.river_detectors", "ForecastResidual"),
+    ("monitoring.anomaly.river_detectors", "HalfSpaceTreesDetector"),
+    ("monitoring.anomaly.river_detectors", "MaxEnsemble"),
+    ("monitoring.anomaly.river_detectors", "_Scaled"),
+    ("monitoring.anomaly.windows", "FixedWindow"),
+    ("monitoring.anomaly.windows", "Ring"),
+    ("monitoring.anomaly.windows", "RollingWindow"),
+    ("river._river_rust.drift", "AdaptiveWindowing"),
+    ("river.anomaly.hst", "HalfSpaceTrees"),
+    ("river.drift.adwin", "ADWIN"),
+    ("river.drift.page_hinkley", "PageHinkley"),
+    ("river.stats.mean", "Mean"),
+    ("river.time_series.holt_winters", "AdditiveLevel"),
+    ("river.time_series.holt_winters", "HoltWinters"),
+    ("river.time_series.holt_winters", "Trend"),
+    ("river.tree.padded", "PaddedBranch"),
+    ("river.tree.padded", "PaddedLeaf"),
+}
+# the one attribute our pickles fetch with getattr: PageHinkley's bound test method
+_ATTRIBUTES = {("PageHinkley", "_test_both"), ("PageHinkley", "_test_increase"),
+               ("PageHinkley", "_test_decrease")}  # fmt: skip
 _REFUSED_OPS = {"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ"}
 # memo opcodes with an index: a PUT may add the next entry (0), a GET must name one (1)
 _MEMO_OPS = {"PUT": 0, "BINPUT": 0, "LONG_BINPUT": 0, "GET": 1, "BINGET": 1, "LONG_BINGET": 1}
 
 
 def _getattr(obj: object, name: str) -> Any:
-    """``getattr`` as a pickle may use it (a bound method): no dunder names."""
-    if not isinstance(name, str) or name.startswith("__"):
-        raise pickle.UnpicklingError(f"getattr of {name!r} refused")
+    """``getattr`` as our pickles use it: PageHinkley's test method, nothing else."""
+    from river.drift.page_hinkley import PageHinkley
+
+    if type(obj) is not PageHinkley or (type(obj).__name__, name) not in _ATTRIBUTES:
+        raise pickle.UnpicklingError(f"getattr of {name!r} on a {type(obj).__name__} refused")
     return getattr(obj, name)
 
 
@@ -209,7 +240,7 @@ class _Unpickler(pickle.Unpickler):
             return _getattr
         if (module, name) in _GLOBALS:
             return super().find_class(module, name)
-        if module.startswith(_PACKAGES) and "." not in name and not name.startswith("__"):
+        if (module, name) in _CLASSES:
             found = super().find_class(module, name)
             if isinstance(found, type):
                 # a Python class (its __new__ object's): made without __init__

@@ -18,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monitoring.anomaly import state as anomaly_state
 from monitoring.anomaly.partition import PartitionScorers
 from monitoring.anomaly.registry import detector_names
+from monitoring.anomaly.river_detectors import HalfSpaceTreesDetector
 from monitoring.anomaly.scorer import SeriesScorer
 from monitoring.anomaly.state import StateError, pack_pickle
 from monitoring.anomaly.windows import FixedWindow
@@ -196,3 +198,45 @@ def test_the_partition_counts_a_refused_record_with_its_reason() -> None:
 def test_pack_pickle_bytes_of_a_foreign_class_are_refused() -> None:
     state = pack_pickle(random.Random(1))
     assert restore_bounded(header("hst") + state) is None
+
+
+class _Call:
+    """Pickles as ``f(*args)`` (a REDUCE): to build a hostile pickle."""
+
+    def __init__(self, f: Any, *args: Any) -> None:
+        self.f, self.args = f, args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (self.f, self.args)
+
+    def __call__(self, *args: Any) -> Any:  # pickle wants a callable first item
+        raise NotImplementedError
+
+
+def test_a_pickle_cannot_reach_the_builtins_through_a_river_class() -> None:
+    """A River class our pickles never name, a method returning a generator, its frame's
+    globals, their builtins, ``exec``: refused before anything runs."""
+    import builtins
+
+    from river.tree.nodes.branch import NumericBinaryBranch
+
+    gen = _Call(_Call(getattr, _Call(NumericBinaryBranch), "iter_dfs"))
+    globals_ = _Call(getattr, _Call(getattr, gen, "gi_frame"), "f_globals")
+    builtins_ = _Call(_Call(getattr, globals_, "get"), "__builtins__")
+    exec_ = _Call(_Call(getattr, builtins_, "get"), "exec")
+    payload = _Call(exec_, "import builtins; builtins._checkpoint_pwned = 1")
+    kind = bytes([anomaly_state.KIND_PICKLE, anomaly_state.PICKLE_VERSION])
+    data = kind + pickle.dumps(payload, protocol=4)
+    with pytest.raises(StateError):
+        anomaly_state.unpack_pickle(data, HalfSpaceTreesDetector)
+    assert not hasattr(builtins, "_checkpoint_pwned")
+
+
+def test_getattr_in_a_pickle_reaches_page_hinkleys_test_method_only() -> None:
+    from river.drift.page_hinkley import PageHinkley
+
+    ph = PageHinkley()
+    assert anomaly_state._getattr(ph, "_test_both") == ph._test_both
+    for obj, name in [(ph, "update"), (ph, "__class__"), (HalfSpaceTreesDetector(), "to_state")]:
+        with pytest.raises(pickle.UnpicklingError):
+            anomaly_state._getattr(obj, name)
