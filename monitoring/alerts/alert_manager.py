@@ -139,8 +139,6 @@ class AlertManager:
         self._groups: dict[GroupId, AggregationGroup] = {}
         self._acks: dict[str, Acknowledgement] = {}
         self._deadline: int | None = None  # cache of next_deadline(); None: recompute
-        # flushed while receiving (``receive``): returned by the next ``flush_due``
-        self._early: list[Notification] = []
         self._dirty: set[GroupId] = set()  # groups changed since the last checkpoint()
         self._meta_dirty = True  # silences or acks changed since then
         self._handlers: dict[str, Callable[[Any, int], Applied]] = {
@@ -211,11 +209,7 @@ class AlertManager:
         return changes
 
     def receive(self, alert: Alert, now_ms: int) -> None:
-        """Take one alert state change into every group its routes lead to.
-
-        A resolve of a firing alert whose group's flush is due flushes the group first;
-        those notifications come with the next ``flush_due`` (call it before a snapshot).
-        """
+        """Take one alert state change into every group its routes lead to."""
         if alert.status == "resolved" and alert.fingerprint in self._acks:
             del self._acks[alert.fingerprint]
             self._meta_dirty = True
@@ -227,18 +221,6 @@ class AlertManager:
                     route, key, route.group_labels(alert.labels), now_ms + route.group_wait_ms
                 )
                 self._groups[(route.path, key)] = group
-            old = group.alerts.get(alert.fingerprint)
-            if (
-                alert.status == "resolved"
-                and old is not None
-                and old.status == "firing"
-                and group.next_flush_ms <= now_ms
-            ):
-                # the group's flush is due: it happens first, as if each record were
-                # handled at its own moment, so a resolve read in the same batch (an
-                # evaluator catching up) does not swallow a firing nobody was told of
-                self._early.extend(self._flush((route.path, key), self._muter(now_ms), now_ms))
-                group = self._groups.setdefault((route.path, key), group)
             group.insert(alert, now_ms)
             self._dirty.add((route.path, key))
             if self._deadline is not None:
@@ -284,8 +266,6 @@ class AlertManager:
 
     def next_deadline(self) -> int | None:
         """The earliest time ``flush_due`` has work (None: no groups)."""
-        if self._early:
-            return 0  # notifications wait already
         if self._deadline is None:
             times = [g.next_flush_ms for g in self._groups.values()]
             times += [g.escalation.next_ms for g in self._groups.values() if g.escalation.next_ms]
@@ -296,12 +276,12 @@ class AlertManager:
         """Flush every group and escalation whose time has come; the notifications."""
         if self.silences.gc(now_ms, self.silence_retention_ms):
             self._meta_dirty = True
-        out, self._early = self._early, []
         deadline = self.next_deadline()
         if deadline is None or deadline > now_ms:
-            return out
+            return []
         self._deadline = None
         muted = self._muter(now_ms)
+        out: list[Notification] = []
         for gid in sorted(self._groups):
             group = self._groups[gid]
             if group.next_flush_ms > now_ms and not group.escalation.due(now_ms):

@@ -103,10 +103,29 @@ class AggregationGroup:
     log: dict[str, LogEntry] = field(default_factory=dict)
     escalation: EscalationState = field(default_factory=EscalationState)
     acked: Acknowledgement | None = None
+    # resolves held until the due flush is done: their firing was never notified
+    held: dict[str, Alert] = field(default_factory=dict)
 
     def insert(self, alert: Alert, now_ms: int) -> None:
-        """Add or replace an alert; before the first flush an old alert flushes at once."""
+        """Add or replace an alert; before the first flush an old alert flushes at once.
+
+        A resolve of a firing alert that no receiver was told of, arriving when the
+        group's flush is due already, is held until that flush is done: the flush says
+        the alert fired, the next one that it resolved. An evaluator catching up sends
+        both in one batch, long after both; live, a resolve within ``group_wait`` still
+        replaces the firing (nothing is sent, as in Alertmanager).
+        """
         old = self.alerts.get(alert.fingerprint)
+        if (
+            alert.status == "resolved"
+            and old is not None
+            and old.status == "firing"
+            and self.next_flush_ms <= now_ms
+            and not any(alert.fingerprint in e.firing for e in self.log.values())
+        ):
+            self.held[alert.fingerprint] = alert
+            return
+        self.held.pop(alert.fingerprint, None)
         if (
             old is not None
             and old.status == alert.status == "firing"
@@ -166,6 +185,8 @@ class AggregationGroup:
         out = self.notify(receivers, muted, now_ms)
         for fp in [fp for fp, a in self.alerts.items() if a.status == "resolved"]:
             del self.alerts[fp]
+        self.alerts.update(self.held)  # resolved: said at the next flush
+        self.held.clear()
         self.flushed = True
         self.next_flush_ms = now_ms + self.route.group_interval_ms
         return out
@@ -177,7 +198,7 @@ class AggregationGroup:
     @property
     def empty(self) -> bool:
         """No alerts left: the group can go."""
-        return not self.alerts
+        return not self.alerts and not self.held
 
     def to_json(self) -> dict[str, Any]:
         """Snapshot form (the route by path and key)."""
@@ -192,7 +213,9 @@ class AggregationGroup:
             "log": {r: e.to_json() for r, e in sorted(self.log.items())},
             "escalation": self.escalation.to_json(),
             "acked": self.acked.to_json() if self.acked else None,
-        }
+            **({"held": [alert_to_json(self.held[fp]) for fp in sorted(self.held)]}
+               if self.held else {}),
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, route: Route, obj: Mapping[str, Any]) -> AggregationGroup:
@@ -208,6 +231,7 @@ class AggregationGroup:
             log={r: LogEntry.from_json(e) for r, e in obj["log"].items()},
             escalation=EscalationState.from_json(obj["escalation"]),
             acked=Acknowledgement.from_json(obj["acked"]) if obj["acked"] else None,
+            held={a.fingerprint: a for a in map(alert_from_json, obj.get("held", []))},
         )
 
 

@@ -169,3 +169,16 @@ def test_ack_errors_name_the_target() -> None:
 def test_bad_policies_name_the_key(change: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         AlertManager.from_yaml(CONFIG.replace(*change))
+
+
+def test_a_resolve_read_late_of_an_acknowledged_alert_pages_no_further_tier() -> None:
+    """The notifier running behind: the resolve is read after the group's next flush
+    was due. The alert was notified and acknowledged: its resolution goes to the tiers
+    that heard of it, and no further tier is paged."""
+    am = AlertManager.from_yaml(CONFIG)
+    am.receive(fire("a"), 0)
+    assert run(am, 30 * S) == [(30 * S, "slack", 0, "firing"), (30 * S, "primary", 0, "firing")]
+    am.apply(Acknowledge(fingerprint=fire("a").fingerprint, by="bob"), 2 * M)
+    am.receive(resolved("a", 5 * M), 6 * M)
+    sent = [(n.receiver, n.tier, n.status) for n in am.flush_due(6 * M)]
+    assert sent == [("slack", 0, "resolved"), ("primary", 0, "resolved")]

@@ -273,3 +273,16 @@ def test_a_live_alert_resolved_within_group_wait_is_still_never_notified() -> No
     am.receive(fire("a", 0), 0)
     am.receive(resolve("a", 0, 10 * S), 10 * S)
     assert am.flush_due(30 * S) == []
+
+
+def test_a_held_resolve_survives_a_snapshot() -> None:
+    """Between the batch and the flush the manager may be checkpointed: the held resolve
+    is part of the group's record."""
+    am = manager()
+    now = 10 * M
+    am.receive(fire("a", 0), now)
+    am.receive(resolve("a", 0, 30 * S), now)
+    restored = AlertManager.from_bytes(am.config, am.to_bytes())
+    assert brief(restored.flush_due(now)) == [("team", "firing", [("a", "firing")])]
+    assert brief(restored.flush_due(now + 5 * M)) == [("team", "resolved", [("a", "resolved")])]
+    assert restored.flush_due(now + 10 * M) == [] and restored.groups() == []
