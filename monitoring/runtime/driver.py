@@ -55,6 +55,10 @@ log = get_logger("runtime")
 # Idle closes wait this long at least after the broker answers again (s): producers'
 # reconnect backoff (librdkafka's reconnect.backoff.max.ms, 10 s) plus a retry
 RECONNECT_GRACE_S = 15.0
+# rejoins a worker asks for after fenced partitions: at most one per backoff, which
+# doubles from the first to the last while losses keep coming (a fence that repeats
+# after each restore must not become a rebalance storm of the whole group)
+REJOIN_BACKOFF_S = (30.0, 600.0)
 EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
 """End offsets of ``topic``'s given partitions (the last stable offset, as a reader of
 committed records sees it); None if the broker does not answer."""
@@ -199,6 +203,10 @@ class AgentDriver(Generic[S]):
         self.assigned_once = False  # the group gave this process its first assignment
         self.ack: Callable[[Any], Any] | None = None  # acks a source message once stored
         self.rejoin: Callable[[], Any] | None = None  # asks the consumer group for a rebalance
+        self._rejoin_due = False  # partitions were lost: a rejoin is wanted
+        self._rejoin_at = float("-inf")  # clock time of the last rejoin asked for
+        self._rejoin_wait = 0.0  # after the last rejoin, before the next
+        self._rejoin_backoff = REJOIN_BACKOFF_S[0]  # the wait after the next
 
     # -- messages ------------------------------------------------------------------
     async def process(self, messages: Sequence[Record]) -> None:
@@ -304,6 +312,7 @@ class AgentDriver(Generic[S]):
             written = await self.states.checkpoint(self.ack if ack else None, force=force)
         finally:
             self._let_go_of_lost()
+            self._maybe_rejoin()
         for p in sorted(self.states.last_written):
             slot = self.states.slots.get(p)
             if slot is not None:
@@ -324,9 +333,33 @@ class AgentDriver(Generic[S]):
                 self._heard.pop((p, t), None)
                 self._positions.pop((p, t), None)
             self._partitions.set(len(self.states.slots))
-        if lost and self.rejoin is not None:
-            log.warning("rejoin_requested", agent=self.agent.name, lost=sorted(lost))
-            self.rejoin()
+        if lost:
+            self._rejoin_due = True
+            log.warning("partitions_lost", agent=self.agent.name, lost=sorted(lost))
+
+    def _maybe_rejoin(self) -> None:
+        """Ask for the rejoin lost partitions want, unless one was asked for less than
+        the backoff ago (``REJOIN_BACKOFF_S``); a failure to ask is logged, not raised
+        (it must not hide the checkpoint's own error)."""
+        if not self._rejoin_due or self.rejoin is None:
+            return
+        now = self.clock()
+        if now - self._rejoin_at < self._rejoin_wait:
+            return
+        first, last = REJOIN_BACKOFF_S
+        if now - self._rejoin_at > last + self._rejoin_wait:
+            self._rejoin_backoff = first  # calm for a while: start over
+        try:
+            asked = self.rejoin()
+        except Exception as e:
+            log.error("rejoin_failed", agent=self.agent.name, error=repr(e)[:300])
+            return
+        if asked is False:
+            return  # the consumer has not started: asked again at the next checkpoint
+        log.warning("rejoin_requested", agent=self.agent.name, next_after_s=self._rejoin_backoff)
+        self._rejoin_due = False
+        self._rejoin_at, self._rejoin_wait = now, self._rejoin_backoff
+        self._rejoin_backoff = min(self._rejoin_backoff * 2, last)
 
     async def idle_tick(self) -> None:
         """Let the agent close what waits on its quiet source topics (module docstring)."""

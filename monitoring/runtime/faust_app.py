@@ -38,7 +38,9 @@ from monitoring.runtime.outputs import Outputs
 
 class BrokerOffsets:
     """High watermarks from the broker, and what lies before them (``drained``), on
-    consumers that never join a group."""
+    consumers that never join a group. The watermarks are read uncommitted: a read
+    committed client is given the last stable offset, which stops before an open
+    transaction and so hides it, and the committed records after it, from ``drained``."""
 
     def __init__(self, kafka: KafkaTarget, timeout_s: float = 2.0) -> None:
         self.kafka = kafka
@@ -54,6 +56,7 @@ class BrokerOffsets:
                     **{
                         "group.id": "monitoring-idle-check",  # never subscribes or commits
                         "enable.auto.commit": False,
+                        "isolation.level": "read_uncommitted",  # the high watermark
                     },
                 )
             )

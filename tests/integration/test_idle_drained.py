@@ -47,16 +47,23 @@ def test_markers_and_aborted_records_at_the_end_leave_nothing_to_read(
         p.begin_transaction()
         p.produce(topic, b"open", partition=0)
         assert p.flush(30) == 0
-        assert end() == 4  # the last stable offset: an open transaction is not read yet
+        # the high watermark: the open transaction is there (a last stable offset, 4,
+        # would hide it and every committed record after it)
+        assert end() == 5
         assert not offsets.drained(topic, 0, 4, 5)
-
-        p.abort_transaction(30)  # the aborted record at 4, the abort marker at 5
+        plain.produce(topic, b"behind the open one", partition=0)
+        assert plain.flush(30) == 0
         assert end() == 6
-        assert offsets.drained(topic, 0, 4, 6)
+        assert not offsets.drained(topic, 0, 4, 6)
+
+        p.abort_transaction(30)  # the aborted record at 4, a plain one at 5, the marker at 6
+        assert end() == 7
+        assert not offsets.drained(topic, 0, 4, 7)  # the plain record at 5
+        assert offsets.drained(topic, 0, 6, 7)
 
         plain.produce(topic, b"late", partition=0)
         assert plain.flush(30) == 0
-        assert end() == 7
-        assert not offsets.drained(topic, 0, 4, 7)
+        assert end() == 8
+        assert not offsets.drained(topic, 0, 6, 8)
     finally:
         delete_topics(kafka_bootstrap, [topic])

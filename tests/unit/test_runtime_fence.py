@@ -152,3 +152,61 @@ async def test_a_partition_fenced_by_its_own_timeout_comes_back_through_a_rejoin
     # the replay sends the lost messages' outputs again, the same values (at least once:
     # the store keeps one row per window)
     assert rt.values("counts")[-3:] == [b"3", b"4", b"5"]
+
+
+async def test_rejoins_back_off_while_losses_keep_coming() -> None:
+    """A fence that repeats after every restore must not make a rebalance storm: one
+    rejoin per backoff, the backoff doubling, and the one wanted is not forgotten."""
+    from monitoring.runtime.driver import REJOIN_BACKOFF_S
+
+    rt = MemoryRuntime(Counter, fenced=True)
+    assert rt.fence is not None
+    first = REJOIN_BACKOFF_S[0]
+
+    async def lose_partition_0() -> None:
+        await rt.revoke([0])
+        await rt.assign([0])
+        produce(rt, 0, 1)
+        await rt.poll()
+        rt.fence.take_over(0)
+        await rt.checkpoint()
+
+    await rt.assign([0])
+    await lose_partition_0()
+    assert rt.rejoins == 1
+    await lose_partition_0()  # at once again: within the backoff
+    assert rt.rejoins == 1
+    rt.now += first - 1
+    await rt.checkpoint()
+    assert rt.rejoins == 1
+    rt.now += 1
+    await rt.checkpoint()  # the backoff is over: the wanted rejoin is asked for
+    assert rt.rejoins == 2
+    await lose_partition_0()
+    rt.now += first
+    await rt.checkpoint()
+    assert rt.rejoins == 2  # doubled: 60 s now
+    rt.now += first
+    await rt.checkpoint()
+    assert rt.rejoins == 3
+
+
+async def test_a_rejoin_that_cannot_be_asked_for_is_logged_and_asked_again() -> None:
+    rt = MemoryRuntime(Counter, fenced=True)
+    assert rt.fence is not None
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("the consumer's loop is closed")
+
+    rt.driver.rejoin = broken
+    await rt.assign([0])
+    produce(rt, 0, 1)
+    await rt.poll()
+    rt.fence.take_over(0)
+    await rt.checkpoint()  # does not raise: the checkpoint's own outcome stands
+    assert calls == ["broken"]
+    rt.driver.rejoin = lambda: calls.append("asked")
+    await rt.checkpoint()
+    assert calls == ["broken", "asked"]
