@@ -65,6 +65,9 @@ log = get_logger("partition_state")
 T = TypeVar("T")
 
 
+_FAILED = object()  # a slot whose snapshot raised (``PartitionStates._snapshots``)
+
+
 async def _to_the_end(work: Awaitable[T]) -> tuple[T, bool]:
     """``work``'s result, waited for even if the caller is cancelled meanwhile, and
     whether it was: a snapshot thread cannot be stopped, and its records (the dirty
@@ -257,8 +260,11 @@ class PartitionStates(Generic[S]):
         async with self._checkpointing:
             async with self.lock:  # no state changes while the thread reads them
                 slots = list(self.slots.values())
-                taken, cancelled = await _to_the_end(asyncio.to_thread(self._snapshots, slots))
+                work = asyncio.to_thread(self._snapshots, slots)
+                (taken, error), cancelled = await _to_the_end(work)
                 for slot, records in zip(slots, taken, strict=True):
+                    if records is _FAILED:
+                        continue  # its messages stay pending: acked after a good one
                     for k, v in records or ():
                         slot.unwritten.pop(k, None)  # keep the write order of the latest
                         slot.unwritten[k] = v
@@ -266,6 +272,8 @@ class PartitionStates(Generic[S]):
                     slot.pending = []
                 if cancelled:
                     raise asyncio.CancelledError
+                if error is not None:
+                    raise error  # every other slot's records are kept
             todo = [(p, slot) for p, slot in self.slots.items() if slot.unwritten or slot.unacked]
             self.last_written = set(self.slots) if todo else set()
             if not todo:
@@ -289,9 +297,19 @@ class PartitionStates(Generic[S]):
                 await self._written(p, slot, attempts.get(p), ack)
             return True
 
-    def _snapshots(self, slots: list[Slot[S]]) -> list[Records | None]:
-        """Each slot's changed records (in a worker thread, under ``lock``)."""
-        return [self._snapshot(slot.state) for slot in slots]
+    def _snapshots(self, slots: list[Slot[S]]) -> tuple[list[Any], Exception | None]:
+        """Each slot's changed records (in a worker thread, under ``lock``), ``_FAILED``
+        for a slot whose snapshot raised, and the first such error: the others' records
+        are kept (their dirty marks are cleared as they are taken)."""
+        taken: list[Any] = []
+        error: Exception | None = None
+        for slot in slots:
+            try:
+                taken.append(self._snapshot(slot.state))
+            except Exception as e:
+                taken.append(_FAILED)
+                error = error or e
+        return taken, error
 
     async def _written(self, p: int, slot: Slot[S], attempt: Any, ack: Ack | None) -> None:
         """``slot``'s checkpoint is on the broker: the state now, its messages acked."""
