@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from monitoring.anomaly.scorer import Scored, SeriesScorer
+from monitoring.anomaly.state import StateError
 from monitoring.metrics.budget import SeriesBudget
 
 _HEAD = struct.Struct("<qq")  # applied offset, last event time (ms)
@@ -130,11 +131,28 @@ class PartitionScorers:
         return records
 
     def restore(self, table: Mapping[str, bytes]) -> None:
-        """Load the latest changelog records (tombstoned keys already removed)."""
+        """Load the latest changelog records (tombstoned keys already removed). A
+        detector whose sizes exceed the configured detector's is refused: a record of a
+        few hundred bytes may declare windows thousands of times larger (bounded, but
+        times every series of the partition)."""
+        configured: dict[str, tuple[int, ...]] = {}
         for key, raw in table.items():
             try:
                 offset, last_ts = _HEAD.unpack_from(raw)
                 scorer = SeriesScorer.from_bytes(raw[_HEAD.size :])
+                shape = _shape(scorer)
+                if shape is not None:
+                    name = scorer.spec.name
+                    if name not in configured:
+                        made = self._make(key)  # the configured detector, else its defaults
+                        if made.spec.name != name:
+                            made = SeriesScorer(name)
+                        configured[name] = _shape(made) or shape
+                    most = configured[name]
+                    if any(a > b for a, b in zip(shape, most, strict=True)):
+                        raise StateError(
+                            f"detector sizes {shape} over the configured detector's {most}"
+                        )
             except Exception as e:  # a foreign, truncated or crafted record: start afresh
                 self.undecodable += 1
                 if len(self.refused) < MAX_REFUSALS:
@@ -156,3 +174,14 @@ class PartitionScorers:
         step = n // sample
         measured = [st.scorer.nbytes() for st in list(self._series.values())[::step][:sample]]
         return round(sum(measured) / len(measured) * n)
+
+
+_SIZES = ("window", "buckets", "record", "recur_days")  # what a detector preallocates by
+
+
+def _shape(scorer: SeriesScorer) -> tuple[int, ...] | None:
+    """The sizes a detector preallocates by (None for one without them)."""
+    det = scorer.detector
+    if not all(isinstance(getattr(det, n, None), int) for n in _SIZES):
+        return None
+    return tuple(getattr(det, n) for n in _SIZES)

@@ -240,3 +240,26 @@ def test_getattr_in_a_pickle_reaches_page_hinkleys_test_method_only() -> None:
     for obj, name in [(ph, "update"), (ph, "__class__"), (HalfSpaceTreesDetector(), "to_state")]:
         with pytest.raises(pickle.UnpicklingError):
             anomaly_state._getattr(obj, name)
+
+
+def test_a_detector_larger_than_the_configured_one_is_refused() -> None:
+    """A record a few hundred bytes long may declare the largest windows (bounded, but
+    times every series of a partition): over the configured detector's, refused."""
+    from monitoring.anomaly.partition import _HEAD
+
+    big = SeriesScorer("robust", options={"window": 100_000, "record": 100_000})
+    usual = SeriesScorer("robust")
+    table = {
+        "big": _HEAD.pack(1, 0) + big.to_bytes(),
+        "usual": _HEAD.pack(1, 0) + usual.to_bytes(),
+    }
+    part = PartitionScorers(lambda key: SeriesScorer("robust"), idle_ms=60_000)
+    part.restore(table)
+    assert len(part) == 1 and part.undecodable == 1
+    assert part.refused[0][0] == "big" and "over the configured" in part.refused[0][1]
+    larger = PartitionScorers(  # configured larger than the record: restored
+        lambda key: SeriesScorer("robust", options={"window": 100_000, "record": 100_000}),
+        idle_ms=60_000,
+    )
+    larger.restore(table)
+    assert len(larger) == 2
