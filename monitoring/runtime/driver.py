@@ -222,6 +222,8 @@ class AgentDriver(Generic[S]):
         async with self.states.lock:  # a checkpoint waits for the outputs
             for msg in messages:
                 slot = slots[msg.partition]
+                if self.states.slots.get(msg.partition) is not slot:
+                    continue  # revoked while it restored: the new owner handles it
                 self.states.processed(slot, msg)
                 slot.last_event_wall = now
                 self._heard[(msg.partition, msg.topic)] = now
@@ -250,6 +252,8 @@ class AgentDriver(Generic[S]):
         slot = await self.states.get(p)
         if len(self.states.unreadable) > known:
             self._unreadable.inc(len(self.states.unreadable) - known)
+        if self.states.slots.get(p) is not slot:
+            return slot  # revoked while it restored: not ours, nothing to track
         now = self.clock()
         slot.last_event_wall = now  # a restored partition gets a whole idle timeout
         for t in self.agent.sources:

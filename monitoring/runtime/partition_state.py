@@ -173,8 +173,13 @@ class PartitionStates(Generic[S]):
         slot = await task
         if self._restoring.get(p) is task:
             self.slots[p] = slot
-        elif self._release is not None:  # forgotten (revoked) while it restored
+            return slot
+        # forgotten (revoked) while it restored: its state, and its writer unless the
+        # partition is being restored again (that restore acquired a writer of its own)
+        if self._release is not None:
             self._release(p, slot.state)
+        if self.fence is not None and p not in self._restoring and p not in self.slots:
+            self.fence.release(p)
         return slot
 
     async def _restore(self, p: int) -> Slot[S]:
