@@ -60,8 +60,8 @@ RECONNECT_GRACE_S = 15.0
 # after each restore must not become a rebalance storm of the whole group)
 REJOIN_BACKOFF_S = (30.0, 600.0)
 EndOffsets = Callable[[str, list[int]], dict[int, int] | None]
-"""End offsets of ``topic``'s given partitions (the last stable offset, as a reader of
-committed records sees it); None if the broker does not answer."""
+"""End offsets of ``topic``'s given partitions (the high watermark: an open transaction
+counts as something to read); None if the broker does not answer."""
 Drained = Callable[[str, int, int, int], bool]
 """``(topic, partition, offset, end)``: whether a reader of committed records at ``offset``
 reaches ``end`` without a record to read (only transaction markers and aborted records
