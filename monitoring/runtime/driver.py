@@ -220,10 +220,12 @@ class AgentDriver(Generic[S]):
         items = 0
         now = self.clock()
         async with self.states.lock:  # a checkpoint waits for the outputs
+            # a partition revoked while it restored is not ours: its new owner handles it
+            current = {p: s for p, s in slots.items() if self.states.slots.get(p) is s}
             for msg in messages:
-                slot = slots[msg.partition]
-                if self.states.slots.get(msg.partition) is not slot:
-                    continue  # revoked while it restored: the new owner handles it
+                slot = current.get(msg.partition)
+                if slot is None:
+                    continue
                 self.states.processed(slot, msg)
                 slot.last_event_wall = now
                 self._heard[(msg.partition, msg.topic)] = now

@@ -50,16 +50,7 @@ class BrokerOffsets:
 
     def __call__(self, topic: str, partitions: list[int]) -> dict[int, int] | None:
         if self._client is None:
-            self._client = Consumer(
-                client_config(
-                    self.kafka,
-                    **{
-                        "group.id": "monitoring-idle-check",  # never subscribes or commits
-                        "enable.auto.commit": False,
-                        "isolation.level": "read_uncommitted",  # the high watermark
-                    },
-                )
-            )
+            self._client = self._consumer("read_uncommitted")  # the high watermark
         try:
             self._client.list_topics(topic, timeout=2.0)  # one probe, not one per partition
             return {
@@ -76,17 +67,7 @@ class BrokerOffsets:
         record (``runtime.driver.Drained``): librdkafka skips transaction markers and
         aborted records, and stops at an open transaction (then False)."""
         if self._reader is None:
-            self._reader = Consumer(
-                client_config(
-                    self.kafka,
-                    **{
-                        "group.id": "monitoring-idle-check",  # never subscribes or commits
-                        "enable.auto.commit": False,
-                        "enable.partition.eof": True,
-                        "isolation.level": "read_committed",
-                    },
-                )
-            )
+            self._reader = self._consumer("read_committed", **{"enable.partition.eof": True})
         reader, tp = self._reader, TopicPartition(topic, partition, offset)
         try:
             reader.assign([tp])
@@ -107,6 +88,20 @@ class BrokerOffsets:
         finally:
             with suppress(KafkaException):
                 reader.unassign()
+
+    def _consumer(self, isolation: str, **extra: Any) -> Consumer:
+        """A consumer that never subscribes or commits, reading at ``isolation``."""
+        return Consumer(
+            client_config(
+                self.kafka,
+                **{
+                    "group.id": "monitoring-idle-check",
+                    "enable.auto.commit": False,
+                    "isolation.level": isolation,
+                    **extra,
+                },
+            )
+        )
 
     def close(self) -> None:
         """Close the consumers (made again if called after)."""

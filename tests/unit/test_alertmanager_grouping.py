@@ -286,3 +286,15 @@ def test_a_held_resolve_survives_a_snapshot() -> None:
     assert brief(restored.flush_due(now)) == [("team", "firing", [("a", "firing")])]
     assert brief(restored.flush_due(now + 5 * M)) == [("team", "resolved", [("a", "resolved")])]
     assert restored.flush_due(now + 10 * M) == [] and restored.groups() == []
+
+
+def test_a_firing_after_a_held_resolve_replaces_it() -> None:
+    """Fired, resolved, fired again, all read in one batch: the held resolve is
+    superseded, the alert stays firing after the flush."""
+    am = manager()
+    now = 10 * M
+    am.receive(fire("a", 0), now)
+    am.receive(resolve("a", 0, 30 * S), now)
+    am.receive(fire("a", 60 * S), now)
+    assert brief(am.flush_due(now)) == [("team", "firing", [("a", "firing")])]
+    assert am.flush_due(now + 5 * M) == []  # nothing resolved: nothing new to say
