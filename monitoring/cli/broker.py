@@ -7,6 +7,7 @@
     monitoring broker topics list
     monitoring broker down
     monitoring broker reset --yes     # stop and delete all broker data
+    monitoring broker acls            # the ACLs of a shared cluster, as kafka-acls commands
 
 The broker's address comes from the settings (``kafka.bootstrap_servers``); ``--port``
 picks another local broker, each with its own data directory.
@@ -18,6 +19,7 @@ import time
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -31,6 +33,8 @@ from monitoring.dev.local_kafka import (
     LocalKafkaError,
 )
 from monitoring.log import configure_logging
+from monitoring.runtime.acls import acls as acl_bindings
+from monitoring.runtime.acls import kafka_acls_script, to_json
 from monitoring.runtime.admin import (
     BrokerUnavailable,
     TopicError,
@@ -295,3 +299,40 @@ def topics_list(
     except BrokerUnavailable as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(1) from None
+
+
+@app.command("acls")
+def acls_(
+    prefix: Annotated[
+        str | None, typer.Option(help="Topic prefix (default: kafka.topic_prefix).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="kafka-acls (shell commands) or json.")
+    ] = "kafka-acls",
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(help="Bootstrap servers in the commands (default: kafka.bootstrap_servers)."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the ACLs of a shared cluster: one principal per process kind
+    (``User:monitoring-<kind>``), each allowed only the topics, groups and
+    transactional ids it uses."""
+    if fmt not in ("kafka-acls", "json"):
+        typer.echo(f"error: --format {fmt!r}: kafka-acls or json", err=True)
+        raise typer.Exit(2)
+    kafka = load_settings(config).kafka
+    if prefix is not None:
+        try:
+            kafka = KafkaSettings.model_validate({**kafka.model_dump(), "topic_prefix": prefix})
+        except ValidationError as e:
+            typer.echo(f"error: --prefix: {e.errors()[0]['msg']}", err=True)
+            raise typer.Exit(2) from None
+    bindings = acl_bindings(kafka)
+    if fmt == "json":
+        print(to_json(bindings))
+    else:
+        print(
+            kafka_acls_script(bindings, bootstrap or kafka.bootstrap_servers, kafka.topic_prefix),
+            end="",
+        )

@@ -1,0 +1,236 @@
+"""The Kafka ACLs of a shared cluster: one principal per process kind, each allowed
+only what it uses. The one source of truth: ``monitoring broker acls`` prints them as
+``kafka-acls`` commands or JSON, and the local secure broker applies them (as its
+administrator) through the admin client.
+
+>>> from monitoring.config import KafkaSettings
+>>> a = acls(KafkaSettings(topic_prefix="p."))
+>>> Acl("User:monitoring-producer", "topic", "p.metrics.samples", "literal", "Write") in a
+True
+>>> any(x.principal == "User:monitoring-store" and x.operation == "Write"
+...     and x.name == "p.metrics.aggregates" for x in a)
+False
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal
+
+from monitoring.config import KafkaSettings
+from monitoring.runtime import topics as t
+from monitoring.runtime.topics import topic_name
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AclBinding
+
+Resource = Literal["topic", "group", "transactional-id"]
+Pattern = Literal["literal", "prefixed"]
+Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs"]
+
+ROLES = ("producer", "worker", "store", "alerting", "notifier", "ops")
+USER_PREFIX = "monitoring-"
+
+# consumer groups that only assign partitions and never commit (fixed names, no prefix)
+CHANGELOG_READER = "monitoring-changelog-reader"  # runtime/changelog.py
+IDLE_CHECK = "monitoring-idle-check"  # runtime/faust_app.py
+STANDBY_READER = "monitoring-standby-reader"  # runtime/standby.py
+STORE_GROUP = "monitoring-store"  # sinks/clickhouse/store.py GROUP_ID
+
+_WORKER_STATE = (t.AGGREGATION_STATE, t.ANOMALY_STATE, t.LOG_STATE, t.MODEL_STATE)
+_PRODUCED = (t.SAMPLES, t.LOGS, t.PREDICTIONS, t.MODEL_LABELS)
+
+
+@dataclass(frozen=True, order=True)
+class Acl:
+    """One ALLOW binding (any host): ``principal`` may ``operation`` on the resource."""
+
+    principal: str
+    resource: Resource
+    name: str
+    pattern: Pattern
+    operation: Operation
+
+
+def username(role: str) -> str:
+    """The SCRAM user of a process kind: ``monitoring-worker``..."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    return USER_PREFIX + role
+
+
+def principal(role: str) -> str:
+    return f"User:{username(role)}"
+
+
+def acls(kafka: KafkaSettings) -> list[Acl]:
+    """Every binding of every role for ``kafka.topic_prefix``, sorted, no duplicates."""
+    p = kafka.topic_prefix
+    out: set[Acl] = set()
+
+    def allow(
+        role: str,
+        resource: Resource,
+        names: Iterable[str],
+        *ops: Operation,
+        pattern: Pattern = "literal",
+    ) -> None:
+        for name in names:
+            for op in ops:
+                out.add(Acl(principal(role), resource, name, pattern, op))
+
+    def topic(role: str, roles: Iterable[str], *ops: Operation) -> None:
+        allow(role, "topic", [topic_name(kafka, r) for r in roles], *ops)
+
+    for role in ROLES:
+        # ensure_topics and metadata: describe the prefix's topics and their configs
+        allow(role, "topic", [p], "Describe", "DescribeConfigs", pattern="prefixed")
+        topic(role, [t.STATUS], "Write")  # heartbeats (ops.heartbeat)
+
+    topic("producer", _PRODUCED, "Write")
+
+    topic("worker", [*_PRODUCED, t.AGGREGATES, *_WORKER_STATE], "Read")
+    topic(
+        "worker",
+        [t.SAMPLES, t.AGGREGATES, t.LATE, t.ANOMALIES, t.LOG_STORED, t.LOG_TEMPLATES,
+         t.DEAD_LETTER, *_WORKER_STATE],
+        "Write",
+    )  # fmt: skip
+    allow("worker", "group", [p + "worker", CHANGELOG_READER, IDLE_CHECK], "Read")
+    # runtime.fence: one transactional producer per state partition, "<state topic>.p<n>"
+    allow(
+        "worker",
+        "transactional-id",
+        [topic_name(kafka, s) + ".p" for s in _WORKER_STATE],
+        "Write",
+        "Describe",
+        pattern="prefixed",
+    )
+
+    topic(
+        "store",
+        [t.SAMPLES, t.AGGREGATES, t.ANOMALIES, t.NOTIFY_DELIVERIES, t.LOG_STORED,
+         t.LOG_TEMPLATES, t.ALERTS, t.ALERT_COMMANDS],
+        "Read",
+    )  # fmt: skip
+    topic("store", [t.DEAD_LETTER], "Write")
+    allow("store", "group", [STORE_GROUP], "Read")
+
+    # the HA duties: a group lease on the leases topic, a transactional id per duty
+    # fencing a former holder (runtime.lease), a standby tailing the state (runtime.standby)
+    for duty in ("alerting", "notifier"):
+        topic(duty, [t.LEASES], "Read")
+        allow(duty, "group", [p + duty, f"{p}{duty}.lease"], "Read")
+        allow(duty, "group", [CHANGELOG_READER, STANDBY_READER], "Read")
+        allow(duty, "transactional-id", [p + duty], "Write", "Describe")
+    topic("alerting", [t.AGGREGATES, t.ALERTING_STATE], "Read")
+    topic("alerting", [t.ALERTS, t.ALERTING_STATE, t.SAMPLES, t.DEAD_LETTER], "Write")
+    topic("notifier", [t.ALERTS, t.ALERT_COMMANDS, t.NOTIFIER_STATE, t.NOTIFY_DELIVERIES], "Read")
+    topic(
+        "notifier",
+        [t.NOTIFIER_STATE, t.NOTIFY_DELIVERIES, t.ALERT_COMMANDS, t.DEAD_LETTER],
+        "Write",
+    )
+
+    # doctor, dlq, status, backfill, rebuild: read every topic of the prefix, replay
+    # dead letters to their topics, create their own (the dlq ledger, doctor's clock),
+    # groups of their own under the prefix, the store's group's lag
+    allow("ops", "topic", [p], "Read", "Write", "Create", pattern="prefixed")
+    allow("ops", "group", [p], "Read", "Describe", pattern="prefixed")
+    allow("ops", "group", [STORE_GROUP], "Describe")
+    return sorted(out)
+
+
+def to_json(bindings: Sequence[Acl]) -> str:
+    """The bindings as a JSON list of objects (one per binding)."""
+    return json.dumps([asdict(a) for a in bindings], indent=1)
+
+
+def kafka_acls_script(
+    bindings: Sequence[Acl], bootstrap: str = "kafka-1.example:9093", prefix: str = ""
+) -> str:
+    """``kafka-acls`` commands that create ``bindings`` (admin credentials in
+    ``admin.properties``): one command per principal, resource kind, pattern and set of
+    operations, naming every resource it covers."""
+    grouped: dict[tuple[str, str, str, tuple[str, ...]], list[str]] = {}
+    ops: dict[tuple[str, str, str, str], list[str]] = {}
+    for a in bindings:
+        ops.setdefault((a.principal, a.resource, a.pattern, a.name), []).append(a.operation)
+    for (who, resource, pattern, name), names_ops in ops.items():
+        key = (who, resource, pattern, tuple(sorted(names_ops)))
+        grouped.setdefault(key, []).append(name)
+    lines = [
+        f"# generated by: monitoring broker acls --prefix {shlex.quote(prefix)}",
+        "A=" + shlex.quote(
+            f"kafka-acls --bootstrap-server {bootstrap} --command-config admin.properties"
+        ),
+    ]  # fmt: skip
+    order = {principal(r): i for i, r in enumerate(ROLES)}
+    for who, resource, pattern, operations in sorted(
+        grouped, key=lambda k: (order.get(k[0], len(order)), k[0], k[1], k[2], k[3])
+    ):
+        words = ["$A", "--add", "--allow-principal", who]
+        words += [w for op in operations for w in ("--operation", op)]
+        for name in sorted(grouped[(who, resource, pattern, operations)]):
+            words += [f"--{resource}", shlex.quote(name)]
+        if pattern == "prefixed":
+            words += ["--resource-pattern-type", "prefixed"]
+        lines.append(_wrap(words))
+    return "\n".join(lines) + "\n"
+
+
+def _wrap(words: list[str], width: int = 88) -> str:
+    """Words joined by spaces, continued with `` \\`` past ``width``; an option stays
+    with its value."""
+    pairs: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w.startswith("--") and i + 1 < len(words) and not words[i + 1].startswith("--"):
+            pairs.append(f"{w} {words[i + 1]}")
+            i += 2
+        else:
+            pairs.append(w)
+            i += 1
+    lines, line = [], ""
+    for part in pairs:
+        if line and len(line) + 1 + len(part) > width - 2:
+            lines.append(line + " \\")
+            line = "   " + part
+        else:
+            line = f"{line} {part}" if line else part
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def to_binding(acl: Acl) -> AclBinding:
+    """The confluent-kafka ``AclBinding`` of ``acl`` (for ``AdminClient.create_acls``)."""
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    resource = {
+        "topic": ResourceType.TOPIC,
+        "group": ResourceType.GROUP,
+        "transactional-id": ResourceType.TRANSACTIONAL_ID,
+    }[acl.resource]
+    operation = {
+        "Read": AclOperation.READ,
+        "Write": AclOperation.WRITE,
+        "Create": AclOperation.CREATE,
+        "Describe": AclOperation.DESCRIBE,
+        "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+    }[acl.operation]
+    pattern = (
+        ResourcePatternType.PREFIXED if acl.pattern == "prefixed" else ResourcePatternType.LITERAL
+    )
+    return AclBinding(
+        resource, acl.name, pattern, acl.principal, "*", operation, AclPermissionType.ALLOW
+    )

@@ -1,0 +1,146 @@
+"""The ACLs of a shared cluster (``runtime.acls``): every topic the project makes is
+covered, each principal is limited to what it uses, the docs show exactly what
+``monitoring broker acls`` prints."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
+from typer.testing import CliRunner
+
+from monitoring.cli import app
+from monitoring.config import KafkaSettings
+from monitoring.runtime import topics as t
+from monitoring.runtime.acls import (
+    ROLES,
+    STORE_GROUP,
+    Acl,
+    acls,
+    kafka_acls_script,
+    principal,
+    to_binding,
+)
+from monitoring.runtime.topics import topic_specs
+from monitoring.sinks.clickhouse.store import GROUP_ID
+
+ROOT = Path(__file__).resolve().parents[2]
+K = KafkaSettings(topic_prefix="p.")
+
+
+def _can(role: str, op: str, name: str, resource: str = "topic") -> bool:
+    """Whether ``role`` may ``op`` on ``name`` (literal match, or a prefixed binding)."""
+    for a in acls(K):
+        if a.principal != principal(role) or a.resource != resource or a.operation != op:
+            continue
+        if a.name == name or (a.pattern == "prefixed" and name.startswith(a.name)):
+            return True
+    return False
+
+
+def test_every_topic_is_written_and_read_by_someone_besides_ops() -> None:
+    for spec in topic_specs(K):
+        writers = [r for r in ROLES if r != "ops" and _can(r, "Write", spec.name)]
+        readers = [r for r in ROLES if r != "ops" and _can(r, "Read", spec.name)]
+        if spec.name == "p." + t.LEASES:
+            assert readers == ["alerting", "notifier"] and not writers  # never written
+        elif spec.name == "p." + t.STATUS:
+            assert writers == list(ROLES[:-1])  # heartbeats; read by ops (status)
+        elif spec.name in ("p." + t.LATE, "p." + t.DEAD_LETTER):
+            assert writers and not readers  # read by operators (dlq, backfill)
+        else:
+            assert writers and readers, spec.name
+
+
+def test_each_principal_is_limited_to_what_it_uses() -> None:
+    assert not [
+        a for a in acls(K) if a.principal == principal("producer") and a.operation == "Read"
+    ]
+    assert not _can("producer", "Read", "p.alerts")
+    assert not _can("store", "Write", "p.metrics.aggregates")
+    assert not _can("notifier", "Write", "p.metrics.samples")
+    assert not _can("worker", "Write", "p.alerts")
+    assert not _can("alerting", "Write", "p.alerts.commands")
+    store_writes = {
+        a.name for a in acls(K) if a.principal == principal("store") and a.operation == "Write"
+    }
+    assert store_writes == {"p.dead-letter", "p.status"}
+    # prefixed topic reads and writes, creation: only the operators' principal
+    broad = {a.principal for a in acls(K) if a.pattern == "prefixed" and a.resource == "topic"
+             and a.operation in ("Read", "Write", "Create")}  # fmt: skip
+    assert broad == {principal("ops")}
+    # a duty's transactional id is its own: the worker cannot fence the evaluator
+    assert _can("alerting", "Write", "p.alerting", "transactional-id")
+    assert not _can("worker", "Write", "p.alerting", "transactional-id")
+    assert _can("worker", "Write", "p.aggregation.state.p3", "transactional-id")
+    # no role may commit into another's group
+    assert not _can("worker", "Read", STORE_GROUP, "group")
+    assert not _can("store", "Read", "p.worker", "group")
+
+
+def test_the_groups_granted_are_the_groups_the_code_uses() -> None:
+    assert GROUP_ID == STORE_GROUP
+    granted = {a.name for a in acls(K) if a.resource == "group" and a.pattern == "literal"}
+    fixed = set()
+    for path in (ROOT / "monitoring").rglob("*.py"):
+        if "bench" in path.parts or "dev" in path.parts:
+            continue
+        lines = path.read_text().splitlines()
+        text = "\n".join(x for x in lines if not x.lstrip().startswith(">>>"))  # not doctests
+        fixed |= set(re.findall(r'"group\.id": "([^"{]+)"', text))
+        fixed |= set(re.findall(r'consumer_config\(\s*\w+(?:\.\w+)*,\s*"([^"]+)"', text))
+    assert fixed and fixed <= granted, fixed - granted
+
+
+def test_bindings_are_unique_sorted_and_follow_the_prefix() -> None:
+    a = acls(K)
+    assert a == sorted(set(a))
+    other = acls(KafkaSettings(topic_prefix="q-"))
+    assert len(other) == len(a)
+    assert not [x for x in other if x.name.startswith("p.")]
+
+
+def test_to_binding() -> None:
+    b = to_binding(Acl("User:u", "transactional-id", "p.x", "prefixed", "DescribeConfigs"))
+    assert b.restype is ResourceType.TRANSACTIONAL_ID
+    assert b.resource_pattern_type is ResourcePatternType.PREFIXED
+    assert b.operation is AclOperation.DESCRIBE_CONFIGS
+    assert (b.principal, b.host, b.name) == ("User:u", "*", "p.x")
+
+
+def test_the_script_names_every_binding_once() -> None:
+    script = kafka_acls_script(acls(K), "b:9093", "p.")
+    words = script.replace("\\\n", " ").split()
+    assert words.count("--add") == script.count("$A --add")
+    n = 0
+    for line in script.replace("\\\n", " ").splitlines()[2:]:
+        w = line.split()
+        ops = sum(1 for x in w if x == "--operation")
+        names = sum(1 for x in w if x in ("--topic", "--group", "--transactional-id"))
+        n += ops * names
+    assert n == len(acls(K))
+
+
+def test_the_docs_show_the_generated_script() -> None:
+    doc = (ROOT / "docs" / "security.md").read_text()
+    command = "monitoring broker acls --prefix monitoring. --bootstrap kafka-1.example:9093"
+    marker = f"<!-- generated: {command} -->"
+    assert marker in doc
+    block = doc.split(marker, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    expected = kafka_acls_script(
+        acls(KafkaSettings(topic_prefix="monitoring.")), "kafka-1.example:9093", "monitoring."
+    )
+    assert block == expected, f"regenerate the block: {command}"
+
+
+def test_cli_prints_both_formats_and_refuses_a_bad_prefix() -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["broker", "acls", "--prefix", "p.", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert [Acl(**x) for x in json.loads(res.stdout)] == acls(K)
+    res = runner.invoke(app, ["broker", "acls", "--prefix", "p.", "--bootstrap", "b:9093"])
+    assert res.exit_code == 0 and res.stdout == kafka_acls_script(acls(K), "b:9093", "p.")
+    assert runner.invoke(app, ["broker", "acls", "--prefix", "a b"]).exit_code == 2
+    assert runner.invoke(app, ["broker", "acls", "--format", "xml"]).exit_code == 2
