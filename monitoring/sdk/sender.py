@@ -356,13 +356,22 @@ class Sender:
                 time.sleep(tick)
 
     def flush(self, timeout: float) -> int:
-        """Send everything buffered and wait up to ``timeout`` s; samples still unacknowledged."""
-        items = self.drain()
-        if items:
-            self._send(items)
-        self.producer.flush(timeout)
-        with self.lock:
-            return len(self.pending) + self.inflight
+        """Send everything buffered and wait up to ``timeout`` s; samples still unacknowledged.
+
+        The sender thread may hold a batch it drained and has not handed to librdkafka
+        yet (counted in ``inflight``): librdkafka's own flush returns at once then, so
+        this waits until the count itself is zero."""
+        deadline = time.monotonic() + timeout
+        while True:
+            items = self.drain()
+            if items:
+                self._send(items)
+            self.producer.flush(max(0.0, deadline - time.monotonic()))
+            with self.lock:
+                left = len(self.pending) + self.inflight
+            if not left or time.monotonic() >= deadline:
+                return left
+            self.producer.poll(0.01)
 
     def close(self, timeout: float) -> int:
         if self.closed:

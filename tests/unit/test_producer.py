@@ -6,6 +6,7 @@ import ctypes
 import math
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -281,3 +282,29 @@ def test_metrics_package_does_not_import_kafka() -> None:
         "assert Counter is C and 'confluent_kafka' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_flush_waits_for_a_batch_the_sender_thread_holds(offline: list[MetricsCollector]) -> None:
+    """A batch drained by the sender thread but not yet handed to librdkafka counts."""
+    mc = collector(offline)
+    core = mc._core
+    mc.record("cpu", 1.0)
+    held = core.drain()  # what the sender thread does before it encodes and produces
+    assert len(held) == 1
+    handed = threading.Event()
+
+    def sender_thread() -> None:
+        handed.wait(5)
+        core._settle(len(held), ok=True)  # its delivery report
+
+    t = threading.Thread(target=sender_thread)
+    t.start()
+    timer = threading.Timer(0.1, handed.set)
+    timer.start()
+    try:
+        assert mc.flush(timeout=5) == 0
+        assert handed.is_set()
+    finally:
+        handed.set()
+        t.join()
+        timer.cancel()
