@@ -9,7 +9,7 @@ runs the records through the store's own ``Store.handle`` and ``Writer``, so dec
 validation and rows are exactly the store's.
 
 Idempotent because the tables are: every row collapses on its key under ``FINAL``
-(samples on (series_id, ts, value), aggregates on (series_id, window_ms, window_start)
+(samples on (series_id, ts, value), aggregates on (window_ms, series_id, window_start)
 with the record's timestamp as version, which a re-read gives again...), and the
 ``series`` table aggregates with min/max/any. A backfill over rows already stored, or
 run twice, changes no result of a ``FINAL`` query.

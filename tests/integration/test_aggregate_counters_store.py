@@ -91,3 +91,67 @@ def test_rows_stored_before_migration_010_read_as_null(
         assert [tuple(r) for r in got.result_rows] == [(None, None, None, 15.0)]
     finally:
         client.close()
+
+
+def _final_rows(client: Any) -> list[tuple[Any, ...]]:
+    return [
+        tuple(r)
+        for r in client.query(
+            "SELECT series_id, window_ms, toUnixTimestamp64Milli(window_start), last, version, "
+            "increase FROM aggregates FINAL ORDER BY series_id, window_ms, window_start"
+        ).result_rows
+    ]
+
+
+def _sorting_key(client: Any) -> str:
+    return str(
+        client.query(
+            "SELECT sorting_key FROM system.tables "
+            "WHERE database = currentDatabase() AND name = 'aggregates'"
+        ).result_rows[0][0]
+    )
+
+
+def test_a_store_from_before_migration_012_keeps_its_windows_and_gets_the_key(
+    chdb_settings: Settings, tmp_path: Path
+) -> None:
+    before = tmp_path / "migrations_011"
+    before.mkdir()
+    for path in sorted(default_dir().glob("*.sql")):
+        if int(path.name[:3]) <= 11:
+            shutil.copy(path, before / path.name)
+    client = connect(chdb_settings.storage.dsn)
+    try:
+        assert [m.version for m in migrate(client, chdb_settings.storage, before)][-1] == 11
+        assert _sorting_key(client) == "series_id, window_ms, window_start"
+        rows = []
+        for sid in (7, 3):
+            for w in (10_000, 60_000):
+                for k in range(3):
+                    start = NOW - 3_600_000 + k * w
+                    rows.append([sid, f"s{sid}", "req_total", {}, w, start, start + w, 1,
+                                 1.0, 1.0, 1.0, 1.0, float(k), 1.0, 1.0, 1.0, "watermark", 1,
+                                 None, float(k) if w == 10_000 else None, None])  # fmt: skip
+        # one window re-emitted (version 2 wins) and a replayed duplicate (same version)
+        again = list(rows[0])
+        again[12], again[17] = 99.0, 2
+        client.insert("aggregates", [*rows, again, list(rows[1])], column_names=AGGREGATE_COLUMNS)
+        expected = _final_rows(client)
+        assert len(expected) == 12
+        assert next(r[3:5] for r in expected if r[0] == 7) == (99.0, 2)  # the later version
+        ran = migrate(client, chdb_settings.storage)
+        assert (ran[0].version, ran[0].name) == (12, "aggregates_window_key")
+        assert _sorting_key(client) == "window_ms, series_id, window_start"
+        tables = {r[0] for r in client.query("SHOW TABLES").result_rows}
+        assert "aggregates_rekeyed" not in tables
+        assert _final_rows(client) == expected
+        client.command("OPTIMIZE TABLE aggregates FINAL")  # merged: the same windows
+        assert _final_rows(client) == expected
+        assert client.query("SELECT count() FROM aggregates").result_rows[0][0] == 12
+        assert migrate(client, chdb_settings.storage) == []
+    finally:
+        client.close()
+
+
+def test_a_new_store_has_the_window_size_first_in_the_key(chdb_client: Any) -> None:
+    assert _sorting_key(chdb_client) == "window_ms, series_id, window_start"
