@@ -260,23 +260,25 @@ def grid_json(
     t = np.concatenate([np.asarray(s[1], dtype=np.int64) for s in series])
     v = np.concatenate([np.asarray(s[2], dtype=np.float64) for s in series])
     k, off = np.divmod(t - start_ms, step_ms)
-    quoted = _distinct(v.view(np.uint64), lambda x: [f'"{s}"' for s in format_values(x)], v)
-    cells = quoted.tolist()
-    out = []
+    # each value formatted once (a grid's values rarely repeat, so no dedup) and every
+    # row written by orjson in C: quoting and joining 144,000 strings in Python cost
+    # three times the formatting
+    cells = format_values(v)
+    rows = []
     a = 0
     for labels, ts, _ in series:
         b = a + len(ts)
         ks = k[a:b]
         if b - a == n and not off[a:b].any() and (n == 0 or (ks[0] == 0 and ks[-1] == n - 1)):
-            points = ",".join(cells[a:b])  # every step has a point: the common case
+            row: list[str | None] = list(cells[a:b])  # every step has a point
         else:
-            row = ["null"] * n
+            row = [None] * n
             for i in np.flatnonzero((off[a:b] == 0) & (ks >= 0) & (ks < n)).tolist():
                 row[int(ks[i])] = cells[a + i]
-            points = ",".join(row)
-        out.append(f'{{"metric":{json.dumps(labels)},"v":[{points}]}}')
+        # labels as json.dumps writes them (ASCII-escaped: a label may hold anything)
+        rows.append({"metric": orjson.Fragment(json.dumps(labels)), "v": row})
         a = b
-    return head + "[" + ",".join(out) + "]}"
+    return head + orjson.dumps(rows).decode() + "}"
 
 
 def vector_json(series: Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]) -> str:
