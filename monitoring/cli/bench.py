@@ -481,8 +481,10 @@ def ui_bench(
     t.add_column("p99 / slowest (ms)", justify="right")
     rows = {
         f"panel, 24 h of {res.panel_series} series ({res.panel_points:,} points)": res.panel_ms,
+        "  its CPU (UI, store and client: one process)": res.panel_cpu_ms,
         "  its two queries asked of the store directly": res.store_ms,
         "first load of Services in chromium": res.first_load_ms,
+        "  its CPU in UI and store (not chromium)": res.first_load_cpu_ms,
         "event to pixel (store -> drawn)": res.event_to_pixel_ms,
     }
     for label, values in rows.items():
