@@ -104,3 +104,24 @@ def test_format_values_matches_go_over_magnitudes() -> None:
         [rng.random(2000) * 10.0**e * rng.choice([-1, 1], 2000) for e in range(-6, 18)]
     )
     assert format_values(xs) == [format_value(x) for x in xs.tolist()]
+
+
+magnitudes = st.one_of(
+    values,
+    st.integers(-(10**17), 10**17).map(float),  # whole numbers, past 1e16 too
+    st.floats(1e-6, 1e17).map(lambda x: round(x, 3)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(magnitudes, min_size=6, max_size=6), min_size=1, max_size=4))
+def test_grid_json_of_full_rows_is_each_values_string(rows: list[list[float]]) -> None:
+    """Series with a point at every step (orjson writes the whole row when every value
+    is plain) give the same strings as formatting each value on its own."""
+    start, step = 0, 1000
+    series = [
+        ({"i": str(i)}, np.arange(start, start + 6 * step, step), np.array(r, dtype=np.float64))
+        for i, r in enumerate(rows)
+    ]
+    got = json.loads(grid_json(series, start, step, start + 5 * step))
+    assert [item["v"] for item in got["result"]] == [[format_value(x) for x in r] for r in rows]
