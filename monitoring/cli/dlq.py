@@ -151,7 +151,6 @@ def list_(
     from monitoring.ops.deadletters import group
 
     settings = load_settings(config)
-    require_kafka_access(settings, min(timeout, 10.0))
     flt = _filter(settings, None, since, reason, topic)
     bucket_ms = None
     if bucket:
@@ -159,6 +158,7 @@ def list_(
             bucket_ms = ms(parse_duration(bucket))
         except ValueError as e:
             raise _fail(f"--bucket: {e}", 2) from None
+    require_kafka_access(settings, min(timeout, 10.0))  # after the arguments: exit 2 at once
     result = _scan(settings, flt, max_records, max_bytes, timeout)
     groups = group(result.letters, bucket_ms=bucket_ms)
     if as_json:
@@ -205,8 +205,8 @@ def show(
     from monitoring.wire.codec import AvroCodec
 
     settings = load_settings(config)
-    require_kafka_access(settings, min(timeout, 10.0))
     flt = _filter(settings, selection, since, reason, topic)
+    require_kafka_access(settings, min(timeout, 10.0))
     result = _scan(settings, flt, max_records, max_bytes, timeout, max_matches=limit)
     codec = AvroCodec.from_directory()
     shown = result.letters[:limit]

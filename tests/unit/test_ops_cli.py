@@ -26,7 +26,13 @@ NO_BROKER = {"MONITORING_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "MONITORING_C
         (["dlq", "replay", "abc", "--dry-run"], "selection"),
     ],
 )
-def test_bad_arguments_exit_2_before_any_broker_call(args: list[str], says: str) -> None:
+def test_bad_arguments_exit_2_before_any_broker_call(
+    args: list[str], says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_broker_call(*_: object) -> None:
+        raise AssertionError("the broker was asked before the arguments were checked")
+
+    monkeypatch.setattr("monitoring.cli.dlq.require_kafka_access", no_broker_call)
     result = runner.invoke(app, args, env=NO_BROKER)
     assert result.exit_code == 2, result.output
     assert says in result.output
