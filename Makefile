@@ -5,9 +5,12 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The suite's parallel workers (pytest-xdist, docs/testing.md): `make test PYTEST_XDIST=4`;
-# 0 runs it in one process.
-PYTEST_XDIST ?= 0
-XDIST := -n $(PYTEST_XDIST) --dist loadgroup
+# 0 runs it in one process. Unset, `make test` runs in one process, `make test-unit` on 2.
+PYTEST_XDIST ?=
+XDIST = -n $(or $(PYTEST_XDIST),$(1)) --dist loadgroup
+# Python and pytest cache compiled modules and rewritten asserts (a PYTHONDONTWRITEBYTECODE
+# in the environment would make every run, and every worker, compile them again).
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
 .PHONY: setup demo test test-unit lint broker-up broker-down bench clean alertmanager prometheus \
 	chromium pdftools node-exporter
@@ -31,12 +34,14 @@ demo: broker-up
 	$(BIN)/monitoring demo
 
 test: broker-up alertmanager prometheus chromium pdftools node-exporter
-	$(BIN)/pytest $(XDIST)
+	$(PYTEST) $(call XDIST,0)
 
-# The fast lane: everything outside tests/integration, with no broker (a test that
-# reaches for one fails instead of starting it).
+# The fast lane: everything outside tests/integration but the slow scale tests, with no
+# broker (a test that reaches for one fails instead of starting it), a fifth of each
+# property's Hypothesis examples (tests/fixtures/hypothesis_profiles.py), on 2 workers.
 test-unit: setup
-	MONITORING_TEST_KAFKA_BOOTSTRAP=127.0.0.1:1 $(BIN)/pytest -m "not integration" $(XDIST)
+	HYPOTHESIS_PROFILE=dev MONITORING_TEST_KAFKA_BOOTSTRAP=127.0.0.1:1 $(PYTEST) \
+		-m "not integration and not slow" --ignore=tests/integration $(call XDIST,2)
 
 # The real Prometheus Alertmanager that the notifier tests deliver to (Debian package).
 alertmanager:

@@ -26,13 +26,6 @@ from typing import Any
 
 import pytest
 import structlog
-from hypothesis import HealthCheck, settings
-
-# Hypothesis's default 200 ms deadline per example and its too_slow health check are
-# assertions on time: on a loaded 2-core machine (the suite on parallel workers, other
-# runs beside it) an example that is slow is not wrong. Tests assert on results.
-settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("suite")
 
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:  # makes `fixtures` importable under any --import-mode
@@ -47,7 +40,11 @@ pytest_plugins = [
 ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis's own --hypothesis-profile
 def pytest_configure(config: pytest.Config) -> None:
+    from fixtures import hypothesis_profiles
+
+    hypothesis_profiles.load()  # HYPOTHESIS_PROFILE: ci (full counts) or dev (a fifth)
     config.addinivalue_line(
         "markers", "own_broker: an integration test that starts its own Kafka broker"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,7 @@ aggregates = series.flatmap(lambda s: st.builds(
 ))  # fmt: skip
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(aggregates, min_size=1, max_size=5))
 def test_matches_fastavro(batch: list[Aggregate]) -> None:
     enc = AggregateEncoder(CODEC, max_series=3)
@@ -42,7 +43,7 @@ def test_matches_fastavro(batch: list[Aggregate]) -> None:
     assert AggregateEncoder(CODEC, max_series=3).encode_all(batch + batch) == expected
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(aggregates, min_size=1, max_size=5))
 def test_decoder_reads_what_fastavro_writes(batch: list[Aggregate]) -> None:
     dec = AggregateDecoder(CODEC, max_series=3)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from ddsketch import DDSketch
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,7 +148,7 @@ def run(agg: PartitionAggregator, messages: list[list[Sample]], first_offset: in
     return emitted, late
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(messages_st, windows_st, lateness_st, vector_min_st, horizon_st)
 def test_windows_match_oracle(messages, windows, lateness, vector_min, horizon):
     expected = oracle(messages, windows, lateness)
@@ -259,7 +260,7 @@ def _restored(
     return agg
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     messages_st,
     windows_st,
@@ -397,7 +398,7 @@ def check_aggregate_approx(a: Aggregate, points: list[tuple[int, float]]) -> Non
         assert abs(est - exact) <= ACCURACY * abs(exact) + 1e-9, (q, est, exact)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.lists(st.integers(-20, 20).map(lambda v: v / 2), min_size=0, max_size=30),
@@ -430,7 +431,7 @@ def test_group_quantiles_padded_matrix_and_sort_agree_with_sorted(groups, dense)
             assert got[row, g] == ordered[math.floor(q * (len(group) - 1))]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.integers(0, 2**32), vector_min_st)
 def test_many_series_grow_the_slots_and_reuse_freed_ones(seed, vector_min):
     """Hundreds of series that come and go: the per-slot arrays grow while windows are

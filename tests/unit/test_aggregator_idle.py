@@ -15,6 +15,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -114,7 +115,7 @@ def run(agg: PartitionAggregator, steps: list[Any]) -> tuple[list[Any], list[Any
     return emitted, late, marks
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(steps_st, windows_st, lateness_st, vector_min_st)
 def test_idle_closes_anywhere_match_the_oracle(steps, windows, lateness, vector_min):
     expected = oracle(steps, windows, lateness)
@@ -132,7 +133,7 @@ def test_idle_closes_anywhere_match_the_oracle(steps, windows, lateness, vector_
         assert a.count == len(points) and a.sum == sum(v for _, v in points)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(steps_st, windows_st, lateness_st, vector_min_st)
 def test_no_sample_newer_than_all_before_it_is_late_and_marks_hold(
     steps, windows, lateness, vector_min

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fixtures.agents import Sent
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -271,7 +272,7 @@ class PromRule:
 ROOMS = ("a", "b", "c")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     hold=st.sampled_from([0, W, 2 * W, 3 * W]),
     keep=st.sampled_from([0, W, 2 * W]),

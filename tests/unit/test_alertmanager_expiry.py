@@ -4,6 +4,7 @@ is no change by itself (only ``repeat_interval`` re-sends an unchanged firing se
 
 from __future__ import annotations
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,7 +144,7 @@ def test_notifications_hide_a_firing_horizon_as_alertmanager_does() -> None:
     assert am_channel.payload((a,))[0]["endsAt"] == "1970-01-01T00:04:00.000Z"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     refreshes=st.lists(st.integers(0, 20), min_size=1, max_size=12),
     restore=st.integers(0, 40),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -198,7 +199,7 @@ events = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(events=events)
 def test_timer_invariants(events: list[tuple[int, str, str, bool]]) -> None:
     am = AlertManager.from_yaml(PROP_CONFIG)

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -156,7 +157,7 @@ def play(
     return log, am.to_bytes()
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(ops_=ops, data=st.data())
 def test_restore_anywhere_equals_no_restore(ops_: list[tuple[Any, ...]], data: Any) -> None:
     restore_at = data.draw(st.integers(0, len(ops_)))

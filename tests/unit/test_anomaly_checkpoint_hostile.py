@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,13 +68,13 @@ def restore_bounded(data: bytes) -> SeriesScorer | None:
     return sc
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(NAMES), st.binary(max_size=4096))
 def test_any_bytes_after_a_header_restore_or_are_refused(name: str, body: bytes) -> None:
     restore_bounded(header(name) + body)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(NAMES), st.data())
 def test_a_damaged_checkpoint_restores_or_is_refused(name: str, data: st.DataObject) -> None:
     raw = bytearray(checkpoint(name))
@@ -110,7 +111,7 @@ def explicit(scalars: dict[str, Any], arrays: dict[str, Any], body: bytes) -> by
     return struct.pack("<BI", 1, len(meta)) + meta + body
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(EXPLICIT), st.data())
 def test_hostile_scalars_and_sizes_restore_or_are_refused(name: str, data: st.DataObject) -> None:
     scalars, arrays, body = explicit_parts(name)

@@ -8,6 +8,7 @@ from typing import Any
 
 import fastavro
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +46,7 @@ def view(b: bytes) -> str:
     return b.decode("latin-1")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(LONGS)
 def test_long_as_fastavro(n: int) -> None:
     data = fa("long", n)
@@ -53,7 +54,7 @@ def test_long_as_fastavro(n: int) -> None:
     assert read_long(data + b"\x07", 0) == (n, len(data))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(TEXT)
 def test_string_as_fastavro(s: str) -> None:
     data = fa("string", s)
@@ -63,7 +64,7 @@ def test_string_as_fastavro(s: str) -> None:
     assert (decode_utf8(items), items, end) == ([], [s], len(data))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.dictionaries(TEXT, TEXT, max_size=70))
 def test_string_map_as_fastavro(m: dict[str, str]) -> None:
     data = fa({"type": "map", "values": "string"}, m)
@@ -71,7 +72,7 @@ def test_string_map_as_fastavro(m: dict[str, str]) -> None:
     assert read_string_map(b"\x05" + data, view(b"\x05" + data), 1) == (m, len(data) + 1, False)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(TEXT | st.just(""), max_size=100))
 def test_string_array_as_fastavro(items: list[str]) -> None:
     data = fa({"type": "array", "items": "string"}, items)
@@ -81,7 +82,7 @@ def test_string_array_as_fastavro(items: list[str]) -> None:
     assert (got, end) == (items, len(data))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(LONGS, max_size=100) | st.integers(0, 5000).map(lambda n: list(range(n))))
 def test_long_array_as_fastavro(items: list[int]) -> None:
     data = fa({"type": "array", "items": "long"}, items)

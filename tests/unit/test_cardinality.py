@@ -9,6 +9,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ message_st = st.lists(
 )  # fmt: skip
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(message_st, min_size=1, max_size=40),
     st.integers(1, 10),

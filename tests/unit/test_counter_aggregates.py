@@ -12,6 +12,7 @@ import itertools
 import math
 from collections import defaultdict
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,7 +79,7 @@ def run_all(agg: PartitionAggregator, messages: list[list[Sample]]) -> list[Aggr
     return out + agg.close_idle()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(counters(), st.sampled_from([1, 10**9]), st.sampled_from([0, 5_000]))
 def test_window_increases_add_up_to_the_raw_increase(messages, vector_min, lateness):
     agg = PartitionAggregator(WINDOWS, lateness, vector_min=vector_min)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,7 +55,7 @@ def history_of(points: list[tuple[int, float]], batch: int) -> WindowHistory:
     return h
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(counter(), st.sampled_from([1, 3, 40]), st.sampled_from([20_000, 60_000, 300_000]))
 def test_increase_and_rate_equal_the_raw_samples(points, batch, d):
     history = history_of(points, batch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,7 +164,7 @@ def streams(draw: st.DrawFn) -> tuple[list[tuple[bytes, int]], list[list[Sample]
     return messages, clean
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(streams())
 def test_future_samples_change_nothing_but_the_dead_letters(
     stream: tuple[list[tuple[bytes, int]], list[list[Sample]]],

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
@@ -653,7 +654,7 @@ _series_texts = st.one_of(
 )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(_series_texts)
 def test_series_text_fast_path_reads_what_the_library_reads(text: str) -> None:
     fast, library = _read_both(text)
@@ -670,7 +671,7 @@ def test_series_text_fast_path_examples() -> None:
     assert _read_both('{__name__="a"}') == (("a", {}), ("a", {}))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(pages())
 def test_plain_split_reads_what_the_library_reads(page: str) -> None:
     try:

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from itertools import islice
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,7 @@ def test_same_seed_same_samples_other_seed_other_values() -> None:
     assert [s.value for t in a for s in t] != [s.value for t in b for s in t]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.integers(1, 600))
 def test_exactly_n_distinct_valid_series_per_tick(n: int) -> None:
     ticks = run(n, 2)

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,7 +94,7 @@ class Changelog:
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.data())
 def test_crashes_and_partial_checkpoints_change_no_output(
     config: tuple[int, int], data: st.DataObject

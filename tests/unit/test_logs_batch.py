@@ -8,6 +8,7 @@ from typing import Any
 
 import fastavro
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -60,7 +61,7 @@ def fastavro_batch(service: str, host: str, lines: list[Any]) -> bytes:
     )  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(text, text, st.lists(line, max_size=70))
 def test_batch_encoder_writes_fastavros_bytes_and_decodes_back(
     service: str, host: str, lines: list[Any]
@@ -152,7 +153,7 @@ def test_a_negative_string_length_is_a_decode_error() -> None:
         assert e.value.reason == "bad-body" and "negative string length" in str(e.value)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     text, text, st.lists(st.integers(-5, 2**31), max_size=40),
     st.lists(st.integers(0, 2**62), min_size=3, max_size=3), attrs,
@@ -203,7 +204,7 @@ def columns(service: str, lines: list[Any]) -> LogColumns:
     )  # fmt: skip
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.lists(bline, min_size=1, max_size=12), min_size=1, max_size=4),
        st.sampled_from(["api", " "]))  # fmt: skip
 def test_process_batch_equals_processing_each_line(batches: list[Any], service: str) -> None:
@@ -362,7 +363,7 @@ def test_header_of_every_batch_version_is_recognised() -> None:
     assert fastavro.schemaless_reader(buf, CODEC.latest(LOG_BATCH).parsed)["service"] == "s"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(bline, min_size=1, max_size=20))
 def test_columns_passed_through_are_copied_as_encoding_them_would_write(lines: list[Any]) -> None:
     data = ENCODER.encode("api", "h", [(ln[0], ln[1], "lg", ln[2], "t", "", ln[3], ln[4])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,7 +61,7 @@ RECORD = st.tuples(st.integers(0, 60_000), st.sampled_from(["INFO", "WARN", "ERR
                    st.integers(1, 4))  # fmt: skip
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(RECORD, max_size=40), st.lists(st.integers(0, 40), max_size=4))
 def test_add_many_equals_add_one_at_a_time(
     recs: list[tuple[int, str, int]], cuts: list[int]

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ attrs = st.dictionaries(st.text(max_size=20), st.text(max_size=50), max_size=6)
 STRINGS = ("service", "host", "level", "logger", "message", "trace_id", "span_id", "exception")
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(longs, st.tuples(*([text] * 8)), attrs)
 def test_decoder_equals_fastavro(ts: int, strings: tuple[str, ...], a: dict[str, str]) -> None:
     rec = {"timestamp_ms": ts, **dict(zip(STRINGS, strings, strict=True)), "attributes": a}
@@ -38,7 +39,7 @@ def test_decoder_equals_fastavro(ts: int, strings: tuple[str, ...], a: dict[str,
     assert DECODER.decode(data) == (CODEC.decode(data).record, False)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     st.tuples(longs, longs, longs),
     st.tuples(*([text] * 3)),

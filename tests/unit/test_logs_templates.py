@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +33,7 @@ def mine_without_cache(lines: list[str]) -> list[tuple[int, str]]:
 _CHANGE = {"cluster_created": "created", "cluster_template_changed": "updated", "none": "none"}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(lines_st)
 def test_the_cache_changes_nothing(lines: list[str]) -> None:
     m = ServiceTemplates()
@@ -40,7 +41,7 @@ def test_the_cache_changes_nothing(lines: list[str]) -> None:
     assert got == [(cid, _CHANGE[c]) for cid, c in mine_without_cache(lines)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(lines_st, st.data())
 def test_restore_continues_exactly(lines: list[str], data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(lines)))
@@ -107,7 +108,7 @@ def mine_bounded_without_cache(lines: list[str], max_clusters: int) -> list[tupl
     return [(r["cluster_id"], r["change_type"]) for r in map(m.add_log_message, lines)]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(lines_st, st.integers(1, 5))
 def test_bounded_templates_are_drain3s_max_clusters(lines: list[str], bound: int) -> None:
     m = ServiceTemplates(max_templates=bound)
@@ -119,7 +120,7 @@ def test_bounded_templates_are_drain3s_max_clusters(lines: list[str], bound: int
     assert not set(evicted) & set(m.miner.drain.id_to_cluster)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(lines_st, st.integers(1, 5), st.data())
 def test_bounded_restore_continues_exactly(
     lines: list[str], bound: int, data: st.DataObject

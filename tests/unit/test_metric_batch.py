@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -98,7 +99,7 @@ def test_the_current_schema_takes_the_hand_written_path() -> None:
     assert DECODER._fast_header == HEADER
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(records)
 @example(
     {"source": "", "series": [], "kinds": [], "units": [], "series_index": [],
@@ -162,7 +163,7 @@ def hand_made(rec: dict[str, Any], cuts: list[int], negative: list[bool]) -> byt
     )  # fmt: skip
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(records, st.lists(st.integers(0, 150), max_size=6), st.lists(st.booleans(), max_size=4))
 def test_arrays_in_several_blocks_and_with_byte_sizes(
     rec: dict[str, Any], cuts: list[int], negative: list[bool]
@@ -290,7 +291,7 @@ def test_other_records_and_non_bytes_are_refused() -> None:
         assert not DECODER.accepts(other)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     st.sampled_from(messages()),
     st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
@@ -327,7 +328,7 @@ def codec_v2(tmp_path_factory: pytest.TempPathFactory) -> AvroCodec:
     return AvroCodec.from_directory(d)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(records)
 def test_another_version_goes_through_fastavro(codec_v2: AvroCodec, rec: dict[str, Any]) -> None:
     decoder = MetricBatchDecoder(codec_v2)

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,7 +73,7 @@ def test_the_current_schema_takes_the_hand_written_path() -> None:
     assert not decoder.accepts(None) and not decoder.accepts(other)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(records, min_size=1, max_size=12), st.data())
 def test_same_samples_and_rejections_as_the_codec(recs: list[dict[str, Any]], data: Any) -> None:
     """A series' first message fills the cache, later ones take the fast path: each
@@ -88,7 +89,7 @@ def test_same_samples_and_rejections_as_the_codec(recs: list[dict[str, Any]], da
         assert same(fast(decoder, body), slow(body))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(records, st.data())
 def test_corrupt_bytes_after_the_cache_is_filled(rec: dict[str, Any], data: Any) -> None:
     """Truncated, extended or flipped bytes of a cached series: the codec's verdict."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -159,7 +160,7 @@ def run_with_crashes(
     return published
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), crashes=st.integers(0, 4))
 def test_crashes_and_other_interleavings_publish_one_value_per_stamp(
     seed: int, n: int, crashes: int
@@ -170,7 +171,7 @@ def test_crashes_and_other_interleavings_publish_one_value_per_stamp(
     check_published(published, totals)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), crashes=st.integers(0, 3))
 def test_quiet_topics_closed_mid_stream_keep_the_counts_exact(
     seed: int, n: int, crashes: int

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
@@ -27,7 +28,7 @@ def _brute_effect(x: np.ndarray, y: np.ndarray) -> float:
     return float((d > 0).mean() - (d < 0).mean())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(samples, samples)
 def test_rank_biserial_of_u_is_the_pairwise_dominance(x: list[float], y: list[float]) -> None:
     a, b = np.array(x), np.array(y)
@@ -35,7 +36,7 @@ def test_rank_biserial_of_u_is_the_pairwise_dominance(x: list[float], y: list[fl
     assert rank_biserial(float(u), len(a), len(b)) == pytest.approx(_brute_effect(a, b))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(samples, samples)
 def test_hodges_lehmann_is_the_median_pairwise_difference(x: list[float], y: list[float]) -> None:
     a, b = np.array(x), np.array(y)

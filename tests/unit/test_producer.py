@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,7 +109,7 @@ items_st = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(items_st, st.integers(1, 12))
 def test_batches_put_every_sample_in_its_keys_partition(
     items: list[tuple[SeriesRef, int, float]], n: int
@@ -133,7 +134,7 @@ def test_batches_put_every_sample_in_its_keys_partition(
     assert sorted(seen) == sorted((i[0].key, i[1], i[2]) for i in items)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     series_st,
     st.integers(-(2**62), 2**62) | st.integers(0, 2**43),  # incl. the six-byte fast path

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +42,7 @@ values = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(
         st.lists(st.tuples(st.integers(0, 10**13), values), max_size=30),
@@ -60,7 +61,7 @@ def test_matrix_json_is_each_point_formatted(rows: list[list[tuple[int, float]]]
     assert matrix_json(series) == reference(series)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(
         st.lists(st.tuples(st.integers(-3, 12), values), max_size=14),
@@ -91,7 +92,7 @@ def test_grid_json_is_each_grid_points_formatted_value(
         assert item == {"metric": labels, "v": want}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=50))
 def test_format_values_is_format_value_of_each(xs: list[float]) -> None:
     assert format_values(np.array(xs, dtype=np.float64)) == [format_value(x) for x in xs]

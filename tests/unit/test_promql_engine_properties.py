@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from fixtures.hypothesis_profiles import examples
 from fixtures.promql_source import MemorySource, series
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -66,7 +67,7 @@ def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(src=datasets(), start=st.integers(0, 300), steps=st.integers(1, 12))
 def test_range_query_equals_instant_query_at_each_step(
     src: MemorySource, start: int, steps: int
@@ -88,7 +89,7 @@ def test_range_query_equals_instant_query_at_each_step(
                 assert _same(got[lab], want[lab]), (expr, t, lab, got[lab], want[lab])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(src=datasets(), t=st.integers(0, 700))
 def test_sum_by_equals_grouping_by_hand(src: MemorySource, t: int) -> None:
     elements = ENGINE.instant(src, "m", t * 1000).series
@@ -100,7 +101,7 @@ def test_sum_by_equals_grouping_by_hand(src: MemorySource, t: int) -> None:
     assert got == by_hand
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     incs=st.lists(st.integers(0, 50), min_size=2, max_size=30),
     resets=st.sets(st.integers(1, 29), max_size=3),

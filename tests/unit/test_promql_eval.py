@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -389,7 +390,7 @@ def test_selector_cache_sees_new_and_expired_series(cpu: WindowHistory) -> None:
 _label_st = st.dictionaries(st.sampled_from(["host", "env", "dc"]), st.sampled_from("abc"))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from(["cpu", "mem"]), _label_st, st.integers(1, 40)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,7 @@ def knots(r: WindowRow) -> list[float]:
     return [r.min, r.p50, r.p90, r.p99, r.max]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(windows_st)
 def test_exact_functions_equal_brute_force(windows: list[list[float]]) -> None:
     rows = rows_of(windows)
@@ -53,7 +54,7 @@ def test_exact_functions_equal_brute_force(windows: list[list[float]]) -> None:
     assert max_over_time(rows, 0) == max(flat)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(windows_st, st.floats(0.001, 0.999))
 def test_quantile_within_the_documented_bracket(windows: list[list[float]], q: float) -> None:
     rows = rows_of(windows)
@@ -85,7 +86,7 @@ def test_single_window_quantiles_are_the_windows_percentiles(values: list[float]
     assert quantile_over_time([r], 0, 1.0) == r.max
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.lists(st.integers(0, 20), min_size=1, max_size=5), min_size=2, max_size=8))
 def test_increase_of_a_monotonic_counter_is_last_minus_first(steps: list[list[int]]) -> None:
     """Without resets, increase = last window's last - first window's last."""
@@ -116,7 +117,7 @@ def _mixture_cdf(rows: list[WindowRow], v: float) -> float:
     return acc / sum(r.count for r in rows)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(windows_st, st.floats(0.01, 0.99))
 def test_quantile_is_the_smallest_value_reaching_q(windows: list[list[float]], q: float) -> None:
     rows = rows_of(windows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+from fixtures.hypothesis_profiles import examples
 from fixtures.promql_source import MemorySource, series
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -131,7 +132,7 @@ def _bits(x: float) -> int:
     return int(np.float64(x).view(np.uint64))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     data=datasets(),
     query=queries(),
@@ -151,7 +152,7 @@ def test_thinned_range_query_is_bit_identical(
     assert any(h is not None for h in thin.hints) or not thin.hints
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(data=datasets(), query=queries(), at=st.integers(0, 4500), lookback=st.integers(1, 400))
 def test_thinned_instant_query_is_bit_identical(
     data: list[SeriesData], query: str, at: int, lookback: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,7 +84,7 @@ def close(a: float, b: float, loose: bool) -> bool:
     return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     data=st.dictionaries(
         st.tuples(st.sampled_from(["m", "m2"]), st.sampled_from(sorted(HOSTS))), series

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -203,14 +204,14 @@ def run(sm: AlertStateMachine, steps: list) -> list[tuple]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(steps_st, for_st, kff_st)
 def test_matches_reference(steps: list, for_ms: int, kff: int) -> None:
     got = run(AlertStateMachine(for_ms, kff), steps)
     assert sorted(got) == reference(steps, for_ms, kff)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(steps_st, for_st, kff_st, st.data())
 def test_restore_at_any_point_equals_no_restore(steps: list, for_ms: int, kff: int, data) -> None:
     whole = run(AlertStateMachine(for_ms, kff), steps)
@@ -224,7 +225,7 @@ def test_restore_at_any_point_equals_no_restore(steps: list, for_ms: int, kff: i
     assert before + run(restored, steps[cut:]) == whole
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(steps_st, for_st, kff_st)
 def test_each_firing_is_resolved_at_most_once(steps: list, for_ms: int, kff: int) -> None:
     got = run(AlertStateMachine(for_ms, kff), steps)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fixtures.agents import crash_plans, run_with_crashes
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -164,7 +165,7 @@ async def test_a_crash_inside_a_checkpoint_loses_no_output(flush: int) -> None:
     assert latest(rt) == {(0, b"0"): b"1", (0, b"1"): b"3"}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     values=st.lists(st.integers(-5, 5), min_size=1, max_size=30),
     cuts=crash_plans(30, 40, min_size=0),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -108,7 +109,7 @@ event_st = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(event_st, min_size=1, max_size=50))
 def test_new_series_never_pass_the_worker_bound_and_refusals_are_exact(
     events: list[tuple[Any, ...]],

@@ -4,6 +4,7 @@ of what compaction kept, restores exactly the last committed state."""
 from __future__ import annotations
 
 import pytest
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,7 @@ def compact(table: dict[bytes, bytes], records: list[tuple[bytes, bytes | None]]
             table[k] = v
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     legacy=st.dictionaries(st.sampled_from(KEYS), st.binary(min_size=1, max_size=3)),
     steps=st.lists(st.tuples(changes, st.integers(0, 12), st.booleans()), max_size=8),

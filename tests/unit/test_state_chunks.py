@@ -5,6 +5,7 @@ message limit."""
 
 from __future__ import annotations
 
+from fixtures.hypothesis_profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +33,7 @@ def compact(records: list[tuple[bytes, bytes | None]]) -> dict[bytes, bytes]:
     return table
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(writes, st.data())
 def test_crash_anywhere_reads_back_whole_values(
     ws: list[tuple[bytes, bytes | None]], data: st.DataObject

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fixtures.hypothesis_profiles import examples
 from fixtures.store import StoreMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -121,7 +122,7 @@ def assert_same_samples(old: Columns, new: SampleColumns) -> None:
         assert n_sid.dtype == np.uint64 and n_val.dtype == np.float64
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations)
 def test_batch_path_gives_the_rows_of_the_sample_path(ops: list[tuple[str, Any]]) -> None:
     old_dec, new_dec = SampleDecoder(), SampleDecoder()
@@ -221,7 +222,7 @@ def encode(kind: str, rec: Any) -> bytes:
     return CODEC.encode(BATCH if kind == "batch" else SAMPLE, rec)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations)
 def test_store_inserts_the_same_data_either_way(ops: list[tuple[str, Any]]) -> None:
     runs = []
