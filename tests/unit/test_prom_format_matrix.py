@@ -114,7 +114,7 @@ magnitudes = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.lists(magnitudes, min_size=6, max_size=6), min_size=1, max_size=4))
 def test_grid_json_of_full_rows_is_each_values_string(rows: list[list[float]]) -> None:
     """Series with a point at every step (orjson writes the whole row when every value
