@@ -440,7 +440,7 @@ class AlertingAgent:
                 consume.check_lease(self.lease, "alerting")
                 if self._reload_requested:
                     self.reload_rules()
-                for msg in consume.fetch(self.consumer, 5000, 0.05):
+                for msg in consume.fetch(self.consumer, 5000, 0.05, self.settings.kafka):
                     self.handle(
                         msg.partition() or 0, msg.value(), msg.headers(), msg.offset(), msg.key()
                     )

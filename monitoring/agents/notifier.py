@@ -279,7 +279,9 @@ class NotifierAgent:
                 self._resend = []
                 while not stop.is_set():
                     consume.check_lease(self.lease, "notifier", vetoed=self._fenced)
-                    msgs = await asyncio.to_thread(consume.fetch, self.consumer, 1000, 0.05)
+                    msgs = await asyncio.to_thread(
+                        consume.fetch, self.consumer, 1000, 0.05, self.settings.kafka
+                    )
                     with self.lock:
                         for m in msgs:
                             self.handle(m.topic() or "", m.partition() or 0, m)

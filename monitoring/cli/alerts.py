@@ -17,7 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, refused, require_kafka_permissions
+from monitoring.config import Settings
 
 app = typer.Typer(help="Alerting: rule evaluation, notifications, silences.", no_args_is_help=True)
 ConfigOpt = Annotated[
@@ -56,7 +57,7 @@ def evaluate(
     from monitoring.dev.memtrace import start_from_env
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
-    from monitoring.runtime.admin import ensure_topics
+    from monitoring.runtime.kafka_client import KafkaAccessDenied
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
@@ -69,7 +70,7 @@ def evaluate(
         log.error("rules_invalid", error=str(e))
         typer.secho(f"configuration error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
-    ensure_topics(settings)
+    _prepare_kafka(settings, "alerting")
     registry = CollectorRegistry()
     agent = AlertingAgent(settings, registry, ruleset, rule_patterns=patterns)
 
@@ -88,6 +89,8 @@ def evaluate(
     signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
     try:
         asyncio.run(agent.run(stop))
+    except KafkaAccessDenied as e:  # an ACL removed while running
+        raise refused(str(e)) from None
     finally:
         status.stop()
 
@@ -108,7 +111,7 @@ def notify(
     from monitoring.config import ConfigError
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import FailingReceivers, ProcessStatus
-    from monitoring.runtime.admin import ensure_topics
+    from monitoring.runtime.kafka_client import KafkaAccessDenied
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
@@ -119,7 +122,7 @@ def notify(
     except (ConfigError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    ensure_topics(settings)
+    _prepare_kafka(settings, "notifier")
     registry = CollectorRegistry()
     agent = NotifierAgent(settings, registry, am_config)
     failing = FailingReceivers(registry)
@@ -153,6 +156,8 @@ def notify(
     log.info("notifier_api", url=f"http://{n.api_host}:{n.api_port}")
     try:
         asyncio.run(agent.run(_stop_event(log)))
+    except KafkaAccessDenied as e:  # an ACL removed while running
+        raise refused(str(e)) from None
     finally:
         status.stop()
 
@@ -294,3 +299,16 @@ def list_alerts(url: UrlOpt = None, config: ConfigOpt = None) -> None:
             ",".join(r["name"] for r in a["receivers"]), a.get("acknowledgedBy") or "",
         )  # fmt: skip
     _print(table)
+
+
+def _prepare_kafka(settings: Settings, role: str) -> None:
+    """The topics made or checked, then the process's permissions: exit 1 naming a
+    refused login or certificate or every missing ACL."""
+    from monitoring.runtime.admin import ensure_topics
+    from monitoring.runtime.kafka_client import KafkaAccessDenied
+
+    try:
+        ensure_topics(settings)
+    except KafkaAccessDenied as e:
+        raise refused(str(e)) from None
+    require_kafka_permissions(settings, role)

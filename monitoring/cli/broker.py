@@ -27,6 +27,7 @@ from monitoring.cli.settings import load_settings
 from monitoring.config import KafkaSettings, Settings
 from monitoring.dev.local_kafka import (
     LOOPBACK,
+    ROLE_USERS,
     SECURE_PORT,
     BrokerStatus,
     LocalKafka,
@@ -187,6 +188,15 @@ def up(
         if topics:
             result = ensure_topics(kafka, timeout=timeout, grow=grow)
             console.print(_topics_table(kafka, result))
+        if broker.secure:
+            broker.apply_acls(acl_bindings(kafka), timeout=timeout)
+            for user in ROLE_USERS:
+                broker.write_client_config(user)
+            console.print(
+                f"ACLs of prefix {kafka.topic_prefix!r} applied (monitoring broker acls); "
+                f"one user per process kind, {', '.join(ROLE_USERS)}: "
+                f"{broker.security_dir}/<user>.env"
+            )
     except (LocalKafkaError, BrokerUnavailable, TopicError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(1) from None

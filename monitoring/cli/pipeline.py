@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from monitoring.cli.settings import load_settings
+from monitoring.cli.settings import load_settings, refused, require_kafka_permissions
 
 
 def worker(
@@ -29,11 +29,16 @@ def worker(
     from monitoring.runtime.admin import ensure_topics
     from monitoring.runtime.app import create_app
     from monitoring.runtime.faust_app import run_on
+    from monitoring.runtime.kafka_client import KafkaAccessDenied
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
     start_from_env("worker")
-    ensure_topics(settings)
+    try:
+        ensure_topics(settings)
+    except KafkaAccessDenied as e:  # a refused login or certificate, a missing ACL
+        raise refused(str(e)) from None
+    require_kafka_permissions(settings, "worker")
     registry = CollectorRegistry()
     if settings.logs.ship_own_logs:
         from monitoring.sdk.log_shipping import ship_own_logs

@@ -36,3 +36,29 @@ def require_kafka_access(settings: Settings, timeout_s: float = 10.0) -> None:
         raise refused(str(e)) from None
     except BrokerUnavailable:
         return
+
+
+def require_kafka_permissions(settings: Settings, role: str, timeout_s: float = 15.0) -> None:
+    """For a process of kind ``role`` (``runtime.acls``) at start: exit 1 naming every
+    permission it needs that the broker's authorizer refuses ``kafka.security``'s user
+    (or naming a refused login), instead of failing at its first fetch or produce. A
+    broker that does not answer in time is left to the process. Skipped on PLAINTEXT
+    (every client is ``User:ANONYMOUS`` there: no principal per process)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from monitoring.runtime.access import require_permissions
+    from monitoring.runtime.kafka_client import KafkaAccessDenied, access_problem
+
+    if settings.kafka.security.protocol == "PLAINTEXT":
+        return
+    try:
+        require_permissions(settings.kafka, role, timeout_s)
+    except KafkaAccessDenied as e:
+        raise refused(str(e)) from None
+    except KafkaException as e:
+        err = e.args[0] if e.args else None
+        problem = access_problem(settings.kafka, err) if isinstance(err, KafkaError) else None
+        if problem is not None:
+            raise refused(problem) from None
+    except TimeoutError:
+        return

@@ -18,7 +18,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from monitoring.cli.settings import load_settings, require_kafka_access
+from monitoring.cli.settings import (
+    load_settings,
+    refused,
+    require_kafka_access,
+    require_kafka_permissions,
+)
 from monitoring.config import Settings, ms
 
 app = typer.Typer(help="ClickHouse store: consume Kafka into ClickHouse.", no_args_is_help=True)
@@ -52,6 +57,7 @@ def run(
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
     from monitoring.query import clickhouse_http, prometheus_api
+    from monitoring.runtime.kafka_client import KafkaAccessDenied
     from monitoring.sinks.clickhouse.connection import connect_read_only
     from monitoring.sinks.clickhouse.migrations import migrate
     from monitoring.sinks.clickhouse.query_server import QueryServer
@@ -74,6 +80,7 @@ def run(
     except ConfigError as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(2) from None
+    require_kafka_permissions(settings, "store")
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -144,6 +151,8 @@ def run(
         log.error("query_endpoint_unavailable", port=st.query_port, error=str(e))
     try:
         store.run(stop)
+    except KafkaAccessDenied as e:  # wrong credentials, untrusted broker, a missing ACL
+        raise refused(str(e)) from None
     except EngineDead as e:
         # a supervisor restarts the process; chDB's own teardown of a dead engine is
         # not waited for (it may abort or hang): the status goes, then the process

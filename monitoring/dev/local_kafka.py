@@ -13,10 +13,12 @@ Example::
 
 ``LocalKafka(port=9096, secure=True)`` is a separate broker whose client listener is
 SASL_SSL: a CA and a broker certificate (``monitoring.dev.kafka_tls``), SCRAM-SHA-512
-and -256 users ``admin`` (the broker's own, inter-broker) and ``monitoring`` (clients)
-created when the storage is formatted, passwords generated into
-``<data_dir>/security/<user>.password`` (mode 0600); ``client_settings()`` are the
-KafkaSettings a client needs. The controller listener stays PLAINTEXT on loopback.
+and -256 users ``admin`` (the broker's own, inter-broker), ``monitoring`` (a developer's
+client, allowed everything) and one per process kind (``monitoring-worker``...,
+``runtime.acls``), passwords generated into ``<data_dir>/security/<user>.password``
+(mode 0600); ``client_settings(user)`` are the KafkaSettings a client needs. It runs
+KRaft's ``StandardAuthorizer`` (nothing allowed without an ACL); ``apply_acls`` adds a
+deployment's ACLs. The controller listener stays PLAINTEXT on loopback.
 
 ``start`` and ``stop`` are idempotent and serialised by a file lock, so several
 processes (test sessions, CLI calls) can ask for the same broker at once.
@@ -44,6 +46,7 @@ from string import Template
 import structlog
 
 from monitoring.config import KafkaSecurity, KafkaSettings
+from monitoring.runtime.acls import ROLES, Acl, to_binding, username
 from monitoring.runtime.kafka_client import KafkaTarget, bootstrap_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +54,20 @@ INFRA_DIR = REPO_ROOT / "infra" / "kafka"
 DEFAULT_ROOT = REPO_ROOT / ".local" / "kafka"
 LOOPBACK = "127.0.0.1"
 BROKER_USER = "admin"  # the secure broker's own SCRAM user (inter-broker; a super user)
-CLIENT_USER = "monitoring"  # the SCRAM user of the project's clients
+CLIENT_USER = "monitoring"  # a developer's SCRAM user: every operation on everything
+ROLE_USERS = tuple(username(r) for r in ROLES)  # one per process kind (runtime.acls)
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+# the broker's own user, and the PLAINTEXT controller listener's principal (loopback
+# only; the broker registers with and heartbeats to the controller through it)
+SUPER_USERS = (f"User:{BROKER_USER}", "User:ANONYMOUS")
+# ACLs of CLIENT_USER: a literal "*" is every resource of the type
+DEVELOPER_ACLS = (
+    *(
+        Acl(f"User:{CLIENT_USER}", resource, "*", "literal", "All")
+        for resource in ("topic", "group", "transactional-id")
+    ),
+    Acl(f"User:{CLIENT_USER}", "cluster", "kafka-cluster", "literal", "All"),
+)
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 SECURE_PORT = 9096  # `monitoring broker up --secure` (its controller on 9097)
 
@@ -266,7 +282,8 @@ class LocalKafka:
         yaml_lines = ["kafka:", f'  bootstrap_servers: "{k.bootstrap_servers}"', "  security:"]
         yaml_lines += [f'    {key}: "{value}"' for key, value in fields.items()]
         self.security_dir.mkdir(parents=True, exist_ok=True)
-        env_file, yaml_file = self.security_dir / "client.env", self.security_dir / "client.yaml"
+        stem = "client" if user == CLIENT_USER else user
+        env_file, yaml_file = self.security_dir / f"{stem}.env", self.security_dir / f"{stem}.yaml"
         env_file.write_text("\n".join(env) + "\n")
         yaml_file.write_text("\n".join(yaml_lines) + "\n")
         return env_file, yaml_file
@@ -298,6 +315,9 @@ class LocalKafka:
             "ssl.truststore.location": str(tls.ca_cert),
             "ssl.client.auth": "none",
             "ssl.endpoint.identification.algorithm": "https",
+            "authorizer.class.name": AUTHORIZER,
+            "super.users": ";".join(SUPER_USERS),
+            "allow.everyone.if.no.acl.found": "false",
         }
         kept = [line for line in text.splitlines() if line.split("=", 1)[0].strip() not in secure]
         return (
@@ -318,9 +338,73 @@ class LocalKafka:
             )
         return [
             f"--add-scram={m}=[name={user},password={self._password(user)}]"
-            for user in (BROKER_USER, CLIENT_USER)
+            for user in (BROKER_USER, CLIENT_USER, *ROLE_USERS)
             for m in SCRAM_MECHANISMS
         ]
+
+    def add_users(self, users: tuple[str, ...], timeout: float = 30.0) -> None:
+        """Create (or set again) SCRAM users with their generated passwords, as the
+        broker's administrator: users a storage formatted before them lacks, or extra
+        ones (tests)."""
+        from confluent_kafka.admin import (
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialAlteration,
+            UserScramCredentialUpsertion,
+        )
+
+        from monitoring.runtime.admin import admin_client
+
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(
+                user,
+                ScramCredentialInfo(getattr(ScramMechanism, m.replace("-", "_")), 4096),
+                self._password(user).encode(),
+            )
+            for user in users
+            for m in SCRAM_MECHANISMS
+        ]
+        admin = admin_client(self.client_settings(BROKER_USER))
+        for user, fut in admin.alter_user_scram_credentials(upserts).items():
+            try:
+                fut.result(timeout)
+            except Exception as e:
+                raise LocalKafkaError(f"creating SCRAM user {user!r}: {e}") from e
+
+    def apply_acls(self, acls: list[Acl] | tuple[Acl, ...], timeout: float = 30.0) -> None:
+        """Create ``acls`` as the broker's administrator (idempotent) and wait until the
+        broker's authorizer holds them all."""
+        from confluent_kafka.admin import (
+            AclBindingFilter,
+            AclOperation,
+            AclPermissionType,
+            ResourcePatternType,
+            ResourceType,
+        )
+
+        from monitoring.runtime.admin import admin_client
+
+        if not self.secure:
+            raise LocalKafkaError(f"the broker on port {self.port} runs no authorizer")
+        admin = admin_client(self.client_settings(BROKER_USER))
+        wanted = {to_binding(a) for a in acls}
+        for binding, fut in admin.create_acls(list(wanted), request_timeout=timeout).items():
+            try:
+                fut.result(timeout)
+            except Exception as e:
+                raise LocalKafkaError(f"creating ACL {binding}: {e}") from e
+        every = AclBindingFilter(
+            ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
+            AclOperation.ANY, AclPermissionType.ANY,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            have = set(admin.describe_acls(every, request_timeout=timeout).result(timeout))
+            if wanted <= have:
+                return
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(f"{len(wanted - have)} ACLs not in effect after {timeout}s")
+            time.sleep(0.1)
 
     # ------------------------------------------------------------------ fetch
     def _pom_hash(self) -> str:
@@ -559,6 +643,9 @@ class LocalKafka:
             _log.info("kafka ready", port=self.port, pid=self._proc.pid, seconds=round(elapsed, 2))
             self.last_start_seconds = elapsed
             self._warn_if_logging_disabled()
+            if self.secure:
+                self.add_users(ROLE_USERS)  # a storage formatted before them lacks them
+                self.apply_acls(DEVELOPER_ACLS)
             return self.status()
 
     def _wait_ready(self, pid: int, timeout: float) -> None:

@@ -27,9 +27,9 @@ from monitoring.runtime.topics import topic_name
 if TYPE_CHECKING:
     from confluent_kafka.admin import AclBinding
 
-Resource = Literal["topic", "group", "transactional-id"]
+Resource = Literal["topic", "group", "transactional-id", "cluster"]  # cluster: "kafka-cluster"
 Pattern = Literal["literal", "prefixed"]
-Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs"]
+Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs", "All"]
 
 ROLES = ("producer", "worker", "store", "alerting", "notifier", "ops")
 USER_PREFIX = "monitoring-"
@@ -96,7 +96,7 @@ def acls(kafka: KafkaSettings) -> list[Acl]:
     topic(
         "worker",
         [t.SAMPLES, t.AGGREGATES, t.LATE, t.ANOMALIES, t.LOG_STORED, t.LOG_TEMPLATES,
-         t.DEAD_LETTER, *_WORKER_STATE],
+         t.DEAD_LETTER, *_WORKER_STATE, t.LOGS],  # logs.records: logs.ship_own_logs
         "Write",
     )  # fmt: skip
     allow("worker", "group", [p + "worker", CHANGELOG_READER, IDLE_CHECK], "Read")
@@ -175,7 +175,9 @@ def kafka_acls_script(
         words = ["$A", "--add", "--allow-principal", who]
         words += [w for op in operations for w in ("--operation", op)]
         for name in sorted(grouped[(who, resource, pattern, operations)]):
-            words += [f"--{resource}", shlex.quote(name)]
+            words += (
+                ["--cluster"] if resource == "cluster" else [f"--{resource}", shlex.quote(name)]
+            )
         if pattern == "prefixed":
             words += ["--resource-pattern-type", "prefixed"]
         lines.append(_wrap(words))
@@ -220,6 +222,7 @@ def to_binding(acl: Acl) -> AclBinding:
         "topic": ResourceType.TOPIC,
         "group": ResourceType.GROUP,
         "transactional-id": ResourceType.TRANSACTIONAL_ID,
+        "cluster": ResourceType.BROKER,
     }[acl.resource]
     operation = {
         "Read": AclOperation.READ,
@@ -227,6 +230,7 @@ def to_binding(acl: Acl) -> AclBinding:
         "Create": AclOperation.CREATE,
         "Describe": AclOperation.DESCRIBE,
         "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+        "All": AclOperation.ALL,
     }[acl.operation]
     pattern = (
         ResourcePatternType.PREFIXED if acl.pattern == "prefixed" else ResourcePatternType.LITERAL

@@ -35,6 +35,7 @@ from monitoring.runtime.kafka_client import (
     KafkaAccessDenied,
     KafkaTarget,
     access_problem,
+    authorization_problem,
     bootstrap_of,
     client_config,
 )
@@ -267,6 +268,12 @@ def ensure_topics(
             except KafkaException as e:
                 if _error_code(e) == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue  # created concurrently: checked below like any existing topic
+                err = e.args[0] if e.args else None
+                denied = isinstance(err, KafkaError) and authorization_problem(
+                    kafka, err, "Describe (or Create)", name
+                )
+                if denied:  # invisible to this user, or it may not create it
+                    raise BrokerAccessDenied(denied) from None
                 raise TopicError(f"creating topic {name!r} on {bootstrap}: {e.args[0]}") from e
         md = _wait_for_partitions(admin, {s.name: s.partitions for s in spec_list}, timeout)
 

@@ -34,7 +34,12 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, To
 from monitoring.config import KafkaSettings
 from monitoring.log import get_logger
 from monitoring.runtime.admin import with_retries
-from monitoring.runtime.kafka_client import raise_on_access_error
+from monitoring.runtime.kafka_client import (
+    KafkaAccessDenied,
+    KafkaTarget,
+    authorization_problem,
+    raise_on_access_error,
+)
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import DeadLetters, Outputs, consumer_config
 
@@ -86,15 +91,23 @@ def end_offsets(
     return {p: with_retries(partial(high, p), what=f"end offsets {topic}") for p in parts}
 
 
-def fetch(c: Any, max_messages: int, timeout_s: float) -> list[Any]:
+def fetch(
+    c: Any, max_messages: int, timeout_s: float, kafka: KafkaTarget | None = None
+) -> list[Any]:
     """Up to ``max_messages`` records that arrive within ``timeout_s``; error events
-    are not records: a partition's end is skipped, any other logged and skipped."""
+    are not records: a partition's end is skipped, any other logged and skipped, but
+    a refusal of the broker's authorizer (a missing ACL: it never passes) raises
+    ``KafkaAccessDenied`` naming it (the user from ``kafka``)."""
     out = []
     for m in c.consume(num_messages=max_messages, timeout=timeout_s):
         err = m.error()
         if err is None:
             out.append(m)
         elif err.code() != KafkaError._PARTITION_EOF:
+            topic = m.topic() or "" if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else ""
+            problem = authorization_problem(kafka or "?", err, "Read", topic)
+            if problem is not None:
+                raise KafkaAccessDenied(problem)
             log.warning("consume_error", error=str(err))
     return out
 

@@ -156,11 +156,39 @@ def bootstrap_of(kafka: KafkaTarget) -> str:
 # refused who it is (both arrive through error_cb while a client keeps retrying)
 _DENIED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 _TLS = {KafkaError._SSL}
+# the broker's authorizer refused an operation: an ACL is missing (runtime.acls)
+_UNAUTHORIZED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "group",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "transactional id",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "cluster",
+}
+
+
+def authorization_problem(
+    kafka: KafkaTarget, err: KafkaError, operation: str = "", resource: str = ""
+) -> str | None:
+    """A clear reason when ``err`` means the broker's authorizer refused an operation
+    (an ACL is missing), naming the user, the operation and the resource when known;
+    else None."""
+    kind = _UNAUTHORIZED.get(err.code())
+    if kind is None:
+        return None
+    k = _settings(kafka)
+    user = k.security.username if k.security.sasl else "ANONYMOUS"
+    what = f"{kind} {resource!r}" if resource else kind
+    return (
+        f"Kafka at {k.bootstrap_servers} denied user {user!r} {operation or 'access'} on "
+        f"{what} ({err.name()}: {err.str()}): the principal User:{user} lacks an ACL; "
+        "`monitoring broker acls` prints those each process needs, or check "
+        "kafka.security.username"
+    )
 
 
 def access_problem(kafka: KafkaTarget, err: KafkaError) -> str | None:
     """A clear reason when ``err`` means the broker refused the credentials or the TLS
-    handshake failed (wrong password, untrusted certificate), else None."""
+    handshake failed (wrong password, untrusted certificate), or its authorizer refused
+    an operation (``authorization_problem``), else None."""
     k = _settings(kafka)
     sec = k.security
     reason = err.str()
@@ -177,7 +205,7 @@ def access_problem(kafka: KafkaTarget, err: KafkaError) -> str | None:
             f"certificate must be signed by kafka.security.ssl_cafile ({ca}) and name the "
             "host (or set check_hostname false)"
         )
-    return None
+    return authorization_problem(kafka, err)
 
 
 def raise_on_access_error(kafka: KafkaTarget) -> Callable[[KafkaError], None]:

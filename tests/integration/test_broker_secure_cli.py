@@ -1,6 +1,7 @@
 """``monitoring broker up --secure`` for real: a SASL_SSL broker on a free port with its
 own data directory, the client settings it prints and writes (naming the password
-file, not the password), ``status`` finding it secure, ``reset`` removing it."""
+file, not the password), a user per process kind with the prefix's ACLs, ``status``
+finding it secure, ``reset`` removing it."""
 
 from __future__ import annotations
 
@@ -71,6 +72,12 @@ def test_up_secure_prints_its_client_settings(port: int) -> None:
     # the client settings work, and `up` created the project's topics over SASL_SSL
     assert wait_for_broker(kafka, timeout=60).brokers
     assert "monitoring.metrics.samples" in list_topics(kafka, prefix="monitoring.")
+    # a user per process kind, the prefix's ACLs applied: the worker's sees its topics
+    worker_env = (broker.security_dir / "monitoring-worker.env").read_text()
+    assert "MONITORING_KAFKA__SECURITY__USERNAME=monitoring-worker" in worker_env
+    worker = broker.client_settings("monitoring-worker")
+    assert read_password(worker.security) not in worker_env + up.output
+    assert "monitoring.metrics.samples" in list_topics(worker, prefix="monitoring.")
 
     status = runner.invoke(app, ["status", "--port", str(port)])
     assert status.exit_code == 0, status.output

@@ -102,7 +102,11 @@ def test_bindings_are_unique_sorted_and_follow_the_prefix() -> None:
     assert not [x for x in other if x.name.startswith("p.")]
 
 
-def test_to_binding() -> None:
+def test_to_binding_and_the_cluster() -> None:
+    cluster = Acl("User:u", "cluster", "kafka-cluster", "literal", "All")
+    assert to_binding(cluster).restype is ResourceType.BROKER
+    assert "--operation All --cluster" in kafka_acls_script([cluster])
+
     b = to_binding(Acl("User:u", "transactional-id", "p.x", "prefixed", "DescribeConfigs"))
     assert b.restype is ResourceType.TRANSACTIONAL_ID
     assert b.resource_pattern_type is ResourcePatternType.PREFIXED
@@ -144,3 +148,19 @@ def test_cli_prints_both_formats_and_refuses_a_bad_prefix() -> None:
     assert res.exit_code == 0 and res.stdout == kafka_acls_script(acls(K), "b:9093", "p.")
     assert runner.invoke(app, ["broker", "acls", "--prefix", "a b"]).exit_code == 2
     assert runner.invoke(app, ["broker", "acls", "--format", "xml"]).exit_code == 2
+
+
+def test_what_a_process_checks_at_start() -> None:
+    from confluent_kafka.admin import AclOperation as Op
+
+    from monitoring.runtime.access import _missing, needed
+
+    want = needed(K, "store")
+    assert want[("group", STORE_GROUP)] == {"Read"}
+    assert want[("topic", "p.alerts")] == {"Read", "Describe", "DescribeConfigs"}
+    assert want[("topic", "p.dead-letter")] == {"Write", "Describe", "DescribeConfigs"}
+    assert ("topic", "p.metrics.late") not in want
+    assert _missing({"Read", "Write"}, None) == []  # no authorizer
+    assert _missing({"Read", "Write"}, [Op.ALL]) == []
+    assert _missing({"Read", "Write", "Describe"}, [Op.READ, Op.DESCRIBE]) == ["Write"]
+    assert _missing({"Read"}, []) == ["Read"]

@@ -19,6 +19,7 @@ from monitoring.runtime.kafka_client import (
     KafkaAccessDenied,
     KafkaSecurityError,
     access_problem,
+    authorization_problem,
     client_config,
     client_security,
     faust_credentials,
@@ -217,3 +218,19 @@ def test_no_client_built_outside_kafka_client() -> None:
         "(not its .bootstrap_servers) to admin/changelog/log-shipper helpers:\n"
         + "\n".join(offenders)
     )
+
+
+def test_authorization_errors_name_the_user_operation_and_resource() -> None:
+    k = _kafka(protocol="SASL_SSL", username="monitoring-store", password=SecretStr("p"))
+    err = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed")
+    msg = authorization_problem(k, err, "Write", "p.metrics.aggregates")
+    assert msg is not None
+    assert "denied user 'monitoring-store' Write on topic 'p.metrics.aggregates'" in msg
+    assert "User:monitoring-store lacks an ACL" in msg
+    txn = KafkaError(KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    assert "transactional id" in (access_problem(k, txn) or "")
+    plain = authorization_problem(KafkaSettings(), err)
+    assert plain is not None and "user 'ANONYMOUS'" in plain
+    assert authorization_problem(k, KafkaError(KafkaError._TRANSPORT)) is None
+    with pytest.raises(KafkaAccessDenied, match="denied user"):
+        raise_on_access_error(k)(err)

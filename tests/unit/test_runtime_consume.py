@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 from fixtures.lease import FakeTxnProducer, outputs
+from pydantic import SecretStr
 
-from monitoring.config import KafkaSettings
+from monitoring.config import KafkaSecurity, KafkaSettings
 from monitoring.runtime import consume
 from monitoring.runtime.kafka_client import KafkaAccessDenied
 from monitoring.runtime.lease import Fenced, FencedOutputs
@@ -313,3 +314,19 @@ def test_offsets_at_retries_a_leader_epoch_error_of_a_restarting_broker(code: in
     c.offsets_for_times = flaky  # type: ignore[method-assign]
     assert [tp.offset for tp in consume.offsets_at(c, "t", [0], 1_000)] == [40]
     assert not failures
+
+
+def test_fetch_raises_naming_the_acl_an_authorizer_refused() -> None:
+    k = KafkaSettings(
+        bootstrap_servers="b:9093",
+        security=KafkaSecurity(protocol="SASL_SSL", username="u", password=SecretStr("p")),
+    )
+    denied = Msg(topic="p.alerts", error=KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    c = FakeConsumer([[Msg(offset=1), denied]])
+    with pytest.raises(KafkaAccessDenied) as e:
+        consume.fetch(c, 10, 0.01, k)
+    assert "denied user 'u' Read on topic 'p.alerts' (TOPIC_AUTHORIZATION_FAILED" in str(e.value)
+    assert "monitoring broker acls" in str(e.value)
+    group = Msg(error=KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED, "JoinGroup failed"))
+    with pytest.raises(KafkaAccessDenied, match="denied user 'u' Read on group"):
+        consume.fetch(FakeConsumer([[group]]), 10, 0.01, k)

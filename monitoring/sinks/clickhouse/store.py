@@ -549,7 +549,7 @@ class Store:
                 if self.held and self.writer.pending < self.max_pending:
                     self.handle_many([])  # room again: the held messages first
                 else:
-                    self.handle_many(consume.fetch(consumer, 5000, 0.2))
+                    self.handle_many(consume.fetch(consumer, 5000, 0.2, self.settings.kafka))
                 self.maybe_flush()
                 self.probe_engine()
             self._drain(shutdown_timeout)

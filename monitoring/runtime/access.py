@@ -1,0 +1,112 @@
+"""A process's Kafka permissions checked at start: what its kind needs (``runtime.acls``)
+against what the broker says the logged-in user may do (the authorized operations
+of each topic and consumer group, KIP-430), so that a missing ACL stops the process
+at once, naming every missing permission, rather than failing a fetch, a commit or a
+produce later (or, in a client library, retrying for ever).
+
+A broker without an authorizer reports no operations: nothing is checked. Prefixed
+bindings (the operators' groups) and transactional ids are not checked here (a
+transactional producer fails at once on a missing id: ``runtime.fence``, ``lease``).
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import AclOperation
+
+from monitoring.config import KafkaSettings
+from monitoring.runtime.acls import acls, principal
+from monitoring.runtime.admin import admin_client
+from monitoring.runtime.kafka_client import KafkaAccessDenied
+
+_OPERATION = {
+    "Read": AclOperation.READ,
+    "Write": AclOperation.WRITE,
+    "Create": AclOperation.CREATE,
+    "Describe": AclOperation.DESCRIBE,
+    "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+}
+
+
+def needed(kafka: KafkaSettings, role: str) -> dict[tuple[str, str], set[str]]:
+    """``{(resource kind, name): operations}`` of role ``role``'s literal topics and
+    groups; a prefixed topic binding applies to each of those topics."""
+    mine = [a for a in acls(kafka) if a.principal == principal(role)]
+    out: dict[tuple[str, str], set[str]] = {}
+    literal = [a for a in mine if a.pattern == "literal" and a.resource in ("topic", "group")]
+    for a in literal:
+        out.setdefault((a.resource, a.name), set()).add(a.operation)
+    for a in mine:
+        if a.pattern == "prefixed" and a.resource == "topic":
+            for kind, name in list(out):
+                if kind == "topic" and name.startswith(a.name):
+                    out[(kind, name)].add(a.operation)
+    return out
+
+
+def _missing(ops: set[str], allowed: list[AclOperation] | None) -> list[str]:
+    if allowed is None:  # no authorizer: nothing to check
+        return []
+    have = set(allowed)
+    if AclOperation.ALL in have:
+        return []
+    return sorted(op for op in ops if _OPERATION[op] not in have)
+
+
+def missing_permissions(kafka: KafkaSettings, role: str, timeout_s: float = 15.0) -> list[str]:
+    """What the logged-in user lacks of what ``role`` needs, as ``"Read on topic
+    'p.alerts'"``; empty when it has everything (or the broker has no authorizer)."""
+    want = needed(kafka, role)
+    admin = admin_client(kafka)
+    out: list[str] = []
+    topics = sorted(name for kind, name in want if kind == "topic")
+    groups = sorted(name for kind, name in want if kind == "group")
+    if topics:
+        futures = admin.describe_topics(
+            TopicCollection(topics), include_authorized_operations=True, request_timeout=timeout_s
+        )
+        for name in topics:
+            try:
+                allowed = futures[name].result(timeout_s).authorized_operations
+            except KafkaException as e:
+                if not _denied(e):
+                    raise
+                allowed = []  # not even Describe
+            if allowed is None:
+                return []  # no authorizer
+            out += [f"{op} on topic {name!r}" for op in _missing(want[("topic", name)], allowed)]
+    if groups:
+        futures = admin.describe_consumer_groups(
+            groups, include_authorized_operations=True, request_timeout=timeout_s
+        )
+        for name in groups:
+            try:
+                allowed = futures[name].result(timeout_s).authorized_operations
+            except KafkaException as e:
+                if not _denied(e):
+                    raise
+                allowed = []
+            out += [f"{op} on group {name!r}" for op in _missing(want[("group", name)], allowed)]
+    return out
+
+
+def _denied(e: KafkaException) -> bool:
+    err = e.args[0] if e.args else None
+    return isinstance(err, KafkaError) and err.code() in (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+    )
+
+
+def require_permissions(kafka: KafkaSettings, role: str, timeout_s: float = 15.0) -> None:
+    """Raise ``KafkaAccessDenied`` naming every permission ``role`` needs that the
+    logged-in user lacks."""
+    missing = missing_permissions(kafka, role, timeout_s)
+    if not missing:
+        return
+    user = kafka.security.username if kafka.security.sasl else "ANONYMOUS"
+    raise KafkaAccessDenied(
+        f"Kafka at {kafka.bootstrap_servers} does not allow user {user!r} what the "
+        f"{role} needs: {', '.join(missing)}. The principal User:{user} lacks these "
+        "ACLs: `monitoring broker acls` prints those each process needs"
+    )
