@@ -355,21 +355,21 @@ class LocalKafka:
 
         from monitoring.runtime.admin import admin_client
 
-        upserts: list[UserScramCredentialAlteration] = [
-            UserScramCredentialUpsertion(
-                user,
-                ScramCredentialInfo(getattr(ScramMechanism, m.replace("-", "_")), 4096),
-                self._password(user).encode(),
-            )
-            for user in users
-            for m in SCRAM_MECHANISMS
-        ]
         admin = admin_client(self.client_settings(BROKER_USER))
-        for user, fut in admin.alter_user_scram_credentials(upserts).items():
-            try:
-                fut.result(timeout)
-            except Exception as e:
-                raise LocalKafkaError(f"creating SCRAM user {user!r}: {e}") from e
+        for m in SCRAM_MECHANISMS:  # one alteration per user and request
+            upserts: list[UserScramCredentialAlteration] = [
+                UserScramCredentialUpsertion(
+                    user,
+                    ScramCredentialInfo(getattr(ScramMechanism, m.replace("-", "_")), 4096),
+                    self._password(user).encode(),
+                )
+                for user in users
+            ]
+            for user, fut in admin.alter_user_scram_credentials(upserts).items():
+                try:
+                    fut.result(timeout)
+                except Exception as e:
+                    raise LocalKafkaError(f"creating SCRAM user {user!r}: {e}") from e
 
     def apply_acls(self, acls: list[Acl] | tuple[Acl, ...], timeout: float = 30.0) -> None:
         """Create ``acls`` as the broker's administrator (idempotent) and wait until the

@@ -11,13 +11,21 @@ transactional producer fails at once on a missing id: ``runtime.fence``, ``lease
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AclOperation
 
 from monitoring.config import KafkaSettings
+from monitoring.log import get_logger
 from monitoring.runtime.acls import acls, principal
 from monitoring.runtime.admin import admin_client
 from monitoring.runtime.kafka_client import KafkaAccessDenied
+
+log = get_logger("access")
 
 _OPERATION = {
     "Read": AclOperation.READ,
@@ -55,38 +63,67 @@ def _missing(ops: set[str], allowed: list[AclOperation] | None) -> list[str]:
 
 def missing_permissions(kafka: KafkaSettings, role: str, timeout_s: float = 15.0) -> list[str]:
     """What the logged-in user lacks of what ``role`` needs, as ``"Read on topic
-    'p.alerts'"``; empty when it has everything (or the broker has no authorizer)."""
+    'p.alerts'"``; empty when it has everything (or the broker has no authorizer). A
+    resource the broker cannot describe in ``timeout_s`` for another reason (a group
+    coordinator still loading) is not checked."""
     want = needed(kafka, role)
     admin = admin_client(kafka)
-    out: list[str] = []
+    deadline = time.monotonic() + timeout_s
     topics = sorted(name for kind, name in want if kind == "topic")
     groups = sorted(name for kind, name in want if kind == "group")
-    if topics:
-        futures = admin.describe_topics(
-            TopicCollection(topics), include_authorized_operations=True, request_timeout=timeout_s
+
+    def describe_topics(names: list[str]) -> dict[str, Future[Any]]:
+        return admin.describe_topics(
+            TopicCollection(names), include_authorized_operations=True, request_timeout=timeout_s
         )
-        for name in topics:
-            try:
-                allowed = futures[name].result(timeout_s).authorized_operations
-            except KafkaException as e:
-                if not _denied(e):
-                    raise
-                allowed = []  # not even Describe
-            if allowed is None:
-                return []  # no authorizer
-            out += [f"{op} on topic {name!r}" for op in _missing(want[("topic", name)], allowed)]
-    if groups:
-        futures = admin.describe_consumer_groups(
-            groups, include_authorized_operations=True, request_timeout=timeout_s
+
+    def describe_groups(names: list[str]) -> dict[str, Future[Any]]:
+        return admin.describe_consumer_groups(
+            names, include_authorized_operations=True, request_timeout=timeout_s
         )
-        for name in groups:
+
+    allowed = _authorized(describe_topics, topics, deadline)
+    if any(ops is None for ops in allowed.values()):
+        return []  # no authorizer
+    out = [
+        f"{op} on topic {name!r}"
+        for name in topics
+        if name in allowed
+        for op in _missing(want[("topic", name)], allowed[name])
+    ]
+    allowed = _authorized(describe_groups, groups, deadline)
+    out += [
+        f"{op} on group {name!r}"
+        for name in groups
+        if name in allowed
+        for op in _missing(want[("group", name)], allowed[name])
+    ]
+    return out
+
+
+def _authorized(
+    describe: Callable[[list[str]], dict[str, Future[Any]]], names: list[str], deadline: float
+) -> dict[str, list[AclOperation] | None]:
+    """Each name's authorized operations (``[]``: refused even Describe), retrying the
+    names whose description failed otherwise until ``deadline``; those left out."""
+    out: dict[str, list[AclOperation] | None] = {}
+    todo = list(names)
+    while todo:
+        failed = []
+        for name, fut in describe(todo).items():
             try:
-                allowed = futures[name].result(timeout_s).authorized_operations
+                out[name] = fut.result(max(deadline - time.monotonic(), 1.0)).authorized_operations
             except KafkaException as e:
-                if not _denied(e):
-                    raise
-                allowed = []
-            out += [f"{op} on group {name!r}" for op in _missing(want[("group", name)], allowed)]
+                if _denied(e):
+                    out[name] = []
+                else:
+                    failed.append(name)
+        todo = failed
+        if todo and time.monotonic() > deadline:
+            log.warning("permissions_unchecked", resources=todo)
+            break
+        if todo:
+            time.sleep(0.2)
     return out
 
 
