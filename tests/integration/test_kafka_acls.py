@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -22,6 +23,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from fixtures.notify import HttpReceiver
 from fixtures.secure_kafka import security_overrides
 
 from monitoring.config import KafkaSettings
@@ -46,6 +48,7 @@ groups:
         labels: {severity: critical}
 """
 TEN_S = "SELECT count() FROM aggregates FINAL WHERE name = 'temp' AND window_ms = 10000"
+DELIVERED = "SELECT count() FROM deliveries WHERE outcome = 'delivered'"
 SAMPLES = (
     "SELECT count() FROM samples FINAL WHERE series_id IN "
     "(SELECT series_id FROM series WHERE name = 'temp')"
@@ -203,13 +206,24 @@ def _alerts_fired(kafka: KafkaSettings, topic: str) -> int:
 
 
 def test_every_process_under_its_own_principal_end_to_end(
-    secure_kafka: LocalKafka, tmp_path: Path
+    secure_kafka: LocalKafka, tmp_path: Path, http_receiver_factory: Callable[[], HttpReceiver]
 ) -> None:
-    """Producer -> samples -> worker -> aggregates -> store and -> evaluator -> alerts,
-    the notifier following the alerts: each process its own SCRAM user, limited by the
-    ACLs, over SASL_SSL, no authorization error in any log."""
+    """Producer -> samples -> worker -> aggregates -> store and -> evaluator -> alerts ->
+    notifier -> a webhook, its delivery stored: each process its own SCRAM user, limited
+    by the ACLs, over SASL_SSL, no authorization error in any log."""
     rules = tmp_path / "rooms.rules.yml"
     rules.write_text(RULES)
+    hook = http_receiver_factory()
+    routes = tmp_path / "notifier.yml"
+    routes.write_text(
+        yaml.safe_dump(
+            {
+                "route": {"receiver": "ops", "group_by": ["alertname"], "group_wait": "300ms",
+                          "group_interval": "1s", "repeat_interval": "1h"},
+                "receivers": [{"name": "ops", "webhook_configs": [{"url": f"{hook.url}/hook"}]}],
+            }
+        )
+    )  # fmt: skip
     d = LocalDeployment(
         secure_kafka.bootstrap,
         tmp_path / "p",
@@ -217,7 +231,13 @@ def test_every_process_under_its_own_principal_end_to_end(
         None,
         alerting__rules=f'["{rules}"]',
         alerting__checkpoint_interval="200ms",
+        # the data is ten minutes old and stops: without a long resend interval its
+        # alert expires (ends_at) before the notifier's first flush, as in the other
+        # notifier tests; no Watchdog either
+        alerting__resend_interval="1h",
+        alerting__watchdog="false",
         notifier__checkpoint_interval="200ms",
+        notifier__config=str(routes),
         notifier__api_port=str(free_port()),
         **_as(secure_kafka, "monitoring"),  # makes the topics, as an administrator would
     )
@@ -258,6 +278,15 @@ def test_every_process_under_its_own_principal_end_to_end(
             lambda: _alerts_fired(ops, d.prefix + "alerts") >= 1,
             180,
             f"the evaluator's alert on the alerts topic\n{d.logs()}",
+        )
+        d.wait(lambda: len(hook.bodies) >= 1, 120, f"the webhook's notification\n{d.logs()}")
+        firing = hook.bodies[0]
+        assert firing["status"] == "firing"
+        assert [a["labels"]["room"] for a in firing["alerts"]] == ["a"]
+        d.wait(
+            lambda: d.query(DELIVERED)[0][0] >= 1,
+            120,
+            f"the notifier's delivery in the store\n{d.logs()}",
         )
         for name in ("store", "worker", "alerting", "notifier"):
             assert d.procs[name].poll() is None, f"{name} exited\n{d.logs()}"
