@@ -17,8 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from monitoring.cli.settings import load_settings, refused, require_kafka_permissions
-from monitoring.config import Settings
+from monitoring.cli.settings import load_settings, prepare_kafka, refused
 
 app = typer.Typer(help="Alerting: rule evaluation, notifications, silences.", no_args_is_help=True)
 ConfigOpt = Annotated[
@@ -70,7 +69,7 @@ def evaluate(
         log.error("rules_invalid", error=str(e))
         typer.secho(f"configuration error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
-    _prepare_kafka(settings, "alerting")
+    prepare_kafka(settings, "alerting")
     registry = CollectorRegistry()
     agent = AlertingAgent(settings, registry, ruleset, rule_patterns=patterns)
 
@@ -122,7 +121,7 @@ def notify(
     except (ConfigError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    _prepare_kafka(settings, "notifier")
+    prepare_kafka(settings, "notifier")
     registry = CollectorRegistry()
     agent = NotifierAgent(settings, registry, am_config)
     failing = FailingReceivers(registry)
@@ -299,16 +298,3 @@ def list_alerts(url: UrlOpt = None, config: ConfigOpt = None) -> None:
             ",".join(r["name"] for r in a["receivers"]), a.get("acknowledgedBy") or "",
         )  # fmt: skip
     _print(table)
-
-
-def _prepare_kafka(settings: Settings, role: str) -> None:
-    """The topics made or checked, then the process's permissions: exit 1 naming a
-    refused login or certificate or every missing ACL."""
-    from monitoring.runtime.admin import ensure_topics
-    from monitoring.runtime.kafka_client import KafkaAccessDenied
-
-    try:
-        ensure_topics(settings)
-    except KafkaAccessDenied as e:
-        raise refused(str(e)) from None
-    require_kafka_permissions(settings, role)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from monitoring.cli.settings import load_settings, refused, require_kafka_permissions
+from monitoring.cli.settings import load_settings, prepare_kafka
 
 
 def worker(
@@ -26,19 +26,13 @@ def worker(
     from monitoring.dev.memtrace import start_from_env
     from monitoring.log import configure_logging, get_logger
     from monitoring.ops.heartbeat import ProcessStatus
-    from monitoring.runtime.admin import ensure_topics
     from monitoring.runtime.app import create_app
     from monitoring.runtime.faust_app import run_on
-    from monitoring.runtime.kafka_client import KafkaAccessDenied
 
     settings = load_settings(config)
     configure_logging(file=settings.logging)
     start_from_env("worker")
-    try:
-        ensure_topics(settings)
-    except KafkaAccessDenied as e:  # a refused login or certificate, a missing ACL
-        raise refused(str(e)) from None
-    require_kafka_permissions(settings, "worker")
+    prepare_kafka(settings, "worker")
     registry = CollectorRegistry()
     if settings.logs.ship_own_logs:
         from monitoring.sdk.log_shipping import ship_own_logs

@@ -62,3 +62,17 @@ def require_kafka_permissions(settings: Settings, role: str, timeout_s: float = 
             raise refused(problem) from None
     except TimeoutError:
         return
+
+
+def prepare_kafka(settings: Settings, role: str) -> None:
+    """For a long-running process of kind ``role`` at start: its topics made or checked,
+    then its permissions; exit 1 naming a refused login or certificate or every missing
+    ACL."""
+    from monitoring.runtime.admin import ensure_topics
+    from monitoring.runtime.kafka_client import KafkaAccessDenied
+
+    try:
+        ensure_topics(settings)
+    except KafkaAccessDenied as e:
+        raise refused(str(e)) from None
+    require_kafka_permissions(settings, role)

@@ -37,8 +37,8 @@ from monitoring.runtime.admin import with_retries
 from monitoring.runtime.kafka_client import (
     KafkaAccessDenied,
     KafkaTarget,
-    authorization_problem,
     raise_on_access_error,
+    read_refusal,
 )
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import DeadLetters, Outputs, consumer_config
@@ -104,8 +104,7 @@ def fetch(
         if err is None:
             out.append(m)
         elif err.code() != KafkaError._PARTITION_EOF:
-            topic = m.topic() or "" if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else ""
-            problem = authorization_problem(kafka or "?", err, "Read", topic)
+            problem = read_refusal(kafka or "?", err, m.topic() or "")
             if problem is not None:
                 raise KafkaAccessDenied(problem)
             log.warning("consume_error", error=str(err))

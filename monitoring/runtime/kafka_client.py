@@ -185,6 +185,13 @@ def authorization_problem(
     )
 
 
+def read_refusal(kafka: KafkaTarget, err: KafkaError, topic: str) -> str | None:
+    """``authorization_problem`` for a consumer's error event on ``topic``: the topic is
+    named when the refusal is the topic's (a group's refusal is not about it)."""
+    named = topic if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else ""
+    return authorization_problem(kafka, err, "Read", named)
+
+
 def access_problem(kafka: KafkaTarget, err: KafkaError) -> str | None:
     """A clear reason when ``err`` means the broker refused the credentials or the TLS
     handshake failed (wrong password, untrusted certificate), or its authorizer refused

@@ -26,7 +26,7 @@ from confluent_kafka import (
 from monitoring.config import KafkaSettings, Settings
 from monitoring.log import get_logger
 from monitoring.runtime import consume
-from monitoring.runtime.kafka_client import KafkaAccessDenied, authorization_problem
+from monitoring.runtime.kafka_client import KafkaAccessDenied, read_refusal
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import consumer_config
 
@@ -70,8 +70,7 @@ class Tail:
                 if err.code() == KafkaError._PARTITION_EOF:
                     self.position[key] = max(self.position[key], m.offset() or 0)
                     continue
-                topic = key[0] if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else ""
-                denied = authorization_problem(self.kafka, err, "Read", topic)
+                denied = read_refusal(self.kafka, err, key[0])
                 if denied is not None:  # a missing ACL: retrying will not help
                     raise KafkaAccessDenied(denied)
                 raise KafkaException(err)
