@@ -15,6 +15,7 @@ picks another local broker, each with its own data directory.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated
 
@@ -311,6 +312,10 @@ def topics_list(
         raise typer.Exit(1) from None
 
 
+# what the generated script can carry in `$A`, where the shell splits words and globs
+_PLAIN_SERVERS = re.compile(r"[A-Za-z0-9.-]+:[0-9]+(,[A-Za-z0-9.-]+:[0-9]+)*")
+
+
 @app.command("acls")
 def acls_(
     prefix: Annotated[
@@ -332,17 +337,26 @@ def acls_(
         typer.echo(f"error: --format {fmt!r}: kafka-acls or json", err=True)
         raise typer.Exit(2)
     kafka = load_settings(config).kafka
-    if prefix is not None:
-        try:
-            kafka = KafkaSettings.model_validate({**kafka.model_dump(), "topic_prefix": prefix})
+    given = {"topic_prefix": prefix, "bootstrap_servers": bootstrap}
+    for key, value in given.items():
+        if value is None:
+            continue
+        try:  # the settings' own checks (a bootstrap list word splitting cannot widen)
+            kafka = KafkaSettings.model_validate({**kafka.model_dump(), key: value})
         except ValidationError as e:
-            typer.echo(f"error: --prefix: {e.errors()[0]['msg']}", err=True)
+            typer.echo(f"error: --{key.split('_')[0]}: {e.errors()[0]['msg']}", err=True)
             raise typer.Exit(2) from None
+    if not _PLAIN_SERVERS.fullmatch(kafka.bootstrap_servers):  # `$A` is expanded unquoted
+        typer.echo("error: --bootstrap: host:port[,host:port...] (names or IPv4 addresses)", err=True)
+        raise typer.Exit(2)
+    if not kafka.topic_prefix:  # a prefixed binding on '' would be every topic and group
+        typer.echo("error: an empty topic prefix: the ACLs need one (--prefix)", err=True)
+        raise typer.Exit(2)
     bindings = acl_bindings(kafka)
     if fmt == "json":
         print(to_json(bindings))
     else:
         print(
-            kafka_acls_script(bindings, bootstrap or kafka.bootstrap_servers, kafka.topic_prefix),
+            kafka_acls_script(bindings, kafka.bootstrap_servers, kafka.topic_prefix),
             end="",
         )

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 from typer.testing import CliRunner
 
@@ -148,6 +149,21 @@ def test_cli_prints_both_formats_and_refuses_a_bad_prefix() -> None:
     assert res.exit_code == 0 and res.stdout == kafka_acls_script(acls(K), "b:9093", "p.")
     assert runner.invoke(app, ["broker", "acls", "--prefix", "a b"]).exit_code == 2
     assert runner.invoke(app, ["broker", "acls", "--format", "xml"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--prefix", ""],  # a prefixed binding on '' covers every topic and group
+        ["--bootstrap", "x:1 --command-config /tmp/evil.properties"],  # word splitting
+        ["--bootstrap", "h*:9093"],  # a glob
+        ["--bootstrap", "$(id):9093"],
+    ],
+)
+def test_cli_refuses_a_prefix_or_bootstrap_the_script_could_not_carry(args: list[str]) -> None:
+    res = CliRunner().invoke(app, ["broker", "acls", "--prefix", "p.", *args])
+    assert res.exit_code == 2, res.output
+    assert "kafka-acls" not in res.stdout
 
 
 def test_what_a_process_checks_at_start() -> None:
