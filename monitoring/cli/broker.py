@@ -347,7 +347,7 @@ def acls_(
             typer.echo(f"error: --{key.split('_')[0]}: {e.errors()[0]['msg']}", err=True)
             raise typer.Exit(2) from None
     if not _PLAIN_SERVERS.fullmatch(kafka.bootstrap_servers):  # `$A` is expanded unquoted
-        typer.echo("error: --bootstrap: host:port[,host:port...] (names or IPv4 addresses)", err=True)
+        typer.echo("error: --bootstrap: host:port[,host:port...], names or IPv4", err=True)
         raise typer.Exit(2)
     if not kafka.topic_prefix:  # a prefixed binding on '' would be every topic and group
         typer.echo("error: an empty topic prefix: the ACLs need one (--prefix)", err=True)
