@@ -9,6 +9,7 @@ per message, and counts deliveries for a prometheus_client registry.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -356,19 +357,25 @@ class Sender:
                 time.sleep(tick)
 
     def flush(self, timeout: float) -> int:
-        """Send everything buffered and wait up to ``timeout`` s; samples still unacknowledged.
+        """Send everything buffered and wait up to ``timeout`` s; samples of those buffered
+        at the call still unacknowledged (samples recorded meanwhile are not waited for).
 
         The sender thread may hold a batch it drained and has not handed to librdkafka
         yet (counted in ``inflight``): librdkafka's own flush returns at once then, so
-        this waits until the count itself is zero."""
-        deadline = time.monotonic() + timeout
+        this waits on the counts themselves."""
+        if math.isnan(timeout):
+            raise ValueError("flush timeout is NaN")
+        with self.lock:
+            settled = self.delivered + self.failed
+            target = settled + len(self.pending) + self.inflight
+        deadline = time.monotonic() + max(0.0, timeout)
         while True:
             items = self.drain()
             if items:
                 self._send(items)
-            self.producer.flush(max(0.0, deadline - time.monotonic()))
+            self.producer.flush(max(0.0, min(deadline - time.monotonic(), 1.0)))
             with self.lock:
-                left = len(self.pending) + self.inflight
+                left = max(0, target - self.delivered - self.failed)
             if not left or time.monotonic() >= deadline:
                 return left
             self.producer.poll(0.01)

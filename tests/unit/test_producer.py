@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
@@ -309,3 +310,42 @@ def test_flush_waits_for_a_batch_the_sender_thread_holds(offline: list[MetricsCo
         handed.set()
         t.join()
         timer.cancel()
+
+
+def test_flush_waits_only_for_what_was_buffered_at_the_call(
+    offline: list[MetricsCollector],
+) -> None:
+    """Samples recorded during a flush (here never delivered: no broker) are not counted
+    as left by it, nor waited for."""
+    mc = collector(offline)
+    core = mc._core
+    mc.record("cpu", 1.0)
+    held = core.drain()
+    stop, flushing = threading.Event(), threading.Event()
+    drain = core.drain
+
+    def drain_and_say() -> list[Any]:
+        flushing.set()  # the flush has taken its count: record from now on
+        return drain()
+
+    core.drain = drain_and_say  # type: ignore[method-assign]
+
+    def another_thread() -> None:
+        flushing.wait(5)
+        i = 0
+        while not stop.is_set():
+            mc.record("cpu", float(i), {"host": "b"})
+            i += 1
+            if i == 50:
+                core._settle(len(held), ok=True)  # the call's sample delivered meanwhile
+            stop.wait(0.001)
+
+    t = threading.Thread(target=another_thread)
+    t.start()
+    try:
+        assert mc.flush(timeout=30) == 0
+    finally:
+        stop.set()
+        t.join()
+    with pytest.raises(ValueError, match="NaN"):
+        mc.flush(timeout=float("nan"))
