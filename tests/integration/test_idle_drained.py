@@ -6,6 +6,7 @@ no reader is handed, so the last windows never closed idle and the evaluator sto
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -34,13 +35,21 @@ def test_markers_and_aborted_records_at_the_end_leave_nothing_to_read(
         assert got is not None
         return got[0]
 
+    def end_reaches(want: int) -> int:
+        # the coordinator answers a commit or an abort once it has logged its decision
+        # and writes the partitions' markers after that: wait for the marker
+        deadline = time.monotonic() + 30
+        while (got := end()) < want and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling interval
+        return got
+
     try:
         p.init_transactions(30)
         p.begin_transaction()
         for i in range(3):
             p.produce(topic, str(i).encode(), partition=0)
         p.commit_transaction(30)  # records 0-2, the commit marker at 3
-        assert end() == 4
+        assert end_reaches(4) == 4
         assert offsets.drained(topic, 0, 3, 4)  # only the marker
         assert not offsets.drained(topic, 0, 2, 4)  # record 2 is there to read
 
@@ -57,7 +66,7 @@ def test_markers_and_aborted_records_at_the_end_leave_nothing_to_read(
         assert not offsets.drained(topic, 0, 4, 6)
 
         p.abort_transaction(30)  # the aborted record at 4, a plain one at 5, the marker at 6
-        assert end() == 7
+        assert end_reaches(7) == 7
         assert not offsets.drained(topic, 0, 4, 7)  # the plain record at 5
         assert offsets.drained(topic, 0, 6, 7)
 
