@@ -4,9 +4,11 @@ of each topic and consumer group, KIP-430), so that a missing ACL stops the proc
 at once, naming every missing permission, rather than failing a fetch, a commit or a
 produce later (or, in a client library, retrying for ever).
 
-A broker without an authorizer reports no operations: nothing is checked. Prefixed
-bindings (the operators' groups) and transactional ids are not checked here (a
-transactional producer fails at once on a missing id: ``runtime.fence``, ``lease``).
+A resource that cannot be checked (its description fails, or the broker reports no
+operations for it: a broker before KIP-430) is a warning naming it, never a pass for
+the others. Prefixed bindings (the operators' groups) and transactional ids are not
+checked here (a transactional producer fails at once on a missing id:
+``runtime.fence``, ``lease``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ _OPERATION = {
     "Create": AclOperation.CREATE,
     "Describe": AclOperation.DESCRIBE,
     "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+    "Alter": AclOperation.ALTER,
+    "AlterConfigs": AclOperation.ALTER_CONFIGS,
 }
 
 
@@ -52,20 +56,44 @@ def needed(kafka: KafkaSettings, role: str) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def _missing(ops: set[str], allowed: list[AclOperation] | None) -> list[str]:
-    if allowed is None:  # no authorizer: nothing to check
-        return []
+def _missing(ops: set[str], allowed: list[AclOperation]) -> list[str]:
     have = set(allowed)
     if AclOperation.ALL in have:
         return []
     return sorted(op for op in ops if _OPERATION[op] not in have)
 
 
+Authorized = dict[str, list[AclOperation] | None]
+
+
+def compare(
+    want: dict[tuple[str, str], set[str]], topics: Authorized, groups: Authorized
+) -> tuple[list[str], list[str]]:
+    """``(missing, unchecked)``: each permission of ``want`` the described operations
+    lack, as ``"Read on topic 'p.alerts'"``, and each resource that could not be
+    checked, as ``"topic 'p.alerts'"``: left out of the descriptions (they failed), or
+    reported without operations while others were. When no resource reports
+    operations at all (a broker before KIP-430), everything is unchecked."""
+    described = {("topic", n): ops for n, ops in topics.items()}
+    described |= {("group", n): ops for n, ops in groups.items()}
+    reporting = any(ops is not None for ops in described.values())
+    missing: list[str] = []
+    unchecked: list[str] = []
+    for (kind, name), ops in sorted(want.items()):
+        allowed = described.get((kind, name))
+        if allowed is None or not reporting:
+            unchecked.append(f"{kind} {name!r}")
+            continue
+        missing += [f"{op} on {kind} {name!r}" for op in _missing(ops, allowed)]
+    return missing, unchecked
+
+
 def missing_permissions(kafka: KafkaSettings, role: str, timeout_s: float = 15.0) -> list[str]:
     """What the logged-in user lacks of what ``role`` needs, as ``"Read on topic
-    'p.alerts'"``; empty when it has everything (or the broker has no authorizer). A
-    resource the broker cannot describe in ``timeout_s`` for another reason (a group
-    coordinator still loading) is not checked."""
+    'p.alerts'"``; empty when it has everything. A resource that cannot be checked (its
+    description failed for another reason than a refusal within ``timeout_s``, a group
+    coordinator still loading; or the broker reports no operations) is logged as a
+    warning naming it (``permissions_unchecked``)."""
     want = needed(kafka, role)
     admin = admin_client(kafka)
     deadline = time.monotonic() + timeout_s
@@ -82,23 +110,19 @@ def missing_permissions(kafka: KafkaSettings, role: str, timeout_s: float = 15.0
             names, include_authorized_operations=True, request_timeout=timeout_s
         )
 
-    allowed = _authorized(describe_topics, topics, deadline)
-    if any(ops is None for ops in allowed.values()):
-        return []  # no authorizer
-    out = [
-        f"{op} on topic {name!r}"
-        for name in topics
-        if name in allowed
-        for op in _missing(want[("topic", name)], allowed[name])
-    ]
-    allowed = _authorized(describe_groups, groups, deadline)
-    out += [
-        f"{op} on group {name!r}"
-        for name in groups
-        if name in allowed
-        for op in _missing(want[("group", name)], allowed[name])
-    ]
-    return out
+    missing, unchecked = compare(
+        want,
+        _authorized(describe_topics, topics, deadline),
+        _authorized(describe_groups, groups, deadline),
+    )
+    if unchecked:
+        log.warning(
+            "permissions_unchecked",
+            role=role,
+            resources=unchecked,
+            reason="not described in time, or the broker reports no authorized operations",
+        )
+    return missing
 
 
 def _authorized(
@@ -120,7 +144,6 @@ def _authorized(
                     failed.append(name)
         todo = failed
         if todo and time.monotonic() > deadline:
-            log.warning("permissions_unchecked", resources=todo)
             break
         if todo:
             time.sleep(0.2)

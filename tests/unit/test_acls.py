@@ -164,19 +164,3 @@ def test_cli_refuses_a_prefix_or_bootstrap_the_script_could_not_carry(args: list
     res = CliRunner().invoke(app, ["broker", "acls", "--prefix", "p.", *args])
     assert res.exit_code == 2, res.output
     assert "kafka-acls" not in res.stdout
-
-
-def test_what_a_process_checks_at_start() -> None:
-    from confluent_kafka.admin import AclOperation as Op
-
-    from monitoring.runtime.access import _missing, needed
-
-    want = needed(K, "store")
-    assert want[("group", STORE_GROUP)] == {"Read"}
-    assert want[("topic", "p.alerts")] == {"Read", "Describe", "DescribeConfigs"}
-    assert want[("topic", "p.dead-letter")] == {"Write", "Describe", "DescribeConfigs"}
-    assert ("topic", "p.metrics.late") not in want
-    assert _missing({"Read", "Write"}, None) == []  # no authorizer
-    assert _missing({"Read", "Write"}, [Op.ALL]) == []
-    assert _missing({"Read", "Write", "Describe"}, [Op.READ, Op.DESCRIBE]) == ["Write"]
-    assert _missing({"Read"}, []) == ["Read"]
