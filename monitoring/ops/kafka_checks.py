@@ -253,7 +253,9 @@ def check_fingerprints(
     samples = topic_name(settings.kafka, roles.SAMPLES)
     consumer = Consumer(
         consumer_config(
-            settings.kafka, f"doctor-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
+            settings.kafka,
+            f"{settings.kafka.topic_prefix}doctor-{uuid.uuid4().hex[:8]}",
+            **{"enable.partition.eof": True},
         )
     )
     seen = unknown = garbage = 0

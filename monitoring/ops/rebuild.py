@@ -37,7 +37,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 
 from monitoring.config import Settings
@@ -46,7 +52,8 @@ from monitoring.runtime.admin import admin_client
 from monitoring.runtime.agent import StreamAgent
 from monitoring.runtime.changelog import read_table
 from monitoring.runtime.driver import AgentDriver
-from monitoring.runtime.fence import PartitionFence, PartitionLost
+from monitoring.runtime.fence import PartitionFence, PartitionLost, transactional_id
+from monitoring.runtime.kafka_client import authorization_problem
 from monitoring.runtime.memory import MemoryMessage, MemorySink
 from monitoring.runtime.outputs import OutputsLost, consumer_config
 from monitoring.runtime.shadow import COMMIT_KEY, Shadow
@@ -365,7 +372,15 @@ def _write(
     fence = PartitionFence(k, topic, f"rebuild/{uuid.uuid4().hex[:8]}", timeout_s=60)
     try:
         for p in parts:
-            fence.acquire(p)  # before reading: every former writer of p fenced
+            try:
+                fence.acquire(p)  # before reading: every former writer of p fenced
+            except OutputsLost as e:
+                cause = e.__cause__
+                err = cause.args[0] if isinstance(cause, KafkaException) and cause.args else None
+                denied = isinstance(err, KafkaError) and authorization_problem(
+                    k, err, "Write", transactional_id(topic, p)
+                )
+                raise RebuildError(denied or f"fencing the writers of {topic}[{p}]: {e}") from None
             old = read_table(k, topic, p)
             new = tables.get(p, {})
             gone = [key for key in old if key not in new]

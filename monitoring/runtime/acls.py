@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 Resource = Literal["topic", "group", "transactional-id", "cluster"]  # cluster: "kafka-cluster"
 Pattern = Literal["literal", "prefixed"]
-Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs", "All"]
+Operation = Literal[
+    "Read", "Write", "Create", "Describe", "DescribeConfigs", "Alter", "AlterConfigs", "All"
+]
 
 ROLES = ("producer", "worker", "store", "alerting", "notifier", "ops")
 USER_PREFIX = "monitoring-"
@@ -135,12 +137,24 @@ def acls(kafka: KafkaSettings) -> list[Acl]:
         "Write",
     )
 
-    # doctor, dlq, status, backfill, rebuild: read every topic of the prefix, replay
-    # dead letters to their topics, create their own (the dlq ledger, doctor's clock),
-    # groups of their own under the prefix, the store's group's lag
-    allow("ops", "topic", [p], "Read", "Write", "Create", pattern="prefixed")
+    # the operators' commands (docs/security.md, "What the operators' principal does"):
+    # read every topic of the prefix (status, doctor, dlq, backfill, rebuild), write
+    # them (dlq replay, rebuild's changelogs, doctor's clock), create and align them
+    # (`broker topics create`: Create, AlterConfigs, Alter for --grow; the dlq ledger,
+    # doctor.clock), groups of their own and the worker's (rebuild moves its offsets
+    # back: Read), every group's lag (Describe), rebuild's fenced changelog writers
+    allow("ops", "topic", [p], "Read", "Write", "Create", "Alter", "AlterConfigs",
+          pattern="prefixed")  # fmt: skip
     allow("ops", "group", [p], "Read", "Describe", pattern="prefixed")
     allow("ops", "group", [STORE_GROUP], "Describe")
+    allow(
+        "ops",
+        "transactional-id",
+        [topic_name(kafka, s) + ".p" for s in _WORKER_STATE],
+        "Write",
+        "Describe",
+        pattern="prefixed",
+    )
     return sorted(out)
 
 
@@ -230,6 +244,8 @@ def to_binding(acl: Acl) -> AclBinding:
         "Create": AclOperation.CREATE,
         "Describe": AclOperation.DESCRIBE,
         "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+        "Alter": AclOperation.ALTER,
+        "AlterConfigs": AclOperation.ALTER_CONFIGS,
         "All": AclOperation.ALL,
     }[acl.operation]
     pattern = (

@@ -275,7 +275,8 @@ def ensure_topics(
                 if denied:  # invisible to this user, or it may not create it
                     raise BrokerAccessDenied(denied) from None
                 raise TopicError(f"creating topic {name!r} on {bootstrap}: {e.args[0]}") from e
-        md = _wait_for_partitions(admin, {s.name: s.partitions for s in spec_list}, timeout)
+        # the new ones (an existing topic too small for its spec is grown below)
+        md = _wait_for_partitions(admin, {s.name: s.partitions for s in missing}, timeout)
 
     existing = [s for s in spec_list if s.name not in result]
     grown: dict[str, NewPartitions] = {}
@@ -292,7 +293,11 @@ def ensure_topics(
         result[spec.name] = "exists"
     if grown:
         for name, fut in admin.create_partitions(list(grown.values())).items():
-            fut.result(timeout=timeout)
+            try:
+                fut.result(timeout=timeout)
+            except KafkaException as e:
+                _refused(kafka, e, "Alter", name)
+                raise TopicError(f"growing topic {name!r} on {bootstrap}: {e.args[0]}") from e
             result[name] = "grown"
         _wait_for_partitions(admin, {s.name: s.partitions for s in existing}, timeout)
 
@@ -320,6 +325,7 @@ def ensure_topics(
                 try:
                     fut.result(timeout=timeout)
                 except KafkaException as e:
+                    _refused(kafka, e, "AlterConfigs", res.name)
                     raise TopicError(f"updating config of topic {res.name!r}: {e.args[0]}") from e
                 if result[res.name] == "exists":
                     result[res.name] = "updated"
@@ -329,6 +335,15 @@ def ensure_topics(
     if created:
         _log.info("created topics", topics=created, bootstrap=bootstrap)
     return result
+
+
+def _refused(kafka: KafkaSettings, e: KafkaException, operation: str, topic: str) -> None:
+    """Raise ``BrokerAccessDenied`` naming the user, ``operation`` and ``topic`` when
+    ``e`` is the authorizer's refusal."""
+    err = e.args[0] if e.args else None
+    denied = isinstance(err, KafkaError) and authorization_problem(kafka, err, operation, topic)
+    if denied:
+        raise BrokerAccessDenied(denied) from None
 
 
 def describe_topics(
