@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -196,7 +197,26 @@ class KafkaSettings(_Section):
             raise ValueError(
                 f"{v[:80]!r} must be at most {MAX_TOPIC_PREFIX} characters of [a-zA-Z0-9._-]"
             )
+        if v and v[-1] not in PREFIX_SEPARATORS:
+            warnings.warn(unseparated_prefix(v), UserWarning, stacklevel=2)
         return v
+
+
+PREFIX_SEPARATORS = ".-_"
+
+
+def unseparated_prefix(prefix: str) -> str:
+    """Why a topic prefix must end in a separator.
+
+    >>> "'pother.metrics.samples'" in unseparated_prefix("p")
+    True
+    """
+    return (
+        f"kafka.topic_prefix {prefix!r} does not end in '.', '-' or '_': it also covers "
+        f"another tenant's names that start with it ('{prefix}other.metrics.samples'): "
+        "prefixed ACLs grant them, and status, lag and topic listings count them; end it "
+        "with '.'"
+    )
 
 
 # Kafka topic names are at most 249 characters of [a-zA-Z0-9._-]; the longest role

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from monitoring.cli.settings import load_settings
-from monitoring.config import KafkaSettings, Settings
+from monitoring.config import PREFIX_SEPARATORS, KafkaSettings, Settings, unseparated_prefix
 from monitoring.dev.local_kafka import (
     LOOPBACK,
     ROLE_USERS,
@@ -351,6 +351,9 @@ def acls_(
         raise typer.Exit(2)
     if not kafka.topic_prefix:  # a prefixed binding on '' would be every topic and group
         typer.echo("error: an empty topic prefix: the ACLs need one (--prefix)", err=True)
+        raise typer.Exit(2)
+    if kafka.topic_prefix[-1] not in PREFIX_SEPARATORS:  # 'p' would grant 'payments.*'
+        typer.echo(f"error: {unseparated_prefix(kafka.topic_prefix)}", err=True)
         raise typer.Exit(2)
     bindings = acl_bindings(kafka)
     if fmt == "json":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -155,12 +156,33 @@ def test_cli_prints_both_formats_and_refuses_a_bad_prefix() -> None:
     "args",
     [
         ["--prefix", ""],  # a prefixed binding on '' covers every topic and group
+        ["--prefix", "p"],  # a prefixed binding on 'p' covers 'payments.*'
+        ["--prefix", "monitoring"],
         ["--bootstrap", "x:1 --command-config /tmp/evil.properties"],  # word splitting
         ["--bootstrap", "h*:9093"],  # a glob
         ["--bootstrap", "$(id):9093"],
     ],
 )
+@pytest.mark.filterwarnings("ignore:kafka.topic_prefix:UserWarning")
 def test_cli_refuses_a_prefix_or_bootstrap_the_script_could_not_carry(args: list[str]) -> None:
     res = CliRunner().invoke(app, ["broker", "acls", "--prefix", "p.", *args])
     assert res.exit_code == 2, res.output
     assert "kafka-acls" not in res.stdout
+
+
+def test_a_prefix_without_a_separator_is_refused_naming_why() -> None:
+    with pytest.warns(UserWarning, match="does not end in"):  # the settings' own warning
+        res = CliRunner().invoke(app, ["broker", "acls", "--prefix", "p"])
+    assert res.exit_code == 2, res.output
+    assert "'pother.metrics.samples'" in res.output and "end it with '.'" in res.output
+    for ok in ("p.", "p-", "p_"):
+        assert CliRunner().invoke(app, ["broker", "acls", "--prefix", ok]).exit_code == 0
+
+
+def test_settings_warn_of_a_prefix_without_a_separator() -> None:
+    with pytest.warns(UserWarning, match="does not end in"):
+        KafkaSettings(topic_prefix="acme")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for ok in ("acme.", "acme-", "acme_", ""):
+            KafkaSettings(topic_prefix=ok)
