@@ -32,13 +32,13 @@ def _lags(d: LocalDeployment, consumers: dict[str, Any]) -> tuple[int, int]:
 
     from monitoring.runtime import topics
     from monitoring.runtime.kafka_client import client_config
-    from monitoring.sinks.clickhouse.store import GROUP_ID
+    from monitoring.sinks.clickhouse.store import store_group
 
     k = d.settings.kafka
     out = []
     for group, roles in (
         (f"{d.prefix}worker", [topics.SAMPLES]),
-        (GROUP_ID, [topics.SAMPLES, topics.AGGREGATES]),
+        (store_group(d.settings), [topics.SAMPLES, topics.AGGREGATES]),
     ):
         c = consumers.get(group)
         if c is None:

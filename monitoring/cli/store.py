@@ -62,12 +62,12 @@ def run(
     from monitoring.sinks.clickhouse.migrations import migrate
     from monitoring.sinks.clickhouse.query_server import QueryServer
     from monitoring.sinks.clickhouse.store import (
-        GROUP_ID,
         EngineDead,
         StartupHealth,
         Store,
         open_with_retry,
         redact,
+        store_group,
     )
     from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer, writer_dsn
 
@@ -102,7 +102,9 @@ def run(
     # A server that is not up yet (or restarting) is waited for, each retry logged;
     # /healthz answers 503 "starting" meanwhile.
     state: dict[str, Any] = {"status": "starting", "clickhouse": "connecting"}
-    status = ProcessStatus(settings, "store", lambda: dict(state), lag_group=GROUP_ID).start()
+    status = ProcessStatus(
+        settings, "store", lambda: dict(state), lag_group=store_group(settings)
+    ).start()
     try:
         starting: StartupHealth | None = StartupHealth(
             settings.storage.query_host, settings.storage.query_port, state, guard

@@ -207,12 +207,12 @@ class LocalDeployment:
     ) -> bool:
         from confluent_kafka import Consumer, TopicPartition
 
-        from monitoring.sinks.clickhouse.store import GROUP_ID
+        from monitoring.sinks.clickhouse.store import store_group
 
         k = self.settings.kafka
         groups = {
             f"{self.prefix}worker": [topics.topic_name(k, t) for t in worker],
-            GROUP_ID: [topics.topic_name(k, t) for t in store],
+            store_group(self.settings): [topics.topic_name(k, t) for t in store],
         }
         parts = {t: range(self._partitions(t)) for names in groups.values() for t in names}
         for group, names in groups.items():

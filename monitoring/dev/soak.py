@@ -48,7 +48,7 @@ from monitoring.dev.loadgen import generate
 from monitoring.ops import lag as lag_probe
 from monitoring.runtime import topics
 from monitoring.runtime.admin import admin_client
-from monitoring.sinks.clickhouse.store import GROUP_ID as STORE_GROUP
+from monitoring.sinks.clickhouse.store import store_group
 
 ARRIVAL = (
     "scrape ticks: every interval the generator's next tick (one sample per series) sent "
@@ -257,7 +257,7 @@ class Sampler:
                     self.rss[name].append((t, rss))
         prefix = self.d.settings.kafka.topic_prefix
         try:
-            groups = lag_probe.list_groups(admin, [prefix, STORE_GROUP], 10)
+            groups = lag_probe.list_groups(admin, [prefix, store_group(self.d.settings)], 10)
             rows = lag_probe.lag(admin, groups, 10, topic_prefix=prefix, offsets=offsets)
         except lag_probe.LagUnavailable:
             self.errors += 1

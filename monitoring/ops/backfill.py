@@ -4,7 +4,7 @@
 first offset whose record timestamp is at or after ``--from`` and the first at or after
 ``--to`` (Kafka's ``offsets_for_times``, as ``kafka-consumer-groups --reset-offsets
 --to-datetime`` does), assigns those partitions to a consumer of its own (a throwaway
-group id that never commits: the store's group ``monitoring-store`` is not touched) and
+group id that never commits: the store's group ``<prefix>store`` is not touched) and
 runs the records through the store's own ``Store.handle`` and ``Writer``, so decoding,
 validation and rows are exactly the store's.
 

@@ -30,7 +30,7 @@ from monitoring.ops.status import (
 from monitoring.runtime.admin import admin_client
 from monitoring.runtime.outputs import consumer_config
 from monitoring.runtime.topics import DEAD_LETTER, STATUS, topic_name
-from monitoring.sinks.clickhouse.store import GROUP_ID as STORE_GROUP
+from monitoring.sinks.clickhouse.store import store_group
 
 MAX_STATUS_RECORDS = 100_000
 MAX_PROCESSES = 1_000  # heartbeats kept (distinct process ids), at most
@@ -149,7 +149,7 @@ def gather(settings: Settings, timeout_s: float = 10.0, now_ms: int | None = Non
     admin = admin_client(settings.kafka)
     offsets = lag_probe.CommittedOffsets(settings.kafka)
     try:
-        groups = lag_probe.list_groups(admin, [prefix, STORE_GROUP], timeout_s)
+        groups = lag_probe.list_groups(admin, [prefix, store_group(settings)], timeout_s)
         report.lag = lag_probe.lag(admin, groups, timeout_s, topic_prefix=prefix, offsets=offsets)
     except lag_probe.LagUnavailable as e:
         report.errors.append(f"lag: {e}")

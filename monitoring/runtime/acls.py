@@ -36,12 +36,6 @@ Operation = Literal[
 ROLES = ("producer", "worker", "store", "alerting", "notifier", "ops")
 USER_PREFIX = "monitoring-"
 
-# consumer groups that only assign partitions and never commit (fixed names, no prefix)
-CHANGELOG_READER = "monitoring-changelog-reader"  # runtime/changelog.py
-IDLE_CHECK = "monitoring-idle-check"  # runtime/faust_app.py
-STANDBY_READER = "monitoring-standby-reader"  # runtime/standby.py
-STORE_GROUP = "monitoring-store"  # sinks/clickhouse/store.py GROUP_ID
-
 _WORKER_STATE = (t.AGGREGATION_STATE, t.ANOMALY_STATE, t.LOG_STATE, t.MODEL_STATE)
 _PRODUCED = (t.SAMPLES, t.LOGS, t.PREDICTIONS, t.MODEL_LABELS)
 
@@ -72,6 +66,11 @@ def acls(kafka: KafkaSettings) -> list[Acl]:
     """Every binding of every role for ``kafka.topic_prefix``, sorted, no duplicates."""
     p = kafka.topic_prefix
     out: set[Acl] = set()
+    # groups that only assign partitions and never commit, the store's (t.group_name)
+    changelog_reader, idle_check, standby_reader, store = (
+        t.group_name(kafka, g)
+        for g in (t.CHANGELOG_READER, t.IDLE_CHECK, t.STANDBY_READER, t.STORE_GROUP)
+    )
 
     def allow(
         role: str,
@@ -101,7 +100,7 @@ def acls(kafka: KafkaSettings) -> list[Acl]:
          t.DEAD_LETTER, *_WORKER_STATE, t.LOGS],  # logs.records: logs.ship_own_logs
         "Write",
     )  # fmt: skip
-    allow("worker", "group", [p + "worker", CHANGELOG_READER, IDLE_CHECK], "Read")
+    allow("worker", "group", [p + "worker", changelog_reader, idle_check], "Read")
     # runtime.fence: one transactional producer per state partition, "<state topic>.p<n>"
     allow(
         "worker",
@@ -119,14 +118,14 @@ def acls(kafka: KafkaSettings) -> list[Acl]:
         "Read",
     )  # fmt: skip
     topic("store", [t.DEAD_LETTER], "Write")
-    allow("store", "group", [STORE_GROUP], "Read")
+    allow("store", "group", [store], "Read")
 
     # the HA duties: a group lease on the leases topic, a transactional id per duty
     # fencing a former holder (runtime.lease), a standby tailing the state (runtime.standby)
     for duty in ("alerting", "notifier"):
         topic(duty, [t.LEASES], "Read")
         allow(duty, "group", [p + duty, f"{p}{duty}.lease"], "Read")
-        allow(duty, "group", [CHANGELOG_READER, STANDBY_READER], "Read")
+        allow(duty, "group", [changelog_reader, standby_reader], "Read")
         allow(duty, "transactional-id", [p + duty], "Write", "Describe")
     topic("alerting", [t.AGGREGATES, t.ALERTING_STATE], "Read")
     topic("alerting", [t.ALERTS, t.ALERTING_STATE, t.SAMPLES, t.DEAD_LETTER], "Write")
@@ -146,7 +145,7 @@ def acls(kafka: KafkaSettings) -> list[Acl]:
     allow("ops", "topic", [p], "Read", "Write", "Create", "Alter", "AlterConfigs",
           pattern="prefixed")  # fmt: skip
     allow("ops", "group", [p], "Read", "Describe", pattern="prefixed")
-    allow("ops", "group", [STORE_GROUP], "Describe")
+    allow("ops", "group", [store], "Describe")  # without a prefix
     allow(
         "ops",
         "transactional-id",

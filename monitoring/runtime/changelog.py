@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from monitoring.runtime.admin import with_retries
 from monitoring.runtime.kafka_client import KafkaTarget, client_config
+from monitoring.runtime.topics import CHANGELOG_READER, group_name
 
 
 def read_table(
@@ -26,7 +27,7 @@ def read_table(
         client_config(
             kafka,
             **{
-                "group.id": "monitoring-changelog-reader",  # never commits
+                "group.id": group_name(kafka, CHANGELOG_READER),  # never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",

@@ -2,7 +2,7 @@
 
 These read with a plain confluent-kafka ``Consumer``: the evaluator and the notifier
 ``assign`` every partition of their topics and never commit (their state holds the
-positions); the store joins the ``monitoring-store`` group and commits what it stored.
+positions); the store joins its ``<prefix>store`` group and commits what it stored.
 What they share:
 
 * ``config``, ``new_consumer``: the one way they make a consumer (``kafka.security``,

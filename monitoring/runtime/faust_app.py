@@ -34,6 +34,7 @@ from monitoring.runtime.driver import AgentDriver
 from monitoring.runtime.fence import PartitionFence
 from monitoring.runtime.kafka_client import KafkaTarget, client_config
 from monitoring.runtime.outputs import Outputs
+from monitoring.runtime.topics import IDLE_CHECK, group_name
 
 
 class BrokerOffsets:
@@ -95,7 +96,7 @@ class BrokerOffsets:
             client_config(
                 self.kafka,
                 **{
-                    "group.id": "monitoring-idle-check",
+                    "group.id": group_name(self.kafka, IDLE_CHECK),
                     "enable.auto.commit": False,
                     "isolation.level": isolation,
                     **extra,

@@ -29,6 +29,7 @@ from monitoring.runtime import consume
 from monitoring.runtime.kafka_client import KafkaAccessDenied, read_refusal
 from monitoring.runtime.lease import Fenced, FencedOutputs, Lease
 from monitoring.runtime.outputs import consumer_config
+from monitoring.runtime.topics import STANDBY_READER, group_name
 
 log = get_logger("standby")
 
@@ -47,7 +48,7 @@ class Tail:
         self.consumer = Consumer(
             consumer_config(
                 kafka,
-                "monitoring-standby-reader",  # never commits
+                group_name(kafka, STANDBY_READER),  # never commits
                 **{
                     "enable.partition.eof": True,
                     "isolation.level": "read_committed",
@@ -187,7 +188,7 @@ async def run_in_terms(settings: Settings, duty: str, process: Duty, stop: threa
 
 def offsets_since(kafka: KafkaSettings, topic: str, since_ms: int) -> list[TopicPartition]:
     """Every partition of ``topic`` at its first record at or after ``since_ms``."""
-    c = Consumer(consumer_config(kafka, "monitoring-standby-reader"))
+    c = Consumer(consumer_config(kafka, group_name(kafka, STANDBY_READER)))
     try:
         return consume.offsets_at(c, topic, consume.partitions(c, topic), since_ms)
     finally:

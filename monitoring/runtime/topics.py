@@ -47,6 +47,28 @@ def topic_name(settings: KafkaSettings, role: str) -> str:
     return settings.topic_prefix + role
 
 
+# the project's consumer groups of a fixed name (``group_name``); the worker's and the
+# HA duties' are ``<prefix>worker``, ``<prefix>alerting``...
+STORE_GROUP = "store"  # sinks/clickhouse/store.py: commits what it stored
+CHANGELOG_READER = "changelog-reader"  # runtime/changelog.py: never commits
+IDLE_CHECK = "idle-check"  # runtime/faust_app.py: never commits
+STANDBY_READER = "standby-reader"  # runtime/standby.py: never commits
+
+
+def group_name(settings: KafkaSettings | str, name: str) -> str:
+    """A fixed consumer group under the topic prefix, so that two deployments sharing a
+    cluster never share one; with no prefix (or only a bootstrap address) the name it
+    always had.
+
+    >>> group_name(KafkaSettings(topic_prefix="e1."), STORE_GROUP)
+    'e1.store'
+    >>> group_name(KafkaSettings(topic_prefix=""), STORE_GROUP)
+    'monitoring-store'
+    """
+    prefix = "" if isinstance(settings, str) else settings.topic_prefix
+    return prefix + name if prefix else "monitoring-" + name
+
+
 def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
     """Every topic with its partitions and configs (retention, cleanup policy)."""
     retention = str(ms(settings.retention))

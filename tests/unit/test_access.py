@@ -83,14 +83,14 @@ def test_a_failing_description_is_a_warning_naming_it(monkeypatch: pytest.Monkey
     monkeypatch.setattr(access, "admin_client", lambda _k: _Admin("p.alerts"))
     with capture_logs() as logs:
         missing = access.missing_permissions(K, "store", timeout_s=0.5)
-    assert missing == ["Read on group 'monitoring-store'"]
+    assert missing == ["Read on group 'p.store'"]
     warned = [e for e in logs if e["event"] == "permissions_unchecked"]
     assert len(warned) == 1 and warned[0]["resources"] == ["topic 'p.alerts'"], logs
 
 
 def test_what_a_process_checks_at_start() -> None:
     want = needed(K, "store")
-    assert want[("group", "monitoring-store")] == {"Read"}
+    assert want[("group", "p.store")] == {"Read"}
     assert want[("topic", "p.alerts")] == {"Read", "Describe", "DescribeConfigs"}
     assert want[("topic", "p.dead-letter")] == {"Write", "Describe", "DescribeConfigs"}
     assert ("topic", "p.metrics.late") not in want

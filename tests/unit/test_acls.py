@@ -14,11 +14,10 @@ from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceTyp
 from typer.testing import CliRunner
 
 from monitoring.cli import app
-from monitoring.config import KafkaSettings
+from monitoring.config import KafkaSettings, Settings
 from monitoring.runtime import topics as t
 from monitoring.runtime.acls import (
     ROLES,
-    STORE_GROUP,
     Acl,
     acls,
     kafka_acls_script,
@@ -26,7 +25,7 @@ from monitoring.runtime.acls import (
     to_binding,
 )
 from monitoring.runtime.topics import topic_specs
-from monitoring.sinks.clickhouse.store import GROUP_ID
+from monitoring.sinks.clickhouse.store import store_group
 
 ROOT = Path(__file__).resolve().parents[2]
 K = KafkaSettings(topic_prefix="p.")
@@ -78,22 +77,34 @@ def test_each_principal_is_limited_to_what_it_uses() -> None:
     assert not _can("worker", "Write", "p.alerting", "transactional-id")
     assert _can("worker", "Write", "p.aggregation.state.p3", "transactional-id")
     # no role may commit into another's group
-    assert not _can("worker", "Read", STORE_GROUP, "group")
+    assert not _can("worker", "Read", "p.store", "group")
     assert not _can("store", "Read", "p.worker", "group")
 
 
 def test_the_groups_granted_are_the_groups_the_code_uses() -> None:
-    assert GROUP_ID == STORE_GROUP
     granted = {a.name for a in acls(K) if a.resource == "group" and a.pattern == "literal"}
-    fixed = set()
+    fixed = {t.group_name(K, g) for g in (t.STORE_GROUP, t.CHANGELOG_READER, t.IDLE_CHECK,
+             t.STANDBY_READER)}  # fmt: skip
+    assert store_group(Settings(kafka=K)) == "p.store"
+    assert fixed <= granted, fixed - granted
+    # no group of a fixed name outside the prefix: two deployments would share it
+    literal = set()
     for path in (ROOT / "monitoring").rglob("*.py"):
         if "bench" in path.parts or "dev" in path.parts:
             continue
         lines = path.read_text().splitlines()
         text = "\n".join(x for x in lines if not x.lstrip().startswith(">>>"))  # not doctests
-        fixed |= set(re.findall(r'"group\.id": "([^"{]+)"', text))
-        fixed |= set(re.findall(r'consumer_config\(\s*\w+(?:\.\w+)*,\s*"([^"]+)"', text))
-    assert fixed and fixed <= granted, fixed - granted
+        literal |= set(re.findall(r'"group\.id": "([^"{]+)"', text))
+        literal |= set(re.findall(r'consumer_config\(\s*\w+(?:\.\w+)*,\s*"([^"]+)"', text))
+        literal |= set(re.findall(r'consumer_config\(\s*\w+(?:\.\w+)*,\s*f"([^{][^"]*)"', text))
+    assert not literal, literal
+
+
+def test_groups_follow_the_prefix_so_tenants_never_share_one() -> None:
+    a, b = KafkaSettings(topic_prefix="a."), KafkaSettings(topic_prefix="b.")
+    for g in (t.STORE_GROUP, t.CHANGELOG_READER, t.IDLE_CHECK, t.STANDBY_READER):
+        assert t.group_name(a, g) == "a." + g and t.group_name(b, g) == "b." + g
+        assert t.group_name(KafkaSettings(topic_prefix=""), g) == "monitoring-" + g
 
 
 def test_bindings_are_unique_sorted_and_follow_the_prefix() -> None:

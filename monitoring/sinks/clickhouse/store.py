@@ -58,6 +58,8 @@ from monitoring.runtime.topics import (
     LOG_TEMPLATES,
     NOTIFY_DELIVERIES,
     SAMPLES,
+    STORE_GROUP,
+    group_name,
     topic_name,
 )
 from monitoring.sinks.clickhouse.rows import OutOfRange, check_ranges
@@ -74,7 +76,6 @@ MAX_ACK_KEY = 4096  # characters of an acknowledged fingerprint or group key sto
 STORED_LOG = "monitoring.StoredLog"
 STORED_LOG_BATCH = "monitoring.StoredLogBatch"
 LOG_TEMPLATE = "monitoring.LogTemplate"
-GROUP_ID = "monitoring-store"
 MAX_BACKOFF_S = 30.0
 # Buffered rows at most, in batches (storage.batch_size): past it, consumption pauses
 # and the rest of a fetch is held (as fetched) until a successful flush makes room.
@@ -171,10 +172,16 @@ def open_with_retry(
         return client
 
 
-def consumer_config(settings: Settings, group_id: str = GROUP_ID) -> dict[str, Any]:
-    """confluent-kafka settings of the store's consumer group."""
+def store_group(settings: Settings) -> str:
+    """The store's consumer group: ``<prefix>store`` (``monitoring-store`` without a
+    prefix)."""
+    return group_name(settings.kafka, STORE_GROUP)
+
+
+def consumer_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
+    """confluent-kafka settings of the store's consumer group (``store_group``)."""
     extra = {"auto.offset.reset": "earliest", "client.id": "monitoring-store"}
-    return consume.config(settings.kafka, group_id, **extra)
+    return consume.config(settings.kafka, group or store_group(settings), **extra)
 
 
 def topics(settings: Settings) -> list[str]:
@@ -194,7 +201,7 @@ class Store:
         consumer: Any = None,
         codec: AvroCodec | None = None,
         clock: Callable[[], float] = time.monotonic,
-        group_id: str = GROUP_ID,
+        group_id: str | None = None,
         dead_letters: DeadLetters | None = None,
     ) -> None:
         self.settings = settings
@@ -207,7 +214,7 @@ class Store:
         self.decoder = SampleDecoder(limits)
         self.sample_decoder = MetricSampleDecoder(self.codec, limits)
         self.clock = clock
-        self.group_id = group_id
+        self.group_id = group_id or store_group(settings)
         self.log = get_logger("store")
         self.uncommitted = 0
         # (topic, partition) -> offset after the last message handled, to commit
