@@ -17,6 +17,8 @@ from string import Template
 from clickhouse_connect.driver.client import Client
 
 from monitoring.config import StorageSettings
+from monitoring.sinks.clickhouse.migration_lock import MigrationLock
+from monitoring.sinks.clickhouse.rebuild import Rebuild
 
 _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.sql$", re.ASCII)
 # ZSTD(3) measured smaller than ZSTD(1) and ZSTD(6) on scraped samples (see footprint).
@@ -99,34 +101,72 @@ def applied(client: Client) -> dict[int, str]:
     return {int(v): str(c) for v, c in rows}
 
 
+LOCK_WAIT_S = 900.0  # how long a store waits for another's migrations (a rebuild copies a table)
+LOCK_TTL_S = 60.0  # a holder neither beating nor running a query this long is taken over
+_EXCHANGE = re.compile(r"^EXCHANGE\s+TABLES\s+(?P<x>\w+)\s+AND\s+(?P<y>\w+)$", re.I | re.ASCII)
+
+
 def migrate(
-    client: Client, storage: StorageSettings, directory: Path | None = None
+    client: Client,
+    storage: StorageSettings,
+    directory: Path | None = None,
+    *,
+    lock_wait_s: float = LOCK_WAIT_S,
+    lock_ttl_s: float = LOCK_TTL_S,
 ) -> list[Migration]:
     """Apply pending migrations in order and record them; return the ones applied.
 
-    A recorded migration whose file changed since is reported, never re-run.
+    Pending migrations run under the :class:`MigrationLock` (one store at a time; the
+    others wait, then find them recorded). A recorded migration whose file changed since
+    is reported, never re-run.
     """
-    done = applied(client)
-    p = params(storage)
-    ran = []
-    for mig in load(directory):
-        if mig.version in done:
-            if done[mig.version] != mig.checksum:
-                raise RuntimeError(
-                    f"migration {mig.version}_{mig.name} changed after it was applied; "
-                    "add a new migration instead of editing it"
-                )
-            continue
-        for stmt in mig.statements(p):
-            client.command(stmt)
+    migrations = load(directory)
+    if pending(migrations, applied(client)):
+        lock = MigrationLock(client, ttl_s=lock_ttl_s)
+        lock.acquire(lock_wait_s)
+        try:
+            ran = _apply(client, lock, pending(migrations, applied(client)), params(storage))
+        finally:
+            lock.release()
+    else:
+        ran = []
+    apply_retention(client, storage)
+    return ran
+
+
+def pending(migrations: list[Migration], done: dict[int, str]) -> list[Migration]:
+    """The migrations not recorded in ``done``; a recorded one that changed is an error."""
+    out = []
+    for mig in migrations:
+        if mig.version not in done:
+            out.append(mig)
+        elif done[mig.version] != mig.checksum:
+            raise RuntimeError(
+                f"migration {mig.version}_{mig.name} changed after it was applied; "
+                "add a new migration instead of editing it"
+            )
+    return out
+
+
+def _apply(
+    client: Client, lock: MigrationLock, todo: list[Migration], p: dict[str, str]
+) -> list[Migration]:
+    for mig in todo:
+        stmts = mig.statements(p)
+        rebuild = next((m for s in stmts if (m := _EXCHANGE.match(s))), None)
+        if rebuild is None:
+            for stmt in stmts:
+                lock.check()
+                client.command(f"{lock.mark}\n{stmt}")
+        else:
+            Rebuild(client, lock, rebuild.group("x"), rebuild.group("y")).run(stmts)
+        lock.check()
         client.insert(
             "schema_migrations",
             [[mig.version, mig.name, mig.checksum]],
             column_names=["version", "name", "checksum"],
         )
-        ran.append(mig)
-    apply_retention(client, storage)
-    return ran
+    return todo
 
 
 def apply_retention(client: Client, storage: StorageSettings) -> list[str]:

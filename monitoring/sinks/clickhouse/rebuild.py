@@ -1,0 +1,128 @@
+"""Run a migration that rebuilds table ``x`` through a copy ``y`` (008, 012) without
+losing rows that another store inserts meanwhile.
+
+Such a migration copies ``x`` into ``y``, swaps them with ``EXCHANGE TABLES x AND y`` and
+drops ``y`` (then the old table). A store still inserting into ``x`` after the copy
+began (an old version during a rolling upgrade) wrote into the old table. So before the
+drop this waits for the inserts that were running at the swap to end, then copies into
+the new ``x`` every row of the old table's parts that the copy may not have read: parts
+absent when the migration started (new inserts, and merges of old parts with new ones).
+Copying a row twice is harmless: the rebuilt tables are ReplacingMergeTrees, read with
+``FINAL``. A ``y`` left by an interrupted run is copied into ``x`` first, for the same
+reason (after its swap it held the old table's rows).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from clickhouse_connect.driver.client import Client
+
+from monitoring.log import get_logger
+from monitoring.sinks.clickhouse.migration_lock import MigrationLock
+
+log = get_logger("migrations")
+
+INFLIGHT_WAIT_S = 120.0  # inserts running at the swap are waited for this long, at most
+_POLL_S = 0.2
+
+
+class Rebuild:
+    """The statements of one rebuild migration of ``x`` through ``y``."""
+
+    def __init__(
+        self,
+        client: Client,
+        lock: MigrationLock,
+        x: str,
+        y: str,
+        inflight_wait_s: float = INFLIGHT_WAIT_S,
+    ) -> None:
+        self.client = client
+        self.lock = lock
+        self.x = x
+        self.y = y
+        self.inflight_wait_s = inflight_wait_s
+        self._drop_y = re.compile(rf"^DROP\s+TABLE\s+{re.escape(y)}$", re.I | re.ASCII)
+
+    def run(self, statements: list[str]) -> None:
+        """Run ``statements`` (the migration's), with the catch-up before dropping ``y``."""
+        if self._exists(self.x) and self._exists(self.y):
+            log.warning("rebuild_leftover_kept", table=self.y)
+            self._copy(self.y, self.x, known=[])
+        known = self._parts(self.x)
+        inflight: list[str] | None = None
+        for stmt in statements:
+            self.lock.check()
+            if inflight is not None and self._drop_y.match(stmt):
+                self._wait_for(inflight)
+                self._copy(self.y, self.x, known)
+            self.client.command(f"{self.lock.mark}\n{stmt}")
+            if stmt.upper().startswith("EXCHANGE"):
+                inflight = self._inserts_running()
+
+    def _exists(self, table: str) -> bool:
+        rows = self.client.query(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() "
+            "AND name = {t:String}",
+            parameters={"t": table},
+        ).result_rows
+        return int(rows[0][0]) > 0
+
+    def _parts(self, table: str) -> list[str]:
+        rows = self.client.query(
+            "SELECT name FROM system.parts WHERE database = currentDatabase() "
+            "AND table = {t:String} AND active",
+            parameters={"t": table},
+        ).result_rows
+        return [str(r[0]) for r in rows]
+
+    def _columns(self, table: str) -> list[str]:
+        rows = self.client.query(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() "
+            "AND table = {t:String} AND default_kind NOT IN ('MATERIALIZED', 'ALIAS') "
+            "ORDER BY position",
+            parameters={"t": table},
+        ).result_rows
+        return [str(r[0]) for r in rows]
+
+    def _copy(self, src: str, dst: str, known: list[str]) -> None:
+        """Insert into ``dst`` the rows of ``src``'s parts not named in ``known``."""
+        theirs = set(self._columns(src))
+        cols = ", ".join(f"`{c}`" for c in self._columns(dst) if c in theirs)
+        self.client.command(
+            f"{self.lock.mark}\nINSERT INTO {dst} ({cols}) SELECT {cols} FROM {src} "
+            "WHERE _part NOT IN {known:Array(String)} "
+            "SETTINGS max_partitions_per_insert_block = 0",
+            parameters={"known": known},
+        )
+
+    def _inserts_running(self) -> list[str]:
+        rows = self.client.query(
+            "SELECT query_id FROM system.processes "
+            "WHERE query_kind = 'Insert' AND query_id != queryID()"
+        ).result_rows
+        return [str(r[0]) for r in rows]
+
+    def _wait_for(self, query_ids: list[str]) -> None:
+        """Wait until the inserts ``query_ids`` ended (their parts are then committed)."""
+        deadline = time.monotonic() + self.inflight_wait_s
+        while query_ids:
+            rows = self.client.query(
+                "SELECT query_id FROM system.processes WHERE query_id IN {ids:Array(String)}",
+                parameters={"ids": query_ids},
+            ).result_rows
+            query_ids = [str(r[0]) for r in rows]
+            if not query_ids:
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "rebuild_inserts_not_waited_for",
+                    table=self.x,
+                    running=len(query_ids),
+                    waited_s=self.inflight_wait_s,
+                )
+                return
+            self.lock.check()
+            time.sleep(_POLL_S)
