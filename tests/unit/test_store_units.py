@@ -52,6 +52,67 @@ def test_migration_files_must_be_numbered(tmp_path: Path) -> None:
         migrations.load(tmp_path)
 
 
+class RebuildLock:
+    mark = "/* migration-lock:t */"
+
+    def check(self) -> None:
+        pass
+
+
+class RebuildClient:
+    """Answers the rebuild's queries: one insert running at the swap, then none."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.running = ["q1"]
+
+    def command(self, sql: str, parameters: Any = None) -> None:
+        self.commands.append(sql.split("\n")[1].split(" (")[0][:40])
+
+    def query(self, sql: str, parameters: Any = None) -> Any:
+        class R:
+            result_rows: list[tuple[Any, ...]] = []
+
+        r = R()
+        if "FROM system.tables" in sql:
+            r.result_rows = [(1 if parameters["t"] == "samples" else 0,)]
+        elif "FROM system.parts" in sql:
+            r.result_rows = [("all_1_1_0",)]
+        elif "FROM system.columns" in sql:
+            r.result_rows = [("series_id",), ("ts",), ("value",)]
+        elif "query_kind = 'Insert'" in sql:
+            r.result_rows = [("q1",)]
+        elif "query_id IN" in sql:
+            r.result_rows = [(q,) for q in self.running]
+            self.running = []
+        return r
+
+
+def test_the_rebuilds_copy_late_rows_after_the_swap_and_before_the_drop() -> None:
+    """008 and 012 are the rebuilds; the catch-up runs between EXCHANGE and DROP, after
+    the inserts running at the swap ended."""
+    from monitoring.sinks.clickhouse.rebuild import Rebuild
+
+    p = migrations.params(StorageSettings())
+    swaps = {m.version: migrations.rebuilt(m.statements(p)) for m in migrations.load()}
+    assert {v: s for v, s in swaps.items() if s} == {
+        8: ("samples", "samples_rekeyed"),
+        12: ("aggregates", "aggregates_rekeyed"),
+    }
+    client = RebuildClient()
+    mig = next(m for m in migrations.load() if m.version == 8)
+    Rebuild(client, RebuildLock(), "samples", "samples_rekeyed").run(mig.statements(p))  # type: ignore[arg-type]
+    assert client.commands == [
+        "DROP TABLE IF EXISTS samples_rekeyed",
+        "CREATE TABLE samples_rekeyed",
+        "INSERT INTO samples_rekeyed SELECT serie",
+        "EXCHANGE TABLES samples AND samples_reke",
+        "INSERT INTO samples",
+        "DROP TABLE samples_rekeyed",
+    ]
+    assert client.running == []  # it asked until the insert ended
+
+
 def test_templates_take_retention_and_codec_from_settings() -> None:
     st = StorageSettings(retention=RetentionSettings(samples="2d", aggregates="90d"))
     sql = "\n".join(s for m in migrations.load() for s in m.statements(migrations.params(st)))
@@ -71,21 +132,31 @@ def test_statements_split_and_comments_dropped() -> None:
 
 
 class FakeClient:
-    """Records commands; answers schema_migrations from what was inserted."""
+    """Records commands; answers schema_migrations from what was inserted, and the
+    migration lock's tables from those created."""
 
     def __init__(self) -> None:
         self.commands: list[str] = []
         self.recorded: list[list[Any]] = []
+        self.locks: list[tuple[str, str]] = []
 
     def command(self, sql: str, **_: Any) -> None:
         self.commands.append(sql)
+        if sql.startswith("CREATE TABLE schema_migrations_lock_"):
+            self.locks.append((sql.split()[2], sql.rsplit("COMMENT '", 1)[1].rstrip("'")))
 
     def query(self, sql: str, **_: Any) -> Any:
-        rows = [(v, c) for v, _n, c in self.recorded] if "schema_migrations" in sql else []
+        if "system.tables" in sql:
+            rows: list[Any] = list(self.locks)
+        elif "schema_migrations" in sql:
+            rows = [(v, c) for v, _n, c in self.recorded]
+        else:
+            rows = []
         return type("R", (), {"result_rows": rows})()
 
     def insert(self, table: str, rows: list[list[Any]], **_: Any) -> None:
-        self.recorded.extend(rows)
+        if table == "schema_migrations":
+            self.recorded.extend(rows)
 
 
 def test_migrate_applies_once_and_refuses_edited_files(tmp_path: Path) -> None:

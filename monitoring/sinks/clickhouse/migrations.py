@@ -4,6 +4,9 @@ Each applied file is recorded in ``schema_migrations`` (version, name, checksum 
 template). Files are templates: ``$codec`` (from ``storage.compression``),
 ``$samples_ttl_seconds`` and ``$aggregates_ttl_seconds`` (from ``storage.retention``).
 Statements use ``IF NOT EXISTS``, so a run interrupted half-way can simply be repeated.
+Pending migrations run under :class:`~monitoring.sinks.clickhouse.migration_lock.
+MigrationLock` (one store at a time); a table rebuilt with ``EXCHANGE TABLES`` keeps the
+rows inserted during the rebuild (:mod:`monitoring.sinks.clickhouse.rebuild`).
 """
 
 from __future__ import annotations
@@ -148,18 +151,30 @@ def pending(migrations: list[Migration], done: dict[int, str]) -> list[Migration
     return out
 
 
+def rebuilt(statements: list[str]) -> tuple[str, str] | None:
+    """``(x, y)`` of a migration that rebuilds ``x`` with ``EXCHANGE TABLES x AND y``.
+
+    >>> rebuilt(["CREATE TABLE t_new (a UInt8)", "EXCHANGE TABLES t AND t_new"])
+    ('t', 't_new')
+    """
+    for stmt in statements:
+        if m := _EXCHANGE.match(stmt):
+            return m.group("x"), m.group("y")
+    return None
+
+
 def _apply(
     client: Client, lock: MigrationLock, todo: list[Migration], p: dict[str, str]
 ) -> list[Migration]:
     for mig in todo:
         stmts = mig.statements(p)
-        rebuild = next((m for s in stmts if (m := _EXCHANGE.match(s))), None)
-        if rebuild is None:
+        swap = rebuilt(stmts)
+        if swap is None:
             for stmt in stmts:
                 lock.check()
                 client.command(f"{lock.mark}\n{stmt}")
         else:
-            Rebuild(client, lock, rebuild.group("x"), rebuild.group("y")).run(stmts)
+            Rebuild(client, lock, *swap).run(stmts)
         lock.check()
         client.insert(
             "schema_migrations",
