@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 from monitoring.config import Settings, StorageSettings
 from monitoring.sinks.clickhouse.connection import connect
 from monitoring.sinks.clickhouse.migration_lock import MigrationLock, generations
-from monitoring.sinks.clickhouse.migrations import default_dir, load, migrate
+from monitoring.sinks.clickhouse.migrations import default_dir, load, migrate, params
 
 pytestmark = pytest.mark.no_broker
 
@@ -258,8 +258,10 @@ def test_rows_inserted_all_along_the_rebuilds_are_kept(
         ins.insert()
     with ins:
         migrate(client_of(storage, clients), storage)
+        deadline = time.monotonic() + 300
         while ins.samples < 60_000:  # a few batches after the rebuilds, too
             assert ins.error is None, ins.error
+            assert time.monotonic() < deadline, "the inserter stopped inserting"
             time.sleep(0.01)
     assert ins.error is None, ins.error
     check_all_there(first, ins)
@@ -305,18 +307,24 @@ def test_a_live_holder_running_a_long_statement_is_not_taken_over(
     storage: StorageSettings, clients: list[Any]
 ) -> None:
     """Its statements carry its mark, so a waiter sees it running past the ttl."""
-    a = MigrationLock(client_of(storage, clients), ttl_s=1.0, poll_s=0.05)
+    a = MigrationLock(client_of(storage, clients), ttl_s=1.5, poll_s=0.05)
     a.acquire(wait_s=10)
-    b = MigrationLock(client_of(storage, clients), ttl_s=1.0, poll_s=0.05)
+    b = MigrationLock(client_of(storage, clients), ttl_s=1.5, poll_s=0.05)
     got = threading.Event()
 
     def wait_for_it() -> None:
         b.acquire(wait_s=60)
         got.set()
 
+    long = threading.Thread(target=a.client.command, args=(f"{a.mark}\nSELECT sleep(3)",))
+    long.start()  # no beat for two ttls
+    deadline = time.monotonic() + 60
+    while not b._running(a.holder):
+        assert time.monotonic() < deadline, "the long statement did not start"
+        time.sleep(0.01)
     waiter = threading.Thread(target=wait_for_it, daemon=True)
     waiter.start()
-    a.client.command(f"{a.mark}\nSELECT sleep(3)")  # no beat for three ttls
+    long.join(timeout=60)
     assert not got.is_set()
     a.check()  # still the holder: LockLost otherwise
     a.release()
@@ -324,3 +332,26 @@ def test_a_live_holder_running_a_long_statement_is_not_taken_over(
     assert got.is_set()
     assert b.took_over is None  # it found the lock released, not stale
     b.release()
+
+
+def test_a_rebuild_interrupted_after_its_exchange_keeps_the_old_table_s_late_rows(
+    storage: StorageSettings, clients: list[Any], tmp_path: Path
+) -> None:
+    """A store killed between 008's EXCHANGE and its catch-up left the old table, with rows
+    the copy missed, as samples_rekeyed: the next run keeps them before starting over."""
+    client = client_of(storage, clients)
+    up_to_7(storage, client, tmp_path)
+    ins = Inserter(client)
+    ins.insert()
+    stmts = next(m for m in load() if m.version == 8).statements(params(storage))
+    assert stmts[-2].startswith("EXCHANGE") and stmts[-1] == "DROP TABLE samples_rekeyed"
+    for stmt in stmts[:-2]:
+        client.command(stmt)
+    ins.insert()  # after the copy: only in the old table
+    client.command(stmts[-2])  # swapped, then killed before the catch-up and the drop
+    with capture_logs() as logs:
+        assert [m.version for m in migrate(client, storage)] == list(range(8, 13))
+    assert [e["table"] for e in logs if e["event"] == "rebuild_leftover_kept"] == [
+        "samples_rekeyed"
+    ]
+    check_all_there(client, ins)
