@@ -583,9 +583,23 @@ class LocalKafka:
             f"-Dkafka.logs.dir={self.logs_dir}", f"-Dlog4j2.configurationFile={self.log4j_config}",
             "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
             f"--cluster-id={cluster_id}", "-c", str(self.properties_file), "--ignore-formatted",
-            *self._scram_args(),
         ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        scram = self._scram_args()
+        # the SCRAM passwords in an @argument file (the tool's argparse4j reads one argument
+        # a line; 0600, removed after), not in the command line that every local user can
+        # read in /proc/<pid>/cmdline
+        args_file = self.security_dir / "storage-format.args"
+        if scram:
+            self.security_dir.mkdir(parents=True, exist_ok=True)
+            args_file.unlink(missing_ok=True)
+            fd = os.open(args_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("".join(a + "\n" for a in scram))  # one argument a line
+            cmd.append(f"@{args_file}")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        finally:
+            args_file.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise LocalKafkaError(
                 f"kafka storage format failed (exit {proc.returncode}):\n"
