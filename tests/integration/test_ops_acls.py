@@ -136,7 +136,7 @@ def prefix(secure_kafka: LocalKafka) -> Iterator[str]:
 
 
 def test_the_ops_commands_run_under_the_ops_principal(
-    secure_kafka: LocalKafka, prefix: str
+    secure_kafka: LocalKafka, prefix: str, tmp_path: Path
 ) -> None:
     env = _env(secure_kafka, username("ops"), prefix)
     res = _run(env, "status", "--json", "--timeout", "10")
@@ -163,6 +163,16 @@ def test_the_ops_commands_run_under_the_ops_principal(
     _clean(res)
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads(res.stdout)["summary"] == {"replayed": 1}, res.stdout
+
+    # backfill: the store's topics read by a group of its own, into an embedded chDB
+    res = _run(
+        {**env, "MONITORING_STORAGE__DSN": f"chdb://{tmp_path / 'chdb'}"},
+        *("store", "backfill", "--from", "1h", "--json"),
+    )
+    _clean(res)
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["complete"] and summary["messages"] >= 2, summary  # the sample, replayed
 
     # rebuild: the worker group's offsets, the sources read, the changelog written by
     # fenced transactional writers
