@@ -312,6 +312,27 @@ def query_bench(
     print(res.summary_line())
 
 
+@app.command("migrations")
+def migrations_bench(
+    samples: int = typer.Option(2_000_000, help="samples rows before the rebuilds"),
+    aggregates: int = typer.Option(500_000, help="aggregates rows before the rebuilds"),
+    inserting: bool = typer.Option(True, help="an old store inserts during the rebuilds"),
+) -> None:
+    """Migrations 008-012 on a pre-008 store: time, rows an old store inserted and lost.
+
+    Exits 1 if a row the old store inserted is missing after the rebuilds.
+    """
+    from monitoring.bench.migrations import run
+    from monitoring.log import configure_logging
+
+    configure_logging("WARNING")
+    res = run(samples, aggregates, inserting)
+    print(f"migrations {res.versions} on {samples:,} samples and {aggregates:,} aggregates")
+    print(res.line())
+    if res.lost:
+        raise typer.Exit(1)
+
+
 @app.command("scrape")
 def scrape_bench(
     targets: int = typer.Option(500, help="targets scraped (one fake server, another process)"),
