@@ -355,3 +355,21 @@ def test_a_rebuild_interrupted_after_its_exchange_keeps_the_old_table_s_late_row
         "samples_rekeyed"
     ]
     check_all_there(client, ins)
+
+
+def test_a_failed_migration_leaves_the_lock_to_expire(
+    storage: StorageSettings, clients: list[Any], tmp_path: Path
+) -> None:
+    """A migration that fails is not released (its statement may still run on a server
+    after a client timeout): the next run takes the lock over after the ttl."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "001_a.sql").write_text("CREATE TABLE IF NOT EXISTS a (x UInt8) ENGINE = Log;")
+    (bad / "002_b.sql").write_text("SELECT no_such_function();")
+    client = client_of(storage, clients)
+    with pytest.raises(Exception, match="no_such_function"):
+        migrate(client, storage, bad, lock_ttl_s=0.5)
+    (bad / "002_b.sql").write_text("CREATE TABLE IF NOT EXISTS b (x UInt8) ENGINE = Log;")
+    with capture_logs() as logs:
+        assert [m.version for m in migrate(client, storage, bad, lock_ttl_s=0.5)] == [2]
+    assert [e["generation"] for e in logs if e["event"] == "migration_lock_taken_over"] == [1]

@@ -20,9 +20,11 @@ from string import Template
 from clickhouse_connect.driver.client import Client
 
 from monitoring.config import StorageSettings
+from monitoring.log import get_logger
 from monitoring.sinks.clickhouse.migration_lock import MigrationLock
 from monitoring.sinks.clickhouse.rebuild import Rebuild
 
+log = get_logger("migrations")
 _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9_]+)\.sql$", re.ASCII)
 # ZSTD(3) measured smaller than ZSTD(1) and ZSTD(6) on scraped samples (see footprint).
 CODECS = {"zstd": "ZSTD(3)", "lz4": "LZ4", "none": ""}
@@ -129,8 +131,12 @@ def migrate(
         lock.acquire(lock_wait_s)
         try:
             ran = _apply(client, lock, pending(migrations, applied(client)), params(storage))
-        finally:
-            lock.release()
+        except BaseException:
+            # not released: a statement may still run on the server (a client timeout);
+            # the lock expires lock_ttl_s after its last statement ended
+            log.warning("migration_failed_lock_left", holder=lock.holder, ttl_s=lock_ttl_s)
+            raise
+        lock.release()
     else:
         ran = []
     apply_retention(client, storage)
