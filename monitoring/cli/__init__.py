@@ -5,6 +5,9 @@ Each command group lives in its own module of this package and is registered her
 
 from __future__ import annotations
 
+import faulthandler
+import signal
+
 import typer
 
 from monitoring.cli import (
@@ -65,5 +68,7 @@ chaos.register(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. ``kill -USR1 <pid>`` writes every thread's Python
+    stack to the process's stderr (its log), for a process that seems stuck."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app()

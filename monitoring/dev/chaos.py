@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import socket
@@ -300,6 +301,7 @@ class ChaosResult:
     converged: bool
     unhealthy_kills: int = 0
     waiting_for: str = ""  # what convergence last waited for, if it did not come
+    stacks: str = ""  # if it did not come: each process's threads' stacks (its log's end)
 
     def last_line(self) -> str:
         """The suite's last line."""
@@ -366,6 +368,31 @@ class ChaosRun:
                     if role not in self.down and p is not None and p.poll() is not None:
                         self.restarts[role] += 1
                         self._start(d, role)
+
+    def _stacks(self, d: LocalDeployment, timeout_s: float = 10.0) -> str:
+        """Every live process's thread stacks (``kill -USR1``: faulthandler writes them to
+        its log), each log from the dump on: what a run that did not converge waits in."""
+        marks: dict[str, tuple[Path, int]] = {}
+        for role, p in list(d.procs.items()):
+            log = d.dir / f"{role}.log"
+            if p.poll() is None and log.exists():
+                marks[role] = (log, log.stat().st_size)
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signal.SIGUSR1)
+
+        def dumped() -> bool:  # faulthandler writes the whole dump at once
+            return all(
+                b"most recent call first" in log.read_bytes()[at:] for log, at in marks.values()
+            )
+
+        deadline = time.monotonic() + timeout_s
+        while not dumped() and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling interval
+        return "\n".join(
+            f"--- {role} (from the dump on)\n"
+            + log.read_bytes()[at:].decode(errors="replace")[:20_000]
+            for role, (log, at) in sorted(marks.items())
+        )
 
     def _rss(self, d: LocalDeployment) -> int:
         total = 0
@@ -515,6 +542,7 @@ class ChaosRun:
                 return differing == 0
 
             ok = self._wait(d, converged, cfg.settle_s, "convergence", raise_=False)
+            stacks = "" if ok else self._stacks(d)
             sql = (
                 "SELECT series, window_ms, toUnixTimestamp64Milli(window_start), count, sum, "
                 f"min, max, last FROM aggregates FINAL WHERE {names}"
@@ -536,7 +564,7 @@ class ChaosRun:
                 rss_growth_pct=100.0 * (rss1 - rss0[0]) / rss0[0] if rss0 and rss0[0] else 0.0,
                 windows=n_agg, samples=len(data.points), poison=self.poisoned,
                 events=outcomes, restarts=self.restarts, converged=ok,
-                unhealthy_kills=self.unhealthy_kills, waiting_for=waiting[0],
+                unhealthy_kills=self.unhealthy_kills, waiting_for=waiting[0], stacks=stacks,
             )  # fmt: skip
         finally:
             self.stop.set()

@@ -27,7 +27,7 @@ def test_chaos_short(tmp_path: Path) -> None:
     assert sorted(r for a, r in actions if a == "kill") == sorted(ROLES)
     assert ("broker-restart", "broker") in actions and ("store-outage", "store") in actions
     assert result.poison > 0 and result.samples == 60 * 12  # 60 ticks (1 s of event time) in 30 s
-    assert result.converged, f"{table}\n{said}"
+    assert result.converged, f"{table}\n{said}\n{result.stacks}"
     assert (result.lost, result.duplicated, result.alerts_differing) == (0, 0, 0), table
     assert re.fullmatch(
         r"rounds=1 lost=0 duplicated=0 alerts_differing=0 rss_growth_pct=-?\d+\.\d",
