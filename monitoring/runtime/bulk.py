@@ -46,6 +46,12 @@ BulkHandler = Callable[[Sequence[Message]], Awaitable[None]]
 # closes) and other agents wait no longer than one run (tens of ms here)
 MAX_RUN = 2_000
 MAX_RUN_BYTES = 256 * 1024
+# a poll decodes at most this many records (Faust's ``broker_max_poll_records``), and a
+# fetch asks the broker for at most FETCH_MAX_BYTES (aiokafka's default is 50 MiB): what
+# a worker that is behind holds decoded at once, and so the heap it grows to, is bounded
+# by these rather than by its lag (docs/runtime.md, "Bounded polls")
+MAX_POLL_RECORDS = 5_000
+FETCH_MAX_BYTES = 16 * 1024 * 1024
 
 
 class CommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -59,9 +65,31 @@ class CommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka takes it at start(), when it creates the fetcher
+        # aiokafka takes these at start(), when it creates the fetcher
         consumer._isolation_level = "read_committed"
+        consumer._fetch_max_bytes = FETCH_MAX_BYTES
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        """Faust's poll, fair across partitions when capped: aiokafka drains partitions
+        in the order their fetches arrived, so a capped poll would serve a partition
+        with a deep backlog again and again and leave the others (another topic's few
+        records) waiting behind it. Each partition served moves behind those it was
+        not, so the next poll starts where this one stopped."""
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        pending = consumer._fetcher._records  # an OrderedDict: tp -> what is left
+        for tp in records:
+            if tp in pending:
+                pending.move_to_end(tp)
+        return records
 
     def request_rejoin(self) -> bool:
         """Have the group coordinator rejoin the group (from any thread): every partition
@@ -215,6 +243,7 @@ class BulkApp(faust.App):
     """A Faust app whose topics can be consumed in bulk (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("broker_max_poll_records", MAX_POLL_RECORDS)
         super().__init__(*args, **kwargs)
         self.bulk_handlers: dict[str, BulkHandler] = {}
 

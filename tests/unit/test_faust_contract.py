@@ -104,3 +104,62 @@ def test_messages_carry_the_generation_they_were_fetched_in() -> None:
     assert (m.generation_id, m.offset, m.timestamp, m.value) == (7, 41, 1.0, b"v")
     a.consumer_generation_id = 8  # a rebalance
     assert m.generation_id == 7
+
+
+def test_the_poll_it_wraps_and_the_fetchers_order() -> None:
+    """``CommittedConsumerThread._fetch_records`` wraps Faust's poll and reorders
+    aiokafka's ``Fetcher._records`` (an OrderedDict drained in order)."""
+    from aiokafka.consumer import fetcher
+
+    sig = inspect.signature(faust_aiokafka.AIOKafkaConsumerThread._fetch_records)
+    assert list(sig.parameters) == [
+        "self",
+        "consumer",
+        "active_partitions",
+        "timeout",
+        "max_records",
+    ]
+    src = inspect.getsource(fetcher.Fetcher.__init__)
+    assert "self._records = collections.OrderedDict()" in src
+    drained = inspect.getsource(fetcher.Fetcher.fetched_records)
+    assert "for tp in list(self._records.keys()):" in drained
+    assert BulkApp("x", broker="kafka://127.0.0.1:1").conf.broker_max_poll_records == 5_000
+
+
+async def test_a_capped_poll_starts_where_the_last_one_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Partitions served go behind those not reached: a deep backlog on one partition
+    does not hold another topic's records back for more than one poll."""
+    from collections import OrderedDict
+
+    from monitoring.runtime.bulk import CommittedConsumerThread
+
+    left = {TP("samples", 0): 10_000, TP("samples", 1): 10_000, TP("labels", 0): 3}
+    pending: OrderedDict[TP, int] = OrderedDict(left)
+
+    async def drain(
+        self: Any, consumer: Any, active: Any, timeout: Any = None, max_records: Any = None
+    ) -> dict[TP, int]:  # aiokafka's fetched_records: in order, up to the cap
+        out, cap = {}, max_records
+        for tp in list(pending):
+            n = min(pending[tp], cap)
+            out[tp], cap = n, cap - n
+            pending[tp] -= n
+            if not pending[tp]:
+                del pending[tp]
+            if not cap:
+                break
+        return out
+
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", drain)
+    consumer = SimpleNamespace(_fetcher=SimpleNamespace(_records=pending))
+    thread = CommittedConsumerThread.__new__(CommittedConsumerThread)  # not started
+    polls = [
+        await thread._fetch_records(consumer, None, timeout=0, max_records=5_000) for _ in range(3)
+    ]
+    assert [list(p) for p in polls] == [
+        [TP("samples", 0)],
+        [TP("samples", 1)],
+        [TP("labels", 0), TP("samples", 0)],
+    ]
