@@ -52,6 +52,11 @@ MAX_RUN_BYTES = 256 * 1024
 # by these rather than by its lag (docs/runtime.md, "Bounded polls")
 MAX_POLL_RECORDS = 5_000
 FETCH_MAX_BYTES = 16 * 1024 * 1024
+# how often the worker's consumer refreshes its metadata (aiokafka's default: 5 min). A
+# subscribed topic the broker did not report (a broker just restarted, whose metadata
+# is still loading, or a topic created after the worker) gets no partitions in the
+# group's assignment until a refresh sees it: for this long, nothing of it is read
+METADATA_MAX_AGE_MS = 10_000
 
 
 class CommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -68,6 +73,7 @@ class CommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka takes these at start(), when it creates the fetcher
         consumer._isolation_level = "read_committed"
         consumer._fetch_max_bytes = FETCH_MAX_BYTES
+        consumer._client._metadata_max_age_ms = METADATA_MAX_AGE_MS  # read each refresh
         return consumer
 
     async def _fetch_records(

@@ -8,11 +8,13 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from monitoring.config import KafkaSettings
 from monitoring.runtime.admin import ensure_topics
@@ -209,3 +211,38 @@ def test_a_requested_rejoin_reassigns_and_replays_from_the_committed_offsets(
     seen = result["seen"]
     assert sorted(seen[:n]) == list(range(n))
     assert sorted(seen[n:]) == list(range(ack_upto, n))  # the unacked ones, once more
+
+
+def test_a_topic_that_appears_after_the_worker_started_is_read(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A subscribed topic the broker does not report at the group's join (a broker just
+    restarted and still loading its metadata; here: a topic created after the worker)
+    is assigned at the next metadata refresh, seconds later, not aiokafka's 5 minutes."""
+    topic, group = f"bulk-{uuid.uuid4().hex[:8]}", f"bulk-{uuid.uuid4().hex[:8]}"
+    script = tmp_path / "bulk_worker.py"
+    script.write_text(WORKER)
+    n = 600
+    p = subprocess.Popen(
+        [sys.executable, str(script), kafka_bootstrap, topic, group, str(n), str(n)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        deadline = time.monotonic() + 120
+
+        def joined() -> bool:  # the worker is in its group, with no partition to read
+            got = admin.describe_consumer_groups([group])[group].result(10)
+            return got.state == ConsumerGroupState.STABLE and bool(got.members)
+
+        while not joined():
+            assert p.poll() is None and time.monotonic() < deadline, "the worker never joined"
+            time.sleep(0.5)  # polling interval
+        expected = fill(kafka_bootstrap, topic, n)
+        out, err = p.communicate(timeout=120)  # aiokafka's default would take 300 s
+    finally:
+        p.kill()
+    lines = [line for line in out.splitlines() if '{"seen"' in line]
+    assert lines, f"worker printed nothing (rc {p.returncode}): {err[-2000:]}"
+    seen = json.loads(lines[-1][lines[-1].index("{") :])["seen"]
+    assert by_partition(seen) == expected
