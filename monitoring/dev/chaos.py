@@ -65,6 +65,7 @@ groups:
 """
 MAX_BODIES = 10_000
 UNHEALTHY_S = 30.0  # a store unhealthy this long is killed and restarted
+STARTING_S = 10.0  # a process younger than this may not handle SIGUSR1 yet
 
 
 @dataclass(frozen=True, order=True)
@@ -375,7 +376,11 @@ class ChaosRun:
         marks: dict[str, tuple[Path, int]] = {}
         for role, p in list(d.procs.items()):
             log = d.dir / f"{role}.log"
-            if p.poll() is None and log.exists():
+            try:  # SIGUSR1 ends a process that has not registered the dump yet
+                young = time.time() - psutil.Process(p.pid).create_time() < STARTING_S
+            except psutil.Error:
+                continue
+            if p.poll() is None and log.exists() and not young:
                 marks[role] = (log, log.stat().st_size)
                 with contextlib.suppress(OSError):
                     os.kill(p.pid, signal.SIGUSR1)

@@ -145,7 +145,7 @@ def acls(kafka: KafkaSettings) -> list[Acl]:
     allow("ops", "topic", [p], "Read", "Write", "Create", "Alter", "AlterConfigs",
           pattern="prefixed")  # fmt: skip
     allow("ops", "group", [p], "Read", "Describe", pattern="prefixed")
-    allow("ops", "group", [store], "Describe")  # without a prefix
+    allow("ops", "group", [store], "Describe")  # also under the prefixed binding
     allow(
         "ops",
         "transactional-id",

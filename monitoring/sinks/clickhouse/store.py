@@ -37,6 +37,8 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
+    KafkaException,
+    TopicPartition,
 )
 from prometheus_client import CollectorRegistry
 
@@ -182,6 +184,42 @@ def consumer_config(settings: Settings, group: str | None = None) -> dict[str, A
     """confluent-kafka settings of the store's consumer group (``store_group``)."""
     extra = {"auto.offset.reset": "earliest", "client.id": "monitoring-store"}
     return consume.config(settings.kafka, group or store_group(settings), **extra)
+
+
+LEGACY_STORE_GROUP = "monitoring-store"  # every deployment's store group before the prefix
+
+
+def adopt_legacy_offsets(settings: Settings, timeout_s: float = 10.0) -> int:
+    """For a store upgraded from before consumer groups were under the topic prefix:
+    when ``<prefix>store`` has no committed offset on the store's topics and the old
+    fixed group ``monitoring-store`` has, copy the old group's offsets to the new one,
+    so the store goes on where it stopped instead of re-reading the topics' retention.
+    The number of partitions copied (0: nothing to copy, or not allowed: logged)."""
+    group = store_group(settings)
+    if group == LEGACY_STORE_GROUP:
+        return 0
+    log = get_logger("store")
+    new = Consumer(consume.config(settings.kafka, group))
+    try:
+        tps = [TopicPartition(t, p) for t in topics(settings) for p in consume.partitions(new, t)]
+        if not tps or any(tp.offset >= 0 for tp in new.committed(tps, timeout=timeout_s)):
+            return 0
+        old = Consumer(consume.config(settings.kafka, LEGACY_STORE_GROUP))
+        try:
+            theirs = [tp for tp in old.committed(tps, timeout=timeout_s) if tp.offset >= 0]
+        finally:
+            old.close()
+        if theirs:
+            new.commit(offsets=theirs, asynchronous=False)
+    except KafkaException as e:
+        log.warning("legacy_offsets_not_adopted", group=group, error=redact(str(e))[:300])
+        return 0
+    finally:
+        new.close()
+    if theirs:
+        log.info("legacy_offsets_adopted", source=LEGACY_STORE_GROUP, group=group,
+                 partitions=len(theirs))  # fmt: skip
+    return len(theirs)
 
 
 def topics(settings: Settings) -> list[str]:
@@ -538,6 +576,8 @@ class Store:
         """Consume until ``stop`` is set, then flush, commit and close the consumer."""
         consumer = self.consumer
         if consumer is None:
+            if self.group_id == store_group(self.settings):
+                adopt_legacy_offsets(self.settings)
             consumer = self.consumer = Consumer(consumer_config(self.settings, self.group_id))
         if self.dead_letters is None:
             k = self.settings.kafka
