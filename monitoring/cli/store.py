@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -43,6 +44,39 @@ def _client(settings: Settings, dsn: str | None = None) -> Any:
         raise typer.Exit(1) from None
 
 
+def _migrate(settings: Settings, client: Any, dsn: str, stop: threading.Event) -> list[Any]:
+    """Apply pending migrations: on a server through a client of their own, which waits
+    hours for an answer (a rebuild's copy outlasts the writer's 30 s: a timeout would
+    start it over at each retry); in chDB (in-process, no timeout) through ``client``."""
+    from monitoring.sinks.clickhouse.migrations import migrate, migrate_dsn
+
+    if urlsplit(dsn).scheme not in ("http", "https"):
+        return migrate(client, settings.storage, stop=stop.is_set)
+    own = _client(settings, migrate_dsn(dsn))
+    try:
+        return migrate(own, settings.storage, stop=stop.is_set)
+    finally:
+        own.close()
+
+
+def _open(settings: Settings, stop: threading.Event) -> tuple[Any, list[Any]] | None:
+    """The writer's client, after the migrations; None if stopped while waiting for
+    another store's migrations."""
+    from monitoring.sinks.clickhouse.migration_lock import LockWaitStopped
+    from monitoring.sinks.clickhouse.writer import writer_dsn
+
+    # the writer's client gives up on an answer after SEND_RECEIVE_TIMEOUT_S
+    client = _client(settings, writer_dsn(settings.storage.dsn))
+    try:
+        return client, _migrate(settings, client, settings.storage.dsn, stop)
+    except LockWaitStopped:
+        client.close()
+        return None
+    except BaseException:
+        client.close()
+        raise
+
+
 @app.command()
 def run(
     config: ConfigOpt = None,
@@ -59,7 +93,6 @@ def run(
     from monitoring.query import clickhouse_http, prometheus_api
     from monitoring.runtime.kafka_client import KafkaAccessDenied
     from monitoring.sinks.clickhouse.connection import connect_read_only
-    from monitoring.sinks.clickhouse.migrations import migrate
     from monitoring.sinks.clickhouse.query_server import QueryServer
     from monitoring.sinks.clickhouse.store import (
         EngineDead,
@@ -69,7 +102,7 @@ def run(
         redact,
         store_group,
     )
-    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer, writer_dsn
+    from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer
 
     settings = load_settings(config)
     configure_logging(log_level.upper(), file=settings.logging)
@@ -90,15 +123,6 @@ def run(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
-    def _open() -> tuple[Any, Any]:
-        # the writer's client gives up on an answer after SEND_RECEIVE_TIMEOUT_S
-        client = _client(settings, writer_dsn(settings.storage.dsn))
-        try:
-            return client, migrate(client, settings.storage)
-        except BaseException:
-            client.close()
-            raise
-
     # A server that is not up yet (or restarting) is waited for, each retry logged;
     # /healthz answers 503 "starting" meanwhile.
     state: dict[str, Any] = {"status": "starting", "clickhouse": "connecting"}
@@ -112,7 +136,7 @@ def run(
     except OSError:
         starting = None
     try:
-        opened = open_with_retry(_open, stop, settings.storage.dsn, state)
+        opened = open_with_retry(lambda: _open(settings, stop), stop, settings.storage.dsn, state)
     finally:
         if starting is not None:
             starting.stop()
@@ -186,10 +210,10 @@ def _insert_failures(registry: Any) -> float:
 @app.command("migrate")
 def migrate_cmd(config: ConfigOpt = None) -> None:
     """Apply pending migrations (infra/clickhouse/migrations) and list them."""
-    from monitoring.sinks.clickhouse.migrations import migrate
+    from monitoring.sinks.clickhouse.migrations import migrate, migrate_dsn
 
     settings = load_settings(config)
-    client = _client(settings)
+    client = _client(settings, migrate_dsn(settings.storage.dsn))  # a rebuild takes long
     ran = migrate(client, settings.storage)
     rows = client.query(
         "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
@@ -237,7 +261,6 @@ def backfill(
 
     from monitoring.log import configure_logging
     from monitoring.ops.backfill import BackfillError, backfill, parse_time
-    from monitoring.sinks.clickhouse.migrations import migrate
     from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer, writer_dsn
 
     settings = load_settings(config)
@@ -252,7 +275,7 @@ def backfill(
     stop = threading.Event()
     saved = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        migrate(client, settings.storage)
+        _migrate(settings, client, dsn or settings.storage.dsn, stop)
         writer = Writer(
             client, StoreMetrics(CollectorRegistry()), ms(settings.storage.series_refresh)
         )

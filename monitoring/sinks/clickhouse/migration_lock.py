@@ -10,6 +10,7 @@ its holder for ``ttl_s`` of the observer's own clock (every statement run under 
 carries :attr:`MigrationLock.mark`, so a holder busy copying a large table is alive). A taker
 then checks that its generation is the highest, so a store acting on an old view backs
 off. A holder checks it still holds the lock before each statement (:meth:`check`).
+A waiter stops waiting when its ``stop`` says so (:class:`LockWaitStopped`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 class LockTimeout(RuntimeError):
     """Another store held the migration lock past the wait deadline."""
+
+
+class LockWaitStopped(RuntimeError):
+    """The store was told to stop while it waited for the migration lock."""
 
 
 class LockLost(RuntimeError):
@@ -105,10 +110,13 @@ class MigrationLock:
         """An SQL comment naming the holder, put before each statement run under the lock."""
         return f"/* migration-lock:{self.holder} */"
 
-    def acquire(self, wait_s: float) -> None:
-        """Hold the lock, waiting at most ``wait_s`` for another holder; LockTimeout then."""
+    def acquire(self, wait_s: float, stop: Callable[[], bool] | None = None) -> None:
+        """Hold the lock, waiting at most ``wait_s`` for another holder (LockTimeout then)
+        and no longer than ``stop()`` is false (LockWaitStopped then)."""
         deadline = self._clock() + wait_s
         while True:
+            if stop is not None and stop():
+                raise LockWaitStopped("stopped while waiting for the migration lock")
             gens = generations(self.client)
             if not gens:
                 if self._create(1):
@@ -160,6 +168,15 @@ class MigrationLock:
             raise
         count, last, released = rows[0]
         return (int(count), str(last), int(released) > 0)
+
+    def wait_idle(self, stop: Callable[[], bool] | None = None) -> bool:
+        """Wait while a statement of this holder runs on the server (a client that gave up
+        on its answer does not end it); False if ``stop()`` came first."""
+        while self._running(self.holder):
+            if stop is not None and stop():
+                return False
+            self._sleep(self.poll_s)
+        return True
 
     def _running(self, holder: str) -> bool:
         rows = self.client.query(

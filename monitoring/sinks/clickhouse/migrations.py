@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -21,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 from monitoring.config import StorageSettings
 from monitoring.log import get_logger
+from monitoring.sinks.clickhouse.connection import with_receive_timeout
 from monitoring.sinks.clickhouse.migration_lock import MigrationLock
 from monitoring.sinks.clickhouse.rebuild import Rebuild
 
@@ -108,7 +110,20 @@ def applied(client: Client) -> dict[int, str]:
 
 LOCK_WAIT_S = 900.0  # how long a store waits for another's migrations (a rebuild copies a table)
 LOCK_TTL_S = 60.0  # a holder neither beating nor running a query this long is taken over
+# a client that migrates waits this long for a statement's answer: a rebuild's copy of a
+# large table takes as long as it takes (the writer's client gives up after 30 s)
+MIGRATE_RECEIVE_TIMEOUT_S = 24 * 3600
 _EXCHANGE = re.compile(r"^EXCHANGE\s+TABLES\s+(?P<x>\w+)\s+AND\s+(?P<y>\w+)$", re.I | re.ASCII)
+
+
+def migrate_dsn(dsn: str) -> str:
+    """``dsn`` for a client that runs migrations: a server's answer is waited for
+    ``MIGRATE_RECEIVE_TIMEOUT_S`` (unless the DSN sets ``send_receive_timeout``).
+
+    >>> migrate_dsn("http://ch:8123/db")
+    'http://ch:8123/db?send_receive_timeout=86400'
+    """
+    return with_receive_timeout(dsn, MIGRATE_RECEIVE_TIMEOUT_S)
 
 
 def migrate(
@@ -118,22 +133,26 @@ def migrate(
     *,
     lock_wait_s: float = LOCK_WAIT_S,
     lock_ttl_s: float = LOCK_TTL_S,
+    lock_poll_s: float = 0.5,
+    stop: Callable[[], bool] | None = None,
 ) -> list[Migration]:
     """Apply pending migrations in order and record them; return the ones applied.
 
     Pending migrations run under the :class:`MigrationLock` (one store at a time; the
-    others wait, then find them recorded). A recorded migration whose file changed since
-    is reported, never re-run.
+    others wait, then find them recorded, or raise LockWaitStopped once ``stop()``). A
+    recorded migration whose file changed since is reported, never re-run. Run it on a
+    client of :func:`migrate_dsn`.
     """
     migrations = load(directory)
     if pending(migrations, applied(client)):
-        lock = MigrationLock(client, ttl_s=lock_ttl_s)
-        lock.acquire(lock_wait_s)
+        lock = MigrationLock(client, ttl_s=lock_ttl_s, poll_s=lock_poll_s)
+        lock.acquire(lock_wait_s, stop)
         try:
             ran = _apply(client, lock, pending(migrations, applied(client)), params(storage))
-        except BaseException:
-            # not released: a statement may still run on the server (a client timeout);
-            # the lock expires lock_ttl_s after its last statement ended
+        except BaseException as e:
+            if isinstance(e, Exception):
+                _wait_idle(lock, stop)
+            # not released: the lock expires lock_ttl_s after its last statement ended
             log.warning("migration_failed_lock_left", holder=lock.holder, ttl_s=lock_ttl_s)
             raise
         lock.release()
@@ -141,6 +160,17 @@ def migrate(
         ran = []
     apply_retention(client, storage)
     return ran
+
+
+def _wait_idle(lock: MigrationLock, stop: Callable[[], bool] | None) -> None:
+    """After a failed statement, wait until none of the holder's runs on the server: a
+    client timeout leaves it running, and a retry must not start it over meanwhile."""
+    try:
+        if lock.wait_idle(stop):
+            return
+        log.warning("migration_statement_not_waited_for", holder=lock.holder, why="stopping")
+    except Exception as e:  # the server is gone: the lock's ttl covers the rest
+        log.warning("migration_statement_not_waited_for", holder=lock.holder, why=str(e)[:300])
 
 
 def pending(migrations: list[Migration], done: dict[int, str]) -> list[Migration]:
