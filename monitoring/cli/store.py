@@ -261,6 +261,7 @@ def backfill(
 
     from monitoring.log import configure_logging
     from monitoring.ops.backfill import BackfillError, backfill, parse_time
+    from monitoring.sinks.clickhouse.migration_lock import LockWaitStopped
     from monitoring.sinks.clickhouse.writer import StoreMetrics, Writer, writer_dsn
 
     settings = load_settings(config)
@@ -282,6 +283,9 @@ def backfill(
         result = backfill(settings, writer, from_ms, to_ms, topic or (), timeout, stop)
     except BackfillError as e:
         console.print(f"[red]{e}[/] (what was read is stored; running it again is safe)")
+        raise typer.Exit(1) from None
+    except LockWaitStopped as e:  # SIGINT/SIGTERM while another store migrated
+        console.print(f"[red]{e}[/]")
         raise typer.Exit(1) from None
     finally:
         client.close()

@@ -1,7 +1,9 @@
 """Store migrations under concurrent stores, against chDB (issue 18): stores migrating
 one database at once apply each migration once and lose no row; rows inserted during the
 rebuilds of 008 and 012 (an old store in a rolling upgrade) are all there after them; a
-lock left by a killed holder is taken over, a live one running a long statement is not.
+lock left by a killed holder is taken over, a live one running a long statement is not;
+a rebuild interrupted after its swap keeps the old table's rows, one interrupted before
+it drops its partial copy.
 
 chDB serves one process per directory, so the "stores" are threads with their own
 clients on one engine, as stores are clients of one ClickHouse server."""
@@ -351,9 +353,32 @@ def test_a_rebuild_interrupted_after_its_exchange_keeps_the_old_table_s_late_row
     client.command(stmts[-2])  # swapped, then killed before the catch-up and the drop
     with capture_logs() as logs:
         assert [m.version for m in migrate(client, storage)] == list(range(8, 13))
-    assert [e["table"] for e in logs if e["event"] == "rebuild_leftover_kept"] == [
-        "samples_rekeyed"
-    ]
+    assert [
+        (e["event"], e["table"]) for e in logs if str(e["event"]).startswith("rebuild_leftover")
+    ] == [("rebuild_leftover_kept", "samples_rekeyed")]
+    check_all_there(client, ins)
+
+
+def test_a_rebuild_interrupted_before_its_exchange_drops_its_partial_copy(
+    storage: StorageSettings, clients: list[Any], tmp_path: Path
+) -> None:
+    """A store stopped after 008's copy and before its EXCHANGE left the new, partly
+    filled table as samples_rekeyed: the next run drops it (copying it into samples would
+    be wasted work, or fail for a changed type) and starts over."""
+    client = client_of(storage, clients)
+    up_to_7(storage, client, tmp_path)
+    ins = Inserter(client)
+    ins.insert()
+    stmts = next(m for m in load() if m.version == 8).statements(params(storage))
+    assert stmts[-2].startswith("EXCHANGE")
+    for stmt in stmts[:-2]:
+        client.command(stmt)  # copied, then stopped before the swap
+    ins.insert()
+    with capture_logs() as logs:
+        assert [m.version for m in migrate(client, storage)] == list(range(8, 13))
+    assert [
+        (e["event"], e["table"]) for e in logs if str(e["event"]).startswith("rebuild_leftover")
+    ] == [("rebuild_leftover_dropped", "samples_rekeyed")]
     check_all_there(client, ins)
 
 
