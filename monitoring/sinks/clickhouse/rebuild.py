@@ -88,7 +88,7 @@ class Rebuild:
         """Run ``statements`` (the migration's), with the catch-up before dropping ``y``."""
         swap = next((i for i, s in enumerate(statements) if s.upper().startswith("EXCHANGE")), -1)
         if not any(self._drop_y.match(s) for s in statements[swap + 1 :]):
-            raise ValueError(f"a rebuild of {self.x} must end with DROP TABLE {self.y}")
+            raise ValueError(f"a rebuild of {self.x} must DROP TABLE {self.y} after its EXCHANGE")
         if self._exists(self.x) and self._exists(self.y):
             self._leftover(target_key(statements, self.y))
         known = self._parts(self.x)
@@ -113,6 +113,7 @@ class Rebuild:
         x_key, y_key = _bare(keys.get(self.x, "")), _bare(keys.get(self.y, ""))
         if key is not None and x_key == key and y_key != key:
             log.warning("rebuild_leftover_kept", table=self.y)
+            self.lock.check()
             self._copy(self.y, self.x, known=[])
         elif key is not None and y_key == key and x_key != key:
             log.warning("rebuild_leftover_dropped", table=self.y)
