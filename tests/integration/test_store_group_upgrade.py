@@ -3,6 +3,9 @@ from the old group's offsets instead of re-reading its topics' retention."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -63,3 +66,17 @@ def test_the_old_groups_offsets_are_adopted_once(kafka_settings: Settings) -> No
 def test_nothing_to_adopt_leaves_the_new_group_alone(kafka_settings: Settings) -> None:
     assert adopt_legacy_offsets(kafka_settings) == 0
     assert all(o < 0 for o in committed(kafka_settings, store_group(kafka_settings)).values())
+
+
+def test_without_a_broker_it_gives_up_at_stop(kafka_settings: Settings) -> None:
+    """A store started before its broker still stops at SIGTERM (``stop``)."""
+    nowhere = kafka_settings.model_copy(
+        update={
+            "kafka": kafka_settings.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})
+        }
+    )
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    assert adopt_legacy_offsets(nowhere, stop, wait_s=600) == 0
+    assert time.monotonic() - started < 60  # a stop, not the 600 s wait

@@ -189,19 +189,39 @@ def consumer_config(settings: Settings, group: str | None = None) -> dict[str, A
 LEGACY_STORE_GROUP = "monitoring-store"  # every deployment's store group before the prefix
 
 
-def adopt_legacy_offsets(settings: Settings, timeout_s: float = 10.0) -> int:
+def adopt_legacy_offsets(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    timeout_s: float = 10.0,
+    wait_s: float = 30.0,
+) -> int:
     """For a store upgraded from before consumer groups were under the topic prefix:
     when ``<prefix>store`` has no committed offset on the store's topics and the old
     fixed group ``monitoring-store`` has, copy the old group's offsets to the new one,
     so the store goes on where it stopped instead of re-reading the topics' retention.
-    The number of partitions copied (0: nothing to copy, or not allowed: logged)."""
+    Waits for a broker at most ``wait_s`` (or until ``stop``). The number of partitions
+    copied (0: nothing to copy, no broker, or not allowed: logged)."""
     group = store_group(settings)
     if group == LEGACY_STORE_GROUP:
         return 0
     log = get_logger("store")
     new = Consumer(consume.config(settings.kafka, group))
     try:
-        tps = [TopicPartition(t, p) for t in topics(settings) for p in consume.partitions(new, t)]
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                found = new.list_topics(timeout=2).topics
+                break
+            except KafkaException:
+                if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                    log.warning("legacy_offsets_not_adopted", group=group, error="no broker")
+                    return 0
+        tps = [
+            TopicPartition(t, p)
+            for t in topics(settings)
+            if t in found
+            for p in sorted(found[t].partitions)
+        ]
         if not tps or any(tp.offset >= 0 for tp in new.committed(tps, timeout=timeout_s)):
             return 0
         old = Consumer(consume.config(settings.kafka, LEGACY_STORE_GROUP))
@@ -577,7 +597,10 @@ class Store:
         consumer = self.consumer
         if consumer is None:
             if self.group_id == store_group(self.settings):
-                adopt_legacy_offsets(self.settings)
+                adopt_legacy_offsets(self.settings, stop)
+            if stop.is_set():  # stopped before a broker answered: nothing read yet
+                self.log.info("store_stopped", pending=self.writer.pending)
+                return
             consumer = self.consumer = Consumer(consumer_config(self.settings, self.group_id))
         if self.dead_letters is None:
             k = self.settings.kafka
