@@ -35,8 +35,8 @@ from monitoring.dev.local_kafka import (
     LocalKafkaError,
 )
 from monitoring.log import configure_logging
+from monitoring.runtime.acls import USER_PREFIX, kafka_acls_script, to_json
 from monitoring.runtime.acls import acls as acl_bindings
-from monitoring.runtime.acls import kafka_acls_script, to_json
 from monitoring.runtime.admin import (
     BrokerUnavailable,
     TopicError,
@@ -314,6 +314,7 @@ def topics_list(
 
 # what the generated script can carry in `$A`, where the shell splits words and globs
 _PLAIN_SERVERS = re.compile(r"[A-Za-z0-9.-]+:[0-9]+(,[A-Za-z0-9.-]+:[0-9]+)*")
+_USER_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @app.command("acls")
@@ -328,11 +329,21 @@ def acls_(
         str | None,
         typer.Option(help="Bootstrap servers in the commands (default: kafka.bootstrap_servers)."),
     ] = None,
+    user_prefix: Annotated[
+        str,
+        typer.Option(
+            help="Principals User:<user-prefix><kind>: a deployment's own users when "
+            "another deployment shares the cluster."
+        ),
+    ] = USER_PREFIX,
     config: ConfigOpt = None,
 ) -> None:
     """Print the ACLs of a shared cluster: one principal per process kind
     (``User:monitoring-<kind>``), each allowed only the topics, groups and
     transactional ids it uses."""
+    if not _USER_PREFIX.fullmatch(user_prefix):  # in the script unquoted, and a SCRAM name
+        typer.echo("error: --user-prefix: letters, digits, '.', '_' and '-'", err=True)
+        raise typer.Exit(2)
     if fmt not in ("kafka-acls", "json"):
         typer.echo(f"error: --format {fmt!r}: kafka-acls or json", err=True)
         raise typer.Exit(2)
@@ -355,11 +366,13 @@ def acls_(
     if kafka.topic_prefix[-1] not in PREFIX_SEPARATORS:  # 'p' would grant 'payments.*'
         typer.echo(f"error: {unseparated_prefix(kafka.topic_prefix)}", err=True)
         raise typer.Exit(2)
-    bindings = acl_bindings(kafka)
+    bindings = acl_bindings(kafka, user_prefix)
     if fmt == "json":
         print(to_json(bindings))
     else:
         print(
-            kafka_acls_script(bindings, kafka.bootstrap_servers, kafka.topic_prefix),
+            kafka_acls_script(
+                bindings, kafka.bootstrap_servers, kafka.topic_prefix, user_prefix
+            ),
             end="",
         )

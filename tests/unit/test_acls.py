@@ -172,6 +172,9 @@ def test_cli_prints_both_formats_and_refuses_a_bad_prefix() -> None:
         ["--bootstrap", "x:1 --command-config /tmp/evil.properties"],  # word splitting
         ["--bootstrap", "h*:9093"],  # a glob
         ["--bootstrap", "$(id):9093"],
+        ["--user-prefix", "a b-"],  # word splitting in the script
+        ["--user-prefix", "$(id)"],
+        ["--user-prefix", ""],
     ],
 )
 @pytest.mark.filterwarnings("ignore:kafka.topic_prefix:UserWarning")
@@ -197,3 +200,20 @@ def test_settings_warn_of_a_prefix_without_a_separator() -> None:
         warnings.simplefilter("error")
         for ok in ("acme.", "acme-", "acme_", ""):
             KafkaSettings(topic_prefix=ok)
+
+
+def test_a_deployment_of_its_own_has_users_of_its_own() -> None:
+    """Two deployments on one cluster: the same kinds, different principals, so neither
+    deployment's users are granted the other's topics."""
+    prod, staging = KafkaSettings(topic_prefix="prod."), KafkaSettings(topic_prefix="stg.")
+    a, b = acls(prod), acls(staging, "stg-")
+    assert {x.principal for x in b} == {f"User:stg-{r}" for r in ROLES}
+    assert not {x.principal for x in a} & {x.principal for x in b}
+    assert all(x.name.startswith("stg.") for x in b if x.resource != "cluster")
+    res = CliRunner().invoke(
+        app, ["broker", "acls", "--prefix", "stg.", "--user-prefix", "stg-", "--bootstrap", "b:1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert res.stdout == kafka_acls_script(b, "b:1", "stg.", "stg-")
+    assert "--user-prefix stg-" in res.stdout.splitlines()[0]
+    assert "User:monitoring-" not in res.stdout
