@@ -371,8 +371,6 @@ def acls_(
         print(to_json(bindings))
     else:
         print(
-            kafka_acls_script(
-                bindings, kafka.bootstrap_servers, kafka.topic_prefix, user_prefix
-            ),
+            kafka_acls_script(bindings, kafka.bootstrap_servers, kafka.topic_prefix, user_prefix),
             end="",
         )
