@@ -123,12 +123,10 @@ def test_the_poll_it_wraps_and_the_fetchers_order() -> None:
     assert "self._records = collections.OrderedDict()" in src
     drained = inspect.getsource(fetcher.Fetcher.fetched_records)
     assert "for tp in list(self._records.keys()):" in drained
-    assert BulkApp("x", broker="kafka://127.0.0.1:1").conf.broker_max_poll_records == 5_000
+    assert BulkApp("x", broker="kafka://127.0.0.1:1").conf.broker_max_poll_records is None
     # the consumer's settings it changes after construction are read at start / each refresh
     from aiokafka.client import AIOKafkaClient
-    from aiokafka.consumer.consumer import AIOKafkaConsumer
 
-    assert "fetch_max_bytes=self._fetch_max_bytes" in inspect.getsource(AIOKafkaConsumer.start)
     refresh = inspect.getsource(AIOKafkaClient._md_synchronizer)
     assert "timeout=self._metadata_max_age_ms / 1000" in refresh
 
