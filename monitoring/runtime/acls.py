@@ -104,14 +104,10 @@ def acls(kafka: KafkaSettings, user_prefix: str = USER_PREFIX) -> list[Acl]:
     )  # fmt: skip
     allow("worker", "group", [p + "worker", changelog_reader, idle_check], "Read")
     # runtime.fence: one transactional producer per state partition, "<state topic>.p<n>"
-    allow(
-        "worker",
-        "transactional-id",
-        [topic_name(kafka, s) + ".p" for s in _WORKER_STATE],
-        "Write",
-        "Describe",
-        pattern="prefixed",
-    )
+    # (fence.transactional_id), written by the worker and by ops' state rebuild
+    state_writers = [topic_name(kafka, s) + ".p" for s in _WORKER_STATE]
+    for role in ("worker", "ops"):
+        allow(role, "transactional-id", state_writers, "Write", "Describe", pattern="prefixed")
 
     topic(
         "store",
@@ -148,14 +144,6 @@ def acls(kafka: KafkaSettings, user_prefix: str = USER_PREFIX) -> list[Acl]:
           pattern="prefixed")  # fmt: skip
     allow("ops", "group", [p], "Read", "Describe", pattern="prefixed")
     allow("ops", "group", [store], "Describe")  # also under the prefixed binding
-    allow(
-        "ops",
-        "transactional-id",
-        [topic_name(kafka, s) + ".p" for s in _WORKER_STATE],
-        "Write",
-        "Describe",
-        pattern="prefixed",
-    )
     return sorted(out)
 
 

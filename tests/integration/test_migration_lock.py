@@ -336,11 +336,11 @@ def test_a_live_holder_running_a_long_statement_is_not_taken_over(
     b.release()
 
 
-def test_a_rebuild_interrupted_after_its_exchange_keeps_the_old_table_s_late_rows(
-    storage: StorageSettings, clients: list[Any], tmp_path: Path
-) -> None:
-    """A store killed between 008's EXCHANGE and its catch-up left the old table, with rows
-    the copy missed, as samples_rekeyed: the next run keeps them before starting over."""
+def leftover_after_interrupted_008(
+    storage: StorageSettings, clients: list[Any], tmp_path: Path, swapped: bool
+) -> list[tuple[str, str]]:
+    """008 run up to its copy (and its EXCHANGE if ``swapped``), rows inserted after the
+    copy, then the whole migration again: the leftover events it logged; every row kept."""
     client = client_of(storage, clients)
     up_to_7(storage, client, tmp_path)
     ins = Inserter(client)
@@ -350,13 +350,24 @@ def test_a_rebuild_interrupted_after_its_exchange_keeps_the_old_table_s_late_row
     for stmt in stmts[:-2]:
         client.command(stmt)
     ins.insert()  # after the copy: only in the old table
-    client.command(stmts[-2])  # swapped, then killed before the catch-up and the drop
+    if swapped:
+        client.command(stmts[-2])  # swapped, then killed before the catch-up and the drop
     with capture_logs() as logs:
         assert [m.version for m in migrate(client, storage)] == list(range(8, 13))
-    assert [
-        (e["event"], e["table"]) for e in logs if str(e["event"]).startswith("rebuild_leftover")
-    ] == [("rebuild_leftover_kept", "samples_rekeyed")]
     check_all_there(client, ins)
+    return [
+        (e["event"], e["table"]) for e in logs if str(e["event"]).startswith("rebuild_leftover")
+    ]
+
+
+def test_a_rebuild_interrupted_after_its_exchange_keeps_the_old_table_s_late_rows(
+    storage: StorageSettings, clients: list[Any], tmp_path: Path
+) -> None:
+    """A store killed between 008's EXCHANGE and its catch-up left the old table, with rows
+    the copy missed, as samples_rekeyed: the next run keeps them before starting over."""
+    assert leftover_after_interrupted_008(storage, clients, tmp_path, swapped=True) == [
+        ("rebuild_leftover_kept", "samples_rekeyed")
+    ]
 
 
 def test_a_rebuild_interrupted_before_its_exchange_drops_its_partial_copy(
@@ -365,21 +376,9 @@ def test_a_rebuild_interrupted_before_its_exchange_drops_its_partial_copy(
     """A store stopped after 008's copy and before its EXCHANGE left the new, partly
     filled table as samples_rekeyed: the next run drops it (copying it into samples would
     be wasted work, or fail for a changed type) and starts over."""
-    client = client_of(storage, clients)
-    up_to_7(storage, client, tmp_path)
-    ins = Inserter(client)
-    ins.insert()
-    stmts = next(m for m in load() if m.version == 8).statements(params(storage))
-    assert stmts[-2].startswith("EXCHANGE")
-    for stmt in stmts[:-2]:
-        client.command(stmt)  # copied, then stopped before the swap
-    ins.insert()
-    with capture_logs() as logs:
-        assert [m.version for m in migrate(client, storage)] == list(range(8, 13))
-    assert [
-        (e["event"], e["table"]) for e in logs if str(e["event"]).startswith("rebuild_leftover")
-    ] == [("rebuild_leftover_dropped", "samples_rekeyed")]
-    check_all_there(client, ins)
+    assert leftover_after_interrupted_008(storage, clients, tmp_path, swapped=False) == [
+        ("rebuild_leftover_dropped", "samples_rekeyed")
+    ]
 
 
 def test_a_failed_migration_leaves_the_lock_to_expire(
