@@ -80,3 +80,21 @@ def test_without_a_broker_it_gives_up_at_stop(kafka_settings: Settings) -> None:
     started = time.monotonic()
     assert adopt_legacy_offsets(nowhere, stop, wait_s=600) == 0
     assert time.monotonic() - started < 60  # a stop, not the 600 s wait
+
+
+def test_an_offset_outside_the_partition_is_not_adopted(kafka_settings: Settings) -> None:
+    """The old group is unprefixed: whoever may read the topics may commit to it. An
+    offset past a partition's end (or a negative one) is not copied."""
+    samples = topic_name(kafka_settings.kafka, SAMPLES)
+    p = Producer({"bootstrap.servers": kafka_settings.kafka.bootstrap_servers})
+    for i in range(10):
+        p.produce(samples, b"x", partition=i % 2)
+    assert p.flush(30) == 0
+    commit(
+        kafka_settings,
+        LEGACY_STORE_GROUP,
+        [TopicPartition(samples, 0, 3), TopicPartition(samples, 1, 10**15)],
+    )
+    assert adopt_legacy_offsets(kafka_settings) == 1
+    got = committed(kafka_settings, store_group(kafka_settings))
+    assert got[(samples, 0)] == 3 and got[(samples, 1)] < 0

@@ -229,6 +229,9 @@ def adopt_legacy_offsets(
             theirs = [tp for tp in old.committed(tps, timeout=timeout_s) if tp.offset >= 0]
         finally:
             old.close()
+        # anyone who may read the topics may commit to that unprefixed group: an offset
+        # outside the partition's records is not adopted (that partition starts afresh)
+        theirs = [tp for tp in theirs if _within(new, tp, timeout_s)]
         if theirs:
             new.commit(offsets=theirs, asynchronous=False)
     except KafkaException as e:
@@ -240,6 +243,13 @@ def adopt_legacy_offsets(
         log.info("legacy_offsets_adopted", source=LEGACY_STORE_GROUP, group=group,
                  partitions=len(theirs))  # fmt: skip
     return len(theirs)
+
+
+def _within(c: Consumer, tp: TopicPartition, timeout_s: float) -> bool:
+    low, high = c.get_watermark_offsets(
+        TopicPartition(tp.topic, tp.partition), timeout=timeout_s, cached=False
+    )
+    return bool(low <= tp.offset <= high)
 
 
 def topics(settings: Settings) -> list[str]:
